@@ -1,0 +1,32 @@
+# weft: `make demo` builds and runs the examples; `make test` runs every test.
+CARGO ?= cargo
+LIBDIR := $(CURDIR)/target/release
+
+.PHONY: all build header test test-rust test-c demo bench clean
+
+all: build
+
+build:
+	$(CARGO) build --release
+
+# Regenerates include/weft.h from src/ffi (cargo test fails when it is stale).
+header:
+	WEFT_BLESS=1 $(CARGO) test --release --test header
+
+test: test-rust test-c
+
+test-rust:
+	$(CARGO) test --release
+
+test-c: build
+	$(MAKE) -C tests/c LIBDIR=$(LIBDIR) test valgrind
+
+demo: build
+	$(MAKE) -C examples/c LIBDIR=$(LIBDIR) run
+
+bench: build
+	$(MAKE) -C benches LIBDIR=$(LIBDIR)
+
+clean:
+	$(CARGO) clean
+	rm -rf tests/c/build examples/c/build benches/build

@@ -1,0 +1,168 @@
+//! The inbox: how other threads hand work to a loop (posts and emitted events today,
+//! finished tasks later), with one wake-up per batch rather than one per record.
+//!
+//! # Wake-up protocol
+//!
+//! State: `queue` (records, under a mutex), `signalled` (an atomic flag) and `bell` (an
+//! eventfd in the loop's epoll set, so it also wakes an embedding host).
+//!
+//! Producer (any thread):
+//!   1. lock `queue`, push the record, unlock;
+//!   2. if `signalled.swap(true)` was false, ring `bell`.
+//!
+//! Consumer (the loop thread, once per pass):
+//!   1. `signalled.store(false)`;
+//!   2. drain `bell`;
+//!   3. lock `queue`, swap its records out, unlock; dispatch them.
+//!
+//! No lost wake-up: a record pushed before the consumer's step 3 is in the batch it
+//! takes. A record pushed after step 3 is pushed after step 1 (the queue lock orders
+//! them), so its producer's swap in step 2 reads false and rings the bell, which makes
+//! the epoll fd readable for the next pass. At most one ring happens per batch, however
+//! many records the batch holds. A ring that lands between consumer steps 1 and 2 is
+//! drained, and its record is in the step 3 batch.
+//!
+//! # Cancelling a post
+//!
+//! Posts are numbered under the queue lock, so their numbers follow dispatch order. The
+//! consumer publishes `started = seq + 1` before it runs post `seq`, then, only if
+//! `cancel_requests` is non-zero, looks for `seq` in `cancelled` (under the lock).
+//! A canceller adds its `seq` to `cancelled`, increments `cancel_requests`, and only
+//! then reads `started` (all SeqCst, all under the lock): if the post has started it
+//! takes its entry back and reports "not found"; otherwise the consumer, which reads
+//! `cancel_requests` after publishing `started`, is bound to see the entry and skip it.
+
+use crate::sys::EventFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Mutex, MutexGuard};
+
+pub enum Record<H> {
+    Post { seq: u64, handler: H },
+    /// `bytes` holds the topic, a NUL, then the payload.
+    Emit { bytes: Box<[u8]>, topic_len: usize },
+}
+
+struct Queue<H> {
+    records: Vec<Record<H>>,
+    next_seq: u64,
+    cancelled: Vec<u64>,
+}
+
+pub struct Inbox<H> {
+    queue: Mutex<Queue<H>>,
+    signalled: AtomicBool,
+    /// Records pushed and not yet dispatched (or dropped); keeps `run` going.
+    pending: AtomicUsize,
+    started: AtomicU64,
+    cancel_requests: AtomicUsize,
+    bell: EventFd,
+}
+
+impl<H> Inbox<H> {
+    pub fn new() -> std::io::Result<Inbox<H>> {
+        Ok(Inbox {
+            queue: Mutex::new(Queue { records: Vec::new(), next_seq: 1, cancelled: Vec::new() }),
+            signalled: AtomicBool::new(false),
+            pending: AtomicUsize::new(0),
+            started: AtomicU64::new(1),
+            cancel_requests: AtomicUsize::new(0),
+            bell: EventFd::new()?,
+        })
+    }
+
+    pub fn bell(&self) -> &EventFd {
+        &self.bell
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue<H>> {
+        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn push_locked(&self, mut queue: MutexGuard<'_, Queue<H>>, record: Record<H>) {
+        queue.records.push(record);
+        self.pending.fetch_add(1, SeqCst);
+        drop(queue);
+        if !self.signalled.swap(true, SeqCst) {
+            self.bell.ring();
+        }
+    }
+
+    /// Queues a post; returns its sequence number.
+    pub fn post(&self, handler: H) -> u64 {
+        let mut queue = self.lock();
+        let seq = queue.next_seq;
+        queue.next_seq += 1;
+        self.push_locked(queue, Record::Post { seq, handler });
+        seq
+    }
+
+    pub fn emit(&self, topic: &str, payload: &[u8]) {
+        let mut bytes = Vec::with_capacity(topic.len() + 1 + payload.len());
+        bytes.extend_from_slice(topic.as_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(payload);
+        let record = Record::Emit { bytes: bytes.into_boxed_slice(), topic_len: topic.len() };
+        self.push_locked(self.lock(), record);
+    }
+
+    /// Wakes the loop without a record (stop, or a change it must notice).
+    pub fn wake(&self) {
+        self.bell.ring();
+    }
+
+    pub fn pending(&self) -> usize {
+        self.pending.load(SeqCst)
+    }
+
+    /// Takes every queued record into `batch` (which must be empty).
+    pub fn take(&self, batch: &mut Vec<Record<H>>) {
+        self.signalled.store(false, SeqCst);
+        self.bell.drain();
+        std::mem::swap(&mut self.lock().records, batch);
+    }
+
+    /// Marks one record of a taken batch as dispatched (or dropped).
+    pub fn done(&self) {
+        self.pending.fetch_sub(1, SeqCst);
+    }
+
+    /// Called by the consumer just before it runs post `seq`: false if it was cancelled.
+    pub fn start_post(&self, seq: u64) -> bool {
+        self.started.store(seq + 1, SeqCst);
+        if self.cancel_requests.load(SeqCst) == 0 {
+            return true;
+        }
+        let mut queue = self.lock();
+        match queue.cancelled.iter().position(|&s| s == seq) {
+            Some(at) => {
+                queue.cancelled.swap_remove(at);
+                self.cancel_requests.fetch_sub(1, SeqCst);
+                false
+            }
+            None => true,
+        }
+    }
+
+    /// Cancels post `seq` if it has not started; true on success.
+    pub fn cancel_post(&self, seq: u64) -> bool {
+        let mut queue = self.lock();
+        if seq >= queue.next_seq || queue.cancelled.contains(&seq) {
+            return false;
+        }
+        queue.cancelled.push(seq);
+        self.cancel_requests.fetch_add(1, SeqCst);
+        if self.started.load(SeqCst) > seq {
+            queue.cancelled.pop();
+            self.cancel_requests.fetch_sub(1, SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// Empties the queue (the loop is being freed).
+    pub fn drain_all(&self) -> Vec<Record<H>> {
+        let records = std::mem::take(&mut self.lock().records);
+        self.pending.fetch_sub(records.len(), SeqCst);
+        records
+    }
+}

@@ -1,0 +1,678 @@
+//! The event loop: registrations (timers, fd and signal watches, subscriptions), the
+//! inbox, and the passes that dispatch them.
+//!
+//! # Threads
+//!
+//! Every method takes `&self` and may be called from any thread. Registrations live in
+//! `core`, behind a mutex that the loop thread holds only for bookkeeping, never while a
+//! callback (or a free function) runs, so callbacks may call back into the loop. A
+//! callback's handler is taken out of its entry for the duration of the call; a cancel
+//! that arrives meanwhile marks the entry, and the dispatcher drops the handler (running
+//! its free function) once the call returns. `run` holds the `runner` mutex for its whole
+//! duration, which is how a second or re-entrant `run` is detected (`Busy`).
+//!
+//! # What wakes the loop
+//!
+//! One epoll set holds the watched fds, a timerfd armed at the wheel's next deadline, the
+//! inbox's eventfd and the signal eventfd. So the epoll fd itself is readable whenever a
+//! non-blocking pass has work: that is the fd an embedding host watches. A registration
+//! made from another thread wakes a blocked loop through the same set (an earlier
+//! deadline re-arms the timerfd; a new fd is a new member); a cancel that leaves nothing
+//! registered rings the inbox bell so that `run(Default)` can notice and return.
+
+use crate::bus::{self, Pattern};
+use crate::error::{Code, Error, Result};
+use crate::fork;
+use crate::inbox::{Inbox, Record};
+use crate::signal;
+use crate::slots::{self, Generational, Id, IdKind, Slab};
+use crate::sys::{self, Epoll, EpollEvent, EventFd, TimerFd};
+use crate::timer::{self, Links, Wheel};
+use crate::watch::{self, FdTable};
+use std::ffi::CStr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// What a registration's handler is told when it is called.
+#[derive(Debug)]
+pub enum Event<'a> {
+    Timer,
+    Post,
+    Fd { fd: RawFd, events: u32 },
+    Signal { signum: i32 },
+    /// `topic` is NUL-terminated; `payload` is the copy made by `emit`.
+    Topic { topic: &'a CStr, payload: &'a [u8] },
+}
+
+/// The callback of a registration and the data it owns. Dropping the handler is the
+/// registration's end (the C layer runs `free_fn` in `Drop`), so it happens exactly once:
+/// after the last call, on cancel, or when the loop is closed.
+pub trait Handler: Send + Sized + 'static {
+    fn call(&mut self, lp: &Loop<Self>, id: Id, event: Event<'_>);
+
+    /// The registration was refused: the caller keeps what the handler refers to, so
+    /// its end must not run (the C layer does not call `free_fn`).
+    fn refused(self) {}
+}
+
+/// Runs a registration with the handler in an Option it may take; a handler still there
+/// afterwards was refused.
+fn registering<H: Handler>(handler: H, f: impl FnOnce(&mut Option<H>) -> Result<Id>) -> Result<Id> {
+    let mut slot = Some(handler);
+    let result = f(&mut slot);
+    if let Some(handler) = slot {
+        handler.refused();
+    }
+    result
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunMode {
+    /// Run until stopped or nothing is registered.
+    Default,
+    /// Wait for something to be ready, then make one pass.
+    Once,
+    /// Make one pass over what is ready now, without waiting.
+    NoWait,
+}
+
+enum Kind {
+    Timer { link: timer::Link, interval_ns: u64 },
+    Fd { fd: RawFd, interest: u32 },
+    Signal { signum: i32 },
+    Subscription { pattern: Pattern },
+}
+
+struct Entry<H> {
+    /// None while the handler is being called.
+    handler: Option<H>,
+    generation: u32,
+    /// Cancelled during its call: the dispatcher ends it when the call returns.
+    cancelled: bool,
+    kind: Kind,
+}
+
+impl<H> Generational for Entry<H> {
+    fn generation(&self) -> u32 {
+        self.generation
+    }
+}
+
+struct Registrations<H>(Slab<Entry<H>>);
+
+impl<H> Links for Registrations<H> {
+    fn link(&mut self, index: u32) -> &mut timer::Link {
+        match &mut self.0.at_mut(index).kind {
+            Kind::Timer { link, .. } => link,
+            _ => panic!("slot {index} is not a timer"),
+        }
+    }
+}
+
+struct Core<H> {
+    entries: Registrations<H>,
+    wheel: Wheel,
+    /// The deadline the timerfd is armed for.
+    armed_ns: Option<u64>,
+    fds: FdTable,
+    subscriptions: bus::Index,
+    /// Signal watches by signal number, and the count last seen for each.
+    signal_watchers: Vec<Vec<u32>>,
+    signal_seen: Vec<u64>,
+    signal_bell_slot: Option<usize>,
+}
+
+/// Scratch space of the thread running the loop.
+struct Runner<H> {
+    events: Vec<EpollEvent>,
+    ready: Vec<(RawFd, u32)>,
+    ids: Vec<(Id, u32)>,
+    batch: Vec<Record<H>>,
+    indices: Vec<u32>,
+}
+
+const KEY_INBOX: u64 = 0;
+const KEY_TIMER: u64 = 1;
+const KEY_SIGNAL: u64 = 2;
+const KEY_FD: u64 = 1 << 32;
+
+pub struct Loop<H: Handler> {
+    tag: u16,
+    core: Mutex<Core<H>>,
+    inbox: Arc<Inbox<H>>,
+    epoll: Epoll,
+    timer_fd: TimerFd,
+    signal_bell: EventFd,
+    runner: Mutex<Runner<H>>,
+    stop: AtomicBool,
+    closed: AtomicBool,
+}
+
+fn io_error(what: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |e| Error::io(what, e)
+}
+
+impl<H: Handler> Loop<H> {
+    pub fn new() -> Result<Loop<H>> {
+        fork::check()?;
+        fork::install();
+        let tag = slots::new_tag();
+        let epoll = Epoll::new().map_err(io_error("epoll_create1"))?;
+        let timer_fd = TimerFd::new().map_err(io_error("timerfd_create"))?;
+        let signal_bell = EventFd::new().map_err(io_error("eventfd"))?;
+        let inbox = Inbox::new().map_err(io_error("eventfd"))?;
+        for (fd, key) in [
+            (inbox.bell().as_raw_fd(), KEY_INBOX),
+            (timer_fd.as_raw_fd(), KEY_TIMER),
+            (signal_bell.as_raw_fd(), KEY_SIGNAL),
+        ] {
+            epoll.add(fd, sys::EPOLLIN, key).map_err(io_error("epoll_ctl"))?;
+        }
+        Ok(Loop {
+            tag,
+            core: Mutex::new(Core {
+                entries: Registrations(Slab::new(tag)),
+                wheel: Wheel::new(sys::now_ns()),
+                armed_ns: None,
+                fds: FdTable::default(),
+                subscriptions: bus::Index::default(),
+                signal_watchers: (0..signal::NSIG).map(|_| Vec::new()).collect(),
+                signal_seen: vec![0; signal::NSIG],
+                signal_bell_slot: None,
+            }),
+            inbox: Arc::new(inbox),
+            epoll,
+            timer_fd,
+            signal_bell,
+            runner: Mutex::new(Runner {
+                events: Vec::with_capacity(256),
+                ready: Vec::new(),
+                ids: Vec::new(),
+                batch: Vec::new(),
+                indices: Vec::new(),
+            }),
+            stop: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Core<H>> {
+        self.core.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Err when the loop may not be used: in a forked child, or once it is closing.
+    fn usable(&self) -> Result<()> {
+        fork::check()?;
+        if self.closed.load(SeqCst) {
+            return Err(Error::new(Code::Closed, "the loop is being freed"));
+        }
+        Ok(())
+    }
+
+    /// Stores a registration, taking its handler.
+    fn register(&self, core: &mut Core<H>, handler: &mut Option<H>, kind: Kind) -> Result<(Id, u32)> {
+        core.entries
+            .0
+            .insert(|generation| Entry { handler: handler.take(), generation, cancelled: false, kind })
+            .ok_or_else(|| {
+                Error::new(Code::Busy, format!("the loop holds {} registrations, its maximum", slots::MAX_SLOTS))
+            })
+    }
+
+    // ---- timers -------------------------------------------------------------------
+
+    fn check_delay(name: &str, ms: u64) -> Result<()> {
+        if ms > timer::MAX_DELAY_MS {
+            return Err(Error::invalid(format!(
+                "{name} {ms} is beyond the maximum of {} ms (about 397 days)",
+                timer::MAX_DELAY_MS
+            )));
+        }
+        Ok(())
+    }
+
+    /// A timer that calls `handler` once, `delay_ms` from now (never earlier).
+    pub fn timer_after(&self, delay_ms: u64, handler: H) -> Result<Id> {
+        registering(handler, |handler| {
+            Self::check_delay("delay_ms", delay_ms)?;
+            self.add_timer(delay_ms, 0, handler)
+        })
+    }
+
+    /// A timer that calls `handler` every `interval_ms`, at a fixed rate: call n is due at
+    /// start + n·interval; when the loop falls behind, the missed calls are skipped.
+    pub fn timer_every(&self, interval_ms: u64, handler: H) -> Result<Id> {
+        registering(handler, |handler| {
+            if interval_ms == 0 {
+                return Err(Error::invalid("interval_ms 0 must be at least 1"));
+            }
+            Self::check_delay("interval_ms", interval_ms)?;
+            self.add_timer(interval_ms, interval_ms * timer::TICK_NS, handler)
+        })
+    }
+
+    fn add_timer(&self, delay_ms: u64, interval_ns: u64, handler: &mut Option<H>) -> Result<Id> {
+        self.usable()?;
+        let deadline_ns = sys::now_ns() + delay_ms * timer::TICK_NS;
+        let mut core = self.lock();
+        let link = timer::Link::new(deadline_ns);
+        let (id, index) = self.register(&mut core, handler, Kind::Timer { link, interval_ns })?;
+        let core = &mut *core;
+        core.wheel.insert(&mut core.entries, index);
+        self.rearm(core);
+        Ok(id)
+    }
+
+    /// Keeps the timerfd armed at the wheel's next deadline.
+    fn rearm(&self, core: &mut Core<H>) {
+        let next = core.wheel.next_deadline_ns();
+        if next != core.armed_ns {
+            self.timer_fd.arm(next);
+            core.armed_ns = next;
+        }
+    }
+
+    // ---- fd and signal watches -----------------------------------------------------
+
+    /// Watches `fd` for `interest` (READABLE | WRITABLE), level-triggered.
+    pub fn watch_fd(&self, fd: RawFd, interest: u32, handler: H) -> Result<Id> {
+        registering(handler, |handler| self.add_fd_watch(fd, interest, handler))
+    }
+
+    fn add_fd_watch(&self, fd: RawFd, interest: u32, handler: &mut Option<H>) -> Result<Id> {
+        self.usable()?;
+        watch::check_fd(fd)?;
+        watch::check_interest(interest)?;
+        let mut core = self.lock();
+        let (id, index) = self.register(&mut core, handler, Kind::Fd { fd, interest })?;
+        let events = core.fds.set(fd, index, interest);
+        if let Err(e) = self.epoll.set(fd, events, KEY_FD | fd as u32 as u64) {
+            if core.fds.remove(fd, index).is_none() {
+                self.epoll.remove(fd);
+            }
+            *handler = core.entries.0.remove_at(index).handler;
+            let why = match e.raw_os_error() {
+                Some(libc::EPERM) => "does not support polling (a regular file or directory?)".to_string(),
+                _ => format!("cannot be watched: {e}"),
+            };
+            return Err(Error::invalid(format!("fd {fd} {why}")));
+        }
+        Ok(id)
+    }
+
+    /// Changes the interest set of an fd watch.
+    pub fn watch_fd_modify(&self, id: Id, interest: u32) -> Result<()> {
+        self.usable()?;
+        watch::check_interest(interest)?;
+        let mut core = self.lock();
+        let index = self.live_index(&core, id)?;
+        let Kind::Fd { fd, interest: current } = &mut core.entries.0.at_mut(index).kind else {
+            return Err(Error::invalid(format!("id {id:#x} is not an fd watch")));
+        };
+        *current = interest;
+        let fd = *fd;
+        let events = core.fds.set(fd, index, interest);
+        self.epoll.set(fd, events, KEY_FD | fd as u32 as u64).map_err(|e| {
+            Error::new(Code::Io, format!("fd {fd} can no longer be watched (closed?): {e}"))
+        })
+    }
+
+    /// Calls `handler` on the loop thread after `signum` is caught.
+    pub fn watch_signal(&self, signum: i32, handler: H) -> Result<Id> {
+        registering(handler, |handler| self.add_signal_watch(signum, handler))
+    }
+
+    fn add_signal_watch(&self, signum: i32, handler: &mut Option<H>) -> Result<Id> {
+        self.usable()?;
+        signal::check(signum)?;
+        let mut core = self.lock();
+        if core.signal_bell_slot.is_none() {
+            core.signal_bell_slot = Some(signal::register_bell(self.signal_bell.as_raw_fd())?);
+        }
+        if core.signal_watchers[signum as usize].is_empty() {
+            core.signal_seen[signum as usize] = signal::count(signum);
+        }
+        signal::add_watcher(signum)?;
+        let (id, index) = match self.register(&mut core, handler, Kind::Signal { signum }) {
+            Ok(ok) => ok,
+            Err(e) => {
+                signal::remove_watcher(signum);
+                return Err(e);
+            }
+        };
+        core.signal_watchers[signum as usize].push(index);
+        Ok(id)
+    }
+
+    // ---- topics ------------------------------------------------------------------------
+
+    pub fn subscribe(&self, pattern: &str, handler: H) -> Result<Id> {
+        registering(handler, |handler| {
+            self.usable()?;
+            let pattern = Pattern::parse(pattern)?;
+            let mut core = self.lock();
+            let (id, index) =
+                self.register(&mut core, handler, Kind::Subscription { pattern: pattern.clone() })?;
+            core.subscriptions.add(&pattern, index);
+            Ok(id)
+        })
+    }
+
+    /// Queues an event; the payload is copied. Never blocks on the loop.
+    pub fn emit(&self, topic: &str, payload: &[u8]) -> Result<()> {
+        self.usable()?;
+        bus::check_topic(topic)?;
+        self.inbox.emit(topic, payload);
+        Ok(())
+    }
+
+    /// Queues `handler` to run on the loop thread, after what was posted before it by
+    /// the same thread.
+    pub fn post(&self, handler: H) -> Result<Id> {
+        registering(handler, |handler| {
+            self.usable()?;
+            let handler = handler.take().expect("not taken yet");
+            Ok(slots::post_id(self.tag, self.inbox.post(handler)))
+        })
+    }
+
+    // ---- cancel ------------------------------------------------------------------------
+
+    fn live_index(&self, core: &Core<H>, id: Id) -> Result<u32> {
+        match core.entries.0.index(id) {
+            Some(index) if !core.entries.0.at(index).cancelled => Ok(index),
+            _ => Err(Error::not_found(id)),
+        }
+    }
+
+    /// Ends a registration. Its callback does not start again once this returns Ok; its
+    /// handler is dropped now, or when its call in progress returns.
+    pub fn cancel(&self, id: Id) -> Result<()> {
+        fork::check()?;
+        match slots::decode(self.tag, id) {
+            Some(IdKind::Post { seq }) => {
+                return if self.inbox.cancel_post(seq) { Ok(()) } else { Err(Error::not_found(id)) };
+            }
+            Some(IdKind::Slot { .. }) => {}
+            None => return Err(Error::not_found(id)),
+        }
+        let mut core = self.lock();
+        let index = self.live_index(&core, id)?;
+        self.unregister(&mut core, index);
+        let entry = core.entries.0.at_mut(index);
+        if entry.handler.is_none() {
+            entry.cancelled = true;
+            return Ok(());
+        }
+        let entry = core.entries.0.remove_at(index);
+        let now_idle = core.entries.0.is_empty();
+        drop(core);
+        drop(entry);
+        if now_idle {
+            self.inbox.wake();
+        }
+        Ok(())
+    }
+
+    /// Removes the registration at `index` from the wheel and the tables (not the slab).
+    fn unregister(&self, core: &mut Core<H>, index: u32) {
+        let core = &mut *core;
+        match &core.entries.0.at(index).kind {
+            Kind::Timer { link, .. } => {
+                if link.is_linked() {
+                    core.wheel.remove(&mut core.entries, index);
+                }
+            }
+            &Kind::Fd { fd, .. } => match core.fds.remove(fd, index) {
+                Some(events) => drop(self.epoll.set(fd, events, KEY_FD | fd as u32 as u64)),
+                None => self.epoll.remove(fd),
+            },
+            &Kind::Signal { signum } => {
+                core.signal_watchers[signum as usize].retain(|&i| i != index);
+                signal::remove_watcher(signum);
+                if core.signal_watchers.iter().all(Vec::is_empty) {
+                    if let Some(slot) = core.signal_bell_slot.take() {
+                        signal::unregister_bell(slot);
+                    }
+                }
+            }
+            Kind::Subscription { pattern } => {
+                let pattern = pattern.clone();
+                core.subscriptions.remove(&pattern, index);
+            }
+        }
+    }
+
+    // ---- running -----------------------------------------------------------------------
+
+    /// Runs the loop on the calling thread; see [`RunMode`]. Busy if it is already running.
+    pub fn run(&self, mode: RunMode) -> Result<()> {
+        self.usable()?;
+        let mut runner = self.runner.try_lock().map_err(|_| {
+            Error::new(Code::Busy, "the loop is already running (re-entered from a callback, or on another thread)")
+        })?;
+        loop {
+            if mode == RunMode::Default && !self.alive() {
+                break;
+            }
+            let stopping = self.stop.load(SeqCst);
+            self.pass(&mut runner, mode != RunMode::NoWait && !stopping)?;
+            if self.stop.swap(false, SeqCst) || mode != RunMode::Default {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes `run` return after its current pass (or the next run after one pass).
+    pub fn stop(&self) -> Result<()> {
+        fork::check()?;
+        self.stop.store(true, SeqCst);
+        self.inbox.wake();
+        Ok(())
+    }
+
+    /// True while anything is registered or queued.
+    pub fn alive(&self) -> bool {
+        self.inbox.pending() > 0 || !self.lock().entries.0.is_empty()
+    }
+
+    /// The fd an embedding host watches: readable when `run(NoWait)` has work.
+    pub fn fd(&self) -> RawFd {
+        self.epoll.as_raw_fd()
+    }
+
+    /// Milliseconds until the next timer (rounded up), 0 when work is ready now, None
+    /// when nothing is scheduled.
+    pub fn timeout_ms(&self) -> Result<Option<u64>> {
+        fork::check()?;
+        if self.inbox.pending() > 0 || sys::is_readable(self.epoll.as_raw_fd()) {
+            return Ok(Some(0));
+        }
+        let Some(next) = self.lock().wheel.next_deadline_ns() else { return Ok(None) };
+        Ok(Some(next.saturating_sub(sys::now_ns()).div_ceil(timer::TICK_NS)))
+    }
+
+    fn pass(&self, runner: &mut Runner<H>, block: bool) -> Result<()> {
+        let Runner { events, ready, ids, batch, indices } = runner;
+        self.epoll.wait(events, if block { -1 } else { 0 }).map_err(io_error("epoll_wait"))?;
+        let (mut inbox_rang, mut signal_rang) = (false, false);
+        ready.clear();
+        for ev in events.iter() {
+            let (key, bits) = (ev.u64, ev.events);
+            match key {
+                KEY_INBOX => inbox_rang = true,
+                KEY_TIMER => self.timer_fd.drain(),
+                KEY_SIGNAL => {
+                    self.signal_bell.drain();
+                    signal_rang = true;
+                }
+                _ => ready.push(((key & 0xffff_ffff) as u32 as RawFd, watch::from_epoll(bits))),
+            }
+        }
+
+        // Timers due now.
+        {
+            let mut core = self.lock();
+            let core = &mut *core;
+            indices.clear();
+            core.wheel.poll(&mut core.entries, sys::now_ns(), indices);
+            ids.clear();
+            ids.extend(indices.iter().map(|&i| (core.entries.0.id_of(i), 0)));
+            self.rearm(core);
+        }
+        for &(id, _) in ids.iter() {
+            self.dispatch(id, Event::Timer);
+        }
+
+        // Ready fds: each watcher gets the part of the report it asked for.
+        for &(fd, bits) in ready.iter() {
+            ids.clear();
+            {
+                let core = self.lock();
+                for &(index, interest) in core.fds.watchers(fd) {
+                    let events = watch::events_for(interest, bits);
+                    if events != 0 {
+                        ids.push((core.entries.0.id_of(index), events));
+                    }
+                }
+            }
+            for &(id, events) in ids.iter() {
+                self.dispatch(id, Event::Fd { fd, events });
+            }
+        }
+
+        if signal_rang {
+            self.dispatch_signals(ids);
+        }
+
+        if inbox_rang || self.inbox.pending() > 0 {
+            self.inbox.take(batch);
+            for record in batch.drain(..) {
+                match record {
+                    Record::Post { seq, mut handler } => {
+                        if self.inbox.start_post(seq) {
+                            handler.call(self, slots::post_id(self.tag, seq), Event::Post);
+                        }
+                        drop(handler);
+                    }
+                    Record::Emit { bytes, topic_len } => {
+                        self.deliver(&bytes, topic_len, ids);
+                    }
+                }
+                self.inbox.done();
+            }
+        }
+        Ok(())
+    }
+
+    fn dispatch_signals(&self, ids: &mut Vec<(Id, u32)>) {
+        ids.clear();
+        {
+            let mut core = self.lock();
+            for signum in 1..signal::NSIG {
+                if core.signal_watchers[signum].is_empty() {
+                    continue;
+                }
+                let count = signal::count(signum as i32);
+                if count == core.signal_seen[signum] {
+                    continue;
+                }
+                core.signal_seen[signum] = count;
+                for &index in &core.signal_watchers[signum] {
+                    ids.push((core.entries.0.id_of(index), signum as u32));
+                }
+            }
+        }
+        for &(id, signum) in ids.iter() {
+            self.dispatch(id, Event::Signal { signum: signum as i32 });
+        }
+    }
+
+    fn deliver(&self, bytes: &[u8], topic_len: usize, ids: &mut Vec<(Id, u32)>) {
+        let topic = CStr::from_bytes_with_nul(&bytes[..=topic_len]).expect("topic is NUL-terminated");
+        let payload = &bytes[topic_len + 1..];
+        ids.clear();
+        {
+            let core = self.lock();
+            let mut indices = Vec::new();
+            core.subscriptions.lookup(topic.to_str().unwrap_or(""), &mut indices);
+            ids.extend(indices.iter().map(|&i| (core.entries.0.id_of(i), 0)));
+        }
+        for &(id, _) in ids.iter() {
+            self.dispatch(id, Event::Topic { topic, payload });
+        }
+    }
+
+    /// Calls the handler of registration `id`, if it is still live, without holding the
+    /// core lock; then puts the handler back, or ends the registration.
+    fn dispatch(&self, id: Id, event: Event<'_>) {
+        let mut handler = {
+            let mut core = self.lock();
+            let Some(index) = core.entries.0.index(id) else { return };
+            let now = sys::now_ns();
+            let core = &mut *core;
+            let entry = core.entries.0.at_mut(index);
+            if entry.cancelled {
+                return;
+            }
+            let Some(handler) = entry.handler.take() else { return };
+            if let Kind::Timer { link, interval_ns } = &mut entry.kind {
+                if *interval_ns > 0 {
+                    // Fixed rate: the next call is due one interval after this one's
+                    // deadline; calls the loop was too late for are skipped.
+                    let mut next = link.deadline_ns + *interval_ns;
+                    if next <= now {
+                        next += (now - next) / *interval_ns * *interval_ns + *interval_ns;
+                    }
+                    link.deadline_ns = next;
+                    core.wheel.insert(&mut core.entries, index);
+                    self.rearm(core);
+                }
+            }
+            handler
+        };
+        handler.call(self, id, event);
+        let mut core = self.lock();
+        let index = core.entries.0.index(id).expect("an entry in a call stays in the slab");
+        let entry = core.entries.0.at_mut(index);
+        let one_shot = matches!(entry.kind, Kind::Timer { interval_ns: 0, .. });
+        if !entry.cancelled && !one_shot {
+            entry.handler = Some(handler);
+            return;
+        }
+        drop(core.entries.0.remove_at(index));
+        drop(core);
+        drop(handler);
+    }
+
+    /// Ends every registration and drops every queued record, running their free
+    /// functions on this thread. Refused while the loop is running. After `close`,
+    /// registrations fail with `Closed`.
+    pub fn close(&self) -> Result<()> {
+        let _runner = self.runner.try_lock().map_err(|_| {
+            Error::new(
+                Code::Busy,
+                "the loop is running (called from one of its callbacks, or while another thread runs it); \
+                 stop it and free it after weft_loop_run returns",
+            )
+        })?;
+        if fork::is_child() {
+            // Touch nothing inherited; the parent's loop still owns it all.
+            return Ok(());
+        }
+        self.closed.store(true, SeqCst);
+        let entries = {
+            let mut core = self.lock();
+            let live = core.entries.0.live_indices();
+            for &index in &live {
+                self.unregister(&mut core, index);
+            }
+            live.into_iter().map(|index| core.entries.0.remove_at(index)).collect::<Vec<_>>()
+        };
+        drop(entries);
+        drop(self.inbox.drain_all());
+        Ok(())
+    }
+}

@@ -1,0 +1,130 @@
+//! Process-wide signal handling shared by every loop.
+//!
+//! Signals are process-wide but watches belong to loops, so weft installs one handler per
+//! signal while any watch of that signal exists (in any loop), and restores the previous
+//! disposition when the last one goes.
+//!
+//! The handler is async-signal-safe: it bumps the signal's counter in [`COUNTS`] and rings
+//! the eventfd of every loop registered in [`BELLS`]. A loop, woken, compares each watched
+//! signal's counter with the value it saw last and runs the watches of those that moved.
+//! Like POSIX signals themselves, several deliveries between two passes coalesce into one.
+//!
+//! Unregistering a bell must not let a handler that already read the fd write to it after
+//! it is closed (or reused): the handler counts itself in [`IN_HANDLER`] around its reads
+//! and writes, and [`unregister_bell`] waits for that count to reach zero after clearing
+//! the slot (SeqCst: either the handler sees the cleared slot, or the unregistering
+//! thread sees the handler's count).
+
+use crate::error::{Error, Result};
+use crate::sys;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::Mutex;
+
+/// Signals are numbered 1..NSIG.
+pub(crate) const NSIG: usize = 65;
+const MAX_BELLS: usize = 1024;
+
+static COUNTS: [AtomicU64; NSIG] = [const { AtomicU64::new(0) }; NSIG];
+static BELLS: [AtomicI32; MAX_BELLS] = [const { AtomicI32::new(-1) }; MAX_BELLS];
+static IN_HANDLER: AtomicUsize = AtomicUsize::new(0);
+
+struct Disposition {
+    watchers: usize,
+    previous: libc::sigaction,
+}
+
+static DISPOSITIONS: Mutex<Vec<Option<Disposition>>> = Mutex::new(Vec::new());
+
+extern "C" fn on_signal(signum: libc::c_int) {
+    // SAFETY: errno is thread-local; saving and restoring it keeps the interrupted code's.
+    let errno = unsafe { *libc::__errno_location() };
+    IN_HANDLER.fetch_add(1, SeqCst);
+    if let Some(count) = COUNTS.get(signum as usize) {
+        count.fetch_add(1, SeqCst);
+    }
+    for bell in BELLS.iter() {
+        let fd = bell.load(SeqCst);
+        if fd >= 0 {
+            sys::ring_fd(fd);
+        }
+    }
+    IN_HANDLER.fetch_sub(1, SeqCst);
+    unsafe { *libc::__errno_location() = errno };
+}
+
+/// The number of times `signum` has been caught so far.
+pub fn count(signum: i32) -> u64 {
+    COUNTS[signum as usize].load(SeqCst)
+}
+
+/// Checks that weft may watch `signum`.
+pub fn check(signum: i32) -> Result<()> {
+    let forbidden = [libc::SIGKILL, libc::SIGSTOP, libc::SIGSEGV, libc::SIGBUS, libc::SIGFPE, libc::SIGILL];
+    if signum <= 0 || signum as usize >= NSIG || forbidden.contains(&signum) {
+        return Err(Error::invalid(format!(
+            "signum {signum} cannot be watched (valid: 1..{}, not SIGKILL, SIGSTOP or a fault signal)",
+            NSIG - 1
+        )));
+    }
+    Ok(())
+}
+
+/// Adds a watcher of `signum`; the first one installs weft's handler.
+pub fn add_watcher(signum: i32) -> Result<()> {
+    check(signum)?;
+    let mut table = DISPOSITIONS.lock().unwrap_or_else(|p| p.into_inner());
+    if table.len() < NSIG {
+        table.resize_with(NSIG, || None);
+    }
+    if let Some(d) = &mut table[signum as usize] {
+        d.watchers += 1;
+        return Ok(());
+    }
+    // SAFETY: sigaction with a valid handler and zeroed mask; `previous` receives the old one.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+        action.sa_flags = libc::SA_RESTART;
+        libc::sigfillset(&mut action.sa_mask);
+        let mut previous: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(signum, &action, &mut previous) != 0 {
+            return Err(Error::io("sigaction", std::io::Error::last_os_error()));
+        }
+        table[signum as usize] = Some(Disposition { watchers: 1, previous });
+    }
+    Ok(())
+}
+
+/// Removes a watcher of `signum`; the last one restores the previous disposition.
+pub fn remove_watcher(signum: i32) {
+    let mut table = DISPOSITIONS.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(Some(d)) = table.get_mut(signum as usize) else { return };
+    d.watchers -= 1;
+    if d.watchers == 0 {
+        // SAFETY: restores the action saved when the first watcher was added.
+        unsafe { libc::sigaction(signum, &d.previous, std::ptr::null_mut()) };
+        table[signum as usize] = None;
+    }
+}
+
+/// Registers a loop's signal eventfd with the handler; returns its slot.
+pub fn register_bell(fd: RawFd) -> Result<usize> {
+    for (slot, bell) in BELLS.iter().enumerate() {
+        if bell.compare_exchange(-1, fd, SeqCst, SeqCst).is_ok() {
+            return Ok(slot);
+        }
+    }
+    Err(Error::new(
+        crate::error::Code::Busy,
+        format!("more than {MAX_BELLS} loops watch signals at once"),
+    ))
+}
+
+/// Unregisters a bell; on return no signal handler will write to its fd.
+pub fn unregister_bell(slot: usize) {
+    BELLS[slot].store(-1, SeqCst);
+    while IN_HANDLER.load(SeqCst) > 0 {
+        std::hint::spin_loop();
+    }
+}

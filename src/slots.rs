@@ -1,0 +1,225 @@
+//! Registration ids and the slab that holds registrations.
+//!
+//! An id is a `u64` made of the owning loop's tag, a kind bit, a generation and an index
+//! (the slotmap idea): a stale id (its slot was freed and perhaps reused), a forged one
+//! or another loop's one fails the generation or tag check and gives `NotFound`; it can
+//! never reach memory that was freed.
+//!
+//! ```text
+//!  63        52  51   50          24 23         0
+//! ┌────────────┬────┬──────────────┬────────────┐
+//! │ loop tag   │post│  generation  │   index    │   (post ids: bits 50..0 are a sequence)
+//! └────────────┴────┴──────────────┴────────────┘
+//! ```
+
+use std::sync::atomic::{AtomicU16, Ordering};
+
+pub type Id = u64;
+
+const INDEX_BITS: u32 = 24;
+const GEN_BITS: u32 = 27;
+const INDEX_MASK: u64 = (1 << INDEX_BITS) - 1;
+const GEN_MASK: u64 = (1 << GEN_BITS) - 1;
+const POST_BIT: u64 = 1 << 51;
+const SEQ_MASK: u64 = POST_BIT - 1;
+const TAG_SHIFT: u32 = 52;
+
+/// Most registrations one loop holds at once.
+pub(crate) const MAX_SLOTS: usize = 1 << INDEX_BITS;
+
+/// A fresh tag for a new loop: 1..=4095, so ids of different loops differ (until 4095
+/// loops have been made; even then a foreign id is only ever checked against this loop's
+/// own slots).
+pub fn new_tag() -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    (NEXT.fetch_add(1, Ordering::Relaxed) % 4095) + 1
+}
+
+/// What an id refers to, once the tag has been checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdKind {
+    Slot { index: u32, generation: u32 },
+    Post { seq: u64 },
+}
+
+pub fn decode(tag: u16, id: Id) -> Option<IdKind> {
+    if id >> TAG_SHIFT != tag as u64 {
+        return None;
+    }
+    if id & POST_BIT != 0 {
+        return Some(IdKind::Post { seq: id & SEQ_MASK });
+    }
+    let generation = ((id >> INDEX_BITS) & GEN_MASK) as u32;
+    Some(IdKind::Slot { index: (id & INDEX_MASK) as u32, generation })
+}
+
+pub fn post_id(tag: u16, seq: u64) -> Id {
+    (tag as u64) << TAG_SHIFT | POST_BIT | (seq & SEQ_MASK)
+}
+
+fn slot_id(tag: u16, index: u32, generation: u32) -> Id {
+    (tag as u64) << TAG_SHIFT | (generation as u64) << INDEX_BITS | index as u64
+}
+
+/// A value that carries its own slot generation, so that a live slot costs no more than
+/// its value (the generation sits in the value's padding).
+pub trait Generational {
+    fn generation(&self) -> u32;
+}
+
+enum Slot<T> {
+    Free { next_free: u32, generation: u32 },
+    Live(T),
+}
+
+impl<T: Generational> Slot<T> {
+    fn generation(&self) -> u32 {
+        match self {
+            Slot::Free { generation, .. } => *generation,
+            Slot::Live(value) => value.generation(),
+        }
+    }
+}
+
+/// A slab of `T` addressed by generation-checked ids.
+pub struct Slab<T> {
+    tag: u16,
+    slots: Vec<Slot<T>>,
+    free_head: u32,
+    len: usize,
+}
+
+const NIL: u32 = u32::MAX;
+
+impl<T: Generational> Slab<T> {
+    pub fn new(tag: u16) -> Slab<T> {
+        Slab { tag, slots: Vec::new(), free_head: NIL, len: 0 }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Stores the value `make(generation)` builds; None when the slab is full.
+    pub fn insert(&mut self, make: impl FnOnce(u32) -> T) -> Option<(Id, u32)> {
+        let index = if self.free_head != NIL {
+            let index = self.free_head;
+            let Slot::Free { next_free, generation } = self.slots[index as usize] else {
+                unreachable!("free list points at a live slot")
+            };
+            self.free_head = next_free;
+            self.slots[index as usize] = Slot::Live(make(generation));
+            index
+        } else {
+            if self.slots.len() >= MAX_SLOTS {
+                return None;
+            }
+            self.slots.push(Slot::Live(make(1)));
+            (self.slots.len() - 1) as u32
+        };
+        self.len += 1;
+        Some((self.id_of(index), index))
+    }
+
+    /// The id of the live slot at `index`.
+    pub fn id_of(&self, index: u32) -> Id {
+        match &self.slots[index as usize] {
+            Slot::Live(value) => slot_id(self.tag, index, value.generation()),
+            Slot::Free { .. } => 0,
+        }
+    }
+
+    /// The slot index `id` names, if it is live.
+    pub fn index(&self, id: Id) -> Option<u32> {
+        let Some(IdKind::Slot { index, generation }) = decode(self.tag, id) else {
+            return None;
+        };
+        match self.slots.get(index as usize) {
+            Some(slot @ Slot::Live(_)) if slot.generation() == generation => Some(index),
+            _ => None,
+        }
+    }
+
+    pub fn get(&self, id: Id) -> Option<&T> {
+        self.index(id).map(|i| self.at(i))
+    }
+
+    pub fn get_mut(&mut self, id: Id) -> Option<&mut T> {
+        self.index(id).map(|i| self.at_mut(i))
+    }
+
+    /// The live value at `index` (an index from this slab).
+    pub fn at(&self, index: u32) -> &T {
+        match &self.slots[index as usize] {
+            Slot::Live(value) => value,
+            Slot::Free { .. } => panic!("slot {index} is free"),
+        }
+    }
+
+    pub fn at_mut(&mut self, index: u32) -> &mut T {
+        match &mut self.slots[index as usize] {
+            Slot::Live(value) => value,
+            Slot::Free { .. } => panic!("slot {index} is free"),
+        }
+    }
+
+    /// Frees the slot at `index` and returns its value; its id goes stale.
+    pub fn remove_at(&mut self, index: u32) -> T {
+        let slot = &self.slots[index as usize];
+        assert!(matches!(slot, Slot::Live(_)), "slot {index} is free");
+        let generation = ((slot.generation() + 1) & GEN_MASK as u32).max(1);
+        let free = Slot::Free { next_free: self.free_head, generation };
+        let Slot::Live(value) = std::mem::replace(&mut self.slots[index as usize], free)
+        else {
+            unreachable!()
+        };
+        self.free_head = index;
+        self.len -= 1;
+        value
+    }
+
+    /// The indices of every live slot.
+    pub fn live_indices(&self) -> Vec<u32> {
+        (0..self.slots.len() as u32)
+            .filter(|&i| matches!(self.slots[i as usize], Slot::Live(_)))
+            .collect()
+    }
+
+    /// Bytes the slab spends per slot.
+    pub const SLOT_BYTES: usize = std::mem::size_of::<Slot<T>>();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    impl Generational for (u32, u8) {
+        fn generation(&self) -> u32 {
+            self.0
+        }
+    }
+
+    #[test]
+    fn stale_foreign_and_forged_ids_are_rejected() {
+        let mut a = Slab::new(1);
+        let b: Slab<(u32, u8)> = Slab::new(2);
+        let (id, index) = a.insert(|g| (g, 7u8)).unwrap();
+        assert_eq!(a.get(id).map(|v| v.1), Some(7));
+        assert_eq!(b.get(id), None, "another loop's id");
+        assert_eq!(a.get(id ^ 1 << 30), None, "a forged generation");
+        assert_eq!(a.get(0), None);
+        assert_eq!(a.remove_at(index).1, 7);
+        assert_eq!(a.get(id), None, "stale after removal");
+        let (again, same) = a.insert(|g| (g, 8)).unwrap();
+        assert_eq!(same, index, "the slot is reused");
+        assert_ne!(again, id, "with a new generation");
+        assert_eq!(a.get(id), None);
+        assert_eq!(a.get(again).map(|v| v.1), Some(8));
+        assert_eq!(decode(1, post_id(1, 5)), Some(IdKind::Post { seq: 5 }));
+        assert_eq!(decode(2, post_id(1, 5)), None);
+    }
+}

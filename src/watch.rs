@@ -1,0 +1,128 @@
+//! fd watches: readiness bits and the table of watchers per descriptor.
+//!
+//! epoll accepts one registration per descriptor, but weft lets any number of watches
+//! share one: the table keeps the watchers of each fd, registers the union of their
+//! interests (level-triggered), and the loop hands each watcher the part of a readiness
+//! report it asked for, plus `HANGUP` and `ERROR`, which are always reported.
+
+use crate::error::{Error, Result};
+use crate::sys;
+use std::collections::HashMap;
+use std::os::fd::RawFd;
+
+pub(crate) const READABLE: u32 = 1;
+pub(crate) const WRITABLE: u32 = 2;
+pub(crate) const HANGUP: u32 = 4;
+pub(crate) const ERROR: u32 = 8;
+
+/// Checks an interest set given by a caller.
+pub fn check_interest(interest: u32) -> Result<()> {
+    if interest & !(READABLE | WRITABLE) != 0 {
+        return Err(Error::invalid(format!(
+            "interest {interest:#x} has bits other than WEFT_READABLE (1) and WEFT_WRITABLE (2)"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that `fd` is an open descriptor.
+pub fn check_fd(fd: RawFd) -> Result<()> {
+    if fd < 0 {
+        return Err(Error::invalid(format!("fd {fd} is not a valid descriptor")));
+    }
+    if !sys::fd_is_open(fd) {
+        return Err(Error::invalid(format!("fd {fd} is not open")));
+    }
+    Ok(())
+}
+
+pub fn to_epoll(interest: u32) -> u32 {
+    let mut events = 0;
+    if interest & READABLE != 0 {
+        events |= sys::EPOLLIN | sys::EPOLLRDHUP;
+    }
+    if interest & WRITABLE != 0 {
+        events |= sys::EPOLLOUT;
+    }
+    events
+}
+
+pub fn from_epoll(events: u32) -> u32 {
+    let mut bits = 0;
+    if events & (sys::EPOLLIN | libc::EPOLLPRI as u32) != 0 {
+        bits |= READABLE;
+    }
+    if events & sys::EPOLLOUT != 0 {
+        bits |= WRITABLE;
+    }
+    if events & (sys::EPOLLHUP | sys::EPOLLRDHUP) != 0 {
+        bits |= HANGUP;
+    }
+    if events & sys::EPOLLERR != 0 {
+        bits |= ERROR;
+    }
+    bits
+}
+
+/// What one watcher with `interest` is told of a readiness report `events` (weft bits);
+/// 0 means it is not told at all.
+pub fn events_for(interest: u32, events: u32) -> u32 {
+    events & (interest | HANGUP | ERROR)
+}
+
+/// The watchers (slab indices, with their interests) of each watched fd.
+#[derive(Default)]
+pub struct FdTable {
+    fds: HashMap<RawFd, Vec<(u32, u32)>>,
+}
+
+impl FdTable {
+    pub fn watchers(&self, fd: RawFd) -> &[(u32, u32)] {
+        self.fds.get(&fd).map_or(&[], |v| v)
+    }
+
+    /// The epoll interest the fd needs for its current watchers (None: no watchers).
+    fn union(&self, fd: RawFd) -> Option<u32> {
+        self.fds.get(&fd).map(|w| to_epoll(w.iter().fold(0, |acc, &(_, i)| acc | i)))
+    }
+
+    /// Adds or updates a watcher; returns the epoll interest to register.
+    pub fn set(&mut self, fd: RawFd, index: u32, interest: u32) -> u32 {
+        let watchers = self.fds.entry(fd).or_default();
+        match watchers.iter_mut().find(|(i, _)| *i == index) {
+            Some(w) => w.1 = interest,
+            None => watchers.push((index, interest)),
+        }
+        self.union(fd).unwrap_or(0)
+    }
+
+    /// Removes a watcher; returns the epoll interest still needed (None: remove the fd).
+    pub fn remove(&mut self, fd: RawFd, index: u32) -> Option<u32> {
+        let watchers = self.fds.get_mut(&fd)?;
+        watchers.retain(|&(i, _)| i != index);
+        if watchers.is_empty() {
+            self.fds.remove(&fd);
+        }
+        self.union(fd)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_fds_register_the_union_and_filter_reports() {
+        let mut table = FdTable::default();
+        assert_eq!(table.set(5, 1, READABLE), to_epoll(READABLE));
+        assert_eq!(table.set(5, 2, WRITABLE), to_epoll(READABLE | WRITABLE));
+        assert_eq!(table.watchers(5).len(), 2);
+        assert_eq!(table.remove(5, 1), Some(to_epoll(WRITABLE)));
+        assert_eq!(table.remove(5, 2), None);
+        assert_eq!(events_for(WRITABLE, READABLE), 0);
+        assert_eq!(events_for(WRITABLE, READABLE | WRITABLE | HANGUP), WRITABLE | HANGUP);
+        assert_eq!(from_epoll(sys::EPOLLIN | sys::EPOLLHUP), READABLE | HANGUP);
+        assert!(check_interest(4).is_err() && check_interest(3).is_ok());
+        assert!(check_fd(-1).is_err());
+    }
+}
