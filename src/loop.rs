@@ -676,3 +676,19 @@ impl<H: Handler> Loop<H> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A handler the size of the C layer's (function, user data, free function).
+    struct ThreeWords(#[allow(dead_code)] [usize; 2], #[allow(dead_code)] fn());
+    impl Handler for ThreeWords {
+        fn call(&mut self, _: &Loop<Self>, _: Id, _: Event<'_>) {}
+    }
+
+    #[test]
+    fn a_pending_timer_costs_at_most_64_bytes() {
+        assert!(Slab::<Entry<ThreeWords>>::SLOT_BYTES <= 64, "{}", Slab::<Entry<ThreeWords>>::SLOT_BYTES);
+    }
+}

@@ -274,7 +274,7 @@ struct mq {
 };
 #define MQ_INIT { PTHREAD_MUTEX_INITIALIZER, NULL, NULL }
 
-static int mq_push(struct mq *q, struct rec *r)
+static inline int mq_push(struct mq *q, struct rec *r)
 {
     r->next = NULL;
     pthread_mutex_lock(&q->mu);
@@ -288,7 +288,7 @@ static int mq_push(struct mq *q, struct rec *r)
     return was_empty;
 }
 
-static struct rec *mq_take(struct mq *q)
+static inline struct rec *mq_take(struct mq *q)
 {
     pthread_mutex_lock(&q->mu);
     struct rec *list = q->head;

@@ -262,8 +262,9 @@ pub extern "C" fn weft_timer_after(
 
 /// Calls `cb` on the loop thread every `interval_ms` milliseconds until cancelled, at a
 /// fixed rate: call n is due at start + n * interval (start = this call). When the loop
-/// falls behind, the calls it missed are skipped, not made in a burst: the next call is
-/// the next multiple of the interval that is still ahead. Cancel it with `weft_cancel`,
+/// falls behind, the calls it missed are skipped, not made in a burst: one late call
+/// stands for all of them, and the call after it is due at the next multiple of the
+/// interval that is still ahead. Cancel it with `weft_cancel`,
 /// from any thread or from its own callback. Any thread.
 /// Returns the timer's id, or 0: `WEFT_ERR_NULL`, `WEFT_ERR_INVALID` (interval 0, or
 /// above 2^35 - 1 ms), `WEFT_ERR_CLOSED`.

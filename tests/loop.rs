@@ -1,0 +1,301 @@
+//! The safe core, driven from Rust: exactly-once accounting under many threads,
+//! cancel races, ordering, and the loop's run modes.
+
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+use weft::{Code, Event, Handler, Id, Loop, RunMode};
+
+type Callback = Box<dyn FnMut(&Loop<Probe>, Id, &Event<'_>) + Send>;
+
+/// A handler that runs a closure and counts its own drop (the C layer's free_fn).
+struct Probe {
+    call: Callback,
+    drops: Arc<AtomicUsize>,
+}
+
+impl Probe {
+    fn new(drops: &Arc<AtomicUsize>, call: impl FnMut(&Loop<Probe>, Id, &Event<'_>) + Send + 'static) -> Probe {
+        Probe { call: Box::new(call), drops: drops.clone() }
+    }
+}
+
+impl Handler for Probe {
+    fn call(&mut self, lp: &Loop<Self>, id: Id, event: Event<'_>) {
+        (self.call)(lp, id, &event)
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        self.drops.fetch_add(1, SeqCst);
+    }
+}
+
+fn counter() -> Arc<AtomicUsize> {
+    Arc::new(AtomicUsize::new(0))
+}
+
+#[test]
+fn posts_from_many_threads_arrive_once_in_per_thread_order() {
+    const THREADS: usize = 8;
+    const PER_THREAD: usize = 50_000;
+    let lp = Arc::new(Loop::<Probe>::new().unwrap());
+    let drops = counter();
+    let seen = Arc::new(Mutex::new(vec![Vec::with_capacity(PER_THREAD); THREADS]));
+    // A timer keeps the loop alive until every producer is done.
+    let keepalive = lp.timer_every(1000, Probe::new(&drops, |_, _, _| {})).unwrap();
+    let producers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (lp, drops, seen) = (lp.clone(), drops.clone(), seen.clone());
+            thread::spawn(move || {
+                for i in 0..PER_THREAD {
+                    let seen = seen.clone();
+                    lp.post(Probe::new(&drops, move |_, _, ev| {
+                        assert!(matches!(ev, Event::Post));
+                        seen.lock().unwrap()[t].push(i);
+                    }))
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    let runner = {
+        let lp = lp.clone();
+        thread::spawn(move || lp.run(RunMode::Default).unwrap())
+    };
+    for p in producers {
+        p.join().unwrap();
+    }
+    lp.cancel(keepalive).unwrap();
+    runner.join().unwrap();
+    let seen = seen.lock().unwrap();
+    for per_thread in seen.iter() {
+        assert_eq!(*per_thread, (0..PER_THREAD).collect::<Vec<_>>());
+    }
+    assert_eq!(drops.load(SeqCst), THREADS * PER_THREAD + 1);
+}
+
+#[test]
+fn cancelling_posts_races_their_dispatch_exactly_once() {
+    let lp = Arc::new(Loop::<Probe>::new().unwrap());
+    let drops = counter();
+    let ran = counter();
+    let ids: Vec<Id> = (0..100_000)
+        .map(|_| {
+            let ran = ran.clone();
+            lp.post(Probe::new(&drops, move |_, _, _| {
+                ran.fetch_add(1, SeqCst);
+            }))
+            .unwrap()
+        })
+        .collect();
+    let canceller = {
+        let lp = lp.clone();
+        thread::spawn(move || ids.iter().rev().filter(|&&id| lp.cancel(id).is_ok()).count())
+    };
+    lp.run(RunMode::Default).unwrap();
+    let cancelled = canceller.join().unwrap();
+    assert_eq!(ran.load(SeqCst) + cancelled, 100_000);
+    assert_eq!(drops.load(SeqCst), 100_000);
+}
+
+#[test]
+fn timers_from_other_threads_fire_once_and_never_early() {
+    let lp = Arc::new(Loop::<Probe>::new().unwrap());
+    let drops = counter();
+    let fired = counter();
+    let keepalive = lp.timer_every(5, Probe::new(&drops, |_, _, _| {})).unwrap();
+    let runner = {
+        let lp = lp.clone();
+        thread::spawn(move || lp.run(RunMode::Default).unwrap())
+    };
+    let setters: Vec<_> = (0..4)
+        .map(|t| {
+            let (lp, drops, fired) = (lp.clone(), drops.clone(), fired.clone());
+            thread::spawn(move || {
+                let mut cancelled = 0;
+                for i in 0..2_000u64 {
+                    let at = Instant::now();
+                    let delay = (i * 7 + t) % 40;
+                    let fired = fired.clone();
+                    let id = lp
+                        .timer_after(delay, Probe::new(&drops, move |_, _, _| {
+                            assert!(at.elapsed() >= Duration::from_millis(delay), "fired early");
+                            fired.fetch_add(1, SeqCst);
+                        }))
+                        .unwrap();
+                    if i % 5 == 0 && lp.cancel(id).is_ok() {
+                        cancelled += 1;
+                    }
+                }
+                cancelled
+            })
+        })
+        .collect();
+    let cancelled: usize = setters.into_iter().map(|s| s.join().unwrap()).sum();
+    thread::sleep(Duration::from_millis(80));
+    lp.cancel(keepalive).unwrap();
+    runner.join().unwrap();
+    assert_eq!(fired.load(SeqCst) + cancelled, 8_000);
+    assert_eq!(drops.load(SeqCst), 8_001);
+}
+
+#[test]
+fn every_timer_is_fixed_rate_and_skips_missed_ticks() {
+    let lp = Loop::<Probe>::new().unwrap();
+    let drops = counter();
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let start = Instant::now();
+    let c = calls.clone();
+    lp.timer_every(10, Probe::new(&drops, move |lp, id, _| {
+        let mut calls = c.lock().unwrap();
+        calls.push(start.elapsed());
+        if calls.len() == 3 {
+            thread::sleep(Duration::from_millis(55)); // fall five ticks behind
+        }
+        if calls.len() == 8 {
+            lp.cancel(id).unwrap();
+            assert_eq!(lp.cancel(id).unwrap_err().code, Code::NotFound);
+        }
+    }))
+    .unwrap();
+    lp.run(RunMode::Default).unwrap();
+    let calls = calls.lock().unwrap();
+    assert_eq!(calls.len(), 8);
+    for (n, at) in calls.iter().enumerate().take(3) {
+        assert!(*at >= Duration::from_millis(10 * (n as u64 + 1)), "call {n} early: {at:?}");
+    }
+    // The stall (30..85 ms) covers the ticks due at 40..80 ms: one late call stands for
+    // them all, then the timer is back on its grid at 90 ms, with no burst.
+    assert!(calls[3] >= Duration::from_millis(85), "{calls:?}");
+    assert!(calls[4] >= Duration::from_millis(90), "missed ticks were burst: {calls:?}");
+    assert!(calls[5] >= Duration::from_millis(100), "missed ticks were burst: {calls:?}");
+    assert_eq!(drops.load(SeqCst), 1);
+}
+
+#[test]
+fn topics_keep_each_threads_order_and_drop_nothing() {
+    const THREADS: usize = 4;
+    const PER_THREAD: u32 = 20_000;
+    let lp = Arc::new(Loop::<Probe>::new().unwrap());
+    let drops = counter();
+    let seen = Arc::new(Mutex::new(vec![Vec::new(); THREADS]));
+    let s = seen.clone();
+    let all = lp
+        .subscribe("job.*", Probe::new(&drops, move |_, _, ev| {
+            let Event::Topic { topic, payload } = ev else { panic!("not a topic") };
+            let thread: usize = topic.to_str().unwrap()[4..].parse().unwrap();
+            s.lock().unwrap()[thread].push(u32::from_le_bytes(payload[..4].try_into().unwrap()));
+        }))
+        .unwrap();
+    let exact_count = counter();
+    let e = exact_count.clone();
+    lp.subscribe("job.0", Probe::new(&drops, move |_, _, _| {
+        e.fetch_add(1, SeqCst);
+    }))
+    .unwrap();
+    let producers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let lp = lp.clone();
+            thread::spawn(move || {
+                for i in 0..PER_THREAD {
+                    lp.emit(&format!("job.{t}"), &i.to_le_bytes()).unwrap();
+                }
+            })
+        })
+        .collect();
+    for p in producers {
+        p.join().unwrap();
+    }
+    lp.run(RunMode::NoWait).unwrap();
+    for per_thread in seen.lock().unwrap().iter() {
+        assert_eq!(*per_thread, (0..PER_THREAD).collect::<Vec<_>>());
+    }
+    assert_eq!(exact_count.load(SeqCst), PER_THREAD as usize);
+    lp.cancel(all).unwrap();
+    lp.close().unwrap();
+    assert_eq!(drops.load(SeqCst), 2);
+}
+
+#[test]
+fn run_is_refused_when_reentered_or_run_elsewhere() {
+    let lp = Arc::new(Loop::<Probe>::new().unwrap());
+    let drops = counter();
+    let inner = Arc::new(Mutex::new(None));
+    let i = inner.clone();
+    lp.timer_after(0, Probe::new(&drops, move |lp, _, _| {
+        *i.lock().unwrap() = Some((lp.run(RunMode::NoWait).unwrap_err().code, lp.close().unwrap_err().code));
+    }))
+    .unwrap();
+    lp.run(RunMode::Default).unwrap();
+    assert_eq!(*inner.lock().unwrap(), Some((Code::Busy, Code::Busy)));
+
+    let keep = lp.timer_after(10_000, Probe::new(&drops, |_, _, _| {})).unwrap();
+    let runner = {
+        let lp = lp.clone();
+        thread::spawn(move || lp.run(RunMode::Default))
+    };
+    thread::sleep(Duration::from_millis(50));
+    assert_eq!(lp.run(RunMode::Once).unwrap_err().code, Code::Busy);
+    lp.stop().unwrap();
+    runner.join().unwrap().unwrap();
+    lp.cancel(keep).unwrap();
+    assert_eq!(drops.load(SeqCst), 2);
+}
+
+#[test]
+fn close_ends_every_registration_once_and_refuses_new_ones() {
+    let lp = Loop::<Probe>::new().unwrap();
+    let drops = counter();
+    let (r, _w) = std::os::unix::net::UnixStream::pair().unwrap();
+    use std::os::fd::AsRawFd;
+    lp.timer_after(1000, Probe::new(&drops, |_, _, _| {})).unwrap();
+    lp.timer_every(1000, Probe::new(&drops, |_, _, _| {})).unwrap();
+    lp.watch_fd(r.as_raw_fd(), 1, Probe::new(&drops, |_, _, _| {})).unwrap();
+    lp.watch_signal(libc::SIGUSR2, Probe::new(&drops, |_, _, _| {})).unwrap();
+    lp.subscribe("*", Probe::new(&drops, |_, _, _| panic!("never delivered"))).unwrap();
+    lp.post(Probe::new(&drops, |_, _, _| panic!("never run"))).unwrap();
+    lp.emit("a", b"x").unwrap();
+    lp.close().unwrap();
+    assert_eq!(drops.load(SeqCst), 6);
+    let refused = lp.timer_after(1, Probe::new(&drops, |_, _, _| {})).unwrap_err();
+    assert_eq!(refused.code, Code::Closed);
+    assert_eq!(drops.load(SeqCst), 7, "a Rust handler that was refused is dropped by the caller");
+    assert!(!lp.alive());
+}
+
+#[test]
+fn the_embedding_fd_is_readable_exactly_when_there_is_work() {
+    let lp = Loop::<Probe>::new().unwrap();
+    let drops = counter();
+    let readable = |lp: &Loop<Probe>| {
+        let mut pfd = libc::pollfd { fd: lp.fd(), events: libc::POLLIN, revents: 0 };
+        unsafe { libc::poll(&mut pfd, 1, 0) == 1 }
+    };
+    assert!(!readable(&lp));
+    assert_eq!(lp.timeout_ms().unwrap(), None);
+    let fired = counter();
+    let f = fired.clone();
+    lp.timer_after(30, Probe::new(&drops, move |_, _, _| {
+        f.fetch_add(1, SeqCst);
+    }))
+    .unwrap();
+    let t = lp.timeout_ms().unwrap().unwrap();
+    assert!((25..=31).contains(&t), "{t}");
+    assert!(!readable(&lp), "nothing is due yet");
+    let mut pfd = libc::pollfd { fd: lp.fd(), events: libc::POLLIN, revents: 0 };
+    let start = Instant::now();
+    assert_eq!(unsafe { libc::poll(&mut pfd, 1, 1000) }, 1);
+    assert!(start.elapsed() >= Duration::from_millis(25));
+    lp.run(RunMode::NoWait).unwrap();
+    assert_eq!(fired.load(SeqCst), 1);
+    assert!(!readable(&lp), "the pass consumed the timer's readiness");
+    lp.post(Probe::new(&drops, |_, _, _| {})).unwrap();
+    assert!(readable(&lp));
+    assert_eq!(lp.timeout_ms().unwrap(), Some(0));
+    lp.run(RunMode::NoWait).unwrap();
+    assert!(!readable(&lp));
+    assert_eq!(drops.load(SeqCst), 2);
+}
