@@ -27,7 +27,7 @@ use crate::inbox::{Inbox, Record};
 use crate::signal;
 use crate::slots::{self, Generational, Id, IdKind, Slab};
 use crate::sys::{self, Epoll, EpollEvent, EventFd, TimerFd};
-use crate::timer::{self, Links, Wheel};
+use crate::timer::{self, Wheel};
 use crate::watch::{self, FdTable};
 use std::ffi::CStr;
 use std::os::fd::{AsRawFd, RawFd};
@@ -78,10 +78,12 @@ pub enum RunMode {
 }
 
 enum Kind {
-    Timer { link: timer::Link, interval_ns: u64 },
+    /// Its deadline is in the wheel; 0 is a one-shot timer.
+    Timer { interval_ns: u64 },
     Fd { fd: RawFd, interest: u32 },
     Signal { signum: i32 },
-    Subscription { pattern: Pattern },
+    /// Boxed to keep every registration at 48 bytes.
+    Subscription { pattern: Box<Pattern> },
 }
 
 struct Entry<H> {
@@ -99,19 +101,8 @@ impl<H> Generational for Entry<H> {
     }
 }
 
-struct Registrations<H>(Slab<Entry<H>>);
-
-impl<H> Links for Registrations<H> {
-    fn link(&mut self, index: u32) -> &mut timer::Link {
-        match &mut self.0.at_mut(index).kind {
-            Kind::Timer { link, .. } => link,
-            _ => panic!("slot {index} is not a timer"),
-        }
-    }
-}
-
 struct Core<H> {
-    entries: Registrations<H>,
+    entries: Slab<Entry<H>>,
     wheel: Wheel,
     /// The deadline the timerfd is armed for.
     armed_ns: Option<u64>,
@@ -172,7 +163,7 @@ impl<H: Handler> Loop<H> {
         Ok(Loop {
             tag,
             core: Mutex::new(Core {
-                entries: Registrations(Slab::new(tag)),
+                entries: Slab::new(tag),
                 wheel: Wheel::new(sys::now_ns()),
                 armed_ns: None,
                 fds: FdTable::default(),
@@ -213,7 +204,6 @@ impl<H: Handler> Loop<H> {
     /// Stores a registration, taking its handler.
     fn register(&self, core: &mut Core<H>, handler: &mut Option<H>, kind: Kind) -> Result<(Id, u32)> {
         core.entries
-            .0
             .insert(|generation| Entry { handler: handler.take(), generation, cancelled: false, kind })
             .ok_or_else(|| {
                 Error::new(Code::Busy, format!("the loop holds {} registrations, its maximum", slots::MAX_SLOTS))
@@ -256,11 +246,11 @@ impl<H: Handler> Loop<H> {
         self.usable()?;
         let deadline_ns = sys::now_ns() + delay_ms * timer::TICK_NS;
         let mut core = self.lock();
-        let link = timer::Link::new(deadline_ns);
-        let (id, index) = self.register(&mut core, handler, Kind::Timer { link, interval_ns })?;
-        let core = &mut *core;
-        core.wheel.insert(&mut core.entries, index);
-        self.rearm(core);
+        let (id, index) = self.register(&mut core, handler, Kind::Timer { interval_ns })?;
+        core.wheel.insert(index, deadline_ns);
+        if core.armed_ns.is_none_or(|armed| deadline_ns < armed) {
+            self.rearm(&mut core);
+        }
         Ok(id)
     }
 
@@ -291,7 +281,7 @@ impl<H: Handler> Loop<H> {
             if core.fds.remove(fd, index).is_none() {
                 self.epoll.remove(fd);
             }
-            *handler = core.entries.0.remove_at(index).handler;
+            *handler = core.entries.remove_at(index).handler;
             let why = match e.raw_os_error() {
                 Some(libc::EPERM) => "does not support polling (a regular file or directory?)".to_string(),
                 _ => format!("cannot be watched: {e}"),
@@ -307,7 +297,7 @@ impl<H: Handler> Loop<H> {
         watch::check_interest(interest)?;
         let mut core = self.lock();
         let index = self.live_index(&core, id)?;
-        let Kind::Fd { fd, interest: current } = &mut core.entries.0.at_mut(index).kind else {
+        let Kind::Fd { fd, interest: current } = &mut core.entries.at_mut(index).kind else {
             return Err(Error::invalid(format!("id {id:#x} is not an fd watch")));
         };
         *current = interest;
@@ -353,7 +343,7 @@ impl<H: Handler> Loop<H> {
             let pattern = Pattern::parse(pattern)?;
             let mut core = self.lock();
             let (id, index) =
-                self.register(&mut core, handler, Kind::Subscription { pattern: pattern.clone() })?;
+                self.register(&mut core, handler, Kind::Subscription { pattern: Box::new(pattern.clone()) })?;
             core.subscriptions.add(&pattern, index);
             Ok(id)
         })
@@ -380,8 +370,8 @@ impl<H: Handler> Loop<H> {
     // ---- cancel ------------------------------------------------------------------------
 
     fn live_index(&self, core: &Core<H>, id: Id) -> Result<u32> {
-        match core.entries.0.index(id) {
-            Some(index) if !core.entries.0.at(index).cancelled => Ok(index),
+        match core.entries.index(id) {
+            Some(index) if !core.entries.at(index).cancelled => Ok(index),
             _ => Err(Error::not_found(id)),
         }
     }
@@ -400,13 +390,13 @@ impl<H: Handler> Loop<H> {
         let mut core = self.lock();
         let index = self.live_index(&core, id)?;
         self.unregister(&mut core, index);
-        let entry = core.entries.0.at_mut(index);
+        let entry = core.entries.at_mut(index);
         if entry.handler.is_none() {
             entry.cancelled = true;
             return Ok(());
         }
-        let entry = core.entries.0.remove_at(index);
-        let now_idle = core.entries.0.is_empty();
+        let entry = core.entries.remove_at(index);
+        let now_idle = core.entries.is_empty();
         drop(core);
         drop(entry);
         if now_idle {
@@ -418,10 +408,10 @@ impl<H: Handler> Loop<H> {
     /// Removes the registration at `index` from the wheel and the tables (not the slab).
     fn unregister(&self, core: &mut Core<H>, index: u32) {
         let core = &mut *core;
-        match &core.entries.0.at(index).kind {
-            Kind::Timer { link, .. } => {
-                if link.is_linked() {
-                    core.wheel.remove(&mut core.entries, index);
+        match &core.entries.at(index).kind {
+            Kind::Timer { .. } => {
+                if core.wheel.is_linked(index) {
+                    core.wheel.remove(index);
                 }
             }
             &Kind::Fd { fd, .. } => match core.fds.remove(fd, index) {
@@ -438,7 +428,7 @@ impl<H: Handler> Loop<H> {
                 }
             }
             Kind::Subscription { pattern } => {
-                let pattern = pattern.clone();
+                let pattern = (**pattern).clone();
                 core.subscriptions.remove(&pattern, index);
             }
         }
@@ -475,7 +465,7 @@ impl<H: Handler> Loop<H> {
 
     /// True while anything is registered or queued.
     pub fn alive(&self) -> bool {
-        self.inbox.pending() > 0 || !self.lock().entries.0.is_empty()
+        self.inbox.pending() > 0 || !self.lock().entries.is_empty()
     }
 
     /// The fd an embedding host watches: readable when `run(NoWait)` has work.
@@ -517,9 +507,9 @@ impl<H: Handler> Loop<H> {
             let mut core = self.lock();
             let core = &mut *core;
             indices.clear();
-            core.wheel.poll(&mut core.entries, sys::now_ns(), indices);
+            core.wheel.poll(sys::now_ns(), indices);
             ids.clear();
-            ids.extend(indices.iter().map(|&i| (core.entries.0.id_of(i), 0)));
+            ids.extend(indices.iter().map(|&i| (core.entries.id_of(i), 0)));
             self.rearm(core);
         }
         for &(id, _) in ids.iter() {
@@ -534,7 +524,7 @@ impl<H: Handler> Loop<H> {
                 for &(index, interest) in core.fds.watchers(fd) {
                     let events = watch::events_for(interest, bits);
                     if events != 0 {
-                        ids.push((core.entries.0.id_of(index), events));
+                        ids.push((core.entries.id_of(index), events));
                     }
                 }
             }
@@ -581,7 +571,7 @@ impl<H: Handler> Loop<H> {
                 }
                 core.signal_seen[signum] = count;
                 for &index in &core.signal_watchers[signum] {
-                    ids.push((core.entries.0.id_of(index), signum as u32));
+                    ids.push((core.entries.id_of(index), signum as u32));
                 }
             }
         }
@@ -598,7 +588,7 @@ impl<H: Handler> Loop<H> {
             let core = self.lock();
             let mut indices = Vec::new();
             core.subscriptions.lookup(topic.to_str().unwrap_or(""), &mut indices);
-            ids.extend(indices.iter().map(|&i| (core.entries.0.id_of(i), 0)));
+            ids.extend(indices.iter().map(|&i| (core.entries.id_of(i), 0)));
         }
         for &(id, _) in ids.iter() {
             self.dispatch(id, Event::Topic { topic, payload });
@@ -610,24 +600,23 @@ impl<H: Handler> Loop<H> {
     fn dispatch(&self, id: Id, event: Event<'_>) {
         let mut handler = {
             let mut core = self.lock();
-            let Some(index) = core.entries.0.index(id) else { return };
-            let now = sys::now_ns();
+            let Some(index) = core.entries.index(id) else { return };
             let core = &mut *core;
-            let entry = core.entries.0.at_mut(index);
+            let entry = core.entries.at_mut(index);
             if entry.cancelled {
                 return;
             }
             let Some(handler) = entry.handler.take() else { return };
-            if let Kind::Timer { link, interval_ns } = &mut entry.kind {
-                if *interval_ns > 0 {
+            if let Kind::Timer { interval_ns } = entry.kind {
+                if interval_ns > 0 {
+                    let now = sys::now_ns();
                     // Fixed rate: the next call is due one interval after this one's
                     // deadline; calls the loop was too late for are skipped.
-                    let mut next = link.deadline_ns + *interval_ns;
+                    let mut next = core.wheel.deadline_ns(index) + interval_ns;
                     if next <= now {
-                        next += (now - next) / *interval_ns * *interval_ns + *interval_ns;
+                        next += (now - next) / interval_ns * interval_ns + interval_ns;
                     }
-                    link.deadline_ns = next;
-                    core.wheel.insert(&mut core.entries, index);
+                    core.wheel.insert(index, next);
                     self.rearm(core);
                 }
             }
@@ -635,14 +624,14 @@ impl<H: Handler> Loop<H> {
         };
         handler.call(self, id, event);
         let mut core = self.lock();
-        let index = core.entries.0.index(id).expect("an entry in a call stays in the slab");
-        let entry = core.entries.0.at_mut(index);
+        let index = core.entries.index(id).expect("an entry in a call stays in the slab");
+        let entry = core.entries.at_mut(index);
         let one_shot = matches!(entry.kind, Kind::Timer { interval_ns: 0, .. });
         if !entry.cancelled && !one_shot {
             entry.handler = Some(handler);
             return;
         }
-        drop(core.entries.0.remove_at(index));
+        drop(core.entries.remove_at(index));
         drop(core);
         drop(handler);
     }
@@ -665,11 +654,11 @@ impl<H: Handler> Loop<H> {
         self.closed.store(true, SeqCst);
         let entries = {
             let mut core = self.lock();
-            let live = core.entries.0.live_indices();
+            let live = core.entries.live_indices();
             for &index in &live {
                 self.unregister(&mut core, index);
             }
-            live.into_iter().map(|index| core.entries.0.remove_at(index)).collect::<Vec<_>>()
+            live.into_iter().map(|index| core.entries.remove_at(index)).collect::<Vec<_>>()
         };
         drop(entries);
         drop(self.inbox.drain_all());
@@ -688,7 +677,8 @@ mod tests {
     }
 
     #[test]
-    fn a_pending_timer_costs_at_most_64_bytes() {
-        assert!(Slab::<Entry<ThreeWords>>::SLOT_BYTES <= 64, "{}", Slab::<Entry<ThreeWords>>::SLOT_BYTES);
+    fn a_registration_costs_48_bytes() {
+        // With the wheel's 12-byte link and 4-byte slot entry, a pending timer costs 64.
+        assert!(Slab::<Entry<ThreeWords>>::SLOT_BYTES <= 48, "{}", Slab::<Entry<ThreeWords>>::SLOT_BYTES);
     }
 }

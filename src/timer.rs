@@ -7,84 +7,81 @@
 //! of the highest 6-bit group in which its tick differs from `elapsed`; when the wheel
 //! reaches a higher-level slot, its timers move down ("cascade").
 //!
-//! The wheel does not own timers: they are entries of the loop's slab, and each carries a
-//! [`Link`] (its deadline and its list neighbours) that the wheel reaches through
-//! [`Links`]. A timer's list is computed, not stored: timers due at or before `elapsed`
-//! are on the expired list, the others in the slot `level_for` gives, which stays the
-//! same until the wheel reaches that slot and moves them (so 16 bytes of link suffice). A timer never fires early: its tick is its deadline rounded up to
-//! the next millisecond, and a tick is processed only once the clock has passed it.
+//! Timers are entries of the loop's slab; the wheel keeps, by slab index, a 12-byte
+//! [`Link`] for each: its deadline and its position in its slot. A slot is a vector of
+//! slab indices, so cancelling swaps the last index into the hole (O(1)), and expiring a
+//! slot walks a contiguous array instead of chasing list pointers through a million
+//! scattered timers. A timer's slot is computed from its deadline, not stored: timers
+//! due at or before `elapsed` are in the expired slot, the others in the slot
+//! `level_for` gives, which stays the same until the wheel reaches that slot and moves
+//! them.
 
 pub(crate) const LEVELS: usize = 6;
 const SLOT_BITS: u32 = 6;
 const SLOTS: usize = 1 << SLOT_BITS;
-const NIL: u32 = u32::MAX;
-/// `prev` of a timer that is on no list (new, due, or removed).
-const UNLINKED: u32 = u32::MAX - 1;
-/// The level number that stands for "the expired list": timers already due.
-const EXPIRED: u8 = LEVELS as u8;
+/// The slot number of "the expired slot": timers already due.
+const EXPIRED: usize = LEVELS * SLOTS;
+/// `pos` of a timer that is in no slot (new, due, or removed).
+const UNLINKED: u32 = u32::MAX;
 pub(crate) const TICK_NS: u64 = 1_000_000;
 /// The longest delay the wheel takes: 2^35 ms, about 397 days. Keeping delays under half
 /// the top level's span keeps every timer within one turn of the top level.
 pub(crate) const MAX_DELAY_MS: u64 = (1 << 35) - 1;
 
-/// A timer's place in the wheel; stored inside the timer's registration.
+/// A timer's deadline (two u32 halves, to keep the link at 12 bytes) and its position in
+/// its slot.
 #[derive(Clone, Copy, Debug)]
-pub struct Link {
-    pub deadline_ns: u64,
-    prev: u32,
-    next: u32,
+struct Link {
+    deadline: [u32; 2],
+    pos: u32,
 }
 
 impl Link {
-    pub fn new(deadline_ns: u64) -> Link {
-        Link { deadline_ns, prev: UNLINKED, next: NIL }
-    }
-
-    /// True while the timer is in the wheel (not yet handed out as due).
-    pub fn is_linked(&self) -> bool {
-        self.prev != UNLINKED
+    fn deadline_ns(&self) -> u64 {
+        (self.deadline[0] as u64) << 32 | self.deadline[1] as u64
     }
 }
 
-/// Access to the links of the timers the wheel holds, by slab index.
-pub trait Links {
-    fn link(&mut self, index: u32) -> &mut Link;
-}
-
-#[derive(Clone, Copy)]
-struct List {
-    head: u32,
-}
-
-struct Level {
-    occupied: u64,
-    slots: [List; SLOTS],
-}
+const FREE_LINK: Link = Link { deadline: [0, 0], pos: UNLINKED };
 
 pub struct Wheel {
+    /// By slab index; entries of indices that are not timers are unused.
+    links: Vec<Link>,
+    /// LEVELS * SLOTS slots, then the expired slot.
+    slots: Vec<Vec<u32>>,
+    /// A bit per non-empty slot, per level.
+    occupied: [u64; LEVELS],
     /// Monotonic ns of tick 0.
     base_ns: u64,
     /// Every slot before this tick has been processed.
     elapsed: u64,
-    levels: Box<[Level; LEVELS]>,
-    expired: List,
     len: usize,
 }
 
 impl Wheel {
     pub fn new(base_ns: u64) -> Wheel {
-        let level = || Level { occupied: 0, slots: [List { head: NIL }; SLOTS] };
         Wheel {
+            links: Vec::new(),
+            slots: (0..=EXPIRED).map(|_| Vec::new()).collect(),
+            occupied: [0; LEVELS],
             base_ns,
             elapsed: 0,
-            levels: Box::new([level(), level(), level(), level(), level(), level()]),
-            expired: List { head: NIL },
             len: 0,
         }
     }
 
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// The deadline of the timer at `index`.
+    pub fn deadline_ns(&self, index: u32) -> u64 {
+        self.links[index as usize].deadline_ns()
+    }
+
+    /// True while the timer at `index` is in the wheel (not handed out as due).
+    pub fn is_linked(&self, index: u32) -> bool {
+        self.links.get(index as usize).is_some_and(|l| l.pos != UNLINKED)
     }
 
     /// The tick at or after `ns`: the first tick at which a deadline of `ns` may fire.
@@ -103,119 +100,112 @@ impl Wheel {
         (significant / SLOT_BITS as usize).min(LEVELS - 1)
     }
 
-    fn list(&mut self, level: u8, slot: usize) -> &mut List {
-        if level == EXPIRED {
-            &mut self.expired
-        } else {
-            &mut self.levels[level as usize].slots[slot]
+    /// The slot (level * SLOTS + slot, or EXPIRED) of a timer with this deadline.
+    fn place(&self, deadline_ns: u64) -> usize {
+        let when = self.tick_ceil(deadline_ns);
+        if when <= self.elapsed {
+            return EXPIRED;
         }
+        let level = self.level_for(when);
+        level * SLOTS + ((when >> (level as u32 * SLOT_BITS)) as usize & (SLOTS - 1))
     }
 
-    /// The list a timer due at tick `when` is on: (level, slot).
-    fn place(&self, when: u64) -> (u8, usize) {
-        let level = if when <= self.elapsed { EXPIRED } else { self.level_for(when) as u8 };
-        (level, Self::slot_of(when, level))
+    /// Adds the timer at slab index `index`, due at `deadline_ns`.
+    pub fn insert(&mut self, index: u32, deadline_ns: u64) {
+        if self.links.len() <= index as usize {
+            let len = (index as usize + 1).next_power_of_two().max(64);
+            self.links.resize(len, FREE_LINK);
+        }
+        self.links[index as usize].deadline = [(deadline_ns >> 32) as u32, deadline_ns as u32];
+        self.link(index);
     }
 
-    fn slot_of(when: u64, level: u8) -> usize {
-        if level == EXPIRED {
-            0
-        } else {
-            ((when >> (level as u32 * SLOT_BITS)) as usize) & (SLOTS - 1)
+    /// Puts the timer at `index` into the slot its deadline belongs to.
+    fn link(&mut self, index: u32) {
+        let slot = self.place(self.links[index as usize].deadline_ns());
+        let vec = &mut self.slots[slot];
+        self.links[index as usize].pos = vec.len() as u32;
+        vec.push(index);
+        if slot != EXPIRED {
+            self.occupied[slot / SLOTS] |= 1 << (slot % SLOTS);
         }
-    }
-
-    /// Links the timer at `index` (whose link holds its deadline).
-    pub fn insert(&mut self, links: &mut impl Links, index: u32) {
-        let (level, slot) = self.place(self.tick_ceil(links.link(index).deadline_ns));
-        let list = self.list(level, slot);
-        let old_head = list.head;
-        list.head = index;
-        if level != EXPIRED {
-            self.levels[level as usize].occupied |= 1 << slot;
-        }
-        if old_head != NIL {
-            links.link(old_head).prev = index;
-        }
-        let link = links.link(index);
-        link.prev = NIL;
-        link.next = old_head;
         self.len += 1;
     }
 
-    /// Unlinks the timer at `index`.
-    pub fn remove(&mut self, links: &mut impl Links, index: u32) {
-        let Link { deadline_ns, prev, next } = *links.link(index);
-        let (level, slot) = self.place(self.tick_ceil(deadline_ns));
-        if prev != NIL {
-            links.link(prev).next = next;
-        } else {
-            self.list(level, slot).head = next;
-            if next == NIL && level != EXPIRED {
-                self.levels[level as usize].occupied &= !(1 << slot);
-            }
+    /// Removes the timer at `index` (which must be linked).
+    pub fn remove(&mut self, index: u32) {
+        let link = self.links[index as usize];
+        let slot = self.place(link.deadline_ns());
+        let vec = &mut self.slots[slot];
+        let last = vec.pop().expect("a linked timer's slot is not empty");
+        if last != index {
+            vec[link.pos as usize] = last;
+            self.links[last as usize].pos = link.pos;
         }
-        if next != NIL {
-            links.link(next).prev = prev;
+        if vec.is_empty() && slot != EXPIRED {
+            self.occupied[slot / SLOTS] &= !(1 << (slot % SLOTS));
         }
-        links.link(index).prev = UNLINKED;
+        self.links[index as usize].pos = UNLINKED;
         self.len -= 1;
     }
 
-    /// The next tick at which the wheel has work (a due timer or a cascade), if any.
-    fn next_expiration(&self) -> Option<(u8, usize, u64)> {
-        if self.expired.head != NIL {
-            return Some((EXPIRED, 0, self.elapsed));
+    /// The next tick at which the wheel has work (a due timer or a cascade), if any:
+    /// (slot, tick).
+    fn next_expiration(&self) -> Option<(usize, u64)> {
+        if !self.slots[EXPIRED].is_empty() {
+            return Some((EXPIRED, self.elapsed));
         }
-        for (level, lv) in self.levels.iter().enumerate() {
-            if lv.occupied == 0 {
+        for (level, &occupied) in self.occupied.iter().enumerate() {
+            if occupied == 0 {
                 continue;
             }
             let shift = level as u32 * SLOT_BITS;
             let slot_range = 1u64 << shift;
             let level_range = slot_range << SLOT_BITS;
             let pos = ((self.elapsed >> shift) as usize) & (SLOTS - 1);
-            let slot = (pos + lv.occupied.rotate_right(pos as u32).trailing_zeros() as usize)
-                % SLOTS;
+            let slot = (pos + occupied.rotate_right(pos as u32).trailing_zeros() as usize) % SLOTS;
             let level_start = self.elapsed & !(level_range - 1);
             let mut deadline = level_start + slot as u64 * slot_range;
             if slot < pos {
                 deadline += level_range;
             }
-            return Some((level as u8, slot, deadline.max(self.elapsed)));
+            return Some((level * SLOTS + slot, deadline.max(self.elapsed)));
         }
         None
     }
 
     /// The monotonic time (ns) at which [`Wheel::poll`] next has something to do.
     pub fn next_deadline_ns(&self) -> Option<u64> {
-        self.next_expiration().map(|(_, _, tick)| self.base_ns + tick * TICK_NS)
+        self.next_expiration().map(|(_, tick)| self.base_ns + tick * TICK_NS)
     }
 
     /// Moves every timer due at `now_ns` into `due` (unlinked), cascading as it goes.
-    pub fn poll(&mut self, links: &mut impl Links, now_ns: u64, due: &mut Vec<u32>) {
+    pub fn poll(&mut self, now_ns: u64, due: &mut Vec<u32>) {
         let now = self.tick_floor(now_ns);
-        while let Some((level, slot, tick)) = self.next_expiration() {
+        while let Some((slot, tick)) = self.next_expiration() {
             if tick > now {
                 break;
             }
             self.elapsed = tick;
-            let list = self.list(level, slot);
-            let mut index = std::mem::replace(&mut list.head, NIL);
-            if level != EXPIRED {
-                self.levels[level as usize].occupied &= !(1 << slot);
+            let mut taken = std::mem::take(&mut self.slots[slot]);
+            if slot != EXPIRED {
+                self.occupied[slot / SLOTS] &= !(1 << (slot % SLOTS));
             }
-            while index != NIL {
-                let link = links.link(index);
-                let next = link.next;
-                link.prev = UNLINKED;
-                self.len -= 1;
-                if level == 0 || level == EXPIRED {
-                    due.push(index);
-                } else {
-                    self.insert(links, index);
+            self.len -= taken.len();
+            for &index in &taken {
+                self.links[index as usize].pos = UNLINKED;
+            }
+            if slot < SLOTS || slot == EXPIRED {
+                due.extend_from_slice(&taken);
+            } else {
+                for &index in &taken {
+                    self.link(index);
                 }
-                index = next;
+            }
+            // Keep the slot's allocation for the timers that will land in it next.
+            taken.clear();
+            if self.slots[slot].is_empty() {
+                self.slots[slot] = taken;
             }
         }
         self.elapsed = self.elapsed.max(now);
@@ -226,19 +216,12 @@ impl Wheel {
 mod tests {
     use super::*;
 
-    struct Timers(Vec<Link>);
-    impl Links for Timers {
-        fn link(&mut self, index: u32) -> &mut Link {
-            &mut self.0[index as usize]
-        }
-    }
-
-    fn run_until(wheel: &mut Wheel, timers: &mut Timers, end_ns: u64, step_ns: u64) -> Vec<(u32, u64)> {
+    fn run_until(wheel: &mut Wheel, end_ns: u64, step_ns: u64) -> Vec<(u32, u64)> {
         let mut fired = Vec::new();
         let mut due = Vec::new();
         let mut now = 0;
         while now <= end_ns {
-            wheel.poll(timers, now, &mut due);
+            wheel.poll(now, &mut due);
             for &i in &due {
                 fired.push((i, now));
             }
@@ -252,22 +235,20 @@ mod tests {
     fn timers_fire_in_order_never_early_and_at_most_a_tick_late() {
         let mut wheel = Wheel::new(0);
         let mut state = 0x2545F4914F6CDD1Du64;
-        let mut timers = Timers(Vec::new());
         for i in 0..20_000u32 {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
             // up to ~5 hours, with sub-ms deadlines
             let deadline = state % (5 * 3600 * 1_000_000_000);
-            timers.0.push(Link::new(deadline));
-            wheel.insert(&mut timers, i);
+            wheel.insert(i, deadline);
         }
         assert_eq!(wheel.len(), 20_000);
-        let fired = run_until(&mut wheel, &mut timers, 5 * 3600 * 1_000_000_000 + TICK_NS, 250_000);
+        let fired = run_until(&mut wheel, 5 * 3600 * 1_000_000_000 + TICK_NS, 250_000);
         assert_eq!(fired.len(), 20_000);
         assert_eq!(wheel.len(), 0);
         for (i, at) in fired {
-            let deadline = timers.0[i as usize].deadline_ns;
+            let deadline = wheel.deadline_ns(i);
             assert!(at >= deadline, "timer {i} fired early: {at} < {deadline}");
             assert!(at < deadline + TICK_NS + 250_000, "timer {i} late: {at} vs {deadline}");
         }
@@ -277,30 +258,28 @@ mod tests {
     #[test]
     fn removed_timers_never_fire_and_past_deadlines_fire_at_once() {
         let mut wheel = Wheel::new(0);
-        let mut timers = Timers((0..300).map(|i| Link::new(i * 7_000_000)).collect());
         for i in 0..300 {
-            wheel.insert(&mut timers, i);
+            wheel.insert(i, i as u64 * 7_000_000);
         }
         for i in (0..300).step_by(2) {
-            wheel.remove(&mut timers, i);
+            wheel.remove(i);
         }
-        let fired = run_until(&mut wheel, &mut timers, 2_200 * TICK_NS, TICK_NS);
+        let fired = run_until(&mut wheel, 2_200 * TICK_NS, TICK_NS);
         assert_eq!(fired.len(), 150);
         assert!(fired.iter().all(|(i, _)| i % 2 == 1));
 
         // A deadline behind `elapsed` goes to the expired list and is due immediately.
-        timers.0[0] = Link::new(5 * TICK_NS);
-        wheel.insert(&mut timers, 0);
+        wheel.insert(0, 5 * TICK_NS);
         assert_eq!(wheel.next_deadline_ns(), Some(2_200 * TICK_NS));
         let mut due = Vec::new();
-        wheel.poll(&mut timers, 2_200 * TICK_NS, &mut due);
+        wheel.poll(2_200 * TICK_NS, &mut due);
         assert_eq!(due, vec![0]);
     }
 
     #[test]
     fn random_inserts_and_removes_while_time_advances_match_a_model() {
         let mut wheel = Wheel::new(7);
-        let mut timers = Timers(Vec::new());
+        let mut next_index = 0u32;
         let mut live = std::collections::BTreeSet::new();
         let mut state = 88172645463325252u64;
         let mut rand = move |n: u64| {
@@ -314,25 +293,25 @@ mod tests {
         for round in 0..200_000u32 {
             match rand(10) {
                 0..=4 => {
-                    let index = timers.0.len() as u32;
+                    let index = next_index;
+                    next_index += 1;
                     let delay = [rand(100), rand(100_000), rand(10_000_000)][rand(3) as usize];
-                    timers.0.push(Link::new(now + delay * 1000));
-                    wheel.insert(&mut timers, index);
+                    wheel.insert(index, now + delay * 1000);
                     live.insert(index);
                 }
                 5..=6 if !live.is_empty() => {
                     let pick = *live.iter().nth(rand(live.len() as u64) as usize).unwrap();
-                    wheel.remove(&mut timers, pick);
+                    wheel.remove(pick);
                     live.remove(&pick);
                 }
                 _ => {
                     now += rand(3_000_000);
-                    wheel.poll(&mut timers, now, &mut due);
+                    wheel.poll(now, &mut due);
                     for i in due.drain(..) {
                         assert!(live.remove(&i), "round {round}: timer {i} fired twice or after removal");
-                        assert!(timers.0[i as usize].deadline_ns <= now);
+                        assert!(wheel.deadline_ns(i) <= now);
                     }
-                    assert!(live.iter().all(|&i| timers.0[i as usize].deadline_ns + TICK_NS > now));
+                    assert!(live.iter().all(|&i| wheel.deadline_ns(i) + TICK_NS > now));
                 }
             }
             assert_eq!(wheel.len(), live.len());
@@ -345,12 +324,10 @@ mod tests {
         let base = 0;
         let mut wheel = Wheel::new(base);
         let mut due = Vec::new();
-        let mut timers = Timers(Vec::new());
         let start = ((1u64 << 36) - 3) * TICK_NS;
-        wheel.poll(&mut timers, start, &mut due);
+        wheel.poll(start, &mut due);
         for (i, delay) in [1u64, 5, 70, 5000, 1 << 20, MAX_DELAY_MS].iter().enumerate() {
-            timers.0.push(Link::new(start + delay * TICK_NS));
-            wheel.insert(&mut timers, i as u32);
+            wheel.insert(i as u32, start + delay * TICK_NS);
         }
         let mut fired = Vec::new();
         let mut now = start;
@@ -358,10 +335,10 @@ mod tests {
             let next = wheel.next_deadline_ns().expect("timers pending");
             assert!(next >= now.min(next));
             now = next.max(now);
-            wheel.poll(&mut timers, now, &mut due);
+            wheel.poll(now, &mut due);
             for &i in &due {
-                assert!(now >= timers.0[i as usize].deadline_ns);
-                assert!(now < timers.0[i as usize].deadline_ns + TICK_NS);
+                assert!(now >= wheel.deadline_ns(i));
+                assert!(now < wheel.deadline_ns(i) + TICK_NS);
                 fired.push(i);
             }
             due.clear();
