@@ -217,6 +217,12 @@ int weft_loop_fd(const struct weft_loop *lp);
 // time themselves rather than watching `weft_loop_fd` alone. Any thread.
 int64_t weft_loop_timeout_ms(const struct weft_loop *lp);
 
+// 1 while anything is registered or queued on the loop (timers, watches, subscriptions,
+// posts and events not yet delivered), 0 when nothing is: the condition under which
+// `WEFT_RUN_DEFAULT` keeps running, for embedding hosts that decide themselves when to
+// stop. Any thread. Returns `WEFT_ERR_NULL` or `WEFT_ERR_FORKED` on error.
+int weft_loop_alive(const struct weft_loop *lp);
+
 // Queues `cb(loop, id, user_data)` to run on the loop thread during its next pass, after
 // everything this thread posted or emitted to the loop before. Never waits for the loop.
 // The post can be cancelled with `weft_cancel` until it starts; `free_fn` runs after it

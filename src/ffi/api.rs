@@ -225,6 +225,19 @@ pub extern "C" fn weft_loop_timeout_ms(lp: *const weft_loop) -> i64 {
     })
 }
 
+/// 1 while anything is registered or queued on the loop (timers, watches, subscriptions,
+/// posts and events not yet delivered), 0 when nothing is: the condition under which
+/// `WEFT_RUN_DEFAULT` keeps running, for embedding hosts that decide themselves when to
+/// stop. Any thread. Returns `WEFT_ERR_NULL` or `WEFT_ERR_FORKED` on error.
+#[no_mangle]
+pub extern "C" fn weft_loop_alive(lp: *const weft_loop) -> c_int {
+    guard("weft_loop_alive", || {
+        let lp = the_loop(lp)?;
+        fork::check()?;
+        Ok(lp.alive() as c_int)
+    })
+}
+
 /// Queues `cb(loop, id, user_data)` to run on the loop thread during its next pass, after
 /// everything this thread posted or emitted to the loop before. Never waits for the loop.
 /// The post can be cancelled with `weft_cancel` until it starts; `free_fn` runs after it
