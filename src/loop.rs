@@ -317,22 +317,38 @@ impl<H: Handler> Loop<H> {
         self.usable()?;
         signal::check(signum)?;
         let mut core = self.lock();
+        // The bell goes up before the handler, so a signal caught right after the
+        // handler is installed already rings it.
         if core.signal_bell_slot.is_none() {
             core.signal_bell_slot = Some(signal::register_bell(self.signal_bell.as_raw_fd())?);
         }
         if core.signal_watchers[signum as usize].is_empty() {
             core.signal_seen[signum as usize] = signal::count(signum);
         }
-        signal::add_watcher(signum)?;
-        let (id, index) = match self.register(&mut core, handler, Kind::Signal { signum }) {
-            Ok(ok) => ok,
-            Err(e) => {
+        let registered = signal::add_watcher(signum).and_then(|()| {
+            self.register(&mut core, handler, Kind::Signal { signum }).inspect_err(|_| {
                 signal::remove_watcher(signum);
-                return Err(e);
+            })
+        });
+        match registered {
+            Ok((id, index)) => {
+                core.signal_watchers[signum as usize].push(index);
+                Ok(id)
             }
-        };
-        core.signal_watchers[signum as usize].push(index);
-        Ok(id)
+            Err(e) => {
+                Self::release_signal_bell_if_unused(&mut core);
+                Err(e)
+            }
+        }
+    }
+
+    /// Takes the loop's bell out of the signal handler's list once it watches no signal.
+    fn release_signal_bell_if_unused(core: &mut Core<H>) {
+        if core.signal_watchers.iter().all(Vec::is_empty) {
+            if let Some(slot) = core.signal_bell_slot.take() {
+                signal::unregister_bell(slot);
+            }
+        }
     }
 
     // ---- topics ------------------------------------------------------------------------
@@ -421,11 +437,7 @@ impl<H: Handler> Loop<H> {
             &Kind::Signal { signum } => {
                 core.signal_watchers[signum as usize].retain(|&i| i != index);
                 signal::remove_watcher(signum);
-                if core.signal_watchers.iter().all(Vec::is_empty) {
-                    if let Some(slot) = core.signal_bell_slot.take() {
-                        signal::unregister_bell(slot);
-                    }
-                }
+                Self::release_signal_bell_if_unused(core);
             }
             Kind::Subscription { pattern } => {
                 let pattern = (**pattern).clone();

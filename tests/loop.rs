@@ -299,3 +299,48 @@ fn the_embedding_fd_is_readable_exactly_when_there_is_work() {
     assert!(!readable(&lp));
     assert_eq!(drops.load(SeqCst), 2);
 }
+
+#[test]
+fn signals_reach_every_watcher_of_every_loop_and_the_old_handler_comes_back() {
+    extern "C" fn previous(_: libc::c_int) {}
+    let previous_addr = previous as extern "C" fn(libc::c_int) as usize;
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = previous_addr;
+        assert_eq!(libc::sigaction(libc::SIGWINCH, &action, std::ptr::null_mut()), 0);
+    }
+    let drops = counter();
+    let calls = counter();
+    let loops: Vec<Loop<Probe>> = (0..2).map(|_| Loop::new().unwrap()).collect();
+    let mut ids = Vec::new();
+    for lp in &loops {
+        for _ in 0..2 {
+            let calls = calls.clone();
+            let thread = thread::current().id();
+            ids.push(
+                lp.watch_signal(libc::SIGWINCH, Probe::new(&drops, move |_, _, ev| {
+                    assert!(matches!(ev, Event::Signal { signum } if *signum == libc::SIGWINCH));
+                    assert_eq!(thread::current().id(), thread, "runs on the loop thread");
+                    calls.fetch_add(1, SeqCst);
+                }))
+                .unwrap(),
+            );
+        }
+    }
+    assert_eq!(loops[0].watch_signal(libc::SIGKILL, Probe::new(&drops, |_, _, _| {})).unwrap_err().code, Code::Invalid);
+    unsafe { libc::raise(libc::SIGWINCH) };
+    for lp in &loops {
+        lp.run(RunMode::Once).unwrap();
+    }
+    assert_eq!(calls.load(SeqCst), 4);
+    for (lp, id) in loops.iter().flat_map(|lp| [lp, lp]).zip(&ids) {
+        lp.cancel(*id).unwrap();
+    }
+    assert_eq!(drops.load(SeqCst), 5, "four watches and the refused SIGKILL handler");
+    let restored = unsafe {
+        let mut now: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGWINCH, std::ptr::null(), &mut now);
+        now.sa_sigaction
+    };
+    assert_eq!(restored, previous_addr, "the disposition from before the first watch is back");
+}
