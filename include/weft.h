@@ -212,9 +212,13 @@ int weft_loop_stop(struct weft_loop *lp);
 // Returns -1 (`WEFT_ERR_NULL` in `weft_last_error`) for NULL.
 int weft_loop_fd(const struct weft_loop *lp);
 
-// Milliseconds until the loop's next timer is due (rounded up to whole ms), 0 when
-// work is ready now, -1 when no timer is pending (and for NULL). For hosts that track
-// time themselves rather than watching `weft_loop_fd` alone. Any thread.
+// Milliseconds until the loop next needs a pass for its timers (rounded up to whole
+// ms), 0 when work is ready now, -1 when no timer is pending (and for NULL). For hosts
+// that track time themselves rather than watching `weft_loop_fd` alone. The value may
+// be shorter than the time to the next timer's deadline: with timers more than 64 ms
+// away, the loop also needs a pass when its timer wheel must move them closer. It may
+// also say 0 right after a cancel or a stop from another thread, until the next pass.
+// Any thread.
 int64_t weft_loop_timeout_ms(const struct weft_loop *lp);
 
 // 1 while anything is registered or queued on the loop (timers, watches, subscriptions,

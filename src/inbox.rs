@@ -11,17 +11,26 @@
 //!   2. if `signalled.swap(true)` was false, ring `bell`.
 //!
 //! Consumer (the loop thread, once per pass):
-//!   1. `signalled.store(false)`;
-//!   2. drain `bell`;
+//!   1. drain `bell`;
+//!   2. `signalled.store(false)`;
 //!   3. lock `queue`, swap its records out, unlock; dispatch them.
 //!
-//! No lost wake-up: a record pushed before the consumer's step 3 is in the batch it
-//! takes. A record pushed after step 3 is pushed after step 1 (the queue lock orders
-//! them), so its producer's swap in step 2 reads false and rings the bell, which makes
-//! the epoll fd readable for the next pass. At most one ring happens per batch, however
-//! many records the batch holds. A ring that lands between consumer steps 1 and 2 is
-//! drained, and its record is in the step 3 batch.
+//! Invariant: whenever `signalled` is true, the bell has been rung since the consumer
+//! last drained it. (Draining after clearing the flag would break it: a producer could
+//! set the flag and ring between the two steps, the drain would eat the ring, and every
+//! later producer would see the flag set and never ring again.)
 //!
+//! No lost wake-up: a record pushed before the consumer's step 3 is in the batch it
+//! takes. A record pushed after step 3 is pushed after step 2 (the queue lock orders
+//! them), so its producer's swap either reads false and rings the bell, or reads true
+//! set by another producer after step 2, whose ring came after step 1 and is still
+//! there. Either way the epoll fd is readable for the next pass. At most one ring
+//! happens per batch, however many records it holds.
+//!
+//! Producer-written and consumer-written fields sit on separate cache lines, and the
+//! count of queued records is kept under the lock, so a post costs the producer one
+//! uncontended lock and no shared-counter traffic with the consumer.
+
 //! # Cancelling a post
 //!
 //! Posts are numbered under the queue lock, so their numbers follow dispatch order. The
@@ -48,12 +57,15 @@ struct Queue<H> {
     cancelled: Vec<u64>,
 }
 
+/// Keeps a field on a cache line of its own.
+#[repr(align(64))]
+struct Line<T>(T);
+
 pub struct Inbox<H> {
-    queue: Mutex<Queue<H>>,
-    signalled: AtomicBool,
-    /// Records pushed and not yet dispatched (or dropped); keeps `run` going.
-    pending: AtomicUsize,
-    started: AtomicU64,
+    queue: Line<Mutex<Queue<H>>>,
+    signalled: Line<AtomicBool>,
+    /// Written by the consumer only: the number after the last post it started.
+    started: Line<AtomicU64>,
     cancel_requests: AtomicUsize,
     bell: EventFd,
 }
@@ -61,10 +73,9 @@ pub struct Inbox<H> {
 impl<H> Inbox<H> {
     pub fn new() -> std::io::Result<Inbox<H>> {
         Ok(Inbox {
-            queue: Mutex::new(Queue { records: Vec::new(), next_seq: 1, cancelled: Vec::new() }),
-            signalled: AtomicBool::new(false),
-            pending: AtomicUsize::new(0),
-            started: AtomicU64::new(1),
+            queue: Line(Mutex::new(Queue { records: Vec::new(), next_seq: 1, cancelled: Vec::new() })),
+            signalled: Line(AtomicBool::new(false)),
+            started: Line(AtomicU64::new(1)),
             cancel_requests: AtomicUsize::new(0),
             bell: EventFd::new()?,
         })
@@ -75,14 +86,13 @@ impl<H> Inbox<H> {
     }
 
     fn lock(&self) -> MutexGuard<'_, Queue<H>> {
-        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.queue.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn push_locked(&self, mut queue: MutexGuard<'_, Queue<H>>, record: Record<H>) {
         queue.records.push(record);
-        self.pending.fetch_add(1, SeqCst);
         drop(queue);
-        if !self.signalled.swap(true, SeqCst) {
+        if !self.signalled.0.swap(true, SeqCst) {
             self.bell.ring();
         }
     }
@@ -110,25 +120,21 @@ impl<H> Inbox<H> {
         self.bell.ring();
     }
 
+    /// Records queued and not yet taken by the consumer.
     pub fn pending(&self) -> usize {
-        self.pending.load(SeqCst)
+        self.lock().records.len()
     }
 
     /// Takes every queued record into `batch` (which must be empty).
     pub fn take(&self, batch: &mut Vec<Record<H>>) {
-        self.signalled.store(false, SeqCst);
         self.bell.drain();
+        self.signalled.0.store(false, SeqCst);
         std::mem::swap(&mut self.lock().records, batch);
-    }
-
-    /// Marks one record of a taken batch as dispatched (or dropped).
-    pub fn done(&self) {
-        self.pending.fetch_sub(1, SeqCst);
     }
 
     /// Called by the consumer just before it runs post `seq`: false if it was cancelled.
     pub fn start_post(&self, seq: u64) -> bool {
-        self.started.store(seq + 1, SeqCst);
+        self.started.0.store(seq + 1, SeqCst);
         if self.cancel_requests.load(SeqCst) == 0 {
             return true;
         }
@@ -151,7 +157,7 @@ impl<H> Inbox<H> {
         }
         queue.cancelled.push(seq);
         self.cancel_requests.fetch_add(1, SeqCst);
-        if self.started.load(SeqCst) > seq {
+        if self.started.0.load(SeqCst) > seq {
             queue.cancelled.pop();
             self.cancel_requests.fetch_sub(1, SeqCst);
             return false;
@@ -161,8 +167,6 @@ impl<H> Inbox<H> {
 
     /// Empties the queue (the loop is being freed).
     pub fn drain_all(&self) -> Vec<Record<H>> {
-        let records = std::mem::take(&mut self.lock().records);
-        self.pending.fetch_sub(records.len(), SeqCst);
-        records
+        std::mem::take(&mut self.lock().records)
     }
 }

@@ -498,6 +498,10 @@ impl<H: Handler> Loop<H> {
 
     fn pass(&self, runner: &mut Runner<H>, block: bool) -> Result<()> {
         let Runner { events, ready, ids, batch, indices } = runner;
+        // Queued records ring the bell, so blocking would be safe; not blocking when some
+        // are queued anyway costs nothing and does not rest on that alone.
+        let queued = self.inbox.pending();
+        let block = block && queued == 0;
         self.epoll.wait(events, if block { -1 } else { 0 }).map_err(io_error("epoll_wait"))?;
         let (mut inbox_rang, mut signal_rang) = (false, false);
         ready.clear();
@@ -549,7 +553,7 @@ impl<H: Handler> Loop<H> {
             self.dispatch_signals(ids);
         }
 
-        if inbox_rang || self.inbox.pending() > 0 {
+        if inbox_rang || queued > 0 {
             self.inbox.take(batch);
             for record in batch.drain(..) {
                 match record {
@@ -563,7 +567,6 @@ impl<H: Handler> Loop<H> {
                         self.deliver(&bytes, topic_len, ids);
                     }
                 }
-                self.inbox.done();
             }
         }
         Ok(())
@@ -664,15 +667,19 @@ impl<H: Handler> Loop<H> {
             return Ok(());
         }
         self.closed.store(true, SeqCst);
-        let entries = {
-            let mut core = self.lock();
-            let live = core.entries.live_indices();
-            for &index in &live {
-                self.unregister(&mut core, index);
-            }
-            live.into_iter().map(|index| core.entries.remove_at(index)).collect::<Vec<_>>()
-        };
-        drop(entries);
+        // End registrations a chunk at a time: free functions run without the lock, and
+        // memory does not double while a million timers are dropped.
+        let live = self.lock().entries.live_indices();
+        for chunk in live.chunks(1024) {
+            let entries: Vec<Entry<H>> = {
+                let mut core = self.lock();
+                for &index in chunk {
+                    self.unregister(&mut core, index);
+                }
+                chunk.iter().map(|&index| core.entries.remove_at(index)).collect()
+            };
+            drop(entries);
+        }
         drop(self.inbox.drain_all());
         Ok(())
     }

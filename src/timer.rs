@@ -113,8 +113,8 @@ impl Wheel {
     /// Adds the timer at slab index `index`, due at `deadline_ns`.
     pub fn insert(&mut self, index: u32, deadline_ns: u64) {
         if self.links.len() <= index as usize {
-            let len = (index as usize + 1).next_power_of_two().max(64);
-            self.links.resize(len, FREE_LINK);
+            // Vec grows its capacity geometrically; only the part in use is touched.
+            self.links.resize(index as usize + 1, FREE_LINK);
         }
         self.links[index as usize].deadline = [(deadline_ns >> 32) as u32, deadline_ns as u32];
         self.link(index);

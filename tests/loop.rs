@@ -344,3 +344,35 @@ fn signals_reach_every_watcher_of_every_loop_and_the_old_handler_comes_back() {
     };
     assert_eq!(restored, previous_addr, "the disposition from before the first watch is back");
 }
+
+#[test]
+fn a_fast_producer_never_leaves_the_loop_asleep_with_posts_queued() {
+    // The only timer is an hour away: every wake-up must come from the inbox's bell.
+    let lp = Arc::new(Loop::<Probe>::new().unwrap());
+    let drops = counter();
+    let ran = counter();
+    let keepalive = lp.timer_after(3_600_000, Probe::new(&drops, |_, _, _| {})).unwrap();
+    let runner = {
+        let lp = lp.clone();
+        thread::spawn(move || lp.run(RunMode::Default).unwrap())
+    };
+    let start = Instant::now();
+    for round in 0..20 {
+        for _ in 0..50_000 {
+            let ran = ran.clone();
+            lp.post(Probe::new(&drops, move |_, _, _| {
+                ran.fetch_add(1, SeqCst);
+            }))
+            .unwrap();
+        }
+        // Wait (bounded) for the loop to catch up before the next burst.
+        let target = (round + 1) * 50_000;
+        while ran.load(SeqCst) < target && start.elapsed() < Duration::from_secs(20) {
+            thread::yield_now();
+        }
+        assert_eq!(ran.load(SeqCst), target, "the loop slept with posts queued (round {round})");
+    }
+    lp.cancel(keepalive).unwrap();
+    runner.join().unwrap();
+    assert_eq!(drops.load(SeqCst), 1_000_001);
+}

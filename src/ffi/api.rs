@@ -215,9 +215,13 @@ pub extern "C" fn weft_loop_fd(lp: *const weft_loop) -> c_int {
     guard("weft_loop_fd", || Ok(the_loop(lp)?.fd()))
 }
 
-/// Milliseconds until the loop's next timer is due (rounded up to whole ms), 0 when
-/// work is ready now, -1 when no timer is pending (and for NULL). For hosts that track
-/// time themselves rather than watching `weft_loop_fd` alone. Any thread.
+/// Milliseconds until the loop next needs a pass for its timers (rounded up to whole
+/// ms), 0 when work is ready now, -1 when no timer is pending (and for NULL). For hosts
+/// that track time themselves rather than watching `weft_loop_fd` alone. The value may
+/// be shorter than the time to the next timer's deadline: with timers more than 64 ms
+/// away, the loop also needs a pass when its timer wheel must move them closer. It may
+/// also say 0 right after a cancel or a stop from another thread, until the next pass.
+/// Any thread.
 #[no_mangle]
 pub extern "C" fn weft_loop_timeout_ms(lp: *const weft_loop) -> i64 {
     guard("weft_loop_timeout_ms", || {
