@@ -3,33 +3,28 @@
 //!
 //! # Wake-up protocol
 //!
-//! State: `queue` (records, under a mutex), `signalled` (an atomic flag) and `bell` (an
-//! eventfd in the loop's epoll set, so it also wakes an embedding host).
+//! State: `queue` (records, under a mutex) and `bell` (an eventfd in the loop's epoll
+//! set, so it also wakes an embedding host).
 //!
 //! Producer (any thread):
-//!   1. lock `queue`, push the record, unlock;
-//!   2. if `signalled.swap(true)` was false, ring `bell`.
+//!   1. lock `queue`; note whether it was empty; push the record; unlock;
+//!   2. if it was empty, ring `bell`.
 //!
 //! Consumer (the loop thread, once per pass):
 //!   1. drain `bell`;
-//!   2. `signalled.store(false)`;
-//!   3. lock `queue`, swap its records out, unlock; dispatch them.
+//!   2. lock `queue`, swap its records out (leaving it empty), unlock; dispatch them.
 //!
-//! Invariant: whenever `signalled` is true, the bell has been rung since the consumer
-//! last drained it. (Draining after clearing the flag would break it: a producer could
-//! set the flag and ring between the two steps, the drain would eat the ring, and every
-//! later producer would see the flag set and never ring again.)
+//! Invariant: while the queue is not empty, the bell has been rung since the consumer
+//! last drained it, or is about to be. The queue only becomes non-empty through a push
+//! onto an empty queue, and that push comes after the consumer's last swap, hence after
+//! its last drain; its producer rings after the push.
 //!
-//! No lost wake-up: a record pushed before the consumer's step 3 is in the batch it
-//! takes. A record pushed after step 3 is pushed after step 2 (the queue lock orders
-//! them), so its producer's swap either reads false and rings the bell, or reads true
-//! set by another producer after step 2, whose ring came after step 1 and is still
-//! there. Either way the epoll fd is readable for the next pass. At most one ring
-//! happens per batch, however many records it holds.
-//!
-//! Producer-written and consumer-written fields sit on separate cache lines, and the
-//! count of queued records is kept under the lock, so a post costs the producer one
-//! uncontended lock and no shared-counter traffic with the consumer.
+//! So no wake-up is lost: a record pushed before the consumer's step 2 is in the batch
+//! it takes; a record pushed after it lands in an empty queue (its producer rings) or
+//! behind one that did. There is one ring per batch, however many records it holds, and
+//! the steady-state cost of a post is one uncontended lock: no atomic flag or counter
+//! shared with the consumer. (A ring that lands between steps 1 and 2 only makes the
+//! next pass look at an empty queue.)
 
 //! # Cancelling a post
 //!
@@ -42,7 +37,7 @@
 //! `cancel_requests` after publishing `started`, is bound to see the entry and skip it.
 
 use crate::sys::EventFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Mutex, MutexGuard};
 
 pub enum Record<H> {
@@ -63,7 +58,9 @@ struct Line<T>(T);
 
 pub struct Inbox<H> {
     queue: Line<Mutex<Queue<H>>>,
-    signalled: Line<AtomicBool>,
+    /// Whether `queue` holds records: written under the lock, once per batch by each
+    /// side, so the loop can ask without taking the lock.
+    queued: Line<AtomicBool>,
     /// Written by the consumer only: the number after the last post it started.
     started: Line<AtomicU64>,
     cancel_requests: AtomicUsize,
@@ -74,7 +71,7 @@ impl<H> Inbox<H> {
     pub fn new() -> std::io::Result<Inbox<H>> {
         Ok(Inbox {
             queue: Line(Mutex::new(Queue { records: Vec::new(), next_seq: 1, cancelled: Vec::new() })),
-            signalled: Line(AtomicBool::new(false)),
+            queued: Line(AtomicBool::new(false)),
             started: Line(AtomicU64::new(1)),
             cancel_requests: AtomicUsize::new(0),
             bell: EventFd::new()?,
@@ -90,9 +87,13 @@ impl<H> Inbox<H> {
     }
 
     fn push_locked(&self, mut queue: MutexGuard<'_, Queue<H>>, record: Record<H>) {
+        let was_empty = queue.records.is_empty();
+        if was_empty {
+            self.queued.0.store(true, Relaxed);
+        }
         queue.records.push(record);
         drop(queue);
-        if !self.signalled.0.swap(true, SeqCst) {
+        if was_empty {
             self.bell.ring();
         }
     }
@@ -120,16 +121,17 @@ impl<H> Inbox<H> {
         self.bell.ring();
     }
 
-    /// Records queued and not yet taken by the consumer.
-    pub fn pending(&self) -> usize {
-        self.lock().records.len()
+    /// True when records are queued that the consumer has not taken.
+    pub fn has_records(&self) -> bool {
+        self.queued.0.load(Relaxed)
     }
 
     /// Takes every queued record into `batch` (which must be empty).
     pub fn take(&self, batch: &mut Vec<Record<H>>) {
         self.bell.drain();
-        self.signalled.0.store(false, SeqCst);
-        std::mem::swap(&mut self.lock().records, batch);
+        let mut queue = self.lock();
+        std::mem::swap(&mut queue.records, batch);
+        self.queued.0.store(false, Relaxed);
     }
 
     /// Called by the consumer just before it runs post `seq`: false if it was cancelled.
@@ -167,6 +169,8 @@ impl<H> Inbox<H> {
 
     /// Empties the queue (the loop is being freed).
     pub fn drain_all(&self) -> Vec<Record<H>> {
-        std::mem::take(&mut self.lock().records)
+        let mut queue = self.lock();
+        self.queued.0.store(false, Relaxed);
+        std::mem::take(&mut queue.records)
     }
 }

@@ -477,7 +477,7 @@ impl<H: Handler> Loop<H> {
 
     /// True while anything is registered or queued.
     pub fn alive(&self) -> bool {
-        self.inbox.pending() > 0 || !self.lock().entries.is_empty()
+        self.inbox.has_records() || !self.lock().entries.is_empty()
     }
 
     /// The fd an embedding host watches: readable when `run(NoWait)` has work.
@@ -489,7 +489,7 @@ impl<H: Handler> Loop<H> {
     /// when nothing is scheduled.
     pub fn timeout_ms(&self) -> Result<Option<u64>> {
         fork::check()?;
-        if self.inbox.pending() > 0 || sys::is_readable(self.epoll.as_raw_fd()) {
+        if self.inbox.has_records() || sys::is_readable(self.epoll.as_raw_fd()) {
             return Ok(Some(0));
         }
         let Some(next) = self.lock().wheel.next_deadline_ns() else { return Ok(None) };
@@ -500,8 +500,8 @@ impl<H: Handler> Loop<H> {
         let Runner { events, ready, ids, batch, indices } = runner;
         // Queued records ring the bell, so blocking would be safe; not blocking when some
         // are queued anyway costs nothing and does not rest on that alone.
-        let queued = self.inbox.pending();
-        let block = block && queued == 0;
+        let queued = self.inbox.has_records();
+        let block = block && !queued;
         self.epoll.wait(events, if block { -1 } else { 0 }).map_err(io_error("epoll_wait"))?;
         let (mut inbox_rang, mut signal_rang) = (false, false);
         ready.clear();
@@ -553,7 +553,7 @@ impl<H: Handler> Loop<H> {
             self.dispatch_signals(ids);
         }
 
-        if inbox_rang || queued > 0 {
+        if inbox_rang || queued {
             self.inbox.take(batch);
             for record in batch.drain(..) {
                 match record {
