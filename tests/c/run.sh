@@ -1,0 +1,36 @@
+#!/bin/bash
+# Runs weft's C test programs and adds up their results.
+# usage: run.sh "<runner prefix, e.g. valgrind ...>" program...
+# Each program ends with "== name: P passed, F failed". A program that exits non-zero
+# (a crash, a timeout, a valgrind error) without reporting a failure counts as one
+# failed case. Prints "N passed, M failed" last; exits 1 when M > 0.
+runner=$1
+shift
+total_passed=0
+total_failed=0
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+for prog in "$@"; do
+    echo "-- $(basename "$prog")"
+    set -o pipefail
+    # shellcheck disable=SC2086
+    $runner "$prog" 2>&1 | tee "$log"
+    rc=$?
+    set +o pipefail
+    summary=$(grep -E '^== [^ ]+: [0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1)
+    if [ -z "$summary" ]; then
+        echo "   $(basename "$prog") exited with status $rc before reporting its results"
+        total_failed=$((total_failed + 1))
+        continue
+    fi
+    p=$(echo "$summary" | sed -E 's/.*: ([0-9]+) passed, ([0-9]+) failed$/\1/')
+    f=$(echo "$summary" | sed -E 's/.*: ([0-9]+) passed, ([0-9]+) failed$/\2/')
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+        echo "   $(basename "$prog") exited with status $rc (valgrind error, leak, or crash)"
+        f=1
+    fi
+    total_passed=$((total_passed + p))
+    total_failed=$((total_failed + f))
+done
+echo "$total_passed passed, $total_failed failed"
+[ "$total_failed" -eq 0 ]
