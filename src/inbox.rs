@@ -28,13 +28,17 @@
 
 //! # Cancelling a post
 //!
-//! Posts are numbered under the queue lock, so their numbers follow dispatch order. The
-//! consumer publishes `started = seq + 1` before it runs post `seq`, then, only if
-//! `cancel_requests` is non-zero, looks for `seq` in `cancelled` (under the lock).
-//! A canceller adds its `seq` to `cancelled`, increments `cancel_requests`, and only
-//! then reads `started` (all SeqCst, all under the lock): if the post has started it
-//! takes its entry back and reports "not found"; otherwise the consumer, which reads
-//! `cancel_requests` after publishing `started`, is bound to see the entry and skip it.
+//! Records are numbered in queue order (a post's id holds its number). A post still in
+//! the queue is cancelled by replacing its record with a tombstone, under the lock, and
+//! its handler is dropped by the canceller. A post the consumer has already taken is in
+//! the batch being dispatched; then the protocol is a handshake. The consumer publishes
+//! `started = seq + 1` before it runs post `seq`, then, only if `cancel_requests` is
+//! non-zero, looks for `seq` in `cancelled` (under the lock). A canceller adds its `seq`
+//! to `cancelled`, increments `cancel_requests`, and only then reads `started` (all
+//! SeqCst, all under the lock): if the post has started it takes its entry back and
+//! reports "not found"; otherwise the consumer, which reads `cancel_requests` after
+//! publishing `started`, is bound to see the entry and skip the post (dropping its
+//! handler on the loop thread).
 
 use crate::sys::EventFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
@@ -44,12 +48,29 @@ pub enum Record<H> {
     Post { seq: u64, handler: H },
     /// `bytes` holds the topic, a NUL, then the payload.
     Emit { bytes: Box<[u8]>, topic_len: usize },
+    /// A post cancelled while queued.
+    Cancelled,
+}
+
+/// What cancelling a post did.
+pub enum Cancel<H> {
+    /// It was queued: here is its handler, to drop.
+    Removed(H),
+    /// It is in the batch being dispatched: the consumer will skip it.
+    Marked,
+    /// It has started or finished (or never existed).
+    NotFound,
 }
 
 struct Queue<H> {
     records: Vec<Record<H>>,
-    next_seq: u64,
+    /// The number of `records[0]`; records are numbered in queue order.
+    first_seq: u64,
+    /// Posts of the batch in dispatch that a canceller asks the consumer to skip.
     cancelled: Vec<u64>,
+    /// Posts cancelled while queued, from the batch in dispatch on: a second cancel of
+    /// one is "not found", wherever the record is now.
+    tombstoned: Vec<u64>,
 }
 
 /// Keeps a field on a cache line of its own.
@@ -70,7 +91,7 @@ pub struct Inbox<H> {
 impl<H> Inbox<H> {
     pub fn new() -> std::io::Result<Inbox<H>> {
         Ok(Inbox {
-            queue: Line(Mutex::new(Queue { records: Vec::new(), next_seq: 1, cancelled: Vec::new() })),
+            queue: Line(Mutex::new(Queue { records: Vec::new(), first_seq: 1, cancelled: Vec::new(), tombstoned: Vec::new() })),
             queued: Line(AtomicBool::new(false)),
             started: Line(AtomicU64::new(1)),
             cancel_requests: AtomicUsize::new(0),
@@ -100,9 +121,8 @@ impl<H> Inbox<H> {
 
     /// Queues a post; returns its sequence number.
     pub fn post(&self, handler: H) -> u64 {
-        let mut queue = self.lock();
-        let seq = queue.next_seq;
-        queue.next_seq += 1;
+        let queue = self.lock();
+        let seq = queue.first_seq + queue.records.len() as u64;
         self.push_locked(queue, Record::Post { seq, handler });
         seq
     }
@@ -130,7 +150,12 @@ impl<H> Inbox<H> {
     pub fn take(&self, batch: &mut Vec<Record<H>>) {
         self.bell.drain();
         let mut queue = self.lock();
+        // Every record before this batch has been dispatched or skipped.
+        let previous = queue.first_seq;
+        self.started.0.fetch_max(previous, SeqCst);
+        queue.tombstoned.retain(|&seq| seq >= previous);
         std::mem::swap(&mut queue.records, batch);
+        queue.first_seq += batch.len() as u64;
         self.queued.0.store(false, Relaxed);
     }
 
@@ -151,20 +176,31 @@ impl<H> Inbox<H> {
         }
     }
 
-    /// Cancels post `seq` if it has not started; true on success.
-    pub fn cancel_post(&self, seq: u64) -> bool {
+    /// Cancels post `seq` if it has not started.
+    pub fn cancel_post(&self, seq: u64) -> Cancel<H> {
         let mut queue = self.lock();
-        if seq >= queue.next_seq || queue.cancelled.contains(&seq) {
-            return false;
+        if seq >= queue.first_seq {
+            let at = (seq - queue.first_seq) as usize;
+            let Some(record @ Record::Post { .. }) = queue.records.get_mut(at) else {
+                return Cancel::NotFound;
+            };
+            let Record::Post { handler, .. } = std::mem::replace(record, Record::Cancelled) else {
+                unreachable!()
+            };
+            queue.tombstoned.push(seq);
+            return Cancel::Removed(handler);
+        }
+        if queue.cancelled.contains(&seq) || queue.tombstoned.contains(&seq) {
+            return Cancel::NotFound;
         }
         queue.cancelled.push(seq);
         self.cancel_requests.fetch_add(1, SeqCst);
         if self.started.0.load(SeqCst) > seq {
             queue.cancelled.pop();
             self.cancel_requests.fetch_sub(1, SeqCst);
-            return false;
+            return Cancel::NotFound;
         }
-        true
+        Cancel::Marked
     }
 
     /// Empties the queue (the loop is being freed).

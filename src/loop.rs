@@ -13,9 +13,13 @@
 //!
 //! # What wakes the loop
 //!
-//! One epoll set holds the watched fds, a timerfd armed at the wheel's next deadline, the
-//! inbox's eventfd and the signal eventfd. So the epoll fd itself is readable whenever a
-//! non-blocking pass has work: that is the fd an embedding host watches. A registration
+//! One epoll set (the inner set) holds the watched fds, a timerfd armed at the wheel's
+//! next deadline, the inbox's eventfd and the signal eventfd; the loop waits on it. An
+//! outer epoll set holds only the inner one, and is the fd an embedding host watches: it
+//! is readable whenever a non-blocking pass has work. The indirection lets the loop
+//! replace the inner set, which it does when a watched fd was closed while another copy
+//! of it stayed open (dup, fork): epoll keeps such a file in the set under an fd number
+//! that no longer names it, so it can neither be removed nor silenced otherwise. A registration
 //! made from another thread wakes a blocked loop through the same set (an earlier
 //! deadline re-arms the timerfd; a new fd is a new member); a cancel that leaves nothing
 //! registered rings the inbox bell so that `run(Default)` can notice and return.
@@ -23,7 +27,7 @@
 use crate::bus::{self, Pattern};
 use crate::error::{Code, Error, Result};
 use crate::fork;
-use crate::inbox::{Inbox, Record};
+use crate::inbox::{Cancel, Inbox, Record};
 use crate::signal;
 use crate::slots::{self, Generational, Id, IdKind, Slab};
 use crate::sys::{self, Epoll, EpollEvent, EventFd, TimerFd};
@@ -31,7 +35,7 @@ use crate::timer::{self, Wheel};
 use crate::watch::{self, FdTable};
 use std::ffi::CStr;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// What a registration's handler is told when it is called.
@@ -103,6 +107,10 @@ impl<H> Generational for Entry<H> {
 
 struct Core<H> {
     entries: Slab<Entry<H>>,
+    /// The inner epoll set; see the module comment.
+    epoll: Epoll,
+    /// The inner set holds a file no watch wants and no call can remove.
+    polluted: bool,
     wheel: Wheel,
     /// The deadline the timerfd is armed for.
     armed_ns: Option<u64>,
@@ -132,12 +140,36 @@ pub struct Loop<H: Handler> {
     tag: u16,
     core: Mutex<Core<H>>,
     inbox: Arc<Inbox<H>>,
-    epoll: Epoll,
+    /// The host-facing set; holds the inner set.
+    outer: Epoll,
+    /// The inner set's fd, for waiting without the core lock (replaced on this thread).
+    inner_fd: AtomicI32,
     timer_fd: TimerFd,
     signal_bell: EventFd,
     runner: Mutex<Runner<H>>,
     stop: AtomicBool,
+    /// True while `run` runs: a cancel that leaves nothing registered must wake it.
+    running: AtomicBool,
     closed: AtomicBool,
+}
+
+/// Releases a reserved tag unless the loop was made after all.
+struct TagGuard(u16);
+
+impl Drop for TagGuard {
+    fn drop(&mut self) {
+        slots::release_tag(self.0);
+    }
+}
+
+impl<H: Handler> Drop for Loop<H> {
+    fn drop(&mut self) {
+        if fork::is_child() {
+            return; // another thread may have held the locks below at the fork
+        }
+        let _ = self.close(); // signal watches must leave the handler's list
+        slots::release_tag(self.tag);
+    }
 }
 
 fn io_error(what: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -148,22 +180,23 @@ impl<H: Handler> Loop<H> {
     pub fn new() -> Result<Loop<H>> {
         fork::check()?;
         fork::install();
-        let tag = slots::new_tag();
-        let epoll = Epoll::new().map_err(io_error("epoll_create1"))?;
+        let tag = slots::new_tag()
+            .ok_or_else(|| Error::new(Code::Busy, "4095 loops are alive, the most weft can tell apart"))?;
+        let tag = TagGuard(tag);
         let timer_fd = TimerFd::new().map_err(io_error("timerfd_create"))?;
         let signal_bell = EventFd::new().map_err(io_error("eventfd"))?;
         let inbox = Inbox::new().map_err(io_error("eventfd"))?;
-        for (fd, key) in [
-            (inbox.bell().as_raw_fd(), KEY_INBOX),
-            (timer_fd.as_raw_fd(), KEY_TIMER),
-            (signal_bell.as_raw_fd(), KEY_SIGNAL),
-        ] {
-            epoll.add(fd, sys::EPOLLIN, key).map_err(io_error("epoll_ctl"))?;
-        }
+        let epoll = Self::inner_set(&inbox, &timer_fd, &signal_bell, &FdTable::default())?;
+        let outer = Epoll::new().map_err(io_error("epoll_create1"))?;
+        outer.add(epoll.as_raw_fd(), sys::EPOLLIN, 0).map_err(io_error("epoll_ctl"))?;
+        let tag = std::mem::ManuallyDrop::new(tag).0;
+        let epoll_fd = epoll.as_raw_fd();
         Ok(Loop {
             tag,
             core: Mutex::new(Core {
                 entries: Slab::new(tag),
+                epoll,
+                polluted: false,
                 wheel: Wheel::new(sys::now_ns()),
                 armed_ns: None,
                 fds: FdTable::default(),
@@ -173,7 +206,8 @@ impl<H: Handler> Loop<H> {
                 signal_bell_slot: None,
             }),
             inbox: Arc::new(inbox),
-            epoll,
+            inner_fd: AtomicI32::new(epoll_fd),
+            outer,
             timer_fd,
             signal_bell,
             runner: Mutex::new(Runner {
@@ -184,8 +218,40 @@ impl<H: Handler> Loop<H> {
                 indices: Vec::new(),
             }),
             stop: AtomicBool::new(false),
+            running: AtomicBool::new(false),
             closed: AtomicBool::new(false),
         })
+    }
+
+    /// A new inner epoll set with the loop's own fds and every watched fd.
+    fn inner_set(inbox: &Inbox<H>, timer_fd: &TimerFd, signal_bell: &EventFd, fds: &FdTable) -> Result<Epoll> {
+        let epoll = Epoll::new().map_err(io_error("epoll_create1"))?;
+        for (fd, key) in [
+            (inbox.bell().as_raw_fd(), KEY_INBOX),
+            (timer_fd.as_raw_fd(), KEY_TIMER),
+            (signal_bell.as_raw_fd(), KEY_SIGNAL),
+        ] {
+            epoll.add(fd, sys::EPOLLIN, key).map_err(io_error("epoll_ctl"))?;
+        }
+        for (fd, events) in fds.interests() {
+            // A watched fd closed by its owner cannot be added; its watches stay quiet.
+            let _ = epoll.add(fd, events, KEY_FD | fd as u32 as u64);
+        }
+        Ok(epoll)
+    }
+
+    /// Replaces a polluted inner set (see the module comment). Loop thread only.
+    fn replace_inner_set(&self, core: &mut Core<H>) {
+        let Ok(fresh) = Self::inner_set(&self.inbox, &self.timer_fd, &self.signal_bell, &core.fds) else {
+            return; // out of fds: keep the old set and try again next pass
+        };
+        if self.outer.add(fresh.as_raw_fd(), sys::EPOLLIN, 0).is_err() {
+            return;
+        }
+        let _ = self.outer.remove(core.epoll.as_raw_fd());
+        self.inner_fd.store(fresh.as_raw_fd(), SeqCst);
+        core.epoll = fresh;
+        core.polluted = false;
     }
 
     fn lock(&self) -> MutexGuard<'_, Core<H>> {
@@ -244,7 +310,8 @@ impl<H: Handler> Loop<H> {
 
     fn add_timer(&self, delay_ms: u64, interval_ns: u64, handler: &mut Option<H>) -> Result<Id> {
         self.usable()?;
-        let deadline_ns = sys::now_ns() + delay_ms * timer::TICK_NS;
+        // A delay of 0 is due at once (the next pass); a deadline of 0 says so.
+        let deadline_ns = if delay_ms == 0 { 0 } else { sys::now_ns() + delay_ms * timer::TICK_NS };
         let mut core = self.lock();
         let (id, index) = self.register(&mut core, handler, Kind::Timer { interval_ns })?;
         core.wheel.insert(index, deadline_ns);
@@ -277,9 +344,9 @@ impl<H: Handler> Loop<H> {
         let mut core = self.lock();
         let (id, index) = self.register(&mut core, handler, Kind::Fd { fd, interest })?;
         let events = core.fds.set(fd, index, interest);
-        if let Err(e) = self.epoll.set(fd, events, KEY_FD | fd as u32 as u64) {
+        if let Err(e) = core.epoll.set(fd, events, KEY_FD | fd as u32 as u64) {
             if core.fds.remove(fd, index).is_none() {
-                self.epoll.remove(fd);
+                let _ = core.epoll.remove(fd);
             }
             *handler = core.entries.remove_at(index).handler;
             let why = match e.raw_os_error() {
@@ -303,7 +370,7 @@ impl<H: Handler> Loop<H> {
         *current = interest;
         let fd = *fd;
         let events = core.fds.set(fd, index, interest);
-        self.epoll.set(fd, events, KEY_FD | fd as u32 as u64).map_err(|e| {
+        core.epoll.set(fd, events, KEY_FD | fd as u32 as u64).map_err(|e| {
             Error::new(Code::Io, format!("fd {fd} can no longer be watched (closed?): {e}"))
         })
     }
@@ -398,7 +465,14 @@ impl<H: Handler> Loop<H> {
         fork::check()?;
         match slots::decode(self.tag, id) {
             Some(IdKind::Post { seq }) => {
-                return if self.inbox.cancel_post(seq) { Ok(()) } else { Err(Error::not_found(id)) };
+                return match self.inbox.cancel_post(seq) {
+                    Cancel::Removed(handler) => {
+                        drop(handler);
+                        Ok(())
+                    }
+                    Cancel::Marked => Ok(()),
+                    Cancel::NotFound => Err(Error::not_found(id)),
+                };
             }
             Some(IdKind::Slot { .. }) => {}
             None => return Err(Error::not_found(id)),
@@ -415,7 +489,8 @@ impl<H: Handler> Loop<H> {
         let now_idle = core.entries.is_empty();
         drop(core);
         drop(entry);
-        if now_idle {
+        // A run(Default) blocked with nothing left to wait for must notice and return.
+        if now_idle && self.running.load(SeqCst) {
             self.inbox.wake();
         }
         Ok(())
@@ -430,10 +505,17 @@ impl<H: Handler> Loop<H> {
                     core.wheel.remove(index);
                 }
             }
-            &Kind::Fd { fd, .. } => match core.fds.remove(fd, index) {
-                Some(events) => drop(self.epoll.set(fd, events, KEY_FD | fd as u32 as u64)),
-                None => self.epoll.remove(fd),
-            },
+            &Kind::Fd { fd, .. } => {
+                let result = match core.fds.remove(fd, index) {
+                    Some(events) => core.epoll.set(fd, events, KEY_FD | fd as u32 as u64),
+                    None => core.epoll.remove(fd),
+                };
+                // EBADF: the fd number was closed. If another copy of the file is open,
+                // epoll still holds it, unreachable by number: replace the set.
+                if result.is_err_and(|e| e.raw_os_error() == Some(libc::EBADF)) {
+                    core.polluted = true;
+                }
+            }
             &Kind::Signal { signum } => {
                 core.signal_watchers[signum as usize].retain(|&i| i != index);
                 signal::remove_watcher(signum);
@@ -454,17 +536,33 @@ impl<H: Handler> Loop<H> {
         let mut runner = self.runner.try_lock().map_err(|_| {
             Error::new(Code::Busy, "the loop is already running (re-entered from a callback, or on another thread)")
         })?;
+        self.running.store(true, SeqCst);
+        let result = self.run_passes(&mut runner, mode);
+        self.running.store(false, SeqCst);
+        // As in libuv, a stop is used up by the run it ends, or by the next run.
+        self.stop.store(false, SeqCst);
+        result
+    }
+
+    fn run_passes(&self, runner: &mut Runner<H>, mode: RunMode) -> Result<()> {
         loop {
             if mode == RunMode::Default && !self.alive() {
-                break;
+                return Ok(());
             }
             let stopping = self.stop.load(SeqCst);
-            self.pass(&mut runner, mode != RunMode::NoWait && !stopping)?;
-            if self.stop.swap(false, SeqCst) || mode != RunMode::Default {
-                break;
+            let ran = self.pass(runner, mode != RunMode::NoWait && !stopping)?;
+            if self.stop.load(SeqCst) {
+                return Ok(());
+            }
+            match mode {
+                RunMode::Default => {}
+                RunMode::NoWait => return Ok(()),
+                // A pass can wake for nothing (a timer wheel cascade, a cancelled
+                // timer's deadline): Once waits until a callback has run.
+                RunMode::Once if ran > 0 => return Ok(()),
+                RunMode::Once => {}
             }
         }
-        Ok(())
     }
 
     /// Makes `run` return after its current pass (or the next run after one pass).
@@ -481,28 +579,32 @@ impl<H: Handler> Loop<H> {
     }
 
     /// The fd an embedding host watches: readable when `run(NoWait)` has work.
-    pub fn fd(&self) -> RawFd {
-        self.epoll.as_raw_fd()
+    pub fn fd(&self) -> Result<RawFd> {
+        fork::check()?;
+        Ok(self.outer.as_raw_fd())
     }
 
     /// Milliseconds until the next timer (rounded up), 0 when work is ready now, None
     /// when nothing is scheduled.
     pub fn timeout_ms(&self) -> Result<Option<u64>> {
         fork::check()?;
-        if self.inbox.has_records() || sys::is_readable(self.epoll.as_raw_fd()) {
+        if self.inbox.has_records() || sys::is_readable(self.outer.as_raw_fd()) {
             return Ok(Some(0));
         }
         let Some(next) = self.lock().wheel.next_deadline_ns() else { return Ok(None) };
         Ok(Some(next.saturating_sub(sys::now_ns()).div_ceil(timer::TICK_NS)))
     }
 
-    fn pass(&self, runner: &mut Runner<H>, block: bool) -> Result<()> {
+    /// One pass; returns how many callbacks it ran.
+    fn pass(&self, runner: &mut Runner<H>, block: bool) -> Result<usize> {
+        let mut ran = 0;
         let Runner { events, ready, ids, batch, indices } = runner;
         // Queued records ring the bell, so blocking would be safe; not blocking when some
         // are queued anyway costs nothing and does not rest on that alone.
         let queued = self.inbox.has_records();
         let block = block && !queued;
-        self.epoll.wait(events, if block { -1 } else { 0 }).map_err(io_error("epoll_wait"))?;
+        sys::epoll_wait(self.inner_fd.load(SeqCst), events, if block { -1 } else { 0 })
+            .map_err(io_error("epoll_wait"))?;
         let (mut inbox_rang, mut signal_rang) = (false, false);
         ready.clear();
         for ev in events.iter() {
@@ -522,6 +624,9 @@ impl<H: Handler> Loop<H> {
         {
             let mut core = self.lock();
             let core = &mut *core;
+            if core.polluted {
+                self.replace_inner_set(core);
+            }
             indices.clear();
             core.wheel.poll(sys::now_ns(), indices);
             ids.clear();
@@ -529,14 +634,19 @@ impl<H: Handler> Loop<H> {
             self.rearm(core);
         }
         for &(id, _) in ids.iter() {
-            self.dispatch(id, Event::Timer);
+            ran += self.dispatch(id, Event::Timer) as usize;
         }
 
         // Ready fds: each watcher gets the part of the report it asked for.
         for &(fd, bits) in ready.iter() {
             ids.clear();
             {
-                let core = self.lock();
+                let mut core = self.lock();
+                if core.fds.watchers(fd).is_empty() {
+                    // Reported, yet watched by no one: a closed fd's file that epoll
+                    // kept (see the module comment).
+                    core.polluted = true;
+                }
                 for &(index, interest) in core.fds.watchers(fd) {
                     let events = watch::events_for(interest, bits);
                     if events != 0 {
@@ -545,12 +655,12 @@ impl<H: Handler> Loop<H> {
                 }
             }
             for &(id, events) in ids.iter() {
-                self.dispatch(id, Event::Fd { fd, events });
+                ran += self.dispatch(id, Event::Fd { fd, events }) as usize;
             }
         }
 
         if signal_rang {
-            self.dispatch_signals(ids);
+            ran += self.dispatch_signals(ids);
         }
 
         if inbox_rang || queued {
@@ -560,19 +670,22 @@ impl<H: Handler> Loop<H> {
                     Record::Post { seq, mut handler } => {
                         if self.inbox.start_post(seq) {
                             handler.call(self, slots::post_id(self.tag, seq), Event::Post);
+                            ran += 1;
                         }
                         drop(handler);
                     }
                     Record::Emit { bytes, topic_len } => {
                         self.deliver(&bytes, topic_len, ids);
+                        ran += 1;
                     }
+                    Record::Cancelled => {}
                 }
             }
         }
-        Ok(())
+        Ok(ran)
     }
 
-    fn dispatch_signals(&self, ids: &mut Vec<(Id, u32)>) {
+    fn dispatch_signals(&self, ids: &mut Vec<(Id, u32)>) -> usize {
         ids.clear();
         {
             let mut core = self.lock();
@@ -590,9 +703,7 @@ impl<H: Handler> Loop<H> {
                 }
             }
         }
-        for &(id, signum) in ids.iter() {
-            self.dispatch(id, Event::Signal { signum: signum as i32 });
-        }
+        ids.iter().filter(|&&(id, signum)| self.dispatch(id, Event::Signal { signum: signum as i32 })).count()
     }
 
     fn deliver(&self, bytes: &[u8], topic_len: usize, ids: &mut Vec<(Id, u32)>) {
@@ -611,17 +722,17 @@ impl<H: Handler> Loop<H> {
     }
 
     /// Calls the handler of registration `id`, if it is still live, without holding the
-    /// core lock; then puts the handler back, or ends the registration.
-    fn dispatch(&self, id: Id, event: Event<'_>) {
+    /// core lock; then puts the handler back, or ends the registration. True if called.
+    fn dispatch(&self, id: Id, event: Event<'_>) -> bool {
         let mut handler = {
             let mut core = self.lock();
-            let Some(index) = core.entries.index(id) else { return };
+            let Some(index) = core.entries.index(id) else { return false };
             let core = &mut *core;
             let entry = core.entries.at_mut(index);
             if entry.cancelled {
-                return;
+                return false;
             }
-            let Some(handler) = entry.handler.take() else { return };
+            let Some(handler) = entry.handler.take() else { return false };
             if let Kind::Timer { interval_ns } = entry.kind {
                 if interval_ns > 0 {
                     let now = sys::now_ns();
@@ -644,11 +755,12 @@ impl<H: Handler> Loop<H> {
         let one_shot = matches!(entry.kind, Kind::Timer { interval_ns: 0, .. });
         if !entry.cancelled && !one_shot {
             entry.handler = Some(handler);
-            return;
+            return true;
         }
         drop(core.entries.remove_at(index));
         drop(core);
         drop(handler);
+        true
     }
 
     /// Ends every registration and drops every queued record, running their free

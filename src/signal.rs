@@ -67,6 +67,14 @@ pub fn check(signum: i32) -> Result<()> {
             NSIG - 1
         )));
     }
+    // The C library keeps the signals between the classic ones and SIGRTMIN (glibc:
+    // 32 and 33) for its own threads.
+    let rtmin = libc::SIGRTMIN();
+    if (32..rtmin).contains(&signum) {
+        return Err(Error::invalid(format!(
+            "signum {signum} is reserved by the C library (real-time signals start at SIGRTMIN, {rtmin})"
+        )));
+    }
     Ok(())
 }
 
@@ -89,7 +97,8 @@ pub fn add_watcher(signum: i32) -> Result<()> {
         libc::sigfillset(&mut action.sa_mask);
         let mut previous: libc::sigaction = std::mem::zeroed();
         if libc::sigaction(signum, &action, &mut previous) != 0 {
-            return Err(Error::io("sigaction", std::io::Error::last_os_error()));
+            let err = std::io::Error::last_os_error();
+            return Err(Error::invalid(format!("signum {signum} cannot be watched: sigaction: {err}")));
         }
         table[signum as usize] = Some(Disposition { watchers: 1, previous });
     }

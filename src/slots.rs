@@ -13,6 +13,7 @@
 //! ```
 
 use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Mutex;
 
 pub type Id = u64;
 
@@ -27,12 +28,33 @@ const TAG_SHIFT: u32 = 52;
 /// Most registrations one loop holds at once.
 pub(crate) const MAX_SLOTS: usize = 1 << INDEX_BITS;
 
-/// A fresh tag for a new loop: 1..=4095, so ids of different loops differ (until 4095
-/// loops have been made; even then a foreign id is only ever checked against this loop's
-/// own slots).
-pub fn new_tag() -> u16 {
+/// Tags of live loops: a bit each, so no two live loops share a tag and one loop's id
+/// can never name a registration of another.
+static TAGS: Mutex<[u64; 64]> = Mutex::new([0; 64]);
+
+/// Reserves a tag (1..=4095) for a new loop; None when 4095 loops are alive.
+pub fn new_tag() -> Option<u16> {
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    (NEXT.fetch_add(1, Ordering::Relaxed) % 4095) + 1
+    let mut tags = TAGS.lock().unwrap_or_else(|p| p.into_inner());
+    // Start after the last tag handed out, so a freed loop's ids stay foreign for as
+    // long as possible.
+    let start = NEXT.load(Ordering::Relaxed);
+    for step in 0..4095u16 {
+        let tag = (start + step) % 4095 + 1;
+        let (word, bit) = (tag as usize / 64, tag % 64);
+        if tags[word] & (1 << bit) == 0 {
+            tags[word] |= 1 << bit;
+            NEXT.store(tag, Ordering::Relaxed);
+            return Some(tag);
+        }
+    }
+    None
+}
+
+/// Gives a loop's tag back.
+pub fn release_tag(tag: u16) {
+    let mut tags = TAGS.lock().unwrap_or_else(|p| p.into_inner());
+    tags[tag as usize / 64] &= !(1 << (tag % 64));
 }
 
 /// What an id refers to, once the tag has been checked.

@@ -74,27 +74,26 @@ impl Epoll {
         self.ctl(libc::EPOLL_CTL_ADD, fd, events, key)
     }
 
-    /// Removes `fd`; an fd that was closed already (and so left the set) is not an error.
-    pub fn remove(&self, fd: RawFd) {
-        let _ = self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0);
+    /// Removes `fd`. ENOENT means it is not a member (closed with no other copy open).
+    pub fn remove(&self, fd: RawFd) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
     }
+}
 
-    /// Waits up to `timeout_ms` (-1: forever) and fills `events`; EINTR gives no events.
-    pub fn wait(&self, events: &mut Vec<EpollEvent>, timeout_ms: i32) -> io::Result<()> {
-        events.clear();
-        let cap = events.capacity() as libc::c_int;
-        // SAFETY: the kernel writes at most `cap` entries into the vector's spare capacity.
-        let n = unsafe {
-            libc::epoll_wait(self.fd.as_raw_fd(), events.as_mut_ptr(), cap, timeout_ms)
-        };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            return if err.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(err) };
-        }
-        // SAFETY: the kernel initialised the first `n` entries.
-        unsafe { events.set_len(n as usize) };
-        Ok(())
+/// Waits on the epoll set `epfd` up to `timeout_ms` (-1: forever) and fills `events`;
+/// EINTR gives no events. (Takes a raw fd: the loop's inner set can be replaced.)
+pub fn epoll_wait(epfd: RawFd, events: &mut Vec<EpollEvent>, timeout_ms: i32) -> io::Result<()> {
+    events.clear();
+    let cap = events.capacity() as libc::c_int;
+    // SAFETY: the kernel writes at most `cap` entries into the vector's spare capacity.
+    let n = unsafe { libc::epoll_wait(epfd, events.as_mut_ptr(), cap, timeout_ms) };
+    if n < 0 {
+        let err = io::Error::last_os_error();
+        return if err.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(err) };
     }
+    // SAFETY: the kernel initialised the first `n` entries.
+    unsafe { events.set_len(n as usize) };
+    Ok(())
 }
 
 impl AsRawFd for Epoll {

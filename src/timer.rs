@@ -51,6 +51,10 @@ pub struct Wheel {
     slots: Vec<Vec<u32>>,
     /// A bit per non-empty slot, per level.
     occupied: [u64; LEVELS],
+    /// Per slot, a lower bound of its timers' deadlines (u64::MAX: none known). Exact
+    /// after inserts; a cancel can leave it early, which only costs a wake-up at a time
+    /// when the slot (whose start is never later than the bound) is processed anyway.
+    slot_min: Vec<u64>,
     /// Monotonic ns of tick 0.
     base_ns: u64,
     /// Every slot before this tick has been processed.
@@ -64,6 +68,7 @@ impl Wheel {
             links: Vec::new(),
             slots: (0..=EXPIRED).map(|_| Vec::new()).collect(),
             occupied: [0; LEVELS],
+            slot_min: vec![u64::MAX; EXPIRED],
             base_ns,
             elapsed: 0,
             len: 0,
@@ -128,6 +133,8 @@ impl Wheel {
         vec.push(index);
         if slot != EXPIRED {
             self.occupied[slot / SLOTS] |= 1 << (slot % SLOTS);
+            let deadline = self.links[index as usize].deadline_ns();
+            self.slot_min[slot] = self.slot_min[slot].min(deadline);
         }
         self.len += 1;
     }
@@ -144,6 +151,7 @@ impl Wheel {
         }
         if vec.is_empty() && slot != EXPIRED {
             self.occupied[slot / SLOTS] &= !(1 << (slot % SLOTS));
+            self.slot_min[slot] = u64::MAX;
         }
         self.links[index as usize].pos = UNLINKED;
         self.len -= 1;
@@ -174,9 +182,18 @@ impl Wheel {
         None
     }
 
-    /// The monotonic time (ns) at which [`Wheel::poll`] next has something to do.
+    /// The monotonic time (ns) at which the next timer is due (at a tick boundary): a
+    /// pass at that time runs it. Never later than the real next deadline; earlier only
+    /// after a cancel, until the next `poll`.
     pub fn next_deadline_ns(&self) -> Option<u64> {
-        self.next_expiration().map(|(_, tick)| self.base_ns + tick * TICK_NS)
+        let (slot, tick) = self.next_expiration()?;
+        let tick = if slot < SLOTS || slot == EXPIRED {
+            tick
+        } else {
+            // A slot of a higher level: its timers are due no earlier than its minimum.
+            tick.max(self.tick_ceil(self.slot_min[slot]))
+        };
+        Some(self.base_ns + tick * TICK_NS)
     }
 
     /// Moves every timer due at `now_ns` into `due` (unlinked), cascading as it goes.
@@ -190,6 +207,7 @@ impl Wheel {
             let mut taken = std::mem::take(&mut self.slots[slot]);
             if slot != EXPIRED {
                 self.occupied[slot / SLOTS] &= !(1 << (slot % SLOTS));
+                self.slot_min[slot] = u64::MAX;
             }
             self.len -= taken.len();
             for &index in &taken {
@@ -316,6 +334,27 @@ mod tests {
             }
             assert_eq!(wheel.len(), live.len());
         }
+    }
+
+    #[test]
+    fn the_next_deadline_is_the_earliest_timer_not_a_cascade_point() {
+        let mut wheel = Wheel::new(0);
+        for (i, ms) in [100u64, 5_000, 5_500, 60_000].iter().enumerate() {
+            wheel.insert(i as u32, ms * TICK_NS + 300);
+        }
+        assert_eq!(wheel.next_deadline_ns(), Some(101 * TICK_NS));
+        wheel.remove(0);
+        assert_eq!(wheel.next_deadline_ns(), Some(5_001 * TICK_NS));
+        // 5000 and 5500 share a slot: cancelling 5000 leaves an early bound, and a
+        // poll at it finds nothing due but makes the next deadline exact.
+        wheel.remove(1);
+        let mut due = Vec::new();
+        wheel.poll(wheel.next_deadline_ns().unwrap(), &mut due);
+        assert!(due.is_empty());
+        assert_eq!(wheel.next_deadline_ns(), Some(5_501 * TICK_NS));
+        wheel.poll(5_501 * TICK_NS, &mut due);
+        assert_eq!(due, vec![2]);
+        assert_eq!(wheel.next_deadline_ns(), Some(60_001 * TICK_NS));
     }
 
     #[test]

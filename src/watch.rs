@@ -86,6 +86,11 @@ impl FdTable {
         self.fds.get(&fd).map(|w| to_epoll(w.iter().fold(0, |acc, &(_, i)| acc | i)))
     }
 
+    /// Every watched fd with the epoll interest it needs.
+    pub fn interests(&self) -> impl Iterator<Item = (RawFd, u32)> + '_ {
+        self.fds.keys().map(|&fd| (fd, self.union(fd).unwrap_or(0)))
+    }
+
     /// Adds or updates a watcher; returns the epoll interest to register.
     pub fn set(&mut self, fd: RawFd, index: u32, interest: u32) -> u32 {
         let watchers = self.fds.entry(fd).or_default();

@@ -271,7 +271,7 @@ fn the_embedding_fd_is_readable_exactly_when_there_is_work() {
     let lp = Loop::<Probe>::new().unwrap();
     let drops = counter();
     let readable = |lp: &Loop<Probe>| {
-        let mut pfd = libc::pollfd { fd: lp.fd(), events: libc::POLLIN, revents: 0 };
+        let mut pfd = libc::pollfd { fd: lp.fd().unwrap(), events: libc::POLLIN, revents: 0 };
         unsafe { libc::poll(&mut pfd, 1, 0) == 1 }
     };
     assert!(!readable(&lp));
@@ -285,7 +285,7 @@ fn the_embedding_fd_is_readable_exactly_when_there_is_work() {
     let t = lp.timeout_ms().unwrap().unwrap();
     assert!((25..=31).contains(&t), "{t}");
     assert!(!readable(&lp), "nothing is due yet");
-    let mut pfd = libc::pollfd { fd: lp.fd(), events: libc::POLLIN, revents: 0 };
+    let mut pfd = libc::pollfd { fd: lp.fd().unwrap(), events: libc::POLLIN, revents: 0 };
     let start = Instant::now();
     assert_eq!(unsafe { libc::poll(&mut pfd, 1, 1000) }, 1);
     assert!(start.elapsed() >= Duration::from_millis(25));

@@ -209,19 +209,17 @@ pub extern "C" fn weft_loop_stop(lp: *mut weft_loop) -> c_int {
 /// caught signals). A host that has its own loop (poll, asyncio, libuv, GLib) watches
 /// this one fd for readability and calls `weft_loop_run(loop, WEFT_RUN_NOWAIT)` on its
 /// own thread when it fires. Do not read from it or close it. Any thread.
-/// Returns -1 (`WEFT_ERR_NULL` in `weft_last_error`) for NULL.
+/// Returns a negative `weft_result` on error: `WEFT_ERR_NULL`, `WEFT_ERR_FORKED`.
 #[no_mangle]
 pub extern "C" fn weft_loop_fd(lp: *const weft_loop) -> c_int {
-    guard("weft_loop_fd", || Ok(the_loop(lp)?.fd()))
+    guard("weft_loop_fd", || the_loop(lp)?.fd())
 }
 
-/// Milliseconds until the loop next needs a pass for its timers (rounded up to whole
-/// ms), 0 when work is ready now, -1 when no timer is pending (and for NULL). For hosts
-/// that track time themselves rather than watching `weft_loop_fd` alone. The value may
-/// be shorter than the time to the next timer's deadline: with timers more than 64 ms
-/// away, the loop also needs a pass when its timer wheel must move them closer. It may
-/// also say 0 right after a cancel or a stop from another thread, until the next pass.
-/// Any thread.
+/// Milliseconds until the loop's next timer is due (rounded up to whole ms), 0 when
+/// work is ready now, -1 when no timer is pending (and for NULL). For hosts that track
+/// time themselves rather than watching `weft_loop_fd` alone. After a timer is
+/// cancelled the value may be shorter than the time to the next remaining timer, until
+/// the next pass (which costs nothing more than an early wake-up). Any thread.
 #[no_mangle]
 pub extern "C" fn weft_loop_timeout_ms(lp: *const weft_loop) -> i64 {
     guard("weft_loop_timeout_ms", || {
@@ -303,7 +301,9 @@ pub extern "C" fn weft_timer_every(
 /// signal watch, or a subscription. Once it returns `WEFT_OK`, the callback does not
 /// start again; its `free_fn` runs now (on this thread), or, when called while that
 /// callback is running (from inside it, or from another thread), right after the
-/// callback returns, on the loop thread. Any thread.
+/// callback returns, on the loop thread. A post that the loop has already taken into
+/// the pass in progress (one posted before the running callback started) has its
+/// `free_fn` run on the loop thread when the pass reaches it. Any thread.
 /// Returns `WEFT_OK`; `WEFT_ERR_NOT_FOUND` when `id` does not name a live registration of
 /// this loop (finished, cancelled already, stale, forged, another loop's); `WEFT_ERR_NULL`.
 #[no_mangle]

@@ -226,7 +226,7 @@ TEST(forked_child_gets_forked_from_every_loop_call) {
 }
 
 /* "every call that touches a loop returns WEFT_ERR_FORKED": weft_loop_fd on the
- * parent's loop in a child gives -1 rather than the parent's epoll fd. */
+ * parent's loop in a child gives WEFT_ERR_FORKED rather than the parent's epoll fd. */
 TEST(forked_child_gets_no_loop_fd) {
     weft_loop *lp = weft_loop_new();
     REQUIRE(lp != NULL);
@@ -234,12 +234,12 @@ TEST(forked_child_gets_no_loop_fd) {
     fflush(stdout);
     pid_t pid = fork();
     REQUIRE(pid >= 0);
-    if (pid == 0) _exit(weft_loop_fd(lp) == -1 ? 0 : 1);
+    if (pid == 0) _exit(weft_loop_fd(lp) == WEFT_ERR_FORKED ? 0 : 1);
     int status = 0;
     waitpid(pid, &status, 0);
     CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-              "weft_loop_fd(parent's loop) in a forked child returned the fd (%d) instead of -1 "
-              "with WEFT_ERR_FORKED",
+              "weft_loop_fd(parent's loop) in a forked child returned the fd (%d) instead of "
+              "WEFT_ERR_FORKED",
               parent_fd);
     weft_loop_free(lp);
 }
