@@ -605,13 +605,16 @@ impl<H: Handler> Loop<H> {
         let block = block && !queued;
         sys::epoll_wait(self.inner_fd.load(SeqCst), events, if block { -1 } else { 0 })
             .map_err(io_error("epoll_wait"))?;
-        let (mut inbox_rang, mut signal_rang) = (false, false);
+        let (mut inbox_rang, mut timer_rang, mut signal_rang) = (false, false, false);
         ready.clear();
         for ev in events.iter() {
             let (key, bits) = (ev.u64, ev.events);
             match key {
                 KEY_INBOX => inbox_rang = true,
-                KEY_TIMER => self.timer_fd.drain(),
+                KEY_TIMER => {
+                    self.timer_fd.drain();
+                    timer_rang = true;
+                }
                 KEY_SIGNAL => {
                     self.signal_bell.drain();
                     signal_rang = true;
@@ -628,10 +631,15 @@ impl<H: Handler> Loop<H> {
                 self.replace_inner_set(core);
             }
             indices.clear();
-            core.wheel.poll(sys::now_ns(), indices);
             ids.clear();
-            ids.extend(indices.iter().map(|&i| (core.entries.id_of(i), 0)));
-            self.rearm(core);
+            // With no timers and no expiry to account for, skip the clock read. (After
+            // an expiry, rearm must run even with no timers left: `armed_ns` has to stop
+            // naming a deadline the timerfd has already passed.)
+            if core.wheel.len() > 0 || timer_rang {
+                core.wheel.poll(sys::now_ns(), indices);
+                ids.extend(indices.iter().map(|&i| (core.entries.id_of(i), 0)));
+                self.rearm(core);
+            }
         }
         for &(id, _) in ids.iter() {
             ran += self.dispatch(id, Event::Timer) as usize;

@@ -376,3 +376,30 @@ fn a_fast_producer_never_leaves_the_loop_asleep_with_posts_queued() {
     runner.join().unwrap();
     assert_eq!(drops.load(SeqCst), 1_000_001);
 }
+
+#[test]
+fn a_timer_added_after_a_cancelled_timers_deadline_passed_still_fires() {
+    let lp = Arc::new(Loop::<Probe>::new().unwrap());
+    let drops = counter();
+    let fired = counter();
+    let early = lp.timer_after(20, Probe::new(&drops, |_, _, _| {})).unwrap();
+    lp.cancel(early).unwrap();
+    thread::sleep(Duration::from_millis(30)); // the timerfd fires for the cancelled timer
+    lp.run(RunMode::NoWait).unwrap();
+    let f = fired.clone();
+    lp.timer_after(10, Probe::new(&drops, move |_, _, _| {
+        f.fetch_add(1, SeqCst);
+    }))
+    .unwrap();
+    let watchdog = {
+        let lp = lp.clone();
+        thread::spawn(move || {
+            thread::sleep(Duration::from_secs(2));
+            lp.stop().unwrap();
+        })
+    };
+    lp.run(RunMode::Once).unwrap();
+    assert_eq!(fired.load(SeqCst), 1, "the loop slept through the new timer");
+    watchdog.join().unwrap();
+    assert_eq!(drops.load(SeqCst), 2);
+}
