@@ -102,6 +102,13 @@ typedef enum weft_result {
 // An event loop. Opaque; made by `weft_loop_new`, freed by `weft_loop_free`.
 typedef struct weft_loop weft_loop;
 
+// A worker pool. Opaque; made by `weft_pool_new`, freed by `weft_pool_free`.
+typedef struct weft_pool weft_pool;
+
+// A task, as its work function sees it. Valid only during the work call, and only
+// on the thread running it.
+typedef struct weft_task weft_task;
+
 // How `weft_loop_run` runs: one of the `WEFT_RUN_*` values.
 typedef int weft_run_mode;
 
@@ -141,6 +148,69 @@ typedef void (*weft_event_cb)(struct weft_loop *lp,
                               size_t len,
                               void *user_data);
 
+// A pool's kind: one of the `WEFT_POOL_*` values.
+typedef int weft_pool_kind;
+
+// A pool thread hook: called on the thread itself, with its index in the pool.
+typedef void (*weft_thread_hook)(uint32_t index, void *user_data);
+
+// Options of `weft_pool_new`. Zero-initialise, set `size = sizeof(weft_pool_options)`,
+// then the fields you need: a later version may add fields at the end, and `size`
+// tells it which ones your program knows.
+typedef struct weft_pool_options {
+  // sizeof(weft_pool_options) as your program sees it.
+  size_t size;
+  // `WEFT_POOL_CPU` or `WEFT_POOL_IO`.
+  weft_pool_kind kind;
+  // CPU: the number of threads (0: one per core). IO: the most threads (0: 64).
+  uint32_t threads;
+  // Thread name prefix (threads are named "<name>-<index>", as seen in /proc and in
+  // debuggers; Linux keeps 15 bytes). NULL: "weft-cpu" or "weft-io". Copied.
+  const char *name;
+  // Stack size of each thread in bytes (0: the platform default).
+  size_t stack_size;
+  // IO: milliseconds an idle thread waits for work before it exits (0: 10000).
+  uint32_t keep_alive_ms;
+  // Called on each thread when it starts, before it runs any work. May be NULL.
+  weft_thread_hook on_thread_start;
+  // Called on each thread before it exits. May be NULL.
+  weft_thread_hook on_thread_stop;
+  // Passed to both hooks.
+  void *hook_data;
+} weft_pool_options;
+
+// Where `weft_spawn` runs a task's work: one of the `WEFT_ON_*` values.
+typedef int weft_where;
+
+// A task's work: runs on the thread `weft_spawn`'s `where` chose. Returns the task's
+// status, which should be >= 0 (negative values are reserved for weft's codes).
+// Inside it, call `weft_task_cancelled`, `weft_task_write` and `weft_task_emit`.
+typedef int (*weft_work_fn)(struct weft_task *task, void *user_data);
+
+// A task's completion, on the loop thread, exactly once: `status` is what work
+// returned (>= 0), or `WEFT_ERR_CANCELLED` or `WEFT_ERR_TIMEOUT`; `result`/`len` are the
+// bytes work wrote with `weft_task_write` (NULL/0 when cancelled or timed out), valid
+// until `done` returns.
+typedef void (*weft_done_fn)(struct weft_loop *lp,
+                             weft_id task,
+                             int status,
+                             const uint8_t *result,
+                             size_t len,
+                             void *user_data);
+
+// Options of `weft_spawn` (NULL: all defaults). Zero-initialise, set
+// `size = sizeof(weft_spawn_options)`, then the fields you need.
+typedef struct weft_spawn_options {
+  // sizeof(weft_spawn_options) as your program sees it.
+  size_t size;
+  // Milliseconds after which `done` gets `WEFT_ERR_TIMEOUT` (the work keeps running
+  // and sees `weft_task_cancelled`); 0: none.
+  uint64_t timeout_ms;
+  // The pool for `WEFT_ON_IO` / `WEFT_ON_CPU` tasks, of the matching kind; NULL: the
+  // default pool.
+  struct weft_pool *pool;
+} weft_spawn_options;
+
 // Run until `weft_loop_stop` is called or nothing is registered (timers, watches,
 // subscriptions, posts not yet run).
 #define WEFT_RUN_DEFAULT 0
@@ -150,6 +220,25 @@ typedef void (*weft_event_cb)(struct weft_loop *lp,
 
 // Make one pass over what is ready now, without waiting. The embedding mode.
 #define WEFT_RUN_NOWAIT 2
+
+// On the loop thread, soon (in its next pass).
+#define WEFT_ON_LOOP 0
+
+// On an IO pool thread: for blocking calls (files, DNS, a database client).
+#define WEFT_ON_IO 1
+
+// On a CPU pool thread: for computation.
+#define WEFT_ON_CPU 2
+
+// In a forked child process (not supported yet: `WEFT_ERR_UNSUPPORTED`).
+#define WEFT_ON_PROCESS 3
+
+// A work-stealing pool with a fixed number of threads, for computation.
+#define WEFT_POOL_CPU 0
+
+// An elastic FIFO pool that grows up to a bound and retires idle threads, for
+// blocking calls.
+#define WEFT_POOL_IO 1
 
 #ifdef __cplusplus
 extern "C" {
@@ -326,6 +415,65 @@ weft_id weft_subscribe(struct weft_loop *lp,
 // length above PTRDIFF_MAX), `WEFT_ERR_NULL` (loop, topic, or payload with len > 0),
 // `WEFT_ERR_CLOSED`.
 int weft_emit(struct weft_loop *lp, const char *topic, const void *payload, size_t len);
+
+// Makes a pool. Its threads start when the first task is submitted. Any thread.
+// Returns NULL on error: `WEFT_ERR_NULL` (options), `WEFT_ERR_INVALID` (a bad size or
+// kind, more than 4096 threads, a name that is empty or not UTF-8), `WEFT_ERR_FORKED`.
+struct weft_pool *weft_pool_new(const struct weft_pool_options *options);
+
+// Frees a pool: tasks queued and not started complete with `WEFT_ERR_CANCELLED` (their
+// `done` runs on their loop, if the loop is alive), running ones finish, then every
+// thread is joined (so this waits for running work). NULL is a no-op. Any thread but
+// the pool's own: from one of them it is refused (`WEFT_ERR_BUSY` in
+// `weft_last_error`), as it would wait for itself. A pool already freed is refused
+// (`WEFT_ERR_INVALID`).
+void weft_pool_free(struct weft_pool *pool);
+
+// Runs `work(task, user_data)` where `where` says: `WEFT_ON_LOOP` (on the loop thread,
+// in its next pass), `WEFT_ON_IO` (the default IO pool, or `options->pool`) or
+// `WEFT_ON_CPU` (the default CPU pool, or `options->pool`); then calls
+// `done(loop, id, status, result, len, user_data)` on the loop thread exactly once.
+// `weft_cancel(loop, id)` before the work starts: `done` gets `WEFT_ERR_CANCELLED` and
+// the work never runs; while it runs: `weft_task_cancelled` turns true and `done` gets
+// `WEFT_ERR_CANCELLED` when the work returns (its result discarded); after `done`:
+// `WEFT_ERR_NOT_FOUND`. With `options->timeout_ms`, `done` gets `WEFT_ERR_TIMEOUT` at the
+// deadline without waiting for the work, which sees `weft_task_cancelled`.
+// `free_fn(user_data)` runs once, after both `done` and the work are over: on the loop
+// thread, or on the work's thread when the work outlives `done`. A work function that
+// never returns keeps its pool thread, and its `free_fn` never runs. `done` may be
+// NULL. The default pools start on first use (CPU: one thread per core; IO: up to 64
+// threads, idle ones exit after 10 s). Any thread.
+// Returns the task's id, or 0: `WEFT_ERR_NULL` (loop, work), `WEFT_ERR_INVALID` (unknown
+// `where`, a bad options size, a pool of the other kind, a freed pool, a pool with
+// `WEFT_ON_LOOP`, a timeout above 2^35 - 1 ms), `WEFT_ERR_UNSUPPORTED`
+// (`WEFT_ON_PROCESS`), `WEFT_ERR_CLOSED`.
+weft_id weft_spawn(struct weft_loop *lp,
+                   weft_where place,
+                   weft_work_fn work,
+                   weft_done_fn done,
+                   void *user_data,
+                   weft_free_fn free_fn,
+                   const struct weft_spawn_options *options);
+
+// True once the task was cancelled or timed out: work should return soon (weft cannot
+// stop it). Call it from inside the task's work. False for NULL.
+bool weft_task_cancelled(const struct weft_task *task);
+
+// Appends `len` bytes to the task's result, which `done` receives (any size; copied).
+// Call it from inside the task's work. Returns `WEFT_OK`, `WEFT_ERR_NULL` (task, or buf
+// with len > 0), `WEFT_ERR_INVALID` (len above PTRDIFF_MAX).
+int weft_task_write(struct weft_task *task, const void *buf, size_t len);
+
+// Emits an event from inside the task's work to the task's loop: its subscribers get
+// it on the loop thread, in emit order and before the task's `done`. Same rules as
+// `weft_emit`. Returns `WEFT_OK`, `WEFT_ERR_NULL`, `WEFT_ERR_INVALID`.
+int weft_task_emit(struct weft_task *task, const char *topic, const void *payload, size_t len);
+
+// Drains and joins the default pools: tasks queued on them complete with
+// `WEFT_ERR_CANCELLED`, running ones finish. After every loop is freed and this has
+// returned, weft holds no thread and no fd. Later spawns start the pools again. For
+// atexit handlers and hosts that unload the library. Not from a pool thread.
+void weft_shutdown(void);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -50,6 +50,10 @@ pub enum Record<H> {
     Emit { bytes: Box<[u8]>, topic_len: usize },
     /// A post cancelled while queued.
     Cancelled,
+    /// A task's work finished (or was abandoned): its completion.
+    Done { id: u64, status: i32, result: Vec<u8> },
+    /// Work to run on the loop thread (tasks spawned with `Where::Loop`).
+    Job(Box<dyn crate::pool::Job>),
 }
 
 /// What cancelling a post did.
@@ -82,6 +86,8 @@ pub struct Inbox<H> {
     /// Whether `queue` holds records: written under the lock, once per batch by each
     /// side, so the loop can ask without taking the lock.
     queued: Line<AtomicBool>,
+    /// Set when the loop is freed: later records are dropped, not queued.
+    closed: AtomicBool,
     /// Written by the consumer only: the number after the last post it started.
     started: Line<AtomicU64>,
     cancel_requests: AtomicUsize,
@@ -93,6 +99,7 @@ impl<H> Inbox<H> {
         Ok(Inbox {
             queue: Line(Mutex::new(Queue { records: Vec::new(), first_seq: 1, cancelled: Vec::new(), tombstoned: Vec::new() })),
             queued: Line(AtomicBool::new(false)),
+            closed: AtomicBool::new(false),
             started: Line(AtomicU64::new(1)),
             cancel_requests: AtomicUsize::new(0),
             bell: EventFd::new()?,
@@ -108,6 +115,11 @@ impl<H> Inbox<H> {
     }
 
     fn push_locked(&self, mut queue: MutexGuard<'_, Queue<H>>, record: Record<H>) {
+        if self.closed.load(SeqCst) {
+            drop(queue);
+            drop(record); // its loop is gone: nobody is left to deliver it to
+            return;
+        }
         let was_empty = queue.records.is_empty();
         if was_empty {
             self.queued.0.store(true, Relaxed);
@@ -117,6 +129,11 @@ impl<H> Inbox<H> {
         if was_empty {
             self.bell.ring();
         }
+    }
+
+    /// Queues a record (a task's completion or loop-side work).
+    pub fn push(&self, record: Record<H>) {
+        self.push_locked(self.lock(), record);
     }
 
     /// Queues a post; returns its sequence number.
@@ -203,9 +220,10 @@ impl<H> Inbox<H> {
         Cancel::Marked
     }
 
-    /// Empties the queue (the loop is being freed).
-    pub fn drain_all(&self) -> Vec<Record<H>> {
+    /// Closes the inbox and empties it (the loop is being freed).
+    pub fn close(&self) -> Vec<Record<H>> {
         let mut queue = self.lock();
+        self.closed.store(true, SeqCst);
         self.queued.0.store(false, Relaxed);
         std::mem::take(&mut queue.records)
     }

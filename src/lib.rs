@@ -1,7 +1,7 @@
 //! weft: an embeddable async runtime with a stable C ABI.
 //!
 //! The safe core is one module per concept — [`r#loop`], [`timer`], [`watch`],
-//! [`signal`], [`bus`], [`inbox`] — and [`ffi`] is the C ABI on top of it, the only place
+//! [`signal`], [`bus`], [`inbox`], [`pool`], [`task`] — and [`ffi`] is the C ABI on top of it, the only place
 //! with `extern "C"` functions, raw pointers and `catch_unwind`. `include/weft.h` is
 //! generated from [`ffi`] by cbindgen.
 
@@ -11,12 +11,14 @@ pub mod ffi;
 pub mod fork;
 pub mod inbox;
 pub mod r#loop;
+pub mod pool;
 pub mod signal;
 pub mod slots;
 mod sys;
+pub mod task;
 pub mod timer;
 pub mod watch;
 
 pub use error::{Code, Error, Result};
-pub use r#loop::{Event, Handler, Loop, RunMode};
+pub use r#loop::{Event, Handler, Loop, RunMode, SpawnOptions};
 pub use slots::Id;

@@ -31,6 +31,8 @@ use crate::inbox::{Cancel, Inbox, Record};
 use crate::signal;
 use crate::slots::{self, Generational, Id, IdKind, Slab};
 use crate::sys::{self, Epoll, EpollEvent, EventFd, TimerFd};
+use crate::pool::{self, Pool};
+use crate::task::{self, TaskJob, TaskState, Where, Work};
 use crate::timer::{self, Wheel};
 use crate::watch::{self, FdTable};
 use std::ffi::CStr;
@@ -47,6 +49,9 @@ pub enum Event<'a> {
     Signal { signum: i32 },
     /// `topic` is NUL-terminated; `payload` is the copy made by `emit`.
     Topic { topic: &'a CStr, payload: &'a [u8] },
+    /// A task finished: `status` is what its work returned (>= 0), or `Cancelled` /
+    /// `Timeout` (as negative codes); `result` is what it wrote.
+    Done { status: i32, result: &'a [u8] },
 }
 
 /// The callback of a registration and the data it owns. Dropping the handler is the
@@ -88,6 +93,23 @@ enum Kind {
     Signal { signum: i32 },
     /// Boxed to keep every registration at 48 bytes.
     Subscription { pattern: Box<Pattern> },
+    /// A task in flight; in the wheel too when it has a timeout.
+    Task(Box<TaskEntry>),
+}
+
+struct TaskEntry {
+    state: Arc<TaskState>,
+    /// What the spawner wants kept until the task ends on the loop side.
+    _owner: Box<dyn Send>,
+}
+
+/// How a task is spawned.
+#[derive(Clone, Default)]
+pub struct SpawnOptions {
+    /// 0: no timeout.
+    pub timeout_ms: u64,
+    /// The pool for `Where::Io` / `Where::Cpu` instead of the default one.
+    pub pool: Option<Arc<Pool>>,
 }
 
 struct Entry<H> {
@@ -450,6 +472,61 @@ impl<H: Handler> Loop<H> {
         })
     }
 
+    // ---- tasks -------------------------------------------------------------------------
+
+    /// Runs `work` where `place` says and calls `done` on the loop thread once, with the
+    /// work's status and result (or `Cancelled` / `Timeout`). `owner` is dropped when
+    /// the task ends on the loop side (its work may still be running then).
+    pub fn spawn(&self, place: Where, work: Work<H>, done: H, owner: Box<dyn Send>, options: SpawnOptions) -> Result<Id> {
+        registering(done, |done| {
+            self.usable()?;
+            let pool = match (place, options.pool) {
+                (Where::Process, _) => {
+                    return Err(Error::new(Code::Unsupported, "WEFT_ON_PROCESS is not supported yet"))
+                }
+                (Where::Loop, Some(_)) => {
+                    return Err(Error::invalid("options.pool is set, but tasks on the loop use no pool"))
+                }
+                (Where::Loop, None) => None,
+                (Where::Io | Where::Cpu, Some(pool)) => {
+                    let wanted = if place == Where::Io { pool::Kind::Io } else { pool::Kind::Cpu };
+                    if pool.kind() != wanted {
+                        return Err(Error::invalid(format!(
+                            "options.pool is a {:?} pool, but the task is for the {:?} pool",
+                            pool.kind(),
+                            wanted
+                        )));
+                    }
+                    if pool.is_shut_down() {
+                        return Err(Error::new(Code::Closed, "options.pool has been freed"));
+                    }
+                    Some(pool)
+                }
+                (Where::Io, None) => Some(task::default_pool(pool::Kind::Io)?),
+                (Where::Cpu, None) => Some(task::default_pool(pool::Kind::Cpu)?),
+            };
+            Self::check_delay("timeout_ms", options.timeout_ms)?;
+            let state = Arc::new(TaskState::default());
+            let entry = TaskEntry { state: state.clone(), _owner: owner };
+            let id = {
+                let mut core = self.lock();
+                let (id, index) = self.register(&mut core, done, Kind::Task(Box::new(entry)))?;
+                if options.timeout_ms > 0 {
+                    core.wheel.insert(index, sys::now_ns() + options.timeout_ms * timer::TICK_NS);
+                    self.rearm(&mut core);
+                }
+                id
+            };
+            let job = Box::new(TaskJob { id, state, inbox: self.inbox.clone(), work });
+            match pool {
+                // A pool shutting down meanwhile abandons the job: done(Cancelled).
+                Some(pool) => drop(pool.submit(job)),
+                None => self.inbox.push(Record::Job(job)),
+            }
+            Ok(id)
+        })
+    }
+
     // ---- cancel ------------------------------------------------------------------------
 
     fn live_index(&self, core: &Core<H>, id: Id) -> Result<u32> {
@@ -479,6 +556,17 @@ impl<H: Handler> Loop<H> {
         }
         let mut core = self.lock();
         let index = self.live_index(&core, id)?;
+        if let Kind::Task(task) = &core.entries.at(index).kind {
+            // A task ends when its completion arrives; cancel raises its flag, and
+            // reports the completion itself when the work had not started.
+            if task.state.is_cancelled() {
+                return Err(Error::not_found(id));
+            }
+            if task.state.cancel() {
+                self.inbox.push(Record::Done { id, status: task::CANCELLED, result: Vec::new() });
+            }
+            return Ok(());
+        }
         self.unregister(&mut core, index);
         let entry = core.entries.at_mut(index);
         if entry.handler.is_none() {
@@ -501,6 +589,12 @@ impl<H: Handler> Loop<H> {
         let core = &mut *core;
         match &core.entries.at(index).kind {
             Kind::Timer { .. } => {
+                if core.wheel.is_linked(index) {
+                    core.wheel.remove(index);
+                }
+            }
+            Kind::Task(task) => {
+                task.state.cancel();
                 if core.wheel.is_linked(index) {
                     core.wheel.remove(index);
                 }
@@ -687,6 +781,10 @@ impl<H: Handler> Loop<H> {
                         ran += 1;
                     }
                     Record::Cancelled => {}
+                    Record::Done { id, status, result } => {
+                        ran += self.dispatch(id, Event::Done { status, result: &result }) as usize;
+                    }
+                    Record::Job(job) => job.run(),
                 }
             }
         }
@@ -731,7 +829,7 @@ impl<H: Handler> Loop<H> {
 
     /// Calls the handler of registration `id`, if it is still live, without holding the
     /// core lock; then puts the handler back, or ends the registration. True if called.
-    fn dispatch(&self, id: Id, event: Event<'_>) -> bool {
+    fn dispatch(&self, id: Id, mut event: Event<'_>) -> bool {
         let mut handler = {
             let mut core = self.lock();
             let Some(index) = core.entries.index(id) else { return false };
@@ -741,6 +839,19 @@ impl<H: Handler> Loop<H> {
                 return false;
             }
             let Some(handler) = entry.handler.take() else { return false };
+            if let Kind::Task(task) = &entry.kind {
+                // Its wheel entry is its timeout; either way the task ends now.
+                let cancelled = task.state.is_cancelled();
+                if matches!(event, Event::Timer) {
+                    task.state.cancel();
+                    event = Event::Done { status: if cancelled { task::CANCELLED } else { task::TIMEOUT }, result: &[] };
+                } else if cancelled {
+                    event = Event::Done { status: task::CANCELLED, result: &[] };
+                }
+                if core.wheel.is_linked(index) {
+                    core.wheel.remove(index);
+                }
+            }
             if let Kind::Timer { interval_ns } = entry.kind {
                 if interval_ns > 0 {
                     let now = sys::now_ns();
@@ -760,7 +871,7 @@ impl<H: Handler> Loop<H> {
         let mut core = self.lock();
         let index = core.entries.index(id).expect("an entry in a call stays in the slab");
         let entry = core.entries.at_mut(index);
-        let one_shot = matches!(entry.kind, Kind::Timer { interval_ns: 0, .. });
+        let one_shot = matches!(entry.kind, Kind::Timer { interval_ns: 0, .. } | Kind::Task(_));
         if !entry.cancelled && !one_shot {
             entry.handler = Some(handler);
             return true;
@@ -800,7 +911,7 @@ impl<H: Handler> Loop<H> {
             };
             drop(entries);
         }
-        drop(self.inbox.drain_all());
+        drop(self.inbox.close());
         Ok(())
     }
 }

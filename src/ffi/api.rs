@@ -69,7 +69,7 @@ pub type weft_event_cb = Option<
     ),
 >;
 
-type CLoop = Loop<CHandler>;
+pub(super) type CLoop = Loop<CHandler>;
 
 /// A C callback, its user data and its free function. Dropping it runs `free_fn`.
 pub struct CHandler {
@@ -84,7 +84,7 @@ pub struct CHandler {
 unsafe impl Send for CHandler {}
 
 impl CHandler {
-    fn new<F: Copy>(func: Option<F>, user_data: *mut c_void, free_fn: weft_free_fn) -> Result<CHandler> {
+    pub(super) fn new<F: Copy>(func: Option<F>, user_data: *mut c_void, free_fn: weft_free_fn) -> Result<CHandler> {
         assert_eq!(std::mem::size_of::<F>(), std::mem::size_of::<unsafe extern "C" fn()>());
         let func = func.ok_or_else(|| Error::new(Code::Null, "cb is NULL"))?;
         // SAFETY: F is one of the callback types above, all plain function pointers; it
@@ -115,6 +115,11 @@ impl Handler for CHandler {
                         std::mem::transmute(self.func);
                     f(lp, id, signum, ud)
                 }
+                Event::Done { status, result } => {
+                    let f: unsafe extern "C" fn(*mut weft_loop, u64, c_int, *const u8, usize, *mut c_void) =
+                        std::mem::transmute(self.func);
+                    f(lp, id, status, result.as_ptr(), result.len(), ud)
+                }
                 Event::Topic { topic, payload } => {
                     let f: unsafe extern "C" fn(*mut weft_loop, u64, *const c_char, *const c_void, usize, *mut c_void) =
                         std::mem::transmute(self.func);
@@ -138,7 +143,22 @@ impl Drop for CHandler {
     }
 }
 
-fn the_loop<'a>(lp: *const weft_loop) -> Result<&'a CLoop> {
+/// `len` bytes at `ptr` (which may be NULL when `len` is 0).
+pub(super) fn bytes_arg<'a>(ptr: *const c_void, len: usize, name: &str) -> Result<&'a [u8]> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if ptr.is_null() {
+        return Err(Error::new(Code::Null, format!("{name} is NULL with len {len}")));
+    }
+    if len > isize::MAX as usize {
+        return Err(Error::invalid(format!("len {len} is larger than any object")));
+    }
+    // SAFETY: the caller gives `len` readable bytes at `ptr`.
+    Ok(unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) })
+}
+
+pub(super) fn the_loop<'a>(lp: *const weft_loop) -> Result<&'a CLoop> {
     non_null(lp.cast::<CLoop>(), "loop")
 }
 
@@ -404,19 +424,7 @@ pub extern "C" fn weft_emit(lp: *mut weft_loop, topic: *const c_char, payload: *
     guard("weft_emit", || {
         let lp = the_loop(lp)?;
         let topic = c_str(topic, "topic")?;
-        let payload: &[u8] = if len == 0 {
-            &[]
-        } else {
-            if payload.is_null() {
-                return Err(Error::new(Code::Null, format!("payload is NULL with len {len}")));
-            }
-            if len > isize::MAX as usize {
-                return Err(Error::invalid(format!("len {len} is larger than any object")));
-            }
-            // SAFETY: the caller gives `len` readable bytes at `payload`.
-            unsafe { std::slice::from_raw_parts(payload.cast::<u8>(), len) }
-        };
-        lp.emit(topic, payload).map(|()| 0)
+        lp.emit(topic, bytes_arg(payload, len, "payload")?).map(|()| 0)
     })
 }
 

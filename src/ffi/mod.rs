@@ -11,7 +11,9 @@ use std::ffi::{c_char, c_int, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 mod api;
+mod tasks;
 pub use api::*;
+pub use tasks::*;
 
 /// Result codes. 0 is success; every error is negative. Functions that return an `int`
 /// return one of these; functions that return an id return 0 on error, and functions
@@ -101,6 +103,12 @@ impl Failure for u64 {
 impl Failure for i64 {
     fn failure(_: Code) -> i64 {
         -1
+    }
+}
+
+impl Failure for bool {
+    fn failure(_: Code) -> bool {
+        false
     }
 }
 

@@ -1,0 +1,347 @@
+//! Pools, tasks (weft_spawn) and what work functions call.
+
+use super::api::{bytes_arg, the_loop, weft_free_fn, weft_id, weft_loop, CHandler};
+use super::{c_str, guard, non_null};
+use crate::error::{Code, Error, Result};
+use crate::pool::{self, Pool};
+use crate::r#loop::SpawnOptions;
+use crate::task::{self, Task, Where};
+use std::collections::HashSet;
+use std::ffi::{c_char, c_int, c_void};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Where `weft_spawn` runs a task's work: one of the `WEFT_ON_*` values.
+pub type weft_where = c_int;
+/// On the loop thread, soon (in its next pass).
+pub const WEFT_ON_LOOP: weft_where = 0;
+/// On an IO pool thread: for blocking calls (files, DNS, a database client).
+pub const WEFT_ON_IO: weft_where = 1;
+/// On a CPU pool thread: for computation.
+pub const WEFT_ON_CPU: weft_where = 2;
+/// In a forked child process (not supported yet: `WEFT_ERR_UNSUPPORTED`).
+pub const WEFT_ON_PROCESS: weft_where = 3;
+
+/// A pool's kind: one of the `WEFT_POOL_*` values.
+pub type weft_pool_kind = c_int;
+/// A work-stealing pool with a fixed number of threads, for computation.
+pub const WEFT_POOL_CPU: weft_pool_kind = 0;
+/// An elastic FIFO pool that grows up to a bound and retires idle threads, for
+/// blocking calls.
+pub const WEFT_POOL_IO: weft_pool_kind = 1;
+
+/// A task, as its work function sees it. Valid only during the work call, and only
+/// on the thread running it.
+pub struct weft_task {
+    _private: [u8; 0],
+}
+
+/// A worker pool. Opaque; made by `weft_pool_new`, freed by `weft_pool_free`.
+pub struct weft_pool {
+    _private: [u8; 0],
+}
+
+/// A task's work: runs on the thread `weft_spawn`'s `where` chose. Returns the task's
+/// status, which should be >= 0 (negative values are reserved for weft's codes).
+/// Inside it, call `weft_task_cancelled`, `weft_task_write` and `weft_task_emit`.
+pub type weft_work_fn = Option<unsafe extern "C" fn(task: *mut weft_task, user_data: *mut c_void) -> c_int>;
+
+/// A task's completion, on the loop thread, exactly once: `status` is what work
+/// returned (>= 0), or `WEFT_ERR_CANCELLED` or `WEFT_ERR_TIMEOUT`; `result`/`len` are the
+/// bytes work wrote with `weft_task_write` (NULL/0 when cancelled or timed out), valid
+/// until `done` returns.
+pub type weft_done_fn = Option<
+    unsafe extern "C" fn(
+        lp: *mut weft_loop,
+        task: weft_id,
+        status: c_int,
+        result: *const u8,
+        len: usize,
+        user_data: *mut c_void,
+    ),
+>;
+
+/// A pool thread hook: called on the thread itself, with its index in the pool.
+pub type weft_thread_hook = Option<unsafe extern "C" fn(index: u32, user_data: *mut c_void)>;
+
+/// Options of `weft_pool_new`. Zero-initialise, set `size = sizeof(weft_pool_options)`,
+/// then the fields you need: a later version may add fields at the end, and `size`
+/// tells it which ones your program knows.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct weft_pool_options {
+    /// sizeof(weft_pool_options) as your program sees it.
+    pub size: usize,
+    /// `WEFT_POOL_CPU` or `WEFT_POOL_IO`.
+    pub kind: weft_pool_kind,
+    /// CPU: the number of threads (0: one per core). IO: the most threads (0: 64).
+    pub threads: u32,
+    /// Thread name prefix (threads are named "<name>-<index>", as seen in /proc and in
+    /// debuggers; Linux keeps 15 bytes). NULL: "weft-cpu" or "weft-io". Copied.
+    pub name: *const c_char,
+    /// Stack size of each thread in bytes (0: the platform default).
+    pub stack_size: usize,
+    /// IO: milliseconds an idle thread waits for work before it exits (0: 10000).
+    pub keep_alive_ms: u32,
+    /// Called on each thread when it starts, before it runs any work. May be NULL.
+    pub on_thread_start: weft_thread_hook,
+    /// Called on each thread before it exits. May be NULL.
+    pub on_thread_stop: weft_thread_hook,
+    /// Passed to both hooks.
+    pub hook_data: *mut c_void,
+}
+
+/// Options of `weft_spawn` (NULL: all defaults). Zero-initialise, set
+/// `size = sizeof(weft_spawn_options)`, then the fields you need.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct weft_spawn_options {
+    /// sizeof(weft_spawn_options) as your program sees it.
+    pub size: usize,
+    /// Milliseconds after which `done` gets `WEFT_ERR_TIMEOUT` (the work keeps running
+    /// and sees `weft_task_cancelled`); 0: none.
+    pub timeout_ms: u64,
+    /// The pool for `WEFT_ON_IO` / `WEFT_ON_CPU` tasks, of the matching kind; NULL: the
+    /// default pool.
+    pub pool: *mut weft_pool,
+}
+
+/// Reads a caller's options struct of `size` bytes into ours (missing fields zero).
+fn read_options<T: Copy>(ptr: *const T, name: &str, minimum: usize) -> Result<Option<T>> {
+    if ptr.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: every options struct starts with its size; the caller owns `ptr`.
+    let size = unsafe { *ptr.cast::<usize>() };
+    if size < minimum || size > 1 << 16 {
+        return Err(Error::invalid(format!(
+            "{name}.size {size} is not sizeof({name}) (this library's is {})",
+            std::mem::size_of::<T>()
+        )));
+    }
+    let mut out = std::mem::MaybeUninit::<T>::zeroed();
+    let n = size.min(std::mem::size_of::<T>());
+    // SAFETY: copies the `n` bytes both sides have; the rest of `out` stays zero, which
+    // is a valid value for every field of these structs (integers, pointers, Options).
+    unsafe {
+        std::ptr::copy_nonoverlapping(ptr.cast::<u8>(), out.as_mut_ptr().cast::<u8>(), n);
+        Ok(Some(out.assume_init()))
+    }
+}
+
+/// Live pools by address, so a freed pool is refused instead of dereferenced.
+static POOLS: Mutex<Option<HashSet<usize>>> = Mutex::new(None);
+
+fn the_pool(ptr: *mut weft_pool, name: &str) -> Result<Arc<Pool>> {
+    non_null(ptr, name)?;
+    let pools = POOLS.lock().unwrap_or_else(|p| p.into_inner());
+    if !pools.as_ref().is_some_and(|p| p.contains(&(ptr as usize))) {
+        return Err(Error::invalid(format!("{name} {ptr:p} is not a live pool (freed already?)")));
+    }
+    // SAFETY: registered by weft_pool_new and not yet freed (we hold the registry lock,
+    // which weft_pool_free takes before it frees).
+    Ok(unsafe { &*ptr.cast::<Arc<Pool>>() }.clone())
+}
+
+/// Data crossing threads with a task (the caller's pointers).
+struct Shared(*mut c_void);
+// SAFETY: the C contract: user data is handed to the work's thread and back.
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+/// Runs a registration's `free_fn` once the last of its owners (the loop side and the
+/// work side of a task, or a pool's hooks) is gone.
+struct Finalizer {
+    user_data: Shared,
+    free_fn: weft_free_fn,
+}
+
+impl Drop for Finalizer {
+    fn drop(&mut self) {
+        if let Some(free_fn) = self.free_fn {
+            // SAFETY: the caller's finalizer; Drop runs once.
+            unsafe { free_fn(self.user_data.0) }
+        }
+    }
+}
+
+/// Makes a pool. Its threads start when the first task is submitted. Any thread.
+/// Returns NULL on error: `WEFT_ERR_NULL` (options), `WEFT_ERR_INVALID` (a bad size or
+/// kind, more than 4096 threads, a name that is empty or not UTF-8), `WEFT_ERR_FORKED`.
+#[no_mangle]
+pub extern "C" fn weft_pool_new(options: *const weft_pool_options) -> *mut weft_pool {
+    guard("weft_pool_new", || {
+        let minimum = std::mem::offset_of!(weft_pool_options, hook_data) + std::mem::size_of::<*mut c_void>();
+        let o = read_options(options, "weft_pool_options", minimum)?
+            .ok_or_else(|| Error::new(Code::Null, "options is NULL"))?;
+        let kind = match o.kind {
+            WEFT_POOL_CPU => pool::Kind::Cpu,
+            WEFT_POOL_IO => pool::Kind::Io,
+            other => return Err(Error::invalid(format!("kind {other} is not a WEFT_POOL_* value"))),
+        };
+        let mut opts = pool::Options::new(kind);
+        opts.threads = o.threads as usize;
+        if !o.name.is_null() {
+            opts.name = c_str(o.name, "options.name")?.to_string();
+        }
+        opts.stack_size = o.stack_size;
+        if o.keep_alive_ms > 0 {
+            opts.keep_alive = Duration::from_millis(o.keep_alive_ms as u64);
+        }
+        let data = Arc::new(Shared(o.hook_data));
+        let hook = |f: weft_thread_hook| -> Option<pool::Hook> {
+            let f = f?;
+            let data = data.clone();
+            // SAFETY: the caller's hook, called with its data on the pool thread.
+            Some(Arc::new(move |index: usize| unsafe { f(index as u32, data.0) }))
+        };
+        opts.on_start = hook(o.on_thread_start);
+        opts.on_stop = hook(o.on_thread_stop);
+        let pool = Box::into_raw(Box::new(Arc::new(Pool::new(opts)?)));
+        POOLS.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(HashSet::new).insert(pool as usize);
+        Ok(pool.cast())
+    })
+}
+
+/// Frees a pool: tasks queued and not started complete with `WEFT_ERR_CANCELLED` (their
+/// `done` runs on their loop, if the loop is alive), running ones finish, then every
+/// thread is joined (so this waits for running work). NULL is a no-op. Any thread but
+/// the pool's own: from one of them it is refused (`WEFT_ERR_BUSY` in
+/// `weft_last_error`), as it would wait for itself. A pool already freed is refused
+/// (`WEFT_ERR_INVALID`).
+#[no_mangle]
+pub extern "C" fn weft_pool_free(pool: *mut weft_pool) {
+    guard("weft_pool_free", || {
+        if pool.is_null() {
+            return Ok(());
+        }
+        crate::fork::check()?;
+        let shared = the_pool(pool, "pool")?;
+        shared.shutdown()?;
+        let mut pools = POOLS.lock().unwrap_or_else(|p| p.into_inner());
+        if pools.as_mut().is_some_and(|p| p.remove(&(pool as usize))) {
+            // SAFETY: made by Box::into_raw in weft_pool_new; now unregistered.
+            drop(unsafe { Box::from_raw(pool.cast::<Arc<Pool>>()) });
+        }
+        Ok(())
+    })
+}
+
+/// Runs `work(task, user_data)` where `where` says: `WEFT_ON_LOOP` (on the loop thread,
+/// in its next pass), `WEFT_ON_IO` (the default IO pool, or `options->pool`) or
+/// `WEFT_ON_CPU` (the default CPU pool, or `options->pool`); then calls
+/// `done(loop, id, status, result, len, user_data)` on the loop thread exactly once.
+/// `weft_cancel(loop, id)` before the work starts: `done` gets `WEFT_ERR_CANCELLED` and
+/// the work never runs; while it runs: `weft_task_cancelled` turns true and `done` gets
+/// `WEFT_ERR_CANCELLED` when the work returns (its result discarded); after `done`:
+/// `WEFT_ERR_NOT_FOUND`. With `options->timeout_ms`, `done` gets `WEFT_ERR_TIMEOUT` at the
+/// deadline without waiting for the work, which sees `weft_task_cancelled`.
+/// `free_fn(user_data)` runs once, after both `done` and the work are over: on the loop
+/// thread, or on the work's thread when the work outlives `done`. A work function that
+/// never returns keeps its pool thread, and its `free_fn` never runs. `done` may be
+/// NULL. The default pools start on first use (CPU: one thread per core; IO: up to 64
+/// threads, idle ones exit after 10 s). Any thread.
+/// Returns the task's id, or 0: `WEFT_ERR_NULL` (loop, work), `WEFT_ERR_INVALID` (unknown
+/// `where`, a bad options size, a pool of the other kind, a freed pool, a pool with
+/// `WEFT_ON_LOOP`, a timeout above 2^35 - 1 ms), `WEFT_ERR_UNSUPPORTED`
+/// (`WEFT_ON_PROCESS`), `WEFT_ERR_CLOSED`.
+#[no_mangle]
+pub extern "C" fn weft_spawn(
+    lp: *mut weft_loop,
+    place: weft_where,
+    work: weft_work_fn,
+    done: weft_done_fn,
+    user_data: *mut c_void,
+    free_fn: weft_free_fn,
+    options: *const weft_spawn_options,
+) -> weft_id {
+    guard("weft_spawn", || {
+        let lp = the_loop(lp)?;
+        let work = work.ok_or_else(|| Error::new(Code::Null, "work is NULL"))?;
+        let place = match place {
+            WEFT_ON_LOOP => Where::Loop,
+            WEFT_ON_IO => Where::Io,
+            WEFT_ON_CPU => Where::Cpu,
+            WEFT_ON_PROCESS => Where::Process,
+            other => return Err(Error::invalid(format!("where {other} is not a WEFT_ON_* value"))),
+        };
+        let minimum = std::mem::offset_of!(weft_spawn_options, pool) + std::mem::size_of::<*mut weft_pool>();
+        let mut spawn = SpawnOptions::default();
+        if let Some(o) = read_options(options, "weft_spawn_options", minimum)? {
+            spawn.timeout_ms = o.timeout_ms;
+            if !o.pool.is_null() {
+                spawn.pool = Some(the_pool(o.pool, "options.pool")?);
+            }
+        }
+        let done = CHandler::new(Some(done.unwrap_or(no_done)), user_data, None)?;
+        let owner = Arc::new(Finalizer { user_data: Shared(user_data), free_fn });
+        let work_owner = owner.clone();
+        let work_data = Shared(user_data);
+        let work: task::Work<CHandler> = Box::new(move |task: &mut Task<CHandler>| {
+            let _keep = &work_owner;
+            let data = &work_data;
+            // SAFETY: the caller's work function, with its data and a task pointer that
+            // is valid for the duration of the call.
+            unsafe { work((task as *mut Task<CHandler>).cast(), data.0) }
+        });
+        match lp.spawn(place, work, done, Box::new(owner.clone()), spawn) {
+            Ok(id) => Ok(id),
+            Err(e) => {
+                // Refused: the caller keeps its data, so its free_fn must not run.
+                if let Ok(finalizer) = Arc::try_unwrap(owner) {
+                    std::mem::forget(finalizer);
+                }
+                Err(e)
+            }
+        }
+    })
+}
+
+unsafe extern "C" fn no_done(_: *mut weft_loop, _: weft_id, _: c_int, _: *const u8, _: usize, _: *mut c_void) {}
+
+fn the_task<'a>(task: *const weft_task) -> Result<&'a Task<CHandler>> {
+    non_null(task.cast::<Task<CHandler>>(), "task")
+}
+
+/// True once the task was cancelled or timed out: work should return soon (weft cannot
+/// stop it). Call it from inside the task's work. False for NULL.
+#[no_mangle]
+pub extern "C" fn weft_task_cancelled(task: *const weft_task) -> bool {
+    guard("weft_task_cancelled", || Ok(the_task(task)?.cancelled()))
+}
+
+/// Appends `len` bytes to the task's result, which `done` receives (any size; copied).
+/// Call it from inside the task's work. Returns `WEFT_OK`, `WEFT_ERR_NULL` (task, or buf
+/// with len > 0), `WEFT_ERR_INVALID` (len above PTRDIFF_MAX).
+#[no_mangle]
+pub extern "C" fn weft_task_write(task: *mut weft_task, buf: *const c_void, len: usize) -> c_int {
+    guard("weft_task_write", || {
+        non_null(task.cast_const(), "task")?;
+        let bytes = bytes_arg(buf, len, "buf")?;
+        // SAFETY: a task pointer handed to work, used on its thread during the call.
+        unsafe { &mut *task.cast::<Task<CHandler>>() }.write(bytes);
+        Ok(0)
+    })
+}
+
+/// Emits an event from inside the task's work to the task's loop: its subscribers get
+/// it on the loop thread, in emit order and before the task's `done`. Same rules as
+/// `weft_emit`. Returns `WEFT_OK`, `WEFT_ERR_NULL`, `WEFT_ERR_INVALID`.
+#[no_mangle]
+pub extern "C" fn weft_task_emit(task: *mut weft_task, topic: *const c_char, payload: *const c_void, len: usize) -> c_int {
+    guard("weft_task_emit", || {
+        let task = the_task(task)?;
+        let topic = c_str(topic, "topic")?;
+        let payload = bytes_arg(payload, len, "payload")?;
+        task.emit(topic, payload).map(|()| 0)
+    })
+}
+
+/// Drains and joins the default pools: tasks queued on them complete with
+/// `WEFT_ERR_CANCELLED`, running ones finish. After every loop is freed and this has
+/// returned, weft holds no thread and no fd. Later spawns start the pools again. For
+/// atexit handlers and hosts that unload the library. Not from a pool thread.
+#[no_mangle]
+pub extern "C" fn weft_shutdown() {
+    guard("weft_shutdown", task::shutdown)
+}

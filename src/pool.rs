@@ -1,0 +1,455 @@
+//! Worker pools: a work-stealing CPU pool and an elastic IO pool.
+//!
+//! Both run [`Job`]s. A job is run once, or, if the pool shuts down before it starts,
+//! abandoned once (so its task can report `Cancelled`): never both, never neither.
+//!
+//! # CPU pool: work stealing
+//!
+//! A global `Injector` takes jobs submitted from outside the pool; each worker has a
+//! LIFO `Worker` deque for jobs submitted from inside it (nested work) and steals from
+//! the others through their `Stealer`s when its own deque and the injector are empty
+//! (the find-task loop of crossbeam-deque's documentation).
+//!
+//! # Sleeping without lost wake-ups (CPU pool)
+//!
+//! State: `events` (an atomic counter bumped by every submission), `sleepers` (an
+//! atomic count of workers asleep or about to be), and a mutex + condvar.
+//!
+//! Submitter: push the job; `events += 1` (SeqCst); if `sleepers > 0` (SeqCst load),
+//! lock the mutex and notify one worker.
+//!
+//! Worker, when it finds no job: read `events` (= e); look for a job once more; if
+//! still none, lock the mutex, `sleepers += 1` (SeqCst), and read `events`: if it is
+//! still e, wait on the condvar (which releases the mutex atomically); either way
+//! `sleepers -= 1` afterwards, unlock, and look for jobs again.
+//!
+//! Why no wake-up is lost: take a job pushed after the worker's second look. Its
+//! submitter's `events += 1` and the worker's `sleepers += 1` are both SeqCst, and
+//! each side then reads the other's variable (a Dekker pair): either the worker sees
+//! `events != e` and does not sleep, or the submitter sees `sleepers > 0` and notifies.
+//! The notify happens under the mutex, which the worker holds from its `sleepers += 1`
+//! until it is inside `wait`, so the notify cannot fall between its check and its wait.
+//! A worker that wakes and finds nothing sleeps again; spurious wake-ups cost a look.
+//!
+//! # IO pool: elastic FIFO
+//!
+//! One FIFO queue under a mutex and a condvar. A submission that finds no idle thread
+//! starts one, up to the bound; an idle thread that waits longer than the keep-alive
+//! exits. Threads are counted under the same mutex, so "no idle thread" is exact.
+
+use crate::error::{Code, Error, Result};
+use crossbeam_deque::{Injector, Steal, Stealer, Worker};
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// A unit of work for a pool.
+pub trait Job: Send {
+    fn run(self: Box<Self>);
+    /// The pool shut down before the job started.
+    fn abandon(self: Box<Self>);
+}
+
+/// Called on each pool thread when it starts and before it exits, with its index.
+pub type Hook = Arc<dyn Fn(usize) + Send + Sync>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Cpu,
+    Io,
+}
+
+#[derive(Clone)]
+pub struct Options {
+    pub kind: Kind,
+    /// CPU: the number of threads (0: one per core). IO: the most threads (0: 64).
+    pub threads: usize,
+    /// Thread names are this prefix and the thread's index ("weft-cpu-0").
+    pub name: String,
+    /// 0: the platform default.
+    pub stack_size: usize,
+    /// IO: how long an idle thread waits for work before it exits (default 10 s).
+    pub keep_alive: Duration,
+    pub on_start: Option<Hook>,
+    pub on_stop: Option<Hook>,
+}
+
+impl Options {
+    pub fn new(kind: Kind) -> Options {
+        Options {
+            kind,
+            threads: 0,
+            name: match kind {
+                Kind::Cpu => "weft-cpu".into(),
+                Kind::Io => "weft-io".into(),
+            },
+            stack_size: 0,
+            keep_alive: Duration::from_secs(10),
+            on_start: None,
+            on_stop: None,
+        }
+    }
+}
+
+/// The number of CPUs this process may use (affinity and cgroup quota respected).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+struct Common {
+    options: Options,
+    shutdown: AtomicBool,
+    handles: Mutex<Vec<JoinHandle<()>>>,
+    /// Identifies the pool for "is this thread one of mine".
+    serial: u64,
+}
+
+thread_local! {
+    /// The pool serial and worker index of the current thread, if it is a pool thread.
+    static CURRENT: Cell<Option<(u64, usize)>> = const { Cell::new(None) };
+}
+
+fn next_serial() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, SeqCst)
+}
+
+impl Common {
+    fn spawn_thread(self: &Arc<Self>, index: usize, body: impl FnOnce() + Send + 'static) -> Result<()> {
+        let mut builder = std::thread::Builder::new().name(format!("{}-{index}", self.options.name));
+        if self.options.stack_size > 0 {
+            builder = builder.stack_size(self.options.stack_size);
+        }
+        let common = self.clone();
+        let handle = builder
+            .spawn(move || {
+                CURRENT.with(|c| c.set(Some((common.serial, index))));
+                if let Some(hook) = &common.options.on_start {
+                    hook(index);
+                }
+                body();
+                if let Some(hook) = &common.options.on_stop {
+                    hook(index);
+                }
+            })
+            .map_err(|e| Error::io("starting a pool thread", e))?;
+        let mut handles = self.handles.lock().unwrap_or_else(|p| p.into_inner());
+        handles.retain(|h| !h.is_finished());
+        handles.push(handle);
+        Ok(())
+    }
+
+    fn on_own_thread(&self) -> Option<usize> {
+        CURRENT.with(|c| c.get()).and_then(|(serial, index)| (serial == self.serial).then_some(index))
+    }
+}
+
+// ---- CPU pool -------------------------------------------------------------------------
+
+struct Cpu {
+    common: Arc<Common>,
+    injector: Injector<Box<dyn Job>>,
+    stealers: Vec<Stealer<Box<dyn Job>>>,
+    /// Each worker's own deque, handed to its thread when the pool starts.
+    locals: Mutex<Vec<Option<Worker<Box<dyn Job>>>>>,
+    events: AtomicU64,
+    sleepers: AtomicUsize,
+    sleep: Mutex<()>,
+    wake: Condvar,
+    started: AtomicBool,
+}
+
+thread_local! {
+    /// The deque of the CPU worker running on this thread (for nested submissions).
+    static LOCAL: Cell<*const Worker<Box<dyn Job>>> = const { Cell::new(std::ptr::null()) };
+}
+
+impl Cpu {
+    fn find_job(&self, local: &Worker<Box<dyn Job>>) -> Option<Box<dyn Job>> {
+        local.pop().or_else(|| {
+            std::iter::repeat_with(|| {
+                self.injector
+                    .steal_batch_and_pop(local)
+                    .or_else(|| self.stealers.iter().map(|s| s.steal()).collect())
+            })
+            .find(|s| !s.is_retry())
+            .and_then(|s| s.success())
+        })
+    }
+
+    fn work(self: &Arc<Self>, local: Worker<Box<dyn Job>>) {
+        LOCAL.with(|l| l.set(&local));
+        loop {
+            if let Some(job) = self.find_job(&local) {
+                job.run();
+                continue;
+            }
+            if self.common.shutdown.load(SeqCst) {
+                break;
+            }
+            let seen = self.events.load(SeqCst);
+            if let Some(job) = self.find_job(&local) {
+                job.run();
+                continue;
+            }
+            let guard = self.sleep.lock().unwrap_or_else(|p| p.into_inner());
+            self.sleepers.fetch_add(1, SeqCst);
+            let guard = if self.events.load(SeqCst) == seen && !self.common.shutdown.load(SeqCst) {
+                self.wake.wait(guard).unwrap_or_else(|p| p.into_inner())
+            } else {
+                guard
+            };
+            self.sleepers.fetch_sub(1, SeqCst);
+            drop(guard);
+        }
+        LOCAL.with(|l| l.set(std::ptr::null()));
+        // Jobs left in this worker's deque at shutdown are abandoned, not lost.
+        while let Some(job) = local.pop() {
+            job.abandon();
+        }
+    }
+
+    fn start(self: &Arc<Self>) -> Result<()> {
+        if self.started.swap(true, SeqCst) {
+            return Ok(());
+        }
+        let locals: Vec<_> = self.locals.lock().unwrap_or_else(|p| p.into_inner()).iter_mut().map(|l| l.take()).collect();
+        for (index, local) in locals.into_iter().enumerate() {
+            let local = local.expect("each deque is handed out once");
+            let cpu = self.clone();
+            self.common.spawn_thread(index, move || cpu.work(local))?;
+        }
+        Ok(())
+    }
+
+    fn submit(self: &Arc<Self>, job: Box<dyn Job>) -> Result<()> {
+        self.start()?;
+        let local = LOCAL.with(|l| l.get());
+        if !local.is_null() && self.common.on_own_thread().is_some() {
+            // SAFETY: LOCAL points at the deque owned by this very thread's `work`
+            // frame, which outlives this call (it is set and cleared by `work`).
+            unsafe { &*local }.push(job);
+        } else {
+            self.injector.push(job);
+        }
+        self.events.fetch_add(1, SeqCst);
+        if self.sleepers.load(SeqCst) > 0 {
+            let _guard = self.sleep.lock().unwrap_or_else(|p| p.into_inner());
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    fn wake_all(&self) {
+        let _guard = self.sleep.lock().unwrap_or_else(|p| p.into_inner());
+        self.wake.notify_all();
+    }
+}
+
+// ---- IO pool --------------------------------------------------------------------------
+
+struct IoQueue {
+    jobs: VecDeque<Box<dyn Job>>,
+    threads: usize,
+    idle: usize,
+    next_index: usize,
+}
+
+struct Io {
+    common: Arc<Common>,
+    queue: Mutex<IoQueue>,
+    ready: Condvar,
+    bound: usize,
+}
+
+impl Io {
+    fn lock(&self) -> MutexGuard<'_, IoQueue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn work(self: &Arc<Self>) {
+        let mut queue = self.lock();
+        loop {
+            if let Some(job) = queue.jobs.pop_front() {
+                drop(queue);
+                job.run();
+                queue = self.lock();
+                continue;
+            }
+            if self.common.shutdown.load(SeqCst) {
+                break;
+            }
+            queue.idle += 1;
+            let (q, timeout) = self
+                .ready
+                .wait_timeout(queue, self.common.options.keep_alive)
+                .unwrap_or_else(|p| p.into_inner());
+            queue = q;
+            queue.idle -= 1;
+            if timeout.timed_out() && queue.jobs.is_empty() {
+                break;
+            }
+        }
+        queue.threads -= 1;
+    }
+
+    fn submit(self: &Arc<Self>, job: Box<dyn Job>) -> Result<()> {
+        let mut queue = self.lock();
+        queue.jobs.push_back(job);
+        if queue.idle > queue.jobs.len() - 1 {
+            drop(queue);
+            self.ready.notify_one();
+            return Ok(());
+        }
+        if queue.threads < self.bound {
+            queue.threads += 1;
+            let index = queue.next_index;
+            queue.next_index += 1;
+            drop(queue);
+            let io = self.clone();
+            if let Err(e) = self.common.spawn_thread(index, move || io.work()) {
+                self.lock().threads -= 1;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn wake_all(&self) {
+        let _queue = self.lock();
+        self.ready.notify_all();
+    }
+}
+
+// ---- the pool -------------------------------------------------------------------------
+
+enum Flavor {
+    Cpu(Arc<Cpu>),
+    Io(Arc<Io>),
+}
+
+/// A pool of threads that run jobs. Threads start lazily, on the first submission.
+pub struct Pool {
+    flavor: Flavor,
+    common: Arc<Common>,
+}
+
+impl Pool {
+    pub fn new(mut options: Options) -> Result<Pool> {
+        crate::fork::check()?;
+        if options.name.is_empty() || options.name.contains('\0') {
+            return Err(Error::invalid(format!("name {:?} must be non-empty, without NUL", options.name)));
+        }
+        let limit = 4096;
+        if options.threads > limit {
+            return Err(Error::invalid(format!("threads {} is above the limit of {limit}", options.threads)));
+        }
+        if options.threads == 0 {
+            options.threads = match options.kind {
+                Kind::Cpu => cores(),
+                Kind::Io => 64,
+            };
+        }
+        let common = Arc::new(Common {
+            options,
+            shutdown: AtomicBool::new(false),
+            handles: Mutex::new(Vec::new()),
+            serial: next_serial(),
+        });
+        let threads = common.options.threads;
+        let flavor = match common.options.kind {
+            Kind::Cpu => {
+                let locals: Vec<_> = (0..threads).map(|_| Worker::new_lifo()).collect();
+                Flavor::Cpu(Arc::new(Cpu {
+                    common: common.clone(),
+                    injector: Injector::new(),
+                    stealers: locals.iter().map(|w| w.stealer()).collect(),
+                    locals: Mutex::new(locals.into_iter().map(Some).collect()),
+                    events: AtomicU64::new(0),
+                    sleepers: AtomicUsize::new(0),
+                    sleep: Mutex::new(()),
+                    wake: Condvar::new(),
+                    started: AtomicBool::new(false),
+                }))
+            }
+            Kind::Io => Flavor::Io(Arc::new(Io {
+                common: common.clone(),
+                queue: Mutex::new(IoQueue { jobs: VecDeque::new(), threads: 0, idle: 0, next_index: 0 }),
+                ready: Condvar::new(),
+                bound: threads,
+            })),
+        };
+        Ok(Pool { flavor, common })
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.common.options.kind
+    }
+
+    /// Queues `job`; Closed once the pool is shutting down (the job is abandoned).
+    pub fn submit(&self, job: Box<dyn Job>) -> Result<()> {
+        if self.common.shutdown.load(SeqCst) {
+            job.abandon();
+            return Err(Error::new(Code::Closed, "the pool is shutting down"));
+        }
+        match &self.flavor {
+            Flavor::Cpu(cpu) => cpu.submit(job),
+            Flavor::Io(io) => io.submit(job),
+        }
+    }
+
+    /// True once `shutdown` has begun.
+    pub fn is_shut_down(&self) -> bool {
+        self.common.shutdown.load(SeqCst)
+    }
+
+    /// True on one of this pool's threads.
+    pub fn on_own_thread(&self) -> bool {
+        self.common.on_own_thread().is_some()
+    }
+
+    /// Stops the pool: jobs that have not started are abandoned, running ones finish,
+    /// and every thread is joined. Busy when called from one of the pool's threads.
+    pub fn shutdown(&self) -> Result<()> {
+        if self.on_own_thread() {
+            return Err(Error::new(Code::Busy, "a pool cannot be freed from one of its own threads"));
+        }
+        self.common.shutdown.store(true, SeqCst);
+        // Abandon what is queued, then wake everyone so they see the shutdown.
+        match &self.flavor {
+            Flavor::Cpu(cpu) => {
+                loop {
+                    match cpu.injector.steal() {
+                        Steal::Success(job) => job.abandon(),
+                        Steal::Retry => continue,
+                        Steal::Empty => break,
+                    }
+                }
+                cpu.wake_all();
+            }
+            Flavor::Io(io) => {
+                let jobs = std::mem::take(&mut io.lock().jobs);
+                for job in jobs {
+                    job.abandon();
+                }
+                io.wake_all();
+            }
+        }
+        let handles = std::mem::take(&mut *self.common.handles.lock().unwrap_or_else(|p| p.into_inner()));
+        for handle in handles {
+            let _ = handle.join();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        if !crate::fork::is_child() {
+            let _ = self.shutdown();
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Tasks: work run on the loop, on the IO pool or on the CPU pool, with one completion
+//! (`done`) on the loop thread.
+//!
+//! A task is a registration of its loop (its `done` handler lives in the loop's slab)
+//! plus a [`Job`] in a pool that runs its work function. The two sides share a
+//! [`TaskState`]; the job reports back through the loop's inbox (a `Done` record), so
+//! completions arrive in batches with one wake-up each.
+//!
+//! States: Queued → Running → Finished, or Queued → Cancelled (the work never runs).
+//! Cancel of a queued task wins the Queued → Cancelled race and queues the `Cancelled`
+//! completion itself; cancel of a running task only raises the flag work can poll, and
+//! the loop reports `Cancelled` when the work's completion arrives. A timeout reports
+//! `Timeout` at the deadline without waiting for the work, which sees the flag raised.
+//!
+//! A task that never returns keeps its pool thread forever: weft cannot stop a thread.
+//! Its `done` still runs once (on cancel or timeout, if one is set), and its user data
+//! is released when (if) the work returns.
+
+use crate::inbox::{Inbox, Record};
+use crate::pool::{self, Job, Pool};
+use crate::slots::Id;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+
+/// Where a task's work runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Where {
+    Loop,
+    Io,
+    Cpu,
+    Process,
+}
+
+/// A task's completion status: what work returned (>= 0), or a negative `weft_result`.
+pub const CANCELLED: i32 = crate::error::Code::Cancelled as i32;
+pub const TIMEOUT: i32 = crate::error::Code::Timeout as i32;
+
+const QUEUED: u8 = 0;
+const RUNNING: u8 = 1;
+const FINISHED: u8 = 2;
+const ABANDONED: u8 = 3;
+
+/// What the loop and the work share.
+#[derive(Default)]
+pub struct TaskState {
+    stage: AtomicU8,
+    cancelled: AtomicBool,
+}
+
+impl TaskState {
+    /// Raises the cancel flag; true if the task had not started, so it never will.
+    pub fn cancel(&self) -> bool {
+        self.cancelled.store(true, SeqCst);
+        self.stage.compare_exchange(QUEUED, ABANDONED, SeqCst, SeqCst).is_ok()
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(SeqCst)
+    }
+}
+
+/// What a work function sees: its cancel flag, its result buffer, and its loop's inbox
+/// for events.
+pub struct Task<H> {
+    state: Arc<TaskState>,
+    inbox: Arc<Inbox<H>>,
+    result: Vec<u8>,
+}
+
+impl<H> Task<H> {
+    pub fn cancelled(&self) -> bool {
+        self.state.is_cancelled()
+    }
+
+    pub fn write(&mut self, bytes: &[u8]) {
+        self.result.extend_from_slice(bytes);
+    }
+
+    /// Emits an event to the task's loop; it reaches subscribers before `done`.
+    pub fn emit(&self, topic: &str, payload: &[u8]) -> crate::Result<()> {
+        crate::bus::check_topic(topic)?;
+        self.inbox.emit(topic, payload);
+        Ok(())
+    }
+}
+
+/// The work of a task: returns its status (>= 0 by convention).
+pub type Work<H> = Box<dyn FnOnce(&mut Task<H>) -> i32 + Send>;
+
+/// The pool side of a task.
+pub struct TaskJob<H> {
+    pub id: Id,
+    pub state: Arc<TaskState>,
+    pub inbox: Arc<Inbox<H>>,
+    pub work: Work<H>,
+}
+
+impl<H: Send + 'static> Job for TaskJob<H> {
+    fn run(self: Box<Self>) {
+        let TaskJob { id, state, inbox, work } = *self;
+        if state.stage.compare_exchange(QUEUED, RUNNING, SeqCst, SeqCst).is_err() {
+            return; // cancelled before it started: the canceller reported it
+        }
+        let mut task = Task { state: state.clone(), inbox: inbox.clone(), result: Vec::new() };
+        let status = work(&mut task);
+        state.stage.store(FINISHED, SeqCst);
+        inbox.push(Record::Done { id, status, result: task.result });
+    }
+
+    fn abandon(self: Box<Self>) {
+        if self.state.stage.compare_exchange(QUEUED, ABANDONED, SeqCst, SeqCst).is_ok() {
+            self.state.cancelled.store(true, SeqCst);
+            self.inbox.push(Record::Done { id: self.id, status: CANCELLED, result: Vec::new() });
+        }
+    }
+}
+
+/// The default pools, made on first use and joined by [`shutdown`].
+static DEFAULTS: Mutex<[Option<Arc<Pool>>; 2]> = Mutex::new([None, None]);
+
+pub fn default_pool(kind: pool::Kind) -> crate::Result<Arc<Pool>> {
+    let mut pools = DEFAULTS.lock().unwrap_or_else(|p| p.into_inner());
+    let slot = &mut pools[(kind == pool::Kind::Io) as usize];
+    if let Some(pool) = slot {
+        return Ok(pool.clone());
+    }
+    let pool = Arc::new(Pool::new(pool::Options::new(kind))?);
+    *slot = Some(pool.clone());
+    Ok(pool)
+}
+
+/// Drains and joins the default pools (queued tasks complete as cancelled).
+pub fn shutdown() -> crate::Result<()> {
+    crate::fork::check()?;
+    let pools = std::mem::take(&mut *DEFAULTS.lock().unwrap_or_else(|p| p.into_inner()));
+    for pool in pools.into_iter().flatten() {
+        pool.shutdown()?;
+    }
+    Ok(())
+}
