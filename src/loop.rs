@@ -343,6 +343,17 @@ impl<H: Handler> Loop<H> {
         Ok(id)
     }
 
+    /// Takes the entry at `index` out of the wheel, if it is there. The last one out
+    /// disarms the timerfd, so that an embedding host's fd goes quiet.
+    fn unlink_timer(&self, core: &mut Core<H>, index: u32) {
+        if core.wheel.is_linked(index) {
+            core.wheel.remove(index);
+            if core.wheel.len() == 0 {
+                self.rearm(core);
+            }
+        }
+    }
+
     /// Keeps the timerfd armed at the wheel's next deadline.
     fn rearm(&self, core: &mut Core<H>) {
         let next = core.wheel.next_deadline_ns();
@@ -589,15 +600,11 @@ impl<H: Handler> Loop<H> {
         let core = &mut *core;
         match &core.entries.at(index).kind {
             Kind::Timer { .. } => {
-                if core.wheel.is_linked(index) {
-                    core.wheel.remove(index);
-                }
+                self.unlink_timer(core, index);
             }
             Kind::Task(task) => {
                 task.state.cancel();
-                if core.wheel.is_linked(index) {
-                    core.wheel.remove(index);
-                }
+                self.unlink_timer(core, index);
             }
             &Kind::Fd { fd, .. } => {
                 let result = match core.fds.remove(fd, index) {
@@ -839,6 +846,7 @@ impl<H: Handler> Loop<H> {
                 return false;
             }
             let Some(handler) = entry.handler.take() else { return false };
+            let mut is_task = false;
             if let Kind::Task(task) = &entry.kind {
                 // Its wheel entry is its timeout; either way the task ends now.
                 let cancelled = task.state.is_cancelled();
@@ -848,11 +856,11 @@ impl<H: Handler> Loop<H> {
                 } else if cancelled {
                     event = Event::Done { status: task::CANCELLED, result: &[] };
                 }
-                if core.wheel.is_linked(index) {
-                    core.wheel.remove(index);
-                }
+                is_task = true;
             }
-            if let Kind::Timer { interval_ns } = entry.kind {
+            if is_task {
+                self.unlink_timer(core, index);
+            } else if let Kind::Timer { interval_ns } = core.entries.at(index).kind {
                 if interval_ns > 0 {
                     let now = sys::now_ns();
                     // Fixed rate: the next call is due one interval after this one's
