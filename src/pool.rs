@@ -15,8 +15,8 @@
 //! State: `events` (an atomic counter bumped by every submission), `sleepers` (an
 //! atomic count of workers asleep or about to be), and a mutex + condvar.
 //!
-//! Submitter: push the job; `events += 1` (SeqCst); if `sleepers > 0` (SeqCst load),
-//! lock the mutex and notify one worker.
+//! Submitter: push the job; `events += 1` (SeqCst); if no worker is searching and
+//! `sleepers > 0` (SeqCst loads), lock the mutex and notify one worker.
 //!
 //! Worker, when it finds no job: read `events` (= e); look for a job once more; if
 //! still none, lock the mutex, `sleepers += 1` (SeqCst), and read `events`: if it is
@@ -30,6 +30,14 @@
 //! The notify happens under the mutex, which the worker holds from its `sleepers += 1`
 //! until it is inside `wait`, so the notify cannot fall between its check and its wait.
 //! A worker that wakes and finds nothing sleeps again; spurious wake-ups cost a look.
+//!
+//! Searching workers (`searching`: awake, not running a job) spare submitters the
+//! wake-up: a searcher is bound to find the job or to go through the sleep check
+//! above, which sees the job's `events` bump. A searcher that finds a job stops
+//! searching; if it was the last one and jobs are still queued, it wakes a sleeper, so
+//! queued work never waits for a busy worker while another sleeps. Before parking, a
+//! worker looks for work a bounded number of times (a few microseconds), because jobs
+//! come in bursts and a park and wake-up cost two system calls.
 //!
 //! # IO pool: elastic FIFO
 //!
@@ -149,6 +157,9 @@ impl Common {
 
 // ---- CPU pool -------------------------------------------------------------------------
 
+/// How many times an idle CPU worker looks for a job before it parks.
+const SPINS: usize = 64;
+
 struct Cpu {
     common: Arc<Common>,
     injector: Injector<Box<dyn Job>>,
@@ -157,6 +168,8 @@ struct Cpu {
     locals: Mutex<Vec<Option<Worker<Box<dyn Job>>>>>,
     events: AtomicU64,
     sleepers: AtomicUsize,
+    /// Workers awake and looking for a job (not running one, not asleep).
+    searching: AtomicUsize,
     sleep: Mutex<()>,
     wake: Condvar,
     started: AtomicBool,
@@ -182,9 +195,10 @@ impl Cpu {
 
     fn work(self: &Arc<Self>, local: Worker<Box<dyn Job>>) {
         LOCAL.with(|l| l.set(&local));
+        self.searching.fetch_add(1, SeqCst);
         loop {
-            if let Some(job) = self.find_job(&local) {
-                job.run();
+            if let Some(job) = self.find_job_spinning(&local) {
+                self.run_found(job);
                 continue;
             }
             if self.common.shutdown.load(SeqCst) {
@@ -192,24 +206,57 @@ impl Cpu {
             }
             let seen = self.events.load(SeqCst);
             if let Some(job) = self.find_job(&local) {
-                job.run();
+                self.run_found(job);
                 continue;
             }
             let guard = self.sleep.lock().unwrap_or_else(|p| p.into_inner());
             self.sleepers.fetch_add(1, SeqCst);
+            self.searching.fetch_sub(1, SeqCst);
             let guard = if self.events.load(SeqCst) == seen && !self.common.shutdown.load(SeqCst) {
                 self.wake.wait(guard).unwrap_or_else(|p| p.into_inner())
             } else {
                 guard
             };
+            self.searching.fetch_add(1, SeqCst);
             self.sleepers.fetch_sub(1, SeqCst);
             drop(guard);
         }
+        self.searching.fetch_sub(1, SeqCst);
         LOCAL.with(|l| l.set(std::ptr::null()));
         // Jobs left in this worker's deque at shutdown are abandoned, not lost.
         while let Some(job) = local.pop() {
             job.abandon();
         }
+    }
+
+    /// Looks for a job a few times, briefly, before the caller goes to sleep: jobs
+    /// often come in bursts, and a wake-up costs two system calls. Bounded: an idle
+    /// worker spins for a few microseconds at most, then parks.
+    fn find_job_spinning(&self, local: &Worker<Box<dyn Job>>) -> Option<Box<dyn Job>> {
+        for _ in 0..SPINS {
+            if let Some(job) = self.find_job(local) {
+                return Some(job);
+            }
+            for _ in 0..32 {
+                std::hint::spin_loop();
+            }
+        }
+        None
+    }
+
+    /// A searching worker found `job`: it runs it, and if it was the last searcher and
+    /// more work is queued, wakes a sleeper to look for it (see the module comment).
+    fn run_found(&self, job: Box<dyn Job>) {
+        if self.searching.fetch_sub(1, SeqCst) == 1 && self.sleepers.load(SeqCst) > 0 && !self.injector.is_empty() {
+            self.wake_one();
+        }
+        job.run();
+        self.searching.fetch_add(1, SeqCst);
+    }
+
+    fn wake_one(&self) {
+        let _guard = self.sleep.lock().unwrap_or_else(|p| p.into_inner());
+        self.wake.notify_one();
     }
 
     fn start(self: &Arc<Self>) -> Result<()> {
@@ -236,9 +283,9 @@ impl Cpu {
             self.injector.push(job);
         }
         self.events.fetch_add(1, SeqCst);
-        if self.sleepers.load(SeqCst) > 0 {
-            let _guard = self.sleep.lock().unwrap_or_else(|p| p.into_inner());
-            self.wake.notify_one();
+        // A searching worker will find the job; wake a sleeper only when none is.
+        if self.searching.load(SeqCst) == 0 && self.sleepers.load(SeqCst) > 0 {
+            self.wake_one();
         }
         Ok(())
     }
@@ -254,7 +301,10 @@ impl Cpu {
 struct IoQueue {
     jobs: VecDeque<Box<dyn Job>>,
     threads: usize,
+    /// Threads waiting for work that nobody has woken yet.
     idle: usize,
+    /// Wake-ups sent and not yet taken by a waiting thread.
+    permits: usize,
     next_index: usize,
 }
 
@@ -270,10 +320,14 @@ impl Io {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn pop(&self, queue: &mut IoQueue) -> Option<Box<dyn Job>> {
+        queue.jobs.pop_front()
+    }
+
     fn work(self: &Arc<Self>) {
         let mut queue = self.lock();
         loop {
-            if let Some(job) = queue.jobs.pop_front() {
+            if let Some(job) = self.pop(&mut queue) {
                 drop(queue);
                 job.run();
                 queue = self.lock();
@@ -282,15 +336,28 @@ impl Io {
             if self.common.shutdown.load(SeqCst) {
                 break;
             }
+            // Wait for a permit (a submitter's wake-up) or the keep-alive.
             queue.idle += 1;
-            let (q, timeout) = self
-                .ready
-                .wait_timeout(queue, self.common.options.keep_alive)
-                .unwrap_or_else(|p| p.into_inner());
-            queue = q;
-            queue.idle -= 1;
-            if timeout.timed_out() && queue.jobs.is_empty() {
-                break;
+            let deadline = std::time::Instant::now() + self.common.options.keep_alive;
+            let woken = loop {
+                if queue.permits > 0 {
+                    queue.permits -= 1;
+                    break true;
+                }
+                if self.common.shutdown.load(SeqCst) {
+                    break false;
+                }
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    break false;
+                }
+                queue = self.ready.wait_timeout(queue, left).unwrap_or_else(|p| p.into_inner()).0;
+            };
+            if !woken {
+                queue.idle -= 1;
+                if queue.jobs.is_empty() {
+                    break;
+                }
             }
         }
         queue.threads -= 1;
@@ -299,12 +366,17 @@ impl Io {
     fn submit(self: &Arc<Self>, job: Box<dyn Job>) -> Result<()> {
         let mut queue = self.lock();
         queue.jobs.push_back(job);
-        if queue.idle > queue.jobs.len() - 1 {
+        if queue.idle > 0 {
+            // One permit per waiting thread woken: no redundant wake-ups.
+            queue.idle -= 1;
+            queue.permits += 1;
             drop(queue);
             self.ready.notify_one();
             return Ok(());
         }
-        if queue.threads < self.bound {
+        // No thread is waiting. Busy threads come back for queued jobs; start another
+        // thread only when the backlog outgrows them (blocked threads let it grow).
+        if queue.threads < self.bound && queue.jobs.len() > queue.threads {
             queue.threads += 1;
             let index = queue.next_index;
             queue.next_index += 1;
@@ -370,6 +442,7 @@ impl Pool {
                     locals: Mutex::new(locals.into_iter().map(Some).collect()),
                     events: AtomicU64::new(0),
                     sleepers: AtomicUsize::new(0),
+                    searching: AtomicUsize::new(0),
                     sleep: Mutex::new(()),
                     wake: Condvar::new(),
                     started: AtomicBool::new(false),
@@ -377,7 +450,7 @@ impl Pool {
             }
             Kind::Io => Flavor::Io(Arc::new(Io {
                 common: common.clone(),
-                queue: Mutex::new(IoQueue { jobs: VecDeque::new(), threads: 0, idle: 0, next_index: 0 }),
+                queue: Mutex::new(IoQueue { jobs: VecDeque::new(), threads: 0, idle: 0, permits: 0, next_index: 0 }),
                 ready: Condvar::new(),
                 bound: threads,
             })),
