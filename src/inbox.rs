@@ -53,7 +53,7 @@ pub enum Record<H> {
     /// A task's work finished (or was abandoned): its completion.
     Done { id: u64, status: i32, result: Vec<u8> },
     /// Work to run on the loop thread (tasks spawned with `Where::Loop`).
-    Job(Box<dyn crate::pool::Job>),
+    Job(crate::pool::JobRef),
 }
 
 /// What cancelling a post did.

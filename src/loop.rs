@@ -32,7 +32,7 @@ use crate::signal;
 use crate::slots::{self, Generational, Id, IdKind, Slab};
 use crate::sys::{self, Epoll, EpollEvent, EventFd, TimerFd};
 use crate::pool::{self, Pool};
-use crate::task::{self, TaskJob, TaskState, Where, Work};
+use crate::task::{self, TaskCell, TaskWork, Where};
 use crate::timer::{self, Wheel};
 use crate::watch::{self, FdTable};
 use std::ffi::CStr;
@@ -58,6 +58,9 @@ pub enum Event<'a> {
 /// registration's end (the C layer runs `free_fn` in `Drop`), so it happens exactly once:
 /// after the last call, on cancel, or when the loop is closed.
 pub trait Handler: Send + Sized + 'static {
+    /// What a task spawned with this kind of handler runs (see [`task::TaskWork`]).
+    type Work: TaskWork<Self> + 'static;
+
     fn call(&mut self, lp: &Loop<Self>, id: Id, event: Event<'_>);
 
     /// The registration was refused: the caller keeps what the handler refers to, so
@@ -86,21 +89,15 @@ pub enum RunMode {
     NoWait,
 }
 
-enum Kind {
+enum Kind<H: Handler> {
     /// Its deadline is in the wheel; 0 is a one-shot timer.
     Timer { interval_ns: u64 },
     Fd { fd: RawFd, interest: u32 },
     Signal { signum: i32 },
     /// Boxed to keep every registration at 48 bytes.
     Subscription { pattern: Box<Pattern> },
-    /// A task in flight; in the wheel too when it has a timeout.
-    Task(Box<TaskEntry>),
-}
-
-struct TaskEntry {
-    state: Arc<TaskState>,
-    /// What the spawner wants kept until the task ends on the loop side.
-    _owner: Box<dyn Send>,
+    /// A task in flight (the cell its job shares); in the wheel too with a timeout.
+    Task(Arc<TaskCell<H, H::Work>>),
 }
 
 /// How a task is spawned.
@@ -112,22 +109,22 @@ pub struct SpawnOptions {
     pub pool: Option<Arc<Pool>>,
 }
 
-struct Entry<H> {
+struct Entry<H: Handler> {
     /// None while the handler is being called.
     handler: Option<H>,
     generation: u32,
     /// Cancelled during its call: the dispatcher ends it when the call returns.
     cancelled: bool,
-    kind: Kind,
+    kind: Kind<H>,
 }
 
-impl<H> Generational for Entry<H> {
+impl<H: Handler> Generational for Entry<H> {
     fn generation(&self) -> u32 {
         self.generation
     }
 }
 
-struct Core<H> {
+struct Core<H: Handler> {
     entries: Slab<Entry<H>>,
     /// The inner epoll set; see the module comment.
     epoll: Epoll,
@@ -173,6 +170,10 @@ pub struct Loop<H: Handler> {
     /// True while `run` runs: a cancel that leaves nothing registered must wake it.
     running: AtomicBool,
     closed: AtomicBool,
+}
+
+fn cell_id<H, W>(cell: &TaskCell<H, W>) -> Id {
+    cell.id()
 }
 
 /// Releases a reserved tag unless the loop was made after all.
@@ -290,7 +291,7 @@ impl<H: Handler> Loop<H> {
     }
 
     /// Stores a registration, taking its handler.
-    fn register(&self, core: &mut Core<H>, handler: &mut Option<H>, kind: Kind) -> Result<(Id, u32)> {
+    fn register(&self, core: &mut Core<H>, handler: &mut Option<H>, kind: Kind<H>) -> Result<(Id, u32)> {
         core.entries
             .insert(|generation| Entry { handler: handler.take(), generation, cancelled: false, kind })
             .ok_or_else(|| {
@@ -486,56 +487,63 @@ impl<H: Handler> Loop<H> {
     // ---- tasks -------------------------------------------------------------------------
 
     /// Runs `work` where `place` says and calls `done` on the loop thread once, with the
-    /// work's status and result (or `Cancelled` / `Timeout`). `owner` is dropped when
-    /// the task ends on the loop side (its work may still be running then).
-    pub fn spawn(&self, place: Where, work: Work<H>, done: H, owner: Box<dyn Send>, options: SpawnOptions) -> Result<Id> {
-        registering(done, |done| {
-            self.usable()?;
-            let pool = match (place, options.pool) {
-                (Where::Process, _) => {
-                    return Err(Error::new(Code::Unsupported, "WEFT_ON_PROCESS is not supported yet"))
-                }
-                (Where::Loop, Some(_)) => {
-                    return Err(Error::invalid("options.pool is set, but tasks on the loop use no pool"))
-                }
-                (Where::Loop, None) => None,
-                (Where::Io | Where::Cpu, Some(pool)) => {
-                    let wanted = if place == Where::Io { pool::Kind::Io } else { pool::Kind::Cpu };
-                    if pool.kind() != wanted {
-                        return Err(Error::invalid(format!(
-                            "options.pool is a {:?} pool, but the task is for the {:?} pool",
-                            pool.kind(),
-                            wanted
-                        )));
-                    }
-                    if pool.is_shut_down() {
-                        return Err(Error::new(Code::Closed, "options.pool has been freed"));
-                    }
-                    Some(pool)
-                }
-                (Where::Io, None) => Some(task::default_pool(pool::Kind::Io)?),
-                (Where::Cpu, None) => Some(task::default_pool(pool::Kind::Cpu)?),
-            };
-            Self::check_delay("timeout_ms", options.timeout_ms)?;
-            let state = Arc::new(TaskState::default());
-            let entry = TaskEntry { state: state.clone(), _owner: owner };
-            let id = {
-                let mut core = self.lock();
-                let (id, index) = self.register(&mut core, done, Kind::Task(Box::new(entry)))?;
-                if options.timeout_ms > 0 {
-                    core.wheel.insert(index, sys::now_ns() + options.timeout_ms * timer::TICK_NS);
-                    self.rearm(&mut core);
-                }
-                id
-            };
-            let job = Box::new(TaskJob { id, state, inbox: self.inbox.clone(), work });
-            match pool {
-                // A pool shutting down meanwhile abandons the job: done(Cancelled).
-                Some(pool) => drop(pool.submit(job)),
-                None => self.inbox.push(Record::Job(job)),
+    /// work's status and result (or `Cancelled` / `Timeout`). `work` is dropped once
+    /// both the loop and the pool are done with the task (its work may outlive `done`).
+    pub fn spawn(&self, place: Where, work: H::Work, done: H, options: SpawnOptions) -> Result<Id> {
+        let mut work = Some(work);
+        let result = registering(done, |done| self.add_task(place, &mut work, done, options));
+        if let Some(work) = work {
+            work.refused();
+        }
+        result
+    }
+
+    fn add_task(&self, place: Where, work: &mut Option<H::Work>, done: &mut Option<H>, options: SpawnOptions) -> Result<Id> {
+        self.usable()?;
+        let pool = match (place, options.pool) {
+            (Where::Process, _) => return Err(Error::new(Code::Unsupported, "WEFT_ON_PROCESS is not supported yet")),
+            (Where::Loop, Some(_)) => {
+                return Err(Error::invalid("options.pool is set, but tasks on the loop use no pool"))
             }
-            Ok(id)
-        })
+            (Where::Loop, None) => None,
+            (Where::Io | Where::Cpu, Some(pool)) => {
+                let wanted = if place == Where::Io { pool::Kind::Io } else { pool::Kind::Cpu };
+                if pool.kind() != wanted {
+                    return Err(Error::invalid(format!(
+                        "options.pool is a {:?} pool, but the task is for the {:?} pool",
+                        pool.kind(),
+                        wanted
+                    )));
+                }
+                if pool.is_shut_down() {
+                    return Err(Error::new(Code::Closed, "options.pool has been freed"));
+                }
+                Some(pool)
+            }
+            (Where::Io, None) => Some(task::default_pool(pool::Kind::Io)?),
+            (Where::Cpu, None) => Some(task::default_pool(pool::Kind::Cpu)?),
+        };
+        Self::check_delay("timeout_ms", options.timeout_ms)?;
+        let cell = {
+            let mut core = self.lock();
+            // Registered with a placeholder kind first: the cell needs the id.
+            let (id, index) = self.register(&mut core, done, Kind::Timer { interval_ns: 0 })?;
+            let work = work.take().expect("not taken yet");
+            let cell = Arc::new(TaskCell::new(id, self.inbox.clone(), work));
+            core.entries.at_mut(index).kind = Kind::Task(cell.clone());
+            if options.timeout_ms > 0 {
+                core.wheel.insert(index, sys::now_ns() + options.timeout_ms * timer::TICK_NS);
+                self.rearm(&mut core);
+            }
+            cell
+        };
+        let id = cell_id(&cell);
+        match pool {
+            // A pool shutting down meanwhile abandons the job: done(Cancelled).
+            Some(pool) => drop(pool.submit(cell)),
+            None => self.inbox.push(Record::Job(cell)),
+        }
+        Ok(id)
     }
 
     // ---- cancel ------------------------------------------------------------------------
@@ -570,10 +578,10 @@ impl<H: Handler> Loop<H> {
         if let Kind::Task(task) = &core.entries.at(index).kind {
             // A task ends when its completion arrives; cancel raises its flag, and
             // reports the completion itself when the work had not started.
-            if task.state.is_cancelled() {
+            if task.is_cancelled() {
                 return Err(Error::not_found(id));
             }
-            if task.state.cancel() {
+            if task.cancel() {
                 self.inbox.push(Record::Done { id, status: task::CANCELLED, result: Vec::new() });
             }
             return Ok(());
@@ -603,7 +611,7 @@ impl<H: Handler> Loop<H> {
                 self.unlink_timer(core, index);
             }
             Kind::Task(task) => {
-                task.state.cancel();
+                task.cancel();
                 self.unlink_timer(core, index);
             }
             &Kind::Fd { fd, .. } => {
@@ -849,9 +857,9 @@ impl<H: Handler> Loop<H> {
             let mut is_task = false;
             if let Kind::Task(task) = &entry.kind {
                 // Its wheel entry is its timeout; either way the task ends now.
-                let cancelled = task.state.is_cancelled();
+                let cancelled = task.is_cancelled();
                 if matches!(event, Event::Timer) {
-                    task.state.cancel();
+                    task.cancel();
                     event = Event::Done { status: if cancelled { task::CANCELLED } else { task::TIMEOUT }, result: &[] };
                 } else if cancelled {
                     event = Event::Done { status: task::CANCELLED, result: &[] };
@@ -931,6 +939,7 @@ mod tests {
     /// A handler the size of the C layer's (function, user data, free function).
     struct ThreeWords(#[allow(dead_code)] [usize; 2], #[allow(dead_code)] fn());
     impl Handler for ThreeWords {
+        type Work = task::BoxedWork<Self>;
         fn call(&mut self, _: &Loop<Self>, _: Id, _: Event<'_>) {}
     }
 

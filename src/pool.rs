@@ -54,12 +54,16 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// A unit of work for a pool.
-pub trait Job: Send {
-    fn run(self: Box<Self>);
+/// A unit of work for a pool. Jobs are shared (`Arc`), so that a task's job can be
+/// the same allocation as the task itself.
+pub trait Job: Send + Sync {
+    fn run(self: Arc<Self>);
     /// The pool shut down before the job started.
-    fn abandon(self: Box<Self>);
+    fn abandon(self: Arc<Self>);
 }
+
+/// A queued job: one fat pointer (16 bytes) per queue slot.
+pub type JobRef = Arc<dyn Job>;
 
 /// Called on each pool thread when it starts and before it exits, with its index.
 pub type Hook = Arc<dyn Fn(usize) + Send + Sync>;
@@ -162,10 +166,10 @@ const SPINS: usize = 64;
 
 struct Cpu {
     common: Arc<Common>,
-    injector: Injector<Box<dyn Job>>,
-    stealers: Vec<Stealer<Box<dyn Job>>>,
+    injector: Injector<JobRef>,
+    stealers: Vec<Stealer<JobRef>>,
     /// Each worker's own deque, handed to its thread when the pool starts.
-    locals: Mutex<Vec<Option<Worker<Box<dyn Job>>>>>,
+    locals: Mutex<Vec<Option<Worker<JobRef>>>>,
     events: AtomicU64,
     sleepers: AtomicUsize,
     /// Workers awake and looking for a job (not running one, not asleep).
@@ -177,11 +181,11 @@ struct Cpu {
 
 thread_local! {
     /// The deque of the CPU worker running on this thread (for nested submissions).
-    static LOCAL: Cell<*const Worker<Box<dyn Job>>> = const { Cell::new(std::ptr::null()) };
+    static LOCAL: Cell<*const Worker<JobRef>> = const { Cell::new(std::ptr::null()) };
 }
 
 impl Cpu {
-    fn find_job(&self, local: &Worker<Box<dyn Job>>) -> Option<Box<dyn Job>> {
+    fn find_job(&self, local: &Worker<JobRef>) -> Option<JobRef> {
         local.pop().or_else(|| {
             std::iter::repeat_with(|| {
                 self.injector
@@ -193,7 +197,7 @@ impl Cpu {
         })
     }
 
-    fn work(self: &Arc<Self>, local: Worker<Box<dyn Job>>) {
+    fn work(self: &Arc<Self>, local: Worker<JobRef>) {
         LOCAL.with(|l| l.set(&local));
         self.searching.fetch_add(1, SeqCst);
         loop {
@@ -232,7 +236,7 @@ impl Cpu {
     /// Looks for a job a few times, briefly, before the caller goes to sleep: jobs
     /// often come in bursts, and a wake-up costs two system calls. Bounded: an idle
     /// worker spins for a few microseconds at most, then parks.
-    fn find_job_spinning(&self, local: &Worker<Box<dyn Job>>) -> Option<Box<dyn Job>> {
+    fn find_job_spinning(&self, local: &Worker<JobRef>) -> Option<JobRef> {
         for _ in 0..SPINS {
             if let Some(job) = self.find_job(local) {
                 return Some(job);
@@ -246,7 +250,7 @@ impl Cpu {
 
     /// A searching worker found `job`: it runs it, and if it was the last searcher and
     /// more work is queued, wakes a sleeper to look for it (see the module comment).
-    fn run_found(&self, job: Box<dyn Job>) {
+    fn run_found(&self, job: JobRef) {
         if self.searching.fetch_sub(1, SeqCst) == 1 && self.sleepers.load(SeqCst) > 0 && !self.injector.is_empty() {
             self.wake_one();
         }
@@ -272,7 +276,7 @@ impl Cpu {
         Ok(())
     }
 
-    fn submit(self: &Arc<Self>, job: Box<dyn Job>) -> Result<()> {
+    fn submit(self: &Arc<Self>, job: JobRef) -> Result<()> {
         self.start()?;
         let local = LOCAL.with(|l| l.get());
         if !local.is_null() && self.common.on_own_thread().is_some() {
@@ -299,7 +303,7 @@ impl Cpu {
 // ---- IO pool --------------------------------------------------------------------------
 
 struct IoQueue {
-    jobs: VecDeque<Box<dyn Job>>,
+    jobs: VecDeque<JobRef>,
     threads: usize,
     /// Threads waiting for work that nobody has woken yet.
     idle: usize,
@@ -320,7 +324,7 @@ impl Io {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn pop(&self, queue: &mut IoQueue) -> Option<Box<dyn Job>> {
+    fn pop(&self, queue: &mut IoQueue) -> Option<JobRef> {
         queue.jobs.pop_front()
     }
 
@@ -363,7 +367,7 @@ impl Io {
         queue.threads -= 1;
     }
 
-    fn submit(self: &Arc<Self>, job: Box<dyn Job>) -> Result<()> {
+    fn submit(self: &Arc<Self>, job: JobRef) -> Result<()> {
         let mut queue = self.lock();
         queue.jobs.push_back(job);
         if queue.idle > 0 {
@@ -463,7 +467,7 @@ impl Pool {
     }
 
     /// Queues `job`; Closed once the pool is shutting down (the job is abandoned).
-    pub fn submit(&self, job: Box<dyn Job>) -> Result<()> {
+    pub fn submit(&self, job: JobRef) -> Result<()> {
         if self.common.shutdown.load(SeqCst) {
             job.abandon();
             return Err(Error::new(Code::Closed, "the pool is shutting down"));

@@ -2,9 +2,11 @@
 //! (`done`) on the loop thread.
 //!
 //! A task is a registration of its loop (its `done` handler lives in the loop's slab)
-//! plus a [`Job`] in a pool that runs its work function. The two sides share a
-//! [`TaskState`]; the job reports back through the loop's inbox (a `Done` record), so
-//! completions arrive in batches with one wake-up each.
+//! plus a [`Job`] in a pool that runs its work function. Both sides hold the same
+//! [`TaskCell`] (its state, its work and its user data, in one allocation); the job
+//! reports back through the loop's inbox (a `Done` record), so completions arrive in
+//! batches with one wake-up each. The work (and with it the user data) is dropped when
+//! both sides are done with the cell.
 //!
 //! States: Queued → Running → Finished, or Queued → Cancelled (the work never runs).
 //! Cancel of a queued task wins the Queued → Cancelled race and queues the `Cancelled`
@@ -40,14 +42,51 @@ const RUNNING: u8 = 1;
 const FINISHED: u8 = 2;
 const ABANDONED: u8 = 3;
 
-/// What the loop and the work share.
-#[derive(Default)]
-pub struct TaskState {
-    stage: AtomicU8,
-    cancelled: AtomicBool,
+/// A task's work, as the spawner supplies it. Dropping it is the end of the task's user
+/// data (the C layer runs `free_fn` then), which happens once both the loop and the
+/// pool are done with the task.
+pub trait TaskWork<H>: Send + Sync + Sized {
+    /// Runs the work (at most once per task); returns its status (>= 0 by convention).
+    fn run(&self, task: &mut Task<H>) -> i32;
+
+    /// The spawn was refused: the caller keeps what the work refers to.
+    fn refused(self) {}
 }
 
-impl TaskState {
+/// A Rust closure as a task's work.
+pub struct BoxedWork<H>(Mutex<Option<Box<dyn FnOnce(&mut Task<H>) -> i32 + Send>>>);
+
+impl<H> BoxedWork<H> {
+    pub fn new(work: impl FnOnce(&mut Task<H>) -> i32 + Send + 'static) -> BoxedWork<H> {
+        BoxedWork(Mutex::new(Some(Box::new(work))))
+    }
+}
+
+impl<H> TaskWork<H> for BoxedWork<H> {
+    fn run(&self, task: &mut Task<H>) -> i32 {
+        let work = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        work.map_or(0, |work| work(task))
+    }
+}
+
+/// A task, shared by its loop entry and its queued job: one allocation per task.
+pub struct TaskCell<H, W> {
+    stage: AtomicU8,
+    cancelled: AtomicBool,
+    id: Id,
+    inbox: Arc<Inbox<H>>,
+    work: W,
+}
+
+impl<H, W> TaskCell<H, W> {
+    pub fn new(id: Id, inbox: Arc<Inbox<H>>, work: W) -> TaskCell<H, W> {
+        TaskCell { stage: AtomicU8::new(QUEUED), cancelled: AtomicBool::new(false), id, inbox, work }
+    }
+
+    pub fn id(&self) -> Id {
+        self.id
+    }
+
     /// Raises the cancel flag; true if the task had not started, so it never will.
     pub fn cancel(&self) -> bool {
         self.cancelled.store(true, SeqCst);
@@ -61,15 +100,15 @@ impl TaskState {
 
 /// What a work function sees: its cancel flag, its result buffer, and its loop's inbox
 /// for events.
-pub struct Task<H> {
-    state: Arc<TaskState>,
-    inbox: Arc<Inbox<H>>,
+pub struct Task<'a, H> {
+    cancelled: &'a AtomicBool,
+    inbox: &'a Inbox<H>,
     result: Vec<u8>,
 }
 
-impl<H> Task<H> {
+impl<H> Task<'_, H> {
     pub fn cancelled(&self) -> bool {
-        self.state.is_cancelled()
+        self.cancelled.load(SeqCst)
     }
 
     pub fn write(&mut self, bytes: &[u8]) {
@@ -84,32 +123,20 @@ impl<H> Task<H> {
     }
 }
 
-/// The work of a task: returns its status (>= 0 by convention).
-pub type Work<H> = Box<dyn FnOnce(&mut Task<H>) -> i32 + Send>;
-
-/// The pool side of a task.
-pub struct TaskJob<H> {
-    pub id: Id,
-    pub state: Arc<TaskState>,
-    pub inbox: Arc<Inbox<H>>,
-    pub work: Work<H>,
-}
-
-impl<H: Send + 'static> Job for TaskJob<H> {
-    fn run(self: Box<Self>) {
-        let TaskJob { id, state, inbox, work } = *self;
-        if state.stage.compare_exchange(QUEUED, RUNNING, SeqCst, SeqCst).is_err() {
+impl<H: Send + 'static, W: TaskWork<H> + 'static> Job for TaskCell<H, W> {
+    fn run(self: Arc<Self>) {
+        if self.stage.compare_exchange(QUEUED, RUNNING, SeqCst, SeqCst).is_err() {
             return; // cancelled before it started: the canceller reported it
         }
-        let mut task = Task { state: state.clone(), inbox: inbox.clone(), result: Vec::new() };
-        let status = work(&mut task);
-        state.stage.store(FINISHED, SeqCst);
-        inbox.push(Record::Done { id, status, result: task.result });
+        let mut task = Task { cancelled: &self.cancelled, inbox: &self.inbox, result: Vec::new() };
+        let status = self.work.run(&mut task);
+        self.stage.store(FINISHED, SeqCst);
+        self.inbox.push(Record::Done { id: self.id, status, result: task.result });
     }
 
-    fn abandon(self: Box<Self>) {
-        if self.state.stage.compare_exchange(QUEUED, ABANDONED, SeqCst, SeqCst).is_ok() {
-            self.state.cancelled.store(true, SeqCst);
+    fn abandon(self: Arc<Self>) {
+        if self.stage.compare_exchange(QUEUED, ABANDONED, SeqCst, SeqCst).is_ok() {
+            self.cancelled.store(true, SeqCst);
             self.inbox.push(Record::Done { id: self.id, status: CANCELLED, result: Vec::new() });
         }
     }

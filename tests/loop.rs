@@ -22,6 +22,7 @@ impl Probe {
 }
 
 impl Handler for Probe {
+    type Work = weft::task::BoxedWork<Self>;
     fn call(&mut self, lp: &Loop<Self>, id: Id, event: Event<'_>) {
         (self.call)(lp, id, &event)
     }

@@ -7,24 +7,30 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 use weft::pool::{self, Job, Pool};
-use weft::task::Where;
+use weft::task::{BoxedWork, Where};
 use weft::{Event, Handler, Id, Loop, RunMode, SpawnOptions};
 
 /// A job that counts its run or its abandonment.
 struct Count {
     ran: Arc<AtomicUsize>,
     abandoned: Arc<AtomicUsize>,
-    then: Option<Box<dyn FnOnce() + Send>>,
+    then: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl Count {
+    fn new(ran: Arc<AtomicUsize>, abandoned: Arc<AtomicUsize>, then: Option<Box<dyn FnOnce() + Send>>) -> Arc<Count> {
+        Arc::new(Count { ran, abandoned, then: Mutex::new(then) })
+    }
 }
 
 impl Job for Count {
-    fn run(self: Box<Self>) {
+    fn run(self: Arc<Self>) {
         self.ran.fetch_add(1, SeqCst);
-        if let Some(then) = self.then {
+        if let Some(then) = self.then.lock().unwrap().take() {
             then();
         }
     }
-    fn abandon(self: Box<Self>) {
+    fn abandon(self: Arc<Self>) {
         self.abandoned.fetch_add(1, SeqCst);
     }
 }
@@ -57,8 +63,7 @@ fn cpu_pool_runs_every_job_once_from_many_submitters_across_idle_periods() {
                 let (pool, ran, abandoned) = (pool.clone(), ran.clone(), abandoned.clone());
                 thread::spawn(move || {
                     for _ in 0..2_500 {
-                        let job = Count { ran: ran.clone(), abandoned: abandoned.clone(), then: None };
-                        pool.submit(Box::new(job)).unwrap();
+                        pool.submit(Count::new(ran.clone(), abandoned.clone(), None)).unwrap();
                     }
                 })
             })
@@ -88,7 +93,7 @@ fn nested_jobs_run_on_the_submitting_workers_deque_and_all_complete() {
                 }
             }) as Box<dyn FnOnce() + Send>
         });
-        pool.submit(Box::new(Count { ran, abandoned, then })).unwrap();
+        pool.submit(Count::new(ran, abandoned, then)).unwrap();
     }
     fan_out(pool.clone(), 7, ran.clone(), abandoned.clone());
     let total: usize = (0..=7).map(|d| 4usize.pow(d)).sum();
@@ -109,11 +114,11 @@ fn shutdown_abandons_queued_jobs_and_lets_running_ones_finish() {
             gate.wait();
             drop(release.lock().unwrap());
         });
-        pool.submit(Box::new(Count { ran: ran.clone(), abandoned: abandoned.clone(), then: Some(then) })).unwrap();
+        pool.submit(Count::new(ran.clone(), abandoned.clone(), Some(then))).unwrap();
     }
     gate.wait(); // the one worker is now busy
     for _ in 0..100 {
-        pool.submit(Box::new(Count { ran: ran.clone(), abandoned: abandoned.clone(), then: None })).unwrap();
+        pool.submit(Count::new(ran.clone(), abandoned.clone(), None)).unwrap();
     }
     let stopper = {
         let pool = pool.clone();
@@ -125,7 +130,7 @@ fn shutdown_abandons_queued_jobs_and_lets_running_ones_finish() {
     assert_eq!(ran.load(SeqCst) + abandoned.load(SeqCst), 101);
     assert!(ran.load(SeqCst) >= 1, "the running job finished");
     assert!(abandoned.load(SeqCst) >= 99, "queued jobs were abandoned, not run");
-    let late = pool.submit(Box::new(Count { ran: ran.clone(), abandoned: abandoned.clone(), then: None }));
+    let late = pool.submit(Count::new(ran.clone(), abandoned.clone(), None));
     assert!(late.is_err());
     assert_eq!(ran.load(SeqCst) + abandoned.load(SeqCst), 102, "a job refused at shutdown is abandoned");
 }
@@ -151,7 +156,7 @@ fn io_pool_grows_to_its_bound_and_no_further_then_retires_idle_threads() {
             names.lock().unwrap().insert(thread::current().name().unwrap().to_string());
             drop(release.lock().unwrap());
         });
-        pool.submit(Box::new(Count { ran: ran.clone(), abandoned: abandoned.clone(), then: Some(then) })).unwrap();
+        pool.submit(Count::new(ran.clone(), abandoned.clone(), Some(then))).unwrap();
     }
     thread::sleep(Duration::from_millis(50));
     drop(hold);
@@ -172,6 +177,7 @@ struct Done {
 }
 
 impl Handler for Done {
+    type Work = BoxedWork<Done>;
     fn call(&mut self, _: &Loop<Self>, _: Id, event: Event<'_>) {
         match event {
             Event::Done { status, result } => self.seen.lock().unwrap().push((status, result.to_vec())),
@@ -194,34 +200,37 @@ fn tasks_complete_once_with_their_result_cancelled_or_timed_out() {
     let drops = Arc::new(AtomicUsize::new(0));
     let owners = Arc::new(AtomicUsize::new(0));
     let done = || Done { seen: seen.clone(), drops: drops.clone() };
+    /// Counts when the work's captured data is released.
     struct Owner(Arc<AtomicUsize>);
     impl Drop for Owner {
         fn drop(&mut self) {
             self.0.fetch_add(1, SeqCst);
         }
     }
-    let owner = || Box::new(Owner(owners.clone())) as Box<dyn Send>;
 
     // A result, and events delivered before done.
     lp.subscribe("t.*", done()).unwrap();
+    let owner = Owner(owners.clone());
     lp.spawn(
         Where::Cpu,
-        Box::new(|task| {
+        BoxedWork::new(move |task| {
+            let _owner = &owner;
             task.emit("t.progress", b"half").unwrap();
             task.write(b"hello ");
             task.write(b"world");
             3
         }),
         done(),
-        owner(),
         SpawnOptions::default(),
     )
     .unwrap();
     // Timeout: done at the deadline; the work sees the flag and returns later.
+    let owner = Owner(owners.clone());
     let slow = lp
         .spawn(
             Where::Io,
-            Box::new(|task| {
+            BoxedWork::new(move |task| {
+                let _owner = &owner;
                 while !task.cancelled() {
                     thread::sleep(Duration::from_millis(1));
                 }
@@ -230,7 +239,6 @@ fn tasks_complete_once_with_their_result_cancelled_or_timed_out() {
                 0
             }),
             done(),
-            owner(),
             SpawnOptions { timeout_ms: 20, pool: None },
         )
         .unwrap();
@@ -269,12 +277,11 @@ fn a_million_tasks_with_random_cancels_complete_exactly_once() {
                 let id = lp
                     .spawn(
                         place,
-                        Box::new(move |_| {
+                        BoxedWork::new(move |_| {
                             worked.fetch_add(1, SeqCst);
                             1
                         }),
                         Done { seen: seen.clone(), drops: drops.clone() },
-                        Box::new(()),
                         SpawnOptions::default(),
                     )
                     .unwrap();

@@ -95,6 +95,8 @@ impl CHandler {
 }
 
 impl Handler for CHandler {
+    type Work = super::tasks::CWork;
+
     fn call(&mut self, lp: &CLoop, id: u64, event: Event<'_>) {
         let lp = lp as *const CLoop as *mut weft_loop;
         let ud = self.user_data;

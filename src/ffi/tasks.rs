@@ -5,7 +5,7 @@ use super::{c_str, guard, non_null};
 use crate::error::{Code, Error, Result};
 use crate::pool::{self, Pool};
 use crate::r#loop::SpawnOptions;
-use crate::task::{self, Task, Where};
+use crate::task::{self, Task, TaskWork, Where};
 use std::collections::HashSet;
 use std::ffi::{c_char, c_int, c_void};
 use std::sync::{Arc, Mutex};
@@ -149,14 +149,27 @@ struct Shared(*mut c_void);
 unsafe impl Send for Shared {}
 unsafe impl Sync for Shared {}
 
-/// Runs a registration's `free_fn` once the last of its owners (the loop side and the
-/// work side of a task, or a pool's hooks) is gone.
-struct Finalizer {
+/// A task's work function, its user data and its free function: dropped (running
+/// `free_fn`) when both the loop and the pool are done with the task.
+pub struct CWork {
+    work: unsafe extern "C" fn(*mut weft_task, *mut c_void) -> c_int,
     user_data: Shared,
     free_fn: weft_free_fn,
 }
 
-impl Drop for Finalizer {
+impl TaskWork<CHandler> for CWork {
+    fn run(&self, task: &mut Task<'_, CHandler>) -> c_int {
+        // SAFETY: the caller's work function, with its data and a task pointer that is
+        // valid for the duration of the call.
+        unsafe { (self.work)((task as *mut Task<'_, CHandler>).cast(), self.user_data.0) }
+    }
+
+    fn refused(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for CWork {
     fn drop(&mut self) {
         if let Some(free_fn) = self.free_fn {
             // SAFETY: the caller's finalizer; Drop runs once.
@@ -274,33 +287,14 @@ pub extern "C" fn weft_spawn(
             }
         }
         let done = CHandler::new(Some(done.unwrap_or(no_done)), user_data, None)?;
-        let owner = Arc::new(Finalizer { user_data: Shared(user_data), free_fn });
-        let work_owner = owner.clone();
-        let work_data = Shared(user_data);
-        let work: task::Work<CHandler> = Box::new(move |task: &mut Task<CHandler>| {
-            let _keep = &work_owner;
-            let data = &work_data;
-            // SAFETY: the caller's work function, with its data and a task pointer that
-            // is valid for the duration of the call.
-            unsafe { work((task as *mut Task<CHandler>).cast(), data.0) }
-        });
-        match lp.spawn(place, work, done, Box::new(owner.clone()), spawn) {
-            Ok(id) => Ok(id),
-            Err(e) => {
-                // Refused: the caller keeps its data, so its free_fn must not run.
-                if let Ok(finalizer) = Arc::try_unwrap(owner) {
-                    std::mem::forget(finalizer);
-                }
-                Err(e)
-            }
-        }
+        lp.spawn(place, CWork { work, user_data: Shared(user_data), free_fn }, done, spawn)
     })
 }
 
 unsafe extern "C" fn no_done(_: *mut weft_loop, _: weft_id, _: c_int, _: *const u8, _: usize, _: *mut c_void) {}
 
-fn the_task<'a>(task: *const weft_task) -> Result<&'a Task<CHandler>> {
-    non_null(task.cast::<Task<CHandler>>(), "task")
+fn the_task<'a>(task: *const weft_task) -> Result<&'a Task<'a, CHandler>> {
+    non_null(task.cast::<Task<'a, CHandler>>(), "task")
 }
 
 /// True once the task was cancelled or timed out: work should return soon (weft cannot
@@ -319,7 +313,7 @@ pub extern "C" fn weft_task_write(task: *mut weft_task, buf: *const c_void, len:
         non_null(task.cast_const(), "task")?;
         let bytes = bytes_arg(buf, len, "buf")?;
         // SAFETY: a task pointer handed to work, used on its thread during the call.
-        unsafe { &mut *task.cast::<Task<CHandler>>() }.write(bytes);
+        unsafe { &mut *task.cast::<Task<'_, CHandler>>() }.write(bytes);
         Ok(0)
     })
 }
