@@ -162,7 +162,7 @@ impl Common {
 // ---- CPU pool -------------------------------------------------------------------------
 
 /// How many times an idle CPU worker looks for a job before it parks.
-const SPINS: usize = 64;
+const SPINS: usize = 16;
 
 struct Cpu {
     common: Arc<Common>,
@@ -241,7 +241,7 @@ impl Cpu {
             if let Some(job) = self.find_job(local) {
                 return Some(job);
             }
-            for _ in 0..32 {
+            for _ in 0..16 {
                 std::hint::spin_loop();
             }
         }
