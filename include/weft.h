@@ -212,7 +212,7 @@ typedef struct weft_spawn_options {
 } weft_spawn_options;
 
 // Run until `weft_loop_stop` is called or nothing is registered (timers, watches,
-// subscriptions, posts not yet run).
+// subscriptions, posts and events not yet delivered, tasks whose `done` has not run).
 #define WEFT_RUN_DEFAULT 0
 
 // Wait until something is ready, then make one pass.
@@ -279,14 +279,16 @@ struct weft_loop *weft_loop_new(void);
 void weft_loop_free(struct weft_loop *lp);
 
 // Runs the loop on the calling thread. `WEFT_RUN_DEFAULT` runs until `weft_loop_stop`
-// or until nothing is registered; `WEFT_RUN_ONCE` waits for something to be ready and
+// or until nothing is registered (timers, watches, subscriptions, posts and events not
+// yet delivered, tasks whose `done` has not run); `WEFT_RUN_ONCE` waits for something to be ready and
 // makes one pass; `WEFT_RUN_NOWAIT` makes one pass without waiting. A pass runs every
 // callback that was ready when it began: due timers, ready fd watches, caught signals,
 // then posts and events in the order they were queued.
 // Returns `WEFT_OK` when stopped or idle. `WEFT_ERR_BUSY` if the loop is already running
 // (called from one of its callbacks, or while another thread runs it);
 // `WEFT_ERR_INVALID` for an unknown mode; `WEFT_ERR_NULL`.
-int weft_loop_run(struct weft_loop *lp, weft_run_mode mode);
+int weft_loop_run(struct weft_loop *lp,
+                  weft_run_mode mode);
 
 // Makes `weft_loop_run` return once its current pass is done. Called while the loop is
 // not running, it makes the next run return after one pass. Any thread.
@@ -309,7 +311,8 @@ int weft_loop_fd(const struct weft_loop *lp);
 int64_t weft_loop_timeout_ms(const struct weft_loop *lp);
 
 // 1 while anything is registered or queued on the loop (timers, watches, subscriptions,
-// posts and events not yet delivered), 0 when nothing is: the condition under which
+// posts and events not yet delivered, tasks whose `done` has not run), 0 when nothing
+// is: the condition under which
 // `WEFT_RUN_DEFAULT` keeps running, for embedding hosts that decide themselves when to
 // stop. Any thread. Returns `WEFT_ERR_NULL` or `WEFT_ERR_FORKED` on error.
 int weft_loop_alive(const struct weft_loop *lp);
@@ -446,7 +449,8 @@ void weft_pool_free(struct weft_pool *pool);
 // Returns the task's id, or 0: `WEFT_ERR_NULL` (loop, work), `WEFT_ERR_INVALID` (unknown
 // `where`, a bad options size, a pool of the other kind, a freed pool, a pool with
 // `WEFT_ON_LOOP`, a timeout above 2^35 - 1 ms), `WEFT_ERR_UNSUPPORTED`
-// (`WEFT_ON_PROCESS`), `WEFT_ERR_CLOSED`.
+// (`WEFT_ON_PROCESS`), `WEFT_ERR_CLOSED` (the loop is being freed, or `options->pool`
+// is being freed by another thread right now).
 weft_id weft_spawn(struct weft_loop *lp,
                    weft_where place,
                    weft_work_fn work,

@@ -19,7 +19,7 @@ pub struct weft_loop {
 /// How `weft_loop_run` runs: one of the `WEFT_RUN_*` values.
 pub type weft_run_mode = c_int;
 /// Run until `weft_loop_stop` is called or nothing is registered (timers, watches,
-/// subscriptions, posts not yet run).
+/// subscriptions, posts and events not yet delivered, tasks whose `done` has not run).
 pub const WEFT_RUN_DEFAULT: weft_run_mode = 0;
 /// Wait until something is ready, then make one pass.
 pub const WEFT_RUN_ONCE: weft_run_mode = 1;
@@ -197,7 +197,8 @@ pub extern "C" fn weft_loop_free(lp: *mut weft_loop) {
 }
 
 /// Runs the loop on the calling thread. `WEFT_RUN_DEFAULT` runs until `weft_loop_stop`
-/// or until nothing is registered; `WEFT_RUN_ONCE` waits for something to be ready and
+/// or until nothing is registered (timers, watches, subscriptions, posts and events not
+/// yet delivered, tasks whose `done` has not run); `WEFT_RUN_ONCE` waits for something to be ready and
 /// makes one pass; `WEFT_RUN_NOWAIT` makes one pass without waiting. A pass runs every
 /// callback that was ready when it began: due timers, ready fd watches, caught signals,
 /// then posts and events in the order they were queued.
@@ -250,7 +251,8 @@ pub extern "C" fn weft_loop_timeout_ms(lp: *const weft_loop) -> i64 {
 }
 
 /// 1 while anything is registered or queued on the loop (timers, watches, subscriptions,
-/// posts and events not yet delivered), 0 when nothing is: the condition under which
+/// posts and events not yet delivered, tasks whose `done` has not run), 0 when nothing
+/// is: the condition under which
 /// `WEFT_RUN_DEFAULT` keeps running, for embedding hosts that decide themselves when to
 /// stop. Any thread. Returns `WEFT_ERR_NULL` or `WEFT_ERR_FORKED` on error.
 #[no_mangle]

@@ -6,7 +6,6 @@ use crate::error::{Code, Error, Result};
 use crate::pool::{self, Pool};
 use crate::r#loop::SpawnOptions;
 use crate::task::{self, Task, TaskWork, Where};
-use std::collections::HashSet;
 use std::ffi::{c_char, c_int, c_void};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -129,13 +128,14 @@ fn read_options<T: Copy>(ptr: *const T, name: &str, minimum: usize) -> Result<Op
     }
 }
 
-/// Live pools by address, so a freed pool is refused instead of dereferenced.
-static POOLS: Mutex<Option<HashSet<usize>>> = Mutex::new(None);
+/// Live pools by address, so a freed pool is refused instead of dereferenced. (A few
+/// pools at most: a vector is the cheapest set.)
+static POOLS: Mutex<Vec<usize>> = Mutex::new(Vec::new());
 
 fn the_pool(ptr: *mut weft_pool, name: &str) -> Result<Arc<Pool>> {
     non_null(ptr, name)?;
     let pools = POOLS.lock().unwrap_or_else(|p| p.into_inner());
-    if !pools.as_ref().is_some_and(|p| p.contains(&(ptr as usize))) {
+    if !pools.contains(&(ptr as usize)) {
         return Err(Error::invalid(format!("{name} {ptr:p} is not a live pool (freed already?)")));
     }
     // SAFETY: registered by weft_pool_new and not yet freed (we hold the registry lock,
@@ -211,7 +211,7 @@ pub extern "C" fn weft_pool_new(options: *const weft_pool_options) -> *mut weft_
         opts.on_start = hook(o.on_thread_start);
         opts.on_stop = hook(o.on_thread_stop);
         let pool = Box::into_raw(Box::new(Arc::new(Pool::new(opts)?)));
-        POOLS.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(HashSet::new).insert(pool as usize);
+        POOLS.lock().unwrap_or_else(|p| p.into_inner()).push(pool as usize);
         Ok(pool.cast())
     })
 }
@@ -232,7 +232,11 @@ pub extern "C" fn weft_pool_free(pool: *mut weft_pool) {
         let shared = the_pool(pool, "pool")?;
         shared.shutdown()?;
         let mut pools = POOLS.lock().unwrap_or_else(|p| p.into_inner());
-        if pools.as_mut().is_some_and(|p| p.remove(&(pool as usize))) {
+        if let Some(at) = pools.iter().position(|&p| p == pool as usize) {
+            pools.swap_remove(at);
+            if pools.is_empty() {
+                *pools = Vec::new(); // hold no memory while no pool exists
+            }
             // SAFETY: made by Box::into_raw in weft_pool_new; now unregistered.
             drop(unsafe { Box::from_raw(pool.cast::<Arc<Pool>>()) });
         }
@@ -257,7 +261,8 @@ pub extern "C" fn weft_pool_free(pool: *mut weft_pool) {
 /// Returns the task's id, or 0: `WEFT_ERR_NULL` (loop, work), `WEFT_ERR_INVALID` (unknown
 /// `where`, a bad options size, a pool of the other kind, a freed pool, a pool with
 /// `WEFT_ON_LOOP`, a timeout above 2^35 - 1 ms), `WEFT_ERR_UNSUPPORTED`
-/// (`WEFT_ON_PROCESS`), `WEFT_ERR_CLOSED`.
+/// (`WEFT_ON_PROCESS`), `WEFT_ERR_CLOSED` (the loop is being freed, or `options->pool`
+/// is being freed by another thread right now).
 #[no_mangle]
 pub extern "C" fn weft_spawn(
     lp: *mut weft_loop,
