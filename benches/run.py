@@ -3,6 +3,7 @@
 
 Every (system, workload) pair runs in its own process, RUNS times (interleaved),
 and the median of each figure is reported.  Python 3 standard library only.
+The pool workloads use N = the number of CPUs this process may run on.
 """
 import argparse
 import os
@@ -13,16 +14,34 @@ import sys
 SYSTEMS = [("weft", "bench_weft"), ("libuv", "bench_uv"),
            ("libevent", "bench_event"), ("libev", "bench_ev")]
 
-# name, description, metrics [(key, label, better)], goals [(key, reference, factor)]
+# Pool size N of the pool workloads (the C programs compute the same number).
+THREADS = len(os.sched_getaffinity(0))
+
+
+def variants(*rows):
+    """The systems of a workload that not all of SYSTEMS run: (label, binary, extra
+    arguments, extra environment).  Labels in SYSTEMS fill that system's column of the
+    summary; other labels (weft-io) appear only as the subject of their own goal row."""
+    return list(rows)
+
+
+ALL = [(label, binary, [], {}) for label, binary in SYSTEMS]
+UV_N = {"UV_THREADPOOL_SIZE": str(THREADS)}
+POOLS = variants(("weft", "bench_weft", [], {}), ("libuv", "bench_uv", [], UV_N))
+
+# name, description, metrics [(key, label, better)], goals [(key, reference, factor
+# [, subject])] and optionally the systems (default: ALL).
 # A goal with reference system R and factor f means weft <= f*R (better="lower")
-# or weft >= f*R (better="higher"); reference None means an absolute bound f.
+# or weft >= f*R (better="higher"); reference None means an absolute bound f; factor
+# None makes a reference row with no goal. subject: the row judged (default "weft").
 WORKLOADS = [
     ("timers_fire", "1M one-shot timers, delays 0..1000 ms, run until all fired",
      [("cpu_ns_per_timer", "CPU ns/timer", "lower"), ("cpu_s", "CPU s", "lower"),
       ("wall_s", "wall s", "lower")],
      [("cpu_ns_per_timer", "libev", 0.8)]),
     ("timers_cancel", "1M timers, delays 10..60 s, all cancelled in shuffled order",
-     [("ops_per_s", "schedule+cancel ops/s", "higher"), ("ns_per_timer", "ns/timer", "lower")],
+     [("ops_per_s", "schedule+cancel ops/s", "higher"), ("ns_per_timer", "ns/timer", "lower"),
+      ("schedule_ns", "schedule ns", "lower"), ("cancel_ns", "cancel ns", "lower")],
      [("ops_per_s", "libev", 1.5)]),
     ("cross_thread_post", "producer thread posts 1M records to the loop",
      [("recs_per_s", "records/s", "higher"), ("wall_s", "wall s", "lower")],
@@ -37,14 +56,50 @@ WORKLOADS = [
     ("memory", "1M pending timers (delay 1 h), RSS growth",
      [("bytes_per_timer", "bytes/timer", "lower"), ("peak_rss_mb", "peak RSS MiB", "lower")],
      [("bytes_per_timer", None, 64.0)]),
+    ("pool_roundtrip", "200k tiny tasks (an atomic increment) submitted at once from the "
+     "loop thread, completions counted there; weft: weft_spawn(WEFT_ON_CPU) on a %d-thread "
+     "CPU pool, weft-io: the default IO pool; libuv: uv_queue_work, UV_THREADPOOL_SIZE=%d; "
+     "median of 3 batches per process" % (THREADS, THREADS),
+     [("tasks_per_s", "tasks/s", "higher"), ("ns_per_task", "ns/task", "lower"),
+      ("submit_ns", "submit ns/task", "lower"), ("cpu_s", "CPU s", "lower")],
+     [("tasks_per_s", "libuv", 3.0), ("tasks_per_s", "libuv", None, "weft-io")],
+     variants(("weft", "bench_weft", [], {}), ("weft-io", "bench_weft", ["io"], {}),
+              ("libuv", "bench_uv", [], UV_N))),
+    ("fork_join", "100k busy-loop tasks of ~10 us (calibrated once, the same for every run) "
+     "from the loop thread; wall time on a 1-thread pool / on a %d-thread pool, each in a "
+     "fresh child process" % THREADS,
+     [("speedup", "speed-up", "higher"), ("wall_1_s", "1-thread s", "lower"),
+      ("wall_n_s", "%d-thread s" % THREADS, "lower"), ("ideal_1_s", "work alone s", "lower")],
+     [("speedup", None, 1.8)], POOLS),
+    ("task_overhead", "trivial task, spawn to done: 10k one at a time (the next spawned by "
+     "the previous done) and 200k in flight; %d-thread pool" % THREADS,
+     [("seq_median_ns", "one-at-a-time median ns", "lower"), ("seq_p99_ns", "p99 ns", "lower"),
+      ("amortised_ns", "amortised ns/task", "lower"), ("submit_ns", "submit ns", "lower")],
+     [("seq_median_ns", "libuv", None), ("seq_p99_ns", "libuv", None),
+      ("amortised_ns", "libuv", None)], POOLS),
+    ("task_memory", "1M trivial tasks queued on a 1-thread pool held by its first task, "
+     "RSS growth, then drained",
+     [("bytes_per_task", "bytes/queued task", "lower"), ("peak_rss_mb", "peak RSS MiB", "lower"),
+      ("drain_s", "drain s", "lower")],
+     [("bytes_per_task", None, 128.0)],
+     variants(("weft", "bench_weft", [], {}),
+              ("libuv", "bench_uv", [], {"UV_THREADPOOL_SIZE": "1"}))),
 ]
 
+# Workloads that run the calibrated busy loop.
+SPIN_WORKLOADS = {"fork_join"}
 
-def run_one(build, binary, workload, timeout):
+
+def systems_of(workload):
+    return workload[4] if len(workload) > 4 else ALL
+
+
+def run_one(build, binary, workload, timeout, args=(), env=None):
     """Run one process; return (figures dict, None) or (None, error text)."""
     path = os.path.join(build, binary)
     try:
-        p = subprocess.run([path, workload], capture_output=True, text=True, timeout=timeout)
+        p = subprocess.run([path, workload, *args], capture_output=True, text=True,
+                           timeout=timeout, env=dict(os.environ, **(env or {})))
     except subprocess.TimeoutExpired:
         return None, "timed out after %ds" % timeout
     except OSError as e:
@@ -59,7 +114,8 @@ def run_one(build, binary, workload, timeout):
         err = " ".join(p.stderr.strip().splitlines()[-3:])
         return None, (how + (": " + err if err else ""))
     if p.stderr.strip():
-        print("    note from %s %s: %s" % (binary, workload, p.stderr.strip()), file=sys.stderr)
+        print("    note from %s %s: %s" % (" ".join([binary, *args]), workload, p.stderr.strip()),
+          file=sys.stderr)
     return figures, None
 
 
@@ -70,9 +126,9 @@ def fmt(v):
         return "%.2fM" % (v / 1e6)
     if abs(v) >= 1e4:
         return "%.0fk" % (v / 1e3)
-    if abs(v) >= 100:
+    if abs(v) >= 99.95:   # (would print as "100." below)
         return "%.0f" % v
-    return "%.3g" % v
+    return "%#.3g" % v   # 3 significant digits, trailing zeros kept (2.00)
 
 
 def ratio(weft, other):
@@ -81,9 +137,12 @@ def ratio(weft, other):
     return weft / other
 
 
-def goal_status(figs, key, ref, factor, better):
+def goal_status(figs, key, ref, factor, better, subject="weft"):
     """Returns (text describing goal, achieved value text, met or None)."""
-    weft = figs.get("weft", {}).get(key)
+    weft = figs.get(subject, {}).get(key)
+    if factor is None:   # a reference row: no goal
+        r = ratio(weft, figs.get(ref, {}).get(key))
+        return "(reference)", "—" if r is None else "%.3f×" % r, None
     if ref is None:
         target = "≤ %g" % factor if better == "lower" else "≥ %g" % factor
         if weft is None:
@@ -95,7 +154,7 @@ def goal_status(figs, key, ref, factor, better):
     if r is None:
         return target, "—", None
     met = r <= factor if better == "lower" else r >= factor
-    return target, "%.2f×" % r, met
+    return target, "%.3f×" % r, met
 
 
 def print_table(headers, rows):
@@ -112,20 +171,36 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--build", default=os.path.join(os.path.dirname(__file__), "build"))
     ap.add_argument("--runs", type=int, default=int(os.environ.get("RUNS", "3")))
-    ap.add_argument("--timeout", type=int, default=120, help="seconds per process")
+    ap.add_argument("--timeout", type=int, default=30,
+                    help="seconds per process (a normal run takes a few)")
     ap.add_argument("--only", default=os.environ.get("ONLY", ""),
                     help="comma-separated workloads to run (default: all)")
     ap.add_argument("--markdown", default=None, help="also write the summary to this file")
     args = ap.parse_args()
 
     workloads = [w for w in WORKLOADS if not args.only or w[0] in args.only.split(",")]
+    unknown = set(args.only.split(",")) - {w[0] for w in WORKLOADS} if args.only else set()
+    if unknown:
+        ap.error("unknown workload(s): %s" % ", ".join(sorted(unknown)))
+    if any(w[0] in SPIN_WORKLOADS for w in workloads) and not os.environ.get("BENCH_SPIN_ITERS"):
+        # One calibration of the busy loop for every run of every system.
+        figs, err = run_one(args.build, SYSTEMS[0][1], "calibrate", args.timeout)
+        if err:
+            print("calibration FAILED: %s" % err, file=sys.stderr)
+            return 1
+        os.environ["BENCH_SPIN_ITERS"] = "%d" % figs["spin_iters"]
+        print("busy loop: %d iterations = %.2f us" % (figs["spin_iters"], figs["task_us"]),
+              file=sys.stderr)
     samples = {}   # (workload, system) -> list of figure dicts
     errors = {}    # (workload, system) -> last error text
     for run in range(args.runs):
         print("run %d/%d ..." % (run + 1, args.runs), file=sys.stderr, flush=True)
-        for name, *_ in workloads:
-            for system, binary in SYSTEMS:
-                figs, err = run_one(args.build, binary, name, args.timeout)
+        for w in workloads:
+            name = w[0]
+            for system, binary, extra, env in systems_of(w):
+                if (name, system) in errors:
+                    continue   # failed once: do not spend more time on it
+                figs, err = run_one(args.build, binary, name, args.timeout, extra, env)
                 if err:
                     errors[(name, system)] = err
                     print("  %s/%s FAILED: %s" % (system, name, err), file=sys.stderr, flush=True)
@@ -133,9 +208,10 @@ def main():
                     samples.setdefault((name, system), []).append(figs)
 
     summary = []
-    for name, desc, metrics, goals in workloads:
+    for name, desc, metrics, goals, *rest in workloads:
+        systems = [v[0] for v in (rest[0] if rest else ALL)]
         figs = {}
-        for system, _ in SYSTEMS:
+        for system in systems:
             runs = samples.get((name, system), [])
             if runs:
                 figs[system] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
@@ -144,40 +220,55 @@ def main():
         headers = ["system"] + ["%s (%s is better)" % (l, b) if i == 0 else l
                                 for i, (k, l, b) in enumerate(metrics)] + ["weft / system"]
         rows = []
-        for system, _ in SYSTEMS:
+        for system in systems:
             f = figs.get(system)
             if f is None:
                 rows.append([system] + ["FAILED"] * len(metrics) + ["—"])
                 continue
             r = ratio(figs.get("weft", {}).get(key0), f.get(key0))
             rows.append([system] + [fmt(f.get(k)) for k, _, _ in metrics] +
-                        ["%.2f×" % r if r is not None else "—"])
+                        ["%.2f×" % r if r is not None and system != "weft" else "—"])
         print_table(headers, rows)
-        for system, _ in SYSTEMS:
+        for system in systems:
             if (name, system) in errors:
                 print("  ! %s: %s" % (system, errors[(name, system)]))
-        for key, ref, factor in goals:
+        for key, ref, factor, *subj in goals:
+            subject = subj[0] if subj else "weft"
             label, better = next((l, b) for k, l, b in metrics if k == key)
-            target, achieved, met = goal_status(figs, key, ref, factor, better)
-            print("  goal: weft %s %s — weft %s %s" % (
-                label, target, achieved, {True: "MET", False: "NOT MET", None: "n/a"}[met]))
+            target, achieved, met = goal_status(figs, key, ref, factor, better, subject)
+            if factor is None:
+                print("  reference: %s %s / %s — %s" % (subject, label, ref, achieved))
+            else:
+                print("  goal: %s %s %s — %s %s %s" % (
+                    subject, label, target, subject, achieved,
+                    {True: "MET", False: "NOT MET", None: "n/a"}[met]))
             cells = []
             for system, _ in SYSTEMS:
-                v = figs.get(system, {}).get(key)
-                r = ratio(figs.get("weft", {}).get(key), v)
-                cells.append(fmt(v) if system == "weft" or r is None
+                column = subject if system == "weft" else system
+                v = figs.get(column, {}).get(key)
+                r = ratio(figs.get(subject, {}).get(key), v)
+                cells.append("FAILED" if (name, column) in errors and v is None
+                             else "—" if column not in systems
+                             else fmt(v) if system == "weft" or r is None
                              else "%s (%.2f×)" % (fmt(v), r))
-            summary.append([name, "%s (%s)" % (label, "↓" if better == "lower" else "↑")] +
-                           cells + ["weft %s" % target, achieved,
-                                    {True: "yes", False: "**no**", None: "n/a"}[met]])
+            verdict = {True: "yes", False: "**no**", None: "n/a"}[met]
+            if factor is None:
+                verdict = "—"
+            if (name, subject) in errors:
+                verdict = "**failed**"
+            row_name = name if subject == "weft" else "%s (%s)" % (name, subject)
+            summary.append([row_name, "%s (%s)" % (label, "↓" if better == "lower" else "↑")] +
+                           cells + ["%s %s" % (subject, target) if factor is not None
+                                    else "(reference)", achieved, verdict])
 
     md = ["| workload | metric | " + " | ".join(s for s, _ in SYSTEMS) +
           " | goal | weft got | met |",
           "|---|---|" + "---:|" * len(SYSTEMS) + "---|---:|:---:|"]
     md += ["| " + " | ".join(r) + " |" for r in summary]
     md.append("")
-    md.append("Median of %d runs; (N×) = weft / that system. ↓ lower is better, ↑ higher is better."
-              % args.runs)
+    md.append("Median of %d runs; (N×) = weft / that system (in a row named after a "
+              "variant, that variant / the system). ↓ lower is better, ↑ higher is better. "
+              "Pool workloads: N = %d threads; — = not run for that system." % (args.runs, THREADS))
     if errors:
         md.append("Failures: " + "; ".join("%s/%s: %s" % (s, w, e) for (w, s), e in errors.items()))
     print("\n## Summary\n")
@@ -185,7 +276,7 @@ def main():
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write("\n".join(md) + "\n")
-    return 1 if any(s == "weft" for _, s in errors) else 0
+    return 1 if any(s.startswith("weft") for _, s in errors) else 0
 
 
 if __name__ == "__main__":

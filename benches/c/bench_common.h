@@ -1,6 +1,8 @@
 /* Shared helpers for the weft benchmark programs: workload sizes, clocks,
- * deterministic RNG, RSS, result reporting and (for the baselines) a
- * mutex-protected record queue.  Header-only; every program includes it once. */
+ * deterministic RNG, RSS, result reporting, (for the baselines) a
+ * mutex-protected record queue, and the task-pool drivers (batches, one-at-a-time
+ * latency, the blocked-pool memory probe, the calibrated busy loop, fork-per-run).
+ * Header-only; every program includes it once. */
 #ifndef BENCH_COMMON_H
 #define BENCH_COMMON_H
 
@@ -8,6 +10,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -15,6 +19,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -30,10 +35,22 @@
 #define LATENCY_GAP_NS 100000L  /*   producer sleeps this long between them  */
 #define N_MEMORY     1000000u   /* memory: pending timers                   */
 #define MEMORY_DELAY_MS 3600000u /*  1 h                                     */
+#define N_ROUNDTRIP  200000u    /* pool_roundtrip: tiny tasks per batch     */
+#define REPS_ROUNDTRIP 3        /*   batches per process (median reported)  */
+#define N_FORKJOIN   100000u    /* fork_join: CPU tasks ...                 */
+#define FORKJOIN_TASK_NS 10000u /*   ... of a busy loop calibrated to 10 us  */
+#define N_TASK_SEQ   10000u     /* task_overhead: one-at-a-time samples     */
+#define N_TASK_AMORT 200000u    /*   and tasks in flight at once            */
+#define N_QUEUED     1000000u   /* task_memory: tasks queued on a blocked pool */
+#define N_WARMUP     1000u      /* warm-up batch: starts the pool threads   */
 #define SEED_DELAYS  0x5eedf00dULL
 #define SEED_SHUFFLE 0xc0ffee11ULL
 
 static const char *bench_system = "?";
+static const char *bench_variant;   /* optional second argument, e.g. "io" */
+
+/* for helpers that only some of the programs use */
+#define maybe_unused __attribute__((unused))
 
 #define die(...) do { fprintf(stderr, "%s: ", bench_system); \
     fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); exit(1); } while (0)
@@ -45,6 +62,32 @@ static void *xcalloc(size_t n, size_t size)
     void *p = calloc(n, size);
     check(p != NULL);
     return p;
+}
+
+/* ---- watchdog: a stalled run reports its progress instead of hanging ----- */
+#define WATCHDOG_S 20
+static const volatile uint64_t *wd_count;
+static uint64_t wd_total;
+static const char *wd_what;
+
+static void wd_fire(int sig)
+{
+    char msg[200];
+    (void)sig;
+    int n = snprintf(msg, sizeof msg, "%s: stalled: %llu of %llu %s after %d s\n",
+                     bench_system, (unsigned long long)*wd_count,
+                     (unsigned long long)wd_total, wd_what, WATCHDOG_S);
+    if (write(2, msg, n) < 0) { /* nothing more to do */ }
+    _exit(3);
+}
+
+static void watchdog(const char *what, const volatile uint64_t *count, uint64_t total)
+{
+    wd_what = what;
+    wd_count = count;
+    wd_total = total;
+    signal(SIGALRM, wd_fire);
+    alarm(WATCHDOG_S);
 }
 
 /* ---- clocks ------------------------------------------------------------- */
@@ -145,11 +188,14 @@ static void report_timers_fire(struct span s, uint64_t fired)
            cpu, cpu * 1e9 / N_FIRE, wall);
 }
 
-static void report_timers_cancel(struct span s)
+/* scheduled_ns: now_ns() when every timer was scheduled, before the cancels */
+static void report_timers_cancel(struct span s, uint64_t scheduled_ns)
 {
     double cpu = span_cpu_s(s), wall = span_wall_s(s);
-    result("timers_cancel", "ops_per_s=%.0f ns_per_timer=%.1f wall_s=%.4f cpu_s=%.4f",
-           2.0 * N_CANCEL / wall, wall * 1e9 / N_CANCEL, wall, cpu);
+    double sched = (double)(scheduled_ns - s.wall0) / N_CANCEL;
+    result("timers_cancel", "ops_per_s=%.0f ns_per_timer=%.1f schedule_ns=%.1f cancel_ns=%.1f "
+           "wall_s=%.4f cpu_s=%.4f", 2.0 * N_CANCEL / wall, wall * 1e9 / N_CANCEL, sched,
+           wall * 1e9 / N_CANCEL - sched, wall, cpu);
 }
 
 static void report_pingpong(struct span s, uint64_t trips)
@@ -184,7 +230,8 @@ struct xpost {
     uint32_t n;
     struct rec *recs;
     uint64_t *lat_ns;
-    uint32_t got, out_of_order;
+    uint64_t got;
+    uint32_t out_of_order;
     _Atomic uint32_t done;  /* records delivered, visible to the producer */
     pthread_t thread;
     struct span span;
@@ -223,6 +270,7 @@ static void xpost_init(struct xpost *x, int latency, void (*post)(struct rec *))
 
 static void xpost_start(struct xpost *x)
 {
+    watchdog("records delivered", &x->got, x->n);
     x->span = span_start();
     check(pthread_create(&x->thread, NULL, xpost_producer, x) == 0);
 }
@@ -234,7 +282,7 @@ static int xpost_deliver(struct xpost *x, struct rec *r)
     if (r->seq != x->got)
         x->out_of_order++;
     x->got++;
-    atomic_store_explicit(&x->done, x->got, memory_order_release);
+    atomic_store_explicit(&x->done, (uint32_t)x->got, memory_order_release);
     return x->got == x->n;
 }
 
@@ -250,7 +298,7 @@ static void xpost_report(struct xpost *x)
     double wall = span_wall_s(x->span);
     check(pthread_join(x->thread, NULL) == 0);
     if (x->got != x->n)
-        die("%u of %u records delivered", x->got, x->n);
+        die("%llu of %u records delivered", (unsigned long long)x->got, x->n);
     if (x->out_of_order)
         fprintf(stderr, "%s: %u records delivered out of FIFO order\n",
                 bench_system, x->out_of_order);
@@ -297,6 +345,282 @@ static inline struct rec *mq_take(struct mq *q)
     return list;
 }
 
+/* ==== worker pools (pool_roundtrip, fork_join, task_overhead, task_memory) ==== */
+
+/* The pool size N: the CPUs this process may run on (as run.py computes it). */
+static maybe_unused unsigned bench_cores(void)
+{
+    cpu_set_t set;
+    check(sched_getaffinity(0, sizeof set, &set) == 0);
+    return (unsigned)CPU_COUNT(&set);
+}
+
+/* the threads of this process besides the main thread (pool threads, here) */
+static maybe_unused unsigned other_threads(void)
+{
+    unsigned n = 0;
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    check(f != NULL);
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "Threads: %u", &n) == 1)
+            break;
+    fclose(f);
+    return n - 1;
+}
+
+/* ---- the busy loop of fork_join: a dependent multiply-add chain ------------- */
+static __attribute__((noinline)) uint64_t spin(uint64_t iters)
+{
+    uint64_t x = iters;
+    for (uint64_t i = 0; i < iters; i++) {
+        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+        __asm__ volatile("" : "+r"(x));   /* keeps every iteration */
+    }
+    return x;
+}
+
+/* the fastest of `reps` timed calls of spin(iters), in ns */
+static uint64_t spin_ns(uint64_t iters, int reps)
+{
+    uint64_t best = UINT64_MAX;
+    for (int r = 0; r < reps; r++) {
+        uint64_t t = now_ns();
+        spin(iters);
+        t = now_ns() - t;
+        if (t < best)
+            best = t;
+    }
+    return best;
+}
+
+/* Iterations for one FORKJOIN_TASK_NS task.  run.py calibrates once and passes
+ * BENCH_SPIN_ITERS to every process, so all runs of all systems do the same work;
+ * a program run by hand calibrates itself. */
+static uint64_t spin_iters(void)
+{
+    const char *e = getenv("BENCH_SPIN_ITERS");
+    if (e && *e)
+        return strtoull(e, NULL, 10);
+    const uint64_t probe = 1000000;
+    spin_ns(probe, 3);                       /* warm up (clock frequency) */
+    uint64_t iters = probe * FORKJOIN_TASK_NS / spin_ns(probe, 10);
+    return iters ? iters : 1;
+}
+
+static void calibrate(void)
+{
+    uint64_t iters = spin_iters();
+    result("calibrate", "spin_iters=%llu task_us=%.2f",
+           (unsigned long long)iters, spin_ns(iters, 200) / 1e3);
+}
+
+/* ---- a batch: n tasks submitted at once from the loop thread ------------------
+ * The system-specific part calls batch_begin() in the loop's first callback, submits
+ * the n tasks (each task's work calls batch_work()), calls batch_submitted(), and
+ * calls batch_done() on the loop thread for every completion. */
+struct batch {
+    uint32_t n;
+    uint64_t spin;             /* busy-loop iterations per task (0: none) */
+    _Atomic uint64_t ran;      /* incremented by every task's work */
+    uint64_t done;             /* completions, counted on the loop thread */
+    uint32_t bad_status;
+    uint64_t t0, t_submitted, t_end, cpu0, cpu_end;
+};
+
+static maybe_unused void batch_init(struct batch *b, uint32_t n, uint64_t spin_iters)
+{
+    memset(b, 0, sizeof *b);
+    b->n = n;
+    b->spin = spin_iters;
+}
+
+static maybe_unused void batch_begin(struct batch *b)
+{
+    watchdog("tasks completed", &b->done, b->n);
+    b->cpu0 = cpu_ns();
+    b->t0 = now_ns();
+}
+
+static inline void batch_submitted(struct batch *b) { b->t_submitted = now_ns(); }
+
+static inline void batch_work(struct batch *b)
+{
+    if (b->spin)
+        spin(b->spin);
+    atomic_fetch_add_explicit(&b->ran, 1, memory_order_relaxed);
+}
+
+/* on the loop thread; returns 1 after the last completion */
+static inline int batch_done(struct batch *b, int ok)
+{
+    if (!ok)
+        b->bad_status++;
+    if (++b->done < b->n)
+        return 0;
+    b->t_end = now_ns();
+    b->cpu_end = cpu_ns();
+    return 1;
+}
+
+/* call after the loop returned */
+static maybe_unused void batch_check(const struct batch *b, const char *what)
+{
+    if (b->done != b->n || atomic_load(&b->ran) != b->n || b->bad_status)
+        die("%s: %llu of %u tasks completed, %llu ran, %u with an error status", what,
+            (unsigned long long)b->done, b->n, (unsigned long long)atomic_load(&b->ran),
+            b->bad_status);
+}
+
+static inline double batch_wall_s(const struct batch *b) { return (b->t_end - b->t0) / 1e9; }
+
+static int cmp_batch_wall(const void *a, const void *b)
+{
+    double x = batch_wall_s(a), y = batch_wall_s(b);
+    return (x > y) - (x < y);
+}
+
+/* b: REPS_ROUNDTRIP batches of one process; the median one is reported.
+ * threads: the pool threads that exist at the end (other_threads()). */
+static maybe_unused void report_pool_roundtrip(struct batch *b, unsigned threads)
+{
+    for (int i = 0; i < REPS_ROUNDTRIP; i++)
+        batch_check(&b[i], "pool_roundtrip");
+    qsort(b, REPS_ROUNDTRIP, sizeof *b, cmp_batch_wall);
+    const struct batch *m = &b[REPS_ROUNDTRIP / 2];
+    double wall = batch_wall_s(m);
+    result("pool_roundtrip", "tasks_per_s=%.0f ns_per_task=%.1f submit_ns=%.1f wall_s=%.4f "
+           "cpu_s=%.4f min_tasks_per_s=%.0f max_tasks_per_s=%.0f threads=%u", m->n / wall,
+           wall * 1e9 / m->n, (double)(m->t_submitted - m->t0) / m->n, wall,
+           (m->cpu_end - m->cpu0) / 1e9, b[REPS_ROUNDTRIP - 1].n / batch_wall_s(&b[REPS_ROUNDTRIP - 1]),
+           b[0].n / batch_wall_s(&b[0]), threads);
+}
+
+/* ---- one task at a time: spawn, wait for its completion, repeat ---------------
+ * seq_next() right before each submission, seq_done() in each completion; it
+ * returns 1 after the last one. */
+struct seq {
+    uint32_t n;
+    uint64_t i;                /* completions so far */
+    uint64_t t0;
+    uint64_t *lat_ns;
+    uint32_t bad_status;
+};
+
+static maybe_unused void seq_init(struct seq *s, uint32_t n)
+{
+    memset(s, 0, sizeof *s);
+    s->n = n;
+    s->lat_ns = xcalloc(n, sizeof *s->lat_ns);
+    watchdog("one-at-a-time tasks completed", &s->i, n);
+}
+
+static inline void seq_next(struct seq *s) { s->t0 = now_ns(); }
+
+static inline int seq_done(struct seq *s, int ok)
+{
+    s->lat_ns[s->i++] = now_ns() - s->t0;
+    if (!ok)
+        s->bad_status++;
+    return s->i == s->n;
+}
+
+/* seq: the one-at-a-time phase; b: the N_TASK_AMORT batch */
+static maybe_unused void report_task_overhead(struct seq *s, const struct batch *b, unsigned threads)
+{
+    if (s->i != s->n || s->bad_status)
+        die("task_overhead: %llu of %u tasks completed, %u with an error status",
+            (unsigned long long)s->i, s->n, s->bad_status);
+    batch_check(b, "task_overhead");
+    qsort(s->lat_ns, s->n, sizeof *s->lat_ns, cmp_u64);
+    result("task_overhead", "seq_median_ns=%llu seq_p99_ns=%llu amortised_ns=%.1f "
+           "submit_ns=%.1f threads=%u", (unsigned long long)s->lat_ns[s->n / 2],
+           (unsigned long long)s->lat_ns[(size_t)(s->n * 0.99)], batch_wall_s(b) * 1e9 / b->n,
+           (double)(b->t_submitted - b->t0) / b->n, threads);
+}
+
+/* ---- task_memory: a 1-thread pool held by its first task ----------------------
+ * The first task's work calls blocker_work(): it meets the main thread at the
+ * barrier (so the pool thread is known to be busy), then waits at it again until
+ * the main thread has queued the others and measured. */
+static pthread_barrier_t qm_barrier;
+
+static maybe_unused void blocker_init(void) { check(pthread_barrier_init(&qm_barrier, NULL, 2) == 0); }
+
+static maybe_unused void blocker_work(void)
+{
+    pthread_barrier_wait(&qm_barrier);   /* running */
+    pthread_barrier_wait(&qm_barrier);   /* released */
+}
+
+/* main thread: returns once the pool thread is inside blocker_work() */
+static maybe_unused void blocker_wait_running(void) { pthread_barrier_wait(&qm_barrier); }
+static maybe_unused void blocker_release(void) { pthread_barrier_wait(&qm_barrier); }
+
+/* rss before/after queueing N_QUEUED tasks; b: the drain (all N_QUEUED + blocker) */
+static maybe_unused void report_task_memory(long before, long after, const struct batch *b)
+{
+    batch_check(b, "task_memory");
+    result("task_memory", "bytes_per_task=%.1f rss_delta_mb=%.1f peak_rss_mb=%.1f drain_s=%.4f",
+           (double)(after - before) / N_QUEUED, (after - before) / 1048576.0,
+           maxrss_bytes() / 1048576.0, batch_wall_s(b));
+}
+
+/* ---- fork_join: each pool size is measured in a fresh child process -----------
+ * (libuv has one process-wide pool sized by UV_THREADPOOL_SIZE when first used, so
+ * a size can only be chosen once per process; weft is measured the same way.)
+ * The parent must not use the system under test before it forks: weft refuses
+ * every call in a child forked after weft was first used. */
+struct fj_out { double wall_s, cpu_s; };
+
+static maybe_unused struct fj_out run_forked(void (*fn)(unsigned threads, struct fj_out *),
+                                             unsigned threads)
+{
+    struct fj_out out = { 0, 0 };
+    int fds[2];
+    check(pipe(fds) == 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    check(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        fn(threads, &out);
+        _exit(write(fds[1], &out, sizeof out) == sizeof out ? 0 : 1);
+    }
+    close(fds[1]);
+    ssize_t got = read(fds[0], &out, sizeof out);
+    close(fds[0]);
+    int status;
+    check(waitpid(pid, &status, 0) == pid);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || got != (ssize_t)sizeof out)
+        die("fork_join: the %u-thread child failed (%s %d)", threads,
+            WIFEXITED(status) ? "exit" : "signal",
+            WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+    return out;
+}
+
+/* in the child: the batch's figures */
+static maybe_unused void fj_fill(const struct batch *b, struct fj_out *out)
+{
+    batch_check(b, "fork_join");
+    out->wall_s = batch_wall_s(b);
+    out->cpu_s = (b->cpu_end - b->cpu0) / 1e9;
+}
+
+static maybe_unused void fork_join_main(void (*child)(unsigned threads, struct fj_out *))
+{
+    unsigned n = bench_cores();
+    uint64_t iters = spin_iters();
+    char buf[32];
+    snprintf(buf, sizeof buf, "%llu", (unsigned long long)iters);
+    setenv("BENCH_SPIN_ITERS", buf, 1);      /* the children use the same work */
+    double task_us = spin_ns(iters, 50) / 1e3;
+    struct fj_out one = run_forked(child, 1), all = run_forked(child, n);
+    result("fork_join", "speedup=%.3f wall_1_s=%.4f wall_n_s=%.4f cpu_1_s=%.4f cpu_n_s=%.4f "
+           "task_us=%.2f ideal_1_s=%.4f threads=%u", one.wall_s / all.wall_s, one.wall_s,
+           all.wall_s, one.cpu_s, all.cpu_s, task_us, task_us * N_FORKJOIN / 1e6, n);
+}
+
 /* ---- main: run one workload, named on the command line --------------------- */
 struct workload { const char *name; void (*run)(void); };
 
@@ -304,8 +628,13 @@ static int bench_main(int argc, char **argv, const char *system, const struct wo
 {
     bench_system = system;
     setvbuf(stdout, NULL, _IOLBF, 0);
-    if (argc != 2)
-        die("usage: %s WORKLOAD", argv[0]);
+    if (argc != 2 && argc != 3)
+        die("usage: %s WORKLOAD [VARIANT] (or: calibrate)", argv[0]);
+    bench_variant = argc == 3 ? argv[2] : NULL;
+    if (strcmp(argv[1], "calibrate") == 0) {
+        calibrate();
+        return 0;
+    }
     for (; w->name; w++)
         if (strcmp(w->name, argv[1]) == 0) {
             w->run();

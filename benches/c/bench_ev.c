@@ -27,6 +27,7 @@ static void timers_fire(void)
     ev_timer *t = xcalloc(N_FIRE, sizeof *t);
     struct ev_loop *loop = new_loop();
     struct span s = span_start();
+    watchdog("timers fired", &fired, N_FIRE);
     ev_now_update(loop);
     for (uint32_t i = 0; i < N_FIRE; i++) {
         ev_timer_init(&t[i], on_fire, delay[i] / 1e3, 0.);
@@ -48,9 +49,10 @@ static void timers_cancel(void)
         ev_timer_init(&t[i], on_fire, delay[i] / 1e3, 0.);
         ev_timer_start(loop, &t[i]);
     }
+    uint64_t scheduled = now_ns();
     for (uint32_t i = 0; i < N_CANCEL; i++)
         ev_timer_stop(loop, &t[order[i]]);
-    report_timers_cancel(s);
+    report_timers_cancel(s, scheduled);
     ev_loop_destroy(loop);
 }
 
@@ -118,6 +120,7 @@ static void fd_pingpong(void)
         ev_io_start(loop, &watch[i]);
     }
     struct span s = span_start();
+    watchdog("round trips", &trips, N_PINGPONG);
     check(write(sv[0], "x", 1) == 1);
     ev_run(loop, 0);
     report_pingpong(s, trips);

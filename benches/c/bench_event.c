@@ -34,6 +34,7 @@ static void timers_fire(void)
     struct event *ev = xcalloc(N_FIRE, sizeof *ev);
     struct event_base *base = new_base();
     struct span s = span_start();
+    watchdog("timers fired", &fired, N_FIRE);
     for (uint32_t i = 0; i < N_FIRE; i++) {
         struct timeval tv = ms_tv(delay[i]);
         check(event_assign(&ev[i], base, -1, 0, on_fire, NULL) == 0);
@@ -56,9 +57,10 @@ static void timers_cancel(void)
         check(event_assign(&ev[i], base, -1, 0, on_fire, NULL) == 0);
         check(event_add(&ev[i], &tv) == 0);
     }
+    uint64_t scheduled = now_ns();
     for (uint32_t i = 0; i < N_CANCEL; i++)
         check(event_del(&ev[order[i]]) == 0);
-    report_timers_cancel(s);
+    report_timers_cancel(s, scheduled);
 }
 
 /* ---- cross_thread_post / wakeup_latency: queue + eventfd ---------------------- */
@@ -129,6 +131,7 @@ static void fd_pingpong(void)
         check(watch[i] && event_add(watch[i], NULL) == 0);
     }
     struct span s = span_start();
+    watchdog("round trips", &trips, N_PINGPONG);
     check(write(sv[0], "x", 1) == 1);
     check(event_base_dispatch(base) == 1);
     report_pingpong(s, trips);

@@ -30,6 +30,7 @@ static void timers_fire(void)
     uv_timer_t *t = xcalloc(N_FIRE, sizeof *t);
     uv_loop_t *loop = new_loop();
     struct span s = span_start();
+    watchdog("timers fired", &fired, N_FIRE);
     uv_update_time(loop);
     for (uint32_t i = 0; i < N_FIRE; i++) {
         uvcheck(uv_timer_init(loop, &t[i]));
@@ -51,9 +52,10 @@ static void timers_cancel(void)
         uvcheck(uv_timer_init(loop, &t[i]));
         uvcheck(uv_timer_start(&t[i], on_fire, delay[i], 0));
     }
+    uint64_t scheduled = now_ns();
     for (uint32_t i = 0; i < N_CANCEL; i++)
         uvcheck(uv_timer_stop(&t[order[i]]));
-    report_timers_cancel(s);
+    report_timers_cancel(s, scheduled);
 }
 
 /* ---- cross_thread_post / wakeup_latency ------------------------------------- */
@@ -119,6 +121,7 @@ static void fd_pingpong(void)
         uvcheck(uv_poll_start(&pw[i], UV_READABLE, on_readable));
     }
     struct span s = span_start();
+    watchdog("round trips", &trips, N_PINGPONG);
     check(write(sv[0], "x", 1) == 1);
     uv_run(loop, UV_RUN_DEFAULT);
     report_pingpong(s, trips);
@@ -138,12 +141,182 @@ static void memory(void)
     report_memory(before, rss_bytes());
 }
 
+/* ---- worker pools: uv_queue_work on libuv's one process-wide pool --------------
+ * Its size is UV_THREADPOOL_SIZE, read when the pool is first used; run.py sets it
+ * (N = the number of cores); a program run by hand sets N itself. */
+static unsigned pool_threads(unsigned want)
+{
+    const char *e = getenv("UV_THREADPOOL_SIZE");
+    if (!e || !*e) {
+        char buf[16];
+        snprintf(buf, sizeof buf, "%u", want);
+        check(setenv("UV_THREADPOOL_SIZE", buf, 1) == 0);
+        return want;
+    }
+    if ((unsigned)atoi(e) != want)
+        fprintf(stderr, "libuv: UV_THREADPOOL_SIZE is %s, not %u\n", e, want);
+    return (unsigned)atoi(e);
+}
+
+static void batch_work_cb(uv_work_t *req) { batch_work(req->data); }
+
+static void batch_after_cb(uv_work_t *req, int status) { batch_done(req->data, status == 0); }
+
+/* the uv_work_t of a batch are allocated before it, outside the measured region */
+struct uv_batch { struct batch *b; uv_work_t *reqs; uv_timer_t first; };
+
+/* the loop's first callback: submit the whole batch */
+static void batch_submit(uv_timer_t *t)
+{
+    struct uv_batch *ub = t->data;
+    struct batch *b = ub->b;
+    batch_begin(b);
+    for (uint32_t i = 0; i < b->n; i++) {
+        ub->reqs[i].data = b;
+        uvcheck(uv_queue_work(t->loop, &ub->reqs[i], batch_work_cb, batch_after_cb));
+    }
+    batch_submitted(b);
+    uv_close((uv_handle_t *)t, NULL);
+}
+
+/* runs the batch; the loop returns once every task has completed */
+static void run_batch(uv_loop_t *loop, struct batch *b)
+{
+    struct uv_batch ub = { b, xcalloc(b->n, sizeof(uv_work_t)), { 0 } };
+    ub.first.data = &ub;
+    uvcheck(uv_timer_init(loop, &ub.first));
+    uvcheck(uv_timer_start(&ub.first, batch_submit, 0, 0));
+    uv_run(loop, UV_RUN_DEFAULT);
+    free(ub.reqs);
+}
+
+static void warm_up(uv_loop_t *loop)
+{
+    static struct batch w;   /* static: the watchdog keeps a pointer into it */
+    batch_init(&w, N_WARMUP, 0);
+    run_batch(loop, &w);
+    batch_check(&w, "warm-up");
+}
+
+static void pool_roundtrip(void)
+{
+    pool_threads(bench_cores());
+    uv_loop_t *loop = new_loop();
+    warm_up(loop);
+    static struct batch b[REPS_ROUNDTRIP];
+    for (int i = 0; i < REPS_ROUNDTRIP; i++) {
+        batch_init(&b[i], N_ROUNDTRIP, 0);
+        run_batch(loop, &b[i]);
+    }
+    report_pool_roundtrip(b, other_threads());
+    uvcheck(uv_loop_close(loop));
+}
+
+/* fork_join: one child process per pool size */
+static void fork_join_child(unsigned threads, struct fj_out *out)
+{
+    char buf[16];
+    snprintf(buf, sizeof buf, "%u", threads);
+    check(setenv("UV_THREADPOOL_SIZE", buf, 1) == 0);
+    uv_loop_t *loop = new_loop();
+    warm_up(loop);
+    static struct batch b;
+    batch_init(&b, N_FORKJOIN, spin_iters());
+    run_batch(loop, &b);
+    fj_fill(&b, out);
+    uvcheck(uv_loop_close(loop));
+}
+
+static void fork_join(void) { fork_join_main(fork_join_child); }
+
+/* task_overhead: one task at a time (each queued by the previous one's
+ * after_work_cb), then N_TASK_AMORT in flight */
+static struct seq sq;
+static uv_work_t seq_req;
+
+static void nop_work_cb(uv_work_t *req) { (void)req; }
+
+static void seq_after_cb(uv_work_t *req, int status);
+
+static void seq_queue(uv_loop_t *loop)
+{
+    seq_next(&sq);
+    uvcheck(uv_queue_work(loop, &seq_req, nop_work_cb, seq_after_cb));
+}
+
+static void seq_after_cb(uv_work_t *req, int status)
+{
+    if (!seq_done(&sq, status == 0))
+        seq_queue(req->loop);
+}
+
+static void seq_first(uv_timer_t *t)
+{
+    seq_queue(t->loop);
+    uv_close((uv_handle_t *)t, NULL);
+}
+
+static void task_overhead(void)
+{
+    pool_threads(bench_cores());
+    uv_loop_t *loop = new_loop();
+    warm_up(loop);
+    seq_init(&sq, N_TASK_SEQ);
+    uv_timer_t first;
+    uvcheck(uv_timer_init(loop, &first));
+    uvcheck(uv_timer_start(&first, seq_first, 0, 0));
+    uv_run(loop, UV_RUN_DEFAULT);
+    static struct batch b;
+    batch_init(&b, N_TASK_AMORT, 0);
+    run_batch(loop, &b);
+    report_task_overhead(&sq, &b, other_threads());
+    uvcheck(uv_loop_close(loop));
+}
+
+/* task_memory: N_QUEUED uv_work_t queued behind one that holds the only thread
+ * (UV_THREADPOOL_SIZE=1); the uv_work_t array is allocated inside the measured
+ * region, as weft allocates its equivalent internally */
+static void blocker_work_cb(uv_work_t *req)
+{
+    blocker_work();
+    atomic_fetch_add_explicit(&((struct batch *)req->data)->ran, 1, memory_order_relaxed);
+}
+
+static void task_memory(void)
+{
+    pool_threads(1);
+    uv_loop_t *loop = new_loop();
+    static struct batch b;
+    static uv_work_t blocker;
+    static uint64_t queued;
+    batch_init(&b, N_QUEUED + 1, 0);
+    watchdog("tasks queued", &queued, N_QUEUED);
+    blocker_init();
+    blocker.data = &b;
+    uvcheck(uv_queue_work(loop, &blocker, blocker_work_cb, batch_after_cb));
+    blocker_wait_running();
+    long before = rss_bytes();
+    uv_work_t *reqs = xcalloc(N_QUEUED, sizeof *reqs);
+    for (; queued < N_QUEUED; queued++) {
+        reqs[queued].data = &b;
+        uvcheck(uv_queue_work(loop, &reqs[queued], batch_work_cb, batch_after_cb));
+    }
+    long after = rss_bytes();
+    batch_begin(&b);
+    blocker_release();
+    uv_run(loop, UV_RUN_DEFAULT);
+    report_task_memory(before, after, &b);
+    uvcheck(uv_loop_close(loop));
+}
+
 int main(int argc, char **argv)
 {
     static const struct workload w[] = {
         { "timers_fire", timers_fire }, { "timers_cancel", timers_cancel },
         { "cross_thread_post", cross_thread_post }, { "fd_pingpong", fd_pingpong },
-        { "wakeup_latency", wakeup_latency }, { "memory", memory }, { NULL, NULL },
+        { "wakeup_latency", wakeup_latency }, { "memory", memory },
+        { "pool_roundtrip", pool_roundtrip }, { "fork_join", fork_join },
+        { "task_overhead", task_overhead }, { "task_memory", task_memory }, { NULL, NULL },
     };
     return bench_main(argc, argv, "libuv", w);
 }

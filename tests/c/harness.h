@@ -15,8 +15,9 @@
  * Also here: `track` (user data that counts its callbacks and its free_fn calls, and
  * notices a callback after free), never_* callbacks and never_free for registrations
  * that must not run or must fail, `bg_loop` (weft_loop_run on a thread of its own, with
- * a join that reports a loop asleep with work queued), and valgrind scaling (h_scale,
- * h_slack_ms: the Makefile's valgrind target sets WEFT_TEST_VALGRIND=1).
+ * a join that reports a loop asleep with work queued), valgrind scaling (h_scale,
+ * h_slack_ms: the Makefile's valgrind target sets WEFT_TEST_VALGRIND=1), and
+ * KNOWN_BUG(why) for cases that show a weft bug still open (skipped unless asked for).
  */
 #ifndef WEFT_TEST_HARNESS_H
 #define WEFT_TEST_HARNESS_H
@@ -337,6 +338,28 @@ static inline bool h_bg_join(bg_loop *b, uint64_t ms, const char *what, const ch
     return ok;
 }
 
+/* ---- known weft bugs ------------------------------------------------------------------ */
+
+/* A case that shows a weft bug not fixed yet starts with KNOWN_BUG("what"): it is then
+ * skipped (printed as "  skip <name> (known weft bug: what)", counted neither passed nor
+ * failed) unless it is named on the command line or WEFT_TEST_KNOWN_BUGS=1 is set, so
+ * that the suite stays green while the bug is open. Remove the line with the fix. */
+static const char *h_case_skip;  /* set by KNOWN_BUG when the running case is skipped */
+static bool h_case_named;        /* the running case was named on the command line */
+
+static inline bool h_known_bugs_wanted(void) {
+    const char *env = getenv("WEFT_TEST_KNOWN_BUGS");
+    return h_case_named || (env != NULL && env[0] != '\0' && env[0] != '0');
+}
+
+#define KNOWN_BUG(why)                     \
+    do {                                   \
+        if (!h_known_bugs_wanted()) {      \
+            h_case_skip = (why);           \
+            return;                        \
+        }                                  \
+    } while (0)
+
 /* ---- the registry and main ---------------------------------------------------------- */
 
 typedef struct h_case {
@@ -394,21 +417,26 @@ int main(int argc, char **argv) {
     pthread_t wd;
     pthread_create(&wd, NULL, h_watchdog, NULL);
     pthread_detach(wd);
-    int passed = 0, failed = 0;
+    int passed = 0, failed = 0, skipped = 0;
     for (int i = 0; i < h_ncases; i++) {
+        h_case_named = false;
         if (argc > 1) {
-            bool wanted = false;
-            for (int a = 1; a < argc; a++) wanted |= strcmp(argv[a], h_cases[i].name) == 0;
-            if (!wanted) continue;
+            for (int a = 1; a < argc; a++) h_case_named |= strcmp(argv[a], h_cases[i].name) == 0;
+            if (!h_case_named) continue;
         }
         h_case_name = h_cases[i].name;
+        h_case_skip = NULL;
         atomic_store(&h_case_failures, 0);
         atomic_store(&h_case_deadline_ms, now_ms() + (h_valgrind() ? 180000 : 30000));
         uint64_t t0 = now_ns();
         h_cases[i].fn();
         atomic_store(&h_case_deadline_ms, 0);
         uint64_t took = (now_ns() - t0) / 1000000u;
-        if (atomic_load(&h_case_failures) == 0) {
+        if (h_case_skip != NULL && atomic_load(&h_case_failures) == 0) {
+            skipped++;
+            printf("  skip %s (known weft bug: %s; run it by name, or with "
+                   "WEFT_TEST_KNOWN_BUGS=1)\n", h_cases[i].name, h_case_skip);
+        } else if (atomic_load(&h_case_failures) == 0) {
             passed++;
             printf("  ok   %s (%" PRIu64 " ms)\n", h_cases[i].name, took);
         } else {
@@ -416,6 +444,7 @@ int main(int argc, char **argv) {
             printf("  FAIL %s (%" PRIu64 " ms)\n", h_cases[i].name, took);
         }
     }
+    if (skipped > 0) printf("   %s: %d known weft bug(s) skipped\n", prog, skipped);
     printf("== %s: %d passed, %d failed\n", prog, passed, failed);
     return failed == 0 ? 0 : 1;
 }

@@ -1,0 +1,1017 @@
+/* Pools: options and their checks, thread names in /proc, start/stop hooks, the IO
+ * pool's bound and keep-alive, stack sizes, weft_pool_free (queued work cancelled,
+ * running work waited for, refused from the pool's own threads and for a pool freed
+ * already, racing spawns), and weft_shutdown (the default pools joined: the thread
+ * count back to the baseline). */
+#include "harness.h"
+#include "tasks_util.h"
+
+#include <sched.h>
+
+/* ---- options ------------------------------------------------------------------------ */
+
+TEST(pool_options_are_checked) {
+    weft_pool_options o = pool_opts(WEFT_POOL_CPU, 1, "chk");
+    CHECK(weft_pool_new(NULL) == NULL);
+    CHECK_ERR_HAS("weft_pool_new: options is NULL");
+    size_t bad_sizes[] = {0, 1, sizeof o - 1, offsetof(weft_pool_options, hook_data), (size_t)1 << 20,
+                          SIZE_MAX};
+    for (size_t i = 0; i < sizeof bad_sizes / sizeof bad_sizes[0]; i++) {
+        o.size = bad_sizes[i];
+        CHECK_MSG(weft_pool_new(&o) == NULL, "size %zu accepted", bad_sizes[i]);
+        CHECK_ERR_HAS("size");
+    }
+    o = pool_opts(2, 1, "chk");
+    CHECK(weft_pool_new(&o) == NULL);
+    CHECK_ERR_HAS("kind 2");
+    o = pool_opts(-1, 1, "chk");
+    CHECK(weft_pool_new(&o) == NULL);
+    CHECK_ERR_HAS("kind -1");
+    o = pool_opts(WEFT_POOL_IO, 4097, "chk");
+    CHECK(weft_pool_new(&o) == NULL);
+    CHECK_ERR_HAS("4097");
+    o = pool_opts(WEFT_POOL_CPU, 4097, "chk");
+    CHECK(weft_pool_new(&o) == NULL);
+    o = pool_opts(WEFT_POOL_CPU, 1, "");
+    CHECK(weft_pool_new(&o) == NULL);
+    CHECK_ERR_HAS("name");
+    o = pool_opts(WEFT_POOL_CPU, 1, "bad\xff");
+    CHECK(weft_pool_new(&o) == NULL);
+    CHECK_ERR_HAS("UTF-8");
+    /* Good ones: the limits, NULL name, a newer header's larger struct (zero tail).
+     * Threads start lazily, so a 4096-thread pool that runs nothing costs nothing. */
+    int before = proc_threads(NULL);
+    o = pool_opts(WEFT_POOL_CPU, 4096, "big");
+    weft_pool *p1 = weft_pool_new(&o);
+    CHECK(p1 != NULL);
+    o = pool_opts(WEFT_POOL_IO, 0, NULL);
+    weft_pool *p2 = weft_pool_new(&o);
+    CHECK(p2 != NULL);
+    struct {
+        weft_pool_options o;
+        uint64_t future[8];
+    } newer;
+    memset(&newer, 0, sizeof newer);
+    newer.o = pool_opts(WEFT_POOL_CPU, 1, "newer");
+    newer.o.size = sizeof newer;
+    weft_pool *p3 = weft_pool_new(&newer.o);
+    CHECK(p3 != NULL);
+    CHECK_EQ(proc_threads(NULL), before);
+    weft_pool_free(p1);
+    weft_pool_free(p2);
+    weft_pool_free(p3);
+    weft_pool_free(NULL); /* a no-op */
+}
+
+/* A pool freed already: weft_pool_free refuses it (an error, not a crash), and so does
+ * weft_spawn (tested in test_tasks too); a pointer that never was a pool likewise. */
+TEST(a_pool_freed_already_is_refused) {
+    weft_pool_options o = pool_opts(WEFT_POOL_CPU, 2, "twice");
+    weft_pool *p = weft_pool_new(&o);
+    REQUIRE(p != NULL);
+    weft_loop *lp = weft_loop_new();
+    REQUIRE(lp != NULL);
+    rec r;
+    rec_init(&r);
+    weft_spawn_options so = spawn_opts(p, 0);
+    CHECK_ID(rec_spawn(lp, WEFT_ON_CPU, &r, &so));
+    CHECK(run_until(lp, &r.dones, 1, h_slack_ms(5000)));
+    WAIT_FREED(r);
+    reset_last_error();
+    weft_pool_free(p);
+    CHECK_ERR_HAS("weft_cancel"); /* the first free succeeds: no new message */
+    weft_pool_free(p);
+    CHECK_ERR_HAS("weft_pool_free");
+    CHECK_ERR_HAS("not a live pool");
+    CHECK_ID_FAILS(weft_spawn(lp, WEFT_ON_CPU, rec_work, rec_done, &r, never_free, &so), "not a live pool");
+    int junk[8] = {0};
+    reset_last_error();
+    weft_pool_free((weft_pool *)junk);
+    CHECK_ERR_HAS("weft_pool_free");
+    CHECK_EQ(proc_threads("twice-"), 0);
+    weft_loop_free(lp);
+}
+
+/* ---- thread names ---------------------------------------------------------------------- */
+
+/* Threads are named "<name>-<index>" in /proc/self/task/<tid>/comm: "tpool-0".. for a
+ * CPU pool, "iopool-0" for an IO pool; a long name is cut to Linux's 15 bytes. The
+ * names go when the pool is freed. */
+TEST(thread_names_are_visible_in_proc) {
+    weft_loop *lp = weft_loop_new();
+    REQUIRE(lp != NULL);
+    weft_pool_options o = pool_opts(WEFT_POOL_CPU, 3, "tpool");
+    weft_pool *cpu = weft_pool_new(&o);
+    o = pool_opts(WEFT_POOL_IO, 2, "iopool");
+    weft_pool *io = weft_pool_new(&o);
+    o = pool_opts(WEFT_POOL_CPU, 1, "averyveryverylongname");
+    weft_pool *lng = weft_pool_new(&o);
+    REQUIRE(cpu != NULL && io != NULL && lng != NULL);
+    CHECK_EQ(proc_threads("tpool-"), 0); /* lazily started */
+    _Atomic int gate = 0;
+    rec r[5];
+    weft_spawn_options on_cpu = spawn_opts(cpu, 0), on_io = spawn_opts(io, 0), on_long = spawn_opts(lng, 0);
+    for (int i = 0; i < 5; i++) rec_init(&r[i]), r[i].gate = &gate;
+    for (int i = 0; i < 3; i++) CHECK_ID(rec_spawn(lp, WEFT_ON_CPU, &r[i], &on_cpu));
+    CHECK_ID(rec_spawn(lp, WEFT_ON_IO, &r[3], &on_io));
+    CHECK_ID(rec_spawn(lp, WEFT_ON_CPU, &r[4], &on_long));
+    for (int i = 0; i < 5; i++) CHECK(WAIT_FOR(atomic_load(&r[i].work_active) == 1, h_slack_ms(3000)));
+    CHECK_EQ(proc_threads("tpool-"), 3);
+    CHECK(proc_thread_named("tpool-0"));
+    CHECK(proc_thread_named("tpool-1"));
+    CHECK(proc_thread_named("tpool-2"));
+    CHECK(proc_thread_named("iopool-0"));
+    CHECK_EQ(proc_threads("iopool-"), 1);
+    CHECK_MSG(proc_thread_named("averyveryverylo"), "no thread named \"averyveryverylo\" (15 bytes)");
+    for (int i = 0; i < 3; i++) CHECK_MSG(starts_with(r[i].work_name, "tpool-"), "work ran on \"%s\"", r[i].work_name);
+    CHECK_MSG(strcmp(r[3].work_name, "iopool-0") == 0, "work ran on \"%s\"", r[3].work_name);
+    atomic_store(&gate, 1);
+    int all = 0;
+    uint64_t end = now_ms() + h_slack_ms(5000);
+    while (all < 5 && now_ms() < end) {
+        CHECK_OK(weft_loop_run(lp, WEFT_RUN_NOWAIT));
+        all = 0;
+        for (int i = 0; i < 5; i++) all += atomic_load(&r[i].dones);
+        sleep_ms(1);
+    }
+    for (int i = 0; i < 5; i++) WAIT_FREED(r[i]);
+    weft_pool_free(cpu);
+    weft_pool_free(io);
+    weft_pool_free(lng);
+    CHECK_EQ(proc_threads("tpool-"), 0);
+    CHECK_EQ(proc_threads("iopool-"), 0);
+    CHECK_EQ(proc_threads("averyveryverylo"), 0);
+    weft_loop_free(lp);
+}
+
+/* ---- hooks ------------------------------------------------------------------------------ */
+
+typedef struct hooks {
+    const char *prefix;
+    _Atomic int starts, stops;
+    _Atomic int start_count[64], stop_count[64];
+    _Atomic int wrong_name, wrong_order;
+} hooks;
+
+static _Thread_local hooks *hooked; /* set by on_thread_start on the thread itself */
+
+static void hook_start(uint32_t index, void *ud) {
+    hooks *h = (hooks *)ud;
+    char want[32];
+    snprintf(want, sizeof want, "%s-%u", h->prefix, index);
+    if (strcmp(self_name(), want) != 0) atomic_fetch_add(&h->wrong_name, 1);
+    if (hooked != NULL) atomic_fetch_add(&h->wrong_order, 1);
+    hooked = h;
+    if (index < 64) atomic_fetch_add(&h->start_count[index], 1);
+    atomic_fetch_add(&h->starts, 1);
+}
+
+static void hook_stop(uint32_t index, void *ud) {
+    hooks *h = (hooks *)ud;
+    char want[32];
+    snprintf(want, sizeof want, "%s-%u", h->prefix, index);
+    if (strcmp(self_name(), want) != 0) atomic_fetch_add(&h->wrong_name, 1);
+    if (hooked != h) atomic_fetch_add(&h->wrong_order, 1); /* stop without start, on this thread */
+    hooked = NULL;
+    if (index < 64) atomic_fetch_add(&h->stop_count[index], 1);
+    atomic_fetch_add(&h->stops, 1);
+}
+
+/* Work that checks that its thread's start hook ran before it. */
+static _Atomic int unhooked_work;
+static int hooked_work(weft_task *t, void *ud) {
+    if (hooked == NULL) atomic_fetch_add(&unhooked_work, 1);
+    return rec_work(t, ud);
+}
+
+/* CPU pool: no hook before the first task; then on_thread_start once per thread, on the
+ * thread itself (named after its index), before it runs work; on_thread_stop once per
+ * thread, on it, by the time weft_pool_free returns. */
+TEST(cpu_pool_hooks_run_once_per_thread_start_and_stop) {
+    hooks h;
+    memset(&h, 0, sizeof h);
+    h.prefix = "hcpu";
+    weft_pool_options o = pool_opts(WEFT_POOL_CPU, 3, "hcpu");
+    o.on_thread_start = hook_start;
+    o.on_thread_stop = hook_stop;
+    o.hook_data = &h;
+    weft_pool *p = weft_pool_new(&o);
+    REQUIRE(p != NULL);
+    sleep_ms(10);
+    CHECK_EQ(atomic_load(&h.starts), 0);
+    weft_loop *lp = weft_loop_new();
+    REQUIRE(lp != NULL);
+    atomic_store(&unhooked_work, 0);
+    enum { N = 30 };
+    rec r[N];
+    weft_spawn_options so = spawn_opts(p, 0);
+    for (int i = 0; i < N; i++) {
+        rec_init(&r[i]);
+        r[i].sleep_ms = 1;
+        CHECK_ID(weft_spawn(lp, WEFT_ON_CPU, hooked_work, rec_done, &r[i], rec_free, &so));
+    }
+    CHECK_OK(weft_loop_run(lp, WEFT_RUN_DEFAULT));
+    for (int i = 0; i < N; i++) WAIT_FREED(r[i]);
+    CHECK_EQ(atomic_load(&h.starts), 3);
+    CHECK_EQ(atomic_load(&h.stops), 0);
+    CHECK_EQ(atomic_load(&unhooked_work), 0);
+    weft_pool_free(p);
+    CHECK_EQ(atomic_load(&h.starts), 3);
+    CHECK_EQ(atomic_load(&h.stops), 3);
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ(atomic_load(&h.start_count[i]), 1);
+        CHECK_EQ(atomic_load(&h.stop_count[i]), 1);
+    }
+    CHECK_EQ(atomic_load(&h.wrong_name), 0);
+    CHECK_EQ(atomic_load(&h.wrong_order), 0);
+    weft_loop_free(lp);
+}
+
+/* IO pool: threads come and go (keep-alive); each start has its stop, on the same
+ * thread; after weft_pool_free the counts balance. */
+TEST(io_pool_hooks_balance_across_retirements) {
+    hooks h;
+    memset(&h, 0, sizeof h);
+    h.prefix = "hio";
+    weft_pool_options o = pool_opts(WEFT_POOL_IO, 4, "hio");
+    o.keep_alive_ms = 30;
+    o.on_thread_start = hook_start;
+    o.on_thread_stop = hook_stop;
+    o.hook_data = &h;
+    weft_pool *p = weft_pool_new(&o);
+    REQUIRE(p != NULL);
+    weft_loop *lp = weft_loop_new();
+    REQUIRE(lp != NULL);
+    atomic_store(&unhooked_work, 0);
+    weft_spawn_options so = spawn_opts(p, 0);
+    for (int round = 0; round < 3; round++) {
+        enum { N = 12 };
+        rec r[N];
+        for (int i = 0; i < N; i++) {
+            rec_init(&r[i]);
+            r[i].sleep_ms = 5;
+            CHECK_ID(weft_spawn(lp, WEFT_ON_IO, hooked_work, rec_done, &r[i], rec_free, &so));
+        }
+        CHECK_OK(weft_loop_run(lp, WEFT_RUN_DEFAULT));
+        for (int i = 0; i < N; i++) WAIT_FREED(r[i]);
+        /* Idle threads retire after 30 ms. */
+        CHECK_MSG(WAIT_FOR(atomic_load(&h.stops) == atomic_load(&h.starts), h_slack_ms(2000)),
+                  "round %d: %d starts, %d stops", round, atomic_load(&h.starts), atomic_load(&h.stops));
+        CHECK(WAIT_FOR(proc_threads("hio-") == 0, h_slack_ms(1000)));
+    }
+    int starts = atomic_load(&h.starts);
+    CHECK(starts >= 3); /* at least one thread per round */
+    weft_pool_free(p);
+    CHECK_EQ(atomic_load(&h.stops), atomic_load(&h.starts));
+    CHECK_EQ(atomic_load(&h.wrong_name), 0);
+    CHECK_EQ(atomic_load(&h.wrong_order), 0);
+    CHECK_EQ(atomic_load(&unhooked_work), 0);
+    /* Indices are not reused: each thread's index had one start and one stop. */
+    for (int i = 0; i < 64; i++) CHECK_EQ(atomic_load(&h.start_count[i]), atomic_load(&h.stop_count[i]));
+    weft_loop_free(lp);
+}
+
+/* ---- the IO pool's bound and keep-alive ---------------------------------------------- */
+
+static bool contains_thread(pthread_t *set, int n, pthread_t t) {
+    for (int i = 0; i < n; i++)
+        if (pthread_equal(set[i], t)) return true;
+    return false;
+}
+
+/* With N + k tasks blocked, an IO pool of bound N runs N of them at once on N threads,
+ * and no more; the other k wait, then run on the same threads. */
+TEST(io_pool_grows_to_its_bound_and_no_further) {
+    enum { BOUND = 4, EXTRA = 3, N = BOUND + EXTRA };
+    weft_pool_options o = pool_opts(WEFT_POOL_IO, BOUND, "grow");
+    weft_pool *p = weft_pool_new(&o);
+    REQUIRE(p != NULL);
+    weft_loop *lp = weft_loop_new();
+    REQUIRE(lp != NULL);
+    weft_spawn_options so = spawn_opts(p, 0);
+    _Atomic int gate = 0;
+    rec r[N];
+    for (int i = 0; i < N; i++) {
+        rec_init(&r[i]);
+        r[i].gate = &gate;
+        CHECK_ID(rec_spawn(lp, WEFT_ON_IO, &r[i], &so));
+    }
+    int active = 0;
+    uint64_t end = now_ms() + h_slack_ms(2000);
+    while (now_ms() < end) {
+        active = 0;
+        for (int i = 0; i < N; i++) active += atomic_load(&r[i].work_active);
+        if (active >= BOUND) break;
+        sleep_ms(1);
+    }
+    CHECK_MSG(active == BOUND, "%d tasks running at once, the bound is %d", active, BOUND);
+    sleep_ms(30); /* and no more start */
+    active = 0;
+    for (int i = 0; i < N; i++) active += atomic_load(&r[i].work_active);
+    CHECK_EQ(active, BOUND);
+    CHECK_EQ(proc_threads("grow-"), BOUND);
+    atomic_store(&gate, 1);
+    CHECK_OK(weft_loop_run(lp, WEFT_RUN_DEFAULT));
+    pthread_t threads[N];
+    int distinct = 0;
+    for (int i = 0; i < N; i++) {
+        CHECK_EQ(atomic_load(&r[i].dones), 1);
+        CHECK_EQ(atomic_load(&r[i].work_runs), 1);
+        if (!contains_thread(threads, distinct, r[i].work_thread)) threads[distinct++] = r[i].work_thread;
+        WAIT_FREED(r[i]);
+    }
+    CHECK_MSG(distinct == BOUND, "%d distinct threads ran the tasks, the bound is %d", distinct, BOUND);
+    CHECK_EQ(proc_threads("grow-"), BOUND);
+    weft_pool_free(p);
+    CHECK_EQ(proc_threads("grow-"), 0);
+    weft_loop_free(lp);
+}
+
+/* Tasks that wait for one another (a barrier of `n` parties), as blocking IO work may:
+ * an IO pool whose bound is at least n must run all n at once. */
+typedef struct {
+    _Atomic int arrived;
+    int parties;
+    _Atomic int timed_out;
+} barrier;
+
+static int barrier_work(weft_task *t, void *ud) {
+    (void)t;
+    barrier *b = (barrier *)ud;
+    atomic_fetch_add(&b->arrived, 1);
+    uint64_t end = now_ms() + h_slack_ms(1000);
+    while (atomic_load(&b->arrived) < b->parties && now_ms() < end) sleep_ms(1);
+    if (atomic_load(&b->arrived) < b->parties) {
+        atomic_fetch_add(&b->timed_out, 1);
+        return 1;
+    }
+    return 0;
+}
+
+/* Spawns `parties` barrier tasks, each once the previous one is running (blocked): an
+ * IO pool whose bound allows it must start a thread for each. */
+static void spawn_barrier_one_by_one(weft_loop *lp, barrier *b, const weft_spawn_options *so) {
+    for (int i = 0; i < b->parties; i++) {
+        CHECK_ID(weft_spawn(lp, WEFT_ON_IO, barrier_work, NULL, b, NULL, so));
+        WAIT_FOR(atomic_load(&b->arrived) > i, h_slack_ms(200));
+    }
+}
+
+TEST(io_pool_runs_as_many_blocking_tasks_as_its_bound) {
+    KNOWN_BUG("an IO pool starts a thread only when its backlog outgrows its thread count "
+              "(jobs.len() > threads): a task submitted while every thread is blocked waits, "
+              "although the bound allows more threads, so tasks that wait for one another "
+              "deadlock (here until the barrier times out) on pools of bound 2 and 4 and on the "
+              "default IO pool (bound 64)");
+    weft_loop *lp = weft_loop_new();
+    REQUIRE(lp != NULL);
+    weft_pool_options o2 = pool_opts(WEFT_POOL_IO, 2, "bar2"), o4 = pool_opts(WEFT_POOL_IO, 4, "bar4");
+    weft_pool *p2 = weft_pool_new(&o2), *p4 = weft_pool_new(&o4);
+    REQUIRE(p2 != NULL && p4 != NULL);
+    weft_spawn_options so2 = spawn_opts(p2, 0), so4 = spawn_opts(p4, 0);
+    barrier b2 = {0, 2, 0}, b4 = {0, 4, 0}, b8 = {0, 8, 0};
+    spawn_barrier_one_by_one(lp, &b2, &so2);
+    spawn_barrier_one_by_one(lp, &b4, &so4);
+    spawn_barrier_one_by_one(lp, &b8, NULL);
+    CHECK_OK(weft_loop_run(lp, WEFT_RUN_DEFAULT));
+    CHECK_MSG(atomic_load(&b2.timed_out) == 0, "pool of bound 2: %d of 2 tasks gave up waiting for the other",
+              atomic_load(&b2.timed_out));
+    CHECK_MSG(atomic_load(&b4.timed_out) == 0, "pool of bound 4: %d of 4 tasks gave up waiting for the others",
+              atomic_load(&b4.timed_out));
+    CHECK_MSG(atomic_load(&b8.timed_out) == 0, "default IO pool: %d of 8 tasks gave up waiting for the others",
+              atomic_load(&b8.timed_out));
+    weft_pool_free(p2);
+    weft_pool_free(p4);
+    weft_loop_free(lp);
+}
+
+/* A CPU pool of T threads runs T blocking tasks at once: none waits in a busy worker's
+ * deque while another worker sleeps. Fresh pools, tasks submitted in a burst while two
+ * other threads keep the CPUs busy (the stall is intermittent). */
+static _Atomic int spin_stop;
+static void *spinner(void *a) {
+    (void)a;
+    while (!atomic_load(&spin_stop)) {
+    }
+    return NULL;
+}
+
+TEST(cpu_pool_runs_as_many_blocking_tasks_as_it_has_threads) {
+    KNOWN_BUG("intermittent: a CPU worker that steals a batch from the injector keeps the rest in its "
+              "own deque, and run_found wakes a sleeper only when the injector is non-empty: tasks "
+              "wait behind the worker's long task while other workers sleep (seen: 4 of 8 gated tasks "
+              "never started on an idle 8-thread pool; about 1 round in 300-600 here, 2 in 40 runs of "
+              "loop_freed_with_tasks_in_flight under load)");
+    weft_loop *lp = weft_loop_new();
+    REQUIRE(lp != NULL);
+    atomic_store(&spin_stop, 0);
+    pthread_t sp[2];
+    for (int i = 0; i < 2; i++) pthread_create(&sp[i], NULL, spinner, NULL);
+    enum { T = 8 };
+    long rounds = h_scale(1000, 20), stuck = 0;
+    for (long round = 0; round < rounds && stuck < 3; round++) {
+        weft_pool_options o = pool_opts(WEFT_POOL_CPU, T, "stall");
+        weft_pool *p = weft_pool_new(&o);
+        REQUIRE(p != NULL);
+        weft_spawn_options so = spawn_opts(p, 0);
+        _Atomic int gate = 0;
+        rec r[T];
+        for (int i = 0; i < T; i++) {
+            rec_init(&r[i]);
+            r[i].gate = &gate;
+            CHECK_ID(rec_spawn(lp, WEFT_ON_CPU, &r[i], &so));
+        }
+        int active = 0;
+        uint64_t end = now_ms() + h_slack_ms(1000);
+        while (now_ms() < end) {
+            active = 0;
+            for (int i = 0; i < T; i++) active += atomic_load(&r[i].work_active);
+            if (active == T) break;
+            sleep_ms(1);
+        }
+        if (active != T) {
+            stuck++;
+            h_fail(__FILE__, __LINE__, "round %ld: %d of %d tasks running after 1 s on an idle %d-thread pool", round,
+                   active, T, T);
+        }
+        atomic_store(&gate, 1);
+        CHECK_OK(weft_loop_run(lp, WEFT_RUN_DEFAULT));
+        for (int i = 0; i < T; i++) WAIT_FREED(r[i]);
+        weft_pool_free(p);
+    }
+    atomic_store(&spin_stop, 1);
+    for (int i = 0; i < 2; i++) pthread_join(sp[i], NULL);
+    weft_loop_free(lp);
+}
+
+/* An idle IO thread exits after keep_alive_ms; a busy one does not, however long its
+ * work; the pool starts threads again for later work (with new indices). */
+TEST(io_keep_alive_retires_idle_threads) {
+    unsigned keep = (unsigned)h_slack_ms(100);
+    weft_pool_options o = pool_opts(WEFT_POOL_IO, 3, "kal");
+    o.keep_alive_ms = keep;
+    weft_pool *p = weft_pool_new(&o);
+    REQUIRE(p != NULL);
+    weft_loop *lp = weft_loop_new();
+    REQUIRE(lp != NULL);
+    weft_spawn_options so = spawn_opts(p, 0);
+    rec quick, slow, again;
+    rec_init(&quick), rec_init(&slow), rec_init(&again);
+    /* One quick task: its thread stays a while, then retires. */
+    uint64_t t0 = now_ms();
+    CHECK_ID(rec_spawn(lp, WEFT_ON_IO, &quick, &so));
+    CHECK(run_until(lp, &quick.dones, 1, h_slack_ms(2000)));
+    CHECK_MSG(strcmp(quick.work_name, "kal-0") == 0, "work ran on \"%s\"", quick.work_name);
+    if (now_ms() - t0 < keep / 2) CHECK_EQ(proc_threads("kal-"), 1);
+    CHECK_MSG(WAIT_FOR(proc_threads("kal-") == 0, keep + h_slack_ms(500)), "%d threads after the keep-alive",
+              proc_threads("kal-"));
+    CHECK(now_ms() - t0 >= keep - 5);
+    /* A task busy for twice the keep-alive keeps its thread. */
+    slow.sleep_ms = keep * 2;
+    CHECK_ID(rec_spawn(lp, WEFT_ON_IO, &slow, &so));
+    REQUIRE(WAIT_FOR(atomic_load(&slow.work_active) == 1, h_slack_ms(2000)));
+    sleep_ms(keep + keep / 2);
+    CHECK_EQ(atomic_load(&slow.work_active), 1);
+    CHECK_EQ(proc_threads("kal-"), 1);
+    CHECK(run_until(lp, &slow.dones, 1, h_slack_ms(5000)));
+    CHECK_MSG(strcmp(slow.work_name, "kal-1") == 0, "work ran on \"%s\"", slow.work_name);
+    CHECK_MSG(WAIT_FOR(proc_threads("kal-") == 0, keep + h_slack_ms(500)), "%d threads after the keep-alive",
+              proc_threads("kal-"));
+    /* Work again: a new thread, with a new index. */
+    CHECK_ID(rec_spawn(lp, WEFT_ON_IO, &again, &so));
+    CHECK(run_until(lp, &again.dones, 1, h_slack_ms(2000)));
+    CHECK_MSG(strcmp(again.work_name, "kal-2") == 0, "work ran on \"%s\"", again.work_name);
+    WAIT_FREED(quick);
+    WAIT_FREED(slow);
+    WAIT_FREED(again);
+    weft_pool_free(p);
+    CHECK_EQ(proc_threads("kal-"), 0);
+    weft_loop_free(lp);
+}
+
+/* ---- stack size ------------------------------------------------------------------------- */
+
+static int stack_work(weft_task *t, void *ud) {
+    (void)ud;
+    pthread_attr_t a;
+    size_t size = 0;
+    if (pthread_getattr_np(pthread_self(), &a) == 0) {
+        pthread_attr_getstacksize(&a, &size);
+        pthread_attr_destroy(&a);
+    }
+    weft_task_write(t, &size, sizeof size);
+    /* Use some of it. */
+    volatile char buf[64 * 1024];
+    for (size_t i = 0; i < sizeof buf; i += 4096) buf[i] = (char)i;
+    return buf[4096] == 0 ? 1 : 0;
+}
+
+TEST(stack_size_is_applied) {
+    size_t sizes[] = {256 * 1024, 16 * 1024 * 1024};
+    weft_pool_kind kinds[] = {WEFT_POOL_CPU, WEFT_POOL_IO};
+    weft_loop *lp = weft_loop_new();
+    REQUIRE(lp != NULL);
+    for (int k = 0; k < 2; k++)
+        for (int s = 0; s < 2; s++) {
+            weft_pool_options o = pool_opts(kinds[k], 1, "stk");
+            o.stack_size = sizes[s];
+            weft_pool *p = weft_pool_new(&o);
+            REQUIRE(p != NULL);
+            weft_spawn_options so = spawn_opts(p, 0);
+            rec r;
+            rec_init(&r);
+            CHECK_ID(weft_spawn(lp, kinds[k] == WEFT_POOL_CPU ? WEFT_ON_CPU : WEFT_ON_IO, stack_work, rec_done, &r,
+                                rec_free, &so));
+            CHECK(run_until(lp, &r.dones, 1, h_slack_ms(5000)));
+            size_t got = 0;
+            memcpy(&got, r.head, sizeof got);
+            CHECK_MSG(got >= sizes[s] && got < sizes[s] + (1u << 20),
+                      "stack_size %zu: the thread's stack is %zu bytes", sizes[s], got);
+            WAIT_FREED(r);
+            weft_pool_free(p);
+        }
+    weft_loop_free(lp);
+}
+
+/* ---- weft_pool_free ---------------------------------------------------------------- */
+
+typedef struct {
+    weft_pool *pool;
+    _Atomic int finished;
+    pthread_t thread;
+} freer;
+
+static void *freer_main(void *arg) {
+    freer *f = (freer *)arg;
+    weft_pool_free(f->pool);
+    atomic_store(&f->finished, 1);
+    return NULL;
+}
+
+static void free_in_background(freer *f, weft_pool *p) {
+    f->pool = p;
+    atomic_store(&f->finished, 0);
+    pthread_create(&f->thread, NULL, freer_main, f);
+}
+
+/* A 1-thread pool, busy, with 20 tasks queued, is freed (on another thread: the free
+ * waits for the running work): the queued tasks get done(CANCELLED) at once, while the
+ * running one still runs, and never run; the running one finishes with its status;
+ * then the free returns; every free_fn runs once. For a CPU and an IO pool. */
+TEST(pool_free_cancels_queued_tasks_and_waits_for_running_ones) {
+    weft_pool_kind kinds[] = {WEFT_POOL_CPU, WEFT_POOL_IO};
+    weft_where wheres[] = {WEFT_ON_CPU, WEFT_ON_IO};
+    for (int k = 0; k < 2; k++) {
+        weft_pool_options o = pool_opts(kinds[k], 1, "pfq");
+        weft_pool *p = weft_pool_new(&o);
+        REQUIRE(p != NULL);
+        weft_loop *lp = weft_loop_new();
+        REQUIRE(lp != NULL);
+        weft_spawn_options so = spawn_opts(p, 0);
+        _Atomic int gate = 0;
+        enum { Q = 20 };
+        rec blocker, q[Q];
+        rec_init(&blocker);
+        blocker.gate = &gate;
+        blocker.ret = 17;
+        CHECK_ID(rec_spawn(lp, wheres[k], &blocker, &so));
+        REQUIRE(WAIT_FOR(atomic_load(&blocker.work_active) == 1, h_slack_ms(2000)));
+        for (int i = 0; i < Q; i++) {
+            rec_init(&q[i]);
+            CHECK_ID(rec_spawn(lp, wheres[k], &q[i], &so));
+        }
+        freer f;
+        free_in_background(&f, p);
+        int dones = 0;
+        uint64_t end = now_ms() + h_slack_ms(3000);
+        while (dones < Q && now_ms() < end) {
+            CHECK_OK(weft_loop_run(lp, WEFT_RUN_NOWAIT));
+            dones = 0;
+            for (int i = 0; i < Q; i++) dones += atomic_load(&q[i].dones);
+            sleep_ms(1);
+        }
+        CHECK_MSG(dones == Q, "%d of %d queued tasks got done while the pool was being freed", dones, Q);
+        CHECK_EQ(atomic_load(&blocker.work_active), 1);
+        CHECK_EQ(atomic_load(&f.finished), 0); /* waiting for the running work */
+        for (int i = 0; i < Q; i++) {
+            CHECK_EQ(q[i].status, WEFT_ERR_CANCELLED);
+            CHECK_EQ(atomic_load(&q[i].work_runs), 0);
+        }
+        atomic_store(&gate, 1);
+        pthread_join(f.thread, NULL);
+        CHECK_EQ(atomic_load(&blocker.work_returned), 1);
+        CHECK(run_until(lp, &blocker.dones, 1, h_slack_ms(2000)));
+        CHECK_EQ(blocker.status, 17);
+        WAIT_FREED(blocker);
+        for (int i = 0; i < Q; i++) {
+            WAIT_FREED(q[i]);
+            CHECK_EQ(atomic_load(&q[i].work_runs), 0);
+            CHECK_EQ(atomic_load(&q[i].dones), 1);
+        }
+        CHECK_EQ(proc_threads("pfq-"), 0);
+        /* The freed pool takes no more tasks. */
+        rec late;
+        rec_init(&late);
+        CHECK_ID_FAILS(weft_spawn(lp, wheres[k], rec_work, rec_done, &late, never_free, &so), "pool");
+        weft_loop_free(lp);
+    }
+}
+
+/* Nested tasks queued by work on a 1-thread CPU pool sit in that worker's own deque;
+ * when the pool is freed while that work still runs, they too are queued tasks that
+ * have not started: done(CANCELLED), and they never run. */
+typedef struct {
+    weft_loop *lp;
+    weft_pool *pool;
+    _Atomic int *gate;
+    rec *children;
+    int nchildren;
+    _Atomic int spawned;
+} parent;
+
+static int parent_work(weft_task *t, void *ud) {
+    (void)t;
+    parent *pa = (parent *)ud;
+    weft_spawn_options so = spawn_opts(pa->pool, 0);
+    for (int i = 0; i < pa->nchildren; i++)
+        if (rec_spawn(pa->lp, WEFT_ON_CPU, &pa->children[i], &so) == 0) h_fail_e(__FILE__, __LINE__, "nested spawn");
+    atomic_store(&pa->spawned, 1);
+    while (!atomic_load(pa->gate)) sleep_ms(1);
+    return 0;
+}
+
+TEST(pool_free_cancels_nested_tasks_not_yet_started) {
+    KNOWN_BUG("tasks queued in a CPU worker's own deque (spawned from work on that pool) are not "
+              "cancelled by weft_pool_free: the worker runs them after the running work returns "
+              "(it pops its deque before it checks for shutdown), so they get done(status), not "
+              "done(WEFT_ERR_CANCELLED)");
+    weft_pool_options o = pool_opts(WEFT_POOL_CPU, 1, "pfn");
+    weft_pool *p = weft_pool_new(&o);
+    REQUIRE(p != NULL);
+    weft_loop *lp = weft_loop_new();
+    REQUIRE(lp != NULL);
+    _Atomic int gate = 0;
+    enum { C = 10 };
+    rec children[C];
+    for (int i = 0; i < C; i++) rec_init(&children[i]), children[i].ret = 5;
+    parent pa = {lp, p, &gate, children, C, 0};
+    weft_spawn_options so = spawn_opts(p, 0);
+    CHECK_ID(weft_spawn(lp, WEFT_ON_CPU, parent_work, NULL, &pa, NULL, &so));
+    REQUIRE(WAIT_FOR(atomic_load(&pa.spawned), h_slack_ms(2000)));
+    freer f;
+    free_in_background(&f, p);
+    sleep_ms(20); /* the free has begun: it waits for the parent */
+    atomic_store(&gate, 1);
+    pthread_join(f.thread, NULL);
+    for (int i = 0; i < C; i++) {
+        CHECK(run_until(lp, &children[i].dones, 1, h_slack_ms(2000)));
+        CHECK_MSG(children[i].status == WEFT_ERR_CANCELLED && atomic_load(&children[i].work_runs) == 0,
+                  "nested task %d: done got %d, its work ran %d times", i, children[i].status,
+                  atomic_load(&children[i].work_runs));
+        WAIT_FREED(children[i]);
+    }
+    CHECK_OK(weft_loop_run(lp, WEFT_RUN_DEFAULT));
+    weft_loop_free(lp);
+}
+
+/* weft_pool_free from one of the pool's own threads is refused (it would wait for
+ * itself): a message naming weft_pool_free, and the pool goes on working. From a
+ * thread of another pool it works. */
+typedef struct {
+    weft_pool *target;
+    char err[256];
+} self_free;
+
+static int self_free_work(weft_task *t, void *ud) {
+    (void)t;
+    self_free *s = (self_free *)ud;
+    reset_last_error();
+    weft_pool_free(s->target);
+    weft_last_error(s->err, sizeof s->err);
+    return 0;
+}
+
+TEST(pool_free_from_its_own_thread_is_refused) {
+    weft_pool_kind kinds[] = {WEFT_POOL_CPU, WEFT_POOL_IO};
+    weft_where wheres[] = {WEFT_ON_CPU, WEFT_ON_IO};
+    for (int k = 0; k < 2; k++) {
+        weft_pool_options o = pool_opts(kinds[k], 2, "selff");
+        weft_pool *p = weft_pool_new(&o);
+        REQUIRE(p != NULL);
+        weft_loop *lp = weft_loop_new();
+        REQUIRE(lp != NULL);
+        weft_spawn_options so = spawn_opts(p, 0);
+        self_free s = {p, ""};
+        rec r;
+        rec_init(&r);
+        CHECK_ID(weft_spawn(lp, wheres[k], self_free_work, rec_done, &s, NULL, &so));
+        CHECK_OK(weft_loop_run(lp, WEFT_RUN_DEFAULT));
+        CHECK_MSG(strstr(s.err, "weft_pool_free") != NULL && strstr(s.err, "own thread") != NULL,
+                  "weft_pool_free from the pool's own thread: last error \"%s\"", s.err);
+        /* Still works. */
+        CHECK_ID(rec_spawn(lp, wheres[k], &r, &so));
+        CHECK_OK(weft_loop_run(lp, WEFT_RUN_DEFAULT));
+        CHECK_EQ(atomic_load(&r.dones), 1);
+        CHECK_EQ(r.status, 0);
+        WAIT_FREED(r);
+        /* From a thread of another pool (the default CPU pool): allowed. */
+        self_free other = {p, ""};
+        CHECK_ID(weft_spawn(lp, WEFT_ON_CPU, self_free_work, NULL, &other, NULL, NULL));
+        CHECK_OK(weft_loop_run(lp, WEFT_RUN_DEFAULT));
+        CHECK_MSG(strstr(other.err, "weft_pool_free") == NULL, "freed from another pool: \"%s\"", other.err);
+        CHECK_EQ(proc_threads("selff-"), 0);
+        weft_loop_free(lp);
+    }
+}
+
+/* weft_pool_free waits for running work. */
+TEST(pool_free_waits_for_running_work) {
+    weft_pool_options o = pool_opts(WEFT_POOL_CPU, 2, "pfw");
+    weft_pool *p = weft_pool_new(&o);
+    REQUIRE(p != NULL);
+    weft_loop *lp = weft_loop_new();
+    REQUIRE(lp != NULL);
+    weft_spawn_options so = spawn_opts(p, 0);
+    rec r;
+    rec_init(&r);
+    r.sleep_ms = 100;
+    r.ret = 3;
+    CHECK_ID(rec_spawn(lp, WEFT_ON_CPU, &r, &so));
+    REQUIRE(WAIT_FOR(atomic_load(&r.work_active) == 1, h_slack_ms(2000)));
+    uint64_t t0 = now_ms();
+    weft_pool_free(p);
+    CHECK(now_ms() - t0 >= 80);
+    CHECK_EQ(atomic_load(&r.work_returned), 1);
+    CHECK_OK(weft_loop_run(lp, WEFT_RUN_DEFAULT));
+    CHECK_EQ(r.status, 3);
+    WAIT_FREED(r);
+    weft_loop_free(lp);
+}
+
+/* Spawns to a pool from two threads while a third frees it: each spawn either fails
+ * (the pool is gone) or gets exactly one done (its status, or CANCELLED) and one
+ * free_fn; nothing is lost in the race. */
+typedef struct {
+    weft_loop *lp;
+    weft_pool *pool;
+    weft_where where;
+    rec *recs;
+    long max, made;
+} racer;
+
+static void *racer_main(void *arg) {
+    racer *ra = (racer *)arg;
+    weft_spawn_options so = spawn_opts(ra->pool, 0);
+    while (ra->made < ra->max) {
+        if (rec_spawn(ra->lp, ra->where, &ra->recs[ra->made], &so) == 0) break;
+        ra->made++;
+    }
+    return NULL;
+}
+
+TEST(spawns_racing_pool_free_complete_exactly_once) {
+    long rounds = h_scale(150, 8);
+    long lost_done = 0, bad_free = 0, total = 0, cancelled = 0;
+    for (long round = 0; round < rounds; round++) {
+        weft_pool_options o = pool_opts(round % 2 ? WEFT_POOL_IO : WEFT_POOL_CPU, 2, "race");
+        weft_pool *p = weft_pool_new(&o);
+        REQUIRE(p != NULL);
+        weft_loop *lp = weft_loop_new();
+        REQUIRE(lp != NULL);
+        enum { MAX = 2000 };
+        racer ra[2];
+        pthread_t th[2];
+        for (int i = 0; i < 2; i++) {
+            ra[i] = (racer){lp, p, round % 2 ? WEFT_ON_IO : WEFT_ON_CPU, calloc(MAX, sizeof(rec)), MAX, 0};
+            pthread_create(&th[i], NULL, racer_main, &ra[i]);
+        }
+        sleep_ms(1 + (unsigned)(round % 3));
+        weft_pool_free(p);
+        for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+        /* Every spawn that succeeded completes. */
+        uint64_t end = now_ms() + h_slack_ms(3000);
+        long want = ra[0].made + ra[1].made, got = 0;
+        while (now_ms() < end) {
+            CHECK_OK(weft_loop_run(lp, WEFT_RUN_NOWAIT));
+            got = 0;
+            for (int i = 0; i < 2; i++)
+                for (long j = 0; j < ra[i].made; j++) got += atomic_load(&ra[i].recs[j].dones);
+            if (got >= want) break;
+            sleep_ms(1);
+        }
+        lost_done += want - got;
+        total += want;
+        weft_loop_free(lp); /* ends whatever is left */
+        for (int i = 0; i < 2; i++) {
+            for (long j = 0; j < ra[i].made; j++) {
+                rec *r = &ra[i].recs[j];
+                if (!WAIT_FOR(atomic_load(&r->frees) == 1, h_slack_ms(2000))) bad_free++;
+                if (atomic_load(&r->dones) > 1) lost_done--, bad_free++;
+                if (r->status == WEFT_ERR_CANCELLED) cancelled++;
+            }
+            free(ra[i].recs);
+        }
+        if (lost_done || bad_free) {
+            h_fail(__FILE__, __LINE__, "round %ld (%s pool): %ld of %ld tasks never got done, %ld bad frees", round,
+                   round % 2 ? "IO" : "CPU", lost_done, want, bad_free);
+            break;
+        }
+    }
+    CHECK_EQ(lost_done, 0);
+    CHECK_EQ(bad_free, 0);
+    printf("    %ld tasks spawned while their pool was freed; %ld got CANCELLED\n", total, cancelled);
+}
+
+/* Pools made, used and freed in a row leave no thread behind. */
+TEST(pools_made_and_freed_leave_no_threads) {
+    weft_loop *lp = weft_loop_new();
+    REQUIRE(lp != NULL);
+    long rounds = h_scale(40, 5);
+    for (long i = 0; i < rounds; i++) {
+        weft_pool_options o = pool_opts(i % 2 ? WEFT_POOL_IO : WEFT_POOL_CPU, 3, "churn");
+        weft_pool *p = weft_pool_new(&o);
+        REQUIRE(p != NULL);
+        weft_spawn_options so = spawn_opts(p, 0);
+        rec r[6];
+        for (int j = 0; j < 6; j++) {
+            rec_init(&r[j]);
+            CHECK_ID(rec_spawn(lp, i % 2 ? WEFT_ON_IO : WEFT_ON_CPU, &r[j], &so));
+        }
+        CHECK_OK(weft_loop_run(lp, WEFT_RUN_DEFAULT));
+        for (int j = 0; j < 6; j++) WAIT_FREED(r[j]);
+        weft_pool_free(p);
+        CHECK_EQ(proc_threads("churn-"), 0);
+    }
+    weft_loop_free(lp);
+}
+
+/* ---- the default pools and weft_shutdown --------------------------------------------- */
+
+static int cpus_allowed(void) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) != 0) return (int)sysconf(_SC_NPROCESSORS_ONLN);
+    int n = CPU_COUNT(&set);
+    FILE *f = fopen("/sys/fs/cgroup/cpu.max", "r");
+    if (f != NULL) {
+        char quota[32] = {0};
+        long period = 0;
+        if (fscanf(f, "%31s %ld", quota, &period) == 2 && strcmp(quota, "max") != 0 && period > 0) {
+            long q = atol(quota);
+            int limit = (int)((q + period - 1) / period);
+            if (limit >= 1 && limit < n) n = limit;
+        }
+        fclose(f);
+    }
+    return n;
+}
+
+/* The default CPU pool has one thread per CPU this process may use, all started with
+ * the first task; the default pools' threads are named weft-cpu-N and weft-io-N. */
+TEST(default_cpu_pool_has_one_thread_per_core) {
+    weft_shutdown(); /* start from no default pool */
+    CHECK_EQ(proc_threads("weft-"), 0);
+    weft_loop *lp = weft_loop_new();
+    REQUIRE(lp != NULL);
+    rec r;
+    rec_init(&r);
+    CHECK_ID(rec_spawn(lp, WEFT_ON_CPU, &r, NULL));
+    CHECK_OK(weft_loop_run(lp, WEFT_RUN_DEFAULT));
+    WAIT_FREED(r);
+    /* All start at once; each names itself as it starts. */
+    CHECK_MSG(WAIT_FOR(proc_threads("weft-cpu-") == cpus_allowed(), h_slack_ms(1000)), "%d weft-cpu-* threads, %d CPUs",
+              proc_threads("weft-cpu-"), cpus_allowed());
+    sleep_ms(10);
+    CHECK_EQ(proc_threads("weft-cpu-"), cpus_allowed());
+    CHECK_EQ(proc_threads("weft-io-"), 0); /* not started: no IO task yet */
+    weft_loop_free(lp);
+    weft_shutdown();
+    CHECK_EQ(proc_threads("weft-"), 0);
+}
+
+/* weft_shutdown: tasks queued on the default pools complete with CANCELLED, running
+ * ones finish (it waits for them), every default pool thread is joined: the thread
+ * count is back to what it was, and no fd is left once the loop is freed too. Later
+ * spawns start the pools again. */
+typedef struct {
+    _Atomic int finished;
+} shutter;
+
+static void *shutdown_main(void *arg) {
+    weft_shutdown();
+    atomic_store(&((shutter *)arg)->finished, 1);
+    return NULL;
+}
+
+TEST(weft_shutdown_joins_the_default_pools) {
+    weft_shutdown();
+    int threads0 = proc_threads(NULL), fds0 = proc_fds();
+    weft_loop *lp = weft_loop_new();
+    REQUIRE(lp != NULL);
+    int cpus = cpus_allowed();
+    /* Busy every default CPU thread and some IO threads; queue more behind them. */
+    _Atomic int gate = 0;
+    enum { MAXC = 64, QUEUED = 10, IO = 6 };
+    int nc = cpus < MAXC ? cpus : MAXC;
+    rec busy[MAXC], queued[QUEUED], io[IO];
+    for (int i = 0; i < nc; i++) {
+        rec_init(&busy[i]);
+        busy[i].gate = &gate;
+        busy[i].ret = 1;
+        CHECK_ID(rec_spawn(lp, WEFT_ON_CPU, &busy[i], NULL));
+    }
+    for (int i = 0; i < nc; i++) REQUIRE(WAIT_FOR(atomic_load(&busy[i].work_active) == 1, h_slack_ms(3000)));
+    for (int i = 0; i < QUEUED; i++) {
+        rec_init(&queued[i]);
+        CHECK_ID(rec_spawn(lp, WEFT_ON_CPU, &queued[i], NULL));
+    }
+    for (int i = 0; i < IO; i++) {
+        rec_init(&io[i]);
+        io[i].sleep_ms = 5;
+        CHECK_ID(rec_spawn(lp, WEFT_ON_IO, &io[i], NULL));
+    }
+    for (int i = 0; i < IO; i++) CHECK(WAIT_FOR(atomic_load(&io[i].work_returned), h_slack_ms(3000)));
+    CHECK(proc_threads("weft-io-") >= 1);
+    CHECK(WAIT_FOR(proc_threads("weft-cpu-") == cpus, h_slack_ms(1000)));
+    shutter s = {0};
+    pthread_t th;
+    pthread_create(&th, NULL, shutdown_main, &s);
+    int dones = 0;
+    uint64_t end = now_ms() + h_slack_ms(3000);
+    while (dones < QUEUED && now_ms() < end) {
+        CHECK_OK(weft_loop_run(lp, WEFT_RUN_NOWAIT));
+        dones = 0;
+        for (int i = 0; i < QUEUED; i++) dones += atomic_load(&queued[i].dones);
+        sleep_ms(1);
+    }
+    CHECK_MSG(dones == QUEUED, "%d of %d queued tasks got done during weft_shutdown", dones, QUEUED);
+    for (int i = 0; i < QUEUED; i++) {
+        CHECK_EQ(queued[i].status, WEFT_ERR_CANCELLED);
+        CHECK_EQ(atomic_load(&queued[i].work_runs), 0);
+    }
+    CHECK_EQ(atomic_load(&s.finished), 0); /* it waits for the running work */
+    atomic_store(&gate, 1);
+    pthread_join(th, NULL);
+    CHECK_EQ(proc_threads("weft-"), 0);
+    CHECK_OK(weft_loop_run(lp, WEFT_RUN_DEFAULT));
+    for (int i = 0; i < nc; i++) {
+        CHECK_EQ(busy[i].status, 1);
+        WAIT_FREED(busy[i]);
+    }
+    for (int i = 0; i < QUEUED; i++) WAIT_FREED(queued[i]);
+    for (int i = 0; i < IO; i++) {
+        CHECK_EQ(io[i].status, 0);
+        WAIT_FREED(io[i]);
+    }
+    /* Later spawns start the pools again; a second shutdown joins them again. */
+    rec again[2];
+    rec_init(&again[0]), rec_init(&again[1]);
+    CHECK_ID(rec_spawn(lp, WEFT_ON_CPU, &again[0], NULL));
+    CHECK_ID(rec_spawn(lp, WEFT_ON_IO, &again[1], NULL));
+    CHECK_OK(weft_loop_run(lp, WEFT_RUN_DEFAULT));
+    CHECK_EQ(atomic_load(&again[0].dones) + atomic_load(&again[1].dones), 2);
+    WAIT_FREED(again[0]);
+    WAIT_FREED(again[1]);
+    CHECK(proc_threads("weft-") > 0);
+    weft_loop_free(lp);
+    weft_shutdown();
+    weft_shutdown(); /* twice is fine */
+    CHECK_EQ(proc_threads(NULL), threads0);
+    CHECK_EQ(proc_fds(), fds0);
+    CHECK_EQ(proc_threads("weft-"), 0);
+}
+
+/* weft_shutdown from a default pool's own thread ("not from a pool thread") is refused
+ * without harm: the default pools go on working, and a later weft_shutdown from another
+ * thread joins every default pool thread. */
+static int shutdown_in_work(weft_task *t, void *ud) {
+    (void)t;
+    reset_last_error();
+    weft_shutdown();
+    weft_last_error((char *)ud, 256);
+    return 0;
+}
+
+TEST(weft_shutdown_from_a_pool_thread_is_refused_without_harm) {
+    KNOWN_BUG("weft_shutdown from a default CPU pool thread takes both default pools out of the "
+              "registry before it is refused (WEFT_ERR_BUSY): the IO pool is joined, the CPU pool "
+              "is dropped without being shut down, so its threads (weft-cpu-*) live on, orphaned: "
+              "a later weft_shutdown from the main thread no longer joins them");
+    weft_shutdown();
+    weft_loop *lp = weft_loop_new();
+    REQUIRE(lp != NULL);
+    char err[256] = "";
+    CHECK_ID(weft_spawn(lp, WEFT_ON_CPU, shutdown_in_work, NULL, err, NULL, NULL));
+    CHECK_OK(weft_loop_run(lp, WEFT_RUN_DEFAULT));
+    CHECK_MSG(strstr(err, "weft_shutdown") != NULL, "weft_shutdown from a pool thread: last error \"%s\"", err);
+    rec r;
+    rec_init(&r);
+    CHECK_ID(rec_spawn(lp, WEFT_ON_CPU, &r, NULL));
+    CHECK_OK(weft_loop_run(lp, WEFT_RUN_DEFAULT));
+    CHECK_EQ(atomic_load(&r.dones), 1);
+    WAIT_FREED(r);
+    weft_loop_free(lp);
+    weft_shutdown();
+    CHECK_MSG(WAIT_FOR(proc_threads("weft-cpu-") == 0, h_slack_ms(500)), "%d weft-cpu-* threads left after weft_shutdown",
+              proc_threads("weft-cpu-"));
+}
