@@ -32,7 +32,7 @@ use crate::signal;
 use crate::slots::{self, Generational, Id, IdKind, Slab};
 use crate::sys::{self, Epoll, EpollEvent, EventFd, TimerFd};
 use crate::pool::{self, Pool};
-use crate::task::{self, TaskCell, TaskWork, Where};
+use crate::task::{self, LoopSide, TaskCell, TaskWork, Where};
 use crate::timer::{self, Wheel};
 use crate::watch::{self, FdTable};
 use std::ffi::CStr;
@@ -97,7 +97,7 @@ enum Kind<H: Handler> {
     /// Boxed to keep every registration at 48 bytes.
     Subscription { pattern: Box<Pattern> },
     /// A task in flight (the cell its job shares); in the wheel too with a timeout.
-    Task(Arc<TaskCell<H, H::Work>>),
+    Task(LoopSide<H, H::Work>),
 }
 
 /// How a task is spawned.
@@ -530,7 +530,7 @@ impl<H: Handler> Loop<H> {
             let (id, index) = self.register(&mut core, done, Kind::Timer { interval_ns: 0 })?;
             let work = work.take().expect("not taken yet");
             let cell = Arc::new(TaskCell::new(id, self.inbox.clone(), work));
-            core.entries.at_mut(index).kind = Kind::Task(cell.clone());
+            core.entries.at_mut(index).kind = Kind::Task(LoopSide(cell.clone()));
             if options.timeout_ms > 0 {
                 core.wheel.insert(index, sys::now_ns() + options.timeout_ms * timer::TICK_NS);
                 self.rearm(&mut core);
@@ -575,10 +575,11 @@ impl<H: Handler> Loop<H> {
         }
         let mut core = self.lock();
         let index = self.live_index(&core, id)?;
-        if let Kind::Task(task) = &core.entries.at(index).kind {
+        if let Kind::Task(LoopSide(task)) = &core.entries.at(index).kind {
             // A task ends when its completion arrives; cancel raises its flag, and
-            // reports the completion itself when the work had not started.
-            if task.is_cancelled() {
+            // reports the completion itself when the work had not started. Once `done`
+            // is running (its handler is out), the task is over: not found.
+            if task.is_cancelled() || core.entries.at(index).handler.is_none() {
                 return Err(Error::not_found(id));
             }
             if task.cancel() {
@@ -610,7 +611,7 @@ impl<H: Handler> Loop<H> {
             Kind::Timer { .. } => {
                 self.unlink_timer(core, index);
             }
-            Kind::Task(task) => {
+            Kind::Task(LoopSide(task)) => {
                 task.cancel();
                 self.unlink_timer(core, index);
             }
@@ -786,7 +787,8 @@ impl<H: Handler> Loop<H> {
                 match record {
                     Record::Post { seq, mut handler } => {
                         if self.inbox.start_post(seq) {
-                            handler.call(self, slots::post_id(self.tag, seq), Event::Post);
+                            let id = slots::post_id(self.tag, seq);
+                            pool::deferring_wakeups(|| handler.call(self, id, Event::Post));
                             ran += 1;
                         }
                         drop(handler);
@@ -799,7 +801,7 @@ impl<H: Handler> Loop<H> {
                     Record::Done { id, status, result } => {
                         ran += self.dispatch(id, Event::Done { status, result: &result }) as usize;
                     }
-                    Record::Job(job) => job.run(),
+                    Record::Job(job) => pool::deferring_wakeups(|| job.run()),
                 }
             }
         }
@@ -855,7 +857,7 @@ impl<H: Handler> Loop<H> {
             }
             let Some(handler) = entry.handler.take() else { return false };
             let mut is_task = false;
-            if let Kind::Task(task) = &entry.kind {
+            if let Kind::Task(LoopSide(task)) = &entry.kind {
                 // Its wheel entry is its timeout; either way the task ends now.
                 let cancelled = task.is_cancelled();
                 if matches!(event, Event::Timer) {
@@ -883,7 +885,7 @@ impl<H: Handler> Loop<H> {
             }
             handler
         };
-        handler.call(self, id, event);
+        pool::deferring_wakeups(|| handler.call(self, id, event));
         let mut core = self.lock();
         let index = core.entries.index(id).expect("an entry in a call stays in the slab");
         let entry = core.entries.at_mut(index);
@@ -892,9 +894,11 @@ impl<H: Handler> Loop<H> {
             entry.handler = Some(handler);
             return true;
         }
-        drop(core.entries.remove_at(index));
+        // Dropped without the lock: a task's entry may end its user data (free_fn).
+        let entry = core.entries.remove_at(index);
         drop(core);
         drop(handler);
+        drop(entry);
         true
     }
 

@@ -34,8 +34,14 @@
 //! Searching workers (`searching`: awake, not running a job) spare submitters the
 //! wake-up: a searcher is bound to find the job or to go through the sleep check
 //! above, which sees the job's `events` bump. A searcher that finds a job stops
-//! searching; if it was the last one and jobs are still queued, it wakes a sleeper, so
-//! queued work never waits for a busy worker while another sleeps. Before parking, a
+//! searching; if it was the last one and jobs are still queued (in the injector or in
+//! any deque), it wakes a sleeper, so queued work never waits for a busy worker while
+//! another sleeps. A batch steal moves jobs from the injector into the stealer's deque,
+//! out of sight of a worker that just looked in the injector; so the stealer bumps
+//! `events` as a submitter would, and that worker's sleep check sees it.
+//!
+//! Wake-ups asked for inside a loop callback are deferred to the callback's end (see
+//! [`deferring_wakeups`]): a callback that spawns a thousand tasks wakes once. Before parking, a
 //! worker looks for work a bounded number of times (a few microseconds), because jobs
 //! come in bursts and a park and wake-up cost two system calls.
 //!
@@ -187,13 +193,20 @@ thread_local! {
 impl Cpu {
     fn find_job(&self, local: &Worker<JobRef>) -> Option<JobRef> {
         local.pop().or_else(|| {
-            std::iter::repeat_with(|| {
+            let job = std::iter::repeat_with(|| {
                 self.injector
                     .steal_batch_and_pop(local)
                     .or_else(|| self.stealers.iter().map(|s| s.steal()).collect())
             })
             .find(|s| !s.is_retry())
-            .and_then(|s| s.success())
+            .and_then(|s| s.success());
+            if job.is_some() && !local.is_empty() {
+                // A batch steal moved jobs into this deque, where a worker that looked
+                // in the injector a moment ago did not see them: count it as a
+                // submission, so that worker does not go to sleep (module comment).
+                self.events.fetch_add(1, SeqCst);
+            }
+            job
         })
     }
 
@@ -249,9 +262,17 @@ impl Cpu {
     }
 
     /// A searching worker found `job`: it runs it, and if it was the last searcher and
-    /// more work is queued, wakes a sleeper to look for it (see the module comment).
+    /// more work is queued anywhere, wakes a sleeper to look for it (see the module comment). Once the
+    /// pool is shutting down, it abandons the job instead.
     fn run_found(&self, job: JobRef) {
-        if self.searching.fetch_sub(1, SeqCst) == 1 && self.sleepers.load(SeqCst) > 0 && !self.injector.is_empty() {
+        if self.common.shutdown.load(SeqCst) {
+            job.abandon(); // queued when the pool began to shut down: not started
+            return;
+        }
+        // Jobs may wait in the injector or in any worker's deque (a batch steal fills
+        // the stealer's own; nested submissions fill the submitter's).
+        let more = !self.injector.is_empty() || self.stealers.iter().any(|s| !s.is_empty());
+        if self.searching.fetch_sub(1, SeqCst) == 1 && more && self.sleepers.load(SeqCst) > 0 {
             self.wake_one();
         }
         job.run();
@@ -264,7 +285,7 @@ impl Cpu {
     }
 
     fn start(self: &Arc<Self>) -> Result<()> {
-        if self.started.swap(true, SeqCst) {
+        if self.started.load(SeqCst) || self.started.swap(true, SeqCst) {
             return Ok(());
         }
         let locals: Vec<_> = self.locals.lock().unwrap_or_else(|p| p.into_inner()).iter_mut().map(|l| l.take()).collect();
@@ -287,17 +308,77 @@ impl Cpu {
             self.injector.push(job);
         }
         self.events.fetch_add(1, SeqCst);
-        // A searching worker will find the job; wake a sleeper only when none is.
+        if !defer_wake(self) {
+            self.wake_if_needed();
+        }
+        Ok(())
+    }
+
+    /// A searching worker will find queued jobs; wake a sleeper only when none is.
+    fn wake_if_needed(&self) {
         if self.searching.load(SeqCst) == 0 && self.sleepers.load(SeqCst) > 0 {
             self.wake_one();
         }
-        Ok(())
     }
 
     fn wake_all(&self) {
         let _guard = self.sleep.lock().unwrap_or_else(|p| p.into_inner());
         self.wake.notify_all();
     }
+}
+
+// ---- deferred wake-ups ----------------------------------------------------------------
+
+thread_local! {
+    /// How deep this thread is in loop callbacks (see [`deferring_wakeups`]).
+    static DEFERRING: Cell<usize> = const { Cell::new(0) };
+    /// The CPU pool (an `Arc` turned into a raw pointer, so the thread-local needs no
+    /// destructor) this thread submitted to while deferring, to wake when it stops.
+    static DEFERRED: Cell<*const Cpu> = const { Cell::new(std::ptr::null()) };
+}
+
+/// Runs `f` (a loop callback) with CPU-pool wake-ups deferred to its end: a callback
+/// that spawns many tasks wakes a sleeping worker once, not once per task (a wake-up
+/// costs a system call on each side). Correct because the job and its `events` bump
+/// are published at once: a worker about to sleep still sees them; only the wake-up
+/// of an already sleeping worker waits until the callback returns.
+pub fn deferring_wakeups<R>(f: impl FnOnce() -> R) -> R {
+    struct Depth;
+    impl Drop for Depth {
+        fn drop(&mut self) {
+            let depth = DEFERRING.with(|d| {
+                d.set(d.get() - 1);
+                d.get()
+            });
+            if depth == 0 {
+                let cpu = DEFERRED.with(|p| p.replace(std::ptr::null()));
+                if !cpu.is_null() {
+                    // SAFETY: made by Arc::into_raw in `defer_wake`, taken back once.
+                    unsafe { Arc::from_raw(cpu) }.wake_if_needed();
+                }
+            }
+        }
+    }
+    DEFERRING.with(|d| d.set(d.get() + 1));
+    let _depth = Depth;
+    f()
+}
+
+/// Records a wake-up of `cpu` for later if this thread is deferring them (one pool; a
+/// second one in the same callback is woken at once).
+fn defer_wake(cpu: &Arc<Cpu>) -> bool {
+    if DEFERRING.with(|d| d.get()) == 0 {
+        return false;
+    }
+    DEFERRED.with(|p| {
+        let current = p.get();
+        if current.is_null() {
+            p.set(Arc::into_raw(cpu.clone()));
+            true
+        } else {
+            std::ptr::eq(current, Arc::as_ptr(cpu))
+        }
+    })
 }
 
 // ---- IO pool --------------------------------------------------------------------------
@@ -378,9 +459,9 @@ impl Io {
             self.ready.notify_one();
             return Ok(());
         }
-        // No thread is waiting. Busy threads come back for queued jobs; start another
-        // thread only when the backlog outgrows them (blocked threads let it grow).
-        if queue.threads < self.bound && queue.jobs.len() > queue.threads {
+        // No thread is waiting: start one, up to the bound. (Waiting for a busy thread
+        // instead could deadlock tasks that wait for each other.)
+        if queue.threads < self.bound {
             queue.threads += 1;
             let index = queue.next_index;
             queue.next_index += 1;

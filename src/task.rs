@@ -21,6 +21,8 @@
 use crate::inbox::{Inbox, Record};
 use crate::pool::{self, Job, Pool};
 use crate::slots::Id;
+use std::cell::UnsafeCell;
+use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 
@@ -73,28 +75,78 @@ impl<H> TaskWork<H> for BoxedWork<H> {
 pub struct TaskCell<H, W> {
     stage: AtomicU8,
     cancelled: AtomicBool,
+    /// The sides still holding the work: the loop (until `done` has run) and the pool
+    /// (until the work has returned, or been given up before it started). The last one
+    /// to let go drops the work, which ends its user data: on the loop thread after
+    /// `done`, or on the work's thread when the work outlives `done`.
+    holders: AtomicU8,
     id: Id,
     inbox: Arc<Inbox<H>>,
-    work: W,
+    work: UnsafeCell<ManuallyDrop<W>>,
 }
+
+// SAFETY: `work` is shared as `&W` (W: Sync) while both sides hold it, and dropped
+// exactly once, by the side whose release takes `holders` to zero.
+unsafe impl<H: Send, W: Send + Sync> Send for TaskCell<H, W> {}
+unsafe impl<H: Send, W: Send + Sync> Sync for TaskCell<H, W> {}
 
 impl<H, W> TaskCell<H, W> {
     pub fn new(id: Id, inbox: Arc<Inbox<H>>, work: W) -> TaskCell<H, W> {
-        TaskCell { stage: AtomicU8::new(QUEUED), cancelled: AtomicBool::new(false), id, inbox, work }
+        TaskCell {
+            stage: AtomicU8::new(QUEUED),
+            cancelled: AtomicBool::new(false),
+            holders: AtomicU8::new(2),
+            id,
+            inbox,
+            work: UnsafeCell::new(ManuallyDrop::new(work)),
+        }
     }
 
     pub fn id(&self) -> Id {
         self.id
     }
 
-    /// Raises the cancel flag; true if the task had not started, so it never will.
+    /// Raises the cancel flag; true if the task had not started, so it never will (and
+    /// the pool's hold on the work is released now).
     pub fn cancel(&self) -> bool {
         self.cancelled.store(true, SeqCst);
-        self.stage.compare_exchange(QUEUED, ABANDONED, SeqCst, SeqCst).is_ok()
+        let abandoned = self.stage.compare_exchange(QUEUED, ABANDONED, SeqCst, SeqCst).is_ok();
+        if abandoned {
+            self.release();
+        }
+        abandoned
     }
 
     pub fn is_cancelled(&self) -> bool {
         self.cancelled.load(SeqCst)
+    }
+
+    /// One side lets go of the work; the last one drops it.
+    fn release(&self) {
+        if self.holders.fetch_sub(1, SeqCst) == 1 {
+            // SAFETY: both sides have let go: nobody can reach the work any more.
+            unsafe { ManuallyDrop::drop(&mut *self.work.get()) }
+        }
+    }
+}
+
+impl<H, W> Drop for TaskCell<H, W> {
+    fn drop(&mut self) {
+        if *self.holders.get_mut() > 0 {
+            // A side that never let go (it cannot happen, but nothing must leak).
+            // SAFETY: `&mut self`: no one else can reach the work.
+            unsafe { ManuallyDrop::drop(self.work.get_mut()) }
+        }
+    }
+}
+
+/// The loop's hold on a task: letting go of it (when the entry ends) is the loop side's
+/// release of the work.
+pub struct LoopSide<H, W>(pub Arc<TaskCell<H, W>>);
+
+impl<H, W> Drop for LoopSide<H, W> {
+    fn drop(&mut self) {
+        self.0.release();
     }
 }
 
@@ -129,14 +181,19 @@ impl<H: Send + 'static, W: TaskWork<H> + 'static> Job for TaskCell<H, W> {
             return; // cancelled before it started: the canceller reported it
         }
         let mut task = Task { cancelled: &self.cancelled, inbox: &self.inbox, result: Vec::new() };
-        let status = self.work.run(&mut task);
+        // SAFETY: the pool side holds the work until `release` below.
+        let status = unsafe { &*self.work.get() }.run(&mut task);
         self.stage.store(FINISHED, SeqCst);
-        self.inbox.push(Record::Done { id: self.id, status, result: task.result });
+        let result = task.result;
+        // Let go first: if `done` is still to come, the loop drops the work after it.
+        self.release();
+        self.inbox.push(Record::Done { id: self.id, status, result });
     }
 
     fn abandon(self: Arc<Self>) {
         if self.stage.compare_exchange(QUEUED, ABANDONED, SeqCst, SeqCst).is_ok() {
             self.cancelled.store(true, SeqCst);
+            self.release();
             self.inbox.push(Record::Done { id: self.id, status: CANCELLED, result: Vec::new() });
         }
     }
@@ -159,7 +216,15 @@ pub fn default_pool(kind: pool::Kind) -> crate::Result<Arc<Pool>> {
 /// Drains and joins the default pools (queued tasks complete as cancelled).
 pub fn shutdown() -> crate::Result<()> {
     crate::fork::check()?;
-    let pools = std::mem::take(&mut *DEFAULTS.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut defaults = DEFAULTS.lock().unwrap_or_else(|p| p.into_inner());
+    if defaults.iter().flatten().any(|pool| pool.on_own_thread()) {
+        return Err(crate::Error::new(
+            crate::Code::Busy,
+            "called from a thread of a default pool, which cannot join itself",
+        ));
+    }
+    let pools = std::mem::take(&mut *defaults);
+    drop(defaults);
     for pool in pools.into_iter().flatten() {
         pool.shutdown()?;
     }

@@ -120,7 +120,8 @@ impl Handler for CHandler {
                 Event::Done { status, result } => {
                     let f: unsafe extern "C" fn(*mut weft_loop, u64, c_int, *const u8, usize, *mut c_void) =
                         std::mem::transmute(self.func);
-                    f(lp, id, status, result.as_ptr(), result.len(), ud)
+                    let ptr = if result.is_empty() { std::ptr::null() } else { result.as_ptr() };
+                    f(lp, id, status, ptr, result.len(), ud)
                 }
                 Event::Topic { topic, payload } => {
                     let f: unsafe extern "C" fn(*mut weft_loop, u64, *const c_char, *const c_void, usize, *mut c_void) =

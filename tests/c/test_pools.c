@@ -358,11 +358,6 @@ static void spawn_barrier_one_by_one(weft_loop *lp, barrier *b, const weft_spawn
 }
 
 TEST(io_pool_runs_as_many_blocking_tasks_as_its_bound) {
-    KNOWN_BUG("an IO pool starts a thread only when its backlog outgrows its thread count "
-              "(jobs.len() > threads): a task submitted while every thread is blocked waits, "
-              "although the bound allows more threads, so tasks that wait for one another "
-              "deadlock (here until the barrier times out) on pools of bound 2 and 4 and on the "
-              "default IO pool (bound 64)");
     weft_loop *lp = weft_loop_new();
     REQUIRE(lp != NULL);
     weft_pool_options o2 = pool_opts(WEFT_POOL_IO, 2, "bar2"), o4 = pool_opts(WEFT_POOL_IO, 4, "bar4");
@@ -397,11 +392,6 @@ static void *spinner(void *a) {
 }
 
 TEST(cpu_pool_runs_as_many_blocking_tasks_as_it_has_threads) {
-    KNOWN_BUG("intermittent: a CPU worker that steals a batch from the injector keeps the rest in its "
-              "own deque, and run_found wakes a sleeper only when the injector is non-empty: tasks "
-              "wait behind the worker's long task while other workers sleep (seen: 4 of 8 gated tasks "
-              "never started on an idle 8-thread pool; about 1 round in 300-600 here, 2 in 40 runs of "
-              "loop_freed_with_tasks_in_flight under load)");
     weft_loop *lp = weft_loop_new();
     REQUIRE(lp != NULL);
     atomic_store(&spin_stop, 0);
@@ -641,10 +631,6 @@ static int parent_work(weft_task *t, void *ud) {
 }
 
 TEST(pool_free_cancels_nested_tasks_not_yet_started) {
-    KNOWN_BUG("tasks queued in a CPU worker's own deque (spawned from work on that pool) are not "
-              "cancelled by weft_pool_free: the worker runs them after the running work returns "
-              "(it pops its deque before it checks for shutdown), so they get done(status), not "
-              "done(WEFT_ERR_CANCELLED)");
     weft_pool_options o = pool_opts(WEFT_POOL_CPU, 1, "pfn");
     weft_pool *p = weft_pool_new(&o);
     REQUIRE(p != NULL);
@@ -993,10 +979,6 @@ static int shutdown_in_work(weft_task *t, void *ud) {
 }
 
 TEST(weft_shutdown_from_a_pool_thread_is_refused_without_harm) {
-    KNOWN_BUG("weft_shutdown from a default CPU pool thread takes both default pools out of the "
-              "registry before it is refused (WEFT_ERR_BUSY): the IO pool is joined, the CPU pool "
-              "is dropped without being shut down, so its threads (weft-cpu-*) live on, orphaned: "
-              "a later weft_shutdown from the main thread no longer joins them");
     weft_shutdown();
     weft_loop *lp = weft_loop_new();
     REQUIRE(lp != NULL);

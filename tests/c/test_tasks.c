@@ -560,10 +560,6 @@ static void cancel_in_done_cb(weft_loop *lp, weft_id id, int status, const uint8
 }
 
 TEST(cancel_during_done_is_not_found) {
-    KNOWN_BUG("weft_cancel of a task from inside its own done returns WEFT_OK, not "
-              "WEFT_ERR_NOT_FOUND, although done has been called with the work's status (from "
-              "another thread too, while done runs or just after it returned: see the 'OK while "
-              "done ran' count of cancel_racing_completion)");
     weft_loop *lp = weft_loop_new();
     REQUIRE(lp != NULL);
     cancel_in_done c = {0, 99};
@@ -576,8 +572,6 @@ TEST(cancel_during_done_is_not_found) {
 
 /* done of a cancelled or timed-out task gets result NULL and len 0, as documented. */
 TEST(cancelled_and_timed_out_results_are_null) {
-    KNOWN_BUG("done of a cancelled or timed-out task gets a non-NULL result pointer "
-              "(0x1, Rust's dangling empty slice) with len 0; weft.h says NULL/0");
     weft_loop *lp = weft_loop_new();
     REQUIRE(lp != NULL);
     rec c, t;
@@ -604,9 +598,6 @@ TEST(cancelled_and_timed_out_results_are_null) {
  * runs, nothing outlives done, so its free_fn runs then, on the loop thread, not
  * whenever its pool gets round to the dropped job (maybe never, if the pool stays busy). */
 TEST(free_fn_of_a_task_ended_while_queued_runs_at_its_done) {
-    KNOWN_BUG("a task cancelled or timed out while queued gets done(CANCELLED/TIMEOUT) at once, "
-              "but its free_fn waits until a pool thread dequeues the dead job (after the running "
-              "work, however long), and then runs on that pool thread");
     weft_loop *lp = weft_loop_new();
     REQUIRE(lp != NULL);
     weft_pool_options po = pool_opts(WEFT_POOL_CPU, 1, "fq1");
@@ -1015,9 +1006,6 @@ TEST(loop_freed_with_tasks_in_flight) {
  * thread, right after done, so by the time weft_loop_run(DEFAULT) returns (the loop is
  * idle) every free_fn has run, and the caller may release what user_data points to. */
 TEST(free_fn_of_a_completed_task_runs_on_the_loop_thread) {
-    KNOWN_BUG("the free_fn of a task that completed normally often runs on the pool thread, after "
-              "done and after weft_loop_run(DEFAULT) returned (even after weft_loop_free): the "
-              "pool's reference to the TaskCell is dropped after the Done record is pushed");
     weft_loop *lp = weft_loop_new();
     REQUIRE(lp != NULL);
     long n = h_scale(100, 20);
