@@ -3,42 +3,43 @@
 //!
 //! # Wake-up protocol
 //!
-//! State: `queue` (records, under a mutex) and `bell` (an eventfd in the loop's epoll
-//! set, so it also wakes an embedding host).
+//! State: `queue` (records, under a mutex), `queued` (whether it holds any), `awake`
+//! (the consumer is in a pass and will look at the queue again before it sleeps), and
+//! `bell` (an eventfd in the loop's epoll set, so it also wakes an embedding host).
 //!
 //! Producer (any thread):
-//!   1. lock `queue`; note whether it was empty; push the record; unlock;
-//!   2. if it was empty, ring `bell`.
+//!   1. lock `queue`; if it was empty, `queued = true` (SeqCst); push; unlock;
+//!   2. if it was empty and `awake` is false (SeqCst load), ring `bell`.
 //!
-//! Consumer (the loop thread, once per pass):
-//!   1. drain `bell`;
-//!   2. lock `queue`, swap its records out (leaving it empty), unlock; dispatch them.
+//! Consumer (the loop thread):
+//!   - when a pass begins (after waiting): `awake = true`;
+//!   - to take records: drain `bell`; lock `queue`, swap its records out, set
+//!     `queued = false`, unlock; dispatch them;
+//!   - before it waits again, and when `run` returns: `awake = false` (SeqCst), then
+//!     read `queued` (SeqCst); if set, do not wait (or, leaving `run`, ring `bell`
+//!     itself, so that an embedding host comes back).
 //!
-//! Invariant: while the queue is not empty, the bell has been rung since the consumer
-//! last drained it, or is about to be. The queue only becomes non-empty through a push
-//! onto an empty queue, and that push comes after the consumer's last swap, hence after
-//! its last drain; its producer rings after the push.
+//! No lost wake-up: take a record pushed onto an empty queue. Either its producer sees
+//! `awake` false and rings, or it saw `awake` true; then the consumer's later
+//! `awake = false` comes after the producer's `queued = true` in the SeqCst order (the
+//! two stores and two loads form a Dekker pair), so the consumer sees `queued` and
+//! does not sleep. A record pushed onto a non-empty queue is behind one of those.
 //!
-//! So no wake-up is lost: a record pushed before the consumer's step 2 is in the batch
-//! it takes; a record pushed after it lands in an empty queue (its producer rings) or
-//! behind one that did. There is one ring per batch, however many records it holds, and
-//! the steady-state cost of a post is one uncontended lock: no atomic flag or counter
-//! shared with the consumer. (A ring that lands between steps 1 and 2 only makes the
-//! next pass look at an empty queue.)
+//! Cost: while the consumer is busy in passes (a fast producer, a stream of task
+//! completions), producers never ring: a post is one uncontended lock. When the
+//! consumer sleeps, one ring wakes it for a whole batch.
 
 //! # Cancelling a post
 //!
 //! Records are numbered in queue order (a post's id holds its number). A post still in
 //! the queue is cancelled by replacing its record with a tombstone, under the lock, and
-//! its handler is dropped by the canceller. A post the consumer has already taken is in
-//! the batch being dispatched; then the protocol is a handshake. The consumer publishes
-//! `started = seq + 1` before it runs post `seq`, then, only if `cancel_requests` is
-//! non-zero, looks for `seq` in `cancelled` (under the lock). A canceller adds its `seq`
-//! to `cancelled`, increments `cancel_requests`, and only then reads `started` (all
-//! SeqCst, all under the lock): if the post has started it takes its entry back and
-//! reports "not found"; otherwise the consumer, which reads `cancel_requests` after
-//! publishing `started`, is bound to see the entry and skip the post (dropping its
-//! handler on the loop thread).
+//! its handler is dropped by the canceller, on any thread. A post the consumer has
+//! already taken is in the batch being dispatched: only the loop thread itself (a
+//! callback of that pass) can still cancel it, by listing it in `cancelled`, which the
+//! consumer checks before each post while `cancel_requests` is non-zero; `started`
+//! tells it whether the post already ran. All of that happens on the consumer's thread,
+//! so it needs no fences. For any other thread such a post counts as started: without
+//! that rule the consumer would pay a full fence per post to settle the race.
 
 use crate::sys::EventFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
@@ -86,9 +87,12 @@ pub struct Inbox<H> {
     /// Whether `queue` holds records: written under the lock, once per batch by each
     /// side, so the loop can ask without taking the lock.
     queued: Line<AtomicBool>,
+    /// The consumer is in a pass and will look at `queued` before it sleeps.
+    awake: Line<AtomicBool>,
     /// Set when the loop is freed: later records are dropped, not queued.
     closed: AtomicBool,
-    /// Written by the consumer only: the number after the last post it started.
+    /// The consumer's progress: every record numbered below it has been dispatched,
+    /// skipped, or (for the loop thread's own cancels) started.
     started: Line<AtomicU64>,
     cancel_requests: AtomicUsize,
     bell: EventFd,
@@ -99,6 +103,7 @@ impl<H> Inbox<H> {
         Ok(Inbox {
             queue: Line(Mutex::new(Queue { records: Vec::new(), first_seq: 1, cancelled: Vec::new(), tombstoned: Vec::new() })),
             queued: Line(AtomicBool::new(false)),
+            awake: Line(AtomicBool::new(false)),
             closed: AtomicBool::new(false),
             started: Line(AtomicU64::new(1)),
             cancel_requests: AtomicUsize::new(0),
@@ -122,11 +127,11 @@ impl<H> Inbox<H> {
         }
         let was_empty = queue.records.is_empty();
         if was_empty {
-            self.queued.0.store(true, Relaxed);
+            self.queued.0.store(true, SeqCst);
         }
         queue.records.push(record);
         drop(queue);
-        if was_empty {
+        if was_empty && !self.awake.0.load(SeqCst) {
             self.bell.ring();
         }
     }
@@ -160,7 +165,19 @@ impl<H> Inbox<H> {
 
     /// True when records are queued that the consumer has not taken.
     pub fn has_records(&self) -> bool {
-        self.queued.0.load(Relaxed)
+        self.queued.0.load(SeqCst)
+    }
+
+    /// The consumer begins a pass: producers need not ring until it dozes.
+    pub fn wake_up(&self) {
+        self.awake.0.store(true, SeqCst);
+    }
+
+    /// The consumer is about to wait (or to leave `run`); true if records are queued,
+    /// in which case it must not wait for the bell (see the protocol).
+    pub fn doze(&self) -> bool {
+        self.awake.0.store(false, SeqCst);
+        self.has_records()
     }
 
     /// Takes every queued record into `batch` (which must be empty).
@@ -173,28 +190,29 @@ impl<H> Inbox<H> {
         queue.tombstoned.retain(|&seq| seq >= previous);
         std::mem::swap(&mut queue.records, batch);
         queue.first_seq += batch.len() as u64;
-        self.queued.0.store(false, Relaxed);
+        self.queued.0.store(false, SeqCst);
     }
 
     /// Called by the consumer just before it runs post `seq`: false if it was cancelled.
     pub fn start_post(&self, seq: u64) -> bool {
-        self.started.0.store(seq + 1, SeqCst);
-        if self.cancel_requests.load(SeqCst) == 0 {
+        self.started.0.store(seq + 1, Relaxed);
+        if self.cancel_requests.load(Relaxed) == 0 {
             return true;
         }
         let mut queue = self.lock();
         match queue.cancelled.iter().position(|&s| s == seq) {
             Some(at) => {
                 queue.cancelled.swap_remove(at);
-                self.cancel_requests.fetch_sub(1, SeqCst);
+                self.cancel_requests.fetch_sub(1, Relaxed);
                 false
             }
             None => true,
         }
     }
 
-    /// Cancels post `seq` if it has not started.
-    pub fn cancel_post(&self, seq: u64) -> Cancel<H> {
+    /// Cancels post `seq` if it has not started. `on_consumer` says the caller is the
+    /// consumer's own thread (the only one that may cancel a post already taken).
+    pub fn cancel_post(&self, seq: u64, on_consumer: bool) -> Cancel<H> {
         let mut queue = self.lock();
         if seq >= queue.first_seq {
             let at = (seq - queue.first_seq) as usize;
@@ -207,16 +225,15 @@ impl<H> Inbox<H> {
             queue.tombstoned.push(seq);
             return Cancel::Removed(handler);
         }
-        if queue.cancelled.contains(&seq) || queue.tombstoned.contains(&seq) {
+        if !on_consumer
+            || self.started.0.load(Relaxed) > seq
+            || queue.cancelled.contains(&seq)
+            || queue.tombstoned.contains(&seq)
+        {
             return Cancel::NotFound;
         }
         queue.cancelled.push(seq);
-        self.cancel_requests.fetch_add(1, SeqCst);
-        if self.started.0.load(SeqCst) > seq {
-            queue.cancelled.pop();
-            self.cancel_requests.fetch_sub(1, SeqCst);
-            return Cancel::NotFound;
-        }
+        self.cancel_requests.fetch_add(1, Relaxed);
         Cancel::Marked
     }
 
@@ -224,7 +241,7 @@ impl<H> Inbox<H> {
     pub fn close(&self) -> Vec<Record<H>> {
         let mut queue = self.lock();
         self.closed.store(true, SeqCst);
-        self.queued.0.store(false, Relaxed);
+        self.queued.0.store(false, SeqCst);
         std::mem::take(&mut queue.records)
     }
 }

@@ -37,7 +37,7 @@ use crate::timer::{self, Wheel};
 use crate::watch::{self, FdTable};
 use std::ffi::CStr;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// What a registration's handler is told when it is called.
@@ -169,11 +169,22 @@ pub struct Loop<H: Handler> {
     stop: AtomicBool,
     /// True while `run` runs: a cancel that leaves nothing registered must wake it.
     running: AtomicBool,
+    /// The thread running the loop (see [`thread_number`]), 0 when none.
+    runner_thread: AtomicU64,
     closed: AtomicBool,
 }
 
 fn cell_id<H, W>(cell: &TaskCell<H, W>) -> Id {
     cell.id()
+}
+
+/// A number for the calling thread, unique in the process (never 0).
+fn thread_number() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static NUMBER: u64 = NEXT.fetch_add(1, SeqCst);
+    }
+    NUMBER.with(|n| *n)
 }
 
 /// Releases a reserved tag unless the loop was made after all.
@@ -242,6 +253,7 @@ impl<H: Handler> Loop<H> {
             }),
             stop: AtomicBool::new(false),
             running: AtomicBool::new(false),
+            runner_thread: AtomicU64::new(0),
             closed: AtomicBool::new(false),
         })
     }
@@ -561,7 +573,7 @@ impl<H: Handler> Loop<H> {
         fork::check()?;
         match slots::decode(self.tag, id) {
             Some(IdKind::Post { seq }) => {
-                return match self.inbox.cancel_post(seq) {
+                return match self.inbox.cancel_post(seq, self.on_loop_thread()) {
                     Cancel::Removed(handler) => {
                         drop(handler);
                         Ok(())
@@ -647,8 +659,15 @@ impl<H: Handler> Loop<H> {
             Error::new(Code::Busy, "the loop is already running (re-entered from a callback, or on another thread)")
         })?;
         self.running.store(true, SeqCst);
+        self.runner_thread.store(thread_number(), SeqCst);
         let result = self.run_passes(&mut runner, mode);
+        self.runner_thread.store(0, SeqCst);
         self.running.store(false, SeqCst);
+        // Records that producers did not ring for (the loop was awake) must make the
+        // loop's fd readable now: an embedding host waits on it.
+        if self.inbox.doze() {
+            self.inbox.wake();
+        }
         // As in libuv, a stop is used up by the run it ends, or by the next run.
         self.stop.store(false, SeqCst);
         result
@@ -673,6 +692,11 @@ impl<H: Handler> Loop<H> {
                 RunMode::Once => {}
             }
         }
+    }
+
+    /// True on the thread running the loop right now.
+    fn on_loop_thread(&self) -> bool {
+        self.runner_thread.load(SeqCst) == thread_number()
     }
 
     /// Makes `run` return after its current pass (or the next run after one pass).
@@ -709,12 +733,12 @@ impl<H: Handler> Loop<H> {
     fn pass(&self, runner: &mut Runner<H>, block: bool) -> Result<usize> {
         let mut ran = 0;
         let Runner { events, ready, ids, batch, indices } = runner;
-        // Queued records ring the bell, so blocking would be safe; not blocking when some
-        // are queued anyway costs nothing and does not rest on that alone.
-        let queued = self.inbox.has_records();
+        // The inbox protocol: doze, and do not wait if records came in meanwhile.
+        let queued = self.inbox.doze();
         let block = block && !queued;
         sys::epoll_wait(self.inner_fd.load(SeqCst), events, if block { -1 } else { 0 })
             .map_err(io_error("epoll_wait"))?;
+        self.inbox.wake_up();
         let (mut inbox_rang, mut timer_rang, mut signal_rang) = (false, false, false);
         ready.clear();
         for ev in events.iter() {

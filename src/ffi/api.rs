@@ -327,8 +327,11 @@ pub extern "C" fn weft_timer_every(
 /// start again; its `free_fn` runs now (on this thread), or, when called while that
 /// callback is running (from inside it, or from another thread), right after the
 /// callback returns, on the loop thread. A post that the loop has already taken into
-/// the pass in progress (one posted before the running callback started) has its
-/// `free_fn` run on the loop thread when the pass reaches it. Any thread.
+/// the pass in progress (one queued before the pass began) can still be cancelled from
+/// the loop thread (a callback of that pass), and its `free_fn` runs when the pass
+/// reaches it; for any other thread it counts as started (`WEFT_ERR_NOT_FOUND`). A
+/// task is not ended by cancel: its `done` still runs, with `WEFT_ERR_CANCELLED` (see
+/// `weft_spawn`). Any thread.
 /// Returns `WEFT_OK`; `WEFT_ERR_NOT_FOUND` when `id` does not name a live registration of
 /// this loop (finished, cancelled already, stale, forged, another loop's); `WEFT_ERR_NULL`.
 #[no_mangle]
