@@ -253,6 +253,12 @@ extern "C" {
 // failed. Any thread; works in a forked child.
 size_t weft_last_error(char *buf, size_t len);
 
+// The `weft_result` code of this thread's last failed call (0 if none has failed), for
+// calls that return an id or a pointer and so cannot return the code themselves. Set
+// together with `weft_last_error`, with the same lifetime. Any thread; works in a
+// forked child.
+int weft_last_error_code(void);
+
 // A static description of a `weft_result` code ("WEFT_ERR_NOT_FOUND: ..."); an unknown
 // code gives "unknown weft_result code". Never NULL. Any thread.
 const char *weft_strerror(int code);

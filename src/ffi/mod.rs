@@ -71,9 +71,11 @@ impl From<Code> for weft_result {
 
 thread_local! {
     static LAST_ERROR: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static LAST_CODE: std::cell::Cell<c_int> = const { std::cell::Cell::new(0) };
 }
 
-fn set_last_error(function: &str, message: &str) {
+fn set_last_error(function: &str, code: Code, message: &str) {
+    LAST_CODE.with(|last| last.set(weft_result::from(code) as c_int));
     LAST_ERROR.with(|last| {
         let mut last = last.borrow_mut();
         last.clear();
@@ -129,7 +131,7 @@ pub(crate) fn guard<T: Failure>(function: &str, body: impl FnOnce() -> Result<T>
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(value)) => value,
         Ok(Err(error)) => {
-            set_last_error(function, &error.message);
+            set_last_error(function, error.code, &error.message);
             T::failure(error.code)
         }
         Err(panic) => {
@@ -138,7 +140,7 @@ pub(crate) fn guard<T: Failure>(function: &str, body: impl FnOnce() -> Result<T>
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            set_last_error(function, &format!("internal panic (a weft bug): {what}"));
+            set_last_error(function, Code::Panic, &format!("internal panic (a weft bug): {what}"));
             T::failure(Code::Panic)
         }
     }
@@ -189,6 +191,15 @@ pub extern "C" fn weft_last_error(buf: *mut c_char, len: usize) -> usize {
         }
         last.len()
     })
+}
+
+/// The `weft_result` code of this thread's last failed call (0 if none has failed), for
+/// calls that return an id or a pointer and so cannot return the code themselves. Set
+/// together with `weft_last_error`, with the same lifetime. Any thread; works in a
+/// forked child.
+#[no_mangle]
+pub extern "C" fn weft_last_error_code() -> c_int {
+    LAST_CODE.with(|last| last.get())
 }
 
 /// A static description of a `weft_result` code ("WEFT_ERR_NOT_FOUND: ..."); an unknown
@@ -253,6 +264,7 @@ mod tests {
         let len = weft_last_error(buf.as_mut_ptr(), buf.len());
         assert_eq!(len, "weft_x: fd -1 is bad".len());
         assert_eq!(unsafe { CStr::from_ptr(buf.as_ptr()) }.to_str().unwrap(), "weft_x:");
+        assert_eq!(weft_last_error_code(), weft_result::WEFT_ERR_INVALID as c_int);
         let p: c_int = guard("weft_y", || panic!("boom"));
         assert_eq!(p, weft_result::WEFT_ERR_PANIC as c_int);
     }

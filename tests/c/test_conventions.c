@@ -26,6 +26,23 @@ TEST(last_error_is_empty_on_a_thread_without_failures) {
     CHECK(ok);
 }
 
+TEST(last_error_code_tells_why_an_id_call_failed) {
+    weft_loop *lp = weft_loop_new();
+    REQUIRE(lp != NULL);
+    CHECK_EQ(weft_timer_after(NULL, 1, track_cb, NULL, never_free), 0);
+    CHECK_EQ(weft_last_error_code(), WEFT_ERR_NULL);
+    CHECK_EQ(weft_watch_fd(lp, -1, WEFT_READABLE, track_fd_cb, NULL, never_free), 0);
+    CHECK_EQ(weft_last_error_code(), WEFT_ERR_INVALID);
+    CHECK_EQ(weft_spawn(lp, WEFT_ON_PROCESS, NULL, NULL, NULL, never_free, NULL), 0);
+    CHECK_EQ(weft_last_error_code(), WEFT_ERR_NULL);
+    CHECK_RC(weft_cancel(lp, 12345), WEFT_ERR_NOT_FOUND);
+    CHECK_EQ(weft_last_error_code(), WEFT_ERR_NOT_FOUND);
+    /* A successful call leaves it as it was, like the message. */
+    CHECK_OK(weft_loop_run(lp, WEFT_RUN_NOWAIT));
+    CHECK_EQ(weft_last_error_code(), WEFT_ERR_NOT_FOUND);
+    weft_loop_free(lp);
+}
+
 TEST(last_error_returns_full_length_and_truncates) {
     weft_loop *lp = weft_loop_new();
     REQUIRE(lp != NULL);
