@@ -269,10 +269,15 @@ impl Cpu {
             job.abandon(); // queued when the pool began to shut down: not started
             return;
         }
-        // Jobs may wait in the injector or in any worker's deque (a batch steal fills
-        // the stealer's own; nested submissions fill the submitter's).
-        let more = !self.injector.is_empty() || self.stealers.iter().any(|s| !s.is_empty());
-        if self.searching.fetch_sub(1, SeqCst) == 1 && more && self.sleepers.load(SeqCst) > 0 {
+        // Stop searching first, then look: a submitter that saw this worker still
+        // searching (and so did not wake anyone) pushed its job before this decrement,
+        // so the look below sees it. Jobs may wait in the injector or in any worker's
+        // deque (a batch steal fills the stealer's own; nested submissions the
+        // submitter's).
+        if self.searching.fetch_sub(1, SeqCst) == 1
+            && self.sleepers.load(SeqCst) > 0
+            && (!self.injector.is_empty() || self.stealers.iter().any(|s| !s.is_empty()))
+        {
             self.wake_one();
         }
         job.run();
