@@ -11,6 +11,7 @@ static FORKED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn in_child() {
     FORKED.store(true, Ordering::SeqCst);
+    crate::signal::forget_in_child();
 }
 
 /// Installs the pthread_atfork child hook (once per process).

@@ -73,6 +73,8 @@ struct Queue<H> {
     first_seq: u64,
     /// Posts of the batch in dispatch that a canceller asks the consumer to skip.
     cancelled: Vec<u64>,
+    /// The numbers of the posts in the batch being dispatched (ascending).
+    in_flight: Vec<u64>,
     /// Posts cancelled while queued, from the batch in dispatch on: a second cancel of
     /// one is "not found", wherever the record is now.
     tombstoned: Vec<u64>,
@@ -101,7 +103,13 @@ pub struct Inbox<H> {
 impl<H> Inbox<H> {
     pub fn new() -> std::io::Result<Inbox<H>> {
         Ok(Inbox {
-            queue: Line(Mutex::new(Queue { records: Vec::new(), first_seq: 1, cancelled: Vec::new(), tombstoned: Vec::new() })),
+            queue: Line(Mutex::new(Queue {
+                records: Vec::new(),
+                first_seq: 1,
+                in_flight: Vec::new(),
+                cancelled: Vec::new(),
+                tombstoned: Vec::new(),
+            })),
             queued: Line(AtomicBool::new(false)),
             awake: Line(AtomicBool::new(false)),
             closed: AtomicBool::new(false),
@@ -190,6 +198,15 @@ impl<H> Inbox<H> {
         queue.tombstoned.retain(|&seq| seq >= previous);
         std::mem::swap(&mut queue.records, batch);
         queue.first_seq += batch.len() as u64;
+        // Marks left by the previous batch are stale; note this batch's posts.
+        queue.cancelled.clear();
+        self.cancel_requests.store(0, Relaxed);
+        queue.in_flight.clear();
+        let posts = batch.iter().filter_map(|r| match r {
+            Record::Post { seq, .. } => Some(*seq),
+            _ => None,
+        });
+        queue.in_flight.extend(posts);
         self.queued.0.store(false, SeqCst);
     }
 
@@ -226,6 +243,7 @@ impl<H> Inbox<H> {
             return Cancel::Removed(handler);
         }
         if !on_consumer
+            || queue.in_flight.binary_search(&seq).is_err()
             || self.started.0.load(Relaxed) > seq
             || queue.cancelled.contains(&seq)
             || queue.tombstoned.contains(&seq)

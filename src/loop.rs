@@ -109,6 +109,22 @@ pub struct SpawnOptions {
     pub pool: Option<Arc<Pool>>,
 }
 
+impl<H: Handler> Kind<H> {
+    /// Whether this kind of registration is called with `event`: a late record for an
+    /// id whose slot now holds another kind is dropped, never handed to a callback of
+    /// another signature.
+    fn accepts(&self, event: &Event<'_>) -> bool {
+        matches!(
+            (self, event),
+            (Kind::Timer { .. }, Event::Timer)
+                | (Kind::Task(_), Event::Timer | Event::Done { .. })
+                | (Kind::Fd { .. }, Event::Fd { .. })
+                | (Kind::Signal { .. }, Event::Signal { .. })
+                | (Kind::Subscription { .. }, Event::Topic { .. })
+        )
+    }
+}
+
 struct Entry<H: Handler> {
     /// None while the handler is being called.
     handler: Option<H>,
@@ -733,6 +749,10 @@ impl<H: Handler> Loop<H> {
     fn pass(&self, runner: &mut Runner<H>, block: bool) -> Result<usize> {
         let mut ran = 0;
         let Runner { events, ready, ids, batch, indices } = runner;
+        // Wake-ups deferred by callbacks must not wait for this thread to wake.
+        if block {
+            pool::flush_deferred_wakeups();
+        }
         // The inbox protocol: doze, and do not wait if records came in meanwhile.
         let queued = self.inbox.doze();
         let block = block && !queued;
@@ -876,7 +896,7 @@ impl<H: Handler> Loop<H> {
             let Some(index) = core.entries.index(id) else { return false };
             let core = &mut *core;
             let entry = core.entries.at_mut(index);
-            if entry.cancelled {
+            if entry.cancelled || !entry.kind.accepts(&event) {
                 return false;
             }
             let Some(handler) = entry.handler.take() else { return false };
@@ -948,10 +968,12 @@ impl<H: Handler> Loop<H> {
         for chunk in live.chunks(1024) {
             let entries: Vec<Entry<H>> = {
                 let mut core = self.lock();
-                for &index in chunk {
+                // A free_fn of an earlier chunk may have cancelled one of these.
+                let live: Vec<u32> = chunk.iter().copied().filter(|&i| core.entries.is_live(i)).collect();
+                for &index in &live {
                     self.unregister(&mut core, index);
                 }
-                chunk.iter().map(|&index| core.entries.remove_at(index)).collect()
+                live.iter().map(|&index| core.entries.remove_at(index)).collect()
             };
             drop(entries);
         }

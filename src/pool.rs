@@ -216,6 +216,11 @@ impl Cpu {
         loop {
             if let Some(job) = self.find_job_spinning(&local) {
                 self.run_found(job);
+                if crate::fork::is_child() {
+                    // The work forked and the child came back here: touch nothing.
+                    std::mem::forget(local);
+                    return;
+                }
                 continue;
             }
             if self.common.shutdown.load(SeqCst) {
@@ -294,16 +299,31 @@ impl Cpu {
             return Ok(());
         }
         let locals: Vec<_> = self.locals.lock().unwrap_or_else(|p| p.into_inner()).iter_mut().map(|l| l.take()).collect();
+        let mut started = 0;
+        let mut failure = None;
         for (index, local) in locals.into_iter().enumerate() {
             let local = local.expect("each deque is handed out once");
             let cpu = self.clone();
-            self.common.spawn_thread(index, move || cpu.work(local))?;
+            match self.common.spawn_thread(index, move || cpu.work(local)) {
+                Ok(()) => started += 1,
+                Err(e) => failure = Some(e),
+            }
         }
-        Ok(())
+        match failure {
+            // Not one thread: nothing would ever run a job. Fail every submission.
+            Some(e) if started == 0 => {
+                self.common.shutdown.store(true, SeqCst);
+                Err(e)
+            }
+            _ => Ok(()), // fewer threads than asked for still run every job
+        }
     }
 
     fn submit(self: &Arc<Self>, job: JobRef) -> Result<()> {
-        self.start()?;
+        if let Err(e) = self.start() {
+            job.abandon();
+            return Err(e);
+        }
         let local = LOCAL.with(|l| l.get());
         if !local.is_null() && self.common.on_own_thread().is_some() {
             // SAFETY: LOCAL points at the deque owned by this very thread's `work`
@@ -313,10 +333,27 @@ impl Cpu {
             self.injector.push(job);
         }
         self.events.fetch_add(1, SeqCst);
+        if self.common.shutdown.load(SeqCst) {
+            // Shutdown began meanwhile and may have drained the injector before the
+            // push: give up what is left there (each job goes to exactly one taker).
+            self.abandon_queued();
+            self.wake_all();
+            return Err(Error::new(Code::Closed, "the pool is shutting down"));
+        }
         if !defer_wake(self) {
             self.wake_if_needed();
         }
         Ok(())
+    }
+
+    fn abandon_queued(&self) {
+        loop {
+            match self.injector.steal() {
+                Steal::Success(job) => job.abandon(),
+                Steal::Retry => continue,
+                Steal::Empty => break,
+            }
+        }
     }
 
     /// A searching worker will find queued jobs; wake a sleeper only when none is.
@@ -356,17 +393,24 @@ pub fn deferring_wakeups<R>(f: impl FnOnce() -> R) -> R {
                 d.get()
             });
             if depth == 0 {
-                let cpu = DEFERRED.with(|p| p.replace(std::ptr::null()));
-                if !cpu.is_null() {
-                    // SAFETY: made by Arc::into_raw in `defer_wake`, taken back once.
-                    unsafe { Arc::from_raw(cpu) }.wake_if_needed();
-                }
+                flush_deferred_wakeups();
             }
         }
     }
     DEFERRING.with(|d| d.set(d.get() + 1));
     let _depth = Depth;
     f()
+}
+
+/// Sends the wake-up this thread deferred, if any: called before the loop thread
+/// blocks, so that a loop run from inside another loop's callback (or any wait inside a
+/// callback) cannot sleep on work whose worker was never woken.
+pub fn flush_deferred_wakeups() {
+    let cpu = DEFERRED.with(|p| p.replace(std::ptr::null()));
+    if !cpu.is_null() {
+        // SAFETY: made by Arc::into_raw in `defer_wake`, taken back once.
+        unsafe { Arc::from_raw(cpu) }.wake_if_needed();
+    }
 }
 
 /// Records a wake-up of `cpu` for later if this thread is deferring them (one pool; a
@@ -420,6 +464,10 @@ impl Io {
             if let Some(job) = self.pop(&mut queue) {
                 drop(queue);
                 job.run();
+                if crate::fork::is_child() {
+                    std::mem::forget(self.clone()); // touch nothing inherited
+                    return;
+                }
                 queue = self.lock();
                 continue;
             }
@@ -455,6 +503,12 @@ impl Io {
 
     fn submit(self: &Arc<Self>, job: JobRef) -> Result<()> {
         let mut queue = self.lock();
+        // Checked under the lock that shutdown takes to drain the queue.
+        if self.common.shutdown.load(SeqCst) {
+            drop(queue);
+            job.abandon();
+            return Err(Error::new(Code::Closed, "the pool is shutting down"));
+        }
         queue.jobs.push_back(job);
         if queue.idle > 0 {
             // One permit per waiting thread woken: no redundant wake-ups.
@@ -473,7 +527,14 @@ impl Io {
             drop(queue);
             let io = self.clone();
             if let Err(e) = self.common.spawn_thread(index, move || io.work()) {
-                self.lock().threads -= 1;
+                let mut queue = self.lock();
+                queue.threads -= 1;
+                if queue.threads == 0 {
+                    // No thread will ever take these: give them up.
+                    let jobs = std::mem::take(&mut queue.jobs);
+                    drop(queue);
+                    jobs.into_iter().for_each(|job| job.abandon());
+                }
                 return Err(e);
             }
         }
@@ -502,6 +563,10 @@ pub struct Pool {
 impl Pool {
     pub fn new(mut options: Options) -> Result<Pool> {
         crate::fork::check()?;
+        crate::fork::install();
+        if options.stack_size > 1 << 30 {
+            return Err(Error::invalid(format!("stack_size {} is above the limit of 1 GiB", options.stack_size)));
+        }
         if options.name.is_empty() || options.name.contains('\0') {
             return Err(Error::invalid(format!("name {:?} must be non-empty, without NUL", options.name)));
         }
@@ -584,13 +649,7 @@ impl Pool {
         // Abandon what is queued, then wake everyone so they see the shutdown.
         match &self.flavor {
             Flavor::Cpu(cpu) => {
-                loop {
-                    match cpu.injector.steal() {
-                        Steal::Success(job) => job.abandon(),
-                        Steal::Retry => continue,
-                        Steal::Empty => break,
-                    }
-                }
+                cpu.abandon_queued();
                 cpu.wake_all();
             }
             Flavor::Io(io) => {

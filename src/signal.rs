@@ -36,6 +36,31 @@ struct Disposition {
 
 static DISPOSITIONS: Mutex<Vec<Option<Disposition>>> = Mutex::new(Vec::new());
 
+/// A copy of each saved previous disposition that a forked child can read without the
+/// mutex (which another thread may have held at the fork): `SAVED_SET[n]` says whether
+/// `SAVED[n]` holds signal n's. Written under `DISPOSITIONS`, read only in a child.
+struct Saved(std::cell::UnsafeCell<[libc::sigaction; NSIG]>);
+// SAFETY: written only under DISPOSITIONS; read only by the fork child hook, in a
+// process where no other thread exists any more.
+unsafe impl Sync for Saved {}
+static SAVED: Saved = Saved(std::cell::UnsafeCell::new(unsafe { std::mem::zeroed() }));
+static SAVED_SET: [std::sync::atomic::AtomicBool; NSIG] = [const { std::sync::atomic::AtomicBool::new(false) }; NSIG];
+
+/// In a forked child: weft's loops are the parent's, so no bell may ring and every
+/// watched signal gets back the disposition it had before weft. Async-signal-safe
+/// (atomics and sigaction only), as the fork child hook must be.
+pub fn forget_in_child() {
+    for bell in BELLS.iter() {
+        bell.store(-1, SeqCst);
+    }
+    for signum in 1..NSIG {
+        if SAVED_SET[signum].load(SeqCst) {
+            // SAFETY: the entry was written before the fork and is read-only now.
+            unsafe { libc::sigaction(signum as libc::c_int, &(*SAVED.0.get())[signum], std::ptr::null_mut()) };
+        }
+    }
+}
+
 extern "C" fn on_signal(signum: libc::c_int) {
     // SAFETY: errno is thread-local; saving and restoring it keeps the interrupted code's.
     let errno = unsafe { *libc::__errno_location() };
@@ -101,6 +126,8 @@ pub fn add_watcher(signum: i32) -> Result<()> {
             return Err(Error::invalid(format!("signum {signum} cannot be watched: sigaction: {err}")));
         }
         table[signum as usize] = Some(Disposition { watchers: 1, previous });
+        (*SAVED.0.get())[signum as usize] = previous;
+        SAVED_SET[signum as usize].store(true, SeqCst);
     }
     Ok(())
 }
@@ -113,6 +140,7 @@ pub fn remove_watcher(signum: i32) {
     if d.watchers == 0 {
         // SAFETY: restores the action saved when the first watcher was added.
         unsafe { libc::sigaction(signum, &d.previous, std::ptr::null_mut()) };
+        SAVED_SET[signum as usize].store(false, SeqCst);
         table[signum as usize] = None;
     }
 }

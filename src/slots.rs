@@ -193,15 +193,25 @@ impl<T: Generational> Slab<T> {
     pub fn remove_at(&mut self, index: u32) -> T {
         let slot = &self.slots[index as usize];
         assert!(matches!(slot, Slot::Live(_)), "slot {index} is free");
-        let generation = ((slot.generation() + 1) & GEN_MASK as u32).max(1);
-        let free = Slot::Free { next_free: self.free_head, generation };
+        let next = (slot.generation() + 1) & GEN_MASK as u32;
+        // A slot whose generation would wrap is retired, never reused: otherwise an id
+        // 2^27 reuses old could name a new registration.
+        let retire = next == 0;
+        let free = Slot::Free { next_free: if retire { NIL } else { self.free_head }, generation: next.max(1) };
         let Slot::Live(value) = std::mem::replace(&mut self.slots[index as usize], free)
         else {
             unreachable!()
         };
-        self.free_head = index;
+        if !retire {
+            self.free_head = index;
+        }
         self.len -= 1;
         value
+    }
+
+    /// True if the slot at `index` holds a live value.
+    pub fn is_live(&self, index: u32) -> bool {
+        matches!(self.slots.get(index as usize), Some(Slot::Live(_)))
     }
 
     /// The indices of every live slot.

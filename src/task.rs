@@ -169,6 +169,7 @@ impl<H> Task<'_, H> {
 
     /// Emits an event to the task's loop; it reaches subscribers before `done`.
     pub fn emit(&self, topic: &str, payload: &[u8]) -> crate::Result<()> {
+        crate::fork::check()?;
         crate::bus::check_topic(topic)?;
         self.inbox.emit(topic, payload);
         Ok(())
@@ -183,6 +184,13 @@ impl<H: Send + 'static, W: TaskWork<H> + 'static> Job for TaskCell<H, W> {
         let mut task = Task { cancelled: &self.cancelled, inbox: &self.inbox, result: Vec::new() };
         // SAFETY: the pool side holds the work until `release` below.
         let status = unsafe { &*self.work.get() }.run(&mut task);
+        if crate::fork::is_child() {
+            // The work forked and the child returned here: the task belongs to the
+            // parent; touch nothing (no second free_fn, no inherited lock).
+            std::mem::forget(task);
+            std::mem::forget(self);
+            return;
+        }
         self.stage.store(FINISHED, SeqCst);
         let result = task.result;
         // Let go first: if `done` is still to come, the loop drops the work after it.

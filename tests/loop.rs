@@ -404,3 +404,116 @@ fn a_timer_added_after_a_cancelled_timers_deadline_passed_still_fires() {
     watchdog.join().unwrap();
     assert_eq!(drops.load(SeqCst), 2);
 }
+
+#[test]
+fn freeing_a_loop_whose_free_fns_cancel_their_siblings_ends_each_once() {
+    // More registrations than close() ends per chunk, each free function cancelling a
+    // registration of a later chunk.
+    let lp = Arc::new(Loop::<Probe>::new().unwrap());
+    let drops = counter();
+    let victims: Arc<Mutex<Vec<Id>>> = Arc::new(Mutex::new(Vec::new()));
+    struct Canceller {
+        lp: Arc<Loop<Probe>>,
+        victims: Arc<Mutex<Vec<Id>>>,
+        k: usize,
+        drops: Arc<AtomicUsize>,
+    }
+    impl Drop for Canceller {
+        fn drop(&mut self) {
+            let victim = self.victims.lock().unwrap()[2999 - self.k];
+            let _ = self.lp.cancel(victim); // Ok or NotFound: never a panic
+            self.drops.fetch_add(1, SeqCst);
+        }
+    }
+    // The cancellers take the first slots (the first chunk close() ends); their
+    // victims are timers in the last slots (later chunks).
+    for k in 0..500 {
+        let c = Canceller { lp: lp.clone(), victims: victims.clone(), k, drops: drops.clone() };
+        lp.subscribe("x", Probe::new(&drops, move |_, _, _| {
+            let _ = &c;
+        }))
+        .unwrap();
+    }
+    for _ in 0..3000 {
+        let id = lp.timer_after(60_000, Probe::new(&drops, |_, _, _| {})).unwrap();
+        victims.lock().unwrap().push(id);
+    }
+    lp.close().unwrap();
+    assert_eq!(drops.load(SeqCst), 3000 + 500 + 500);
+}
+
+#[test]
+fn a_loop_run_inside_another_loops_callback_gets_its_task_done() {
+    let outer = Loop::<Probe>::new().unwrap();
+    let drops = counter();
+    let done = counter();
+    let d = done.clone();
+    let drops2 = drops.clone();
+    outer
+        .post(Probe::new(&drops, move |_, _, _| {
+            let inner = Loop::<Probe>::new().unwrap();
+            let d = d.clone();
+            inner
+                .post(Probe::new(&drops2, move |lp, _, _| {
+                    let d = d.clone();
+                    lp.spawn(
+                        weft::task::Where::Cpu,
+                        weft::task::BoxedWork::new(|_| 1),
+                        Probe {
+                            call: Box::new(move |_, _, _| {
+                                d.fetch_add(1, SeqCst);
+                            }),
+                            drops: Arc::new(AtomicUsize::new(0)),
+                        },
+                        weft::SpawnOptions::default(),
+                    )
+                    .unwrap();
+                }))
+                .unwrap();
+            // The spawn's wake-up is deferred inside this callback and the inner one:
+            // the inner loop must send it before it waits for the task.
+            inner.run(RunMode::Default).unwrap();
+        }))
+        .unwrap();
+    outer.run(RunMode::Default).unwrap();
+    assert_eq!(done.load(SeqCst), 1);
+}
+
+#[test]
+fn a_post_id_that_names_another_record_is_not_found_even_on_the_loop_thread() {
+    let lp = Loop::<Probe>::new().unwrap();
+    let drops = counter();
+    let result = Arc::new(Mutex::new(None));
+    let r = result.clone();
+    let first = Arc::new(Mutex::new(0));
+    let f = first.clone();
+    let id = lp
+        .post(Probe::new(&drops, move |lp, _, _| {
+            // The next record in this batch is an emit, not a post.
+            let forged = *f.lock().unwrap() + 1;
+            *r.lock().unwrap() = Some(lp.cancel(forged).unwrap_err().code);
+        }))
+        .unwrap();
+    *first.lock().unwrap() = id;
+    lp.emit("a", b"x").unwrap();
+    lp.run(RunMode::NoWait).unwrap();
+    assert_eq!(*result.lock().unwrap(), Some(Code::NotFound));
+}
+
+#[test]
+fn a_forked_child_gets_back_the_signal_dispositions_weft_replaced() {
+    let lp = Loop::<Probe>::new().unwrap();
+    let drops = counter();
+    let id = lp.watch_signal(libc::SIGUSR1, Probe::new(&drops, |_, _, _| {})).unwrap();
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        let mut now: libc::sigaction = unsafe { std::mem::zeroed() };
+        unsafe { libc::sigaction(libc::SIGUSR1, std::ptr::null(), &mut now) };
+        unsafe { libc::_exit(if now.sa_sigaction == libc::SIG_DFL { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "the child kept weft's handler");
+    lp.cancel(id).unwrap();
+}

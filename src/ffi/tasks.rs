@@ -274,6 +274,7 @@ pub extern "C" fn weft_spawn(
     options: *const weft_spawn_options,
 ) -> weft_id {
     guard("weft_spawn", || {
+        crate::fork::check()?; // before the pool registry's lock, which a fork may hold
         let lp = the_loop(lp)?;
         let work = work.ok_or_else(|| Error::new(Code::Null, "work is NULL"))?;
         let place = match place {
