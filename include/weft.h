@@ -167,7 +167,7 @@ typedef struct weft_pool_options {
   // Thread name prefix (threads are named "<name>-<index>", as seen in /proc and in
   // debuggers; Linux keeps 15 bytes). NULL: "weft-cpu" or "weft-io". Copied.
   const char *name;
-  // Stack size of each thread in bytes (0: the platform default).
+  // Stack size of each thread in bytes (0: the platform default; at most 1 GiB).
   size_t stack_size;
   // IO: milliseconds an idle thread waits for work before it exits (0: 10000).
   uint32_t keep_alive_ms;
@@ -298,7 +298,7 @@ int weft_loop_run(struct weft_loop *lp,
 
 // Makes `weft_loop_run` return once its current pass is done. Called while the loop is
 // not running, it makes the next run return after one pass. Any thread.
-// Returns `WEFT_OK`, or `WEFT_ERR_NULL`.
+// Returns `WEFT_OK`, `WEFT_ERR_NULL`, or `WEFT_ERR_FORKED`.
 int weft_loop_stop(struct weft_loop *lp);
 
 // The loop's embedding fd: it is readable whenever `weft_loop_run(loop,
@@ -397,8 +397,10 @@ int weft_watch_fd_modify(struct weft_loop *lp, weft_id watch, uint32_t interest)
 // called. The first watch of a signal installs weft's handler; when the last one goes,
 // the disposition that was there before is restored. Several deliveries between two
 // passes may be reported once (as with POSIX signals). Any thread.
-// Returns the watch's id, or 0: `WEFT_ERR_INVALID` (not 1..64, or SIGKILL, SIGSTOP,
-// SIGSEGV, SIGBUS, SIGFPE, SIGILL), `WEFT_ERR_NULL`, `WEFT_ERR_CLOSED`.
+// Returns the watch's id, or 0: `WEFT_ERR_INVALID` (not 1..64; SIGKILL, SIGSTOP,
+// SIGSEGV, SIGBUS, SIGFPE, SIGILL; or one the C library reserves, 32..SIGRTMIN-1),
+// `WEFT_ERR_NULL`, `WEFT_ERR_CLOSED`. In a forked child, weft's handlers are gone: the
+// child gets back the dispositions weft replaced.
 weft_id weft_watch_signal(struct weft_loop *lp,
                           int signum,
                           weft_signal_cb cb,
@@ -430,7 +432,8 @@ int weft_emit(struct weft_loop *lp, const char *topic, const void *payload, size
 
 // Makes a pool. Its threads start when the first task is submitted. Any thread.
 // Returns NULL on error: `WEFT_ERR_NULL` (options), `WEFT_ERR_INVALID` (a bad size or
-// kind, more than 4096 threads, a name that is empty or not UTF-8), `WEFT_ERR_FORKED`.
+// kind, more than 4096 threads, a stack above 1 GiB, a name that is empty or not
+// UTF-8), `WEFT_ERR_FORKED`.
 struct weft_pool *weft_pool_new(const struct weft_pool_options *options);
 
 // Frees a pool: tasks queued and not started complete with `WEFT_ERR_CANCELLED` (their

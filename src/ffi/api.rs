@@ -222,7 +222,7 @@ pub extern "C" fn weft_loop_run(lp: *mut weft_loop, mode: weft_run_mode) -> c_in
 
 /// Makes `weft_loop_run` return once its current pass is done. Called while the loop is
 /// not running, it makes the next run return after one pass. Any thread.
-/// Returns `WEFT_OK`, or `WEFT_ERR_NULL`.
+/// Returns `WEFT_OK`, `WEFT_ERR_NULL`, or `WEFT_ERR_FORKED`.
 #[no_mangle]
 pub extern "C" fn weft_loop_stop(lp: *mut weft_loop) -> c_int {
     guard("weft_loop_stop", || the_loop(lp)?.stop().map(|()| 0))
@@ -379,8 +379,10 @@ pub extern "C" fn weft_watch_fd_modify(lp: *mut weft_loop, watch: weft_id, inter
 /// called. The first watch of a signal installs weft's handler; when the last one goes,
 /// the disposition that was there before is restored. Several deliveries between two
 /// passes may be reported once (as with POSIX signals). Any thread.
-/// Returns the watch's id, or 0: `WEFT_ERR_INVALID` (not 1..64, or SIGKILL, SIGSTOP,
-/// SIGSEGV, SIGBUS, SIGFPE, SIGILL), `WEFT_ERR_NULL`, `WEFT_ERR_CLOSED`.
+/// Returns the watch's id, or 0: `WEFT_ERR_INVALID` (not 1..64; SIGKILL, SIGSTOP,
+/// SIGSEGV, SIGBUS, SIGFPE, SIGILL; or one the C library reserves, 32..SIGRTMIN-1),
+/// `WEFT_ERR_NULL`, `WEFT_ERR_CLOSED`. In a forked child, weft's handlers are gone: the
+/// child gets back the dispositions weft replaced.
 #[no_mangle]
 pub extern "C" fn weft_watch_signal(
     lp: *mut weft_loop,

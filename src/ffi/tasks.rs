@@ -78,7 +78,7 @@ pub struct weft_pool_options {
     /// Thread name prefix (threads are named "<name>-<index>", as seen in /proc and in
     /// debuggers; Linux keeps 15 bytes). NULL: "weft-cpu" or "weft-io". Copied.
     pub name: *const c_char,
-    /// Stack size of each thread in bytes (0: the platform default).
+    /// Stack size of each thread in bytes (0: the platform default; at most 1 GiB).
     pub stack_size: usize,
     /// IO: milliseconds an idle thread waits for work before it exits (0: 10000).
     pub keep_alive_ms: u32,
@@ -180,7 +180,8 @@ impl Drop for CWork {
 
 /// Makes a pool. Its threads start when the first task is submitted. Any thread.
 /// Returns NULL on error: `WEFT_ERR_NULL` (options), `WEFT_ERR_INVALID` (a bad size or
-/// kind, more than 4096 threads, a name that is empty or not UTF-8), `WEFT_ERR_FORKED`.
+/// kind, more than 4096 threads, a stack above 1 GiB, a name that is empty or not
+/// UTF-8), `WEFT_ERR_FORKED`.
 #[no_mangle]
 pub extern "C" fn weft_pool_new(options: *const weft_pool_options) -> *mut weft_pool {
     guard("weft_pool_new", || {
