@@ -190,10 +190,6 @@ pub struct Loop<H: Handler> {
     closed: AtomicBool,
 }
 
-fn cell_id<H, W>(cell: &TaskCell<H, W>) -> Id {
-    cell.id()
-}
-
 /// A number for the calling thread, unique in the process (never 0).
 fn thread_number() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -557,19 +553,19 @@ impl<H: Handler> Loop<H> {
             // Registered with a placeholder kind first: the cell needs the id.
             let (id, index) = self.register(&mut core, done, Kind::Timer { interval_ns: 0 })?;
             let work = work.take().expect("not taken yet");
-            let cell = Arc::new(TaskCell::new(id, self.inbox.clone(), work));
-            core.entries.at_mut(index).kind = Kind::Task(LoopSide(cell.clone()));
+            let (side, job) = TaskCell::create(id, self.inbox.clone(), work);
+            core.entries.at_mut(index).kind = Kind::Task(side);
             if options.timeout_ms > 0 {
                 core.wheel.insert(index, sys::now_ns() + options.timeout_ms * timer::TICK_NS);
                 self.rearm(&mut core);
             }
-            cell
+            (id, job)
         };
-        let id = cell_id(&cell);
+        let (id, job) = cell;
         match pool {
             // A pool shutting down meanwhile abandons the job: done(Cancelled).
-            Some(pool) => drop(pool.submit(cell)),
-            None => self.inbox.push(Record::Job(cell)),
+            Some(pool) => drop(pool.submit(job)),
+            None => self.inbox.push(Record::Job(job)),
         }
         Ok(id)
     }
@@ -603,7 +599,7 @@ impl<H: Handler> Loop<H> {
         }
         let mut core = self.lock();
         let index = self.live_index(&core, id)?;
-        if let Kind::Task(LoopSide(task)) = &core.entries.at(index).kind {
+        if let Kind::Task(task) = &core.entries.at(index).kind {
             // A task ends when its completion arrives; cancel raises its flag, and
             // reports the completion itself when the work had not started. Once `done`
             // is running (its handler is out), the task is over: not found.
@@ -639,7 +635,7 @@ impl<H: Handler> Loop<H> {
             Kind::Timer { .. } => {
                 self.unlink_timer(core, index);
             }
-            Kind::Task(LoopSide(task)) => {
+            Kind::Task(task) => {
                 task.cancel();
                 self.unlink_timer(core, index);
             }
@@ -901,7 +897,7 @@ impl<H: Handler> Loop<H> {
             }
             let Some(handler) = entry.handler.take() else { return false };
             let mut is_task = false;
-            if let Kind::Task(LoopSide(task)) = &entry.kind {
+            if let Kind::Task(task) = &entry.kind {
                 // Its wheel entry is its timeout; either way the task ends now.
                 let cancelled = task.is_cancelled();
                 if matches!(event, Event::Timer) {

@@ -54,22 +54,103 @@
 use crate::error::{Code, Error, Result};
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 use std::cell::Cell;
+use std::ptr::NonNull;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// A unit of work for a pool. Jobs are shared (`Arc`), so that a task's job can be
-/// the same allocation as the task itself.
+/// A unit of work for a pool, shared through an `Arc` (see [`JobRef::from`]).
 pub trait Job: Send + Sync {
     fn run(self: Arc<Self>);
     /// The pool shut down before the job started.
     fn abandon(self: Arc<Self>);
 }
 
-/// A queued job: one fat pointer (16 bytes) per queue slot.
-pub type JobRef = Arc<dyn Job>;
+/// The first field of every object a [`JobRef`] points at: how to run, abandon and
+/// release it. Tasks embed it, so a queued task costs one thin pointer and no
+/// allocation beyond the task itself.
+#[repr(C)]
+pub struct JobHeader {
+    pub vtable: &'static JobVTable,
+}
+
+pub struct JobVTable {
+    /// Runs the job and releases the reference.
+    pub run: unsafe fn(NonNull<JobHeader>),
+    /// Gives the job up (the pool shut down) and releases the reference.
+    pub abandon: unsafe fn(NonNull<JobHeader>),
+    /// Releases the reference.
+    pub release: unsafe fn(NonNull<JobHeader>),
+}
+
+/// A queued job: one owned reference, one thin pointer (8 bytes per queue slot).
+pub struct JobRef(NonNull<JobHeader>);
+
+// SAFETY: jobs are Send + Sync by construction (see `from_raw`'s contract).
+unsafe impl Send for JobRef {}
+
+impl JobRef {
+    /// # Safety
+    /// `header` starts a live, Send + Sync object, and the new `JobRef` owns one
+    /// reference to it, which the vtable's functions release.
+    pub unsafe fn from_raw(header: NonNull<JobHeader>) -> JobRef {
+        JobRef(header)
+    }
+
+    pub fn run(self) {
+        let header = std::mem::ManuallyDrop::new(self).0;
+        // SAFETY: this reference is consumed by `run`.
+        unsafe { (header.as_ref().vtable.run)(header) }
+    }
+
+    pub fn abandon(self) {
+        let header = std::mem::ManuallyDrop::new(self).0;
+        // SAFETY: this reference is consumed by `abandon`.
+        unsafe { (header.as_ref().vtable.abandon)(header) }
+    }
+}
+
+impl Drop for JobRef {
+    fn drop(&mut self) {
+        // SAFETY: this reference is released once, here.
+        unsafe { (self.0.as_ref().vtable.release)(self.0) }
+    }
+}
+
+/// Any `Arc<impl Job>` as a queued job (one small allocation for the header).
+#[repr(C)]
+struct Boxed<J> {
+    header: JobHeader,
+    job: Arc<J>,
+}
+
+impl<J: Job + 'static> Boxed<J> {
+    const VTABLE: JobVTable = JobVTable { run: Self::run, abandon: Self::abandon, release: Self::release };
+
+    unsafe fn take(header: NonNull<JobHeader>) -> Arc<J> {
+        // SAFETY: made by `From` below from a Box<Boxed<J>>, whose first field it is.
+        unsafe { Box::from_raw(header.as_ptr().cast::<Boxed<J>>()) }.job
+    }
+    unsafe fn run(header: NonNull<JobHeader>) {
+        unsafe { Self::take(header) }.run()
+    }
+    unsafe fn abandon(header: NonNull<JobHeader>) {
+        unsafe { Self::take(header) }.abandon()
+    }
+    unsafe fn release(header: NonNull<JobHeader>) {
+        drop(unsafe { Self::take(header) })
+    }
+}
+
+impl<J: Job + 'static> From<Arc<J>> for JobRef {
+    fn from(job: Arc<J>) -> JobRef {
+        let boxed = Box::new(Boxed { header: JobHeader { vtable: &Boxed::<J>::VTABLE }, job });
+        // SAFETY: a Boxed<J> starts with its header; J is Send + Sync.
+        unsafe { JobRef::from_raw(NonNull::from(Box::leak(boxed)).cast()) }
+    }
+}
 
 /// Called on each pool thread when it starts and before it exits, with its index.
 pub type Hook = Arc<dyn Fn(usize) + Send + Sync>;

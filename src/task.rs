@@ -19,11 +19,12 @@
 //! is released when (if) the work returns.
 
 use crate::inbox::{Inbox, Record};
-use crate::pool::{self, Job, Pool};
+use crate::pool::{self, JobHeader, JobRef, JobVTable, Pool};
 use crate::slots::Id;
 use std::cell::UnsafeCell;
 use std::mem::ManuallyDrop;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::SeqCst};
+use std::ptr::NonNull;
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU8, Ordering::Acquire, Ordering::Release, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 
 /// Where a task's work runs.
@@ -71,8 +72,14 @@ impl<H> TaskWork<H> for BoxedWork<H> {
     }
 }
 
-/// A task, shared by its loop entry and its queued job: one allocation per task.
+/// A task, shared by its loop entry and its queued job: one allocation per task, with
+/// its own reference count (one for each side), so that a queued task costs its 56-byte
+/// cell, a thin pointer in the pool's queue and its loop slot, and nothing else.
+#[repr(C)]
 pub struct TaskCell<H, W> {
+    /// First field: the pool reaches the task through it (see [`JobRef`]).
+    header: JobHeader,
+    refs: AtomicU32,
     stage: AtomicU8,
     cancelled: AtomicBool,
     /// The sides still holding the work: the loop (until `done` has run) and the pool
@@ -85,23 +92,68 @@ pub struct TaskCell<H, W> {
     work: UnsafeCell<ManuallyDrop<W>>,
 }
 
-// SAFETY: `work` is shared as `&W` (W: Sync) while both sides hold it, and dropped
-// exactly once, by the side whose release takes `holders` to zero.
-unsafe impl<H: Send, W: Send + Sync> Send for TaskCell<H, W> {}
-unsafe impl<H: Send, W: Send + Sync> Sync for TaskCell<H, W> {}
+impl<H: Send + 'static, W: TaskWork<H> + 'static> TaskCell<H, W> {
+    const VTABLE: JobVTable = JobVTable { run: Self::run_job, abandon: Self::abandon_job, release: Self::release_job };
 
-impl<H, W> TaskCell<H, W> {
-    pub fn new(id: Id, inbox: Arc<Inbox<H>>, work: W) -> TaskCell<H, W> {
-        TaskCell {
+    /// A new task: the loop's side of it, and the job to queue.
+    pub fn create(id: Id, inbox: Arc<Inbox<H>>, work: W) -> (LoopSide<H, W>, JobRef) {
+        let cell = Box::new(TaskCell {
+            header: JobHeader { vtable: &Self::VTABLE },
+            refs: AtomicU32::new(2),
             stage: AtomicU8::new(QUEUED),
             cancelled: AtomicBool::new(false),
             holders: AtomicU8::new(2),
             id,
             inbox,
             work: UnsafeCell::new(ManuallyDrop::new(work)),
-        }
+        });
+        let cell = NonNull::from(Box::leak(cell));
+        // SAFETY: the cell starts with its header, holds two references (one each),
+        // and is Send + Sync (see below).
+        (LoopSide(cell), unsafe { JobRef::from_raw(cell.cast()) })
     }
 
+    unsafe fn run_job(header: NonNull<JobHeader>) {
+        let cell = header.cast::<Self>();
+        // SAFETY: the job's reference keeps the cell alive until `unref`.
+        let this = unsafe { cell.as_ref() };
+        if this.stage.compare_exchange(QUEUED, RUNNING, SeqCst, SeqCst).is_ok() {
+            let mut task = Task { cancelled: &this.cancelled, inbox: &this.inbox, result: Vec::new() };
+            // SAFETY: the pool side holds the work until `release` below.
+            let status = unsafe { &*this.work.get() }.run(&mut task);
+            if crate::fork::is_child() {
+                // The work forked and the child returned here: the task belongs to the
+                // parent; touch nothing (no second free_fn, no inherited lock).
+                std::mem::forget(task);
+                return;
+            }
+            this.stage.store(FINISHED, SeqCst);
+            let result = task.result;
+            // Let go first: if `done` is still to come, the loop drops the work after it.
+            this.release();
+            this.inbox.push(Record::Done { id: this.id, status, result });
+        } // else cancelled before it started: the canceller reported it
+        unsafe { Self::unref(cell) }
+    }
+
+    unsafe fn abandon_job(header: NonNull<JobHeader>) {
+        let cell = header.cast::<Self>();
+        // SAFETY: as in run_job.
+        let this = unsafe { cell.as_ref() };
+        if this.stage.compare_exchange(QUEUED, ABANDONED, SeqCst, SeqCst).is_ok() {
+            this.cancelled.store(true, SeqCst);
+            this.release();
+            this.inbox.push(Record::Done { id: this.id, status: CANCELLED, result: Vec::new() });
+        }
+        unsafe { Self::unref(cell) }
+    }
+
+    unsafe fn release_job(header: NonNull<JobHeader>) {
+        unsafe { Self::unref(header.cast::<Self>()) }
+    }
+}
+
+impl<H, W> TaskCell<H, W> {
     pub fn id(&self) -> Id {
         self.id
     }
@@ -128,7 +180,25 @@ impl<H, W> TaskCell<H, W> {
             unsafe { ManuallyDrop::drop(&mut *self.work.get()) }
         }
     }
+
+    /// Drops one reference; the last one frees the cell.
+    ///
+    /// # Safety
+    /// The caller owns a reference to the live cell and does not use it afterwards.
+    unsafe fn unref(cell: NonNull<Self>) {
+        if unsafe { cell.as_ref() }.refs.fetch_sub(1, Release) == 1 {
+            fence(Acquire);
+            // SAFETY: the last reference: made by Box::leak in `create`.
+            drop(unsafe { Box::from_raw(cell.as_ptr()) });
+        }
+    }
 }
+
+// SAFETY: the cell is shared by the loop and a pool thread: `work` is shared as `&W`
+// (W: Sync) while both hold it and dropped once, by the side whose release takes
+// `holders` to zero; the cell itself is freed by the last reference.
+unsafe impl<H: Send, W: Send + Sync> Send for TaskCell<H, W> {}
+unsafe impl<H: Send, W: Send + Sync> Sync for TaskCell<H, W> {}
 
 impl<H, W> Drop for TaskCell<H, W> {
     fn drop(&mut self) {
@@ -140,13 +210,27 @@ impl<H, W> Drop for TaskCell<H, W> {
     }
 }
 
-/// The loop's hold on a task: letting go of it (when the entry ends) is the loop side's
-/// release of the work.
-pub struct LoopSide<H, W>(pub Arc<TaskCell<H, W>>);
+/// The loop's hold on a task: one reference to its cell, and the loop's side of the
+/// work, both let go when the loop entry ends.
+pub struct LoopSide<H, W>(NonNull<TaskCell<H, W>>);
+
+// SAFETY: as for the cell itself.
+unsafe impl<H: Send, W: Send + Sync> Send for LoopSide<H, W> {}
+unsafe impl<H: Send, W: Send + Sync> Sync for LoopSide<H, W> {}
+
+impl<H, W> std::ops::Deref for LoopSide<H, W> {
+    type Target = TaskCell<H, W>;
+    fn deref(&self) -> &TaskCell<H, W> {
+        // SAFETY: this side's reference keeps the cell alive.
+        unsafe { self.0.as_ref() }
+    }
+}
 
 impl<H, W> Drop for LoopSide<H, W> {
     fn drop(&mut self) {
-        self.0.release();
+        self.release();
+        // SAFETY: this side's reference, released once.
+        unsafe { TaskCell::unref(self.0) }
     }
 }
 
@@ -173,37 +257,6 @@ impl<H> Task<'_, H> {
         crate::bus::check_topic(topic)?;
         self.inbox.emit(topic, payload);
         Ok(())
-    }
-}
-
-impl<H: Send + 'static, W: TaskWork<H> + 'static> Job for TaskCell<H, W> {
-    fn run(self: Arc<Self>) {
-        if self.stage.compare_exchange(QUEUED, RUNNING, SeqCst, SeqCst).is_err() {
-            return; // cancelled before it started: the canceller reported it
-        }
-        let mut task = Task { cancelled: &self.cancelled, inbox: &self.inbox, result: Vec::new() };
-        // SAFETY: the pool side holds the work until `release` below.
-        let status = unsafe { &*self.work.get() }.run(&mut task);
-        if crate::fork::is_child() {
-            // The work forked and the child returned here: the task belongs to the
-            // parent; touch nothing (no second free_fn, no inherited lock).
-            std::mem::forget(task);
-            std::mem::forget(self);
-            return;
-        }
-        self.stage.store(FINISHED, SeqCst);
-        let result = task.result;
-        // Let go first: if `done` is still to come, the loop drops the work after it.
-        self.release();
-        self.inbox.push(Record::Done { id: self.id, status, result });
-    }
-
-    fn abandon(self: Arc<Self>) {
-        if self.stage.compare_exchange(QUEUED, ABANDONED, SeqCst, SeqCst).is_ok() {
-            self.cancelled.store(true, SeqCst);
-            self.release();
-            self.inbox.push(Record::Done { id: self.id, status: CANCELLED, result: Vec::new() });
-        }
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
-use weft::pool::{self, Job, Pool};
+use weft::pool::{self, Job, JobRef, Pool};
 use weft::task::{BoxedWork, Where};
 use weft::{Event, Handler, Id, Loop, RunMode, SpawnOptions};
 
@@ -18,8 +18,8 @@ struct Count {
 }
 
 impl Count {
-    fn new(ran: Arc<AtomicUsize>, abandoned: Arc<AtomicUsize>, then: Option<Box<dyn FnOnce() + Send>>) -> Arc<Count> {
-        Arc::new(Count { ran, abandoned, then: Mutex::new(then) })
+    fn new(ran: Arc<AtomicUsize>, abandoned: Arc<AtomicUsize>, then: Option<Box<dyn FnOnce() + Send>>) -> JobRef {
+        Arc::new(Count { ran, abandoned, then: Mutex::new(then) }).into()
     }
 }
 

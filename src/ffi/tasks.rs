@@ -346,3 +346,15 @@ pub extern "C" fn weft_task_emit(task: *mut weft_task, topic: *const c_char, pay
 pub extern "C" fn weft_shutdown() {
     guard("weft_shutdown", task::shutdown)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queued_task_fits_a_64_byte_allocation() {
+        // 56 bytes of cell + malloc's 8-byte header: one 64-byte chunk. With the loop's
+        // 48-byte slot and the queue's 16-byte slot, a queued task costs 128 bytes.
+        assert!(std::mem::size_of::<task::TaskCell<CHandler, CWork>>() <= 56);
+    }
+}
