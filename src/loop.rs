@@ -373,7 +373,7 @@ impl<H: Handler> Loop<H> {
     fn unlink_timer(&self, core: &mut Core<H>, index: u32) {
         if core.wheel.is_linked(index) {
             core.wheel.remove(index);
-            if core.wheel.len() == 0 {
+            if core.wheel.is_empty() {
                 self.rearm(core);
             }
         }
@@ -785,7 +785,7 @@ impl<H: Handler> Loop<H> {
             // With no timers and no expiry to account for, skip the clock read. (After
             // an expiry, rearm must run even with no timers left: `armed_ns` has to stop
             // naming a deadline the timerfd has already passed.)
-            if core.wheel.len() > 0 || timer_rang {
+            if !core.wheel.is_empty() || timer_rang {
                 core.wheel.poll(sys::now_ns(), indices);
                 ids.extend(indices.iter().map(|&i| (core.entries.id_of(i), 0)));
                 self.rearm(core);

@@ -53,8 +53,8 @@ pub fn forget_in_child() {
     for bell in BELLS.iter() {
         bell.store(-1, SeqCst);
     }
-    for signum in 1..NSIG {
-        if SAVED_SET[signum].load(SeqCst) {
+    for (signum, saved) in SAVED_SET.iter().enumerate().skip(1) {
+        if saved.load(SeqCst) {
             // SAFETY: the entry was written before the fork and is read-only now.
             unsafe { libc::sigaction(signum as libc::c_int, &(*SAVED.0.get())[signum], std::ptr::null_mut()) };
         }

@@ -57,7 +57,10 @@ pub trait TaskWork<H>: Send + Sync + Sized {
 }
 
 /// A Rust closure as a task's work.
-pub struct BoxedWork<H>(Mutex<Option<Box<dyn FnOnce(&mut Task<H>) -> i32 + Send>>>);
+pub struct BoxedWork<H>(Mutex<Option<WorkFn<H>>>);
+
+/// A Rust closure run once as a task's work.
+type WorkFn<H> = Box<dyn FnOnce(&mut Task<H>) -> i32 + Send>;
 
 impl<H> BoxedWork<H> {
     pub fn new(work: impl FnOnce(&mut Task<H>) -> i32 + Send + 'static) -> BoxedWork<H> {

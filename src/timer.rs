@@ -79,6 +79,10 @@ impl Wheel {
         self.len
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// The deadline of the timer at `index`.
     pub fn deadline_ns(&self, index: u32) -> u64 {
         self.links[index as usize].deadline_ns()
