@@ -14,7 +14,8 @@
  *
  * Also here: `track` (user data that counts its callbacks and its free_fn calls, and
  * notices a callback after free), never_* callbacks and never_free for registrations
- * that must not run or must fail, `bg_loop` (weft_loop_run on a thread of its own, with
+ * that must not run or must fail, loop_and_pipe / free_loop_and_pair (the setup and
+ * teardown of many cases), `bg_loop` (weft_loop_run on a thread of its own, with
  * a join that reports a loop asleep with work queued), valgrind scaling (h_scale,
  * h_slack_ms: the Makefile's valgrind target sets WEFT_TEST_VALGRIND=1), and
  * KNOWN_BUG(why) for cases that show a weft bug still open (skipped unless asked for).
@@ -287,6 +288,26 @@ static inline bool run_until(weft_loop *lp, _Atomic int *flag, int at_least, uin
         }
     }
     return true;
+}
+
+/* ---- a loop and a pipe ---------------------------------------------------------------- */
+
+/* The setup of many cases: a new loop in *lp and a pipe in p. False (nothing left open)
+ * if either fails: use as REQUIRE(loop_and_pipe(&lp, p)). */
+H_UNUSED static bool loop_and_pipe(weft_loop **lp, int p[2]) {
+    *lp = weft_loop_new();
+    if (*lp == NULL) return false;
+    if (pipe(p) == 0) return true;
+    weft_loop_free(*lp);
+    return false;
+}
+
+/* The matching teardown: frees the loop, then closes both ends of the pipe (or socket
+ * pair). */
+H_UNUSED static void free_loop_and_pair(weft_loop *lp, int fds[2]) {
+    weft_loop_free(lp);
+    close(fds[0]);
+    close(fds[1]);
 }
 
 /* ---- a loop running on a thread of its own ------------------------------------------ */

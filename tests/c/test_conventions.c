@@ -255,10 +255,9 @@ TEST(loop_free_null_is_a_noop) {
 }
 
 TEST(null_callbacks_and_strings_are_refused_without_free) {
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
+    weft_loop *lp;
     int fds[2];
-    REQUIRE(pipe(fds) == 0);
+    REQUIRE(loop_and_pipe(&lp, fds));
     track t;
     track_init(&t);
     CHECK_ID_FAILS(weft_post(lp, NULL, &t, track_free), "weft_post: cb is NULL");
@@ -279,18 +278,15 @@ TEST(null_callbacks_and_strings_are_refused_without_free) {
     /* Nothing was registered: the loop is idle. */
     CHECK_OK(weft_loop_run(lp, WEFT_RUN_DEFAULT));
     CHECK_EQ(weft_loop_timeout_ms(lp), -1);
-    weft_loop_free(lp);
+    free_loop_and_pair(lp, fds);
     CHECK_EQ(atomic_load(&t.frees), 0);
-    close(fds[0]);
-    close(fds[1]);
 }
 
 /* A NULL free_fn is allowed for every registration kind. */
 TEST(null_free_fn_is_allowed) {
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
+    weft_loop *lp;
     int fds[2];
-    REQUIRE(pipe(fds) == 0);
+    REQUIRE(loop_and_pipe(&lp, fds));
     track t;
     track_init(&t);
     CHECK_ID(weft_post(lp, track_cb, &t, NULL));
@@ -377,10 +373,9 @@ static void probe_free(void *ud) {
 }
 
 TEST(registering_from_a_free_fn_during_loop_free_gives_closed) {
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
+    weft_loop *lp;
     int fds[2];
-    REQUIRE(pipe(fds) == 0);
+    REQUIRE(loop_and_pipe(&lp, fds));
     closing_probe p = {.lp = lp, .fd = fds[0]};
     CHECK_ID(weft_subscribe(lp, "never", never_event_cb, &p, probe_free));
     weft_loop_free(lp);

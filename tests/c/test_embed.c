@@ -123,9 +123,7 @@ TEST(a_poll_host_drives_timers_watches_and_posts) {
     CHECK_EQ(weft_loop_alive(lp), 0);
     CHECK_MSG(!fd_readable(lfd, 50), "weft_loop_fd readable with nothing registered");
     CHECK_EQ(weft_loop_timeout_ms(lp), -1);
-    weft_loop_free(lp);
-    close(p[0]);
-    close(p[1]);
+    free_loop_and_pair(lp, p);
     (void)iterations;
 }
 
@@ -163,9 +161,7 @@ TEST(the_fd_is_quiet_when_nothing_is_due) {
     CHECK_OK(weft_cancel(lp, w));
     CHECK_OK(weft_cancel(lp, s));
     CHECK_OK(weft_cancel(lp, far));
-    weft_loop_free(lp);
-    close(p[0]);
-    close(p[1]);
+    free_loop_and_pair(lp, p);
 }
 
 /* A host that only sleeps for weft_loop_timeout_ms (no fd) still runs a timer on time,
@@ -231,9 +227,7 @@ TEST(timeout_ms_reports_what_is_pending) {
     CHECK_OK(weft_cancel(lp, w));
     CHECK_OK(weft_cancel(lp, s));
     CHECK_EQ(weft_loop_timeout_ms(NULL), -1);
-    weft_loop_free(lp);
-    close(p[0]);
-    close(p[1]);
+    free_loop_and_pair(lp, p);
 }
 
 /* "Milliseconds until the loop's next timer is due (rounded up to whole ms)": for a
@@ -317,9 +311,7 @@ TEST(loop_alive_follows_registrations_and_queues) {
     CHECK_OK(weft_cancel(lp, post));
     CHECK_OK(weft_loop_run(lp, WEFT_RUN_NOWAIT));
     CHECK_EQ(weft_loop_alive(lp), 0);
-    weft_loop_free(lp);
-    close(p[0]);
-    close(p[1]);
+    free_loop_and_pair(lp, p);
 }
 
 /* Several loops embedded in one host poll() set, each served on the host thread. */

@@ -43,11 +43,20 @@ static void fdw_init(fdw *w) { memset((void *)w, 0, sizeof *w); }
 
 static void set_nonblock(int fd) { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK); }
 
+/* The setup of most cases: a new loop and a pipe (loop_and_pipe, in harness.h) or a
+ * socket pair to watch. */
+static bool loop_and_socketpair(weft_loop **lp, int sv[2]) {
+    *lp = weft_loop_new();
+    if (*lp == NULL) return false;
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0) return true;
+    weft_loop_free(*lp);
+    return false;
+}
+
 TEST(pipe_readable_and_writable) {
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
+    weft_loop *lp;
     int p[2];
-    REQUIRE(pipe(p) == 0);
+    REQUIRE(loop_and_pipe(&lp, p));
     fdw r, w;
     fdw_init(&r);
     fdw_init(&w);
@@ -70,17 +79,14 @@ TEST(pipe_readable_and_writable) {
     CHECK_OK(weft_cancel(lp, ir));
     CHECK_EQ(atomic_load(&r.frees), 1);
     CHECK_EQ(atomic_load(&w.frees), 1);
-    weft_loop_free(lp);
-    close(p[0]);
-    close(p[1]);
+    free_loop_and_pair(lp, p);
 }
 
 /* Level-triggered: the callback runs in every pass while data is unread. */
 TEST(watches_are_level_triggered) {
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
+    weft_loop *lp;
     int p[2];
-    REQUIRE(pipe(p) == 0);
+    REQUIRE(loop_and_pipe(&lp, p));
     set_nonblock(p[0]);
     fdw r;
     fdw_init(&r);
@@ -94,17 +100,14 @@ TEST(watches_are_level_triggered) {
     for (int i = 0; i < 3; i++) CHECK_OK(weft_loop_run(lp, WEFT_RUN_NOWAIT));
     CHECK_EQ(atomic_load(&r.calls), 6); /* drained: no more */
     CHECK_OK(weft_cancel(lp, id));
-    weft_loop_free(lp);
-    close(p[0]);
-    close(p[1]);
+    free_loop_and_pair(lp, p);
 }
 
 /* The peer hanging up is reported (as WEFT_HANGUP) whatever the interest, 0 included. */
 TEST(hangup_when_the_write_end_closes) {
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
+    weft_loop *lp;
     int p[2];
-    REQUIRE(pipe(p) == 0);
+    REQUIRE(loop_and_pipe(&lp, p));
     fdw r, z;
     fdw_init(&r);
     fdw_init(&z);
@@ -126,10 +129,9 @@ TEST(hangup_when_the_write_end_closes) {
 
 /* A pipe's write end whose reader is gone reports WEFT_ERROR, even with interest 0. */
 TEST(error_when_the_read_end_closes) {
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
+    weft_loop *lp;
     int p[2];
-    REQUIRE(pipe(p) == 0);
+    REQUIRE(loop_and_pipe(&lp, p));
     fdw z;
     fdw_init(&z);
     weft_id iz = CHECK_ID(weft_watch_fd(lp, p[1], 0, fdw_cb, &z, fdw_free));
@@ -147,10 +149,9 @@ TEST(error_when_the_read_end_closes) {
 
 /* Several watches of one fd: each gets the part of the report it asked for. */
 TEST(several_watches_of_one_fd_all_fire) {
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
+    weft_loop *lp;
     int sv[2];
-    REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    REQUIRE(loop_and_socketpair(&lp, sv));
     REQUIRE(write(sv[1], "data", 4) == 4); /* sv[0] is readable and writable */
     fdw rd, wr, both, rd2;
     fdw_init(&rd);
@@ -186,12 +187,10 @@ TEST(several_watches_of_one_fd_all_fire) {
     CHECK_OK(weft_loop_run(lp, WEFT_RUN_NOWAIT));
     CHECK_EQ(wr.last_events, WEFT_WRITABLE);
     CHECK_OK(weft_cancel(lp, b));
-    weft_loop_free(lp);
+    free_loop_and_pair(lp, sv);
     CHECK_EQ(atomic_load(&rd.frees) + atomic_load(&wr.frees) + atomic_load(&both.frees) +
                  atomic_load(&rd2.frees),
              4);
-    close(sv[0]);
-    close(sv[1]);
 }
 
 TEST(one_fd_watched_by_two_loops) {
@@ -222,10 +221,9 @@ TEST(one_fd_watched_by_two_loops) {
 }
 
 TEST(watch_fd_modify_changes_interest) {
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
+    weft_loop *lp;
     int sv[2];
-    REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    REQUIRE(loop_and_socketpair(&lp, sv));
     fdw w;
     fdw_init(&w);
     weft_id id = CHECK_ID(weft_watch_fd(lp, sv[0], WEFT_READABLE, fdw_cb, &w, fdw_free));
@@ -259,10 +257,8 @@ TEST(watch_fd_modify_changes_interest) {
     CHECK_EQ(w.last_events, WEFT_READABLE);
     CHECK_OK(weft_cancel(lp, id));
     CHECK_RC(weft_watch_fd_modify(lp, id, WEFT_READABLE), WEFT_ERR_NOT_FOUND);
-    weft_loop_free(lp);
+    free_loop_and_pair(lp, sv);
     CHECK_EQ(atomic_load(&w.frees), 1);
-    close(sv[0]);
-    close(sv[1]);
 }
 
 TEST(bad_fds_are_invalid) {
@@ -301,21 +297,18 @@ TEST(bad_fds_are_invalid) {
     /* the file and the pipe are untouched and still usable */
     CHECK(write(file, "ok", 2) == 2);
     CHECK(write(p[1], "ok", 2) == 2);
-    weft_loop_free(lp);
     close(file);
     close(dir);
-    close(p[0]);
-    close(p[1]);
+    free_loop_and_pair(lp, p);
 }
 
 /* "a watched fd that gets closed is dropped from the kernel's set, and never crashes
  * the loop": the loop goes on working, the watch can be cancelled (and freed once),
  * and modify reports WEFT_ERR_IO. */
 TEST(fd_closed_while_watched) {
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
+    weft_loop *lp;
     int p[2];
-    REQUIRE(pipe(p) == 0);
+    REQUIRE(loop_and_pipe(&lp, p));
     fdw w;
     fdw_init(&w);
     weft_id id = CHECK_ID(weft_watch_fd(lp, p[0], WEFT_READABLE, fdw_cb, &w, fdw_free));
@@ -353,10 +346,9 @@ static void *run_loop(void *arg) {
 }
 
 TEST(fd_closed_while_the_loop_waits_on_it) {
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
+    weft_loop *lp;
     int p[2];
-    REQUIRE(pipe(p) == 0);
+    REQUIRE(loop_and_pipe(&lp, p));
     fdw w;
     fdw_init(&w);
     CHECK_ID(weft_watch_fd(lp, p[0], WEFT_READABLE, fdw_cb, &w, fdw_free));
@@ -376,10 +368,9 @@ TEST(fd_closed_while_the_loop_waits_on_it) {
 
 /* A watch that cancels itself from its callback: no more calls, freed once, after. */
 TEST(watch_cancels_itself_from_its_callback) {
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
+    weft_loop *lp;
     int p[2];
-    REQUIRE(pipe(p) == 0);
+    REQUIRE(loop_and_pipe(&lp, p));
     REQUIRE(write(p[1], "x", 1) == 1);
     fdw w;
     fdw_init(&w);
@@ -389,9 +380,7 @@ TEST(watch_cancels_itself_from_its_callback) {
     CHECK_EQ(atomic_load(&w.calls), 2);
     CHECK_EQ(w.cancel_rc, WEFT_OK);
     CHECK_EQ(atomic_load(&w.frees), 1);
-    weft_loop_free(lp);
-    close(p[0]);
-    close(p[1]);
+    free_loop_and_pair(lp, p);
 }
 
 /* A watch added from another thread wakes a loop blocked in run DEFAULT. */
@@ -417,10 +406,9 @@ static void *watch_later(void *arg) {
 }
 
 TEST(watch_from_another_thread_wakes_a_blocked_loop) {
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
+    weft_loop *lp;
     int p[2];
-    REQUIRE(pipe(p) == 0);
+    REQUIRE(loop_and_pipe(&lp, p));
     REQUIRE(write(p[1], "x", 1) == 1); /* already readable */
     late_watch l;
     memset(&l, 0, sizeof l);
@@ -435,9 +423,7 @@ TEST(watch_from_another_thread_wakes_a_blocked_loop) {
     pthread_join(th, NULL);
     CHECK_EQ(atomic_load(&l.w.calls), 1);
     CHECK(took >= 45 && took < h_slack_ms(2000));
-    weft_loop_free(lp);
-    close(p[0]);
-    close(p[1]);
+    free_loop_and_pair(lp, p);
 }
 
 /* Data written from another thread to a watched pipe wakes the loop (on its thread). */
@@ -453,10 +439,9 @@ static void stop_on_read(weft_loop *lp, weft_id id, int fd, uint32_t events, voi
 }
 
 TEST(readiness_from_another_thread_is_reported_on_the_loop_thread) {
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
+    weft_loop *lp;
     int p[2];
-    REQUIRE(pipe(p) == 0);
+    REQUIRE(loop_and_pipe(&lp, p));
     fdw w;
     fdw_init(&w);
     CHECK_ID(weft_watch_fd(lp, p[0], WEFT_READABLE, stop_on_read, &w, fdw_free));
@@ -467,9 +452,7 @@ TEST(readiness_from_another_thread_is_reported_on_the_loop_thread) {
     CHECK_EQ(atomic_load(&w.calls), 1);
     CHECK(pthread_equal(w.thread, pthread_self()));
     CHECK_EQ(atomic_load(&w.frees), 1);
-    weft_loop_free(lp);
-    close(p[0]);
-    close(p[1]);
+    free_loop_and_pair(lp, p);
 }
 
 /* A loop can watch another loop's embedding fd (a loop inside a loop). */
@@ -510,10 +493,9 @@ TEST(a_loop_watches_another_loops_fd) {
  * file stays open, as it does after dup() or in a forked child. Once the watch is
  * cancelled, nothing is registered for that file: the loop must not keep waking up. */
 TEST(closed_fd_with_a_duplicate_open_does_not_keep_the_loop_awake) {
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
+    weft_loop *lp;
     int p[2];
-    REQUIRE(pipe(p) == 0);
+    REQUIRE(loop_and_pipe(&lp, p));
     REQUIRE(write(p[1], "x", 1) == 1); /* readable, and stays so */
     int dup_fd = dup(p[0]);
     fdw w;

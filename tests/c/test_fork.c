@@ -27,10 +27,9 @@ static int list_fds(unsigned char *set) {
 TEST(every_weft_fd_is_close_on_exec_and_freed_with_its_loop) {
     static unsigned char before[MAXFD], with_loop[MAXFD], after[MAXFD];
     REQUIRE(list_fds(before) > 0);
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
+    weft_loop *lp;
     int p[2];
-    REQUIRE(pipe(p) == 0);
+    REQUIRE(loop_and_pipe(&lp, p));
     /* registrations of every kind, in case any of them makes an fd */
     CHECK_ID(weft_timer_after(lp, 100000, never_cb, NULL, NULL));
     CHECK_ID(weft_timer_every(lp, 100000, never_cb, NULL, NULL));
@@ -49,9 +48,7 @@ TEST(every_weft_fd_is_close_on_exec_and_freed_with_its_loop) {
     }
     CHECK_MSG(made >= 1, "weft_loop_new made no fd?");
     CHECK(with_loop[weft_loop_fd(lp)]);
-    weft_loop_free(lp);
-    close(p[0]);
-    close(p[1]);
+    free_loop_and_pair(lp, p);
     list_fds(after);
     for (int fd = 0; fd < MAXFD; fd++)
         CHECK_MSG(after[fd] == before[fd], "fd %d %s after weft_loop_free", fd,
@@ -66,6 +63,20 @@ __attribute__((constructor)) static void list_fds_and_exit(void) {
         if (fcntl(fd, F_GETFD) >= 0) printf("%d\n", fd);
     fflush(stdout);
     _exit(0);
+}
+
+/* Reads `fd` to its end into buf (NUL-terminated, at most cap - 1 bytes) and closes
+ * it, then waits for the child `pid`. Returns the bytes read; *status gets the child's
+ * wait status. */
+static size_t read_all_and_reap(int fd, pid_t pid, char *buf, size_t cap, int *status) {
+    size_t n = 0;
+    ssize_t r;
+    while ((r = read(fd, buf + n, cap - 1 - n)) > 0) n += (size_t)r;
+    buf[n] = '\0';
+    close(fd);
+    *status = 0;
+    waitpid(pid, status, 0);
+    return n;
 }
 
 /* After exec, a child sees none of weft's fds. */
@@ -89,13 +100,8 @@ TEST(weft_fds_do_not_survive_exec) {
     }
     close(out[1]);
     char buf[8192];
-    size_t n = 0;
-    ssize_t r;
-    while ((r = read(out[0], buf + n, sizeof buf - 1 - n)) > 0) n += (size_t)r;
-    buf[n] = '\0';
-    close(out[0]);
-    int status = 0;
-    waitpid(pid, &status, 0);
+    int status;
+    read_all_and_reap(out[0], pid, buf, sizeof buf, &status);
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     int lines = 0;
     char *save = NULL;
@@ -180,10 +186,9 @@ static void child_checks(weft_loop *lp, weft_id sub, weft_id timer, weft_id post
 }
 
 TEST(forked_child_gets_forked_from_every_loop_call) {
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
+    weft_loop *lp;
     int p[2];
-    REQUIRE(pipe(p) == 0);
+    REQUIRE(loop_and_pipe(&lp, p));
     track t;
     track_init(&t);
     weft_id sub = CHECK_ID(weft_subscribe(lp, "*", never_event_cb, NULL, parent_free));
@@ -203,13 +208,8 @@ TEST(forked_child_gets_forked_from_every_loop_call) {
     }
     close(report[1]);
     char buf[8192];
-    size_t n = 0;
-    ssize_t r;
-    while ((r = read(report[0], buf + n, sizeof buf - 1 - n)) > 0) n += (size_t)r;
-    buf[n] = '\0';
-    close(report[0]);
-    int status = 0;
-    waitpid(pid, &status, 0);
+    int status;
+    size_t n = read_all_and_reap(report[0], pid, buf, sizeof buf, &status);
     CHECK_MSG(WIFEXITED(status), "the child did not exit normally (status %#x)", status);
     if (n > 0) h_fail(__FILE__, __LINE__, "in the forked child:\n%s", buf);
     CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child exited with %d",
@@ -219,10 +219,8 @@ TEST(forked_child_gets_forked_from_every_loop_call) {
     CHECK_EQ(atomic_load(&t.calls), 1);
     CHECK_EQ(atomic_load(&t.frees), 1);
     CHECK_OK(weft_emit(lp, "still.works", NULL, 0));
-    weft_loop_free(lp);
+    free_loop_and_pair(lp, p);
     CHECK_EQ(atomic_load(&parent_frees), 2);
-    close(p[0]);
-    close(p[1]);
 }
 
 /* "every call that touches a loop returns WEFT_ERR_FORKED": weft_loop_fd on the

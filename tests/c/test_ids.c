@@ -25,10 +25,9 @@ TEST(zero_id_is_never_found) {
 }
 
 TEST(cancelled_ids_go_stale_for_every_kind) {
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
+    weft_loop *lp;
     int fds[2];
-    REQUIRE(pipe(fds) == 0);
+    REQUIRE(loop_and_pipe(&lp, fds));
     track t[6];
     for (int i = 0; i < 6; i++) track_init(&t[i]);
     weft_id ids[6] = {
@@ -64,9 +63,7 @@ TEST(cancelled_ids_go_stale_for_every_kind) {
     CHECK_EQ(atomic_load(&u.frees), 0);
     CHECK_OK(weft_cancel(lp, again));
     CHECK_EQ(atomic_load(&u.frees), 1);
-    weft_loop_free(lp);
-    close(fds[0]);
-    close(fds[1]);
+    free_loop_and_pair(lp, fds);
 }
 
 TEST(finished_ids_go_stale) {

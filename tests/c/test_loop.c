@@ -384,10 +384,9 @@ TEST(loop_free_from_a_callback_is_refused) {
 /* ---- free_fn accounting ------------------------------------------------------------------ */
 
 TEST(loop_free_frees_every_pending_registration_once) {
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
+    weft_loop *lp;
     int fds[2];
-    REQUIRE(pipe(fds) == 0);
+    REQUIRE(loop_and_pipe(&lp, fds));
     enum { N = 8 };
     track t[N];
     for (int i = 0; i < N; i++) track_init(&t[i]);
@@ -420,10 +419,9 @@ TEST(loop_free_frees_every_pending_registration_once) {
 /* free_fn runs exactly once after the callback, for each one-shot kind; watches and
  * subscriptions free on cancel, never before. */
 TEST(free_fn_runs_once_after_the_last_callback) {
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
+    weft_loop *lp;
     int fds[2];
-    REQUIRE(pipe(fds) == 0);
+    REQUIRE(loop_and_pipe(&lp, fds));
     track post, timer, every, watch, sub;
     track_init(&post);
     track_init(&timer);
@@ -486,10 +484,9 @@ static void cancel_all_cb(weft_loop *lp, weft_id id, void *ud) {
 }
 
 TEST(cancel_from_a_callback_stops_work_already_due_in_this_pass) {
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
+    weft_loop *lp;
     int fds[2];
-    REQUIRE(pipe(fds) == 0);
+    REQUIRE(loop_and_pipe(&lp, fds));
     REQUIRE(write(fds[1], "x", 1) == 1);
     canceller c;
     memset(&c, 0, sizeof c);
@@ -510,9 +507,7 @@ TEST(cancel_from_a_callback_stops_work_already_due_in_this_pass) {
         CHECK_MSG(atomic_load(&c.victim_track[i].calls) == 0, "victim %d ran after its cancel", i);
         CHECK_EQ(atomic_load(&c.victim_track[i].frees), 1);
     }
-    weft_loop_free(lp);
-    close(fds[0]);
-    close(fds[1]);
+    free_loop_and_pair(lp, fds);
 }
 
 /* Many loops at once, each with its own thread; all independent. */

@@ -8,6 +8,19 @@
 
 #include <sched.h>
 
+/* The setup of most cases here: a new pool (pool_opts(kind, threads, name)) in *p and
+ * a new loop in *lp. False (nothing left) if either fails. */
+static bool pool_and_loop(weft_pool_kind kind, uint32_t threads, const char *name, weft_pool **p,
+                          weft_loop **lp) {
+    weft_pool_options o = pool_opts(kind, threads, name);
+    *p = weft_pool_new(&o);
+    if (*p == NULL) return false;
+    *lp = weft_loop_new();
+    if (*lp != NULL) return true;
+    weft_pool_free(*p);
+    return false;
+}
+
 /* ---- options ------------------------------------------------------------------------ */
 
 TEST(pool_options_are_checked) {
@@ -66,11 +79,9 @@ TEST(pool_options_are_checked) {
 /* A pool freed already: weft_pool_free refuses it (an error, not a crash), and so does
  * weft_spawn (tested in test_tasks too); a pointer that never was a pool likewise. */
 TEST(a_pool_freed_already_is_refused) {
-    weft_pool_options o = pool_opts(WEFT_POOL_CPU, 2, "twice");
-    weft_pool *p = weft_pool_new(&o);
-    REQUIRE(p != NULL);
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
+    weft_pool *p;
+    weft_loop *lp;
+    REQUIRE(pool_and_loop(WEFT_POOL_CPU, 2, "twice", &p, &lp));
     rec r;
     rec_init(&r);
     weft_spawn_options so = spawn_opts(p, 0);
@@ -279,36 +290,51 @@ static bool contains_thread(pthread_t *set, int n, pthread_t t) {
     return false;
 }
 
+/* Spawns r[0..n) on `where` with `so`, each waiting on `gate` once running. */
+static void spawn_gated(weft_loop *lp, weft_where where, rec *r, int n, _Atomic int *gate,
+                        const weft_spawn_options *so) {
+    for (int i = 0; i < n; i++) {
+        rec_init(&r[i]);
+        r[i].gate = gate;
+        CHECK_ID(rec_spawn(lp, where, &r[i], so));
+    }
+}
+
+/* How many of r[0..n) are in their work now. */
+static int active_count(rec *r, int n) {
+    int active = 0;
+    for (int i = 0; i < n; i++) active += atomic_load(&r[i].work_active);
+    return active;
+}
+
+/* Polls for up to `ms` until at least `want` of r[0..n) are in their work; returns how
+ * many were at the last look. */
+static int wait_active(rec *r, int n, int want, uint64_t ms) {
+    int active = 0;
+    uint64_t end = now_ms() + ms;
+    while (now_ms() < end) {
+        active = active_count(r, n);
+        if (active >= want) break;
+        sleep_ms(1);
+    }
+    return active;
+}
+
 /* With N + k tasks blocked, an IO pool of bound N runs N of them at once on N threads,
  * and no more; the other k wait, then run on the same threads. */
 TEST(io_pool_grows_to_its_bound_and_no_further) {
     enum { BOUND = 4, EXTRA = 3, N = BOUND + EXTRA };
-    weft_pool_options o = pool_opts(WEFT_POOL_IO, BOUND, "grow");
-    weft_pool *p = weft_pool_new(&o);
-    REQUIRE(p != NULL);
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
+    weft_pool *p;
+    weft_loop *lp;
+    REQUIRE(pool_and_loop(WEFT_POOL_IO, BOUND, "grow", &p, &lp));
     weft_spawn_options so = spawn_opts(p, 0);
     _Atomic int gate = 0;
     rec r[N];
-    for (int i = 0; i < N; i++) {
-        rec_init(&r[i]);
-        r[i].gate = &gate;
-        CHECK_ID(rec_spawn(lp, WEFT_ON_IO, &r[i], &so));
-    }
-    int active = 0;
-    uint64_t end = now_ms() + h_slack_ms(2000);
-    while (now_ms() < end) {
-        active = 0;
-        for (int i = 0; i < N; i++) active += atomic_load(&r[i].work_active);
-        if (active >= BOUND) break;
-        sleep_ms(1);
-    }
+    spawn_gated(lp, WEFT_ON_IO, r, N, &gate, &so);
+    int active = wait_active(r, N, BOUND, h_slack_ms(2000));
     CHECK_MSG(active == BOUND, "%d tasks running at once, the bound is %d", active, BOUND);
     sleep_ms(30); /* and no more start */
-    active = 0;
-    for (int i = 0; i < N; i++) active += atomic_load(&r[i].work_active);
-    CHECK_EQ(active, BOUND);
+    CHECK_EQ(active_count(r, N), BOUND);
     CHECK_EQ(proc_threads("grow-"), BOUND);
     atomic_store(&gate, 1);
     CHECK_OK(weft_loop_run(lp, WEFT_RUN_DEFAULT));
@@ -409,19 +435,8 @@ TEST(cpu_pool_runs_as_many_blocking_tasks_as_it_has_threads) {
         weft_spawn_options so = spawn_opts(p, 0);
         _Atomic int gate = 0;
         rec r[T];
-        for (int i = 0; i < T; i++) {
-            rec_init(&r[i]);
-            r[i].gate = &gate;
-            CHECK_ID(rec_spawn(lp, WEFT_ON_CPU, &r[i], &so));
-        }
-        int active = 0;
-        uint64_t end = now_ms() + h_slack_ms(1000);
-        while (now_ms() < end) {
-            active = 0;
-            for (int i = 0; i < T; i++) active += atomic_load(&r[i].work_active);
-            if (active == T) break;
-            sleep_ms(1);
-        }
+        spawn_gated(lp, WEFT_ON_CPU, r, T, &gate, &so);
+        int active = wait_active(r, T, T, h_slack_ms(1000));
         if (active != T) {
             stuck++;
             h_fail(__FILE__, __LINE__, "round %ld: %d of %d tasks running after 1 s on an idle %d-thread pool", round,
@@ -555,11 +570,9 @@ TEST(pool_free_cancels_queued_tasks_and_waits_for_running_ones) {
     weft_pool_kind kinds[] = {WEFT_POOL_CPU, WEFT_POOL_IO};
     weft_where wheres[] = {WEFT_ON_CPU, WEFT_ON_IO};
     for (int k = 0; k < 2; k++) {
-        weft_pool_options o = pool_opts(kinds[k], 1, "pfq");
-        weft_pool *p = weft_pool_new(&o);
-        REQUIRE(p != NULL);
-        weft_loop *lp = weft_loop_new();
-        REQUIRE(lp != NULL);
+        weft_pool *p;
+        weft_loop *lp;
+        REQUIRE(pool_and_loop(kinds[k], 1, "pfq", &p, &lp));
         weft_spawn_options so = spawn_opts(p, 0);
         _Atomic int gate = 0;
         enum { Q = 20 };
@@ -634,11 +647,9 @@ static int parent_work(weft_task *t, void *ud) {
 }
 
 TEST(pool_free_cancels_nested_tasks_not_yet_started) {
-    weft_pool_options o = pool_opts(WEFT_POOL_CPU, 1, "pfn");
-    weft_pool *p = weft_pool_new(&o);
-    REQUIRE(p != NULL);
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
+    weft_pool *p;
+    weft_loop *lp;
+    REQUIRE(pool_and_loop(WEFT_POOL_CPU, 1, "pfn", &p, &lp));
     _Atomic int gate = 0;
     enum { C = 10 };
     rec children[C];
@@ -684,11 +695,9 @@ TEST(pool_free_from_its_own_thread_is_refused) {
     weft_pool_kind kinds[] = {WEFT_POOL_CPU, WEFT_POOL_IO};
     weft_where wheres[] = {WEFT_ON_CPU, WEFT_ON_IO};
     for (int k = 0; k < 2; k++) {
-        weft_pool_options o = pool_opts(kinds[k], 2, "selff");
-        weft_pool *p = weft_pool_new(&o);
-        REQUIRE(p != NULL);
-        weft_loop *lp = weft_loop_new();
-        REQUIRE(lp != NULL);
+        weft_pool *p;
+        weft_loop *lp;
+        REQUIRE(pool_and_loop(kinds[k], 2, "selff", &p, &lp));
         weft_spawn_options so = spawn_opts(p, 0);
         self_free s = {p, ""};
         rec r;
@@ -715,11 +724,9 @@ TEST(pool_free_from_its_own_thread_is_refused) {
 
 /* weft_pool_free waits for running work. */
 TEST(pool_free_waits_for_running_work) {
-    weft_pool_options o = pool_opts(WEFT_POOL_CPU, 2, "pfw");
-    weft_pool *p = weft_pool_new(&o);
-    REQUIRE(p != NULL);
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
+    weft_pool *p;
+    weft_loop *lp;
+    REQUIRE(pool_and_loop(WEFT_POOL_CPU, 2, "pfw", &p, &lp));
     weft_spawn_options so = spawn_opts(p, 0);
     rec r;
     rec_init(&r);
@@ -762,11 +769,9 @@ TEST(spawns_racing_pool_free_complete_exactly_once) {
     long rounds = h_scale(150, 8);
     long lost_done = 0, bad_free = 0, total = 0, cancelled = 0;
     for (long round = 0; round < rounds; round++) {
-        weft_pool_options o = pool_opts(round % 2 ? WEFT_POOL_IO : WEFT_POOL_CPU, 2, "race");
-        weft_pool *p = weft_pool_new(&o);
-        REQUIRE(p != NULL);
-        weft_loop *lp = weft_loop_new();
-        REQUIRE(lp != NULL);
+        weft_pool *p;
+        weft_loop *lp;
+        REQUIRE(pool_and_loop(round % 2 ? WEFT_POOL_IO : WEFT_POOL_CPU, 2, "race", &p, &lp));
         enum { MAX = 2000 };
         racer ra[2];
         pthread_t th[2];
