@@ -548,7 +548,7 @@ impl<H: Handler> Loop<H> {
             (Where::Cpu, None) => Some(task::default_pool(pool::Kind::Cpu)?),
         };
         Self::check_delay("timeout_ms", options.timeout_ms)?;
-        let cell = {
+        let (id, job) = {
             let mut core = self.lock();
             // Registered with a placeholder kind first: the cell needs the id.
             let (id, index) = self.register(&mut core, done, Kind::Timer { interval_ns: 0 })?;
@@ -561,7 +561,6 @@ impl<H: Handler> Loop<H> {
             }
             (id, job)
         };
-        let (id, job) = cell;
         match pool {
             // A pool shutting down meanwhile abandons the job: done(Cancelled).
             Some(pool) => drop(pool.submit(job)),

@@ -157,10 +157,6 @@ impl<H: Send + 'static, W: TaskWork<H> + 'static> TaskCell<H, W> {
 }
 
 impl<H, W> TaskCell<H, W> {
-    pub fn id(&self) -> Id {
-        self.id
-    }
-
     /// Raises the cancel flag; true if the task had not started, so it never will (and
     /// the pool's hold on the work is released now).
     pub fn cancel(&self) -> bool {
