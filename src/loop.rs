@@ -102,11 +102,11 @@ enum Kind<H: Handler> {
 
 /// How a task is spawned.
 #[derive(Clone, Default)]
-pub struct SpawnOptions {
+pub struct SpawnOptions<'a> {
     /// 0: no timeout.
     pub timeout_ms: u64,
     /// The pool for `Where::Io` / `Where::Cpu` instead of the default one.
-    pub pool: Option<Arc<Pool>>,
+    pub pool: Option<&'a Pool>,
 }
 
 impl<H: Handler> Kind<H> {
@@ -524,12 +524,12 @@ impl<H: Handler> Loop<H> {
 
     fn add_task(&self, place: Where, work: &mut Option<H::Work>, done: &mut Option<H>, options: SpawnOptions) -> Result<Id> {
         self.usable()?;
-        let pool = match (place, options.pool) {
-            (Where::Process, _) => return Err(Error::new(Code::Unsupported, "WEFT_ON_PROCESS is not supported yet")),
-            (Where::Loop, Some(_)) => {
-                return Err(Error::invalid("options.pool is set, but tasks on the loop use no pool"))
-            }
-            (Where::Loop, None) => None,
+        Self::check_delay("timeout_ms", options.timeout_ms)?;
+        let timeout_ms = options.timeout_ms;
+        match (place, options.pool) {
+            (Where::Process, _) => Err(Error::new(Code::Unsupported, "WEFT_ON_PROCESS is not supported yet")),
+            (Where::Loop, Some(_)) => Err(Error::invalid("options.pool is set, but tasks on the loop use no pool")),
+            (Where::Loop, None) => self.queue_task(None, work, done, timeout_ms),
             (Where::Io | Where::Cpu, Some(pool)) => {
                 let wanted = if place == Where::Io { pool::Kind::Io } else { pool::Kind::Cpu };
                 if pool.kind() != wanted {
@@ -542,12 +542,20 @@ impl<H: Handler> Loop<H> {
                 if pool.is_shut_down() {
                     return Err(Error::new(Code::Closed, "options.pool has been freed"));
                 }
-                Some(pool)
+                self.queue_task(Some(pool), work, done, timeout_ms)
             }
-            (Where::Io, None) => Some(task::default_pool(pool::Kind::Io)?),
-            (Where::Cpu, None) => Some(task::default_pool(pool::Kind::Cpu)?),
-        };
-        Self::check_delay("timeout_ms", options.timeout_ms)?;
+            (Where::Io | Where::Cpu, None) => {
+                let (key, kind) = match place {
+                    Where::Io => (task::DEFAULT_IO, pool::Kind::Io),
+                    _ => (task::DEFAULT_CPU, pool::Kind::Cpu),
+                };
+                task::with_pool(key, || task::default_pool(kind), |pool| self.queue_task(Some(pool), work, done, timeout_ms))
+            }
+        }
+    }
+
+    /// Registers a task and queues its job on `pool` (None: on this loop).
+    fn queue_task(&self, pool: Option<&Pool>, work: &mut Option<H::Work>, done: &mut Option<H>, timeout_ms: u64) -> Result<Id> {
         let (id, job) = {
             let mut core = self.lock();
             // Registered with a placeholder kind first: the cell needs the id.
@@ -555,8 +563,8 @@ impl<H: Handler> Loop<H> {
             let work = work.take().expect("not taken yet");
             let (side, job) = TaskCell::create(id, self.inbox.clone(), work);
             core.entries.at_mut(index).kind = Kind::Task(side);
-            if options.timeout_ms > 0 {
-                core.wheel.insert(index, sys::now_ns() + options.timeout_ms * timer::TICK_NS);
+            if timeout_ms > 0 {
+                core.wheel.insert(index, sys::now_ns() + timeout_ms * timer::TICK_NS);
                 self.rearm(&mut core);
             }
             (id, job)
@@ -886,7 +894,7 @@ impl<H: Handler> Loop<H> {
     /// Calls the handler of registration `id`, if it is still live, without holding the
     /// core lock; then puts the handler back, or ends the registration. True if called.
     fn dispatch(&self, id: Id, mut event: Event<'_>) -> bool {
-        let mut handler = {
+        let (mut handler, task_entry) = {
             let mut core = self.lock();
             let Some(index) = core.entries.index(id) else { return false };
             let core = &mut *core;
@@ -908,7 +916,10 @@ impl<H: Handler> Loop<H> {
                 is_task = true;
             }
             if is_task {
+                // The task is over: its entry goes now (one lock per completion), and a
+                // cancel from its own `done` finds nothing.
                 self.unlink_timer(core, index);
+                (handler, Some(core.entries.remove_at(index)))
             } else if let Kind::Timer { interval_ns } = core.entries.at(index).kind {
                 if interval_ns > 0 {
                     let now = sys::now_ns();
@@ -921,14 +932,22 @@ impl<H: Handler> Loop<H> {
                     core.wheel.insert(index, next);
                     self.rearm(core);
                 }
+                (handler, None)
+            } else {
+                (handler, None)
             }
-            handler
         };
         pool::deferring_wakeups(|| handler.call(self, id, event));
+        if let Some(task) = task_entry {
+            // Dropped without the lock: a task's entry may end its user data (free_fn).
+            drop(handler);
+            drop(task);
+            return true;
+        }
         let mut core = self.lock();
         let index = core.entries.index(id).expect("an entry in a call stays in the slab");
         let entry = core.entries.at_mut(index);
-        let one_shot = matches!(entry.kind, Kind::Timer { interval_ns: 0, .. } | Kind::Task(_));
+        let one_shot = matches!(entry.kind, Kind::Timer { interval_ns: 0, .. });
         if !entry.cancelled && !one_shot {
             entry.handler = Some(handler);
             return true;

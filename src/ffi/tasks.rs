@@ -233,6 +233,7 @@ pub extern "C" fn weft_pool_free(pool: *mut weft_pool) {
         let shared = the_pool(pool, "pool")?;
         shared.shutdown()?;
         let mut pools = POOLS.lock().unwrap_or_else(|p| p.into_inner());
+        task::pools_changed(); // before the handle's address can be reused
         if let Some(at) = pools.iter().position(|&p| p == pool as usize) {
             pools.swap_remove(at);
             if pools.is_empty() {
@@ -286,15 +287,19 @@ pub extern "C" fn weft_spawn(
             other => return Err(Error::invalid(format!("where {other} is not a WEFT_ON_* value"))),
         };
         let minimum = std::mem::offset_of!(weft_spawn_options, pool) + std::mem::size_of::<*mut weft_pool>();
-        let mut spawn = SpawnOptions::default();
-        if let Some(o) = read_options(options, "weft_spawn_options", minimum)? {
-            spawn.timeout_ms = o.timeout_ms;
-            if !o.pool.is_null() {
-                spawn.pool = Some(the_pool(o.pool, "options.pool")?);
-            }
+        let o = read_options(options, "weft_spawn_options", minimum)?;
+        let timeout_ms = o.map_or(0, |o| o.timeout_ms);
+        // The work and handler are made once nothing can fail before `spawn`, which
+        // hands back a refused work without running its free_fn.
+        let spawn = |pool: Option<&Pool>| {
+            let done = CHandler::new(Some(done.unwrap_or(no_done)), user_data, None)?;
+            let work = CWork { work, user_data: Shared(user_data), free_fn };
+            lp.spawn(place, work, done, SpawnOptions { timeout_ms, pool })
+        };
+        match o.map_or(std::ptr::null_mut(), |o| o.pool) {
+            pool if pool.is_null() => spawn(None),
+            pool => task::with_pool(pool as usize, || the_pool(pool, "options.pool"), |shared| spawn(Some(shared))),
         }
-        let done = CHandler::new(Some(done.unwrap_or(no_done)), user_data, None)?;
-        lp.spawn(place, CWork { work, user_data: Shared(user_data), free_fn }, done, spawn)
     })
 }
 

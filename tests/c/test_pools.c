@@ -103,6 +103,41 @@ TEST(a_pool_freed_already_is_refused) {
     weft_loop_free(lp);
 }
 
+/* A thread remembers the pools it spawned on (no lock per spawn): freeing one must make
+ * it forget. Pools are freed and made in a row, so malloc hands a new pool the address
+ * of the one just freed; every spawn must run on the pool named now, never on a freed
+ * one, and the freed address is refused in between. */
+TEST(a_new_pool_at_a_freed_pools_address_gets_the_work) {
+    weft_loop *lp = weft_loop_new();
+    REQUIRE(lp != NULL);
+    int reused = 0;
+    weft_pool *previous = NULL;
+    for (int round = 0; round < 6; round++) {
+        char name[16];
+        snprintf(name, sizeof name, "again%d", round);
+        weft_pool_options po = pool_opts(WEFT_POOL_CPU, 1, name);
+        weft_pool *p = weft_pool_new(&po);
+        REQUIRE(p != NULL);
+        reused += p == previous;
+        rec r;
+        rec_init(&r);
+        weft_spawn_options so = spawn_opts(p, 0);
+        CHECK_ID(rec_spawn(lp, WEFT_ON_CPU, &r, &so));
+        CHECK(run_until(lp, &r.dones, 1, h_slack_ms(5000)));
+        WAIT_FREED(r);
+        CHECK_EQ(r.status, 0);
+        CHECK_MSG(strcmp(r.work_name, name) == 0 || starts_with(r.work_name, name),
+                  "round %d: work ran on \"%s\", not on pool \"%s\"", round, r.work_name, name);
+        weft_pool_free(p);
+        rec gone;
+        rec_init(&gone);
+        CHECK_ID_FAILS(weft_spawn(lp, WEFT_ON_CPU, rec_work, rec_done, &gone, never_free, &so), "not a live pool");
+        previous = p;
+    }
+    printf("    %d of 5 new pools had the address of the pool freed before them (malloc decides)\n", reused);
+    weft_loop_free(lp);
+}
+
 /* ---- thread names ---------------------------------------------------------------------- */
 
 /* Threads are named "<name>-<index>" in /proc/self/task/<tid>/comm: "tpool-0".. for a
