@@ -57,6 +57,21 @@
 // Readiness bit, always reported: an error is pending on the fd.
 #define WEFT_ERROR 8
 
+#define FRAME_RESULT 87
+
+#define FRAME_EVENT 69
+
+#define FRAME_STATUS 83
+
+// The largest frame body (16 MiB).
+#define MAX_BODY (16 << 20)
+
+// How long a child gets between SIGTERM and SIGKILL.
+#define KILL_GRACE_NS 250000000
+
+// How often a child is polled for its exit where there is no pidfd.
+#define POLL_EXIT_NS 5000000
+
 
 
 
@@ -209,6 +224,9 @@ typedef struct weft_spawn_options {
   // The pool for `WEFT_ON_IO` / `WEFT_ON_CPU` tasks, of the matching kind; NULL: the
   // default pool.
   struct weft_pool *pool;
+  // `WEFT_ON_PROCESS`: the task starts (forks) only while fewer of its loop's process
+  // tasks run; it waits in FIFO order otherwise. 0: one per core.
+  uint32_t max_children;
 } weft_spawn_options;
 
 // Run until `weft_loop_stop` is called or nothing is registered (timers, watches,
@@ -230,7 +248,8 @@ typedef struct weft_spawn_options {
 // On a CPU pool thread: for computation.
 #define WEFT_ON_CPU 2
 
-// In a forked child process (not supported yet: `WEFT_ERR_UNSUPPORTED`).
+// In a forked child process: the work runs against a copy-on-write snapshot of this
+// process, so nothing is serialised but the bytes it writes (see `weft_spawn`).
 #define WEFT_ON_PROCESS 3
 
 // A work-stealing pool with a fixed number of threads, for computation.
@@ -458,11 +477,32 @@ void weft_pool_free(struct weft_pool *pool);
 // never returns keeps its pool thread, and its `free_fn` never runs. `done` may be
 // NULL. The default pools start on first use (CPU: one thread per core; IO: up to 64
 // threads, idle ones exit after 10 s). Any thread.
+//
+// `WEFT_ON_PROCESS`: the work runs in a forked child, against a copy-on-write snapshot
+// of this process taken at the fork: inside `weft_spawn` (on the calling thread) when
+// fewer than `options->max_children` (default: one per core) of the loop's process
+// tasks run and none waits, otherwise on the loop thread when a slot frees (FIFO). In
+// the child, `weft_task_write` and `weft_task_emit` stream to the parent through a
+// pipe; `weft_task_cancelled` is true once the parent is gone. When work returns, the
+// child sends its status and `_exit`s (no atexit handler, no destructor runs). Between
+// the fork and the work, weft makes only async-signal-safe calls; what the work itself
+// calls is the caller's business (another thread may have held any lock at the fork:
+// glibc's malloc is safe, most other libraries' locks are not). The child starts with
+// no signal blocked and SIGTERM at its default action. The events reach the loop's
+// subscribers in emit order, before `done`. `done` runs once the child is reaped and
+// its output read: `status` is what work returned; `WEFT_ERR_CRASHED` if the child died
+// by a signal or exited before sending its status (`weft_last_error`, called inside
+// `done`, names the signal or exit code); `WEFT_ERR_TIMEOUT` or `WEFT_ERR_CANCELLED`
+// after a timeout or `weft_cancel`, which kill the child (SIGTERM, then SIGKILL 250 ms
+// later) or, if it has not forked yet, make sure it never does; `WEFT_ERR_IO` if the
+// fork failed on the loop thread. `free_fn` runs in the parent, after `done`. Freeing
+// the loop kills and reaps its children (their `done` does not run).
+//
 // Returns the task's id, or 0: `WEFT_ERR_NULL` (loop, work), `WEFT_ERR_INVALID` (unknown
 // `where`, a bad options size, a pool of the other kind, a freed pool, a pool with
-// `WEFT_ON_LOOP`, a timeout above 2^35 - 1 ms), `WEFT_ERR_UNSUPPORTED`
-// (`WEFT_ON_PROCESS`), `WEFT_ERR_CLOSED` (the loop is being freed, or `options->pool`
-// is being freed by another thread right now).
+// `WEFT_ON_LOOP` or `WEFT_ON_PROCESS`, a timeout above 2^35 - 1 ms), `WEFT_ERR_IO` (the
+// fork or the pipe failed: out of processes or fds), `WEFT_ERR_CLOSED` (the loop is being
+// freed, or `options->pool` is being freed by another thread right now).
 weft_id weft_spawn(struct weft_loop *lp,
                    weft_where place,
                    weft_work_fn work,
@@ -471,8 +511,48 @@ weft_id weft_spawn(struct weft_loop *lp,
                    weft_free_fn free_fn,
                    const struct weft_spawn_options *options);
 
+// Supervises a child the host forked by itself (a language runtime that must fork with
+// its own hooks, such as Python's `os.fork()`), exactly as a `WEFT_ON_PROCESS` task:
+// the child reports through the pipe whose read end is `pipe_read_fd` (in the child,
+// `weft_child_task` on the write end), and `done` runs on the loop thread once the child
+// is reaped and its output read, with the same statuses. `options->timeout_ms` applies;
+// `pool` and `max_children` do not. On success the loop owns `pipe_read_fd` (it closes
+// it; close the write end in the parent yourself, after the fork). Any thread.
+// Returns the id, or 0: `WEFT_ERR_NULL` (loop), `WEFT_ERR_INVALID` (`pid` not an unreaped
+// child of this process, `pipe_read_fd` not a pipe or socket open for reading, a bad
+// options size or timeout), `WEFT_ERR_CLOSED`, `WEFT_ERR_FORKED`. On failure the fd
+// stays the caller's and `free_fn` does not run.
+//
+// The pipe protocol, for children written in any language: frames of
+// `length:u32le kind:u8 body[length]`; kind 'W' appends `body` to the result; kind 'E'
+// is an event, `body = topic_len:u32le topic payload`; kind 'S' ends the result,
+// `body = status:i32le`. A body holds at most 16 MiB. Anything else is a protocol
+// error: the child is killed and `done` gets `WEFT_ERR_CRASHED`.
+weft_id weft_adopt_child(struct weft_loop *lp,
+                         int pid,
+                         int pipe_read_fd,
+                         weft_done_fn done,
+                         void *user_data,
+                         weft_free_fn free_fn,
+                         const struct weft_spawn_options *options);
+
+// In a child forked by the host (see `weft_adopt_child`): a task whose
+// `weft_task_write`, `weft_task_emit` and `weft_task_cancelled` report to the parent
+// through `pipe_write_fd`, and which `weft_child_exit` ends. Works in a forked child
+// (the exception to `WEFT_ERR_FORKED`). Returns NULL on error: `WEFT_ERR_INVALID`
+// (`pipe_write_fd` not a pipe or socket open for writing).
+struct weft_task *weft_child_task(int pipe_write_fd);
+
+// Sends `status` to the parent as the work's status (>= 0 by convention; `done` gets
+// it), closes the pipe and ends the child with `_exit(0)`: no atexit handler and no
+// destructor runs. For a task of `weft_child_task`, or a `WEFT_ON_PROCESS` task's own
+// `task` (to end the child early). Returns only on bad input (`weft_last_error` says
+// why): NULL, or a task that runs on a thread, not in a child.
+void weft_child_exit(struct weft_task *task, int status);
+
 // True once the task was cancelled or timed out: work should return soon (weft cannot
-// stop it). Call it from inside the task's work. False for NULL.
+// stop a thread). In a process task's child: true once the parent process is gone (a
+// cancel kills the child). Call it from inside the task's work. False for NULL.
 bool weft_task_cancelled(const struct weft_task *task);
 
 // Appends `len` bytes to the task's result, which `done` receives (any size; copied).

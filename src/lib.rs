@@ -1,7 +1,8 @@
 //! weft: an embeddable async runtime with a stable C ABI.
 //!
 //! The safe core is one module per concept — [`r#loop`], [`timer`], [`watch`],
-//! [`signal`], [`bus`], [`inbox`], [`pool`], [`task`] — and [`ffi`] is the C ABI on top of it, the only place
+//! [`signal`], [`bus`], [`inbox`], [`pool`], [`task`], [`process`] — and [`ffi`] is the C ABI on top
+//! of it, the only place
 //! with `extern "C"` functions, raw pointers and `catch_unwind`. `include/weft.h` is
 //! generated from [`ffi`] by cbindgen.
 
@@ -12,6 +13,7 @@ pub mod fork;
 pub mod inbox;
 pub mod r#loop;
 pub mod pool;
+pub mod process;
 pub mod signal;
 pub mod slots;
 mod sys;

@@ -32,11 +32,12 @@ use crate::signal;
 use crate::slots::{self, Generational, Id, IdKind, Slab};
 use crate::sys::{self, Epoll, EpollEvent, EventFd, TimerFd};
 use crate::pool::{self, Pool};
+use crate::process;
 use crate::task::{self, LoopSide, TaskCell, TaskWork, Where};
 use crate::timer::{self, Wheel};
 use crate::watch::{self, FdTable};
 use std::ffi::CStr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -50,8 +51,9 @@ pub enum Event<'a> {
     /// `topic` is NUL-terminated; `payload` is the copy made by `emit`.
     Topic { topic: &'a CStr, payload: &'a [u8] },
     /// A task finished: `status` is what its work returned (>= 0), or `Cancelled` /
-    /// `Timeout` (as negative codes); `result` is what it wrote.
-    Done { status: i32, result: &'a [u8] },
+    /// `Timeout` (as negative codes); `result` is what it wrote. `message` says more
+    /// when a process task ended `Crashed` (the signal, the exit code).
+    Done { status: i32, result: &'a [u8], message: Option<&'a str> },
 }
 
 /// The callback of a registration and the data it owns. Dropping the handler is the
@@ -98,6 +100,15 @@ enum Kind<H: Handler> {
     Subscription { pattern: Box<Pattern> },
     /// A task in flight (the cell its job shares); in the wheel too with a timeout.
     Task(LoopSide<H, H::Work>),
+    /// A process task or an adopted child; in the wheel for its timeout and kill.
+    Process(Box<ProcTask<H::Work>>),
+}
+
+/// A process task: its child, and its work (None for an adopted child), which ends its
+/// user data when dropped.
+struct ProcTask<W> {
+    child: process::Child,
+    work: Option<W>,
 }
 
 /// How a task is spawned.
@@ -107,6 +118,9 @@ pub struct SpawnOptions<'a> {
     pub timeout_ms: u64,
     /// The pool for `Where::Io` / `Where::Cpu` instead of the default one.
     pub pool: Option<&'a Pool>,
+    /// `Where::Process`: start only while fewer of the loop's process tasks run (0: one
+    /// per core).
+    pub max_children: usize,
 }
 
 impl<H: Handler> Kind<H> {
@@ -118,6 +132,7 @@ impl<H: Handler> Kind<H> {
             (self, event),
             (Kind::Timer { .. }, Event::Timer)
                 | (Kind::Task(_), Event::Timer | Event::Done { .. })
+                | (Kind::Process(_), Event::Timer | Event::Done { .. })
                 | (Kind::Fd { .. }, Event::Fd { .. })
                 | (Kind::Signal { .. }, Event::Signal { .. })
                 | (Kind::Subscription { .. }, Event::Topic { .. })
@@ -155,6 +170,11 @@ struct Core<H: Handler> {
     signal_watchers: Vec<Vec<u32>>,
     signal_seen: Vec<u64>,
     signal_bell_slot: Option<usize>,
+    /// Process tasks waiting for a slot (FIFO), and how many of them run.
+    waiting: std::collections::VecDeque<u32>,
+    running_children: usize,
+    /// The epoll members of process tasks (pipes and pidfds), by key.
+    proc_fds: Vec<(RawFd, u64)>,
 }
 
 /// Scratch space of the thread running the loop.
@@ -164,12 +184,19 @@ struct Runner<H> {
     ids: Vec<(Id, u32)>,
     batch: Vec<Record<H>>,
     indices: Vec<u32>,
+    /// Epoll keys of process tasks ready in this pass.
+    procs: Vec<u64>,
 }
 
 const KEY_INBOX: u64 = 0;
 const KEY_TIMER: u64 = 1;
 const KEY_SIGNAL: u64 = 2;
 const KEY_FD: u64 = 1 << 32;
+/// A process task's pipe and its pidfd: the key's low 32 bits are its slab index.
+const KEY_PROC_PIPE: u64 = 2 << 32;
+const KEY_PROC_EXIT: u64 = 3 << 32;
+/// How much of a child's output one pass reads (then other work gets its turn).
+const PIPE_BUDGET: usize = 4 << 20;
 
 pub struct Loop<H: Handler> {
     tag: u16,
@@ -232,7 +259,7 @@ impl<H: Handler> Loop<H> {
         let timer_fd = TimerFd::new().map_err(io_error("timerfd_create"))?;
         let signal_bell = EventFd::new().map_err(io_error("eventfd"))?;
         let inbox = Inbox::new().map_err(io_error("eventfd"))?;
-        let epoll = Self::inner_set(&inbox, &timer_fd, &signal_bell, &FdTable::default())?;
+        let epoll = Self::inner_set(&inbox, &timer_fd, &signal_bell, &FdTable::default(), &[])?;
         let outer = Epoll::new().map_err(io_error("epoll_create1"))?;
         outer.add(epoll.as_raw_fd(), sys::EPOLLIN, 0).map_err(io_error("epoll_ctl"))?;
         let tag = std::mem::ManuallyDrop::new(tag).0;
@@ -250,6 +277,9 @@ impl<H: Handler> Loop<H> {
                 signal_watchers: (0..signal::NSIG).map(|_| Vec::new()).collect(),
                 signal_seen: vec![0; signal::NSIG],
                 signal_bell_slot: None,
+                waiting: Default::default(),
+                running_children: 0,
+                proc_fds: Vec::new(),
             }),
             inbox: Arc::new(inbox),
             inner_fd: AtomicI32::new(epoll_fd),
@@ -262,6 +292,7 @@ impl<H: Handler> Loop<H> {
                 ids: Vec::new(),
                 batch: Vec::new(),
                 indices: Vec::new(),
+                procs: Vec::new(),
             }),
             stop: AtomicBool::new(false),
             running: AtomicBool::new(false),
@@ -271,7 +302,13 @@ impl<H: Handler> Loop<H> {
     }
 
     /// A new inner epoll set with the loop's own fds and every watched fd.
-    fn inner_set(inbox: &Inbox<H>, timer_fd: &TimerFd, signal_bell: &EventFd, fds: &FdTable) -> Result<Epoll> {
+    fn inner_set(
+        inbox: &Inbox<H>,
+        timer_fd: &TimerFd,
+        signal_bell: &EventFd,
+        fds: &FdTable,
+        proc_fds: &[(RawFd, u64)],
+    ) -> Result<Epoll> {
         let epoll = Epoll::new().map_err(io_error("epoll_create1"))?;
         for (fd, key) in [
             (inbox.bell().as_raw_fd(), KEY_INBOX),
@@ -284,12 +321,16 @@ impl<H: Handler> Loop<H> {
             // A watched fd closed by its owner cannot be added; its watches stay quiet.
             let _ = epoll.add(fd, events, KEY_FD | fd as u32 as u64);
         }
+        for &(fd, key) in proc_fds {
+            epoll.add(fd, sys::EPOLLIN, key).map_err(io_error("epoll_ctl"))?;
+        }
         Ok(epoll)
     }
 
     /// Replaces a polluted inner set (see the module comment). Loop thread only.
     fn replace_inner_set(&self, core: &mut Core<H>) {
-        let Ok(fresh) = Self::inner_set(&self.inbox, &self.timer_fd, &self.signal_bell, &core.fds) else {
+        let Ok(fresh) = Self::inner_set(&self.inbox, &self.timer_fd, &self.signal_bell, &core.fds, &core.proc_fds)
+        else {
             return; // out of fds: keep the old set and try again next pass
         };
         if self.outer.add(fresh.as_raw_fd(), sys::EPOLLIN, 0).is_err() {
@@ -527,7 +568,8 @@ impl<H: Handler> Loop<H> {
         Self::check_delay("timeout_ms", options.timeout_ms)?;
         let timeout_ms = options.timeout_ms;
         match (place, options.pool) {
-            (Where::Process, _) => Err(Error::new(Code::Unsupported, "WEFT_ON_PROCESS is not supported yet")),
+            (Where::Process, Some(_)) => Err(Error::invalid("options.pool is set, but process tasks use no pool")),
+            (Where::Process, None) => self.add_process(work, done, timeout_ms, options.max_children),
             (Where::Loop, Some(_)) => Err(Error::invalid("options.pool is set, but tasks on the loop use no pool")),
             (Where::Loop, None) => self.queue_task(None, work, done, timeout_ms),
             (Where::Io | Where::Cpu, Some(pool)) => {
@@ -577,6 +619,284 @@ impl<H: Handler> Loop<H> {
         Ok(id)
     }
 
+    // ---- process tasks -------------------------------------------------------------
+    //
+    // See `crate::process` for the child's side and the pipe protocol. A process task is
+    // a registration whose child the loop supervises: its pipe and pidfd are members of
+    // the inner set (keys KEY_PROC_PIPE / KEY_PROC_EXIT with its slab index), and its
+    // wheel entry serves its timeout, the SIGKILL after the grace period and, without a
+    // pidfd, the polling of its exit. `done` runs once the child is reaped and its pipe
+    // drained, so a finished task leaves no zombie and no fd.
+
+    fn add_process(
+        &self,
+        work: &mut Option<H::Work>,
+        done: &mut Option<H>,
+        timeout_ms: u64,
+        max_children: usize,
+    ) -> Result<Id> {
+        let max_children = if max_children == 0 { pool::cores() } else { max_children };
+        let deadline_ns = if timeout_ms > 0 { sys::now_ns() + timeout_ms * timer::TICK_NS } else { 0 };
+        let (id, index, fork_now) = {
+            let mut core = self.lock();
+            // Registered with a placeholder kind first: a refused registration must
+            // hand the work back untouched.
+            let (id, index) = self.register(&mut core, done, Kind::Timer { interval_ns: 0 })?;
+            let mut child = process::Child::new(max_children, deadline_ns);
+            // The snapshot is taken now if a slot is free and nobody waits before this
+            // task; otherwise when a slot frees, on the loop thread.
+            let fork_now = core.waiting.is_empty() && core.running_children < max_children;
+            if fork_now {
+                child.state = process::State::Forking;
+                child.counted = true;
+                core.running_children += 1;
+            } else {
+                core.waiting.push_back(index);
+            }
+            core.entries.at_mut(index).kind = Kind::Process(Box::new(ProcTask { child, work: work.take() }));
+            self.schedule_child(&mut core, index);
+            (id, index, fork_now)
+        };
+        if fork_now {
+            if let Err(e) = self.fork_child(index) {
+                // Nothing started: the registration is undone and the work handed back.
+                let mut core = self.lock();
+                core.running_children -= 1;
+                self.unlink_timer(&mut core, index);
+                let entry = core.entries.remove_at(index);
+                drop(core);
+                *done = entry.handler;
+                if let Kind::Process(task) = entry.kind {
+                    *work = task.work;
+                }
+                return Err(e);
+            }
+        }
+        Ok(id)
+    }
+
+    /// Forks the child of the process task at `index` (in state Forking) on this thread,
+    /// and starts supervising it.
+    fn fork_child(&self, index: u32) -> Result<()> {
+        let work: *const H::Work = {
+            let core = self.lock();
+            let Kind::Process(task) = &core.entries.at(index).kind else { unreachable!("a process task") };
+            task.work.as_ref().expect("a spawned process task has its work")
+        };
+        let (read, write) = process::pipe()?;
+        let write_fd = write.as_raw_fd();
+        let read_fd = read.as_raw_fd();
+        // SAFETY: the child closes the read end and runs the work through `Task`, whose
+        // pipe calls allocate nothing, then `finish` ends it with _exit. `work` points into
+        // the task's box, which stays in the slab while it is Forking (nothing removes a
+        // Forking task), and in the child it is the copy made by fork.
+        let forked = unsafe {
+            process::fork(move || {
+                libc::close(read_fd);
+                let mut task = task::Task::<'static, H>::in_child(write_fd);
+                let status = (*work).run(&mut task);
+                process::finish(write_fd, status)
+            })
+        };
+        drop(write);
+        let pid = forked?;
+        let pidfd = process::pidfd_open(pid);
+        let mut core = self.lock();
+        let core = &mut *core;
+        let Kind::Process(task) = &mut core.entries.at_mut(index).kind else { unreachable!("a process task") };
+        let child = &mut task.child;
+        child.pid = pid;
+        child.state = process::State::Running;
+        for (fd, key) in [(Some(read_fd), KEY_PROC_PIPE), (pidfd.as_ref().map(|p| p.as_raw_fd()), KEY_PROC_EXIT)] {
+            let Some(fd) = fd else { continue };
+            let key = key | index as u64;
+            // Cannot fail for a fresh fd but for lack of memory; then the timer polls.
+            if core.epoll.add(fd, sys::EPOLLIN, key).is_ok() {
+                core.proc_fds.push((fd, key));
+            }
+        }
+        child.pipe = Some(read);
+        child.pidfd = pidfd;
+        if let Some(status) = child.end {
+            // Cancelled while it was being forked.
+            child.end = None;
+            child.end_with(status, sys::now_ns());
+        }
+        self.schedule_child(core, index);
+        Ok(())
+    }
+
+    /// Puts a process task's next timer event in the wheel (or takes it out).
+    fn schedule_child(&self, core: &mut Core<H>, index: u32) {
+        let Kind::Process(task) = &core.entries.at(index).kind else { return };
+        let next = task.child.next_timer_ns(sys::now_ns());
+        if core.wheel.is_linked(index) {
+            core.wheel.remove(index);
+        }
+        if let Some(at) = next {
+            core.wheel.insert(index, at);
+        }
+        self.rearm(core);
+    }
+
+    /// Takes a process task's fd out of the inner set.
+    fn forget_proc_fd(core: &mut Core<H>, fd: Option<RawFd>) {
+        if let Some(fd) = fd {
+            let _ = core.epoll.remove(fd);
+            core.proc_fds.retain(|&(f, _)| f != fd);
+        }
+    }
+
+    /// Serves the process task at `index`: reads its pipe, reaps its child, runs its
+    /// timer work; delivers the events it sent and, once it is over, calls `done`.
+    /// Loop thread. Returns the number of callbacks run.
+    fn serve_process(&self, index: u32, key: u64, ids: &mut Vec<(Id, u32)>) -> usize {
+        let mut events = Vec::new();
+        let finished = {
+            let mut core = self.lock();
+            let core = &mut *core;
+            if !core.entries.is_live(index) {
+                return 0;
+            }
+            let id = core.entries.id_of(index);
+            let entry = core.entries.at_mut(index);
+            let Kind::Process(task) = &mut entry.kind else { return 0 };
+            let child = &mut task.child;
+            let now = sys::now_ns();
+            match key {
+                KEY_PROC_PIPE => {
+                    if child.read(PIPE_BUDGET, &mut events) == process::Drained::Closed {
+                        let pipe = child.pipe.take();
+                        Self::forget_proc_fd(core, pipe.as_ref().map(|p| p.as_raw_fd()));
+                    }
+                }
+                KEY_PROC_EXIT => {
+                    child.exit = child.exit.or_else(|| process::reap(child.pid, false));
+                }
+                _ => {
+                    if child.state == process::State::Waiting && child.deadline_ns != 0 && now >= child.deadline_ns {
+                        core.waiting.retain(|&i| i != index);
+                    }
+                    let Kind::Process(task) = &mut core.entries.at_mut(index).kind else { unreachable!() };
+                    task.child.on_timer(now);
+                }
+            }
+            let Kind::Process(task) = &mut core.entries.at_mut(index).kind else { unreachable!() };
+            let child = &mut task.child;
+            if child.exit.is_some() {
+                // The child is gone: what it wrote is all in the pipe now.
+                child.read(usize::MAX, &mut events);
+                let (pipe, pidfd) = (child.pipe.take(), child.pidfd.take());
+                Self::forget_proc_fd(core, pipe.as_ref().map(|p| p.as_raw_fd()));
+                Self::forget_proc_fd(core, pidfd.as_ref().map(|p| p.as_raw_fd()));
+            }
+            let Kind::Process(task) = &mut core.entries.at_mut(index).kind else { unreachable!() };
+            if task.child.is_over() && core.entries.at(index).handler.is_some() {
+                Some(self.end_process(core, index, id))
+            } else {
+                self.schedule_child(core, index);
+                None
+            }
+        };
+        let mut ran = 0;
+        for event in &events {
+            self.deliver(&event.bytes, event.topic_len, ids);
+            ran += 1;
+        }
+        if let Some((id, mut handler, entry, status, result, message)) = finished {
+            pool::deferring_wakeups(|| {
+                handler.call(self, id, Event::Done { status, result: &result, message: message.as_deref() })
+            });
+            // Dropped without the lock: the work's end is the user data's (free_fn).
+            drop(handler);
+            drop(entry);
+            ran += 1;
+            self.start_waiting();
+        }
+        ran
+    }
+
+    /// Takes an ended process task out of the loop: its entry, handler and outcome.
+    #[allow(clippy::type_complexity)]
+    fn end_process(&self, core: &mut Core<H>, index: u32, id: Id) -> (Id, H, Entry<H>, i32, Vec<u8>, Option<String>) {
+        self.unlink_timer(core, index);
+        core.waiting.retain(|&i| i != index);
+        let mut entry = core.entries.remove_at(index);
+        let handler = entry.handler.take().expect("checked by the caller");
+        let Kind::Process(task) = &mut entry.kind else { unreachable!() };
+        if task.child.counted {
+            core.running_children -= 1;
+        }
+        Self::forget_proc_fd(core, task.child.pipe_fd());
+        Self::forget_proc_fd(core, task.child.pidfd_fd());
+        let (status, result, message) = task.child.outcome();
+        (id, handler, entry, status, result, message)
+    }
+
+    /// Forks waiting process tasks while their bounds allow. Loop thread.
+    fn start_waiting(&self) {
+        loop {
+            let index = {
+                let mut core = self.lock();
+                let Some(&index) = core.waiting.front() else { return };
+                let Kind::Process(task) = &core.entries.at(index).kind else { unreachable!("a process task") };
+                if core.running_children >= task.child.max_children {
+                    return;
+                }
+                core.waiting.pop_front();
+                core.running_children += 1;
+                let Kind::Process(task) = &mut core.entries.at_mut(index).kind else { unreachable!() };
+                task.child.state = process::State::Forking;
+                task.child.counted = true;
+                index
+            };
+            if let Err(e) = self.fork_child(index) {
+                // The task ends with the error; `done` runs in the next pass.
+                let mut core = self.lock();
+                let Kind::Process(task) = &mut core.entries.at_mut(index).kind else { unreachable!() };
+                task.child.state = process::State::Waiting;
+                task.child.failure = Some((e.code, e.message));
+                if core.wheel.is_linked(index) {
+                    core.wheel.remove(index);
+                }
+                core.wheel.insert(index, sys::now_ns());
+                self.rearm(&mut core);
+            }
+        }
+    }
+
+    /// Supervises a child the host forked itself: it reports through `pipe_read_fd` (the
+    /// protocol of [`crate::process`]), which the loop owns from now on.
+    pub fn adopt_child(&self, pid: i32, pipe_read_fd: RawFd, done: H, timeout_ms: u64) -> Result<Id> {
+        registering(done, |done| {
+            self.usable()?;
+            Self::check_delay("timeout_ms", timeout_ms)?;
+            process::check_child(pid)?;
+            process::check_read_fd(pipe_read_fd)?;
+            let mut core = self.lock();
+            let (id, index) = self.register(&mut core, done, Kind::Timer { interval_ns: 0 })?;
+            process::set_nonblocking(pipe_read_fd);
+            let deadline_ns = if timeout_ms > 0 { sys::now_ns() + timeout_ms * timer::TICK_NS } else { 0 };
+            let mut child = process::Child::new(0, deadline_ns);
+            child.state = process::State::Running;
+            child.pid = pid;
+            // SAFETY: the caller hands the descriptor over (checked open above).
+            child.pipe = Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(pipe_read_fd) });
+            child.pidfd = process::pidfd_open(pid);
+            let core = &mut *core;
+            for (fd, key) in [(child.pipe_fd(), KEY_PROC_PIPE), (child.pidfd_fd(), KEY_PROC_EXIT)] {
+                let Some(fd) = fd else { continue };
+                let key = key | index as u64;
+                if core.epoll.add(fd, sys::EPOLLIN, key).is_ok() {
+                    core.proc_fds.push((fd, key));
+                }
+            }
+            core.entries.at_mut(index).kind = Kind::Process(Box::new(ProcTask { child, work: None }));
+            self.schedule_child(core, index);
+            Ok(id)
+        })
+    }
+
     // ---- cancel ------------------------------------------------------------------------
 
     fn live_index(&self, core: &Core<H>, id: Id) -> Result<u32> {
@@ -615,6 +935,23 @@ impl<H: Handler> Loop<H> {
             }
             if task.cancel() {
                 self.inbox.push(Record::Done { id, status: task::CANCELLED, result: Vec::new() });
+            }
+            return Ok(());
+        }
+        let has_handler = core.entries.at(index).handler.is_some();
+        if let Kind::Process(task) = &mut core.entries.at_mut(index).kind {
+            // As for a task: cancel asks, the loop reports. A running child is killed
+            // (SIGTERM, SIGKILL after the grace period) and `done` runs once it is
+            // reaped; one not yet forked never will be.
+            if !has_handler || !task.child.end_with(task::CANCELLED, sys::now_ns()) {
+                return Err(Error::not_found(id));
+            }
+            if task.child.state == process::State::Waiting {
+                core.waiting.retain(|&i| i != index);
+                // `done` on the loop thread, in its next pass.
+                self.inbox.push(Record::Done { id, status: task::CANCELLED, result: Vec::new() });
+            } else {
+                self.schedule_child(&mut core, index);
             }
             return Ok(());
         }
@@ -665,6 +1002,22 @@ impl<H: Handler> Loop<H> {
             Kind::Subscription { pattern } => {
                 let pattern = (**pattern).clone();
                 core.subscriptions.remove(&pattern, index);
+            }
+            Kind::Process(_) => {
+                // Only `close` ends a process task this way: its child is killed and
+                // reaped here, and `done` never runs.
+                self.unlink_timer(core, index);
+                core.waiting.retain(|&i| i != index);
+                let Kind::Process(task) = &mut core.entries.at_mut(index).kind else { unreachable!() };
+                let child = &mut task.child;
+                child.kill_and_reap();
+                let fds = [child.pipe.take(), child.pidfd.take()];
+                if std::mem::take(&mut child.counted) {
+                    core.running_children -= 1;
+                }
+                for fd in &fds {
+                    Self::forget_proc_fd(core, fd.as_ref().map(|f| f.as_raw_fd()));
+                }
             }
         }
     }
@@ -751,7 +1104,7 @@ impl<H: Handler> Loop<H> {
     /// One pass; returns how many callbacks it ran.
     fn pass(&self, runner: &mut Runner<H>, block: bool) -> Result<usize> {
         let mut ran = 0;
-        let Runner { events, ready, ids, batch, indices } = runner;
+        let Runner { events, ready, ids, batch, indices, procs } = runner;
         // Wake-ups deferred by callbacks must not wait for this thread to wake.
         if block {
             pool::flush_deferred_wakeups();
@@ -764,6 +1117,7 @@ impl<H: Handler> Loop<H> {
         self.inbox.wake_up();
         let (mut inbox_rang, mut timer_rang, mut signal_rang) = (false, false, false);
         ready.clear();
+        procs.clear();
         for ev in events.iter() {
             let (key, bits) = (ev.u64, ev.events);
             match key {
@@ -776,7 +1130,8 @@ impl<H: Handler> Loop<H> {
                     self.signal_bell.drain();
                     signal_rang = true;
                 }
-                _ => ready.push(((key & 0xffff_ffff) as u32 as RawFd, watch::from_epoll(bits))),
+                KEY_FD..KEY_PROC_PIPE => ready.push(((key & 0xffff_ffff) as u32 as RawFd, watch::from_epoll(bits))),
+                _ => procs.push(key),
             }
         }
 
@@ -824,6 +1179,11 @@ impl<H: Handler> Loop<H> {
             }
         }
 
+        // Process tasks: their pipes and exits.
+        for &key in procs.iter() {
+            ran += self.serve_process((key & 0xffff_ffff) as u32, key & !0xffff_ffff, ids);
+        }
+
         if signal_rang {
             ran += self.dispatch_signals(ids);
         }
@@ -846,7 +1206,7 @@ impl<H: Handler> Loop<H> {
                     }
                     Record::Cancelled => {}
                     Record::Done { id, status, result } => {
-                        ran += self.dispatch(id, Event::Done { status, result: &result }) as usize;
+                        ran += self.dispatch(id, Event::Done { status, result: &result, message: None }) as usize;
                     }
                     Record::Job(job) => pool::deferring_wakeups(|| job.run()),
                 }
@@ -895,9 +1255,14 @@ impl<H: Handler> Loop<H> {
     /// core lock; then puts the handler back, or ends the registration. True if called.
     fn dispatch(&self, id: Id, mut event: Event<'_>) -> bool {
         let (mut handler, task_entry) = {
-            let mut core = self.lock();
-            let Some(index) = core.entries.index(id) else { return false };
-            let core = &mut *core;
+            let mut guard = self.lock();
+            let Some(index) = guard.entries.index(id) else { return false };
+            if let Kind::Process(_) = guard.entries.at(index).kind {
+                // Its timer work, or a cancel before it forked: served by serve_process.
+                drop(guard);
+                return self.serve_process(index, 0, &mut Vec::new()) > 0;
+            }
+            let core = &mut *guard;
             let entry = core.entries.at_mut(index);
             if entry.cancelled || !entry.kind.accepts(&event) {
                 return false;
@@ -909,9 +1274,13 @@ impl<H: Handler> Loop<H> {
                 let cancelled = task.is_cancelled();
                 if matches!(event, Event::Timer) {
                     task.cancel();
-                    event = Event::Done { status: if cancelled { task::CANCELLED } else { task::TIMEOUT }, result: &[] };
+                    event = Event::Done {
+                        status: if cancelled { task::CANCELLED } else { task::TIMEOUT },
+                        result: &[],
+                        message: None,
+                    };
                 } else if cancelled {
-                    event = Event::Done { status: task::CANCELLED, result: &[] };
+                    event = Event::Done { status: task::CANCELLED, result: &[], message: None };
                 }
                 is_task = true;
             }

@@ -194,8 +194,10 @@ impl Options {
 }
 
 /// The number of CPUs this process may use (affinity and cgroup quota respected).
+/// Asked once: the standard library reads cgroup files for it every time.
 pub fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 struct Common {

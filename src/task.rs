@@ -23,6 +23,7 @@ use crate::pool::{self, JobHeader, JobRef, JobVTable, Pool};
 use crate::slots::Id;
 use std::cell::{RefCell, UnsafeCell};
 use std::mem::ManuallyDrop;
+use std::os::fd::RawFd;
 use std::ptr::NonNull;
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Acquire, Ordering::Release, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
@@ -121,7 +122,7 @@ impl<H: Send + 'static, W: TaskWork<H> + 'static> TaskCell<H, W> {
         // SAFETY: the job's reference keeps the cell alive until `unref`.
         let this = unsafe { cell.as_ref() };
         if this.stage.compare_exchange(QUEUED, RUNNING, SeqCst, SeqCst).is_ok() {
-            let mut task = Task { cancelled: &this.cancelled, inbox: &this.inbox, result: Vec::new() };
+            let mut task = Task::in_memory(&this.cancelled, &this.inbox);
             // SAFETY: the pool side holds the work until `release` below.
             let status = unsafe { &*this.work.get() }.run(&mut task);
             if crate::fork::is_child() {
@@ -131,7 +132,7 @@ impl<H: Send + 'static, W: TaskWork<H> + 'static> TaskCell<H, W> {
                 return;
             }
             this.stage.store(FINISHED, SeqCst);
-            let result = task.result;
+            let result = task.into_result();
             // Let go first: if `done` is still to come, the loop drops the work after it.
             this.release();
             this.inbox.push(Record::Done { id: this.id, status, result });
@@ -233,29 +234,93 @@ impl<H, W> Drop for LoopSide<H, W> {
     }
 }
 
-/// What a work function sees: its cancel flag, its result buffer, and its loop's inbox
-/// for events.
+/// What a work function sees: its cancel flag, and where its result and events go: to
+/// its loop (a task on a thread), or down a pipe to the parent (a process task's child).
 pub struct Task<'a, H> {
     cancelled: &'a AtomicBool,
-    inbox: &'a Inbox<H>,
-    result: Vec<u8>,
+    sink: Sink<'a, H>,
+}
+
+enum Sink<'a, H> {
+    Memory { inbox: &'a Inbox<H>, result: Vec<u8> },
+    /// In a process task's child: frames on `fd` (see [`crate::process`]).
+    Pipe { fd: RawFd, parent: libc::pid_t },
+}
+
+/// A child's cancel flag: a child learns of a cancel by being killed.
+static NEVER: AtomicBool = AtomicBool::new(false);
+
+impl<'a, H> Task<'a, H> {
+    fn in_memory(cancelled: &'a AtomicBool, inbox: &'a Inbox<H>) -> Task<'a, H> {
+        Task { cancelled, sink: Sink::Memory { inbox, result: Vec::new() } }
+    }
+
+    fn into_result(self) -> Vec<u8> {
+        match self.sink {
+            Sink::Memory { result, .. } => result,
+            Sink::Pipe { .. } => Vec::new(),
+        }
+    }
+}
+
+impl<H> Task<'static, H> {
+    /// The task of a forked child that reports to its parent through `fd`. Makes no
+    /// allocation and no call that is not async-signal-safe.
+    pub fn in_child(fd: RawFd) -> Task<'static, H> {
+        // SAFETY: getppid cannot fail.
+        Task { cancelled: &NEVER, sink: Sink::Pipe { fd, parent: unsafe { libc::getppid() } } }
+    }
 }
 
 impl<H> Task<'_, H> {
+    /// True once the task was cancelled or timed out; in a process task's child, once
+    /// the parent has gone.
     pub fn cancelled(&self) -> bool {
-        self.cancelled.load(SeqCst)
+        match self.sink {
+            // SAFETY: getppid cannot fail.
+            Sink::Pipe { parent, .. } => (unsafe { libc::getppid() }) != parent,
+            Sink::Memory { .. } => self.cancelled.load(SeqCst),
+        }
     }
 
-    pub fn write(&mut self, bytes: &[u8]) {
-        self.result.extend_from_slice(bytes);
+    pub fn write(&mut self, bytes: &[u8]) -> crate::Result<()> {
+        match &mut self.sink {
+            Sink::Memory { result, .. } => {
+                result.extend_from_slice(bytes);
+                Ok(())
+            }
+            Sink::Pipe { fd, .. } => crate::process::send_result(*fd, bytes)
+                .map_err(|e| crate::Error::io("writing the result to the parent's pipe", e)),
+        }
     }
 
     /// Emits an event to the task's loop; it reaches subscribers before `done`.
     pub fn emit(&self, topic: &str, payload: &[u8]) -> crate::Result<()> {
-        crate::fork::check()?;
-        crate::bus::check_topic(topic)?;
-        self.inbox.emit(topic, payload);
-        Ok(())
+        match &self.sink {
+            Sink::Memory { inbox, .. } => {
+                crate::fork::check()?;
+                crate::bus::check_topic(topic)?;
+                inbox.emit(topic, payload);
+                Ok(())
+            }
+            Sink::Pipe { fd, .. } => crate::process::send_event(*fd, topic, payload),
+        }
+    }
+
+    /// True for a process task's child.
+    pub fn is_child(&self) -> bool {
+        matches!(self.sink, Sink::Pipe { .. })
+    }
+
+    /// In a process task's child: sends `status` as the work's status and ends the
+    /// child. Err for a task on a thread (it cannot end the process).
+    pub fn child_exit(&self, status: i32) -> crate::Result<std::convert::Infallible> {
+        match self.sink {
+            Sink::Pipe { fd, .. } => crate::process::finish(fd, status),
+            Sink::Memory { .. } => Err(crate::Error::invalid(
+                "task is not a process task's (it runs on a thread: return from work instead)",
+            )),
+        }
     }
 }
 

@@ -77,7 +77,7 @@ thread_local! {
     static LAST_CODE: std::cell::Cell<c_int> = const { std::cell::Cell::new(0) };
 }
 
-fn set_last_error(function: &str, code: Code, message: &str) {
+pub(crate) fn set_last_error(function: &str, code: Code, message: &str) {
     LAST_CODE.with(|last| last.set(weft_result::from(code) as c_int));
     LAST_ERROR.with(|last| {
         let mut last = last.borrow_mut();

@@ -18,7 +18,8 @@ pub const WEFT_ON_LOOP: weft_where = 0;
 pub const WEFT_ON_IO: weft_where = 1;
 /// On a CPU pool thread: for computation.
 pub const WEFT_ON_CPU: weft_where = 2;
-/// In a forked child process (not supported yet: `WEFT_ERR_UNSUPPORTED`).
+/// In a forked child process: the work runs against a copy-on-write snapshot of this
+/// process, so nothing is serialised but the bytes it writes (see `weft_spawn`).
 pub const WEFT_ON_PROCESS: weft_where = 3;
 
 /// A pool's kind: one of the `WEFT_POOL_*` values.
@@ -103,6 +104,9 @@ pub struct weft_spawn_options {
     /// The pool for `WEFT_ON_IO` / `WEFT_ON_CPU` tasks, of the matching kind; NULL: the
     /// default pool.
     pub pool: *mut weft_pool,
+    /// `WEFT_ON_PROCESS`: the task starts (forks) only while fewer of its loop's process
+    /// tasks run; it waits in FIFO order otherwise. 0: one per core.
+    pub max_children: u32,
 }
 
 /// Reads a caller's options struct of `size` bytes into ours (missing fields zero).
@@ -260,11 +264,32 @@ pub extern "C" fn weft_pool_free(pool: *mut weft_pool) {
 /// never returns keeps its pool thread, and its `free_fn` never runs. `done` may be
 /// NULL. The default pools start on first use (CPU: one thread per core; IO: up to 64
 /// threads, idle ones exit after 10 s). Any thread.
+///
+/// `WEFT_ON_PROCESS`: the work runs in a forked child, against a copy-on-write snapshot
+/// of this process taken at the fork: inside `weft_spawn` (on the calling thread) when
+/// fewer than `options->max_children` (default: one per core) of the loop's process
+/// tasks run and none waits, otherwise on the loop thread when a slot frees (FIFO). In
+/// the child, `weft_task_write` and `weft_task_emit` stream to the parent through a
+/// pipe; `weft_task_cancelled` is true once the parent is gone. When work returns, the
+/// child sends its status and `_exit`s (no atexit handler, no destructor runs). Between
+/// the fork and the work, weft makes only async-signal-safe calls; what the work itself
+/// calls is the caller's business (another thread may have held any lock at the fork:
+/// glibc's malloc is safe, most other libraries' locks are not). The child starts with
+/// no signal blocked and SIGTERM at its default action. The events reach the loop's
+/// subscribers in emit order, before `done`. `done` runs once the child is reaped and
+/// its output read: `status` is what work returned; `WEFT_ERR_CRASHED` if the child died
+/// by a signal or exited before sending its status (`weft_last_error`, called inside
+/// `done`, names the signal or exit code); `WEFT_ERR_TIMEOUT` or `WEFT_ERR_CANCELLED`
+/// after a timeout or `weft_cancel`, which kill the child (SIGTERM, then SIGKILL 250 ms
+/// later) or, if it has not forked yet, make sure it never does; `WEFT_ERR_IO` if the
+/// fork failed on the loop thread. `free_fn` runs in the parent, after `done`. Freeing
+/// the loop kills and reaps its children (their `done` does not run).
+///
 /// Returns the task's id, or 0: `WEFT_ERR_NULL` (loop, work), `WEFT_ERR_INVALID` (unknown
 /// `where`, a bad options size, a pool of the other kind, a freed pool, a pool with
-/// `WEFT_ON_LOOP`, a timeout above 2^35 - 1 ms), `WEFT_ERR_UNSUPPORTED`
-/// (`WEFT_ON_PROCESS`), `WEFT_ERR_CLOSED` (the loop is being freed, or `options->pool`
-/// is being freed by another thread right now).
+/// `WEFT_ON_LOOP` or `WEFT_ON_PROCESS`, a timeout above 2^35 - 1 ms), `WEFT_ERR_IO` (the
+/// fork or the pipe failed: out of processes or fds), `WEFT_ERR_CLOSED` (the loop is being
+/// freed, or `options->pool` is being freed by another thread right now).
 #[no_mangle]
 pub extern "C" fn weft_spawn(
     lp: *mut weft_loop,
@@ -289,12 +314,13 @@ pub extern "C" fn weft_spawn(
         let minimum = std::mem::offset_of!(weft_spawn_options, pool) + std::mem::size_of::<*mut weft_pool>();
         let o = read_options(options, "weft_spawn_options", minimum)?;
         let timeout_ms = o.map_or(0, |o| o.timeout_ms);
+        let max_children = o.map_or(0, |o| o.max_children as usize);
         // The work and handler are made once nothing can fail before `spawn`, which
         // hands back a refused work without running its free_fn.
         let spawn = |pool: Option<&Pool>| {
             let done = CHandler::new(Some(done.unwrap_or(no_done)), user_data, None)?;
             let work = CWork { work, user_data: Shared(user_data), free_fn };
-            lp.spawn(place, work, done, SpawnOptions { timeout_ms, pool })
+            lp.spawn(place, work, done, SpawnOptions { timeout_ms, pool, max_children })
         };
         match o.map_or(std::ptr::null_mut(), |o| o.pool) {
             pool if pool.is_null() => spawn(None),
@@ -305,12 +331,77 @@ pub extern "C" fn weft_spawn(
 
 unsafe extern "C" fn no_done(_: *mut weft_loop, _: weft_id, _: c_int, _: *const u8, _: usize, _: *mut c_void) {}
 
+/// Supervises a child the host forked by itself (a language runtime that must fork with
+/// its own hooks, such as Python's `os.fork()`), exactly as a `WEFT_ON_PROCESS` task:
+/// the child reports through the pipe whose read end is `pipe_read_fd` (in the child,
+/// `weft_child_task` on the write end), and `done` runs on the loop thread once the child
+/// is reaped and its output read, with the same statuses. `options->timeout_ms` applies;
+/// `pool` and `max_children` do not. On success the loop owns `pipe_read_fd` (it closes
+/// it; close the write end in the parent yourself, after the fork). Any thread.
+/// Returns the id, or 0: `WEFT_ERR_NULL` (loop), `WEFT_ERR_INVALID` (`pid` not an unreaped
+/// child of this process, `pipe_read_fd` not a pipe or socket open for reading, a bad
+/// options size or timeout), `WEFT_ERR_CLOSED`, `WEFT_ERR_FORKED`. On failure the fd
+/// stays the caller's and `free_fn` does not run.
+///
+/// The pipe protocol, for children written in any language: frames of
+/// `length:u32le kind:u8 body[length]`; kind 'W' appends `body` to the result; kind 'E'
+/// is an event, `body = topic_len:u32le topic payload`; kind 'S' ends the result,
+/// `body = status:i32le`. A body holds at most 16 MiB. Anything else is a protocol
+/// error: the child is killed and `done` gets `WEFT_ERR_CRASHED`.
+#[no_mangle]
+pub extern "C" fn weft_adopt_child(
+    lp: *mut weft_loop,
+    pid: c_int,
+    pipe_read_fd: c_int,
+    done: weft_done_fn,
+    user_data: *mut c_void,
+    free_fn: weft_free_fn,
+    options: *const weft_spawn_options,
+) -> weft_id {
+    guard("weft_adopt_child", || {
+        crate::fork::check()?;
+        let lp = the_loop(lp)?;
+        let minimum = std::mem::offset_of!(weft_spawn_options, pool) + std::mem::size_of::<*mut weft_pool>();
+        let o = read_options(options, "weft_spawn_options", minimum)?;
+        let done = CHandler::new(Some(done.unwrap_or(no_done)), user_data, free_fn)?;
+        lp.adopt_child(pid, pipe_read_fd, done, o.map_or(0, |o| o.timeout_ms))
+    })
+}
+
+/// In a child forked by the host (see `weft_adopt_child`): a task whose
+/// `weft_task_write`, `weft_task_emit` and `weft_task_cancelled` report to the parent
+/// through `pipe_write_fd`, and which `weft_child_exit` ends. Works in a forked child
+/// (the exception to `WEFT_ERR_FORKED`). Returns NULL on error: `WEFT_ERR_INVALID`
+/// (`pipe_write_fd` not a pipe or socket open for writing).
+#[no_mangle]
+pub extern "C" fn weft_child_task(pipe_write_fd: c_int) -> *mut weft_task {
+    guard("weft_child_task", || {
+        crate::process::check_write_fd(pipe_write_fd)?;
+        // Leaked on purpose: the child ends with weft_child_exit.
+        Ok(Box::into_raw(Box::new(Task::<CHandler>::in_child(pipe_write_fd))).cast())
+    })
+}
+
+/// Sends `status` to the parent as the work's status (>= 0 by convention; `done` gets
+/// it), closes the pipe and ends the child with `_exit(0)`: no atexit handler and no
+/// destructor runs. For a task of `weft_child_task`, or a `WEFT_ON_PROCESS` task's own
+/// `task` (to end the child early). Returns only on bad input (`weft_last_error` says
+/// why): NULL, or a task that runs on a thread, not in a child.
+#[no_mangle]
+pub extern "C" fn weft_child_exit(task: *mut weft_task, status: c_int) {
+    guard("weft_child_exit", || {
+        let task = the_task(task)?;
+        match task.child_exit(status)? {}
+    })
+}
+
 fn the_task<'a>(task: *const weft_task) -> Result<&'a Task<'a, CHandler>> {
     non_null(task.cast::<Task<'a, CHandler>>(), "task")
 }
 
 /// True once the task was cancelled or timed out: work should return soon (weft cannot
-/// stop it). Call it from inside the task's work. False for NULL.
+/// stop a thread). In a process task's child: true once the parent process is gone (a
+/// cancel kills the child). Call it from inside the task's work. False for NULL.
 #[no_mangle]
 pub extern "C" fn weft_task_cancelled(task: *const weft_task) -> bool {
     guard("weft_task_cancelled", || Ok(the_task(task)?.cancelled()))
@@ -325,8 +416,7 @@ pub extern "C" fn weft_task_write(task: *mut weft_task, buf: *const c_void, len:
         non_null(task.cast_const(), "task")?;
         let bytes = bytes_arg(buf, len, "buf")?;
         // SAFETY: a task pointer handed to work, used on its thread during the call.
-        unsafe { &mut *task.cast::<Task<'_, CHandler>>() }.write(bytes);
-        Ok(0)
+        unsafe { &mut *task.cast::<Task<'_, CHandler>>() }.write(bytes).map(|()| 0)
     })
 }
 

@@ -1056,11 +1056,12 @@ TEST(bad_spawns_are_refused_without_calling_free_fn) {
     CHECK_ID_FAILS(weft_spawn(lp, 4, never_work, never_done, &ud, never_free, NULL), "4");
     CHECK_ID_FAILS(weft_spawn(lp, -1, never_work, never_done, &ud, never_free, NULL), "-1");
     CHECK_ID_FAILS(weft_spawn(lp, 1000, never_work, never_done, &ud, never_free, NULL), "1000");
-    /* WEFT_ON_PROCESS: not supported yet. */
-    CHECK_ID_FAILS(weft_spawn(lp, WEFT_ON_PROCESS, never_work, never_done, &ud, never_free, NULL), "PROCESS");
     /* The codes, through weft_strerror's view of the last failure's kind. */
     weft_spawn_options so = spawn_opts(NULL, 0);
-    size_t sizes[] = {0, 1, sizeof so - 1, sizeof so - sizeof(void *), (size_t)1 << 20, SIZE_MAX};
+    /* Smaller than the first version of the struct (size, timeout_ms, pool: 24 bytes on
+     * LP64), or absurdly large. */
+    size_t first_version = offsetof(weft_spawn_options, pool) + sizeof(void *);
+    size_t sizes[] = {0, 1, first_version - 1, (size_t)1 << 20, SIZE_MAX};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         so.size = sizes[i];
         CHECK_ID_FAILS(weft_spawn(lp, WEFT_ON_CPU, never_work, never_done, &ud, never_free, &so), "size");
@@ -1078,7 +1079,7 @@ TEST(bad_spawns_are_refused_without_calling_free_fn) {
     CHECK_ID_FAILS(weft_spawn(lp, WEFT_ON_IO, never_work, never_done, &ud, never_free, &so), "pool");
     so = spawn_opts(io, 0);
     CHECK_ID_FAILS(weft_spawn(lp, WEFT_ON_CPU, never_work, never_done, &ud, never_free, &so), "pool");
-    CHECK_ID_FAILS(weft_spawn(lp, WEFT_ON_PROCESS, never_work, never_done, &ud, never_free, &so), "PROCESS");
+    CHECK_ID_FAILS(weft_spawn(lp, WEFT_ON_PROCESS, never_work, never_done, &ud, never_free, &so), "process tasks use no pool");
     weft_pool_free(cpu);
     weft_pool_free(io);
     /* Freed pools: an error, not a crash. */
@@ -1101,9 +1102,14 @@ TEST(bad_spawns_are_refused_without_calling_free_fn) {
 TEST(bad_spawn_messages_name_the_problem) {
     weft_loop *lp = weft_loop_new();
     REQUIRE(lp != NULL);
-    CHECK_ID_FAILS(weft_spawn(lp, WEFT_ON_PROCESS, never_work, never_done, NULL, never_free, NULL),
+    weft_pool_options po = pool_opts(WEFT_POOL_CPU, 1, "msg");
+    weft_pool *pool = weft_pool_new(&po);
+    REQUIRE(pool != NULL);
+    weft_spawn_options with_pool = spawn_opts(pool, 0);
+    CHECK_ID_FAILS(weft_spawn(lp, WEFT_ON_PROCESS, never_work, never_done, NULL, never_free, &with_pool),
                    "weft_spawn: ");
-    CHECK_ERR_HAS("WEFT_ON_PROCESS");
+    CHECK_ERR_HAS("process tasks use no pool");
+    weft_pool_free(pool);
     CHECK_ID_FAILS(weft_spawn(lp, 7, never_work, never_done, NULL, never_free, NULL), "where 7");
     CHECK_ID_FAILS(weft_spawn(lp, WEFT_ON_CPU, NULL, never_done, NULL, never_free, NULL), "work is NULL");
     CHECK_ID_FAILS(weft_spawn(NULL, WEFT_ON_CPU, never_work, never_done, NULL, never_free, NULL),
