@@ -2,7 +2,7 @@
 CARGO ?= cargo
 LIBDIR := $(CURDIR)/target/release
 
-.PHONY: all build header test test-rust test-c demo bench clean
+.PHONY: all build header bindings test test-rust test-c test-bindings demo bench clean
 
 all: build
 
@@ -13,13 +13,21 @@ build:
 header:
 	WEFT_BLESS=1 $(CARGO) test --release --test header
 
-test: test-rust test-c
+# Regenerates the Python and Node declarations from include/weft.h (a test fails when
+# they are stale).
+bindings:
+	python3 bindings/gen.py
+
+test: test-rust test-c test-bindings
 
 test-rust:
 	$(CARGO) test --release
 
 test-c: build
 	$(MAKE) -C tests/c LIBDIR=$(LIBDIR) test valgrind
+
+test-bindings: build
+	WEFT_LIBRARY=$(LIBDIR)/libweft.so bash tests/bindings/run.sh
 
 demo: build
 	$(MAKE) -C examples/c LIBDIR=$(LIBDIR) run

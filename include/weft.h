@@ -57,21 +57,6 @@
 // Readiness bit, always reported: an error is pending on the fd.
 #define WEFT_ERROR 8
 
-#define FRAME_RESULT 87
-
-#define FRAME_EVENT 69
-
-#define FRAME_STATUS 83
-
-// The largest frame body (16 MiB).
-#define MAX_BODY (16 << 20)
-
-// How long a child gets between SIGTERM and SIGKILL.
-#define KILL_GRACE_NS 250000000
-
-// How often a child is polled for its exit where there is no pidfd.
-#define POLL_EXIT_NS 5000000
-
 
 
 

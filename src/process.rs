@@ -43,17 +43,17 @@ use crate::error::{Code, Error, Result};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-pub const FRAME_RESULT: u8 = b'W';
-pub const FRAME_EVENT: u8 = b'E';
-pub const FRAME_STATUS: u8 = b'S';
+pub(crate) const FRAME_RESULT: u8 = b'W';
+pub(crate) const FRAME_EVENT: u8 = b'E';
+pub(crate) const FRAME_STATUS: u8 = b'S';
 /// The largest frame body (16 MiB).
-pub const MAX_BODY: usize = 16 << 20;
+pub(crate) const MAX_BODY: usize = 16 << 20;
 const HEADER: usize = 5;
 
 /// How long a child gets between SIGTERM and SIGKILL.
-pub const KILL_GRACE_NS: u64 = 250_000_000;
+pub(crate) const KILL_GRACE_NS: u64 = 250_000_000;
 /// How often a child is polled for its exit where there is no pidfd.
-pub const POLL_EXIT_NS: u64 = 5_000_000;
+pub(crate) const POLL_EXIT_NS: u64 = 5_000_000;
 
 // ---- the child's side ---------------------------------------------------------------------
 
