@@ -1,6 +1,10 @@
 /* Conventions every function keeps: weft_last_error, weft_strerror, versions, NULL
  * arguments, and free_fn never running for a failed registration. */
+#define _GNU_SOURCE 1
 #include "harness.h"
+
+#include <elf.h>
+#include <link.h>
 
 #include <limits.h>
 #include <signal.h>
@@ -391,4 +395,28 @@ TEST(registering_from_a_free_fn_during_loop_free_gives_closed) {
     CHECK_EQ(p.extra_frees, 0);
     close(fds[0]);
     close(fds[1]);
+}
+
+/* libweft.so is linked with -z nodelete: a host that dlcloses it (Node at exit, an
+ * interpreter tearing down) cannot unmap code a pool thread still runs. Read the flag
+ * from the loaded library's dynamic section. */
+static int find_nodelete(struct dl_phdr_info *info, size_t size, void *out) {
+    (void)size;
+    if (strstr(info->dlpi_name, "libweft.so") == NULL) return 0;
+    int *flag = out;
+    *flag = 0; /* found the library; the flag is set below if present */
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        if (info->dlpi_phdr[i].p_type != PT_DYNAMIC) continue;
+        const ElfW(Dyn) *dyn = (const ElfW(Dyn) *)(info->dlpi_addr + info->dlpi_phdr[i].p_vaddr);
+        for (; dyn->d_tag != DT_NULL; dyn++)
+            if (dyn->d_tag == DT_FLAGS_1 && (dyn->d_un.d_val & DF_1_NODELETE)) *flag = 1;
+    }
+    return 1;
+}
+
+TEST(the_library_is_never_unloaded) {
+    int nodelete = -1;
+    dl_iterate_phdr(find_nodelete, &nodelete);
+    CHECK_MSG(nodelete != -1, "libweft.so is not among the loaded objects");
+    CHECK_MSG(nodelete == 1, "libweft.so lacks DF_1_NODELETE (-z nodelete, see build.rs)");
 }
