@@ -363,15 +363,7 @@ int main(void)
     if (weft_timer_after(loop, 30, cancel_doomed, &tour, NULL) == 0)
         fail("weft_timer_after");
 
-    /* Process tasks are not there yet: the call fails, and its user_data stays ours. */
-    int dummy = 0;
-    if (weft_spawn(loop, WEFT_ON_PROCESS, hello, NULL, &dummy, NULL, NULL) != 0) {
-        fprintf(stderr, "spawn: WEFT_ON_PROCESS unexpectedly succeeded\n");
-        return 1;
-    }
-    char msg[256];
-    weft_last_error(msg, sizeof msg);
-    printf("[%4ld ms] WEFT_ON_PROCESS: %s\n", elapsed_ms(), msg);
+    /* WEFT_ON_PROCESS (work in a forked child) has an example of its own: render.c. */
 
     /* Runs until every done has run and the last one cancelled the subscription. */
     if (weft_loop_run(loop, WEFT_RUN_DEFAULT) != WEFT_OK)
