@@ -132,13 +132,23 @@ pub fn finish(fd: RawFd, status: i32) -> ! {
 
 /// Checks that `fd` is open for writing and is a pipe or a socket.
 pub fn check_write_fd(fd: RawFd) -> Result<()> {
+    check_pipe_end(fd, libc::O_RDONLY, "writing (the pipe's read end?)")
+}
+
+/// Checks that `fd` is open for reading and is a pipe or a socket.
+pub fn check_read_fd(fd: RawFd) -> Result<()> {
+    check_pipe_end(fd, libc::O_WRONLY, "reading (the pipe's write end?)")
+}
+
+/// `fd` is open, not in access mode `wrong`, and a pipe or a socket.
+fn check_pipe_end(fd: RawFd, wrong: libc::c_int, open_for: &str) -> Result<()> {
     // SAFETY: F_GETFL only reads the descriptor's flags.
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
     if fd < 0 || flags < 0 {
         return Err(Error::invalid(format!("fd {fd} is not an open file descriptor")));
     }
-    if flags & libc::O_ACCMODE == libc::O_RDONLY {
-        return Err(Error::invalid(format!("fd {fd} is not open for writing (the pipe's read end?)")));
+    if flags & libc::O_ACCMODE == wrong {
+        return Err(Error::invalid(format!("fd {fd} is not open for {open_for}")));
     }
     check_pipe(fd)
 }
@@ -349,18 +359,6 @@ pub fn check_child(pid: i32) -> Result<()> {
     Ok(())
 }
 
-/// Checks that `fd` is open for reading and is a pipe or a socket.
-pub fn check_read_fd(fd: RawFd) -> Result<()> {
-    // SAFETY: F_GETFL only reads the descriptor's flags.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if fd < 0 || flags < 0 {
-        return Err(Error::invalid(format!("fd {fd} is not an open file descriptor")));
-    }
-    if flags & libc::O_ACCMODE == libc::O_WRONLY {
-        return Err(Error::invalid(format!("fd {fd} is not open for reading (the pipe's write end?)")));
-    }
-    check_pipe(fd)
-}
 
 /// "killed by signal 11 (SIGSEGV)" and the like.
 pub fn describe(pid: i32, exit: Exit, complete: bool) -> String {
