@@ -20,8 +20,10 @@ THREADS = len(os.sched_getaffinity(0))
 
 def variants(*rows):
     """The systems of a workload that not all of SYSTEMS run: (label, binary, extra
-    arguments, extra environment).  Labels in SYSTEMS fill that system's column of the
-    summary; other labels (weft-io) appear only as the subject of their own goal row."""
+    arguments, extra environment[, row labels]).  Labels in SYSTEMS fill that system's
+    column of the summary; other labels (weft-io) appear only as the subject of their own
+    goal row.  A process that prints several RESULT lines names its rows: each row label
+    is the system= field of one of its lines (or of a SKIP line)."""
     return list(rows)
 
 
@@ -30,7 +32,8 @@ UV_N = {"UV_THREADPOOL_SIZE": str(THREADS)}
 POOLS = variants(("weft", "bench_weft", [], {}), ("libuv", "bench_uv", [], UV_N))
 
 # name, description, metrics [(key, label, better)], goals [(key, reference, factor
-# [, subject])] and optionally the systems (default: ALL).
+# [, subject])] and optionally the systems (default: ALL) and options: {"ratio": (header,
+# {row: base row})} makes the tables' ratio column row / base row (default: weft / row).
 # A goal with reference system R and factor f means weft <= f*R (better="lower")
 # or weft >= f*R (better="higher"); reference None means an absolute bound f; factor
 # None makes a reference row with no goal. subject: the row judged (default "weft").
@@ -84,6 +87,20 @@ WORKLOADS = [
      [("bytes_per_task", None, 128.0)],
      variants(("weft", "bench_weft", [], {}),
               ("libuv", "bench_uv", [], {"UV_THREADPOOL_SIZE": "1"}))),
+    ("process_overhead", "trivial WEFT_ON_PROCESS task, spawn to done, one at a time from "
+     "the loop thread (the next spawned by the previous done), with the parent's RSS at "
+     "~10 MB and ~1 GB (a fresh child per size); weft-io-*: WEFT_ON_IO in the same process",
+     [("median_us", "median us", "lower"), ("p99_us", "p99 us", "lower"),
+      ("spawn_median_us", "in weft_spawn us", "lower"), ("rss_mb", "RSS MiB", "lower"),
+      ("n", "samples", "higher")],
+     [("median_us", "weft-io-10m", None, "weft-process-10m"),
+      ("p99_us", "weft-io-10m", None, "weft-process-10m"),
+      ("median_us", "weft-io-1g", None, "weft-process-1g"),
+      ("p99_us", "weft-io-1g", None, "weft-process-1g")],
+     variants(("weft", "bench_weft", [], {},
+               ["weft-process-10m", "weft-io-10m", "weft-process-1g", "weft-io-1g"])),
+     {"ratio": ("process / io", {"weft-process-10m": "weft-io-10m",
+                                 "weft-process-1g": "weft-io-1g"})}),
 ]
 
 # Workloads that run the calibrated busy loop.
@@ -94,8 +111,15 @@ def systems_of(workload):
     return workload[4] if len(workload) > 4 else ALL
 
 
+def rows_of(variant):
+    """The row labels one process of this variant fills."""
+    return list(variant[4]) if len(variant) > 4 else [variant[0]]
+
+
 def run_one(build, binary, workload, timeout, args=(), env=None):
-    """Run one process; return (figures dict, None) or (None, error text)."""
+    """Run one process; return (figures dict of its last RESULT line, None) or (None,
+    error text).  The figures of every line are in figures["rows"] ({system: figures}),
+    and its SKIP lines' reasons in figures["skips"] ({system: reason})."""
     path = os.path.join(build, binary)
     try:
         p = subprocess.run([path, workload, *args], capture_output=True, text=True,
@@ -104,19 +128,24 @@ def run_one(build, binary, workload, timeout, args=(), env=None):
         return None, "timed out after %ds" % timeout
     except OSError as e:
         return None, str(e)
-    figures = None
+    figures, rows, skips = None, {}, {}
     for line in p.stdout.splitlines():
         if line.startswith("RESULT "):
             fields = dict(kv.split("=", 1) for kv in line.split()[1:])
             figures = {k: float(v) for k, v in fields.items() if k not in ("workload", "system")}
-    if p.returncode != 0 or figures is None:
+            rows[fields.get("system")] = figures
+        elif line.startswith("SKIP "):
+            # SKIP workload=W system=S reason=free text
+            head = dict(kv.split("=", 1) for kv in line.split(None, 3)[1:3])
+            skips[head.get("system")] = line.split("reason=", 1)[-1]
+    if p.returncode != 0 or (figures is None and not skips):
         how = ("killed by signal %d" % -p.returncode) if p.returncode < 0 else "exit %d" % p.returncode
         err = " ".join(p.stderr.strip().splitlines()[-3:])
         return None, (how + (": " + err if err else ""))
     if p.stderr.strip():
         print("    note from %s %s: %s" % (" ".join([binary, *args]), workload, p.stderr.strip()),
           file=sys.stderr)
-    return figures, None
+    return dict(figures or {}, rows=rows, skips=skips), None
 
 
 def fmt(v):
@@ -191,25 +220,45 @@ def main():
         os.environ["BENCH_SPIN_ITERS"] = "%d" % figs["spin_iters"]
         print("busy loop: %d iterations = %.2f us" % (figs["spin_iters"], figs["task_us"]),
               file=sys.stderr)
-    samples = {}   # (workload, system) -> list of figure dicts
-    errors = {}    # (workload, system) -> last error text
+    samples = {}   # (workload, row) -> list of figure dicts
+    errors = {}    # (workload, row) -> last error text
+    skipped = {}   # (workload, row) -> why the program skipped it
     for run in range(args.runs):
         print("run %d/%d ..." % (run + 1, args.runs), file=sys.stderr, flush=True)
         for w in workloads:
             name = w[0]
-            for system, binary, extra, env in systems_of(w):
-                if (name, system) in errors:
+            for v in systems_of(w):
+                system, binary, extra, env = v[:4]
+                rows = rows_of(v)
+                if any((name, row) in errors for row in rows):
                     continue   # failed once: do not spend more time on it
                 figs, err = run_one(args.build, binary, name, args.timeout, extra, env)
+                if not err and len(rows) == 1:   # one row: its last RESULT line
+                    if not figs["rows"]:
+                        err = "no RESULT line (skipped: %s)" % "; ".join(figs["skips"].values())
+                    else:
+                        figs.pop("rows", None)
+                        figs.pop("skips", None)
+                        samples.setdefault((name, system), []).append(figs)
+                elif not err:
+                    missing = [r for r in rows if r not in figs["rows"] and r not in figs["skips"]]
+                    if missing:
+                        err = "no RESULT line for %s" % ", ".join(missing)
+                    for row in rows:
+                        if row in figs["rows"]:
+                            samples.setdefault((name, row), []).append(figs["rows"][row])
+                        elif row in figs["skips"]:
+                            skipped[(name, row)] = figs["skips"][row]
                 if err:
-                    errors[(name, system)] = err
+                    for row in rows:
+                        errors[(name, row)] = err
                     print("  %s/%s FAILED: %s" % (system, name, err), file=sys.stderr, flush=True)
-                else:
-                    samples.setdefault((name, system), []).append(figs)
 
     summary = []
     for name, desc, metrics, goals, *rest in workloads:
-        systems = [v[0] for v in (rest[0] if rest else ALL)]
+        systems = [row for v in (rest[0] if rest else ALL) for row in rows_of(v)]
+        opts = rest[1] if len(rest) > 1 else {}
+        ratio_header, ratio_base = opts.get("ratio", ("weft / system", None))
         figs = {}
         for system in systems:
             runs = samples.get((name, system), [])
@@ -218,20 +267,26 @@ def main():
         print("\n### %s — %s (median of %d runs)\n" % (name, desc, args.runs))
         key0, label0, better0 = metrics[0]
         headers = ["system"] + ["%s (%s is better)" % (l, b) if i == 0 else l
-                                for i, (k, l, b) in enumerate(metrics)] + ["weft / system"]
+                                for i, (k, l, b) in enumerate(metrics)] + [ratio_header]
         rows = []
         for system in systems:
             f = figs.get(system)
             if f is None:
-                rows.append([system] + ["FAILED"] * len(metrics) + ["—"])
+                how = "skipped" if (name, system) in skipped else "FAILED"
+                rows.append([system] + [how] * len(metrics) + ["—"])
                 continue
-            r = ratio(figs.get("weft", {}).get(key0), f.get(key0))
+            if ratio_base is None:
+                r = ratio(figs.get("weft", {}).get(key0), f.get(key0)) if system != "weft" else None
+            else:
+                r = ratio(f.get(key0), figs.get(ratio_base.get(system), {}).get(key0))
             rows.append([system] + [fmt(f.get(k)) for k, _, _ in metrics] +
-                        ["%.2f×" % r if r is not None and system != "weft" else "—"])
+                        ["%.2f×" % r if r is not None else "—"])
         print_table(headers, rows)
         for system in systems:
             if (name, system) in errors:
                 print("  ! %s: %s" % (system, errors[(name, system)]))
+            elif (name, system) in skipped and system not in figs:
+                print("  - %s skipped: %s" % (system, skipped[(name, system)]))
         for key, ref, factor, *subj in goals:
             subject = subj[0] if subj else "weft"
             label, better = next((l, b) for k, l, b in metrics if k == key)
@@ -248,6 +303,7 @@ def main():
                 v = figs.get(column, {}).get(key)
                 r = ratio(figs.get(subject, {}).get(key), v)
                 cells.append("FAILED" if (name, column) in errors and v is None
+                             else "skipped" if (name, column) in skipped and v is None
                              else "—" if column not in systems
                              else fmt(v) if system == "weft" or r is None
                              else "%s (%.2f×)" % (fmt(v), r))
@@ -256,6 +312,8 @@ def main():
                 verdict = "—"
             if (name, subject) in errors:
                 verdict = "**failed**"
+            elif (name, subject) in skipped and subject not in figs:
+                verdict = "skipped"
             row_name = name if subject == "weft" else "%s (%s)" % (name, subject)
             summary.append([row_name, "%s (%s)" % (label, "↓" if better == "lower" else "↑")] +
                            cells + ["%s %s" % (subject, target) if factor is not None
@@ -271,6 +329,9 @@ def main():
               "Pool workloads: N = %d threads; — = not run for that system." % (args.runs, THREADS))
     if errors:
         md.append("Failures: " + "; ".join("%s/%s: %s" % (s, w, e) for (w, s), e in errors.items()))
+    never = [(w, s, r) for (w, s), r in skipped.items() if (w, s) not in samples]
+    if never:
+        md.append("Skipped: " + "; ".join("%s/%s: %s" % (s, w, r) for w, s, r in never))
     print("\n## Summary\n")
     print("\n".join(md))
     if args.markdown:

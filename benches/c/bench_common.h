@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -43,6 +44,8 @@
 #define N_TASK_AMORT 200000u    /*   and tasks in flight at once            */
 #define N_QUEUED     1000000u   /* task_memory: tasks queued on a blocked pool */
 #define N_WARMUP     1000u      /* warm-up batch: starts the pool threads   */
+#define N_PROC_SEQ   200u       /* process_overhead: samples per row ...    */
+#define PROC_BUDGET_S 3.0       /*   ... or fewer, once a row took this long */
 #define SEED_DELAYS  0x5eedf00dULL
 #define SEED_SHUFFLE 0xc0ffee11ULL
 
@@ -160,6 +163,37 @@ static long rss_bytes(void)
     check(fscanf(f, "%ld %ld", &size, &resident) == 2);
     fclose(f);
     return resident * sysconf(_SC_PAGESIZE);
+}
+
+/* MemAvailable of /proc/meminfo in bytes (-1 if unknown) */
+static maybe_unused long mem_available_bytes(void)
+{
+    long kb = -1;
+    char line[256];
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f)
+        return -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %ld kB", &kb) == 1)
+            break;
+    fclose(f);
+    return kb < 0 ? -1 : kb * 1024;
+}
+
+/* `bytes` of anonymous memory with every page written, so it is resident: the
+ * parent's RSS of process_overhead.  Small pages (MADV_NOHUGEPAGE), so the page
+ * tables a fork copies do not depend on the machine's transparent huge page setting. */
+static maybe_unused char *ballast_new(size_t bytes)
+{
+    if (bytes == 0)
+        return NULL;
+    char *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    check(p != MAP_FAILED);
+    madvise(p, bytes, MADV_NOHUGEPAGE);   /* advisory: fine if it fails */
+    long page = sysconf(_SC_PAGESIZE);
+    for (size_t i = 0; i < bytes; i += (size_t)page)
+        p[i] = (char)(i / (size_t)page) | 1;
+    return p;
 }
 
 static long maxrss_bytes(void)
@@ -619,6 +653,28 @@ static maybe_unused void fork_join_main(void (*child)(unsigned threads, struct f
     result("fork_join", "speedup=%.3f wall_1_s=%.4f wall_n_s=%.4f cpu_1_s=%.4f cpu_n_s=%.4f "
            "task_us=%.2f ideal_1_s=%.4f threads=%u", one.wall_s / all.wall_s, one.wall_s,
            all.wall_s, one.cpu_s, all.cpu_s, task_us, task_us * N_FORKJOIN / 1e6, n);
+}
+
+/* ---- run fn(arg) in a fresh child process and wait for it ---------------------
+ * (process_overhead: one child per parent size, so the 1 GB one leaves the others
+ * alone.)  The child prints its own RESULT lines; it fails the parent unless it
+ * exits with 0.  As with run_forked, the parent must not have used the system under
+ * test before. */
+static maybe_unused void run_in_child(void (*fn)(void *), void *arg, const char *what)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    check(pid >= 0);
+    if (pid == 0) {
+        fn(arg);
+        fflush(NULL);
+        _exit(0);
+    }
+    int status;
+    check(waitpid(pid, &status, 0) == pid);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        die("%s: the child failed (%s %d)", what, WIFEXITED(status) ? "exit" : "signal",
+            WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
 }
 
 /* ---- main: run one workload, named on the command line --------------------- */

@@ -334,6 +334,118 @@ static void task_memory(void)
     weft_loop_free(loop);
 }
 
+/* process_overhead: a trivial WEFT_ON_PROCESS task one at a time (each spawned by the
+ * previous one's done, on the loop thread), with the parent's RSS at ~10 MB and at
+ * ~1 GB, each size in a fresh child of this program; and the same with WEFT_ON_IO in
+ * the same child, for reference.  A fork copies the parent's page tables, so its cost
+ * grows with the parent's resident memory. */
+struct po_size { const char *name; unsigned mb; };
+static const struct po_size po_sizes[] = { { "10m", 10 }, { "1g", 1024 } };
+
+static uint64_t *po_spawn_ns;   /* time inside weft_spawn (the fork, for a process task) */
+static uint64_t po_deadline;    /* no new sample after this (now_ns) */
+
+static void po_done_fn(weft_loop *loop, weft_id id, int status, const uint8_t *result,
+                       size_t len, void *ud);
+
+static void po_spawn(weft_loop *loop)
+{
+    seq_next(&sq);
+    idcheck(weft_spawn(loop, t_where, nop_work_fn, po_done_fn, NULL, NULL, &t_opts));
+    po_spawn_ns[sq.i] = now_ns() - sq.t0;
+}
+
+static void po_done_fn(weft_loop *loop, weft_id id, int status, const uint8_t *result,
+                       size_t len, void *ud)
+{
+    (void)id; (void)ud;
+    if (status != 0 || len != 0)
+        fprintf(stderr, "%s: task %llu: status %d (%s), %zu result bytes\n", bench_system,
+                (unsigned long long)sq.i, status, weft_strerror(status), len);
+    (void)result;
+    if (!seq_done(&sq, status == 0 && len == 0) && now_ns() < po_deadline)
+        po_spawn(loop);
+}
+
+static void po_first(weft_loop *loop, weft_id id, void *ud)
+{
+    (void)id; (void)ud;
+    po_spawn(loop);
+}
+
+/* n tasks one at a time, or fewer once budget_s has passed; the samples are in sq */
+static void po_seq(weft_loop *loop, weft_where where, uint32_t n, double budget_s)
+{
+    use_pool(where, NULL);
+    free(sq.lat_ns);
+    free(po_spawn_ns);
+    seq_init(&sq, n);
+    po_spawn_ns = xcalloc(n, sizeof *po_spawn_ns);
+    po_deadline = now_ns() + (uint64_t)(budget_s * 1e9);
+    idcheck(weft_post(loop, po_first, NULL, NULL));
+    wcheck(weft_loop_run(loop, WEFT_RUN_DEFAULT));
+    if (sq.i == 0 || sq.bad_status)
+        die("%llu tasks completed, %u with an error status", (unsigned long long)sq.i,
+            sq.bad_status);
+}
+
+static void po_report(const char *system, double wall_s)
+{
+    size_t n = sq.i;
+    bench_system = system;
+    qsort(sq.lat_ns, n, sizeof *sq.lat_ns, cmp_u64);
+    qsort(po_spawn_ns, n, sizeof *po_spawn_ns, cmp_u64);
+    result("process_overhead", "median_us=%.1f p99_us=%.1f max_us=%.1f spawn_median_us=%.1f "
+           "rss_mb=%.1f n=%zu wall_s=%.3f", sq.lat_ns[n / 2] / 1e3,
+           sq.lat_ns[(size_t)(n * 0.99)] / 1e3, sq.lat_ns[n - 1] / 1e3,
+           po_spawn_ns[n / 2] / 1e3, rss_bytes() / 1048576.0, n, wall_s);
+}
+
+static void po_child(void *arg)
+{
+    const struct po_size *size = arg;
+    char process[32], io[32];
+    snprintf(process, sizeof process, "weft-process-%s", size->name);
+    snprintf(io, sizeof io, "weft-io-%s", size->name);
+    long want = (long)size->mb << 20, have = rss_bytes();
+    char *ballast = ballast_new(want > have ? (size_t)(want - have) : 0);
+    weft_loop *loop = new_loop();
+    po_seq(loop, WEFT_ON_IO, 20, 1.0);          /* warm-up: starts an IO pool thread */
+    po_seq(loop, WEFT_ON_PROCESS, 3, 1.0);      /*   and the process task machinery */
+    bench_system = process;
+    uint64_t t = now_ns();
+    po_seq(loop, WEFT_ON_PROCESS, N_PROC_SEQ, PROC_BUDGET_S);
+    po_report(process, (now_ns() - t) / 1e9);
+    bench_system = io;
+    t = now_ns();
+    po_seq(loop, WEFT_ON_IO, N_TASK_SEQ, PROC_BUDGET_S);
+    po_report(io, (now_ns() - t) / 1e9);
+    weft_loop_free(loop);
+    if (ballast)
+        munmap(ballast, (size_t)(want - have));
+}
+
+static void process_overhead(void)
+{
+    if (bench_variant && strcmp(bench_variant, "10m") != 0 && strcmp(bench_variant, "1g") != 0)
+        die("process_overhead: unknown variant '%s' (10m, 1g)", bench_variant);
+    for (size_t i = 0; i < sizeof po_sizes / sizeof *po_sizes; i++) {
+        const struct po_size *size = &po_sizes[i];
+        if (bench_variant && strcmp(bench_variant, size->name) != 0)
+            continue;
+        /* room for the ballast, plus a margin for everything else */
+        long need = ((long)size->mb << 20) + (256L << 20), avail = mem_available_bytes();
+        if (avail >= 0 && avail < need) {
+            for (int io = 0; io < 2; io++)
+                printf("SKIP workload=process_overhead system=weft-%s-%s reason=MemAvailable "
+                       "is %ld MB, %ld MB needed\n", io ? "io" : "process", size->name,
+                       avail >> 20, need >> 20);
+            continue;
+        }
+        run_in_child(po_child, (void *)size, "process_overhead");
+    }
+}
+
 int main(int argc, char **argv)
 {
     static const struct workload w[] = {
@@ -341,7 +453,8 @@ int main(int argc, char **argv)
         { "cross_thread_post", cross_thread_post }, { "fd_pingpong", fd_pingpong },
         { "wakeup_latency", wakeup_latency }, { "memory", memory },
         { "pool_roundtrip", pool_roundtrip }, { "fork_join", fork_join },
-        { "task_overhead", task_overhead }, { "task_memory", task_memory }, { NULL, NULL },
+        { "task_overhead", task_overhead }, { "task_memory", task_memory },
+        { "process_overhead", process_overhead }, { NULL, NULL },
     };
     return bench_main(argc, argv, "weft", w);
 }
