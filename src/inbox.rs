@@ -8,8 +8,12 @@
 //! `bell` (an eventfd in the loop's epoll set, so it also wakes an embedding host).
 //!
 //! Producer (any thread):
-//!   1. lock `queue`; if it was empty, `queued = true` (SeqCst); push; unlock;
-//!   2. if it was empty and `awake` is false (SeqCst load), ring `bell`.
+//!   1. lock `queue`; if it was empty, `queued = true` (SeqCst); push;
+//!   2. if it was empty and `awake` is false (SeqCst load), ring `bell`; unlock.
+//!
+//! (The ring happens under the lock because `close` closes the bell under it: a task's
+//! completion may arrive after its loop was freed, and must not write to an fd number
+//! that something else may have been given since.)
 //!
 //! Consumer (the loop thread):
 //!   - when a pass begins (after waiting): `awake = true`;
@@ -41,7 +45,8 @@
 //! so it needs no fences. For any other thread such a post counts as started: without
 //! that rule the consumer would pay a full fence per post to settle the race.
 
-use crate::sys::EventFd;
+use crate::sys::{self, EventFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Mutex, MutexGuard};
 
@@ -78,6 +83,8 @@ struct Queue<H> {
     /// Posts cancelled while queued, from the batch in dispatch on: a second cancel of
     /// one is "not found", wherever the record is now.
     tombstoned: Vec<u64>,
+    /// The bell; None once the inbox is closed.
+    bell: Option<EventFd>,
 }
 
 /// Keeps a field on a cache line of its own.
@@ -97,30 +104,35 @@ pub struct Inbox<H> {
     /// skipped, or (for the loop thread's own cancels) started.
     started: Line<AtomicU64>,
     cancel_requests: AtomicUsize,
-    bell: EventFd,
+    /// The bell's fd number: rung by producers under the queue lock, by the loop
+    /// itself, and drained by the loop. The queue owns (and `close` closes) the fd.
+    bell: RawFd,
 }
 
 impl<H> Inbox<H> {
     pub fn new() -> std::io::Result<Inbox<H>> {
+        let bell = EventFd::new()?;
         Ok(Inbox {
+            bell: bell.as_raw_fd(),
             queue: Line(Mutex::new(Queue {
                 records: Vec::new(),
                 first_seq: 1,
                 in_flight: Vec::new(),
                 cancelled: Vec::new(),
                 tombstoned: Vec::new(),
+                bell: Some(bell),
             })),
             queued: Line(AtomicBool::new(false)),
             awake: Line(AtomicBool::new(false)),
             closed: AtomicBool::new(false),
             started: Line(AtomicU64::new(1)),
             cancel_requests: AtomicUsize::new(0),
-            bell: EventFd::new()?,
         })
     }
 
-    pub fn bell(&self) -> &EventFd {
-        &self.bell
+    /// The bell's fd, for the loop's epoll set.
+    pub fn bell_fd(&self) -> RawFd {
+        self.bell
     }
 
     fn lock(&self) -> MutexGuard<'_, Queue<H>> {
@@ -138,10 +150,10 @@ impl<H> Inbox<H> {
             self.queued.0.store(true, SeqCst);
         }
         queue.records.push(record);
-        drop(queue);
         if was_empty && !self.awake.0.load(SeqCst) {
-            self.bell.ring();
+            sys::ring_fd(self.bell);
         }
+        drop(queue);
     }
 
     /// Queues a record (a task's completion or loop-side work).
@@ -167,8 +179,9 @@ impl<H> Inbox<H> {
     }
 
     /// Wakes the loop without a record (stop, or a change it must notice).
+    /// Only while the loop is alive (its own calls), never after `close`.
     pub fn wake(&self) {
-        self.bell.ring();
+        sys::ring_fd(self.bell);
     }
 
     /// True when records are queued that the consumer has not taken.
@@ -190,7 +203,7 @@ impl<H> Inbox<H> {
 
     /// Takes every queued record into `batch` (which must be empty).
     pub fn take(&self, batch: &mut Vec<Record<H>>) {
-        self.bell.drain();
+        sys::drain_fd(self.bell);
         let mut queue = self.lock();
         // Every record before this batch has been dispatched or skipped.
         let previous = queue.first_seq;
@@ -260,6 +273,7 @@ impl<H> Inbox<H> {
         let mut queue = self.lock();
         self.closed.store(true, SeqCst);
         self.queued.0.store(false, SeqCst);
+        queue.bell = None; // closed now: nobody rings it any more (see the protocol)
         std::mem::take(&mut queue.records)
     }
 }

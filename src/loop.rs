@@ -311,7 +311,7 @@ impl<H: Handler> Loop<H> {
     ) -> Result<Epoll> {
         let epoll = Epoll::new().map_err(io_error("epoll_create1"))?;
         for (fd, key) in [
-            (inbox.bell().as_raw_fd(), KEY_INBOX),
+            (inbox.bell_fd(), KEY_INBOX),
             (timer_fd.as_raw_fd(), KEY_TIMER),
             (signal_bell.as_raw_fd(), KEY_SIGNAL),
         ] {

@@ -74,10 +74,18 @@ fn write_all(fd: RawFd, parts: &[&[u8]]) -> io::Result<()> {
         let written = unsafe { libc::writev(fd, iov.as_ptr(), n as libc::c_int) };
         if written < 0 {
             let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
+            match err.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EAGAIN) => {
+                    // A non-blocking pipe (the host's choice) that is full: wait until
+                    // the parent has read some, so a frame is never left half written.
+                    let mut pfd = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+                    // SAFETY: one valid pollfd; poll is async-signal-safe.
+                    unsafe { libc::poll(&mut pfd, 1, -1) };
+                    continue;
+                }
+                _ => return Err(err),
             }
-            return Err(err);
         }
         let mut written = written as usize;
         while first < parts.len() && written >= parts[first].len() - skip {

@@ -115,15 +115,16 @@ impl EventFd {
         Ok(EventFd { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
     }
 
-    pub fn ring(&self) {
-        ring_fd(self.fd.as_raw_fd());
-    }
-
     pub fn drain(&self) {
-        let mut value = 0u64;
-        // SAFETY: reads 8 bytes into `value`; EAGAIN (nothing to drain) is fine.
-        unsafe { libc::read(self.fd.as_raw_fd(), (&mut value as *mut u64).cast(), 8) };
+        drain_fd(self.fd.as_raw_fd());
     }
+}
+
+/// Resets an eventfd's counter (reads it).
+pub fn drain_fd(fd: RawFd) {
+    let mut value = 0u64;
+    // SAFETY: reads 8 bytes into `value`; EAGAIN (nothing to drain) is fine.
+    unsafe { libc::read(fd, (&mut value as *mut u64).cast(), 8) };
 }
 
 /// Adds one to an eventfd. Async-signal-safe: the signal handler calls it.

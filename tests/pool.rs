@@ -180,7 +180,7 @@ impl Handler for Done {
     type Work = BoxedWork<Done>;
     fn call(&mut self, _: &Loop<Self>, _: Id, event: Event<'_>) {
         match event {
-            Event::Done { status, result } => self.seen.lock().unwrap().push((status, result.to_vec())),
+            Event::Done { status, result, .. } => self.seen.lock().unwrap().push((status, result.to_vec())),
             Event::Topic { topic, .. } => self.seen.lock().unwrap().push((-100, topic.to_bytes().to_vec())),
             _ => panic!("unexpected event"),
         }
@@ -239,7 +239,7 @@ fn tasks_complete_once_with_their_result_cancelled_or_timed_out() {
                 0
             }),
             done(),
-            SpawnOptions { timeout_ms: 20, pool: None },
+            SpawnOptions { timeout_ms: 20, ..Default::default() },
         )
         .unwrap();
     let start = Instant::now();

@@ -121,9 +121,10 @@ impl Handler for CHandler {
                     let f: unsafe extern "C" fn(*mut weft_loop, u64, c_int, *const u8, usize, *mut c_void) =
                         std::mem::transmute(self.func);
                     if let Some(message) = message {
-                        // Why a process task crashed: weft_last_error, inside done.
+                        // Why a process task (spawned or adopted) crashed: weft_last_error,
+                        // inside done.
                         let code = if status == Code::Io as i32 { Code::Io } else { Code::Crashed };
-                        super::set_last_error("weft_spawn", code, message);
+                        super::set_last_error("process task", code, message);
                     }
                     let ptr = if result.is_empty() { std::ptr::null() } else { result.as_ptr() };
                     f(lp, id, status, ptr, result.len(), ud)
