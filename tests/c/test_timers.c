@@ -446,8 +446,10 @@ TEST(many_timers_cancelled_from_another_thread) {
         bool ok;
         if (i % 2 == 0)
             ok = calls == 1;
-        else
-            ok = (rcs[i] == WEFT_OK && calls == 0) || (rcs[i] == WEFT_ERR_NOT_FOUND && calls == 1);
+        else /* OK: never called, or cancelled while its call ran (the test cannot tell
+              * that from a call starting after the cancel; test_timers' single-threaded
+              * cases check that one); NOT_FOUND: it had run */
+            ok = (rcs[i] == WEFT_OK && calls <= 1) || (rcs[i] == WEFT_ERR_NOT_FOUND && calls == 1);
         if (!ok || atomic_load(&m[i].frees) != 1) {
             if (bad++ < 5)
                 h_fail(__FILE__, __LINE__, "timer %ld: rc %d calls %d frees %d", i, rcs[i], calls,
