@@ -31,9 +31,15 @@ test-bindings: build
 
 demo: build
 	$(MAKE) -C examples/c LIBDIR=$(LIBDIR) run
+	$(MAKE) -C examples/c LIBDIR=$(LIBDIR) emitter
+	cd bindings/node && [ -d node_modules/koffi ] || npm ci --no-audit --no-fund --loglevel=error
+	node examples/node/tour.js
+	node examples/node/emitter.js
 
 bench: build
 	$(MAKE) -C benches LIBDIR=$(LIBDIR)
+	$(MAKE) -C examples/c LIBDIR=$(LIBDIR) emitter
+	node benches/node/run.js
 
 clean:
 	$(CARGO) clean

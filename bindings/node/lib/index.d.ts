@@ -1,0 +1,150 @@
+// TypeScript declarations of weft for Node.js (lib/index.js, lib/index.mjs).
+
+/// <reference types="node" />
+
+/** fd watch interest and readiness bit: the fd is readable. */
+export const READABLE: number;
+/** fd watch interest and readiness bit: the fd is writable. */
+export const WRITABLE: number;
+/** Readiness bit, always reported: the peer hung up. */
+export const HANGUP: number;
+/** Readiness bit, always reported: an error is pending on the fd. */
+export const ERROR: number;
+
+/** The loaded library's version, "MAJOR.MINOR.PATCH". */
+export const version: string;
+/** The loaded library's ABI version. */
+export const abiVersion: number;
+/** The path of the loaded libweft.so ($WEFT_LIBRARY, or the repository's target/release). */
+export const libraryPath: string;
+/** The C API itself (lib/ffi.js's load()): every weft_* function. */
+export const native: Record<string, (...args: any[]) => any>;
+/** The generated koffi declarations (lib/ffi.js). */
+export const ffi: Record<string, any>;
+
+export type WeftErrorCode =
+  | 'WEFT_ERR_NULL' | 'WEFT_ERR_INVALID' | 'WEFT_ERR_NOT_FOUND' | 'WEFT_ERR_CLOSED'
+  | 'WEFT_ERR_BUSY' | 'WEFT_ERR_CANCELLED' | 'WEFT_ERR_TIMEOUT' | 'WEFT_ERR_CRASHED'
+  | 'WEFT_ERR_PANIC' | 'WEFT_ERR_IO' | 'WEFT_ERR_UNSUPPORTED' | 'WEFT_ERR_FORKED';
+
+/** An error weft reported. */
+export class WeftError extends Error {
+  name: 'WeftError';
+  /** The weft_result's name, e.g. 'WEFT_ERR_NOT_FOUND'. */
+  code: WeftErrorCode;
+  /** The weft_result's value, e.g. -3. */
+  errno: number;
+}
+
+/** What an AbortSignal did to a spawn (its cause is the signal's reason). */
+export class AbortError extends Error {
+  name: 'AbortError';
+  code: 'ABORT_ERR';
+}
+
+/** A task whose work returned a status other than 0. */
+export class TaskError extends Error {
+  name: 'TaskError';
+  code: 'WEFT_TASK_STATUS';
+  status: number;
+  /** The bytes the work wrote. */
+  result: Buffer;
+}
+
+export type HandleKind = 'timer' | 'interval' | 'watch' | 'subscription';
+
+/** A registration of a Loop: a timer, an interval, an fd watch or a subscription. */
+export class Handle {
+  readonly loop: Loop;
+  /** weft's id of the registration. */
+  readonly id: bigint;
+  readonly kind: HandleKind;
+  /** False once it fired (one-shot timers), was cancelled, or its loop closed. */
+  readonly active: boolean;
+  /** Ends it: true, or false when it had ended already. */
+  cancel(): boolean;
+  /** Keeps Node running while the handle is alive (the default). */
+  ref(): this;
+  /** Lets Node exit while the handle is alive. */
+  unref(): this;
+  hasRef(): boolean;
+}
+
+export interface SpawnOptions {
+  /** The pool: 'cpu' (default, one thread per core) or 'io' (for blocking calls). */
+  on?: 'cpu' | 'io';
+  /** Milliseconds after which the promise rejects with WEFT_ERR_TIMEOUT (0: none). */
+  timeout?: number | bigint;
+  /** Rejects with an AbortError when aborted; the work sees weft_task_cancelled. */
+  signal?: AbortSignal;
+}
+
+/** A weft event loop, run by Node's own event loop. */
+export class Loop {
+  constructor();
+  /** The weft_loop pointer, for native libraries built on weft. */
+  readonly pointer: bigint;
+  /** weft_loop_fd(), or -1 once closed. */
+  readonly fd: number;
+  readonly closed: boolean;
+  /** Registrations and tasks alive. */
+  readonly size: number;
+
+  /** Calls fn once, `ms` milliseconds from now (never early). */
+  after(ms: number | bigint, fn: (handle: Handle) => void): Handle;
+  /** Calls fn every `ms` milliseconds, at a fixed rate, until cancelled. */
+  every(ms: number | bigint, fn: (handle: Handle) => void): Handle;
+  /** Calls fn while fd is ready for `interest` (READABLE | WRITABLE), level-triggered. */
+  watch(fd: number, interest: number, fn: (events: number, handle: Handle) => void): Handle;
+  /** Calls fn for each event whose topic matches `pattern` ("a.b", "a.*" or "*"). */
+  subscribe(pattern: string, fn: (topic: string, payload: Buffer, handle: Handle) => void): Handle;
+  /** Emits an event to this loop's subscribers, delivered in a later pass. */
+  emit(topic: string, payload?: Buffer | Uint8Array | ArrayBuffer | string | null): true;
+  /** Ends registration `id`; throws a WeftError (WEFT_ERR_NOT_FOUND) for a forged or stale id. */
+  cancel(id: bigint): void;
+  /**
+   * Runs a native weft_work_fn (a pointer to an exported C function, e.g.
+   * `koffi.load(path).symbol('my_work')`) on a pool thread; resolves with the bytes it
+   * wrote once it returns 0.
+   */
+  spawn(work: bigint, userData?: Buffer | Uint8Array | ArrayBuffer | string | bigint | null,
+    options?: SpawnOptions): Promise<Buffer>;
+  /** Frees the loop; pending spawns reject with WEFT_ERR_CLOSED. Idempotent. */
+  close(): void;
+
+  on(event: 'error', fn: (err: unknown) => void): this;
+  once(event: 'error', fn: (err: unknown) => void): this;
+  off(event: 'error', fn: (err: unknown) => void): this;
+  addListener(event: 'error', fn: (err: unknown) => void): this;
+  removeListener(event: 'error', fn: (err: unknown) => void): this;
+  listenerCount(event: 'error'): number;
+}
+
+export interface Diagnostics {
+  /** Callbacks that reached JS outside weft_loop_run on the JS thread: always 0. */
+  foreignCalls: number;
+  /** weft_loop_run(NOWAIT) calls made so far. */
+  passes: number;
+  openLoops: number;
+  running: boolean;
+}
+export function diagnostics(): Diagnostics;
+
+declare const weft: {
+  Loop: typeof Loop;
+  Handle: typeof Handle;
+  WeftError: typeof WeftError;
+  AbortError: typeof AbortError;
+  TaskError: typeof TaskError;
+  READABLE: number;
+  WRITABLE: number;
+  HANGUP: number;
+  ERROR: number;
+  version: string;
+  abiVersion: number;
+  libraryPath: string;
+  native: Record<string, (...args: any[]) => any>;
+  ffi: Record<string, any>;
+  diagnostics: typeof diagnostics;
+};
+export default weft;
