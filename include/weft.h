@@ -320,6 +320,15 @@ int weft_loop_fd(const struct weft_loop *lp);
 // the next pass (which costs nothing more than an early wake-up). Any thread.
 int64_t weft_loop_timeout_ms(const struct weft_loop *lp);
 
+// Bounds a pass: at most `max_records` posts, emitted events and task completions run
+// per pass; the rest wait for the next passes, in order (the loop's fd stays readable,
+// and `WEFT_RUN_DEFAULT` does not wait before running them). 0, the default: a pass runs
+// all that were queued when it began. For hosts that embed the loop (Node, asyncio): a
+// flood of events from other threads cannot hold the host's own loop for long. Timers
+// and fd and signal watches are not counted. Any thread. Returns `WEFT_OK`,
+// `WEFT_ERR_NULL`, `WEFT_ERR_CLOSED`, `WEFT_ERR_FORKED`.
+int weft_loop_set_pass_limit(struct weft_loop *lp, uint32_t max_records);
+
 // 1 while anything is registered or queued on the loop (timers, watches, subscriptions,
 // posts and events not yet delivered, tasks whose `done` has not run), 0 when nothing
 // is: the condition under which

@@ -46,6 +46,7 @@
 //! that rule the consumer would pay a full fence per post to settle the race.
 
 use crate::sys::{self, EventFd};
+use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Mutex, MutexGuard};
@@ -73,7 +74,7 @@ pub enum Cancel<H> {
 }
 
 struct Queue<H> {
-    records: Vec<Record<H>>,
+    records: VecDeque<Record<H>>,
     /// The number of `records[0]`; records are numbered in queue order.
     first_seq: u64,
     /// Posts of the batch in dispatch that a canceller asks the consumer to skip.
@@ -104,6 +105,8 @@ pub struct Inbox<H> {
     /// skipped, or (for the loop thread's own cancels) started.
     started: Line<AtomicU64>,
     cancel_requests: AtomicUsize,
+    /// See [`Inbox::set_limit`].
+    limit: AtomicUsize,
     /// The bell's fd number: rung by producers under the queue lock, by the loop
     /// itself, and drained by the loop. The queue owns (and `close` closes) the fd.
     bell: RawFd,
@@ -115,7 +118,7 @@ impl<H> Inbox<H> {
         Ok(Inbox {
             bell: bell.as_raw_fd(),
             queue: Line(Mutex::new(Queue {
-                records: Vec::new(),
+                records: VecDeque::new(),
                 first_seq: 1,
                 in_flight: Vec::new(),
                 cancelled: Vec::new(),
@@ -127,6 +130,7 @@ impl<H> Inbox<H> {
             closed: AtomicBool::new(false),
             started: Line(AtomicU64::new(1)),
             cancel_requests: AtomicUsize::new(0),
+            limit: AtomicUsize::new(0),
         })
     }
 
@@ -149,7 +153,7 @@ impl<H> Inbox<H> {
         if was_empty {
             self.queued.0.store(true, SeqCst);
         }
-        queue.records.push(record);
+        queue.records.push_back(record);
         if was_empty && !self.awake.0.load(SeqCst) {
             sys::ring_fd(self.bell);
         }
@@ -201,15 +205,25 @@ impl<H> Inbox<H> {
         self.has_records()
     }
 
-    /// Takes every queued record into `batch` (which must be empty).
-    pub fn take(&self, batch: &mut Vec<Record<H>>) {
+    /// At most this many records per `take` (0: all of them).
+    pub fn set_limit(&self, limit: usize) {
+        self.limit.store(limit, Relaxed);
+    }
+
+    /// Takes the queued records into `batch` (which must be empty): all of them, or the
+    /// first `limit` (the rest stay queued, and `queued` stays set, so the consumer does
+    /// not sleep on them and an embedding host's fd stays readable).
+    pub fn take(&self, batch: &mut VecDeque<Record<H>>) {
         sys::drain_fd(self.bell);
         let mut queue = self.lock();
         // Every record before this batch has been dispatched or skipped.
         let previous = queue.first_seq;
         self.started.0.fetch_max(previous, SeqCst);
         queue.tombstoned.retain(|&seq| seq >= previous);
-        std::mem::swap(&mut queue.records, batch);
+        match self.limit.load(Relaxed) {
+            limit if limit > 0 && queue.records.len() > limit => batch.extend(queue.records.drain(..limit)),
+            _ => std::mem::swap(&mut queue.records, batch),
+        }
         queue.first_seq += batch.len() as u64;
         // Marks left by the previous batch are stale; note this batch's posts.
         queue.cancelled.clear();
@@ -220,7 +234,9 @@ impl<H> Inbox<H> {
             _ => None,
         });
         queue.in_flight.extend(posts);
-        self.queued.0.store(false, SeqCst);
+        if queue.records.is_empty() {
+            self.queued.0.store(false, SeqCst);
+        }
     }
 
     /// Called by the consumer just before it runs post `seq`: false if it was cancelled.
@@ -269,7 +285,7 @@ impl<H> Inbox<H> {
     }
 
     /// Closes the inbox and empties it (the loop is being freed).
-    pub fn close(&self) -> Vec<Record<H>> {
+    pub fn close(&self) -> VecDeque<Record<H>> {
         let mut queue = self.lock();
         self.closed.store(true, SeqCst);
         self.queued.0.store(false, SeqCst);

@@ -182,7 +182,7 @@ struct Runner<H> {
     events: Vec<EpollEvent>,
     ready: Vec<(RawFd, u32)>,
     ids: Vec<(Id, u32)>,
-    batch: Vec<Record<H>>,
+    batch: std::collections::VecDeque<Record<H>>,
     indices: Vec<u32>,
     /// Epoll keys of process tasks ready in this pass.
     procs: Vec<u64>,
@@ -290,7 +290,7 @@ impl<H: Handler> Loop<H> {
                 events: Vec::with_capacity(256),
                 ready: Vec::new(),
                 ids: Vec::new(),
-                batch: Vec::new(),
+                batch: Default::default(),
                 indices: Vec::new(),
                 procs: Vec::new(),
             }),
@@ -1076,6 +1076,13 @@ impl<H: Handler> Loop<H> {
         fork::check()?;
         self.stop.store(true, SeqCst);
         self.inbox.wake();
+        Ok(())
+    }
+
+    /// At most `limit` inbox records (posts, events, completions) per pass; 0: no limit.
+    pub fn set_pass_limit(&self, limit: usize) -> Result<()> {
+        self.usable()?;
+        self.inbox.set_limit(limit);
         Ok(())
     }
 

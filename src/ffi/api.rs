@@ -257,6 +257,18 @@ pub extern "C" fn weft_loop_timeout_ms(lp: *const weft_loop) -> i64 {
     })
 }
 
+/// Bounds a pass: at most `max_records` posts, emitted events and task completions run
+/// per pass; the rest wait for the next passes, in order (the loop's fd stays readable,
+/// and `WEFT_RUN_DEFAULT` does not wait before running them). 0, the default: a pass runs
+/// all that were queued when it began. For hosts that embed the loop (Node, asyncio): a
+/// flood of events from other threads cannot hold the host's own loop for long. Timers
+/// and fd and signal watches are not counted. Any thread. Returns `WEFT_OK`,
+/// `WEFT_ERR_NULL`, `WEFT_ERR_CLOSED`, `WEFT_ERR_FORKED`.
+#[no_mangle]
+pub extern "C" fn weft_loop_set_pass_limit(lp: *mut weft_loop, max_records: u32) -> c_int {
+    guard("weft_loop_set_pass_limit", || the_loop(lp)?.set_pass_limit(max_records as usize).map(|()| 0))
+}
+
 /// 1 while anything is registered or queued on the loop (timers, watches, subscriptions,
 /// posts and events not yet delivered, tasks whose `done` has not run), 0 when nothing
 /// is: the condition under which

@@ -1,6 +1,7 @@
 /* weft_post: FIFO per posting thread, exactly once, cancellable until it starts. */
 #include "harness.h"
 
+#include <poll.h>
 #include <sched.h>
 
 enum { POSTERS = 8 };
@@ -319,5 +320,89 @@ TEST(post_from_another_thread_wakes_a_blocked_loop) {
     uint64_t took = (now_ns() - t0) / 1000000;
     pthread_join(th, NULL);
     CHECK(took >= 45 && took < h_slack_ms(2000));
+    weft_loop_free(lp);
+}
+
+/* ---- weft_loop_set_pass_limit --------------------------------------------------------- */
+
+typedef struct {
+    int order[64]; /* what ran, in order: posts 0..N-1, events 100.. */
+    int n;
+    _Atomic int frees;
+} limited;
+
+typedef struct {
+    limited *l;
+    int tag;
+} limited_msg;
+
+static void limited_msg_cb(weft_loop *lp, weft_id id, void *ud) {
+    (void)lp, (void)id;
+    limited_msg *m = (limited_msg *)ud;
+    if (m->l->n < 64) m->l->order[m->l->n++] = m->tag;
+}
+static void limited_msg_free(void *ud) { atomic_fetch_add(&((limited_msg *)ud)->l->frees, 1); }
+
+static void limited_event(weft_loop *lp, weft_id id, const char *topic, const void *p, size_t len, void *ud) {
+    (void)lp, (void)id, (void)topic;
+    limited *l = (limited *)ud;
+    int tag;
+    memcpy(&tag, p, len < sizeof tag ? len : sizeof tag);
+    if (l->n < 64) l->order[l->n++] = tag;
+}
+
+static bool loop_fd_readable(weft_loop *lp) {
+    struct pollfd pfd = {.fd = weft_loop_fd(lp), .events = POLLIN};
+    return poll(&pfd, 1, 0) == 1;
+}
+
+/* With a limit of 10, a pass runs the first 10 queued posts and events, in order; the
+ * rest wait for the next passes, and the loop's fd stays readable until they ran. 0
+ * lifts the limit. Timers do not count. */
+TEST(a_pass_limit_spreads_a_flood_over_passes) {
+    weft_loop *lp = weft_loop_new();
+    REQUIRE(lp != NULL);
+    limited l = {{0}, 0, 0};
+    weft_id sub = CHECK_ID(weft_subscribe(lp, "flood", limited_event, &l, NULL));
+    static limited_msg msgs[25];
+    for (int i = 0; i < 25; i++) {
+        msgs[i] = (limited_msg){&l, i};
+        CHECK_ID(weft_post(lp, limited_msg_cb, &msgs[i], limited_msg_free));
+        if (i % 5 == 4) {
+            int tag = 100 + i / 5;
+            CHECK_OK(weft_emit(lp, "flood", &tag, sizeof tag));
+        }
+    }
+    CHECK_OK(weft_loop_set_pass_limit(lp, 10));
+    int expect[30], k = 0;
+    for (int i = 0; i < 25; i++) {
+        expect[k++] = i;
+        if (i % 5 == 4) expect[k++] = 100 + i / 5;
+    }
+    for (int pass = 1; pass <= 3; pass++) {
+        CHECK_MSG(loop_fd_readable(lp), "pass %d: the loop's fd is not readable with work queued", pass);
+        CHECK_OK(weft_loop_run(lp, WEFT_RUN_NOWAIT));
+        CHECK_EQ(l.n, pass * 10);
+    }
+    CHECK_EQ(l.n, 30);
+    for (int i = 0; i < 30; i++) CHECK_MSG(l.order[i] == expect[i], "record %d ran as %d, expected %d", i, l.order[i], expect[i]);
+    CHECK_EQ(atomic_load(&l.frees), 25);
+    CHECK(!loop_fd_readable(lp));
+    /* 0: one pass runs everything queued. */
+    CHECK_OK(weft_loop_set_pass_limit(lp, 0));
+    l.n = 0;
+    for (int i = 0; i < 25; i++) CHECK_ID(weft_post(lp, limited_msg_cb, &msgs[i], limited_msg_free));
+    CHECK_OK(weft_loop_run(lp, WEFT_RUN_NOWAIT));
+    CHECK_EQ(l.n, 25);
+    /* With a limit, WEFT_RUN_DEFAULT still runs everything, pass after pass. */
+    CHECK_OK(weft_loop_set_pass_limit(lp, 3));
+    l.n = 0;
+    for (int i = 0; i < 20; i++) CHECK_ID(weft_post(lp, limited_msg_cb, &msgs[i], limited_msg_free));
+    CHECK_OK(weft_cancel(lp, sub));
+    CHECK_OK(weft_loop_run(lp, WEFT_RUN_DEFAULT));
+    CHECK_EQ(l.n, 20);
+    CHECK_EQ(atomic_load(&l.frees), 70);
+    CHECK_RC(weft_loop_set_pass_limit(NULL, 1), WEFT_ERR_NULL);
+    CHECK_ERR_HAS("weft_loop_set_pass_limit");
     weft_loop_free(lp);
 }

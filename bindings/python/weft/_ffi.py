@@ -275,6 +275,7 @@ FUNCTIONS = (
     "weft_loop_stop",
     "weft_loop_fd",
     "weft_loop_timeout_ms",
+    "weft_loop_set_pass_limit",
     "weft_loop_alive",
     "weft_post",
     "weft_timer_after",
@@ -310,6 +311,7 @@ PROTOTYPES = {
     "weft_loop_stop": "int weft_loop_stop(weft_loop *lp)",
     "weft_loop_fd": "int weft_loop_fd(const weft_loop *lp)",
     "weft_loop_timeout_ms": "int64_t weft_loop_timeout_ms(const weft_loop *lp)",
+    "weft_loop_set_pass_limit": "int weft_loop_set_pass_limit(weft_loop *lp, uint32_t max_records)",
     "weft_loop_alive": "int weft_loop_alive(const weft_loop *lp)",
     "weft_post": "weft_id weft_post(weft_loop *lp, weft_cb cb, void *user_data, weft_free_fn free_fn)",
     "weft_timer_after": "weft_id weft_timer_after(weft_loop *lp, uint64_t delay_ms, weft_cb cb, void *user_data, weft_free_fn free_fn)",
@@ -384,6 +386,7 @@ SIGNATURES = {
     "weft_loop_stop": (ctypes.c_int, [POINTER(weft_loop)]),
     "weft_loop_fd": (ctypes.c_int, [POINTER(weft_loop)]),
     "weft_loop_timeout_ms": (ctypes.c_int64, [POINTER(weft_loop)]),
+    "weft_loop_set_pass_limit": (ctypes.c_int, [POINTER(weft_loop), ctypes.c_uint32]),
     "weft_loop_alive": (ctypes.c_int, [POINTER(weft_loop)]),
     "weft_post": (weft_id, [POINTER(weft_loop), weft_cb, ctypes.c_void_p, weft_free_fn]),
     "weft_timer_after": (weft_id, [POINTER(weft_loop), ctypes.c_uint64, weft_cb, ctypes.c_void_p, weft_free_fn]),
@@ -654,6 +657,15 @@ DOCS = {
         "time themselves rather than watching `weft_loop_fd` alone. After a timer is\n"
         "cancelled the value may be shorter than the time to the next remaining timer, until\n"
         "the next pass (which costs nothing more than an early wake-up). Any thread."
+    ),
+    "weft_loop_set_pass_limit": (
+        "Bounds a pass: at most `max_records` posts, emitted events and task completions run\n"
+        "per pass; the rest wait for the next passes, in order (the loop's fd stays readable,\n"
+        "and `WEFT_RUN_DEFAULT` does not wait before running them). 0, the default: a pass runs\n"
+        "all that were queued when it began. For hosts that embed the loop (Node, asyncio): a\n"
+        "flood of events from other threads cannot hold the host's own loop for long. Timers\n"
+        "and fd and signal watches are not counted. Any thread. Returns `WEFT_OK`,\n"
+        "`WEFT_ERR_NULL`, `WEFT_ERR_CLOSED`, `WEFT_ERR_FORKED`."
     ),
     "weft_loop_alive": (
         "1 while anything is registered or queued on the loop (timers, watches, subscriptions,\n"
