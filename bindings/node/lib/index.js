@@ -358,6 +358,9 @@ class Handle {
 
 const openLoops = new Set();
 
+// Posts, events and task completions one turn of Node's loop runs at most.
+const PASS_LIMIT = 4096;
+
 const WHERE = { io: WEFT_ON_IO, cpu: WEFT_ON_CPU };
 
 // A weft event loop driven by Node's. An exception thrown by one of its callbacks goes to
@@ -385,6 +388,9 @@ class Loop {
       throw err;
     }
     this._fd = fd;
+    // A flood of events from native threads runs over several turns of Node's loop, so
+    // Node's own timers and I/O get their turn in between.
+    lib.weft_loop_set_pass_limit(ptr, PASS_LIMIT);
     try {
       this._poll = koffi.node.poll(fd, { readable: true }, () => this._run());
     } catch (err) {
