@@ -169,7 +169,7 @@ def test_cancel_while_queued_never_forks():
 def test_max_children_and_fifo_order():
     with weft.Loop(max_children=2) as lp:
         spans = []
-        lp.subscribe("span", lambda t, p: spans.append(tuple(map(float, p.split()))))
+        subscription = lp.subscribe("span", lambda t, p: spans.append(tuple(map(float, p.split()))))
 
         def job(i):
             start = time.monotonic()
@@ -178,7 +178,15 @@ def test_max_children_and_fifo_order():
             return i
 
         futures = [lp.spawn(job, i, on="process") for i in range(6)]
-        futures[-1].add_done_callback(lambda f: lp.stop())
+        left = [len(futures)]
+
+        def one_done(fut):
+            left[0] -= 1
+            if not left[0]:
+                subscription.cancel()
+
+        for fut in futures:
+            fut.add_done_callback(one_done)
         run(lp)
         assert [f.result() for f in futures] == list(range(6))
         start_of = {int(i): start for i, start, _ in spans}

@@ -769,9 +769,13 @@ class Loop:
                 self._child_ended()
         elif entry.timeout is not None:
             try:
-                entry.queue_timer = self.call_later(entry.timeout, entry.queued_timeout)
+                entry.queue_timer = timer = self.call_later(entry.timeout, entry.queued_timeout)
             except Error:
-                pass
+                return
+            with self._lock:
+                still_queued = entry in self._queue
+            if not still_queued:  # a slot freed meanwhile and it was forked
+                timer.cancel()
 
     def _fork(self, entry: _ProcessTask) -> bool:
         """Forks the child of entry and hands it to weft. False if it was not started
