@@ -58,7 +58,6 @@ use std::ptr::NonNull;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// A unit of work for a pool, shared through an `Arc` (see [`JobRef::from`]).
@@ -200,10 +199,87 @@ pub fn cores() -> usize {
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
+/// A pool thread: a plain pthread, not a `std::thread`. A host may end a thread inside
+/// a callback with `pthread_exit` (CPython does, to a thread that wants the GIL while
+/// the interpreter finalizes), which unwinds the thread's stack with a forced unwind.
+/// `std::thread` runs its closure inside `catch_unwind`, which cannot let a forced unwind
+/// through and aborts the process ("FATAL: exception not rethrown"). Here nothing on a
+/// pool thread's stack catches: the work and hook pointers are `extern "C-unwind"`, and
+/// the start routine lets the unwind reach the thread's base, which ends the thread.
+/// (A Rust panic on a pool thread, a weft bug, then ends the process.)
+struct OsThread {
+    id: libc::pthread_t,
+    finished: Arc<AtomicBool>,
+}
+
+struct Start {
+    name: String,
+    body: Box<dyn FnOnce() + Send>,
+    finished: Arc<AtomicBool>,
+}
+
+extern "C-unwind" fn thread_start(arg: *mut libc::c_void) -> *mut libc::c_void {
+    // SAFETY: made by Box::into_raw in OsThread::spawn, handed over once.
+    let start = unsafe { Box::from_raw(arg.cast::<Start>()) };
+    let Start { name, body, finished } = *start;
+    // Linux keeps 15 bytes of a thread name; cut on a character boundary.
+    let mut end = name.len().min(15);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    if let Ok(name) = std::ffi::CString::new(&name[..end]) {
+        // SAFETY: names the calling thread with a NUL-terminated string.
+        unsafe { libc::pthread_setname_np(libc::pthread_self(), name.as_ptr()) };
+    }
+    body();
+    finished.store(true, SeqCst);
+    std::ptr::null_mut()
+}
+
+impl OsThread {
+    fn spawn(name: &str, stack_size: usize, body: impl FnOnce() + Send + 'static) -> std::io::Result<OsThread> {
+        let finished = Arc::new(AtomicBool::new(false));
+        let start = Box::new(Start { name: name.to_string(), body: Box::new(body), finished: finished.clone() });
+        // SAFETY: plain pthread calls; `attr` is initialised before use and destroyed
+        // after; on success the new thread owns `start`.
+        unsafe {
+            let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+            libc::pthread_attr_init(&mut attr);
+            if stack_size > 0 {
+                let page = libc::sysconf(libc::_SC_PAGESIZE).max(4096) as usize;
+                let size = stack_size.max(libc::PTHREAD_STACK_MIN).div_ceil(page) * page;
+                libc::pthread_attr_setstacksize(&mut attr, size);
+            }
+            let mut id: libc::pthread_t = 0;
+            let arg = Box::into_raw(start);
+            // The same ABI; "C-unwind" only lets a forced unwind pass through it.
+            let routine: extern "C" fn(*mut libc::c_void) -> *mut libc::c_void = std::mem::transmute(
+                thread_start as extern "C-unwind" fn(*mut libc::c_void) -> *mut libc::c_void,
+            );
+            let rc = libc::pthread_create(&mut id, &attr, routine, arg.cast());
+            libc::pthread_attr_destroy(&mut attr);
+            if rc != 0 {
+                drop(Box::from_raw(arg));
+                return Err(std::io::Error::from_raw_os_error(rc));
+            }
+            Ok(OsThread { id, finished })
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        self.finished.load(SeqCst)
+    }
+
+    fn join(self) {
+        // SAFETY: a thread we started and nobody joined yet.
+        unsafe { libc::pthread_join(self.id, std::ptr::null_mut()) };
+    }
+}
+
 struct Common {
     options: Options,
     shutdown: AtomicBool,
-    handles: Mutex<Vec<JoinHandle<()>>>,
+    handles: Mutex<Vec<OsThread>>,
     /// Identifies the pool for "is this thread one of mine".
     serial: u64,
 }
@@ -220,26 +296,26 @@ fn next_serial() -> u64 {
 
 impl Common {
     fn spawn_thread(self: &Arc<Self>, index: usize, body: impl FnOnce() + Send + 'static) -> Result<()> {
-        let mut builder = std::thread::Builder::new().name(format!("{}-{index}", self.options.name));
-        if self.options.stack_size > 0 {
-            builder = builder.stack_size(self.options.stack_size);
-        }
+        let name = format!("{}-{index}", self.options.name);
         let common = self.clone();
-        let handle = builder
-            .spawn(move || {
-                CURRENT.with(|c| c.set(Some((common.serial, index))));
-                if let Some(hook) = &common.options.on_start {
-                    hook(index);
-                }
-                body();
-                if let Some(hook) = &common.options.on_stop {
-                    hook(index);
-                }
-            })
-            .map_err(|e| Error::io("starting a pool thread", e))?;
+        let handle = OsThread::spawn(&name, self.options.stack_size, move || {
+            CURRENT.with(|c| c.set(Some((common.serial, index))));
+            if let Some(hook) = &common.options.on_start {
+                hook(index);
+            }
+            body();
+            if let Some(hook) = &common.options.on_stop {
+                hook(index);
+            }
+        })
+        .map_err(|e| Error::io("starting a pool thread", e))?;
         let mut handles = self.handles.lock().unwrap_or_else(|p| p.into_inner());
-        handles.retain(|h| !h.is_finished());
+        // Retired IO threads are joined here, as their successors start.
+        let (done, running): (Vec<_>, Vec<_>) = std::mem::take(&mut *handles).into_iter().partition(|h| h.is_finished());
+        *handles = running;
         handles.push(handle);
+        drop(handles);
+        done.into_iter().for_each(OsThread::join);
         Ok(())
     }
 
@@ -745,7 +821,7 @@ impl Pool {
         }
         let handles = std::mem::take(&mut *self.common.handles.lock().unwrap_or_else(|p| p.into_inner()));
         for handle in handles {
-            let _ = handle.join();
+            handle.join();
         }
         Ok(())
     }

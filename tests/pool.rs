@@ -153,7 +153,9 @@ fn io_pool_grows_to_its_bound_and_no_further_then_retires_idle_threads() {
     for _ in 0..10 {
         let (names, release) = (names.clone(), release.clone());
         let then: Box<dyn FnOnce() + Send> = Box::new(move || {
-            names.lock().unwrap().insert(thread::current().name().unwrap().to_string());
+            // Pool threads are plain pthreads: their name is the kernel's.
+            let name = std::fs::read_to_string("/proc/thread-self/comm").unwrap();
+            names.lock().unwrap().insert(name.trim_end().to_string());
             drop(release.lock().unwrap());
         });
         pool.submit(Count::new(ran.clone(), abandoned.clone(), Some(then))).unwrap();

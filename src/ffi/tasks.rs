@@ -44,7 +44,7 @@ pub struct weft_pool {
 /// A task's work: runs on the thread `weft_spawn`'s `where` chose. Returns the task's
 /// status, which should be >= 0 (negative values are reserved for weft's codes).
 /// Inside it, call `weft_task_cancelled`, `weft_task_write` and `weft_task_emit`.
-pub type weft_work_fn = Option<unsafe extern "C" fn(task: *mut weft_task, user_data: *mut c_void) -> c_int>;
+pub type weft_work_fn = Option<unsafe extern "C-unwind" fn(task: *mut weft_task, user_data: *mut c_void) -> c_int>;
 
 /// A task's completion, on the loop thread, exactly once: `status` is what work
 /// returned (>= 0), or `WEFT_ERR_CANCELLED` or `WEFT_ERR_TIMEOUT`; `result`/`len` are the
@@ -62,7 +62,7 @@ pub type weft_done_fn = Option<
 >;
 
 /// A pool thread hook: called on the thread itself, with its index in the pool.
-pub type weft_thread_hook = Option<unsafe extern "C" fn(index: u32, user_data: *mut c_void)>;
+pub type weft_thread_hook = Option<unsafe extern "C-unwind" fn(index: u32, user_data: *mut c_void)>;
 
 /// Options of `weft_pool_new`. Zero-initialise, set `size = sizeof(weft_pool_options)`,
 /// then the fields you need: a later version may add fields at the end, and `size`
@@ -156,7 +156,7 @@ unsafe impl Sync for Shared {}
 /// A task's work function, its user data and its free function: dropped (running
 /// `free_fn`) when both the loop and the pool are done with the task.
 pub struct CWork {
-    work: unsafe extern "C" fn(*mut weft_task, *mut c_void) -> c_int,
+    work: unsafe extern "C-unwind" fn(*mut weft_task, *mut c_void) -> c_int,
     user_data: Shared,
     free_fn: weft_free_fn,
 }

@@ -161,3 +161,24 @@ def test_exit_is_repeatable(tmp_path, attempt):
         loop.run()
     """)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_thread_task_that_finishes_while_the_interpreter_finalizes(tmp_path):
+    # The pool thread wakes up during finalization and wants the GIL: CPython <= 3.13
+    # ends it with pthread_exit. That must end the thread, not abort the process
+    # ("FATAL: exception not rethrown" before weft's pool threads became plain pthreads).
+    proc, elapsed = run_script(tmp_path, """
+        loop = weft.Loop()
+        task = loop.spawn(time.sleep, 0.6, on="thread")
+        loop.call_later(0.05, loop.stop)
+        loop.run()
+
+        class SlowToDie:
+            def __del__(self):
+                time.sleep(1.0)  # finalization outlasts the task's sleep
+
+        keep = SlowToDie()
+        print("exiting", flush=True)
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "exiting"
