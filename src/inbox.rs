@@ -8,12 +8,11 @@
 //! `bell` (an eventfd in the loop's epoll set, so it also wakes an embedding host).
 //!
 //! Producer (any thread):
-//!   1. lock `queue`; if it was empty, `queued = true` (SeqCst); push;
-//!   2. if it was empty and `awake` is false (SeqCst load), ring `bell`; unlock.
+//!   1. lock `queue`; if it was empty, `queued = true` (SeqCst); push; unlock;
+//!   2. if it was empty and `awake` is false (SeqCst load), ring `bell`.
 //!
-//! (The ring happens under the lock because `close` closes the bell under it: a task's
-//! completion may arrive after its loop was freed, and must not write to an fd number
-//! that something else may have been given since.)
+//! (A task's completion may arrive after its loop was freed, when the bell's fd number
+//! may name another file: see [`Inbox::ring`] for how a ring and `close` stay apart.)
 //!
 //! Consumer (the loop thread):
 //!   - when a pass begins (after waiting): `awake = true`;
@@ -107,6 +106,8 @@ pub struct Inbox<H> {
     cancel_requests: AtomicUsize,
     /// See [`Inbox::set_limit`].
     limit: AtomicUsize,
+    /// Producers inside [`Inbox::ring`].
+    ringers: AtomicUsize,
     /// The bell's fd number: rung by producers under the queue lock, by the loop
     /// itself, and drained by the loop. The queue owns (and `close` closes) the fd.
     bell: RawFd,
@@ -131,6 +132,7 @@ impl<H> Inbox<H> {
             started: Line(AtomicU64::new(1)),
             cancel_requests: AtomicUsize::new(0),
             limit: AtomicUsize::new(0),
+            ringers: AtomicUsize::new(0),
         })
     }
 
@@ -154,10 +156,22 @@ impl<H> Inbox<H> {
             self.queued.0.store(true, SeqCst);
         }
         queue.records.push_back(record);
+        drop(queue);
         if was_empty && !self.awake.0.load(SeqCst) {
+            self.ring();
+        }
+    }
+
+    /// Rings the bell unless the inbox is closed (its fd then may name another file).
+    /// `ringers` and `closed` form a Dekker pair with `close`, which waits until no
+    /// ringer is inside before it closes the fd: so the ring costs no lock, and the
+    /// loop woken by it does not find the queue lock held by its waker.
+    fn ring(&self) {
+        self.ringers.fetch_add(1, SeqCst);
+        if !self.closed.load(SeqCst) {
             sys::ring_fd(self.bell);
         }
-        drop(queue);
+        self.ringers.fetch_sub(1, SeqCst);
     }
 
     /// Queues a record (a task's completion or loop-side work).
@@ -289,7 +303,14 @@ impl<H> Inbox<H> {
         let mut queue = self.lock();
         self.closed.store(true, SeqCst);
         self.queued.0.store(false, SeqCst);
-        queue.bell = None; // closed now: nobody rings it any more (see the protocol)
-        std::mem::take(&mut queue.records)
+        let records = std::mem::take(&mut queue.records);
+        let bell = queue.bell.take();
+        drop(queue);
+        // A producer that saw the inbox open may still be ringing: wait for it.
+        while self.ringers.load(SeqCst) != 0 {
+            std::thread::yield_now();
+        }
+        drop(bell); // closed now: nobody rings it any more
+        records
     }
 }
