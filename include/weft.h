@@ -533,14 +533,16 @@ weft_id weft_adopt_child(struct weft_loop *lp,
 // In a child forked by the host (see `weft_adopt_child`): a task whose
 // `weft_task_write`, `weft_task_emit` and `weft_task_cancelled` report to the parent
 // through `pipe_write_fd`, and which `weft_child_exit` ends. Works in a forked child
-// (the exception to `WEFT_ERR_FORKED`). Returns NULL on error: `WEFT_ERR_INVALID`
+// (the exception to `WEFT_ERR_FORKED`), from any of its threads; use the task from one
+// thread at a time. Returns NULL on error: `WEFT_ERR_INVALID`
 // (`pipe_write_fd` not a pipe or socket open for writing).
 struct weft_task *weft_child_task(int pipe_write_fd);
 
 // Sends `status` to the parent as the work's status (>= 0 by convention; `done` gets
 // it), closes the pipe and ends the child with `_exit(0)`: no atexit handler and no
 // destructor runs. For a task of `weft_child_task`, or a `WEFT_ON_PROCESS` task's own
-// `task` (to end the child early). Returns only on bad input (`weft_last_error` says
+// `task` (to end the child early). From the thread using the task. Returns only on bad
+// input (`weft_last_error` says
 // why): NULL, or a task that runs on a thread, not in a child.
 void weft_child_exit(struct weft_task *task, int status);
 

@@ -37,7 +37,7 @@ use crate::task::{self, LoopSide, TaskCell, TaskWork, Where};
 use crate::timer::{self, Wheel};
 use crate::watch::{self, FdTable};
 use std::ffi::CStr;
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -636,7 +636,7 @@ impl<H: Handler> Loop<H> {
         max_children: usize,
     ) -> Result<Id> {
         let max_children = if max_children == 0 { pool::cores() } else { max_children };
-        let deadline_ns = if timeout_ms > 0 { sys::now_ns() + timeout_ms * timer::TICK_NS } else { 0 };
+        let deadline_ns = process::deadline_ns(timeout_ms);
         let (id, index, fork_now) = {
             let mut core = self.lock();
             // Registered with a placeholder kind first: a refused registration must
@@ -703,18 +703,9 @@ impl<H: Handler> Loop<H> {
         let pidfd = process::pidfd_open(pid);
         let mut core = self.lock();
         let core = &mut *core;
-        let Kind::Process(task) = &mut core.entries.at_mut(index).kind else { unreachable!("a process task") };
-        let child = &mut task.child;
+        let child = Self::child_at(core, index);
         child.pid = pid;
         child.state = process::State::Running;
-        for (fd, key) in [(Some(read_fd), KEY_PROC_PIPE), (pidfd.as_ref().map(|p| p.as_raw_fd()), KEY_PROC_EXIT)] {
-            let Some(fd) = fd else { continue };
-            let key = key | index as u64;
-            // Cannot fail for a fresh fd but for lack of memory; then the timer polls.
-            if core.epoll.add(fd, sys::EPOLLIN, key).is_ok() {
-                core.proc_fds.push((fd, key));
-            }
-        }
         child.pipe = Some(read);
         child.pidfd = pidfd;
         if let Some(status) = child.end {
@@ -722,6 +713,7 @@ impl<H: Handler> Loop<H> {
             child.end = None;
             child.end_with(status, sys::now_ns());
         }
+        Self::watch_child_fds(core, index);
         self.schedule_child(core, index);
         Ok(())
     }
@@ -739,11 +731,32 @@ impl<H: Handler> Loop<H> {
         self.rearm(core);
     }
 
-    /// Takes a process task's fd out of the inner set.
-    fn forget_proc_fd(core: &mut Core<H>, fd: Option<RawFd>) {
+    /// The child of the process task at `index`.
+    fn child_at(core: &mut Core<H>, index: u32) -> &mut process::Child {
+        let Kind::Process(task) = &mut core.entries.at_mut(index).kind else { unreachable!("a process task") };
+        &mut task.child
+    }
+
+    /// Puts the pipe and pidfd of the process task at `index` in the inner set.
+    fn watch_child_fds(core: &mut Core<H>, index: u32) {
+        let child = Self::child_at(core, index);
+        let fds = [(child.pipe.as_ref(), KEY_PROC_PIPE), (child.pidfd.as_ref(), KEY_PROC_EXIT)];
+        let fds = fds.map(|(fd, key)| fd.map(|fd| (fd.as_raw_fd(), key | index as u64)));
+        for (fd, key) in fds.into_iter().flatten() {
+            // Cannot fail for a fresh fd but for lack of memory; then the timer polls.
+            if core.epoll.add(fd, sys::EPOLLIN, key).is_ok() {
+                core.proc_fds.push((fd, key));
+            }
+        }
+    }
+
+    /// Takes a process task's fd out of the inner set, then closes it (in that order: a
+    /// sibling child may hold a copy, and epoll keeps reporting a file closed while in
+    /// the set).
+    fn unwatch_child_fd(core: &mut Core<H>, fd: Option<OwnedFd>) {
         if let Some(fd) = fd {
-            let _ = core.epoll.remove(fd);
-            core.proc_fds.retain(|&(f, _)| f != fd);
+            let _ = core.epoll.remove(fd.as_raw_fd());
+            core.proc_fds.retain(|&(f, _)| f != fd.as_raw_fd());
         }
     }
 
@@ -759,39 +772,36 @@ impl<H: Handler> Loop<H> {
                 return 0;
             }
             let id = core.entries.id_of(index);
-            let entry = core.entries.at_mut(index);
-            let Kind::Process(task) = &mut entry.kind else { return 0 };
-            let child = &mut task.child;
+            if !matches!(core.entries.at(index).kind, Kind::Process(_)) {
+                return 0;
+            }
             let now = sys::now_ns();
+            let child = Self::child_at(core, index);
             match key {
                 KEY_PROC_PIPE => {
-                    if child.read(PIPE_BUDGET, &mut events) == process::Drained::Closed {
+                    if child.read(PIPE_BUDGET, &mut events) {
                         let pipe = child.pipe.take();
-                        Self::forget_proc_fd(core, pipe.as_ref().map(|p| p.as_raw_fd()));
+                        Self::unwatch_child_fd(core, pipe);
                     }
                 }
-                KEY_PROC_EXIT => {
-                    child.exit = child.exit.or_else(|| process::reap(child.pid, false));
-                }
+                KEY_PROC_EXIT => child.exit = child.exit.or_else(|| process::reap(child.pid, false)),
                 _ => {
-                    if child.state == process::State::Waiting && child.deadline_ns != 0 && now >= child.deadline_ns {
+                    let expired = child.state == process::State::Waiting && child.deadline_ns != 0 && now >= child.deadline_ns;
+                    child.on_timer(now);
+                    if expired {
                         core.waiting.retain(|&i| i != index);
                     }
-                    let Kind::Process(task) = &mut core.entries.at_mut(index).kind else { unreachable!() };
-                    task.child.on_timer(now);
                 }
             }
-            let Kind::Process(task) = &mut core.entries.at_mut(index).kind else { unreachable!() };
-            let child = &mut task.child;
+            let child = Self::child_at(core, index);
             if child.exit.is_some() {
                 // The child is gone: what it wrote is all in the pipe now.
                 child.read(usize::MAX, &mut events);
                 let (pipe, pidfd) = (child.pipe.take(), child.pidfd.take());
-                Self::forget_proc_fd(core, pipe.as_ref().map(|p| p.as_raw_fd()));
-                Self::forget_proc_fd(core, pidfd.as_ref().map(|p| p.as_raw_fd()));
+                Self::unwatch_child_fd(core, pipe);
+                Self::unwatch_child_fd(core, pidfd);
             }
-            let Kind::Process(task) = &mut core.entries.at_mut(index).kind else { unreachable!() };
-            if task.child.is_over() && core.entries.at(index).handler.is_some() {
+            if Self::child_at(core, index).is_over() && core.entries.at(index).handler.is_some() {
                 Some(self.end_process(core, index, id))
             } else {
                 self.schedule_child(core, index);
@@ -821,14 +831,17 @@ impl<H: Handler> Loop<H> {
     fn end_process(&self, core: &mut Core<H>, index: u32, id: Id) -> (Id, H, Entry<H>, i32, Vec<u8>, Option<String>) {
         self.unlink_timer(core, index);
         core.waiting.retain(|&i| i != index);
-        let mut entry = core.entries.remove_at(index);
-        let handler = entry.handler.take().expect("checked by the caller");
-        let Kind::Process(task) = &mut entry.kind else { unreachable!() };
-        if task.child.counted {
+        let child = Self::child_at(core, index);
+        let counted = child.counted;
+        let (pipe, pidfd) = (child.pipe.take(), child.pidfd.take());
+        Self::unwatch_child_fd(core, pipe);
+        Self::unwatch_child_fd(core, pidfd);
+        if counted {
             core.running_children -= 1;
         }
-        Self::forget_proc_fd(core, task.child.pipe_fd());
-        Self::forget_proc_fd(core, task.child.pidfd_fd());
+        let mut entry = core.entries.remove_at(index);
+        let handler = entry.handler.take().expect("checked by the caller");
+        let Kind::Process(task) = &mut entry.kind else { unreachable!("a process task") };
         let (status, result, message) = task.child.outcome();
         (id, handler, entry, status, result, message)
     }
@@ -845,17 +858,17 @@ impl<H: Handler> Loop<H> {
                 }
                 core.waiting.pop_front();
                 core.running_children += 1;
-                let Kind::Process(task) = &mut core.entries.at_mut(index).kind else { unreachable!() };
-                task.child.state = process::State::Forking;
-                task.child.counted = true;
+                let child = Self::child_at(&mut core, index);
+                child.state = process::State::Forking;
+                child.counted = true;
                 index
             };
             if let Err(e) = self.fork_child(index) {
                 // The task ends with the error; `done` runs in the next pass.
                 let mut core = self.lock();
-                let Kind::Process(task) = &mut core.entries.at_mut(index).kind else { unreachable!() };
-                task.child.state = process::State::Waiting;
-                task.child.failure = Some((e.code, e.message));
+                let child = Self::child_at(&mut core, index);
+                child.state = process::State::Waiting;
+                child.failure = Some((e.code, e.message));
                 if core.wheel.is_linked(index) {
                     core.wheel.remove(index);
                 }
@@ -876,22 +889,15 @@ impl<H: Handler> Loop<H> {
             let mut core = self.lock();
             let (id, index) = self.register(&mut core, done, Kind::Timer { interval_ns: 0 })?;
             process::set_nonblocking(pipe_read_fd);
-            let deadline_ns = if timeout_ms > 0 { sys::now_ns() + timeout_ms * timer::TICK_NS } else { 0 };
-            let mut child = process::Child::new(0, deadline_ns);
+            let mut child = process::Child::new(0, process::deadline_ns(timeout_ms));
             child.state = process::State::Running;
             child.pid = pid;
             // SAFETY: the caller hands the descriptor over (checked open above).
             child.pipe = Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(pipe_read_fd) });
             child.pidfd = process::pidfd_open(pid);
             let core = &mut *core;
-            for (fd, key) in [(child.pipe_fd(), KEY_PROC_PIPE), (child.pidfd_fd(), KEY_PROC_EXIT)] {
-                let Some(fd) = fd else { continue };
-                let key = key | index as u64;
-                if core.epoll.add(fd, sys::EPOLLIN, key).is_ok() {
-                    core.proc_fds.push((fd, key));
-                }
-            }
             core.entries.at_mut(index).kind = Kind::Process(Box::new(ProcTask { child, work: None }));
+            Self::watch_child_fds(core, index);
             self.schedule_child(core, index);
             Ok(id)
         })
@@ -1008,16 +1014,15 @@ impl<H: Handler> Loop<H> {
                 // reaped here, and `done` never runs.
                 self.unlink_timer(core, index);
                 core.waiting.retain(|&i| i != index);
-                let Kind::Process(task) = &mut core.entries.at_mut(index).kind else { unreachable!() };
-                let child = &mut task.child;
+                let child = Self::child_at(core, index);
                 child.kill_and_reap();
-                let fds = [child.pipe.take(), child.pidfd.take()];
-                if std::mem::take(&mut child.counted) {
+                let counted = std::mem::take(&mut child.counted);
+                let (pipe, pidfd) = (child.pipe.take(), child.pidfd.take());
+                if counted {
                     core.running_children -= 1;
                 }
-                for fd in &fds {
-                    Self::forget_proc_fd(core, fd.as_ref().map(|f| f.as_raw_fd()));
-                }
+                Self::unwatch_child_fd(core, pipe);
+                Self::unwatch_child_fd(core, pidfd);
             }
         }
     }

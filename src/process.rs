@@ -469,17 +469,13 @@ pub struct Child {
     pub kill_at_ns: u64,
 }
 
-/// What reading a child's pipe came to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Drained {
-    /// Everything written so far was read (EAGAIN).
-    Yes,
-    /// The budget ran out with data left: read again in the next pass.
-    Budget,
-    /// End of file, or a protocol error: the caller takes the pipe out of its epoll set,
-    /// then closes it (in that order: a sibling child may hold a copy of the pipe, and
-    /// epoll would keep reporting a file closed while still in the set).
-    Closed,
+/// The deadline of a timeout of `timeout_ms` from now (0: none).
+pub fn deadline_ns(timeout_ms: u64) -> u64 {
+    if timeout_ms > 0 {
+        crate::sys::now_ns() + timeout_ms * crate::timer::TICK_NS
+    } else {
+        0
+    }
 }
 
 impl Child {
@@ -500,9 +496,11 @@ impl Child {
         }
     }
 
-    /// Reads the pipe until it is empty, closed, or `budget` bytes were read.
-    pub fn read(&mut self, budget: usize, events: &mut Vec<ChildEvent>) -> Drained {
-        let Some(fd) = self.pipe.as_ref().map(|p| p.as_raw_fd()) else { return Drained::Closed };
+    /// Reads the pipe until it is empty, closed, or `budget` bytes were read (the rest
+    /// then waits for the next pass). True when the pipe is done: end of file, or a
+    /// protocol error; the caller takes it out of its epoll set, then closes it.
+    pub fn read(&mut self, budget: usize, events: &mut Vec<ChildEvent>) -> bool {
+        let Some(fd) = self.pipe.as_ref().map(|p| p.as_raw_fd()) else { return true };
         let mut buf = [0u8; 64 << 10];
         let mut total = 0;
         loop {
@@ -512,31 +510,23 @@ impl Child {
                 if let Err(e) = self.reader.feed(&buf[..n as usize], events) {
                     self.failure = Some((Code::Crashed, format!("the child (pid {}) broke the pipe protocol: {e}", self.pid)));
                     self.kill(libc::SIGKILL);
-                    return Drained::Closed;
+                    return true;
                 }
                 total += n as usize;
                 if total >= budget {
-                    return Drained::Budget;
+                    return false;
                 }
                 continue;
             }
             if n < 0 {
                 match io::Error::last_os_error().raw_os_error() {
                     Some(libc::EINTR) => continue,
-                    Some(libc::EAGAIN) => return Drained::Yes,
+                    Some(libc::EAGAIN) => return false,
                     _ => {}
                 }
             }
-            return Drained::Closed; // end of file (or a read error: nothing more will come)
+            return true; // end of file (or a read error: nothing more will come)
         }
-    }
-
-    pub fn pipe_fd(&self) -> Option<RawFd> {
-        self.pipe.as_ref().map(|p| p.as_raw_fd())
-    }
-
-    pub fn pidfd_fd(&self) -> Option<RawFd> {
-        self.pidfd.as_ref().map(|p| p.as_raw_fd())
     }
 
     /// Signals the child, if it is running and not reaped.

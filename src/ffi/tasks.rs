@@ -109,6 +109,10 @@ pub struct weft_spawn_options {
     pub max_children: u32,
 }
 
+/// The size of the first `weft_spawn_options` (size, timeout_ms, pool): the smallest
+/// accepted.
+const SPAWN_OPTIONS_V1: usize = std::mem::offset_of!(weft_spawn_options, pool) + std::mem::size_of::<*mut weft_pool>();
+
 /// Reads a caller's options struct of `size` bytes into ours (missing fields zero).
 fn read_options<T: Copy>(ptr: *const T, name: &str, minimum: usize) -> Result<Option<T>> {
     if ptr.is_null() {
@@ -311,8 +315,7 @@ pub extern "C" fn weft_spawn(
             WEFT_ON_PROCESS => Where::Process,
             other => return Err(Error::invalid(format!("where {other} is not a WEFT_ON_* value"))),
         };
-        let minimum = std::mem::offset_of!(weft_spawn_options, pool) + std::mem::size_of::<*mut weft_pool>();
-        let o = read_options(options, "weft_spawn_options", minimum)?;
+        let o = read_options(options, "weft_spawn_options", SPAWN_OPTIONS_V1)?;
         let timeout_ms = o.map_or(0, |o| o.timeout_ms);
         let max_children = o.map_or(0, |o| o.max_children as usize);
         // The work and handler are made once nothing can fail before `spawn`, which
@@ -361,8 +364,7 @@ pub extern "C" fn weft_adopt_child(
     guard("weft_adopt_child", || {
         crate::fork::check()?;
         let lp = the_loop(lp)?;
-        let minimum = std::mem::offset_of!(weft_spawn_options, pool) + std::mem::size_of::<*mut weft_pool>();
-        let o = read_options(options, "weft_spawn_options", minimum)?;
+        let o = read_options(options, "weft_spawn_options", SPAWN_OPTIONS_V1)?;
         let done = CHandler::new(Some(done.unwrap_or(no_done)), user_data, free_fn)?;
         lp.adopt_child(pid, pipe_read_fd, done, o.map_or(0, |o| o.timeout_ms))
     })
@@ -371,7 +373,8 @@ pub extern "C" fn weft_adopt_child(
 /// In a child forked by the host (see `weft_adopt_child`): a task whose
 /// `weft_task_write`, `weft_task_emit` and `weft_task_cancelled` report to the parent
 /// through `pipe_write_fd`, and which `weft_child_exit` ends. Works in a forked child
-/// (the exception to `WEFT_ERR_FORKED`). Returns NULL on error: `WEFT_ERR_INVALID`
+/// (the exception to `WEFT_ERR_FORKED`), from any of its threads; use the task from one
+/// thread at a time. Returns NULL on error: `WEFT_ERR_INVALID`
 /// (`pipe_write_fd` not a pipe or socket open for writing).
 #[no_mangle]
 pub extern "C" fn weft_child_task(pipe_write_fd: c_int) -> *mut weft_task {
@@ -385,7 +388,8 @@ pub extern "C" fn weft_child_task(pipe_write_fd: c_int) -> *mut weft_task {
 /// Sends `status` to the parent as the work's status (>= 0 by convention; `done` gets
 /// it), closes the pipe and ends the child with `_exit(0)`: no atexit handler and no
 /// destructor runs. For a task of `weft_child_task`, or a `WEFT_ON_PROCESS` task's own
-/// `task` (to end the child early). Returns only on bad input (`weft_last_error` says
+/// `task` (to end the child early). From the thread using the task. Returns only on bad
+/// input (`weft_last_error` says
 /// why): NULL, or a task that runs on a thread, not in a child.
 #[no_mangle]
 pub extern "C" fn weft_child_exit(task: *mut weft_task, status: c_int) {

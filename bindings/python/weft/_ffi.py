@@ -839,14 +839,16 @@ DOCS = {
         "In a child forked by the host (see `weft_adopt_child`): a task whose\n"
         "`weft_task_write`, `weft_task_emit` and `weft_task_cancelled` report to the parent\n"
         "through `pipe_write_fd`, and which `weft_child_exit` ends. Works in a forked child\n"
-        "(the exception to `WEFT_ERR_FORKED`). Returns NULL on error: `WEFT_ERR_INVALID`\n"
+        "(the exception to `WEFT_ERR_FORKED`), from any of its threads; use the task from one\n"
+        "thread at a time. Returns NULL on error: `WEFT_ERR_INVALID`\n"
         "(`pipe_write_fd` not a pipe or socket open for writing)."
     ),
     "weft_child_exit": (
         "Sends `status` to the parent as the work's status (>= 0 by convention; `done` gets\n"
         "it), closes the pipe and ends the child with `_exit(0)`: no atexit handler and no\n"
         "destructor runs. For a task of `weft_child_task`, or a `WEFT_ON_PROCESS` task's own\n"
-        "`task` (to end the child early). Returns only on bad input (`weft_last_error` says\n"
+        "`task` (to end the child early). From the thread using the task. Returns only on bad\n"
+        "input (`weft_last_error` says\n"
         "why): NULL, or a task that runs on a thread, not in a child."
     ),
     "weft_task_cancelled": (
