@@ -28,6 +28,10 @@
 //! two stores and two loads form a Dekker pair), so the consumer sees `queued` and
 //! does not sleep. A record pushed onto a non-empty queue is behind one of those.
 //!
+//! Finished tasks come back through a second, lock-free list (see [`Inbox::give_back`]):
+//! the producer's compare-and-swap of `done` onto an empty list is its "queued = true",
+//! and `doze` reads `done` with `queued`, so the same argument holds.
+//!
 //! Cost: while the consumer is busy in passes (a fast producer, a stream of task
 //! completions), producers never ring: a post is one uncontended lock. When the
 //! consumer sleeps, one ring wakes it for a whole batch.
@@ -47,8 +51,20 @@
 use crate::sys::{self, EventFd};
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
-use std::sync::{Mutex, MutexGuard};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// The first word of a task cell given back to its loop: the completion list is a
+/// stack of cells linked through it (see [`Inbox::give_back`]).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Link {
+    next: *mut Link,
+}
+
+/// The completion list's head once the loop is gone.
+const CLOSED: *mut Link = std::ptr::dangling_mut::<Link>();
 
 pub enum Record<H> {
     Post { seq: u64, handler: H },
@@ -108,12 +124,39 @@ pub struct Inbox<H> {
     limit: AtomicUsize,
     /// Producers inside [`Inbox::ring`].
     ringers: AtomicUsize,
+    /// Task cells given back (a stack, newest first), or CLOSED.
+    done: Line<AtomicPtr<Link>>,
+    /// After `close_done`: the cells still lent out, plus one while `close_done` runs.
+    stragglers: AtomicUsize,
+    /// The memory of the loop's task cells (see [`Inbox::own_chunk`]).
+    chunks: Mutex<Vec<(NonNull<u8>, std::alloc::Layout)>>,
     /// The bell's fd number: rung by producers under the queue lock, by the loop
     /// itself, and drained by the loop. The queue owns (and `close` closes) the fd.
     bell: RawFd,
 }
 
+// SAFETY: the chunks are plain memory, freed once, by the inbox's drop.
+unsafe impl<H: Send> Send for Inbox<H> {}
+unsafe impl<H: Send> Sync for Inbox<H> {}
+
+impl<H> Drop for Inbox<H> {
+    fn drop(&mut self) {
+        for (chunk, layout) in self.chunks.get_mut().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            // SAFETY: allocated with this layout, handed over by `own_chunk`; every cell
+            // in it has been released (the inbox outlives every lent cell).
+            unsafe { std::alloc::dealloc(chunk.as_ptr(), layout) };
+        }
+    }
+}
+
 impl<H> Inbox<H> {
+    /// Takes ownership of a chunk of task cells, allocated with `layout`: the inbox
+    /// lives as long as any cell is lent out (see [`Inbox::close_done`]), so the chunk
+    /// is freed with it.
+    pub fn own_chunk(&self, chunk: NonNull<u8>, layout: std::alloc::Layout) {
+        self.chunks.lock().unwrap_or_else(|p| p.into_inner()).push((chunk, layout));
+    }
+
     pub fn new() -> std::io::Result<Inbox<H>> {
         let bell = EventFd::new()?;
         Ok(Inbox {
@@ -133,6 +176,9 @@ impl<H> Inbox<H> {
             cancel_requests: AtomicUsize::new(0),
             limit: AtomicUsize::new(0),
             ringers: AtomicUsize::new(0),
+            done: Line(AtomicPtr::new(std::ptr::null_mut())),
+            stragglers: AtomicUsize::new(0),
+            chunks: Mutex::new(Vec::new()),
         })
     }
 
@@ -204,7 +250,85 @@ impl<H> Inbox<H> {
 
     /// True when records are queued that the consumer has not taken.
     pub fn has_records(&self) -> bool {
-        self.queued.0.load(SeqCst)
+        let done = self.done.0.load(SeqCst);
+        self.queued.0.load(SeqCst) || !(done.is_null() || done == CLOSED)
+    }
+
+    /// Pushes a task cell (starting with its [`Link`]) onto the completion list, and
+    /// rings the bell when the list was empty and the consumer dozes (the protocol
+    /// above). False if the loop has closed the list: the caller keeps the cell.
+    pub fn give_back(&self, cell: NonNull<Link>) -> bool {
+        let mut head = self.done.0.load(Acquire);
+        loop {
+            if head == CLOSED {
+                return false;
+            }
+            // SAFETY: the cell is the caller's until the exchange publishes it.
+            unsafe { cell.as_ptr().write(Link { next: head }) };
+            match self.done.0.compare_exchange_weak(head, cell.as_ptr(), SeqCst, Acquire) {
+                Ok(_) => break,
+                Err(now) => head = now,
+            }
+        }
+        if head.is_null() && !self.awake.0.load(SeqCst) {
+            self.ring();
+        }
+        true
+    }
+
+    /// Takes the cells given back, oldest first, into `cells`; returns how many.
+    pub fn take_done<T>(&self, cells: &mut VecDeque<NonNull<T>>) -> usize {
+        if self.done.0.load(Relaxed).is_null() {
+            return 0;
+        }
+        let list = self.done.0.swap(std::ptr::null_mut(), SeqCst);
+        let at = cells.len();
+        let mut link = list;
+        while !link.is_null() {
+            // SAFETY: a cell on the list is the consumer's now; its first word links it.
+            let next = unsafe { (*link).next };
+            cells.push_back(NonNull::new(link.cast()).expect("non-null"));
+            link = next;
+        }
+        cells.make_contiguous()[at..].reverse();
+        cells.len() - at
+    }
+
+    /// Closes the completion list (the loop is being freed): hands every cell on it to
+    /// `free`. `lent` cells are still with pools: they will find the list closed and
+    /// free themselves, and the last one calls [`Inbox::straggler_gone`], which drops
+    /// `keep`, a reference to this inbox (from `Arc::into_raw`) that keeps it alive
+    /// until then. With nothing lent, `keep` is dropped here.
+    pub fn close_done<T>(&self, lent: usize, keep: *const Inbox<H>, mut free: impl FnMut(NonNull<T>)) {
+        debug_assert!(std::ptr::eq(keep, self));
+        // Counted before the list closes: a straggler can only decrement after.
+        self.stragglers.store(lent + 1, SeqCst);
+        let mut link = self.done.0.swap(CLOSED, SeqCst);
+        let mut freed = 0;
+        while !link.is_null() {
+            // SAFETY: as in take_done.
+            let next = unsafe { (*link).next };
+            free(NonNull::new(link.cast()).expect("non-null"));
+            freed += 1;
+            link = next;
+        }
+        // SAFETY: `keep` is the reference close_done was given.
+        unsafe { Self::stragglers_gone(keep, freed + 1) }
+    }
+
+    /// A pool freed a cell of this closed inbox.
+    ///
+    /// # Safety
+    /// `inbox` is a closed inbox whose `close_done` counted the cell.
+    pub unsafe fn straggler_gone(inbox: *const Inbox<H>) {
+        unsafe { Self::stragglers_gone(inbox, 1) }
+    }
+
+    unsafe fn stragglers_gone(inbox: *const Inbox<H>, n: usize) {
+        // SAFETY: alive until the count reaches zero, which happens once.
+        if unsafe { &*inbox }.stragglers.fetch_sub(n, SeqCst) == n {
+            drop(unsafe { Arc::from_raw(inbox) });
+        }
     }
 
     /// The consumer begins a pass: producers need not ring until it dozes.
@@ -224,10 +348,19 @@ impl<H> Inbox<H> {
         self.limit.store(limit, Relaxed);
     }
 
+    /// The limit [`Inbox::set_limit`] set.
+    pub fn limit(&self) -> usize {
+        self.limit.load(Relaxed)
+    }
+
     /// Takes the queued records into `batch` (which must be empty): all of them, or the
     /// first `limit` (the rest stay queued, and `queued` stays set, so the consumer does
     /// not sleep on them and an embedding host's fd stays readable).
-    pub fn take(&self, batch: &mut VecDeque<Record<H>>) {
+    ///
+    /// Returns the number of the first record not taken, and the number after the last
+    /// record queued now: once the consumer has dispatched the batch, every record
+    /// numbered below the first has been dispatched.
+    pub fn take(&self, batch: &mut VecDeque<Record<H>>) -> (u64, u64) {
         sys::drain_fd(self.bell);
         let mut queue = self.lock();
         // Every record before this batch has been dispatched or skipped.
@@ -251,6 +384,12 @@ impl<H> Inbox<H> {
         if queue.records.is_empty() {
             self.queued.0.store(false, SeqCst);
         }
+        (queue.first_seq, queue.first_seq + queue.records.len() as u64)
+    }
+
+    /// True once [`Inbox::close_done`] has run.
+    pub fn done_closed(&self) -> bool {
+        self.done.0.load(SeqCst) == CLOSED
     }
 
     /// Called by the consumer just before it runs post `seq`: false if it was cancelled.

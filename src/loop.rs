@@ -33,7 +33,7 @@ use crate::slots::{self, Generational, Id, IdKind, Slab};
 use crate::sys::{self, Epoll, EpollEvent, EventFd, TimerFd};
 use crate::pool::{self, Pool};
 use crate::process;
-use crate::task::{self, LoopSide, TaskCell, TaskWork, Where};
+use crate::task::{self, Back, TaskCell, TaskRef, TaskWork, Where};
 use crate::timer::{self, Wheel};
 use crate::watch::{self, FdTable};
 use std::ffi::CStr;
@@ -99,7 +99,7 @@ enum Kind<H: Handler> {
     /// Boxed to keep every registration at 48 bytes.
     Subscription { pattern: Box<Pattern> },
     /// A task in flight (the cell its job shares); in the wheel too with a timeout.
-    Task(LoopSide<H, H::Work>),
+    Task(TaskRef<H, H::Work>),
     /// A process task or an adopted child; in the wheel for its timeout and kill.
     Process(Box<ProcTask<H::Work>>),
 }
@@ -175,10 +175,15 @@ struct Core<H: Handler> {
     running_children: usize,
     /// The epoll members of process tasks (pipes and pidfds), by key.
     proc_fds: Vec<(RawFd, u64)>,
+    /// Task cells: spares, and how many have been lent.
+    cells: task::Cells<H, H::Work>,
 }
 
+/// A task cell back from its pool, waiting in the runner to be served.
+type Cell<H> = std::ptr::NonNull<TaskCell<H, <H as Handler>::Work>>;
+
 /// Scratch space of the thread running the loop.
-struct Runner<H> {
+struct Runner<H: Handler> {
     events: Vec<EpollEvent>,
     ready: Vec<(RawFd, u32)>,
     ids: Vec<(Id, u32)>,
@@ -186,7 +191,20 @@ struct Runner<H> {
     indices: Vec<u32>,
     /// Epoll keys of process tasks ready in this pass.
     procs: Vec<u64>,
+    /// Task cells given back and not yet served (oldest first), in groups that may be
+    /// served once the inbox's records before a sequence number have been dispatched:
+    /// (that number, how many cells).
+    done: std::collections::VecDeque<Cell<H>>,
+    groups: std::collections::VecDeque<(u64, usize)>,
+    /// How many cells have been taken back since the loop was made.
+    returned: u64,
+    /// Scratch: completions to deliver, cells to recycle.
+    deliver: Vec<(Id, H, Cell<H>)>,
+    spare: Vec<Cell<H>>,
 }
+
+// SAFETY: the task cells a runner holds are its loop's alone (taken back from pools).
+unsafe impl<H: Handler> Send for Runner<H> {}
 
 const KEY_INBOX: u64 = 0;
 const KEY_TIMER: u64 = 1;
@@ -280,6 +298,7 @@ impl<H: Handler> Loop<H> {
                 waiting: Default::default(),
                 running_children: 0,
                 proc_fds: Vec::new(),
+                cells: Default::default(),
             }),
             inbox: Arc::new(inbox),
             inner_fd: AtomicI32::new(epoll_fd),
@@ -293,6 +312,11 @@ impl<H: Handler> Loop<H> {
                 batch: Default::default(),
                 indices: Vec::new(),
                 procs: Vec::new(),
+                done: Default::default(),
+                groups: Default::default(),
+                returned: 0,
+                deliver: Vec::new(),
+                spare: Vec::new(),
             }),
             stop: AtomicBool::new(false),
             running: AtomicBool::new(false),
@@ -603,7 +627,7 @@ impl<H: Handler> Loop<H> {
             // Registered with a placeholder kind first: the cell needs the id.
             let (id, index) = self.register(&mut core, done, Kind::Timer { interval_ns: 0 })?;
             let work = work.take().expect("not taken yet");
-            let (side, job) = TaskCell::create(id, self.inbox.clone(), work);
+            let (side, job) = TaskCell::lend(&mut core.cells, id, &self.inbox, work);
             core.entries.at_mut(index).kind = Kind::Task(side);
             if timeout_ms > 0 {
                 core.wheel.insert(index, sys::now_ns() + timeout_ms * timer::TICK_NS);
@@ -1040,9 +1064,10 @@ impl<H: Handler> Loop<H> {
         let result = self.run_passes(&mut runner, mode);
         self.runner_thread.store(0, SeqCst);
         self.running.store(false, SeqCst);
-        // Records that producers did not ring for (the loop was awake) must make the
-        // loop's fd readable now: an embedding host waits on it.
-        if self.inbox.doze() {
+        // Records that producers did not ring for (the loop was awake), and completions
+        // a pass limit left for later, must make the loop's fd readable now: an
+        // embedding host waits on it.
+        if self.inbox.doze() || !runner.done.is_empty() {
             self.inbox.wake();
         }
         // As in libuv, a stop is used up by the run it ends, or by the next run.
@@ -1116,13 +1141,13 @@ impl<H: Handler> Loop<H> {
     /// One pass; returns how many callbacks it ran.
     fn pass(&self, runner: &mut Runner<H>, block: bool) -> Result<usize> {
         let mut ran = 0;
-        let Runner { events, ready, ids, batch, indices, procs } = runner;
+        let Runner { events, ready, ids, batch, indices, procs, done, groups, returned, deliver, spare } = runner;
         // Wake-ups deferred by callbacks must not wait for this thread to wake.
         if block {
             pool::flush_deferred_wakeups();
         }
         // The inbox protocol: doze, and do not wait if records came in meanwhile.
-        let queued = self.inbox.doze();
+        let queued = self.inbox.doze() || !done.is_empty();
         let block = block && !queued;
         sys::epoll_wait(self.inner_fd.load(SeqCst), events, if block { -1 } else { 0 })
             .map_err(io_error("epoll_wait"))?;
@@ -1201,7 +1226,16 @@ impl<H: Handler> Loop<H> {
         }
 
         if inbox_rang || queued {
-            self.inbox.take(batch);
+            // Cells first, then records: a task's events are queued before its cell is
+            // given back, so they are before the end of the take below, and its `done`
+            // waits until they have been dispatched (at once, unless a pass limit split
+            // the records).
+            let taken = self.inbox.take_done(done);
+            *returned += taken as u64;
+            let (dispatched, end) = self.inbox.take(batch);
+            if taken > 0 {
+                groups.push_back((end, taken));
+            }
             for record in batch.drain(..) {
                 match record {
                     Record::Post { seq, mut handler } => {
@@ -1223,8 +1257,95 @@ impl<H: Handler> Loop<H> {
                     Record::Job(job) => pool::deferring_wakeups(|| job.run()),
                 }
             }
+            let mut ready = 0;
+            for &(end, n) in groups.iter() {
+                if end > dispatched {
+                    break;
+                }
+                ready += n;
+            }
+            let ready = match self.inbox.limit() {
+                0 => ready,
+                limit => ready.min(limit),
+            };
+            if ready > 0 {
+                let mut left = ready;
+                while left > 0 {
+                    let group = groups.front_mut().expect("counted above");
+                    let n = group.1.min(left);
+                    group.1 -= n;
+                    left -= n;
+                    if group.1 == 0 {
+                        groups.pop_front();
+                    }
+                }
+                ran += self.serve_cells(done, ready, deliver, spare);
+            }
         }
         Ok(ran)
+    }
+
+    /// Serves the first `n` cells of `done`: delivers their tasks' completions (one
+    /// lock for the lot, then `done` for each, without it) and recycles the cells.
+    /// Returns how many `done` callbacks ran.
+    ///
+    /// A task whose cell is served here has finished: from the moment its entry leaves
+    /// the slab below, a cancel finds nothing, even from the `done` of a task served
+    /// before it in the same batch.
+    fn serve_cells(
+        &self,
+        done: &mut std::collections::VecDeque<Cell<H>>,
+        n: usize,
+        deliver: &mut Vec<(Id, H, Cell<H>)>,
+        spare: &mut Vec<Cell<H>>,
+    ) -> usize {
+        {
+            let mut core = self.lock();
+            let core = &mut *core;
+            for cell in done.drain(..n) {
+                // SAFETY: on the loop's thread, for a cell just taken back.
+                match unsafe { TaskCell::take_back(cell) } {
+                    Back::Recycle => spare.push(cell),
+                    Back::Kept => {}
+                    Back::Deliver(id) => {
+                        let index = core.entries.index(id).filter(|&i| {
+                            let entry = core.entries.at(i);
+                            entry.handler.is_some() && matches!(&entry.kind, Kind::Task(t) if t.is(cell))
+                        });
+                        // A live task keeps its entry until its cell is delivered.
+                        let Some(index) = index else {
+                            debug_assert!(false, "a delivered cell without its entry");
+                            continue;
+                        };
+                        self.unlink_timer(core, index);
+                        let entry = core.entries.remove_at(index);
+                        if let Kind::Task(side) = entry.kind {
+                            side.into_cell();
+                        }
+                        deliver.push((id, entry.handler.expect("checked above"), cell));
+                    }
+                }
+            }
+        }
+        let ran = deliver.len();
+        pool::deferring_wakeups(|| {
+            for (id, mut handler, cell) in deliver.drain(..) {
+                // SAFETY: take_back said to deliver it; once.
+                let (status, result) = unsafe { TaskCell::outcome(cell) };
+                handler.call(self, id, Event::Done { status, result: &result, message: None });
+                drop(handler);
+                spare.push(cell);
+            }
+        });
+        // The works' ends (free_fn) run without the lock; then the cells are kept.
+        for cell in spare.iter() {
+            // SAFETY: back, its registration ended: recycled once.
+            unsafe { TaskCell::release(*cell) };
+        }
+        if !spare.is_empty() {
+            self.lock().cells.keep(spare.drain(..));
+        }
+        ran
     }
 
     fn dispatch_signals(&self, ids: &mut Vec<(Id, u32)>) -> usize {
@@ -1345,7 +1466,7 @@ impl<H: Handler> Loop<H> {
     /// functions on this thread. Refused while the loop is running. After `close`,
     /// registrations fail with `Closed`.
     pub fn close(&self) -> Result<()> {
-        let _runner = self.runner.try_lock().map_err(|_| {
+        let mut runner = self.runner.try_lock().map_err(|_| {
             Error::new(
                 Code::Busy,
                 "the loop is running (called from one of its callbacks, or while another thread runs it); \
@@ -1372,7 +1493,20 @@ impl<H: Handler> Loop<H> {
             };
             drop(entries);
         }
+        // Queued jobs of tasks on the loop give their cells back as they are dropped.
         drop(self.inbox.close());
+        if !self.inbox.done_closed() {
+            // Cells taken back and not served: their entries are gone, they are ours.
+            for cell in runner.done.drain(..) {
+                // SAFETY: taken back, never served; freed once.
+                unsafe { TaskCell::release(cell) };
+            }
+            runner.groups.clear();
+            let lent = self.lock().cells.lent() - runner.returned;
+            let keep = Arc::into_raw(self.inbox.clone());
+            // SAFETY: cells on the list are back and their entries gone: ours to free.
+            self.inbox.close_done(lent as usize, keep, |cell: Cell<H>| unsafe { TaskCell::release(cell) });
+        }
         Ok(())
     }
 }

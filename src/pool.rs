@@ -71,6 +71,7 @@ pub trait Job: Send + Sync {
 /// release it. Tasks embed it, so a queued task costs one thin pointer and no
 /// allocation beyond the task itself.
 #[repr(C)]
+#[derive(Clone, Copy)]
 pub struct JobHeader {
     pub vtable: &'static JobVTable,
 }
@@ -284,9 +285,29 @@ struct Common {
     serial: u64,
 }
 
-thread_local! {
+/// What a thread knows of pools, in one thread-local (in a shared library, each
+/// thread-local access is a call: a spawn makes one).
+struct ThreadState {
     /// The pool serial and worker index of the current thread, if it is a pool thread.
-    static CURRENT: Cell<Option<(u64, usize)>> = const { Cell::new(None) };
+    current: Cell<Option<(u64, usize)>>,
+    /// The deque of the CPU worker running on this thread (for nested submissions).
+    local: Cell<*const Worker<JobRef>>,
+    /// How deep this thread is in loop callbacks (see [`deferring_wakeups`]).
+    deferring: Cell<usize>,
+    /// The CPU pool (an `Arc` turned into a raw pointer, so the thread-local needs no
+    /// destructor) this thread submitted to while deferring, to wake when it stops.
+    deferred: Cell<*const Cpu>,
+}
+
+thread_local! {
+    static THREAD: ThreadState = const {
+        ThreadState {
+            current: Cell::new(None),
+            local: Cell::new(std::ptr::null()),
+            deferring: Cell::new(0),
+            deferred: Cell::new(std::ptr::null()),
+        }
+    };
 }
 
 fn next_serial() -> u64 {
@@ -299,7 +320,7 @@ impl Common {
         let name = format!("{}-{index}", self.options.name);
         let common = self.clone();
         let handle = OsThread::spawn(&name, self.options.stack_size, move || {
-            CURRENT.with(|c| c.set(Some((common.serial, index))));
+            THREAD.with(|t| t.current.set(Some((common.serial, index))));
             if let Some(hook) = &common.options.on_start {
                 hook(index);
             }
@@ -320,7 +341,7 @@ impl Common {
     }
 
     fn on_own_thread(&self) -> Option<usize> {
-        CURRENT.with(|c| c.get()).and_then(|(serial, index)| (serial == self.serial).then_some(index))
+        THREAD.with(|t| t.current.get()).and_then(|(serial, index)| (serial == self.serial).then_some(index))
     }
 }
 
@@ -344,10 +365,6 @@ struct Cpu {
     started: AtomicBool,
 }
 
-thread_local! {
-    /// The deque of the CPU worker running on this thread (for nested submissions).
-    static LOCAL: Cell<*const Worker<JobRef>> = const { Cell::new(std::ptr::null()) };
-}
 
 impl Cpu {
     fn find_job(&self, local: &Worker<JobRef>) -> Option<JobRef> {
@@ -370,7 +387,7 @@ impl Cpu {
     }
 
     fn work(self: &Arc<Self>, local: Worker<JobRef>) {
-        LOCAL.with(|l| l.set(&local));
+        THREAD.with(|t| t.local.set(&local));
         self.searching.fetch_add(1, SeqCst);
         loop {
             if let Some(job) = self.find_job_spinning(&local) {
@@ -403,7 +420,7 @@ impl Cpu {
             drop(guard);
         }
         self.searching.fetch_sub(1, SeqCst);
-        LOCAL.with(|l| l.set(std::ptr::null()));
+        THREAD.with(|t| t.local.set(std::ptr::null()));
         // Jobs left in this worker's deque at shutdown are abandoned, not lost.
         while let Some(job) = local.pop() {
             job.abandon();
@@ -483,15 +500,21 @@ impl Cpu {
             job.abandon();
             return Err(e);
         }
-        let local = LOCAL.with(|l| l.get());
-        if !local.is_null() && self.common.on_own_thread().is_some() {
-            // SAFETY: LOCAL points at the deque owned by this very thread's `work`
-            // frame, which outlives this call (it is set and cleared by `work`).
+        let (local, deferred) = THREAD.with(|t| {
+            let local = t.local.get();
+            let own = !local.is_null() && t.current.get().is_some_and(|(serial, _)| serial == self.common.serial);
+            (if own { local } else { std::ptr::null() }, defer_wake(t, self))
+        });
+        if !local.is_null() {
+            // SAFETY: `local` is the deque owned by this very thread's `work` frame,
+            // which outlives this call (it is set and cleared by `work`).
             unsafe { &*local }.push(job);
         } else {
             self.injector.push(job);
         }
-        self.events.fetch_add(1, SeqCst);
+        if !deferred {
+            self.events.fetch_add(1, SeqCst);
+        }
         if self.common.shutdown.load(SeqCst) {
             // Shutdown began meanwhile and may have drained the injector before the
             // push: give up what is left there (each job goes to exactly one taker).
@@ -499,7 +522,7 @@ impl Cpu {
             self.wake_all();
             return Err(Error::new(Code::Closed, "the pool is shutting down"));
         }
-        if !defer_wake(self) {
+        if !deferred {
             self.wake_if_needed();
         }
         Ok(())
@@ -530,14 +553,6 @@ impl Cpu {
 
 // ---- deferred wake-ups ----------------------------------------------------------------
 
-thread_local! {
-    /// How deep this thread is in loop callbacks (see [`deferring_wakeups`]).
-    static DEFERRING: Cell<usize> = const { Cell::new(0) };
-    /// The CPU pool (an `Arc` turned into a raw pointer, so the thread-local needs no
-    /// destructor) this thread submitted to while deferring, to wake when it stops.
-    static DEFERRED: Cell<*const Cpu> = const { Cell::new(std::ptr::null()) };
-}
-
 /// Runs `f` (a loop callback) with CPU-pool wake-ups deferred to its end: a callback
 /// that spawns many tasks wakes a sleeping worker once, not once per task (a wake-up
 /// costs a system call on each side). Correct because the job and its `events` bump
@@ -547,16 +562,16 @@ pub fn deferring_wakeups<R>(f: impl FnOnce() -> R) -> R {
     struct Depth;
     impl Drop for Depth {
         fn drop(&mut self) {
-            let depth = DEFERRING.with(|d| {
-                d.set(d.get() - 1);
-                d.get()
+            let depth = THREAD.with(|t| {
+                t.deferring.set(t.deferring.get() - 1);
+                t.deferring.get()
             });
             if depth == 0 {
                 flush_deferred_wakeups();
             }
         }
     }
-    DEFERRING.with(|d| d.set(d.get() + 1));
+    THREAD.with(|t| t.deferring.set(t.deferring.get() + 1));
     let _depth = Depth;
     f()
 }
@@ -565,28 +580,32 @@ pub fn deferring_wakeups<R>(f: impl FnOnce() -> R) -> R {
 /// blocks, so that a loop run from inside another loop's callback (or any wait inside a
 /// callback) cannot sleep on work whose worker was never woken.
 pub fn flush_deferred_wakeups() {
-    let cpu = DEFERRED.with(|p| p.replace(std::ptr::null()));
+    let cpu = THREAD.with(|t| t.deferred.replace(std::ptr::null()));
     if !cpu.is_null() {
         // SAFETY: made by Arc::into_raw in `defer_wake`, taken back once.
-        unsafe { Arc::from_raw(cpu) }.wake_if_needed();
+        let cpu = unsafe { Arc::from_raw(cpu) };
+        // The submissions it stands for did not bump `events`: one bump for them all.
+        cpu.events.fetch_add(1, SeqCst);
+        cpu.wake_if_needed();
     }
 }
 
 /// Records a wake-up of `cpu` for later if this thread is deferring them (one pool; a
-/// second one in the same callback is woken at once).
-fn defer_wake(cpu: &Arc<Cpu>) -> bool {
-    if DEFERRING.with(|d| d.get()) == 0 {
+/// second one in the same callback is woken at once). A deferred submission also
+/// leaves its `events` bump to the flush: a worker that checks `events` before the
+/// flush may sleep, and the flush's bump and wake-up then find it (the sleep protocol's
+/// Dekker pair holds between the flush and the sleeper).
+fn defer_wake(t: &ThreadState, cpu: &Arc<Cpu>) -> bool {
+    if t.deferring.get() == 0 {
         return false;
     }
-    DEFERRED.with(|p| {
-        let current = p.get();
-        if current.is_null() {
-            p.set(Arc::into_raw(cpu.clone()));
-            true
-        } else {
-            std::ptr::eq(current, Arc::as_ptr(cpu))
-        }
-    })
+    let current = t.deferred.get();
+    if current.is_null() {
+        t.deferred.set(Arc::into_raw(cpu.clone()));
+        true
+    } else {
+        std::ptr::eq(current, Arc::as_ptr(cpu))
+    }
 }
 
 // ---- IO pool --------------------------------------------------------------------------

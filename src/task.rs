@@ -2,30 +2,60 @@
 //! (`done`) on the loop thread.
 //!
 //! A task is a registration of its loop (its `done` handler lives in the loop's slab)
-//! plus a [`Job`] in a pool that runs its work function. Both sides hold the same
-//! [`TaskCell`] (its state, its work and its user data, in one allocation); the job
-//! reports back through the loop's inbox (a `Done` record), so completions arrive in
-//! batches with one wake-up each. The work (and with it the user data) is dropped when
-//! both sides are done with the cell.
+//! plus a [`TaskCell`] that a pool (or the loop itself, for `Where::Loop`) runs as a job.
+//! The cell holds the work and its user data, the task's state, and, once the work has
+//! returned, its status and result.
 //!
-//! States: Queued → Running → Finished, or Queued → Cancelled (the work never runs).
-//! Cancel of a queued task wins the Queued → Cancelled race and queues the `Cancelled`
-//! completion itself; cancel of a running task only raises the flag work can poll, and
-//! the loop reports `Cancelled` when the work's completion arrives. A timeout reports
-//! `Timeout` at the deadline without waiting for the work, which sees the flag raised.
+//! # One owner at a time, no reference counts
+//!
+//! The loop lends a cell to a pool and the pool always gives it back: when the work has
+//! returned, or when the job is given up (the task was cancelled before it started, the
+//! pool shut down, the queued job was dropped). Giving back pushes the cell onto the
+//! loop's completion list (see [`Inbox::give_back`]), one compare-and-swap, and that
+//! push is also how the completion is reported, so a finished task costs its worker no
+//! lock and its loop no atomic operation per task: the loop takes the whole list with
+//! one swap, delivers `done` for each cell, drops the work (the C layer's `free_fn`,
+//! on the loop thread) and keeps the cell for the next spawn. Cells are recycled by their
+//! loop, so a spawn makes no allocation once the loop has seen as many tasks in flight.
+//!
+//! States (`stage`, shared): Queued → Running → Finished, or Queued → Abandoned (the
+//! loop cancelled it before it started: the work never runs, and the canceller queues
+//! the `Cancelled` completion itself, so `done` does not wait for a busy pool to reach
+//! the job). Cancel of a running task only raises the flag work can poll; the loop
+//! reports `Cancelled` when the cell comes back. A timeout reports `Timeout` at the
+//! deadline without waiting for the work, which sees the flag raised.
+//!
+//! The loop's side (`home`, touched only by the thread that owns the loop: the one
+//! running it, or the one freeing it) says which of the two ends came first: the cell
+//! coming back, or the task's registration ending (`done` ran, or the loop was freed).
+//! Whichever comes second releases the work and the cell.
+//!
+//! Two cases end the user data sooner, as the API promises. A task cancelled before it
+//! started has its work dropped when its registration ends (at its `done`), since the
+//! pool will never touch it. A task whose `done` ran while its work was still running
+//! (a timeout, a cancel) has its work dropped by its pool thread as soon as it returns.
+//! That second case is settled on `stage`: the loop sets `ENDED_BIT`, the work's thread
+//! sets `FINISHED_BIT`, each with one atomic or, and the work's thread drops the work if
+//! it saw `ENDED_BIT`. The work's thread pays for that only when the task's cancel flag
+//! is raised (which the loop always does first); otherwise it stores `FINISHED` plainly
+//! and the loop drops the work when the cell is back.
+//!
+//! A freed loop may still have cells lent out. It closes its completion list; a pool
+//! thread that finds it closed frees the cell itself (so the work's user data ends on
+//! that thread), and the last of them lets go of the inbox (see [`Inbox::close_done`]).
 //!
 //! A task that never returns keeps its pool thread forever: weft cannot stop a thread.
 //! Its `done` still runs once (on cancel or timeout, if one is set), and its user data
 //! is released when (if) the work returns.
 
-use crate::inbox::{Inbox, Record};
+use crate::inbox::{Inbox, Link};
 use crate::pool::{self, JobHeader, JobRef, JobVTable, Pool};
 use crate::slots::Id;
-use std::cell::{RefCell, UnsafeCell};
+use std::cell::{Cell, RefCell, UnsafeCell};
 use std::mem::ManuallyDrop;
 use std::os::fd::RawFd;
 use std::ptr::NonNull;
-use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Acquire, Ordering::Release, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Acquire, Ordering::Release, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 
 /// Where a task's work runs.
@@ -41,10 +71,28 @@ pub enum Where {
 pub const CANCELLED: i32 = crate::error::Code::Cancelled as i32;
 pub const TIMEOUT: i32 = crate::error::Code::Timeout as i32;
 
+// `stage`, shared by the loop and the pool: a state and two flags.
 const QUEUED: u8 = 0;
 const RUNNING: u8 = 1;
-const FINISHED: u8 = 2;
-const ABANDONED: u8 = 3;
+/// Running, then finished: the pool sets this bit.
+const FINISHED_BIT: u8 = 2;
+const FINISHED: u8 = RUNNING | FINISHED_BIT;
+const ABANDONED: u8 = 4;
+const STATE: u8 = 7;
+/// The registration ended (its `done` ran) while the cell was lent.
+const ENDED_BIT: u8 = 8;
+/// The work has been dropped already (by the pool, or by the loop after an abandon).
+const WORK_GONE: u8 = 16;
+
+// `home`, the loop's side.
+/// Lent to a pool; the registration is live.
+const LENT: u8 = 0;
+/// Given back; the registration still waits for its `done` (queued by a cancel).
+const BACK: u8 = 1;
+/// The registration has ended; the pool still has the cell.
+const ENDED: u8 = 2;
+/// A spare cell: its work has been dropped.
+const SPARE: u8 = 3;
 
 /// A task's work, as the spawner supplies it. Dropping it is the end of the task's user
 /// data (the C layer runs `free_fn` then), which happens once both the loop and the
@@ -76,54 +124,138 @@ impl<H> TaskWork<H> for BoxedWork<H> {
     }
 }
 
-/// A task, shared by its loop entry and its queued job: one allocation per task, with
-/// its own reference count (one for each side), so that a queued task costs its 56-byte
-/// cell, a thin pointer in the pool's queue and its loop slot, and nothing else.
+/// The first word of a cell: its job header while a pool has it, its link in the
+/// loop's completion list once given back.
 #[repr(C)]
+union Head {
+    job: JobHeader,
+    link: Link,
+}
+
+/// A task's state, work and outcome: one 64-byte cache line for a C task, lent by the
+/// loop to a pool and given back (see the module comment).
+#[repr(C, align(64))]
 pub struct TaskCell<H, W> {
-    /// First field: the pool reaches the task through it (see [`JobRef`]).
-    header: JobHeader,
-    refs: AtomicU32,
+    /// First field: the pool reaches the task through it (see [`JobRef`]), and the
+    /// completion list links it.
+    head: UnsafeCell<Head>,
+    /// The registration (loop side only).
+    id: Cell<Id>,
+    /// The loop's inbox: alive while any of its cells is lent out.
+    inbox: *const Inbox<H>,
+    /// What the work wrote (None: nothing); written before the cell is given back.
+    result: UnsafeCell<Option<Box<Vec<u8>>>>,
+    status: UnsafeCell<i32>,
     stage: AtomicU8,
     cancelled: AtomicBool,
-    /// The sides still holding the work: the loop (until `done` has run) and the pool
-    /// (until the work has returned, or been given up before it started). The last one
-    /// to let go drops the work, which ends its user data: on the loop thread after
-    /// `done`, or on the work's thread when the work outlives `done`.
-    holders: AtomicU8,
-    id: Id,
-    inbox: Arc<Inbox<H>>,
+    home: Cell<u8>,
     work: UnsafeCell<ManuallyDrop<W>>,
 }
 
-impl<H: Send + 'static, W: TaskWork<H> + 'static> TaskCell<H, W> {
-    const VTABLE: JobVTable = JobVTable { run: Self::run_job, abandon: Self::abandon_job, release: Self::release_job };
+// SAFETY: a cell is owned by one side at a time (the loop until it lends the job, the
+// pool until it gives the cell back); while lent, the loop touches only the atomics
+// and its own `home` and `id`, which the pool never reads, and `work` is shared as `&W`
+// (W: Sync). The give-back is a release/acquire handover of everything else.
+unsafe impl<H: Send, W: Send + Sync> Send for TaskCell<H, W> {}
+unsafe impl<H: Send, W: Send + Sync> Sync for TaskCell<H, W> {}
 
-    /// A new task: the loop's side of it, and the job to queue.
-    pub fn create(id: Id, inbox: Arc<Inbox<H>>, work: W) -> (LoopSide<H, W>, JobRef) {
-        let cell = Box::new(TaskCell {
-            header: JobHeader { vtable: &Self::VTABLE },
-            refs: AtomicU32::new(2),
+/// How many cells a loop allocates at a time.
+const CHUNK: usize = 64;
+
+/// A loop's cells (under the loop's lock): the spare ones, the unused rest of the last
+/// chunk, and how many it has lent. Chunks are owned by the loop's inbox (see
+/// [`Inbox::own_chunk`]), which outlives every cell lent out, so a cell is never freed
+/// on its own: a cell whose task is over only has its work dropped ([`TaskCell::release`]).
+pub struct Cells<H, W> {
+    spare: Vec<NonNull<TaskCell<H, W>>>,
+    fresh: Option<NonNull<TaskCell<H, W>>>,
+    fresh_left: usize,
+    lent: u64,
+}
+
+// SAFETY: spare and fresh cells belong to the loop alone.
+unsafe impl<H: Send, W: Send + Sync> Send for Cells<H, W> {}
+
+impl<H, W> Default for Cells<H, W> {
+    fn default() -> Self {
+        Cells { spare: Vec::new(), fresh: None, fresh_left: 0, lent: 0 }
+    }
+}
+
+impl<H, W> Cells<H, W> {
+    /// How many cells have been lent since the loop was made.
+    pub fn lent(&self) -> u64 {
+        self.lent
+    }
+
+    /// Keeps recycled cells (see [`TaskCell::take_back`]) for later spawns.
+    pub fn keep(&mut self, cells: impl IntoIterator<Item = NonNull<TaskCell<H, W>>>) {
+        self.spare.extend(cells);
+    }
+}
+
+/// What the loop does with a cell it took off its completion list.
+pub enum Back {
+    /// Deliver the task's completion to registration `id`, then recycle the cell.
+    Deliver(Id),
+    /// The registration has ended: recycle the cell.
+    Recycle,
+    /// Keep it: the registration's `done` is still queued (see [`TaskRef`]'s drop).
+    Kept,
+}
+
+impl<H: Send + 'static, W: TaskWork<H> + 'static> TaskCell<H, W> {
+    const VTABLE: JobVTable = JobVTable { run: Self::run_job, abandon: Self::abandon_job, release: Self::abandon_job };
+
+    /// Lends a cell (a spare one if the loop has any) for task `id`: the loop's handle
+    /// on it, and the job to queue.
+    pub fn lend(cells: &mut Cells<H, W>, id: Id, inbox: &Arc<Inbox<H>>, work: W) -> (TaskRef<H, W>, JobRef) {
+        let fresh = |work| TaskCell {
+            head: UnsafeCell::new(Head { job: JobHeader { vtable: &Self::VTABLE } }),
+            id: Cell::new(id),
+            inbox: Arc::as_ptr(inbox),
+            result: UnsafeCell::new(None),
+            status: UnsafeCell::new(0),
             stage: AtomicU8::new(QUEUED),
             cancelled: AtomicBool::new(false),
-            holders: AtomicU8::new(2),
-            id,
-            inbox,
+            home: Cell::new(LENT),
             work: UnsafeCell::new(ManuallyDrop::new(work)),
-        });
-        let cell = NonNull::from(Box::leak(cell));
-        // SAFETY: the cell starts with its header, holds two references (one each),
-        // and is Send + Sync (see below).
-        (LoopSide(cell), unsafe { JobRef::from_raw(cell.cast()) })
+        };
+        let cell = match cells.spare.pop() {
+            Some(cell) => cell,
+            None => {
+                if cells.fresh_left == 0 {
+                    let layout = std::alloc::Layout::array::<Self>(CHUNK).expect("a small array");
+                    // SAFETY: a non-zero size.
+                    let chunk = NonNull::new(unsafe { std::alloc::alloc(layout) })
+                        .unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+                    inbox.own_chunk(chunk, layout);
+                    cells.fresh = Some(chunk.cast());
+                    cells.fresh_left = CHUNK;
+                }
+                let cell = cells.fresh.expect("a chunk");
+                cells.fresh_left -= 1;
+                // SAFETY: within the chunk (the last step lands one past its end, unused).
+                cells.fresh = Some(unsafe { cell.add(1) });
+                cell
+            }
+        };
+        // SAFETY: a spare or unused cell is the loop's alone and holds nothing to drop:
+        // it is written whole.
+        unsafe { cell.as_ptr().write(fresh(work)) };
+        cells.lent += 1;
+        // SAFETY: the cell starts with its job header; the job is the pool's loan.
+        (TaskRef(cell), unsafe { JobRef::from_raw(cell.cast()) })
     }
 
     unsafe fn run_job(header: NonNull<JobHeader>) {
         let cell = header.cast::<Self>();
-        // SAFETY: the job's reference keeps the cell alive until `unref`.
+        // SAFETY: the pool has the cell until it gives it back.
         let this = unsafe { cell.as_ref() };
         if this.stage.compare_exchange(QUEUED, RUNNING, SeqCst, SeqCst).is_ok() {
-            let mut task = Task::in_memory(&this.cancelled, &this.inbox);
-            // SAFETY: the pool side holds the work until `release` below.
+            // SAFETY: the inbox outlives every lent cell.
+            let mut task = Task::in_memory(&this.cancelled, unsafe { &*this.inbox });
+            // SAFETY: the work is dropped only once the cell is back.
             let status = unsafe { &*this.work.get() }.run(&mut task);
             if crate::fork::is_child() {
                 // The work forked and the child returned here: the task belongs to the
@@ -131,109 +263,158 @@ impl<H: Send + 'static, W: TaskWork<H> + 'static> TaskCell<H, W> {
                 std::mem::forget(task);
                 return;
             }
-            this.stage.store(FINISHED, SeqCst);
             let result = task.into_result();
-            // Let go first: if `done` is still to come, the loop drops the work after it.
-            this.release();
-            this.inbox.push(Record::Done { id: this.id, status, result });
-        } // else cancelled before it started: the canceller reported it
-        unsafe { Self::unref(cell) }
+            // SAFETY: the pool's side of the handover, before the give-back.
+            unsafe {
+                *this.result.get() = (!result.is_empty()).then(|| Box::new(result));
+                *this.status.get() = status;
+            }
+            if !this.cancelled.load(Acquire) {
+                this.stage.store(FINISHED, Release);
+            } else if this.stage.fetch_or(FINISHED_BIT, SeqCst) & ENDED_BIT != 0 {
+                // Its `done` has run: the user data ends now, on this thread.
+                unsafe {
+                    drop((*this.result.get()).take());
+                    ManuallyDrop::drop(&mut *this.work.get());
+                }
+                this.stage.fetch_or(WORK_GONE, Release);
+            }
+        } // else the loop cancelled it before it started, and reported it
+        unsafe { Self::give_back(cell) }
     }
 
+    /// The pool gave the job up (it shut down), or dropped it unrun.
     unsafe fn abandon_job(header: NonNull<JobHeader>) {
         let cell = header.cast::<Self>();
         // SAFETY: as in run_job.
         let this = unsafe { cell.as_ref() };
-        if this.stage.compare_exchange(QUEUED, ABANDONED, SeqCst, SeqCst).is_ok() {
+        if this.stage.compare_exchange(QUEUED, FINISHED, SeqCst, SeqCst).is_ok() {
             this.cancelled.store(true, SeqCst);
-            this.release();
-            this.inbox.push(Record::Done { id: this.id, status: CANCELLED, result: Vec::new() });
+            // SAFETY: as in run_job.
+            unsafe { *this.status.get() = CANCELLED };
         }
-        unsafe { Self::unref(cell) }
+        unsafe { Self::give_back(cell) }
     }
 
-    unsafe fn release_job(header: NonNull<JobHeader>) {
-        unsafe { Self::unref(header.cast::<Self>()) }
+    /// Hands the cell back to its loop; if the loop is gone, frees it here.
+    unsafe fn give_back(cell: NonNull<Self>) {
+        // SAFETY: the inbox outlives every lent cell (this one included, until below).
+        let inbox = unsafe { cell.as_ref() }.inbox;
+        if !unsafe { &*inbox }.give_back(cell.cast()) {
+            // SAFETY: the loop has closed its list: the cell is this thread's alone.
+            unsafe { TaskCell::release(cell) };
+            // SAFETY: `inbox` came from the Arc that close_done keeps for stragglers.
+            unsafe { Inbox::straggler_gone(inbox) };
+        }
     }
 }
 
 impl<H, W> TaskCell<H, W> {
-    /// Raises the cancel flag; true if the task had not started, so it never will (and
-    /// the pool's hold on the work is released now).
+    /// Raises the cancel flag; true if the task had not started, so it never will.
     pub fn cancel(&self) -> bool {
         self.cancelled.store(true, SeqCst);
-        let abandoned = self.stage.compare_exchange(QUEUED, ABANDONED, SeqCst, SeqCst).is_ok();
-        if abandoned {
-            self.release();
-        }
-        abandoned
+        self.stage.compare_exchange(QUEUED, ABANDONED, SeqCst, SeqCst).is_ok()
     }
 
     pub fn is_cancelled(&self) -> bool {
         self.cancelled.load(SeqCst)
     }
 
-    /// One side lets go of the work; the last one drops it.
-    fn release(&self) {
-        if self.holders.fetch_sub(1, SeqCst) == 1 {
-            // SAFETY: both sides have let go: nobody can reach the work any more.
-            unsafe { ManuallyDrop::drop(&mut *self.work.get()) }
-        }
-    }
-
-    /// Drops one reference; the last one frees the cell.
+    /// The loop took `cell` off its completion list: what to do with it.
     ///
     /// # Safety
-    /// The caller owns a reference to the live cell and does not use it afterwards.
-    unsafe fn unref(cell: NonNull<Self>) {
-        if unsafe { cell.as_ref() }.refs.fetch_sub(1, Release) == 1 {
-            fence(Acquire);
-            // SAFETY: the last reference: made by Box::leak in `create`.
-            drop(unsafe { Box::from_raw(cell.as_ptr()) });
+    /// On the thread that owns the loop, for a cell just taken back.
+    pub unsafe fn take_back(cell: NonNull<Self>) -> Back {
+        // SAFETY: the cell is back: the loop's alone.
+        let this = unsafe { cell.as_ref() };
+        match this.home.get() {
+            ENDED => Back::Recycle,
+            _ if this.stage.load(Acquire) & STATE == ABANDONED => {
+                this.home.set(BACK);
+                Back::Kept
+            }
+            _ => Back::Deliver(this.id.get()),
+        }
+    }
+
+    /// The completion to deliver: the work's status and result, or `Cancelled`.
+    ///
+    /// # Safety
+    /// For a cell [`take_back`](Self::take_back) said to deliver, once.
+    pub unsafe fn outcome(cell: NonNull<Self>) -> (i32, Vec<u8>) {
+        // SAFETY: the cell is back: the loop's alone.
+        let this = unsafe { cell.as_ref() };
+        let result = unsafe { (*this.result.get()).take() }.map_or_else(Vec::new, |r| *r);
+        match this.cancelled.load(SeqCst) {
+            true => (CANCELLED, Vec::new()),
+            false => (unsafe { *this.status.get() }, result),
+        }
+    }
+
+    /// Drops the work (ending its user data) and any result: the cell becomes a spare
+    /// (for [`Cells::keep`], or left in its chunk). Without the loop's lock: the user
+    /// data's end is user code.
+    ///
+    /// # Safety
+    /// For a cell whose task is over (back, its registration ended, or its loop gone),
+    /// by its only holder, once.
+    pub unsafe fn release(cell: NonNull<Self>) {
+        // SAFETY: the caller's alone.
+        let this = unsafe { cell.as_ref() };
+        if this.home.replace(SPARE) != SPARE {
+            unsafe { drop((*this.result.get()).take()) };
+            if this.stage.load(Acquire) & WORK_GONE == 0 {
+                unsafe { ManuallyDrop::drop(&mut *this.work.get()) };
+            }
         }
     }
 }
 
-// SAFETY: the cell is shared by the loop and a pool thread: `work` is shared as `&W`
-// (W: Sync) while both hold it and dropped once, by the side whose release takes
-// `holders` to zero; the cell itself is freed by the last reference.
-unsafe impl<H: Send, W: Send + Sync> Send for TaskCell<H, W> {}
-unsafe impl<H: Send, W: Send + Sync> Sync for TaskCell<H, W> {}
-
-impl<H, W> Drop for TaskCell<H, W> {
-    fn drop(&mut self) {
-        if *self.holders.get_mut() > 0 {
-            // A side that never let go (it cannot happen, but nothing must leak).
-            // SAFETY: `&mut self`: no one else can reach the work.
-            unsafe { ManuallyDrop::drop(self.work.get_mut()) }
-        }
-    }
-}
-
-/// The loop's hold on a task: one reference to its cell, and the loop's side of the
-/// work, both let go when the loop entry ends.
-pub struct LoopSide<H, W>(NonNull<TaskCell<H, W>>);
+/// The loop's handle on a task's cell, in the task's registration. Dropping it ends the
+/// registration's hold: a cell already back is freed, one still lent is marked so that
+/// the loop recycles it when it comes back.
+pub struct TaskRef<H, W>(NonNull<TaskCell<H, W>>);
 
 // SAFETY: as for the cell itself.
-unsafe impl<H: Send, W: Send + Sync> Send for LoopSide<H, W> {}
-unsafe impl<H: Send, W: Send + Sync> Sync for LoopSide<H, W> {}
+unsafe impl<H: Send, W: Send + Sync> Send for TaskRef<H, W> {}
+unsafe impl<H: Send, W: Send + Sync> Sync for TaskRef<H, W> {}
 
-impl<H, W> std::ops::Deref for LoopSide<H, W> {
+impl<H, W> TaskRef<H, W> {
+    /// The cell, for a registration that ends by delivering it (no drop).
+    pub fn into_cell(self) -> NonNull<TaskCell<H, W>> {
+        std::mem::ManuallyDrop::new(self).0
+    }
+
+    /// Whether this is the handle on `cell`.
+    pub fn is(&self, cell: NonNull<TaskCell<H, W>>) -> bool {
+        self.0 == cell
+    }
+}
+
+impl<H, W> std::ops::Deref for TaskRef<H, W> {
     type Target = TaskCell<H, W>;
     fn deref(&self) -> &TaskCell<H, W> {
-        // SAFETY: this side's reference keeps the cell alive.
+        // SAFETY: the cell lives until both the registration and the pool let go.
         unsafe { self.0.as_ref() }
     }
 }
 
-impl<H, W> Drop for LoopSide<H, W> {
+impl<H, W> Drop for TaskRef<H, W> {
     fn drop(&mut self) {
-        self.release();
-        // SAFETY: this side's reference, released once.
-        unsafe { TaskCell::unref(self.0) }
+        // Only the loop's owner drops registrations, and `home` is its alone.
+        if self.home.get() == BACK {
+            // SAFETY: the cell is back and this was its last holder.
+            return unsafe { TaskCell::release(self.0) };
+        }
+        self.home.set(ENDED);
+        if self.stage.fetch_or(ENDED_BIT, SeqCst) & STATE == ABANDONED {
+            // The pool will only give the cell back: end the user data at the `done`.
+            // SAFETY: the work never ran and never will; the pool does not touch it.
+            unsafe { ManuallyDrop::drop(&mut *self.work.get()) };
+            self.stage.fetch_or(WORK_GONE, Release);
+        }
     }
 }
-
 /// What a work function sees: its cancel flag, and where its result and events go: to
 /// its loop (a task on a thread), or down a pipe to the parent (a process task's child).
 pub struct Task<'a, H> {

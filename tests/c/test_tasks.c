@@ -272,6 +272,78 @@ TEST(events_emitted_by_work_arrive_in_order_before_done) {
     weft_loop_free(lp);
 }
 
+/* With a pass limit, completions too are spread over passes; the loop's fd stays
+ * readable while any wait, and each task's events still arrive before its done, also
+ * when the limit splits the events' records from the completions. */
+enum { LIM_TASKS = 600, LIM_PASS = 40 };
+typedef struct {
+    _Atomic int events_of[LIM_TASKS];
+    int events_at_done[LIM_TASKS];
+    int dones, dones_this_pass, most_in_a_pass, frees;
+} lim_state;
+
+static lim_state lim;
+
+static int lim_work(weft_task *t, void *ud) {
+    int i = (int)(intptr_t)ud;
+    for (int k = 0; k < 3; k++) CHECK_OK(weft_task_emit(t, "lim", &i, sizeof i));
+    return i;
+}
+
+static void lim_event(weft_loop *lp, weft_id sub, const char *topic, const void *p, size_t len, void *ud) {
+    (void)lp; (void)sub; (void)topic; (void)ud;
+    int i;
+    REQUIRE(len == sizeof i);
+    memcpy(&i, p, sizeof i);
+    atomic_fetch_add(&lim.events_of[i], 1);
+}
+
+static void lim_done(weft_loop *lp, weft_id id, int status, const uint8_t *r, size_t len, void *ud) {
+    (void)lp; (void)id; (void)r; (void)len;
+    int i = (int)(intptr_t)ud;
+    CHECK_EQ(status, i);
+    lim.events_at_done[i] = atomic_load(&lim.events_of[i]);
+    lim.dones++;
+    lim.dones_this_pass++;
+}
+
+static void lim_free(void *ud) {
+    (void)ud;
+    lim.frees++;
+}
+
+TEST(a_pass_limit_spreads_completions_and_keeps_events_first) {
+    memset(&lim, 0, sizeof lim);
+    weft_loop *lp = weft_loop_new();
+    REQUIRE(lp != NULL);
+    weft_id sub = CHECK_ID(weft_subscribe(lp, "lim", lim_event, NULL, NULL));
+    CHECK_OK(weft_loop_set_pass_limit(lp, LIM_PASS));
+    for (int i = 0; i < LIM_TASKS; i++)
+        CHECK_ID(weft_spawn(lp, i % 2 ? WEFT_ON_CPU : WEFT_ON_IO, lim_work, lim_done, (void *)(intptr_t)i,
+                            lim_free, NULL));
+    /* Driven as a host drives it: wait for the fd, then one non-blocking pass. */
+    struct pollfd pfd = {.fd = weft_loop_fd(lp), .events = POLLIN};
+    int passes = 0;
+    while (lim.dones < LIM_TASKS) {
+        int ready = poll(&pfd, 1, (int)h_slack_ms(5000));
+        CHECK_MSG(ready == 1, "the loop's fd stayed quiet with %d of %d tasks done", lim.dones, LIM_TASKS);
+        if (ready != 1) break;
+        lim.dones_this_pass = 0;
+        CHECK_OK(weft_loop_run(lp, WEFT_RUN_NOWAIT));
+        if (lim.dones_this_pass > lim.most_in_a_pass) lim.most_in_a_pass = lim.dones_this_pass;
+        passes++;
+    }
+    CHECK_EQ(lim.dones, LIM_TASKS);
+    CHECK_EQ(lim.frees, LIM_TASKS);
+    CHECK_MSG(lim.most_in_a_pass <= LIM_PASS, "a pass ran %d done callbacks (limit %d)", lim.most_in_a_pass, LIM_PASS);
+    CHECK_MSG(passes >= LIM_TASKS / LIM_PASS, "%d passes for %d tasks", passes, LIM_TASKS);
+    int early = 0;
+    for (int i = 0; i < LIM_TASKS; i++) early += lim.events_at_done[i] != 3;
+    CHECK_MSG(early == 0, "%d tasks' done ran before their 3 events", early);
+    CHECK_OK(weft_cancel(lp, sub));
+    weft_loop_free(lp);
+}
+
 /* An event emitted by work reaches subscribers of matching patterns ("*", "a.*"). */
 static int emit_ab_work(weft_task *t, void *ud) {
     (void)ud;
