@@ -260,7 +260,9 @@ pub extern "C" fn weft_pool_free(pool: *mut weft_pool) {
 /// `done(loop, id, status, result, len, user_data)` on the loop thread exactly once.
 /// `weft_cancel(loop, id)` before the work starts: `done` gets `WEFT_ERR_CANCELLED` and
 /// the work never runs; while it runs: `weft_task_cancelled` turns true and `done` gets
-/// `WEFT_ERR_CANCELLED` when the work returns (its result discarded); after `done`:
+/// `WEFT_ERR_CANCELLED` when the work returns (its result discarded); after `done`, or
+/// once the loop has taken the finished task's completion to deliver it in the current
+/// pass (a cancel from the `done` of a task delivered just before it):
 /// `WEFT_ERR_NOT_FOUND`. With `options->timeout_ms`, `done` gets `WEFT_ERR_TIMEOUT` at the
 /// deadline without waiting for the work, which sees `weft_task_cancelled`.
 /// `free_fn(user_data)` runs once, after both `done` and the work are over: on the loop
