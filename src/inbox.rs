@@ -128,6 +128,10 @@ pub struct Inbox<H> {
     done: Line<AtomicPtr<Link>>,
     /// After `close_done`: the cells still lent out, plus one while `close_done` runs.
     stragglers: AtomicUsize,
+    /// Producers in `give_back` that push onto an empty list: they still read `awake`
+    /// (and may ring) after their cell is handed over, when nothing else keeps the
+    /// inbox alive, so `close_done` waits for them.
+    givers: AtomicUsize,
     /// The memory of the loop's task cells (see [`Inbox::own_chunk`]).
     chunks: Mutex<Vec<(NonNull<u8>, std::alloc::Layout)>>,
     /// The bell's fd number: rung by producers under the queue lock, by the loop
@@ -178,6 +182,7 @@ impl<H> Inbox<H> {
             ringers: AtomicUsize::new(0),
             done: Line(AtomicPtr::new(std::ptr::null_mut())),
             stragglers: AtomicUsize::new(0),
+            givers: AtomicUsize::new(0),
             chunks: Mutex::new(Vec::new()),
         })
     }
@@ -257,11 +262,28 @@ impl<H> Inbox<H> {
     /// Pushes a task cell (starting with its [`Link`]) onto the completion list, and
     /// rings the bell when the list was empty and the consumer dozes (the protocol
     /// above). False if the loop has closed the list: the caller keeps the cell.
+    ///
+    /// A push onto a non-empty list touches nothing of the inbox after its exchange
+    /// (the cell it hands over is what keeps the inbox alive). A push onto an empty one
+    /// still reads `awake` and may ring: it first counts itself in `givers`, then looks
+    /// at the head again, a Dekker pair with `close_done`, which closes the list and
+    /// then waits for `givers` to drop to zero. Either the giver sees the list closed
+    /// (and keeps its cell), or `close_done` waits until it is done with the inbox.
     pub fn give_back(&self, cell: NonNull<Link>) -> bool {
+        let mut pinned = false;
         let mut head = self.done.0.load(Acquire);
         loop {
             if head == CLOSED {
+                if pinned {
+                    self.givers.fetch_sub(1, SeqCst);
+                }
                 return false;
+            }
+            if head.is_null() && !pinned {
+                self.givers.fetch_add(1, SeqCst);
+                pinned = true;
+                head = self.done.0.load(SeqCst);
+                continue;
             }
             // SAFETY: the cell is the caller's until the exchange publishes it.
             unsafe { cell.as_ptr().write(Link { next: head }) };
@@ -272,6 +294,9 @@ impl<H> Inbox<H> {
         }
         if head.is_null() && !self.awake.0.load(SeqCst) {
             self.ring();
+        }
+        if pinned {
+            self.givers.fetch_sub(1, SeqCst);
         }
         true
     }
@@ -304,6 +329,11 @@ impl<H> Inbox<H> {
         // Counted before the list closes: a straggler can only decrement after.
         self.stragglers.store(lent + 1, SeqCst);
         let mut link = self.done.0.swap(CLOSED, SeqCst);
+        // A giver that pushed onto an empty list before the swap may still read the
+        // inbox: wait for it (see `give_back`).
+        while self.givers.load(SeqCst) != 0 {
+            std::thread::yield_now();
+        }
         let mut freed = 0;
         while !link.is_null() {
             // SAFETY: as in take_done.

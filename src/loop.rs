@@ -1306,7 +1306,6 @@ impl<H: Handler> Loop<H> {
                 // SAFETY: on the loop's thread, for a cell just taken back.
                 match unsafe { TaskCell::take_back(cell) } {
                     Back::Recycle => spare.push(cell),
-                    Back::Kept => {}
                     Back::Deliver(id) => {
                         let index = core.entries.index(id).filter(|&i| {
                             let entry = core.entries.at(i);

@@ -87,8 +87,6 @@ const WORK_GONE: u8 = 16;
 // `home`, the loop's side.
 /// Lent to a pool; the registration is live.
 const LENT: u8 = 0;
-/// Given back; the registration still waits for its `done` (queued by a cancel).
-const BACK: u8 = 1;
 /// The registration has ended; the pool still has the cell.
 const ENDED: u8 = 2;
 /// A spare cell: its work has been dropped.
@@ -159,17 +157,22 @@ pub struct TaskCell<H, W> {
 unsafe impl<H: Send, W: Send + Sync> Send for TaskCell<H, W> {}
 unsafe impl<H: Send, W: Send + Sync> Sync for TaskCell<H, W> {}
 
-/// How many cells a loop allocates at a time.
-const CHUNK: usize = 64;
+/// How many cells a loop allocates at a time: 64 at first, twice as many each time
+/// after, up to 1024 (64 KiB), so that a small loop stays small and a busy one makes
+/// few allocations, each with a negligible malloc overhead per cell.
+const FIRST_CHUNK: usize = 64;
+const MAX_CHUNK: usize = 1024;
 
 /// A loop's cells (under the loop's lock): the spare ones, the unused rest of the last
 /// chunk, and how many it has lent. Chunks are owned by the loop's inbox (see
 /// [`Inbox::own_chunk`]), which outlives every cell lent out, so a cell is never freed
 /// on its own: a cell whose task is over only has its work dropped ([`TaskCell::release`]).
 pub struct Cells<H, W> {
-    spare: Vec<NonNull<TaskCell<H, W>>>,
+    /// Spare cells, linked through their first word.
+    spare: Option<NonNull<TaskCell<H, W>>>,
     fresh: Option<NonNull<TaskCell<H, W>>>,
     fresh_left: usize,
+    next_chunk: usize,
     lent: u64,
 }
 
@@ -178,7 +181,7 @@ unsafe impl<H: Send, W: Send + Sync> Send for Cells<H, W> {}
 
 impl<H, W> Default for Cells<H, W> {
     fn default() -> Self {
-        Cells { spare: Vec::new(), fresh: None, fresh_left: 0, lent: 0 }
+        Cells { spare: None, fresh: None, fresh_left: 0, next_chunk: FIRST_CHUNK, lent: 0 }
     }
 }
 
@@ -190,7 +193,11 @@ impl<H, W> Cells<H, W> {
 
     /// Keeps recycled cells (see [`TaskCell::take_back`]) for later spawns.
     pub fn keep(&mut self, cells: impl IntoIterator<Item = NonNull<TaskCell<H, W>>>) {
-        self.spare.extend(cells);
+        for cell in cells {
+            // SAFETY: a spare cell is the loop's alone; its first word links it.
+            unsafe { cell.cast::<Option<NonNull<TaskCell<H, W>>>>().write(self.spare) };
+            self.spare = Some(cell);
+        }
     }
 }
 
@@ -200,8 +207,6 @@ pub enum Back {
     Deliver(Id),
     /// The registration has ended: recycle the cell.
     Recycle,
-    /// Keep it: the registration's `done` is still queued (see [`TaskRef`]'s drop).
-    Kept,
 }
 
 impl<H: Send + 'static, W: TaskWork<H> + 'static> TaskCell<H, W> {
@@ -221,17 +226,23 @@ impl<H: Send + 'static, W: TaskWork<H> + 'static> TaskCell<H, W> {
             home: Cell::new(LENT),
             work: UnsafeCell::new(ManuallyDrop::new(work)),
         };
-        let cell = match cells.spare.pop() {
-            Some(cell) => cell,
+        let cell = match cells.spare {
+            Some(cell) => {
+                // SAFETY: as in `keep`.
+                cells.spare = unsafe { cell.cast::<Option<NonNull<Self>>>().read() };
+                cell
+            }
             None => {
                 if cells.fresh_left == 0 {
-                    let layout = std::alloc::Layout::array::<Self>(CHUNK).expect("a small array");
+                    let n = cells.next_chunk;
+                    cells.next_chunk = (n * 2).min(MAX_CHUNK);
+                    let layout = std::alloc::Layout::array::<Self>(n).expect("a small array");
                     // SAFETY: a non-zero size.
                     let chunk = NonNull::new(unsafe { std::alloc::alloc(layout) })
                         .unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
                     inbox.own_chunk(chunk, layout);
                     cells.fresh = Some(chunk.cast());
-                    cells.fresh_left = CHUNK;
+                    cells.fresh_left = n;
                 }
                 let cell = cells.fresh.expect("a chunk");
                 cells.fresh_left -= 1;
@@ -327,12 +338,12 @@ impl<H, W> TaskCell<H, W> {
     pub unsafe fn take_back(cell: NonNull<Self>) -> Back {
         // SAFETY: the cell is back: the loop's alone.
         let this = unsafe { cell.as_ref() };
+        // A task the loop cancelled before it started (its `Cancelled` completion is
+        // queued, or already ran and ended the registration) is delivered here if it
+        // comes back first: `outcome` says `Cancelled`, and the queued completion then
+        // finds no registration.
         match this.home.get() {
             ENDED => Back::Recycle,
-            _ if this.stage.load(Acquire) & STATE == ABANDONED => {
-                this.home.set(BACK);
-                Back::Kept
-            }
             _ => Back::Deliver(this.id.get()),
         }
     }
@@ -371,8 +382,8 @@ impl<H, W> TaskCell<H, W> {
 }
 
 /// The loop's handle on a task's cell, in the task's registration. Dropping it ends the
-/// registration's hold: a cell already back is freed, one still lent is marked so that
-/// the loop recycles it when it comes back.
+/// registration's hold: the cell, still lent, is marked so that the loop recycles it when
+/// it comes back.
 pub struct TaskRef<H, W>(NonNull<TaskCell<H, W>>);
 
 // SAFETY: as for the cell itself.
@@ -401,11 +412,8 @@ impl<H, W> std::ops::Deref for TaskRef<H, W> {
 
 impl<H, W> Drop for TaskRef<H, W> {
     fn drop(&mut self) {
-        // Only the loop's owner drops registrations, and `home` is its alone.
-        if self.home.get() == BACK {
-            // SAFETY: the cell is back and this was its last holder.
-            return unsafe { TaskCell::release(self.0) };
-        }
+        // Only the loop's owner drops registrations, and `home` is its alone. A cell
+        // that is back has been delivered (its handle consumed), so this one is lent.
         self.home.set(ENDED);
         if self.stage.fetch_or(ENDED_BIT, SeqCst) & STATE == ABANDONED {
             // The pool will only give the cell back: end the user data at the `done`.

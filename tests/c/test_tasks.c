@@ -1004,6 +1004,34 @@ TEST(completions_reach_the_loop_in_a_batch) {
 
 /* ---- a loop freed with tasks in flight ---------------------------------------------- */
 
+/* A loop freed right after the completion of its last task: the pool thread that
+ * handed the completion over may still be finishing its hand-over (it rings the loop's
+ * bell) while the loop goes away. Nothing it touches may be freed under it (valgrind
+ * sees it when it is; a review found it with a delay injected after the hand-over). */
+static int quick_work(weft_task *t, void *ud) {
+    (void)t; (void)ud;
+    return 7;
+}
+
+static void quick_done(weft_loop *lp, weft_id id, int st, const uint8_t *r, size_t n, void *ud) {
+    (void)lp; (void)id; (void)r; (void)n;
+    CHECK_EQ(st, 7);
+    *(int *)ud = 1;
+}
+
+TEST(loop_freed_right_after_its_last_completion) {
+    for (int i = 0; i < 300; i++) {
+        weft_loop *lp = weft_loop_new();
+        REQUIRE(lp != NULL);
+        int done = 0;
+        CHECK_ID(weft_spawn(lp, i % 2 ? WEFT_ON_IO : WEFT_ON_CPU, quick_work, quick_done, &done, NULL, NULL));
+        uint64_t end = now_ms() + h_slack_ms(5000);
+        while (!done && now_ms() < end) CHECK_OK(weft_loop_run(lp, WEFT_RUN_NOWAIT));
+        CHECK(done);
+        weft_loop_free(lp);
+    }
+}
+
 /* Tasks running (they emit and write after the loop is gone), queued on a busy 1-thread
  * pool, queued on the loop, past their timeout, cancelled while running, and on the
  * default IO pool: the loop is freed without running. No done runs then or later (none
