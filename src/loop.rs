@@ -627,7 +627,7 @@ impl<H: Handler> Loop<H> {
             // Registered with a placeholder kind first: the cell needs the id.
             let (id, index) = self.register(&mut core, done, Kind::Timer { interval_ns: 0 })?;
             let work = work.take().expect("not taken yet");
-            let (side, job) = TaskCell::lend(&mut core.cells, id, &self.inbox, work);
+            let (side, job) = TaskCell::lend(&mut core.cells, id, &self.inbox, work, timeout_ms > 0);
             core.entries.at_mut(index).kind = Kind::Task(side);
             if timeout_ms > 0 {
                 core.wheel.insert(index, sys::now_ns() + timeout_ms * timer::TICK_NS);
@@ -1299,50 +1299,64 @@ impl<H: Handler> Loop<H> {
         deliver: &mut Vec<(Id, H, Cell<H>)>,
         spare: &mut Vec<Cell<H>>,
     ) -> usize {
-        {
-            let mut core = self.lock();
-            let core = &mut *core;
-            for cell in done.drain(..n) {
-                // SAFETY: on the loop's thread, for a cell just taken back.
-                match unsafe { TaskCell::take_back(cell) } {
-                    Back::Recycle => spare.push(cell),
-                    Back::Deliver(id) => {
-                        let index = core.entries.index(id).filter(|&i| {
-                            let entry = core.entries.at(i);
-                            entry.handler.is_some() && matches!(&entry.kind, Kind::Task(t) if t.is(cell))
-                        });
-                        // A live task keeps its entry until its cell is delivered.
-                        let Some(index) = index else {
-                            debug_assert!(false, "a delivered cell without its entry");
-                            continue;
-                        };
-                        self.unlink_timer(core, index);
-                        let entry = core.entries.remove_at(index);
-                        if let Kind::Task(side) = entry.kind {
-                            side.into_cell();
+        // In chunks, so that each cell is still in the cache when it is touched again;
+        // one lock per chunk keeps the previous chunk's cells and takes this one's.
+        const CHUNK: usize = 64;
+        let (mut ran, mut left) = (0, n);
+        loop {
+            let k = left.min(CHUNK);
+            {
+                let mut core = self.lock();
+                let core = &mut *core;
+                if !spare.is_empty() {
+                    core.cells.keep(spare.drain(..));
+                }
+                if k == 0 {
+                    break;
+                }
+                for cell in done.drain(..k) {
+                    // SAFETY: on the loop's thread, for a cell just taken back.
+                    match unsafe { TaskCell::take_back(cell) } {
+                        Back::Recycle => spare.push(cell),
+                        Back::Deliver(id) => {
+                            let index = core.entries.index(id).filter(|&i| {
+                                let entry = core.entries.at(i);
+                                entry.handler.is_some() && matches!(&entry.kind, Kind::Task(t) if t.is(cell))
+                            });
+                            // A live task keeps its entry until its cell is delivered.
+                            let Some(index) = index else {
+                                debug_assert!(false, "a delivered cell without its entry");
+                                continue;
+                            };
+                            // SAFETY: as above.
+                            if unsafe { cell.as_ref() }.timed() {
+                                self.unlink_timer(core, index);
+                            }
+                            let entry = core.entries.remove_at(index);
+                            if let Kind::Task(side) = entry.kind {
+                                side.into_cell();
+                            }
+                            deliver.push((id, entry.handler.expect("checked above"), cell));
                         }
-                        deliver.push((id, entry.handler.expect("checked above"), cell));
                     }
                 }
             }
-        }
-        let ran = deliver.len();
-        pool::deferring_wakeups(|| {
-            for (id, mut handler, cell) in deliver.drain(..) {
-                // SAFETY: take_back said to deliver it; once.
-                let (status, result) = unsafe { TaskCell::outcome(cell) };
-                handler.call(self, id, Event::Done { status, result: &result, message: None });
-                drop(handler);
-                spare.push(cell);
+            left -= k;
+            ran += deliver.len();
+            pool::deferring_wakeups(|| {
+                for (id, mut handler, cell) in deliver.drain(..) {
+                    // SAFETY: take_back said to deliver it; once.
+                    let (status, result) = unsafe { TaskCell::outcome(cell) };
+                    handler.call(self, id, Event::Done { status, result: &result, message: None });
+                    drop(handler);
+                    spare.push(cell);
+                }
+            });
+            // The works' ends (free_fn) run without the lock; the cells are kept next.
+            for cell in spare.iter() {
+                // SAFETY: back, its registration ended: recycled once.
+                unsafe { TaskCell::release(*cell) };
             }
-        });
-        // The works' ends (free_fn) run without the lock; then the cells are kept.
-        for cell in spare.iter() {
-            // SAFETY: back, its registration ended: recycled once.
-            unsafe { TaskCell::release(*cell) };
-        }
-        if !spare.is_empty() {
-            self.lock().cells.keep(spare.drain(..));
         }
         ran
     }

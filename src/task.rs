@@ -147,6 +147,8 @@ pub struct TaskCell<H, W> {
     stage: AtomicU8,
     cancelled: AtomicBool,
     home: Cell<u8>,
+    /// The registration has a timeout (an entry in the loop's wheel); loop side only.
+    timed: Cell<bool>,
     work: UnsafeCell<ManuallyDrop<W>>,
 }
 
@@ -214,7 +216,7 @@ impl<H: Send + 'static, W: TaskWork<H> + 'static> TaskCell<H, W> {
 
     /// Lends a cell (a spare one if the loop has any) for task `id`: the loop's handle
     /// on it, and the job to queue.
-    pub fn lend(cells: &mut Cells<H, W>, id: Id, inbox: &Arc<Inbox<H>>, work: W) -> (TaskRef<H, W>, JobRef) {
+    pub fn lend(cells: &mut Cells<H, W>, id: Id, inbox: &Arc<Inbox<H>>, work: W, timed: bool) -> (TaskRef<H, W>, JobRef) {
         let fresh = |work| TaskCell {
             head: UnsafeCell::new(Head { job: JobHeader { vtable: &Self::VTABLE } }),
             id: Cell::new(id),
@@ -224,6 +226,7 @@ impl<H: Send + 'static, W: TaskWork<H> + 'static> TaskCell<H, W> {
             stage: AtomicU8::new(QUEUED),
             cancelled: AtomicBool::new(false),
             home: Cell::new(LENT),
+            timed: Cell::new(timed),
             work: UnsafeCell::new(ManuallyDrop::new(work)),
         };
         let cell = match cells.spare {
@@ -329,6 +332,11 @@ impl<H, W> TaskCell<H, W> {
 
     pub fn is_cancelled(&self) -> bool {
         self.cancelled.load(SeqCst)
+    }
+
+    /// Whether the task has a timeout (loop side only).
+    pub fn timed(&self) -> bool {
+        self.timed.get()
     }
 
     /// The loop took `cell` off its completion list: what to do with it.
