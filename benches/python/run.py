@@ -19,10 +19,10 @@ Workloads (see README.md):
   thread_state    the same on a one-thread IO pool, with the binding's persistent thread
                   state per pool thread and without it (every work call then makes and
                   destroys a thread state): microseconds per task.
-  process_tasks   200 calls of sum(range(200000)) in processes. weft: on="process" (a
-                  fork per call, max_children = cores); asyncio: run_in_executor with a
-                  warm ProcessPoolExecutor (fork context, cores workers). Plus the
-                  closure case, which ProcessPoolExecutor cannot run.
+  process_tasks   200 calls of sum(range(200000)) in processes. weft: on="process" (cold:
+                  children forked on demand and reused, max_children = cores); asyncio:
+                  run_in_executor with a warm ProcessPoolExecutor (fork context, cores
+                  workers). Plus the closure case, which ProcessPoolExecutor cannot run.
   timers          100,000 call_later timers, delays 0..100 ms (seeded), until all fired.
                   Timers per CPU second (process_time over schedule + run).
   heartbeat       a 10 ms heartbeat on the loop while a process task renders (~1 s of

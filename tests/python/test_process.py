@@ -1,4 +1,8 @@
-"""spawn(on="process"): forked children, only the result pickled back."""
+"""spawn(on="process"): forked children, only the result pickled back.
+
+Every test here runs twice: with workers that serve several tasks (reuse_children=True,
+the default) and with a fork per task (reuse_children=False). test_process_reuse.py
+has the tests of reuse itself."""
 
 import concurrent.futures as cf
 import gc
@@ -18,8 +22,23 @@ AT_FORK = []
 os.register_at_fork(after_in_child=lambda: AT_FORK.append("child"))
 
 
+@pytest.fixture(autouse=True, params=[True, False], ids=["reuse", "fork_per_task"])
+def reuse_children(request, monkeypatch):
+    """Makes weft.Loop() (the loop fixture's too) use each mode in turn."""
+    defaults = dict(weft.Loop.__init__.__kwdefaults__)
+    defaults["reuse_children"] = request.param
+    monkeypatch.setattr(weft.Loop.__init__, "__kwdefaults__", defaults)
+    return request.param
+
+
 def gone(pid):
     return not os.path.exists(f"/proc/{pid}")
+
+
+def test_each_mode_is_used(loop, reuse_children):
+    assert loop.reuse_children is reuse_children
+    with weft.Loop() as other:
+        assert other.reuse_children is reuse_children
 
 
 def test_lambda_runs_in_another_process(loop):

@@ -7,6 +7,16 @@ and hands the child to weft_adopt_child, which supervises it like a WEFT_ON_PROC
 through which loop.emit (weft_task_emit) and the result (weft_task_write) reach the
 parent, and always ends with weft_child_exit or os._exit: no atexit handler, no
 finalizer and no flush of inherited buffers runs in it.
+
+With reuse_children (the default) a child is a worker that may run several tasks, one
+after another (see _loop._Worker): only tasks spawned before it was forked, whose fn,
+args and kwargs are in its copy-on-write memory, so the parent sends it task numbers,
+never a function. Besides the status pipe of weft_child_task (used only for its final
+weft_child_exit), a worker has a control pipe (parent -> child: the number of its next
+task, 8 bytes little-endian; end of file: exit) and a data pipe (child -> parent) of
+frames `length:u32le kind:u8 body[length]`: kind 'E' is an event, body
+`topic_len:u32le topic payload`; kind 'R' a task's outcome, body `seq:u64le` followed by
+the pickled outcome child_main would send.
 """
 
 from __future__ import annotations
@@ -14,7 +24,9 @@ from __future__ import annotations
 import gc
 import os
 import pickle
+import struct
 import sys
+import threading
 import traceback
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -113,8 +125,21 @@ def decode(data: bytes) -> Outcome:
     return False, rebuild(value)
 
 
+def run_task(fn: Callable[..., Any], args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> bytes:
+    """Runs fn in the child: its pickled outcome, (True, value) or (False, description)."""
+    try:
+        value = fn(*args, **kwargs)
+    except BaseException as exc:  # noqa: BLE001 - everything goes to the parent
+        return pickle.dumps((False, describe(exc)), pickle.HIGHEST_PROTOCOL)
+    try:
+        return pickle.dumps((True, value), pickle.HIGHEST_PROTOCOL)
+    except BaseException as exc:  # noqa: BLE001
+        note = f"(the return value of {fn!r}, a {type(value).__name__}, could not be pickled)"
+        return pickle.dumps((False, describe(exc, note)), pickle.HIGHEST_PROTOCOL)
+
+
 def child_main(write_fd: int, fn: Callable[..., Any], args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> None:
-    """Runs in the forked child; never returns."""
+    """Runs in the forked child of one task (reuse_children=False); never returns."""
     try:
         # Everything inherited goes to the collector's permanent generation: the child's
         # collections then never walk (and so never copy-on-write) the parent's objects.
@@ -123,16 +148,7 @@ def child_main(write_fd: int, fn: Callable[..., Any], args: Tuple[Any, ...], kwa
         if not task:
             os._exit(EXIT_NO_TASK)
         state.task = task
-        try:
-            value = fn(*args, **kwargs)
-        except BaseException as exc:  # noqa: BLE001 - everything goes to the parent
-            data = pickle.dumps((False, describe(exc)), pickle.HIGHEST_PROTOCOL)
-        else:
-            try:
-                data = pickle.dumps((True, value), pickle.HIGHEST_PROTOCOL)
-            except BaseException as exc:  # noqa: BLE001
-                note = f"(the return value of {fn!r}, a {type(value).__name__}, could not be pickled)"
-                data = pickle.dumps((False, describe(exc, note)), pickle.HIGHEST_PROTOCOL)
+        data = run_task(fn, args, kwargs)
         flush_std_streams()
         lib.weft_task_write(task, data, len(data))
         lib.weft_child_exit(task, 0)  # does not return
@@ -146,8 +162,100 @@ def child_main(write_fd: int, fn: Callable[..., Any], args: Tuple[Any, ...], kwa
         os._exit(EXIT_FAILED)
 
 
+# ---- workers (reuse_children) ----------------------------------------------------------
+
+HEADER = struct.Struct("<IB")  # a data-pipe frame: body length, kind
+U32 = struct.Struct("<I")
+U64 = struct.Struct("<Q")
+KIND_EVENT = ord("E")
+KIND_RESULT = ord("R")
+MAX_BODY = 0xFFFFFFFF
+
+# In a worker child: its data pipe's write end, and the lock that keeps the frames of
+# several threads (the task's own threads may emit) whole.
+_data_fd = -1
+_data_lock: Optional[Any] = None
+
+
+def _write_all(fd: int, data: Any) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def write_frame(kind: int, *parts: bytes) -> None:
+    """Writes one frame to the worker's data pipe (blocking)."""
+    length = sum(len(part) for part in parts)
+    if length > MAX_BODY:
+        raise OverflowError(f"a frame of {length} bytes is above the pipe protocol's 4 GiB")
+    header = HEADER.pack(length, kind)
+    with _data_lock:  # type: ignore[union-attr]
+        if length < 1 << 16:  # one write: whole even beside another thread's frames
+            _write_all(_data_fd, b"".join((header,) + parts))
+        else:
+            _write_all(_data_fd, header)
+            for part in parts:
+                _write_all(_data_fd, part)
+
+
+def _read_number(fd: int) -> Optional[int]:
+    """The next task number from the control pipe; None at its end (exit)."""
+    data = b""
+    while len(data) < 8:
+        chunk = os.read(fd, 8 - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return int(U64.unpack(data)[0])
+
+
+def worker_main(status_fd: int, control_fd: int, data_fd: int, table: Dict[int, Any], entry: Any) -> None:
+    """Runs in a worker child; never returns. Runs entry, then each task whose number
+    the parent sends, looked up in table (the loop's queued tasks as they were at the
+    fork), until the control pipe ends."""
+    global _data_fd, _data_lock
+    try:
+        gc.freeze()  # see child_main
+        task = lib.weft_child_task(status_fd)
+        if not task:
+            os._exit(EXIT_NO_TASK)
+        state.task = task
+        _data_fd, _data_lock = data_fd, threading.Lock()
+        while True:
+            seq, fn, args, kwargs = entry.seq, entry.fn, entry.args, entry.kwargs
+            # The child's copy of the entry (and of everything that holds it, like the
+            # future's cancel hook) lets go of the task's objects once it has run.
+            entry.fn = entry.args = entry.kwargs = None
+            entry = None
+            data = run_task(fn, args, kwargs)
+            fn = args = kwargs = None
+            flush_std_streams()
+            write_frame(KIND_RESULT, U64.pack(seq), data)
+            data = None  # type: ignore[assignment]
+            number = _read_number(control_fd)
+            if number is None:
+                break
+            entry = table.pop(number)
+        flush_std_streams()
+        lib.weft_child_exit(task, 0)  # does not return
+    except BaseException:  # noqa: BLE001
+        try:
+            traceback.print_exc()
+            flush_std_streams()
+        except BaseException:  # noqa: BLE001
+            pass
+    finally:
+        os._exit(EXIT_FAILED)
+
+
 def task_write_emit(topic: bytes, payload: bytes) -> int:
-    """weft_task_emit for the child's task."""
+    """weft_task_emit for the child's task; in a worker, an 'E' frame on its data pipe."""
+    if _data_fd >= 0:
+        try:
+            write_frame(KIND_EVENT, U32.pack(len(topic)), topic, payload)
+        except BrokenPipeError:  # the parent is gone: weft.cancelled() says so
+            pass
+        return 0
     return int(lib.weft_task_emit(state.task, topic, payload, len(payload)))
 
 
