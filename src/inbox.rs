@@ -5,7 +5,9 @@
 //!
 //! State: `queue` (records, under a mutex), `queued` (whether it holds any), `awake`
 //! (the consumer is in a pass and will look at the queue again before it sleeps), and
-//! `bell` (an eventfd in the loop's epoll set, so it also wakes an embedding host).
+//! `bell` (an eventfd in the loop's epoll set, edge-triggered, so it also wakes an
+//! embedding host: each ring is one edge, consumed by the loop's next `epoll_wait`; the
+//! counter is never read, and 2^64 rings would be needed to fill it).
 //!
 //! Producer (any thread):
 //!   1. lock `queue`; if it was empty, `queued = true` (SeqCst); push; unlock;
@@ -253,6 +255,11 @@ impl<H> Inbox<H> {
         sys::ring_fd(self.bell);
     }
 
+    /// True when posts, events or other records (not completions) are queued.
+    pub fn has_queued(&self) -> bool {
+        self.queued.0.load(SeqCst)
+    }
+
     /// True when records are queued that the consumer has not taken.
     pub fn has_records(&self) -> bool {
         let done = self.done.0.load(SeqCst);
@@ -391,7 +398,8 @@ impl<H> Inbox<H> {
     /// record queued now: once the consumer has dispatched the batch, every record
     /// numbered below the first has been dispatched.
     pub fn take(&self, batch: &mut VecDeque<Record<H>>) -> (u64, u64) {
-        sys::drain_fd(self.bell);
+        // The bell is edge-triggered in the loop's epoll set (see `Loop::inner_set`): it
+        // need not be drained, which saves the consumer a read per wake-up.
         let mut queue = self.lock();
         // Every record before this batch has been dispatched or skipped.
         let previous = queue.first_seq;
