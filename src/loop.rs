@@ -111,6 +111,14 @@ struct ProcTask<W> {
     work: Option<W>,
 }
 
+/// Where `queue_task` queues a task.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    Loop,
+    Pool(&'a Pool),
+    Cached { key: usize, kind: pool::Kind, resolve: &'a dyn Fn() -> Result<Arc<Pool>> },
+}
+
 /// How a task is spawned.
 #[derive(Clone, Default)]
 pub struct SpawnOptions<'a> {
@@ -118,6 +126,10 @@ pub struct SpawnOptions<'a> {
     pub timeout_ms: u64,
     /// The pool for `Where::Io` / `Where::Cpu` instead of the default one.
     pub pool: Option<&'a Pool>,
+    /// The same, named by a handle (the C API's pool pointer): its address, and how to
+    /// find the pool. The loop keeps the pools it spawned on lately by handle, so a
+    /// spawn finds them without a lookup (see [`task::pools_changed`]).
+    pub pool_handle: Option<(usize, &'a dyn Fn() -> Result<Arc<Pool>>)>,
     /// `Where::Process`: start only while fewer of the loop's process tasks run (0: one
     /// per core).
     pub max_children: usize,
@@ -177,6 +189,9 @@ struct Core<H: Handler> {
     proc_fds: Vec<(RawFd, u64)>,
     /// Task cells: spares, and how many have been lent.
     cells: task::Cells<H, H::Work>,
+    /// Pools spawned on lately: (key, the pool epoch when cached, pool); keys are pool
+    /// handles' addresses or `task::DEFAULT_CPU` / `DEFAULT_IO`.
+    pools: Vec<(usize, u64, Arc<Pool>)>,
 }
 
 /// A task cell back from its pool, waiting in the runner to be served.
@@ -299,6 +314,7 @@ impl<H: Handler> Loop<H> {
                 running_children: 0,
                 proc_fds: Vec::new(),
                 cells: Default::default(),
+                pools: Vec::new(),
             }),
             inbox: Arc::new(inbox),
             inner_fd: AtomicI32::new(epoll_fd),
@@ -593,39 +609,123 @@ impl<H: Handler> Loop<H> {
         self.usable()?;
         Self::check_delay("timeout_ms", options.timeout_ms)?;
         let timeout_ms = options.timeout_ms;
-        match (place, options.pool) {
-            (Where::Process, Some(_)) => Err(Error::invalid("options.pool is set, but process tasks use no pool")),
-            (Where::Process, None) => self.add_process(work, done, timeout_ms, options.max_children),
-            (Where::Loop, Some(_)) => Err(Error::invalid("options.pool is set, but tasks on the loop use no pool")),
-            (Where::Loop, None) => self.queue_task(None, work, done, timeout_ms),
-            (Where::Io | Where::Cpu, Some(pool)) => {
-                let wanted = if place == Where::Io { pool::Kind::Io } else { pool::Kind::Cpu };
-                if pool.kind() != wanted {
-                    return Err(Error::invalid(format!(
-                        "options.pool is a {:?} pool, but the task is for the {:?} pool",
-                        pool.kind(),
-                        wanted
-                    )));
-                }
-                if pool.is_shut_down() {
-                    return Err(Error::new(Code::Closed, "options.pool has been freed"));
-                }
-                self.queue_task(Some(pool), work, done, timeout_ms)
-            }
-            (Where::Io | Where::Cpu, None) => {
-                let (key, kind) = match place {
-                    Where::Io => (task::DEFAULT_IO, pool::Kind::Io),
-                    _ => (task::DEFAULT_CPU, pool::Kind::Cpu),
+        let given = options.pool.is_some() || options.pool_handle.is_some();
+        match (place, given) {
+            (Where::Process, true) => Err(Error::invalid("options.pool is set, but process tasks use no pool")),
+            (Where::Process, false) => self.add_process(work, done, timeout_ms, options.max_children),
+            (Where::Loop, true) => Err(Error::invalid("options.pool is set, but tasks on the loop use no pool")),
+            (Where::Loop, false) => self.queue_task(Target::Loop, work, done, timeout_ms),
+            (Where::Io | Where::Cpu, _) => {
+                let kind = if place == Where::Io { pool::Kind::Io } else { pool::Kind::Cpu };
+                let default = || task::default_pool(kind);
+                let target = match (options.pool, options.pool_handle) {
+                    (Some(pool), _) => {
+                        Self::check_pool(pool, kind)?;
+                        Target::Pool(pool)
+                    }
+                    (None, Some((key, resolve))) => Target::Cached { key, kind, resolve },
+                    (None, None) => Target::Cached {
+                        key: if kind == pool::Kind::Io { task::DEFAULT_IO } else { task::DEFAULT_CPU },
+                        kind,
+                        resolve: &default,
+                    },
                 };
-                task::with_pool(key, || task::default_pool(kind), |pool| self.queue_task(Some(pool), work, done, timeout_ms))
+                self.queue_task(target, work, done, timeout_ms)
             }
         }
     }
 
-    /// Registers a task and queues its job on `pool` (None: on this loop).
-    fn queue_task(&self, pool: Option<&Pool>, work: &mut Option<H::Work>, done: &mut Option<H>, timeout_ms: u64) -> Result<Id> {
-        let (id, job) = {
+    fn check_pool(pool: &Pool, wanted: pool::Kind) -> Result<()> {
+        if pool.kind() != wanted {
+            return Err(Error::invalid(format!(
+                "options.pool is a {:?} pool, but the task is for the {:?} pool",
+                pool.kind(),
+                wanted
+            )));
+        }
+        if pool.is_shut_down() {
+            return Err(Error::new(Code::Closed, "options.pool has been freed"));
+        }
+        Ok(())
+    }
+
+    /// The pool cached as `key` in `core`, if it was cached since the last change of
+    /// pools (a stale entry is moved to `evicted`, to drop without the lock).
+    fn cached_pool(core: &mut Core<H>, key: usize, epoch: u64, evicted: &mut Vec<Arc<Pool>>) -> Option<usize> {
+        if let Some(at) = core.pools.iter().position(|(k, e, _)| *k == key && *e == epoch) {
+            return Some(at);
+        }
+        while let Some(at) = core.pools.iter().position(|(k, e, _)| *k == key || *e != epoch) {
+            evicted.push(core.pools.swap_remove(at).2);
+        }
+        None
+    }
+
+    /// Registers a task and queues its job where `target` says.
+    fn queue_task(&self, target: Target<'_>, work: &mut Option<H::Work>, done: &mut Option<H>, timeout_ms: u64) -> Result<Id> {
+        let mut evicted = Vec::new();
+        let mut resolved: Option<Arc<Pool>> = None;
+        let mut held: Option<Arc<Pool>> = None;
+        let result = loop {
             let mut core = self.lock();
+            // A pool named by a key: cached in the loop, so a spawn costs no lookup (and
+            // no reference count); found (without the lock) the first time and after any
+            // pool was freed (the cache holds a reference: a pool freed meanwhile is
+            // still alive here, and a job submitted to it is abandoned, as when the free
+            // races a submission anyway).
+            let pool: Option<&Pool> = match target {
+                Target::Loop => None,
+                Target::Pool(pool) => Some(pool),
+                Target::Cached { key, kind, resolve } => {
+                    let epoch = task::pool_epoch();
+                    let at = match Self::cached_pool(&mut core, key, epoch, &mut evicted) {
+                        Some(at) => at,
+                        None => match resolved.take() {
+                            Some(pool) => {
+                                core.pools.push((key, epoch, pool));
+                                core.pools.len() - 1
+                            }
+                            None => {
+                                drop(core);
+                                resolved = Some(resolve()?);
+                                continue;
+                            }
+                        },
+                    };
+                    let pool = &core.pools[at].2;
+                    if let Err(e) = Self::check_pool(pool, kind) {
+                        break Err(e);
+                    }
+                    if kind == pool::Kind::Io {
+                        // Submitted after the lock is released (see lend_task).
+                        Some(&**held.insert(pool.clone()))
+                    } else {
+                        // SAFETY: the Arc stays in the cache while the lock is held, and
+                        // lend_task submits to a CPU pool before it releases the lock.
+                        Some(unsafe { &*(&**pool as *const Pool) })
+                    }
+                }
+            };
+            break self.lend_task(core, pool, work, done, timeout_ms);
+        };
+        drop(held);
+        drop(resolved);
+        drop(evicted); // pools freed meanwhile: dropped without the lock
+        result
+    }
+
+    /// Registers a task and lends its cell to `pool` (None: to this loop's inbox), under
+    /// the lock: a CPU pool's submission takes no lock of its own. (An IO pool's takes
+    /// its mutex and may start a thread: the loop's lock is released first.)
+    fn lend_task(
+        &self,
+        mut core: MutexGuard<'_, Core<H>>,
+        pool: Option<&Pool>,
+        work: &mut Option<H::Work>,
+        done: &mut Option<H>,
+        timeout_ms: u64,
+    ) -> Result<Id> {
+        let (id, job) = {
             // Registered with a placeholder kind first: the cell needs the id.
             let (id, index) = self.register(&mut core, done, Kind::Timer { interval_ns: 0 })?;
             let work = work.take().expect("not taken yet");
@@ -639,8 +739,18 @@ impl<H: Handler> Loop<H> {
         };
         match pool {
             // A pool shutting down meanwhile abandons the job: done(Cancelled).
-            Some(pool) => drop(pool.submit(job)),
-            None => self.inbox.push(Record::Job(job)),
+            Some(pool) if pool.kind() == pool::Kind::Cpu => {
+                drop(pool.submit(job));
+                drop(core);
+            }
+            Some(pool) => {
+                drop(core);
+                drop(pool.submit(job));
+            }
+            None => {
+                drop(core);
+                self.inbox.push(Record::Job(job));
+            }
         }
         Ok(id)
     }

@@ -545,6 +545,11 @@ pub fn pools_changed() {
     POOL_EPOCH.fetch_add(1, SeqCst);
 }
 
+/// The current pool epoch: a cached pool is used only while it is the one it was cached at.
+pub fn pool_epoch() -> u64 {
+    POOL_EPOCH.load(SeqCst)
+}
+
 /// How many pools a thread keeps at hand.
 const POOL_CACHE: usize = 4;
 

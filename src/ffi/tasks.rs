@@ -322,15 +322,13 @@ pub extern "C" fn weft_spawn(
         let max_children = o.map_or(0, |o| o.max_children as usize);
         // The work and handler are made once nothing can fail before `spawn`, which
         // hands back a refused work without running its free_fn.
-        let spawn = |pool: Option<&Pool>| {
-            let done = CHandler::new(Some(done.unwrap_or(no_done)), user_data, None)?;
-            let work = CWork { work, user_data: Shared(user_data), free_fn };
-            lp.spawn(place, work, done, SpawnOptions { timeout_ms, pool, max_children })
-        };
-        match o.map_or(std::ptr::null_mut(), |o| o.pool) {
-            pool if pool.is_null() => spawn(None),
-            pool => task::with_pool(pool as usize, || the_pool(pool, "options.pool"), |shared| spawn(Some(shared))),
-        }
+        let pool = o.map_or(std::ptr::null_mut(), |o| o.pool);
+        let resolve = || the_pool(pool, "options.pool");
+        // The loop keeps the pools it spawns on by handle (see SpawnOptions::pool_handle).
+        let pool_handle = (!pool.is_null()).then_some((pool as usize, &resolve as &dyn Fn() -> Result<Arc<Pool>>));
+        let done = CHandler::new(Some(done.unwrap_or(no_done)), user_data, None)?;
+        let work = CWork { work, user_data: Shared(user_data), free_fn };
+        lp.spawn(place, work, done, SpawnOptions { timeout_ms, pool: None, pool_handle, max_children })
     })
 }
 
