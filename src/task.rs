@@ -51,7 +51,7 @@
 use crate::inbox::{Inbox, Link};
 use crate::pool::{self, JobHeader, JobRef, JobVTable, Pool};
 use crate::slots::Id;
-use std::cell::{Cell, RefCell, UnsafeCell};
+use std::cell::{Cell, UnsafeCell};
 use std::mem::ManuallyDrop;
 use std::os::fd::RawFd;
 use std::ptr::NonNull;
@@ -535,9 +535,8 @@ pub fn default_pool(kind: pool::Kind) -> crate::Result<Arc<Pool>> {
     Ok(pool)
 }
 
-/// Bumped whenever a pool is freed or the default pools are shut down: a thread's
-/// cached pool (see [`with_pool`]) is used only while the epoch it was cached at is
-/// still the current one.
+/// Bumped whenever a pool is freed or the default pools are shut down: a loop's cached
+/// pool is used only while the epoch it was cached at is still the current one.
 static POOL_EPOCH: AtomicU64 = AtomicU64::new(0);
 
 /// Call before a pool is unregistered (or its address can be reused).
@@ -550,51 +549,8 @@ pub fn pool_epoch() -> u64 {
     POOL_EPOCH.load(SeqCst)
 }
 
-/// How many pools a thread keeps at hand.
-const POOL_CACHE: usize = 4;
-
-thread_local! {
-    /// Pools this thread spawned on lately: (key, epoch when cached, pool).
-    static POOLS: RefCell<Vec<(usize, u64, Arc<Pool>)>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Runs `f` with the pool known as `key` (a pool handle's address, or [`DEFAULT_CPU`] /
-/// [`DEFAULT_IO`]). `resolve` finds it the first time on this thread, and again after
-/// any pool was freed; in between, a spawn costs no lock and no reference count.
-///
-/// A pool freed by another thread right after the check is still alive here (the cache
-/// holds a reference): a job submitted to it is abandoned, as when the free races a
-/// submission anyway.
-pub fn with_pool<R>(
-    key: usize,
-    resolve: impl FnOnce() -> crate::Result<Arc<Pool>>,
-    f: impl FnOnce(&Pool) -> crate::Result<R>,
-) -> crate::Result<R> {
-    let epoch = POOL_EPOCH.load(SeqCst);
-    let mut f = Some(f);
-    // A hit runs `f` inside the (shared) borrow: no reference count is touched.
-    let hit = POOLS.with(|cache| {
-        let cache = cache.try_borrow().ok()?;
-        let (_, _, pool) = cache.iter().find(|(k, e, _)| *k == key && *e == epoch)?;
-        Some((f.take().expect("called once"))(pool))
-    });
-    if let Some(result) = hit {
-        return result;
-    }
-    let pool = resolve()?;
-    POOLS.with(|cache| {
-        if let Ok(mut cache) = cache.try_borrow_mut() {
-            cache.retain(|(k, e, _)| *k != key && *e == epoch);
-            if cache.len() == POOL_CACHE {
-                cache.remove(0);
-            }
-            cache.push((key, epoch, pool.clone()));
-        }
-    });
-    (f.take().expect("called once"))(&pool)
-}
-
-/// [`with_pool`] keys of the default pools.
+/// Keys of the default pools in a loop's pool cache (pool handles' addresses are the
+/// keys of the others).
 pub(crate) const DEFAULT_CPU: usize = 1;
 pub(crate) const DEFAULT_IO: usize = 2;
 
@@ -615,42 +571,4 @@ pub fn shutdown() -> crate::Result<()> {
         pool.shutdown()?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::cell::Cell;
-
-    fn io_pool() -> Arc<Pool> {
-        Arc::new(Pool::new(pool::Options::new(pool::Kind::Io)).unwrap())
-    }
-
-    #[test]
-    fn a_cached_pool_is_forgotten_when_any_pool_goes() {
-        let (a, b) = (io_pool(), io_pool());
-        let resolved = Cell::new(0);
-        let lookup = |expect: &Arc<Pool>, with: &Arc<Pool>| {
-            with_pool(
-                0x1000,
-                || {
-                    resolved.set(resolved.get() + 1);
-                    Ok(with.clone())
-                },
-                |pool| Ok(std::ptr::eq(pool, &**expect)),
-            )
-            .unwrap()
-        };
-        assert!(lookup(&a, &a));
-        assert!(lookup(&a, &b), "a hit: the key's pool is reused, resolve is not called");
-        assert_eq!(resolved.get(), 1);
-        // The same key (a freed handle's address reused) names another pool now.
-        pools_changed();
-        assert!(lookup(&b, &b));
-        assert_eq!(resolved.get(), 2);
-        // A failed lookup caches nothing and hands the error back.
-        pools_changed();
-        let err = with_pool(0x1000, || Err(crate::Error::invalid("gone")), |_| Ok(())).unwrap_err();
-        assert_eq!(err.code, crate::Code::Invalid);
-    }
 }
