@@ -119,6 +119,15 @@ enum Target<'a> {
     Cached { key: usize, kind: pool::Kind, resolve: &'a dyn Fn() -> Result<Arc<Pool>> },
 }
 
+/// How `lend_task` hands a task's job over.
+enum Submit<'a> {
+    Loop,
+    /// Under the loop's lock, which serialises the feeder's pushes.
+    Feeder(&'a pool::Feeder),
+    /// After the lock is released (an IO pool's submission may start a thread).
+    Pool(&'a Pool),
+}
+
 /// How a task is spawned.
 #[derive(Clone, Default)]
 pub struct SpawnOptions<'a> {
@@ -189,9 +198,10 @@ struct Core<H: Handler> {
     proc_fds: Vec<(RawFd, u64)>,
     /// Task cells: spares, and how many have been lent.
     cells: task::Cells<H, H::Work>,
-    /// Pools spawned on lately: (key, the pool epoch when cached, pool); keys are pool
-    /// handles' addresses or `task::DEFAULT_CPU` / `DEFAULT_IO`.
-    pools: Vec<(usize, u64, Arc<Pool>)>,
+    /// Pools spawned on lately: (key, the pool epoch when cached, pool, and for a CPU
+    /// pool the loop's feeder of it); keys are pool handles' addresses or
+    /// `task::DEFAULT_CPU` / `DEFAULT_IO`.
+    pools: Vec<(usize, u64, Arc<Pool>, Option<pool::Feeder>)>,
 }
 
 /// A task cell back from its pool, waiting in the runner to be served.
@@ -651,12 +661,18 @@ impl<H: Handler> Loop<H> {
 
     /// The pool cached as `key` in `core`, if it was cached since the last change of
     /// pools (a stale entry is moved to `evicted`, to drop without the lock).
-    fn cached_pool(core: &mut Core<H>, key: usize, epoch: u64, evicted: &mut Vec<Arc<Pool>>) -> Option<usize> {
-        if let Some(at) = core.pools.iter().position(|(k, e, _)| *k == key && *e == epoch) {
+    fn cached_pool(
+        core: &mut Core<H>,
+        key: usize,
+        epoch: u64,
+        evicted: &mut Vec<(Arc<Pool>, Option<pool::Feeder>)>,
+    ) -> Option<usize> {
+        if let Some(at) = core.pools.iter().position(|(k, e, _, _)| *k == key && *e == epoch) {
             return Some(at);
         }
-        while let Some(at) = core.pools.iter().position(|(k, e, _)| *k == key || *e != epoch) {
-            evicted.push(core.pools.swap_remove(at).2);
+        while let Some(at) = core.pools.iter().position(|(k, e, _, _)| *k == key || *e != epoch) {
+            let (_, _, pool, feeder) = core.pools.swap_remove(at);
+            evicted.push((pool, feeder));
         }
         None
     }
@@ -673,16 +689,17 @@ impl<H: Handler> Loop<H> {
             // pool was freed (the cache holds a reference: a pool freed meanwhile is
             // still alive here, and a job submitted to it is abandoned, as when the free
             // races a submission anyway).
-            let pool: Option<&Pool> = match target {
-                Target::Loop => None,
-                Target::Pool(pool) => Some(pool),
+            let submit = match target {
+                Target::Loop => Submit::Loop,
+                Target::Pool(pool) => Submit::Pool(pool),
                 Target::Cached { key, kind, resolve } => {
                     let epoch = task::pool_epoch();
                     let at = match Self::cached_pool(&mut core, key, epoch, &mut evicted) {
                         Some(at) => at,
                         None => match resolved.take() {
                             Some(pool) => {
-                                core.pools.push((key, epoch, pool));
+                                let feeder = pool.feeder();
+                                core.pools.push((key, epoch, pool, feeder));
                                 core.pools.len() - 1
                             }
                             None => {
@@ -692,21 +709,20 @@ impl<H: Handler> Loop<H> {
                             }
                         },
                     };
-                    let pool = &core.pools[at].2;
+                    let (_, _, pool, feeder) = &core.pools[at];
                     if let Err(e) = Self::check_pool(pool, kind) {
                         break Err(e);
                     }
-                    if kind == pool::Kind::Io {
+                    match feeder {
+                        // SAFETY: the feeder stays in the cache while the lock is held,
+                        // and lend_task feeds it before it releases the lock.
+                        Some(feeder) => Submit::Feeder(unsafe { &*(feeder as *const pool::Feeder) }),
                         // Submitted after the lock is released (see lend_task).
-                        Some(&**held.insert(pool.clone()))
-                    } else {
-                        // SAFETY: the Arc stays in the cache while the lock is held, and
-                        // lend_task submits to a CPU pool before it releases the lock.
-                        Some(unsafe { &*(&**pool as *const Pool) })
+                        None => Submit::Pool(&**held.insert(pool.clone())),
                     }
                 }
             };
-            break self.lend_task(core, pool, work, done, timeout_ms);
+            break self.lend_task(core, submit, work, done, timeout_ms);
         };
         drop(held);
         drop(resolved);
@@ -720,7 +736,7 @@ impl<H: Handler> Loop<H> {
     fn lend_task(
         &self,
         mut core: MutexGuard<'_, Core<H>>,
-        pool: Option<&Pool>,
+        submit: Submit<'_>,
         work: &mut Option<H::Work>,
         done: &mut Option<H>,
         timeout_ms: u64,
@@ -737,17 +753,17 @@ impl<H: Handler> Loop<H> {
             }
             (id, job)
         };
-        match pool {
-            // A pool shutting down meanwhile abandons the job: done(Cancelled).
-            Some(pool) if pool.kind() == pool::Kind::Cpu => {
-                drop(pool.submit(job));
+        // A pool shutting down meanwhile abandons the job: done(Cancelled).
+        match submit {
+            Submit::Feeder(feeder) => {
+                drop(feeder.submit(job));
                 drop(core);
             }
-            Some(pool) => {
+            Submit::Pool(pool) => {
                 drop(core);
                 drop(pool.submit(job));
             }
-            None => {
+            Submit::Loop => {
                 drop(core);
                 self.inbox.push(Record::Job(job));
             }

@@ -363,15 +363,91 @@ struct Cpu {
     sleep: Mutex<()>,
     wake: Condvar,
     started: AtomicBool,
+    /// The deques of feeders (see [`Feeder`]), with their ids; `feeders_epoch` changes
+    /// with the list, so that workers refresh their copy of it only then.
+    feeders: Mutex<Vec<(u64, Stealer<JobRef>)>>,
+    feeders_epoch: AtomicU64,
+}
+
+/// A worker's copy of its pool's feeder deques.
+struct Feeds {
+    epoch: u64,
+    stealers: Vec<Stealer<JobRef>>,
+}
+
+/// A FIFO deque that feeds a CPU pool, for a submitter that serialises its own
+/// submissions (a loop feeds each CPU pool it spawns on under its lock): a push is a
+/// plain store, where the pool's shared injector costs two atomic read-modify-writes
+/// and a slot twice the size. The pool's workers steal from it as from each other's
+/// deques (oldest first, in batches). Dropping the feeder moves what it still holds to
+/// the injector and detaches it.
+pub struct Feeder {
+    id: u64,
+    deque: Worker<JobRef>,
+    cpu: Arc<Cpu>,
+}
+
+impl Feeder {
+    /// Queues `job` as [`Pool::submit`] does.
+    pub fn submit(&self, job: JobRef) -> Result<()> {
+        self.cpu.submit_to(job, Some(&self.deque))
+    }
+}
+
+impl Drop for Feeder {
+    fn drop(&mut self) {
+        let cpu = &self.cpu;
+        let moved = !self.deque.is_empty();
+        while let Some(job) = self.deque.pop() {
+            cpu.injector.push(job);
+        }
+        {
+            let mut feeders = cpu.feeders.lock().unwrap_or_else(|p| p.into_inner());
+            feeders.retain(|(id, _)| *id != self.id);
+            cpu.feeders_epoch.fetch_add(1, SeqCst);
+        }
+        if moved {
+            cpu.events.fetch_add(1, SeqCst);
+            if cpu.common.shutdown.load(SeqCst) {
+                cpu.abandon_queued();
+                cpu.wake_all();
+            } else {
+                cpu.wake_if_needed();
+            }
+        }
+    }
 }
 
 
 impl Cpu {
-    fn find_job(&self, local: &Worker<JobRef>) -> Option<JobRef> {
+    fn feeder(self: &Arc<Self>) -> Feeder {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let deque = Worker::new_fifo();
+        let id = NEXT.fetch_add(1, SeqCst);
+        let mut feeders = self.feeders.lock().unwrap_or_else(|p| p.into_inner());
+        feeders.push((id, deque.stealer()));
+        self.feeders_epoch.fetch_add(1, SeqCst);
+        drop(feeders);
+        Feeder { id, deque, cpu: self.clone() }
+    }
+
+    /// Brings a worker's copy of the feeder list up to date.
+    fn refresh(&self, feeds: &mut Feeds) {
+        let epoch = self.feeders_epoch.load(SeqCst);
+        if epoch != feeds.epoch {
+            let feeders = self.feeders.lock().unwrap_or_else(|p| p.into_inner());
+            feeds.stealers = feeders.iter().map(|(_, s)| s.clone()).collect();
+            feeds.epoch = self.feeders_epoch.load(SeqCst);
+        }
+    }
+
+    fn find_job(&self, local: &Worker<JobRef>, feeds: &mut Feeds) -> Option<JobRef> {
         local.pop().or_else(|| {
+            self.refresh(feeds);
             let job = std::iter::repeat_with(|| {
                 self.injector
                     .steal_batch_and_pop(local)
+                    .or_else(|| feeds.stealers.iter().map(|s| s.steal_batch_and_pop(local)).collect())
                     .or_else(|| self.stealers.iter().map(|s| s.steal()).collect())
             })
             .find(|s| !s.is_retry())
@@ -388,10 +464,11 @@ impl Cpu {
 
     fn work(self: &Arc<Self>, local: Worker<JobRef>) {
         THREAD.with(|t| t.local.set(&local));
+        let mut feeds = Feeds { epoch: u64::MAX, stealers: Vec::new() };
         self.searching.fetch_add(1, SeqCst);
         loop {
-            if let Some(job) = self.find_job_spinning(&local) {
-                self.run_found(job);
+            if let Some(job) = self.find_job_spinning(&local, &mut feeds) {
+                self.run_found(job, &feeds);
                 if crate::fork::is_child() {
                     // The work forked and the child came back here: touch nothing.
                     std::mem::forget(local);
@@ -403,8 +480,8 @@ impl Cpu {
                 break;
             }
             let seen = self.events.load(SeqCst);
-            if let Some(job) = self.find_job(&local) {
-                self.run_found(job);
+            if let Some(job) = self.find_job(&local, &mut feeds) {
+                self.run_found(job, &feeds);
                 continue;
             }
             let guard = self.sleep.lock().unwrap_or_else(|p| p.into_inner());
@@ -430,9 +507,9 @@ impl Cpu {
     /// Looks for a job a few times, briefly, before the caller goes to sleep: jobs
     /// often come in bursts, and a wake-up costs two system calls. Bounded: an idle
     /// worker spins for a few microseconds at most, then parks.
-    fn find_job_spinning(&self, local: &Worker<JobRef>) -> Option<JobRef> {
+    fn find_job_spinning(&self, local: &Worker<JobRef>, feeds: &mut Feeds) -> Option<JobRef> {
         for _ in 0..SPINS {
-            if let Some(job) = self.find_job(local) {
+            if let Some(job) = self.find_job(local, feeds) {
                 return Some(job);
             }
             for _ in 0..16 {
@@ -445,7 +522,7 @@ impl Cpu {
     /// A searching worker found `job`: it runs it, and if it was the last searcher and
     /// more work is queued anywhere, wakes a sleeper to look for it (see the module comment). Once the
     /// pool is shutting down, it abandons the job instead.
-    fn run_found(&self, job: JobRef) {
+    fn run_found(&self, job: JobRef, feeds: &Feeds) {
         if self.common.shutdown.load(SeqCst) {
             job.abandon(); // queued when the pool began to shut down: not started
             return;
@@ -457,7 +534,9 @@ impl Cpu {
         // submitter's).
         if self.searching.fetch_sub(1, SeqCst) == 1
             && self.sleepers.load(SeqCst) > 0
-            && (!self.injector.is_empty() || self.stealers.iter().any(|s| !s.is_empty()))
+            && (!self.injector.is_empty()
+                || self.stealers.iter().any(|s| !s.is_empty())
+                || feeds.stealers.iter().any(|s| !s.is_empty()))
         {
             self.wake_one();
         }
@@ -496,6 +575,12 @@ impl Cpu {
     }
 
     fn submit(self: &Arc<Self>, job: JobRef) -> Result<()> {
+        self.submit_to(job, None)
+    }
+
+    /// Queues `job` on this thread's own deque (a worker's nested submission), on
+    /// `feeder`, or on the injector.
+    fn submit_to(self: &Arc<Self>, job: JobRef, feeder: Option<&Worker<JobRef>>) -> Result<()> {
         if let Err(e) = self.start() {
             job.abandon();
             return Err(e);
@@ -509,6 +594,8 @@ impl Cpu {
             // SAFETY: `local` is the deque owned by this very thread's `work` frame,
             // which outlives this call (it is set and cleared by `work`).
             unsafe { &*local }.push(job);
+        } else if let Some(feeder) = feeder {
+            feeder.push(job);
         } else {
             self.injector.push(job);
         }
@@ -534,6 +621,16 @@ impl Cpu {
                 Steal::Success(job) => job.abandon(),
                 Steal::Retry => continue,
                 Steal::Empty => break,
+            }
+        }
+        let feeders = self.feeders.lock().unwrap_or_else(|p| p.into_inner());
+        for (_, stealer) in feeders.iter() {
+            loop {
+                match stealer.steal() {
+                    Steal::Success(job) => job.abandon(),
+                    Steal::Retry => continue,
+                    Steal::Empty => break,
+                }
             }
         }
     }
@@ -779,6 +876,8 @@ impl Pool {
                     sleep: Mutex::new(()),
                     wake: Condvar::new(),
                     started: AtomicBool::new(false),
+                    feeders: Mutex::new(Vec::new()),
+                    feeders_epoch: AtomicU64::new(0),
                 }))
             }
             Kind::Io => Flavor::Io(Arc::new(Io {
@@ -804,6 +903,14 @@ impl Pool {
         match &self.flavor {
             Flavor::Cpu(cpu) => cpu.submit(job),
             Flavor::Io(io) => io.submit(job),
+        }
+    }
+
+    /// A feeder for this pool (CPU pools only): see [`Feeder`].
+    pub fn feeder(&self) -> Option<Feeder> {
+        match &self.flavor {
+            Flavor::Cpu(cpu) => Some(cpu.feeder()),
+            Flavor::Io(_) => None,
         }
     }
 
