@@ -8,7 +8,11 @@
 //! A global `Injector` takes jobs submitted from outside the pool; each worker has a
 //! LIFO `Worker` deque for jobs submitted from inside it (nested work) and steals from
 //! the others through their `Stealer`s when its own deque and the injector are empty
-//! (the find-task loop of crossbeam-deque's documentation).
+//! (the find-task loop of crossbeam-deque's documentation). A loop submits through a
+//! [`Feeder`] instead: a FIFO deque of its own, pushed under the loop's lock, that the
+//! workers steal from (in batches) after the injector. For the sleep protocol below a
+//! feeder is one more place a worker looks before it sleeps: a push to it is published,
+//! and counted in `events`, exactly as a push to the injector.
 //!
 //! # Sleeping without lost wake-ups (CPU pool)
 //!
