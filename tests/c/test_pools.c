@@ -851,6 +851,84 @@ TEST(spawns_racing_pool_free_complete_exactly_once) {
     printf("    %ld tasks spawned while their pool was freed; %ld got CANCELLED\n", total, cancelled);
 }
 
+/* Several loops, each run on its own thread, feed one CPU pool at once: half of
+ * their tasks spawned from a loop callback (each loop's feeder, wake-ups deferred),
+ * half from the thread before it runs the loop, some cancelled; the pool's workers
+ * steal from every loop's feeder. Every task gets exactly one done and one free_fn,
+ * with the work's status unless cancelled. */
+enum { FEED_LOOPS = 4 };
+
+typedef struct {
+    weft_pool *pool;
+    rec *recs;
+    long n;
+    long refused, wrong;
+} feed;
+
+static void feed_spawn_half(weft_loop *lp, weft_id id, void *ud) {
+    (void)id;
+    feed *f = (feed *)ud;
+    weft_spawn_options so = spawn_opts(f->pool, 0);
+    for (long i = f->n / 2; i < f->n; i++) {
+        if (rec_spawn(lp, WEFT_ON_CPU, &f->recs[i], &so) == 0) f->refused++;
+        if (i % 7 == 0) weft_cancel(lp, atomic_load(&f->recs[i].id));
+    }
+}
+
+static void *feed_main(void *arg) {
+    feed *f = (feed *)arg;
+    weft_loop *lp = weft_loop_new();
+    if (lp == NULL) {
+        f->refused = f->n;
+        return NULL;
+    }
+    weft_spawn_options so = spawn_opts(f->pool, 0);
+    for (long i = 0; i < f->n / 2; i++) {
+        f->recs[i].ret = (int)(i % 100);
+        if (rec_spawn(lp, WEFT_ON_CPU, &f->recs[i], &so) == 0) f->refused++;
+        if (i % 7 == 0) weft_cancel(lp, atomic_load(&f->recs[i].id));
+    }
+    for (long i = f->n / 2; i < f->n; i++) f->recs[i].ret = (int)(i % 100);
+    if (weft_post(lp, feed_spawn_half, f, NULL) == 0) f->refused++;
+    if (weft_loop_run(lp, WEFT_RUN_DEFAULT) != WEFT_OK) f->refused++;
+    for (long i = 0; i < f->n; i++) {
+        rec *r = &f->recs[i];
+        if (atomic_load(&r->dones) != 1) f->wrong++;
+        else if (r->status != WEFT_ERR_CANCELLED && r->status != (int)(i % 100)) f->wrong++;
+    }
+    weft_loop_free(lp);
+    return NULL;
+}
+
+TEST(many_loops_feed_one_cpu_pool) {
+    weft_pool_options po = pool_opts(WEFT_POOL_CPU, 2, "feed");
+    weft_pool *p = weft_pool_new(&po);
+    REQUIRE(p != NULL);
+    long n = h_scale(20000, 2000);
+    feed f[FEED_LOOPS];
+    pthread_t th[FEED_LOOPS];
+    for (int i = 0; i < FEED_LOOPS; i++) {
+        f[i] = (feed){p, calloc((size_t)n, sizeof(rec)), n, 0, 0};
+        REQUIRE(f[i].recs != NULL);
+        REQUIRE(pthread_create(&th[i], NULL, feed_main, &f[i]) == 0);
+    }
+    long bad_free = 0, cancelled = 0;
+    for (int i = 0; i < FEED_LOOPS; i++) {
+        pthread_join(th[i], NULL);
+        CHECK_EQ(f[i].refused, 0);
+        CHECK_MSG(f[i].wrong == 0, "loop %d: %ld tasks without exactly one done with their status", i, f[i].wrong);
+        for (long j = 0; j < n; j++) {
+            if (!WAIT_FOR(atomic_load(&f[i].recs[j].frees) == 1, h_slack_ms(2000))) bad_free++;
+            cancelled += f[i].recs[j].status == WEFT_ERR_CANCELLED;
+        }
+        free(f[i].recs);
+    }
+    CHECK_EQ(bad_free, 0);
+    CHECK(cancelled > 0);
+    weft_pool_free(p);
+    printf("    %d loops x %ld tasks on one pool; %ld cancelled\n", FEED_LOOPS, n, cancelled);
+}
+
 /* Pools made, used and freed in a row leave no thread behind. */
 TEST(pools_made_and_freed_leave_no_threads) {
     weft_loop *lp = weft_loop_new();
