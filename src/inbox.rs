@@ -136,8 +136,9 @@ pub struct Inbox<H> {
     givers: AtomicUsize,
     /// The memory of the loop's task cells (see [`Inbox::own_chunk`]).
     chunks: Mutex<Vec<(NonNull<u8>, std::alloc::Layout)>>,
-    /// The bell's fd number: rung by producers under the queue lock, by the loop
-    /// itself, and drained by the loop. The queue owns (and `close` closes) the fd.
+    /// The bell's fd number: rung by producers (after they release the queue lock)
+    /// and by the loop itself; never drained (it is edge-triggered in the loop's epoll
+    /// set). The queue owns (and `close` closes) the fd.
     bell: RawFd,
 }
 
