@@ -121,7 +121,9 @@ pub struct Inbox<H> {
     /// The consumer's progress: every record numbered below it has been dispatched,
     /// skipped, or (for the loop thread's own cancels) started.
     started: Line<AtomicU64>,
-    cancel_requests: AtomicUsize,
+    /// Written by the consumer in every `take`: on a line of its own, away from what
+    /// producers read for every record (`closed`, `bell`).
+    cancel_requests: Line<AtomicUsize>,
     /// See [`Inbox::set_limit`].
     limit: AtomicUsize,
     /// Producers inside [`Inbox::ring`].
@@ -180,7 +182,7 @@ impl<H> Inbox<H> {
             awake: Line(AtomicBool::new(false)),
             closed: AtomicBool::new(false),
             started: Line(AtomicU64::new(1)),
-            cancel_requests: AtomicUsize::new(0),
+            cancel_requests: Line(AtomicUsize::new(0)),
             limit: AtomicUsize::new(0),
             ringers: AtomicUsize::new(0),
             done: Line(AtomicPtr::new(std::ptr::null_mut())),
@@ -413,7 +415,7 @@ impl<H> Inbox<H> {
         queue.first_seq += batch.len() as u64;
         // Marks left by the previous batch are stale; note this batch's posts.
         queue.cancelled.clear();
-        self.cancel_requests.store(0, Relaxed);
+        self.cancel_requests.0.store(0, Relaxed);
         queue.in_flight.clear();
         let posts = batch.iter().filter_map(|r| match r {
             Record::Post { seq, .. } => Some(*seq),
@@ -434,14 +436,14 @@ impl<H> Inbox<H> {
     /// Called by the consumer just before it runs post `seq`: false if it was cancelled.
     pub fn start_post(&self, seq: u64) -> bool {
         self.started.0.store(seq + 1, Relaxed);
-        if self.cancel_requests.load(Relaxed) == 0 {
+        if self.cancel_requests.0.load(Relaxed) == 0 {
             return true;
         }
         let mut queue = self.lock();
         match queue.cancelled.iter().position(|&s| s == seq) {
             Some(at) => {
                 queue.cancelled.swap_remove(at);
-                self.cancel_requests.fetch_sub(1, Relaxed);
+                self.cancel_requests.0.fetch_sub(1, Relaxed);
                 false
             }
             None => true,
@@ -472,7 +474,7 @@ impl<H> Inbox<H> {
             return Cancel::NotFound;
         }
         queue.cancelled.push(seq);
-        self.cancel_requests.fetch_add(1, Relaxed);
+        self.cancel_requests.0.fetch_add(1, Relaxed);
         Cancel::Marked
     }
 
