@@ -98,7 +98,7 @@ enum Kind<H: Handler> {
     Signal { signum: i32 },
     /// Boxed to keep every registration at 48 bytes.
     Subscription { pattern: Box<Pattern> },
-    /// A task in flight (the cell its job shares); in the wheel too with a timeout.
+    /// A task in flight (the cell the loop lent for it); in the wheel too with a timeout.
     Task(TaskRef<H, H::Work>),
     /// A process task or an adopted child; in the wheel for its timeout and kill.
     Process(Box<ProcTask<H::Work>>),
@@ -741,9 +741,10 @@ impl<H: Handler> Loop<H> {
         result
     }
 
-    /// Registers a task and lends its cell to `pool` (None: to this loop's inbox), under
-    /// the lock: a CPU pool's submission takes no lock of its own. (An IO pool's takes
-    /// its mutex and may start a thread: the loop's lock is released first.)
+    /// Registers a task and lends its cell where `submit` says: to a CPU pool's feeder
+    /// under the lock (the feeder's pushes need it, and take no lock of their own), to
+    /// a pool (an IO pool's submission takes its mutex and may start a thread) or to
+    /// this loop's inbox after the lock is released.
     fn lend_task(
         &self,
         mut core: MutexGuard<'_, Core<H>>,
@@ -1379,7 +1380,7 @@ impl<H: Handler> Loop<H> {
                 // speed-up on 2 cores.) Nothing else is waiting: no fd, signal, post or
                 // event is delayed by it. A timer falling due while the loop has yielded
                 // would wait for the worker's time slice (a few ms), so the loop does not
-                // yield when one is due within YIELD_TIMER_GAP.
+                // yield when one is due within YIELD_TIMER_GAP_NS.
                 let (out, next_timer) = {
                     let core = self.lock();
                     (core.cells.lent() - (*returned + taken as u64), core.wheel.next_deadline_ns())
@@ -1444,7 +1445,7 @@ impl<H: Handler> Loop<H> {
     }
 
     /// Serves the first `n` cells of `done`: delivers their tasks' completions (one
-    /// lock for the lot, then `done` for each, without it) and recycles the cells.
+    /// lock per chunk of cells, then `done` for each, without it) and recycles the cells.
     /// Returns how many `done` callbacks ran.
     ///
     /// A task whose cell is served here has finished: from the moment its entry leaves

@@ -138,20 +138,19 @@ def run_task(fn: Callable[..., Any], args: Tuple[Any, ...], kwargs: Dict[str, An
         return pickle.dumps((False, describe(exc, note)), pickle.HIGHEST_PROTOCOL)
 
 
-def child_main(write_fd: int, fn: Callable[..., Any], args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> None:
-    """Runs in the forked child of one task (reuse_children=False); never returns."""
+def _in_child(status_fd: int, body: Callable[[Any], None]) -> None:
+    """Runs body(task) in a forked child, with its weft_task on status_fd; never
+    returns. body ends with weft_child_exit; anything it raises is printed and the
+    child exits with EXIT_FAILED."""
     try:
         # Everything inherited goes to the collector's permanent generation: the child's
         # collections then never walk (and so never copy-on-write) the parent's objects.
         gc.freeze()
-        task = lib.weft_child_task(write_fd)
+        task = lib.weft_child_task(status_fd)
         if not task:
             os._exit(EXIT_NO_TASK)
         state.task = task
-        data = run_task(fn, args, kwargs)
-        flush_std_streams()
-        lib.weft_task_write(task, data, len(data))
-        lib.weft_child_exit(task, 0)  # does not return
+        body(task)
     except BaseException:  # noqa: BLE001
         try:
             traceback.print_exc()
@@ -160,6 +159,18 @@ def child_main(write_fd: int, fn: Callable[..., Any], args: Tuple[Any, ...], kwa
             pass
     finally:
         os._exit(EXIT_FAILED)
+
+
+def child_main(write_fd: int, fn: Callable[..., Any], args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> None:
+    """Runs in the forked child of one task (reuse_children=False); never returns."""
+
+    def body(task: Any) -> None:
+        data = run_task(fn, args, kwargs)
+        flush_std_streams()
+        lib.weft_task_write(task, data, len(data))
+        lib.weft_child_exit(task, 0)  # does not return
+
+    _in_child(write_fd, body)
 
 
 # ---- workers (reuse_children) ----------------------------------------------------------
@@ -213,20 +224,17 @@ def worker_main(status_fd: int, control_fd: int, data_fd: int, table: Dict[int, 
     """Runs in a worker child; never returns. Runs entry, then each task whose number
     the parent sends, looked up in table (the loop's queued tasks as they were at the
     fork), until the control pipe ends."""
-    global _data_fd, _data_lock
-    try:
-        gc.freeze()  # see child_main
-        task = lib.weft_child_task(status_fd)
-        if not task:
-            os._exit(EXIT_NO_TASK)
-        state.task = task
+
+    def body(task: Any) -> None:
+        global _data_fd, _data_lock
         _data_fd, _data_lock = data_fd, threading.Lock()
+        current = entry
         while True:
-            seq, fn, args, kwargs = entry.seq, entry.fn, entry.args, entry.kwargs
+            seq, fn, args, kwargs = current.seq, current.fn, current.args, current.kwargs
             # The child's copy of the entry (and of everything that holds it, like the
             # future's cancel hook) lets go of the task's objects once it has run.
-            entry.fn = entry.args = entry.kwargs = None
-            entry = None
+            current.fn = current.args = current.kwargs = None
+            current = None
             data = run_task(fn, args, kwargs)
             fn = args = kwargs = None
             flush_std_streams()
@@ -235,17 +243,11 @@ def worker_main(status_fd: int, control_fd: int, data_fd: int, table: Dict[int, 
             number = _read_number(control_fd)
             if number is None:
                 break
-            entry = table.pop(number)
+            current = table.pop(number)
         flush_std_streams()
         lib.weft_child_exit(task, 0)  # does not return
-    except BaseException:  # noqa: BLE001
-        try:
-            traceback.print_exc()
-            flush_std_streams()
-        except BaseException:  # noqa: BLE001
-            pass
-    finally:
-        os._exit(EXIT_FAILED)
+
+    _in_child(status_fd, body)
 
 
 def task_write_emit(topic: bytes, payload: bytes) -> int:
