@@ -471,34 +471,27 @@ impl Cpu {
         let mut feeds = Feeds { epoch: u64::MAX, stealers: Vec::new() };
         self.searching.fetch_add(1, SeqCst);
         loop {
-            if let Some(job) = self.find_job_spinning(&local, &mut feeds) {
-                self.run_found(job, &feeds);
-                if crate::fork::is_child() {
+            let found = match self.find_job_spinning(&local, &mut feeds) {
+                Some(job) => Some(job),
+                None if self.common.shutdown.load(SeqCst) => break,
+                None => {
+                    let seen = self.events.load(SeqCst);
+                    match self.find_job(&local, &mut feeds) {
+                        Some(job) => Some(job),
+                        None => {
+                            self.sleep_unless(seen);
+                            None
+                        }
+                    }
+                }
+            };
+            if let Some(job) = found {
+                if !self.run_found(job, &feeds, &local) {
                     // The work forked and the child came back here: touch nothing.
                     std::mem::forget(local);
                     return;
                 }
-                continue;
             }
-            if self.common.shutdown.load(SeqCst) {
-                break;
-            }
-            let seen = self.events.load(SeqCst);
-            if let Some(job) = self.find_job(&local, &mut feeds) {
-                self.run_found(job, &feeds);
-                continue;
-            }
-            let guard = self.sleep.lock().unwrap_or_else(|p| p.into_inner());
-            self.sleepers.fetch_add(1, SeqCst);
-            self.searching.fetch_sub(1, SeqCst);
-            let guard = if self.events.load(SeqCst) == seen && !self.common.shutdown.load(SeqCst) {
-                self.wake.wait(guard).unwrap_or_else(|p| p.into_inner())
-            } else {
-                guard
-            };
-            self.searching.fetch_add(1, SeqCst);
-            self.sleepers.fetch_sub(1, SeqCst);
-            drop(guard);
         }
         self.searching.fetch_sub(1, SeqCst);
         THREAD.with(|t| t.local.set(std::ptr::null()));
@@ -506,6 +499,22 @@ impl Cpu {
         while let Some(job) = local.pop() {
             job.abandon();
         }
+    }
+
+    /// The sleep check of the module comment: sleeps unless a job was submitted since
+    /// `events` read `seen` (or the pool is shutting down).
+    fn sleep_unless(&self, seen: u64) {
+        let guard = self.sleep.lock().unwrap_or_else(|p| p.into_inner());
+        self.sleepers.fetch_add(1, SeqCst);
+        self.searching.fetch_sub(1, SeqCst);
+        let guard = if self.events.load(SeqCst) == seen && !self.common.shutdown.load(SeqCst) {
+            self.wake.wait(guard).unwrap_or_else(|p| p.into_inner())
+        } else {
+            guard
+        };
+        self.searching.fetch_add(1, SeqCst);
+        self.sleepers.fetch_sub(1, SeqCst);
+        drop(guard);
     }
 
     /// Looks for a job a few times, briefly, before the caller goes to sleep: jobs
@@ -523,14 +532,14 @@ impl Cpu {
         None
     }
 
-    /// A searching worker found `job`: it runs it, and if it was the last searcher and
-    /// more work is queued anywhere, wakes a sleeper to look for it (see the module comment). Once the
-    /// pool is shutting down, it abandons the job instead.
-    fn run_found(&self, job: JobRef, feeds: &Feeds) {
-        if self.common.shutdown.load(SeqCst) {
-            job.abandon(); // queued when the pool began to shut down: not started
-            return;
-        }
+    /// A searching worker found `job`: it stops searching (and if it was the last
+    /// searcher and more work is queued anywhere, wakes a sleeper to look for it: see
+    /// the module comment), runs the job, then the jobs in its own deque, and searches
+    /// again. Running the jobs of its own deque is not searching: the two counter
+    /// updates (shared by all workers) are paid once per batch, not once per job. Once
+    /// the pool is shutting down, it abandons the jobs instead. Returns false in a
+    /// child forked by the work.
+    fn run_found(&self, job: JobRef, feeds: &Feeds, local: &Worker<JobRef>) -> bool {
         // Stop searching first, then look: a submitter that saw this worker still
         // searching (and so did not wake anyone) pushed its job before this decrement,
         // so the look below sees it. Jobs may wait in the injector or in any worker's
@@ -544,8 +553,20 @@ impl Cpu {
         {
             self.wake_one();
         }
-        job.run();
+        let mut next = Some(job);
+        while let Some(job) = next {
+            if self.common.shutdown.load(SeqCst) {
+                job.abandon(); // queued when the pool began to shut down: not started
+            } else {
+                job.run();
+                if crate::fork::is_child() {
+                    return false;
+                }
+            }
+            next = local.pop();
+        }
         self.searching.fetch_add(1, SeqCst);
+        true
     }
 
     fn wake_one(&self) {
