@@ -38,7 +38,7 @@ use crate::timer::{self, Wheel};
 use crate::watch::{self, FdTable};
 use std::ffi::CStr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// What a registration's handler is told when it is called.
@@ -269,7 +269,33 @@ pub struct Loop<H: Handler> {
     /// The thread running the loop (see [`thread_number`]), 0 when none.
     runner_thread: AtomicU64,
     closed: AtomicBool,
+    /// Tasks spawned from the loop's own thread (see [`task::Table`]), and the loop
+    /// owner's side of them.
+    table: task::Table<H, H::Work>,
+    own: OwnCell<H>,
+    /// How many tasks of the table are live: written by the owner, read by `alive`.
+    table_live: AtomicUsize,
 }
+
+/// What only the loop's owner touches: the thread running the loop (inside `run`, so
+/// from its callbacks too) or the one closing it (holding the runner, so no one runs
+/// it). A spawn on the loop's thread registers its task here, with no lock: its cell
+/// in the task table, its `done` handler in `handlers` at the cell's index, its job in
+/// the loop's own feeder of the pool.
+struct Own<H: Handler> {
+    lender: task::Lender<H, H::Work>,
+    handlers: Vec<Option<H>>,
+    /// Pools spawned on from the loop's thread, by key (as `Core::pools`), with the
+    /// feeder of a CPU pool; checked against the pool epoch.
+    pools: Vec<(usize, u64, Arc<Pool>, Option<pool::Feeder>)>,
+}
+
+struct OwnCell<H: Handler>(std::cell::UnsafeCell<Own<H>>);
+
+// SAFETY: `Own` is touched only by the loop's owner, one thread at a time (see
+// `Loop::own`), and everything in it may move between threads.
+unsafe impl<H: Handler> Sync for OwnCell<H> {}
+unsafe impl<H: Handler> Send for OwnCell<H> {}
 
 /// A number for the calling thread, unique in the process (never 0).
 fn thread_number() -> u64 {
@@ -359,6 +385,13 @@ impl<H: Handler> Loop<H> {
             running: AtomicBool::new(false),
             runner_thread: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            table: Default::default(),
+            own: OwnCell(std::cell::UnsafeCell::new(Own {
+                lender: Default::default(),
+                handlers: Vec::new(),
+                pools: Vec::new(),
+            })),
+            table_live: AtomicUsize::new(0),
         })
     }
 
@@ -403,6 +436,17 @@ impl<H: Handler> Loop<H> {
         self.inner_fd.store(fresh.as_raw_fd(), SeqCst);
         core.epoll = fresh;
         core.polluted = false;
+    }
+
+    /// The owner's state.
+    ///
+    /// # Safety
+    /// On the thread running the loop ([`on_loop_thread`](Self::on_loop_thread)) or
+    /// closing it, with no other borrow of it alive: none is kept across a callback.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn own(&self) -> &mut Own<H> {
+        // SAFETY: the caller's promise.
+        unsafe { &mut *self.own.0.get() }
     }
 
     fn lock(&self) -> MutexGuard<'_, Core<H>> {
@@ -690,6 +734,13 @@ impl<H: Handler> Loop<H> {
 
     /// Registers a task and queues its job where `target` says.
     fn queue_task(&self, target: Target<'_>, work: &mut Option<H::Work>, done: &mut Option<H>, timeout_ms: u64) -> Result<Id> {
+        if let Target::Cached { key, kind, resolve } = target {
+            if timeout_ms == 0 && self.on_loop_thread() {
+                if let Some(id) = self.lend_owned(key, kind, resolve, work, done)? {
+                    return Ok(id);
+                }
+            }
+        }
         let mut evicted = Vec::new();
         let mut resolved: Option<Arc<Pool>> = None;
         let mut held: Option<Arc<Pool>> = None;
@@ -739,6 +790,51 @@ impl<H: Handler> Loop<H> {
         drop(resolved);
         drop(evicted); // pools freed meanwhile: dropped without the lock
         result
+    }
+
+    /// On the loop's thread, a task without a timeout for a CPU pool: registered in the
+    /// task table and queued on the loop's own feeder, with no lock (see [`Own`]). None
+    /// for another pool (an IO pool has no feeder): the caller registers it in the slab.
+    fn lend_owned(
+        &self,
+        key: usize,
+        kind: pool::Kind,
+        resolve: &dyn Fn() -> Result<Arc<Pool>>,
+        work: &mut Option<H::Work>,
+        done: &mut Option<H>,
+    ) -> Result<Option<Id>> {
+        let epoch = task::pool_epoch();
+        // SAFETY: on the loop's thread (the caller checked); this borrow ends before
+        // any callback can run (resolving a pool and dropping one run no user code on
+        // this thread).
+        let own = unsafe { self.own() };
+        let at = match own.pools.iter().position(|&(k, e, _, _)| k == key && e == epoch) {
+            Some(at) => at,
+            None => {
+                own.pools.retain(|&(_, e, _, _)| e == epoch);
+                let pool = resolve()?;
+                Self::check_pool(&pool, kind)?;
+                let feeder = pool.feeder();
+                own.pools.push((key, epoch, pool, feeder));
+                own.pools.len() - 1
+            }
+        };
+        let (_, _, pool, feeder) = &own.pools[at];
+        Self::check_pool(pool, kind)?;
+        let Some(feeder) = feeder else { return Ok(None) };
+        let Some((id, _, job)) = self.table.lend(&mut own.lender, self.tag, &self.inbox, work.take().expect("not taken yet"))
+        else {
+            return Err(Error::new(Code::Busy, "the loop holds 2^24 tasks spawned from its thread, its maximum"));
+        };
+        let index = slots::task_index(id) as usize;
+        if index >= own.handlers.len() {
+            own.handlers.resize_with(index + 1, || None);
+        }
+        own.handlers[index] = done.take();
+        self.table_live.store(self.table_live.load(Relaxed) + 1, Relaxed);
+        // A pool shutting down meanwhile abandons the job: done(Cancelled).
+        drop(feeder.submit(job));
+        Ok(Some(id))
     }
 
     /// Registers a task and lends its cell where `submit` says: to a CPU pool's feeder
@@ -1092,6 +1188,7 @@ impl<H: Handler> Loop<H> {
                 };
             }
             Some(IdKind::Slot { .. }) => {}
+            Some(IdKind::Task { index, .. }) => return self.cancel_owned(id, index),
             None => return Err(Error::not_found(id)),
         }
         let mut core = self.lock();
@@ -1140,6 +1237,56 @@ impl<H: Handler> Loop<H> {
             self.inbox.wake();
         }
         Ok(())
+    }
+
+    /// Cancels a task of the task table, from any thread (as a task in the slab: see
+    /// `cancel`). The table's `ends` lock keeps the loop from ending the task between
+    /// the id check and the cancel flag.
+    fn cancel_owned(&self, id: Id, index: u32) -> Result<()> {
+        let Some(cell) = self.table.cell(index) else { return Err(Error::not_found(id)) };
+        let unstarted = {
+            let _ends = self.table.hold_ends();
+            // SAFETY: the table's cells live as long as the loop.
+            let cell = unsafe { cell.as_ref() };
+            if cell.id() != id || cell.is_cancelled() {
+                return Err(Error::not_found(id));
+            }
+            cell.cancel()
+        };
+        if unstarted {
+            self.inbox.push(Record::Done { id, status: task::CANCELLED, result: Vec::new() });
+        }
+        Ok(())
+    }
+
+    /// The `Cancelled` completion a cancel queued for a task of the table that had not
+    /// started: delivered unless the task has ended meanwhile (its cell came back and
+    /// was served first). True if `done` ran. Loop thread.
+    fn deliver_unstarted(&self, id: Id) -> bool {
+        let index = slots::task_index(id);
+        let Some(cell) = self.table.cell(index) else { return false };
+        // SAFETY: the table's cells live as long as the loop; only this thread ends tasks.
+        let c = unsafe { cell.as_ref() };
+        if c.id() != id || !c.is_lent() {
+            return false;
+        }
+        let handler = {
+            // SAFETY: on the loop's thread; the borrow ends before the call below.
+            let own = unsafe { self.own() };
+            let Some(handler) = own.handlers[index as usize].take() else { return false };
+            let ends = self.table.hold_ends();
+            // SAFETY: its task is live.
+            unsafe { task::Table::end(cell, &ends) };
+            handler
+        };
+        c.end_lent();
+        self.table_live.store(self.table_live.load(Relaxed) - 1, Relaxed);
+        let mut handler = handler;
+        pool::deferring_wakeups(|| {
+            handler.call(self, id, Event::Done { status: task::CANCELLED, result: &[], message: None })
+        });
+        drop(handler);
+        true
     }
 
     /// Removes the registration at `index` from the wheel and the tables (not the slab).
@@ -1258,7 +1405,7 @@ impl<H: Handler> Loop<H> {
 
     /// True while anything is registered or queued.
     pub fn alive(&self) -> bool {
-        self.inbox.has_records() || !self.lock().entries.is_empty()
+        self.inbox.has_records() || self.table_live.load(Relaxed) > 0 || !self.lock().entries.is_empty()
     }
 
     /// The fd an embedding host watches: readable when `run(NoWait)` has work.
@@ -1382,8 +1529,10 @@ impl<H: Handler> Loop<H> {
                 // would wait for the worker's time slice (a few ms), so the loop does not
                 // yield when one is due within YIELD_TIMER_GAP_NS.
                 let (out, next_timer) = {
+                    // SAFETY: on the loop's thread, no callback running.
+                    let lent = unsafe { self.own() }.lender.lent();
                     let core = self.lock();
-                    (core.cells.lent() - (*returned + taken as u64), core.wheel.next_deadline_ns())
+                    (core.cells.lent() + lent - (*returned + taken as u64), core.wheel.next_deadline_ns())
                 };
                 if out > 0 && next_timer.is_none_or(|at| at > sys::now_ns() + YIELD_TIMER_GAP_NS) {
                     std::thread::yield_now();
@@ -1410,6 +1559,9 @@ impl<H: Handler> Loop<H> {
                         ran += 1;
                     }
                     Record::Cancelled => {}
+                    Record::Done { id, .. } if slots::is_task_id(id) => {
+                        ran += self.deliver_unstarted(id) as usize;
+                    }
                     Record::Done { id, status, result } => {
                         ran += self.dispatch(id, Event::Done { status, result: &result, message: None }) as usize;
                     }
@@ -1465,10 +1617,21 @@ impl<H: Handler> Loop<H> {
         loop {
             let k = left.min(CHUNK);
             {
-                let mut core = self.lock();
-                let core = &mut *core;
-                if !spare.is_empty() {
-                    core.cells.keep(spare.drain(..));
+                // Each lock only when the chunk needs it: the core's for cells of tasks in
+                // the slab, the table's `ends` for tasks of the table (a chunk of tasks
+                // spawned on the loop's thread takes no other).
+                let mut core: Option<MutexGuard<'_, Core<H>>> = None;
+                let mut ends = None;
+                // SAFETY: on the loop's thread; the borrow ends before the callbacks.
+                let own = unsafe { self.own() };
+                let mut ended = 0;
+                for cell in spare.drain(..) {
+                    // SAFETY: released cells, the loop's alone.
+                    if slots::is_task_id(unsafe { cell.as_ref() }.id()) {
+                        unsafe { own.lender.keep(cell) };
+                    } else {
+                        core.get_or_insert_with(|| self.lock()).cells.keep([cell]);
+                    }
                 }
                 if k == 0 {
                     break;
@@ -1477,7 +1640,16 @@ impl<H: Handler> Loop<H> {
                     // SAFETY: on the loop's thread, for a cell just taken back.
                     match unsafe { TaskCell::take_back(cell) } {
                         Back::Recycle => spare.push(cell),
+                        Back::Deliver(id) if slots::is_task_id(id) => {
+                            let ends = ends.get_or_insert_with(|| self.table.hold_ends());
+                            // SAFETY: a live task's cell (its id is the live one).
+                            unsafe { task::Table::end(cell, ends) };
+                            let handler = own.handlers[slots::task_index(id) as usize].take();
+                            deliver.push((id, handler.expect("a live task has its handler"), cell));
+                            ended += 1;
+                        }
                         Back::Deliver(id) => {
+                            let core = &mut **core.get_or_insert_with(|| self.lock());
                             let index = core.entries.index(id).filter(|&i| {
                                 let entry = core.entries.at(i);
                                 entry.handler.is_some() && matches!(&entry.kind, Kind::Task(t) if t.is(cell))
@@ -1498,6 +1670,9 @@ impl<H: Handler> Loop<H> {
                             deliver.push((id, entry.handler.expect("checked above"), cell));
                         }
                     }
+                }
+                if ended > 0 {
+                    self.table_live.store(self.table_live.load(Relaxed) - ended, Relaxed);
                 }
             }
             left -= k;
@@ -1665,6 +1840,35 @@ impl<H: Handler> Loop<H> {
             };
             drop(entries);
         }
+        // Tasks of the table end as tasks in the slab do above: their cancel flag is
+        // raised, and their cells are recycled when they come back.
+        {
+            // SAFETY: closing (the runner is held: nobody runs the loop).
+            let own = unsafe { self.own() };
+            let live: Vec<(u32, H)> = (own.handlers.iter_mut().enumerate())
+                .filter_map(|(index, handler)| handler.take().map(|handler| (index as u32, handler)))
+                .collect();
+            let cells: Vec<_> = live.iter().filter_map(|&(index, _)| self.table.cell(index)).collect();
+            {
+                let ends = self.table.hold_ends();
+                for &cell in &cells {
+                    // SAFETY: live tasks' cells (a live handler, so a live task).
+                    unsafe {
+                        cell.as_ref().cancel();
+                        task::Table::end(cell, &ends);
+                    }
+                }
+            }
+            for cell in cells {
+                // SAFETY: as above.
+                unsafe { cell.as_ref() }.end_lent();
+            }
+            self.table_live.store(0, Relaxed);
+            drop(live);
+            // The loop's feeders: their jobs move to their pools' injectors.
+            let pools = std::mem::take(&mut own.pools);
+            drop(pools);
+        }
         // Queued jobs of tasks on the loop give their cells back as they are dropped.
         drop(self.inbox.close());
         if !self.inbox.done_closed() {
@@ -1674,7 +1878,8 @@ impl<H: Handler> Loop<H> {
                 unsafe { TaskCell::release(cell) };
             }
             runner.groups.clear();
-            let lent = self.lock().cells.lent() - runner.returned;
+            // SAFETY: closing, as above.
+            let lent = self.lock().cells.lent() + unsafe { self.own() }.lender.lent() - runner.returned;
             let keep = Arc::into_raw(self.inbox.clone());
             // SAFETY: cells on the list are back and their entries gone: ours to free.
             self.inbox.close_done(lent as usize, keep, |cell: Cell<H>| unsafe { TaskCell::release(cell) });

@@ -11,6 +11,10 @@
 //! │ loop tag   │post│  generation  │   index    │   (post ids: bits 50..0 are a sequence)
 //! └────────────┴────┴──────────────┴────────────┘
 //! ```
+//!
+//! Posts number bits 49..0; post ids with bit 50 set name instead a task the loop
+//! spawned from its own thread (see `crate::task::Table`): a generation (bits 49..24)
+//! and the index of its cell in the loop's task table.
 
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Mutex;
@@ -22,7 +26,11 @@ const GEN_BITS: u32 = 27;
 const INDEX_MASK: u64 = (1 << INDEX_BITS) - 1;
 const GEN_MASK: u64 = (1 << GEN_BITS) - 1;
 const POST_BIT: u64 = 1 << 51;
-const SEQ_MASK: u64 = POST_BIT - 1;
+const TASK_BIT: u64 = 1 << 50;
+const SEQ_MASK: u64 = TASK_BIT - 1;
+/// Generations of task ids (a task id is checked against its cell's current id).
+pub(crate) const TASK_GEN_MASK: u32 = (1 << 26) - 1;
+const TAG_MASK: u64 = !((1 << TAG_SHIFT) - 1);
 const TAG_SHIFT: u32 = 52;
 
 /// Most registrations one loop holds at once.
@@ -62,11 +70,16 @@ pub fn release_tag(tag: u16) {
 pub enum IdKind {
     Slot { index: u32, generation: u32 },
     Post { seq: u64 },
+    Task { index: u32, generation: u32 },
 }
 
 pub fn decode(tag: u16, id: Id) -> Option<IdKind> {
     if id >> TAG_SHIFT != tag as u64 {
         return None;
+    }
+    if id & (POST_BIT | TASK_BIT) == POST_BIT | TASK_BIT {
+        let generation = ((id >> INDEX_BITS) as u32) & TASK_GEN_MASK;
+        return Some(IdKind::Task { index: (id & INDEX_MASK) as u32, generation });
     }
     if id & POST_BIT != 0 {
         return Some(IdKind::Post { seq: id & SEQ_MASK });
@@ -78,6 +91,37 @@ pub fn decode(tag: u16, id: Id) -> Option<IdKind> {
 pub fn post_id(tag: u16, seq: u64) -> Id {
     (tag as u64) << TAG_SHIFT | POST_BIT | (seq & SEQ_MASK)
 }
+
+/// A task id without its loop's tag (so it matches no id): what a task table cell
+/// holds between tasks. Give it the tag with [`tagged`].
+pub fn untagged_task_id(index: u32, generation: u32) -> Id {
+    POST_BIT | TASK_BIT | ((generation & TASK_GEN_MASK) as u64) << INDEX_BITS | index as u64
+}
+
+pub fn tagged(tag: u16, untagged: Id) -> Id {
+    (tag as u64) << TAG_SHIFT | untagged
+}
+
+/// The untagged id of the next task after `id`'s in the same cell; None once the
+/// generations are used up: the cell is then retired, never reused, so that an id
+/// 2^26 tasks old cannot name a new task.
+pub fn next_task_id(id: Id) -> Option<Id> {
+    let generation = ((id >> INDEX_BITS) as u32 & TASK_GEN_MASK) + 1;
+    (generation <= TASK_GEN_MASK).then(|| untagged_task_id((id & INDEX_MASK) as u32, generation))
+}
+
+/// True for the id of a task in a loop's task table (tagged or not).
+pub fn is_task_id(id: Id) -> bool {
+    id & (POST_BIT | TASK_BIT) == POST_BIT | TASK_BIT
+}
+
+/// The index in a task id.
+pub fn task_index(id: Id) -> u32 {
+    (id & INDEX_MASK) as u32
+}
+
+#[allow(dead_code)]
+const _: () = assert!(TAG_MASK == 0xfff << TAG_SHIFT);
 
 fn slot_id(tag: u16, index: u32, generation: u32) -> Id {
     (tag as u64) << TAG_SHIFT | (generation as u64) << INDEX_BITS | index as u64
@@ -253,5 +297,12 @@ mod tests {
         assert_eq!(a.get(again).map(|v| v.1), Some(8));
         assert_eq!(decode(1, post_id(1, 5)), Some(IdKind::Post { seq: 5 }));
         assert_eq!(decode(2, post_id(1, 5)), None);
+        let task = tagged(1, untagged_task_id(9, 3));
+        assert_eq!(decode(1, task), Some(IdKind::Task { index: 9, generation: 3 }));
+        assert_eq!(decode(2, task), None);
+        assert_eq!(decode(1, untagged_task_id(9, 3)), None, "an untagged id names nothing");
+        assert_eq!(decode(1, tagged(1, next_task_id(task).unwrap())), Some(IdKind::Task { index: 9, generation: 4 }));
+        assert_eq!(next_task_id(untagged_task_id(9, TASK_GEN_MASK)), None, "retired");
+        assert!(is_task_id(task) && !is_task_id(post_id(1, 5)) && !is_task_id(id));
     }
 }

@@ -55,8 +55,9 @@ use std::cell::{Cell, UnsafeCell};
 use std::mem::ManuallyDrop;
 use std::os::fd::RawFd;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Acquire, Ordering::Release, Ordering::SeqCst};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Where a task's work runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,8 +138,10 @@ pub struct TaskCell<H, W> {
     /// First field: the pool reaches the task through it (see [`JobRef`]), and the
     /// completion list links it.
     head: UnsafeCell<Head>,
-    /// The registration (loop side only).
-    id: Cell<Id>,
+    /// The registration: a slab id, written by the loop under its lock; or, for a cell
+    /// of the task table, its task's id while the task is live and the next task's id
+    /// (untagged) between tasks (see [`Table`]).
+    id: AtomicU64,
     /// The loop's inbox: alive while any of its cells is lent out.
     inbox: *const Inbox<H>,
     /// What the work wrote (None: nothing); written before the cell is given back.
@@ -219,7 +222,7 @@ impl<H: Send + 'static, W: TaskWork<H> + 'static> TaskCell<H, W> {
     pub fn lend(cells: &mut Cells<H, W>, id: Id, inbox: &Arc<Inbox<H>>, work: W, timed: bool) -> (TaskRef<H, W>, JobRef) {
         let fresh = |work| TaskCell {
             head: UnsafeCell::new(Head { job: JobHeader { vtable: &Self::VTABLE } }),
-            id: Cell::new(id),
+            id: AtomicU64::new(id),
             inbox: Arc::as_ptr(inbox),
             result: UnsafeCell::new(None),
             status: UnsafeCell::new(0),
@@ -352,7 +355,7 @@ impl<H, W> TaskCell<H, W> {
         // finds no registration.
         match this.home.get() {
             ENDED => Back::Recycle,
-            _ => Back::Deliver(this.id.get()),
+            _ => Back::Deliver(this.id.load(Relaxed)),
         }
     }
 
@@ -422,6 +425,16 @@ impl<H, W> Drop for TaskRef<H, W> {
     fn drop(&mut self) {
         // Only the loop's owner drops registrations, and `home` is its alone. A cell
         // that is back has been delivered (its handle consumed), so this one is lent.
+        self.end_lent();
+    }
+}
+
+impl<H, W> TaskCell<H, W> {
+    /// The task's registration ended while its cell is lent: the loop recycles the cell
+    /// when it comes back, and the work of a task abandoned before it started ends now
+    /// (so, not under a lock: that is user code). Loop side only. For a cell of the
+    /// task table, after [`Table::end`].
+    pub fn end_lent(&self) {
         self.home.set(ENDED);
         if self.stage.fetch_or(ENDED_BIT, SeqCst) & STATE == ABANDONED {
             // The pool will only give the cell back: end the user data at the `done`.
@@ -429,6 +442,195 @@ impl<H, W> Drop for TaskRef<H, W> {
             unsafe { ManuallyDrop::drop(&mut *self.work.get()) };
             self.stage.fetch_or(WORK_GONE, Release);
         }
+    }
+
+    /// Whether the cell is lent with its registration live (loop side only).
+    pub fn is_lent(&self) -> bool {
+        self.home.get() == LENT
+    }
+
+    /// The id in the cell (see the field).
+    pub fn id(&self) -> Id {
+        self.id.load(Acquire)
+    }
+}
+
+// ---- the task table ------------------------------------------------------------------
+
+/// Chunk k of the table holds `FIRST_CHUNK << k` cells; 19 chunks hold 2^24 + some.
+const TABLE_CHUNKS: usize = 19;
+/// Most cells a table holds (the index bits of a task id).
+const TABLE_MAX: u32 = 1 << 24;
+
+/// The task table of a loop: the cells of the tasks it spawns from its own thread, which
+/// are registered here rather than in the loop's slab, so that such a spawn takes no
+/// lock. A task's id names its cell (its index) and a generation; the cell holds the id
+/// of its live task, and between tasks the next task's id without the loop's tag, which
+/// matches no id.
+///
+/// Only the loop's owner (the thread running it, or the one freeing it) lends cells,
+/// recycles them and ends their tasks; any thread may look a cell up by index, to
+/// cancel its task. The race between a cancel and the task's end is settled by `ends`:
+/// the owner changes a cell's id under it (the end of a task; a chunk of completions
+/// takes it once), and a canceller holds it from reading the id until it has raised the
+/// task's cancel flag, so a cancel that matched the id lands on that task, never on the
+/// next one in the same cell. Chunks are never moved or freed before the loop's inbox
+/// (they are owned by it, as [`Cells`]' are), so a looked-up cell stays valid.
+pub struct Table<H, W> {
+    chunks: [AtomicPtr<TaskCell<H, W>>; TABLE_CHUNKS],
+    /// Cells below this index have been initialised (published with Release).
+    count: AtomicU32,
+    ends: Mutex<()>,
+}
+
+// SAFETY: the cells are shared as TaskCell is (see its impls); the rest is atomic.
+unsafe impl<H: Send, W: Send + Sync> Send for Table<H, W> {}
+unsafe impl<H: Send, W: Send + Sync> Sync for Table<H, W> {}
+
+/// The owner's side of a [`Table`]: its spare cells and how many it lent.
+pub struct Lender<H, W> {
+    spare: Option<NonNull<TaskCell<H, W>>>,
+    lent: u64,
+}
+
+// SAFETY: spare cells belong to the owner alone.
+unsafe impl<H: Send, W: Send + Sync> Send for Lender<H, W> {}
+
+impl<H, W> Default for Lender<H, W> {
+    fn default() -> Self {
+        Lender { spare: None, lent: 0 }
+    }
+}
+
+impl<H, W> Lender<H, W> {
+    /// How many cells have been lent since the loop was made.
+    pub fn lent(&self) -> u64 {
+        self.lent
+    }
+
+    /// Keeps a cell whose task is over (and released) for a later spawn, unless its
+    /// generations are used up.
+    ///
+    /// # Safety
+    /// For a released cell of this lender's table, by its owner, once.
+    pub unsafe fn keep(&mut self, cell: NonNull<TaskCell<H, W>>) {
+        // SAFETY: the owner's alone.
+        if unsafe { cell.as_ref() }.id.load(Relaxed) == RETIRED {
+            return;
+        }
+        unsafe { cell.cast::<Option<NonNull<TaskCell<H, W>>>>().write(self.spare) };
+        self.spare = Some(cell);
+    }
+}
+
+/// The id a retired cell holds (generation 0 is never a task's).
+const RETIRED: Id = 0;
+
+impl<H, W> Default for Table<H, W> {
+    fn default() -> Self {
+        Table { chunks: Default::default(), count: AtomicU32::new(0), ends: Mutex::new(()) }
+    }
+}
+
+impl<H, W> Table<H, W> {
+    /// The chunk and the offset in it of cell `index`.
+    fn locate(index: u32) -> (usize, usize) {
+        let n = index as usize / FIRST_CHUNK + 1;
+        let k = (usize::BITS - 1 - n.leading_zeros()) as usize;
+        (k, index as usize - FIRST_CHUNK * ((1 << k) - 1))
+    }
+
+    /// Cell `index`, if it has been initialised. Any thread.
+    pub fn cell(&self, index: u32) -> Option<NonNull<TaskCell<H, W>>> {
+        if index >= self.count.load(Acquire) {
+            return None;
+        }
+        let (k, offset) = Self::locate(index);
+        let chunk = NonNull::new(self.chunks[k].load(Acquire))?;
+        // SAFETY: within chunk k, which holds FIRST_CHUNK << k cells.
+        Some(unsafe { chunk.add(offset) })
+    }
+
+    /// Holds task ends off while a canceller looks at a cell.
+    pub fn hold_ends(&self) -> MutexGuard<'_, ()> {
+        self.ends.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Ends the task of `cell` (back or lent): from now on its id names nothing, and
+    /// the cell holds the next task's. Under [`hold_ends`](Self::hold_ends), by the
+    /// owner.
+    ///
+    /// # Safety
+    /// A cell of this table whose task is live.
+    pub unsafe fn end(cell: NonNull<TaskCell<H, W>>, _ends: &MutexGuard<'_, ()>) {
+        // SAFETY: cells live as long as the table.
+        let this = unsafe { cell.as_ref() };
+        let next = crate::slots::next_task_id(this.id.load(Relaxed)).unwrap_or(RETIRED);
+        this.id.store(next, Release);
+    }
+
+}
+
+impl<H: Send + 'static, W: TaskWork<H> + 'static> Table<H, W> {
+    /// Lends a cell for a new task of the loop tagged `tag`: its id, the cell and the
+    /// job to queue; None when the table is full. By the owner.
+    pub fn lend(&self, lender: &mut Lender<H, W>, tag: u16, inbox: &Arc<Inbox<H>>, work: W) -> Option<(Id, NonNull<TaskCell<H, W>>, JobRef)> {
+        let cell = match lender.spare {
+            Some(cell) => {
+                // SAFETY: a spare cell is the owner's alone; its first word links it.
+                lender.spare = unsafe { cell.cast::<Option<NonNull<TaskCell<H, W>>>>().read() };
+                cell
+            }
+            None => {
+                let index = self.count.load(Relaxed);
+                if index >= TABLE_MAX {
+                    return None;
+                }
+                let (k, offset) = Self::locate(index);
+                let mut chunk = self.chunks[k].load(Relaxed);
+                if chunk.is_null() {
+                    let layout = std::alloc::Layout::array::<TaskCell<H, W>>(FIRST_CHUNK << k).expect("a valid size");
+                    // SAFETY: a non-zero size.
+                    let memory = NonNull::new(unsafe { std::alloc::alloc(layout) })
+                        .unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+                    inbox.own_chunk(memory, layout);
+                    chunk = memory.as_ptr().cast();
+                    self.chunks[k].store(chunk, Release);
+                }
+                // SAFETY: within chunk k; not yet visible to any other thread (`count`).
+                let cell = unsafe { NonNull::new_unchecked(chunk.add(offset)) };
+                unsafe {
+                    std::ptr::addr_of_mut!((*cell.as_ptr()).id).write(AtomicU64::new(crate::slots::untagged_task_id(index, 1)));
+                    std::ptr::addr_of_mut!((*cell.as_ptr()).stage).write(AtomicU8::new(FINISHED));
+                    std::ptr::addr_of_mut!((*cell.as_ptr()).cancelled).write(AtomicBool::new(false));
+                }
+                self.count.store(index + 1, Release);
+                cell
+            }
+        };
+        let c = cell.as_ptr();
+        // SAFETY: a spare or fresh cell is the owner's, and holds nothing to drop. A
+        // canceller may read its atomics (with a stale or forged id), so they are
+        // written as atomics; the rest is written whole. The id goes last (Release):
+        // a canceller that matches it sees the task's state.
+        let id = unsafe {
+            std::ptr::addr_of_mut!((*c).head).write(UnsafeCell::new(Head { job: JobHeader { vtable: &TaskCell::<H, W>::VTABLE } }));
+            std::ptr::addr_of_mut!((*c).inbox).write(Arc::as_ptr(inbox));
+            std::ptr::addr_of_mut!((*c).result).write(UnsafeCell::new(None));
+            std::ptr::addr_of_mut!((*c).status).write(UnsafeCell::new(0));
+            std::ptr::addr_of_mut!((*c).home).write(Cell::new(LENT));
+            std::ptr::addr_of_mut!((*c).timed).write(Cell::new(false));
+            std::ptr::addr_of_mut!((*c).work).write(UnsafeCell::new(ManuallyDrop::new(work)));
+            let this = &*c;
+            this.stage.store(QUEUED, Relaxed);
+            this.cancelled.store(false, Relaxed);
+            let id = crate::slots::tagged(tag, this.id.load(Relaxed));
+            this.id.store(id, Release);
+            id
+        };
+        lender.lent += 1;
+        // SAFETY: the cell starts with its job header; the job is the pool's loan.
+        Some((id, cell, unsafe { JobRef::from_raw(cell.cast()) }))
     }
 }
 /// What a work function sees: its cancel flag, and where its result and events go: to
