@@ -456,8 +456,11 @@ static void calibrate(void)
 struct batch {
     uint32_t n;
     uint64_t spin;             /* busy-loop iterations per task (0: none) */
-    _Atomic uint64_t ran;      /* incremented by every task's work */
-    uint64_t done;             /* completions, counted on the loop thread */
+    /* On cache lines of their own: the workers' counter, and what the loop thread
+     * writes for each completion (sharing a line, each completion would take the line
+     * away from the workers, who read `spin` for every task). */
+    _Alignas(64) _Atomic uint64_t ran;  /* incremented by every task's work */
+    _Alignas(64) uint64_t done;        /* completions, counted on the loop thread */
     uint32_t bad_status;
     uint64_t t0, t_submitted, t_end, cpu0, cpu_end;
 };
