@@ -364,7 +364,9 @@ struct Cpu {
     sleepers: AtomicUsize,
     /// Workers awake and looking for a job (not running one, not asleep).
     searching: AtomicUsize,
-    sleep: Mutex<()>,
+    /// How many workers wait on `wake` (counted under the mutex, so a waker that holds
+    /// it knows whether a notify would reach anyone).
+    sleep: Mutex<usize>,
     wake: Condvar,
     started: AtomicBool,
     /// The deques of feeders (see [`Feeder`]), with their ids; `feeders_epoch` changes
@@ -504,14 +506,14 @@ impl Cpu {
     /// The sleep check of the module comment: sleeps unless a job was submitted since
     /// `events` read `seen` (or the pool is shutting down).
     fn sleep_unless(&self, seen: u64) {
-        let guard = self.sleep.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.sleep.lock().unwrap_or_else(|p| p.into_inner());
         self.sleepers.fetch_add(1, SeqCst);
         self.searching.fetch_sub(1, SeqCst);
-        let guard = if self.events.load(SeqCst) == seen && !self.common.shutdown.load(SeqCst) {
-            self.wake.wait(guard).unwrap_or_else(|p| p.into_inner())
-        } else {
-            guard
-        };
+        if self.events.load(SeqCst) == seen && !self.common.shutdown.load(SeqCst) {
+            *guard += 1;
+            guard = self.wake.wait(guard).unwrap_or_else(|p| p.into_inner());
+            *guard -= 1;
+        }
         self.searching.fetch_add(1, SeqCst);
         self.sleepers.fetch_sub(1, SeqCst);
         drop(guard);
@@ -569,9 +571,14 @@ impl Cpu {
         true
     }
 
+    /// Wakes one worker waiting on the condvar, if any: `sleepers` also counts workers
+    /// about to sleep that will not (they saw a new `events`), and a notify (a system
+    /// call) for nobody is worth avoiding.
     fn wake_one(&self) {
-        let _guard = self.sleep.lock().unwrap_or_else(|p| p.into_inner());
-        self.wake.notify_one();
+        let waiting = self.sleep.lock().unwrap_or_else(|p| p.into_inner());
+        if *waiting > 0 {
+            self.wake.notify_one();
+        }
     }
 
     fn start(self: &Arc<Self>) -> Result<()> {
@@ -898,7 +905,7 @@ impl Pool {
                     events: AtomicU64::new(0),
                     sleepers: AtomicUsize::new(0),
                     searching: AtomicUsize::new(0),
-                    sleep: Mutex::new(()),
+                    sleep: Mutex::new(0),
                     wake: Condvar::new(),
                     started: AtomicBool::new(false),
                     feeders: Mutex::new(Vec::new()),

@@ -126,8 +126,13 @@ fn read_options<T: Copy>(ptr: *const T, name: &str, minimum: usize) -> Result<Op
             std::mem::size_of::<T>()
         )));
     }
+    if size >= std::mem::size_of::<T>() {
+        // SAFETY: the caller's struct holds at least ours (the common case: no copy
+        // of a variable length).
+        return Ok(Some(unsafe { ptr.read_unaligned() }));
+    }
     let mut out = std::mem::MaybeUninit::<T>::zeroed();
-    let n = size.min(std::mem::size_of::<T>());
+    let n = size;
     // SAFETY: copies the `n` bytes both sides have; the rest of `out` stays zero, which
     // is a valid value for every field of these structs (integers, pointers, Options).
     unsafe {
