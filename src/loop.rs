@@ -286,8 +286,8 @@ struct Own<H: Handler> {
     lender: task::Lender<H, H::Work>,
     handlers: Vec<Option<H>>,
     /// Pools spawned on from the loop's thread, by key (as `Core::pools`), with the
-    /// feeder of a CPU pool; checked against the pool epoch.
-    pools: Vec<(usize, u64, Arc<Pool>, Option<pool::Feeder>)>,
+    /// (staging) feeder of a CPU pool; checked against the pool epoch.
+    pools: Vec<(usize, u64, Arc<Pool>, Option<Box<pool::Feeder>>)>,
 }
 
 struct OwnCell<H: Handler>(std::cell::UnsafeCell<Own<H>>);
@@ -814,7 +814,7 @@ impl<H: Handler> Loop<H> {
                 own.pools.retain(|&(_, e, _, _)| e == epoch);
                 let pool = resolve()?;
                 Self::check_pool(&pool, kind)?;
-                let feeder = pool.feeder();
+                let feeder = pool.staging_feeder();
                 own.pools.push((key, epoch, pool, feeder));
                 own.pools.len() - 1
             }
