@@ -81,11 +81,12 @@ WORKLOADS = [
      [("seq_median_ns", "libuv", None), ("seq_p99_ns", "libuv", None),
       ("amortised_ns", "libuv", None)], POOLS),
     ("task_memory", "1M trivial tasks queued on a 1-thread pool held by its first task, "
-     "RSS growth, then drained",
+     "RSS growth, then drained; weft: spawned from the main thread (the loop's registration "
+     "table), weft-cb: from a loop callback (the loop's task table)",
      [("bytes_per_task", "bytes/queued task", "lower"), ("peak_rss_mb", "peak RSS MiB", "lower"),
       ("drain_s", "drain s", "lower")],
-     [("bytes_per_task", None, 128.0)],
-     variants(("weft", "bench_weft", [], {}),
+     [("bytes_per_task", None, 128.0), ("bytes_per_task", None, 128.0, "weft-cb")],
+     variants(("weft", "bench_weft", [], {}), ("weft-cb", "bench_weft", ["callback"], {}),
               ("libuv", "bench_uv", [], {"UV_THREADPOOL_SIZE": "1"}))),
     ("process_overhead", "trivial WEFT_ON_PROCESS task, spawn to done, one at a time from "
      "the loop thread (the next spawned by the previous done), with the parent's RSS at "

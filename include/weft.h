@@ -476,6 +476,10 @@ void weft_pool_free(struct weft_pool *pool);
 // NULL. The default pools start on first use (CPU: one thread per core; IO: up to 64
 // threads, idle ones exit after 10 s). Any thread.
 //
+// From one of the loop's own callbacks, a CPU task (without a timeout) takes no lock:
+// the loop hands such tasks to the pool 64 at a time, and the rest when the callback
+// returns, so a callback must not wait for a task it has just spawned to start.
+//
 // `WEFT_ON_PROCESS`: the work runs in a forked child, against a copy-on-write snapshot
 // of this process taken at the fork: inside `weft_spawn` (on the calling thread) when
 // fewer than `options->max_children` (default: one per core) of the loop's process
@@ -499,8 +503,9 @@ void weft_pool_free(struct weft_pool *pool);
 // Returns the task's id, or 0: `WEFT_ERR_NULL` (loop, work), `WEFT_ERR_INVALID` (unknown
 // `where`, a bad options size, a pool of the other kind, a freed pool, a pool with
 // `WEFT_ON_LOOP` or `WEFT_ON_PROCESS`, a timeout above 2^35 - 1 ms), `WEFT_ERR_IO` (the
-// fork or the pipe failed: out of processes or fds), `WEFT_ERR_CLOSED` (the loop is being
-// freed, or `options->pool` is being freed by another thread right now).
+// fork or the pipe failed: out of processes or fds), `WEFT_ERR_BUSY` (2^24 tasks, or
+// registrations, of this loop at once), `WEFT_ERR_CLOSED` (the loop is being freed, or
+// `options->pool` is being freed by another thread right now).
 weft_id weft_spawn(struct weft_loop *lp,
                    weft_where place,
                    weft_work_fn work,

@@ -11,6 +11,12 @@
 //! its free function) once the call returns. `run` holds the `runner` mutex for its whole
 //! duration, which is how a second or re-entrant `run` is detected (`Busy`).
 //!
+//! One kind of registration lives outside `core`: a task that the loop's own thread
+//! spawns (from a callback) on a CPU pool without a timeout. The thread running the
+//! loop owns its state ([`Own`]: the task's `done` handler, the loop's feeders) and its
+//! cell sits in the loop's task table ([`task::Table`]), which other threads reach
+//! only to cancel a task; so the common spawn in a callback takes no lock at all.
+//!
 //! # What wakes the loop
 //!
 //! One epoll set (the inner set) holds the watched fds, a timerfd armed at the wheel's

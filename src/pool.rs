@@ -45,9 +45,13 @@
 //! `events` as a submitter would, and that worker's sleep check sees it.
 //!
 //! Wake-ups asked for inside a loop callback are deferred to the callback's end (see
-//! [`deferring_wakeups`]): a callback that spawns a thousand tasks wakes once. Before parking, a
+//! [`deferring_wakeups`]): a callback that spawns a thousand tasks wakes once. The loop's
+//! own feeders go further: they publish what a callback spawns 64 jobs at a time (see
+//! [`Feeder`]), waking a worker midway only if all of them sleep. Before parking, a
 //! worker looks for work a bounded number of times (a few microseconds), because jobs
-//! come in bursts and a park and wake-up cost two system calls.
+//! come in bursts and a park and wake-up cost two system calls. A worker runs the jobs
+//! of its own deque (a batch it stole, or its nested submissions) without searching in
+//! between: `searching` changes once per batch, not once per job.
 //!
 //! # IO pool: elastic FIFO
 //!

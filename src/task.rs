@@ -1,8 +1,10 @@
 //! Tasks: work run on the loop, on the IO pool or on the CPU pool, with one completion
 //! (`done`) on the loop thread.
 //!
-//! A task is a registration of its loop (its `done` handler lives in the loop's slab)
-//! plus a [`TaskCell`] that a pool (or the loop itself, for `Where::Loop`) runs as a job.
+//! A task is a registration of its loop (its `done` handler lives in the loop's slab,
+//! or, for a task the loop's own thread spawned on a CPU pool, in the loop's task table:
+//! see [`Table`]) plus a [`TaskCell`] that a pool (or the loop itself, for
+//! `Where::Loop`) runs as a job.
 //! The cell holds the work and its user data, the task's state, and, once the work has
 //! returned, its status and result.
 //!

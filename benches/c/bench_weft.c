@@ -310,8 +310,31 @@ static int blocker_work_fn(weft_task *task, void *b)
     return 0;
 }
 
+/* Queues the tasks (on the calling thread, or from a loop callback: variant
+ * "callback"), measuring RSS around it, then lets the blocker go. */
+struct tm_fill { weft_loop *loop; struct batch *b; uint64_t *queued; long before, after; };
+
+static void tm_fill(struct tm_fill *f)
+{
+    f->before = rss_bytes();
+    for (; *f->queued < N_QUEUED; (*f->queued)++)
+        idcheck(weft_spawn(f->loop, WEFT_ON_CPU, batch_work_fn, batch_done_fn, f->b, NULL, &t_opts));
+    f->after = rss_bytes();
+    batch_begin(f->b);
+    blocker_release();
+}
+
+static void tm_fill_cb(weft_loop *loop, weft_id id, void *f)
+{
+    (void)loop; (void)id;
+    tm_fill(f);
+}
+
 static void task_memory(void)
 {
+    int cb = bench_variant && strcmp(bench_variant, "callback") == 0;
+    if (bench_variant && !cb)
+        die("task_memory: unknown variant '%s' (callback)", bench_variant);
     weft_loop *loop = new_loop();
     weft_pool *pool = new_pool(WEFT_POOL_CPU, 1);
     use_pool(WEFT_ON_CPU, pool);
@@ -322,14 +345,15 @@ static void task_memory(void)
     blocker_init();
     idcheck(weft_spawn(loop, WEFT_ON_CPU, blocker_work_fn, batch_done_fn, &b, NULL, &t_opts));
     blocker_wait_running();
-    long before = rss_bytes();
-    for (; queued < N_QUEUED; queued++)
-        idcheck(weft_spawn(loop, WEFT_ON_CPU, batch_work_fn, batch_done_fn, &b, NULL, &t_opts));
-    long after = rss_bytes();
-    batch_begin(&b);
-    blocker_release();
+    struct tm_fill f = { loop, &b, &queued, 0, 0 };
+    if (cb) {
+        bench_system = "weft-cb";
+        idcheck(weft_post(loop, tm_fill_cb, &f, NULL));
+    } else {
+        tm_fill(&f);
+    }
     wcheck(weft_loop_run(loop, WEFT_RUN_DEFAULT));
-    report_task_memory(before, after, &b);
+    report_task_memory(f.before, f.after, &b);
     weft_pool_free(pool);
     weft_loop_free(loop);
 }

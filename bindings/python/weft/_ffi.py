@@ -792,6 +792,10 @@ DOCS = {
         "NULL. The default pools start on first use (CPU: one thread per core; IO: up to 64\n"
         "threads, idle ones exit after 10 s). Any thread.\n"
         "\n"
+        "From one of the loop's own callbacks, a CPU task (without a timeout) takes no lock:\n"
+        "the loop hands such tasks to the pool 64 at a time, and the rest when the callback\n"
+        "returns, so a callback must not wait for a task it has just spawned to start.\n"
+        "\n"
         "`WEFT_ON_PROCESS`: the work runs in a forked child, against a copy-on-write snapshot\n"
         "of this process taken at the fork: inside `weft_spawn` (on the calling thread) when\n"
         "fewer than `options->max_children` (default: one per core) of the loop's process\n"
@@ -815,8 +819,9 @@ DOCS = {
         "Returns the task's id, or 0: `WEFT_ERR_NULL` (loop, work), `WEFT_ERR_INVALID` (unknown\n"
         "`where`, a bad options size, a pool of the other kind, a freed pool, a pool with\n"
         "`WEFT_ON_LOOP` or `WEFT_ON_PROCESS`, a timeout above 2^35 - 1 ms), `WEFT_ERR_IO` (the\n"
-        "fork or the pipe failed: out of processes or fds), `WEFT_ERR_CLOSED` (the loop is being\n"
-        "freed, or `options->pool` is being freed by another thread right now)."
+        "fork or the pipe failed: out of processes or fds), `WEFT_ERR_BUSY` (2^24 tasks, or\n"
+        "registrations, of this loop at once), `WEFT_ERR_CLOSED` (the loop is being freed, or\n"
+        "`options->pool` is being freed by another thread right now)."
     ),
     "weft_adopt_child": (
         "Supervises a child the host forked by itself (a language runtime that must fork with\n"
