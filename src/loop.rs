@@ -828,9 +828,13 @@ impl<H: Handler> Loop<H> {
         let (_, _, pool, feeder) = &own.pools[at];
         Self::check_pool(pool, kind)?;
         let Some(feeder) = feeder else { return Ok(None) };
-        let Some((id, _, job)) = self.table.lend(&mut own.lender, self.tag, &self.inbox, work.take().expect("not taken yet"))
-        else {
-            return Err(Error::new(Code::Busy, "the loop holds 2^24 tasks spawned from its thread, its maximum"));
+        let (id, job) = match self.table.lend(&mut own.lender, self.tag, &self.inbox, work.take().expect("not taken yet")) {
+            Ok((id, _, job)) => (id, job),
+            Err(back) => {
+                // The table is full: the slab takes the task (or refuses it, Busy).
+                *work = Some(back);
+                return Ok(None);
+            }
         };
         let index = slots::task_index(id) as usize;
         if index >= own.handlers.len() {
@@ -1285,13 +1289,15 @@ impl<H: Handler> Loop<H> {
             unsafe { task::Table::end(cell, &ends) };
             handler
         };
-        c.end_lent();
         self.table_live.store(self.table_live.load(Relaxed) - 1, Relaxed);
         let mut handler = handler;
         pool::deferring_wakeups(|| {
             handler.call(self, id, Event::Done { status: task::CANCELLED, result: &[], message: None })
         });
         drop(handler);
+        // After done (as a slab task's TaskRef is dropped after its call): the work
+        // of an abandoned task (free_fn) ends here.
+        c.end_lent();
         true
     }
 
@@ -1355,6 +1361,9 @@ impl<H: Handler> Loop<H> {
         self.running.store(true, SeqCst);
         self.runner_thread.store(thread_number(), SeqCst);
         let result = self.run_passes(&mut runner, mode);
+        // No thread-local may point at this loop's staging feeders once another thread
+        // can own the loop (a nested run returns inside another loop's callback).
+        pool::publish_staged();
         self.runner_thread.store(0, SeqCst);
         self.running.store(false, SeqCst);
         // Records that producers did not ring for (the loop was awake), and completions

@@ -414,6 +414,8 @@ pub struct Feeder {
     cpu: Arc<Cpu>,
     /// None: not a staging feeder.
     staged: Option<std::cell::RefCell<Vec<JobRef>>>,
+    /// A midway publication did not wake anyone: the final one must.
+    owes_wake: std::cell::Cell<bool>,
 }
 
 /// How many jobs a staging feeder holds back inside a callback (see [`Feeder`]).
@@ -451,6 +453,9 @@ impl Feeder {
         let Some(staged) = &self.staged else { return };
         let jobs = std::mem::take(&mut *staged.borrow_mut());
         if jobs.is_empty() {
+            if !midway && self.owes_wake.replace(false) {
+                self.cpu.wake_if_needed();
+            }
             return;
         }
         let cpu = &self.cpu;
@@ -469,15 +474,18 @@ impl Feeder {
             return;
         }
         if !midway {
+            self.owes_wake.set(false);
             cpu.wake_if_needed();
         } else if cpu.searching.load(SeqCst) == 0 && cpu.sleepers.load(SeqCst) >= cpu.stealers.len() {
             cpu.wake_one();
+        } else {
+            self.owes_wake.set(true);
         }
     }
 }
 
 /// Publishes the jobs of the staging feeder this thread registered, if any.
-fn publish_staged() {
+pub fn publish_staged() {
     let feeder = THREAD.with(|t| t.staged.replace(std::ptr::null()));
     if !feeder.is_null() {
         // SAFETY: as in `Feeder::submit`.
@@ -531,7 +539,7 @@ impl Cpu {
         self.feeders_epoch.fetch_add(1, SeqCst);
         drop(feeders);
         let staged = staging.then(|| std::cell::RefCell::new(Vec::with_capacity(STAGE)));
-        Feeder { id, deque, cpu: self.clone(), staged }
+        Feeder { id, deque, cpu: self.clone(), staged, owes_wake: std::cell::Cell::new(false) }
     }
 
     /// Brings a worker's copy of the feeder list up to date.
@@ -806,6 +814,15 @@ pub fn deferring_wakeups<R>(f: impl FnOnce() -> R) -> R {
 /// blocks, so that a loop run from inside another loop's callback (or any wait inside a
 /// callback) cannot sleep on work whose worker was never woken.
 pub fn flush_deferred_wakeups() {
+    if crate::fork::is_child() {
+        // A host forked inside a callback: the staged jobs and the wake-up are the
+        // parent's; touch nothing (no pool thread may start here).
+        THREAD.with(|t| {
+            t.staged.set(std::ptr::null());
+            t.deferred.set(std::ptr::null());
+        });
+        return;
+    }
     publish_staged();
     let cpu = THREAD.with(|t| t.deferred.replace(std::ptr::null()));
     if !cpu.is_null() {

@@ -120,6 +120,11 @@ pub fn task_index(id: Id) -> u32 {
     (id & INDEX_MASK) as u32
 }
 
+/// The generation in a task id.
+pub fn task_generation(id: Id) -> u32 {
+    (id >> INDEX_BITS) as u32 & TASK_GEN_MASK
+}
+
 #[allow(dead_code)]
 const _: () = assert!(TAG_MASK == 0xfff << TAG_SHIFT);
 

@@ -459,10 +459,11 @@ impl<H, W> TaskCell<H, W> {
 
 // ---- the task table ------------------------------------------------------------------
 
-/// Chunk k of the table holds `FIRST_CHUNK << k` cells; 19 chunks hold 2^24 + some.
-const TABLE_CHUNKS: usize = 19;
-/// Most cells a table holds (the index bits of a task id).
-const TABLE_MAX: u32 = 1 << 24;
+/// Chunk k of the table holds `FIRST_CHUNK << k` cells.
+const TABLE_CHUNKS: usize = 18;
+/// Most cells a table holds: what its chunks hold, just under 2^24 (the index bits of
+/// a task id).
+const TABLE_MAX: u32 = (FIRST_CHUNK * ((1 << TABLE_CHUNKS) - 1)) as u32;
 
 /// The task table of a loop: the cells of the tasks it spawns from its own thread, which
 /// are registered here rather than in the loop's slab, so that such a spawn takes no
@@ -517,7 +518,7 @@ impl<H, W> Lender<H, W> {
     /// For a released cell of this lender's table, by its owner, once.
     pub unsafe fn keep(&mut self, cell: NonNull<TaskCell<H, W>>) {
         // SAFETY: the owner's alone.
-        if unsafe { cell.as_ref() }.id.load(Relaxed) == RETIRED {
+        if crate::slots::task_generation(unsafe { cell.as_ref() }.id.load(Relaxed)) == RETIRED_GENERATION {
             return;
         }
         unsafe { cell.cast::<Option<NonNull<TaskCell<H, W>>>>().write(self.spare) };
@@ -537,8 +538,9 @@ pub fn prefetch(p: *const u8) {
     let _ = p;
 }
 
-/// The id a retired cell holds (generation 0 is never a task's).
-const RETIRED: Id = 0;
+/// The generation in the id a retired cell holds (tasks' generations start at 1): the
+/// id still marks the cell as the table's, and matches no task.
+const RETIRED_GENERATION: u32 = 0;
 
 impl<H, W> Default for Table<H, W> {
     fn default() -> Self {
@@ -579,7 +581,9 @@ impl<H, W> Table<H, W> {
     pub unsafe fn end(cell: NonNull<TaskCell<H, W>>, _ends: &MutexGuard<'_, ()>) {
         // SAFETY: cells live as long as the table.
         let this = unsafe { cell.as_ref() };
-        let next = crate::slots::next_task_id(this.id.load(Relaxed)).unwrap_or(RETIRED);
+        let id = this.id.load(Relaxed);
+        let next = crate::slots::next_task_id(id)
+            .unwrap_or_else(|| crate::slots::untagged_task_id(crate::slots::task_index(id), RETIRED_GENERATION));
         this.id.store(next, Release);
     }
 
@@ -587,8 +591,9 @@ impl<H, W> Table<H, W> {
 
 impl<H: Send + 'static, W: TaskWork<H> + 'static> Table<H, W> {
     /// Lends a cell for a new task of the loop tagged `tag`: its id, the cell and the
-    /// job to queue; None when the table is full. By the owner.
-    pub fn lend(&self, lender: &mut Lender<H, W>, tag: u16, inbox: &Arc<Inbox<H>>, work: W) -> Option<(Id, NonNull<TaskCell<H, W>>, JobRef)> {
+    /// job to queue; the work back when the table is full. By the owner.
+    #[allow(clippy::type_complexity)]
+    pub fn lend(&self, lender: &mut Lender<H, W>, tag: u16, inbox: &Arc<Inbox<H>>, work: W) -> Result<(Id, NonNull<TaskCell<H, W>>, JobRef), W> {
         let cell = match lender.spare {
             Some(cell) => {
                 // SAFETY: a spare cell is the owner's alone; its first word links it.
@@ -603,7 +608,7 @@ impl<H: Send + 'static, W: TaskWork<H> + 'static> Table<H, W> {
             None => {
                 let index = self.count.load(Relaxed);
                 if index >= TABLE_MAX {
-                    return None;
+                    return Err(work);
                 }
                 let (k, offset) = Self::locate(index);
                 let mut chunk = self.chunks[k].load(Relaxed);
@@ -649,7 +654,7 @@ impl<H: Send + 'static, W: TaskWork<H> + 'static> Table<H, W> {
         };
         lender.lent += 1;
         // SAFETY: the cell starts with its job header; the job is the pool's loan.
-        Some((id, cell, unsafe { JobRef::from_raw(cell.cast()) }))
+        Ok((id, cell, unsafe { JobRef::from_raw(cell.cast()) }))
     }
 }
 /// What a work function sees: its cancel flag, and where its result and events go: to
@@ -792,4 +797,30 @@ pub fn shutdown() -> crate::Result<()> {
         pool.shutdown()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_indices_map_onto_chunks_without_gaps() {
+        type T = Table<(), ()>;
+        assert_eq!(T::locate(0), (0, 0));
+        assert_eq!(T::locate(63), (0, 63));
+        assert_eq!(T::locate(64), (1, 0));
+        assert_eq!(T::locate(191), (1, 127));
+        assert_eq!(T::locate(192), (2, 0));
+        let mut expected = (0, 0);
+        for index in 0..100_000u32 {
+            assert_eq!(T::locate(index), expected, "index {index}");
+            expected.1 += 1;
+            if expected.1 == FIRST_CHUNK << expected.0 {
+                expected = (expected.0 + 1, 0);
+            }
+        }
+        let (k, offset) = T::locate(TABLE_MAX - 1);
+        assert_eq!((k, offset), (TABLE_CHUNKS - 1, (FIRST_CHUNK << (TABLE_CHUNKS - 1)) - 1));
+        assert!(TABLE_MAX < 1 << 24, "an index fits a task id");
+    }
 }

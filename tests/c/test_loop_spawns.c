@@ -9,6 +9,8 @@
 #include "tasks_util.h"
 
 #include <sched.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
 
 /* ---- spawning from a callback ------------------------------------------------------- */
 
@@ -244,6 +246,8 @@ TEST(cancel_of_a_queued_task_from_its_callback) {
     CHECK_EQ(atomic_load(&victim.work_runs), 0);
     CHECK_EQ(atomic_load(&victim.dones), 1);
     CHECK_EQ(atomic_load(&victim.frees), 1);
+    CHECK_EQ(atomic_load(&victim.dones_at_free), 1); /* free_fn after done */
+    CHECK_EQ(atomic_load(&victim.done_after_free), 0);
     CHECK_EQ(atomic_load(&blocker.dones), 1);
     CHECK_EQ(blocker.status, 0);
     CHECK_RC(weft_cancel(lp, atomic_load(&victim.id)), WEFT_ERR_NOT_FOUND);
@@ -618,4 +622,149 @@ TEST(four_loops_spawn_from_callbacks_onto_one_pool) {
         }
         weft_loop_free(j[l].lp);
     }
+}
+
+/* ---- publication -------------------------------------------------------------------- */
+
+/* A callback spawns exactly 64 tasks (one full group, nothing left for the callback's
+ * end) while one worker of a 2-thread pool is busy and the other sleeps: the sleeper is
+ * woken, and runs them all while the busy one still is. */
+static _Atomic int full_runs;
+static int full_work(weft_task *t, void *ud) {
+    (void)t, (void)ud;
+    atomic_fetch_add(&full_runs, 1);
+    return 0;
+}
+typedef struct full_group {
+    weft_spawn_options *opts;
+    int n;
+    _Atomic int over;
+} full_group;
+static void full_group_cb(weft_loop *lp, weft_id id, void *ud) {
+    (void)id;
+    full_group *g = (full_group *)ud;
+    for (int i = 0; i < g->n; i++)
+        if (weft_spawn(lp, WEFT_ON_CPU, full_work, NULL, NULL, NULL, g->opts) == 0)
+            h_fail(__FILE__, __LINE__, "spawn failed: %s", h_last_error());
+    atomic_store(&g->over, 1);
+}
+TEST(whole_groups_of_64_wake_a_sleeping_worker) {
+    int sizes[] = {63, 64, 65, 128};
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        weft_pool_options po = pool_opts(WEFT_POOL_CPU, 2, "ls64");
+        weft_pool *pool = weft_pool_new(&po);
+        REQUIRE(pool != NULL);
+        weft_spawn_options o = spawn_opts(pool, 0);
+        weft_loop *lp = weft_loop_new();
+        REQUIRE(lp != NULL);
+        _Atomic int gate = 0;
+        rec busy;
+        rec_init(&busy);
+        busy.gate = &gate;
+        CHECK_ID(rec_spawn(lp, WEFT_ON_CPU, &busy, &o)); /* outside a callback */
+        CHECK(WAIT_FOR(atomic_load(&busy.work_active) == 1, h_slack_ms(2000)));
+        sleep_ms(50); /* the other worker parks */
+        atomic_store(&full_runs, 0);
+        full_group g = {.opts = &o, .n = sizes[k]};
+        CHECK_ID(weft_post(lp, full_group_cb, &g, NULL));
+        CHECK(run_until(lp, &g.over, 1, h_slack_ms(5000)));
+        CHECK_MSG(WAIT_FOR(atomic_load(&full_runs) == sizes[k], h_slack_ms(2000)),
+                  "%d tasks spawned in a callback: %d ran while a worker slept", sizes[k], atomic_load(&full_runs));
+        atomic_store(&gate, 1);
+        CHECK_OK(weft_loop_run(lp, WEFT_RUN_DEFAULT));
+        CHECK_EQ(atomic_load(&busy.frees), 1);
+        weft_loop_free(lp);
+        weft_pool_free(pool);
+    }
+}
+
+/* Loop A's callback runs loop B (NOWAIT) whose callback spawns a task; then another
+ * thread frees B, which is allowed since nobody runs it. B's tasks were published when
+ * its run returned: nothing is left pointing at B's feeders (valgrind would see it when
+ * A's callback returns), and the task's free_fn runs once. */
+static weft_loop *nest_b;
+static rec nest_rec;
+static void nest_b_cb(weft_loop *lp, weft_id id, void *ud) {
+    (void)id, (void)ud;
+    if (rec_spawn(lp, WEFT_ON_CPU, &nest_rec, NULL) == 0) h_fail(__FILE__, __LINE__, "spawn failed");
+}
+static void *nest_free_b(void *arg) {
+    (void)arg;
+    weft_loop_free(nest_b);
+    return NULL;
+}
+static _Atomic int nest_over;
+static void nest_a_cb(weft_loop *lp, weft_id id, void *ud) {
+    (void)lp, (void)id, (void)ud;
+    if (weft_post(nest_b, nest_b_cb, NULL, NULL) == 0) h_fail(__FILE__, __LINE__, "post failed");
+    if (weft_loop_run(nest_b, WEFT_RUN_NOWAIT) != WEFT_OK) h_fail(__FILE__, __LINE__, "nested run failed");
+    pthread_t th;
+    pthread_create(&th, NULL, nest_free_b, NULL);
+    pthread_join(th, NULL);
+    atomic_store(&nest_over, 1);
+}
+TEST(a_loop_run_inside_another_loops_callback_leaves_nothing_staged) {
+    weft_loop *a = weft_loop_new();
+    nest_b = weft_loop_new();
+    REQUIRE(a != NULL && nest_b != NULL);
+    rec_init(&nest_rec);
+    atomic_store(&nest_over, 0);
+    CHECK_ID(weft_post(a, nest_a_cb, NULL, NULL));
+    CHECK(run_until(a, &nest_over, 1, h_slack_ms(5000)));
+    WAIT_FREED(nest_rec);
+    CHECK_EQ(atomic_load(&nest_rec.frees), 1);
+    CHECK_EQ(atomic_load(&nest_rec.dones), 0); /* its loop was freed first */
+    CHECK(atomic_load(&nest_rec.work_runs) <= 1);
+    weft_loop_free(a);
+}
+
+/* A host forks inside a callback (as Python's os.fork() may) right after the callback
+ * spawned a task, and the child returns into weft: the task is the parent's, and runs
+ * there only. */
+static int *fork_runs_shared; /* [0]: runs in the parent, [1]: in a child */
+static pid_t fork_parent;
+static int fork_work(weft_task *t, void *ud) {
+    (void)t, (void)ud;
+    __atomic_fetch_add(&fork_runs_shared[getpid() == fork_parent ? 0 : 1], 1, __ATOMIC_SEQ_CST);
+    return 0;
+}
+static weft_pool *fork_pool;
+static _Atomic int fork_dones;
+static void fork_done(weft_loop *lp, weft_id id, int status, const uint8_t *res, size_t len, void *ud) {
+    (void)lp, (void)id, (void)status, (void)res, (void)len, (void)ud;
+    atomic_fetch_add(&fork_dones, 1);
+}
+static void fork_cb(weft_loop *lp, weft_id id, void *ud) {
+    (void)id, (void)ud;
+    weft_spawn_options o = spawn_opts(fork_pool, 0);
+    if (weft_spawn(lp, WEFT_ON_CPU, fork_work, fork_done, NULL, NULL, &o) == 0)
+        h_fail(__FILE__, __LINE__, "spawn failed");
+    pid_t c = fork();
+    if (c == 0) return; /* the child goes back into weft */
+    int st;
+    waitpid(c, &st, 0);
+}
+TEST(a_fork_inside_a_callback_leaves_its_tasks_to_the_parent) {
+    fork_runs_shared = (int *)mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(fork_runs_shared != MAP_FAILED);
+    fork_parent = getpid();
+    weft_pool_options po = pool_opts(WEFT_POOL_CPU, 1, "lsfk"); /* not started yet */
+    fork_pool = weft_pool_new(&po);
+    REQUIRE(fork_pool != NULL);
+    weft_loop *lp = weft_loop_new();
+    REQUIRE(lp != NULL);
+    atomic_store(&fork_dones, 0);
+    CHECK_ID(weft_post(lp, fork_cb, NULL, NULL));
+    weft_loop_run(lp, WEFT_RUN_ONCE);
+    if (getpid() != fork_parent) {
+        sleep_ms(300); /* time for a pool thread to run the task, were one started */
+        _exit(0);
+    }
+    CHECK_OK(weft_loop_run(lp, WEFT_RUN_DEFAULT));
+    CHECK_EQ(atomic_load(&fork_dones), 1);
+    CHECK_EQ(fork_runs_shared[0], 1);
+    CHECK_EQ(fork_runs_shared[1], 0);
+    weft_loop_free(lp);
+    weft_pool_free(fork_pool);
+    munmap(fork_runs_shared, 4096);
 }
