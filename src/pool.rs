@@ -398,8 +398,9 @@ struct Feeds {
 /// # Staging
 ///
 /// A staging feeder (the loop's own, used only by the thread running the loop) keeps the
-/// jobs submitted inside a loop callback to itself, [`STAGE`] at a time, and publishes
-/// them together: when it holds that many, when the callback returns, and before the
+/// jobs submitted inside a loop callback to itself, [`STAGE`] at a time (more when the
+/// workers keep running out: see `limit`), and publishes them together: when it holds
+/// that many, when the callback returns, when the loop's `run` returns, and before the
 /// loop thread blocks (see [`flush_deferred_wakeups`]). Workers then take them from the
 /// deque in batches, instead of taking each as it is pushed: a worker that keeps pace
 /// with a loop spawning in a burst would otherwise move the deque's indices between the
@@ -416,7 +417,15 @@ pub struct Feeder {
     staged: Option<std::cell::RefCell<Vec<JobRef>>>,
     /// A midway publication did not wake anyone: the final one must.
     owes_wake: std::cell::Cell<bool>,
+    /// How many jobs to stage before a midway publication: [`STAGE`], doubled (up to
+    /// [`STAGE_MAX`]) each time a midway publication finds every worker asleep (they
+    /// run the jobs faster than the callback spawns them, and a worker woken for a
+    /// few dozen jobs would run out and park again at once), reset at the end.
+    limit: std::cell::Cell<usize>,
 }
+
+/// The most jobs a staging feeder holds back (see `Feeder::limit`).
+const STAGE_MAX: usize = 1024;
 
 /// How many jobs a staging feeder holds back inside a callback (see [`Feeder`]).
 const STAGE: usize = 64;
@@ -429,7 +438,7 @@ impl Feeder {
                 let full = {
                     let mut staged = staged.borrow_mut();
                     staged.push(job);
-                    staged.len() >= STAGE
+                    staged.len() >= self.limit.get()
                 };
                 let this = self as *const Feeder;
                 let previous = THREAD.with(|t| t.staged.replace(this));
@@ -451,8 +460,11 @@ impl Feeder {
     /// protocol. `midway`: the burst goes on (wake a worker only if all of them sleep).
     fn publish(&self, midway: bool) {
         let Some(staged) = &self.staged else { return };
-        let jobs = std::mem::take(&mut *staged.borrow_mut());
-        if jobs.is_empty() {
+        let mut staged = staged.borrow_mut();
+        if !midway {
+            self.limit.set(STAGE);
+        }
+        if staged.is_empty() {
             if !midway && self.owes_wake.replace(false) {
                 self.cpu.wake_if_needed();
             }
@@ -460,12 +472,13 @@ impl Feeder {
         }
         let cpu = &self.cpu;
         if cpu.start().is_err() {
-            jobs.into_iter().for_each(JobRef::abandon);
+            staged.drain(..).for_each(JobRef::abandon);
             return;
         }
-        for job in jobs {
+        for job in staged.drain(..) {
             self.deque.push(job);
         }
+        drop(staged);
         cpu.events.fetch_add(1, SeqCst);
         if cpu.common.shutdown.load(SeqCst) {
             // As in submit_to: shutdown may have drained the feeders before the push.
@@ -477,6 +490,7 @@ impl Feeder {
             self.owes_wake.set(false);
             cpu.wake_if_needed();
         } else if cpu.searching.load(SeqCst) == 0 && cpu.sleepers.load(SeqCst) >= cpu.stealers.len() {
+            self.limit.set((self.limit.get() * 2).min(STAGE_MAX));
             cpu.wake_one();
         } else {
             self.owes_wake.set(true);
@@ -539,7 +553,8 @@ impl Cpu {
         self.feeders_epoch.fetch_add(1, SeqCst);
         drop(feeders);
         let staged = staging.then(|| std::cell::RefCell::new(Vec::with_capacity(STAGE)));
-        Feeder { id, deque, cpu: self.clone(), staged, owes_wake: std::cell::Cell::new(false) }
+        let (owes_wake, limit) = (std::cell::Cell::new(false), std::cell::Cell::new(STAGE));
+        Feeder { id, deque, cpu: self.clone(), staged, owes_wake, limit }
     }
 
     /// Brings a worker's copy of the feeder list up to date.
