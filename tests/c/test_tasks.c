@@ -1398,7 +1398,9 @@ static void st_free(void *ud) {
     atomic_fetch_add(&st_free_total, 1);
 }
 
-enum { ST_SPAWNERS = 2, ST_CANCELLERS = 3 };
+/* Spawners 0 and 1 call weft_spawn on threads of their own; spawner 2 posts callbacks
+ * that spawn from the loop thread (CPU tasks there live in the loop's task table). */
+enum { ST_SPAWNERS = 3, ST_FROM_LOOP = 2, ST_CANCELLERS = 3 };
 
 typedef struct {
     weft_loop *lp;
@@ -1408,26 +1410,57 @@ typedef struct {
     long window;
     long refused;
     _Atomic long *spawned_total;
+    void *self_base; /* the array of spawners */
 } st_spawner;
+
+static void st_spawn_one(st_spawner *sp, long i) {
+    long index = sp->first + i;
+    stask *s = &st_base[index];
+    unsigned r = (unsigned)(index * 2654435761u) >> 8;
+    weft_where where = r % 16 == 0 ? WEFT_ON_LOOP : (r % 2 ? WEFT_ON_CPU : WEFT_ON_IO);
+    s->where = (uint8_t)where;
+    weft_id id = weft_spawn(sp->lp, where, st_work, st_done, s, st_free, NULL);
+    if (id == 0) {
+        if (sp->refused++ < 5) h_fail_e(__FILE__, __LINE__, "weft_spawn of task %ld refused", index);
+    } else {
+        atomic_fetch_add(sp->spawned_total, 1);
+    }
+    atomic_store(&sp->ids[index], id);
+    atomic_store(&sp->progress, i + 1);
+}
+
+typedef struct {
+    st_spawner *sp;
+    long from, to;
+} st_batch;
+
+static void st_batch_cb(weft_loop *lp, weft_id id, void *ud) {
+    (void)lp, (void)id;
+    st_batch *b = (st_batch *)ud;
+    for (long i = b->from; i < b->to; i++) st_spawn_one(b->sp, i);
+}
 
 static void *st_spawn_main(void *arg) {
     st_spawner *sp = (st_spawner *)arg;
-    for (long i = 0; i < sp->count; i++) {
-        long index = sp->first + i;
-        stask *s = &st_base[index];
+    bool from_loop = sp == (st_spawner *)sp->self_base + ST_FROM_LOOP;
+    static st_batch batches[ST_SPAWNERS];
+    for (long i = 0; i < sp->count;) {
         /* Keep at most `window` tasks of this spawner in flight. */
         while (atomic_load(sp->spawned_total) - atomic_load(&st_done_total) > sp->window) sched_yield();
-        unsigned r = (unsigned)(index * 2654435761u) >> 8;
-        weft_where where = r % 16 == 0 ? WEFT_ON_LOOP : (r % 2 ? WEFT_ON_CPU : WEFT_ON_IO);
-        s->where = (uint8_t)where;
-        weft_id id = weft_spawn(sp->lp, where, st_work, st_done, s, st_free, NULL);
-        if (id == 0) {
-            if (sp->refused++ < 5) h_fail_e(__FILE__, __LINE__, "weft_spawn of task %ld refused", index);
-        } else {
-            atomic_fetch_add(sp->spawned_total, 1);
+        if (!from_loop) {
+            st_spawn_one(sp, i++);
+            continue;
         }
-        atomic_store(&sp->ids[index], id);
-        atomic_store(&sp->progress, i + 1);
+        /* A batch of 1..200 spawned by a loop callback. */
+        long k = 1 + (long)(((unsigned)(i * 2654435761u) >> 8) % 200);
+        st_batch *b = &batches[ST_FROM_LOOP];
+        *b = (st_batch){sp, i, i + k < sp->count ? i + k : sp->count};
+        if (weft_post(sp->lp, st_batch_cb, b, NULL) == 0) {
+            h_fail_e(__FILE__, __LINE__, "weft_post refused");
+            break;
+        }
+        while (atomic_load(&sp->progress) < b->to) sched_yield();
+        i = b->to;
     }
     return NULL;
 }
@@ -1471,8 +1504,8 @@ static void *st_cancel_main(void *arg) {
 }
 
 /* 1,000,000 tasks (20,000 under valgrind) over the default IO and CPU pools (and
- * some on the loop), spawned from two threads while the loop runs on a third, with
- * cancels at random from three more. Every task spawned gets done exactly once, on the
+ * some on the loop), spawned from two threads and from the loop's own callbacks while
+ * the loop runs on a third thread, with cancels at random from three more. Every task spawned gets done exactly once, on the
  * loop thread; every free_fn runs exactly once, after done; work runs at most once, and
  * exactly once when done got its status; done got CANCELLED only for a task some
  * weft_cancel returned OK for, and at most one did per task. */
@@ -1497,7 +1530,7 @@ TEST(million_tasks_exactly_once_with_cancels_from_three_threads) {
     pthread_t spt[ST_SPAWNERS], cct[ST_CANCELLERS];
     for (int i = 0; i < ST_SPAWNERS; i++) {
         sp[i] = (st_spawner){lp, n / ST_SPAWNERS * i, n / ST_SPAWNERS, ids, 0, h_scale(20000, 2000), 0,
-                             &spawned_total};
+                             &spawned_total, sp};
         if (i == ST_SPAWNERS - 1) sp[i].count = n - sp[i].first;
     }
     for (int i = 0; i < ST_CANCELLERS; i++)
