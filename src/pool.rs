@@ -434,14 +434,16 @@ impl Feeder {
     /// Queues `job` as [`Pool::submit`] does (or stages it: see the type's comment).
     pub fn submit(&self, job: JobRef) -> Result<()> {
         if let Some(staged) = &self.staged {
-            if THREAD.with(|t| t.deferring.get() > 0) {
+            let this = self as *const Feeder;
+            // One thread-local access (a function call in a shared library): whether
+            // this thread defers, and if so, this feeder registered for the flush.
+            let previous = THREAD.with(|t| (t.deferring.get() > 0).then(|| t.staged.replace(this)));
+            if let Some(previous) = previous {
                 let full = {
                     let mut staged = staged.borrow_mut();
                     staged.push(job);
                     staged.len() >= self.limit.get()
                 };
-                let this = self as *const Feeder;
-                let previous = THREAD.with(|t| t.staged.replace(this));
                 if !previous.is_null() && previous != this {
                     // SAFETY: a staging feeder clears its own entry when dropped, so
                     // a registered one is alive.
