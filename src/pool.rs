@@ -40,7 +40,9 @@
 //! above, which sees the job's `events` bump. A searcher that finds a job stops
 //! searching; if it was the last one and jobs are still queued (in the injector or in
 //! any deque), it wakes a sleeper, so queued work never waits for a busy worker while
-//! another sleeps. A batch steal moves jobs from the injector into the stealer's deque,
+//! another sleeps (one exception: while a loop spawns a burst of jobs, a wake-up that
+//! would leave the loop's thread no CPU waits for the burst's end; see
+//! `may_wake_another`). A batch steal moves jobs from the injector into the stealer's deque,
 //! out of sight of a worker that just looked in the injector; so the stealer bumps
 //! `events` as a submitter would, and that worker's sleep check sees it.
 //!
@@ -371,6 +373,9 @@ struct Cpu {
     sleepers: AtomicUsize,
     /// Workers awake and looking for a job (not running one, not asleep).
     searching: AtomicUsize,
+    /// Staging feeders in the middle of a burst (see [`Feeder`]): their loop threads
+    /// are busy submitting, each on a CPU of its own.
+    bursts: AtomicUsize,
     /// How many workers wait on `wake` (counted under the mutex, so a waker that holds
     /// it knows whether a notify would reach anyone).
     sleep: Mutex<usize>,
@@ -422,6 +427,9 @@ pub struct Feeder {
     /// run the jobs faster than the callback spawns them, and a worker woken for a
     /// few dozen jobs would run out and park again at once), reset at the end.
     limit: std::cell::Cell<usize>,
+    /// This feeder counts in its pool's `bursts`: it published midway in the current
+    /// callback.
+    bursting: std::cell::Cell<bool>,
 }
 
 /// The most jobs a staging feeder holds back (see `Feeder::limit`).
@@ -465,6 +473,9 @@ impl Feeder {
         let mut staged = staged.borrow_mut();
         if !midway {
             self.limit.set(STAGE);
+            self.end_burst();
+        } else if !self.bursting.replace(true) {
+            self.cpu.bursts.fetch_add(1, SeqCst);
         }
         if staged.is_empty() {
             if !midway && self.owes_wake.replace(false) {
@@ -500,6 +511,14 @@ impl Feeder {
     }
 }
 
+impl Feeder {
+    fn end_burst(&self) {
+        if self.bursting.replace(false) {
+            self.cpu.bursts.fetch_sub(1, SeqCst);
+        }
+    }
+}
+
 /// Publishes the jobs of the staging feeder this thread registered, if any.
 pub fn publish_staged() {
     let feeder = THREAD.with(|t| t.staged.replace(std::ptr::null()));
@@ -522,6 +541,7 @@ impl Drop for Feeder {
                 self.deque.push(job);
             }
         }
+        self.end_burst();
         let cpu = &self.cpu;
         let moved = !self.deque.is_empty();
         while let Some(job) = self.deque.pop() {
@@ -555,8 +575,9 @@ impl Cpu {
         self.feeders_epoch.fetch_add(1, SeqCst);
         drop(feeders);
         let staged = staging.then(|| std::cell::RefCell::new(Vec::with_capacity(STAGE)));
-        let (owes_wake, limit) = (std::cell::Cell::new(false), std::cell::Cell::new(STAGE));
-        Feeder { id, deque, cpu: self.clone(), staged, owes_wake, limit }
+        let (owes_wake, limit, bursting) =
+            (std::cell::Cell::new(false), std::cell::Cell::new(STAGE), std::cell::Cell::new(false));
+        Feeder { id, deque, cpu: self.clone(), staged, owes_wake, limit, bursting }
     }
 
     /// Brings a worker's copy of the feeder list up to date.
@@ -670,7 +691,7 @@ impl Cpu {
         // deque (a batch steal fills the stealer's own; nested submissions the
         // submitter's).
         if self.searching.fetch_sub(1, SeqCst) == 1
-            && self.sleepers.load(SeqCst) > 0
+            && self.may_wake_another()
             && (!self.injector.is_empty()
                 || self.stealers.iter().any(|s| !s.is_empty())
                 || feeds.stealers.iter().any(|s| !s.is_empty()))
@@ -691,6 +712,23 @@ impl Cpu {
         }
         self.searching.fetch_add(1, SeqCst);
         true
+    }
+
+    /// Whether a worker that found a job may wake a sleeper to look for more (see
+    /// `run_found`). Not while a loop is in a burst of spawns if the sleeper would then
+    /// take a CPU from that loop's thread: with as many workers as CPUs, the loop is
+    /// what limits the burst, and a worker woken beside it would be placed on the
+    /// loop's CPU (the scheduler puts a woken thread back where it last ran) and share
+    /// it, while the burst's jobs need no second worker. The burst's end wakes the
+    /// sleepers as usual (a final publication is an ordinary submission).
+    fn may_wake_another(&self) -> bool {
+        let sleepers = self.sleepers.load(SeqCst);
+        if sleepers == 0 {
+            return false;
+        }
+        let bursts = self.bursts.load(SeqCst);
+        // Awake after the wake-up, plus one CPU per loop thread in a burst.
+        bursts == 0 || self.stealers.len().saturating_sub(sleepers) + 1 + bursts <= cores()
     }
 
     /// Wakes one worker waiting on the condvar, if any: `sleepers` also counts workers
@@ -1037,6 +1075,7 @@ impl Pool {
                     events: AtomicU64::new(0),
                     sleepers: AtomicUsize::new(0),
                     searching: AtomicUsize::new(0),
+                    bursts: AtomicUsize::new(0),
                     sleep: Mutex::new(0),
                     wake: Condvar::new(),
                     started: AtomicBool::new(false),
