@@ -1436,8 +1436,8 @@ typedef struct {
 
 static void st_batch_cb(weft_loop *lp, weft_id id, void *ud) {
     (void)lp, (void)id;
-    st_batch *b = (st_batch *)ud;
-    for (long i = b->from; i < b->to; i++) st_spawn_one(b->sp, i);
+    st_batch b = *(st_batch *)ud; /* the poster reuses it once the last task is spawned */
+    for (long i = b.from; i < b.to; i++) st_spawn_one(b.sp, i);
 }
 
 static void *st_spawn_main(void *arg) {
@@ -1454,13 +1454,14 @@ static void *st_spawn_main(void *arg) {
         /* A batch of 1..200 spawned by a loop callback. */
         long k = 1 + (long)(((unsigned)(i * 2654435761u) >> 8) % 200);
         st_batch *b = &batches[ST_FROM_LOOP];
-        *b = (st_batch){sp, i, i + k < sp->count ? i + k : sp->count};
+        long to = i + k < sp->count ? i + k : sp->count;
+        *b = (st_batch){sp, i, to};
         if (weft_post(sp->lp, st_batch_cb, b, NULL) == 0) {
             h_fail_e(__FILE__, __LINE__, "weft_post refused");
             break;
         }
-        while (atomic_load(&sp->progress) < b->to) sched_yield();
-        i = b->to;
+        while (atomic_load(&sp->progress) < to) sched_yield();
+        i = to;
     }
     return NULL;
 }
