@@ -1280,7 +1280,7 @@ impl<H: Handler> Loop<H> {
         if c.id() != id || !c.is_lent() {
             return false;
         }
-        let handler = {
+        let mut handler = {
             // SAFETY: on the loop's thread; the borrow ends before the call below.
             let own = unsafe { self.own() };
             let Some(handler) = own.handlers[index as usize].take() else { return false };
@@ -1290,7 +1290,6 @@ impl<H: Handler> Loop<H> {
             handler
         };
         self.table_live.store(self.table_live.load(Relaxed) - 1, Relaxed);
-        let mut handler = handler;
         pool::deferring_wakeups(|| {
             handler.call(self, id, Event::Done { status: task::CANCELLED, result: &[], message: None })
         });

@@ -509,9 +509,7 @@ impl Feeder {
             self.owes_wake.set(true);
         }
     }
-}
 
-impl Feeder {
     fn end_burst(&self) {
         if self.bursting.replace(false) {
             self.cpu.bursts.fetch_sub(1, SeqCst);

@@ -30,7 +30,6 @@ const TASK_BIT: u64 = 1 << 50;
 const SEQ_MASK: u64 = TASK_BIT - 1;
 /// Generations of task ids (a task id is checked against its cell's current id).
 pub(crate) const TASK_GEN_MASK: u32 = (1 << 26) - 1;
-const TAG_MASK: u64 = !((1 << TAG_SHIFT) - 1);
 const TAG_SHIFT: u32 = 52;
 
 /// Most registrations one loop holds at once.
@@ -124,9 +123,6 @@ pub fn task_index(id: Id) -> u32 {
 pub fn task_generation(id: Id) -> u32 {
     (id >> INDEX_BITS) as u32 & TASK_GEN_MASK
 }
-
-#[allow(dead_code)]
-const _: () = assert!(TAG_MASK == 0xfff << TAG_SHIFT);
 
 fn slot_id(tag: u16, index: u32, generation: u32) -> Id {
     (tag as u64) << TAG_SHIFT | (generation as u64) << INDEX_BITS | index as u64

@@ -466,26 +466,14 @@ TEST(stale_forged_and_foreign_ids_of_loop_spawned_tasks) {
 
 /* ---- freeing ----------------------------------------------------------------------- */
 
-/* A loop freed with tasks it spawned from its callbacks still in flight (running, and
- * queued behind them): no done runs after the free, every free_fn runs once, on the
- * work's thread for a task that had started; a queued task never starts. */
-typedef struct inflight {
-    rec *r;
-    int n;
-    weft_spawn_options *opts;
-    _Atomic int over;
-} inflight;
-static void inflight_cb(weft_loop *lp, weft_id id, void *ud) {
-    (void)id;
-    inflight *f = (inflight *)ud;
-    for (int i = 0; i < f->n; i++) rec_spawn(lp, WEFT_ON_CPU, &f->r[i], f->opts);
-    atomic_store(&f->over, 1);
-}
 static int active_works(rec *r, int n) {
     int a = 0;
     for (int i = 0; i < n; i++) a += atomic_load(&r[i].work_active);
     return a;
 }
+/* A loop freed with tasks it spawned from its callbacks still in flight (running, and
+ * queued behind them): no done runs after the free, every free_fn runs once, on the
+ * work's thread for a task that had started; a queued task never starts. */
 TEST(loop_freed_with_loop_spawned_tasks_in_flight) {
     weft_pool_options po = pool_opts(WEFT_POOL_CPU, 2, "lsf");
     weft_pool *two = weft_pool_new(&po);
@@ -502,9 +490,8 @@ TEST(loop_freed_with_loop_spawned_tasks_in_flight) {
         r[i].out = (const unsigned char *)"lost";
         r[i].out_len = 4;
     }
-    inflight f = {.r = r, .n = N, .opts = &on2};
-    CHECK_ID(weft_post(lp, inflight_cb, &f, NULL));
-    CHECK(run_until(lp, &f.over, 1, h_slack_ms(5000)));
+    spawner s = {.where = WEFT_ON_CPU, .opts = &on2, .recs = r, .n = N};
+    REQUIRE(spawn_from_callback(lp, &s));
     /* Both threads busy (which two tasks: see the known bug in test_tasks'
      * loop_freed_with_tasks_in_flight). */
     CHECK(WAIT_FOR(active_works(r, N) == 2, h_slack_ms(5000)));
