@@ -1,13 +1,33 @@
 # weft: `make demo` builds and runs the examples; `make test` runs every test.
 CARGO ?= cargo
 LIBDIR := $(CURDIR)/target/release
+# The SONAME's number (build.rs: WEFT_ABI_VERSION - 1) and the library's version.
+ABI_VERSION := $(shell sed -n 's/^pub const WEFT_ABI_VERSION: u32 = \([0-9]*\);/\1/p' src/ffi/mod.rs)
+SOVERSION := $(shell echo $$(($(ABI_VERSION) - 1)))
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 
-.PHONY: all build header bindings test test-rust test-c test-bindings test-python demo bench clean
+# Python test tools live in .venv/ inside the checkout, made on first use from
+# tests/requirements.txt (and again when that file changes); nothing goes into the
+# system Python.
+VENV := $(CURDIR)/.venv
+PYTHON := $(VENV)/bin/python
+
+.PHONY: all build venv header bindings test test-rust test-c test-bindings test-python demo bench clean
 
 all: build
 
+# cargo builds libweft.so with the SONAME libweft.so.$(SOVERSION): the link by that name
+# is what programs linked in the tree load at run time.
 build:
 	$(CARGO) build --release
+	ln -sf libweft.so $(LIBDIR)/libweft.so.$(SOVERSION)
+
+$(VENV)/.installed: tests/requirements.txt
+	[ -x $(PYTHON) ] || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed
 
 # Regenerates include/weft.h from src/ffi (cargo test fails when it is stale).
 header:
@@ -29,10 +49,10 @@ test-c: build
 test-bindings: build
 	WEFT_LIBRARY=$(LIBDIR)/libweft.so bash tests/bindings/run.sh
 
-# The Python binding (bindings/python, imported from the source tree): needs pytest and,
-# for weft.tornado, tornado (`python3 -m pip install pytest tornado`).
-test-python: build
-	python3 -m pytest -q -p no:cacheprovider tests/python
+# The Python binding (bindings/python, imported from the source tree), with pytest and
+# tornado from .venv/.
+test-python: build venv
+	$(PYTHON) -m pytest -q -p no:cacheprovider tests/python
 
 demo: build
 	$(MAKE) -C examples/c LIBDIR=$(LIBDIR) run
