@@ -1,26 +1,29 @@
 # weft: `make demo` builds and runs the examples; `make test` runs every test.
+# Both install what they need on first use, inside the checkout only: the Python test
+# tools into .venv/, koffi into bindings/node/node_modules/.
 CARGO ?= cargo
-LIBDIR := $(CURDIR)/target/release
-# The SONAME's number (build.rs: WEFT_ABI_VERSION - 1) and the library's version.
+TARGET_DIR := $(CURDIR)/target/release
+# The ABI version (src/ffi/mod.rs), the SONAME's number (build.rs: ABI version - 1) and
+# the library's version (Cargo.toml).
 ABI_VERSION := $(shell sed -n 's/^pub const WEFT_ABI_VERSION: u32 = \([0-9]*\);/\1/p' src/ffi/mod.rs)
-SOVERSION := $(shell echo $$(($(ABI_VERSION) - 1)))
+SOVERSION := $(shell expr $(ABI_VERSION) - 1)
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 
-# Python test tools live in .venv/ inside the checkout, made on first use from
-# tests/requirements.txt (and again when that file changes); nothing goes into the
-# system Python.
+# Python test tools (tests/requirements.txt) live in .venv/, made on first use and
+# updated when that file changes; nothing goes into the system Python.
 VENV := $(CURDIR)/.venv
 PYTHON := $(VENV)/bin/python
 
-.PHONY: all build venv header bindings test test-rust test-c test-bindings test-python demo bench clean
+.PHONY: all build venv node-modules header bindings abi test test-rust test-c test-bindings \
+        test-python test-abi test-install test-packages demo bench clean
 
 all: build
 
-# cargo builds libweft.so with the SONAME libweft.so.$(SOVERSION): the link by that name
-# is what programs linked in the tree load at run time.
+# cargo writes libweft.so with the SONAME libweft.so.$(SOVERSION); programs linked in
+# the tree load it through the link of that name.
 build:
 	$(CARGO) build --release
-	ln -sf libweft.so $(LIBDIR)/libweft.so.$(SOVERSION)
+	ln -sf libweft.so $(TARGET_DIR)/libweft.so.$(SOVERSION)
 
 $(VENV)/.installed: tests/requirements.txt
 	[ -x $(PYTHON) ] || python3 -m venv $(VENV)
@@ -29,35 +32,48 @@ $(VENV)/.installed: tests/requirements.txt
 
 venv: $(VENV)/.installed
 
+node-modules:
+	cd bindings/node && [ -d node_modules/koffi ] || npm ci --no-audit --no-fund --loglevel=error
+
+include packaging/install.mk
+
 # Regenerates include/weft.h from src/ffi (cargo test fails when it is stale).
 header:
 	WEFT_BLESS=1 $(CARGO) test --release --test header
 
-# Regenerates the Python and Node declarations from include/weft.h (a test fails when
-# they are stale).
+# Regenerates the Python, Node and cffi declarations from include/weft.h (a test fails
+# when they are stale).
 bindings:
 	python3 bindings/gen.py
 
-test: test-rust test-c test-bindings test-python
+test: test-rust test-c test-bindings test-python test-install
 
 test-rust:
 	$(CARGO) test --release
 
 test-c: build
-	$(MAKE) -C tests/c LIBDIR=$(LIBDIR) test valgrind
+	$(MAKE) -C tests/c LIBDIR=$(TARGET_DIR) test
+	@if command -v valgrind >/dev/null; then \
+	    $(MAKE) -C tests/c LIBDIR=$(TARGET_DIR) valgrind; \
+	else \
+	    echo "valgrind not found: the memcheck pass is skipped; apt-get install valgrind"; \
+	fi
 
-test-bindings: build
-	WEFT_LIBRARY=$(LIBDIR)/libweft.so bash tests/bindings/run.sh
+test-bindings: build node-modules
+	WEFT_LIBRARY=$(TARGET_DIR)/libweft.so bash tests/bindings/run.sh
 
-# The Python binding (bindings/python, imported from the source tree), with pytest and
-# tornado from .venv/.
+# The Python binding (bindings/python, imported from the source tree).
 test-python: build venv
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests/python
 
-demo: build
-	$(MAKE) -C examples/c LIBDIR=$(LIBDIR) run
-	$(MAKE) -C examples/c LIBDIR=$(LIBDIR) emitter
-	cd bindings/node && [ -d node_modules/koffi ] || npm ci --no-audit --no-fund --loglevel=error
+# make install into a temporary prefix; programs built against it with pkg-config,
+# with CMake, and statically.
+test-install: build
+	bash tests/install/run.sh
+
+demo: build node-modules
+	$(MAKE) -C examples/c LIBDIR=$(TARGET_DIR) run
+	$(MAKE) -C examples/c LIBDIR=$(TARGET_DIR) emitter
 	node examples/node/tour.js
 	node examples/node/emitter.js
 	python3 examples/python/tour.py
@@ -65,8 +81,8 @@ demo: build
 	python3 examples/python/log_playback.py
 
 bench: build
-	$(MAKE) -C benches LIBDIR=$(LIBDIR)
-	$(MAKE) -C examples/c LIBDIR=$(LIBDIR) emitter
+	$(MAKE) -C benches LIBDIR=$(TARGET_DIR)
+	$(MAKE) -C examples/c LIBDIR=$(TARGET_DIR) emitter
 	node benches/node/run.js
 	python3 benches/python/run.py
 

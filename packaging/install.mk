@@ -1,0 +1,72 @@
+# `make install` and `make uninstall`, included by the top-level Makefile.
+#
+#     make install PREFIX=/usr/local DESTDIR=    # the defaults
+#
+# installs what `make` built (building it first when nothing is built, so that
+# `sudo make install` after `make` never runs cargo as root):
+#   $(LIBDIR)/libweft.so.$(SOVERSION).MINOR.PATCH, and the links libweft.so.$(SOVERSION)
+#            (the SONAME) and libweft.so (what -lweft finds)
+#   $(LIBDIR)/libweft.a
+#   $(INCLUDEDIR)/weft.h (and weft.hpp once it exists)
+#   $(LIBDIR)/pkgconfig/weft.pc
+#   $(LIBDIR)/cmake/weft/weftConfig.cmake and weftConfigVersion.cmake (weft::weft,
+#            weft::weft_static)
+# LIBDIR and INCLUDEDIR may be set apart from PREFIX (LIBDIR=/usr/lib64). DESTDIR is
+# prepended to every path written, never to the paths written into the files.
+
+PREFIX       ?= /usr/local
+LIBDIR       ?= $(PREFIX)/lib
+INCLUDEDIR   ?= $(PREFIX)/include
+PKGCONFIGDIR := $(LIBDIR)/pkgconfig
+CMAKEDIR     := $(LIBDIR)/cmake/weft
+INSTALL      ?= install
+
+VERSION_MAJOR := $(word 1,$(subst ., ,$(VERSION)))
+VERSION_MINOR := $(word 2,$(subst ., ,$(VERSION)))
+VERSION_PATCH := $(word 3,$(subst ., ,$(VERSION)))
+FULL_SOVERSION := $(SOVERSION).$(VERSION_MINOR).$(VERSION_PATCH)
+SHARED_FILE  := libweft.so.$(FULL_SOVERSION)
+HEADERS      := $(wildcard include/weft.h include/weft.hpp)
+
+# Paths relative to one another, so the CMake package still works when the installed
+# tree is moved (pkg-config files, by custom, hold absolute paths).
+relative = $(shell realpath -m --relative-to='$(1)' '$(2)')
+
+define substitute
+sed -e 's|@prefix@|$(PREFIX)|g' -e 's|@libdir@|$(LIBDIR)|g' -e 's|@includedir@|$(INCLUDEDIR)|g' \
+    -e 's|@version@|$(VERSION)|g' -e 's|@version_major@|$(VERSION_MAJOR)|g' \
+    -e 's|@version_minor@|$(VERSION_MINOR)|g' -e 's|@abi_version@|$(ABI_VERSION)|g' \
+    -e 's|@soversion@|$(SOVERSION)|g' -e 's|@full_soversion@|$(FULL_SOVERSION)|g' \
+    -e 's|@cmake_to_prefix@|$(call relative,$(CMAKEDIR),$(PREFIX))|g' \
+    -e 's|@libdir_rel@|$(call relative,$(PREFIX),$(LIBDIR))|g' \
+    -e 's|@includedir_rel@|$(call relative,$(PREFIX),$(INCLUDEDIR))|g' \
+    -e 's|@sizeof_void_p@|$(shell expr $$(getconf LONG_BIT) / 8)|g'
+endef
+
+.PHONY: install uninstall
+
+$(TARGET_DIR)/libweft.so $(TARGET_DIR)/libweft.a:
+	$(MAKE) build
+
+install: $(TARGET_DIR)/libweft.so $(TARGET_DIR)/libweft.a
+	@case '$(PREFIX)' in /*) ;; *) echo "make install: PREFIX must be an absolute path, not '$(PREFIX)'" >&2; exit 1;; esac
+	$(INSTALL) -d '$(DESTDIR)$(LIBDIR)' '$(DESTDIR)$(INCLUDEDIR)' '$(DESTDIR)$(PKGCONFIGDIR)' '$(DESTDIR)$(CMAKEDIR)'
+	$(INSTALL) -m 0755 $(TARGET_DIR)/libweft.so '$(DESTDIR)$(LIBDIR)/$(SHARED_FILE)'
+	ln -sf $(SHARED_FILE) '$(DESTDIR)$(LIBDIR)/libweft.so.$(SOVERSION)'
+	ln -sf libweft.so.$(SOVERSION) '$(DESTDIR)$(LIBDIR)/libweft.so'
+	$(INSTALL) -m 0644 $(TARGET_DIR)/libweft.a '$(DESTDIR)$(LIBDIR)/libweft.a'
+	$(INSTALL) -m 0644 $(HEADERS) '$(DESTDIR)$(INCLUDEDIR)/'
+	@echo "writing $(DESTDIR)$(PKGCONFIGDIR)/weft.pc"
+	@$(substitute) packaging/weft.pc.in > '$(DESTDIR)$(PKGCONFIGDIR)/weft.pc'
+	@echo "writing $(DESTDIR)$(CMAKEDIR)/weftConfig.cmake"
+	@$(substitute) packaging/weftConfig.cmake.in > '$(DESTDIR)$(CMAKEDIR)/weftConfig.cmake'
+	@echo "writing $(DESTDIR)$(CMAKEDIR)/weftConfigVersion.cmake"
+	@$(substitute) packaging/weftConfigVersion.cmake.in > '$(DESTDIR)$(CMAKEDIR)/weftConfigVersion.cmake'
+
+uninstall:
+	rm -f '$(DESTDIR)$(LIBDIR)/$(SHARED_FILE)' '$(DESTDIR)$(LIBDIR)/libweft.so.$(SOVERSION)' \
+	      '$(DESTDIR)$(LIBDIR)/libweft.so' '$(DESTDIR)$(LIBDIR)/libweft.a' \
+	      '$(DESTDIR)$(INCLUDEDIR)/weft.h' '$(DESTDIR)$(INCLUDEDIR)/weft.hpp' \
+	      '$(DESTDIR)$(PKGCONFIGDIR)/weft.pc' \
+	      '$(DESTDIR)$(CMAKEDIR)/weftConfig.cmake' '$(DESTDIR)$(CMAKEDIR)/weftConfigVersion.cmake'
+	rmdir '$(DESTDIR)$(CMAKEDIR)' 2>/dev/null || true
