@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Generates weft's language-binding declarations from the C header.
 
-    python3 bindings/gen.py            write bindings/python/weft/_ffi.py and bindings/node/lib/ffi.js
+    python3 bindings/gen.py            write bindings/python/weft/_ffi.py, bindings/node/lib/ffi.js
+                                       and include/weft.cdef (cffi; rendered by cdef.py)
     python3 bindings/gen.py --check    write nothing; exit 1 (naming the stale file, with a
-                                       short diff) when either differs from what would be written
+                                       short diff) when any differs from what would be written
     --header PATH   the header to read (default: include/weft.h)
-    --out-dir DIR   where python/weft/_ffi.py and node/lib/ffi.js go (default: bindings/)
+    --out-dir DIR   where python/weft/_ffi.py, node/lib/ffi.js and include/weft.cdef go
+                    (default: the first two in bindings/, the cdef in include/)
 
 include/weft.h is written by cbindgen, in a small regular dialect of C: `//` doc comments,
 integer `#define`s, `typedef enum` blocks, `typedef struct` blocks, opaque struct typedefs,
@@ -23,14 +25,21 @@ import json
 import os
 import re
 import sys
-from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
+
+# The model of a parsed header (CType ... Header) is shared by every renderer; the cffi
+# renderer lives in a module of its own. Neither imports this file.
+from cdef import render_cdef
+from header_model import (
+    Alias, Callback, Const, CType, Enum, Field, Function, Header, Opaque, Param, Struct, source_name,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_HEADER = os.path.join(REPO, "include", "weft.h")
 DEFAULT_OUT_DIR = os.path.join(REPO, "bindings")
 PY_OUT = os.path.join("python", "weft", "_ffi.py")
 JS_OUT = os.path.join("node", "lib", "ffi.js")
+CDEF_OUT = os.path.join("include", "weft.cdef")
 
 # C primitive type -> (ctypes expression, koffi type name, is a 64-bit integer).
 PRIMITIVES: Dict[str, Tuple[Optional[str], str, bool]] = {
@@ -59,119 +68,6 @@ INT_LITERAL = re.compile(r"^\(?\s*(-?)\s*(0[xX][0-9a-fA-F]+|[0-9]+)[uUlL]*\s*\)?
 class HeaderError(Exception):
     def __init__(self, path: str, line: int, msg: str):
         super().__init__(f"{path}:{line}: {msg}")
-
-
-# ---------------------------------------------------------------------------------------
-# The model
-# ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class CType:
-    base: str  # a primitive, or the name of a typedef / struct declared before
-    ptr: int = 0  # levels of `*`
-    const: bool = False  # `const` on the pointee (or the value)
-
-    def c(self) -> str:
-        s = ("const " if self.const else "") + self.base
-        return s + (" " + "*" * self.ptr if self.ptr else "")
-
-
-@dataclass
-class Param:
-    name: str
-    type: CType
-
-
-@dataclass
-class Const:
-    name: str
-    value: int
-    doc: str
-    line: int
-
-
-@dataclass
-class Enum:
-    name: str
-    doc: str
-    values: List[Const]
-    line: int
-
-
-@dataclass
-class Alias:
-    name: str
-    target: CType
-    doc: str
-    line: int
-
-
-@dataclass
-class Opaque:
-    name: str
-    doc: str
-    line: int
-
-
-@dataclass
-class Field:
-    name: str
-    type: CType
-    doc: str
-
-
-@dataclass
-class Struct:
-    name: str
-    doc: str
-    fields: List[Field]
-    line: int
-
-
-@dataclass
-class Callback:
-    name: str
-    ret: CType
-    params: List[Param]
-    doc: str
-    line: int
-
-
-@dataclass
-class Function:
-    name: str
-    ret: CType
-    params: List[Param]
-    doc: str
-    line: int
-
-    def prototype(self) -> str:
-        args = ", ".join(p.type.c() + (" " if not p.type.ptr else "") + p.name for p in self.params)
-        ret = self.ret.c()
-        return f"{ret}{'' if self.ret.ptr else ' '}{self.name}({args or 'void'})"
-
-
-@dataclass
-class Header:
-    path: str
-    items: list = field(default_factory=list)  # every declaration, in header order
-    types: Dict[str, object] = field(default_factory=dict)  # typedef name -> declaration
-    names: Dict[str, int] = field(default_factory=dict)  # every name -> its line
-
-    @property
-    def functions(self) -> List[Function]:
-        return [i for i in self.items if isinstance(i, Function)]
-
-    @property
-    def constants(self) -> List[Const]:
-        out: List[Const] = []
-        for i in self.items:
-            if isinstance(i, Const):
-                out.append(i)
-            elif isinstance(i, Enum):
-                out.extend(i.values)
-        return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -560,13 +456,6 @@ def is_int64(h: Header, t: CType) -> bool:
     return t.ptr == 0 and PRIMITIVES.get(resolve(h, t), (None, "", False))[2]
 
 
-def source_name(h: Header) -> str:
-    p = os.path.abspath(h.path)
-    if p.startswith(REPO + os.sep):
-        return os.path.relpath(p, REPO).replace(os.sep, "/")
-    return os.path.basename(p)
-
-
 # ---------------------------------------------------------------------------------------
 # Python (ctypes)
 # ---------------------------------------------------------------------------------------
@@ -942,13 +831,19 @@ def render_node(h: Header) -> str:
 # ---------------------------------------------------------------------------------------
 
 
-def outputs(header_path: str, out_dir: str) -> List[Tuple[str, str]]:
+def outputs(header_path: str, out_dir: Optional[str] = None) -> List[Tuple[str, str]]:
+    """(path, text) of every output. Without out_dir they go where the repository keeps
+    them: bindings/python/weft/_ffi.py, bindings/node/lib/ffi.js and include/weft.cdef
+    (beside weft.h, where C users look). With out_dir all three go under it, at
+    python/weft/_ffi.py, node/lib/ffi.js and include/weft.cdef, so that a test's
+    out-dir never writes outside itself."""
     with open(header_path, encoding="utf-8") as f:
         text = f.read()
     h = parse_header(text, header_path)
     return [
-        (os.path.join(out_dir, PY_OUT), render_python(h)),
-        (os.path.join(out_dir, JS_OUT), render_node(h)),
+        (os.path.join(out_dir or DEFAULT_OUT_DIR, PY_OUT), render_python(h)),
+        (os.path.join(out_dir or DEFAULT_OUT_DIR, JS_OUT), render_node(h)),
+        (os.path.join(out_dir or REPO, CDEF_OUT), render_cdef(h)),
     ]
 
 
@@ -957,8 +852,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--check", action="store_true",
                     help="write nothing; exit 1 if an output differs from what would be written")
     ap.add_argument("--header", default=DEFAULT_HEADER, help="the C header (default: include/weft.h)")
-    ap.add_argument("--out-dir", default=DEFAULT_OUT_DIR,
-                    help="the bindings directory that holds python/ and node/ (default: bindings/)")
+    ap.add_argument("--out-dir", default=None,
+                    help="one directory for every output: python/, node/ and include/ under it "
+                         "(default: python/ and node/ in bindings/, weft.cdef in include/)")
     args = ap.parse_args(argv)
     try:
         outs = outputs(args.header, args.out_dir)

@@ -7,7 +7,7 @@
 #   $(LIBDIR)/libweft.so.$(SOVERSION).MINOR.PATCH, and the links libweft.so.$(SOVERSION)
 #            (the SONAME) and libweft.so (what -lweft finds)
 #   $(LIBDIR)/libweft.a
-#   $(INCLUDEDIR)/weft.h (and weft.hpp once it exists)
+#   $(INCLUDEDIR)/weft.h (and weft.hpp once it exists), and weft.cdef for cffi
 #   $(LIBDIR)/pkgconfig/weft.pc
 #   $(LIBDIR)/cmake/weft/weftConfig.cmake and weftConfigVersion.cmake (weft::weft,
 #            weft::weft_static)
@@ -26,7 +26,7 @@ VERSION_MINOR := $(word 2,$(subst ., ,$(VERSION)))
 VERSION_PATCH := $(word 3,$(subst ., ,$(VERSION)))
 FULL_SOVERSION := $(SOVERSION).$(VERSION_MINOR).$(VERSION_PATCH)
 SHARED_FILE  := libweft.so.$(FULL_SOVERSION)
-HEADERS      := $(wildcard include/weft.h include/weft.hpp)
+HEADERS      := $(wildcard include/weft.h include/weft.hpp include/weft.cdef)
 
 # Paths relative to one another, so the CMake package still works when the installed
 # tree is moved (pkg-config files, by custom, hold absolute paths).
@@ -66,7 +66,7 @@ install: $(TARGET_DIR)/libweft.so $(TARGET_DIR)/libweft.a
 uninstall:
 	rm -f '$(DESTDIR)$(LIBDIR)/$(SHARED_FILE)' '$(DESTDIR)$(LIBDIR)/libweft.so.$(SOVERSION)' \
 	      '$(DESTDIR)$(LIBDIR)/libweft.so' '$(DESTDIR)$(LIBDIR)/libweft.a' \
-	      '$(DESTDIR)$(INCLUDEDIR)/weft.h' '$(DESTDIR)$(INCLUDEDIR)/weft.hpp' \
+	      '$(DESTDIR)$(INCLUDEDIR)/weft.h' '$(DESTDIR)$(INCLUDEDIR)/weft.hpp' '$(DESTDIR)$(INCLUDEDIR)/weft.cdef' \
 	      '$(DESTDIR)$(PKGCONFIGDIR)/weft.pc' \
 	      '$(DESTDIR)$(CMAKEDIR)/weftConfig.cmake' '$(DESTDIR)$(CMAKEDIR)/weftConfigVersion.cmake'
 	rmdir '$(DESTDIR)$(CMAKEDIR)' 2>/dev/null || true

@@ -47,12 +47,14 @@ soname=$(readelf -d "$lib/$real" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
 [[ $soname == "libweft.so.$so" ]] || fail "SONAME is '$soname', not libweft.so.$so"
 ok "lib/$real with SONAME $soname, and the links libweft.so.$so and libweft.so"
 [[ -f $lib/libweft.a ]] || fail "no libweft.a"
-cmp -s include/weft.h "$prefix/include/weft.h" || fail "include/weft.h differs from the tree's"
+for f in weft.h weft.cdef; do
+    cmp -s "include/$f" "$prefix/include/$f" || fail "include/$f differs from the tree's"
+done
 for f in pkgconfig/weft.pc cmake/weft/weftConfig.cmake cmake/weft/weftConfigVersion.cmake; do
     [[ -f $lib/$f ]] || fail "no lib/$f"
     if grep -n '@[a-z_]*@' "$lib/$f"; then fail "lib/$f has an unsubstituted @name@"; fi
 done
-ok "lib/libweft.a, include/weft.h, lib/pkgconfig/weft.pc, lib/cmake/weft/"
+ok "lib/libweft.a, include/weft.h and weft.cdef, lib/pkgconfig/weft.pc, lib/cmake/weft/"
 
 # ---- DESTDIR stages under another root without changing the paths inside the files;
 # uninstall removes every file install wrote
@@ -76,6 +78,7 @@ cd "$project"
 if command -v pkg-config >/dev/null; then
     export PKG_CONFIG_PATH=$lib/pkgconfig
     [[ $(pkg-config --modversion weft) == "$version" ]] || fail "pkg-config --modversion weft"
+    [[ $(pkg-config --variable=cdef weft) == "$prefix/include/weft.cdef" ]] || fail "pkg-config --variable=cdef weft"
     flags=$(pkg-config --cflags --libs weft)
     [[ $flags != *"$REPO"* ]] || fail "pkg-config names the source tree: $flags"
     cc -std=c11 -Wall -Wextra -Werror timers.c $flags -o timers_pc
