@@ -46,7 +46,7 @@ header:
 bindings:
 	python3 bindings/gen.py
 
-test: test-rust test-c test-bindings test-python test-install
+test: test-rust test-c test-bindings test-python test-abi test-install
 
 test-rust:
 	$(CARGO) test --release
@@ -65,6 +65,16 @@ test-bindings: build node-modules
 # The Python binding (bindings/python, imported from the source tree).
 test-python: build venv
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests/python
+
+# Rewrites abi/weft.abi after a deliberate ABI change; refuses a break unless
+# WEFT_ABI_VERSION moved (abi/README.md).
+abi: build
+	python3 abi/check.py --lib $(TARGET_DIR)/libweft.so --bless
+
+# Fails on any ABI difference from abi/weft.abi; tests/abi shows that it fails when it must.
+test-abi: build venv
+	python3 abi/check.py --lib $(TARGET_DIR)/libweft.so
+	$(PYTHON) -m pytest -q -p no:cacheprovider tests/abi
 
 # make install into a temporary prefix; programs built against it with pkg-config,
 # with CMake, and statically.
