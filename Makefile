@@ -46,7 +46,7 @@ header:
 bindings:
 	python3 bindings/gen.py
 
-test: test-rust test-c test-bindings test-python test-abi test-install
+test: test-rust test-c test-bindings test-python test-abi test-install test-packages
 
 test-rust:
 	$(CARGO) test --release
@@ -80,6 +80,11 @@ test-abi: build venv
 # with CMake, and statically.
 test-install: build
 	bash tests/install/run.sh
+
+# The packages, each installed outside the checkout as a user installs it: the wheel
+# into a fresh venv (no network).
+test-packages: build venv
+	bash tests/packaging/wheel.sh
 
 demo: build node-modules
 	$(MAKE) -C examples/c LIBDIR=$(TARGET_DIR) run

@@ -10,11 +10,16 @@ for Python through ctypes. See bindings/python/README.md.
         fut.add_done_callback(lambda f: (send(f.result()), loop.stop()))
         loop.run()
 
-`weft.asyncio.attach()` and `weft.tornado.attach()` run a Loop inside those loops.
+`weft.asyncio.attach()` and `weft.tornado.attach()` run a Loop inside those loops
+(those two modules, and asyncio or tornado, are imported when first touched).
 The C declarations are in `weft._ffi` (generated from include/weft.h).
+`python -m weft` prints the versions and the library in use.
 """
 
 from __future__ import annotations
+
+import importlib as _importlib
+import types as _types
 
 from ._callbacks import set_error_handler
 from ._errors import (
@@ -72,3 +77,18 @@ def version() -> str:
     from ._lib import lib
 
     return str(lib.weft_version().decode())
+
+
+# Submodules that import a host loop's package (asyncio, tornado): imported on first
+# access, so that `import weft` costs neither and works without tornado installed.
+_HOST_LOOP_MODULES = ("asyncio", "tornado")
+
+
+def __getattr__(name: str) -> _types.ModuleType:
+    if name in _HOST_LOOP_MODULES:
+        return _importlib.import_module(f"{__name__}.{name}")  # also sets weft.<name>
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOST_LOOP_MODULES))

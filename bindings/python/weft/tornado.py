@@ -15,7 +15,11 @@ import asyncio as _asyncio
 import threading
 from typing import Any, Callable, Optional
 
-import tornado
+try:
+    import tornado
+except ImportError as exc:
+    raise ModuleNotFoundError("weft.tornado needs Tornado >= 6, which is not installed: "
+                              "pip install tornado (or pip install 'weft[tornado]')", name="tornado") from exc
 from tornado.ioloop import IOLoop
 
 from ._loop import Loop
