@@ -82,9 +82,11 @@ test-install: build
 	bash tests/install/run.sh
 
 # The packages, each installed outside the checkout as a user installs it: the wheel
-# into a fresh venv (no network).
+# into a fresh venv (no network); the npm tarball, and the directory, into fresh
+# projects (koffi from the npm registry or npm's cache).
 test-packages: build venv
 	bash tests/packaging/wheel.sh
+	bash tests/packaging/npm.sh
 
 demo: build node-modules
 	$(MAKE) -C examples/c LIBDIR=$(TARGET_DIR) run

@@ -15,7 +15,10 @@ export const ERROR: number;
 export const version: string;
 /** The loaded library's ABI version. */
 export const abiVersion: number;
-/** The path of the loaded libweft.so ($WEFT_LIBRARY, or the repository's target/release). */
+/**
+ * The file libweft was loaded from: $WEFT_LIBRARY, the package's native/<platform>-<arch>/,
+ * the repository's target/release, or the system's (see README.md, "Install").
+ */
 export const libraryPath: string;
 /** The C API itself (lib/ffi.js's load()): every weft_* function. */
 export const native: Record<string, (...args: any[]) => any>;
