@@ -14,7 +14,7 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 VENV := $(CURDIR)/.venv
 PYTHON := $(VENV)/bin/python
 
-.PHONY: all build venv node-modules header bindings abi test test-rust test-c test-bindings \
+.PHONY: all build venv node-modules header bindings abi test lint test-rust test-c test-bindings \
         test-python test-abi test-install test-packages demo bench clean
 
 all: build
@@ -46,7 +46,15 @@ header:
 bindings:
 	python3 bindings/gen.py
 
-test: test-rust test-c test-bindings test-python test-abi test-install test-packages
+test: lint test-rust test-c test-bindings test-python test-abi test-install test-packages
+
+# rustfmt (rustfmt.toml) and clippy, warnings as errors. Without the rustup components:
+# one line, and the rest runs.
+lint:
+	@if cargo fmt --version >/dev/null 2>&1; then $(CARGO) fmt --check; \
+	else echo "rustfmt not found: the format check is skipped; rustup component add rustfmt"; fi
+	@if cargo clippy --version >/dev/null 2>&1; then $(CARGO) clippy --release --all-targets --quiet -- -D warnings; \
+	else echo "clippy not found: the lint pass is skipped; rustup component add clippy"; fi
 
 test-rust:
 	$(CARGO) test --release

@@ -29,9 +29,7 @@ impl Pattern {
         } else if !pattern.is_empty() && !pattern.contains('*') {
             return Ok(Pattern::Exact(pattern.into()));
         }
-        Err(Error::invalid(format!(
-            "pattern {pattern:?} is not a topic, a prefix ending in \".*\", or \"*\""
-        )))
+        Err(Error::invalid(format!("pattern {pattern:?} is not a topic, a prefix ending in \".*\", or \"*\"")))
     }
 
     pub fn matches(&self, topic: &str) -> bool {
@@ -46,9 +44,7 @@ impl Pattern {
 /// Checks a topic given to emit.
 pub fn check_topic(topic: &str) -> Result<()> {
     if topic.is_empty() || topic.contains('*') {
-        return Err(Error::invalid(format!(
-            "topic {topic:?} must be non-empty and must not contain '*'"
-        )));
+        return Err(Error::invalid(format!("topic {topic:?} must be non-empty and must not contain '*'")));
     }
     Ok(())
 }

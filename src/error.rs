@@ -37,10 +37,7 @@ impl Error {
     }
 
     pub fn not_found(id: u64) -> Error {
-        Error::new(
-            Code::NotFound,
-            format!("id {id:#x} does not name a live registration of this loop"),
-        )
+        Error::new(Code::NotFound, format!("id {id:#x} does not name a live registration of this loop"))
     }
 
     pub fn io(what: &str, err: std::io::Error) -> Error {
@@ -48,10 +45,7 @@ impl Error {
     }
 
     pub fn forked() -> Error {
-        Error::new(
-            Code::Forked,
-            "called in a forked child; weft's threads and locks belong to the parent",
-        )
+        Error::new(Code::Forked, "called in a forked child; weft's threads and locks belong to the parent")
     }
 }
 

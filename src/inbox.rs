@@ -54,7 +54,9 @@ use crate::sys::{self, EventFd};
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, RawFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::atomic::{
+    AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::SeqCst,
+};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The first word of a task cell given back to its loop: the completion list is a
@@ -69,13 +71,23 @@ pub struct Link {
 const CLOSED: *mut Link = std::ptr::dangling_mut::<Link>();
 
 pub enum Record<H> {
-    Post { seq: u64, handler: H },
+    Post {
+        seq: u64,
+        handler: H,
+    },
     /// `bytes` holds the topic, a NUL, then the payload.
-    Emit { bytes: Box<[u8]>, topic_len: usize },
+    Emit {
+        bytes: Box<[u8]>,
+        topic_len: usize,
+    },
     /// A post cancelled while queued.
     Cancelled,
     /// A task's work finished (or was abandoned): its completion.
-    Done { id: u64, status: i32, result: Vec<u8> },
+    Done {
+        id: u64,
+        status: i32,
+        result: Vec<u8>,
+    },
     /// Work to run on the loop thread (tasks spawned with `Where::Loop`).
     Job(crate::pool::JobRef),
 }
@@ -334,7 +346,11 @@ impl<H> Inbox<H> {
     /// free themselves, and the last one calls [`Inbox::straggler_gone`], which drops
     /// `keep`, a reference to this inbox (from `Arc::into_raw`) that keeps it alive
     /// until then. With nothing lent, `keep` is dropped here.
-    pub fn close_done<T>(&self, lent: usize, keep: *const Inbox<H>, mut free: impl FnMut(NonNull<T>)) {
+    ///
+    /// # Safety
+    /// `keep` is a reference to this inbox from `Arc::into_raw`, handed over: it must
+    /// not be used again by the caller.
+    pub unsafe fn close_done<T>(&self, lent: usize, keep: *const Inbox<H>, mut free: impl FnMut(NonNull<T>)) {
         debug_assert!(std::ptr::eq(keep, self));
         // Counted before the list closes: a straggler can only decrement after.
         self.stragglers.store(lent + 1, SeqCst);
@@ -459,9 +475,7 @@ impl<H> Inbox<H> {
             let Some(record @ Record::Post { .. }) = queue.records.get_mut(at) else {
                 return Cancel::NotFound;
             };
-            let Record::Post { handler, .. } = std::mem::replace(record, Record::Cancelled) else {
-                unreachable!()
-            };
+            let Record::Post { handler, .. } = std::mem::replace(record, Record::Cancelled) else { unreachable!() };
             queue.tombstoned.push(seq);
             return Cancel::Removed(handler);
         }

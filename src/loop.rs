@@ -34,11 +34,11 @@ use crate::bus::{self, Pattern};
 use crate::error::{Code, Error, Result};
 use crate::fork;
 use crate::inbox::{Cancel, Inbox, Record};
+use crate::pool::{self, Pool};
+use crate::process;
 use crate::signal;
 use crate::slots::{self, Generational, Id, IdKind, Slab};
 use crate::sys::{self, Epoll, EpollEvent, EventFd, TimerFd};
-use crate::pool::{self, Pool};
-use crate::process;
 use crate::task::{self, Back, TaskCell, TaskRef, TaskWork, Where};
 use crate::timer::{self, Wheel};
 use crate::watch::{self, FdTable};
@@ -52,14 +52,26 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub enum Event<'a> {
     Timer,
     Post,
-    Fd { fd: RawFd, events: u32 },
-    Signal { signum: i32 },
+    Fd {
+        fd: RawFd,
+        events: u32,
+    },
+    Signal {
+        signum: i32,
+    },
     /// `topic` is NUL-terminated; `payload` is the copy made by `emit`.
-    Topic { topic: &'a CStr, payload: &'a [u8] },
+    Topic {
+        topic: &'a CStr,
+        payload: &'a [u8],
+    },
     /// A task finished: `status` is what its work returned (>= 0), or `Cancelled` /
     /// `Timeout` (as negative codes); `result` is what it wrote. `message` says more
     /// when a process task ended `Crashed` (the signal, the exit code).
-    Done { status: i32, result: &'a [u8], message: Option<&'a str> },
+    Done {
+        status: i32,
+        result: &'a [u8],
+        message: Option<&'a str>,
+    },
 }
 
 /// The callback of a registration and the data it owns. Dropping the handler is the
@@ -99,11 +111,20 @@ pub enum RunMode {
 
 enum Kind<H: Handler> {
     /// Its deadline is in the wheel; 0 is a one-shot timer.
-    Timer { interval_ns: u64 },
-    Fd { fd: RawFd, interest: u32 },
-    Signal { signum: i32 },
+    Timer {
+        interval_ns: u64,
+    },
+    Fd {
+        fd: RawFd,
+        interest: u32,
+    },
+    Signal {
+        signum: i32,
+    },
     /// Boxed to keep every registration at 48 bytes.
-    Subscription { pattern: Box<Pattern> },
+    Subscription {
+        pattern: Box<Pattern>,
+    },
     /// A task in flight (the cell the loop lent for it); in the wheel too with a timeout.
     Task(TaskRef<H, H::Work>),
     /// A process task or an adopted child; in the wheel for its timeout and kill.
@@ -134,6 +155,13 @@ enum Submit<'a> {
     Pool(&'a Pool),
 }
 
+/// Finds the pool a handle names (see [`SpawnOptions::pool_handle`]).
+pub type PoolLookup<'a> = &'a dyn Fn() -> Result<Arc<Pool>>;
+
+/// A pool spawned on lately: its key, the pool epoch when cached, the pool, and for a
+/// CPU pool the loop's feeder of it (`F`).
+type CachedPool<F> = (usize, u64, Arc<Pool>, Option<F>);
+
 /// How a task is spawned.
 #[derive(Clone, Default)]
 pub struct SpawnOptions<'a> {
@@ -144,7 +172,7 @@ pub struct SpawnOptions<'a> {
     /// The same, named by a handle (the C API's pool pointer): its address, and how to
     /// find the pool. The loop keeps the pools it spawned on lately by handle, so a
     /// spawn finds them without a lookup (see [`task::pools_changed`]).
-    pub pool_handle: Option<(usize, &'a dyn Fn() -> Result<Arc<Pool>>)>,
+    pub pool_handle: Option<(usize, PoolLookup<'a>)>,
     /// `Where::Process`: start only while fewer of the loop's process tasks run (0: one
     /// per core).
     pub max_children: usize,
@@ -207,7 +235,7 @@ struct Core<H: Handler> {
     /// Pools spawned on lately: (key, the pool epoch when cached, pool, and for a CPU
     /// pool the loop's feeder of it); keys are pool handles' addresses or
     /// `task::DEFAULT_CPU` / `DEFAULT_IO`.
-    pools: Vec<(usize, u64, Arc<Pool>, Option<pool::Feeder>)>,
+    pools: Vec<CachedPool<pool::Feeder>>,
 }
 
 /// A task cell back from its pool, waiting in the runner to be served.
@@ -293,7 +321,7 @@ struct Own<H: Handler> {
     handlers: Vec<Option<H>>,
     /// Pools spawned on from the loop's thread, by key (as `Core::pools`), with the
     /// (staging) feeder of a CPU pool; checked against the pool epoch.
-    pools: Vec<(usize, u64, Arc<Pool>, Option<Box<pool::Feeder>>)>,
+    pools: Vec<CachedPool<Box<pool::Feeder>>>,
 }
 
 struct OwnCell<H: Handler>(std::cell::UnsafeCell<Own<H>>);
@@ -582,9 +610,9 @@ impl<H: Handler> Loop<H> {
         *current = interest;
         let fd = *fd;
         let events = core.fds.set(fd, index, interest);
-        core.epoll.set(fd, events, KEY_FD | fd as u32 as u64).map_err(|e| {
-            Error::new(Code::Io, format!("fd {fd} can no longer be watched (closed?): {e}"))
-        })
+        core.epoll
+            .set(fd, events, KEY_FD | fd as u32 as u64)
+            .map_err(|e| Error::new(Code::Io, format!("fd {fd} can no longer be watched (closed?): {e}")))
     }
 
     /// Calls `handler` on the loop thread after `signum` is caught.
@@ -676,7 +704,13 @@ impl<H: Handler> Loop<H> {
         result
     }
 
-    fn add_task(&self, place: Where, work: &mut Option<H::Work>, done: &mut Option<H>, options: SpawnOptions) -> Result<Id> {
+    fn add_task(
+        &self,
+        place: Where,
+        work: &mut Option<H::Work>,
+        done: &mut Option<H>,
+        options: SpawnOptions,
+    ) -> Result<Id> {
         self.usable()?;
         Self::check_delay("timeout_ms", options.timeout_ms)?;
         let timeout_ms = options.timeout_ms;
@@ -739,7 +773,13 @@ impl<H: Handler> Loop<H> {
     }
 
     /// Registers a task and queues its job where `target` says.
-    fn queue_task(&self, target: Target<'_>, work: &mut Option<H::Work>, done: &mut Option<H>, timeout_ms: u64) -> Result<Id> {
+    fn queue_task(
+        &self,
+        target: Target<'_>,
+        work: &mut Option<H::Work>,
+        done: &mut Option<H>,
+        timeout_ms: u64,
+    ) -> Result<Id> {
         if let Target::Cached { key, kind, resolve } = target {
             if timeout_ms == 0 && self.on_loop_thread() {
                 if let Some(id) = self.lend_owned(key, kind, resolve, work, done)? {
@@ -786,7 +826,7 @@ impl<H: Handler> Loop<H> {
                         // and lend_task feeds it before it releases the lock.
                         Some(feeder) => Submit::Feeder(unsafe { &*(feeder as *const pool::Feeder) }),
                         // Submitted after the lock is released (see lend_task).
-                        None => Submit::Pool(&**held.insert(pool.clone())),
+                        None => Submit::Pool(held.insert(pool.clone())),
                     }
                 }
             };
@@ -828,14 +868,15 @@ impl<H: Handler> Loop<H> {
         let (_, _, pool, feeder) = &own.pools[at];
         Self::check_pool(pool, kind)?;
         let Some(feeder) = feeder else { return Ok(None) };
-        let (id, job) = match self.table.lend(&mut own.lender, self.tag, &self.inbox, work.take().expect("not taken yet")) {
-            Ok((id, _, job)) => (id, job),
-            Err(back) => {
-                // The table is full: the slab takes the task (or refuses it, Busy).
-                *work = Some(back);
-                return Ok(None);
-            }
-        };
+        let (id, job) =
+            match self.table.lend(&mut own.lender, self.tag, &self.inbox, work.take().expect("not taken yet")) {
+                Ok((id, _, job)) => (id, job),
+                Err(back) => {
+                    // The table is full: the slab takes the task (or refuses it, Busy).
+                    *work = Some(back);
+                    return Ok(None);
+                }
+            };
         let index = slots::task_index(id) as usize;
         if index >= own.handlers.len() {
             own.handlers.resize_with(index + 1, || None);
@@ -1056,7 +1097,8 @@ impl<H: Handler> Loop<H> {
                 }
                 KEY_PROC_EXIT => child.exit = child.exit.or_else(|| process::reap(child.pid, false)),
                 _ => {
-                    let expired = child.state == process::State::Waiting && child.deadline_ns != 0 && now >= child.deadline_ns;
+                    let expired =
+                        child.state == process::State::Waiting && child.deadline_ns != 0 && now >= child.deadline_ns;
                     child.on_timer(now);
                     if expired {
                         core.waiting.retain(|&i| i != index);
@@ -1895,8 +1937,9 @@ impl<H: Handler> Loop<H> {
             // SAFETY: closing, as above.
             let lent = self.lock().cells.lent() + unsafe { self.own() }.lender.lent() - runner.returned;
             let keep = Arc::into_raw(self.inbox.clone());
-            // SAFETY: cells on the list are back and their entries gone: ours to free.
-            self.inbox.close_done(lent as usize, keep, |cell: Cell<H>| unsafe { TaskCell::release(cell) });
+            // SAFETY: `keep` is handed over; cells on the list are back and their entries
+            // gone: ours to free.
+            unsafe { self.inbox.close_done(lent as usize, keep, |cell: Cell<H>| TaskCell::release(cell)) };
         }
         Ok(())
     }
@@ -1916,6 +1959,6 @@ mod tests {
     #[test]
     fn a_registration_costs_48_bytes() {
         // With the wheel's 12-byte link and 4-byte slot entry, a pending timer costs 64.
-        assert!(Slab::<Entry<ThreeWords>>::SLOT_BYTES <= 48, "{}", Slab::<Entry<ThreeWords>>::SLOT_BYTES);
+        const { assert!(Slab::<Entry<ThreeWords>>::SLOT_BYTES <= 48) };
     }
 }

@@ -64,8 +64,8 @@
 use crate::error::{Code, Error, Result};
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 use std::cell::Cell;
-use std::ptr::NonNull;
 use std::collections::VecDeque;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -264,9 +264,8 @@ impl OsThread {
             let mut id: libc::pthread_t = 0;
             let arg = Box::into_raw(start);
             // The same ABI; "C-unwind" only lets a forced unwind pass through it.
-            let routine: extern "C" fn(*mut libc::c_void) -> *mut libc::c_void = std::mem::transmute(
-                thread_start as extern "C-unwind" fn(*mut libc::c_void) -> *mut libc::c_void,
-            );
+            let routine: extern "C" fn(*mut libc::c_void) -> *mut libc::c_void =
+                std::mem::transmute(thread_start as extern "C-unwind" fn(*mut libc::c_void) -> *mut libc::c_void);
             let rc = libc::pthread_create(&mut id, &attr, routine, arg.cast());
             libc::pthread_attr_destroy(&mut attr);
             if rc != 0 {
@@ -345,7 +344,8 @@ impl Common {
         .map_err(|e| Error::io("starting a pool thread", e))?;
         let mut handles = self.handles.lock().unwrap_or_else(|p| p.into_inner());
         // Retired IO threads are joined here, as their successors start.
-        let (done, running): (Vec<_>, Vec<_>) = std::mem::take(&mut *handles).into_iter().partition(|h| h.is_finished());
+        let (done, running): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut *handles).into_iter().partition(|h| h.is_finished());
         *handles = running;
         handles.push(handle);
         drop(handles);
@@ -562,7 +562,6 @@ impl Drop for Feeder {
     }
 }
 
-
 impl Cpu {
     fn feeder(self: &Arc<Self>, staging: bool) -> Feeder {
         static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -743,7 +742,8 @@ impl Cpu {
         if self.started.load(SeqCst) || self.started.swap(true, SeqCst) {
             return Ok(());
         }
-        let locals: Vec<_> = self.locals.lock().unwrap_or_else(|p| p.into_inner()).iter_mut().map(|l| l.take()).collect();
+        let locals: Vec<_> =
+            self.locals.lock().unwrap_or_else(|p| p.into_inner()).iter_mut().map(|l| l.take()).collect();
         let mut started = 0;
         let mut failure = None;
         for (index, local) in locals.into_iter().enumerate() {

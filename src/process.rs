@@ -367,7 +367,6 @@ pub fn check_child(pid: i32) -> Result<()> {
     Ok(())
 }
 
-
 /// "killed by signal 11 (SIGSEGV)" and the like.
 pub fn describe(pid: i32, exit: Exit, complete: bool) -> String {
     match exit {
@@ -508,7 +507,8 @@ impl Child {
             let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
             if n > 0 {
                 if let Err(e) = self.reader.feed(&buf[..n as usize], events) {
-                    self.failure = Some((Code::Crashed, format!("the child (pid {}) broke the pipe protocol: {e}", self.pid)));
+                    self.failure =
+                        Some((Code::Crashed, format!("the child (pid {}) broke the pipe protocol: {e}", self.pid)));
                     self.kill(libc::SIGKILL);
                     return true;
                 }
@@ -596,11 +596,9 @@ impl Child {
         }
         match (self.reader.status, self.exit) {
             (Some(status), _) => (status, std::mem::take(&mut self.reader.result), None),
-            (None, exit) => (
-                Code::Crashed as i32,
-                Vec::new(),
-                Some(describe(self.pid, exit.unwrap_or(Exit::Unknown), false)),
-            ),
+            (None, exit) => {
+                (Code::Crashed as i32, Vec::new(), Some(describe(self.pid, exit.unwrap_or(Exit::Unknown), false)))
+            }
         }
     }
 

@@ -152,10 +152,7 @@ pub fn register_bell(fd: RawFd) -> Result<usize> {
             return Ok(slot);
         }
     }
-    Err(Error::new(
-        crate::error::Code::Busy,
-        format!("more than {MAX_BELLS} loops watch signals at once"),
-    ))
+    Err(Error::new(crate::error::Code::Busy, format!("more than {MAX_BELLS} loops watch signals at once")))
 }
 
 /// Unregisters a bell; on return no signal handler will write to its fd.

@@ -243,10 +243,7 @@ impl<T: Generational> Slab<T> {
         // 2^27 reuses old could name a new registration.
         let retire = next == 0;
         let free = Slot::Free { next_free: if retire { NIL } else { self.free_head }, generation: next.max(1) };
-        let Slot::Live(value) = std::mem::replace(&mut self.slots[index as usize], free)
-        else {
-            unreachable!()
-        };
+        let Slot::Live(value) = std::mem::replace(&mut self.slots[index as usize], free) else { unreachable!() };
         if !retire {
             self.free_head = index;
         }
@@ -261,9 +258,7 @@ impl<T: Generational> Slab<T> {
 
     /// The indices of every live slot.
     pub fn live_indices(&self) -> Vec<u32> {
-        (0..self.slots.len() as u32)
-            .filter(|&i| matches!(self.slots[i as usize], Slot::Live(_)))
-            .collect()
+        (0..self.slots.len() as u32).filter(|&i| matches!(self.slots[i as usize], Slot::Live(_))).collect()
     }
 
     /// Bytes the slab spends per slot.

@@ -64,9 +64,7 @@ impl Epoll {
     /// Adds `fd`, or changes its interest when it is already a member.
     pub fn set(&self, fd: RawFd, events: u32, key: u64) -> io::Result<()> {
         match self.ctl(libc::EPOLL_CTL_MOD, fd, events, key) {
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                self.ctl(libc::EPOLL_CTL_ADD, fd, events, key)
-            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => self.ctl(libc::EPOLL_CTL_ADD, fd, events, key),
             other => other,
         }
     }
@@ -149,9 +147,7 @@ pub struct TimerFd {
 impl TimerFd {
     pub fn new() -> io::Result<TimerFd> {
         // SAFETY: plain system call; the result is a fresh descriptor we own.
-        let fd = check(unsafe {
-            libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_CLOEXEC | libc::TFD_NONBLOCK)
-        })?;
+        let fd = check(unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_CLOEXEC | libc::TFD_NONBLOCK) })?;
         Ok(TimerFd { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
     }
 
@@ -165,14 +161,7 @@ impl TimerFd {
             spec.it_value.tv_nsec = (ns % 1_000_000_000) as libc::c_long;
         }
         // SAFETY: `spec` is a valid itimerspec; the old value is not wanted.
-        unsafe {
-            libc::timerfd_settime(
-                self.fd.as_raw_fd(),
-                libc::TFD_TIMER_ABSTIME,
-                &spec,
-                std::ptr::null_mut(),
-            )
-        };
+        unsafe { libc::timerfd_settime(self.fd.as_raw_fd(), libc::TFD_TIMER_ABSTIME, &spec, std::ptr::null_mut()) };
     }
 
     pub fn drain(&self) {

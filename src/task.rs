@@ -57,8 +57,8 @@ use std::cell::{Cell, UnsafeCell};
 use std::mem::ManuallyDrop;
 use std::os::fd::RawFd;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8};
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Where a task's work runs.
@@ -147,6 +147,8 @@ pub struct TaskCell<H, W> {
     /// The loop's inbox: alive while any of its cells is lent out.
     inbox: *const Inbox<H>,
     /// What the work wrote (None: nothing); written before the cell is given back.
+    /// Boxed so that the cell holds one word for it, not three: most tasks write nothing.
+    #[allow(clippy::box_collection)]
     result: UnsafeCell<Option<Box<Vec<u8>>>>,
     status: UnsafeCell<i32>,
     stage: AtomicU8,
@@ -221,7 +223,13 @@ impl<H: Send + 'static, W: TaskWork<H> + 'static> TaskCell<H, W> {
 
     /// Lends a cell (a spare one if the loop has any) for task `id`: the loop's handle
     /// on it, and the job to queue.
-    pub fn lend(cells: &mut Cells<H, W>, id: Id, inbox: &Arc<Inbox<H>>, work: W, timed: bool) -> (TaskRef<H, W>, JobRef) {
+    pub fn lend(
+        cells: &mut Cells<H, W>,
+        id: Id,
+        inbox: &Arc<Inbox<H>>,
+        work: W,
+        timed: bool,
+    ) -> (TaskRef<H, W>, JobRef) {
         let fresh = |work| TaskCell {
             head: UnsafeCell::new(Head { job: JobHeader { vtable: &Self::VTABLE } }),
             id: AtomicU64::new(id),
@@ -586,14 +594,19 @@ impl<H, W> Table<H, W> {
             .unwrap_or_else(|| crate::slots::untagged_task_id(crate::slots::task_index(id), RETIRED_GENERATION));
         this.id.store(next, Release);
     }
-
 }
 
 impl<H: Send + 'static, W: TaskWork<H> + 'static> Table<H, W> {
     /// Lends a cell for a new task of the loop tagged `tag`: its id, the cell and the
     /// job to queue; the work back when the table is full. By the owner.
     #[allow(clippy::type_complexity)]
-    pub fn lend(&self, lender: &mut Lender<H, W>, tag: u16, inbox: &Arc<Inbox<H>>, work: W) -> Result<(Id, NonNull<TaskCell<H, W>>, JobRef), W> {
+    pub fn lend(
+        &self,
+        lender: &mut Lender<H, W>,
+        tag: u16,
+        inbox: &Arc<Inbox<H>>,
+        work: W,
+    ) -> Result<(Id, NonNull<TaskCell<H, W>>, JobRef), W> {
         let cell = match lender.spare {
             Some(cell) => {
                 // SAFETY: a spare cell is the owner's alone; its first word links it.
@@ -624,7 +637,8 @@ impl<H: Send + 'static, W: TaskWork<H> + 'static> Table<H, W> {
                 // SAFETY: within chunk k; not yet visible to any other thread (`count`).
                 let cell = unsafe { NonNull::new_unchecked(chunk.add(offset)) };
                 unsafe {
-                    std::ptr::addr_of_mut!((*cell.as_ptr()).id).write(AtomicU64::new(crate::slots::untagged_task_id(index, 1)));
+                    std::ptr::addr_of_mut!((*cell.as_ptr()).id)
+                        .write(AtomicU64::new(crate::slots::untagged_task_id(index, 1)));
                     std::ptr::addr_of_mut!((*cell.as_ptr()).stage).write(AtomicU8::new(FINISHED));
                     std::ptr::addr_of_mut!((*cell.as_ptr()).cancelled).write(AtomicBool::new(false));
                 }
@@ -638,7 +652,8 @@ impl<H: Send + 'static, W: TaskWork<H> + 'static> Table<H, W> {
         // written as atomics; the rest is written whole. The id goes last (Release):
         // a canceller that matches it sees the task's state.
         let id = unsafe {
-            std::ptr::addr_of_mut!((*c).head).write(UnsafeCell::new(Head { job: JobHeader { vtable: &TaskCell::<H, W>::VTABLE } }));
+            std::ptr::addr_of_mut!((*c).head)
+                .write(UnsafeCell::new(Head { job: JobHeader { vtable: &TaskCell::<H, W>::VTABLE } }));
             std::ptr::addr_of_mut!((*c).inbox).write(Arc::as_ptr(inbox));
             std::ptr::addr_of_mut!((*c).result).write(UnsafeCell::new(None));
             std::ptr::addr_of_mut!((*c).status).write(UnsafeCell::new(0));
@@ -665,9 +680,15 @@ pub struct Task<'a, H> {
 }
 
 enum Sink<'a, H> {
-    Memory { inbox: &'a Inbox<H>, result: Vec<u8> },
+    Memory {
+        inbox: &'a Inbox<H>,
+        result: Vec<u8>,
+    },
     /// In a process task's child: frames on `fd` (see [`crate::process`]).
-    Pipe { fd: RawFd, parent: libc::pid_t },
+    Pipe {
+        fd: RawFd,
+        parent: libc::pid_t,
+    },
 }
 
 /// A child's cancel flag: a child learns of a cancel by being killed.
@@ -821,6 +842,6 @@ mod tests {
         }
         let (k, offset) = T::locate(TABLE_MAX - 1);
         assert_eq!((k, offset), (TABLE_CHUNKS - 1, (FIRST_CHUNK << (TABLE_CHUNKS - 1)) - 1));
-        assert!(TABLE_MAX < 1 << 24, "an index fits a task id");
+        const { assert!(TABLE_MAX < 1 << 24, "an index fits a task id") };
     }
 }

@@ -44,7 +44,7 @@ fn posts_from_many_threads_arrive_once_in_per_thread_order() {
     const PER_THREAD: usize = 50_000;
     let lp = Arc::new(Loop::<Probe>::new().unwrap());
     let drops = counter();
-    let seen = Arc::new(Mutex::new(vec![Vec::with_capacity(PER_THREAD); THREADS]));
+    let seen = Arc::new(Mutex::new((0..THREADS).map(|_| Vec::with_capacity(PER_THREAD)).collect::<Vec<_>>()));
     // A timer keeps the loop alive until every producer is done.
     let keepalive = lp.timer_every(1000, Probe::new(&drops, |_, _, _| {})).unwrap();
     let producers: Vec<_> = (0..THREADS)
@@ -125,10 +125,13 @@ fn timers_from_other_threads_fire_once_and_never_early() {
                     let calls = counter();
                     let c = calls.clone();
                     let id = lp
-                        .timer_after(delay, Probe::new(&drops, move |_, _, _| {
-                            assert!(at.elapsed() >= Duration::from_millis(delay), "fired early");
-                            c.fetch_add(1, SeqCst);
-                        }))
+                        .timer_after(
+                            delay,
+                            Probe::new(&drops, move |_, _, _| {
+                                assert!(at.elapsed() >= Duration::from_millis(delay), "fired early");
+                                c.fetch_add(1, SeqCst);
+                            }),
+                        )
                         .unwrap();
                     let cancelled = i % 5 == 0 && lp.cancel(id).is_ok();
                     timers.push((calls, cancelled));
@@ -161,17 +164,20 @@ fn every_timer_is_fixed_rate_and_skips_missed_ticks() {
     let calls = Arc::new(Mutex::new(Vec::new()));
     let start = Instant::now();
     let c = calls.clone();
-    lp.timer_every(10, Probe::new(&drops, move |lp, id, _| {
-        let mut calls = c.lock().unwrap();
-        calls.push(start.elapsed());
-        if calls.len() == 3 {
-            thread::sleep(Duration::from_millis(55)); // fall five ticks behind
-        }
-        if calls.len() == 8 {
-            lp.cancel(id).unwrap();
-            assert_eq!(lp.cancel(id).unwrap_err().code, Code::NotFound);
-        }
-    }))
+    lp.timer_every(
+        10,
+        Probe::new(&drops, move |lp, id, _| {
+            let mut calls = c.lock().unwrap();
+            calls.push(start.elapsed());
+            if calls.len() == 3 {
+                thread::sleep(Duration::from_millis(55)); // fall five ticks behind
+            }
+            if calls.len() == 8 {
+                lp.cancel(id).unwrap();
+                assert_eq!(lp.cancel(id).unwrap_err().code, Code::NotFound);
+            }
+        }),
+    )
     .unwrap();
     lp.run(RunMode::Default).unwrap();
     let calls = calls.lock().unwrap();
@@ -196,17 +202,23 @@ fn topics_keep_each_threads_order_and_drop_nothing() {
     let seen = Arc::new(Mutex::new(vec![Vec::new(); THREADS]));
     let s = seen.clone();
     let all = lp
-        .subscribe("job.*", Probe::new(&drops, move |_, _, ev| {
-            let Event::Topic { topic, payload } = ev else { panic!("not a topic") };
-            let thread: usize = topic.to_str().unwrap()[4..].parse().unwrap();
-            s.lock().unwrap()[thread].push(u32::from_le_bytes(payload[..4].try_into().unwrap()));
-        }))
+        .subscribe(
+            "job.*",
+            Probe::new(&drops, move |_, _, ev| {
+                let Event::Topic { topic, payload } = ev else { panic!("not a topic") };
+                let thread: usize = topic.to_str().unwrap()[4..].parse().unwrap();
+                s.lock().unwrap()[thread].push(u32::from_le_bytes(payload[..4].try_into().unwrap()));
+            }),
+        )
         .unwrap();
     let exact_count = counter();
     let e = exact_count.clone();
-    lp.subscribe("job.0", Probe::new(&drops, move |_, _, _| {
-        e.fetch_add(1, SeqCst);
-    }))
+    lp.subscribe(
+        "job.0",
+        Probe::new(&drops, move |_, _, _| {
+            e.fetch_add(1, SeqCst);
+        }),
+    )
     .unwrap();
     let producers: Vec<_> = (0..THREADS)
         .map(|t| {
@@ -237,9 +249,12 @@ fn run_is_refused_when_reentered_or_run_elsewhere() {
     let drops = counter();
     let inner = Arc::new(Mutex::new(None));
     let i = inner.clone();
-    lp.timer_after(0, Probe::new(&drops, move |lp, _, _| {
-        *i.lock().unwrap() = Some((lp.run(RunMode::NoWait).unwrap_err().code, lp.close().unwrap_err().code));
-    }))
+    lp.timer_after(
+        0,
+        Probe::new(&drops, move |lp, _, _| {
+            *i.lock().unwrap() = Some((lp.run(RunMode::NoWait).unwrap_err().code, lp.close().unwrap_err().code));
+        }),
+    )
     .unwrap();
     lp.run(RunMode::Default).unwrap();
     assert_eq!(*inner.lock().unwrap(), Some((Code::Busy, Code::Busy)));
@@ -290,9 +305,12 @@ fn the_embedding_fd_is_readable_exactly_when_there_is_work() {
     assert_eq!(lp.timeout_ms().unwrap(), None);
     let fired = counter();
     let f = fired.clone();
-    lp.timer_after(30, Probe::new(&drops, move |_, _, _| {
-        f.fetch_add(1, SeqCst);
-    }))
+    lp.timer_after(
+        30,
+        Probe::new(&drops, move |_, _, _| {
+            f.fetch_add(1, SeqCst);
+        }),
+    )
     .unwrap();
     let t = lp.timeout_ms().unwrap().unwrap();
     assert!((25..=31).contains(&t), "{t}");
@@ -330,11 +348,14 @@ fn signals_reach_every_watcher_of_every_loop_and_the_old_handler_comes_back() {
             let calls = calls.clone();
             let thread = thread::current().id();
             ids.push(
-                lp.watch_signal(libc::SIGWINCH, Probe::new(&drops, move |_, _, ev| {
-                    assert!(matches!(ev, Event::Signal { signum } if *signum == libc::SIGWINCH));
-                    assert_eq!(thread::current().id(), thread, "runs on the loop thread");
-                    calls.fetch_add(1, SeqCst);
-                }))
+                lp.watch_signal(
+                    libc::SIGWINCH,
+                    Probe::new(&drops, move |_, _, ev| {
+                        assert!(matches!(ev, Event::Signal { signum } if *signum == libc::SIGWINCH));
+                        assert_eq!(thread::current().id(), thread, "runs on the loop thread");
+                        calls.fetch_add(1, SeqCst);
+                    }),
+                )
                 .unwrap(),
             );
         }
@@ -399,9 +420,12 @@ fn a_timer_added_after_a_cancelled_timers_deadline_passed_still_fires() {
     thread::sleep(Duration::from_millis(30)); // the timerfd fires for the cancelled timer
     lp.run(RunMode::NoWait).unwrap();
     let f = fired.clone();
-    lp.timer_after(10, Probe::new(&drops, move |_, _, _| {
-        f.fetch_add(1, SeqCst);
-    }))
+    lp.timer_after(
+        10,
+        Probe::new(&drops, move |_, _, _| {
+            f.fetch_add(1, SeqCst);
+        }),
+    )
     .unwrap();
     let watchdog = {
         let lp = lp.clone();
@@ -440,9 +464,12 @@ fn freeing_a_loop_whose_free_fns_cancel_their_siblings_ends_each_once() {
     // victims are timers in the last slots (later chunks).
     for k in 0..500 {
         let c = Canceller { lp: lp.clone(), victims: victims.clone(), k, drops: drops.clone() };
-        lp.subscribe("x", Probe::new(&drops, move |_, _, _| {
-            let _ = &c;
-        }))
+        lp.subscribe(
+            "x",
+            Probe::new(&drops, move |_, _, _| {
+                let _ = &c;
+            }),
+        )
         .unwrap();
     }
     for _ in 0..3000 {

@@ -18,7 +18,8 @@ struct Count {
 }
 
 impl Count {
-    fn new(ran: Arc<AtomicUsize>, abandoned: Arc<AtomicUsize>, then: Option<Box<dyn FnOnce() + Send>>) -> JobRef {
+    /// A job that counts its run (or its abandonment), then calls `then`.
+    fn job(ran: Arc<AtomicUsize>, abandoned: Arc<AtomicUsize>, then: Option<Box<dyn FnOnce() + Send>>) -> JobRef {
         Arc::new(Count { ran, abandoned, then: Mutex::new(then) }).into()
     }
 }
@@ -63,7 +64,7 @@ fn cpu_pool_runs_every_job_once_from_many_submitters_across_idle_periods() {
                 let (pool, ran, abandoned) = (pool.clone(), ran.clone(), abandoned.clone());
                 thread::spawn(move || {
                     for _ in 0..2_500 {
-                        pool.submit(Count::new(ran.clone(), abandoned.clone(), None)).unwrap();
+                        pool.submit(Count::job(ran.clone(), abandoned.clone(), None)).unwrap();
                     }
                 })
             })
@@ -93,7 +94,7 @@ fn nested_jobs_run_on_the_submitting_workers_deque_and_all_complete() {
                 }
             }) as Box<dyn FnOnce() + Send>
         });
-        pool.submit(Count::new(ran, abandoned, then)).unwrap();
+        pool.submit(Count::job(ran, abandoned, then)).unwrap();
     }
     fan_out(pool.clone(), 7, ran.clone(), abandoned.clone());
     let total: usize = (0..=7).map(|d| 4usize.pow(d)).sum();
@@ -114,11 +115,11 @@ fn shutdown_abandons_queued_jobs_and_lets_running_ones_finish() {
             gate.wait();
             drop(release.lock().unwrap());
         });
-        pool.submit(Count::new(ran.clone(), abandoned.clone(), Some(then))).unwrap();
+        pool.submit(Count::job(ran.clone(), abandoned.clone(), Some(then))).unwrap();
     }
     gate.wait(); // the one worker is now busy
     for _ in 0..100 {
-        pool.submit(Count::new(ran.clone(), abandoned.clone(), None)).unwrap();
+        pool.submit(Count::job(ran.clone(), abandoned.clone(), None)).unwrap();
     }
     let stopper = {
         let pool = pool.clone();
@@ -130,7 +131,7 @@ fn shutdown_abandons_queued_jobs_and_lets_running_ones_finish() {
     assert_eq!(ran.load(SeqCst) + abandoned.load(SeqCst), 101);
     assert!(ran.load(SeqCst) >= 1, "the running job finished");
     assert!(abandoned.load(SeqCst) >= 99, "queued jobs were abandoned, not run");
-    let late = pool.submit(Count::new(ran.clone(), abandoned.clone(), None));
+    let late = pool.submit(Count::job(ran.clone(), abandoned.clone(), None));
     assert!(late.is_err());
     assert_eq!(ran.load(SeqCst) + abandoned.load(SeqCst), 102, "a job refused at shutdown is abandoned");
 }
@@ -158,7 +159,7 @@ fn io_pool_grows_to_its_bound_and_no_further_then_retires_idle_threads() {
             names.lock().unwrap().insert(name.trim_end().to_string());
             drop(release.lock().unwrap());
         });
-        pool.submit(Count::new(ran.clone(), abandoned.clone(), Some(then))).unwrap();
+        pool.submit(Count::job(ran.clone(), abandoned.clone(), Some(then))).unwrap();
     }
     thread::sleep(Duration::from_millis(50));
     drop(hold);
@@ -172,9 +173,12 @@ fn io_pool_grows_to_its_bound_and_no_further_then_retires_idle_threads() {
 
 // ---- tasks through a loop -------------------------------------------------------------
 
+/// (status, result) of each done call; -100 and the topic for an event.
+type Seen = Arc<Mutex<Vec<(i32, Vec<u8>)>>>;
+
 /// A done handler that records the status and result of its one call.
 struct Done {
-    seen: Arc<Mutex<Vec<(i32, Vec<u8>)>>>,
+    seen: Seen,
     drops: Arc<AtomicUsize>,
 }
 
@@ -218,8 +222,8 @@ fn tasks_complete_once_with_their_result_cancelled_or_timed_out() {
         BoxedWork::new(move |task| {
             let _owner = &owner;
             task.emit("t.progress", b"half").unwrap();
-            task.write(b"hello ");
-            task.write(b"world");
+            task.write(b"hello ").unwrap();
+            task.write(b"world").unwrap();
             3
         }),
         done(),
@@ -237,7 +241,8 @@ fn tasks_complete_once_with_their_result_cancelled_or_timed_out() {
                     thread::sleep(Duration::from_millis(1));
                 }
                 thread::sleep(Duration::from_millis(30));
-                task.write(b"discarded");
+                // Timed out already: the write may be refused; either way, discarded.
+                let _ = task.write(b"discarded");
                 0
             }),
             done(),

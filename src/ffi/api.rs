@@ -47,9 +47,8 @@ pub type weft_cb = Option<unsafe extern "C" fn(lp: *mut weft_loop, id: weft_id, 
 /// The callback of an fd watch: `events` holds the `WEFT_READABLE` / `WEFT_WRITABLE`
 /// bits of the watch's interest that are ready, plus `WEFT_HANGUP` and `WEFT_ERROR`.
 /// Runs on the loop thread.
-pub type weft_fd_cb = Option<
-    unsafe extern "C" fn(lp: *mut weft_loop, id: weft_id, fd: c_int, events: u32, user_data: *mut c_void),
->;
+pub type weft_fd_cb =
+    Option<unsafe extern "C" fn(lp: *mut weft_loop, id: weft_id, fd: c_int, events: u32, user_data: *mut c_void)>;
 
 /// The callback of a signal watch. Runs on the loop thread, never in a signal handler.
 pub type weft_signal_cb =
@@ -252,9 +251,7 @@ pub extern "C" fn weft_loop_fd(lp: *const weft_loop) -> c_int {
 /// the next pass (which costs nothing more than an early wake-up). Any thread.
 #[no_mangle]
 pub extern "C" fn weft_loop_timeout_ms(lp: *const weft_loop) -> i64 {
-    guard("weft_loop_timeout_ms", || {
-        Ok(the_loop(lp)?.timeout_ms()?.map_or(-1, |ms| ms.min(i64::MAX as u64) as i64))
-    })
+    guard("weft_loop_timeout_ms", || Ok(the_loop(lp)?.timeout_ms()?.map_or(-1, |ms| ms.min(i64::MAX as u64) as i64)))
 }
 
 /// Bounds a pass: at most `max_records` posts, emitted events and task completions run

@@ -159,9 +159,7 @@ pub(crate) fn non_null<'a, T>(ptr: *const T, name: &str) -> Result<&'a T> {
 pub(crate) fn c_str<'a>(ptr: *const c_char, name: &str) -> Result<&'a str> {
     non_null(ptr, name)?;
     // SAFETY: non-NULL, and the caller promises a NUL-terminated string.
-    unsafe { CStr::from_ptr(ptr) }
-        .to_str()
-        .map_err(|_| Error::invalid(format!("{name} is not valid UTF-8")))
+    unsafe { CStr::from_ptr(ptr) }.to_str().map_err(|_| Error::invalid(format!("{name} is not valid UTF-8")))
 }
 
 /// The major version of this library.

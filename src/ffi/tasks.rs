@@ -438,7 +438,12 @@ pub extern "C" fn weft_task_write(task: *mut weft_task, buf: *const c_void, len:
 /// it on the loop thread, in emit order and before the task's `done`. Same rules as
 /// `weft_emit`. Returns `WEFT_OK`, `WEFT_ERR_NULL`, `WEFT_ERR_INVALID`.
 #[no_mangle]
-pub extern "C" fn weft_task_emit(task: *mut weft_task, topic: *const c_char, payload: *const c_void, len: usize) -> c_int {
+pub extern "C" fn weft_task_emit(
+    task: *mut weft_task,
+    topic: *const c_char,
+    payload: *const c_void,
+    len: usize,
+) -> c_int {
     guard("weft_task_emit", || {
         let task = the_task(task)?;
         let topic = c_str(topic, "topic")?;
