@@ -116,6 +116,9 @@ def test_ctrl_c_while_run_waits_is_raised_from_run(tmp_path):
     script = tmp_path / "sigint.py"
     script.write_text(
         "import os, signal, threading, time, weft\n"
+        # A shell without job control starts background commands with SIGINT ignored,
+        # and Python then keeps it ignored: give this child Python's own handler.
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "with weft.Loop() as loop:\n"
         "    for _ in range(5):\n"
         "        loop.call_every(0.003, lambda: None)\n"
