@@ -18,8 +18,9 @@
 //!
 //! Consumer (the loop thread):
 //!   - when a pass begins (after waiting): `awake = true`;
-//!   - to take records: drain `bell`; lock `queue`, swap its records out, set
-//!     `queued = false`, unlock; dispatch them;
+//!   - to take records: lock `queue`, swap its records out, set `queued = false`,
+//!     unlock; dispatch them. The bell is never drained: edge-triggered, each ring
+//!     wakes one `epoll_wait` and leaves nothing behind to read;
 //!   - before it waits again, and when `run` returns: `awake = false` (SeqCst), then
 //!     read `queued` (SeqCst); if set, do not wait (or, leaving `run`, ring `bell`
 //!     itself, so that an embedding host comes back).

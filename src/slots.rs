@@ -1,20 +1,23 @@
 //! Registration ids and the slab that holds registrations.
 //!
-//! An id is a `u64` made of the owning loop's tag, a kind bit, a generation and an index
+//! An id is a `u64` made of the owning loop's tag, a kind, a generation and an index
 //! (the slotmap idea): a stale id (its slot was freed and perhaps reused), a forged one
 //! or another loop's one fails the generation or tag check and gives `NotFound`; it can
 //! never reach memory that was freed.
 //!
 //! ```text
-//!  63        52  51   50          24 23         0
-//! ┌────────────┬────┬──────────────┬────────────┐
-//! │ loop tag   │post│  generation  │   index    │   (post ids: bits 50..0 are a sequence)
-//! └────────────┴────┴──────────────┴────────────┘
+//!  63        52 51  50 49          24 23         0
+//! ┌────────────┬──────┬──────────────┬────────────┐
+//! │ loop tag   │ kind │  generation  │   index    │   slot (00) and task (11) ids
+//! ├────────────┼──────┼──────────────┴────────────┤
+//! │ loop tag   │  10  │         sequence          │   post ids
+//! └────────────┴──────┴───────────────────────────┘
 //! ```
 //!
-//! Posts number bits 49..0; post ids with bit 50 set name instead a task the loop
-//! spawned from its own thread (see `crate::task::Table`): a generation (bits 49..24)
-//! and the index of its cell in the loop's task table.
+//! The kind says what the rest means: `00` a registration in the loop's slab (timers,
+//! watches, subscriptions, tasks spawned from other threads); `10` a post, numbered in
+//! queue order; `11` a task the loop spawned from its own thread, in its task table
+//! (see `crate::task::Table`); `01` names nothing. Generations are 26 bits.
 
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Mutex;
@@ -22,14 +25,18 @@ use std::sync::Mutex;
 pub type Id = u64;
 
 const INDEX_BITS: u32 = 24;
-const GEN_BITS: u32 = 27;
+const GEN_BITS: u32 = 26;
 const INDEX_MASK: u64 = (1 << INDEX_BITS) - 1;
 const GEN_MASK: u64 = (1 << GEN_BITS) - 1;
-const POST_BIT: u64 = 1 << 51;
-const TASK_BIT: u64 = 1 << 50;
-const SEQ_MASK: u64 = TASK_BIT - 1;
 /// Generations of task ids (a task id is checked against its cell's current id).
-pub(crate) const TASK_GEN_MASK: u32 = (1 << 26) - 1;
+pub(crate) const TASK_GEN_MASK: u32 = GEN_MASK as u32;
+const KIND_SHIFT: u32 = INDEX_BITS + GEN_BITS;
+const KIND_MASK: u64 = 0b11 << KIND_SHIFT;
+/// The kinds (bits 51..50).
+const SLOT: u64 = 0b00 << KIND_SHIFT;
+const POST: u64 = 0b10 << KIND_SHIFT;
+const TASK: u64 = 0b11 << KIND_SHIFT;
+const SEQ_MASK: u64 = (1 << KIND_SHIFT) - 1;
 const TAG_SHIFT: u32 = 52;
 
 /// Most registrations one loop holds at once.
@@ -76,25 +83,24 @@ pub fn decode(tag: u16, id: Id) -> Option<IdKind> {
     if id >> TAG_SHIFT != tag as u64 {
         return None;
     }
-    if id & (POST_BIT | TASK_BIT) == POST_BIT | TASK_BIT {
-        let generation = ((id >> INDEX_BITS) as u32) & TASK_GEN_MASK;
-        return Some(IdKind::Task { index: (id & INDEX_MASK) as u32, generation });
-    }
-    if id & POST_BIT != 0 {
-        return Some(IdKind::Post { seq: id & SEQ_MASK });
-    }
+    let index = (id & INDEX_MASK) as u32;
     let generation = ((id >> INDEX_BITS) & GEN_MASK) as u32;
-    Some(IdKind::Slot { index: (id & INDEX_MASK) as u32, generation })
+    match id & KIND_MASK {
+        SLOT => Some(IdKind::Slot { index, generation }),
+        POST => Some(IdKind::Post { seq: id & SEQ_MASK }),
+        TASK => Some(IdKind::Task { index, generation }),
+        _ => None,
+    }
 }
 
 pub fn post_id(tag: u16, seq: u64) -> Id {
-    (tag as u64) << TAG_SHIFT | POST_BIT | (seq & SEQ_MASK)
+    (tag as u64) << TAG_SHIFT | POST | (seq & SEQ_MASK)
 }
 
 /// A task id without its loop's tag (so it matches no id): what a task table cell
 /// holds between tasks. Give it the tag with [`tagged`].
 pub fn untagged_task_id(index: u32, generation: u32) -> Id {
-    POST_BIT | TASK_BIT | ((generation & TASK_GEN_MASK) as u64) << INDEX_BITS | index as u64
+    TASK | ((generation & TASK_GEN_MASK) as u64) << INDEX_BITS | index as u64
 }
 
 pub fn tagged(tag: u16, untagged: Id) -> Id {
@@ -111,7 +117,7 @@ pub fn next_task_id(id: Id) -> Option<Id> {
 
 /// True for the id of a task in a loop's task table (tagged or not).
 pub fn is_task_id(id: Id) -> bool {
-    id & (POST_BIT | TASK_BIT) == POST_BIT | TASK_BIT
+    id & KIND_MASK == TASK
 }
 
 /// The index in a task id.
@@ -125,7 +131,7 @@ pub fn task_generation(id: Id) -> u32 {
 }
 
 fn slot_id(tag: u16, index: u32, generation: u32) -> Id {
-    (tag as u64) << TAG_SHIFT | (generation as u64) << INDEX_BITS | index as u64
+    (tag as u64) << TAG_SHIFT | SLOT | (generation as u64) << INDEX_BITS | index as u64
 }
 
 /// A value that carries its own slot generation, so that a live slot costs no more than
@@ -300,5 +306,7 @@ mod tests {
         assert_eq!(decode(1, tagged(1, next_task_id(task).unwrap())), Some(IdKind::Task { index: 9, generation: 4 }));
         assert_eq!(next_task_id(untagged_task_id(9, TASK_GEN_MASK)), None, "retired");
         assert!(is_task_id(task) && !is_task_id(post_id(1, 5)) && !is_task_id(id));
+        assert_eq!(decode(1, 1 << TAG_SHIFT | 0b01 << KIND_SHIFT | 5), None, "kind 01 names nothing");
+        assert_eq!(decode(1, id | 1 << 50), None, "a slot id with its kind changed");
     }
 }
