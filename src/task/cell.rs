@@ -1,12 +1,5 @@
-//! Tasks: work run on the loop, on the IO pool or on the CPU pool, with one completion
-//! (`done`) on the loop thread.
-//!
-//! A task is a registration of its loop (its `done` handler lives in the loop's slab,
-//! or, for a task the loop's own thread spawned on a CPU pool, in the loop's task table:
-//! see [`Table`]) plus a [`TaskCell`] that a pool (or the loop itself, for
-//! `Where::Loop`) runs as a job.
-//! The cell holds the work and its user data, the task's state, and, once the work has
-//! returned, its status and result.
+//! The cell hand-over: a task's [`TaskCell`], lent by its loop to a pool and always
+//! given back, and the loop's [`Cells`] it is recycled among.
 //!
 //! # One owner at a time, no reference counts
 //!
@@ -50,29 +43,17 @@
 //! Its `done` still runs once (on cancel or timeout, if one is set), and its user data
 //! is released when (if) the work returns.
 
+use super::work::{Task, TaskWork};
+use super::CANCELLED;
 use crate::inbox::{Inbox, Link};
-use crate::pool::{self, JobHeader, JobRef, JobVTable, Pool};
+use crate::pool::{JobHeader, JobRef, JobVTable};
 use crate::slots::Id;
 use std::cell::{Cell, UnsafeCell};
 use std::mem::ManuallyDrop;
-use std::os::fd::RawFd;
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8};
-use std::sync::{Arc, Mutex, MutexGuard};
-
-/// Where a task's work runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Where {
-    Loop,
-    Io,
-    Cpu,
-    Process,
-}
-
-/// A task's completion status: what work returned (>= 0), or a negative `weft_result`.
-pub const CANCELLED: i32 = crate::error::Code::Cancelled as i32;
-pub const TIMEOUT: i32 = crate::error::Code::Timeout as i32;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8};
+use std::sync::Arc;
 
 // `stage`, shared by the loop and the pool: a state and two flags.
 const QUEUED: u8 = 0;
@@ -95,36 +76,6 @@ const ENDED: u8 = 2;
 /// A spare cell: its work has been dropped.
 const SPARE: u8 = 3;
 
-/// A task's work, as the spawner supplies it. Dropping it is the end of the task's user
-/// data (the C layer runs `free_fn` then), which happens once both the loop and the
-/// pool are done with the task.
-pub trait TaskWork<H>: Send + Sync + Sized {
-    /// Runs the work (at most once per task); returns its status (>= 0 by convention).
-    fn run(&self, task: &mut Task<H>) -> i32;
-
-    /// The spawn was refused: the caller keeps what the work refers to.
-    fn refused(self) {}
-}
-
-/// A Rust closure as a task's work.
-pub struct BoxedWork<H>(Mutex<Option<WorkFn<H>>>);
-
-/// A Rust closure run once as a task's work.
-type WorkFn<H> = Box<dyn FnOnce(&mut Task<H>) -> i32 + Send>;
-
-impl<H> BoxedWork<H> {
-    pub fn new(work: impl FnOnce(&mut Task<H>) -> i32 + Send + 'static) -> BoxedWork<H> {
-        BoxedWork(Mutex::new(Some(Box::new(work))))
-    }
-}
-
-impl<H> TaskWork<H> for BoxedWork<H> {
-    fn run(&self, task: &mut Task<H>) -> i32 {
-        let work = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
-        work.map_or(0, |work| work(task))
-    }
-}
-
 /// The first word of a cell: its job header while a pool has it, its link in the
 /// loop's completion list once given back.
 #[repr(C)]
@@ -142,7 +93,7 @@ pub struct TaskCell<H, W> {
     head: UnsafeCell<Head>,
     /// The registration: a slab id, written by the loop under its lock; or, for a cell
     /// of the task table, its task's id while the task is live and the next task's id
-    /// (untagged) between tasks (see [`Table`]).
+    /// (untagged) between tasks (see [`Table`](super::Table)).
     id: AtomicU64,
     /// The loop's inbox: alive while any of its cells is lent out.
     inbox: *const Inbox<H>,
@@ -169,7 +120,7 @@ unsafe impl<H: Send, W: Send + Sync> Sync for TaskCell<H, W> {}
 /// How many cells a loop allocates at a time: 64 at first, twice as many each time
 /// after, up to 1024 (64 KiB), so that a small loop stays small and a busy one makes
 /// few allocations, each with a negligible malloc overhead per cell.
-const FIRST_CHUNK: usize = 64;
+pub(super) const FIRST_CHUNK: usize = 64;
 const MAX_CHUNK: usize = 1024;
 
 /// A loop's cells (under the loop's lock): the spare ones, the unused rest of the last
@@ -443,7 +394,7 @@ impl<H, W> TaskCell<H, W> {
     /// The task's registration ended while its cell is lent: the loop recycles the cell
     /// when it comes back, and the work of a task abandoned before it started ends now
     /// (so, not under a lock: that is user code). Loop side only. For a cell of the
-    /// task table, after [`Table::end`].
+    /// task table, after [`Table::end`](super::Table::end).
     pub fn end_lent(&self) {
         self.home.set(ENDED);
         if self.stage.fetch_or(ENDED_BIT, SeqCst) & STATE == ABANDONED {
@@ -465,193 +416,53 @@ impl<H, W> TaskCell<H, W> {
     }
 }
 
-// ---- the task table ------------------------------------------------------------------
-
-/// Chunk k of the table holds `FIRST_CHUNK << k` cells.
-const TABLE_CHUNKS: usize = 18;
-/// Most cells a table holds: what its chunks hold, just under 2^24 (the index bits of
-/// a task id).
-const TABLE_MAX: u32 = (FIRST_CHUNK * ((1 << TABLE_CHUNKS) - 1)) as u32;
-
-/// The task table of a loop: the cells of the tasks it spawns from its own thread, which
-/// are registered here rather than in the loop's slab, so that such a spawn takes no
-/// lock. A task's id names its cell (its index) and a generation; the cell holds the id
-/// of its live task, and between tasks the next task's id without the loop's tag, which
-/// matches no id.
-///
-/// Only the loop's owner (the thread running it, or the one freeing it) lends cells,
-/// recycles them and ends their tasks; any thread may look a cell up by index, to
-/// cancel its task. The race between a cancel and the task's end is settled by `ends`:
-/// the owner changes a cell's id under it (the end of a task; a chunk of completions
-/// takes it once), and a canceller holds it from reading the id until it has raised the
-/// task's cancel flag, so a cancel that matched the id lands on that task, never on the
-/// next one in the same cell. Chunks are never moved or freed before the loop's inbox
-/// (they are owned by it, as [`Cells`]' are), so a looked-up cell stays valid.
-pub struct Table<H, W> {
-    chunks: [AtomicPtr<TaskCell<H, W>>; TABLE_CHUNKS],
-    /// Cells below this index have been initialised (published with Release).
-    count: AtomicU32,
-    ends: Mutex<()>,
-}
-
-// SAFETY: the cells are shared as TaskCell is (see its impls); the rest is atomic.
-unsafe impl<H: Send, W: Send + Sync> Send for Table<H, W> {}
-unsafe impl<H: Send, W: Send + Sync> Sync for Table<H, W> {}
-
-/// The owner's side of a [`Table`]: its spare cells and how many it lent.
-pub struct Lender<H, W> {
-    spare: Option<NonNull<TaskCell<H, W>>>,
-    lent: u64,
-}
-
-// SAFETY: spare cells belong to the owner alone.
-unsafe impl<H: Send, W: Send + Sync> Send for Lender<H, W> {}
-
-impl<H, W> Default for Lender<H, W> {
-    fn default() -> Self {
-        Lender { spare: None, lent: 0 }
-    }
-}
-
-impl<H, W> Lender<H, W> {
-    /// How many cells have been lent since the loop was made.
-    pub fn lent(&self) -> u64 {
-        self.lent
-    }
-
-    /// Keeps a cell whose task is over (and released) for a later spawn, unless its
-    /// generations are used up.
+/// The task table's ways into a cell (see [`Table`](super::Table)): a table cell is
+/// written in place, since a canceller may read its atomics at any time.
+impl<H, W> TaskCell<H, W> {
+    /// Writes the atomics of a table cell never used before: the id of its first task
+    /// (untagged) and a state no cancel changes.
     ///
     /// # Safety
-    /// For a released cell of this lender's table, by its owner, once.
-    pub unsafe fn keep(&mut self, cell: NonNull<TaskCell<H, W>>) {
-        // SAFETY: the owner's alone.
-        if crate::slots::task_generation(unsafe { cell.as_ref() }.id.load(Relaxed)) == RETIRED_GENERATION {
-            return;
+    /// `cell` is unused memory of a table chunk, not yet visible to any other thread.
+    #[inline(always)]
+    pub(super) unsafe fn init_in_table(cell: NonNull<Self>, id: Id) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            std::ptr::addr_of_mut!((*cell.as_ptr()).id).write(AtomicU64::new(id));
+            std::ptr::addr_of_mut!((*cell.as_ptr()).stage).write(AtomicU8::new(FINISHED));
+            std::ptr::addr_of_mut!((*cell.as_ptr()).cancelled).write(AtomicBool::new(false));
         }
-        unsafe { cell.cast::<Option<NonNull<TaskCell<H, W>>>>().write(self.spare) };
-        self.spare = Some(cell);
+    }
+
+    /// The id in the cell, as its owner reads it (the owner alone writes it).
+    #[inline(always)]
+    pub(super) fn owner_id(&self) -> Id {
+        self.id.load(Relaxed)
+    }
+
+    /// Replaces the id in the cell (by the owner; Release: a canceller that reads the
+    /// new id sees what the owner wrote before).
+    #[inline(always)]
+    pub(super) fn set_id(&self, id: Id) {
+        self.id.store(id, Release);
     }
 }
 
-/// Asks the CPU to fetch the cache line at `p` (a hint; nothing on other targets).
-#[inline(always)]
-pub fn prefetch(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint: it never faults, whatever the address.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
-
-/// The generation in the id a retired cell holds (tasks' generations start at 1): the
-/// id still marks the cell as the table's, and matches no task.
-const RETIRED_GENERATION: u32 = 0;
-
-impl<H, W> Default for Table<H, W> {
-    fn default() -> Self {
-        Table { chunks: Default::default(), count: AtomicU32::new(0), ends: Mutex::new(()) }
-    }
-}
-
-impl<H, W> Table<H, W> {
-    /// The chunk and the offset in it of cell `index`.
-    fn locate(index: u32) -> (usize, usize) {
-        let n = index as usize / FIRST_CHUNK + 1;
-        let k = (usize::BITS - 1 - n.leading_zeros()) as usize;
-        (k, index as usize - FIRST_CHUNK * ((1 << k) - 1))
-    }
-
-    /// Cell `index`, if it has been initialised. Any thread.
-    pub fn cell(&self, index: u32) -> Option<NonNull<TaskCell<H, W>>> {
-        if index >= self.count.load(Acquire) {
-            return None;
-        }
-        let (k, offset) = Self::locate(index);
-        let chunk = NonNull::new(self.chunks[k].load(Acquire))?;
-        // SAFETY: within chunk k, which holds FIRST_CHUNK << k cells.
-        Some(unsafe { chunk.add(offset) })
-    }
-
-    /// Holds task ends off while a canceller looks at a cell.
-    pub fn hold_ends(&self) -> MutexGuard<'_, ()> {
-        self.ends.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Ends the task of `cell` (back or lent): from now on its id names nothing, and
-    /// the cell holds the next task's. Under [`hold_ends`](Self::hold_ends), by the
-    /// owner.
+impl<H: Send + 'static, W: TaskWork<H> + 'static> TaskCell<H, W> {
+    /// Lends table cell `cell` for a new task of the loop tagged `tag`, with `work`;
+    /// returns the task's id.
     ///
     /// # Safety
-    /// A cell of this table whose task is live.
-    pub unsafe fn end(cell: NonNull<TaskCell<H, W>>, _ends: &MutexGuard<'_, ()>) {
-        // SAFETY: cells live as long as the table.
-        let this = unsafe { cell.as_ref() };
-        let id = this.id.load(Relaxed);
-        let next = crate::slots::next_task_id(id)
-            .unwrap_or_else(|| crate::slots::untagged_task_id(crate::slots::task_index(id), RETIRED_GENERATION));
-        this.id.store(next, Release);
-    }
-}
-
-impl<H: Send + 'static, W: TaskWork<H> + 'static> Table<H, W> {
-    /// Lends a cell for a new task of the loop tagged `tag`: its id, the cell and the
-    /// job to queue; the work back when the table is full. By the owner.
-    #[allow(clippy::type_complexity)]
-    pub fn lend(
-        &self,
-        lender: &mut Lender<H, W>,
-        tag: u16,
-        inbox: &Arc<Inbox<H>>,
-        work: W,
-    ) -> Result<(Id, NonNull<TaskCell<H, W>>, JobRef), W> {
-        let cell = match lender.spare {
-            Some(cell) => {
-                // SAFETY: a spare cell is the owner's alone; its first word links it.
-                lender.spare = unsafe { cell.cast::<Option<NonNull<TaskCell<H, W>>>>().read() };
-                if let Some(next) = lender.spare {
-                    // The next spawn writes that cell: start fetching it now (with many
-                    // tasks in flight it is rarely in the cache any more).
-                    prefetch(next.as_ptr().cast());
-                }
-                cell
-            }
-            None => {
-                let index = self.count.load(Relaxed);
-                if index >= TABLE_MAX {
-                    return Err(work);
-                }
-                let (k, offset) = Self::locate(index);
-                let mut chunk = self.chunks[k].load(Relaxed);
-                if chunk.is_null() {
-                    let layout = std::alloc::Layout::array::<TaskCell<H, W>>(FIRST_CHUNK << k).expect("a valid size");
-                    // SAFETY: a non-zero size.
-                    let memory = NonNull::new(unsafe { std::alloc::alloc(layout) })
-                        .unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
-                    inbox.own_chunk(memory, layout);
-                    chunk = memory.as_ptr().cast();
-                    self.chunks[k].store(chunk, Release);
-                }
-                // SAFETY: within chunk k; not yet visible to any other thread (`count`).
-                let cell = unsafe { NonNull::new_unchecked(chunk.add(offset)) };
-                unsafe {
-                    std::ptr::addr_of_mut!((*cell.as_ptr()).id)
-                        .write(AtomicU64::new(crate::slots::untagged_task_id(index, 1)));
-                    std::ptr::addr_of_mut!((*cell.as_ptr()).stage).write(AtomicU8::new(FINISHED));
-                    std::ptr::addr_of_mut!((*cell.as_ptr()).cancelled).write(AtomicBool::new(false));
-                }
-                self.count.store(index + 1, Release);
-                cell
-            }
-        };
+    /// A spare or fresh (see [`init_in_table`](Self::init_in_table)) cell of a table,
+    /// by the table's owner.
+    #[inline(always)]
+    pub(super) unsafe fn lend_in_table(cell: NonNull<Self>, tag: u16, inbox: &Arc<Inbox<H>>, work: W) -> Id {
         let c = cell.as_ptr();
         // SAFETY: a spare or fresh cell is the owner's, and holds nothing to drop. A
         // canceller may read its atomics (with a stale or forged id), so they are
         // written as atomics; the rest is written whole. The id goes last (Release):
         // a canceller that matches it sees the task's state.
-        let id = unsafe {
+        unsafe {
             std::ptr::addr_of_mut!((*c).head)
                 .write(UnsafeCell::new(Head { job: JobHeader { vtable: &TaskCell::<H, W>::VTABLE } }));
             std::ptr::addr_of_mut!((*c).inbox).write(Arc::as_ptr(inbox));
@@ -666,182 +477,6 @@ impl<H: Send + 'static, W: TaskWork<H> + 'static> Table<H, W> {
             let id = crate::slots::tagged(tag, this.id.load(Relaxed));
             this.id.store(id, Release);
             id
-        };
-        lender.lent += 1;
-        // SAFETY: the cell starts with its job header; the job is the pool's loan.
-        Ok((id, cell, unsafe { JobRef::from_raw(cell.cast()) }))
-    }
-}
-/// What a work function sees: its cancel flag, and where its result and events go: to
-/// its loop (a task on a thread), or down a pipe to the parent (a process task's child).
-pub struct Task<'a, H> {
-    cancelled: &'a AtomicBool,
-    sink: Sink<'a, H>,
-}
-
-enum Sink<'a, H> {
-    Memory {
-        inbox: &'a Inbox<H>,
-        result: Vec<u8>,
-    },
-    /// In a process task's child: frames on `fd` (see [`crate::process`]).
-    Pipe {
-        fd: RawFd,
-        parent: libc::pid_t,
-    },
-}
-
-/// A child's cancel flag: a child learns of a cancel by being killed.
-static NEVER: AtomicBool = AtomicBool::new(false);
-
-impl<'a, H> Task<'a, H> {
-    fn in_memory(cancelled: &'a AtomicBool, inbox: &'a Inbox<H>) -> Task<'a, H> {
-        Task { cancelled, sink: Sink::Memory { inbox, result: Vec::new() } }
-    }
-
-    fn into_result(self) -> Vec<u8> {
-        match self.sink {
-            Sink::Memory { result, .. } => result,
-            Sink::Pipe { .. } => Vec::new(),
         }
-    }
-}
-
-impl<H> Task<'static, H> {
-    /// The task of a forked child that reports to its parent through `fd`. Makes no
-    /// allocation and no call that is not async-signal-safe.
-    pub fn in_child(fd: RawFd) -> Task<'static, H> {
-        // SAFETY: getppid cannot fail.
-        Task { cancelled: &NEVER, sink: Sink::Pipe { fd, parent: unsafe { libc::getppid() } } }
-    }
-}
-
-impl<H> Task<'_, H> {
-    /// True once the task was cancelled or timed out; in a process task's child, once
-    /// the parent has gone.
-    pub fn cancelled(&self) -> bool {
-        match self.sink {
-            // SAFETY: getppid cannot fail.
-            Sink::Pipe { parent, .. } => (unsafe { libc::getppid() }) != parent,
-            Sink::Memory { .. } => self.cancelled.load(SeqCst),
-        }
-    }
-
-    pub fn write(&mut self, bytes: &[u8]) -> crate::Result<()> {
-        match &mut self.sink {
-            Sink::Memory { result, .. } => {
-                result.extend_from_slice(bytes);
-                Ok(())
-            }
-            Sink::Pipe { fd, .. } => crate::process::send_result(*fd, bytes)
-                .map_err(|e| crate::Error::io("writing the result to the parent's pipe", e)),
-        }
-    }
-
-    /// Emits an event to the task's loop; it reaches subscribers before `done`.
-    pub fn emit(&self, topic: &str, payload: &[u8]) -> crate::Result<()> {
-        match &self.sink {
-            Sink::Memory { inbox, .. } => {
-                crate::fork::check()?;
-                crate::bus::check_topic(topic)?;
-                inbox.emit(topic, payload);
-                Ok(())
-            }
-            Sink::Pipe { fd, .. } => crate::process::send_event(*fd, topic, payload),
-        }
-    }
-
-    /// True for a process task's child.
-    pub fn is_child(&self) -> bool {
-        matches!(self.sink, Sink::Pipe { .. })
-    }
-
-    /// In a process task's child: sends `status` as the work's status and ends the
-    /// child. Err for a task on a thread (it cannot end the process).
-    pub fn child_exit(&self, status: i32) -> crate::Result<std::convert::Infallible> {
-        match self.sink {
-            Sink::Pipe { fd, .. } => crate::process::finish(fd, status),
-            Sink::Memory { .. } => Err(crate::Error::invalid(
-                "task is not a process task's (it runs on a thread: return from work instead)",
-            )),
-        }
-    }
-}
-
-/// The default pools, made on first use and joined by [`shutdown`].
-static DEFAULTS: Mutex<[Option<Arc<Pool>>; 2]> = Mutex::new([None, None]);
-
-pub fn default_pool(kind: pool::Kind) -> crate::Result<Arc<Pool>> {
-    let mut pools = DEFAULTS.lock().unwrap_or_else(|p| p.into_inner());
-    let slot = &mut pools[(kind == pool::Kind::Io) as usize];
-    if let Some(pool) = slot {
-        return Ok(pool.clone());
-    }
-    let pool = Arc::new(Pool::new(pool::Options::new(kind))?);
-    *slot = Some(pool.clone());
-    Ok(pool)
-}
-
-/// Bumped whenever a pool is freed or the default pools are shut down: a loop's cached
-/// pool is used only while the epoch it was cached at is still the current one.
-static POOL_EPOCH: AtomicU64 = AtomicU64::new(0);
-
-/// Call before a pool is unregistered (or its address can be reused).
-pub fn pools_changed() {
-    POOL_EPOCH.fetch_add(1, SeqCst);
-}
-
-/// The current pool epoch: a cached pool is used only while it is the one it was cached at.
-pub fn pool_epoch() -> u64 {
-    POOL_EPOCH.load(SeqCst)
-}
-
-/// Keys of the default pools in a loop's pool cache (pool handles' addresses are the
-/// keys of the others).
-pub(crate) const DEFAULT_CPU: usize = 1;
-pub(crate) const DEFAULT_IO: usize = 2;
-
-/// Drains and joins the default pools (queued tasks complete as cancelled).
-pub fn shutdown() -> crate::Result<()> {
-    crate::fork::check()?;
-    let mut defaults = DEFAULTS.lock().unwrap_or_else(|p| p.into_inner());
-    if defaults.iter().flatten().any(|pool| pool.on_own_thread()) {
-        return Err(crate::Error::new(
-            crate::Code::Busy,
-            "called from a thread of a default pool, which cannot join itself",
-        ));
-    }
-    let pools = std::mem::take(&mut *defaults);
-    pools_changed();
-    drop(defaults);
-    for pool in pools.into_iter().flatten() {
-        pool.shutdown()?;
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn table_indices_map_onto_chunks_without_gaps() {
-        type T = Table<(), ()>;
-        assert_eq!(T::locate(0), (0, 0));
-        assert_eq!(T::locate(63), (0, 63));
-        assert_eq!(T::locate(64), (1, 0));
-        assert_eq!(T::locate(191), (1, 127));
-        assert_eq!(T::locate(192), (2, 0));
-        let mut expected = (0, 0);
-        for index in 0..100_000u32 {
-            assert_eq!(T::locate(index), expected, "index {index}");
-            expected.1 += 1;
-            if expected.1 == FIRST_CHUNK << expected.0 {
-                expected = (expected.0 + 1, 0);
-            }
-        }
-        let (k, offset) = T::locate(TABLE_MAX - 1);
-        assert_eq!((k, offset), (TABLE_CHUNKS - 1, (FIRST_CHUNK << (TABLE_CHUNKS - 1)) - 1));
-        const { assert!(TABLE_MAX < 1 << 24, "an index fits a task id") };
     }
 }

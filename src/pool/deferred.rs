@@ -1,0 +1,74 @@
+//! Deferred wake-ups: CPU-pool submissions made inside a loop callback wake a worker
+//! once, at the callback's end (SLEEP.md, beside this file, "Deferred wake-ups").
+
+use super::cpu::Cpu;
+use super::feeder::publish_staged;
+use super::thread::{ThreadState, THREAD};
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::Arc;
+
+/// Runs `f` (a loop callback) with CPU-pool wake-ups deferred to its end: a callback
+/// that spawns many tasks wakes a sleeping worker once, not once per task (a wake-up
+/// costs a system call on each side). Correct because the job itself is queued at
+/// once, where any worker that looks finds it; only its `events` bump and the wake-up
+/// wait for the callback's end, and a worker that went to sleep meanwhile is found by
+/// them then (see `defer_wake`).
+pub fn deferring_wakeups<R>(f: impl FnOnce() -> R) -> R {
+    struct Depth;
+    impl Drop for Depth {
+        fn drop(&mut self) {
+            let depth = THREAD.with(|t| {
+                t.deferring.set(t.deferring.get() - 1);
+                t.deferring.get()
+            });
+            if depth == 0 {
+                flush_deferred_wakeups();
+            }
+        }
+    }
+    THREAD.with(|t| t.deferring.set(t.deferring.get() + 1));
+    let _depth = Depth;
+    f()
+}
+
+/// Sends the wake-up this thread deferred, if any: called before the loop thread
+/// blocks, so that a loop run from inside another loop's callback (or any wait inside a
+/// callback) cannot sleep on work whose worker was never woken.
+pub fn flush_deferred_wakeups() {
+    if crate::fork::is_child() {
+        // A host forked inside a callback: the staged jobs and the wake-up are the
+        // parent's; touch nothing (no pool thread may start here).
+        THREAD.with(|t| {
+            t.staged.set(std::ptr::null());
+            t.deferred.set(std::ptr::null());
+        });
+        return;
+    }
+    publish_staged();
+    let cpu = THREAD.with(|t| t.deferred.replace(std::ptr::null()));
+    if !cpu.is_null() {
+        // SAFETY: made by Arc::into_raw in `defer_wake`, taken back once.
+        let cpu = unsafe { Arc::from_raw(cpu) };
+        // The submissions it stands for did not bump `events`: one bump for them all.
+        cpu.events.fetch_add(1, SeqCst);
+        cpu.wake_if_needed();
+    }
+}
+
+/// Records a wake-up of `cpu` for later if this thread is deferring them (one pool; a
+/// second one in the same callback is woken at once). A deferred submission also
+/// leaves its `events` bump to the flush: a worker that checks `events` before the
+/// flush may sleep, and the flush's bump and wake-up then find it (the sleep protocol's
+/// Dekker pair holds between the flush and the sleeper).
+pub(super) fn defer_wake(t: &ThreadState, cpu: &Arc<Cpu>) -> bool {
+    if t.deferring.get() == 0 {
+        return false;
+    }
+    let current = t.deferred.get();
+    if current.is_null() {
+        t.deferred.set(Arc::into_raw(cpu.clone()));
+        true
+    } else {
+        std::ptr::eq(current, Arc::as_ptr(cpu))
+    }
+}
