@@ -1,11 +1,12 @@
-//! Process tasks and adopted children as registrations of the loop.
+//! Process tasks and adopted children as registrations of the loop: the glue between
+//! the loop's tables and `crate::process`, which supervises the children themselves
+//! (see it for the child's side, the pipe protocol and the bookkeeping of bounds).
 //!
-//! See `crate::process` for the child's side and the pipe protocol. A process task is
-//! a registration whose child the loop supervises: its pipe and pidfd are members of
-//! the inner set (keys KEY_PROC_PIPE / KEY_PROC_EXIT with its slab index), and its
-//! wheel entry serves its timeout, the SIGKILL after the grace period and, without a
-//! pidfd, the polling of its exit. `done` runs once the child is reaped and its pipe
-//! drained, so a finished task leaves no zombie and no fd.
+//! A process task is a registration whose child the loop supervises: its pipe and
+//! pidfd are members of the inner set (keys KEY_PROC_PIPE / KEY_PROC_EXIT with its
+//! slab index), and its wheel entry serves its timeout, the SIGKILL after the grace
+//! period and, without a pidfd, the polling of its exit. `done` runs once the child is
+//! reaped and its pipe drained, so a finished task leaves no zombie and no fd.
 
 use super::{
     registering, Core, Entry, Event, Handler, Kind, Loop, ProcTask, KEY_PROC_EXIT, KEY_PROC_PIPE, PIPE_BUDGET,
@@ -13,10 +14,10 @@ use super::{
 use crate::error::Result;
 use crate::pool;
 use crate::process;
-use crate::slots::Id;
+use crate::slots::{Id, Slab};
 use crate::sys;
 use crate::task::{self, TaskWork};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 impl<H: Handler> Loop<H> {
     pub(super) fn add_process(
@@ -32,17 +33,9 @@ impl<H: Handler> Loop<H> {
             let mut core = self.lock();
             // Reserved first: a refused registration must hand the work back untouched.
             let (id, index) = self.register(&mut core, done, Kind::Reserved)?;
-            let mut child = process::Child::new(max_children, deadline_ns);
             // The snapshot is taken now if a slot is free and nobody waits before this
             // task; otherwise when a slot frees, on the loop thread.
-            let fork_now = core.waiting.is_empty() && core.running_children < max_children;
-            if fork_now {
-                child.state = process::State::Forking;
-                child.counted = true;
-                core.running_children += 1;
-            } else {
-                core.waiting.push_back(index);
-            }
+            let (child, fork_now) = core.children.admit(index, max_children, deadline_ns);
             core.entries.at_mut(index).kind = Kind::Process(Box::new(ProcTask { child, work: work.take() }));
             self.schedule_child(&mut core, index);
             (id, index, fork_now)
@@ -50,11 +43,13 @@ impl<H: Handler> Loop<H> {
         if fork_now {
             if let Err(e) = self.fork_child(index) {
                 // Nothing started: the registration is undone and the work handed back.
-                let mut core = self.lock();
-                core.running_children -= 1;
-                self.unlink_timer(&mut core, index);
+                let mut guard = self.lock();
+                let core = &mut *guard;
+                let fds = core.children.forget(index, child_in(&mut core.entries, index));
+                Self::unwatch_child_fds(core, fds);
+                self.unlink_timer(core, index);
                 let entry = core.entries.remove_at(index);
-                drop(core);
+                drop(guard);
                 *done = entry.handler;
                 if let Kind::Process(task) = entry.kind {
                     *work = task.work;
@@ -73,36 +68,19 @@ impl<H: Handler> Loop<H> {
             let Kind::Process(task) = &core.entries.at(index).kind else { unreachable!("a process task") };
             task.work.as_ref().expect("a spawned process task has its work")
         };
-        let (read, write) = process::pipe()?;
-        let write_fd = write.as_raw_fd();
-        let read_fd = read.as_raw_fd();
-        // SAFETY: the child closes the read end and runs the work through `Task`, whose
-        // pipe calls allocate nothing, then `finish` ends it with _exit. `work` points into
-        // the task's box, which stays in the slab while it is Forking (nothing removes a
-        // Forking task), and in the child it is the copy made by fork.
+        // SAFETY: the child runs the work through `Task`, whose pipe calls allocate
+        // nothing. `work` points into the task's box, which stays in the slab while it
+        // is Forking (nothing removes a Forking task), and in the child it is the copy
+        // made by fork.
         let forked = unsafe {
-            process::fork(move || {
-                libc::close(read_fd);
+            process::fork_task(move |write_fd| {
                 let mut task = task::Task::<'static, H>::in_child(write_fd);
-                let status = (*work).run(&mut task);
-                process::finish(write_fd, status)
+                (*work).run(&mut task)
             })
-        };
-        drop(write);
-        let pid = forked?;
-        let pidfd = process::pidfd_open(pid);
+        }?;
         let mut core = self.lock();
         let core = &mut *core;
-        let child = Self::child_at(core, index);
-        child.pid = pid;
-        child.state = process::State::Running;
-        child.pipe = Some(read);
-        child.pidfd = pidfd;
-        if let Some(status) = child.end {
-            // Cancelled while it was being forked.
-            child.end = None;
-            child.end_with(status, sys::now_ns());
-        }
+        child_in(&mut core.entries, index).forked(forked);
         Self::watch_child_fds(core, index);
         self.schedule_child(core, index);
         Ok(())
@@ -121,17 +99,11 @@ impl<H: Handler> Loop<H> {
         self.rearm(core);
     }
 
-    /// The child of the process task at `index`.
-    pub(super) fn child_at(core: &mut Core<H>, index: u32) -> &mut process::Child {
-        let Kind::Process(task) = &mut core.entries.at_mut(index).kind else { unreachable!("a process task") };
-        &mut task.child
-    }
-
     /// Puts the pipe and pidfd of the process task at `index` in the inner set.
     fn watch_child_fds(core: &mut Core<H>, index: u32) {
-        let child = Self::child_at(core, index);
-        let fds = [(child.pipe.as_ref(), KEY_PROC_PIPE), (child.pidfd.as_ref(), KEY_PROC_EXIT)];
-        let fds = fds.map(|(fd, key)| fd.map(|fd| (fd.as_raw_fd(), key | index as u64)));
+        let [pipe, pidfd] = child_in(&mut core.entries, index).fds();
+        let fds = [(pipe, KEY_PROC_PIPE), (pidfd, KEY_PROC_EXIT)];
+        let fds = fds.map(|(fd, key)| fd.map(|fd| (fd, key | index as u64)));
         for (fd, key) in fds.into_iter().flatten() {
             // Cannot fail for a fresh fd but for lack of memory; then the timer polls.
             if core.epoll.add(fd, sys::EPOLLIN, key).is_ok() {
@@ -140,11 +112,11 @@ impl<H: Handler> Loop<H> {
         }
     }
 
-    /// Takes a process task's fd out of the inner set, then closes it (in that order: a
-    /// sibling child may hold a copy, and epoll keeps reporting a file closed while in
+    /// Takes a process task's fds out of the inner set, then closes them (in that order:
+    /// a sibling child may hold a copy, and epoll keeps reporting a file closed while in
     /// the set).
-    pub(super) fn unwatch_child_fd(core: &mut Core<H>, fd: Option<OwnedFd>) {
-        if let Some(fd) = fd {
+    pub(super) fn unwatch_child_fds<const N: usize>(core: &mut Core<H>, fds: [Option<OwnedFd>; N]) {
+        for fd in fds.into_iter().flatten() {
             let _ = core.epoll.remove(fd.as_raw_fd());
             core.proc_fds.retain(|&(f, _)| f != fd.as_raw_fd());
         }
@@ -166,33 +138,18 @@ impl<H: Handler> Loop<H> {
                 return 0;
             }
             let now = sys::now_ns();
-            let child = Self::child_at(core, index);
+            let child = child_in(&mut core.entries, index);
             match key {
                 KEY_PROC_PIPE => {
-                    if child.read(PIPE_BUDGET, &mut events) {
-                        let pipe = child.pipe.take();
-                        Self::unwatch_child_fd(core, pipe);
-                    }
+                    let pipe = child.read_pipe(PIPE_BUDGET, &mut events);
+                    Self::unwatch_child_fds(core, [pipe]);
                 }
-                KEY_PROC_EXIT => child.exit = child.exit.or_else(|| process::reap(child.pid, false)),
-                _ => {
-                    let expired =
-                        child.state == process::State::Waiting && child.deadline_ns != 0 && now >= child.deadline_ns;
-                    child.on_timer(now);
-                    if expired {
-                        core.waiting.retain(|&i| i != index);
-                    }
-                }
+                KEY_PROC_EXIT => child.poll_exit(),
+                _ => core.children.on_timer(index, child, now),
             }
-            let child = Self::child_at(core, index);
-            if child.exit.is_some() {
-                // The child is gone: what it wrote is all in the pipe now.
-                child.read(usize::MAX, &mut events);
-                let (pipe, pidfd) = (child.pipe.take(), child.pidfd.take());
-                Self::unwatch_child_fd(core, pipe);
-                Self::unwatch_child_fd(core, pidfd);
-            }
-            if Self::child_at(core, index).is_over() && core.entries.at(index).handler.is_some() {
+            let fds = child_in(&mut core.entries, index).collect_exit(&mut events);
+            Self::unwatch_child_fds(core, fds);
+            if child_in(&mut core.entries, index).is_over() && core.entries.at(index).handler.is_some() {
                 Some(self.end_process(core, index, id))
             } else {
                 self.schedule_child(core, index);
@@ -221,15 +178,8 @@ impl<H: Handler> Loop<H> {
     #[allow(clippy::type_complexity)]
     fn end_process(&self, core: &mut Core<H>, index: u32, id: Id) -> (Id, H, Entry<H>, i32, Vec<u8>, Option<String>) {
         self.unlink_timer(core, index);
-        core.waiting.retain(|&i| i != index);
-        let child = Self::child_at(core, index);
-        let counted = child.counted;
-        let (pipe, pidfd) = (child.pipe.take(), child.pidfd.take());
-        Self::unwatch_child_fd(core, pipe);
-        Self::unwatch_child_fd(core, pidfd);
-        if counted {
-            core.running_children -= 1;
-        }
+        let fds = core.children.forget(index, child_in(&mut core.entries, index));
+        Self::unwatch_child_fds(core, fds);
         let mut entry = core.entries.remove_at(index);
         let handler = entry.handler.take().expect("checked by the caller");
         let Kind::Process(task) = &mut entry.kind else { unreachable!("a process task") };
@@ -242,24 +192,15 @@ impl<H: Handler> Loop<H> {
         loop {
             let index = {
                 let mut core = self.lock();
-                let Some(&index) = core.waiting.front() else { return };
-                let Kind::Process(task) = &core.entries.at(index).kind else { unreachable!("a process task") };
-                if core.running_children >= task.child.max_children {
-                    return;
-                }
-                core.waiting.pop_front();
-                core.running_children += 1;
-                let child = Self::child_at(&mut core, index);
-                child.state = process::State::Forking;
-                child.counted = true;
+                let core = &mut *core;
+                let entries = &mut core.entries;
+                let Some(index) = core.children.start_next(|index| child_in(entries, index)) else { return };
                 index
             };
             if let Err(e) = self.fork_child(index) {
                 // The task ends with the error; `done` runs in the next pass.
                 let mut core = self.lock();
-                let child = Self::child_at(&mut core, index);
-                child.state = process::State::Waiting;
-                child.failure = Some((e.code, e.message));
+                child_in(&mut core.entries, index).fork_failed(e);
                 if core.wheel.is_linked(index) {
                     core.wheel.remove(index);
                 }
@@ -280,13 +221,8 @@ impl<H: Handler> Loop<H> {
             let mut core = self.lock();
             // Reserved first: a refused registration must leave the fd the caller's.
             let (id, index) = self.register(&mut core, done, Kind::Reserved)?;
-            process::set_nonblocking(pipe_read_fd);
-            let mut child = process::Child::new(0, process::deadline_ns(timeout_ms));
-            child.state = process::State::Running;
-            child.pid = pid;
             // SAFETY: the caller hands the descriptor over (checked open above).
-            child.pipe = Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(pipe_read_fd) });
-            child.pidfd = process::pidfd_open(pid);
+            let child = unsafe { process::Child::adopted(pid, pipe_read_fd, process::deadline_ns(timeout_ms)) };
             let core = &mut *core;
             core.entries.at_mut(index).kind = Kind::Process(Box::new(ProcTask { child, work: None }));
             Self::watch_child_fds(core, index);
@@ -294,4 +230,10 @@ impl<H: Handler> Loop<H> {
             Ok(id)
         })
     }
+}
+
+/// The child of the process task at `index`.
+pub(super) fn child_in<H: Handler>(entries: &mut Slab<Entry<H>>, index: u32) -> &mut process::Child {
+    let Kind::Process(task) = &mut entries.at_mut(index).kind else { unreachable!("a process task") };
+    &mut task.child
 }

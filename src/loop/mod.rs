@@ -39,14 +39,15 @@
 //! * `spawn.rs`: tasks on the loop and on pools: spawning them, and serving their
 //!   completions (`done`).
 //! * `children.rs`: process tasks and adopted children as registrations: their fds in
-//!   the inner set, their wheel entries, their `done`.
+//!   the inner set, their wheel entries, their `done`. Supervising the children
+//!   themselves (forking, reaping, timeouts, kill, `max_children`) is
+//!   `crate::process`'s, driven through its methods.
 //! * `pass.rs`: running: `run`, its passes, and dispatching a ready registration.
 //!
 //! The files share the state defined here and nothing else: each one changes a
 //! registration's state only through the tables of `Core` (the slab, the wheel, the fd,
 //! signal and topic indexes) and the other modules' methods; none writes a field of
-//! another module's type (a task cell, the inbox, a pool). (`children.rs` still writes
-//! `process::Child`'s, until supervision moves into `crate::process`.)
+//! another module's type (a task cell, a child, the inbox, a pool).
 
 mod children;
 mod pass;
@@ -252,9 +253,8 @@ struct Core<H: Handler> {
     signal_watchers: Vec<Vec<u32>>,
     signal_seen: Vec<u64>,
     signal_bell_slot: Option<usize>,
-    /// Process tasks waiting for a slot (FIFO), and how many of them run.
-    waiting: std::collections::VecDeque<u32>,
-    running_children: usize,
+    /// Process tasks waiting for a slot, and how many of them run.
+    children: process::Supervisor,
     /// The epoll members of process tasks (pipes and pidfds), by key.
     proc_fds: Vec<(RawFd, u64)>,
     /// Task cells: spares, and how many have been lent.
@@ -418,8 +418,7 @@ impl<H: Handler> Loop<H> {
                 signal_watchers: (0..signal::NSIG).map(|_| Vec::new()).collect(),
                 signal_seen: vec![0; signal::NSIG],
                 signal_bell_slot: None,
-                waiting: Default::default(),
-                running_children: 0,
+                children: Default::default(),
                 proc_fds: Vec::new(),
                 cells: Default::default(),
                 pools: Vec::new(),

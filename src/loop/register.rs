@@ -2,12 +2,12 @@
 //! and signal watches, subscriptions, posts and emits; and cancel, which ends any of
 //! them, tasks included.
 
+use super::children::child_in;
 use super::{registering, Core, Handler, Kind, Loop, KEY_FD};
 use crate::bus::{self, Pattern};
 use crate::error::{Code, Error, Result};
 use crate::fork;
 use crate::inbox::{Cancel, Record};
-use crate::process;
 use crate::signal;
 use crate::slots::{self, Id, IdKind};
 use crate::sys;
@@ -253,8 +253,8 @@ impl<H: Handler> Loop<H> {
             if !has_handler || !task.child.end_with(task::CANCELLED, sys::now_ns()) {
                 return Err(Error::not_found(id));
             }
-            if task.child.state == process::State::Waiting {
-                core.waiting.retain(|&i| i != index);
+            if task.child.is_waiting() {
+                core.children.dequeue(index);
                 // `done` on the loop thread, in its next pass.
                 self.inbox.push(Record::Done { id, status: task::CANCELLED, result: Vec::new() });
             } else {
@@ -316,16 +316,10 @@ impl<H: Handler> Loop<H> {
                 // Only `close` ends a process task this way: its child is killed and
                 // reaped here, and `done` never runs.
                 self.unlink_timer(core, index);
-                core.waiting.retain(|&i| i != index);
-                let child = Self::child_at(core, index);
+                let child = child_in(&mut core.entries, index);
                 child.kill_and_reap();
-                let counted = std::mem::take(&mut child.counted);
-                let (pipe, pidfd) = (child.pipe.take(), child.pidfd.take());
-                if counted {
-                    core.running_children -= 1;
-                }
-                Self::unwatch_child_fd(core, pipe);
-                Self::unwatch_child_fd(core, pidfd);
+                let fds = core.children.forget(index, child);
+                Self::unwatch_child_fds(core, fds);
             }
         }
     }
