@@ -1,0 +1,326 @@
+//! Registrations other than tasks: timers (and the timerfd that follows the wheel), fd
+//! and signal watches, subscriptions, posts and emits; and cancel, which ends any of
+//! them, tasks included.
+
+use super::children::child_in;
+use super::{registering, Core, Handler, Kind, Loop, KEY_FD};
+use crate::bus::{self, Pattern};
+use crate::error::{Code, Error, Result};
+use crate::fork;
+use crate::inbox::{Cancel, Record};
+use crate::signal;
+use crate::slots::{self, Id, IdKind};
+use crate::sys;
+use crate::task;
+use crate::timer;
+use crate::watch;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::Ordering::SeqCst;
+
+impl<H: Handler> Loop<H> {
+    // ---- timers -------------------------------------------------------------------
+
+    pub(super) fn check_delay(name: &str, ms: u64) -> Result<()> {
+        if ms > timer::MAX_DELAY_MS {
+            return Err(Error::invalid(format!(
+                "{name} {ms} is beyond the maximum of {} ms (about 397 days)",
+                timer::MAX_DELAY_MS
+            )));
+        }
+        Ok(())
+    }
+
+    /// A timer that calls `handler` once, `delay_ms` from now (never earlier).
+    pub fn timer_after(&self, delay_ms: u64, handler: H) -> Result<Id> {
+        registering(handler, |handler| {
+            Self::check_delay("delay_ms", delay_ms)?;
+            self.add_timer(delay_ms, 0, handler)
+        })
+    }
+
+    /// A timer that calls `handler` every `interval_ms`, at a fixed rate: call n is due at
+    /// start + n·interval; when the loop falls behind, the missed calls are skipped.
+    pub fn timer_every(&self, interval_ms: u64, handler: H) -> Result<Id> {
+        registering(handler, |handler| {
+            if interval_ms == 0 {
+                return Err(Error::invalid("interval_ms 0 must be at least 1"));
+            }
+            Self::check_delay("interval_ms", interval_ms)?;
+            self.add_timer(interval_ms, interval_ms * timer::TICK_NS, handler)
+        })
+    }
+
+    fn add_timer(&self, delay_ms: u64, interval_ns: u64, handler: &mut Option<H>) -> Result<Id> {
+        self.usable()?;
+        // A delay of 0 is due at once (the next pass); a deadline of 0 says so.
+        let deadline_ns = if delay_ms == 0 { 0 } else { sys::now_ns() + delay_ms * timer::TICK_NS };
+        let mut core = self.lock();
+        let (id, index) = self.register(&mut core, handler, Kind::Timer { interval_ns })?;
+        core.wheel.insert(index, deadline_ns);
+        if core.armed_ns.is_none_or(|armed| deadline_ns < armed) {
+            self.rearm(&mut core);
+        }
+        Ok(id)
+    }
+
+    /// Takes the entry at `index` out of the wheel, if it is there. The last one out
+    /// disarms the timerfd, so that an embedding host's fd goes quiet.
+    pub(super) fn unlink_timer(&self, core: &mut Core<H>, index: u32) {
+        if core.wheel.is_linked(index) {
+            core.wheel.remove(index);
+            if core.wheel.is_empty() {
+                self.rearm(core);
+            }
+        }
+    }
+
+    /// Keeps the timerfd armed at the wheel's next deadline.
+    pub(super) fn rearm(&self, core: &mut Core<H>) {
+        let next = core.wheel.next_deadline_ns();
+        if next != core.armed_ns {
+            self.timer_fd.arm(next);
+            core.armed_ns = next;
+        }
+    }
+
+    // ---- fd and signal watches -----------------------------------------------------
+
+    /// Watches `fd` for `interest` (READABLE | WRITABLE), level-triggered.
+    pub fn watch_fd(&self, fd: RawFd, interest: u32, handler: H) -> Result<Id> {
+        registering(handler, |handler| self.add_fd_watch(fd, interest, handler))
+    }
+
+    fn add_fd_watch(&self, fd: RawFd, interest: u32, handler: &mut Option<H>) -> Result<Id> {
+        self.usable()?;
+        watch::check_fd(fd)?;
+        watch::check_interest(interest)?;
+        let mut core = self.lock();
+        let (id, index) = self.register(&mut core, handler, Kind::Fd { fd, interest })?;
+        let events = core.fds.set(fd, index, interest);
+        if let Err(e) = core.epoll.set(fd, events, KEY_FD | fd as u32 as u64) {
+            if core.fds.remove(fd, index).is_none() {
+                let _ = core.epoll.remove(fd);
+            }
+            *handler = core.entries.remove_at(index).handler;
+            let why = match e.raw_os_error() {
+                Some(libc::EPERM) => "does not support polling (a regular file or directory?)".to_string(),
+                _ => format!("cannot be watched: {e}"),
+            };
+            return Err(Error::invalid(format!("fd {fd} {why}")));
+        }
+        Ok(id)
+    }
+
+    /// Changes the interest set of an fd watch.
+    pub fn watch_fd_modify(&self, id: Id, interest: u32) -> Result<()> {
+        self.usable()?;
+        watch::check_interest(interest)?;
+        let mut core = self.lock();
+        let index = self.live_index(&core, id)?;
+        let Kind::Fd { fd, interest: current } = &mut core.entries.at_mut(index).kind else {
+            return Err(Error::invalid(format!("id {id:#x} is not an fd watch")));
+        };
+        *current = interest;
+        let fd = *fd;
+        let events = core.fds.set(fd, index, interest);
+        core.epoll
+            .set(fd, events, KEY_FD | fd as u32 as u64)
+            .map_err(|e| Error::new(Code::Io, format!("fd {fd} can no longer be watched (closed?): {e}")))
+    }
+
+    /// Calls `handler` on the loop thread after `signum` is caught.
+    pub fn watch_signal(&self, signum: i32, handler: H) -> Result<Id> {
+        registering(handler, |handler| self.add_signal_watch(signum, handler))
+    }
+
+    fn add_signal_watch(&self, signum: i32, handler: &mut Option<H>) -> Result<Id> {
+        self.usable()?;
+        signal::check(signum)?;
+        let mut core = self.lock();
+        // The bell goes up before the handler, so a signal caught right after the
+        // handler is installed already rings it.
+        if core.signal_bell_slot.is_none() {
+            core.signal_bell_slot = Some(signal::register_bell(self.signal_bell.as_raw_fd())?);
+        }
+        if core.signal_watchers[signum as usize].is_empty() {
+            core.signal_seen[signum as usize] = signal::count(signum);
+        }
+        let registered = signal::add_watcher(signum).and_then(|()| {
+            self.register(&mut core, handler, Kind::Signal { signum }).inspect_err(|_| {
+                signal::remove_watcher(signum);
+            })
+        });
+        match registered {
+            Ok((id, index)) => {
+                core.signal_watchers[signum as usize].push(index);
+                Ok(id)
+            }
+            Err(e) => {
+                Self::release_signal_bell_if_unused(&mut core);
+                Err(e)
+            }
+        }
+    }
+
+    /// Takes the loop's bell out of the signal handler's list once it watches no signal.
+    fn release_signal_bell_if_unused(core: &mut Core<H>) {
+        if core.signal_watchers.iter().all(Vec::is_empty) {
+            if let Some(slot) = core.signal_bell_slot.take() {
+                signal::unregister_bell(slot);
+            }
+        }
+    }
+
+    // ---- topics ------------------------------------------------------------------------
+
+    pub fn subscribe(&self, pattern: &str, handler: H) -> Result<Id> {
+        registering(handler, |handler| {
+            self.usable()?;
+            let pattern = Pattern::parse(pattern)?;
+            let mut core = self.lock();
+            let (id, index) =
+                self.register(&mut core, handler, Kind::Subscription { pattern: Box::new(pattern.clone()) })?;
+            core.subscriptions.add(&pattern, index);
+            Ok(id)
+        })
+    }
+
+    /// Queues an event; the payload is copied. Never blocks on the loop.
+    pub fn emit(&self, topic: &str, payload: &[u8]) -> Result<()> {
+        self.usable()?;
+        bus::check_topic(topic)?;
+        self.inbox.emit(topic, payload);
+        Ok(())
+    }
+
+    /// Queues `handler` to run on the loop thread, after what was posted before it by
+    /// the same thread.
+    pub fn post(&self, handler: H) -> Result<Id> {
+        registering(handler, |handler| {
+            self.usable()?;
+            let handler = handler.take().expect("not taken yet");
+            Ok(slots::post_id(self.tag, self.inbox.post(handler)))
+        })
+    }
+
+    // ---- cancel ------------------------------------------------------------------------
+
+    fn live_index(&self, core: &Core<H>, id: Id) -> Result<u32> {
+        match core.entries.index(id) {
+            Some(index) if !core.entries.at(index).cancelled => Ok(index),
+            _ => Err(Error::not_found(id)),
+        }
+    }
+
+    /// Ends a registration. Its callback does not start again once this returns Ok; its
+    /// handler is dropped now, or when its call in progress returns.
+    pub fn cancel(&self, id: Id) -> Result<()> {
+        fork::check()?;
+        match slots::decode(self.tag, id) {
+            Some(IdKind::Post { seq }) => {
+                return match self.inbox.cancel_post(seq, self.on_loop_thread()) {
+                    Cancel::Removed(handler) => {
+                        drop(handler);
+                        Ok(())
+                    }
+                    Cancel::Marked => Ok(()),
+                    Cancel::NotFound => Err(Error::not_found(id)),
+                };
+            }
+            Some(IdKind::Slot { .. }) => {}
+            Some(IdKind::Task { index, .. }) => return self.cancel_owned(id, index),
+            None => return Err(Error::not_found(id)),
+        }
+        let mut core = self.lock();
+        let index = self.live_index(&core, id)?;
+        if let Kind::Task(task) = &core.entries.at(index).kind {
+            // A task ends when its completion arrives; cancel raises its flag, and
+            // reports the completion itself when the work had not started. Once `done`
+            // is running (its handler is out), the task is over: not found.
+            if task.is_cancelled() || core.entries.at(index).handler.is_none() {
+                return Err(Error::not_found(id));
+            }
+            if task.cancel() {
+                self.inbox.push(Record::Done { id, status: task::CANCELLED, result: Vec::new() });
+            }
+            return Ok(());
+        }
+        let has_handler = core.entries.at(index).handler.is_some();
+        if let Kind::Process(task) = &mut core.entries.at_mut(index).kind {
+            // As for a task: cancel asks, the loop reports. A running child is killed
+            // (SIGTERM, SIGKILL after the grace period) and `done` runs once it is
+            // reaped; one not yet forked never will be.
+            if !has_handler || !task.child.end_with(task::CANCELLED, sys::now_ns()) {
+                return Err(Error::not_found(id));
+            }
+            if task.child.is_waiting() {
+                core.children.dequeue(index);
+                // `done` on the loop thread, in its next pass.
+                self.inbox.push(Record::Done { id, status: task::CANCELLED, result: Vec::new() });
+            } else {
+                self.schedule_child(&mut core, index);
+            }
+            return Ok(());
+        }
+        self.unregister(&mut core, index);
+        let entry = core.entries.at_mut(index);
+        if entry.handler.is_none() {
+            entry.cancelled = true;
+            return Ok(());
+        }
+        let entry = core.entries.remove_at(index);
+        let now_idle = core.entries.is_empty();
+        drop(core);
+        drop(entry);
+        // A run(Default) blocked with nothing left to wait for must notice and return.
+        if now_idle && self.running.load(SeqCst) {
+            self.inbox.wake();
+        }
+        Ok(())
+    }
+
+    /// Removes the registration at `index` from the wheel and the tables (not the slab).
+    pub(super) fn unregister(&self, core: &mut Core<H>, index: u32) {
+        let core = &mut *core;
+        match &core.entries.at(index).kind {
+            Kind::Timer { .. } => {
+                self.unlink_timer(core, index);
+            }
+            // Given its kind under the lock that reserved it: never here.
+            Kind::Reserved => {}
+            Kind::Task(task) => {
+                task.cancel();
+                self.unlink_timer(core, index);
+            }
+            &Kind::Fd { fd, .. } => {
+                let result = match core.fds.remove(fd, index) {
+                    Some(events) => core.epoll.set(fd, events, KEY_FD | fd as u32 as u64),
+                    None => core.epoll.remove(fd),
+                };
+                // EBADF: the fd number was closed. If another copy of the file is open,
+                // epoll still holds it, unreachable by number: replace the set.
+                if result.is_err_and(|e| e.raw_os_error() == Some(libc::EBADF)) {
+                    core.polluted = true;
+                }
+            }
+            &Kind::Signal { signum } => {
+                core.signal_watchers[signum as usize].retain(|&i| i != index);
+                signal::remove_watcher(signum);
+                Self::release_signal_bell_if_unused(core);
+            }
+            Kind::Subscription { pattern } => {
+                let pattern = (**pattern).clone();
+                core.subscriptions.remove(&pattern, index);
+            }
+            Kind::Process(_) => {
+                // Only `close` ends a process task this way: its child is killed and
+                // reaped here, and `done` never runs.
+                self.unlink_timer(core, index);
+                let child = child_in(&mut core.entries, index);
+                child.kill_and_reap();
+                let fds = core.children.forget(index, child);
+                Self::unwatch_child_fds(core, fds);
+            }
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! The pipe protocol: the frames a child writes to its parent (without allocating:
+//! see the parent module on the child), the checks of a pipe's ends, and the parent's
+//! [`Reader`]. Nothing here knows of a loop or of a task.
+//!
+//! A child speaks to its parent in frames, written to the pipe's write end:
+//!
+//! ```text
+//! frame  = length:u32le  kind:u8  body[length]
+//! kind 'W' (0x57)  body = result bytes, appended to the task's result
+//! kind 'E' (0x45)  body = topic_len:u32le  topic[topic_len] (UTF-8, no NUL, no '*')
+//!                         payload[length - 4 - topic_len]: an event for the parent
+//!                         loop's subscribers, delivered in order, before done
+//! kind 'S' (0x53)  body = status:i32le: the work's status; the last frame. The result
+//!                         is complete only once it has arrived.
+//! ```
+//!
+//! A body is at most [`MAX_BODY`] bytes; a longer result is sent as several 'W' frames.
+//! Anything else (an unknown kind, a bad length, a frame after 'S', a topic that is not
+//! valid) is a protocol error: the child is killed and the task ends `Crashed`. Another
+//! language can speak the protocol by itself; weft's `weft_child_task` speaks it for
+//! hosts that fork on their own.
+
+use crate::error::{Error, Result};
+use std::io;
+use std::os::fd::RawFd;
+
+pub(crate) const FRAME_RESULT: u8 = b'W';
+pub(crate) const FRAME_EVENT: u8 = b'E';
+pub(crate) const FRAME_STATUS: u8 = b'S';
+/// The largest frame body (16 MiB).
+pub(crate) const MAX_BODY: usize = 16 << 20;
+const HEADER: usize = 5;
+
+/// Writes every byte of `parts` (a frame) to `fd`, blocking; no allocation, so it is
+/// safe in a freshly forked child.
+fn write_all(fd: RawFd, parts: &[&[u8]]) -> io::Result<()> {
+    let mut iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; 4];
+    assert!(parts.len() <= iov.len());
+    let (mut first, mut skip) = (0, 0); // the part and the offset in it still to write
+    while first < parts.len() {
+        let mut n = 0;
+        for (i, part) in parts[first..].iter().enumerate() {
+            let part = if i == 0 { &part[skip..] } else { part };
+            iov[n] = libc::iovec { iov_base: part.as_ptr() as *mut libc::c_void, iov_len: part.len() };
+            n += 1;
+        }
+        // SAFETY: `iov` holds `n` valid (pointer, length) pairs borrowed from `parts`.
+        let written = unsafe { libc::writev(fd, iov.as_ptr(), n as libc::c_int) };
+        if written < 0 {
+            let err = io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EAGAIN) => {
+                    // A non-blocking pipe (the host's choice) that is full: wait until
+                    // the parent has read some, so a frame is never left half written.
+                    let mut pfd = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+                    // SAFETY: one valid pollfd; poll is async-signal-safe.
+                    unsafe { libc::poll(&mut pfd, 1, -1) };
+                    continue;
+                }
+                _ => return Err(err),
+            }
+        }
+        let mut written = written as usize;
+        while first < parts.len() && written >= parts[first].len() - skip {
+            written -= parts[first].len() - skip;
+            first += 1;
+            skip = 0;
+        }
+        skip += written;
+    }
+    Ok(())
+}
+
+fn frame_header(kind: u8, len: usize) -> [u8; HEADER] {
+    let len = (len as u32).to_le_bytes();
+    [len[0], len[1], len[2], len[3], kind]
+}
+
+/// Sends result bytes (as many 'W' frames as it takes).
+pub fn send_result(fd: RawFd, bytes: &[u8]) -> io::Result<()> {
+    for chunk in bytes.chunks(MAX_BODY) {
+        write_all(fd, &[&frame_header(FRAME_RESULT, chunk.len()), chunk])?;
+    }
+    Ok(())
+}
+
+/// Sends an event ('E').
+pub fn send_event(fd: RawFd, topic: &str, payload: &[u8]) -> Result<()> {
+    crate::bus::check_topic(topic)?;
+    let body = 4 + topic.len() + payload.len();
+    if body > MAX_BODY {
+        return Err(Error::invalid(format!(
+            "an event from a process task holds at most {} bytes of topic and payload ({} given)",
+            MAX_BODY - 4,
+            body - 4
+        )));
+    }
+    let topic_len = (topic.len() as u32).to_le_bytes();
+    write_all(fd, &[&frame_header(FRAME_EVENT, body), &topic_len, topic.as_bytes(), payload])
+        .map_err(|e| Error::io("writing to the parent's pipe", e))
+}
+
+/// Sends the status ('S'), closes the pipe and ends the child without running atexit
+/// handlers or destructors.
+pub fn finish(fd: RawFd, status: i32) -> ! {
+    let _ = write_all(fd, &[&frame_header(FRAME_STATUS, 4), &status.to_le_bytes()]);
+    // SAFETY: the end of the child; `_exit` is async-signal-safe and never returns.
+    unsafe {
+        libc::close(fd);
+        libc::_exit(0)
+    }
+}
+
+/// Checks that `fd` is open for writing and is a pipe or a socket.
+pub fn check_write_fd(fd: RawFd) -> Result<()> {
+    check_pipe_end(fd, libc::O_RDONLY, "writing (the pipe's read end?)")
+}
+
+/// Checks that `fd` is open for reading and is a pipe or a socket.
+pub fn check_read_fd(fd: RawFd) -> Result<()> {
+    check_pipe_end(fd, libc::O_WRONLY, "reading (the pipe's write end?)")
+}
+
+/// `fd` is open, not in access mode `wrong`, and a pipe or a socket.
+fn check_pipe_end(fd: RawFd, wrong: libc::c_int, open_for: &str) -> Result<()> {
+    // SAFETY: F_GETFL only reads the descriptor's flags.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if fd < 0 || flags < 0 {
+        return Err(Error::invalid(format!("fd {fd} is not an open file descriptor")));
+    }
+    if flags & libc::O_ACCMODE == wrong {
+        return Err(Error::invalid(format!("fd {fd} is not open for {open_for}")));
+    }
+    check_pipe(fd)
+}
+
+fn check_pipe(fd: RawFd) -> Result<()> {
+    // SAFETY: `st` is a valid out-pointer.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } < 0 {
+        return Err(Error::invalid(format!("fd {fd} is not an open file descriptor")));
+    }
+    let kind = st.st_mode & libc::S_IFMT;
+    if kind != libc::S_IFIFO && kind != libc::S_IFSOCK {
+        return Err(Error::invalid(format!("fd {fd} is not a pipe or a socket")));
+    }
+    Ok(())
+}
+
+/// Parses the frames of one child as bytes arrive, in any split.
+#[derive(Default)]
+pub struct Reader {
+    header: [u8; HEADER],
+    /// Bytes of `header` filled; the frame's body is being read once it is full.
+    have: usize,
+    /// Body bytes still to come in the current frame.
+    left: usize,
+    /// The body of an 'E' or 'S' frame, gathered whole.
+    body: Vec<u8>,
+    result: Vec<u8>,
+    status: Option<i32>,
+}
+
+/// An event from a child: the topic, a NUL, then the payload (as `Record::Emit`).
+pub struct ChildEvent {
+    pub bytes: Box<[u8]>,
+    pub topic_len: usize,
+}
+
+impl Reader {
+    /// The work's status, once the 'S' frame has arrived (the result is complete then).
+    pub fn status(&self) -> Option<i32> {
+        self.status
+    }
+
+    /// Takes the result bytes read so far.
+    pub fn take_result(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.result)
+    }
+
+    /// Consumes `data`; complete events are appended to `events`. Err: a protocol error.
+    pub fn feed(&mut self, mut data: &[u8], events: &mut Vec<ChildEvent>) -> std::result::Result<(), String> {
+        while !data.is_empty() {
+            if self.have < HEADER {
+                let n = (HEADER - self.have).min(data.len());
+                self.header[self.have..self.have + n].copy_from_slice(&data[..n]);
+                self.have += n;
+                data = &data[n..];
+                if self.have == HEADER {
+                    self.begin_frame()?;
+                    if self.left == 0 {
+                        self.end_frame(events)?;
+                    }
+                }
+                continue;
+            }
+            let n = self.left.min(data.len());
+            if self.header[4] == FRAME_RESULT {
+                self.result.extend_from_slice(&data[..n]);
+            } else {
+                self.body.extend_from_slice(&data[..n]);
+            }
+            self.left -= n;
+            data = &data[n..];
+            if self.left == 0 {
+                self.end_frame(events)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn begin_frame(&mut self) -> std::result::Result<(), String> {
+        let len = u32::from_le_bytes([self.header[0], self.header[1], self.header[2], self.header[3]]) as usize;
+        let kind = self.header[4];
+        if self.status.is_some() {
+            return Err(format!("a frame (kind {kind:#04x}) after the status frame"));
+        }
+        let ok = match kind {
+            FRAME_RESULT => len <= MAX_BODY,
+            FRAME_EVENT => (4..=MAX_BODY).contains(&len),
+            FRAME_STATUS => len == 4,
+            _ => return Err(format!("unknown frame kind {kind:#04x}")),
+        };
+        if !ok {
+            return Err(format!("frame kind {:?} with a body of {len} bytes", kind as char));
+        }
+        self.left = len;
+        self.body.clear();
+        Ok(())
+    }
+
+    fn end_frame(&mut self, events: &mut Vec<ChildEvent>) -> std::result::Result<(), String> {
+        self.have = 0;
+        match self.header[4] {
+            FRAME_STATUS => {
+                self.status = Some(i32::from_le_bytes([self.body[0], self.body[1], self.body[2], self.body[3]]));
+            }
+            FRAME_EVENT => {
+                let topic_len = u32::from_le_bytes([self.body[0], self.body[1], self.body[2], self.body[3]]) as usize;
+                if topic_len > self.body.len() - 4 {
+                    return Err(format!("an event whose topic ({topic_len} bytes) overruns its frame"));
+                }
+                let topic = std::str::from_utf8(&self.body[4..4 + topic_len])
+                    .map_err(|_| "an event whose topic is not UTF-8".to_string())?;
+                if topic.contains('\0') {
+                    return Err("an event whose topic holds a NUL".to_string());
+                }
+                crate::bus::check_topic(topic).map_err(|e| e.message)?;
+                // Topic, NUL, payload: the body with its length prefix replaced.
+                let mut bytes = std::mem::take(&mut self.body);
+                bytes.drain(..4);
+                bytes.insert(topic_len, 0);
+                events.push(ChildEvent { bytes: bytes.into_boxed_slice(), topic_len });
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Code;
+    use crate::process::pipe;
+    use std::os::fd::AsRawFd;
+
+    fn frames() -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut push = |kind: u8, body: &[u8]| {
+            out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            out.push(kind);
+            out.extend_from_slice(body);
+        };
+        push(FRAME_RESULT, b"hello ");
+        let mut ev = 3u32.to_le_bytes().to_vec();
+        ev.extend_from_slice(b"a.bpayload");
+        push(FRAME_EVENT, &ev);
+        push(FRAME_RESULT, b"");
+        push(FRAME_RESULT, b"world");
+        push(FRAME_STATUS, &7i32.to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn frames_parse_in_any_split() {
+        let bytes = frames();
+        for split in 1..bytes.len() {
+            let mut reader = Reader::default();
+            let mut events = Vec::new();
+            for chunk in bytes.chunks(split) {
+                reader.feed(chunk, &mut events).unwrap();
+            }
+            assert_eq!(reader.result, b"hello world");
+            assert_eq!(reader.status, Some(7));
+            assert_eq!(events.len(), 1);
+            assert_eq!(&*events[0].bytes, b"a.b\0payload");
+            assert_eq!(events[0].topic_len, 3);
+        }
+    }
+
+    #[test]
+    fn bad_frames_are_protocol_errors() {
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (vec![1, 0, 0, 0, b'X', 0], "unknown"),
+            (vec![3, 0, 0, 0, b'S', 0, 0, 0], "body of 3"),
+            (vec![2, 0, 0, 0, b'E', 0, 0], "body of 2"),
+            (vec![5, 0, 0, 0, b'E', 9, 0, 0, 0, b'x'], "overruns"),
+            (vec![5, 0, 0, 0, b'E', 1, 0, 0, 0, b'*'], "must not contain"),
+            (vec![6, 0, 0, 0, b'E', 1, 0, 0, 0, 0xff, 1], "UTF-8"),
+            (vec![4, 0, 0, 0, b'S', 0, 0, 0, 0, 0, 0, 0, 0, b'W'], "after the status"),
+            ((MAX_BODY as u32 + 1).to_le_bytes().iter().copied().chain([b'W']).collect(), "body of"),
+        ];
+        for (bytes, want) in cases {
+            let err = Reader::default().feed(&bytes, &mut Vec::new()).unwrap_err();
+            assert!(err.contains(want), "{bytes:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn writes_reach_the_reader_through_a_pipe() {
+        let (r, w) = pipe().unwrap();
+        let big: Vec<u8> = (0..3 * MAX_BODY / 2).map(|i| i as u8).collect();
+        let writer = std::thread::spawn({
+            let big = big.clone();
+            move || {
+                send_result(w.as_raw_fd(), &big).unwrap();
+                send_event(w.as_raw_fd(), "t", b"p").unwrap();
+                drop(w);
+            }
+        });
+        let mut reader = Reader::default();
+        let mut events = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = unsafe { libc::read(r.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n == 0 {
+                break;
+            }
+            if n < 0 {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                continue;
+            }
+            reader.feed(&buf[..n as usize], &mut events).unwrap();
+        }
+        writer.join().unwrap();
+        assert!(reader.result == big);
+        assert_eq!(events.len(), 1);
+        assert_eq!(send_event(1, "bad*topic", b"").unwrap_err().code, Code::Invalid);
+    }
+}
