@@ -226,6 +226,13 @@ typedef struct weft_spawn_options {
 // Make one pass over what is ready now, without waiting. The embedding mode.
 #define WEFT_RUN_NOWAIT 2
 
+// A work-stealing pool with a fixed number of threads, for computation.
+#define WEFT_POOL_CPU 0
+
+// An elastic FIFO pool that grows up to a bound and retires idle threads, for
+// blocking calls.
+#define WEFT_POOL_IO 1
+
 // On the loop thread, soon (in its next pass).
 #define WEFT_ON_LOOP 0
 
@@ -238,13 +245,6 @@ typedef struct weft_spawn_options {
 // In a forked child process: the work runs against a copy-on-write snapshot of this
 // process, so nothing is serialised but the bytes it writes (see `weft_spawn`).
 #define WEFT_ON_PROCESS 3
-
-// A work-stealing pool with a fixed number of threads, for computation.
-#define WEFT_POOL_CPU 0
-
-// An elastic FIFO pool that grows up to a bound and retires idle threads, for
-// blocking calls.
-#define WEFT_POOL_IO 1
 
 #ifdef __cplusplus
 extern "C" {
@@ -459,6 +459,12 @@ struct weft_pool *weft_pool_new(const struct weft_pool_options *options);
 // (`WEFT_ERR_INVALID`).
 void weft_pool_free(struct weft_pool *pool);
 
+// Drains and joins the default pools: tasks queued on them complete with
+// `WEFT_ERR_CANCELLED`, running ones finish. After every loop is freed and this has
+// returned, weft holds no thread and no fd. Later spawns start the pools again. For
+// atexit handlers and hosts that unload the library. Not from a pool thread.
+void weft_shutdown(void);
+
 // Runs `work(task, user_data)` where `where` says: `WEFT_ON_LOOP` (on the loop thread,
 // in its next pass), `WEFT_ON_IO` (the default IO pool, or `options->pool`) or
 // `WEFT_ON_CPU` (the default CPU pool, or `options->pool`); then calls
@@ -514,6 +520,21 @@ weft_id weft_spawn(struct weft_loop *lp,
                    weft_free_fn free_fn,
                    const struct weft_spawn_options *options);
 
+// True once the task was cancelled or timed out: work should return soon (weft cannot
+// stop a thread). In a process task's child: true once the parent process is gone (a
+// cancel kills the child). Call it from inside the task's work. False for NULL.
+bool weft_task_cancelled(const struct weft_task *task);
+
+// Appends `len` bytes to the task's result, which `done` receives (any size; copied).
+// Call it from inside the task's work. Returns `WEFT_OK`, `WEFT_ERR_NULL` (task, or buf
+// with len > 0), `WEFT_ERR_INVALID` (len above PTRDIFF_MAX).
+int weft_task_write(struct weft_task *task, const void *buf, size_t len);
+
+// Emits an event from inside the task's work to the task's loop: its subscribers get
+// it on the loop thread, in emit order and before the task's `done`. Same rules as
+// `weft_emit`. Returns `WEFT_OK`, `WEFT_ERR_NULL`, `WEFT_ERR_INVALID`.
+int weft_task_emit(struct weft_task *task, const char *topic, const void *payload, size_t len);
+
 // Supervises a child the host forked by itself (a language runtime that must fork with
 // its own hooks, such as Python's `os.fork()`), exactly as a `WEFT_ON_PROCESS` task:
 // the child reports through the pipe whose read end is `pipe_read_fd` (in the child,
@@ -554,27 +575,6 @@ struct weft_task *weft_child_task(int pipe_write_fd);
 // input (`weft_last_error` says
 // why): NULL, or a task that runs on a thread, not in a child.
 void weft_child_exit(struct weft_task *task, int status);
-
-// True once the task was cancelled or timed out: work should return soon (weft cannot
-// stop a thread). In a process task's child: true once the parent process is gone (a
-// cancel kills the child). Call it from inside the task's work. False for NULL.
-bool weft_task_cancelled(const struct weft_task *task);
-
-// Appends `len` bytes to the task's result, which `done` receives (any size; copied).
-// Call it from inside the task's work. Returns `WEFT_OK`, `WEFT_ERR_NULL` (task, or buf
-// with len > 0), `WEFT_ERR_INVALID` (len above PTRDIFF_MAX).
-int weft_task_write(struct weft_task *task, const void *buf, size_t len);
-
-// Emits an event from inside the task's work to the task's loop: its subscribers get
-// it on the loop thread, in emit order and before the task's `done`. Same rules as
-// `weft_emit`. Returns `WEFT_OK`, `WEFT_ERR_NULL`, `WEFT_ERR_INVALID`.
-int weft_task_emit(struct weft_task *task, const char *topic, const void *payload, size_t len);
-
-// Drains and joins the default pools: tasks queued on them complete with
-// `WEFT_ERR_CANCELLED`, running ones finish. After every loop is freed and this has
-// returned, weft holds no thread and no fd. Later spawns start the pools again. For
-// atexit handlers and hosts that unload the library. Not from a pool thread.
-void weft_shutdown(void);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -185,6 +185,13 @@ const WEFT_RUN_ONCE = 1;
 // Make one pass over what is ready now, without waiting. The embedding mode.
 const WEFT_RUN_NOWAIT = 2;
 
+// A work-stealing pool with a fixed number of threads, for computation.
+const WEFT_POOL_CPU = 0;
+
+// An elastic FIFO pool that grows up to a bound and retires idle threads, for
+// blocking calls.
+const WEFT_POOL_IO = 1;
+
 // On the loop thread, soon (in its next pass).
 const WEFT_ON_LOOP = 0;
 
@@ -197,13 +204,6 @@ const WEFT_ON_CPU = 2;
 // In a forked child process: the work runs against a copy-on-write snapshot of this
 // process, so nothing is serialised but the bytes it writes (see `weft_spawn`).
 const WEFT_ON_PROCESS = 3;
-
-// A work-stealing pool with a fixed number of threads, for computation.
-const WEFT_POOL_CPU = 0;
-
-// An elastic FIFO pool that grows up to a bound and retires idle threads, for
-// blocking calls.
-const WEFT_POOL_IO = 1;
 
 // Every function of the header, in header order.
 const FUNCTIONS = Object.freeze([
@@ -231,14 +231,14 @@ const FUNCTIONS = Object.freeze([
   'weft_emit',
   'weft_pool_new',
   'weft_pool_free',
+  'weft_shutdown',
   'weft_spawn',
-  'weft_adopt_child',
-  'weft_child_task',
-  'weft_child_exit',
   'weft_task_cancelled',
   'weft_task_write',
   'weft_task_emit',
-  'weft_shutdown',
+  'weft_adopt_child',
+  'weft_child_task',
+  'weft_child_exit',
 ]);
 
 // The koffi prototype of every function (callback parameters as `weft_cb *`).
@@ -267,14 +267,14 @@ const PROTOTYPES = Object.freeze({
   weft_emit: 'int weft_emit(weft_loop *lp, const char *topic, const void *payload, size_t len)',
   weft_pool_new: 'weft_pool *weft_pool_new(const weft_pool_options *options)',
   weft_pool_free: 'void weft_pool_free(weft_pool *pool)',
+  weft_shutdown: 'void weft_shutdown(void)',
   weft_spawn: 'weft_id weft_spawn(weft_loop *lp, weft_where place, weft_work_fn *work, weft_done_fn *done, void *user_data, weft_free_fn *free_fn, const weft_spawn_options *options)',
-  weft_adopt_child: 'weft_id weft_adopt_child(weft_loop *lp, int pid, int pipe_read_fd, weft_done_fn *done, void *user_data, weft_free_fn *free_fn, const weft_spawn_options *options)',
-  weft_child_task: 'weft_task *weft_child_task(int pipe_write_fd)',
-  weft_child_exit: 'void weft_child_exit(weft_task *task, int status)',
   weft_task_cancelled: 'bool weft_task_cancelled(const weft_task *task)',
   weft_task_write: 'int weft_task_write(weft_task *task, const void *buf, size_t len)',
   weft_task_emit: 'int weft_task_emit(weft_task *task, const char *topic, const void *payload, size_t len)',
-  weft_shutdown: 'void weft_shutdown(void)',
+  weft_adopt_child: 'weft_id weft_adopt_child(weft_loop *lp, int pid, int pipe_read_fd, weft_done_fn *done, void *user_data, weft_free_fn *free_fn, const weft_spawn_options *options)',
+  weft_child_task: 'weft_task *weft_child_task(int pipe_write_fd)',
+  weft_child_exit: 'void weft_child_exit(weft_task *task, int status)',
 });
 
 // Every integer constant and enum value.
@@ -303,12 +303,12 @@ const CONSTANTS = Object.freeze({
   WEFT_RUN_DEFAULT,
   WEFT_RUN_ONCE,
   WEFT_RUN_NOWAIT,
+  WEFT_POOL_CPU,
+  WEFT_POOL_IO,
   WEFT_ON_LOOP,
   WEFT_ON_IO,
   WEFT_ON_CPU,
   WEFT_ON_PROCESS,
-  WEFT_POOL_CPU,
-  WEFT_POOL_IO,
 });
 
 // Functions whose result is a 64-bit integer, made a BigInt by load().
@@ -417,12 +417,12 @@ const DOCS = Object.freeze({
   WEFT_RUN_DEFAULT: "Run until `weft_loop_stop` is called or nothing is registered (timers, watches,\nsubscriptions, posts and events not yet delivered, tasks whose `done` has not run).",
   WEFT_RUN_ONCE: "Wait until something is ready, then make one pass.",
   WEFT_RUN_NOWAIT: "Make one pass over what is ready now, without waiting. The embedding mode.",
+  WEFT_POOL_CPU: "A work-stealing pool with a fixed number of threads, for computation.",
+  WEFT_POOL_IO: "An elastic FIFO pool that grows up to a bound and retires idle threads, for\nblocking calls.",
   WEFT_ON_LOOP: "On the loop thread, soon (in its next pass).",
   WEFT_ON_IO: "On an IO pool thread: for blocking calls (files, DNS, a database client).",
   WEFT_ON_CPU: "On a CPU pool thread: for computation.",
   WEFT_ON_PROCESS: "In a forked child process: the work runs against a copy-on-write snapshot of this\nprocess, so nothing is serialised but the bytes it writes (see `weft_spawn`).",
-  WEFT_POOL_CPU: "A work-stealing pool with a fixed number of threads, for computation.",
-  WEFT_POOL_IO: "An elastic FIFO pool that grows up to a bound and retires idle threads, for\nblocking calls.",
   weft_last_error: "Copies this thread's last error message into `buf` (at most `len - 1` bytes and a\nNUL) and returns the message's full length, so a caller can size its buffer with\n`weft_last_error(NULL, 0)`. The message names the function, the argument and the\nvalue (\"weft_watch_fd: fd -1 is not a valid descriptor\"). It is set by every failed\ncall and left as it is by successful ones, so read it right after the failure.\nReturns 0 (and writes an empty string when `len > 0`) if no call on this thread has\nfailed. Any thread; works in a forked child.",
   weft_last_error_code: "The `weft_result` code of this thread's last failed call (0 if none has failed), for\ncalls that return an id or a pointer and so cannot return the code themselves. Set\ntogether with `weft_last_error`, with the same lifetime. Any thread; works in a\nforked child.",
   weft_strerror: "A static description of a `weft_result` code (\"WEFT_ERR_NOT_FOUND: ...\"); an unknown\ncode gives \"unknown weft_result code\". Never NULL. Any thread.",
@@ -447,14 +447,14 @@ const DOCS = Object.freeze({
   weft_emit: "Emits an event: copies `topic` and the `len` bytes at `payload` (NULL is fine when\n`len` is 0) and queues them for the loop, which calls every matching subscriber in\nits next pass. Subscribers that exist when the event is delivered see it. Never\nwaits for the loop. Any thread, including the loop's own callbacks.\nReturns `WEFT_OK`; `WEFT_ERR_INVALID` (empty topic, a topic with '*', not UTF-8, a\nlength above PTRDIFF_MAX), `WEFT_ERR_NULL` (loop, topic, or payload with len > 0),\n`WEFT_ERR_CLOSED`.",
   weft_pool_new: "Makes a pool. Its threads start when the first task is submitted. Any thread.\nReturns NULL on error: `WEFT_ERR_NULL` (options), `WEFT_ERR_INVALID` (a bad size or\nkind, more than 4096 threads, a stack above 1 GiB, a name that is empty or not\nUTF-8), `WEFT_ERR_FORKED`.",
   weft_pool_free: "Frees a pool: tasks queued and not started complete with `WEFT_ERR_CANCELLED` (their\n`done` runs on their loop, if the loop is alive), running ones finish, then every\nthread is joined (so this waits for running work). NULL is a no-op. Any thread but\nthe pool's own: from one of them it is refused (`WEFT_ERR_BUSY` in\n`weft_last_error`), as it would wait for itself. A pool already freed is refused\n(`WEFT_ERR_INVALID`).",
+  weft_shutdown: "Drains and joins the default pools: tasks queued on them complete with\n`WEFT_ERR_CANCELLED`, running ones finish. After every loop is freed and this has\nreturned, weft holds no thread and no fd. Later spawns start the pools again. For\natexit handlers and hosts that unload the library. Not from a pool thread.",
   weft_spawn: "Runs `work(task, user_data)` where `where` says: `WEFT_ON_LOOP` (on the loop thread,\nin its next pass), `WEFT_ON_IO` (the default IO pool, or `options->pool`) or\n`WEFT_ON_CPU` (the default CPU pool, or `options->pool`); then calls\n`done(loop, id, status, result, len, user_data)` on the loop thread exactly once.\n`weft_cancel(loop, id)` before the work starts: `done` gets `WEFT_ERR_CANCELLED` and\nthe work never runs; while it runs: `weft_task_cancelled` turns true and `done` gets\n`WEFT_ERR_CANCELLED` when the work returns (its result discarded); after `done`, or\nonce the loop has taken the finished task's completion to deliver it in the current\npass (a cancel from the `done` of a task delivered just before it):\n`WEFT_ERR_NOT_FOUND`. With `options->timeout_ms`, `done` gets `WEFT_ERR_TIMEOUT` at the\ndeadline without waiting for the work, which sees `weft_task_cancelled`.\n`free_fn(user_data)` runs once, after both `done` and the work are over: on the loop\nthread, or on the work's thread when the work outlives `done`. A work function that\nnever returns keeps its pool thread, and its `free_fn` never runs. `done` may be\nNULL. The default pools start on first use (CPU: one thread per core; IO: up to 64\nthreads, idle ones exit after 10 s). Any thread.\n\nFrom one of the loop's own callbacks, a CPU task (without a timeout) takes no lock:\nthe loop hands such tasks to the pool 64 at a time, and the rest when the callback\nreturns, so a callback must not wait for a task it has just spawned to start.\n\n`WEFT_ON_PROCESS`: the work runs in a forked child, against a copy-on-write snapshot\nof this process taken at the fork: inside `weft_spawn` (on the calling thread) when\nfewer than `options->max_children` (default: one per core) of the loop's process\ntasks run and none waits, otherwise on the loop thread when a slot frees (FIFO). In\nthe child, `weft_task_write` and `weft_task_emit` stream to the parent through a\npipe; `weft_task_cancelled` is true once the parent is gone. When work returns, the\nchild sends its status and `_exit`s (no atexit handler, no destructor runs). Between\nthe fork and the work, weft makes only async-signal-safe calls; what the work itself\ncalls is the caller's business (another thread may have held any lock at the fork:\nglibc's malloc is safe, most other libraries' locks are not). The child starts with\nno signal blocked and SIGTERM at its default action. The events reach the loop's\nsubscribers in emit order, before `done`. `done` runs once the child is reaped and\nits output read: `status` is what work returned; `WEFT_ERR_CRASHED` if the child died\nby a signal or exited before sending its status (`weft_last_error`, called inside\n`done`, names the signal or exit code); `WEFT_ERR_TIMEOUT` or `WEFT_ERR_CANCELLED`\nafter a timeout or `weft_cancel`, which kill the child (SIGTERM, then SIGKILL 250 ms\nlater) or, if it has not forked yet, make sure it never does; `WEFT_ERR_IO` if the\nfork failed on the loop thread. `free_fn` runs in the parent, after `done`. Freeing\nthe loop kills and reaps its children (their `done` does not run).\n\nReturns the task's id, or 0: `WEFT_ERR_NULL` (loop, work), `WEFT_ERR_INVALID` (unknown\n`where`, a bad options size, a pool of the other kind, a freed pool, a pool with\n`WEFT_ON_LOOP` or `WEFT_ON_PROCESS`, a timeout above 2^35 - 1 ms), `WEFT_ERR_IO` (the\nfork or the pipe failed: out of processes or fds), `WEFT_ERR_BUSY` (2^24 tasks, or\nregistrations, of this loop at once), `WEFT_ERR_CLOSED` (the loop is being freed, or\n`options->pool` is being freed by another thread right now).",
-  weft_adopt_child: "Supervises a child the host forked by itself (a language runtime that must fork with\nits own hooks, such as Python's `os.fork()`), exactly as a `WEFT_ON_PROCESS` task:\nthe child reports through the pipe whose read end is `pipe_read_fd` (in the child,\n`weft_child_task` on the write end), and `done` runs on the loop thread once the child\nis reaped and its output read, with the same statuses. `options->timeout_ms` applies;\n`pool` and `max_children` do not. On success the loop owns `pipe_read_fd` (it closes\nit; close the write end in the parent yourself, after the fork). Any thread.\nReturns the id, or 0: `WEFT_ERR_NULL` (loop), `WEFT_ERR_INVALID` (`pid` not an unreaped\nchild of this process, `pipe_read_fd` not a pipe or socket open for reading, a bad\noptions size or timeout), `WEFT_ERR_CLOSED`, `WEFT_ERR_FORKED`. On failure the fd\nstays the caller's and `free_fn` does not run.\n\nThe pipe protocol, for children written in any language: frames of\n`length:u32le kind:u8 body[length]`; kind 'W' appends `body` to the result; kind 'E'\nis an event, `body = topic_len:u32le topic payload`; kind 'S' ends the result,\n`body = status:i32le`. A body holds at most 16 MiB. Anything else is a protocol\nerror: the child is killed and `done` gets `WEFT_ERR_CRASHED`.",
-  weft_child_task: "In a child forked by the host (see `weft_adopt_child`): a task whose\n`weft_task_write`, `weft_task_emit` and `weft_task_cancelled` report to the parent\nthrough `pipe_write_fd`, and which `weft_child_exit` ends. Works in a forked child\n(the exception to `WEFT_ERR_FORKED`), from any of its threads; use the task from one\nthread at a time. Returns NULL on error: `WEFT_ERR_INVALID`\n(`pipe_write_fd` not a pipe or socket open for writing).",
-  weft_child_exit: "Sends `status` to the parent as the work's status (>= 0 by convention; `done` gets\nit), closes the pipe and ends the child with `_exit(0)`: no atexit handler and no\ndestructor runs. For a task of `weft_child_task`, or a `WEFT_ON_PROCESS` task's own\n`task` (to end the child early). From the thread using the task. Returns only on bad\ninput (`weft_last_error` says\nwhy): NULL, or a task that runs on a thread, not in a child.",
   weft_task_cancelled: "True once the task was cancelled or timed out: work should return soon (weft cannot\nstop a thread). In a process task's child: true once the parent process is gone (a\ncancel kills the child). Call it from inside the task's work. False for NULL.",
   weft_task_write: "Appends `len` bytes to the task's result, which `done` receives (any size; copied).\nCall it from inside the task's work. Returns `WEFT_OK`, `WEFT_ERR_NULL` (task, or buf\nwith len > 0), `WEFT_ERR_INVALID` (len above PTRDIFF_MAX).",
   weft_task_emit: "Emits an event from inside the task's work to the task's loop: its subscribers get\nit on the loop thread, in emit order and before the task's `done`. Same rules as\n`weft_emit`. Returns `WEFT_OK`, `WEFT_ERR_NULL`, `WEFT_ERR_INVALID`.",
-  weft_shutdown: "Drains and joins the default pools: tasks queued on them complete with\n`WEFT_ERR_CANCELLED`, running ones finish. After every loop is freed and this has\nreturned, weft holds no thread and no fd. Later spawns start the pools again. For\natexit handlers and hosts that unload the library. Not from a pool thread.",
+  weft_adopt_child: "Supervises a child the host forked by itself (a language runtime that must fork with\nits own hooks, such as Python's `os.fork()`), exactly as a `WEFT_ON_PROCESS` task:\nthe child reports through the pipe whose read end is `pipe_read_fd` (in the child,\n`weft_child_task` on the write end), and `done` runs on the loop thread once the child\nis reaped and its output read, with the same statuses. `options->timeout_ms` applies;\n`pool` and `max_children` do not. On success the loop owns `pipe_read_fd` (it closes\nit; close the write end in the parent yourself, after the fork). Any thread.\nReturns the id, or 0: `WEFT_ERR_NULL` (loop), `WEFT_ERR_INVALID` (`pid` not an unreaped\nchild of this process, `pipe_read_fd` not a pipe or socket open for reading, a bad\noptions size or timeout), `WEFT_ERR_CLOSED`, `WEFT_ERR_FORKED`. On failure the fd\nstays the caller's and `free_fn` does not run.\n\nThe pipe protocol, for children written in any language: frames of\n`length:u32le kind:u8 body[length]`; kind 'W' appends `body` to the result; kind 'E'\nis an event, `body = topic_len:u32le topic payload`; kind 'S' ends the result,\n`body = status:i32le`. A body holds at most 16 MiB. Anything else is a protocol\nerror: the child is killed and `done` gets `WEFT_ERR_CRASHED`.",
+  weft_child_task: "In a child forked by the host (see `weft_adopt_child`): a task whose\n`weft_task_write`, `weft_task_emit` and `weft_task_cancelled` report to the parent\nthrough `pipe_write_fd`, and which `weft_child_exit` ends. Works in a forked child\n(the exception to `WEFT_ERR_FORKED`), from any of its threads; use the task from one\nthread at a time. Returns NULL on error: `WEFT_ERR_INVALID`\n(`pipe_write_fd` not a pipe or socket open for writing).",
+  weft_child_exit: "Sends `status` to the parent as the work's status (>= 0 by convention; `done` gets\nit), closes the pipe and ends the child with `_exit(0)`: no atexit handler and no\ndestructor runs. For a task of `weft_child_task`, or a `WEFT_ON_PROCESS` task's own\n`task` (to end the child early). From the thread using the task. Returns only on bad\ninput (`weft_last_error` says\nwhy): NULL, or a task that runs on a thread, not in a child.",
 });
 
 module.exports = {
@@ -501,12 +501,12 @@ module.exports = {
   WEFT_RUN_DEFAULT,
   WEFT_RUN_ONCE,
   WEFT_RUN_NOWAIT,
+  WEFT_POOL_CPU,
+  WEFT_POOL_IO,
   WEFT_ON_LOOP,
   WEFT_ON_IO,
   WEFT_ON_CPU,
   WEFT_ON_PROCESS,
-  WEFT_POOL_CPU,
-  WEFT_POOL_IO,
   FUNCTIONS,
   PROTOTYPES,
   CONSTANTS,

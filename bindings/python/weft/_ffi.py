@@ -241,6 +241,13 @@ WEFT_RUN_ONCE = 1
 # Make one pass over what is ready now, without waiting. The embedding mode.
 WEFT_RUN_NOWAIT = 2
 
+# A work-stealing pool with a fixed number of threads, for computation.
+WEFT_POOL_CPU = 0
+
+# An elastic FIFO pool that grows up to a bound and retires idle threads, for
+# blocking calls.
+WEFT_POOL_IO = 1
+
 # On the loop thread, soon (in its next pass).
 WEFT_ON_LOOP = 0
 
@@ -253,13 +260,6 @@ WEFT_ON_CPU = 2
 # In a forked child process: the work runs against a copy-on-write snapshot of this
 # process, so nothing is serialised but the bytes it writes (see `weft_spawn`).
 WEFT_ON_PROCESS = 3
-
-# A work-stealing pool with a fixed number of threads, for computation.
-WEFT_POOL_CPU = 0
-
-# An elastic FIFO pool that grows up to a bound and retires idle threads, for
-# blocking calls.
-WEFT_POOL_IO = 1
 
 
 # Every function of the header, in header order.
@@ -288,14 +288,14 @@ FUNCTIONS = (
     "weft_emit",
     "weft_pool_new",
     "weft_pool_free",
+    "weft_shutdown",
     "weft_spawn",
-    "weft_adopt_child",
-    "weft_child_task",
-    "weft_child_exit",
     "weft_task_cancelled",
     "weft_task_write",
     "weft_task_emit",
-    "weft_shutdown",
+    "weft_adopt_child",
+    "weft_child_task",
+    "weft_child_exit",
 )
 
 # The C prototype of every function (typedef names for `struct X`).
@@ -324,14 +324,14 @@ PROTOTYPES = {
     "weft_emit": "int weft_emit(weft_loop *lp, const char *topic, const void *payload, size_t len)",
     "weft_pool_new": "weft_pool *weft_pool_new(const weft_pool_options *options)",
     "weft_pool_free": "void weft_pool_free(weft_pool *pool)",
+    "weft_shutdown": "void weft_shutdown(void)",
     "weft_spawn": "weft_id weft_spawn(weft_loop *lp, weft_where place, weft_work_fn work, weft_done_fn done, void *user_data, weft_free_fn free_fn, const weft_spawn_options *options)",
-    "weft_adopt_child": "weft_id weft_adopt_child(weft_loop *lp, int pid, int pipe_read_fd, weft_done_fn done, void *user_data, weft_free_fn free_fn, const weft_spawn_options *options)",
-    "weft_child_task": "weft_task *weft_child_task(int pipe_write_fd)",
-    "weft_child_exit": "void weft_child_exit(weft_task *task, int status)",
     "weft_task_cancelled": "bool weft_task_cancelled(const weft_task *task)",
     "weft_task_write": "int weft_task_write(weft_task *task, const void *buf, size_t len)",
     "weft_task_emit": "int weft_task_emit(weft_task *task, const char *topic, const void *payload, size_t len)",
-    "weft_shutdown": "void weft_shutdown(void)",
+    "weft_adopt_child": "weft_id weft_adopt_child(weft_loop *lp, int pid, int pipe_read_fd, weft_done_fn done, void *user_data, weft_free_fn free_fn, const weft_spawn_options *options)",
+    "weft_child_task": "weft_task *weft_child_task(int pipe_write_fd)",
+    "weft_child_exit": "void weft_child_exit(weft_task *task, int status)",
 }
 
 # Every integer constant and enum value.
@@ -360,12 +360,12 @@ CONSTANTS = {
     "WEFT_RUN_DEFAULT": WEFT_RUN_DEFAULT,
     "WEFT_RUN_ONCE": WEFT_RUN_ONCE,
     "WEFT_RUN_NOWAIT": WEFT_RUN_NOWAIT,
+    "WEFT_POOL_CPU": WEFT_POOL_CPU,
+    "WEFT_POOL_IO": WEFT_POOL_IO,
     "WEFT_ON_LOOP": WEFT_ON_LOOP,
     "WEFT_ON_IO": WEFT_ON_IO,
     "WEFT_ON_CPU": WEFT_ON_CPU,
     "WEFT_ON_PROCESS": WEFT_ON_PROCESS,
-    "WEFT_POOL_CPU": WEFT_POOL_CPU,
-    "WEFT_POOL_IO": WEFT_POOL_IO,
 }
 
 # Every enum: its name -> {value name: value}.
@@ -399,14 +399,14 @@ SIGNATURES = {
     "weft_emit": (ctypes.c_int, [POINTER(weft_loop), ctypes.c_char_p, ctypes.c_void_p, ctypes.c_size_t]),
     "weft_pool_new": (POINTER(weft_pool), [POINTER(weft_pool_options)]),
     "weft_pool_free": (None, [POINTER(weft_pool)]),
+    "weft_shutdown": (None, []),
     "weft_spawn": (weft_id, [POINTER(weft_loop), weft_where, weft_work_fn, weft_done_fn, ctypes.c_void_p, weft_free_fn, POINTER(weft_spawn_options)]),
-    "weft_adopt_child": (weft_id, [POINTER(weft_loop), ctypes.c_int, ctypes.c_int, weft_done_fn, ctypes.c_void_p, weft_free_fn, POINTER(weft_spawn_options)]),
-    "weft_child_task": (POINTER(weft_task), [ctypes.c_int]),
-    "weft_child_exit": (None, [POINTER(weft_task), ctypes.c_int]),
     "weft_task_cancelled": (ctypes.c_bool, [POINTER(weft_task)]),
     "weft_task_write": (ctypes.c_int, [POINTER(weft_task), ctypes.c_void_p, ctypes.c_size_t]),
     "weft_task_emit": (ctypes.c_int, [POINTER(weft_task), ctypes.c_char_p, ctypes.c_void_p, ctypes.c_size_t]),
-    "weft_shutdown": (None, []),
+    "weft_adopt_child": (weft_id, [POINTER(weft_loop), ctypes.c_int, ctypes.c_int, weft_done_fn, ctypes.c_void_p, weft_free_fn, POINTER(weft_spawn_options)]),
+    "weft_child_task": (POINTER(weft_task), [ctypes.c_int]),
+    "weft_child_exit": (None, [POINTER(weft_task), ctypes.c_int]),
 }
 
 
@@ -567,6 +567,13 @@ DOCS = {
     "WEFT_RUN_NOWAIT": (
         "Make one pass over what is ready now, without waiting. The embedding mode."
     ),
+    "WEFT_POOL_CPU": (
+        "A work-stealing pool with a fixed number of threads, for computation."
+    ),
+    "WEFT_POOL_IO": (
+        "An elastic FIFO pool that grows up to a bound and retires idle threads, for\n"
+        "blocking calls."
+    ),
     "WEFT_ON_LOOP": (
         "On the loop thread, soon (in its next pass)."
     ),
@@ -579,13 +586,6 @@ DOCS = {
     "WEFT_ON_PROCESS": (
         "In a forked child process: the work runs against a copy-on-write snapshot of this\n"
         "process, so nothing is serialised but the bytes it writes (see `weft_spawn`)."
-    ),
-    "WEFT_POOL_CPU": (
-        "A work-stealing pool with a fixed number of threads, for computation."
-    ),
-    "WEFT_POOL_IO": (
-        "An elastic FIFO pool that grows up to a bound and retires idle threads, for\n"
-        "blocking calls."
     ),
     "weft_last_error": (
         "Copies this thread's last error message into `buf` (at most `len - 1` bytes and a\n"
@@ -774,6 +774,12 @@ DOCS = {
         "`weft_last_error`), as it would wait for itself. A pool already freed is refused\n"
         "(`WEFT_ERR_INVALID`)."
     ),
+    "weft_shutdown": (
+        "Drains and joins the default pools: tasks queued on them complete with\n"
+        "`WEFT_ERR_CANCELLED`, running ones finish. After every loop is freed and this has\n"
+        "returned, weft holds no thread and no fd. Later spawns start the pools again. For\n"
+        "atexit handlers and hosts that unload the library. Not from a pool thread."
+    ),
     "weft_spawn": (
         "Runs `work(task, user_data)` where `where` says: `WEFT_ON_LOOP` (on the loop thread,\n"
         "in its next pass), `WEFT_ON_IO` (the default IO pool, or `options->pool`) or\n"
@@ -823,6 +829,21 @@ DOCS = {
         "registrations, of this loop at once), `WEFT_ERR_CLOSED` (the loop is being freed, or\n"
         "`options->pool` is being freed by another thread right now)."
     ),
+    "weft_task_cancelled": (
+        "True once the task was cancelled or timed out: work should return soon (weft cannot\n"
+        "stop a thread). In a process task's child: true once the parent process is gone (a\n"
+        "cancel kills the child). Call it from inside the task's work. False for NULL."
+    ),
+    "weft_task_write": (
+        "Appends `len` bytes to the task's result, which `done` receives (any size; copied).\n"
+        "Call it from inside the task's work. Returns `WEFT_OK`, `WEFT_ERR_NULL` (task, or buf\n"
+        "with len > 0), `WEFT_ERR_INVALID` (len above PTRDIFF_MAX)."
+    ),
+    "weft_task_emit": (
+        "Emits an event from inside the task's work to the task's loop: its subscribers get\n"
+        "it on the loop thread, in emit order and before the task's `done`. Same rules as\n"
+        "`weft_emit`. Returns `WEFT_OK`, `WEFT_ERR_NULL`, `WEFT_ERR_INVALID`."
+    ),
     "weft_adopt_child": (
         "Supervises a child the host forked by itself (a language runtime that must fork with\n"
         "its own hooks, such as Python's `os.fork()`), exactly as a `WEFT_ON_PROCESS` task:\n"
@@ -857,26 +878,5 @@ DOCS = {
         "`task` (to end the child early). From the thread using the task. Returns only on bad\n"
         "input (`weft_last_error` says\n"
         "why): NULL, or a task that runs on a thread, not in a child."
-    ),
-    "weft_task_cancelled": (
-        "True once the task was cancelled or timed out: work should return soon (weft cannot\n"
-        "stop a thread). In a process task's child: true once the parent process is gone (a\n"
-        "cancel kills the child). Call it from inside the task's work. False for NULL."
-    ),
-    "weft_task_write": (
-        "Appends `len` bytes to the task's result, which `done` receives (any size; copied).\n"
-        "Call it from inside the task's work. Returns `WEFT_OK`, `WEFT_ERR_NULL` (task, or buf\n"
-        "with len > 0), `WEFT_ERR_INVALID` (len above PTRDIFF_MAX)."
-    ),
-    "weft_task_emit": (
-        "Emits an event from inside the task's work to the task's loop: its subscribers get\n"
-        "it on the loop thread, in emit order and before the task's `done`. Same rules as\n"
-        "`weft_emit`. Returns `WEFT_OK`, `WEFT_ERR_NULL`, `WEFT_ERR_INVALID`."
-    ),
-    "weft_shutdown": (
-        "Drains and joins the default pools: tasks queued on them complete with\n"
-        "`WEFT_ERR_CANCELLED`, running ones finish. After every loop is freed and this has\n"
-        "returned, weft holds no thread and no fd. Later spawns start the pools again. For\n"
-        "atexit handlers and hosts that unload the library. Not from a pool thread."
     ),
 }

@@ -1,0 +1,186 @@
+//! Tasks: `weft_spawn` (work on the loop, a pool or a forked child; `done` on the loop)
+//! and what a work function calls on its `weft_task`.
+
+use super::args::{bytes_arg, c_str, non_null, read_options};
+use super::guard::guard;
+use super::handle::{weft_id, weft_loop, weft_pool, weft_task};
+use super::handler::{weft_done_fn, weft_free_fn, weft_work_fn, CHandler, CWork};
+use super::pool::the_pool;
+use super::r#loop::the_loop;
+use crate::error::{Code, Error, Result};
+use crate::pool::Pool;
+use crate::r#loop::SpawnOptions;
+use crate::task::{Task, Where};
+use std::ffi::{c_char, c_int, c_void};
+use std::sync::Arc;
+
+/// Where `weft_spawn` runs a task's work: one of the `WEFT_ON_*` values.
+pub type weft_where = c_int;
+/// On the loop thread, soon (in its next pass).
+pub const WEFT_ON_LOOP: weft_where = 0;
+/// On an IO pool thread: for blocking calls (files, DNS, a database client).
+pub const WEFT_ON_IO: weft_where = 1;
+/// On a CPU pool thread: for computation.
+pub const WEFT_ON_CPU: weft_where = 2;
+/// In a forked child process: the work runs against a copy-on-write snapshot of this
+/// process, so nothing is serialised but the bytes it writes (see `weft_spawn`).
+pub const WEFT_ON_PROCESS: weft_where = 3;
+
+/// Options of `weft_spawn` (NULL: all defaults). Zero-initialise, set
+/// `size = sizeof(weft_spawn_options)`, then the fields you need.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct weft_spawn_options {
+    /// sizeof(weft_spawn_options) as your program sees it.
+    pub size: usize,
+    /// Milliseconds after which `done` gets `WEFT_ERR_TIMEOUT` (the work keeps running
+    /// and sees `weft_task_cancelled`); 0: none.
+    pub timeout_ms: u64,
+    /// The pool for `WEFT_ON_IO` / `WEFT_ON_CPU` tasks, of the matching kind; NULL: the
+    /// default pool.
+    pub pool: *mut weft_pool,
+    /// `WEFT_ON_PROCESS`: the task starts (forks) only while fewer of its loop's process
+    /// tasks run; it waits in FIFO order otherwise. 0: one per core.
+    pub max_children: u32,
+}
+
+/// The size of the first `weft_spawn_options` (size, timeout_ms, pool): the smallest
+/// accepted.
+pub(super) const SPAWN_OPTIONS_V1: usize =
+    std::mem::offset_of!(weft_spawn_options, pool) + std::mem::size_of::<*mut weft_pool>();
+
+/// Runs `work(task, user_data)` where `where` says: `WEFT_ON_LOOP` (on the loop thread,
+/// in its next pass), `WEFT_ON_IO` (the default IO pool, or `options->pool`) or
+/// `WEFT_ON_CPU` (the default CPU pool, or `options->pool`); then calls
+/// `done(loop, id, status, result, len, user_data)` on the loop thread exactly once.
+/// `weft_cancel(loop, id)` before the work starts: `done` gets `WEFT_ERR_CANCELLED` and
+/// the work never runs; while it runs: `weft_task_cancelled` turns true and `done` gets
+/// `WEFT_ERR_CANCELLED` when the work returns (its result discarded); after `done`, or
+/// once the loop has taken the finished task's completion to deliver it in the current
+/// pass (a cancel from the `done` of a task delivered just before it):
+/// `WEFT_ERR_NOT_FOUND`. With `options->timeout_ms`, `done` gets `WEFT_ERR_TIMEOUT` at the
+/// deadline without waiting for the work, which sees `weft_task_cancelled`.
+/// `free_fn(user_data)` runs once, after both `done` and the work are over: on the loop
+/// thread, or on the work's thread when the work outlives `done`. A work function that
+/// never returns keeps its pool thread, and its `free_fn` never runs. `done` may be
+/// NULL. The default pools start on first use (CPU: one thread per core; IO: up to 64
+/// threads, idle ones exit after 10 s). Any thread.
+///
+/// From one of the loop's own callbacks, a CPU task (without a timeout) takes no lock:
+/// the loop hands such tasks to the pool 64 at a time, and the rest when the callback
+/// returns, so a callback must not wait for a task it has just spawned to start.
+///
+/// `WEFT_ON_PROCESS`: the work runs in a forked child, against a copy-on-write snapshot
+/// of this process taken at the fork: inside `weft_spawn` (on the calling thread) when
+/// fewer than `options->max_children` (default: one per core) of the loop's process
+/// tasks run and none waits, otherwise on the loop thread when a slot frees (FIFO). In
+/// the child, `weft_task_write` and `weft_task_emit` stream to the parent through a
+/// pipe; `weft_task_cancelled` is true once the parent is gone. When work returns, the
+/// child sends its status and `_exit`s (no atexit handler, no destructor runs). Between
+/// the fork and the work, weft makes only async-signal-safe calls; what the work itself
+/// calls is the caller's business (another thread may have held any lock at the fork:
+/// glibc's malloc is safe, most other libraries' locks are not). The child starts with
+/// no signal blocked and SIGTERM at its default action. The events reach the loop's
+/// subscribers in emit order, before `done`. `done` runs once the child is reaped and
+/// its output read: `status` is what work returned; `WEFT_ERR_CRASHED` if the child died
+/// by a signal or exited before sending its status (`weft_last_error`, called inside
+/// `done`, names the signal or exit code); `WEFT_ERR_TIMEOUT` or `WEFT_ERR_CANCELLED`
+/// after a timeout or `weft_cancel`, which kill the child (SIGTERM, then SIGKILL 250 ms
+/// later) or, if it has not forked yet, make sure it never does; `WEFT_ERR_IO` if the
+/// fork failed on the loop thread. `free_fn` runs in the parent, after `done`. Freeing
+/// the loop kills and reaps its children (their `done` does not run).
+///
+/// Returns the task's id, or 0: `WEFT_ERR_NULL` (loop, work), `WEFT_ERR_INVALID` (unknown
+/// `where`, a bad options size, a pool of the other kind, a freed pool, a pool with
+/// `WEFT_ON_LOOP` or `WEFT_ON_PROCESS`, a timeout above 2^35 - 1 ms), `WEFT_ERR_IO` (the
+/// fork or the pipe failed: out of processes or fds), `WEFT_ERR_BUSY` (2^24 tasks, or
+/// registrations, of this loop at once), `WEFT_ERR_CLOSED` (the loop is being freed, or
+/// `options->pool` is being freed by another thread right now).
+#[no_mangle]
+pub extern "C" fn weft_spawn(
+    lp: *mut weft_loop,
+    place: weft_where,
+    work: weft_work_fn,
+    done: weft_done_fn,
+    user_data: *mut c_void,
+    free_fn: weft_free_fn,
+    options: *const weft_spawn_options,
+) -> weft_id {
+    guard("weft_spawn", || {
+        crate::fork::check()?; // before the pool registry's lock, which a fork may hold
+        let lp = the_loop(lp)?;
+        let work = work.ok_or_else(|| Error::new(Code::Null, "work is NULL"))?;
+        let place = match place {
+            WEFT_ON_LOOP => Where::Loop,
+            WEFT_ON_IO => Where::Io,
+            WEFT_ON_CPU => Where::Cpu,
+            WEFT_ON_PROCESS => Where::Process,
+            other => return Err(Error::invalid(format!("where {other} is not a WEFT_ON_* value"))),
+        };
+        let o = read_options(options, "weft_spawn_options", SPAWN_OPTIONS_V1)?;
+        let timeout_ms = o.map_or(0, |o| o.timeout_ms);
+        let max_children = o.map_or(0, |o| o.max_children as usize);
+        // The work and handler are made once nothing can fail before `spawn`, which
+        // hands back a refused work without running its free_fn.
+        let pool = o.map_or(std::ptr::null_mut(), |o| o.pool);
+        let resolve = || the_pool(pool, "options.pool");
+        // The loop keeps the pools it spawns on by handle (see SpawnOptions::pool_handle).
+        let pool_handle = (!pool.is_null()).then_some((pool as usize, &resolve as &dyn Fn() -> Result<Arc<Pool>>));
+        let done = CHandler::new(Some(done.unwrap_or(no_done)), user_data, None)?;
+        let work = CWork::new(work, user_data, free_fn);
+        lp.spawn(place, work, done, SpawnOptions { timeout_ms, pool: None, pool_handle, max_children })
+    })
+}
+
+pub(super) unsafe extern "C" fn no_done(
+    _: *mut weft_loop,
+    _: weft_id,
+    _: c_int,
+    _: *const u8,
+    _: usize,
+    _: *mut c_void,
+) {
+}
+
+pub(super) fn the_task<'a>(task: *const weft_task) -> Result<&'a Task<'a, CHandler>> {
+    non_null(task.cast::<Task<'a, CHandler>>(), "task")
+}
+
+/// True once the task was cancelled or timed out: work should return soon (weft cannot
+/// stop a thread). In a process task's child: true once the parent process is gone (a
+/// cancel kills the child). Call it from inside the task's work. False for NULL.
+#[no_mangle]
+pub extern "C" fn weft_task_cancelled(task: *const weft_task) -> bool {
+    guard("weft_task_cancelled", || Ok(the_task(task)?.cancelled()))
+}
+
+/// Appends `len` bytes to the task's result, which `done` receives (any size; copied).
+/// Call it from inside the task's work. Returns `WEFT_OK`, `WEFT_ERR_NULL` (task, or buf
+/// with len > 0), `WEFT_ERR_INVALID` (len above PTRDIFF_MAX).
+#[no_mangle]
+pub extern "C" fn weft_task_write(task: *mut weft_task, buf: *const c_void, len: usize) -> c_int {
+    guard("weft_task_write", || {
+        non_null(task.cast_const(), "task")?;
+        let bytes = bytes_arg(buf, len, "buf")?;
+        // SAFETY: a task pointer handed to work, used on its thread during the call.
+        unsafe { &mut *task.cast::<Task<'_, CHandler>>() }.write(bytes).map(|()| 0)
+    })
+}
+
+/// Emits an event from inside the task's work to the task's loop: its subscribers get
+/// it on the loop thread, in emit order and before the task's `done`. Same rules as
+/// `weft_emit`. Returns `WEFT_OK`, `WEFT_ERR_NULL`, `WEFT_ERR_INVALID`.
+#[no_mangle]
+pub extern "C" fn weft_task_emit(
+    task: *mut weft_task,
+    topic: *const c_char,
+    payload: *const c_void,
+    len: usize,
+) -> c_int {
+    guard("weft_task_emit", || {
+        let task = the_task(task)?;
+        let topic = c_str(topic, "topic")?;
+        let payload = bytes_arg(payload, len, "payload")?;
+        task.emit(topic, payload).map(|()| 0)
+    })
+}
