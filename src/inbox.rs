@@ -5,9 +5,9 @@
 //!
 //! State: `queue` (records, under a mutex), `queued` (whether it holds any), `awake`
 //! (the consumer is in a pass and will look at the queue again before it sleeps), and
-//! `bell` (an eventfd in the loop's epoll set, edge-triggered, so it also wakes an
-//! embedding host: each ring is one edge, consumed by the loop's next `epoll_wait`; the
-//! counter is never read, and 2^64 rings would be needed to fill it).
+//! `bell` (a [`sys::Bell`] in the loop's poller, edge-triggered, so it also wakes an
+//! embedding host: each ring is one edge, consumed by the loop's next wait; the bell is
+//! never drained, which [`sys::Bell`] allows when edge-triggered).
 //!
 //! Producer (any thread):
 //!   1. lock `queue`; if it was empty, `queued = true` (SeqCst); push; unlock;
@@ -20,7 +20,7 @@
 //!   - when a pass begins (after waiting): `awake = true`;
 //!   - to take records: lock `queue`, swap its records out, set `queued = false`,
 //!     unlock; dispatch them. The bell is never drained: edge-triggered, each ring
-//!     wakes one `epoll_wait` and leaves nothing behind to read;
+//!     wakes one wait of the poller and leaves nothing behind to read;
 //!   - before it waits again, and when `run` returns: `awake = false` (SeqCst), then
 //!     read `queued` (SeqCst); if set, do not wait (or, leaving `run`, ring `bell`
 //!     itself, so that an embedding host comes back).
@@ -51,7 +51,7 @@
 //! so it needs no fences. For any other thread such a post counts as started: without
 //! that rule the consumer would pay a full fence per post to settle the race.
 
-use crate::sys::{self, EventFd};
+use crate::sys::{self, Bell};
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, RawFd};
 use std::ptr::NonNull;
@@ -115,7 +115,7 @@ struct Queue<H> {
     /// one is "not found", wherever the record is now.
     tombstoned: Vec<u64>,
     /// The bell; None once the inbox is closed.
-    bell: Option<EventFd>,
+    bell: Option<Bell>,
 }
 
 /// Keeps a field on a cache line of its own.
@@ -152,8 +152,8 @@ pub struct Inbox<H> {
     /// The memory of the loop's task cells (see [`Inbox::own_chunk`]).
     chunks: Mutex<Vec<(NonNull<u8>, std::alloc::Layout)>>,
     /// The bell's fd number: rung by producers (after they release the queue lock)
-    /// and by the loop itself; never drained (it is edge-triggered in the loop's epoll
-    /// set). The queue owns (and `close` closes) the fd.
+    /// and by the loop itself; never drained (it is edge-triggered in the loop's
+    /// poller). The queue owns (and `close` closes) the fd.
     bell: RawFd,
 }
 
@@ -180,7 +180,7 @@ impl<H> Inbox<H> {
     }
 
     pub fn new() -> std::io::Result<Inbox<H>> {
-        let bell = EventFd::new()?;
+        let bell = Bell::new()?;
         Ok(Inbox {
             bell: bell.as_raw_fd(),
             queue: Line(Mutex::new(Queue {
@@ -205,7 +205,7 @@ impl<H> Inbox<H> {
         })
     }
 
-    /// The bell's fd, for the loop's epoll set.
+    /// The bell's fd, for the loop's poller.
     pub fn bell_fd(&self) -> RawFd {
         self.bell
     }
@@ -238,7 +238,7 @@ impl<H> Inbox<H> {
     fn ring(&self) {
         self.ringers.fetch_add(1, SeqCst);
         if !self.closed.load(SeqCst) {
-            sys::ring_fd(self.bell);
+            sys::ring(self.bell);
         }
         self.ringers.fetch_sub(1, SeqCst);
     }
@@ -268,7 +268,7 @@ impl<H> Inbox<H> {
     /// Wakes the loop without a record (stop, or a change it must notice).
     /// Only while the loop is alive (its own calls), never after `close`.
     pub fn wake(&self) {
-        sys::ring_fd(self.bell);
+        sys::ring(self.bell);
     }
 
     /// True when posts, events or other records (not completions) are queued.
@@ -418,7 +418,7 @@ impl<H> Inbox<H> {
     /// record queued now: once the consumer has dispatched the batch, every record
     /// numbered below the first has been dispatched.
     pub fn take(&self, batch: &mut VecDeque<Record<H>>) -> (u64, u64) {
-        // The bell is edge-triggered in the loop's epoll set (see `Loop::inner_set`): it
+        // The bell is edge-triggered in the loop's poller (see `Loop::inner_set`): it
         // need not be drained, which saves the consumer a read per wake-up.
         let mut queue = self.lock();
         // Every record before this batch has been dispatched or skipped.

@@ -5,8 +5,9 @@
 //! disposition when the last one goes.
 //!
 //! The handler is async-signal-safe: it bumps the signal's counter in [`COUNTS`] and rings
-//! the eventfd of every loop registered in [`BELLS`]. A loop, woken, compares each watched
-//! signal's counter with the value it saw last and runs the watches of those that moved.
+//! the bell ([`sys::ring`]) of every loop registered in [`BELLS`]. A loop, woken, compares
+//! each watched signal's counter with the value it saw last and runs the watches of
+//! those that moved.
 //! Like POSIX signals themselves, several deliveries between two passes coalesce into one.
 //!
 //! Unregistering a bell must not let a handler that already read the fd write to it after
@@ -62,8 +63,8 @@ pub fn forget_in_child() {
 }
 
 extern "C" fn on_signal(signum: libc::c_int) {
-    // SAFETY: errno is thread-local; saving and restoring it keeps the interrupted code's.
-    let errno = unsafe { *libc::__errno_location() };
+    // errno is thread-local; saving and restoring it keeps the interrupted code's.
+    let errno = sys::errno();
     IN_HANDLER.fetch_add(1, SeqCst);
     if let Some(count) = COUNTS.get(signum as usize) {
         count.fetch_add(1, SeqCst);
@@ -71,11 +72,11 @@ extern "C" fn on_signal(signum: libc::c_int) {
     for bell in BELLS.iter() {
         let fd = bell.load(SeqCst);
         if fd >= 0 {
-            sys::ring_fd(fd);
+            sys::ring(fd);
         }
     }
     IN_HANDLER.fetch_sub(1, SeqCst);
-    unsafe { *libc::__errno_location() = errno };
+    sys::set_errno(errno);
 }
 
 /// The number of times `signum` has been caught so far.
@@ -94,7 +95,7 @@ pub fn check(signum: i32) -> Result<()> {
     }
     // The C library keeps the signals between the classic ones and SIGRTMIN (glibc:
     // 32 and 33) for its own threads.
-    let rtmin = libc::SIGRTMIN();
+    let rtmin = sys::first_realtime_signal();
     if (32..rtmin).contains(&signum) {
         return Err(Error::invalid(format!(
             "signum {signum} is reserved by the C library (real-time signals start at SIGRTMIN, {rtmin})"
@@ -145,7 +146,7 @@ pub fn remove_watcher(signum: i32) {
     }
 }
 
-/// Registers a loop's signal eventfd with the handler; returns its slot.
+/// Registers a loop's signal bell (its fd) with the handler; returns its slot.
 pub fn register_bell(fd: RawFd) -> Result<usize> {
     for (slot, bell) in BELLS.iter().enumerate() {
         if bell.compare_exchange(-1, fd, SeqCst, SeqCst).is_ok() {

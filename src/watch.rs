@@ -1,6 +1,6 @@
 //! fd watches: readiness bits and the table of watchers per descriptor.
 //!
-//! epoll accepts one registration per descriptor, but weft lets any number of watches
+//! A poller accepts one registration per descriptor, but weft lets any number of watches
 //! share one: the table keeps the watchers of each fd, registers the union of their
 //! interests (level-triggered), and the loop hands each watcher the part of a readiness
 //! report it asked for, plus `HANGUP` and `ERROR`, which are always reported.
@@ -10,10 +10,12 @@ use crate::sys;
 use std::collections::HashMap;
 use std::os::fd::RawFd;
 
-pub(crate) const READABLE: u32 = 1;
-pub(crate) const WRITABLE: u32 = 2;
-pub(crate) const HANGUP: u32 = 4;
-pub(crate) const ERROR: u32 = 8;
+// The readiness bits of the C API are the seam's (`crate::sys`): a report is handed on
+// as the poller gives it.
+pub(crate) const READABLE: u32 = sys::READABLE;
+pub(crate) const WRITABLE: u32 = sys::WRITABLE;
+pub(crate) const HANGUP: u32 = sys::HANGUP;
+pub(crate) const ERROR: u32 = sys::ERROR;
 
 /// Checks an interest set given by a caller.
 pub fn check_interest(interest: u32) -> Result<()> {
@@ -36,32 +38,17 @@ pub fn check_fd(fd: RawFd) -> Result<()> {
     Ok(())
 }
 
-pub fn to_epoll(interest: u32) -> u32 {
+/// The poller interest for a watch `interest`: a reader also hears of a socket's peer
+/// shutting down its writing half.
+pub fn to_poller(interest: u32) -> u32 {
     let mut events = 0;
     if interest & READABLE != 0 {
-        events |= sys::EPOLLIN | sys::EPOLLRDHUP;
+        events |= sys::READABLE | sys::HANGUP;
     }
     if interest & WRITABLE != 0 {
-        events |= sys::EPOLLOUT;
+        events |= sys::WRITABLE;
     }
     events
-}
-
-pub fn from_epoll(events: u32) -> u32 {
-    let mut bits = 0;
-    if events & (sys::EPOLLIN | libc::EPOLLPRI as u32) != 0 {
-        bits |= READABLE;
-    }
-    if events & sys::EPOLLOUT != 0 {
-        bits |= WRITABLE;
-    }
-    if events & (sys::EPOLLHUP | sys::EPOLLRDHUP) != 0 {
-        bits |= HANGUP;
-    }
-    if events & sys::EPOLLERR != 0 {
-        bits |= ERROR;
-    }
-    bits
 }
 
 /// What one watcher with `interest` is told of a readiness report `events` (weft bits);
@@ -81,17 +68,17 @@ impl FdTable {
         self.fds.get(&fd).map_or(&[], |v| v)
     }
 
-    /// The epoll interest the fd needs for its current watchers (None: no watchers).
+    /// The poller interest the fd needs for its current watchers (None: no watchers).
     fn union(&self, fd: RawFd) -> Option<u32> {
-        self.fds.get(&fd).map(|w| to_epoll(w.iter().fold(0, |acc, &(_, i)| acc | i)))
+        self.fds.get(&fd).map(|w| to_poller(w.iter().fold(0, |acc, &(_, i)| acc | i)))
     }
 
-    /// Every watched fd with the epoll interest it needs.
+    /// Every watched fd with the poller interest it needs.
     pub fn interests(&self) -> impl Iterator<Item = (RawFd, u32)> + '_ {
         self.fds.keys().map(|&fd| (fd, self.union(fd).unwrap_or(0)))
     }
 
-    /// Adds or updates a watcher; returns the epoll interest to register.
+    /// Adds or updates a watcher; returns the poller interest to register.
     pub fn set(&mut self, fd: RawFd, index: u32, interest: u32) -> u32 {
         let watchers = self.fds.entry(fd).or_default();
         match watchers.iter_mut().find(|(i, _)| *i == index) {
@@ -101,7 +88,7 @@ impl FdTable {
         self.union(fd).unwrap_or(0)
     }
 
-    /// Removes a watcher; returns the epoll interest still needed (None: remove the fd).
+    /// Removes a watcher; returns the poller interest still needed (None: remove the fd).
     pub fn remove(&mut self, fd: RawFd, index: u32) -> Option<u32> {
         let watchers = self.fds.get_mut(&fd)?;
         watchers.retain(|&(i, _)| i != index);
@@ -119,14 +106,13 @@ mod tests {
     #[test]
     fn shared_fds_register_the_union_and_filter_reports() {
         let mut table = FdTable::default();
-        assert_eq!(table.set(5, 1, READABLE), to_epoll(READABLE));
-        assert_eq!(table.set(5, 2, WRITABLE), to_epoll(READABLE | WRITABLE));
+        assert_eq!(table.set(5, 1, READABLE), to_poller(READABLE));
+        assert_eq!(table.set(5, 2, WRITABLE), to_poller(READABLE | WRITABLE));
         assert_eq!(table.watchers(5).len(), 2);
-        assert_eq!(table.remove(5, 1), Some(to_epoll(WRITABLE)));
+        assert_eq!(table.remove(5, 1), Some(to_poller(WRITABLE)));
         assert_eq!(table.remove(5, 2), None);
         assert_eq!(events_for(WRITABLE, READABLE), 0);
         assert_eq!(events_for(WRITABLE, READABLE | WRITABLE | HANGUP), WRITABLE | HANGUP);
-        assert_eq!(from_epoll(sys::EPOLLIN | sys::EPOLLHUP), READABLE | HANGUP);
         assert!(check_interest(4).is_err() && check_interest(3).is_ok());
         assert!(check_fd(-1).is_err());
     }

@@ -3,9 +3,9 @@
 //! (see it for the child's side, the pipe protocol and the bookkeeping of bounds).
 //!
 //! A process task is a registration whose child the loop supervises: its pipe and
-//! pidfd are members of the inner set (keys KEY_PROC_PIPE / KEY_PROC_EXIT with its
+//! child watch (`sys::ChildWatch`) are members of the inner set (keys KEY_PROC_PIPE / KEY_PROC_EXIT with its
 //! slab index), and its wheel entry serves its timeout, the SIGKILL after the grace
-//! period and, without a pidfd, the polling of its exit. `done` runs once the child is
+//! period and, without a child watch, the polling of its exit. `done` runs once the child is
 //! reaped and its pipe drained, so a finished task leaves no zombie and no fd.
 
 use super::{
@@ -99,14 +99,14 @@ impl<H: Handler> Loop<H> {
         self.rearm(core);
     }
 
-    /// Puts the pipe and pidfd of the process task at `index` in the inner set.
+    /// Puts the pipe and child watch of the process task at `index` in the inner set.
     fn watch_child_fds(core: &mut Core<H>, index: u32) {
-        let [pipe, pidfd] = child_in(&mut core.entries, index).fds();
-        let fds = [(pipe, KEY_PROC_PIPE), (pidfd, KEY_PROC_EXIT)];
+        let [pipe, exit] = child_in(&mut core.entries, index).fds();
+        let fds = [(pipe, KEY_PROC_PIPE), (exit, KEY_PROC_EXIT)];
         let fds = fds.map(|(fd, key)| fd.map(|fd| (fd, key | index as u64)));
         for (fd, key) in fds.into_iter().flatten() {
             // Cannot fail for a fresh fd but for lack of memory; then the timer polls.
-            if core.epoll.add(fd, sys::EPOLLIN, key).is_ok() {
+            if core.poller.add(fd, sys::READABLE, key).is_ok() {
                 core.proc_fds.push((fd, key));
             }
         }
@@ -117,7 +117,7 @@ impl<H: Handler> Loop<H> {
     /// the set).
     pub(super) fn unwatch_child_fds<const N: usize>(core: &mut Core<H>, fds: [Option<OwnedFd>; N]) {
         for fd in fds.into_iter().flatten() {
-            let _ = core.epoll.remove(fd.as_raw_fd());
+            let _ = core.poller.delete(fd.as_raw_fd());
             core.proc_fds.retain(|&(f, _)| f != fd.as_raw_fd());
         }
     }

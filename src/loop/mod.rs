@@ -19,15 +19,16 @@
 //!
 //! # What wakes the loop
 //!
-//! One epoll set (the inner set) holds the watched fds, a timerfd armed at the wheel's
-//! next deadline, the inbox's eventfd and the signal eventfd; the loop waits on it. An
-//! outer epoll set holds only the inner one, and is the fd an embedding host watches: it
-//! is readable whenever a non-blocking pass has work. The indirection lets the loop
-//! replace the inner set, which it does when a watched fd was closed while another copy
-//! of it stayed open (dup, fork): epoll keeps such a file in the set under an fd number
-//! that no longer names it, so it can neither be removed nor silenced otherwise. A registration
-//! made from another thread wakes a blocked loop through the same set (an earlier
-//! deadline re-arms the timerfd; a new fd is a new member); a cancel that leaves nothing
+//! One poller (the inner set, a [`sys::Poller`]) holds the watched fds, a timer wake-up
+//! ([`sys::TimerWake`]) armed at the wheel's next deadline, the inbox's bell and the
+//! signal bell ([`sys::Bell`]s); the loop waits on it. An outer poller holds only the
+//! inner one, and is the fd an embedding host watches: it is readable whenever a
+//! non-blocking pass has work. The indirection lets the loop replace the inner set,
+//! which it does when a watched fd was closed while another copy of it stayed open
+//! (dup, fork): epoll keeps such a file in the set under an fd number that no longer
+//! names it, so it can neither be removed nor silenced otherwise. A registration made
+//! from another thread wakes a blocked loop through the same set (an earlier deadline
+//! re-arms the timer wake-up; a new fd is a new member); a cancel that leaves nothing
 //! registered rings the inbox bell so that `run(Default)` can notice and return.
 //!
 //! # Files
@@ -62,7 +63,7 @@ use crate::pool::{self, Pool};
 use crate::process;
 use crate::signal;
 use crate::slots::{self, Generational, Id, Slab};
-use crate::sys::{self, Epoll, EpollEvent, EventFd, TimerFd};
+use crate::sys::{self, Bell, Events, Poller, TimerWake};
 use crate::task::{self, TaskCell, TaskRef, TaskWork};
 use crate::timer::Wheel;
 use crate::watch::FdTable;
@@ -240,12 +241,12 @@ impl<H: Handler> Generational for Entry<H> {
 
 struct Core<H: Handler> {
     entries: Slab<Entry<H>>,
-    /// The inner epoll set; see the module comment.
-    epoll: Epoll,
+    /// The inner set; see the module comment.
+    poller: Poller,
     /// The inner set holds a file no watch wants and no call can remove.
     polluted: bool,
     wheel: Wheel,
-    /// The deadline the timerfd is armed for.
+    /// The deadline the timer wake-up is armed for.
     armed_ns: Option<u64>,
     fds: FdTable,
     subscriptions: bus::Index,
@@ -255,7 +256,7 @@ struct Core<H: Handler> {
     signal_bell_slot: Option<usize>,
     /// Process tasks waiting for a slot, and how many of them run.
     children: process::Supervisor,
-    /// The epoll members of process tasks (pipes and pidfds), by key.
+    /// The inner set's members for process tasks (pipes and child watches), by key.
     proc_fds: Vec<(RawFd, u64)>,
     /// Task cells: spares, and how many have been lent.
     cells: task::Cells<H, H::Work>,
@@ -270,12 +271,12 @@ type Cell<H> = std::ptr::NonNull<TaskCell<H, <H as Handler>::Work>>;
 
 /// Scratch space of the thread running the loop.
 struct Runner<H: Handler> {
-    events: Vec<EpollEvent>,
+    events: Events,
     ready: Vec<(RawFd, u32)>,
     ids: Vec<(Id, u32)>,
     batch: std::collections::VecDeque<Record<H>>,
     indices: Vec<u32>,
-    /// Epoll keys of process tasks ready in this pass.
+    /// Keys of process tasks ready in this pass.
     procs: Vec<u64>,
     /// Task cells given back and not yet served (oldest first), in groups that may be
     /// served once the inbox's records before a sequence number have been dispatched:
@@ -296,7 +297,7 @@ const KEY_INBOX: u64 = 0;
 const KEY_TIMER: u64 = 1;
 const KEY_SIGNAL: u64 = 2;
 const KEY_FD: u64 = 1 << 32;
-/// A process task's pipe and its pidfd: the key's low 32 bits are its slab index.
+/// A process task's pipe and its child watch: the key's low 32 bits are its slab index.
 const KEY_PROC_PIPE: u64 = 2 << 32;
 const KEY_PROC_EXIT: u64 = 3 << 32;
 /// A loop woken by finished tasks alone yields before serving them (see `pass`) unless a
@@ -318,11 +319,11 @@ pub struct Loop<H: Handler> {
     core: Aligned<Mutex<Core<H>>>,
     inbox: Arc<Inbox<H>>,
     /// The host-facing set; holds the inner set.
-    outer: Epoll,
+    outer: Poller,
     /// The inner set's fd, for waiting without the core lock (replaced on this thread).
     inner_fd: AtomicI32,
-    timer_fd: TimerFd,
-    signal_bell: EventFd,
+    timer: TimerWake,
+    signal_bell: Bell,
     runner: Aligned<Mutex<Runner<H>>>,
     stop: AtomicBool,
     /// True while `run` runs: a cancel that leaves nothing registered must wake it.
@@ -397,19 +398,19 @@ impl<H: Handler> Loop<H> {
         let tag = slots::new_tag()
             .ok_or_else(|| Error::new(Code::Busy, "4095 loops are alive, the most weft can tell apart"))?;
         let tag = TagGuard(tag);
-        let timer_fd = TimerFd::new().map_err(io_error("timerfd_create"))?;
-        let signal_bell = EventFd::new().map_err(io_error("eventfd"))?;
-        let inbox = Inbox::new().map_err(io_error("eventfd"))?;
-        let epoll = Self::inner_set(&inbox, &timer_fd, &signal_bell, &FdTable::default(), &[])?;
-        let outer = Epoll::new().map_err(io_error("epoll_create1"))?;
-        outer.add(epoll.as_raw_fd(), sys::EPOLLIN, 0).map_err(io_error("epoll_ctl"))?;
+        let timer = TimerWake::new().map_err(io_error(sys::call::TIMER))?;
+        let signal_bell = Bell::new().map_err(io_error(sys::call::BELL))?;
+        let inbox = Inbox::new().map_err(io_error(sys::call::BELL))?;
+        let poller = Self::inner_set(&inbox, &timer, &signal_bell, &FdTable::default(), &[])?;
+        let outer = Poller::new().map_err(io_error(sys::call::POLLER))?;
+        outer.add(poller.as_raw_fd(), sys::READABLE, 0).map_err(io_error(sys::call::POLLER_ADD))?;
         let tag = std::mem::ManuallyDrop::new(tag).0;
-        let epoll_fd = epoll.as_raw_fd();
+        let poller_fd = poller.as_raw_fd();
         Ok(Loop {
             tag,
             core: Aligned(Mutex::new(Core {
                 entries: Slab::new(tag),
-                epoll,
+                poller,
                 polluted: false,
                 wheel: Wheel::new(sys::now_ns()),
                 armed_ns: None,
@@ -424,12 +425,12 @@ impl<H: Handler> Loop<H> {
                 pools: Vec::new(),
             })),
             inbox: Arc::new(inbox),
-            inner_fd: AtomicI32::new(epoll_fd),
+            inner_fd: AtomicI32::new(poller_fd),
             outer,
-            timer_fd,
+            timer,
             signal_bell,
             runner: Aligned(Mutex::new(Runner {
-                events: Vec::with_capacity(256),
+                events: Events::with_capacity(256),
                 ready: Vec::new(),
                 ids: Vec::new(),
                 batch: Default::default(),
@@ -455,46 +456,45 @@ impl<H: Handler> Loop<H> {
         })
     }
 
-    /// A new inner epoll set with the loop's own fds and every watched fd.
+    /// A new inner set with the loop's own fds and every watched fd.
     fn inner_set(
         inbox: &Inbox<H>,
-        timer_fd: &TimerFd,
-        signal_bell: &EventFd,
+        timer: &TimerWake,
+        signal_bell: &Bell,
         fds: &FdTable,
         proc_fds: &[(RawFd, u64)],
-    ) -> Result<Epoll> {
-        let epoll = Epoll::new().map_err(io_error("epoll_create1"))?;
+    ) -> Result<Poller> {
+        let poller = Poller::new().map_err(io_error(sys::call::POLLER))?;
         // The inbox bell is edge-triggered: a ring is one event, and the loop never
         // drains it (one system call less per wake-up; see `crate::inbox`).
-        for (fd, events, key) in [
-            (inbox.bell_fd(), sys::EPOLLIN | sys::EPOLLET, KEY_INBOX),
-            (timer_fd.as_raw_fd(), sys::EPOLLIN, KEY_TIMER),
-            (signal_bell.as_raw_fd(), sys::EPOLLIN, KEY_SIGNAL),
+        for (fd, interest, key) in [
+            (inbox.bell_fd(), sys::READABLE | sys::EDGE, KEY_INBOX),
+            (timer.as_raw_fd(), sys::READABLE, KEY_TIMER),
+            (signal_bell.as_raw_fd(), sys::READABLE, KEY_SIGNAL),
         ] {
-            epoll.add(fd, events, key).map_err(io_error("epoll_ctl"))?;
+            poller.add(fd, interest, key).map_err(io_error(sys::call::POLLER_ADD))?;
         }
-        for (fd, events) in fds.interests() {
+        for (fd, interest) in fds.interests() {
             // A watched fd closed by its owner cannot be added; its watches stay quiet.
-            let _ = epoll.add(fd, events, KEY_FD | fd as u32 as u64);
+            let _ = poller.add(fd, interest, KEY_FD | fd as u32 as u64);
         }
         for &(fd, key) in proc_fds {
-            epoll.add(fd, sys::EPOLLIN, key).map_err(io_error("epoll_ctl"))?;
+            poller.add(fd, sys::READABLE, key).map_err(io_error(sys::call::POLLER_ADD))?;
         }
-        Ok(epoll)
+        Ok(poller)
     }
 
     /// Replaces a polluted inner set (see the module comment). Loop thread only.
     fn replace_inner_set(&self, core: &mut Core<H>) {
-        let Ok(fresh) = Self::inner_set(&self.inbox, &self.timer_fd, &self.signal_bell, &core.fds, &core.proc_fds)
-        else {
+        let Ok(fresh) = Self::inner_set(&self.inbox, &self.timer, &self.signal_bell, &core.fds, &core.proc_fds) else {
             return; // out of fds: keep the old set and try again next pass
         };
-        if self.outer.add(fresh.as_raw_fd(), sys::EPOLLIN, 0).is_err() {
+        if self.outer.add(fresh.as_raw_fd(), sys::READABLE, 0).is_err() {
             return;
         }
-        let _ = self.outer.remove(core.epoll.as_raw_fd());
+        let _ = self.outer.delete(core.poller.as_raw_fd());
         self.inner_fd.store(fresh.as_raw_fd(), SeqCst);
-        core.epoll = fresh;
+        core.poller = fresh;
         core.polluted = false;
     }
 

@@ -117,25 +117,24 @@ impl<H: Handler> Loop<H> {
         // The inbox protocol: doze, and do not wait if records came in meanwhile.
         let queued = self.inbox.doze() || !done.is_empty();
         let block = block && !queued;
-        sys::epoll_wait(self.inner_fd.load(SeqCst), events, if block { -1 } else { 0 })
-            .map_err(io_error("epoll_wait"))?;
+        sys::Poller::wait_fd(self.inner_fd.load(SeqCst), events, block).map_err(io_error(sys::call::WAIT))?;
         self.inbox.wake_up();
         let (mut inbox_rang, mut timer_rang, mut signal_rang) = (false, false, false);
         ready.clear();
         procs.clear();
         for ev in events.iter() {
-            let (key, bits) = (ev.u64, ev.events);
+            let key = ev.key();
             match key {
                 KEY_INBOX => inbox_rang = true,
                 KEY_TIMER => {
-                    self.timer_fd.drain();
+                    self.timer.drain();
                     timer_rang = true;
                 }
                 KEY_SIGNAL => {
                     self.signal_bell.drain();
                     signal_rang = true;
                 }
-                KEY_FD..KEY_PROC_PIPE => ready.push(((key & 0xffff_ffff) as u32 as RawFd, watch::from_epoll(bits))),
+                KEY_FD..KEY_PROC_PIPE => ready.push(((key & 0xffff_ffff) as u32 as RawFd, ev.readiness())),
                 _ => procs.push(key),
             }
         }
@@ -151,7 +150,7 @@ impl<H: Handler> Loop<H> {
             ids.clear();
             // With no timers and no expiry to account for, skip the clock read. (After
             // an expiry, rearm must run even with no timers left: `armed_ns` has to stop
-            // naming a deadline the timerfd has already passed.)
+            // naming a deadline the timer wake-up has already passed.)
             if !core.wheel.is_empty() || timer_rang {
                 core.wheel.poll(sys::now_ns(), indices);
                 ids.extend(indices.iter().map(|&i| (core.entries.id_of(i), 0)));
@@ -168,8 +167,8 @@ impl<H: Handler> Loop<H> {
             {
                 let mut core = self.lock();
                 if core.fds.watchers(fd).is_empty() {
-                    // Reported, yet watched by no one: a closed fd's file that epoll
-                    // kept (see the module comment).
+                    // Reported, yet watched by no one: a closed fd's file that the
+                    // poller kept (see the module comment).
                     core.polluted = true;
                 }
                 for &(index, interest) in core.fds.watchers(fd) {

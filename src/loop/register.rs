@@ -1,4 +1,4 @@
-//! Registrations other than tasks: timers (and the timerfd that follows the wheel), fd
+//! Registrations other than tasks: timers (and the timer wake-up that follows the wheel), fd
 //! and signal watches, subscriptions, posts and emits; and cancel, which ends any of
 //! them, tasks included.
 
@@ -64,7 +64,7 @@ impl<H: Handler> Loop<H> {
     }
 
     /// Takes the entry at `index` out of the wheel, if it is there. The last one out
-    /// disarms the timerfd, so that an embedding host's fd goes quiet.
+    /// disarms the timer wake-up, so that an embedding host's fd goes quiet.
     pub(super) fn unlink_timer(&self, core: &mut Core<H>, index: u32) {
         if core.wheel.is_linked(index) {
             core.wheel.remove(index);
@@ -74,11 +74,11 @@ impl<H: Handler> Loop<H> {
         }
     }
 
-    /// Keeps the timerfd armed at the wheel's next deadline.
+    /// Keeps the timer wake-up armed at the wheel's next deadline.
     pub(super) fn rearm(&self, core: &mut Core<H>) {
         let next = core.wheel.next_deadline_ns();
         if next != core.armed_ns {
-            self.timer_fd.arm(next);
+            self.timer.arm(next);
             core.armed_ns = next;
         }
     }
@@ -97,9 +97,9 @@ impl<H: Handler> Loop<H> {
         let mut core = self.lock();
         let (id, index) = self.register(&mut core, handler, Kind::Fd { fd, interest })?;
         let events = core.fds.set(fd, index, interest);
-        if let Err(e) = core.epoll.set(fd, events, KEY_FD | fd as u32 as u64) {
+        if let Err(e) = core.poller.set(fd, events, KEY_FD | fd as u32 as u64) {
             if core.fds.remove(fd, index).is_none() {
-                let _ = core.epoll.remove(fd);
+                let _ = core.poller.delete(fd);
             }
             *handler = core.entries.remove_at(index).handler;
             let why = match e.raw_os_error() {
@@ -123,7 +123,7 @@ impl<H: Handler> Loop<H> {
         *current = interest;
         let fd = *fd;
         let events = core.fds.set(fd, index, interest);
-        core.epoll
+        core.poller
             .set(fd, events, KEY_FD | fd as u32 as u64)
             .map_err(|e| Error::new(Code::Io, format!("fd {fd} can no longer be watched (closed?): {e}")))
     }
@@ -294,11 +294,11 @@ impl<H: Handler> Loop<H> {
             }
             &Kind::Fd { fd, .. } => {
                 let result = match core.fds.remove(fd, index) {
-                    Some(events) => core.epoll.set(fd, events, KEY_FD | fd as u32 as u64),
-                    None => core.epoll.remove(fd),
+                    Some(events) => core.poller.set(fd, events, KEY_FD | fd as u32 as u64),
+                    None => core.poller.delete(fd),
                 };
                 // EBADF: the fd number was closed. If another copy of the file is open,
-                // epoll still holds it, unreachable by number: replace the set.
+                // the poller still holds it, unreachable by number: replace the set.
                 if result.is_err_and(|e| e.raw_os_error() == Some(libc::EBADF)) {
                     core.polluted = true;
                 }

@@ -1,5 +1,5 @@
 //! Forking a child for a task: the pipe it reports through, the fork itself, and the
-//! pidfd the parent watches for its exit.
+//! watch of its exit the parent keeps ([`sys::ChildWatch`]).
 //!
 //! Between `fork` and the work, the child makes only async-signal-safe calls (`close`,
 //! `sigprocmask`, `signal`): other threads of the parent may have held any lock at the
@@ -9,8 +9,9 @@
 
 use super::protocol::finish;
 use crate::error::{Code, Error, Result};
+use crate::sys;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 /// A child forked for a task, as its parent holds it: handed to
 /// [`Child::forked`](super::Child::forked).
@@ -18,7 +19,8 @@ pub struct Forked {
     pub(super) pid: i32,
     /// The pipe's read end (non-blocking).
     pub(super) pipe: OwnedFd,
-    pub(super) pidfd: Option<OwnedFd>,
+    /// None where the kernel cannot watch a child's exit: then it is polled.
+    pub(super) exit_watch: Option<sys::ChildWatch>,
 }
 
 /// Forks a child that runs `work` with the write end of a fresh pipe, then sends the
@@ -43,8 +45,8 @@ pub unsafe fn fork_task(work: impl FnOnce(RawFd) -> i32) -> Result<Forked> {
     };
     drop(write);
     let pid = forked?;
-    let pidfd = pidfd_open(pid);
-    Ok(Forked { pid, pipe: read, pidfd })
+    let exit_watch = sys::ChildWatch::new(pid);
+    Ok(Forked { pid, pipe: read, exit_watch })
 }
 
 /// Forks; in the child, runs `child` (which must end the process, never return).
@@ -80,17 +82,10 @@ pub unsafe fn fork(child: impl FnOnce() -> std::convert::Infallible) -> Result<i
 
 /// A pipe: (read end, non-blocking; write end, blocking), both close-on-exec.
 pub fn pipe() -> Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` is a valid out-array of two descriptors.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(Error::io("pipe2", io::Error::last_os_error()));
-    }
-    // SAFETY: two fresh descriptors we own.
-    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (r, w) = sys::pipe().map_err(|e| Error::io(sys::call::PIPE, e))?;
     set_nonblocking(r.as_raw_fd());
-    // A bigger pipe: fewer wake-ups for a large result (best effort; the default is 64 KiB).
-    // SAFETY: plain fcntl on our descriptor.
-    unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
+    // A bigger pipe: fewer wake-ups for a large result (best effort).
+    sys::grow_pipe(w.as_raw_fd(), 1 << 20);
     Ok((r, w))
 }
 
@@ -102,13 +97,4 @@ pub fn set_nonblocking(fd: RawFd) {
             libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
         }
     }
-}
-
-/// A pidfd for `pid` (readable once it exits), or None where the kernel has none.
-pub fn pidfd_open(pid: i32) -> Option<OwnedFd> {
-    // SAFETY: the pidfd_open system call; the result is a fresh descriptor (close-on-exec
-    // by default) or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    // SAFETY: a fresh descriptor we own.
-    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }

@@ -5,8 +5,8 @@
 //!
 //! * `protocol.rs`: the pipe protocol (the frames, the child's writes, the parent's
 //!   `Reader`) and the checks of a pipe's ends.
-//! * `fork.rs`: forking a child for a task: its pipe, the fork, its pidfd. Between
-//!   `fork` and the work the child makes only async-signal-safe calls.
+//! * `fork.rs`: forking a child for a task: its pipe, the fork, the watch of its
+//!   exit. Between `fork` and the work the child makes only async-signal-safe calls.
 //! * `supervisor.rs`: the parent's side: each [`Child`] (reading its pipe, reaping it,
 //!   its timeout and kill, its outcome) and a loop's `Supervisor` (which children
 //!   run, which wait under their `max_children` bound).
@@ -20,7 +20,7 @@ mod fork;
 mod protocol;
 mod supervisor;
 
-pub use fork::{fork, fork_task, pidfd_open, pipe, set_nonblocking, Forked};
+pub use fork::{fork, fork_task, pipe, set_nonblocking, Forked};
 pub use protocol::{check_read_fd, check_write_fd, finish, send_event, send_result, ChildEvent, Reader};
 pub(crate) use supervisor::Supervisor;
 pub use supervisor::{check_child, deadline_ns, describe, kill, reap, Child, Exit};

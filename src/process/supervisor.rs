@@ -3,24 +3,26 @@
 //! run, which wait for a slot under their `max_children` bound). The loop holds both
 //! under its lock and drives them through these methods; their fields are theirs.
 //!
-//! The loop watches the pipe (non-blocking) and, where the kernel has it, a pidfd of the
-//! child. The result is complete when the child has exited and the pipe is drained
-//! (end of file, or no more data once the child is gone: a sibling forked meanwhile may
-//! hold a copy of the write end, so end of file is not guaranteed). Children are reaped
+//! The loop watches the pipe (non-blocking) and, where the kernel has it, a watch of the
+//! child's exit ([`sys::ChildWatch`]). The result is complete when the child has exited
+//! and the pipe is drained (end of file, or no more data once the child is gone: a
+//! sibling forked meanwhile may hold a copy of the write end, so end of file is not
+//! guaranteed). Children are reaped
 //! with `waitpid(pid)` on their own pid only, never `waitpid(-1)`, so the host's other
-//! children are left alone. Without pidfd (Linux before 5.3), the loop polls
+//! children are left alone. Without a watch (Linux before 5.3), the loop polls
 //! `waitpid(pid, WNOHANG)` every few milliseconds.
 
-use super::fork::{pidfd_open, set_nonblocking, Forked};
+use super::fork::{set_nonblocking, Forked};
 use super::protocol::{ChildEvent, Reader};
 use crate::error::{Code, Error, Result};
+use crate::sys;
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// How long a child gets between SIGTERM and SIGKILL.
 const KILL_GRACE_NS: u64 = 250_000_000;
-/// How often a child is polled for its exit where there is no pidfd.
+/// How often a child is polled for its exit where there is no watch of it.
 const POLL_EXIT_NS: u64 = 5_000_000;
 
 /// How a child ended, from `waitpid`.
@@ -132,7 +134,7 @@ pub struct Child {
     counted: bool,
     pid: i32,
     pipe: Option<OwnedFd>,
-    pidfd: Option<OwnedFd>,
+    exit_watch: Option<sys::ChildWatch>,
     exit: Option<Exit>,
     reader: Reader,
     /// A protocol error or a failed fork: the task ends with it.
@@ -162,7 +164,7 @@ impl Child {
             counted: false,
             pid: 0,
             pipe: None,
-            pidfd: None,
+            exit_watch: None,
             exit: None,
             reader: Reader::default(),
             failure: None,
@@ -184,7 +186,7 @@ impl Child {
         child.pid = pid;
         // SAFETY: the caller hands the descriptor over (checked open).
         child.pipe = Some(unsafe { OwnedFd::from_raw_fd(pipe_read_fd) });
-        child.pidfd = pidfd_open(pid);
+        child.exit_watch = sys::ChildWatch::new(pid);
         child
     }
 
@@ -194,7 +196,7 @@ impl Child {
         self.pid = forked.pid;
         self.state = State::Running;
         self.pipe = Some(forked.pipe);
-        self.pidfd = forked.pidfd;
+        self.exit_watch = forked.exit_watch;
         if let Some(status) = self.end {
             // Cancelled while it was being forked.
             self.end = None;
@@ -215,13 +217,13 @@ impl Child {
     }
 
     /// The fds to watch: its pipe (readable: [`read_pipe`](Self::read_pipe)) and its
-    /// pidfd (readable once it exits: [`poll_exit`](Self::poll_exit)), where it has them.
+    /// exit watch (readable once it exits: [`poll_exit`](Self::poll_exit)), where it has them.
     pub fn fds(&self) -> [Option<RawFd>; 2] {
-        [self.pipe.as_ref(), self.pidfd.as_ref()].map(|fd| fd.map(|fd| fd.as_raw_fd()))
+        [self.pipe.as_ref().map(|fd| fd.as_raw_fd()), self.exit_watch.as_ref().map(|w| w.as_raw_fd())]
     }
 
     /// Reads the pipe up to `budget` bytes (see `read`); once the pipe is done, hands it
-    /// back, for the caller to take out of its epoll set, then close.
+    /// back, for the caller to take out of its poller, then close.
     pub fn read_pipe(&mut self, budget: usize, events: &mut Vec<ChildEvent>) -> Option<OwnedFd> {
         if self.read(budget, events) {
             self.pipe.take()
@@ -230,24 +232,24 @@ impl Child {
         }
     }
 
-    /// Its pidfd is readable: reaps it if it has exited.
+    /// Its exit watch is readable: reaps it if it has exited.
     pub fn poll_exit(&mut self) {
         self.exit = self.exit.or_else(|| reap(self.pid, false));
     }
 
     /// Once the child has exited, what it wrote is all in the pipe: reads the rest and
-    /// hands back its pipe and pidfd (to take out of the epoll set, then close).
+    /// hands back its pipe and exit watch (to take out of the poller, then close).
     pub fn collect_exit(&mut self, events: &mut Vec<ChildEvent>) -> [Option<OwnedFd>; 2] {
         if self.exit.is_none() {
             return [None, None];
         }
         self.read(usize::MAX, events);
-        [self.pipe.take(), self.pidfd.take()]
+        [self.pipe.take(), self.exit_watch.take().map(OwnedFd::from)]
     }
 
     /// Reads the pipe until it is empty, closed, or `budget` bytes were read (the rest
     /// then waits for the next pass). True when the pipe is done: end of file, or a
-    /// protocol error; the caller takes it out of its epoll set, then closes it.
+    /// protocol error; the caller takes it out of its poller, then closes it.
     fn read(&mut self, budget: usize, events: &mut Vec<ChildEvent>) -> bool {
         let Some(fd) = self.pipe.as_ref().map(|p| p.as_raw_fd()) else { return true };
         let mut buf = [0u8; 64 << 10];
@@ -300,7 +302,7 @@ impl Child {
         true
     }
 
-    /// Timer work: the timeout, the SIGKILL after the grace, and (without a pidfd) a
+    /// Timer work: the timeout, the SIGKILL after the grace, and (without an exit watch) a
     /// look at whether the child exited.
     fn on_timer(&mut self, now_ns: u64) {
         if self.deadline_ns != 0 && now_ns >= self.deadline_ns {
@@ -311,14 +313,14 @@ impl Child {
             self.kill_at_ns = 0;
             self.kill(libc::SIGKILL);
         }
-        if self.state == State::Running && self.pidfd.is_none() && self.exit.is_none() {
+        if self.state == State::Running && self.exit_watch.is_none() && self.exit.is_none() {
             self.exit = reap(self.pid, false);
         }
     }
 
     /// When the loop should next call `Supervisor::on_timer` (None: no need).
     pub fn next_timer_ns(&self, now_ns: u64) -> Option<u64> {
-        let poll = (self.state == State::Running && self.pidfd.is_none() && self.exit.is_none())
+        let poll = (self.state == State::Running && self.exit_watch.is_none() && self.exit.is_none())
             .then_some(now_ns + POLL_EXIT_NS);
         [poll, (self.deadline_ns != 0).then_some(self.deadline_ns), (self.kill_at_ns != 0).then_some(self.kill_at_ns)]
             .into_iter()
@@ -404,7 +406,7 @@ impl Supervisor {
     }
 
     /// Timer work of the child at `index`: its timeout, the SIGKILL after the grace,
-    /// and (without a pidfd) a look at whether it exited. A task whose timeout expires
+    /// and (without an exit watch) a look at whether it exited. A task whose timeout expires
     /// while it waits leaves the queue.
     pub fn on_timer(&mut self, index: u32, child: &mut Child, now_ns: u64) {
         let expired = child.state == State::Waiting && child.deadline_ns != 0 && now_ns >= child.deadline_ns;
@@ -420,13 +422,13 @@ impl Supervisor {
     }
 
     /// Stops supervising the child at `index` (its task ended, or its loop closes): out
-    /// of the queue, its slot freed, its pipe and pidfd handed back (to take out of the
-    /// epoll set, then close).
+    /// of the queue, its slot freed, its pipe and exit watch handed back (to take out of
+    /// the poller, then close).
     pub fn forget(&mut self, index: u32, child: &mut Child) -> [Option<OwnedFd>; 2] {
         self.waiting.retain(|&i| i != index);
         if std::mem::take(&mut child.counted) {
             self.running -= 1;
         }
-        [child.pipe.take(), child.pidfd.take()]
+        [child.pipe.take(), child.exit_watch.take().map(OwnedFd::from)]
     }
 }

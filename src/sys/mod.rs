@@ -1,0 +1,67 @@
+//! The platform seam: what the loop needs from the operating system, behind one small
+//! interface, with the code of one backend selected at build time.
+//!
+//! The seam owns the descriptors the loop is woken by and the system calls on them.
+//! What each item guarantees, whatever the backend:
+//!
+//! * [`Poller`]: a set of descriptors, each with an interest and a 64-bit key
+//!   (`add`, `set` = modify or add, `delete`); `Poller::wait_fd` fills a reusable
+//!   [`Events`] buffer (each event: its key and readiness), blocking or not, and an
+//!   interrupted wait reports nothing. A poller is itself a descriptor that is readable
+//!   while a wait would report something, so pollers nest: the loop's outer poller (the
+//!   fd an embedding host watches) holds its inner one.
+//! * [`Bell`]: one descriptor, polled and rung ([`ring`]: from any thread or a signal
+//!   handler, one system call). Added with [`EDGE`], each ring wakes one wait and the
+//!   bell need never be drained (the inbox relies on it); level-triggered, it stays
+//!   readable until drained.
+//! * [`TimerWake`]: a descriptor readable from an absolute deadline on the clock of
+//!   [`now_ns`] (CLOCK_MONOTONIC) until drained or re-armed; arming and disarming are
+//!   one system call each.
+//! * [`ChildWatch`]: a descriptor readable once a child has exited (it does not reap
+//!   it), or None where the kernel has none: the loop then polls `waitpid(WNOHANG)`.
+//! * readiness and interest bits ([`READABLE`], [`WRITABLE`], [`HANGUP`], [`ERROR`],
+//!   [`EDGE`]) are weft's own (the C API's `WEFT_*` values); the backend maps them.
+//! * the monotonic clock, a pipe for process tasks, errno, and small descriptor queries.
+//!
+//! Every wake-up source is a descriptor in the inner poller like any other, so the loop
+//! keeps one fd for an embedding host whatever the backend. A backend without timerfd,
+//! eventfd or pidfd can build each from a small poller of its own: a kqueue holding one
+//! EVFILT_TIMER, EVFILT_USER or EVFILT_PROC event is readable when that event fires
+//! (the `polling` crate itself has no timer, child-exit or signal source).
+//!
+//! The types are concrete and chosen by `cfg` (no trait objects, no boxing): a pass of
+//! the loop (a wait, reading its events, re-arming the timer) makes the same system
+//! calls and inlines as if it called the kernel directly. Linux (epoll, eventfd,
+//! timerfd, pidfd) is the only backend today.
+//!
+//! This module may not hold loop logic: it knows no registration, key layout, lock or
+//! protocol of the loop's, and calls back into nothing; it keeps the guarantees above.
+
+// The backend. Linux only today; a `portable` feature (kqueue, event ports, poll(2)) is
+// to select a second one here, with the same names.
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+use linux as backend;
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("weft has a Linux backend only (see src/sys/mod.rs)");
+
+pub use backend::{
+    call, errno, fd_is_open, first_realtime_signal, grow_pipe, is_readable, now_ns, pipe, ring, set_errno, Bell,
+    ChildWatch, Events, Poller, TimerWake,
+};
+
+/// Interest and readiness: the fd can be read without blocking (or is at its end).
+pub(crate) const READABLE: u32 = 1;
+/// Interest and readiness: the fd can be written without blocking.
+pub(crate) const WRITABLE: u32 = 2;
+/// Readiness: the peer hung up (always reported). As interest, with `READABLE`: also
+/// report a stream socket's peer shutting down its writing half.
+pub(crate) const HANGUP: u32 = 4;
+/// Readiness: an error is pending on the fd (always reported).
+pub(crate) const ERROR: u32 = 8;
+/// Interest only: edge-triggered, each change of readiness is reported once, and the
+/// descriptor need not be drained (the inbox's bell, see `crate::inbox`). Without it,
+/// interest is level-triggered: reported by every wait while it holds.
+pub(crate) const EDGE: u32 = 16;
