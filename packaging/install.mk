@@ -15,6 +15,8 @@
 # prepended to every path written, never to the paths written into the files.
 
 PREFIX       ?= /usr/local
+# A trailing slash (PREFIX=/opt/weft/) would be doubled in the paths written to weft.pc.
+override PREFIX := $(if $(filter-out /,$(PREFIX)),$(patsubst %/,%,$(PREFIX)),$(PREFIX))
 LIBDIR       ?= $(PREFIX)/lib
 INCLUDEDIR   ?= $(PREFIX)/include
 PKGCONFIGDIR := $(LIBDIR)/pkgconfig

@@ -37,7 +37,7 @@ needed_libweft() { readelf -d "$1" | sed -n 's/.*(NEEDED).*\[\(libweft[^]]*\)\]/
 
 # ---- the layout
 prefix=$tmp/prefix
-make -s install PREFIX="$prefix" >/dev/null
+make -s install PREFIX="$prefix/" >/dev/null   # a trailing slash, as users type it
 lib=$prefix/lib
 real=libweft.so.$so.$minor.$patch
 [[ -f $lib/$real && ! -L $lib/$real ]] || fail "no $lib/$real"
@@ -54,6 +54,7 @@ for f in pkgconfig/weft.pc cmake/weft/weftConfig.cmake cmake/weft/weftConfigVers
     [[ -f $lib/$f ]] || fail "no lib/$f"
     if grep -n '@[a-z_]*@' "$lib/$f"; then fail "lib/$f has an unsubstituted @name@"; fi
 done
+grep -qx "prefix=$prefix" "$lib/pkgconfig/weft.pc" || fail "weft.pc: $(grep '^prefix' "$lib/pkgconfig/weft.pc"), not prefix=$prefix"
 ok "lib/libweft.a, include/weft.h and weft.cdef, lib/pkgconfig/weft.pc, lib/cmake/weft/"
 
 # ---- DESTDIR stages under another root without changing the paths inside the files;
