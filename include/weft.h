@@ -57,18 +57,6 @@
 // Readiness bit, always reported: an error is pending on the fd.
 #define WEFT_ERROR 8
 
-
-
-
-
-
-
-
-
-
-
-
-
 // Result codes. 0 is success; every error is negative. Functions that return an `int`
 // return one of these; functions that return an id return 0 on error, and functions
 // that return a pointer return NULL. In every error case `weft_last_error` tells why.

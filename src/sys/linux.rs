@@ -62,14 +62,14 @@ pub struct Poller {
     fd: OwnedFd,
 }
 
-/// epoll's bits. (cbindgen, which reads the whole crate for include/weft.h, cannot
-/// evaluate these and leaves a blank line for each: the header has those lines.)
-pub const EPOLLIN: u32 = libc::EPOLLIN as u32;
-pub const EPOLLET: u32 = libc::EPOLLET as u32;
-pub const EPOLLOUT: u32 = libc::EPOLLOUT as u32;
-pub const EPOLLHUP: u32 = libc::EPOLLHUP as u32;
-pub const EPOLLRDHUP: u32 = libc::EPOLLRDHUP as u32;
-pub const EPOLLERR: u32 = libc::EPOLLERR as u32;
+/// epoll's bits. Private: cbindgen reads every `pub const` of the crate for
+/// include/weft.h, and writes a blank line for each one it cannot evaluate.
+const EPOLLIN: u32 = libc::EPOLLIN as u32;
+const EPOLLET: u32 = libc::EPOLLET as u32;
+const EPOLLOUT: u32 = libc::EPOLLOUT as u32;
+const EPOLLHUP: u32 = libc::EPOLLHUP as u32;
+const EPOLLRDHUP: u32 = libc::EPOLLRDHUP as u32;
+const EPOLLERR: u32 = libc::EPOLLERR as u32;
 
 #[inline]
 fn to_epoll(interest: u32) -> u32 {
