@@ -2,7 +2,8 @@
 # Both install what they need on first use, inside the checkout only: the Python test
 # tools into .venv/, koffi into bindings/node/node_modules/.
 CARGO ?= cargo
-TARGET_DIR := $(CURDIR)/target/release
+# cargo's output: target/release, or $CARGO_TARGET_DIR/release when that is set.
+TARGET_DIR := $(abspath $(or $(CARGO_TARGET_DIR),$(CURDIR)/target))/release
 # The ABI version (src/ffi/mod.rs), the SONAME's number (build.rs: ABI version - 1) and
 # the library's version (Cargo.toml).
 ABI_VERSION := $(shell sed -n 's/^pub const WEFT_ABI_VERSION: u32 = \([0-9]*\);/\1/p' src/ffi/mod.rs)
@@ -113,4 +114,4 @@ bench: build
 
 clean:
 	$(CARGO) clean
-	rm -rf tests/c/build examples/c/build benches/build
+	rm -rf tests/c/build examples/c/build benches/build bindings/python/build bindings/python/weft.egg-info

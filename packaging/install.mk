@@ -31,8 +31,9 @@ SHARED_FILE  := libweft.so.$(FULL_SOVERSION)
 HEADERS      := $(wildcard include/weft.h include/weft.hpp include/weft.cdef)
 
 # Paths relative to one another, so the CMake package still works when the installed
-# tree is moved (pkg-config files, by custom, hold absolute paths).
-relative = $(shell realpath -m --relative-to='$(1)' '$(2)')
+# tree is moved (pkg-config files, by custom, hold absolute paths). As text (-s): a
+# symlink on this machine (/lib64 -> usr/lib64) says nothing of where CMake finds it.
+relative = $(shell realpath -m -s --relative-to='$(1)' '$(2)')
 
 define substitute
 sed -e 's|@prefix@|$(PREFIX)|g' -e 's|@libdir@|$(LIBDIR)|g' -e 's|@includedir@|$(INCLUDEDIR)|g' \
@@ -51,7 +52,9 @@ $(TARGET_DIR)/libweft.so $(TARGET_DIR)/libweft.a:
 	$(MAKE) build
 
 install: $(TARGET_DIR)/libweft.so $(TARGET_DIR)/libweft.a
-	@case '$(PREFIX)' in /*) ;; *) echo "make install: PREFIX must be an absolute path, not '$(PREFIX)'" >&2; exit 1;; esac
+	@for dir in PREFIX='$(PREFIX)' LIBDIR='$(LIBDIR)' INCLUDEDIR='$(INCLUDEDIR)'; do \
+	    case "$${dir#*=}" in /*) ;; *) echo "make install: $${dir%%=*} must be an absolute path, not '$${dir#*=}'" >&2; exit 1;; esac; \
+	done
 	$(INSTALL) -d '$(DESTDIR)$(LIBDIR)' '$(DESTDIR)$(INCLUDEDIR)' '$(DESTDIR)$(PKGCONFIGDIR)' '$(DESTDIR)$(CMAKEDIR)'
 	$(INSTALL) -m 0755 $(TARGET_DIR)/libweft.so '$(DESTDIR)$(LIBDIR)/$(SHARED_FILE)'
 	ln -sf $(SHARED_FILE) '$(DESTDIR)$(LIBDIR)/libweft.so.$(SOVERSION)'
@@ -59,11 +62,11 @@ install: $(TARGET_DIR)/libweft.so $(TARGET_DIR)/libweft.a
 	$(INSTALL) -m 0644 $(TARGET_DIR)/libweft.a '$(DESTDIR)$(LIBDIR)/libweft.a'
 	$(INSTALL) -m 0644 $(HEADERS) '$(DESTDIR)$(INCLUDEDIR)/'
 	@echo "writing $(DESTDIR)$(PKGCONFIGDIR)/weft.pc"
-	@$(substitute) packaging/weft.pc.in > '$(DESTDIR)$(PKGCONFIGDIR)/weft.pc'
+	@$(substitute) packaging/weft.pc.in > '$(DESTDIR)$(PKGCONFIGDIR)/weft.pc.tmp' && $(INSTALL) -m 0644 '$(DESTDIR)$(PKGCONFIGDIR)/weft.pc.tmp' '$(DESTDIR)$(PKGCONFIGDIR)/weft.pc' && rm -f '$(DESTDIR)$(PKGCONFIGDIR)/weft.pc.tmp'
 	@echo "writing $(DESTDIR)$(CMAKEDIR)/weftConfig.cmake"
-	@$(substitute) packaging/weftConfig.cmake.in > '$(DESTDIR)$(CMAKEDIR)/weftConfig.cmake'
+	@$(substitute) packaging/weftConfig.cmake.in > '$(DESTDIR)$(CMAKEDIR)/weftConfig.cmake.tmp' && $(INSTALL) -m 0644 '$(DESTDIR)$(CMAKEDIR)/weftConfig.cmake.tmp' '$(DESTDIR)$(CMAKEDIR)/weftConfig.cmake' && rm -f '$(DESTDIR)$(CMAKEDIR)/weftConfig.cmake.tmp'
 	@echo "writing $(DESTDIR)$(CMAKEDIR)/weftConfigVersion.cmake"
-	@$(substitute) packaging/weftConfigVersion.cmake.in > '$(DESTDIR)$(CMAKEDIR)/weftConfigVersion.cmake'
+	@$(substitute) packaging/weftConfigVersion.cmake.in > '$(DESTDIR)$(CMAKEDIR)/weftConfigVersion.cmake.tmp' && $(INSTALL) -m 0644 '$(DESTDIR)$(CMAKEDIR)/weftConfigVersion.cmake.tmp' '$(DESTDIR)$(CMAKEDIR)/weftConfigVersion.cmake' && rm -f '$(DESTDIR)$(CMAKEDIR)/weftConfigVersion.cmake.tmp'
 
 uninstall:
 	rm -f '$(DESTDIR)$(LIBDIR)/$(SHARED_FILE)' '$(DESTDIR)$(LIBDIR)/libweft.so.$(SOVERSION)' \

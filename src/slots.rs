@@ -246,7 +246,7 @@ impl<T: Generational> Slab<T> {
         assert!(matches!(slot, Slot::Live(_)), "slot {index} is free");
         let next = (slot.generation() + 1) & GEN_MASK as u32;
         // A slot whose generation would wrap is retired, never reused: otherwise an id
-        // 2^27 reuses old could name a new registration.
+        // 2^26 reuses old could name a new registration.
         let retire = next == 0;
         let free = Slot::Free { next_free: if retire { NIL } else { self.free_head }, generation: next.max(1) };
         let Slot::Live(value) = std::mem::replace(&mut self.slots[index as usize], free) else { unreachable!() };

@@ -50,7 +50,8 @@ def weft_library() -> str:
     except (OSError, subprocess.CalledProcessError) as exc:
         raise SystemExit(f"weft: `{cargo} build --release` failed ({exc}); install Rust, or set "
                          "WEFT_LIBRARY to a built libweft") from None
-    return os.path.join(REPO, "target", "release", LIBRARY_FILE)
+    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target")
+    return os.path.join(REPO, target, "release", LIBRARY_FILE)
 
 
 SHT_GNU_VERNEED = 0x6FFFFFFE

@@ -37,7 +37,8 @@ needed_libweft() { readelf -d "$1" | sed -n 's/.*(NEEDED).*\[\(libweft[^]]*\)\]/
 
 # ---- the layout
 prefix=$tmp/prefix
-make -s install PREFIX="$prefix/" >/dev/null   # a trailing slash, as users type it
+# A trailing slash, as users type it; a strict umask, as on hardened machines.
+(umask 077 && make -s install PREFIX="$prefix/" >/dev/null)
 lib=$prefix/lib
 real=libweft.so.$so.$minor.$patch
 [[ -f $lib/$real && ! -L $lib/$real ]] || fail "no $lib/$real"
@@ -54,6 +55,9 @@ for f in pkgconfig/weft.pc cmake/weft/weftConfig.cmake cmake/weft/weftConfigVers
     [[ -f $lib/$f ]] || fail "no lib/$f"
     if grep -n '@[a-z_]*@' "$lib/$f"; then fail "lib/$f has an unsubstituted @name@"; fi
 done
+for f in pkgconfig/weft.pc cmake/weft/weftConfig.cmake cmake/weft/weftConfigVersion.cmake libweft.a; do
+    [[ $(stat -c %a "$lib/$f") == 644 ]] || fail "lib/$f has mode $(stat -c %a "$lib/$f"), not 644 (installed under umask 077)"
+done
 grep -qx "prefix=$prefix" "$lib/pkgconfig/weft.pc" || fail "weft.pc: $(grep '^prefix' "$lib/pkgconfig/weft.pc"), not prefix=$prefix"
 ok "lib/libweft.a, include/weft.h and weft.cdef, lib/pkgconfig/weft.pc, lib/cmake/weft/"
 
@@ -65,6 +69,7 @@ make -s install DESTDIR="$stage" PREFIX=/usr >/dev/null
 grep -qx 'prefix=/usr' "$stage/usr/lib/pkgconfig/weft.pc" || fail "DESTDIR leaked into weft.pc"
 if grep -rq "$stage" "$stage"; then fail "DESTDIR written into an installed file"; fi
 make -s uninstall DESTDIR="$stage" PREFIX=/usr >/dev/null
+if make -s install PREFIX=/usr LIBDIR=lib64 DESTDIR="$stage" >/dev/null 2>&1; then fail "a relative LIBDIR was accepted"; fi
 left=$(find "$stage" -type f -o -type l)
 [[ -z $left ]] || fail "make uninstall left: $left"
 ok "DESTDIR=$stage PREFIX=/usr stages; make uninstall removes all of it"

@@ -7,7 +7,8 @@ Search order (the first that exists is loaded; `library_candidates()` lists them
 2. The copy inside the package (``weft/libweft.so``), put there by
    ``pip install ./bindings/python``.
 3. The repository's ``target/release/libweft.so``, when the package is imported from
-   the source tree (``bindings/python/weft``) after ``cargo build --release``.
+   the source tree (``bindings/python/weft``, known by the repository's
+   ``include/weft.h``) after ``cargo build --release``.
 4. The system: ``ctypes.util.find_library("weft")``, then the plain name for the dynamic
    loader (``LD_LIBRARY_PATH``, ``/etc/ld.so.conf``).
 """
@@ -38,7 +39,9 @@ def library_candidates() -> Iterator[Tuple[str, str]]:
         yield "WEFT_LIBRARY", override
         return
     yield "package", os.path.join(_PACKAGE_DIR, LIBRARY_FILE)
-    yield "repository", os.path.join(_REPO_DIR, "target", "release", LIBRARY_FILE)
+    # Only from the source tree: an installed package's ../../.. is not a repository.
+    if os.path.isfile(os.path.join(_REPO_DIR, "include", "weft.h")):
+        yield "repository", os.path.join(_REPO_DIR, "target", "release", LIBRARY_FILE)
     found = ctypes.util.find_library("weft")
     if found:
         yield "system", found
