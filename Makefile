@@ -88,7 +88,7 @@ test-abi: build venv
 # make install into a temporary prefix; programs built against it with pkg-config,
 # with CMake, and statically.
 test-install: build
-	bash tests/install/run.sh
+	SOVERSION=$(SOVERSION) VERSION=$(VERSION) bash tests/install/run.sh
 
 # The packages, each installed outside the checkout as a user installs it: the wheel
 # into a fresh venv (no network); the npm tarball, and the directory, into fresh

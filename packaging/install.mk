@@ -29,6 +29,11 @@ VERSION_PATCH := $(word 3,$(subst ., ,$(VERSION)))
 FULL_SOVERSION := $(SOVERSION).$(VERSION_MINOR).$(VERSION_PATCH)
 SHARED_FILE  := libweft.so.$(FULL_SOVERSION)
 HEADERS      := $(wildcard include/weft.h include/weft.hpp include/weft.cdef)
+# What the static library needs besides libc, as `rustc --print native-static-libs`
+# lists it for Linux; written into weft.pc (Libs.private) and the CMake package.
+STATIC_LIBS  := pthread dl m rt util gcc_s
+empty :=
+space := $(empty) $(empty)
 
 # Paths relative to one another, so the CMake package still works when the installed
 # tree is moved (pkg-config files, by custom, hold absolute paths). As text (-s): a
@@ -43,7 +48,17 @@ sed -e 's|@prefix@|$(PREFIX)|g' -e 's|@libdir@|$(LIBDIR)|g' -e 's|@includedir@|$
     -e 's|@cmake_to_prefix@|$(call relative,$(CMAKEDIR),$(PREFIX))|g' \
     -e 's|@libdir_rel@|$(call relative,$(PREFIX),$(LIBDIR))|g' \
     -e 's|@includedir_rel@|$(call relative,$(PREFIX),$(INCLUDEDIR))|g' \
-    -e 's|@sizeof_void_p@|$(shell expr $$(getconf LONG_BIT) / 8)|g'
+    -e 's|@sizeof_void_p@|$(shell expr $$(getconf LONG_BIT) / 8)|g' \
+    -e 's|@static_libs_pc@|$(addprefix -l,$(STATIC_LIBS))|g' \
+    -e 's|@static_libs_cmake@|$(subst $(space),;,$(STATIC_LIBS))|g'
+endef
+
+# $(call generate,template,destination): the template substituted, installed with mode
+# 0644 whatever the umask.
+define generate
+@echo "writing $(DESTDIR)$(2)"
+@$(substitute) $(1) > '$(DESTDIR)$(2).tmp'
+@$(INSTALL) -m 0644 '$(DESTDIR)$(2).tmp' '$(DESTDIR)$(2)' && rm -f '$(DESTDIR)$(2).tmp'
 endef
 
 .PHONY: install uninstall
@@ -61,12 +76,9 @@ install: $(TARGET_DIR)/libweft.so $(TARGET_DIR)/libweft.a
 	ln -sf libweft.so.$(SOVERSION) '$(DESTDIR)$(LIBDIR)/libweft.so'
 	$(INSTALL) -m 0644 $(TARGET_DIR)/libweft.a '$(DESTDIR)$(LIBDIR)/libweft.a'
 	$(INSTALL) -m 0644 $(HEADERS) '$(DESTDIR)$(INCLUDEDIR)/'
-	@echo "writing $(DESTDIR)$(PKGCONFIGDIR)/weft.pc"
-	@$(substitute) packaging/weft.pc.in > '$(DESTDIR)$(PKGCONFIGDIR)/weft.pc.tmp' && $(INSTALL) -m 0644 '$(DESTDIR)$(PKGCONFIGDIR)/weft.pc.tmp' '$(DESTDIR)$(PKGCONFIGDIR)/weft.pc' && rm -f '$(DESTDIR)$(PKGCONFIGDIR)/weft.pc.tmp'
-	@echo "writing $(DESTDIR)$(CMAKEDIR)/weftConfig.cmake"
-	@$(substitute) packaging/weftConfig.cmake.in > '$(DESTDIR)$(CMAKEDIR)/weftConfig.cmake.tmp' && $(INSTALL) -m 0644 '$(DESTDIR)$(CMAKEDIR)/weftConfig.cmake.tmp' '$(DESTDIR)$(CMAKEDIR)/weftConfig.cmake' && rm -f '$(DESTDIR)$(CMAKEDIR)/weftConfig.cmake.tmp'
-	@echo "writing $(DESTDIR)$(CMAKEDIR)/weftConfigVersion.cmake"
-	@$(substitute) packaging/weftConfigVersion.cmake.in > '$(DESTDIR)$(CMAKEDIR)/weftConfigVersion.cmake.tmp' && $(INSTALL) -m 0644 '$(DESTDIR)$(CMAKEDIR)/weftConfigVersion.cmake.tmp' '$(DESTDIR)$(CMAKEDIR)/weftConfigVersion.cmake' && rm -f '$(DESTDIR)$(CMAKEDIR)/weftConfigVersion.cmake.tmp'
+	$(call generate,packaging/weft.pc.in,$(PKGCONFIGDIR)/weft.pc)
+	$(call generate,packaging/weftConfig.cmake.in,$(CMAKEDIR)/weftConfig.cmake)
+	$(call generate,packaging/weftConfigVersion.cmake.in,$(CMAKEDIR)/weftConfigVersion.cmake)
 
 uninstall:
 	rm -f '$(DESTDIR)$(LIBDIR)/$(SHARED_FILE)' '$(DESTDIR)$(LIBDIR)/libweft.so.$(SOVERSION)' \

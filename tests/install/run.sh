@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make install` as a C or C++ user outside this tree meets it:
 #
-#     bash tests/install/run.sh      (after `make build`; `make test-install` does both)
+#     make test-install              (builds, then runs this with SOVERSION and VERSION)
 #
 # Installs into a temporary prefix, checks the layout (the versioned library and its
 # SONAME, the links, the static library, the header, weft.pc, the CMake package), that
@@ -15,9 +15,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 REPO=$PWD
 
-abi=$(sed -n 's/^pub const WEFT_ABI_VERSION: u32 = \([0-9]*\);/\1/p' src/ffi/mod.rs)
-so=$((abi - 1))
-version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+# The SONAME's number and the version, as the Makefile derives them (make test-install).
+so=${SOVERSION:?run it through make test-install, which sets SOVERSION and VERSION}
+version=${VERSION:?run it through make test-install, which sets SOVERSION and VERSION}
 IFS=. read -r _ minor patch <<<"$version"
 
 tmp=$(mktemp -d)
