@@ -188,6 +188,9 @@ typedef void (*weft_done_fn)(struct weft_loop *lp,
                              size_t len,
                              void *user_data);
 
+// A host's fork for process tasks (see `weft_spawn_options.fork_fn`).
+typedef int (*weft_fork_fn)(void *fork_data);
+
 // Options of `weft_spawn` (NULL: all defaults). Zero-initialise, set
 // `size = sizeof(weft_spawn_options)`, then the fields you need.
 typedef struct weft_spawn_options {
@@ -202,6 +205,21 @@ typedef struct weft_spawn_options {
   // `WEFT_ON_PROCESS`: the task starts (forks) only while fewer of its loop's process
   // tasks run; it waits in FIFO order otherwise. 0: one per core.
   uint32_t max_children;
+  // `WEFT_ON_PROCESS`: called instead of fork(2) to make the task's child, for a host
+  // that must fork with its own hooks (Python's `os.fork()`). It must fork and return
+  // as fork does: the child's pid in the parent, 0 in the child, -1 on failure (errno
+  // set); never 0 in the parent. It is called on the thread that starts the task (in
+  // `weft_spawn`, or the loop thread when a slot frees), with no weft lock held. In the
+  // child, weft runs the work (and, with `reuse_child`, later works) and ends the
+  // child; the call never returns to its caller there. NULL: weft forks.
+  weft_fork_fn fork_fn;
+  // Passed to `fork_fn`.
+  void *fork_data;
+  // `WEFT_ON_PROCESS`: the task's child may go on to run later process tasks of the
+  // loop spawned with `reuse_child` (and the same `fork_fn` and `fork_data`), and the
+  // task may run in a child that ran earlier ones: one fork for many tasks, as a
+  // process pool's workers. See `weft_spawn` for which tasks a child runs.
+  bool reuse_child;
 } weft_spawn_options;
 
 // Run until `weft_loop_stop` is called or nothing is registered (timers, watches,
@@ -494,6 +512,18 @@ void weft_shutdown(void);
 // fork failed on the loop thread. `free_fn` runs in the parent, after `done`. Freeing
 // the loop kills and reaps its children (their `done` does not run).
 //
+// With `options->reuse_child`, a child that has finished its task and sent its status
+// may run another: the first waiting process task, if that one was spawned with
+// `reuse_child` (and the same `fork_fn` and `fork_data`) *before* the child was forked,
+// so its work and everything it points to are in the child's copy of memory. The task
+// still sees everything done before its `weft_spawn` returned, but also what earlier
+// tasks run in the same child changed in it (globals, caches): the trade-off of reuse.
+// A child with no such task to run exits. Its task's `done` runs when the next task
+// starts in the child, or once the child is reaped; `weft_child_exit` in a reused child
+// ends it as usual (the next task gets a fresh child). `max_children`, timeouts and
+// cancels hold as without reuse: a cancel or timeout kills the child, which ends only
+// the task it runs.
+//
 // Returns the task's id, or 0: `WEFT_ERR_NULL` (loop, work), `WEFT_ERR_INVALID` (unknown
 // `where`, a bad options size, a pool of the other kind, a freed pool, a pool with
 // `WEFT_ON_LOOP` or `WEFT_ON_PROCESS`, a timeout above 2^35 - 1 ms), `WEFT_ERR_IO` (the
@@ -528,7 +558,9 @@ int weft_task_emit(struct weft_task *task, const char *topic, const void *payloa
 // the child reports through the pipe whose read end is `pipe_read_fd` (in the child,
 // `weft_child_task` on the write end), and `done` runs on the loop thread once the child
 // is reaped and its output read, with the same statuses. `options->timeout_ms` applies;
-// `pool` and `max_children` do not. On success the loop owns `pipe_read_fd` (it closes
+// `pool` and `max_children` do not, and an adopted child is not counted under any
+// bound (`weft_spawn`'s `fork_fn` has weft bound, queue and reuse a host's forks);
+// `reuse_child` and `fork_fn` must be unset. On success the loop owns `pipe_read_fd` (it closes
 // it; close the write end in the parent yourself, after the fork). Any thread.
 // Returns the id, or 0: `WEFT_ERR_NULL` (loop), `WEFT_ERR_INVALID` (`pid` not an unreaped
 // child of this process, `pipe_read_fd` not a pipe or socket open for reading, a bad

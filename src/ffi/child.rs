@@ -8,6 +8,7 @@ use super::handle::{weft_id, weft_loop, weft_task};
 use super::handler::{weft_done_fn, weft_free_fn, CHandler};
 use super::r#loop::the_loop;
 use super::task::{no_done, the_task, weft_spawn_options, SPAWN_OPTIONS_V1};
+use crate::error::Error;
 use crate::task::Task;
 use std::ffi::{c_int, c_void};
 
@@ -16,7 +17,9 @@ use std::ffi::{c_int, c_void};
 /// the child reports through the pipe whose read end is `pipe_read_fd` (in the child,
 /// `weft_child_task` on the write end), and `done` runs on the loop thread once the child
 /// is reaped and its output read, with the same statuses. `options->timeout_ms` applies;
-/// `pool` and `max_children` do not. On success the loop owns `pipe_read_fd` (it closes
+/// `pool` and `max_children` do not, and an adopted child is not counted under any
+/// bound (`weft_spawn`'s `fork_fn` has weft bound, queue and reuse a host's forks);
+/// `reuse_child` and `fork_fn` must be unset. On success the loop owns `pipe_read_fd` (it closes
 /// it; close the write end in the parent yourself, after the fork). Any thread.
 /// Returns the id, or 0: `WEFT_ERR_NULL` (loop), `WEFT_ERR_INVALID` (`pid` not an unreaped
 /// child of this process, `pipe_read_fd` not a pipe or socket open for reading, a bad
@@ -42,6 +45,10 @@ pub extern "C" fn weft_adopt_child(
         crate::fork::check()?;
         let lp = the_loop(lp)?;
         let o = read_options(options, "weft_spawn_options", SPAWN_OPTIONS_V1)?;
+        if let Some(o) = o.filter(|o| o.reuse_child || o.fork_fn.is_some()) {
+            let what = if o.reuse_child { "reuse_child" } else { "fork_fn" };
+            return Err(Error::invalid(format!("options.{what} is set, but an adopted child is forked already")));
+        }
         let done = CHandler::new(Some(done.unwrap_or(no_done)), user_data, free_fn)?;
         lp.adopt_child(pid, pipe_read_fd, done, o.map_or(0, |o| o.timeout_ms))
     })

@@ -9,6 +9,7 @@ use super::pool::the_pool;
 use super::r#loop::the_loop;
 use crate::error::{Code, Error, Result};
 use crate::pool::Pool;
+use crate::process::HostFork;
 use crate::r#loop::SpawnOptions;
 use crate::task::{Task, Where};
 use std::ffi::{c_char, c_int, c_void};
@@ -42,7 +43,25 @@ pub struct weft_spawn_options {
     /// `WEFT_ON_PROCESS`: the task starts (forks) only while fewer of its loop's process
     /// tasks run; it waits in FIFO order otherwise. 0: one per core.
     pub max_children: u32,
+    /// `WEFT_ON_PROCESS`: called instead of fork(2) to make the task's child, for a host
+    /// that must fork with its own hooks (Python's `os.fork()`). It must fork and return
+    /// as fork does: the child's pid in the parent, 0 in the child, -1 on failure (errno
+    /// set); never 0 in the parent. It is called on the thread that starts the task (in
+    /// `weft_spawn`, or the loop thread when a slot frees), with no weft lock held. In the
+    /// child, weft runs the work (and, with `reuse_child`, later works) and ends the
+    /// child; the call never returns to its caller there. NULL: weft forks.
+    pub fork_fn: weft_fork_fn,
+    /// Passed to `fork_fn`.
+    pub fork_data: *mut c_void,
+    /// `WEFT_ON_PROCESS`: the task's child may go on to run later process tasks of the
+    /// loop spawned with `reuse_child` (and the same `fork_fn` and `fork_data`), and the
+    /// task may run in a child that ran earlier ones: one fork for many tasks, as a
+    /// process pool's workers. See `weft_spawn` for which tasks a child runs.
+    pub reuse_child: bool,
 }
+
+/// A host's fork for process tasks (see `weft_spawn_options.fork_fn`).
+pub type weft_fork_fn = Option<unsafe extern "C" fn(fork_data: *mut c_void) -> c_int>;
 
 /// The size of the first `weft_spawn_options` (size, timeout_ms, pool): the smallest
 /// accepted.
@@ -90,6 +109,18 @@ pub(super) const SPAWN_OPTIONS_V1: usize =
 /// fork failed on the loop thread. `free_fn` runs in the parent, after `done`. Freeing
 /// the loop kills and reaps its children (their `done` does not run).
 ///
+/// With `options->reuse_child`, a child that has finished its task and sent its status
+/// may run another: the first waiting process task, if that one was spawned with
+/// `reuse_child` (and the same `fork_fn` and `fork_data`) *before* the child was forked,
+/// so its work and everything it points to are in the child's copy of memory. The task
+/// still sees everything done before its `weft_spawn` returned, but also what earlier
+/// tasks run in the same child changed in it (globals, caches): the trade-off of reuse.
+/// A child with no such task to run exits. Its task's `done` runs when the next task
+/// starts in the child, or once the child is reaped; `weft_child_exit` in a reused child
+/// ends it as usual (the next task gets a fresh child). `max_children`, timeouts and
+/// cancels hold as without reuse: a cancel or timeout kills the child, which ends only
+/// the task it runs.
+///
 /// Returns the task's id, or 0: `WEFT_ERR_NULL` (loop, work), `WEFT_ERR_INVALID` (unknown
 /// `where`, a bad options size, a pool of the other kind, a freed pool, a pool with
 /// `WEFT_ON_LOOP` or `WEFT_ON_PROCESS`, a timeout above 2^35 - 1 ms), `WEFT_ERR_IO` (the
@@ -120,6 +151,9 @@ pub extern "C" fn weft_spawn(
         let o = read_options(options, "weft_spawn_options", SPAWN_OPTIONS_V1)?;
         let timeout_ms = o.map_or(0, |o| o.timeout_ms);
         let max_children = o.map_or(0, |o| o.max_children as usize);
+        let reuse_child = o.is_some_and(|o| o.reuse_child);
+        let host_fork =
+            o.and_then(|o| o.fork_fn).map(|call| HostFork { call, data: o.map_or(0, |o| o.fork_data as usize) });
         // The work and handler are made once nothing can fail before `spawn`, which
         // hands back a refused work without running its free_fn.
         let pool = o.map_or(std::ptr::null_mut(), |o| o.pool);
@@ -128,7 +162,8 @@ pub extern "C" fn weft_spawn(
         let pool_handle = (!pool.is_null()).then_some((pool as usize, &resolve as &dyn Fn() -> Result<Arc<Pool>>));
         let done = CHandler::new(Some(done.unwrap_or(no_done)), user_data, None)?;
         let work = CWork::new(work, user_data, free_fn);
-        lp.spawn(place, work, done, SpawnOptions { timeout_ms, pool: None, pool_handle, max_children })
+        let options = SpawnOptions { timeout_ms, pool: None, pool_handle, max_children, reuse_child, host_fork };
+        lp.spawn(place, work, done, options)
     })
 }
 

@@ -6,7 +6,9 @@
 //! child watch (`sys::ChildWatch`) are members of the inner set (keys KEY_PROC_PIPE / KEY_PROC_EXIT with its
 //! slab index), and its wheel entry serves its timeout, the SIGKILL after the grace
 //! period and, without a child watch, the polling of its exit. `done` runs once the child is
-//! reaped and its pipe drained, so a finished task leaves no zombie and no fd.
+//! reaped and its pipe drained, so a finished task leaves no zombie and no fd; or, for a
+//! reused child, once it has sent the task's status and was handed the next task (whose
+//! registration then owns the child, its fds re-keyed to it).
 
 use super::{
     registering, Core, Entry, Event, Handler, Kind, Loop, ProcTask, KEY_PROC_EXIT, KEY_PROC_PIPE, PIPE_BUDGET,
@@ -25,9 +27,11 @@ impl<H: Handler> Loop<H> {
         work: &mut Option<H::Work>,
         done: &mut Option<H>,
         timeout_ms: u64,
-        max_children: usize,
+        mut plan: process::Plan,
     ) -> Result<Id> {
-        let max_children = if max_children == 0 { pool::cores() } else { max_children };
+        if plan.max_children == 0 {
+            plan.max_children = pool::cores();
+        }
         let deadline_ns = process::deadline_ns(timeout_ms);
         let (id, index, fork_now) = {
             let mut core = self.lock();
@@ -35,7 +39,7 @@ impl<H: Handler> Loop<H> {
             let (id, index) = self.register(&mut core, done, Kind::Reserved)?;
             // The snapshot is taken now if a slot is free and nobody waits before this
             // task; otherwise when a slot frees, on the loop thread.
-            let (child, fork_now) = core.children.admit(index, max_children, deadline_ns);
+            let (child, fork_now) = core.children.admit(index, plan, deadline_ns);
             core.entries.at_mut(index).kind = Kind::Process(Box::new(ProcTask { child, work: work.take() }));
             self.schedule_child(&mut core, index);
             (id, index, fork_now)
@@ -61,26 +65,39 @@ impl<H: Handler> Loop<H> {
     }
 
     /// Forks the child of the process task at `index` (in state Forking) on this thread,
-    /// and starts supervising it.
+    /// and starts supervising it. No lock is held during the fork (a host's fork runs
+    /// the host's code).
     fn fork_child(&self, index: u32) -> Result<()> {
-        let work: *const H::Work = {
-            let core = self.lock();
+        let (host, reuse, work, queued, fork_seq) = {
+            let mut core = self.lock();
+            let core = &mut *core;
             let Kind::Process(task) = &core.entries.at(index).kind else { unreachable!("a process task") };
-            task.work.as_ref().expect("a spawned process task has its work")
+            let (host, reuse) = task.child.fork_plan();
+            // A reused child gets the works of the waiting tasks it may run later.
+            let group = process::Child::group_of(host);
+            let queued = if reuse { core.children.snapshot(group, |i| task_at(&core.entries, i)) } else { Vec::new() };
+            (host, reuse, work_of(&core.entries, index), queued, core.children.fork_seq())
         };
-        // SAFETY: the child runs the work through `Task`, whose pipe calls allocate
+        let run = |work: *const H::Work, write_fd| {
+            let mut task = task::Task::<'static, H>::in_child(write_fd);
+            // SAFETY: see below.
+            unsafe { (*work).run(&mut task) }
+        };
+        // SAFETY: the child runs the works through `Task`, whose pipe calls allocate
         // nothing. `work` points into the task's box, which stays in the slab while it
-        // is Forking (nothing removes a Forking task), and in the child it is the copy
-        // made by fork.
+        // is Forking (nothing removes a Forking task); in the child it is the copy made by
+        // the fork, as are the boxes of the `queued` tasks the parent will send it (those
+        // still waiting then, so alive at the fork).
         let forked = unsafe {
-            process::fork_task(move |write_fd| {
-                let mut task = task::Task::<'static, H>::in_child(write_fd);
-                (*work).run(&mut task)
-            })
+            if reuse {
+                process::fork_worker(host, work, queued, run)
+            } else {
+                process::fork_task(host, move |write_fd| run(work, write_fd))
+            }
         }?;
         let mut core = self.lock();
         let core = &mut *core;
-        child_in(&mut core.entries, index).forked(forked);
+        child_in(&mut core.entries, index).forked(forked, fork_seq);
         Self::watch_child_fds(core, index);
         self.schedule_child(core, index);
         Ok(())
@@ -108,6 +125,43 @@ impl<H: Handler> Loop<H> {
             // Cannot fail for a fresh fd but for lack of memory; then the timer polls.
             if core.poller.add(fd, sys::READABLE, key).is_ok() {
                 core.proc_fds.push((fd, key));
+            }
+        }
+    }
+
+    /// The pipe and child watch of a reused child now serve the task at `index`: their
+    /// keys in the inner set say so.
+    fn rekey_child_fds(core: &mut Core<H>, index: u32) {
+        let [pipe, exit] = child_in(&mut core.entries, index).fds();
+        for (fd, key) in [(pipe, KEY_PROC_PIPE), (exit, KEY_PROC_EXIT)] {
+            let Some(fd) = fd else { continue };
+            let key = key | index as u64;
+            if core.poller.set(fd, sys::READABLE, key).is_ok() {
+                if let Some(entry) = core.proc_fds.iter_mut().find(|(f, _)| *f == fd) {
+                    entry.1 = key;
+                }
+            }
+        }
+    }
+
+    /// A reused child finished the task at `index` and is ready: hands it the first
+    /// waiting task if it may run it, or tells it to exit.
+    fn hand_on(&self, core: &mut Core<H>, index: u32) {
+        let Some((fork_seq, group)) = child_in(&mut core.entries, index).ready_for_next() else { return };
+        let entries = &mut core.entries;
+        let Some((next, seq)) = core.children.next_for(fork_seq, group, sys::now_ns(), |i| child_in(entries, i)) else {
+            child_in(&mut core.entries, index).release();
+            return;
+        };
+        match child_in(&mut core.entries, index).hand_on(seq) {
+            Some(worker) => {
+                child_in(&mut core.entries, next).take_over(worker);
+                Self::rekey_child_fds(core, next);
+                self.schedule_child(core, next);
+            }
+            None => {
+                core.children.give_back(next, child_in(&mut core.entries, next));
+                child_in(&mut core.entries, index).release();
             }
         }
     }
@@ -143,6 +197,7 @@ impl<H: Handler> Loop<H> {
                 KEY_PROC_PIPE => {
                     let pipe = child.read_pipe(PIPE_BUDGET, &mut events);
                     Self::unwatch_child_fds(core, [pipe]);
+                    self.hand_on(core, index);
                 }
                 KEY_PROC_EXIT => child.poll_exit(),
                 _ => core.children.on_timer(index, child, now),
@@ -230,6 +285,19 @@ impl<H: Handler> Loop<H> {
             Ok(id)
         })
     }
+}
+
+/// The work of the process task at `index` (it has one: it was spawned, not adopted).
+fn work_of<H: Handler>(entries: &Slab<Entry<H>>, index: u32) -> *const H::Work {
+    let Kind::Process(task) = &entries.at(index).kind else { unreachable!("a process task") };
+    task.work.as_ref().expect("a spawned process task has its work")
+}
+
+/// What a reused child's snapshot holds of the waiting task at `index`.
+fn task_at<H: Handler>(entries: &Slab<Entry<H>>, index: u32) -> (Option<process::Group>, u64, *const H::Work) {
+    let Kind::Process(task) = &entries.at(index).kind else { unreachable!("a process task") };
+    let (group, seq) = task.child.place();
+    (group, seq, work_of(entries, index))
 }
 
 /// The child of the process task at `index`.

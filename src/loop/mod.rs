@@ -205,6 +205,11 @@ pub struct SpawnOptions<'a> {
     /// `Where::Process`: start only while fewer of the loop's process tasks run (0: one
     /// per core).
     pub max_children: usize,
+    /// `Where::Process`: the child may run later such tasks, and the task may run in a
+    /// child that ran earlier ones (see `crate::process::Supervisor`).
+    pub reuse_child: bool,
+    /// `Where::Process`: the host's fork instead of weft's.
+    pub host_fork: Option<process::HostFork>,
 }
 
 impl<H: Handler> Kind<H> {

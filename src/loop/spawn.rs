@@ -6,6 +6,7 @@ use super::{registering, Cell, Core, Event, Handler, Kind, Loop, SpawnOptions, S
 use crate::error::{Code, Error, Result};
 use crate::inbox::Record;
 use crate::pool::{self, Pool};
+use crate::process;
 use crate::slots::{self, Id};
 use crate::sys;
 use crate::task::{self, Back, TaskCell, TaskWork, Where};
@@ -39,9 +40,20 @@ impl<H: Handler> Loop<H> {
         Self::check_delay("timeout_ms", options.timeout_ms)?;
         let timeout_ms = options.timeout_ms;
         let given = options.pool.is_some() || options.pool_handle.is_some();
+        if place != Where::Process && (options.reuse_child || options.host_fork.is_some()) {
+            let what = if options.reuse_child { "reuse_child" } else { "fork_fn" };
+            return Err(Error::invalid(format!("options.{what} is set, but only process tasks fork")));
+        }
         match (place, given) {
             (Where::Process, true) => Err(Error::invalid("options.pool is set, but process tasks use no pool")),
-            (Where::Process, false) => self.add_process(work, done, timeout_ms, options.max_children),
+            (Where::Process, false) => {
+                let plan = process::Plan {
+                    max_children: options.max_children,
+                    host_fork: options.host_fork,
+                    reuse: options.reuse_child,
+                };
+                self.add_process(work, done, timeout_ms, plan)
+            }
             (Where::Loop, true) => Err(Error::invalid("options.pool is set, but tasks on the loop use no pool")),
             (Where::Loop, false) => self.queue_task(Target::Loop, work, done, timeout_ms),
             (Where::Io | Where::Cpu, _) => {

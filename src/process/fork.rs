@@ -1,5 +1,6 @@
-//! Forking a child for a task: the pipe it reports through, the fork itself, and the
-//! watch of its exit the parent keeps ([`sys::ChildWatch`]).
+//! Forking a child for a task: the pipe it reports through, the fork itself (weft's own,
+//! or the host's: [`HostFork`]), and the watch of its exit the parent keeps
+//! ([`sys::ChildWatch`]).
 //!
 //! Between `fork` and the work, the child makes only async-signal-safe calls (`close`,
 //! `sigprocmask`, `signal`): other threads of the parent may have held any lock at the
@@ -10,8 +11,27 @@
 use super::protocol::finish;
 use crate::error::{Code, Error, Result};
 use crate::sys;
+use std::ffi::{c_int, c_void};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+/// A host's own fork (`weft_spawn_options.fork_fn`), for a language runtime that must
+/// fork with its own hooks (Python's `os.fork()`): called instead of fork(2), on the
+/// thread that starts the task and with no weft lock held, it returns as fork does: the
+/// child's pid in the parent, 0 in the child, -1 on failure (errno set).
+#[derive(Clone, Copy)]
+pub struct HostFork {
+    pub call: unsafe extern "C" fn(*mut c_void) -> c_int,
+    /// The host's pointer, passed to `call`.
+    pub data: usize,
+}
+
+impl HostFork {
+    /// Tasks of one group may share a child (the same fork, the same data).
+    pub fn group(&self) -> (usize, usize) {
+        (self.call as usize, self.data)
+    }
+}
 
 /// A child forked for a task, as its parent holds it: handed to
 /// [`Child::forked`](super::Child::forked).
@@ -19,25 +39,28 @@ pub struct Forked {
     pub(super) pid: i32,
     /// The pipe's read end (non-blocking).
     pub(super) pipe: OwnedFd,
+    /// A reused child: the parent's end of the socket that sends it its next task.
+    pub(super) control: Option<OwnedFd>,
     /// None where the kernel cannot watch a child's exit: then it is polled.
     pub(super) exit_watch: Option<sys::ChildWatch>,
 }
 
-/// Forks a child that runs `work` with the write end of a fresh pipe, then sends the
-/// status `work` returns and ends (see [`finish`]); the parent gets the read end.
+/// Forks (with `host`'s fork, if given) a child that runs `work` with the write end of a
+/// fresh pipe, then sends the status `work` returns and ends (see [`finish`]); the parent
+/// gets the read end.
 ///
 /// # Safety
 /// `work` runs in the forked child: it must reach user code making only
 /// async-signal-safe calls, and anything it points to must be valid in the child's copy
 /// of the process (see [`fork`]).
-pub unsafe fn fork_task(work: impl FnOnce(RawFd) -> i32) -> Result<Forked> {
+pub unsafe fn fork_task(host: Option<HostFork>, work: impl FnOnce(RawFd) -> i32) -> Result<Forked> {
     let (read, write) = pipe()?;
     let write_fd = write.as_raw_fd();
     let read_fd = read.as_raw_fd();
     // SAFETY: the child closes the read end and runs `work` (the caller's contract),
     // then `finish` ends it with _exit.
     let forked = unsafe {
-        fork(move || {
+        fork(host, move || {
             libc::close(read_fd);
             let status = work(write_fd);
             finish(write_fd, status)
@@ -46,20 +69,31 @@ pub unsafe fn fork_task(work: impl FnOnce(RawFd) -> i32) -> Result<Forked> {
     drop(write);
     let pid = forked?;
     let exit_watch = sys::ChildWatch::new(pid);
-    Ok(Forked { pid, pipe: read, exit_watch })
+    Ok(Forked { pid, pipe: read, control: None, exit_watch })
 }
 
-/// Forks; in the child, runs `child` (which must end the process, never return).
-/// Returns the child's pid in the parent.
+/// Forks (with `host`'s fork, if given); in the child, runs `child` (which must end the
+/// process, never return). Returns the child's pid in the parent.
 ///
 /// # Safety
 /// `child` runs in a copy of a multi-threaded process: until it reaches user code it must
 /// make only async-signal-safe calls, and it must end with `_exit`.
-pub unsafe fn fork(child: impl FnOnce() -> std::convert::Infallible) -> Result<i32> {
+pub unsafe fn fork(host: Option<HostFork>, child: impl FnOnce() -> std::convert::Infallible) -> Result<i32> {
     crate::fork::install();
-    // SAFETY: the caller's contract.
-    match unsafe { libc::fork() } {
-        -1 => Err(Error::new(Code::Io, format!("fork: {}", io::Error::last_os_error()))),
+    // SAFETY: getpid cannot fail.
+    let parent = unsafe { libc::getpid() };
+    let (name, pid) = match host {
+        // SAFETY: the caller's contract.
+        None => ("fork", unsafe { libc::fork() }),
+        // SAFETY: the host's function, as its spawn options promise (see HostFork).
+        Some(host) => ("fork_fn", unsafe { (host.call)(host.data as *mut c_void) }),
+    };
+    match pid {
+        -1 => Err(Error::new(Code::Io, format!("{name}: {}", io::Error::last_os_error()))),
+        // SAFETY: getpid cannot fail.
+        0 if unsafe { libc::getpid() } == parent => {
+            Err(Error::invalid("fork_fn returned 0 in the parent (it must return the child's pid there)"))
+        }
         0 => {
             // Signals: none blocked (the forking thread may have blocked some), SIGTERM
             // at its default so a cancel or timeout ends the child. Async-signal-safe.
@@ -75,6 +109,10 @@ pub unsafe fn fork(child: impl FnOnce() -> std::convert::Infallible) -> Result<i
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child));
             // SAFETY: the end of the child.
             unsafe { libc::_exit(70) }
+        }
+        pid if pid < 0 => Err(Error::invalid(format!("fork_fn returned {pid}, neither a pid nor -1"))),
+        pid if host.is_some() && super::exit::check_child(pid).is_err() => {
+            Err(Error::invalid(format!("fork_fn returned {pid}, which is not a child of this process")))
         }
         pid => Ok(pid),
     }

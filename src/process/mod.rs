@@ -5,22 +5,33 @@
 //!
 //! * `protocol.rs`: the pipe protocol (the frames, the child's writes, the parent's
 //!   `Reader`) and the checks of a pipe's ends.
-//! * `fork.rs`: forking a child for a task: its pipe, the fork, the watch of its
-//!   exit. Between `fork` and the work the child makes only async-signal-safe calls.
-//! * `supervisor.rs`: the parent's side: each [`Child`] (reading its pipe, reaping it,
-//!   its timeout and kill, its outcome) and a loop's `Supervisor` (which children
-//!   run, which wait under their `max_children` bound).
+//! * `fork.rs`: forking a child for a task (weft's fork, or the host's: `HostFork`):
+//!   its pipe, the fork, the watch of its exit. Between `fork` and the work the child
+//!   makes only async-signal-safe calls.
+//! * `worker.rs`: a reused child's side: after a task, it waits for the next one's
+//!   number from the parent.
+//! * `child.rs`: the parent's side of one task ([`Child`]): reading its pipe, reaping
+//!   its child, its timeout and kill, its outcome, handing a reused child on.
+//! * `supervisor.rs`: a loop's children as a whole (`Supervisor`): which run, which
+//!   wait under their `max_children` bound, and which task a reused child runs next.
+//! * `exit.rs`: reaping, signalling and describing a child's end.
 //!
 //! The module knows nothing of a loop: the loop keeps each child in its registration,
 //! polls the fds a child hands it, calls `done`, and drives children only through the
 //! methods here, never their fields. Nothing here takes a lock, registers with a poll
-//! set or runs a user callback; only the forked child runs user code (the work).
+//! set or runs a user callback; only the forked child runs user code (the works).
 
+mod child;
+mod exit;
 mod fork;
 mod protocol;
 mod supervisor;
+mod worker;
 
-pub use fork::{fork, fork_task, pipe, set_nonblocking, Forked};
+pub use child::{deadline_ns, Child, Group, Worker};
+pub use exit::{check_child, describe, kill, reap, Exit};
+pub use fork::{fork, fork_task, pipe, set_nonblocking, Forked, HostFork};
 pub use protocol::{check_read_fd, check_write_fd, finish, send_event, send_result, ChildEvent, Reader};
+pub use supervisor::Plan;
 pub(crate) use supervisor::Supervisor;
-pub use supervisor::{check_child, deadline_ns, describe, kill, reap, Child, Exit};
+pub use worker::fork_worker;

@@ -10,8 +10,10 @@
 //! kind 'E' (0x45)  body = topic_len:u32le  topic[topic_len] (UTF-8, no NUL, no '*')
 //!                         payload[length - 4 - topic_len]: an event for the parent
 //!                         loop's subscribers, delivered in order, before done
-//! kind 'S' (0x53)  body = status:i32le: the work's status; the last frame. The result
-//!                         is complete only once it has arrived.
+//! kind 'S' (0x53)  body = status:i32le: the work's status; the last frame of the task.
+//!                         The result is complete only once it has arrived.
+//! kind 'R' (0x52)  body = empty: only right after 'S', and only from a child weft forked
+//!                         to be reused: it is ready to run another task (see `worker`)
 //! ```
 //!
 //! A body is at most [`MAX_BODY`] bytes; a longer result is sent as several 'W' frames.
@@ -27,6 +29,7 @@ use std::os::fd::RawFd;
 pub(crate) const FRAME_RESULT: u8 = b'W';
 pub(crate) const FRAME_EVENT: u8 = b'E';
 pub(crate) const FRAME_STATUS: u8 = b'S';
+pub(crate) const FRAME_READY: u8 = b'R';
 /// The largest frame body (16 MiB).
 pub(crate) const MAX_BODY: usize = 16 << 20;
 const HEADER: usize = 5;
@@ -101,6 +104,13 @@ pub fn send_event(fd: RawFd, topic: &str, payload: &[u8]) -> Result<()> {
         .map_err(|e| Error::io("writing to the parent's pipe", e))
 }
 
+/// Sends the status ('S') and that the child is ready for another task ('R'), in one
+/// write: the parent sees both or neither.
+pub fn send_status_ready(fd: RawFd, status: i32) -> io::Result<()> {
+    let status = status.to_le_bytes();
+    write_all(fd, &[&frame_header(FRAME_STATUS, 4), &status, &frame_header(FRAME_READY, 0)])
+}
+
 /// Sends the status ('S'), closes the pipe and ends the child without running atexit
 /// handlers or destructors.
 pub fn finish(fd: RawFd, status: i32) -> ! {
@@ -160,6 +170,8 @@ pub struct Reader {
     body: Vec<u8>,
     result: Vec<u8>,
     status: Option<i32>,
+    /// The child said 'R' after 'S': it may run another task.
+    ready: bool,
 }
 
 /// An event from a child: the topic, a NUL, then the payload (as `Record::Emit`).
@@ -177,6 +189,19 @@ impl Reader {
     /// Takes the result bytes read so far.
     pub fn take_result(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.result)
+    }
+
+    /// True once the child said, after the status, that it may run another task.
+    pub fn is_ready(&self) -> bool {
+        self.ready
+    }
+
+    /// The child was sent another task: what it sends from now on is that task's.
+    pub fn next_task(&mut self) {
+        debug_assert!(self.ready && self.have == 0 && self.left == 0);
+        self.result = Vec::new();
+        self.status = None;
+        self.ready = false;
     }
 
     /// Consumes `data`; complete events are appended to `events`. Err: a protocol error.
@@ -213,10 +238,14 @@ impl Reader {
     fn begin_frame(&mut self) -> std::result::Result<(), String> {
         let len = u32::from_le_bytes([self.header[0], self.header[1], self.header[2], self.header[3]]) as usize;
         let kind = self.header[4];
-        if self.status.is_some() {
+        if self.ready {
+            return Err(format!("a frame (kind {kind:#04x}) while it runs no task"));
+        }
+        if self.status.is_some() && kind != FRAME_READY {
             return Err(format!("a frame (kind {kind:#04x}) after the status frame"));
         }
         let ok = match kind {
+            FRAME_READY => self.status.is_some() && len == 0,
             FRAME_RESULT => len <= MAX_BODY,
             FRAME_EVENT => (4..=MAX_BODY).contains(&len),
             FRAME_STATUS => len == 4,
@@ -236,6 +265,7 @@ impl Reader {
             FRAME_STATUS => {
                 self.status = Some(i32::from_le_bytes([self.body[0], self.body[1], self.body[2], self.body[3]]));
             }
+            FRAME_READY => self.ready = true,
             FRAME_EVENT => {
                 let topic_len = u32::from_le_bytes([self.body[0], self.body[1], self.body[2], self.body[3]]) as usize;
                 if topic_len > self.body.len() - 4 {
@@ -301,6 +331,25 @@ mod tests {
     }
 
     #[test]
+    fn a_reused_child_sends_one_task_after_another() {
+        let (r, w) = pipe().unwrap();
+        let mut reader = Reader::default();
+        let mut events = Vec::new();
+        let mut buf = [0u8; 256];
+        for (i, word) in [&b"one"[..], b"two"].into_iter().enumerate() {
+            send_result(w.as_raw_fd(), word).unwrap();
+            send_status_ready(w.as_raw_fd(), i as i32).unwrap();
+            let n = unsafe { libc::read(r.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            reader.feed(&buf[..n as usize], &mut events).unwrap();
+            assert!(reader.is_ready());
+            assert_eq!(reader.status(), Some(i as i32));
+            assert_eq!(reader.take_result(), word);
+            reader.next_task();
+            assert!(!reader.is_ready() && reader.status().is_none());
+        }
+    }
+
+    #[test]
     fn bad_frames_are_protocol_errors() {
         let cases: Vec<(Vec<u8>, &str)> = vec![
             (vec![1, 0, 0, 0, b'X', 0], "unknown"),
@@ -310,6 +359,9 @@ mod tests {
             (vec![5, 0, 0, 0, b'E', 1, 0, 0, 0, b'*'], "must not contain"),
             (vec![6, 0, 0, 0, b'E', 1, 0, 0, 0, 0xff, 1], "UTF-8"),
             (vec![4, 0, 0, 0, b'S', 0, 0, 0, 0, 0, 0, 0, 0, b'W'], "after the status"),
+            (vec![0, 0, 0, 0, b'R'], "kind 'R'"),
+            (vec![4, 0, 0, 0, b'S', 0, 0, 0, 0, 1, 0, 0, 0, b'R', 0], "kind 'R'"),
+            (vec![4, 0, 0, 0, b'S', 0, 0, 0, 0, 0, 0, 0, 0, b'R', 0, 0, 0, 0, b'W'], "while it runs no task"),
             ((MAX_BODY as u32 + 1).to_le_bytes().iter().copied().chain([b'W']).collect(), "body of"),
         ];
         for (bytes, want) in cases {

@@ -21,7 +21,8 @@
 //!   it), or None where the kernel has none: the loop then polls `waitpid(WNOHANG)`.
 //! * readiness and interest bits ([`READABLE`], [`WRITABLE`], [`HANGUP`], [`ERROR`],
 //!   [`EDGE`]) are weft's own (the C API's `WEFT_*` values); the backend maps them.
-//! * the monotonic clock, a pipe for process tasks, errno, and small descriptor queries.
+//! * the monotonic clock, a pipe and a socket pair for process tasks, errno, and small
+//!   descriptor queries.
 //!
 //! Every wake-up source is a descriptor in the inner poller like any other, so the loop
 //! keeps one fd for an embedding host whatever the backend. A backend without timerfd,
@@ -48,8 +49,8 @@ use linux as backend;
 compile_error!("weft has a Linux backend only (see src/sys/mod.rs)");
 
 pub use backend::{
-    call, errno, fd_is_open, first_realtime_signal, grow_pipe, is_readable, now_ns, pipe, ring, set_errno, Bell,
-    ChildWatch, Events, Poller, TimerWake,
+    call, errno, fd_is_open, first_realtime_signal, grow_pipe, is_readable, now_ns, pipe, ring, send_all, set_errno,
+    socketpair, Bell, ChildWatch, Events, Poller, TimerWake,
 };
 
 /// Interest and readiness: the fd can be read without blocking (or is at its end).

@@ -212,6 +212,12 @@ weft_done_fn = ctypes.CFUNCTYPE(
     ctypes.c_void_p,  # user_data
 )
 
+# A host's fork for process tasks (see `weft_spawn_options.fork_fn`).
+weft_fork_fn = ctypes.CFUNCTYPE(
+    ctypes.c_int,  # returns
+    ctypes.c_void_p,  # fork_data
+)
+
 
 class weft_spawn_options(ctypes.Structure):
     "Options of `weft_spawn` (NULL: all defaults). Zero-initialise, set\n"
@@ -228,6 +234,21 @@ class weft_spawn_options(ctypes.Structure):
         # `WEFT_ON_PROCESS`: the task starts (forks) only while fewer of its loop's process
         # tasks run; it waits in FIFO order otherwise. 0: one per core.
         ("max_children", ctypes.c_uint32),
+        # `WEFT_ON_PROCESS`: called instead of fork(2) to make the task's child, for a host
+        # that must fork with its own hooks (Python's `os.fork()`). It must fork and return
+        # as fork does: the child's pid in the parent, 0 in the child, -1 on failure (errno
+        # set); never 0 in the parent. It is called on the thread that starts the task (in
+        # `weft_spawn`, or the loop thread when a slot frees), with no weft lock held. In the
+        # child, weft runs the work (and, with `reuse_child`, later works) and ends the
+        # child; the call never returns to its caller there. NULL: weft forks.
+        ("fork_fn", weft_fork_fn),
+        # Passed to `fork_fn`.
+        ("fork_data", ctypes.c_void_p),
+        # `WEFT_ON_PROCESS`: the task's child may go on to run later process tasks of the
+        # loop spawned with `reuse_child` (and the same `fork_fn` and `fork_data`), and the
+        # task may run in a child that ran earlier ones: one fork for many tasks, as a
+        # process pool's workers. See `weft_spawn` for which tasks a child runs.
+        ("reuse_child", ctypes.c_bool),
     ]
 
 
@@ -553,6 +574,9 @@ DOCS = {
         "bytes work wrote with `weft_task_write` (NULL/0 when cancelled or timed out), valid\n"
         "until `done` returns."
     ),
+    "weft_fork_fn": (
+        "A host's fork for process tasks (see `weft_spawn_options.fork_fn`)."
+    ),
     "weft_spawn_options": (
         "Options of `weft_spawn` (NULL: all defaults). Zero-initialise, set\n"
         "`size = sizeof(weft_spawn_options)`, then the fields you need."
@@ -822,6 +846,18 @@ DOCS = {
         "fork failed on the loop thread. `free_fn` runs in the parent, after `done`. Freeing\n"
         "the loop kills and reaps its children (their `done` does not run).\n"
         "\n"
+        "With `options->reuse_child`, a child that has finished its task and sent its status\n"
+        "may run another: the first waiting process task, if that one was spawned with\n"
+        "`reuse_child` (and the same `fork_fn` and `fork_data`) *before* the child was forked,\n"
+        "so its work and everything it points to are in the child's copy of memory. The task\n"
+        "still sees everything done before its `weft_spawn` returned, but also what earlier\n"
+        "tasks run in the same child changed in it (globals, caches): the trade-off of reuse.\n"
+        "A child with no such task to run exits. Its task's `done` runs when the next task\n"
+        "starts in the child, or once the child is reaped; `weft_child_exit` in a reused child\n"
+        "ends it as usual (the next task gets a fresh child). `max_children`, timeouts and\n"
+        "cancels hold as without reuse: a cancel or timeout kills the child, which ends only\n"
+        "the task it runs.\n"
+        "\n"
         "Returns the task's id, or 0: `WEFT_ERR_NULL` (loop, work), `WEFT_ERR_INVALID` (unknown\n"
         "`where`, a bad options size, a pool of the other kind, a freed pool, a pool with\n"
         "`WEFT_ON_LOOP` or `WEFT_ON_PROCESS`, a timeout above 2^35 - 1 ms), `WEFT_ERR_IO` (the\n"
@@ -850,7 +886,9 @@ DOCS = {
         "the child reports through the pipe whose read end is `pipe_read_fd` (in the child,\n"
         "`weft_child_task` on the write end), and `done` runs on the loop thread once the child\n"
         "is reaped and its output read, with the same statuses. `options->timeout_ms` applies;\n"
-        "`pool` and `max_children` do not. On success the loop owns `pipe_read_fd` (it closes\n"
+        "`pool` and `max_children` do not, and an adopted child is not counted under any\n"
+        "bound (`weft_spawn`'s `fork_fn` has weft bound, queue and reuse a host's forks);\n"
+        "`reuse_child` and `fork_fn` must be unset. On success the loop owns `pipe_read_fd` (it closes\n"
         "it; close the write end in the parent yourself, after the fork). Any thread.\n"
         "Returns the id, or 0: `WEFT_ERR_NULL` (loop), `WEFT_ERR_INVALID` (`pid` not an unreaped\n"
         "child of this process, `pipe_read_fd` not a pipe or socket open for reading, a bad\n"

@@ -1,0 +1,385 @@
+//! One process task as its loop supervises it, the parent's side: where it is (waiting
+//! for a slot, being forked, running), its timeout and cancel, and the child process
+//! that runs it ([`Worker`]: its pid, pipe, control socket, exit watch and the frames
+//! read so far). A reused child passes from one task to the next (see
+//! [`Supervisor`](super::Supervisor)); everything else here is one task's.
+//!
+//! The loop watches the pipe (non-blocking) and, where the kernel has it, a watch of the
+//! child's exit ([`sys::ChildWatch`]). A task's result is complete when the child has
+//! sent its status and, unless the child goes on to another task, has exited and its
+//! pipe is drained (end of file, or no more data once the child is gone: a sibling
+//! forked meanwhile may hold a copy of the write end, so end of file is not guaranteed).
+//! Without an exit watch (Linux before 5.3), the loop polls `waitpid(pid, WNOHANG)` every
+//! few milliseconds.
+
+use super::exit::{describe, kill, reap, Exit};
+use super::fork::{set_nonblocking, Forked, HostFork};
+use super::protocol::{ChildEvent, Reader};
+use crate::error::{Code, Error};
+use crate::sys;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// How long a child gets between SIGTERM and SIGKILL.
+const KILL_GRACE_NS: u64 = 250_000_000;
+/// How often a child is polled for its exit where there is no watch of it.
+const POLL_EXIT_NS: u64 = 5_000_000;
+
+/// Where a supervised task is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum State {
+    /// Spawned, waiting for a free slot under its bound: not forked yet.
+    Waiting,
+    /// Being forked by the spawning thread or the loop thread right now.
+    Forking,
+    /// Forked (or adopted, or handed a reused child): the loop watches its child.
+    Running,
+    /// Its status came, and its child went on to the next task: over.
+    HandedOn,
+}
+
+/// How a task may share its child: tasks with the same group (the same host fork, or
+/// none) and reuse set may run one after another in one child.
+pub type Group = (usize, usize);
+
+/// The child process that runs a task: moves to the next task when it is reused.
+#[derive(Default)]
+pub struct Worker {
+    pid: i32,
+    pipe: Option<OwnedFd>,
+    /// Reused children only: the parent's end of the socket that sends the next task.
+    control: Option<OwnedFd>,
+    exit_watch: Option<sys::ChildWatch>,
+    exit: Option<Exit>,
+    reader: Reader,
+    /// When SIGKILL follows SIGTERM (0: not asked).
+    kill_at_ns: u64,
+    /// The tasks it may run next were spawned before this sequence number (its fork).
+    fork_seq: u64,
+}
+
+/// A process task's supervision (the loop thread, under its lock).
+pub struct Child {
+    pub(super) state: State,
+    /// The most process tasks of its loop that may run while this one starts.
+    pub(super) max_children: usize,
+    /// Counted among its loop's running children (forked by weft, not adopted).
+    pub(super) counted: bool,
+    /// Its place in spawn order (its loop's count of process tasks when it was spawned).
+    pub(super) seq: u64,
+    /// Some: its child may run later tasks of the same group, and it may run in a child
+    /// that ran earlier ones.
+    pub(super) reuse: Option<Group>,
+    /// How its child is forked: None, weft's own fork.
+    pub(super) host_fork: Option<HostFork>,
+    worker: Worker,
+    /// A protocol error or a failed fork: the task ends with it.
+    failure: Option<(Code, String)>,
+    /// Set by cancel or timeout: the status `done` gets, whatever the child does.
+    end: Option<i32>,
+    /// HandedOn: its status and result.
+    handed: Option<(i32, Vec<u8>)>,
+    /// The timeout's deadline (0: none).
+    pub(super) deadline_ns: u64,
+}
+
+/// The deadline of a timeout of `timeout_ms` from now (0: none).
+pub fn deadline_ns(timeout_ms: u64) -> u64 {
+    if timeout_ms > 0 {
+        crate::sys::now_ns() + timeout_ms * crate::timer::TICK_NS
+    } else {
+        0
+    }
+}
+
+impl Child {
+    /// A process task's child, waiting to be forked.
+    pub(super) fn new(max_children: usize, deadline_ns: u64) -> Child {
+        Child {
+            state: State::Waiting,
+            max_children,
+            counted: false,
+            seq: 0,
+            reuse: None,
+            host_fork: None,
+            worker: Worker::default(),
+            failure: None,
+            end: None,
+            handed: None,
+            deadline_ns,
+        }
+    }
+
+    /// A child the host forked itself, reporting through `pipe_read_fd` (made
+    /// non-blocking), which it owns from now on; it is not counted under a bound.
+    ///
+    /// # Safety
+    /// `pipe_read_fd` is open and handed over: nothing else closes it.
+    pub unsafe fn adopted(pid: i32, pipe_read_fd: RawFd, deadline_ns: u64) -> Child {
+        set_nonblocking(pipe_read_fd);
+        let mut child = Child::new(0, deadline_ns);
+        child.state = State::Running;
+        child.worker.pid = pid;
+        // SAFETY: the caller hands the descriptor over (checked open).
+        child.worker.pipe = Some(unsafe { OwnedFd::from_raw_fd(pipe_read_fd) });
+        child.worker.exit_watch = sys::ChildWatch::new(pid);
+        child
+    }
+
+    /// How its child is forked, and whether it may be reused.
+    pub fn fork_plan(&self) -> (Option<HostFork>, bool) {
+        (self.host_fork, self.reuse.is_some())
+    }
+
+    /// The group of the tasks forked with `host` (see [`Group`]).
+    pub fn group_of(host: Option<HostFork>) -> Group {
+        host.map_or((0, 0), |h| h.group())
+    }
+
+    /// Its group if it may share a child, and its sequence number.
+    pub fn place(&self) -> (Option<Group>, u64) {
+        (self.reuse, self.seq)
+    }
+
+    /// The child (Forking) was forked, as a reused one if `fork_seq` is given: supervised
+    /// from now on. A cancel that came while it was being forked is carried out now.
+    pub fn forked(&mut self, forked: Forked, fork_seq: u64) {
+        self.worker.pid = forked.pid;
+        self.state = State::Running;
+        self.worker.pipe = Some(forked.pipe);
+        self.worker.control = forked.control;
+        self.worker.exit_watch = forked.exit_watch;
+        self.worker.fork_seq = fork_seq;
+        if let Some(status) = self.end {
+            // Cancelled while it was being forked.
+            self.end = None;
+            self.end_with(status, crate::sys::now_ns());
+        }
+    }
+
+    /// Its fork failed: the task ends with `error` (and stays counted under its bound
+    /// until the supervisor forgets it).
+    pub fn fork_failed(&mut self, error: Error) {
+        self.state = State::Waiting;
+        self.failure = Some((error.code, error.message));
+    }
+
+    /// True while it waits for a slot, not forked yet.
+    pub fn is_waiting(&self) -> bool {
+        self.state == State::Waiting
+    }
+
+    /// The fds to watch: its pipe (readable: [`read_pipe`](Self::read_pipe)) and its
+    /// exit watch (readable once it exits: [`poll_exit`](Self::poll_exit)), where it has them.
+    pub fn fds(&self) -> [Option<RawFd>; 2] {
+        [self.worker.pipe.as_ref().map(|fd| fd.as_raw_fd()), self.worker.exit_watch.as_ref().map(|w| w.as_raw_fd())]
+    }
+
+    /// Reads the pipe up to `budget` bytes (see `read`); once the pipe is done, hands it
+    /// back, for the caller to take out of its poller, then close.
+    pub fn read_pipe(&mut self, budget: usize, events: &mut Vec<ChildEvent>) -> Option<OwnedFd> {
+        if self.read(budget, events) {
+            self.worker.pipe.take()
+        } else {
+            None
+        }
+    }
+
+    /// Its exit watch is readable: reaps it if it has exited.
+    pub fn poll_exit(&mut self) {
+        let worker = &mut self.worker;
+        worker.exit = worker.exit.or_else(|| reap(worker.pid, false));
+    }
+
+    /// Once the child has exited, what it wrote is all in the pipe: reads the rest and
+    /// hands back its pipe and exit watch (to take out of the poller, then close).
+    pub fn collect_exit(&mut self, events: &mut Vec<ChildEvent>) -> [Option<OwnedFd>; 2] {
+        if self.worker.exit.is_none() {
+            return [None, None];
+        }
+        self.read(usize::MAX, events);
+        self.worker.control = None;
+        [self.worker.pipe.take(), self.worker.exit_watch.take().map(OwnedFd::from)]
+    }
+
+    /// Reads the pipe until it is empty, closed, or `budget` bytes were read (the rest
+    /// then waits for the next pass). True when the pipe is done: end of file, or a
+    /// protocol error; the caller takes it out of its poller, then closes it.
+    fn read(&mut self, budget: usize, events: &mut Vec<ChildEvent>) -> bool {
+        let Some(fd) = self.worker.pipe.as_ref().map(|p| p.as_raw_fd()) else { return true };
+        let mut buf = [0u8; 64 << 10];
+        let mut total = 0;
+        loop {
+            // SAFETY: reads into our stack buffer from our pipe.
+            let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+            if n > 0 {
+                if let Err(e) = self.worker.reader.feed(&buf[..n as usize], events) {
+                    let pid = self.worker.pid;
+                    self.failure = Some((Code::Crashed, format!("the child (pid {pid}) broke the pipe protocol: {e}")));
+                    self.kill(libc::SIGKILL);
+                    return true;
+                }
+                total += n as usize;
+                if total >= budget {
+                    return false;
+                }
+                continue;
+            }
+            if n < 0 {
+                match io::Error::last_os_error().raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    Some(libc::EAGAIN) => return false,
+                    _ => {}
+                }
+            }
+            return true; // end of file (or a read error: nothing more will come)
+        }
+    }
+
+    /// Signals the child, if it is running and not reaped.
+    fn kill(&self, signal: i32) {
+        if self.state == State::Running && self.worker.pid > 0 && self.worker.exit.is_none() {
+            kill(self.worker.pid, signal);
+        }
+    }
+
+    /// Ends the task with `status` (cancel or timeout): a running child gets SIGTERM now
+    /// and SIGKILL after a grace period. False if it was ending already.
+    pub fn end_with(&mut self, status: i32, now_ns: u64) -> bool {
+        if self.end.is_some() || self.state == State::HandedOn {
+            return false;
+        }
+        self.end = Some(status);
+        if self.state == State::Running && self.worker.exit.is_none() {
+            self.kill(libc::SIGTERM);
+            self.worker.kill_at_ns = now_ns + KILL_GRACE_NS;
+        }
+        true
+    }
+
+    /// Timer work: the timeout, the SIGKILL after the grace, and (without an exit watch) a
+    /// look at whether the child exited.
+    pub(super) fn on_timer(&mut self, now_ns: u64) {
+        if self.deadline_ns != 0 && now_ns >= self.deadline_ns {
+            self.deadline_ns = 0;
+            self.end_with(Code::Timeout as i32, now_ns); // task::TIMEOUT, named by its code: no import circle
+        }
+        let worker = &mut self.worker;
+        if worker.kill_at_ns != 0 && now_ns >= worker.kill_at_ns {
+            worker.kill_at_ns = 0;
+            self.kill(libc::SIGKILL);
+        }
+        let worker = &mut self.worker;
+        if self.state == State::Running && worker.exit_watch.is_none() && worker.exit.is_none() {
+            worker.exit = reap(worker.pid, false);
+        }
+    }
+
+    /// When the loop should next call `Supervisor::on_timer` (None: no need).
+    pub fn next_timer_ns(&self, now_ns: u64) -> Option<u64> {
+        let worker = &self.worker;
+        let poll = (self.state == State::Running && worker.exit_watch.is_none() && worker.exit.is_none())
+            .then_some(now_ns + POLL_EXIT_NS);
+        [
+            poll,
+            (self.deadline_ns != 0).then_some(self.deadline_ns),
+            (worker.kill_at_ns != 0).then_some(worker.kill_at_ns),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// True once the task can end: it never started and was cancelled or timed out, its
+    /// child went on to the next task, or the child was reaped and its pipe drained
+    /// ([`collect_exit`](Self::collect_exit)).
+    pub fn is_over(&self) -> bool {
+        match self.state {
+            State::Waiting => self.end.is_some() || self.failure.is_some(),
+            State::Forking => false,
+            State::Running => self.worker.exit.is_some() && self.worker.pipe.is_none(),
+            State::HandedOn => true,
+        }
+    }
+
+    /// The status for `done`, and the message for `weft_last_error` with it.
+    pub fn outcome(&mut self) -> (i32, Vec<u8>, Option<String>) {
+        if let Some((status, result)) = self.handed.take() {
+            return (status, result, None);
+        }
+        if let Some(end) = self.end {
+            return (end, Vec::new(), None);
+        }
+        if let Some((code, message)) = self.failure.take() {
+            return (code as i32, Vec::new(), Some(message));
+        }
+        let worker = &mut self.worker;
+        match (worker.reader.status(), worker.exit) {
+            (Some(status), _) => (status, worker.reader.take_result(), None),
+            (None, exit) => {
+                (Code::Crashed as i32, Vec::new(), Some(describe(worker.pid, exit.unwrap_or(Exit::Unknown), false)))
+            }
+        }
+    }
+
+    /// Kills and reaps a running child (its loop is being freed).
+    pub fn kill_and_reap(&mut self) {
+        let worker = &mut self.worker;
+        if self.state == State::Running && worker.pid > 0 && worker.exit.is_none() {
+            kill(worker.pid, libc::SIGKILL);
+            worker.exit = reap(worker.pid, true);
+        }
+    }
+
+    // ---- reuse ---------------------------------------------------------------------
+
+    /// A reused child that finished this task and may run another: its fork's sequence
+    /// number (it may run tasks spawned before it) and its group. None: it may not.
+    pub fn ready_for_next(&self) -> Option<(u64, Group)> {
+        let worker = &self.worker;
+        let ready = self.state == State::Running
+            && self.end.is_none()
+            && self.failure.is_none()
+            && worker.exit.is_none()
+            && worker.pipe.is_some()
+            && worker.control.is_some()
+            && worker.reader.is_ready();
+        ready.then(|| (worker.fork_seq, self.reuse.unwrap_or_default()))
+    }
+
+    /// Sends the child (ready: see [`ready_for_next`](Self::ready_for_next)) the task
+    /// numbered `seq`: on success this task is over (HandedOn, its outcome kept) and the
+    /// child is returned, for the next task's [`take_over`](Self::take_over). None: the
+    /// child is gone; it stays this task's, and the next task goes back to the queue.
+    pub fn hand_on(&mut self, seq: u64) -> Option<Worker> {
+        let control = self.worker.control.as_ref()?;
+        sys::send_all(control.as_raw_fd(), &seq.to_le_bytes()).ok()?;
+        let status = self.worker.reader.status().expect("a ready child sent its status");
+        self.handed = Some((status, self.worker.reader.take_result()));
+        self.state = State::HandedOn;
+        let mut worker = std::mem::take(&mut self.worker);
+        worker.reader.next_task();
+        Some(worker)
+    }
+
+    /// This task (taken off the waiting queue) runs in `worker` from now on.
+    pub fn take_over(&mut self, worker: Worker) {
+        debug_assert_eq!(self.state, State::Forking);
+        self.worker = worker;
+        self.state = State::Running;
+    }
+
+    /// A reused child that gets no other task: told to exit (its task ends once it is
+    /// reaped).
+    pub fn release(&mut self) {
+        if let Some(control) = self.worker.control.take() {
+            let _ = sys::send_all(control.as_raw_fd(), &0u64.to_le_bytes());
+        }
+    }
+
+    /// Gives up the child's fds (to take out of the poller, then close).
+    pub(super) fn take_fds(&mut self) -> [Option<OwnedFd>; 2] {
+        self.worker.control = None;
+        [self.worker.pipe.take(), self.worker.exit_watch.take().map(OwnedFd::from)]
+    }
+}
