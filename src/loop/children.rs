@@ -147,10 +147,14 @@ impl<H: Handler> Loop<H> {
     /// A reused child finished the task at `index` and is ready: hands it the first
     /// waiting task if it may run it, or tells it to exit.
     fn hand_on(&self, core: &mut Core<H>, index: u32) {
-        let Some((fork_seq, group)) = child_in(&mut core.entries, index).ready_for_next() else { return };
+        let Some((fork_seq, group)) = child_in(&mut core.entries, index).ready_for_next() else {
+            // Ready, but ending anyway (cancelled, timed out): it gets nothing more.
+            child_in(&mut core.entries, index).release_if_ready();
+            return;
+        };
         let entries = &mut core.entries;
         let Some((next, seq)) = core.children.next_for(fork_seq, group, sys::now_ns(), |i| child_in(entries, i)) else {
-            child_in(&mut core.entries, index).release();
+            child_in(&mut core.entries, index).release_if_ready();
             return;
         };
         match child_in(&mut core.entries, index).hand_on(seq) {
@@ -161,7 +165,7 @@ impl<H: Handler> Loop<H> {
             }
             None => {
                 core.children.give_back(next, child_in(&mut core.entries, next));
-                child_in(&mut core.entries, index).release();
+                child_in(&mut core.entries, index).release_if_ready();
             }
         }
     }

@@ -369,9 +369,12 @@ impl Child {
         self.state = State::Running;
     }
 
-    /// A reused child that gets no other task: told to exit (its task ends once it is
-    /// reaped).
-    pub fn release(&mut self) {
+    /// A reused child that has finished its task and gets no other: told to exit (its
+    /// task ends once it is reaped).
+    pub fn release_if_ready(&mut self) {
+        if !self.worker.reader.is_ready() {
+            return;
+        }
         if let Some(control) = self.worker.control.take() {
             let _ = sys::send_all(control.as_raw_fd(), &0u64.to_le_bytes());
         }
