@@ -505,3 +505,88 @@ TEST(free_with_a_shared_child_running_and_tasks_waiting) {
     shm_free(s);
     HYG_END(h);
 }
+
+/* ---- from many threads ------------------------------------------------------------------ */
+
+typedef struct spawner {
+    weft_loop *lp;
+    ptask *p;
+    int n, seed;
+} spawner;
+
+static void *spawn_many(void *arg) {
+    spawner *sp = (spawner *)arg;
+    unsigned seed = (unsigned)sp->seed;
+    for (int i = 0; i < sp->n; i++) {
+        weft_spawn_options o = reuse_opts(rand_r(&seed) % 4 == 0 ? 1 + rand_r(&seed) % 30 : 0, 2);
+        if (!CHECK_ID(pt_spawn(sp->lp, pid_work, &sp->p[i], &o))) continue;
+        if (rand_r(&seed) % 4 == 0) {
+            if (rand_r(&seed) % 2) sleep_ms(rand_r(&seed) % 5);
+            int rc = weft_cancel(sp->lp, sp->p[i].id);
+            CHECK_MSG(rc == WEFT_OK || rc == WEFT_ERR_NOT_FOUND, "cancel: %d", rc);
+        }
+    }
+    return NULL;
+}
+
+static void sample_kids(weft_loop *lp, weft_id id, void *ud) {
+    (void)lp, (void)id;
+    int *max = (int *)ud;
+    kids k = proc_children();
+    if (k.all > *max) *max = k.all;
+}
+
+/* 4 threads spawn process tasks with reuse into a running loop (some with timeouts,
+ * some cancelled at once or a little later): every task ends exactly once (done and
+ * free_fn), with its result or the status of its cancel or timeout; at most 2 works run
+ * at once; no child, zombie or fd is left. */
+TEST(spawns_and_cancels_from_many_threads) {
+    hyg h = HYG_BEGIN();
+    weft_loop *lp = weft_loop_new();
+    pshm *s = shm_new();
+    REQUIRE(lp != NULL && s != NULL);
+    enum { THREADS = 4 };
+    int per = (int)h_scale(40, 8), n = THREADS * per;
+    ptask *p = calloc((size_t)n, sizeof *p);
+    REQUIRE(p != NULL);
+    for (int i = 0; i < n; i++) {
+        pt_init(&p[i], s);
+        p[i].arg = i % per;
+        p[i].ms = (unsigned)(i % 3);
+    }
+    /* A timer keeps the loop alive until every spawner has finished, and counts this
+     * process's children (a killed child never leaves its work in the shared counts). */
+    int max_kids = 0;
+    weft_id keep = CHECK_ID(weft_timer_every(lp, 1, sample_kids, &max_kids, NULL));
+    bg_loop bg;
+    bg_start(&bg, lp, WEFT_RUN_DEFAULT);
+    pthread_t th[THREADS];
+    spawner sp[THREADS];
+    for (int t = 0; t < THREADS; t++) {
+        sp[t] = (spawner){lp, p + t * per, per, 17 + t};
+        pthread_create(&th[t], NULL, spawn_many, &sp[t]);
+    }
+    for (int t = 0; t < THREADS; t++) pthread_join(th[t], NULL);
+    CHECK_OK(weft_cancel(lp, keep));
+    bg_join(&bg, h_slack_ms(30000), "process tasks from 4 threads");
+    CHECK_EQ(bg.rc, WEFT_OK);
+    int ok = 0, cancelled = 0, timed_out = 0;
+    for (int i = 0; i < n; i++) {
+        CHECK_EQ(atomic_load(&p[i].dones), 1);
+        WAIT_FREED(p[i]);
+        CHECK_EQ(atomic_load(&p[i].frees), 1);
+        if (p[i].status == p[i].arg && p[i].len == 3 * sizeof(int)) ok++;
+        else if (p[i].status == WEFT_ERR_CANCELLED) cancelled++;
+        else if (p[i].status == WEFT_ERR_TIMEOUT) timed_out++;
+        else h_fail(__FILE__, __LINE__, "task %d: status %d (%s)", i, p[i].status, p[i].err);
+    }
+    CHECK_MSG(max_kids <= 2, "%d children at once", max_kids);
+    printf("    (%d tasks: %d ok, %d cancelled, %d timed out, %d children, at most %d at once)\n", n, ok, cancelled,
+           timed_out, distinct_pids(p, n), max_kids);
+    CHECK(ok > n / 3);
+    SHM_CLEAN(s);
+    weft_loop_free(lp);
+    free(p);
+    shm_free(s);
+    HYG_END(h);
+}
