@@ -9,6 +9,21 @@
 #include "tasks_util.h"
 #include "process_util.h"
 
+/* A case's setup: its hygiene baseline, a loop and memory shared with the children;
+ * and its end: the children's checks, the loop freed, no child or fd left. */
+#define ENV_BEGIN()                           \
+    hyg h = HYG_BEGIN();                      \
+    weft_loop *lp = weft_loop_new();          \
+    pshm *s = shm_new();                      \
+    REQUIRE(lp != NULL && s != NULL)
+#define ENV_END()       \
+    do {                \
+        SHM_CLEAN(s);   \
+        weft_loop_free(lp); \
+        shm_free(s);    \
+        HYG_END(h);     \
+    } while (0)
+
 /* Changed by the parent between spawns: a child sees the value at its fork. */
 static int g_marker;
 /* Changed by the works, in the child: side effects of earlier tasks in the same child. */
@@ -128,10 +143,7 @@ TEST(without_reuse_each_task_gets_a_child) {
  * before B's fork). Each child saw the parent's state at its fork, and its own earlier
  * tasks' side effects; the parent's state is its own. */
 TEST(a_child_runs_only_tasks_spawned_before_its_fork) {
-    hyg h = HYG_BEGIN();
-    weft_loop *lp = weft_loop_new();
-    pshm *s = shm_new();
-    REQUIRE(lp != NULL && s != NULL);
+    ENV_BEGIN();
     weft_spawn_options o = reuse_opts(0, 1);
     ptask p[4];
     for (int i = 0; i < 4; i++) {
@@ -162,10 +174,7 @@ TEST(a_child_runs_only_tasks_spawned_before_its_fork) {
     CHECK_EQ(runs_of(&p[3]), 1);
     CHECK_EQ(g_runs_in_this_process, 0);
     for (int i = 0; i < 4; i++) WAIT_FREED(p[i]);
-    SHM_CLEAN(s);
-    weft_loop_free(lp);
-    shm_free(s);
-    HYG_END(h);
+    ENV_END();
 }
 
 /* What each task of fail_work does, by its arg. */
@@ -191,10 +200,7 @@ static int fail_work(weft_task *t, void *ud) {
  * child), and weft_child_exit ends its child after its task's status (the next task is
  * not lost: it gets a fresh child). */
 TEST(a_failure_in_a_shared_child_fails_only_its_task) {
-    hyg h = HYG_BEGIN();
-    weft_loop *lp = weft_loop_new();
-    pshm *s = shm_new();
-    REQUIRE(lp != NULL && s != NULL);
+    ENV_BEGIN();
     weft_spawn_options o = reuse_opts(0, 1);
     int kinds[] = {OK_TASK, OK_TASK, OK_TASK, CRASH_TASK, OK_TASK, EXIT_TASK, OK_TASK, OK_TASK};
     enum { N = sizeof kinds / sizeof kinds[0] };
@@ -217,9 +223,7 @@ TEST(a_failure_in_a_shared_child_fails_only_its_task) {
     CHECK(pid_of(&p[4]) == pid_of(&p[5]) && pid_of(&p[4]) != pid_of(&p[2]));
     CHECK(pid_of(&p[6]) == pid_of(&p[7]) && pid_of(&p[6]) != pid_of(&p[5]));
     for (int i = 0; i < N; i++) WAIT_FREED(p[i]);
-    weft_loop_free(lp);
-    shm_free(s);
-    HYG_END(h);
+    ENV_END();
 }
 
 static void count_event(weft_loop *lp, weft_id id, const char *topic, const void *payload, size_t len,
@@ -243,10 +247,7 @@ static int emit_work(weft_task *t, void *ud) {
 
 /* Each task's events reach the subscribers before its own done, in a shared child too. */
 TEST(events_of_tasks_sharing_a_child_arrive_before_their_done) {
-    hyg h = HYG_BEGIN();
-    weft_loop *lp = weft_loop_new();
-    pshm *s = shm_new();
-    REQUIRE(lp != NULL && s != NULL);
+    ENV_BEGIN();
     enum { N = 12 };
     ptask p[N];
     weft_id sub = CHECK_ID(weft_subscribe(lp, "reuse.*", count_event, p, NULL));
@@ -264,20 +265,14 @@ TEST(events_of_tasks_sharing_a_child_arrive_before_their_done) {
     CHECK_MSG(distinct_pids(p, N) <= 2, "%d children for %d tasks", distinct_pids(p, N), N);
     CHECK_OK(weft_cancel(lp, sub));
     for (int i = 0; i < N; i++) WAIT_FREED(p[i]);
-    SHM_CLEAN(s);
-    weft_loop_free(lp);
-    shm_free(s);
-    HYG_END(h);
+    ENV_END();
 }
 
 /* max_children 1: a waiting task cancelled never runs; a waiting task's timeout counts
  * from its spawn; a task running in a shared child, cancelled, kills only that child
  * (the tasks after it get a fresh one). */
 TEST(cancels_and_timeouts_with_a_shared_child) {
-    hyg h = HYG_BEGIN();
-    weft_loop *lp = weft_loop_new();
-    pshm *s = shm_new();
-    REQUIRE(lp != NULL && s != NULL);
+    ENV_BEGIN();
     enum { N = 7 };
     unsigned ms[N] = {40, 1, 1, 1, 5000, 1, 1};
     ptask p[N];
@@ -302,9 +297,7 @@ TEST(cancels_and_timeouts_with_a_shared_child) {
     CHECK_MSG(pid_of(&p[5]) != 0 && pid_of(&p[5]) == pid_of(&p[6]), "5 and 6 did not share a fresh child");
     CHECK_MSG(pid_of(&p[5]) != pid_of(&p[1]), "5 ran in the killed child");
     for (int i = 0; i < N; i++) WAIT_FREED(p[i]);
-    weft_loop_free(lp);
-    shm_free(s);
-    HYG_END(h);
+    ENV_END();
 }
 
 /* ---- host forks ------------------------------------------------------------------------- */
@@ -334,10 +327,7 @@ static int host_fork(void *data) {
  * weft's) never share its children. In blocks of 8 tasks per fork: group 0 uses `one`,
  * group 1 `two`, group 2 weft's fork. */
 TEST(a_host_fork_makes_each_child) {
-    hyg h = HYG_BEGIN();
-    weft_loop *lp = weft_loop_new();
-    pshm *s = shm_new();
-    REQUIRE(lp != NULL && s != NULL);
+    ENV_BEGIN();
     host one = {0, 0}, two = {0, 0};
     enum { N = 24 };
     ptask p[N];
@@ -369,19 +359,13 @@ TEST(a_host_fork_makes_each_child) {
     CHECK_MSG(distinct_pids(p, N) < N, "no child was reused");
     printf("    (%d tasks: %d + %d host forks, %d children in all)\n", N, forks_one, forks_two, distinct_pids(p, N));
     for (int i = 0; i < N; i++) WAIT_FREED(p[i]);
-    SHM_CLEAN(s);
-    weft_loop_free(lp);
-    shm_free(s);
-    HYG_END(h);
+    ENV_END();
 }
 
 /* A host fork that fails, returns 0 in the parent or a pid that is not a child: refused
  * in weft_spawn (free_fn not run), or, for a task that waited, done gets the error. */
 TEST(a_bad_host_fork_is_an_error) {
-    hyg h = HYG_BEGIN();
-    weft_loop *lp = weft_loop_new();
-    pshm *s = shm_new();
-    REQUIRE(lp != NULL && s != NULL);
+    ENV_BEGIN();
     int codes[] = {0, WEFT_ERR_IO, WEFT_ERR_INVALID, WEFT_ERR_INVALID};
     const char *says[] = {"", "fork_fn", "returned 0 in the parent", "not a child"};
     for (int mode = 1; mode <= 3; mode++) {
@@ -418,9 +402,7 @@ TEST(a_bad_host_fork_is_an_error) {
     WAIT_FREED(a);
     WAIT_FREED(b);
     CHECK_EQ(atomic_load(&b.frees), 1);
-    weft_loop_free(lp);
-    shm_free(s);
-    HYG_END(h);
+    ENV_END();
 }
 
 static void never_done(weft_loop *lp, weft_id id, int status, const uint8_t *r, size_t len, void *ud) {
@@ -481,10 +463,7 @@ TEST(older_options_never_reuse) {
 /* Freeing the loop with a shared child running and tasks waiting: the child is killed
  * and reaped, no done runs, every free_fn runs once. */
 TEST(free_with_a_shared_child_running_and_tasks_waiting) {
-    hyg h = HYG_BEGIN();
-    weft_loop *lp = weft_loop_new();
-    pshm *s = shm_new();
-    REQUIRE(lp != NULL && s != NULL);
+    ENV_BEGIN();
     enum { N = 6 };
     ptask p[N];
     weft_spawn_options o = reuse_opts(0, 1);
@@ -541,10 +520,7 @@ static void sample_kids(weft_loop *lp, weft_id id, void *ud) {
  * free_fn), with its result or the status of its cancel or timeout; at most 2 works run
  * at once; no child, zombie or fd is left. */
 TEST(spawns_and_cancels_from_many_threads) {
-    hyg h = HYG_BEGIN();
-    weft_loop *lp = weft_loop_new();
-    pshm *s = shm_new();
-    REQUIRE(lp != NULL && s != NULL);
+    ENV_BEGIN();
     enum { THREADS = 4 };
     int per = (int)h_scale(40, 8), n = THREADS * per;
     ptask *p = calloc((size_t)n, sizeof *p);
@@ -584,9 +560,6 @@ TEST(spawns_and_cancels_from_many_threads) {
     printf("    (%d tasks: %d ok, %d cancelled, %d timed out, %d children, at most %d at once)\n", n, ok, cancelled,
            timed_out, distinct_pids(p, n), max_kids);
     CHECK(ok > n / 3);
-    SHM_CLEAN(s);
-    weft_loop_free(lp);
     free(p);
-    shm_free(s);
-    HYG_END(h);
+    ENV_END();
 }
