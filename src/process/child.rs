@@ -27,7 +27,7 @@ const POLL_EXIT_NS: u64 = 5_000_000;
 
 /// Where a supervised task is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum State {
+enum State {
     /// Spawned, waiting for a free slot under its bound: not forked yet.
     Waiting,
     /// Being forked by the spawning thread or the loop thread right now.
@@ -60,18 +60,18 @@ pub struct Worker {
 
 /// A process task's supervision (the loop thread, under its lock).
 pub struct Child {
-    pub(super) state: State,
+    state: State,
     /// The most process tasks of its loop that may run while this one starts.
-    pub(super) max_children: usize,
+    max_children: usize,
     /// Counted among its loop's running children (forked by weft, not adopted).
-    pub(super) counted: bool,
+    counted: bool,
     /// Its place in spawn order (its loop's count of process tasks when it was spawned).
-    pub(super) seq: u64,
+    seq: u64,
     /// Some: its child may run later tasks of the same group, and it may run in a child
     /// that ran earlier ones.
-    pub(super) reuse: Option<Group>,
+    reuse: Option<Group>,
     /// How its child is forked: None, weft's own fork.
-    pub(super) host_fork: Option<HostFork>,
+    host_fork: Option<HostFork>,
     worker: Worker,
     /// A protocol error or a failed fork: the task ends with it.
     failure: Option<(Code, String)>,
@@ -80,7 +80,7 @@ pub struct Child {
     /// HandedOn: its status and result.
     handed: Option<(i32, Vec<u8>)>,
     /// The timeout's deadline (0: none).
-    pub(super) deadline_ns: u64,
+    deadline_ns: u64,
 }
 
 /// The deadline of a timeout of `timeout_ms` from now (0: none).
@@ -93,8 +93,17 @@ pub fn deadline_ns(timeout_ms: u64) -> u64 {
 }
 
 impl Child {
-    /// A process task's child, waiting to be forked.
-    pub(super) fn new(max_children: usize, deadline_ns: u64) -> Child {
+    /// The process task numbered `seq` in its loop, spawned with `plan`: waiting to be
+    /// forked.
+    pub(super) fn spawned(seq: u64, plan: super::Plan, deadline_ns: u64) -> Child {
+        let mut child = Child::new(plan.max_children, deadline_ns);
+        child.seq = seq;
+        child.host_fork = plan.host_fork;
+        child.reuse = plan.reuse.then(|| Child::group_of(plan.host_fork));
+        child
+    }
+
+    fn new(max_children: usize, deadline_ns: u64) -> Child {
         Child {
             state: State::Waiting,
             max_children,
@@ -162,6 +171,32 @@ impl Child {
     pub fn fork_failed(&mut self, error: Error) {
         self.state = State::Waiting;
         self.failure = Some((error.code, error.message));
+    }
+
+    /// Takes a slot under its bound: it is being forked (or handed a reused child) now.
+    pub(super) fn start_counted(&mut self) {
+        self.state = State::Forking;
+        self.counted = true;
+    }
+
+    /// Leaves its slot; true if it held one.
+    pub(super) fn uncount(&mut self) -> bool {
+        std::mem::take(&mut self.counted)
+    }
+
+    /// Waits for a slot again (a reused child it was to get had died).
+    pub(super) fn back_to_waiting(&mut self) {
+        self.state = State::Waiting;
+    }
+
+    /// The most process tasks of its loop that may run while it starts.
+    pub(super) fn max_children(&self) -> usize {
+        self.max_children
+    }
+
+    /// True once its timeout's deadline has passed.
+    pub(super) fn is_past_deadline(&self, now_ns: u64) -> bool {
+        self.deadline_ns != 0 && now_ns >= self.deadline_ns
     }
 
     /// True while it waits for a slot, not forked yet.

@@ -25,7 +25,7 @@
 //! The trade-off: a task's side effects in its child (globals, caches) are seen by the
 //! later tasks that run in the same child.
 
-use super::child::{Child, Group, State};
+use super::child::{Child, Group};
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 
@@ -46,15 +46,11 @@ impl Supervisor {
     /// child is Forking then). Otherwise it waits, and forks on the loop thread when a
     /// slot frees ([`start_next`](Self::start_next)).
     pub fn admit(&mut self, index: u32, plan: Plan, deadline_ns: u64) -> (Child, bool) {
-        let mut child = Child::new(plan.max_children, deadline_ns);
-        child.seq = self.next_seq;
+        let mut child = Child::spawned(self.next_seq, plan, deadline_ns);
         self.next_seq += 1;
-        child.host_fork = plan.host_fork;
-        child.reuse = plan.reuse.then(|| Child::group_of(plan.host_fork));
         let fork_now = self.waiting.is_empty() && self.running < plan.max_children;
         if fork_now {
-            child.state = State::Forking;
-            child.counted = true;
+            child.start_counted();
             self.running += 1;
         } else {
             self.waiting.push_back(index);
@@ -67,13 +63,12 @@ impl Supervisor {
     pub fn start_next<'a>(&mut self, child_at: impl FnOnce(u32) -> &'a mut Child) -> Option<u32> {
         let &index = self.waiting.front()?;
         let child = child_at(index);
-        if self.running >= child.max_children {
+        if self.running >= child.max_children() {
             return None;
         }
         self.waiting.pop_front();
         self.running += 1;
-        child.state = State::Forking;
-        child.counted = true;
+        child.start_counted();
         Some(index)
     }
 
@@ -81,7 +76,7 @@ impl Supervisor {
     /// and (without an exit watch) a look at whether it exited. A task whose timeout expires
     /// while it waits leaves the queue.
     pub fn on_timer(&mut self, index: u32, child: &mut Child, now_ns: u64) {
-        let expired = child.is_waiting() && child.deadline_ns != 0 && now_ns >= child.deadline_ns;
+        let expired = child.is_waiting() && child.is_past_deadline(now_ns);
         child.on_timer(now_ns);
         if expired {
             self.waiting.retain(|&i| i != index);
@@ -98,7 +93,7 @@ impl Supervisor {
     /// the poller, then close).
     pub fn forget(&mut self, index: u32, child: &mut Child) -> [Option<OwnedFd>; 2] {
         self.waiting.retain(|&i| i != index);
-        if std::mem::take(&mut child.counted) {
+        if child.uncount() {
             self.running -= 1;
         }
         child.take_fds()
@@ -135,24 +130,27 @@ impl Supervisor {
     ) -> Option<(u32, u64)> {
         let &index = self.waiting.front()?;
         let child = child_at(index);
-        let expired = child.deadline_ns != 0 && now_ns >= child.deadline_ns;
+        let (reuse, seq) = child.place();
         // `running` counts the child's current task, which leaves as this one starts.
-        if child.reuse != Some(group) || child.seq >= fork_seq || expired || self.running > child.max_children {
+        if reuse != Some(group)
+            || seq >= fork_seq
+            || child.is_past_deadline(now_ns)
+            || self.running > child.max_children()
+        {
             return None;
         }
         self.waiting.pop_front();
         self.running += 1;
-        child.state = State::Forking;
-        child.counted = true;
-        Some((index, child.seq))
+        child.start_counted();
+        Some((index, seq))
     }
 
     /// The task `next_for` took could not be handed the child (it died): it waits at
     /// the head again.
     pub fn give_back(&mut self, index: u32, child: &mut Child) {
         self.running -= 1;
-        child.counted = false;
-        child.state = State::Waiting;
+        child.uncount();
+        child.back_to_waiting();
         self.waiting.push_front(index);
     }
 }
