@@ -162,3 +162,68 @@ pub struct Plan {
     pub host_fork: Option<super::HostFork>,
     pub reuse: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(max_children: usize, reuse: bool) -> Plan {
+        Plan { max_children, host_fork: None, reuse }
+    }
+
+    /// Tasks 0..n of a loop as a slab would hold them: by index.
+    fn admit_all(sup: &mut Supervisor, plans: &[Plan]) -> (Vec<Child>, Vec<bool>) {
+        plans.iter().enumerate().map(|(i, &p)| sup.admit(i as u32, p, 0)).unzip()
+    }
+
+    #[test]
+    fn the_first_waiting_task_of_the_group_spawned_before_the_fork_is_next() {
+        let mut sup = Supervisor::default();
+        // 0 forks at once; 1..4 wait (bound 1).
+        let (mut children, fork_now) = admit_all(&mut sup, &[plan(1, true); 4]);
+        assert_eq!(fork_now, [true, false, false, false]);
+        // A child forked for 0 at seq 1 may run nothing: every waiting task came after.
+        assert!(sup.next_for(1, (0, 0), 0, |i| &mut children[i as usize]).is_none());
+        // A child forked after all four may run 1, then (after 1 leaves its slot) 2.
+        let fork_seq = sup.fork_seq();
+        let snapshot = sup.snapshot((0, 0), |i| (children[i as usize].place().0, children[i as usize].place().1, i));
+        assert_eq!(snapshot, [(1, 1), (2, 2), (3, 3)]);
+        assert_eq!(sup.next_for(fork_seq, (0, 0), 0, |i| &mut children[i as usize]), Some((1, 1)));
+        // Bound 1: while 0 still holds its slot, 1 counts too (0 leaves as 1 takes over).
+        sup.forget(0, &mut children[0]);
+        assert_eq!(sup.running, 1);
+        assert_eq!(sup.next_for(fork_seq, (0, 0), 0, |i| &mut children[i as usize]), Some((2, 2)));
+        sup.forget(1, &mut children[1]);
+        assert_eq!(sup.next_for(fork_seq, (0, 0), 0, |i| &mut children[i as usize]), Some((3, 3)));
+        sup.forget(2, &mut children[2]);
+        assert_eq!(sup.next_for(fork_seq, (0, 0), 0, |i| &mut children[i as usize]), None, "none waits");
+        // A fresh child's task over the bound does not take a slot another holds.
+        let (child, fork_now) = sup.admit(4, plan(1, true), 0);
+        children.push(child);
+        assert!(!fork_now);
+        assert_eq!(sup.start_next(|i| &mut children[i as usize]), None);
+        sup.forget(3, &mut children[3]);
+        assert_eq!(sup.start_next(|i| &mut children[i as usize]), Some(4));
+    }
+
+    #[test]
+    fn other_groups_tasks_without_reuse_and_expired_ones_are_not_next() {
+        let mut sup = Supervisor::default();
+        let mut children = Vec::new();
+        children.push(sup.admit(0, plan(1, true), 0).0);
+        children.push(sup.admit(1, plan(1, false), 0).0);
+        let fork_seq = sup.fork_seq();
+        assert_eq!(sup.next_for(fork_seq, (0, 0), 0, |i| &mut children[i as usize]), None, "1 has no reuse");
+        sup.dequeue(1);
+        children.push(sup.admit(2, plan(1, true), 5).0);
+        let fork_seq = sup.fork_seq();
+        assert_eq!(sup.next_for(fork_seq, (7, 7), 0, |i| &mut children[i as usize]), None, "another group");
+        assert_eq!(sup.next_for(fork_seq, (0, 0), 5, |i| &mut children[i as usize]), None, "past its deadline");
+        assert_eq!(sup.next_for(fork_seq, (0, 0), 4, |i| &mut children[i as usize]), Some((2, 2)));
+        // Given back (the child died): it waits at the head again, and its slot is free.
+        sup.give_back(2, &mut children[2]);
+        assert!(children[2].is_waiting());
+        sup.forget(0, &mut children[0]);
+        assert_eq!(sup.start_next(|i| &mut children[i as usize]), Some(2));
+    }
+}
