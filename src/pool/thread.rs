@@ -40,8 +40,7 @@ extern "C-unwind" fn thread_start(arg: *mut libc::c_void) -> *mut libc::c_void {
         end -= 1;
     }
     if let Ok(name) = std::ffi::CString::new(&name[..end]) {
-        // SAFETY: names the calling thread with a NUL-terminated string.
-        unsafe { libc::pthread_setname_np(libc::pthread_self(), name.as_ptr()) };
+        crate::sys::name_this_thread(&name);
     }
     body();
     finished.store(true, SeqCst);
@@ -62,7 +61,7 @@ impl OsThread {
                 let size = stack_size.max(libc::PTHREAD_STACK_MIN).div_ceil(page) * page;
                 libc::pthread_attr_setstacksize(&mut attr, size);
             }
-            let mut id: libc::pthread_t = 0;
+            let mut id: libc::pthread_t = std::mem::zeroed();
             let arg = Box::into_raw(start);
             // The same ABI; "C-unwind" only lets a forced unwind pass through it.
             let routine: extern "C" fn(*mut libc::c_void) -> *mut libc::c_void =

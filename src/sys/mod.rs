@@ -49,8 +49,8 @@ use linux as backend;
 compile_error!("weft has a Linux backend only (see src/sys/mod.rs)");
 
 pub use backend::{
-    call, errno, fd_is_open, first_realtime_signal, grow_pipe, is_readable, now_ns, pipe, ring, send_all, set_errno,
-    socketpair, Bell, ChildWatch, Events, Poller, TimerWake,
+    call, errno, fd_is_open, first_realtime_signal, grow_pipe, is_readable, name_this_thread, now_ns, pipe, ring,
+    send_all, set_errno, socketpair, Bell, ChildWatch, Events, Poller, TimerWake,
 };
 
 /// Interest and readiness: the fd can be read without blocking (or is at its end).
