@@ -74,12 +74,24 @@ export class Handle {
 }
 
 export interface SpawnOptions {
-  /** The pool: 'cpu' (default, one thread per core) or 'io' (for blocking calls). */
-  on?: 'cpu' | 'io';
-  /** Milliseconds after which the promise rejects with WEFT_ERR_TIMEOUT (0: none). */
+  /**
+   * Where the work runs: 'cpu' (default, a pool of one thread per core), 'io' (a pool for
+   * blocking calls) or 'process' (a forked child; only the native function runs there,
+   * never JavaScript: it must not call into V8, Node or libuv).
+   */
+  on?: 'cpu' | 'io' | 'process';
+  /** Milliseconds after which the promise rejects with WEFT_ERR_TIMEOUT (0: none); a child is killed. */
   timeout?: number | bigint;
-  /** Rejects with an AbortError when aborted; the work sees weft_task_cancelled. */
+  /** Rejects with an AbortError when aborted; the work sees weft_task_cancelled, a child is killed. */
   signal?: AbortSignal;
+  /** on: 'process' only: this task forks only while fewer of the loop's process tasks run (0, the default: one per core). */
+  maxChildren?: number | bigint;
+  /**
+   * on: 'process' only (default true): the task may run in a child that ran earlier
+   * tasks, and its child may run later waiting ones spawned before its fork. false: a
+   * fresh child for this task alone.
+   */
+  reuse?: boolean;
 }
 
 /** A weft event loop, run by Node's own event loop. */
@@ -107,8 +119,9 @@ export class Loop {
   cancel(id: bigint): void;
   /**
    * Runs a native weft_work_fn (a pointer to an exported C function, e.g.
-   * `koffi.load(path).symbol('my_work')`) on a pool thread; resolves with the bytes it
-   * wrote once it returns 0.
+   * `koffi.load(path).symbol('my_work')`) on a pool thread or in a forked child
+   * (`on: 'process'`); resolves with the bytes it wrote once it returns 0. A child that
+   * dies rejects with a WeftError WEFT_ERR_CRASHED naming the signal.
    */
   spawn(work: bigint, userData?: Buffer | Uint8Array | ArrayBuffer | string | bigint | null,
     options?: SpawnOptions): Promise<Buffer>;

@@ -108,13 +108,14 @@ function loadedFile() {
 
 const {
   WEFT_OK, WEFT_ERR_NOT_FOUND, WEFT_ERR_CLOSED, WEFT_ERR_INVALID, WEFT_RUN_NOWAIT,
-  WEFT_ON_IO, WEFT_ON_CPU,
+  WEFT_ON_IO, WEFT_ON_CPU, WEFT_ON_PROCESS, WEFT_ERR_TIMEOUT, WEFT_ERR_CANCELLED,
 } = ffi;
 const SPAWN_OPTIONS_SIZE = koffi.sizeof(ffi.weft_spawn_options);
 const NUL = Buffer.alloc(1);
 
 const toBigInt = (v) => (typeof v === 'bigint' ? v : BigInt(v));
 const U64_MAX = (1n << 64n) - 1n;
+const U32_MAX = 2 ** 32 - 1;
 
 // ---------------------------------------------------------------------------------------
 // Errors
@@ -188,6 +189,19 @@ function checkMs(ms, name) {
   if (typeof ms !== 'number') throw new TypeError(`${name} must be a number of milliseconds, got ${typeof ms}`);
   if (!(ms >= 0) || !Number.isFinite(ms)) throw new RangeError(`${name} must be a finite number >= 0, got ${ms}`);
   return Math.ceil(ms); // never early
+}
+
+// A count for a uint32_t field: a Number or BigInt integer in 0..2^32 - 1.
+function checkU32(n, name) {
+  if (typeof n === 'bigint') {
+    if (n < 0n || n > BigInt(U32_MAX)) throw new RangeError(`${name} must be an integer in 0..${U32_MAX}, got ${n}`);
+    return Number(n);
+  }
+  if (typeof n !== 'number') throw new TypeError(`${name} must be a number, got ${typeof n}`);
+  if (!Number.isInteger(n) || n < 0 || n > U32_MAX) {
+    throw new RangeError(`${name} must be an integer in 0..${U32_MAX}, got ${n}`);
+  }
+  return n;
 }
 
 function checkString(s, name) {
@@ -303,8 +317,12 @@ function onDone(lp, id, status, result, len) {
   if (task === undefined) return;
   loop._tasks.delete(id);
   loop._dropRef();
+  // A process task's crash (or a fork that failed on the loop thread): weft_last_error,
+  // read here inside done, says why (the signal, the exit code, the errno).
+  const why = task.process && status < 0 && status !== WEFT_ERR_TIMEOUT && status !== WEFT_ERR_CANCELLED
+    ? lastError(status) : null;
   try {
-    task.finish(status, status >= 0 ? copyBytes(result, len) : null);
+    task.finish(status, status >= 0 ? copyBytes(result, len) : null, why);
   } catch (err) {
     loop._fail(err);
   }
@@ -409,7 +427,7 @@ const openLoops = new Set();
 // Posts, events and task completions one turn of Node's loop runs at most.
 const PASS_LIMIT = 4096;
 
-const WHERE = { io: WEFT_ON_IO, cpu: WEFT_ON_CPU };
+const WHERE = { io: WEFT_ON_IO, cpu: WEFT_ON_CPU, process: WEFT_ON_PROCESS };
 
 // A weft event loop driven by Node's. An exception thrown by one of its callbacks goes to
 // its 'error' listeners (loop.on('error', fn)); without one it is an uncaught exception,
@@ -543,15 +561,30 @@ class Loop {
   }
 
   // Runs the native `work(task, userData)` (a weft_work_fn: a BigInt pointer to an
-  // exported C function, e.g. koffi.load(path).symbol('my_work')) on a weft pool thread,
-  // and resolves with the bytes it wrote (weft_task_write) once it returns 0.
+  // exported C function, e.g. koffi.load(path).symbol('my_work')) on a weft pool thread
+  // or in a forked child, and resolves with the bytes it wrote (weft_task_write) once it
+  // returns 0.
   //   userData: null; a Buffer, Uint8Array or string (copied, NUL-terminated, into memory
   //     the task owns, freed after the work returns); or a BigInt pointer you keep valid
   //     until the work has returned (even after a timeout or an abort).
-  //   options.on: 'cpu' (default) or 'io'; options.timeout: ms (rejects with a WeftError
-  //     WEFT_ERR_TIMEOUT; the work sees weft_task_cancelled); options.signal: AbortSignal
-  //     (rejects with an AbortError at once; the work sees weft_task_cancelled).
-  // A status other than 0 rejects with a TaskError (its .status and .result).
+  //   options.on: 'cpu' (default), 'io' or 'process'; options.timeout: ms (rejects with a
+  //     WeftError WEFT_ERR_TIMEOUT; the work sees weft_task_cancelled, a child is
+  //     killed); options.signal: AbortSignal (rejects with an AbortError at once; the work
+  //     sees weft_task_cancelled, a child is killed).
+  //   on: 'process' only: options.maxChildren (default 0: one per core) and
+  //     options.reuse (default true).
+  // A status other than 0 rejects with a TaskError (its .status and .result); a child
+  // that died rejects with a WeftError WEFT_ERR_CRASHED naming the signal or exit code.
+  //
+  // on: 'process' runs the native function in a child forked from this process (a
+  // copy-on-write snapshot of it at the fork); JavaScript never runs there. The child
+  // has only the forking thread: the work must not call into V8, Node or libuv, nor
+  // take locks other threads may have held at the fork (glibc's malloc is fine). Its
+  // weft_task_write bytes and weft_task_emit events come back through a pipe; the events
+  // reach the loop's subscribers before the promise settles. With reuse, a child that
+  // finished its task runs the next waiting one spawned with reuse before the child was
+  // forked: one fork for many tasks, but a later task sees the globals earlier tasks in
+  // that child changed.
   spawn(work, userData = null, options = {}) {
     try {
       return this._spawn(work, userData, options);
@@ -564,10 +597,19 @@ class Loop {
     this._check('spawn');
     checkWork(work);
     if (options === null || typeof options !== 'object') throw new TypeError('options must be an object');
-    const { on = 'cpu', timeout = 0, signal } = options;
+    const { on = 'cpu', timeout = 0, signal, maxChildren, reuse } = options;
     const where = Object.hasOwn(WHERE, on) ? WHERE[on] : undefined;
-    if (where === undefined) throw new TypeError(`options.on must be 'cpu' or 'io', got ${String(on)}`);
+    if (where === undefined) throw new TypeError(`options.on must be 'cpu', 'io' or 'process', got ${String(on)}`);
+    const inProcess = where === WEFT_ON_PROCESS;
     const timeoutMs = checkMs(timeout, 'options.timeout');
+    if (maxChildren !== undefined || reuse !== undefined) {
+      const given = maxChildren !== undefined ? 'maxChildren' : 'reuse';
+      if (!inProcess) throw new TypeError(`options.${given} applies only to on: 'process' (on: '${on}')`);
+    }
+    const maxChildrenN = maxChildren === undefined ? 0 : checkU32(maxChildren, 'options.maxChildren');
+    if (reuse !== undefined && typeof reuse !== 'boolean') {
+      throw new TypeError(`options.reuse must be a boolean, got ${typeof reuse}`);
+    }
     if (signal !== undefined && !(signal instanceof AbortSignal)) {
       throw new TypeError('options.signal must be an AbortSignal');
     }
@@ -584,9 +626,19 @@ class Loop {
       if (data === 0) throw new WeftError(WEFT_ERR_INVALID, 'spawn: out of memory for userData');
       if (bytes.length > 0) c_copyTo(data, bytes, bytes.length);
       c_copyTo(data + bytes.length, NUL, 1);
-      freeFn = C_FREE; // native: weft may call it on the pool thread, after the work
+      // Native: weft may call it on the pool thread, after the work; for a process
+      // task, in this process after done (the child has its own copy from the fork).
+      freeFn = C_FREE;
     }
-    const opts = timeoutMs ? { size: SPAWN_OPTIONS_SIZE, timeout_ms: timeoutMs, pool: null, max_children: 0 } : null;
+    const opts = timeoutMs || inProcess ? {
+      size: SPAWN_OPTIONS_SIZE,
+      timeout_ms: timeoutMs,
+      pool: null,
+      max_children: maxChildrenN,
+      fork_fn: null,
+      fork_data: null,
+      reuse_child: inProcess && reuse !== false,
+    } : null;
     const id = lib.weft_spawn(this._ptr, where, work, T_DONE, data, freeFn, opts);
     if (id === 0n) {
       const err = lastError();
@@ -596,13 +648,15 @@ class Loop {
     return new Promise((resolve, reject) => {
       const task = {
         settled: false,
-        finish: (status, result) => {
+        process: inProcess,
+        // `why`: weft_last_error's text, read inside done, for a process task's crash.
+        finish: (status, result, why) => {
           if (signal) signal.removeEventListener('abort', onAbort);
           if (task.settled) return;
           task.settled = true;
           if (status === 0) resolve(result);
           else if (status > 0) reject(new TaskError(status, result));
-          else reject(new WeftError(status, `spawn: ${lib.weft_strerror(status)}`));
+          else reject(new WeftError(status, `spawn: ${why ? why.message : lib.weft_strerror(status)}`));
         },
         fail: (err) => {
           if (signal) signal.removeEventListener('abort', onAbort);
@@ -614,8 +668,8 @@ class Loop {
       const onAbort = () => {
         if (task.settled || this._closed) return;
         task.settled = true;
-        // done still comes (WEFT_ERR_CANCELLED, once the work returns); until then the
-        // task stays registered, and keeps Node alive.
+        // done still comes (WEFT_ERR_CANCELLED, once the work returns or the killed
+        // child is reaped); until then the task stays registered, and keeps Node alive.
         lib.weft_cancel(this._ptr, id);
         reject(new AbortError(undefined, { cause: signal.reason }));
       };

@@ -4,10 +4,15 @@
 // - emitter(): examples/c's libweft_emitter.so (a C library built on weft: a thread that
 //   emits events, and weft work functions), built with `make -C examples/c emitter`
 //   against the same libweft.so the binding loaded, so that only one copy is mapped.
+// - processWork(): test-support/process_work.c, the work functions of the process-task
+//   tests, built with `cc -shared -fPIC` into test-support/build/ against the same
+//   libweft.so (rebuilt when the source, the header or the library is newer).
 // - libc: pipe/read/write/close/gettid, for fd watches and thread checks.
 'use strict';
 
 const { execFileSync } = require('node:child_process');
+const crypto = require('node:crypto');
+const fs = require('node:fs');
 const path = require('node:path');
 
 const weft = require('..');
@@ -38,6 +43,38 @@ function emitter() {
   // Joins on a koffi worker thread, so the JS thread keeps delivering the events.
   emitterLib.joinAsync = promisifyAsync(emitterLib.join);
   return emitterLib;
+}
+
+let processWorkLib = null;
+
+// Builds (when stale) and loads process_work.so; returns its work functions (BigInt
+// pointers for loop.spawn). The file's name carries a hash of the library's directory
+// (its rpath), so two libweft.so builds never share one helper.
+function processWork() {
+  if (processWorkLib) return processWorkLib;
+  const libdir = path.dirname(weft.libraryPath);
+  const source = path.join(__dirname, 'process_work.c');
+  const header = path.join(REPO, 'include', 'weft.h');
+  const tag = crypto.createHash('sha256').update(libdir).digest('hex').slice(0, 12);
+  const file = path.join(__dirname, 'build', `libweft_process_work-${tag}.so`);
+  const mtime = (f) => fs.statSync(f).mtimeMs;
+  const stale = !fs.existsSync(file)
+    || [source, header, weft.libraryPath].some((f) => mtime(f) > mtime(file));
+  if (stale) {
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    // Under a temporary name, then renamed: test files run in parallel processes.
+    const tmp = `${file}.tmp.${process.pid}`;
+    execFileSync('cc', ['-std=c11', '-O2', '-Wall', '-Wextra', '-Werror', '-shared', '-fPIC',
+      `-I${path.dirname(header)}`, '-o', tmp, source, `-L${libdir}`, '-lweft', `-Wl,-rpath,${libdir}`],
+    { stdio: ['ignore', 'ignore', 'inherit'] });
+    fs.renameSync(tmp, file);
+  }
+  const handle = koffi.load(file);
+  processWorkLib = { file, handle };
+  for (const name of ['pid', 'sleep', 'crash', 'emit', 'status']) {
+    processWorkLib[name] = handle.symbol(`proc_work_${name}`);
+  }
+  return processWorkLib;
 }
 
 function promisifyAsync(fn) {
@@ -76,4 +113,4 @@ function threadsNamed(prefix) {
   return n;
 }
 
-module.exports = { weft, koffi, emitter, libc, pipe, threadsNamed, REPO };
+module.exports = { weft, koffi, emitter, processWork, libc, pipe, threadsNamed, REPO };

@@ -106,9 +106,10 @@ test('bad work pointers and options are refused, never called', async () => {
   await assert.rejects(loop.spawn(em.sum, {}), TypeError);
   await assert.rejects(loop.spawn(em.sum, 42), TypeError);
   await assert.rejects(loop.spawn(em.sum, -1n), RangeError);
-  await assert.rejects(loop.spawn(em.sum, null, { on: 'process' }), TypeError);
   await assert.rejects(loop.spawn(em.sum, null, { on: 'loop' }), TypeError);
   await assert.rejects(loop.spawn(em.sum, null, { on: 'toString' }), TypeError);
+  await assert.rejects(loop.spawn(em.sum, null, { reuse: true }), TypeError); // on: 'process' only
+  await assert.rejects(loop.spawn(em.sum, null, { on: 'io', maxChildren: 1 }), TypeError);
   await assert.rejects(loop.spawn(em.sum, null, { timeout: -1 }), RangeError);
   await assert.rejects(loop.spawn(em.sum, null, { timeout: 'soon' }), TypeError);
   await assert.rejects(loop.spawn(em.sum, null, { timeout: 2 ** 40 }), isWeftError('WEFT_ERR_INVALID'));
