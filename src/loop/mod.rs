@@ -63,13 +63,13 @@ use crate::pool::{self, Pool};
 use crate::process;
 use crate::signal;
 use crate::slots::{self, Generational, Id, Slab};
-use crate::sys::{self, Bell, Events, Poller, TimerWake};
+use crate::sys::{self, Bell, Events, Outer, Poller, TimerWake, WaitSlot};
 use crate::task::{self, TaskCell, TaskRef, TaskWork};
 use crate::timer::Wheel;
 use crate::watch::FdTable;
 use std::ffi::CStr;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// What a registration's handler is told when it is called.
@@ -323,10 +323,10 @@ pub struct Loop<H: Handler> {
     /// happened to put them together, cross_thread_post lost about a tenth).
     core: Aligned<Mutex<Core<H>>>,
     inbox: Arc<Inbox<H>>,
-    /// The host-facing set; holds the inner set.
-    outer: Poller,
-    /// The inner set's fd, for waiting without the core lock (replaced on this thread).
-    inner_fd: AtomicI32,
+    /// The host-facing fd; holds the inner set.
+    outer: Outer,
+    /// The inner set's waiter, for waiting without the core lock (replaced on this thread).
+    inner: WaitSlot,
     timer: TimerWake,
     signal_bell: Bell,
     runner: Aligned<Mutex<Runner<H>>>,
@@ -407,10 +407,9 @@ impl<H: Handler> Loop<H> {
         let signal_bell = Bell::new().map_err(io_error(sys::call::BELL))?;
         let inbox = Inbox::new().map_err(io_error(sys::call::BELL))?;
         let poller = Self::inner_set(&inbox, &timer, &signal_bell, &FdTable::default(), &[])?;
-        let outer = Poller::new().map_err(io_error(sys::call::POLLER))?;
-        outer.add(poller.as_raw_fd(), sys::READABLE, 0).map_err(io_error(sys::call::POLLER_ADD))?;
+        let outer = Outer::new(&poller).map_err(io_error(sys::call::POLLER_ADD))?;
         let tag = std::mem::ManuallyDrop::new(tag).0;
-        let poller_fd = poller.as_raw_fd();
+        let inner = WaitSlot::new(poller.waiter());
         Ok(Loop {
             tag,
             core: Aligned(Mutex::new(Core {
@@ -430,7 +429,7 @@ impl<H: Handler> Loop<H> {
                 pools: Vec::new(),
             })),
             inbox: Arc::new(inbox),
-            inner_fd: AtomicI32::new(poller_fd),
+            inner,
             outer,
             timer,
             signal_bell,
@@ -472,13 +471,12 @@ impl<H: Handler> Loop<H> {
         let poller = Poller::new().map_err(io_error(sys::call::POLLER))?;
         // The inbox bell is edge-triggered: a ring is one event, and the loop never
         // drains it (one system call less per wake-up; see `crate::inbox`).
-        for (fd, interest, key) in [
-            (inbox.bell_fd(), sys::READABLE | sys::EDGE, KEY_INBOX),
-            (timer.as_raw_fd(), sys::READABLE, KEY_TIMER),
-            (signal_bell.as_raw_fd(), sys::READABLE, KEY_SIGNAL),
-        ] {
+        for (fd, interest, key) in
+            [(inbox.bell_fd(), sys::READABLE | sys::EDGE, KEY_INBOX), (signal_bell.as_raw_fd(), sys::READABLE, KEY_SIGNAL)]
+        {
             poller.add(fd, interest, key).map_err(io_error(sys::call::POLLER_ADD))?;
         }
+        poller.add_timer(timer, KEY_TIMER).map_err(io_error(sys::call::POLLER_ADD))?;
         for (fd, interest) in fds.interests() {
             // A watched fd closed by its owner cannot be added; its watches stay quiet.
             let _ = poller.add(fd, interest, KEY_FD | fd as u32 as u64);
@@ -494,11 +492,10 @@ impl<H: Handler> Loop<H> {
         let Ok(fresh) = Self::inner_set(&self.inbox, &self.timer, &self.signal_bell, &core.fds, &core.proc_fds) else {
             return; // out of fds: keep the old set and try again next pass
         };
-        if self.outer.add(fresh.as_raw_fd(), sys::READABLE, 0).is_err() {
+        if self.outer.replace(&core.poller, &fresh).is_err() {
             return;
         }
-        let _ = self.outer.delete(core.poller.as_raw_fd());
-        self.inner_fd.store(fresh.as_raw_fd(), SeqCst);
+        self.inner.store(fresh.waiter());
         core.poller = fresh;
         core.polluted = false;
     }

@@ -31,6 +31,7 @@ impl<H: Handler> Loop<H> {
         })?;
         self.running.store(true, SeqCst);
         self.runner_thread.store(thread_number(), SeqCst);
+        self.outer.enter();
         let result = self.run_passes(&mut runner, mode);
         // No thread-local may point at this loop's staging feeders once another thread
         // can own the loop (a nested run returns inside another loop's callback).
@@ -43,6 +44,7 @@ impl<H: Handler> Loop<H> {
         if self.inbox.doze() || !runner.done.is_empty() {
             self.inbox.wake();
         }
+        self.outer.leave();
         // As in libuv, a stop is used up by the run it ends, or by the next run.
         self.stop.store(false, SeqCst);
         result
@@ -99,7 +101,7 @@ impl<H: Handler> Loop<H> {
     /// when nothing is scheduled.
     pub fn timeout_ms(&self) -> Result<Option<u64>> {
         fork::check()?;
-        if self.inbox.has_records() || sys::is_readable(self.outer.as_raw_fd()) {
+        if self.inbox.has_records() || self.outer.is_ready() {
             return Ok(Some(0));
         }
         let Some(next) = self.lock().wheel.next_deadline_ns() else { return Ok(None) };
@@ -117,7 +119,7 @@ impl<H: Handler> Loop<H> {
         // The inbox protocol: doze, and do not wait if records came in meanwhile.
         let queued = self.inbox.doze() || !done.is_empty();
         let block = block && !queued;
-        sys::Poller::wait_fd(self.inner_fd.load(SeqCst), events, block).map_err(io_error(sys::call::WAIT))?;
+        self.inner.load().wait(events, block).map_err(io_error(sys::call::WAIT))?;
         self.inbox.wake_up();
         let (mut inbox_rang, mut timer_rang, mut signal_rang) = (false, false, false);
         ready.clear();

@@ -8,41 +8,11 @@
 //! members of the epoll set), and `polling`'s wait re-arms its own notifier and timer with
 //! extra system calls on every pass, which the fd ping-pong benchmark pays for.
 
+use super::unix::{check, is_readable};
 use super::{EDGE, ERROR, HANGUP, READABLE, WRITABLE};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-
-/// The result of a system call that returns -1 on failure.
-#[inline]
-fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}
-
-/// Nanoseconds of CLOCK_MONOTONIC. Timers are measured on this clock.
-#[inline]
-pub fn now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid out-pointer; CLOCK_MONOTONIC always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// True when `fd` names an open descriptor of this process.
-pub fn fd_is_open(fd: RawFd) -> bool {
-    // SAFETY: F_GETFD only reads the descriptor flags; a closed fd gives EBADF.
-    fd >= 0 && unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0
-}
-
-/// Polls a single descriptor for readability without blocking.
-pub fn is_readable(fd: RawFd) -> bool {
-    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-    // SAFETY: one valid pollfd, zero timeout.
-    unsafe { libc::poll(&mut pfd, 1, 0) > 0 && pfd.revents & libc::POLLIN != 0 }
-}
+use std::sync::atomic::{AtomicI32, Ordering::SeqCst};
 
 /// The system calls as error messages name them (`"{call}: {error}"`).
 pub mod call {
@@ -148,6 +118,91 @@ impl Poller {
         // SAFETY: the kernel initialised the first `n` entries.
         unsafe { events.set_len(n as usize) };
         Ok(())
+    }
+}
+
+impl Poller {
+    /// Adds the timer wake-up `timer`, reported under `key` once its deadline is due.
+    pub fn add_timer(&self, timer: &TimerWake, key: u64) -> io::Result<()> {
+        self.add(timer.as_raw_fd(), READABLE, key)
+    }
+
+    /// What a thread waits on this poller with, without borrowing it.
+    pub fn waiter(&self) -> Waiter {
+        Waiter(self.fd.as_raw_fd())
+    }
+}
+
+/// A handle to wait on a poller ([`Poller::waiter`]): its descriptor here.
+#[derive(Clone, Copy)]
+pub struct Waiter(RawFd);
+
+impl Waiter {
+    /// Waits until something is ready (`block`), or only looks, and fills `events`; see
+    /// [`Poller::wait_fd`].
+    #[inline]
+    pub fn wait(self, events: &mut Events, block: bool) -> io::Result<()> {
+        Poller::wait_fd(self.0, events, block)
+    }
+}
+
+/// The waiter of a loop's current inner poller, replaced on the loop thread and read
+/// without its lock: an atomic descriptor number here.
+pub struct WaitSlot(AtomicI32);
+
+impl WaitSlot {
+    pub fn new(waiter: Waiter) -> WaitSlot {
+        WaitSlot(AtomicI32::new(waiter.0))
+    }
+
+    #[inline]
+    pub fn load(&self) -> Waiter {
+        Waiter(self.0.load(SeqCst))
+    }
+
+    pub fn store(&self, waiter: Waiter) {
+        self.0.store(waiter.0, SeqCst);
+    }
+}
+
+/// The descriptor an embedding host watches: an epoll set holding the loop's inner
+/// poller (itself an epoll set, readable while a wait on it would report something).
+pub struct Outer {
+    poller: Poller,
+}
+
+impl Outer {
+    pub fn new(inner: &Poller) -> io::Result<Outer> {
+        let poller = Poller::new()?;
+        poller.add(inner.as_raw_fd(), READABLE, 0)?;
+        Ok(Outer { poller })
+    }
+
+    /// Holds `fresh` instead of `old` (the loop replaced its inner poller).
+    pub fn replace(&self, old: &Poller, fresh: &Poller) -> io::Result<()> {
+        self.poller.add(fresh.as_raw_fd(), READABLE, 0)?;
+        let _ = self.poller.delete(old.as_raw_fd());
+        Ok(())
+    }
+
+    /// True when a pass would find something to do now.
+    #[inline]
+    pub fn is_ready(&self) -> bool {
+        is_readable(self.poller.as_raw_fd())
+    }
+
+    /// A thread starts running the loop (nothing to do here: the kernel keeps the set).
+    #[inline]
+    pub fn enter(&self) {}
+
+    /// The thread leaves the loop.
+    #[inline]
+    pub fn leave(&self) {}
+}
+
+impl AsRawFd for Outer {
+    fn as_raw_fd(&self) -> RawFd {
+        self.poller.as_raw_fd()
     }
 }
 
@@ -326,75 +381,6 @@ impl From<ChildWatch> for OwnedFd {
     fn from(watch: ChildWatch) -> OwnedFd {
         watch.fd
     }
-}
-
-// ---- other calls ----------------------------------------------------------------------
-
-/// A pipe, both ends close-on-exec and blocking: (read end, write end).
-pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` is a valid out-array of two descriptors.
-    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
-    // SAFETY: two fresh descriptors we own.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-/// A connected pair of stream sockets (AF_UNIX), both close-on-exec and blocking.
-pub fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` is a valid out-array of two descriptors.
-    check(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) })?;
-    // SAFETY: two fresh descriptors we own.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-/// Sends all of `bytes` on a stream socket, without SIGPIPE when the peer is gone (an
-/// error then). Blocks if the socket is full.
-pub fn send_all(fd: RawFd, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        // SAFETY: sends from the caller's slice.
-        let n = unsafe { libc::send(fd, bytes.as_ptr().cast(), bytes.len(), libc::MSG_NOSIGNAL) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return Err(err);
-        }
-        bytes = &bytes[n as usize..];
-    }
-    Ok(())
-}
-
-/// Asks for a pipe's buffer to hold `bytes` (best effort: the default is 64 KiB).
-pub fn grow_pipe(fd: RawFd, bytes: usize) {
-    // SAFETY: plain fcntl on the caller's descriptor.
-    unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, bytes as libc::c_int) };
-}
-
-/// Names the calling thread (as `ps` and debuggers show it; Linux keeps 15 bytes).
-pub fn name_this_thread(name: &std::ffi::CStr) {
-    // SAFETY: names the calling thread with a NUL-terminated string.
-    unsafe { libc::pthread_setname_np(libc::pthread_self(), name.as_ptr()) };
-}
-
-/// The calling thread's errno (a signal handler saves and restores it).
-#[inline]
-pub fn errno() -> i32 {
-    // SAFETY: errno is thread-local.
-    unsafe { *libc::__errno_location() }
-}
-
-#[inline]
-pub fn set_errno(value: i32) {
-    // SAFETY: errno is thread-local.
-    unsafe { *libc::__errno_location() = value };
-}
-
-/// The first real-time signal: the C library keeps those below it (and above the
-/// classic ones) for its own threads.
-pub fn first_realtime_signal() -> i32 {
-    libc::SIGRTMIN()
 }
 
 #[cfg(test)]

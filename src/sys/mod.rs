@@ -38,19 +38,23 @@
 //! This module may not hold loop logic: it knows no registration, key layout, lock or
 //! protocol of the loop's, and calls back into nothing; it keeps the guarantees above.
 
-// The backend. Linux only today; a `portable` feature (kqueue, event ports, poll(2)) is
-// to select a second one here, with the same names.
-#[cfg(target_os = "linux")]
+// The backend: Linux's own (epoll, eventfd, timerfd, pidfd), or the portable one on
+// `polling` (kqueue, event ports, poll(2)), which every other platform gets and Linux
+// gets with the `portable` feature.
+#[cfg(all(target_os = "linux", not(feature = "portable")))]
 mod linux;
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(feature = "portable")))]
 use linux as backend;
+#[cfg(any(feature = "portable", not(target_os = "linux")))]
+mod portable;
+#[cfg(any(feature = "portable", not(target_os = "linux")))]
+use portable as backend;
+mod unix;
 
-#[cfg(not(target_os = "linux"))]
-compile_error!("weft has a Linux backend only (see src/sys/mod.rs)");
-
-pub use backend::{
-    call, errno, fd_is_open, first_realtime_signal, grow_pipe, is_readable, name_this_thread, now_ns, pipe, ring,
-    send_all, set_errno, socketpair, Bell, ChildWatch, Events, Poller, TimerWake,
+pub use backend::{call, ring, Bell, ChildWatch, Events, Outer, Poller, TimerWake, WaitSlot};
+pub use unix::{
+    errno, fd_is_open, first_realtime_signal, grow_pipe, name_this_thread, now_ns, pipe, send_all,
+    set_errno, socketpair,
 };
 
 /// Interest and readiness: the fd can be read without blocking (or is at its end).
