@@ -33,7 +33,8 @@ POOLS = variants(("weft", "bench_weft", [], {}), ("libuv", "bench_uv", [], UV_N)
 
 # name, description, metrics [(key, label, better)], goals [(key, reference, factor
 # [, subject])] and optionally the systems (default: ALL) and options: {"ratio": (header,
-# {row: base row})} makes the tables' ratio column row / base row (default: weft / row).
+# {row: base row})} makes the tables' ratio column row / base row (default: weft / row);
+# {"timeout": s} allows each of the workload's processes s seconds (at least --timeout).
 # A goal with reference system R and factor f means weft <= f*R (better="lower")
 # or weft >= f*R (better="higher"); reference None means an absolute bound f; factor
 # None makes a reference row with no goal. subject: the row judged (default "weft").
@@ -102,14 +103,41 @@ WORKLOADS = [
                ["weft-process-10m", "weft-io-10m", "weft-process-1g", "weft-io-1g"])),
      {"ratio": ("process / io", {"weft-process-10m": "weft-io-10m",
                                  "weft-process-1g": "weft-io-1g"})}),
+    ("process_reuse", "200 WEFT_ON_PROCESS tasks of a ~2 ms busy loop, spawned from the "
+     "loop thread before weft_loop_run, max_children = %d, first spawn to last done; "
+     "weft-process-reuse-*: reuse_child, weft-process-fork-*: a fork per task, "
+     "fork-per-task-*: hand-written fork + pipe + waitpid, %d at a time (no weft); parent "
+     "RSS ~10 MB and ~256 MB (a fresh child per size); median of 5 batches (256 MB: 3) "
+     "per process; ideal = 200 x task / %d" % (THREADS, THREADS, THREADS),
+     [("tasks_per_s", "tasks/s", "higher"), ("wall_ms", "wall ms", "lower"),
+      ("over_ms", "ms/task over ideal", "lower"), ("ideal_ms", "ideal ms", "lower"),
+      ("children", "children", "lower"), ("rss_mb", "RSS MiB", "lower")],
+     [("tasks_per_s", "weft-process-fork-10m", None, "weft-process-reuse-10m"),
+      ("tasks_per_s", "weft-process-fork-10m", None, "fork-per-task-10m"),
+      ("tasks_per_s", "weft-process-fork-256m", None, "weft-process-reuse-256m"),
+      ("tasks_per_s", "weft-process-fork-256m", None, "fork-per-task-256m")],
+     variants(("weft", "bench_weft", ["10m"], {},
+               ["weft-process-reuse-10m", "weft-process-fork-10m", "fork-per-task-10m"]),
+              ("weft", "bench_weft", ["256m"], {},
+               ["weft-process-reuse-256m", "weft-process-fork-256m", "fork-per-task-256m"])),
+     {"ratio": ("tasks/s ÷ weft-process-fork", {
+         "weft-process-reuse-10m": "weft-process-fork-10m",
+         "fork-per-task-10m": "weft-process-fork-10m",
+         "weft-process-reuse-256m": "weft-process-fork-256m",
+         "fork-per-task-256m": "weft-process-fork-256m"}),
+      "timeout": 90}),
 ]
 
 # Workloads that run the calibrated busy loop.
-SPIN_WORKLOADS = {"fork_join"}
+SPIN_WORKLOADS = {"fork_join", "process_reuse"}
 
 
 def systems_of(workload):
     return workload[4] if len(workload) > 4 else ALL
+
+
+def options_of(workload):
+    return workload[5] if len(workload) > 5 else {}
 
 
 def rows_of(variant):
@@ -228,12 +256,13 @@ def main():
         print("run %d/%d ..." % (run + 1, args.runs), file=sys.stderr, flush=True)
         for w in workloads:
             name = w[0]
+            timeout = max(args.timeout, options_of(w).get("timeout", 0))
             for v in systems_of(w):
                 system, binary, extra, env = v[:4]
                 rows = rows_of(v)
                 if any((name, row) in errors for row in rows):
                     continue   # failed once: do not spend more time on it
-                figs, err = run_one(args.build, binary, name, args.timeout, extra, env)
+                figs, err = run_one(args.build, binary, name, timeout, extra, env)
                 if not err and len(rows) == 1:   # one row: its last RESULT line
                     if not figs["rows"]:
                         err = "no RESULT line (skipped: %s)" % "; ".join(figs["skips"].values())

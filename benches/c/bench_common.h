@@ -46,6 +46,10 @@
 #define N_WARMUP     1000u      /* warm-up batch: starts the pool threads   */
 #define N_PROC_SEQ   200u       /* process_overhead: samples per row ...    */
 #define PROC_BUDGET_S 3.0       /*   ... or fewer, once a row took this long */
+#define N_REUSE      200u       /* process_reuse: process tasks per batch ... */
+#define REUSE_TASK_NS 2000000u  /*   ... of a busy loop of ~2 ms each        */
+#define REPS_REUSE   5          /*   batches per row (median reported) ...   */
+#define REPS_REUSE_BIG 3        /*   ... and with the big parent (forks: slow) */
 #define SEED_DELAYS  0x5eedf00dULL
 #define SEED_SHUFFLE 0xc0ffee11ULL
 
@@ -180,8 +184,8 @@ static maybe_unused long mem_available_bytes(void)
     return kb < 0 ? -1 : kb * 1024;
 }
 
-/* `bytes` of anonymous memory with every page written, so it is resident: the
- * parent's RSS of process_overhead.  Small pages (MADV_NOHUGEPAGE), so the page
+/* `bytes` of anonymous memory with every page written, so it is resident: the parent's
+ * RSS of process_overhead and process_reuse.  Small pages (MADV_NOHUGEPAGE), so the page
  * tables a fork copies do not depend on the machine's transparent huge page setting. */
 static maybe_unused char *ballast_new(size_t bytes)
 {
