@@ -17,6 +17,17 @@ use std::{env, fs};
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=src/ffi/mod.rs");
+    // `weft_kqueue`: the portable backend's poller is a kqueue (timers and child exits are
+    // kqueue filters there); not when the tests ask polling for poll(2) everywhere.
+    println!("cargo::rustc-check-cfg=cfg(weft_kqueue)");
+    println!("cargo::rustc-check-cfg=cfg(polling_test_poll_backend)");
+    let os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    let poll_only = env::var_os("CARGO_CFG_POLLING_TEST_POLL_BACKEND").is_some();
+    if matches!(os.as_str(), "macos" | "ios" | "tvos" | "watchos" | "freebsd" | "netbsd" | "openbsd" | "dragonfly")
+        && !poll_only
+    {
+        println!("cargo:rustc-cfg=weft_kqueue");
+    }
     let major = soname_major();
     match env::var("CARGO_CFG_TARGET_OS").as_deref() {
         Ok("macos" | "ios") => {

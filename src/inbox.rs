@@ -151,10 +151,12 @@ pub struct Inbox<H> {
     givers: AtomicUsize,
     /// The memory of the loop's task cells (see [`Inbox::own_chunk`]).
     chunks: Mutex<Vec<(NonNull<u8>, std::alloc::Layout)>>,
-    /// The bell's fd number: rung by producers (after they release the queue lock)
-    /// and by the loop itself; never drained (it is edge-triggered in the loop's
-    /// poller). The queue owns (and `close` closes) the fd.
+    /// The bell's fd number to ring: rung by producers (after they release the queue
+    /// lock) and by the loop itself; never drained (it is edge-triggered in the loop's
+    /// poller). The queue owns (and `close` closes) the bell.
     bell: RawFd,
+    /// The bell's fd number to poll (the same one where the bell is one descriptor).
+    bell_poll: RawFd,
 }
 
 // SAFETY: the chunks are plain memory, freed once, by the inbox's drop.
@@ -182,7 +184,8 @@ impl<H> Inbox<H> {
     pub fn new() -> std::io::Result<Inbox<H>> {
         let bell = Bell::new()?;
         Ok(Inbox {
-            bell: bell.as_raw_fd(),
+            bell: bell.ring_fd(),
+            bell_poll: bell.as_raw_fd(),
             queue: Line(Mutex::new(Queue {
                 records: VecDeque::new(),
                 first_seq: 1,
@@ -207,6 +210,11 @@ impl<H> Inbox<H> {
 
     /// The bell's fd, for the loop's poller.
     pub fn bell_fd(&self) -> RawFd {
+        self.bell_poll
+    }
+
+    /// The bell's fd to ring.
+    pub fn bell_ring_fd(&self) -> RawFd {
         self.bell
     }
 

@@ -407,7 +407,8 @@ impl<H: Handler> Loop<H> {
         let signal_bell = Bell::new().map_err(io_error(sys::call::BELL))?;
         let inbox = Inbox::new().map_err(io_error(sys::call::BELL))?;
         let poller = Self::inner_set(&inbox, &timer, &signal_bell, &FdTable::default(), &[])?;
-        let outer = Outer::new(&poller).map_err(io_error(sys::call::POLLER_ADD))?;
+        let outer =
+            Outer::new(&poller, (inbox.bell_fd(), inbox.bell_ring_fd())).map_err(io_error(sys::call::POLLER_ADD))?;
         let tag = std::mem::ManuallyDrop::new(tag).0;
         let inner = WaitSlot::new(poller.waiter());
         Ok(Loop {
@@ -471,9 +472,10 @@ impl<H: Handler> Loop<H> {
         let poller = Poller::new().map_err(io_error(sys::call::POLLER))?;
         // The inbox bell is edge-triggered: a ring is one event, and the loop never
         // drains it (one system call less per wake-up; see `crate::inbox`).
-        for (fd, interest, key) in
-            [(inbox.bell_fd(), sys::READABLE | sys::EDGE, KEY_INBOX), (signal_bell.as_raw_fd(), sys::READABLE, KEY_SIGNAL)]
-        {
+        for (fd, interest, key) in [
+            (inbox.bell_fd(), sys::READABLE | sys::EDGE, KEY_INBOX),
+            (signal_bell.as_raw_fd(), sys::READABLE, KEY_SIGNAL),
+        ] {
             poller.add(fd, interest, key).map_err(io_error(sys::call::POLLER_ADD))?;
         }
         poller.add_timer(timer, KEY_TIMER).map_err(io_error(sys::call::POLLER_ADD))?;

@@ -17,7 +17,7 @@ use crate::task;
 use crate::timer;
 use crate::watch;
 use std::ffi::CStr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 
 impl<H: Handler> Loop<H> {
@@ -94,7 +94,7 @@ impl<H: Handler> Loop<H> {
     /// The fd an embedding host watches: readable when `run(NoWait)` has work.
     pub fn fd(&self) -> Result<RawFd> {
         fork::check()?;
-        Ok(self.outer.as_raw_fd())
+        Ok(self.outer.host_fd())
     }
 
     /// Milliseconds until the next timer (rounded up), 0 when work is ready now, None
@@ -102,6 +102,12 @@ impl<H: Handler> Loop<H> {
     pub fn timeout_ms(&self) -> Result<Option<u64>> {
         fork::check()?;
         if self.inbox.has_records() || self.outer.is_ready() {
+            return Ok(Some(0));
+        }
+        // A look at the poller may drain the inbox bell (the portable backend's host fd):
+        // records queued meanwhile must keep the host's fd readable.
+        if self.inbox.has_records() {
+            self.inbox.wake();
             return Ok(Some(0));
         }
         let Some(next) = self.lock().wheel.next_deadline_ns() else { return Ok(None) };

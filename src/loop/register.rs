@@ -94,6 +94,11 @@ impl<H: Handler> Loop<H> {
         self.usable()?;
         watch::check_fd(fd)?;
         watch::check_interest(interest)?;
+        if fd == self.outer.as_raw_fd() {
+            return Err(Error::invalid(format!(
+                "fd {fd} is this loop's own fd (weft_loop_fd): it cannot watch itself"
+            )));
+        }
         let mut core = self.lock();
         let (id, index) = self.register(&mut core, handler, Kind::Fd { fd, interest })?;
         let events = core.fds.set(fd, index, interest);
@@ -140,7 +145,7 @@ impl<H: Handler> Loop<H> {
         // The bell goes up before the handler, so a signal caught right after the
         // handler is installed already rings it.
         if core.signal_bell_slot.is_none() {
-            core.signal_bell_slot = Some(signal::register_bell(self.signal_bell.as_raw_fd())?);
+            core.signal_bell_slot = Some(signal::register_bell(self.signal_bell.ring_fd())?);
         }
         if core.signal_watchers[signum as usize].is_empty() {
             core.signal_seen[signum as usize] = signal::count(signum);

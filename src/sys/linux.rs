@@ -172,7 +172,8 @@ pub struct Outer {
 }
 
 impl Outer {
-    pub fn new(inner: &Poller) -> io::Result<Outer> {
+    /// The loop's `inner` poller, and its inbox bell (poll end, ring end; unused here).
+    pub fn new(inner: &Poller, _bell: (RawFd, RawFd)) -> io::Result<Outer> {
         let poller = Poller::new()?;
         poller.add(inner.as_raw_fd(), READABLE, 0)?;
         Ok(Outer { poller })
@@ -189,6 +190,11 @@ impl Outer {
     #[inline]
     pub fn is_ready(&self) -> bool {
         is_readable(self.poller.as_raw_fd())
+    }
+
+    /// The host's fd.
+    pub fn host_fd(&self) -> RawFd {
+        self.poller.as_raw_fd()
     }
 
     /// A thread starts running the loop (nothing to do here: the kernel keeps the set).
@@ -283,6 +289,11 @@ impl Bell {
         // SAFETY: plain system call; the result is a fresh descriptor we own.
         let fd = check(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
         Ok(Bell { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+    }
+
+    /// The descriptor [`ring`] writes to (the bell's only one).
+    pub fn ring_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
     }
 
     /// Silences the bell (reads its counter). One system call.

@@ -31,7 +31,9 @@ pub fn fd_is_open(fd: RawFd) -> bool {
     fd >= 0 && unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0
 }
 
-/// Polls a single descriptor for readability without blocking.
+/// Polls a single descriptor for readability without blocking (unused by the poll(2)
+/// backend, whose host fd is looked at through its poller).
+#[allow(dead_code)]
 pub fn is_readable(fd: RawFd) -> bool {
     let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
     // SAFETY: one valid pollfd, zero timeout.

@@ -1,0 +1,365 @@
+//! The portable backend of the seam (see `sys/mod.rs`), on the `polling` crate: kqueue
+//! on macOS and the BSDs, event ports on illumos, epoll on Linux, poll(2) elsewhere (and
+//! on Linux too when built with `--cfg polling_test_poll_backend`, the configuration the
+//! tests run, as it has the fewest features).
+//!
+//! * [`Poller`]: a `polling::Poller`. Interest is level-triggered; `EDGE` is polling's
+//!   edge mode where the backend has one, and elsewhere the poller drains the member
+//!   (a bell) itself when it reports it, which is what an edge-triggered bell amounts to.
+//!   A member closed by its owner without being removed (poll(2) reports such an fd for
+//!   ever, as POLLNVAL) is removed by the poller when it reports it, as kqueue and epoll
+//!   do by themselves.
+//! * [`Bell`]: a non-blocking pipe; [`ring`] writes a byte, `drain` reads them all.
+//! * [`TimerWake`] (`wake.rs`): on kqueue a `Timer` filter in the loop's poller, so that
+//!   poller's fd turns readable at the deadline; elsewhere the deadline bounds the
+//!   poller's waits, and a wait that reaches it reports the timer's key.
+//! * [`ChildWatch`] (`wake.rs`): on kqueue a small kqueue of its own holding an
+//!   EVFILT_PROC/NOTE_EXIT filter, readable once the child exits; elsewhere None (the
+//!   loop polls `waitpid(pid, WNOHANG)`).
+//! * [`Outer`] (`outer.rs`): the fd an embedding host watches. On kqueue a kqueue
+//!   holding the loop's poller. Elsewhere (no pollable poller, or no timer filter) a pipe
+//!   that a helper thread makes readable when the loop's poller reports something or its
+//!   timer is due; the thread exists once the host has asked for the fd, and waits only
+//!   while no thread runs the loop.
+
+mod outer;
+mod wake;
+
+pub use outer::Outer;
+pub use wake::{ring, Bell, ChildWatch, TimerWake};
+
+use super::unix::fd_is_open;
+use super::{EDGE, ERROR, HANGUP, READABLE, WRITABLE};
+use std::io;
+use std::num::NonZeroUsize;
+use std::os::fd::{BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+// Keys are 64 bits wide in the loop and a usize in polling.
+const _: () = assert!(std::mem::size_of::<usize>() == 8, "the portable backend needs 64-bit keys");
+
+/// The calls as error messages name them (`"{call}: {error}"`).
+pub mod call {
+    pub const POLLER: &str = "polling::Poller::new";
+    pub const POLLER_ADD: &str = "polling::Poller::add";
+    pub const WAIT: &str = "polling::Poller::wait";
+    pub const BELL: &str = "pipe";
+    pub const TIMER: &str = "timer";
+    pub const PIPE: &str = "pipe";
+}
+
+/// No deadline (a [`TimerWake`] disarmed).
+const NEVER: u64 = u64::MAX;
+
+/// What a poller and the threads waiting on it share.
+pub(super) struct Shared {
+    poller: polling::Poller,
+    /// Members added with `EDGE` where the backend has no edge mode: (key, fd), drained
+    /// when reported.
+    drained: Mutex<Vec<(usize, RawFd)>>,
+    /// Every member's fd by key, to remove one reported as closed.
+    members: Mutex<Vec<(usize, RawFd)>>,
+    /// The timer wake-up added with `add_timer`: its key (NEVER: none) and deadline.
+    timer_key: AtomicU64,
+    timer: OnceLock<Arc<AtomicU64>>,
+    /// A thread is in a blocking wait (a timer armed earlier must interrupt it).
+    waiting: AtomicBool,
+}
+
+/// A set of descriptors, each with an interest and a key.
+pub struct Poller {
+    shared: Arc<Shared>,
+}
+
+fn interest_event(key: u64, interest: u32) -> polling::Event {
+    let mut event = polling::Event::new(key as usize, interest & READABLE != 0, interest & WRITABLE != 0);
+    event.set_interrupt(interest & HANGUP != 0);
+    event
+}
+
+impl Poller {
+    pub fn new() -> io::Result<Poller> {
+        let shared = Shared {
+            poller: polling::Poller::new()?,
+            drained: Mutex::new(Vec::new()),
+            members: Mutex::new(Vec::new()),
+            timer_key: AtomicU64::new(NEVER),
+            timer: OnceLock::new(),
+            waiting: AtomicBool::new(false),
+        };
+        Ok(Poller { shared: Arc::new(shared) })
+    }
+
+    fn mode(&self, interest: u32) -> polling::PollMode {
+        if interest & EDGE != 0 && self.shared.poller.supports_edge() {
+            polling::PollMode::Edge
+        } else {
+            polling::PollMode::Level
+        }
+    }
+
+    /// Adds `fd` with `interest`, reported under `key`. Fails when it is a member already.
+    pub fn add(&self, fd: RawFd, interest: u32, key: u64) -> io::Result<()> {
+        check_pollable(fd)?;
+        let mut members = lock(&self.shared.members);
+        if members.iter().any(|&(_, f)| f == fd) {
+            return Err(io::Error::from_raw_os_error(libc::EEXIST));
+        }
+        // SAFETY: the caller removes `fd` before closing it (or the poller removes it when
+        // it reports it closed).
+        unsafe { self.shared.poller.add_with_mode(fd, interest_event(key, interest), self.mode(interest)) }?;
+        members.push((key as usize, fd));
+        if interest & EDGE != 0 && !self.shared.poller.supports_edge() {
+            lock(&self.shared.drained).push((key as usize, fd));
+        }
+        Ok(())
+    }
+
+    /// Changes the interest and key of `fd`, or adds it when it is not a member.
+    pub fn set(&self, fd: RawFd, interest: u32, key: u64) -> io::Result<()> {
+        let mut members = lock(&self.shared.members);
+        let Some(at) = members.iter().position(|&(_, f)| f == fd) else {
+            drop(members);
+            return self.add(fd, interest, key);
+        };
+        // SAFETY: a member is open until its owner removes it.
+        let source = unsafe { BorrowedFd::borrow_raw(fd) };
+        self.shared.poller.modify_with_mode(source, interest_event(key, interest), self.mode(interest))?;
+        members[at].0 = key as usize;
+        Ok(())
+    }
+
+    /// Removes `fd`. A member closed meanwhile is gone from the poller already (kqueue
+    /// and ports drop it, and poll(2)'s list only needs the number): that is no error,
+    /// so the loop never has a polluted set to replace here.
+    pub fn delete(&self, fd: RawFd) -> io::Result<()> {
+        let mut members = lock(&self.shared.members);
+        let Some(at) = members.iter().position(|&(_, f)| f == fd) else {
+            return Err(io::Error::from_raw_os_error(libc::ENOENT));
+        };
+        members.swap_remove(at);
+        lock(&self.shared.drained).retain(|&(_, f)| f != fd);
+        // SAFETY: the number only names the member to drop; a closed one is not used.
+        let result = self.shared.poller.delete(unsafe { BorrowedFd::borrow_raw(fd) });
+        if fd_is_open(fd) {
+            result
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Adds the timer wake-up `timer`, reported under `key` once its deadline is due.
+    pub fn add_timer(&self, timer: &TimerWake, key: u64) -> io::Result<()> {
+        timer.attach(&self.shared, key)
+    }
+
+    /// What a thread waits on this poller with.
+    pub fn waiter(&self) -> Waiter {
+        Waiter(self.shared.clone())
+    }
+}
+
+#[cfg(weft_kqueue)]
+impl std::os::fd::AsRawFd for Poller {
+    fn as_raw_fd(&self) -> RawFd {
+        self.shared.poller.as_raw_fd()
+    }
+}
+
+/// As epoll refuses them (EPERM): a regular file or a directory is always "ready", and
+/// watching one is a mistake the caller hears of. EBADF for a closed number.
+fn check_pollable(fd: RawFd) -> io::Result<()> {
+    // SAFETY: `st` is a valid out-pointer.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG | libc::S_IFDIR => Err(io::Error::from_raw_os_error(libc::EPERM)),
+        _ => Ok(()),
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    pub(super) fn poller(&self) -> &polling::Poller {
+        &self.poller
+    }
+
+    /// The deadline of its timer wake-up, if it has one.
+    #[cfg_attr(weft_kqueue, allow(dead_code))]
+    pub(super) fn timer_deadline(&self) -> Option<&Arc<AtomicU64>> {
+        self.timer.get()
+    }
+
+    /// Reports `deadline` (a timer wake-up's) under `key` (once per poller).
+    pub(super) fn set_timer(&self, deadline: Arc<AtomicU64>, key: u64) {
+        if self.timer.set(deadline).is_ok() {
+            self.timer_key.store(key, SeqCst);
+        }
+    }
+
+    /// Wakes a thread blocked in a wait on this poller, if one is (a timer was armed).
+    #[cfg_attr(weft_kqueue, allow(dead_code))]
+    pub(super) fn interrupt_wait(&self) {
+        if self.waiting.load(SeqCst) {
+            let _ = self.poller.notify();
+        }
+    }
+
+    /// Waits (`block`: until something is ready, or the timer is due), fills `events`.
+    fn wait(&self, events: &mut Events, block: bool) -> io::Result<()> {
+        events.out.clear();
+        events.raw.clear();
+        let timer_key = self.timer_key.load(SeqCst);
+        let timeout = if block {
+            // Dekker with TimerWake::arm: announce the wait, then read the deadline.
+            self.waiting.store(true, SeqCst);
+            let deadline = self.timer.get().map_or(NEVER, |t| t.load(SeqCst));
+            (timer_key != NEVER && deadline != NEVER)
+                .then(|| Duration::from_nanos(deadline.saturating_sub(super::unix::now_ns())))
+        } else {
+            Some(Duration::ZERO)
+        };
+        let result = self.poller.wait(&mut events.raw, timeout);
+        self.waiting.store(false, SeqCst);
+        match result {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        for ev in events.raw.iter() {
+            let mut readiness = 0;
+            if ev.readable {
+                readiness |= READABLE;
+            }
+            if ev.writable {
+                readiness |= WRITABLE;
+            }
+            if ev.is_interrupt() {
+                readiness |= HANGUP;
+            }
+            if ev.is_err() == Some(true) {
+                readiness |= ERROR;
+            }
+            if readiness == 0 && self.forget_if_closed(ev.key) {
+                continue;
+            }
+            if let Some(&(_, fd)) = lock(&self.drained).iter().find(|&&(k, _)| k == ev.key) {
+                wake::drain_fd(fd);
+            }
+            events.out.push(Event { key: ev.key as u64, readiness });
+        }
+        if timer_key != NEVER {
+            wake::report_due(self, timer_key, &mut events.out);
+        }
+        Ok(())
+    }
+
+    /// A member reported with no readiness: poll(2)'s POLLNVAL, the fd was closed. It is
+    /// removed (true), as kqueue and epoll remove a closed fd.
+    fn forget_if_closed(&self, key: usize) -> bool {
+        let mut members = lock(&self.members);
+        let Some(at) = members.iter().position(|&(k, fd)| k == key && !fd_is_open(fd)) else { return false };
+        let (_, fd) = members.swap_remove(at);
+        lock(&self.drained).retain(|&(_, f)| f != fd);
+        // polling keeps the number in its list; taking it out needs only the number.
+        // SAFETY: the descriptor is closed; polling's poll(2) backend only forgets it.
+        let _ = self.poller.delete(unsafe { BorrowedFd::borrow_raw(fd) });
+        true
+    }
+}
+
+/// A handle to wait on a poller ([`Poller::waiter`]).
+#[derive(Clone)]
+pub struct Waiter(Arc<Shared>);
+
+impl Waiter {
+    /// Waits until something is ready or the timer is due (`block`), or only looks, and
+    /// fills `events`; an interrupted wait reports nothing.
+    #[inline]
+    pub fn wait(&self, events: &mut Events, block: bool) -> io::Result<()> {
+        self.0.wait(events, block)
+    }
+
+    #[cfg_attr(weft_kqueue, allow(dead_code))]
+    pub(super) fn shared(&self) -> &Arc<Shared> {
+        &self.0
+    }
+
+    /// Looks (without waiting) whether anything but a bell is ready: what a pass would
+    /// find besides the inbox. A bell it reports is drained, as by any wait.
+    #[cfg_attr(weft_kqueue, allow(dead_code))]
+    pub(super) fn has_work(&self) -> bool {
+        let mut events = Events::with_capacity(16);
+        if self.0.wait(&mut events, false).is_err() {
+            return false;
+        }
+        let drained = lock(&self.0.drained);
+        events.iter().any(|e| !drained.iter().any(|&(key, _)| key as u64 == e.key))
+    }
+}
+
+/// The waiter of a loop's current inner poller.
+pub struct WaitSlot(Mutex<Waiter>);
+
+impl WaitSlot {
+    pub fn new(waiter: Waiter) -> WaitSlot {
+        WaitSlot(Mutex::new(waiter))
+    }
+
+    #[inline]
+    pub fn load(&self) -> Waiter {
+        lock(&self.0).clone()
+    }
+
+    pub fn store(&self, waiter: Waiter) {
+        *lock(&self.0) = waiter;
+    }
+}
+
+/// A reusable buffer of reported events.
+pub struct Events {
+    raw: polling::Events,
+    out: Vec<Event>,
+}
+
+impl Events {
+    pub fn with_capacity(capacity: usize) -> Events {
+        let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
+        Events { raw: polling::Events::with_capacity(capacity), out: Vec::with_capacity(capacity.get() + 1) }
+    }
+
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.out.len()
+    }
+
+    #[inline]
+    pub fn iter(&self) -> std::slice::Iter<'_, Event> {
+        self.out.iter()
+    }
+}
+
+/// One reported event: the key its fd was added with, and its readiness.
+pub struct Event {
+    key: u64,
+    readiness: u32,
+}
+
+impl Event {
+    #[inline]
+    pub fn key(&self) -> u64 {
+        self.key
+    }
+
+    #[inline]
+    pub fn readiness(&self) -> u32 {
+        self.readiness
+    }
+}

@@ -1,0 +1,198 @@
+//! The portable backend's wake-up sources: the bell (a pipe), the timer wake-up (a kqueue
+//! `Timer` filter, or a deadline the poller's waits honour) and the child watch (a small
+//! kqueue with an EVFILT_PROC filter, or none).
+
+use super::{lock, Event, Shared, NEVER};
+use crate::sys::unix::{check, now_ns, pipe};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, Weak};
+
+/// A pipe used as a doorbell: [`ring`] writes a byte (from any thread or a signal
+/// handler), [`drain`](Self::drain) reads them all. Both ends are non-blocking: a full
+/// pipe is a rung bell already.
+pub struct Bell {
+    read: OwnedFd,
+    write: OwnedFd,
+}
+
+fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: plain fcntl calls on our own descriptor.
+    let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    check(unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) }).map(drop)
+}
+
+impl Bell {
+    pub fn new() -> io::Result<Bell> {
+        let (read, write) = pipe()?;
+        set_nonblocking(read.as_raw_fd())?;
+        set_nonblocking(write.as_raw_fd())?;
+        Ok(Bell { read, write })
+    }
+
+    /// The descriptor [`ring`] writes to.
+    pub fn ring_fd(&self) -> RawFd {
+        self.write.as_raw_fd()
+    }
+
+    /// Silences the bell (reads everything rung).
+    pub fn drain(&self) {
+        drain_fd(self.read.as_raw_fd());
+    }
+}
+
+/// Reads everything in the non-blocking pipe `fd`.
+pub(super) fn drain_fd(fd: RawFd) {
+    let mut buf = [0u8; 256];
+    // SAFETY: reads into our buffer until the pipe is empty (EAGAIN) or closed.
+    while unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) } == buf.len() as isize {}
+}
+
+/// Rings the bell whose write end is `bell` (a [`Bell`]'s `ring_fd`): one system call,
+/// async-signal-safe. A full pipe (EAGAIN) is rung already.
+#[inline]
+pub fn ring(bell: RawFd) {
+    // SAFETY: writes one byte from a static.
+    unsafe { libc::write(bell, b"!".as_ptr().cast(), 1) };
+}
+
+/// The bell's descriptor as a poller sees it: the read end.
+impl AsRawFd for Bell {
+    fn as_raw_fd(&self) -> RawFd {
+        self.read.as_raw_fd()
+    }
+}
+
+/// The timer wake-up: armed with absolute deadlines on the clock of `now_ns`, reported
+/// under its key by the poller it was added to (`Poller::add_timer`) from the deadline on,
+/// until drained or re-armed.
+pub struct TimerWake {
+    deadline: Arc<AtomicU64>,
+    /// The poller it is in (the loop's current inner poller) and its key there.
+    target: Mutex<(Weak<Shared>, u64)>,
+}
+
+/// The kqueue filter's identifier (one timer per poller).
+#[cfg(weft_kqueue)]
+const TIMER_ID: usize = 1;
+/// A disarmed kqueue timer fires in a year (re-armed long before).
+#[cfg(weft_kqueue)]
+const FAR: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+
+impl TimerWake {
+    pub fn new() -> io::Result<TimerWake> {
+        Ok(TimerWake { deadline: Arc::new(AtomicU64::new(NEVER)), target: Mutex::new((Weak::new(), 0)) })
+    }
+
+    /// Makes `shared` report this timer under `key` (see `Poller::add_timer`).
+    pub(super) fn attach(&self, shared: &Arc<Shared>, key: u64) -> io::Result<()> {
+        shared.set_timer(self.deadline.clone(), key);
+        *lock(&self.target) = (Arc::downgrade(shared), key);
+        #[cfg(weft_kqueue)]
+        {
+            use polling::os::kqueue::{PollerKqueueExt, Timer};
+            let timer = Timer { id: TIMER_ID, timeout: FAR };
+            shared.poller().add_filter(timer, key as usize, polling::PollMode::Oneshot)?;
+            self.arm_filter(shared, key, self.deadline.load(SeqCst));
+        }
+        Ok(())
+    }
+
+    /// Arms the timer to be due at `deadline_ns`, or disarms it (None).
+    pub fn arm(&self, deadline_ns: Option<u64>) {
+        let deadline = deadline_ns.unwrap_or(NEVER);
+        self.deadline.store(deadline, SeqCst);
+        let (target, _key) = &*lock(&self.target);
+        let Some(shared) = target.upgrade() else { return };
+        #[cfg(weft_kqueue)]
+        self.arm_filter(&shared, *_key, deadline);
+        #[cfg(not(weft_kqueue))]
+        shared.interrupt_wait();
+    }
+
+    #[cfg(weft_kqueue)]
+    fn arm_filter(&self, shared: &Shared, key: u64, deadline: u64) {
+        use polling::os::kqueue::{PollerKqueueExt, Timer};
+        let timeout = match deadline {
+            NEVER => FAR,
+            at => std::time::Duration::from_nanos(at.saturating_sub(now_ns()).max(1)),
+        };
+        let timer = Timer { id: TIMER_ID, timeout };
+        let _ = shared.poller().modify_filter(timer, key as usize, polling::PollMode::Oneshot);
+    }
+
+    /// Silences a due timer (until re-armed).
+    pub fn drain(&self) {
+        #[cfg(not(weft_kqueue))]
+        {
+            let at = self.deadline.load(SeqCst);
+            if at != NEVER && at <= now_ns() {
+                let _ = self.deadline.compare_exchange(at, NEVER, SeqCst, SeqCst);
+            }
+        }
+    }
+}
+
+/// After a wait: reports the timer under `key` if it is due (where no kqueue filter does).
+pub(super) fn report_due(shared: &Shared, key: u64, out: &mut Vec<Event>) {
+    #[cfg(not(weft_kqueue))]
+    if let Some(deadline) = shared.timer_deadline() {
+        let at = deadline.load(SeqCst);
+        if at != NEVER && at <= now_ns() && !out.iter().any(|e| e.key == key) {
+            out.push(Event { key, readiness: crate::sys::READABLE });
+        }
+    }
+    #[cfg(weft_kqueue)]
+    let _ = (shared, key, out);
+}
+
+/// A child's exit, as a descriptor readable once it has exited (it does not reap it): a
+/// kqueue holding one EVFILT_PROC/NOTE_EXIT filter. None where there is no kqueue: the
+/// loop polls `waitpid(pid, WNOHANG)` then.
+pub struct ChildWatch {
+    fd: OwnedFd,
+}
+
+impl ChildWatch {
+    #[cfg(weft_kqueue)]
+    pub fn new(pid: i32) -> Option<ChildWatch> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: a fresh kqueue we own (kqueues are not inherited by children).
+        let kq = unsafe { libc::kqueue() };
+        if kq < 0 {
+            return None;
+        }
+        // SAFETY: as above.
+        let fd = unsafe { OwnedFd::from_raw_fd(kq) };
+        // SAFETY: a zeroed kevent is valid; the fields are set below.
+        let mut ev: libc::kevent = unsafe { std::mem::zeroed() };
+        ev.ident = pid as _;
+        ev.filter = libc::EVFILT_PROC as _;
+        ev.flags = (libc::EV_ADD | libc::EV_ONESHOT) as _;
+        ev.fflags = libc::NOTE_EXIT as _;
+        // SAFETY: one change from a valid kevent, no events asked back.
+        let r = unsafe { libc::kevent(kq, &ev, 1, std::ptr::null_mut(), 0, std::ptr::null()) };
+        // ESRCH: it has exited already; the loop polls it then.
+        (r >= 0).then_some(ChildWatch { fd })
+    }
+
+    #[cfg(not(weft_kqueue))]
+    pub fn new(pid: i32) -> Option<ChildWatch> {
+        let _ = pid;
+        None
+    }
+}
+
+impl AsRawFd for ChildWatch {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// Its descriptor, for whoever takes it out of a poller and then closes it.
+impl From<ChildWatch> for OwnedFd {
+    fn from(watch: ChildWatch) -> OwnedFd {
+        watch.fd
+    }
+}
