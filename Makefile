@@ -16,7 +16,8 @@ VENV := $(CURDIR)/.venv
 PYTHON := $(VENV)/bin/python
 
 .PHONY: all build venv node-modules header bindings abi test lint test-rust test-c test-bindings \
-        test-python test-abi test-install test-packages demo bench clean
+        test-python test-abi test-install test-packages build-portable test-portable check-platforms \
+        demo bench clean
 
 all: build
 
@@ -47,7 +48,8 @@ header:
 bindings:
 	python3 bindings/gen.py
 
-test: lint test-rust test-c test-bindings test-python test-abi test-install test-packages
+test: lint test-rust test-c test-bindings test-python test-abi test-install test-packages test-portable \
+      check-platforms
 
 # rustfmt (rustfmt.toml) and clippy, warnings as errors. Without the rustup components:
 # one line, and the rest runs.
@@ -96,6 +98,40 @@ test-install: build
 test-packages: build venv
 	bash tests/packaging/wheel.sh
 	bash tests/packaging/npm.sh
+
+# The portable backend (src/sys/portable: kqueue, event ports, poll(2) through the
+# polling crate), built on Linux with polling's poll(2) backend, the one with the fewest
+# features, into target/portable; the Rust, C, bindings and Python suites run against
+# it (the C suite without valgrind: the native pass is the one that runs it).
+PORTABLE_TARGET := $(CURDIR)/target/portable
+PORTABLE_DIR := $(PORTABLE_TARGET)/release
+PORTABLE_CARGO := RUSTFLAGS="--cfg polling_test_poll_backend" CARGO_TARGET_DIR=$(PORTABLE_TARGET) $(CARGO)
+
+build-portable:
+	$(PORTABLE_CARGO) build --release --features portable
+	ln -sf libweft.so $(PORTABLE_DIR)/libweft.so.$(SOVERSION)
+
+test-portable: build-portable venv node-modules
+	$(PORTABLE_CARGO) test --release --features portable --quiet
+	$(MAKE) -C tests/c LIBDIR=$(PORTABLE_DIR) BUILD=$(CURDIR)/tests/c/build/portable test
+	WEFT_LIBRARY=$(PORTABLE_DIR)/libweft.so bash tests/bindings/run.sh
+	WEFT_LIBRARY=$(PORTABLE_DIR)/libweft.so $(PYTHON) -m pytest -q -p no:cacheprovider tests/python
+
+# The code no test here can run: the macOS and FreeBSD builds (kqueue), checked with
+# clippy, warnings as errors, and the portable build on Linux likewise. A rustup target
+# that is not installed is one line (`.ci/run` installs both).
+CROSS_TARGETS := x86_64-apple-darwin x86_64-unknown-freebsd
+
+check-platforms:
+	@if cargo clippy --version >/dev/null 2>&1; then \
+	    $(PORTABLE_CARGO) clippy --release --all-targets --features portable --quiet -- -D warnings; \
+	    for t in $(CROSS_TARGETS); do \
+	        if rustup target list --installed 2>/dev/null | grep -qx "$$t"; then \
+	            echo "clippy --target $$t"; \
+	            CARGO_TARGET_DIR=$(CURDIR)/target/cross $(CARGO) clippy --release --all-targets --target $$t --quiet -- -D warnings || exit 1; \
+	        else echo "rust target $$t not installed: its check is skipped; rustup target add $$t"; fi; \
+	    done; \
+	else echo "clippy not found: the platform checks are skipped; rustup component add clippy"; fi
 
 demo: build node-modules
 	$(MAKE) -C examples/c LIBDIR=$(TARGET_DIR) run
