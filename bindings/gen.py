@@ -60,6 +60,11 @@ PRIMITIVES: Dict[str, Tuple[Optional[str], str, bool]] = {
     "size_t": ("ctypes.c_size_t", "size_t", False),
 }
 
+# Callback types that report a failure through errno (the header says so: fork_fn
+# returns -1 with errno set): their ctypes type has use_errno=True, so the Python
+# callback sets that errno with ctypes.set_errno.
+ERRNO_CALLBACKS = {"weft_fork_fn"}
+
 ALLOWED_INCLUDES = {"stdbool.h", "stddef.h", "stdint.h"}
 IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 INT_LITERAL = re.compile(r"^\(?\s*(-?)\s*(0[xX][0-9a-fA-F]+|[0-9]+)[uUlL]*\s*\)?$")
@@ -541,6 +546,8 @@ def render_python(h: Header) -> str:
             w(f"{it.name} = ctypes.CFUNCTYPE(")
             for a, p in zip(args, [None] + it.params):
                 w(f"    {a},  # " + ("returns" if p is None else p.name))
+            if it.name in ERRNO_CALLBACKS:
+                w("    use_errno=True,  # ctypes.set_errno in the callback sets the errno C sees")
             w(")")
             docs.append((it.name, it.doc))
         elif isinstance(it, Struct):

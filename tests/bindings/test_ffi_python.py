@@ -77,10 +77,17 @@ class GeneratorCheck(unittest.TestCase):
                          ["size", "kind", "threads", "name", "stack_size", "keep_alive_ms",
                           "on_thread_start", "on_thread_stop", "hook_data"])
         self.assertEqual([f[0] for f in _ffi.weft_spawn_options._fields_],
-                         ["size", "timeout_ms", "pool", "max_children", "fork_fn", "fork_data",
-                          "reuse_child"])
+                         ["size", "timeout_ms", "pool", "max_children", "fork_fn", "fork_data", "reuse_child"])
         self.assertIs(_ffi.weft_id, ctypes.c_uint64)
         self.assertEqual(ctypes.sizeof(_ffi.weft_spawn_options), 56)
+
+    def test_only_the_fork_callback_uses_errno(self):
+        # fork_fn reports a failure through errno: ctypes.set_errno in the Python
+        # callback must reach C (see gen.ERRNO_CALLBACKS).
+        use_errno = ctypes._FUNCFLAG_USE_ERRNO
+        self.assertTrue(_ffi.weft_fork_fn._flags_ & use_errno)
+        for name in ("weft_cb", "weft_work_fn", "weft_done_fn", "weft_free_fn"):
+            self.assertFalse(getattr(_ffi, name)._flags_ & use_errno, name)
 
 
 class Staleness(unittest.TestCase):

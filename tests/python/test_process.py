@@ -16,7 +16,7 @@ import time
 import pytest
 
 import weft
-from conftest import open_fds, run, wait_for, zombie_children
+from conftest import children, open_fds, registry_size, run, wait_for, zombie_children
 
 AT_FORK = []
 os.register_at_fork(after_in_child=lambda: AT_FORK.append("child"))
@@ -324,3 +324,110 @@ def test_futures_are_concurrent_futures(loop):
     runner.start()
     assert sorted(f.result() for f in cf.as_completed(futures, timeout=10)) == [0, 1, 2]
     runner.join(5)
+
+
+def test_max_children_holds_across_many_tasks():
+    """At most max_children children exist at any moment (a reused child waiting for
+    its next task, or exiting, still holds its slot until it is reaped)."""
+    with weft.Loop(max_children=3) as lp:
+        spans = []
+        subscription = lp.subscribe("span", lambda t, p: spans.append(tuple(map(float, p.split()))))
+
+        def job(i):
+            start = time.monotonic()
+            time.sleep(0.01)
+            lp.emit("span", f"{start} {time.monotonic()}")
+            return i
+
+        most = [0]
+        sampling = [True]
+
+        def sample():
+            while sampling[0]:
+                most[0] = max(most[0], len(children()))
+                time.sleep(0.002)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            futures = [lp.spawn(job, i, on="process") for i in range(40)]
+            left = [len(futures)]
+
+            def one_done(fut):
+                left[0] -= 1
+                if not left[0]:
+                    subscription.cancel()
+
+            for fut in futures:
+                fut.add_done_callback(one_done)
+            run(lp)
+        finally:
+            sampling[0] = False
+            sampler.join()
+        assert [f.result() for f in futures] == list(range(40))
+    assert 1 <= most[0] <= 3, most[0]
+    for start, _ in spans:
+        assert sum(1 for s, e in spans if s <= start < e) <= 3
+
+
+def test_a_host_fork_that_fails_inside_spawn(monkeypatch):
+    """os.fork() raising in the parent (weft calls it inside spawn when a slot is free):
+    spawn raises weft.SystemCallFailed (an OSError) caused by it; no child, no leak."""
+    baseline_fds, baseline_registry = open_fds(), registry_size()
+    with weft.Loop() as lp:
+        for raised in (OSError(11, "Resource temporarily unavailable"), RuntimeError("no fork today")):
+            def failing_fork(raised=raised):
+                raise raised
+
+            monkeypatch.setattr(os, "fork", failing_fork)
+            with pytest.raises(weft.SystemCallFailed, match="fork") as info:
+                lp.spawn(lambda: 1, on="process")
+            assert info.value.__cause__ is raised
+            assert repr(raised) in str(info.value)
+            assert children() == []
+        monkeypatch.undo()
+        fut = lp.spawn(lambda: 2, on="process")  # the loop is still usable
+        run(lp)
+        assert fut.result() == 2
+    assert zombie_children() == [] and children() == []
+    assert open_fds() == baseline_fds
+    assert registry_size() == baseline_registry
+
+
+def test_a_host_fork_interrupted_raises_the_interrupt(monkeypatch):
+    def interrupted():
+        raise KeyboardInterrupt
+
+    with weft.Loop() as lp:
+        monkeypatch.setattr(os, "fork", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            lp.spawn(lambda: 1, on="process")
+    assert children() == []
+
+
+def test_a_host_fork_that_fails_on_the_loop_thread(monkeypatch):
+    """A waiting task whose fork (on the loop thread, when a slot frees) fails: its
+    future gets weft.SystemCallFailed caused by the fork's exception; the tasks after it
+    still run once forks work again."""
+    real_fork = os.fork
+    failures = []
+
+    def flaky_fork():
+        if failures and failures[0] > 0:
+            failures[0] -= 1
+            raise OSError(12, "Cannot allocate memory")
+        return real_fork()
+
+    monkeypatch.setattr(os, "fork", flaky_fork)
+    with weft.Loop(max_children=1) as lp:
+        first = lp.spawn(time.sleep, 0.1, on="process")  # forked now
+        failures.append(1)  # the next fork fails
+        unlucky = lp.spawn(lambda: "unlucky", on="process")
+        lucky = lp.spawn(lambda: "lucky", on="process")
+        run(lp)
+        assert first.result() is None
+        exc = unlucky.exception()
+        assert isinstance(exc, weft.SystemCallFailed) and "fork" in str(exc)
+        assert isinstance(exc.__cause__, OSError) and exc.__cause__.errno == 12
+        assert lucky.result() == "lucky"
+    assert zombie_children() == [] and children() == []

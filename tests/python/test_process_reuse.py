@@ -1,6 +1,6 @@
 """reuse_children: a process task's child may run later process tasks, but only tasks
-spawned before it was forked (they are in its copy-on-write memory; the parent sends
-their numbers, never a function)."""
+spawned before it was forked (they are in its copy-on-write memory; weft sends their
+numbers, never a function: weft_spawn_options.reuse_child with the binding's fork_fn)."""
 
 import os
 import signal
@@ -10,7 +10,7 @@ import time
 import pytest
 
 import weft
-from conftest import open_fds, run, zombie_children
+from conftest import open_fds, registry_size, run, zombie_children
 
 # Changed by the parent between two spawns (test_spawned_after_the_fork_never_runs_in_it).
 STAGE = "before"
@@ -20,6 +20,10 @@ COUNTER = []
 
 def pid_and(value):
     return os.getpid(), value
+
+
+def gone(pid):
+    return not os.path.exists(f"/proc/{pid}")
 
 
 def run_all(lp, futures, timeout=10.0):
@@ -240,12 +244,15 @@ def test_timeout_counts_from_spawn_while_queued_behind_a_shared_child():
         start = time.monotonic()
         first = lp.spawn(stage_after, 0.01, on="process")
         slow = [lp.spawn(stage_after, 0.15, on="process") for _ in range(3)]
-        late = lp.spawn(stage_after, 0, on="process", timeout=0.25)  # would start at ~0.46 s
+        started = []
+        lp.subscribe("late", lambda t, p: started.append(p))
+        # It would start at ~0.46 s: it never does (it would emit "late").
+        late = lp.spawn(lambda: lp.emit("late", "started") or stage_after(0), on="process", timeout=0.25)
         waited = []
         late.add_done_callback(lambda f: waited.append(time.monotonic() - start))
         run_all(lp, [first, late] + slow)
     assert isinstance(late.exception(), TimeoutError)
-    assert "never started" in str(late.exception())
+    assert started == []
     assert waited[0] < 0.4
     assert all(f.result()[1] == "before" for f in slow)
 
@@ -259,7 +266,9 @@ def test_close_with_a_shared_child_running_and_tasks_queued():
     lp.subscribe("pid", lambda t, p: pids.append(int(p)))
     lp.subscribe("started", lambda t, p: lp.stop())
     run(lp)
-    assert first.result()[1] == 0 and futures[0].running() and len(pids) == 1
+    # futures[0] runs (it emitted "started"); weft forked its child on the loop thread,
+    # which tells the binding nothing, so its future says pending, not running.
+    assert first.result()[1] == 0 and not futures[0].done() and len(pids) == 1
     lp.close()
     assert all(f.cancelled() for f in futures)
     assert not os.path.exists(f"/proc/{pids[0]}")
@@ -327,22 +336,130 @@ def test_large_events_and_results_between_small_ones():
         assert got[2 * i] == bytes([i]) * (3 << 20) and got[2 * i + 1] == b"small"
 
 
-def break_the_protocol():
-    from weft import _process
+def pipe_ends(pid, mode):
+    """The pipes process pid holds open for mode (os.O_RDONLY, os.O_WRONLY): {inode: fd}."""
+    found = {}
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{name}")
+            with open(f"/proc/{pid}/fdinfo/{name}") as f:
+                flags = int(next(line for line in f if line.startswith("flags:")).split()[1], 8)
+        except (OSError, StopIteration):
+            continue
+        if target.startswith("pipe:") and flags & 3 == mode:
+            found[target] = int(name)
+    return found
 
-    os.write(_process._data_fd, b"\x05\x00\x00\x00Xjunk!")
+
+def weft_pipe_fd():
+    """In a process task's child: the write end of the pipe weft reports through, the
+    one write end the child holds that its parent does not (weft closes it in the
+    parent after the fork)."""
+    parent = pipe_ends(os.getppid(), os.O_WRONLY)
+    ours = [fd for inode, fd in pipe_ends("self", os.O_WRONLY).items() if inode not in parent]
+    assert len(ours) == 1, ours
+    return ours[0]
+
+
+def break_the_protocol():
+    os.write(weft_pipe_fd(), b"\x05\x00\x00\x00Xjunk!")  # a frame of an unknown kind
     time.sleep(10)
 
 
 def test_a_child_that_breaks_the_pipe_protocol():
+    """A task that writes garbage to weft's pipe: its child is killed, the task fails
+    with ChildCrashed, and the tasks after it run in another child."""
     with weft.Loop(max_children=1) as lp:
         first = lp.spawn(pid_and, 0, on="process")
+        before = lp.spawn(pid_and, 1, on="process")  # shares the next child with bad
         bad = lp.spawn(break_the_protocol, on="process")
         after = lp.spawn(pid_and, 2, on="process")
         start = time.monotonic()
-        run_all(lp, [first, bad, after])
+        run_all(lp, [first, before, bad, after])
         assert time.monotonic() - start < 3
     exc = bad.exception()
     assert isinstance(exc, weft.ChildCrashed) and "broke the pipe protocol" in str(exc)
-    assert after.result()[1] == 2
+    assert before.result()[1] == 1 and after.result()[1] == 2
+    assert after.result()[0] != before.result()[0]
+    assert gone(before.result()[0])
     assert zombie_children() == []
+
+
+def emit_pid_then_sleep(lp, topic, seconds):
+    lp.emit(topic, str(os.getpid()))
+    time.sleep(seconds)
+    return os.getpid(), topic
+
+
+def test_cancel_and_timeout_of_waiting_and_running_tasks_with_shared_children():
+    baseline = open_fds()
+    with weft.Loop(max_children=1) as lp:
+        seen = {}
+        subscription = lp.subscribe("*", lambda t, p: seen.setdefault(t, []).append(int(p)))
+        start = time.monotonic()
+        first = lp.spawn(pid_and, "first", on="process")  # alone in its child
+        running_cancelled = lp.spawn(emit_pid_then_sleep, lp, "rc", 10, on="process")
+        waiting_cancelled = lp.spawn(emit_pid_then_sleep, lp, "wc", 0, on="process")
+        waiting_timed_out = lp.spawn(emit_pid_then_sleep, lp, "wt", 0, on="process", timeout=0.3)
+        between = lp.spawn(emit_pid_then_sleep, lp, "between", 0, on="process")
+        running_timed_out = lp.spawn(emit_pid_then_sleep, lp, "rt", 10, on="process", timeout=1.5)
+        last = lp.spawn(emit_pid_then_sleep, lp, "last", 0, on="process")
+        assert waiting_cancelled.cancel() is True
+        lp.call_later(0.5, running_cancelled.cancel)  # after waiting_timed_out's deadline
+        futures = [first, running_cancelled, waiting_cancelled, waiting_timed_out, between,
+                   running_timed_out, last]
+        run_all(lp, futures)
+        elapsed = time.monotonic() - start
+        subscription.cancel()
+        run(lp)  # until every child is reaped
+    assert elapsed < 4
+    assert running_cancelled.cancelled() and waiting_cancelled.cancelled()
+    assert isinstance(waiting_timed_out.exception(), TimeoutError)
+    assert isinstance(running_timed_out.exception(), TimeoutError)
+    assert "wc" not in seen and "wt" not in seen  # they never started
+    # rc's child was killed; between and rt then shared a new child, which the timeout
+    # killed; last got a third.
+    assert gone(seen["rc"][0]) and seen["between"] == seen["rt"]
+    assert gone(seen["rt"][0]) and last.result()[0] != seen["rt"][0]
+    assert between.result() == (seen["between"][0], "between") and last.result()[1] == "last"
+    assert zombie_children() == []
+    assert open_fds() == baseline
+
+
+def test_a_child_forked_on_the_loop_thread_runs_only_tasks_spawned_before_its_fork():
+    """The snapshot rule for a child forked when a slot frees: a task spawned while it
+    runs (after its fork) never runs in it, and sees the parent as it was at its spawn."""
+    global STAGE
+    STAGE = "before"
+    try:
+        with weft.Loop(max_children=1) as lp:
+            first = lp.spawn(stage_after, 0.05, on="process")  # forked now, alone
+            forked_later = lp.spawn(emit_pid_then_sleep, lp, "b", 0.2, on="process")  # waits
+            queued = lp.spawn(stage_after, 0, on="process")  # waits: in b's snapshot
+            late = []
+
+            def spawn_after_the_fork(topic, payload):  # b's child has been forked
+                global STAGE
+                STAGE = "after"
+                late.append(lp.spawn(stage_after, 0, on="process"))
+
+            lp.subscribe("b", spawn_after_the_fork)
+            run_all(lp, [first, forked_later, queued])
+            run_all(lp, late)
+            b_pid = forked_later.result()[0]
+            assert first.result()[0] != b_pid
+            assert queued.result() == (b_pid, "before")  # spawned before b's fork
+            late_pid, late_stage = late[0].result()
+            assert late_pid != b_pid and late_stage == "after"
+    finally:
+        STAGE = "before"
+
+
+def test_registrations_end_with_their_tasks():
+    before = registry_size()
+    with weft.Loop(max_children=2) as lp:
+        futures = [lp.spawn(pid_and, i, on="process") for i in range(10)]
+        run_all(lp, futures)
+        run(lp)
+        assert registry_size() == before + 0  # every process task's entry was freed
+    assert registry_size() == before

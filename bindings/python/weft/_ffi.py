@@ -216,6 +216,7 @@ weft_done_fn = ctypes.CFUNCTYPE(
 weft_fork_fn = ctypes.CFUNCTYPE(
     ctypes.c_int,  # returns
     ctypes.c_void_p,  # fork_data
+    use_errno=True,  # ctypes.set_errno in the callback sets the errno C sees
 )
 
 

@@ -97,7 +97,10 @@ class Future(concurrent.futures.Future[_T]):
         return self._state in (CANCELLED, CANCELLED_AND_NOTIFIED)
 
     def running(self) -> bool:
-        """True while the task's work runs (it started and has not finished)."""
+        """True while the task's work runs (it started and has not finished). A process
+        task counts only when its child was forked inside its spawn: weft does not tell
+        the binding when a task that waited starts (forked later, or run by a reused
+        child), so such a future stays pending until it is done."""
         return self._state == RUNNING
 
     def result(self, timeout: Optional[float] = None) -> _T:

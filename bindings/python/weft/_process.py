@@ -1,43 +1,47 @@
-"""Process tasks: the child's side (run fn, pickle only its outcome, hand it to weft),
-and the parent's rebuilding of that outcome.
+"""Process tasks (spawn(on="process")): the binding's part of them.
 
-The parent forks with os.fork() (so Python's own fork hooks run), closes the write end
-and hands the child to weft_adopt_child, which supervises it like a WEFT_ON_PROCESS task
-(see _loop.Loop._fork). The child gets a weft_task with weft_child_task(write_fd),
-through which loop.emit (weft_task_emit) and the result (weft_task_write) reach the
-parent, and always ends with weft_child_exit or os._exit: no atexit handler, no
-finalizer and no flush of inherited buffers runs in it.
+weft runs them (weft_spawn with WEFT_ON_PROCESS, see include/weft.h): it bounds them by
+the loop's max_children and queues the rest (FIFO), counts their timeouts from spawn,
+cancels them waiting or running (a running child is killed), reuses children
+(reuse_child: a child runs only tasks spawned before its fork), streams the child's
+events and result back, and reaps every child. The binding gives it:
 
-With reuse_children (the default) a child is a worker that may run several tasks, one
-after another (see _loop._Worker): only tasks spawned before it was forked, whose fn,
-args and kwargs are in its copy-on-write memory, so the parent sends it task numbers,
-never a function. Besides the status pipe of weft_child_task (used only for its final
-weft_child_exit), a worker has a control pipe (parent -> child: the number of its next
-task, 8 bytes little-endian; end of file: exit) and a data pipe (child -> parent) of
-frames `length:u32le kind:u8 body[length]`: kind 'E' is an event, body
-`topic_len:u32le topic payload`; kind 'R' a task's outcome, body `seq:u64le` followed by
-the pickled outcome child_main would send.
+* FORK, the fork_fn of every process task: Python's os.fork() (so Python's own at-fork
+  hooks run), after flushing the std streams; in the child, gc.freeze().
+* ProcessTask, the registration's entry: in the child, `work` runs fn and writes its
+  pickled outcome with weft_task_write (loop.emit and weft.cancelled() there go through
+  the same weft_task: see `state.task`); in the parent, `done` rebuilds the outcome.
+
+A child never returns from FORK's fork: weft runs the works in it, then `_exit`s, so no
+atexit handler, finalizer or flush of inherited buffers runs there.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import gc
 import os
 import pickle
-import struct
 import sys
 import threading
 import traceback
-from typing import Any, Callable, Dict, Optional, Tuple
+import warnings
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
-from ._callbacks import state
-from ._errors import ProcessTaskError, RemoteTraceback
+from . import _ffi
+from ._callbacks import state, tls
+from ._errors import ChildCrashed, ProcessTaskError, RemoteTraceback, last_error
 from ._lib import lib
 
-# The child's exit code when something failed before weft_child_exit could run: the
-# parent then gets ChildCrashed naming it.
-EXIT_NO_TASK = 71
-EXIT_FAILED = 70
+if TYPE_CHECKING:
+    from ._future import Future
+    from ._loop import Loop
+
+# Python 3.12+ warns on every fork of a multi-threaded process. Process tasks fork on
+# purpose (and the child only runs tasks, then _exit): the warning is about them.
+warnings.filterwarnings("ignore", message=r".*is multi-threaded, use of fork\(\) may lead to deadlocks",
+                        category=DeprecationWarning, module=__name__)
 
 Outcome = Tuple[bool, Any]
 
@@ -138,129 +142,145 @@ def run_task(fn: Callable[..., Any], args: Tuple[Any, ...], kwargs: Dict[str, An
         return pickle.dumps((False, describe(exc, note)), pickle.HIGHEST_PROTOCOL)
 
 
-def _in_child(status_fd: int, body: Callable[[Any], None]) -> None:
-    """Runs body(task) in a forked child, with its weft_task on status_fd; never
-    returns. body ends with weft_child_exit; anything it raises is printed and the
-    child exits with EXIT_FAILED."""
+
+
+# ---- the fork ----------------------------------------------------------------------------
+
+def _fork(fork_data: Optional[int]) -> int:
+    """weft's fork_fn: returns as fork(2) does, and never raises (ctypes would print the
+    exception and return 0, which weft takes for a child). In the parent, the exception
+    of a failed fork is kept in `tls.fork_error` for the spawn (or done) it fails."""
     try:
-        # Everything inherited goes to the collector's permanent generation: the child's
-        # collections then never walk (and so never copy-on-write) the parent's objects.
-        gc.freeze()
-        task = lib.weft_child_task(status_fd)
-        if not task:
-            os._exit(EXIT_NO_TASK)
-        state.task = task
-        body(task)
-    except BaseException:  # noqa: BLE001
+        flush_std_streams()
+        pid = os.fork()
+    except BaseException as exc:  # noqa: BLE001 - in the parent: no child
+        tls.fork_error = exc
+        code = exc.errno if isinstance(exc, OSError) and exc.errno else errno.EAGAIN
+        ctypes.set_errno(code)
+        return -1
+    if pid == 0:  # the child: weft runs the work(s) next, then _exits
         try:
-            traceback.print_exc()
-            flush_std_streams()
+            # Everything inherited goes to the collector's permanent generation: the
+            # child's collections then never walk (and so never copy-on-write) it.
+            gc.freeze()
         except BaseException:  # noqa: BLE001
             pass
-    finally:
-        os._exit(EXIT_FAILED)
-
-
-def child_main(write_fd: int, fn: Callable[..., Any], args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> None:
-    """Runs in the forked child of one task (reuse_children=False); never returns."""
-
-    def body(task: Any) -> None:
-        data = run_task(fn, args, kwargs)
-        flush_std_streams()
-        lib.weft_task_write(task, data, len(data))
-        lib.weft_child_exit(task, 0)  # does not return
-
-    _in_child(write_fd, body)
-
-
-# ---- workers (reuse_children) ----------------------------------------------------------
-
-HEADER = struct.Struct("<IB")  # a data-pipe frame: body length, kind
-U32 = struct.Struct("<I")
-U64 = struct.Struct("<Q")
-KIND_EVENT = ord("E")
-KIND_RESULT = ord("R")
-MAX_BODY = 0xFFFFFFFF
-
-# In a worker child: its data pipe's write end, and the lock that keeps the frames of
-# several threads (the task's own threads may emit) whole.
-_data_fd = -1
-_data_lock: Optional[Any] = None
-
-
-def _write_all(fd: int, data: Any) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def write_frame(kind: int, *parts: bytes) -> None:
-    """Writes one frame to the worker's data pipe (blocking)."""
-    length = sum(len(part) for part in parts)
-    if length > MAX_BODY:
-        raise OverflowError(f"a frame of {length} bytes is above the pipe protocol's 4 GiB")
-    header = HEADER.pack(length, kind)
-    with _data_lock:  # type: ignore[union-attr]
-        if length < 1 << 16:  # one write: whole even beside another thread's frames
-            _write_all(_data_fd, b"".join((header,) + parts))
-        else:
-            _write_all(_data_fd, header)
-            for part in parts:
-                _write_all(_data_fd, part)
-
-
-def _read_number(fd: int) -> Optional[int]:
-    """The next task number from the control pipe; None at its end (exit)."""
-    data = b""
-    while len(data) < 8:
-        chunk = os.read(fd, 8 - len(data))
-        if not chunk:
-            return None
-        data += chunk
-    return int(U64.unpack(data)[0])
-
-
-def worker_main(status_fd: int, control_fd: int, data_fd: int, table: Dict[int, Any], entry: Any) -> None:
-    """Runs in a worker child; never returns. Runs entry, then each task whose number
-    the parent sends, looked up in table (the loop's queued tasks as they were at the
-    fork), until the control pipe ends."""
-
-    def body(task: Any) -> None:
-        global _data_fd, _data_lock
-        _data_fd, _data_lock = data_fd, threading.Lock()
-        current = entry
-        while True:
-            seq, fn, args, kwargs = current.seq, current.fn, current.args, current.kwargs
-            # The child's copy of the entry (and of everything that holds it, like the
-            # future's cancel hook) lets go of the task's objects once it has run.
-            current.fn = current.args = current.kwargs = None
-            current = None
-            data = run_task(fn, args, kwargs)
-            fn = args = kwargs = None
-            flush_std_streams()
-            write_frame(KIND_RESULT, U64.pack(seq), data)
-            data = None  # type: ignore[assignment]
-            number = _read_number(control_fd)
-            if number is None:
-                break
-            current = table.pop(number)
-        flush_std_streams()
-        lib.weft_child_exit(task, 0)  # does not return
-
-    _in_child(status_fd, body)
-
-
-def task_write_emit(topic: bytes, payload: bytes) -> int:
-    """weft_task_emit for the child's task; in a worker, an 'E' frame on its data pipe."""
-    if _data_fd >= 0:
-        try:
-            write_frame(KIND_EVENT, U32.pack(len(topic)), topic, payload)
-        except BrokenPipeError:  # the parent is gone: weft.cancelled() says so
-            pass
         return 0
-    return int(lib.weft_task_emit(state.task, topic, payload, len(payload)))
+    try:
+        entry = getattr(tls, "spawning", None)
+        if entry is not None:  # forked inside its spawn: it runs from now on
+            tls.spawning = None
+            entry.future._mark_running()
+    except BaseException:  # noqa: BLE001
+        pass
+    return pid
+
+
+# One callback for the process's life: never collected while weft may call it. Its
+# type has use_errno (see bindings/gen.py): ctypes.set_errno sets the errno weft reads.
+FORK = _ffi.weft_fork_fn(_fork)
+
+
+def take_fork_error() -> Optional[BaseException]:
+    """The exception of this thread's last failed fork, if any (then forgotten)."""
+    exc = getattr(tls, "fork_error", None)
+    tls.fork_error = None
+    return exc
+
+
+# Options without a timeout, by (max_children, reuse_children): made once.
+_OPTIONS: Dict[Tuple[int, bool], Any] = {}
+
+
+def spawn_options(timeout_ms: int, max_children: int, reuse: bool) -> Any:
+    """weft_spawn's options for a process task of a loop (a pointer to them)."""
+    if timeout_ms == 0:
+        cached = _OPTIONS.get((max_children, reuse))
+        if cached is not None:
+            return cached
+    options = _ffi.weft_spawn_options()
+    options.size = ctypes.sizeof(options)
+    options.timeout_ms = timeout_ms
+    options.max_children = min(max_children, 0xFFFFFFFF)
+    options.fork_fn = FORK
+    options.reuse_child = reuse
+    ref = ctypes.byref(options)
+    if timeout_ms == 0:
+        _OPTIONS[(max_children, reuse)] = ref
+    return ref
+
+
+# ---- the task ----------------------------------------------------------------------------
+
+# In a child: keeps the frames of a task's result and of events emitted by several of
+# its threads whole.
+_child_lock = threading.Lock()
+
+
+class ProcessTask:
+    """The entry of a process task: fn and its arguments (the child runs its copy of
+    them), the future the parent settles."""
+
+    __slots__ = ("loop", "fn", "args", "kwargs", "future", "timeout")
+
+    def __init__(self, loop: "Loop", fn: Callable[..., Any], args: Tuple[Any, ...], kwargs: Dict[str, Any],
+                 future: "Future[Any]", timeout: Optional[float]):
+        self.loop = loop
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.future = future
+        self.timeout = timeout
+
+    def work(self, task: Any) -> int:
+        """In the child: runs fn, writes its pickled outcome (weft sends it)."""
+        fn, args, kwargs = self.fn, self.args, self.kwargs
+        # The child's copy lets go of the task's objects once it has run.
+        self.fn = self.args = self.kwargs = None  # type: ignore[assignment]
+        state.task = task
+        try:
+            data = run_task(fn, args, kwargs)
+            fn = args = kwargs = None  # type: ignore[assignment]
+            flush_std_streams()
+            with _child_lock:
+                lib.weft_task_write(task, data, len(data))
+        finally:
+            with _child_lock:
+                state.task = None
+        return 0
+
+    def done(self, status: int, result: Any, length: int) -> None:
+        """In the parent, on the loop thread: settles the future."""
+        # What weft hands over is read before anything else calls weft on this thread.
+        failed = status < 0 and status not in (_ffi.WEFT_ERR_CANCELLED, _ffi.WEFT_ERR_TIMEOUT)
+        message = last_error() if failed else ""
+        data = ctypes.string_at(result, length) if status >= 0 and length and result else b""
+        future = self.future
+        if status >= 0:
+            if data:
+                ok, value = decode(data)
+                future._settle(ok, value)
+            else:
+                future._settle(False, ChildCrashed(f"process task {self.fn!r} ended without a result"))
+            return
+        cause = take_fork_error() if status == _ffi.WEFT_ERR_IO else None
+        self.loop._settle_status(future, status, self.timeout, message, cause)
+
+    def freed(self) -> None:
+        self.fn = self.args = self.kwargs = None  # type: ignore[assignment]
+        if not self.future.done():  # the loop was freed: it killed and reaped the child
+            self.future._settle_cancelled()
+
+
+def emit_in_child(topic: bytes, payload: bytes) -> int:
+    """loop.emit inside a process task's work: weft_task_emit on the child's task
+    (a weft_result; WEFT_ERR_FORKED once the work has returned)."""
+    with _child_lock:
+        task = state.task
+        if task is None:
+            return _ffi.WEFT_ERR_FORKED
+        return int(lib.weft_task_emit(task, topic, payload, len(payload)))
 
 
 def cancelled_in_child() -> bool:
     return bool(lib.weft_task_cancelled(state.task))
-
