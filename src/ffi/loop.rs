@@ -91,6 +91,10 @@ pub extern "C" fn weft_loop_stop(lp: *mut weft_loop) -> c_int {
 /// caught signals). A host that has its own loop (poll, asyncio, libuv, GLib) watches
 /// this one fd for readability and calls `weft_loop_run(loop, WEFT_RUN_NOWAIT)` on its
 /// own thread when it fires. Do not read from it or close it. Any thread.
+/// Where the poller has no fd of its own (the portable build's poll(2) backend), the fd
+/// is a pipe that posts, events and completions ring at once and a helper thread (started
+/// by the first call here, idle while the loop runs) rings for the rest, within
+/// microseconds; `weft_loop_timeout_ms` looks for itself and is exact.
 /// Returns a negative `weft_result` on error: `WEFT_ERR_NULL`, `WEFT_ERR_FORKED`.
 #[no_mangle]
 pub extern "C" fn weft_loop_fd(lp: *const weft_loop) -> c_int {

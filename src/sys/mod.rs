@@ -24,16 +24,35 @@
 //! * the monotonic clock, a pipe and a socket pair for process tasks, errno, and small
 //!   descriptor queries.
 //!
-//! Every wake-up source is a descriptor in the inner poller like any other, so the loop
-//! keeps one fd for an embedding host whatever the backend. A backend without timerfd,
-//! eventfd or pidfd can build each from a small poller of its own: a kqueue holding one
-//! EVFILT_TIMER, EVFILT_USER or EVFILT_PROC event is readable when that event fires
-//! (the `polling` crate itself has no timer, child-exit or signal source).
+//! Every wake-up source is a descriptor in the inner poller like any other (or, for the
+//! timer where there is no timer descriptor, the waits' deadline), so the loop keeps one
+//! fd for an embedding host whatever the backend.
 //!
 //! The types are concrete and chosen by `cfg` (no trait objects, no boxing): a pass of
 //! the loop (a wait, reading its events, re-arming the timer) makes the same system
-//! calls and inlines as if it called the kernel directly. Linux (epoll, eventfd,
-//! timerfd, pidfd) is the only backend today.
+//! calls and inlines as if it called the kernel directly. Besides the poller, the loop
+//! waits with a [`Waiter`] (kept in a `WaitSlot`, so it waits without its lock), adds
+//! its timer with `Poller::add_timer`, and gives an embedding host an [`Outer`], which
+//! it enters and leaves around `run`.
+//!
+//! # Backends
+//!
+//! * `linux.rs` (the default on Linux): epoll, eventfd, timerfd, pidfd.
+//! * `portable/` (every other platform, and Linux with the `portable` feature): the
+//!   `polling` crate (kqueue, event ports, poll(2)), pipes as bells, a kqueue timer filter
+//!   or a deadline the waits honour, a kqueue process filter or `waitpid` polling, and a
+//!   helper thread for the host's fd where no poller fd turns readable by itself.
+//! * `unix.rs`: the POSIX calls both share.
+//!
+//! # Code no test here runs
+//!
+//! `make test` runs every suite against both backends on Linux (the portable one with
+//! poll(2)) and checks the macOS and FreeBSD builds with clippy, but these lines run on no
+//! machine here: in `portable/`, the `weft_kqueue` code (the timer filter in
+//! `wake.rs`, the EVFILT_PROC child watch, the nested-kqueue `Outer` in `outer.rs`);
+//! in `unix.rs`, the `target_vendor = "apple"` lines (pipe and socketpair made
+//! close-on-exec by fcntl, SO_NOSIGPIPE, the one-argument pthread_setname_np) and
+//! the errno locations of the BSDs and illumos.
 //!
 //! This module may not hold loop logic: it knows no registration, key layout, lock or
 //! protocol of the loop's, and calls back into nothing; it keeps the guarantees above.

@@ -674,6 +674,10 @@ DOCS = {
         "caught signals). A host that has its own loop (poll, asyncio, libuv, GLib) watches\n"
         "this one fd for readability and calls `weft_loop_run(loop, WEFT_RUN_NOWAIT)` on its\n"
         "own thread when it fires. Do not read from it or close it. Any thread.\n"
+        "Where the poller has no fd of its own (the portable build's poll(2) backend), the fd\n"
+        "is a pipe that posts, events and completions ring at once and a helper thread (started\n"
+        "by the first call here, idle while the loop runs) rings for the rest, within\n"
+        "microseconds; `weft_loop_timeout_ms` looks for itself and is exact.\n"
         "Returns a negative `weft_result` on error: `WEFT_ERR_NULL`, `WEFT_ERR_FORKED`."
     ),
     "weft_loop_timeout_ms": (
