@@ -73,7 +73,9 @@ def test_call_every_at_a_fixed_rate_until_cancelled_from_its_own_callback(loop):
     run(loop)
     assert len(times) == 5
     assert not handle.active
-    assert times[-1] - times[0] >= 0.04 - 0.001
+    # A fixed rate: ticks 2..5 fall on the 10 ms grid of the schedule, the first may be
+    # late (a busy machine), so the span is above 30 ms, and 40 ms when nothing is late.
+    assert times[-1] - times[0] >= 0.03 - 0.001
 
 
 def test_cancel_returns_true_once_then_false(loop):
