@@ -117,10 +117,11 @@ test-portable: build-portable venv node-modules
 	WEFT_LIBRARY=$(PORTABLE_DIR)/libweft.so bash tests/bindings/run.sh
 	WEFT_LIBRARY=$(PORTABLE_DIR)/libweft.so $(PYTHON) -m pytest -q -p no:cacheprovider tests/python
 
-# The code no test here can run: the macOS and FreeBSD builds (kqueue), checked with
-# clippy, warnings as errors, and the portable build on Linux likewise. A rustup target
-# that is not installed is one line (`.ci/run` installs both).
-CROSS_TARGETS := x86_64-apple-darwin x86_64-unknown-freebsd
+# The code no test here can run: the macOS, FreeBSD and NetBSD builds (kqueue) and the
+# illumos one (event ports), checked with clippy, warnings as errors, and the portable
+# build on Linux likewise. A rustup target that is not installed is one line (`.ci/run`
+# installs them all).
+CROSS_TARGETS := x86_64-apple-darwin x86_64-unknown-freebsd x86_64-unknown-netbsd x86_64-unknown-illumos
 
 check-platforms:
 	@if cargo clippy --version >/dev/null 2>&1; then \

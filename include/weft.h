@@ -51,7 +51,8 @@
 // fd watch interest and readiness bit: the fd is writable.
 #define WEFT_WRITABLE 2
 
-// Readiness bit, always reported: the peer hung up (the fd reads EOF).
+// Readiness bit, always reported: the peer hung up (the fd reads EOF). On macOS and the
+// BSDs (kqueue) a hang-up is reported as `WEFT_READABLE` only: the read gives EOF.
 #define WEFT_HANGUP 4
 
 // Readiness bit, always reported: an error is pending on the fd.

@@ -10,7 +10,8 @@ use std::ffi::{c_int, c_void};
 pub const WEFT_READABLE: u32 = 1;
 /// fd watch interest and readiness bit: the fd is writable.
 pub const WEFT_WRITABLE: u32 = 2;
-/// Readiness bit, always reported: the peer hung up (the fd reads EOF).
+/// Readiness bit, always reported: the peer hung up (the fd reads EOF). On macOS and the
+/// BSDs (kqueue) a hang-up is reported as `WEFT_READABLE` only: the read gives EOF.
 pub const WEFT_HANGUP: u32 = 4;
 /// Readiness bit, always reported: an error is pending on the fd.
 pub const WEFT_ERROR: u32 = 8;

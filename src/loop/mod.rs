@@ -331,6 +331,9 @@ pub struct Loop<H: Handler> {
     signal_bell: Bell,
     runner: Aligned<Mutex<Runner<H>>>,
     stop: AtomicBool,
+    /// Completions a pass limit held back when `run` last returned (they are in the
+    /// runner, not the inbox): a pass has work.
+    held_back: AtomicBool,
     /// True while `run` runs: a cancel that leaves nothing registered must wake it.
     running: AtomicBool,
     /// The thread running the loop (see [`thread_number`]), 0 when none.
@@ -448,6 +451,7 @@ impl<H: Handler> Loop<H> {
                 spare: Vec::new(),
             })),
             stop: AtomicBool::new(false),
+            held_back: AtomicBool::new(false),
             running: AtomicBool::new(false),
             runner_thread: AtomicU64::new(0),
             closed: AtomicBool::new(false),
@@ -556,6 +560,8 @@ impl<H: Handler> Loop<H> {
             return Ok(());
         }
         self.closed.store(true, SeqCst);
+        // The host's fd helper (portable backend) must be gone before the bells close.
+        self.outer.shut_down();
         // End registrations a chunk at a time: free functions run without the lock, and
         // memory does not double while a million timers are dropped.
         let live = self.lock().entries.live_indices();

@@ -41,6 +41,7 @@ impl<H: Handler> Loop<H> {
         // Records that producers did not ring for (the loop was awake), and completions
         // a pass limit left for later, must make the loop's fd readable now: an
         // embedding host waits on it.
+        self.held_back.store(!runner.done.is_empty(), SeqCst);
         if self.inbox.doze() || !runner.done.is_empty() {
             self.inbox.wake();
         }
@@ -94,19 +95,20 @@ impl<H: Handler> Loop<H> {
     /// The fd an embedding host watches: readable when `run(NoWait)` has work.
     pub fn fd(&self) -> Result<RawFd> {
         fork::check()?;
-        Ok(self.outer.host_fd())
+        self.outer.host_fd().map_err(io_error("starting the embedding fd's helper thread"))
     }
 
     /// Milliseconds until the next timer (rounded up), 0 when work is ready now, None
     /// when nothing is scheduled.
     pub fn timeout_ms(&self) -> Result<Option<u64>> {
         fork::check()?;
-        if self.inbox.has_records() || self.outer.is_ready() {
+        let pending = || self.inbox.has_records() || self.held_back.load(SeqCst);
+        if pending() || self.outer.is_ready() {
             return Ok(Some(0));
         }
         // A look at the poller may drain the inbox bell (the portable backend's host fd):
-        // records queued meanwhile must keep the host's fd readable.
-        if self.inbox.has_records() {
+        // work that came meanwhile must keep the host's fd readable.
+        if pending() {
             self.inbox.wake();
             return Ok(Some(0));
         }

@@ -58,7 +58,8 @@ impl OsThread {
             libc::pthread_attr_init(&mut attr);
             if stack_size > 0 {
                 let page = libc::sysconf(libc::_SC_PAGESIZE).max(4096) as usize;
-                let size = stack_size.max(libc::PTHREAD_STACK_MIN).div_ceil(page) * page;
+                let least = libc::sysconf(libc::_SC_THREAD_STACK_MIN).max(16384) as usize;
+                let size = stack_size.max(least).div_ceil(page) * page;
                 libc::pthread_attr_setstacksize(&mut attr, size);
             }
             let mut id: libc::pthread_t = std::mem::zeroed();

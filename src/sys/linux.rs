@@ -193,8 +193,8 @@ impl Outer {
     }
 
     /// The host's fd.
-    pub fn host_fd(&self) -> RawFd {
-        self.poller.as_raw_fd()
+    pub fn host_fd(&self) -> io::Result<RawFd> {
+        Ok(self.poller.as_raw_fd())
     }
 
     /// A thread starts running the loop (nothing to do here: the kernel keeps the set).
@@ -204,6 +204,10 @@ impl Outer {
     /// The thread leaves the loop.
     #[inline]
     pub fn leave(&self) {}
+
+    /// The loop is closing (before its bells are closed).
+    #[inline]
+    pub fn shut_down(&self) {}
 }
 
 impl AsRawFd for Outer {

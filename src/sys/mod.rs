@@ -47,15 +47,22 @@
 //! # Code no test here runs
 //!
 //! `make test` runs every suite against both backends on Linux (the portable one with
-//! poll(2)) and checks the macOS and FreeBSD builds with clippy, but these lines run on no
-//! machine here: in `portable/`, the `weft_kqueue` code (the timer filter in
-//! `wake.rs`, the EVFILT_PROC child watch, the nested-kqueue `Outer` in `outer.rs`);
-//! in `unix.rs`, the `target_vendor = "apple"` lines (pipe and socketpair made
-//! close-on-exec by fcntl, SO_NOSIGPIPE, the one-argument pthread_setname_np) and
-//! the errno locations of the BSDs and illumos.
+//! poll(2)) and checks the macOS, FreeBSD, NetBSD and illumos builds with clippy, but
+//! these lines run on no machine here:
 //!
-//! This module may not hold loop logic: it knows no registration, key layout, lock or
-//! protocol of the loop's, and calls back into nothing; it keeps the guarantees above.
+//! * `portable/`, the `weft_kqueue` code (macOS and the BSDs): the timer filter and its
+//!   re-arming (`wake.rs`), the EVFILT_PROC child watch (`wake.rs`), the nested-kqueue
+//!   `Outer` (`outer.rs`); and the one-shot re-arming of members where the poller has
+//!   no level mode (event ports, illumos: `Shared::rearm_member` in `mod.rs`).
+//! * `unix.rs`, the lines under a `target_os`/`target_vendor` other than Linux: pipe and
+//!   socketpair made close-on-exec by fcntl and SO_NOSIGPIPE (macOS), the thread-name
+//!   calls of macOS, NetBSD, OpenBSD and DragonFly, the errno locations of the BSDs and
+//!   illumos, FreeBSD's first real-time signal (65).
+//!
+//! Known differences there: on kqueue a peer's hang-up is reported as readable, not as
+//! HANGUP (polling reports EOF that way); on poll(2) a watched fd closed and reopened
+//! under the same number before the loop next waits is polled under the old watch
+//! (epoll drops the old file; poll(2) only has numbers).
 
 // The backend: Linux's own (epoll, eventfd, timerfd, pidfd), or the portable one on
 // `polling` (kqueue, event ports, poll(2)), which every other platform gets and Linux

@@ -131,15 +131,24 @@ pub fn grow_pipe(fd: RawFd, bytes: usize) {
 
 /// Names the calling thread (as `ps` and debuggers show it; Linux keeps 15 bytes).
 pub fn name_this_thread(name: &std::ffi::CStr) {
-    // SAFETY: names the calling thread with a NUL-terminated string.
-    #[cfg(not(target_vendor = "apple"))]
+    // SAFETY (all): names the calling thread with a NUL-terminated string.
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd", target_os = "illumos"))]
     unsafe {
         libc::pthread_setname_np(libc::pthread_self(), name.as_ptr())
     };
-    // SAFETY: as above (macOS names only the calling thread).
+    // macOS names only the calling thread.
     #[cfg(target_vendor = "apple")]
     unsafe {
         libc::pthread_setname_np(name.as_ptr())
+    };
+    // NetBSD takes a printf format and its argument.
+    #[cfg(target_os = "netbsd")]
+    unsafe {
+        libc::pthread_setname_np(libc::pthread_self(), c"%s".as_ptr(), name.as_ptr() as *mut libc::c_void)
+    };
+    #[cfg(any(target_os = "openbsd", target_os = "dragonfly"))]
+    unsafe {
+        libc::pthread_set_name_np(libc::pthread_self(), name.as_ptr())
     };
 }
 
@@ -147,9 +156,9 @@ pub fn name_this_thread(name: &std::ffi::CStr) {
 #[inline]
 fn errno_location() -> *mut libc::c_int {
     // SAFETY: errno is thread-local; these return this thread's.
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "dragonfly"))]
     return unsafe { libc::__errno_location() };
-    #[cfg(any(target_vendor = "apple", target_os = "freebsd", target_os = "dragonfly"))]
+    #[cfg(any(target_vendor = "apple", target_os = "freebsd"))]
     return unsafe { libc::__error() };
     #[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
     return unsafe { libc::__errno() };
@@ -176,6 +185,9 @@ pub fn set_errno(value: i32) {
 pub fn first_realtime_signal() -> i32 {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     return libc::SIGRTMIN();
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    // FreeBSD: 32 (SIGTHR) and 33 (SIGLIBRT) are libthr's and librt's; SIGRTMIN is 65.
+    #[cfg(target_os = "freebsd")]
+    return 65;
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
     return 32;
 }

@@ -37,7 +37,8 @@ const WEFT_READABLE = 1;
 // fd watch interest and readiness bit: the fd is writable.
 const WEFT_WRITABLE = 2;
 
-// Readiness bit, always reported: the peer hung up (the fd reads EOF).
+// Readiness bit, always reported: the peer hung up (the fd reads EOF). On macOS and the
+// BSDs (kqueue) a hang-up is reported as `WEFT_READABLE` only: the read gives EOF.
 const WEFT_HANGUP = 4;
 
 // Readiness bit, always reported: an error is pending on the fd.
@@ -400,7 +401,7 @@ const DOCS = Object.freeze({
   WEFT_ABI_VERSION: "The ABI version: bumped on any change that breaks binary compatibility.",
   WEFT_READABLE: "fd watch interest and readiness bit: the fd is readable.",
   WEFT_WRITABLE: "fd watch interest and readiness bit: the fd is writable.",
-  WEFT_HANGUP: "Readiness bit, always reported: the peer hung up (the fd reads EOF).",
+  WEFT_HANGUP: "Readiness bit, always reported: the peer hung up (the fd reads EOF). On macOS and the\nBSDs (kqueue) a hang-up is reported as `WEFT_READABLE` only: the read gives EOF.",
   WEFT_ERROR: "Readiness bit, always reported: an error is pending on the fd.",
   weft_result: "Result codes. 0 is success; every error is negative. Functions that return an `int`\nreturn one of these; functions that return an id return 0 on error, and functions\nthat return a pointer return NULL. In every error case `weft_last_error` tells why.",
   WEFT_OK: "",

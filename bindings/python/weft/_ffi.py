@@ -35,7 +35,8 @@ WEFT_READABLE = 1
 # fd watch interest and readiness bit: the fd is writable.
 WEFT_WRITABLE = 2
 
-# Readiness bit, always reported: the peer hung up (the fd reads EOF).
+# Readiness bit, always reported: the peer hung up (the fd reads EOF). On macOS and the
+# BSDs (kqueue) a hang-up is reported as `WEFT_READABLE` only: the read gives EOF.
 WEFT_HANGUP = 4
 
 # Readiness bit, always reported: an error is pending on the fd.
@@ -462,7 +463,8 @@ DOCS = {
         "fd watch interest and readiness bit: the fd is writable."
     ),
     "WEFT_HANGUP": (
-        "Readiness bit, always reported: the peer hung up (the fd reads EOF)."
+        "Readiness bit, always reported: the peer hung up (the fd reads EOF). On macOS and the\n"
+        "BSDs (kqueue) a hang-up is reported as `WEFT_READABLE` only: the read gives EOF."
     ),
     "WEFT_ERROR": (
         "Readiness bit, always reported: an error is pending on the fd."

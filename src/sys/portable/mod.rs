@@ -3,9 +3,10 @@
 //! on Linux too when built with `--cfg polling_test_poll_backend`, the configuration the
 //! tests run, as it has the fewest features).
 //!
-//! * [`Poller`]: a `polling::Poller`. Interest is level-triggered; `EDGE` is polling's
-//!   edge mode where the backend has one, and elsewhere the poller drains the member
-//!   (a bell) itself when it reports it, which is what an edge-triggered bell amounts to.
+//! * [`Poller`]: a `polling::Poller`. Interest is level-triggered (on event ports, whose
+//!   members are one-shot, by re-arming each member it reports); an `EDGE` member (a
+//!   bell) is drained by the poller itself when it reports it, which is what an
+//!   edge-triggered bell amounts to, and keeps a pipe bell from ever filling up.
 //!   A member closed by its owner without being removed (poll(2) reports such an fd for
 //!   ever, as POLLNVAL) is removed by the poller when it reports it, as kqueue and epoll
 //!   do by themselves.
@@ -53,14 +54,24 @@ pub mod call {
 /// No deadline (a [`TimerWake`] disarmed).
 const NEVER: u64 = u64::MAX;
 
+/// A member of a poller.
+#[derive(Clone, Copy)]
+struct Member {
+    key: usize,
+    fd: RawFd,
+    interest: u32,
+}
+
 /// What a poller and the threads waiting on it share.
 pub(super) struct Shared {
     poller: polling::Poller,
-    /// Members added with `EDGE` where the backend has no edge mode: (key, fd), drained
-    /// when reported.
+    /// Members added with `EDGE` (bells): (key, fd), drained when reported.
     drained: Mutex<Vec<(usize, RawFd)>>,
-    /// Every member's fd by key, to remove one reported as closed.
-    members: Mutex<Vec<(usize, RawFd)>>,
+    /// Every member, to remove one reported as closed and to re-arm one-shot members.
+    members: Mutex<Vec<Member>>,
+    /// The backend has no level mode (event ports): members are one-shot, re-armed after
+    /// each report, which is what level-triggered means.
+    rearm: bool,
     /// The timer wake-up added with `add_timer`: its key (NEVER: none) and deadline.
     timer_key: AtomicU64,
     timer: OnceLock<Arc<AtomicU64>>,
@@ -81,10 +92,13 @@ fn interest_event(key: u64, interest: u32) -> polling::Event {
 
 impl Poller {
     pub fn new() -> io::Result<Poller> {
+        let poller = polling::Poller::new()?;
+        let rearm = !poller.supports_level();
         let shared = Shared {
-            poller: polling::Poller::new()?,
+            poller,
             drained: Mutex::new(Vec::new()),
             members: Mutex::new(Vec::new()),
+            rearm,
             timer_key: AtomicU64::new(NEVER),
             timer: OnceLock::new(),
             waiting: AtomicBool::new(false),
@@ -92,26 +106,20 @@ impl Poller {
         Ok(Poller { shared: Arc::new(shared) })
     }
 
-    fn mode(&self, interest: u32) -> polling::PollMode {
-        if interest & EDGE != 0 && self.shared.poller.supports_edge() {
-            polling::PollMode::Edge
-        } else {
-            polling::PollMode::Level
-        }
-    }
-
     /// Adds `fd` with `interest`, reported under `key`. Fails when it is a member already.
+    /// `EDGE` (a bell) is level-triggered here too, and the poller drains the bell when it
+    /// reports it: each ring wakes one wait, and a bell never fills up unseen.
     pub fn add(&self, fd: RawFd, interest: u32, key: u64) -> io::Result<()> {
         check_pollable(fd)?;
         let mut members = lock(&self.shared.members);
-        if members.iter().any(|&(_, f)| f == fd) {
+        if members.iter().any(|m| m.fd == fd) {
             return Err(io::Error::from_raw_os_error(libc::EEXIST));
         }
         // SAFETY: the caller removes `fd` before closing it (or the poller removes it when
         // it reports it closed).
-        unsafe { self.shared.poller.add_with_mode(fd, interest_event(key, interest), self.mode(interest)) }?;
-        members.push((key as usize, fd));
-        if interest & EDGE != 0 && !self.shared.poller.supports_edge() {
+        unsafe { self.shared.poller.add_with_mode(fd, interest_event(key, interest), self.shared.mode()) }?;
+        members.push(Member { key: key as usize, fd, interest });
+        if interest & EDGE != 0 {
             lock(&self.shared.drained).push((key as usize, fd));
         }
         Ok(())
@@ -120,23 +128,28 @@ impl Poller {
     /// Changes the interest and key of `fd`, or adds it when it is not a member.
     pub fn set(&self, fd: RawFd, interest: u32, key: u64) -> io::Result<()> {
         let mut members = lock(&self.shared.members);
-        let Some(at) = members.iter().position(|&(_, f)| f == fd) else {
+        let Some(at) = members.iter().position(|m| m.fd == fd) else {
             drop(members);
             return self.add(fd, interest, key);
         };
         // SAFETY: a member is open until its owner removes it.
         let source = unsafe { BorrowedFd::borrow_raw(fd) };
-        self.shared.poller.modify_with_mode(source, interest_event(key, interest), self.mode(interest))?;
-        members[at].0 = key as usize;
+        self.shared.poller.modify_with_mode(source, interest_event(key, interest), self.shared.mode())?;
+        members[at] = Member { key: key as usize, fd, interest };
+        let mut drained = lock(&self.shared.drained);
+        drained.retain(|&(_, f)| f != fd);
+        if interest & EDGE != 0 {
+            drained.push((key as usize, fd));
+        }
         Ok(())
     }
 
-    /// Removes `fd`. A member closed meanwhile is gone from the poller already (kqueue
-    /// and ports drop it, and poll(2)'s list only needs the number): that is no error,
-    /// so the loop never has a polluted set to replace here.
+    /// Removes `fd`. EBADF: the number was closed while a member; the kernel dropped it,
+    /// but polling may still count it (its kqueue backend does), so, as for epoll's
+    /// closed members, the loop replaces the poller.
     pub fn delete(&self, fd: RawFd) -> io::Result<()> {
         let mut members = lock(&self.shared.members);
-        let Some(at) = members.iter().position(|&(_, f)| f == fd) else {
+        let Some(at) = members.iter().position(|m| m.fd == fd) else {
             return Err(io::Error::from_raw_os_error(libc::ENOENT));
         };
         members.swap_remove(at);
@@ -146,7 +159,7 @@ impl Poller {
         if fd_is_open(fd) {
             result
         } else {
-            Ok(())
+            Err(io::Error::from_raw_os_error(libc::EBADF))
         }
     }
 
@@ -187,6 +200,15 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// How members are added: level-triggered, or one-shot and re-armed (`rearm`).
+    fn mode(&self) -> polling::PollMode {
+        if self.rearm {
+            polling::PollMode::Oneshot
+        } else {
+            polling::PollMode::Level
+        }
+    }
+
     pub(super) fn poller(&self) -> &polling::Poller {
         &self.poller
     }
@@ -253,6 +275,9 @@ impl Shared {
             if let Some(&(_, fd)) = lock(&self.drained).iter().find(|&&(k, _)| k == ev.key) {
                 wake::drain_fd(fd);
             }
+            if self.rearm {
+                self.rearm_member(ev.key);
+            }
             events.out.push(Event { key: ev.key as u64, readiness });
         }
         if timer_key != NEVER {
@@ -261,12 +286,22 @@ impl Shared {
         Ok(())
     }
 
+    /// A one-shot member was reported: armed again, with its interest.
+    fn rearm_member(&self, key: usize) {
+        let members = lock(&self.members);
+        if let Some(m) = members.iter().find(|m| m.key == key) {
+            // SAFETY: a member is open until its owner removes it.
+            let source = unsafe { BorrowedFd::borrow_raw(m.fd) };
+            let _ = self.poller.modify_with_mode(source, interest_event(key as u64, m.interest), self.mode());
+        }
+    }
+
     /// A member reported with no readiness: poll(2)'s POLLNVAL, the fd was closed. It is
     /// removed (true), as kqueue and epoll remove a closed fd.
     fn forget_if_closed(&self, key: usize) -> bool {
         let mut members = lock(&self.members);
-        let Some(at) = members.iter().position(|&(k, fd)| k == key && !fd_is_open(fd)) else { return false };
-        let (_, fd) = members.swap_remove(at);
+        let Some(at) = members.iter().position(|m| m.key == key && !fd_is_open(m.fd)) else { return false };
+        let Member { fd, .. } = members.swap_remove(at);
         lock(&self.drained).retain(|&(_, f)| f != fd);
         // polling keeps the number in its list; taking it out needs only the number.
         // SAFETY: the descriptor is closed; polling's poll(2) backend only forgets it.
@@ -297,8 +332,14 @@ impl Waiter {
     #[cfg_attr(weft_kqueue, allow(dead_code))]
     pub(super) fn has_work(&self) -> bool {
         let mut events = Events::with_capacity(16);
-        if self.0.wait(&mut events, false).is_err() {
-            return false;
+        // A notification left from an interrupted wait makes a wait return empty once.
+        for _ in 0..2 {
+            if self.0.wait(&mut events, false).is_err() {
+                return false;
+            }
+            if events.len() > 0 {
+                break;
+            }
         }
         let drained = lock(&self.0.drained);
         events.iter().any(|e| !drained.iter().any(|&(key, _)| key as u64 == e.key))

@@ -48,8 +48,8 @@ impl Outer {
     }
 
     /// The host's fd.
-    pub fn host_fd(&self) -> RawFd {
-        self.poller.as_raw_fd()
+    pub fn host_fd(&self) -> io::Result<RawFd> {
+        Ok(self.poller.as_raw_fd())
     }
 
     #[inline]
@@ -57,6 +57,9 @@ impl Outer {
 
     #[inline]
     pub fn leave(&self) {}
+
+    #[inline]
+    pub fn shut_down(&self) {}
 }
 
 /// What the helper thread and the loop's runner share.
@@ -64,13 +67,15 @@ impl Outer {
 struct State {
     /// The loop's poller to watch.
     waiter: Waiter,
-    /// A thread runs the loop, or looks at its poller (`is_ready`): the helper must not
-    /// wait on the poller now.
-    busy: bool,
+    /// A thread runs the loop: nobody else may wait on its poller.
+    running: bool,
+    /// A thread looks at the poller for `is_ready`.
+    looking: bool,
     /// The helper is waiting on the poller now.
     watching: bool,
     /// The helper rang the bell and waits for a pass before it watches again.
     rung: bool,
+    /// The loop is closing: the helper ends, and nobody rings the bell again.
     quit: bool,
 }
 
@@ -85,6 +90,23 @@ struct Shared {
 }
 
 #[cfg(not(weft_kqueue))]
+impl Shared {
+    fn wait_for<'a>(&self, mut state: std::sync::MutexGuard<'a, State>) -> std::sync::MutexGuard<'a, State> {
+        state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+        state
+    }
+
+    /// Until the helper has stopped waiting on the poller (interrupting its wait).
+    fn stop_watching<'a>(&self, mut state: std::sync::MutexGuard<'a, State>) -> std::sync::MutexGuard<'a, State> {
+        while state.watching {
+            let _ = state.waiter.shared().poller().notify();
+            state = self.wait_for(state);
+        }
+        state
+    }
+}
+
+#[cfg(not(weft_kqueue))]
 pub struct Outer {
     shared: std::sync::Arc<Shared>,
     helper: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -92,11 +114,12 @@ pub struct Outer {
 
 #[cfg(not(weft_kqueue))]
 impl Outer {
-    /// `bell`: the loop's inbox bell (poll end, ring end), a member of `inner` (edge):
-    /// producers ring it, which makes the host's fd readable at once; the helper rings
-    /// it for the rest.
+    /// `bell`: the loop's inbox bell (poll end, ring end), a member of `inner`: producers
+    /// ring it, which makes the host's fd readable at once; the helper rings it for the
+    /// rest.
     pub fn new(inner: &super::Poller, bell: (RawFd, RawFd)) -> io::Result<Outer> {
-        let state = State { waiter: inner.waiter(), busy: false, watching: false, rung: false, quit: false };
+        let state =
+            State { waiter: inner.waiter(), running: false, looking: false, watching: false, rung: false, quit: false };
         let (bell_poll, bell_ring) = bell;
         let shared = Shared { state: std::sync::Mutex::new(state), changed: Default::default(), bell_poll, bell_ring };
         Ok(Outer { shared: std::sync::Arc::new(shared), helper: std::sync::Mutex::new(None) })
@@ -111,73 +134,68 @@ impl Outer {
         Ok(())
     }
 
-    /// True when a pass would find work now besides the inbox (which the caller looks
-    /// at): a look at the poller, without waiting. If there is, the bell is rung so that
-    /// the host's fd says so too. The look drains the bell: the caller rings it again if
-    /// records are queued (`Loop::timeout_ms`).
+    /// True when a pass would find work now besides the inbox and the completions held
+    /// back (which the caller looks at): a look at the poller, without waiting, unless a
+    /// thread runs the loop (then: whether the helper had rung). If there is work, the
+    /// bell is rung so that the host's fd says so too. The look drains the bell: the
+    /// caller rings it again if records are queued (`Loop::timeout_ms`).
     pub fn is_ready(&self) -> bool {
-        let Some(state) = self.park() else { return lock(&self.shared.state).rung };
+        let shared = &*self.shared;
+        let mut state = lock(&shared.state);
+        while state.looking {
+            state = shared.wait_for(state);
+        }
+        if state.running || state.quit {
+            return state.rung;
+        }
+        state.looking = true;
+        state = shared.stop_watching(state);
+        let waiter = state.waiter.clone();
         drop(state);
-        let found = state_waiter(&self.shared).has_work();
-        let mut state = lock(&self.shared.state);
+        let found = waiter.has_work();
+        let mut state = lock(&shared.state);
         state.rung = found;
         if found {
-            super::ring(self.shared.bell_ring);
+            super::ring(shared.bell_ring);
         }
-        state.busy = false;
+        state.looking = false;
         drop(state);
-        self.shared.changed.notify_all();
+        shared.changed.notify_all();
         found
     }
 
-    /// Stops the helper watching and marks the poller busy; None if a thread runs the
-    /// loop (it is busy already).
-    fn park(&self) -> Option<std::sync::MutexGuard<'_, State>> {
-        let mut state = lock(&self.shared.state);
-        if state.busy {
-            return None;
-        }
-        state.busy = true;
-        while state.watching {
-            let _ = state.waiter.shared().poller().notify();
-            state = self.shared.changed.wait(state).unwrap_or_else(|p| p.into_inner());
-        }
-        Some(state)
-    }
-
     /// The host's fd; the first call starts the helper thread.
-    pub fn host_fd(&self) -> RawFd {
+    pub fn host_fd(&self) -> io::Result<RawFd> {
         let mut helper = lock(&self.helper);
-        if helper.is_none() {
+        if helper.is_none() && !lock(&self.shared.state).quit {
             let shared = self.shared.clone();
-            *helper = std::thread::Builder::new().name("weft-embed".into()).spawn(move || watch(&shared)).ok();
+            *helper = Some(std::thread::Builder::new().name("weft-embed".into()).spawn(move || watch(&shared))?);
         }
-        self.shared.bell_poll
+        Ok(self.shared.bell_poll)
     }
 
-    /// A thread starts running the loop: the helper stops watching (the pass drains the
-    /// bell, so the host's fd turns quiet unless work comes in).
+    /// A thread starts running the loop: the helper stops watching, a look in progress
+    /// ends first (the pass drains the bell, so the host's fd turns quiet unless work
+    /// comes in).
     pub fn enter(&self) {
-        if let Some(mut state) = self.park() {
-            state.rung = false;
+        let shared = &*self.shared;
+        let mut state = lock(&shared.state);
+        while state.looking {
+            state = shared.wait_for(state);
         }
+        state.running = true;
+        state.rung = false;
+        drop(shared.stop_watching(state));
     }
 
     /// The thread leaves the loop: the helper may watch again.
     pub fn leave(&self) {
-        lock(&self.shared.state).busy = false;
+        lock(&self.shared.state).running = false;
         self.shared.changed.notify_all();
     }
-}
 
-#[cfg(not(weft_kqueue))]
-fn state_waiter(shared: &Shared) -> Waiter {
-    lock(&shared.state).waiter.clone()
-}
-
-#[cfg(not(weft_kqueue))]
-impl Drop for Outer {
-    fn drop(&mut self) {
+    /// The loop is closing (before its bell is closed): the helper ends and is joined.
+    pub fn shut_down(&self) {
         {
             let mut state = lock(&self.shared.state);
             state.quit = true;
@@ -190,16 +208,23 @@ impl Drop for Outer {
     }
 }
 
-/// The helper thread: watches the loop's poller while nobody runs the loop, and rings
-/// the bell when a pass has work.
+#[cfg(not(weft_kqueue))]
+impl Drop for Outer {
+    fn drop(&mut self) {
+        self.shut_down();
+    }
+}
+
+/// The helper thread: watches the loop's poller while nobody runs the loop or looks at
+/// it, and rings the bell when a pass has work.
 #[cfg(not(weft_kqueue))]
 fn watch(shared: &Shared) {
     let mut events = Events::with_capacity(16);
     loop {
         let waiter = {
             let mut state = lock(&shared.state);
-            while !state.quit && (state.busy || state.rung) {
-                state = shared.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+            while !state.quit && (state.running || state.looking || state.rung) {
+                state = shared.wait_for(state);
             }
             if state.quit {
                 return;

@@ -114,16 +114,30 @@ impl TimerWake {
     #[cfg(weft_kqueue)]
     fn arm_filter(&self, shared: &Shared, key: u64, deadline: u64) {
         use polling::os::kqueue::{PollerKqueueExt, Timer};
+        // Whole milliseconds, rounded up: kqueue timers are kept in ms or less precisely
+        // (a sub-millisecond part can be dropped, firing early), and never early is the
+        // promise.
         let timeout = match deadline {
             NEVER => FAR,
-            at => std::time::Duration::from_nanos(at.saturating_sub(now_ns()).max(1)),
+            at => std::time::Duration::from_millis(at.saturating_sub(now_ns()).div_ceil(1_000_000).max(1)),
         };
         let timer = Timer { id: TIMER_ID, timeout };
         let _ = shared.poller().modify_filter(timer, key as usize, polling::PollMode::Oneshot);
     }
 
-    /// Silences a due timer (until re-armed).
+    /// Silences a due timer (until re-armed). A kqueue timer that fired before the
+    /// deadline (the kernel's clock is not quite ours) is armed again for the rest.
     pub fn drain(&self) {
+        #[cfg(weft_kqueue)]
+        {
+            let at = self.deadline.load(SeqCst);
+            if at != NEVER && at > now_ns() {
+                let (target, key) = &*lock(&self.target);
+                if let Some(shared) = target.upgrade() {
+                    self.arm_filter(&shared, *key, at);
+                }
+            }
+        }
         #[cfg(not(weft_kqueue))]
         {
             let at = self.deadline.load(SeqCst);
