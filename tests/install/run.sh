@@ -89,7 +89,10 @@ if command -v pkg-config >/dev/null; then
     [[ $flags != *"$REPO"* ]] || fail "pkg-config names the source tree: $flags"
     cc -std=c11 -Wall -Wextra -Werror timers.c $flags -o timers_pc
     [[ $(needed_libweft timers_pc) == "libweft.so.$so" ]] || fail "timers_pc needs '$(needed_libweft timers_pc)'"
-    LD_LIBRARY_PATH=$lib ldd ./timers_pc | grep -q "libweft.so.$so => $lib/libweft.so.$so" \
+    # ldd's output is captured first: `ldd | grep -q` under pipefail fails when grep
+    # exits before ldd has written everything (SIGPIPE).
+    loads=$(LD_LIBRARY_PATH=$lib ldd ./timers_pc)
+    grep -q "libweft.so.$so => $lib/libweft.so.$so" <<<"$loads" \
         || fail "timers_pc does not load $lib/libweft.so.$so"
     LD_LIBRARY_PATH=$lib expect_timers ./timers_pc
     ok "pkg-config --cflags --libs weft: timers.c builds, needs libweft.so.$so, runs"
@@ -121,7 +124,8 @@ EOF
     cmake --build build >>cmake.log 2>&1 || { cat cmake.log; fail "cmake --build"; }
     if grep -q "$REPO" build/compile_commands.json; then fail "CMake compiled against the source tree"; fi
     [[ $(needed_libweft build/timers) == "libweft.so.$so" ]] || fail "CMake timers needs '$(needed_libweft build/timers)'"
-    ldd build/timers | grep -q "libweft.so.$so => $lib/libweft.so.$so" || fail "CMake timers does not load $lib"
+    loads=$(ldd build/timers)
+    grep -q "libweft.so.$so => $lib/libweft.so.$so" <<<"$loads" || fail "CMake timers does not load $lib"
     expect_timers build/timers
     ok "CMake find_package(weft ${version%.*}): weft::weft builds and runs (from CMake's build rpath)"
     [[ -z $(needed_libweft build/timers_static) ]] || fail "CMake timers_static still needs libweft"
