@@ -184,8 +184,10 @@ impl Outer {
             state = shared.wait_for(state);
         }
         state.running = true;
+        // Once the helper has stopped: a ring it makes while stopping is one this pass
+        // drains, so it must not stay marked as pending (the helper would park for good).
+        let mut state = shared.stop_watching(state);
         state.rung = false;
-        drop(shared.stop_watching(state));
     }
 
     /// The thread leaves the loop: the helper may watch again.
