@@ -16,8 +16,8 @@ VENV := $(CURDIR)/.venv
 PYTHON := $(VENV)/bin/python
 
 .PHONY: all build venv node-modules header bindings abi test lint test-rust test-c test-bindings \
-        test-python test-abi test-install test-packages build-portable test-portable check-platforms \
-        demo bench clean
+        test-python test-abi test-install test-packages build-portable build-portable-epoll \
+        test-portable check-platforms demo bench clean
 
 all: build
 
@@ -111,6 +111,15 @@ build-portable:
 	$(PORTABLE_CARGO) build --release --features portable
 	ln -sf libweft.so $(PORTABLE_DIR)/libweft.so.$(SOVERSION)
 
+# The portable backend with polling's default backend on Linux, epoll, into
+# target/portable-epoll: no test runs it; `make bench` compares it with the other two.
+PORTABLE_EPOLL_TARGET := $(CURDIR)/target/portable-epoll
+PORTABLE_EPOLL_DIR := $(PORTABLE_EPOLL_TARGET)/release
+
+build-portable-epoll:
+	CARGO_TARGET_DIR=$(PORTABLE_EPOLL_TARGET) $(CARGO) build --release --features portable
+	ln -sf libweft.so $(PORTABLE_EPOLL_DIR)/libweft.so.$(SOVERSION)
+
 test-portable: build-portable venv node-modules
 	$(PORTABLE_CARGO) test --release --features portable --quiet
 	$(MAKE) -C tests/c LIBDIR=$(PORTABLE_DIR) BUILD=$(CURDIR)/tests/c/build/portable test
@@ -143,8 +152,10 @@ demo: build node-modules
 	python3 examples/python/asyncio_example.py
 	python3 examples/python/log_playback.py
 
-bench: build
-	$(MAKE) -C benches LIBDIR=$(TARGET_DIR)
+# The C workloads run on the Linux backend and on both portable builds (benches/README.md).
+bench: build build-portable build-portable-epoll
+	$(MAKE) -C benches LIBDIR=$(TARGET_DIR) PORTABLE_LIBDIR=$(PORTABLE_DIR) \
+	    PORTABLE_EPOLL_LIBDIR=$(PORTABLE_EPOLL_DIR)
 	$(MAKE) -C examples/c LIBDIR=$(TARGET_DIR) emitter
 	node benches/node/run.js
 	python3 benches/python/run.py

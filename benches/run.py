@@ -14,6 +14,14 @@ import sys
 SYSTEMS = [("weft", "bench_weft"), ("libuv", "bench_uv"),
            ("libevent", "bench_event"), ("libev", "bench_ev")]
 
+# weft's builds: bench_weft.c linked against each backend's libweft.so (benches/Makefile).
+# Every process of bench_weft in WORKLOADS also runs with each other build chosen with
+# --weft, in rows named after it: its label (and each of its row labels) with a leading
+# "weft" replaced by the build's name (weft-io -> weft-portable-io); rows not starting
+# with "weft" (fork-per-task-*, which do not use weft) are left to the Linux build.
+WEFT_BUILDS = [("weft", "bench_weft"), ("weft-portable", "bench_weft-portable"),
+               ("weft-portable-epoll", "bench_weft-portable-epoll")]
+
 # Pool size N of the pool workloads (the C programs compute the same number).
 THREADS = len(os.sched_getaffinity(0))
 
@@ -33,7 +41,8 @@ POOLS = variants(("weft", "bench_weft", [], {}), ("libuv", "bench_uv", [], UV_N)
 
 # name, description, metrics [(key, label, better)], goals [(key, reference, factor
 # [, subject])] and optionally the systems (default: ALL) and options: {"ratio": (header,
-# {row: base row})} makes the tables' ratio column row / base row (default: weft / row);
+# {row: base row})} makes the tables' ratio column row / base row (default: a column per
+# weft build B, B / row);
 # {"timeout": s} allows each of the workload's processes s seconds (at least --timeout).
 # A goal with reference system R and factor f means weft <= f*R (better="lower")
 # or weft >= f*R (better="higher"); reference None means an absolute bound f; factor
@@ -132,6 +141,58 @@ WORKLOADS = [
 SPIN_WORKLOADS = {"fork_join", "process_reuse"}
 
 
+def rename(row, build):
+    """A weft row's name in another build's run (weft-io -> weft-portable-io)."""
+    if build == "weft" or row is None or not row.startswith("weft"):
+        return row
+    return build + row[len("weft"):]
+
+
+def twins(variant, builds):
+    """The variant itself and, if it runs bench_weft, the same processes with each other
+    build of `builds`: (label, binary, arguments, environment, rows, {row: the system=
+    name of its RESULT/SKIP lines})."""
+    label, binary, extra, env = variant[:4]
+    rows = rows_of(variant)
+    out = [(label, binary, extra, env, rows, {r: r for r in rows})]
+    if binary == WEFT_BUILDS[0][1]:
+        for build, bin_b in WEFT_BUILDS[1:]:
+            if build in builds:
+                mine = [r for r in rows if r.startswith("weft")]
+                out.append((rename(label, build), bin_b, extra, env,
+                            [rename(r, build) for r in mine],
+                            {rename(r, build): r for r in mine}))
+    return out
+
+
+def expand(workload, builds):
+    """A workload with its variants, ratio bases and goals for every build in `builds`:
+    each weft row and goal is followed by its twins."""
+    name, desc, metrics, goals, *rest = workload
+    variants_ = [t for v in (rest[0] if rest else ALL) for t in twins(v, builds)]
+    opts = dict(rest[1]) if len(rest) > 1 else {}
+    weft_builds = [b for b, _ in WEFT_BUILDS if b in builds]
+    if "ratio" in opts:
+        header, base = opts["ratio"]
+        opts["ratio"] = (header, {rename(r, b): rename(r0, b) for r, r0 in base.items()
+                                  for b in weft_builds if b == "weft" or r.startswith("weft")})
+    goals_ = []
+    for goal in goals:
+        key, ref, factor, *subj = goal
+        subject = subj[0] if subj else "weft"
+        goals_.append(goal)
+        if subject.startswith("weft"):
+            goals_ += [(key, rename(ref, b), factor, rename(subject, b))
+                       for b in weft_builds[1:]]
+    # the tables' rows: each weft row followed by its twins
+    order = []
+    for v in (rest[0] if rest else ALL):
+        for r in rows_of(v):
+            order += [r] + ([rename(r, b) for b in weft_builds[1:]] if r.startswith("weft")
+                            and v[1] == WEFT_BUILDS[0][1] else [])
+    return name, desc, metrics, goals_, variants_, opts, order
+
+
 def systems_of(workload):
     return workload[4] if len(workload) > 4 else ALL
 
@@ -148,7 +209,8 @@ def rows_of(variant):
 def run_one(build, binary, workload, timeout, args=(), env=None):
     """Run one process; return (figures dict of its last RESULT line, None) or (None,
     error text).  The figures of every line are in figures["rows"] ({system: figures}),
-    and its SKIP lines' reasons in figures["skips"] ({system: reason})."""
+    its SKIP lines' reasons in figures["skips"] ({system: reason}), and the library
+    its LIBRARY line names (the file the loader chose) in figures["library"]."""
     path = os.path.join(build, binary)
     try:
         p = subprocess.run([path, workload, *args], capture_output=True, text=True,
@@ -157,9 +219,11 @@ def run_one(build, binary, workload, timeout, args=(), env=None):
         return None, "timed out after %ds" % timeout
     except OSError as e:
         return None, str(e)
-    figures, rows, skips = None, {}, {}
+    figures, rows, skips, library = None, {}, {}, None
     for line in p.stdout.splitlines():
-        if line.startswith("RESULT "):
+        if line.startswith("LIBRARY "):
+            library = line.split("path=", 1)[-1]
+        elif line.startswith("RESULT "):
             fields = dict(kv.split("=", 1) for kv in line.split()[1:])
             figures = {k: float(v) for k, v in fields.items() if k not in ("workload", "system")}
             rows[fields.get("system")] = figures
@@ -174,7 +238,7 @@ def run_one(build, binary, workload, timeout, args=(), env=None):
     if p.stderr.strip():
         print("    note from %s %s: %s" % (" ".join([binary, *args]), workload, p.stderr.strip()),
           file=sys.stderr)
-    return dict(figures or {}, rows=rows, skips=skips), None
+    return dict(figures or {}, rows=rows, skips=skips, library=library), None
 
 
 def fmt(v):
@@ -234,9 +298,21 @@ def main():
     ap.add_argument("--only", default=os.environ.get("ONLY", ""),
                     help="comma-separated workloads to run (default: all)")
     ap.add_argument("--markdown", default=None, help="also write the summary to this file")
+    ap.add_argument("--weft", default=",".join(b for b, _ in WEFT_BUILDS),
+                    help="comma-separated weft builds to run (default: all of %s)"
+                    % ", ".join(b for b, _ in WEFT_BUILDS))
     args = ap.parse_args()
 
-    workloads = [w for w in WORKLOADS if not args.only or w[0] in args.only.split(",")]
+    builds = [b for b in args.weft.replace(",", " ").split() if b]
+    known = {b: binary for b, binary in WEFT_BUILDS}
+    if "weft" not in builds or set(builds) - set(known):
+        ap.error("--weft: a list of %s, with weft" % ", ".join(known))
+    for b in builds:
+        if not os.path.exists(os.path.join(args.build, known[b])):
+            ap.error("%s not found (make -C benches build; or --weft without %s)"
+                     % (os.path.join(args.build, known[b]), b))
+    workloads = [expand(w, builds) for w in WORKLOADS
+                 if not args.only or w[0] in args.only.split(",")]
     unknown = set(args.only.split(",")) - {w[0] for w in WORKLOADS} if args.only else set()
     if unknown:
         ap.error("unknown workload(s): %s" % ", ".join(sorted(unknown)))
@@ -252,43 +328,65 @@ def main():
     samples = {}   # (workload, row) -> list of figure dicts
     errors = {}    # (workload, row) -> last error text
     skipped = {}   # (workload, row) -> why the program skipped it
+    libraries = {}   # weft build -> the libweft.so its processes loaded
+    build_of = {binary: b for b, binary in WEFT_BUILDS}
     for run in range(args.runs):
         print("run %d/%d ..." % (run + 1, args.runs), file=sys.stderr, flush=True)
         for w in workloads:
             name = w[0]
             timeout = max(args.timeout, options_of(w).get("timeout", 0))
-            for v in systems_of(w):
-                system, binary, extra, env = v[:4]
-                rows = rows_of(v)
+            for system, binary, extra, env, rows, line_of in systems_of(w):
                 if any((name, row) in errors for row in rows):
                     continue   # failed once: do not spend more time on it
                 figs, err = run_one(args.build, binary, name, timeout, extra, env)
+                if not err and binary in build_of:
+                    # each weft build must run its own library (LD_LIBRARY_PATH overrides
+                    # the programs' RUNPATH: the same one for all would go unnoticed)
+                    b, lib = build_of[binary], figs["library"]
+                    other = [o for o, l in libraries.items() if o != b and l == lib]
+                    if lib is None:
+                        err = "no LIBRARY line (rebuild: make -C benches build)"
+                    elif other:
+                        err = "loaded %s, as %s did" % (lib, other[0])
+                    elif libraries.setdefault(b, lib) != lib:
+                        err = "loaded %s, before %s" % (lib, libraries[b])
                 if not err and len(rows) == 1:   # one row: its last RESULT line
                     if not figs["rows"]:
                         err = "no RESULT line (skipped: %s)" % "; ".join(figs["skips"].values())
                     else:
-                        figs.pop("rows", None)
-                        figs.pop("skips", None)
+                        for k in ("rows", "skips", "library"):
+                            figs.pop(k, None)
                         samples.setdefault((name, system), []).append(figs)
                 elif not err:
-                    missing = [r for r in rows if r not in figs["rows"] and r not in figs["skips"]]
+                    missing = [line_of[r] for r in rows
+                               if line_of[r] not in figs["rows"] and line_of[r] not in figs["skips"]]
                     if missing:
                         err = "no RESULT line for %s" % ", ".join(missing)
                     for row in rows:
-                        if row in figs["rows"]:
-                            samples.setdefault((name, row), []).append(figs["rows"][row])
-                        elif row in figs["skips"]:
-                            skipped[(name, row)] = figs["skips"][row]
+                        if line_of[row] in figs["rows"]:
+                            samples.setdefault((name, row), []).append(figs["rows"][line_of[row]])
+                        elif line_of[row] in figs["skips"]:
+                            skipped[(name, row)] = figs["skips"][line_of[row]]
                 if err:
                     for row in rows:
                         errors[(name, row)] = err
                     print("  %s/%s FAILED: %s" % (system, name, err), file=sys.stderr, flush=True)
 
+    if libraries:
+        print("\nweft builds (the library each one's processes loaded):")
+        for b, _ in WEFT_BUILDS:
+            if b in libraries:
+                print("  %-20s %s" % (b, libraries[b]))
     summary = []
-    for name, desc, metrics, goals, *rest in workloads:
-        systems = [row for v in (rest[0] if rest else ALL) for row in rows_of(v)]
-        opts = rest[1] if len(rest) > 1 else {}
+    for name, desc, metrics, goals, _, opts, systems in workloads:
         ratio_header, ratio_base = opts.get("ratio", ("weft / system", None))
+        # without a ratio option: a column per weft build, that build / the row
+        bases = ([b for b, _ in WEFT_BUILDS if b in builds and b in systems]
+                 if ratio_base is None else [None])
+        if ratio_base is None:
+            ratio_header = ["%s / system" % b for b in bases]
+        else:
+            ratio_header = [ratio_header]
         figs = {}
         for system in systems:
             runs = samples.get((name, system), [])
@@ -297,20 +395,23 @@ def main():
         print("\n### %s — %s (median of %d runs)\n" % (name, desc, args.runs))
         key0, label0, better0 = metrics[0]
         headers = ["system"] + ["%s (%s is better)" % (l, b) if i == 0 else l
-                                for i, (k, l, b) in enumerate(metrics)] + [ratio_header]
+                                for i, (k, l, b) in enumerate(metrics)] + ratio_header
         rows = []
         for system in systems:
             f = figs.get(system)
             if f is None:
                 how = "skipped" if (name, system) in skipped else "FAILED"
-                rows.append([system] + [how] * len(metrics) + ["—"])
+                rows.append([system] + [how] * len(metrics) + ["—"] * len(bases))
                 continue
-            if ratio_base is None:
-                r = ratio(figs.get("weft", {}).get(key0), f.get(key0)) if system != "weft" else None
-            else:
-                r = ratio(f.get(key0), figs.get(ratio_base.get(system), {}).get(key0))
+            rs = []
+            for base in bases:
+                if base is None:
+                    rs.append(ratio(f.get(key0), figs.get(ratio_base.get(system), {}).get(key0)))
+                else:
+                    rs.append(ratio(figs.get(base, {}).get(key0), f.get(key0))
+                              if system != base else None)
             rows.append([system] + [fmt(f.get(k)) for k, _, _ in metrics] +
-                        ["%.2f×" % r if r is not None else "—"])
+                        ["%.2f×" % r if r is not None else "—" for r in rs])
         print_table(headers, rows)
         for system in systems:
             if (name, system) in errors:
@@ -355,7 +456,8 @@ def main():
     md += ["| " + " | ".join(r) + " |" for r in summary]
     md.append("")
     md.append("Median of %d runs; (N×) = weft / that system (in a row named after a "
-              "variant, that variant / the system). ↓ lower is better, ↑ higher is better. "
+              "variant or another weft build, e.g. (weft-portable), the weft column is that "
+              "row's and N× is it / the system). ↓ lower is better, ↑ higher is better. "
               "Pool workloads: N = %d threads; — = not run for that system." % (args.runs, THREADS))
     if errors:
         md.append("Failures: " + "; ".join("%s/%s: %s" % (s, w, e) for (w, s), e in errors.items()))

@@ -684,6 +684,35 @@ static maybe_unused void run_in_child(void (*fn)(void *), void *arg, const char 
             WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
 }
 
+/* ---- the library under test: one "LIBRARY system=S path=P" line -------------
+ * bench_library (e.g. "libweft"): the file of that name /proc/self/maps shows, i.e.
+ * the one the dynamic loader really chose (run.py checks that each weft build loads
+ * its own library). */
+static const char *bench_library;
+
+static void print_library(const char *name)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    check(f != NULL);
+    size_t n = strlen(name);
+    char line[4096];
+    int found = 0;
+    while (!found && fgets(line, sizeof line, f)) {
+        char *path = strchr(line, '/');   /* the address fields have none */
+        if (!path)
+            continue;
+        path[strcspn(path, "\n")] = '\0';
+        const char *base = strrchr(path, '/') + 1;
+        if (strncmp(base, name, n) == 0 && base[n] == '.') {
+            printf("LIBRARY system=%s path=%s\n", bench_system, path);
+            found = 1;
+        }
+    }
+    fclose(f);
+    if (!found)
+        die("%s is not in /proc/self/maps", name);
+}
+
 /* ---- main: run one workload, named on the command line --------------------- */
 struct workload { const char *name; void (*run)(void); };
 
@@ -694,6 +723,8 @@ static int bench_main(int argc, char **argv, const char *system, const struct wo
     if (argc != 2 && argc != 3)
         die("usage: %s WORKLOAD [VARIANT] (or: calibrate)", argv[0]);
     bench_variant = argc == 3 ? argv[2] : NULL;
+    if (bench_library)
+        print_library(bench_library);
     if (strcmp(argv[1], "calibrate") == 0) {
         calibrate();
         return 0;

@@ -742,5 +742,6 @@ int main(int argc, char **argv)
         { "process_overhead", process_overhead }, { "process_reuse", process_reuse },
         { NULL, NULL },
     };
+    bench_library = "libweft";   /* which libweft.so: a LIBRARY line for run.py */
     return bench_main(argc, argv, "weft", w);
 }
