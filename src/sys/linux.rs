@@ -8,7 +8,7 @@
 //! members of the epoll set), and `polling`'s wait re-arms its own notifier and timer with
 //! extra system calls on every pass, which the fd ping-pong benchmark pays for.
 
-use super::unix::{check, is_readable};
+use super::unix::{check, is_readable, ChildWatch};
 use super::{EDGE, ERROR, HANGUP, READABLE, WRITABLE};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -368,11 +368,8 @@ impl AsRawFd for TimerWake {
     }
 }
 
-/// A pidfd: readable once its child has exited (it does not reap it).
-pub struct ChildWatch {
-    fd: OwnedFd,
-}
-
+/// The child watch ([`ChildWatch`]) here is a pidfd: readable once its child has exited
+/// (it does not reap it).
 impl ChildWatch {
     /// A watch of the child `pid`, or None where the kernel has no pidfd (Linux before
     /// 5.3): then the caller polls with `waitpid(WNOHANG)`.
@@ -381,20 +378,7 @@ impl ChildWatch {
         // by default) or -1.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
         // SAFETY: a fresh descriptor we own.
-        (fd >= 0).then(|| ChildWatch { fd: unsafe { OwnedFd::from_raw_fd(fd as RawFd) } })
-    }
-}
-
-impl AsRawFd for ChildWatch {
-    fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
-}
-
-/// Its descriptor, for whoever takes it out of a poller and then closes it.
-impl From<ChildWatch> for OwnedFd {
-    fn from(watch: ChildWatch) -> OwnedFd {
-        watch.fd
+        (fd >= 0).then(|| ChildWatch::from_fd(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }))
     }
 }
 

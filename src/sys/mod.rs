@@ -77,10 +77,10 @@ mod portable;
 use portable as backend;
 mod unix;
 
-pub use backend::{call, ring, Bell, ChildWatch, Events, Outer, Poller, TimerWake, WaitSlot};
+pub use backend::{call, ring, Bell, Events, Outer, Poller, TimerWake, WaitSlot};
 pub use unix::{
     errno, fd_is_open, first_realtime_signal, grow_pipe, name_this_thread, now_ns, pipe, send_all, set_errno,
-    socketpair,
+    socketpair, ChildWatch,
 };
 
 /// Interest and readiness: the fd can be read without blocking (or is at its end).

@@ -4,7 +4,7 @@
 //! `sys/mod.rs`'s comment).
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// The result of a system call that returns -1 on failure.
 #[inline]
@@ -190,4 +190,31 @@ pub fn first_realtime_signal() -> i32 {
     return 65;
     #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
     return 32;
+}
+
+/// A descriptor readable once a child has exited (it does not reap it): what it is, and
+/// `ChildWatch::new(pid)`, is the backend's.
+pub struct ChildWatch {
+    fd: OwnedFd,
+}
+
+impl ChildWatch {
+    // Unused where the backend cannot watch a child's exit (poll(2), event ports).
+    #[allow(dead_code)]
+    pub(super) fn from_fd(fd: OwnedFd) -> ChildWatch {
+        ChildWatch { fd }
+    }
+}
+
+impl AsRawFd for ChildWatch {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// Its descriptor, for whoever takes it out of a poller and then closes it.
+impl From<ChildWatch> for OwnedFd {
+    fn from(watch: ChildWatch) -> OwnedFd {
+        watch.fd
+    }
 }

@@ -75,6 +75,21 @@ def run(lp, timeout=10.0):
     assert not expired, f"the loop still ran after {timeout} s"
 
 
+def run_all(lp, futures, when_done=None, timeout=10.0):
+    """Runs lp until every future is done; then calls when_done() (default: lp.stop())."""
+    left = [len(futures)]
+
+    def one_done(_):
+        left[0] -= 1
+        if not left[0]:
+            (when_done or lp.stop)()
+
+    for fut in futures:
+        fut.add_done_callback(one_done)
+    run(lp, timeout)
+    assert all(f.done() for f in futures)
+
+
 def wait_for(predicate, timeout=5.0, interval=0.005):
     """Polls predicate until it is true; False after timeout."""
     deadline = time.monotonic() + timeout

@@ -16,7 +16,7 @@ import time
 import pytest
 
 import weft
-from conftest import children, open_fds, registry_size, run, wait_for, zombie_children
+from conftest import children, open_fds, registry_size, run, run_all, wait_for, zombie_children
 
 AT_FORK = []
 os.register_at_fork(after_in_child=lambda: AT_FORK.append("child"))
@@ -197,16 +197,7 @@ def test_max_children_and_fifo_order():
             return i
 
         futures = [lp.spawn(job, i, on="process") for i in range(6)]
-        left = [len(futures)]
-
-        def one_done(fut):
-            left[0] -= 1
-            if not left[0]:
-                subscription.cancel()
-
-        for fut in futures:
-            fut.add_done_callback(one_done)
-        run(lp)
+        run_all(lp, futures, subscription.cancel)
         assert [f.result() for f in futures] == list(range(6))
         start_of = {int(i): start for i, start, _ in spans}
         for i in range(6):  # FIFO: a task starts after every task two places before it
@@ -351,16 +342,7 @@ def test_max_children_holds_across_many_tasks():
         sampler.start()
         try:
             futures = [lp.spawn(job, i, on="process") for i in range(40)]
-            left = [len(futures)]
-
-            def one_done(fut):
-                left[0] -= 1
-                if not left[0]:
-                    subscription.cancel()
-
-            for fut in futures:
-                fut.add_done_callback(one_done)
-            run(lp)
+            run_all(lp, futures, subscription.cancel)
         finally:
             sampling[0] = False
             sampler.join()

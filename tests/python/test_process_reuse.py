@@ -10,7 +10,7 @@ import time
 import pytest
 
 import weft
-from conftest import open_fds, registry_size, run, zombie_children
+from conftest import open_fds, registry_size, run, run_all, zombie_children
 
 # Changed by the parent between two spawns (test_spawned_after_the_fork_never_runs_in_it).
 STAGE = "before"
@@ -24,21 +24,6 @@ def pid_and(value):
 
 def gone(pid):
     return not os.path.exists(f"/proc/{pid}")
-
-
-def run_all(lp, futures, timeout=10.0):
-    """Runs lp until every future is done (the loop may go idle earlier or later)."""
-    left = [len(futures)]
-
-    def one_done(_):
-        left[0] -= 1
-        if not left[0]:
-            lp.stop()
-
-    for fut in futures:
-        fut.add_done_callback(one_done)
-    run(lp, timeout)
-    assert all(f.done() for f in futures)
 
 
 def test_the_default_is_on_and_the_argument_is_checked():

@@ -27,7 +27,7 @@ mod outer;
 mod wake;
 
 pub use outer::Outer;
-pub use wake::{ring, Bell, ChildWatch, TimerWake};
+pub use wake::{ring, Bell, TimerWake};
 
 use super::unix::fd_is_open;
 use super::{EDGE, ERROR, HANGUP, READABLE, WRITABLE};

@@ -3,7 +3,7 @@
 //! kqueue with an EVFILT_PROC filter, or none).
 
 use super::{lock, Event, Shared, NEVER};
-use crate::sys::unix::{check, now_ns, pipe};
+use crate::sys::unix::{check, now_ns, pipe, ChildWatch};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
@@ -161,13 +161,9 @@ pub(super) fn report_due(shared: &Shared, key: u64, out: &mut Vec<Event>) {
     let _ = (shared, key, out);
 }
 
-/// A child's exit, as a descriptor readable once it has exited (it does not reap it): a
-/// kqueue holding one EVFILT_PROC/NOTE_EXIT filter. None where there is no kqueue: the
-/// loop polls `waitpid(pid, WNOHANG)` then.
-pub struct ChildWatch {
-    fd: OwnedFd,
-}
-
+/// The child watch ([`ChildWatch`]) here: a kqueue holding one EVFILT_PROC/NOTE_EXIT
+/// filter, readable once the child has exited (it does not reap it). None where there is
+/// no kqueue: the loop polls `waitpid(pid, WNOHANG)` then.
 impl ChildWatch {
     #[cfg(weft_kqueue)]
     pub fn new(pid: i32) -> Option<ChildWatch> {
@@ -188,25 +184,12 @@ impl ChildWatch {
         // SAFETY: one change from a valid kevent, no events asked back.
         let r = unsafe { libc::kevent(kq, &ev, 1, std::ptr::null_mut(), 0, std::ptr::null()) };
         // ESRCH: it has exited already; the loop polls it then.
-        (r >= 0).then_some(ChildWatch { fd })
+        (r >= 0).then(|| ChildWatch::from_fd(fd))
     }
 
     #[cfg(not(weft_kqueue))]
     pub fn new(pid: i32) -> Option<ChildWatch> {
         let _ = pid;
         None
-    }
-}
-
-impl AsRawFd for ChildWatch {
-    fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
-}
-
-/// Its descriptor, for whoever takes it out of a poller and then closes it.
-impl From<ChildWatch> for OwnedFd {
-    fn from(watch: ChildWatch) -> OwnedFd {
-        watch.fd
     }
 }
