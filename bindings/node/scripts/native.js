@@ -1,6 +1,6 @@
 // Puts libweft into this package for `npm pack` and takes it out again: the prepack and
 // postpack scripts. An installed package then loads its own copy, as koffi does, from
-// native/<platform>-<arch>/ (lib/index.js looks there after $WEFT_LIBRARY).
+// native/<platform>-<arch>/ (lib/library.js looks there after $WEFT_LIBRARY).
 //
 //     node scripts/native.js add       # $WEFT_LIBRARY, else cargo build --release at ../..
 //     node scripts/native.js remove

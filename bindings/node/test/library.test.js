@@ -1,4 +1,4 @@
-// Finding the library (lib/index.js): $WEFT_LIBRARY, the package's native/ copy, the
+// Finding the library (lib/library.js): $WEFT_LIBRARY, the package's native/ copy, the
 // repository's target/release, the system; and the error when none loads. Each case
 // requires the binding in a child process, from a copy of the package laid out as in
 // the repository. tests/packaging/npm.sh does the same through real npm installs.

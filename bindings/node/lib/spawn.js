@@ -1,0 +1,144 @@
+// Spawning tasks: a native weft_work_fn run on a weft pool thread (on: 'cpu' or 'io') or
+// in a forked child (on: 'process'), and the promise its done settles.
+'use strict';
+
+const ffi = require('./ffi.js');
+const { lib } = require('./library.js');
+const { c_copyTo, c_malloc, c_free, C_FREE, c_dladdr } = require('./libc.js');
+const { WeftError, AbortError, TaskError, lastError } = require('./errors.js');
+const { U64_MAX, checkMs, checkU32, toBytes } = require('./checks.js');
+const { T_DONE } = require('./trampolines.js');
+
+const { koffi, WEFT_ERR_INVALID, WEFT_ON_IO, WEFT_ON_CPU, WEFT_ON_PROCESS } = ffi;
+
+const SPAWN_OPTIONS_SIZE = koffi.sizeof(ffi.weft_spawn_options);
+const NUL = Buffer.alloc(1);
+
+const WHERE = { io: WEFT_ON_IO, cpu: WEFT_ON_CPU, process: WEFT_ON_PROCESS };
+
+function checkWork(work) {
+  if (typeof work !== 'bigint') {
+    throw new TypeError('work must be a pointer to a native weft_work_fn (a BigInt, '
+      + "e.g. koffi.load(path).symbol('my_work')), not a JavaScript function");
+  }
+  const info = {};
+  if (work <= 0n || work > U64_MAX || c_dladdr(work, info) === 0 || info.dli_saddr !== work) {
+    throw new TypeError(`work ${work === 0n ? 'NULL' : '0x' + work.toString(16)} is not an exported `
+      + 'function of a loaded library');
+  }
+}
+
+// loop.spawn(work, userData, options), which throws where spawn rejects: runs the native
+// `work(task, userData)` (a weft_work_fn: a BigInt pointer to an exported C function,
+// e.g. koffi.load(path).symbol('my_work')) on a weft pool thread or in a forked child,
+// and resolves with the bytes it wrote (weft_task_write) once it returns 0.
+//   userData: null; a Buffer, Uint8Array or string (copied, NUL-terminated, into memory
+//     the task owns, freed after the work returns); or a BigInt pointer you keep valid
+//     until the work has returned (even after a timeout or an abort).
+//   options.on: 'cpu' (default), 'io' or 'process'; options.timeout: ms (rejects with a
+//     WeftError WEFT_ERR_TIMEOUT; the work sees weft_task_cancelled, a child is
+//     killed); options.signal: AbortSignal (rejects with an AbortError at once; the work
+//     sees weft_task_cancelled, a child is killed).
+//   on: 'process' only: options.maxChildren (default 0: one per core) and
+//     options.reuse (default true).
+// A status other than 0 rejects with a TaskError (its .status and .result); a child
+// that died rejects with a WeftError WEFT_ERR_CRASHED naming the signal or exit code.
+//
+// on: 'process' runs the native function in a child forked from this process (a
+// copy-on-write snapshot of it at the fork); JavaScript never runs there. The child
+// has only the forking thread: the work must not call into V8, Node or libuv, nor
+// take locks other threads may have held at the fork (glibc's malloc is fine). Its
+// weft_task_write bytes and weft_task_emit events come back through a pipe; the events
+// reach the loop's subscribers before the promise settles. With reuse, a child that
+// finished its task runs the next waiting one spawned with reuse before the child was
+// forked: one fork for many tasks, but a later task sees the globals earlier tasks in
+// that child changed.
+//
+// The task is recorded in loop._tasks (id -> task), which the done trampoline settles.
+function spawnTask(loop, work, userData, options) {
+  loop._check('spawn');
+  checkWork(work);
+  if (options === null || typeof options !== 'object') throw new TypeError('options must be an object');
+  const { on = 'cpu', timeout = 0, signal, maxChildren, reuse } = options;
+  const where = Object.hasOwn(WHERE, on) ? WHERE[on] : undefined;
+  if (where === undefined) throw new TypeError(`options.on must be 'cpu', 'io' or 'process', got ${String(on)}`);
+  const inProcess = where === WEFT_ON_PROCESS;
+  const timeoutMs = checkMs(timeout, 'options.timeout');
+  if (maxChildren !== undefined || reuse !== undefined) {
+    const given = maxChildren !== undefined ? 'maxChildren' : 'reuse';
+    if (!inProcess) throw new TypeError(`options.${given} applies only to on: 'process' (on: '${on}')`);
+  }
+  const maxChildrenN = maxChildren === undefined ? 0 : checkU32(maxChildren, 'options.maxChildren');
+  if (reuse !== undefined && typeof reuse !== 'boolean') {
+    throw new TypeError(`options.reuse must be a boolean, got ${typeof reuse}`);
+  }
+  if (signal !== undefined && !(signal instanceof AbortSignal)) {
+    throw new TypeError('options.signal must be an AbortSignal');
+  }
+  if (signal && signal.aborted) throw new AbortError(undefined, { cause: signal.reason });
+
+  let data = null;
+  let freeFn = null;
+  if (typeof userData === 'bigint') {
+    if (userData < 0n || userData > U64_MAX) throw new RangeError('userData pointer out of range');
+    data = userData === 0n ? null : userData;
+  } else if (userData !== null && userData !== undefined) {
+    const bytes = toBytes(userData, 'userData');
+    data = c_malloc(bytes.length + 1);
+    if (data === 0) throw new WeftError(WEFT_ERR_INVALID, 'spawn: out of memory for userData');
+    if (bytes.length > 0) c_copyTo(data, bytes, bytes.length);
+    c_copyTo(data + bytes.length, NUL, 1);
+    // Native: weft may call it on the pool thread, after the work; for a process
+    // task, in this process after done (the child has its own copy from the fork).
+    freeFn = C_FREE;
+  }
+  const opts = timeoutMs || inProcess ? {
+    size: SPAWN_OPTIONS_SIZE,
+    timeout_ms: timeoutMs,
+    pool: null,
+    max_children: maxChildrenN,
+    fork_fn: null,
+    fork_data: null,
+    reuse_child: inProcess && reuse !== false,
+  } : null;
+  const id = lib.weft_spawn(loop._ptr, where, work, T_DONE, data, freeFn, opts);
+  if (id === 0n) {
+    const err = lastError();
+    if (freeFn !== null) c_free(data); // a failed registration leaves user_data ours
+    throw err;
+  }
+  return new Promise((resolve, reject) => {
+    const task = {
+      settled: false,
+      process: inProcess,
+      // `why`: weft_last_error's text, read inside done, for a process task's crash.
+      finish: (status, result, why) => {
+        if (signal) signal.removeEventListener('abort', onAbort);
+        if (task.settled) return;
+        task.settled = true;
+        if (status === 0) resolve(result);
+        else if (status > 0) reject(new TaskError(status, result));
+        else reject(new WeftError(status, `spawn: ${why ? why.message : lib.weft_strerror(status)}`));
+      },
+      fail: (err) => {
+        if (signal) signal.removeEventListener('abort', onAbort);
+        if (task.settled) return;
+        task.settled = true;
+        reject(err);
+      },
+    };
+    const onAbort = () => {
+      if (task.settled || loop._closed) return;
+      task.settled = true;
+      // done still comes (WEFT_ERR_CANCELLED, once the work returns or the killed
+      // child is reaped); until then the task stays registered, and keeps Node alive.
+      lib.weft_cancel(loop._ptr, id);
+      reject(new AbortError(undefined, { cause: signal.reason }));
+    };
+    if (signal) signal.addEventListener('abort', onAbort, { once: true });
+    loop._tasks.set(id, task);
+    loop._addRef();
+  });
+}
+
+module.exports = { spawnTask };
