@@ -51,9 +51,11 @@ bindings:
 test: lint test-rust test-c test-bindings test-python test-abi test-install test-packages test-portable \
       check-platforms
 
-# rustfmt (rustfmt.toml) and clippy, warnings as errors. Without the rustup components:
-# one line, and the rest runs.
+# The tree's shape (no import circle between src/'s modules, no source file over 700
+# lines), rustfmt (rustfmt.toml) and clippy, warnings as errors. Without the rustup
+# components: one line, and the rest runs.
 lint:
+	python3 tests/structure/check.py
 	@if cargo fmt --version >/dev/null 2>&1; then $(CARGO) fmt --check; \
 	else echo "rustfmt not found: the format check is skipped; rustup component add rustfmt"; fi
 	@if cargo clippy --version >/dev/null 2>&1; then $(CARGO) clippy --release --all-targets --quiet -- -D warnings; \
