@@ -27,7 +27,7 @@ def module_edges():
             module = os.path.relpath(path, os.path.join(ROOT, "src")).split(os.sep)[0].removesuffix(".rs")
             text = re.sub(r"#\[cfg\(test\)\]\s*mod tests[\s\S]*", "", open(path).read())
             for number, line in enumerate(text.splitlines(), 1):
-                for dep in re.findall(r"crate::([a-z_]+)", line.split("//")[0]):
+                for dep in re.findall(r"crate::(?:r#)?([a-z_]+)", line.split("//")[0]):
                     if dep != module:
                         edges[module][dep].append(f"{os.path.relpath(path, ROOT)}:{number}")
     return edges
