@@ -419,13 +419,14 @@ impl<H> Inbox<H> {
     }
 
     /// Takes the queued records into `batch` (which must be empty): all of them, or the
-    /// first `limit` (the rest stay queued, and `queued` stays set, so the consumer does
-    /// not sleep on them and an embedding host's fd stays readable).
+    /// first `max` (the loop's pass limit, less what the pass has run already; the rest
+    /// stay queued, and `queued` stays set, so the consumer does not sleep on them and
+    /// an embedding host's fd stays readable).
     ///
     /// Returns the number of the first record not taken, and the number after the last
     /// record queued now: once the consumer has dispatched the batch, every record
     /// numbered below the first has been dispatched.
-    pub fn take(&self, batch: &mut VecDeque<Record<H>>) -> (u64, u64) {
+    pub fn take(&self, batch: &mut VecDeque<Record<H>>, max: usize) -> (u64, u64) {
         // The bell is edge-triggered in the loop's poller (see `Loop::inner_set`): it
         // need not be drained, which saves the consumer a read per wake-up.
         let mut queue = self.lock();
@@ -433,9 +434,10 @@ impl<H> Inbox<H> {
         let previous = queue.first_seq;
         self.started.0.fetch_max(previous, SeqCst);
         queue.tombstoned.retain(|&seq| seq >= previous);
-        match self.limit.load(Relaxed) {
-            limit if limit > 0 && queue.records.len() > limit => batch.extend(queue.records.drain(..limit)),
-            _ => std::mem::swap(&mut queue.records, batch),
+        if queue.records.len() > max {
+            batch.extend(queue.records.drain(..max));
+        } else {
+            std::mem::swap(&mut queue.records, batch);
         }
         queue.first_seq += batch.len() as u64;
         // Marks left by the previous batch are stale; note this batch's posts.

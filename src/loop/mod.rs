@@ -288,6 +288,8 @@ struct Runner<H: Handler> {
     /// (that number, how many cells).
     done: std::collections::VecDeque<Cell<H>>,
     groups: std::collections::VecDeque<(u64, usize)>,
+    /// The inbox's records before this sequence number have been dispatched.
+    dispatched: u64,
     /// How many cells have been taken back since the loop was made.
     returned: u64,
     /// Scratch: completions to deliver, cells to recycle.
@@ -446,6 +448,7 @@ impl<H: Handler> Loop<H> {
                 procs: Vec::new(),
                 done: Default::default(),
                 groups: Default::default(),
+                dispatched: 0,
                 returned: 0,
                 deliver: Vec::new(),
                 spare: Vec::new(),

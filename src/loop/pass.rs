@@ -119,7 +119,8 @@ impl<H: Handler> Loop<H> {
     /// One pass; returns how many callbacks it ran.
     fn pass(&self, runner: &mut Runner<H>, block: bool) -> Result<usize> {
         let mut ran = 0;
-        let Runner { events, ready, ids, batch, indices, procs, done, groups, returned, deliver, spare } = runner;
+        let Runner { events, ready, ids, batch, indices, procs, done, groups, dispatched, returned, deliver, spare } =
+            runner;
         // Wake-ups deferred by callbacks must not wait for this thread to wake.
         if block {
             pool::flush_deferred_wakeups();
@@ -203,84 +204,80 @@ impl<H: Handler> Loop<H> {
         }
 
         if inbox_rang || queued {
-            // Cells first, then records: a task's events are queued before its cell is
-            // given back, so they are before the end of the take below, and its `done`
-            // waits until they have been dispatched (at once, unless a pass limit split
-            // the records).
-            let mut taken = self.inbox.take_done(done);
-            if block && taken > 0 && events.len() == 1 && inbox_rang && !self.inbox.has_queued() {
-                // Woken by finished tasks alone while others still run: yield the CPU
-                // once before serving. When the pools' threads keep every core busy, the
-                // one this wake-up preempted finishes its job first, and the loop serves
-                // a batch instead of waking (and preempting) once per task; with a core
-                // to spare, the yield returns at once. (fork_join: 1.8x -> 2.2x or more
-                // speed-up on 2 cores.) Nothing else is waiting: no fd, signal, post or
-                // event is delayed by it. A timer falling due while the loop has yielded
-                // would wait for the worker's time slice (a few ms), so the loop does not
-                // yield when one is due within YIELD_TIMER_GAP_NS.
-                let (out, next_timer) = {
-                    // SAFETY: on the loop's thread, no callback running.
-                    let lent = unsafe { self.own() }.lender.lent();
-                    let core = self.lock();
-                    (core.cells.lent() + lent - (*returned + taken as u64), core.wheel.next_deadline_ns())
-                };
-                if out > 0 && next_timer.is_none_or(|at| at > sys::now_ns() + YIELD_TIMER_GAP_NS) {
-                    std::thread::yield_now();
-                    taken += self.inbox.take_done(done);
+            // The pass limit bounds posts, events and completions together. Completions a
+            // previous pass held back (ready then: their events had been dispatched) run
+            // first, before any later record; then this pass's records, then the
+            // completions they make ready, while the budget lasts.
+            let limit = self.inbox.limit();
+            let mut budget = if limit == 0 { usize::MAX } else { limit };
+            if limit > 0 {
+                let held = take_ready(groups, *dispatched, budget);
+                if held > 0 {
+                    ran += self.serve_cells(done, held, deliver, spare);
+                    budget -= held;
                 }
             }
-            *returned += taken as u64;
-            let (dispatched, end) = self.inbox.take(batch);
-            if taken > 0 {
-                groups.push_back((end, taken));
-            }
-            for record in batch.drain(..) {
-                match record {
-                    Record::Post { seq, mut handler } => {
-                        if self.inbox.start_post(seq) {
-                            let id = slots::post_id(self.tag, seq);
-                            pool::deferring_wakeups(|| handler.call(self, id, Event::Post));
+            if budget > 0 {
+                // Cells first, then records: a task's events are queued before its cell
+                // is given back, so they are before the end of the take below, and its
+                // `done` waits until they have been dispatched.
+                let mut taken = self.inbox.take_done(done);
+                if block && taken > 0 && events.len() == 1 && inbox_rang && !self.inbox.has_queued() {
+                    // Woken by finished tasks alone while others still run: yield the CPU
+                    // once before serving. When the pools' threads keep every core busy, the
+                    // one this wake-up preempted finishes its job first, and the loop serves
+                    // a batch instead of waking (and preempting) once per task; with a core
+                    // to spare, the yield returns at once. (fork_join: 1.8x -> 2.2x or more
+                    // speed-up on 2 cores.) Nothing else is waiting: no fd, signal, post or
+                    // event is delayed by it. A timer falling due while the loop has yielded
+                    // would wait for the worker's time slice (a few ms), so the loop does not
+                    // yield when one is due within YIELD_TIMER_GAP_NS.
+                    let (out, next_timer) = {
+                        // SAFETY: on the loop's thread, no callback running.
+                        let lent = unsafe { self.own() }.lender.lent();
+                        let core = self.lock();
+                        (core.cells.lent() + lent - (*returned + taken as u64), core.wheel.next_deadline_ns())
+                    };
+                    if out > 0 && next_timer.is_none_or(|at| at > sys::now_ns() + YIELD_TIMER_GAP_NS) {
+                        std::thread::yield_now();
+                        taken += self.inbox.take_done(done);
+                    }
+                }
+                *returned += taken as u64;
+                let (now_dispatched, end) = self.inbox.take(batch, budget);
+                if taken > 0 {
+                    groups.push_back((end, taken));
+                }
+                budget -= batch.len();
+                for record in batch.drain(..) {
+                    match record {
+                        Record::Post { seq, mut handler } => {
+                            if self.inbox.start_post(seq) {
+                                let id = slots::post_id(self.tag, seq);
+                                pool::deferring_wakeups(|| handler.call(self, id, Event::Post));
+                                ran += 1;
+                            }
+                            drop(handler);
+                        }
+                        Record::Emit { bytes, topic_len } => {
+                            self.deliver(&bytes, topic_len, ids);
                             ran += 1;
                         }
-                        drop(handler);
-                    }
-                    Record::Emit { bytes, topic_len } => {
-                        self.deliver(&bytes, topic_len, ids);
-                        ran += 1;
-                    }
-                    Record::Cancelled => {}
-                    Record::Done { id, .. } if slots::is_task_id(id) => {
-                        ran += self.deliver_unstarted(id) as usize;
-                    }
-                    Record::Done { id, status, result } => {
-                        ran += self.dispatch(id, Event::Done { status, result: &result, message: None }) as usize;
-                    }
-                    Record::Job(job) => pool::deferring_wakeups(|| job.run()),
-                }
-            }
-            let mut ready = 0;
-            for &(end, n) in groups.iter() {
-                if end > dispatched {
-                    break;
-                }
-                ready += n;
-            }
-            let ready = match self.inbox.limit() {
-                0 => ready,
-                limit => ready.min(limit),
-            };
-            if ready > 0 {
-                let mut left = ready;
-                while left > 0 {
-                    let group = groups.front_mut().expect("counted above");
-                    let n = group.1.min(left);
-                    group.1 -= n;
-                    left -= n;
-                    if group.1 == 0 {
-                        groups.pop_front();
+                        Record::Cancelled => {}
+                        Record::Done { id, .. } if slots::is_task_id(id) => {
+                            ran += self.deliver_unstarted(id) as usize;
+                        }
+                        Record::Done { id, status, result } => {
+                            ran += self.dispatch(id, Event::Done { status, result: &result, message: None }) as usize;
+                        }
+                        Record::Job(job) => pool::deferring_wakeups(|| job.run()),
                     }
                 }
-                ran += self.serve_cells(done, ready, deliver, spare);
+                *dispatched = now_dispatched;
+                let ready = take_ready(groups, now_dispatched, budget);
+                if ready > 0 {
+                    ran += self.serve_cells(done, ready, deliver, spare);
+                }
             }
         }
         Ok(ran)
@@ -399,4 +396,23 @@ impl<H: Handler> Loop<H> {
         drop(entry);
         true
     }
+}
+
+/// Takes up to `max` cells off the front of `groups` whose records before their sequence
+/// number have all been dispatched (`dispatched`): how many.
+fn take_ready(groups: &mut std::collections::VecDeque<(u64, usize)>, dispatched: u64, max: usize) -> usize {
+    let mut taken = 0;
+    while taken < max {
+        let Some(group) = groups.front_mut() else { break };
+        if group.0 > dispatched {
+            break;
+        }
+        let n = group.1.min(max - taken);
+        group.1 -= n;
+        taken += n;
+        if group.1 == 0 {
+            groups.pop_front();
+        }
+    }
+    taken
 }
