@@ -363,8 +363,10 @@ class Loop:
         (blocking calls). on="cpu": on the CPU pool (one thread per core; for code that
         releases the GIL). on="process": in a forked child: fn may be a lambda or a
         closure over anything (sockets, locks, handlers); only its return value is
-        pickled back. At most max_children run at once, the rest wait in FIFO order
-        (in weft: a waiting task forks on the loop thread when a slot frees; the
+        pickled back. The child starts with default signal dispositions (each Python
+        handler, SIGINT's too, reset to SIG_DFL) and no wakeup fd: a cancel's SIGTERM
+        ends it and never reaches the parent's handlers. At most max_children run at
+        once, the rest wait in FIFO order (in weft: a waiting task forks on the loop thread when a slot frees; the
         future's running() is true only for a task forked inside its spawn, weft
         telling the binding of no later start). With the loop's reuse_children (the
         default), a child may run several process tasks one after another, only ever

@@ -7,7 +7,14 @@ cancels them waiting or running (a running child is killed), reuses children
 events and result back, and reaps every child. The binding gives it:
 
 * FORK, the fork_fn of every process task: Python's os.fork() (so Python's own at-fork
-  hooks run), after flushing the std streams; in the child, gc.freeze().
+  hooks run), after flushing the std streams; in the child, gc.freeze() and
+  `reset_signals()`: the child starts with no wakeup fd (signal.set_wakeup_fd(-1)) and
+  every signal that had a Python handler (asyncio's add_signal_handler, a
+  signal.signal(...) of the app, SIGINT's default_int_handler) back at SIG_DFL, so a
+  cancel's or timeout's SIGTERM (or a Ctrl-C) ends the child at once and never runs the
+  parent's handler nor writes into the parent's event loop. The forking thread blocks
+  asynchronous signals across os.fork() (`_SignalMask`), so a signal sent to the child
+  before that reset is delivered after it.
 * ProcessTask, the registration's entry: in the child, `work` runs fn and writes its
   pickled outcome with weft_task_write (loop.emit and weft.cancelled() there go through
   the same weft_task: see `state.task`); in the parent, `done` rebuilds the outcome.
@@ -23,6 +30,7 @@ import errno
 import gc
 import os
 import pickle
+import signal
 import sys
 import threading
 import traceback
@@ -146,19 +154,89 @@ def run_task(fn: Callable[..., Any], args: Tuple[Any, ...], kwargs: Dict[str, An
 
 # ---- the fork ----------------------------------------------------------------------------
 
+def reset_signals() -> None:
+    """In a forked child, before any work: no wakeup fd, and SIG_DFL for every signal
+    whose handler is a Python callable. The child inherits the parent's: asyncio's
+    add_signal_handler points the wakeup fd at a socket the parent's event loop reads,
+    so a signal delivered to the child would reach the parent's loop (and run its
+    handler there); a Python handler would also keep the child alive after the SIGTERM
+    of a cancel or a timeout until weft's SIGKILL. Signals set to SIG_IGN stay ignored
+    (SIGPIPE, as Python sets it). The thread that forked is the child's main thread
+    (CPython makes it so after os.fork()), which both calls need; never raises."""
+    try:
+        signal.set_wakeup_fd(-1)
+    except BaseException:  # noqa: BLE001 - not the main thread, or no signal support
+        pass
+    try:
+        signals = signal.valid_signals()
+    except BaseException:  # noqa: BLE001
+        return
+    for signum in signals:
+        try:
+            if callable(signal.getsignal(signum)):
+                signal.signal(signum, signal.SIG_DFL)
+        except BaseException:  # noqa: BLE001 - one signal's failure does not stop the rest
+            pass
+
+
+class _SignalMask:
+    """Every asynchronous signal blocked on the forking thread across os.fork(), through
+    libc (signal.pthread_sigmask would run pending Python handlers inside FORK): one
+    sent to the child before reset_signals() is delivered once its handler is the
+    default. Best effort: without libc's calls, nothing is blocked."""
+
+    SIZE = 128  # at least any platform's sigset_t (glibc's is 128 bytes)
+
+    def __init__(self) -> None:
+        self.blocked = self.mask = None
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            self.mask = libc.pthread_sigmask
+            blocked = ctypes.create_string_buffer(self.SIZE)
+            libc.sigfillset(blocked)
+            # Faults stay deliverable (faulthandler, and a fault while blocked is fatal).
+            for name in ("SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGTRAP", "SIGSYS", "SIGABRT"):
+                if hasattr(signal, name):
+                    libc.sigdelset(blocked, int(getattr(signal, name)))
+            self.blocked = blocked
+        except Exception:  # noqa: BLE001 - no libc symbols (not POSIX)
+            self.blocked = self.mask = None
+
+    def block(self) -> Any:
+        """Blocks them; the previous mask (for restore), or None."""
+        if self.mask is None:
+            return None
+        previous = ctypes.create_string_buffer(self.SIZE)
+        if self.mask(int(signal.SIG_BLOCK), self.blocked, previous) != 0:
+            return None
+        return previous
+
+    def restore(self, previous: Any) -> None:
+        if previous is not None and self.mask is not None:
+            self.mask(int(signal.SIG_SETMASK), previous, None)
+
+
+_signal_mask = _SignalMask()
+
+
 def _fork(fork_data: Optional[int]) -> int:
     """weft's fork_fn: returns as fork(2) does, and never raises (ctypes would print the
     exception and return 0, which weft takes for a child). In the parent, the exception
     of a failed fork is kept in `tls.fork_error` for the spawn (or done) it fails."""
+    previous = None
     try:
         flush_std_streams()
+        previous = _signal_mask.block()
         pid = os.fork()
     except BaseException as exc:  # noqa: BLE001 - in the parent: no child
+        _signal_mask.restore(previous)
         tls.fork_error = exc
         code = exc.errno if isinstance(exc, OSError) and exc.errno else errno.EAGAIN
         ctypes.set_errno(code)
         return -1
     if pid == 0:  # the child: weft runs the work(s) next, then _exits
+        reset_signals()
+        _signal_mask.restore(previous)  # (weft then unblocks every signal)
         try:
             # Everything inherited goes to the collector's permanent generation: the
             # child's collections then never walk (and so never copy-on-write) it.
@@ -166,6 +244,7 @@ def _fork(fork_data: Optional[int]) -> int:
         except BaseException:  # noqa: BLE001
             pass
         return 0
+    _signal_mask.restore(previous)
     try:
         entry = getattr(tls, "spawning", None)
         if entry is not None:  # forked inside its spawn: it runs from now on
