@@ -51,6 +51,7 @@
 //! so it needs no fences. For any other thread such a post counts as started: without
 //! that rule the consumer would pay a full fence per post to settle the race.
 
+use crate::shrink;
 use crate::sys::{self, Bell};
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, RawFd};
@@ -435,11 +436,19 @@ impl<H> Inbox<H> {
         queue.tombstoned.retain(|&seq| seq >= previous);
         match self.limit.load(Relaxed) {
             limit if limit > 0 && queue.records.len() > limit => batch.extend(queue.records.drain(..limit)),
-            _ => std::mem::swap(&mut queue.records, batch),
+            _ => {
+                std::mem::swap(&mut queue.records, batch);
+                // The queue now fills the buffer of the previous batch: after a burst,
+                // it shrinks to fit what this take found (see `crate::shrink`).
+                shrink::deque(&mut queue.records, batch.len());
+            }
         }
         queue.first_seq += batch.len() as u64;
         // Marks left by the previous batch are stale; note this batch's posts.
         queue.cancelled.clear();
+        shrink::vec(&mut queue.cancelled, 0);
+        let tombstoned = queue.tombstoned.len();
+        shrink::vec(&mut queue.tombstoned, tombstoned);
         self.cancel_requests.0.store(0, Relaxed);
         queue.in_flight.clear();
         let posts = batch.iter().filter_map(|r| match r {
@@ -447,6 +456,8 @@ impl<H> Inbox<H> {
             _ => None,
         });
         queue.in_flight.extend(posts);
+        let in_flight = queue.in_flight.len();
+        shrink::vec(&mut queue.in_flight, in_flight);
         if queue.records.is_empty() {
             self.queued.0.store(false, SeqCst);
         }

@@ -10,6 +10,7 @@ use crate::error::{Code, Error, Result};
 use crate::fork;
 use crate::inbox::Record;
 use crate::pool;
+use crate::shrink;
 use crate::signal;
 use crate::slots::{self, Id};
 use crate::sys;
@@ -156,6 +157,8 @@ impl<H: Handler> Loop<H> {
             if core.polluted {
                 self.replace_inner_set(core);
             }
+            // After a burst of registrations, the wheel's links follow the slab down.
+            core.wheel.trim(core.entries.slot_count());
             indices.clear();
             ids.clear();
             // With no timers and no expiry to account for, skip the clock read. (After
@@ -202,6 +205,7 @@ impl<H: Handler> Loop<H> {
             ran += self.dispatch_signals(ids);
         }
 
+        let mut records = 0;
         if inbox_rang || queued {
             // Cells first, then records: a task's events are queued before its cell is
             // given back, so they are before the end of the take below, and its `done`
@@ -231,6 +235,7 @@ impl<H: Handler> Loop<H> {
             }
             *returned += taken as u64;
             let (dispatched, end) = self.inbox.take(batch);
+            records = batch.len();
             if taken > 0 {
                 groups.push_back((end, taken));
             }
@@ -283,6 +288,17 @@ impl<H: Handler> Loop<H> {
                 ran += self.serve_cells(done, ready, deliver, spare);
             }
         }
+
+        // After a burst, the pass's buffers give back what this pass did not need (a
+        // few compares when nothing is to be shrunk; see `crate::shrink`). The batch
+        // goes to the inbox's queue at the next take.
+        shrink::deque(batch, records);
+        shrink::deque(done, done.len());
+        shrink::deque(groups, groups.len());
+        shrink::vec(ready, ready.len());
+        shrink::vec(ids, ids.len());
+        shrink::vec(indices, indices.len());
+        shrink::vec(procs, procs.len());
         Ok(ran)
     }
 
