@@ -10,23 +10,23 @@
 use std::collections::VecDeque;
 
 /// Buffers at or below this many entries are never shrunk.
-pub const FLOOR: usize = 1024;
+pub(crate) const FLOOR: usize = 1024;
 
 /// True when a buffer of `capacity` entries whose last use was `used` should shrink.
 #[inline]
-pub fn wanted(capacity: usize, used: usize) -> bool {
+pub(crate) fn wanted(capacity: usize, used: usize) -> bool {
     capacity > FLOOR && used < capacity / 4
 }
 
 /// The capacity a buffer shrinks to after a use of `used` entries.
 #[inline]
-pub fn target(used: usize) -> usize {
+pub(crate) fn target(used: usize) -> usize {
     FLOOR.max(2 * used)
 }
 
 /// Shrinks `v` if its last use was `used` entries (see the module comment).
 #[inline]
-pub fn vec<T>(v: &mut Vec<T>, used: usize) {
+pub(crate) fn vec<T>(v: &mut Vec<T>, used: usize) {
     if wanted(v.capacity(), used) {
         shrink_vec(v, used);
     }
@@ -39,7 +39,7 @@ fn shrink_vec<T>(v: &mut Vec<T>, used: usize) {
 
 /// Shrinks `q` if its last use was `used` entries (see the module comment).
 #[inline]
-pub fn deque<T>(q: &mut VecDeque<T>, used: usize) {
+pub(crate) fn deque<T>(q: &mut VecDeque<T>, used: usize) {
     if wanted(q.capacity(), used) {
         shrink_deque(q, used);
     }
@@ -62,8 +62,12 @@ mod tests {
         vec(&mut v, 1000);
         assert!(v.capacity() >= FLOOR && v.capacity() < 4 * FLOOR);
         let cap = v.capacity();
-        vec(&mut v, 0); // at the floor: kept
+        vec(&mut v, cap / 4); // a quarter used: kept
         assert_eq!(v.capacity(), cap);
+        vec(&mut v, 0);
+        assert_eq!(v.capacity(), FLOOR);
+        vec(&mut v, 0); // at the floor: kept
+        assert_eq!(v.capacity(), FLOOR);
 
         let mut q: VecDeque<u64> = (0..100_000).collect();
         q.clear();
