@@ -436,19 +436,11 @@ impl<H> Inbox<H> {
         queue.tombstoned.retain(|&seq| seq >= previous);
         match self.limit.load(Relaxed) {
             limit if limit > 0 && queue.records.len() > limit => batch.extend(queue.records.drain(..limit)),
-            _ => {
-                std::mem::swap(&mut queue.records, batch);
-                // The queue now fills the buffer of the previous batch: after a burst,
-                // it shrinks to fit what this take found (see `crate::shrink`).
-                shrink::deque(&mut queue.records, batch.len());
-            }
+            _ => std::mem::swap(&mut queue.records, batch),
         }
         queue.first_seq += batch.len() as u64;
         // Marks left by the previous batch are stale; note this batch's posts.
         queue.cancelled.clear();
-        shrink::vec(&mut queue.cancelled, 0);
-        let tombstoned = queue.tombstoned.len();
-        shrink::vec(&mut queue.tombstoned, tombstoned);
         self.cancel_requests.0.store(0, Relaxed);
         queue.in_flight.clear();
         let posts = batch.iter().filter_map(|r| match r {
@@ -456,12 +448,25 @@ impl<H> Inbox<H> {
             _ => None,
         });
         queue.in_flight.extend(posts);
-        let in_flight = queue.in_flight.len();
-        shrink::vec(&mut queue.in_flight, in_flight);
         if queue.records.is_empty() {
             self.queued.0.store(false, SeqCst);
         }
         (queue.first_seq, queue.first_seq + queue.records.len() as u64)
+    }
+
+    /// Gives back the memory a burst left in the queue (see `crate::shrink`). Called by
+    /// the consumer in a pass that took nothing, so after every batch taken has been
+    /// dispatched: every post of `in_flight` has started, and the list is dropped.
+    /// Steady traffic takes in every pass and never gets here.
+    pub fn trim(&self) {
+        let mut queue = self.lock();
+        let queue = &mut *queue;
+        let used = queue.records.len();
+        shrink::deque(&mut queue.records, used);
+        queue.in_flight.clear();
+        shrink::vec(&mut queue.in_flight, 0);
+        shrink::vec(&mut queue.cancelled, 0);
+        shrink::vec(&mut queue.tombstoned, 0); // never below what they hold
     }
 
     /// True once [`Inbox::close_done`] has run.

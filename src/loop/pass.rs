@@ -205,7 +205,7 @@ impl<H: Handler> Loop<H> {
             ran += self.dispatch_signals(ids);
         }
 
-        let mut records = 0;
+        let mut took = false;
         if inbox_rang || queued {
             // Cells first, then records: a task's events are queued before its cell is
             // given back, so they are before the end of the take below, and its `done`
@@ -235,7 +235,7 @@ impl<H: Handler> Loop<H> {
             }
             *returned += taken as u64;
             let (dispatched, end) = self.inbox.take(batch);
-            records = batch.len();
+            took = true;
             if taken > 0 {
                 groups.push_back((end, taken));
             }
@@ -290,9 +290,13 @@ impl<H: Handler> Loop<H> {
         }
 
         // After a burst, the pass's buffers give back what this pass did not need (a
-        // few compares when nothing is to be shrunk; see `crate::shrink`). The batch
-        // goes to the inbox's queue at the next take.
-        shrink::deque(batch, records);
+        // few compares when nothing is to be shrunk; see `crate::shrink`). The inbox's
+        // buffers (the batch is one of the two it swaps) shrink only in a pass that
+        // took nothing, so steady traffic, which takes in every pass, never pays for it.
+        if !took && batch.capacity() > shrink::FLOOR {
+            shrink::deque(batch, 0);
+            self.inbox.trim();
+        }
         shrink::deque(done, done.len());
         shrink::deque(groups, groups.len());
         shrink::vec(ready, ready.len());
