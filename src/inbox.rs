@@ -51,6 +51,7 @@
 //! so it needs no fences. For any other thread such a post counts as started: without
 //! that rule the consumer would pay a full fence per post to settle the race.
 
+use crate::shrink;
 use crate::sys::{self, Bell};
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, RawFd};
@@ -453,6 +454,21 @@ impl<H> Inbox<H> {
             self.queued.0.store(false, SeqCst);
         }
         (queue.first_seq, queue.first_seq + queue.records.len() as u64)
+    }
+
+    /// Gives back the memory a burst left in the queue (see `crate::shrink`). Called by
+    /// the consumer in a pass that took nothing, so after every batch taken has been
+    /// dispatched: every post of `in_flight` has started, and the list is dropped.
+    /// Steady traffic takes in every pass and never gets here.
+    pub fn trim(&self) {
+        let mut queue = self.lock();
+        let queue = &mut *queue;
+        let used = queue.records.len();
+        shrink::deque(&mut queue.records, used);
+        queue.in_flight.clear();
+        shrink::vec(&mut queue.in_flight, 0);
+        shrink::vec(&mut queue.cancelled, 0);
+        shrink::vec(&mut queue.tombstoned, 0); // never below what they hold
     }
 
     /// True once [`Inbox::close_done`] has run.

@@ -14,6 +14,7 @@ pub mod inbox;
 pub mod r#loop;
 pub mod pool;
 pub mod process;
+pub(crate) mod shrink;
 pub mod signal;
 pub mod slots;
 mod sys;

@@ -160,13 +160,19 @@ pub struct Slab<T> {
     slots: Vec<Slot<T>>,
     free_head: u32,
     len: usize,
+    /// The generation of slots pushed anew: above every generation ever issued at an
+    /// index that [`Slab::compact`] cut off, so an id of a slot cut off never names a
+    /// slot pushed again at its index.
+    tail_generation: u32,
+    /// Removes since the last compaction attempt (which costs a walk of the slots).
+    removes: usize,
 }
 
 const NIL: u32 = u32::MAX;
 
 impl<T: Generational> Slab<T> {
     pub fn new(tag: u16) -> Slab<T> {
-        Slab { tag, slots: Vec::new(), free_head: NIL, len: 0 }
+        Slab { tag, slots: Vec::new(), free_head: NIL, len: 0, tail_generation: 1, removes: 0 }
     }
 
     pub fn len(&self) -> usize {
@@ -191,7 +197,7 @@ impl<T: Generational> Slab<T> {
             if self.slots.len() >= MAX_SLOTS {
                 return None;
             }
-            self.slots.push(Slot::Live(make(1)));
+            self.slots.push(Slot::Live(make(self.tail_generation)));
             (self.slots.len() - 1) as u32
         };
         self.len += 1;
@@ -254,7 +260,50 @@ impl<T: Generational> Slab<T> {
             self.free_head = index;
         }
         self.len -= 1;
+        self.removes += 1;
+        // After a burst, give the free slots at the end back: when under a quarter of
+        // the slots are live and the last one is free (not retired), at most once per
+        // sixteenth of them removed (so the walk costs O(1) per remove).
+        if crate::shrink::wanted(self.slots.len(), self.len)
+            && self.removes >= self.slots.len() / 16
+            && matches!(self.slots.last(), Some(Slot::Free { generation, .. }) if *generation != 1)
+        {
+            self.compact();
+        }
         value
+    }
+
+    /// The number of slots (live or free): every index of the slab is below it.
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Cuts off the free slots at the end (not retired ones: their generations are used
+    /// up), shrinks the memory to fit, and rebuilds the free list lowest index first, so
+    /// that new registrations fill the front and the end can be cut off next time.
+    #[cold]
+    fn compact(&mut self) {
+        self.removes = 0;
+        // A free slot of generation 1 is a retired one (see `remove_at`): a slot is first
+        // live with a generation of at least 1, and freeing it adds one unless that wraps.
+        while let Some(&Slot::Free { generation, .. }) = self.slots.last() {
+            if generation == 1 {
+                break;
+            }
+            self.tail_generation = self.tail_generation.max(generation);
+            self.slots.pop();
+        }
+        crate::shrink::vec(&mut self.slots, self.len);
+        self.free_head = NIL;
+        for index in (0..self.slots.len()).rev() {
+            if let Slot::Free { next_free, generation } = &mut self.slots[index] {
+                // A retired slot (its generation wrapped) stays out of the list.
+                if *generation != 1 {
+                    *next_free = self.free_head;
+                    self.free_head = index as u32;
+                }
+            }
+        }
     }
 
     /// True if the slot at `index` holds a live value.
@@ -308,5 +357,31 @@ mod tests {
         assert!(is_task_id(task) && !is_task_id(post_id(1, 5)) && !is_task_id(id));
         assert_eq!(decode(1, 1 << TAG_SHIFT | 0b01 << KIND_SHIFT | 5), None, "kind 01 names nothing");
         assert_eq!(decode(1, id | 1 << 50), None, "a slot id with its kind changed");
+    }
+
+    #[test]
+    fn a_slab_gives_back_its_free_end_and_old_ids_stay_stale() {
+        let mut slab: Slab<(u32, u8)> = Slab::new(1);
+        let made: Vec<(Id, u32)> = (0..100_000).map(|_| slab.insert(|g| (g, 0)).unwrap()).collect();
+        let keep = made[10];
+        for &(id, index) in &made {
+            if id != keep.0 {
+                slab.remove_at(index);
+            }
+        }
+        assert_eq!(slab.len(), 1);
+        assert!(slab.slot_count() <= 11, "the free end is cut off: {} slots", slab.slot_count());
+        assert!(slab.slots.capacity() <= 2 * crate::shrink::FLOOR);
+        assert_eq!(slab.get(keep.0).map(|v| v.1), Some(0));
+        // Slots pushed again, at indices cut off, never take an old id's generation.
+        let again: Vec<(Id, u32)> = (0..100_000).map(|_| slab.insert(|g| (g, 1)).unwrap()).collect();
+        for &(id, index) in &made {
+            if id != keep.0 {
+                assert_eq!(slab.get(id), None, "stale id at {index} names a new slot");
+            }
+        }
+        // The free list fills the front first.
+        assert_eq!(again[0].1, 0);
+        assert!(again.iter().all(|&(id, _)| slab.get(id).map(|v| v.1) == Some(1)));
     }
 }

@@ -16,6 +16,8 @@
 //! `level_for` gives, which stays the same until the wheel reaches that slot and moves
 //! them.
 
+use crate::shrink;
+
 pub(crate) const LEVELS: usize = 6;
 const SLOT_BITS: u32 = 6;
 const SLOTS: usize = 1 << SLOT_BITS;
@@ -157,6 +159,9 @@ impl Wheel {
             self.occupied[slot / SLOTS] &= !(1 << (slot % SLOTS));
             self.slot_min[slot] = u64::MAX;
         }
+        // A slot emptied by cancels gives its memory back as it goes (see `crate::shrink`).
+        let used = vec.len();
+        shrink::vec(vec, used);
         self.links[index as usize].pos = UNLINKED;
         self.len -= 1;
     }
@@ -184,6 +189,16 @@ impl Wheel {
             return Some((level * SLOTS + slot, deadline.max(self.elapsed)));
         }
         None
+    }
+
+    /// Gives back the links of indices at or above `slots` (the slab's slot count: no
+    /// timer is there) and, after a burst, the memory of links no longer used.
+    pub fn trim(&mut self, slots: usize) {
+        if self.links.len() > slots {
+            self.links.truncate(slots);
+        }
+        let used = self.links.len();
+        shrink::vec(&mut self.links, used);
     }
 
     /// The monotonic time (ns) at which the next timer is due (at a tick boundary): a
@@ -224,8 +239,11 @@ impl Wheel {
                     self.link(index);
                 }
             }
-            // Keep the slot's allocation for the timers that will land in it next.
+            // Keep the slot's allocation for the timers that will land in it next,
+            // unless a burst made it large: the slot is next reached a turn of its level
+            // later (see `crate::shrink`).
             taken.clear();
+            shrink::vec(&mut taken, 0);
             if self.slots[slot].is_empty() {
                 self.slots[slot] = taken;
             }

@@ -10,6 +10,7 @@ use crate::error::{Code, Error, Result};
 use crate::fork;
 use crate::inbox::Record;
 use crate::pool;
+use crate::shrink;
 use crate::signal;
 use crate::slots::{self, Id};
 use crate::sys;
@@ -157,6 +158,8 @@ impl<H: Handler> Loop<H> {
             if core.polluted {
                 self.replace_inner_set(core);
             }
+            // After a burst of registrations, the wheel's links follow the slab down.
+            core.wheel.trim(core.entries.slot_count());
             indices.clear();
             ids.clear();
             // With no timers and no expiry to account for, skip the clock read. (After
@@ -203,6 +206,7 @@ impl<H: Handler> Loop<H> {
             ran += self.dispatch_signals(ids);
         }
 
+        let mut took = false;
         if inbox_rang || queued {
             // The pass limit bounds posts, events and completions together. Completions a
             // previous pass held back (ready then: their events had been dispatched) run
@@ -245,6 +249,7 @@ impl<H: Handler> Loop<H> {
                 }
                 *returned += taken as u64;
                 let (now_dispatched, end) = self.inbox.take(batch, budget);
+                took = true;
                 if taken > 0 {
                     groups.push_back((end, taken));
                 }
@@ -280,6 +285,21 @@ impl<H: Handler> Loop<H> {
                 }
             }
         }
+
+        // After a burst, the pass's buffers give back what this pass did not need (a
+        // few compares when nothing is to be shrunk; see `crate::shrink`). The inbox's
+        // buffers (the batch is one of the two it swaps) shrink only in a pass that
+        // took nothing, so steady traffic, which takes in every pass, never pays for it.
+        if !took && batch.capacity() > shrink::FLOOR {
+            shrink::deque(batch, 0);
+            self.inbox.trim();
+        }
+        shrink::deque(done, done.len());
+        shrink::deque(groups, groups.len());
+        shrink::vec(ready, ready.len());
+        shrink::vec(ids, ids.len());
+        shrink::vec(indices, indices.len());
+        shrink::vec(procs, procs.len());
         Ok(ran)
     }
 
