@@ -221,6 +221,22 @@ typedef struct weft_spawn_options {
   // task may run in a child that ran earlier ones: one fork for many tasks, as a
   // process pool's workers. See `weft_spawn` for which tasks a child runs.
   bool reuse_child;
+  // `WEFT_ON_PROCESS`: descriptors of this process the task's child keeps open (array
+  // of `keep_fds_len` fds, read during `weft_spawn`; NULL with 0: none). By default the
+  // child closes every fd above stderr (2) but its own pipes to the parent, before the
+  // work runs, so that it holds none of the parent's sockets, pipes and files: a
+  // listening socket the parent closes refuses connections at once, a connection it
+  // closes ends for the peer at once, even while a child runs. A work that uses a
+  // descriptor of the parent lists it here (or sets `inherit_fds`); any other fd it
+  // finds at a number is not the parent's (the closed numbers are reused by the
+  // work's own opens).
+  const int *keep_fds;
+  // The number of fds at `keep_fds`.
+  size_t keep_fds_len;
+  // `WEFT_ON_PROCESS`: the child keeps every descriptor of this process open, as
+  // fork(2) leaves them (weft's behaviour before `keep_fds`); `keep_fds` is then
+  // unused. The parent's sockets then stay open while the child runs.
+  bool inherit_fds;
 } weft_spawn_options;
 
 // Run until `weft_loop_stop` is called or nothing is registered (timers, watches,
@@ -507,8 +523,17 @@ void weft_shutdown(void);
 // the fork and the work, weft makes only async-signal-safe calls; what the work itself
 // calls is the caller's business (another thread may have held any lock at the fork:
 // glibc's malloc is safe, most other libraries' locks are not). The child starts with
-// no signal blocked and SIGTERM at its default action. The events reach the loop's
-// subscribers in emit order, before `done`. `done` runs once the child is reaped and
+// no signal blocked and SIGTERM at its default action, and with only stdin, stdout,
+// stderr, its pipes to the parent and `options->keep_fds` of this process's descriptors
+// open (the others are closed before the work, with close_range(2) where there is one):
+// a server's sockets are not held open by a child, so a listening socket the server
+// closes refuses connections at once, and a peer sees a connection the server closes
+// end at once, while its renders run in children. The trade-off: a work that uses a
+// descriptor it inherits (a log file, a database connection) must list it in
+// `keep_fds`, or set `inherit_fds` to keep them all (the behaviour before these
+// fields; NULL options and an older, shorter struct get the closing default). With
+// `reuse_child`, a child keeps the fds any of the tasks it may run keeps. The events
+// reach the loop's subscribers in emit order, before `done`. `done` runs once the child is reaped and
 // its output read: `status` is what work returned; `WEFT_ERR_CRASHED` if the child died
 // by a signal or exited before sending its status (`weft_last_error`, called inside
 // `done`, names the signal or exit code); `WEFT_ERR_TIMEOUT` or `WEFT_ERR_CANCELLED`

@@ -9,7 +9,7 @@ use super::pool::the_pool;
 use super::r#loop::the_loop;
 use crate::error::{Code, Error, Result};
 use crate::pool::Pool;
-use crate::process::HostFork;
+use crate::process::{Fds, HostFork};
 use crate::r#loop::SpawnOptions;
 use crate::task::{Task, Where};
 use std::ffi::{c_char, c_int, c_void};
@@ -58,6 +58,22 @@ pub struct weft_spawn_options {
     /// task may run in a child that ran earlier ones: one fork for many tasks, as a
     /// process pool's workers. See `weft_spawn` for which tasks a child runs.
     pub reuse_child: bool,
+    /// `WEFT_ON_PROCESS`: descriptors of this process the task's child keeps open (array
+    /// of `keep_fds_len` fds, read during `weft_spawn`; NULL with 0: none). By default the
+    /// child closes every fd above stderr (2) but its own pipes to the parent, before the
+    /// work runs, so that it holds none of the parent's sockets, pipes and files: a
+    /// listening socket the parent closes refuses connections at once, a connection it
+    /// closes ends for the peer at once, even while a child runs. A work that uses a
+    /// descriptor of the parent lists it here (or sets `inherit_fds`); any other fd it
+    /// finds at a number is not the parent's (the closed numbers are reused by the
+    /// work's own opens).
+    pub keep_fds: *const c_int,
+    /// The number of fds at `keep_fds`.
+    pub keep_fds_len: usize,
+    /// `WEFT_ON_PROCESS`: the child keeps every descriptor of this process open, as
+    /// fork(2) leaves them (weft's behaviour before `keep_fds`); `keep_fds` is then
+    /// unused. The parent's sockets then stay open while the child runs.
+    pub inherit_fds: bool,
 }
 
 /// A host's fork for process tasks (see `weft_spawn_options.fork_fn`).
@@ -99,8 +115,17 @@ pub(super) const SPAWN_OPTIONS_V1: usize =
 /// the fork and the work, weft makes only async-signal-safe calls; what the work itself
 /// calls is the caller's business (another thread may have held any lock at the fork:
 /// glibc's malloc is safe, most other libraries' locks are not). The child starts with
-/// no signal blocked and SIGTERM at its default action. The events reach the loop's
-/// subscribers in emit order, before `done`. `done` runs once the child is reaped and
+/// no signal blocked and SIGTERM at its default action, and with only stdin, stdout,
+/// stderr, its pipes to the parent and `options->keep_fds` of this process's descriptors
+/// open (the others are closed before the work, with close_range(2) where there is one):
+/// a server's sockets are not held open by a child, so a listening socket the server
+/// closes refuses connections at once, and a peer sees a connection the server closes
+/// end at once, while its renders run in children. The trade-off: a work that uses a
+/// descriptor it inherits (a log file, a database connection) must list it in
+/// `keep_fds`, or set `inherit_fds` to keep them all (the behaviour before these
+/// fields; NULL options and an older, shorter struct get the closing default). With
+/// `reuse_child`, a child keeps the fds any of the tasks it may run keeps. The events
+/// reach the loop's subscribers in emit order, before `done`. `done` runs once the child is reaped and
 /// its output read: `status` is what work returned; `WEFT_ERR_CRASHED` if the child died
 /// by a signal or exited before sending its status (`weft_last_error`, called inside
 /// `done`, names the signal or exit code); `WEFT_ERR_TIMEOUT` or `WEFT_ERR_CANCELLED`
@@ -152,6 +177,7 @@ pub extern "C" fn weft_spawn(
         let timeout_ms = o.map_or(0, |o| o.timeout_ms);
         let max_children = o.map_or(0, |o| o.max_children as usize);
         let reuse_child = o.is_some_and(|o| o.reuse_child);
+        let fds = spawn_fds(o.as_ref())?;
         let host_fork =
             o.and_then(|o| o.fork_fn).map(|call| HostFork { call, data: o.map_or(0, |o| o.fork_data as usize) });
         // The work and handler are made once nothing can fail before `spawn`, which
@@ -162,9 +188,29 @@ pub extern "C" fn weft_spawn(
         let pool_handle = (!pool.is_null()).then_some((pool as usize, &resolve as &dyn Fn() -> Result<Arc<Pool>>));
         let done = CHandler::new(Some(done.unwrap_or(no_done)), user_data, None)?;
         let work = CWork::new(work, user_data, free_fn);
-        let options = SpawnOptions { timeout_ms, pool: None, pool_handle, max_children, reuse_child, host_fork };
+        let options = SpawnOptions { timeout_ms, pool: None, pool_handle, max_children, reuse_child, host_fork, fds };
         lp.spawn(place, work, done, options)
     })
+}
+
+/// The fds a process task's child keeps, from its options.
+fn spawn_fds(o: Option<&weft_spawn_options>) -> Result<Fds> {
+    let Some(o) = o else { return Ok(Fds::default()) };
+    if o.keep_fds_len == 0 {
+        return Ok(Fds { inherit: o.inherit_fds, keep: Vec::new() });
+    }
+    if o.keep_fds.is_null() {
+        return Err(Error::new(Code::Null, format!("options.keep_fds is NULL, with keep_fds_len {}", o.keep_fds_len)));
+    }
+    if o.keep_fds_len > 1 << 20 {
+        return Err(Error::invalid(format!("options.keep_fds_len {} is above 2^20", o.keep_fds_len)));
+    }
+    // SAFETY: the caller's array of keep_fds_len fds, read during the call.
+    let keep = unsafe { std::slice::from_raw_parts(o.keep_fds, o.keep_fds_len) }.to_vec();
+    if let Some(bad) = keep.iter().find(|&&fd| fd < 0) {
+        return Err(Error::invalid(format!("options.keep_fds holds {bad}, not a descriptor")));
+    }
+    Ok(Fds { inherit: o.inherit_fds, keep })
 }
 
 pub(super) unsafe extern "C" fn no_done(

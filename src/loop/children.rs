@@ -68,7 +68,7 @@ impl<H: Handler> Loop<H> {
     /// and starts supervising it. No lock is held during the fork (a host's fork runs
     /// the host's code).
     fn fork_child(&self, index: u32) -> Result<()> {
-        let (host, reuse, work, queued, fork_seq) = {
+        let (host, reuse, work, queued, fork_seq, fds) = {
             let mut core = self.lock();
             let core = &mut *core;
             let Kind::Process(task) = &core.entries.at(index).kind else { unreachable!("a process task") };
@@ -76,7 +76,16 @@ impl<H: Handler> Loop<H> {
             // A reused child gets the works of the waiting tasks it may run later.
             let group = process::Child::group_of(host);
             let queued = if reuse { core.children.snapshot(group, |i| task_at(&core.entries, i)) } else { Vec::new() };
-            (host, reuse, work_of(&core.entries, index), queued, core.children.fork_seq())
+            // A reused child keeps every fd one of the tasks it may run keeps.
+            let fds = if reuse {
+                let indices =
+                    core.children.snapshot(group, |i| (task_at(&core.entries, i).0, task_at(&core.entries, i).1, i));
+                let all = indices.iter().map(|&(_, i)| child_in_ref(&core.entries, i).kept_fds());
+                process::Fds::union(std::iter::once(task.child.kept_fds()).chain(all))
+            } else {
+                task.child.kept_fds().clone()
+            };
+            (host, reuse, work_of(&core.entries, index), queued, core.children.fork_seq(), fds)
         };
         let run = |work: *const H::Work, write_fd| {
             let mut task = task::Task::<'static, H>::in_child(write_fd);
@@ -90,9 +99,9 @@ impl<H: Handler> Loop<H> {
         // still waiting then, so alive at the fork).
         let forked = unsafe {
             if reuse {
-                process::fork_worker(host, work, queued, run)
+                process::fork_worker(host, &fds, work, queued, run)
             } else {
-                process::fork_task(host, move |write_fd| run(work, write_fd))
+                process::fork_task(host, &fds, move |write_fd| run(work, write_fd))
             }
         }?;
         let mut core = self.lock();
@@ -302,6 +311,12 @@ fn task_at<H: Handler>(entries: &Slab<Entry<H>>, index: u32) -> (Option<process:
     let Kind::Process(task) = &entries.at(index).kind else { unreachable!("a process task") };
     let (group, seq) = task.child.place();
     (group, seq, work_of(entries, index))
+}
+
+/// The child of the process task at `index`, to read.
+fn child_in_ref<H: Handler>(entries: &Slab<Entry<H>>, index: u32) -> &process::Child {
+    let Kind::Process(task) = &entries.at(index).kind else { unreachable!("a process task") };
+    &task.child
 }
 
 /// The child of the process task at `index`.

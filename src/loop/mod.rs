@@ -210,6 +210,9 @@ pub struct SpawnOptions<'a> {
     pub reuse_child: bool,
     /// `Where::Process`: the host's fork instead of weft's.
     pub host_fork: Option<process::HostFork>,
+    /// `Where::Process`: which of this process's fds the child keeps (default: none
+    /// above stderr but its own pipes).
+    pub fds: process::Fds,
 }
 
 impl<H: Handler> Kind<H> {

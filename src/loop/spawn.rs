@@ -40,8 +40,17 @@ impl<H: Handler> Loop<H> {
         Self::check_delay("timeout_ms", options.timeout_ms)?;
         let timeout_ms = options.timeout_ms;
         let given = options.pool.is_some() || options.pool_handle.is_some();
-        if place != Where::Process && (options.reuse_child || options.host_fork.is_some()) {
-            let what = if options.reuse_child { "reuse_child" } else { "fork_fn" };
+        let fds_set = options.fds != process::Fds::default();
+        if place != Where::Process && (options.reuse_child || options.host_fork.is_some() || fds_set) {
+            let what = if options.reuse_child {
+                "reuse_child"
+            } else if options.host_fork.is_some() {
+                "fork_fn"
+            } else if options.fds.inherit {
+                "inherit_fds"
+            } else {
+                "keep_fds"
+            };
             return Err(Error::invalid(format!("options.{what} is set, but only process tasks fork")));
         }
         match (place, given) {
@@ -51,6 +60,7 @@ impl<H: Handler> Loop<H> {
                     max_children: options.max_children,
                     host_fork: options.host_fork,
                     reuse: options.reuse_child,
+                    fds: options.fds,
                 };
                 self.add_process(work, done, timeout_ms, plan)
             }

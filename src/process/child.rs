@@ -13,7 +13,7 @@
 //! few milliseconds.
 
 use super::exit::{describe, kill, reap, Exit};
-use super::fork::{set_nonblocking, Forked, HostFork};
+use super::fork::{set_nonblocking, Fds, Forked, HostFork};
 use super::protocol::{ChildEvent, Reader};
 use crate::error::{Code, Error};
 use crate::sys;
@@ -72,6 +72,8 @@ pub struct Child {
     reuse: Option<Group>,
     /// How its child is forked: None, weft's own fork.
     host_fork: Option<HostFork>,
+    /// Which of the parent's fds its child keeps.
+    fds: Fds,
     worker: Worker,
     /// A protocol error or a failed fork: the task ends with it.
     failure: Option<(Code, String)>,
@@ -100,6 +102,7 @@ impl Child {
         child.seq = seq;
         child.host_fork = plan.host_fork;
         child.reuse = plan.reuse.then(|| Child::group_of(plan.host_fork));
+        child.fds = plan.fds;
         child
     }
 
@@ -111,6 +114,7 @@ impl Child {
             seq: 0,
             reuse: None,
             host_fork: None,
+            fds: Fds::default(),
             worker: Worker::default(),
             failure: None,
             end: None,
@@ -138,6 +142,11 @@ impl Child {
     /// How its child is forked, and whether it may be reused.
     pub fn fork_plan(&self) -> (Option<HostFork>, bool) {
         (self.host_fork, self.reuse.is_some())
+    }
+
+    /// Which of the parent's fds its child keeps.
+    pub fn kept_fds(&self) -> &Fds {
+        &self.fds
     }
 
     /// The group of the tasks forked with `host` (see [`Group`]).

@@ -3,7 +3,8 @@
 //! ([`sys::ChildWatch`]).
 //!
 //! Between `fork` and the work, the child makes only async-signal-safe calls (`close`,
-//! `sigprocmask`, `signal`): other threads of the parent may have held any lock at the
+//! `close_range`, `sigprocmask`, `signal`): it closes the parent's descriptors the task
+//! does not keep ([`Fds`]) with a list sorted in the parent: other threads of the parent may have held any lock at the
 //! fork, malloc's included. Writes go straight to the pipe with `writev`, without
 //! allocating. After the work returns the child writes 'S' and calls `_exit(0)`, so no
 //! atexit handler and no destructor of the parent's objects runs in it.
@@ -33,6 +34,48 @@ impl HostFork {
     }
 }
 
+/// Which of the parent's descriptors a task's child keeps (`weft_spawn_options`'
+/// `keep_fds` and `inherit_fds`). The default: stdin, stdout, stderr and its own pipes
+/// only, so a server's sockets and pipes are not held open by its children.
+#[derive(Clone, Default, PartialEq, Eq, Debug)]
+pub struct Fds {
+    /// Every descriptor stays open (the child inherits the parent's table as is).
+    pub inherit: bool,
+    /// Descriptors above stderr kept open as well.
+    pub keep: Vec<RawFd>,
+}
+
+impl Fds {
+    /// What a child that may run tasks of each of `all` keeps: every fd one of them keeps.
+    pub fn union<'a>(all: impl IntoIterator<Item = &'a Fds>) -> Fds {
+        let mut out = Fds::default();
+        for fds in all {
+            out.inherit |= fds.inherit;
+            out.keep.extend_from_slice(&fds.keep);
+        }
+        out
+    }
+
+    /// The sorted list of fds the child keeps, its own `pipes` added; None: all. Made
+    /// in the parent, so the child only reads it.
+    pub(super) fn kept(&self, pipes: &[RawFd]) -> Option<Vec<RawFd>> {
+        if self.inherit {
+            return None;
+        }
+        let mut keep: Vec<RawFd> = self.keep.iter().chain(pipes).copied().filter(|&fd| fd > 2).collect();
+        keep.sort_unstable();
+        keep.dedup();
+        Some(keep)
+    }
+}
+
+/// In a forked child: closes what `kept` does not list (see [`Fds::kept`]).
+pub(super) fn close_unkept(kept: Option<&[RawFd]>) {
+    if let Some(keep) = kept {
+        sys::close_fds_above_stderr_except(keep);
+    }
+}
+
 /// A child forked for a task, as its parent holds it: handed to
 /// [`Child::forked`](super::Child::forked).
 pub struct Forked {
@@ -45,23 +88,26 @@ pub struct Forked {
     pub(super) exit_watch: Option<sys::ChildWatch>,
 }
 
-/// Forks (with `host`'s fork, if given) a child that runs `work` with the write end of a
-/// fresh pipe, then sends the status `work` returns and ends (see [`finish`]); the parent
+/// Forks (with `host`'s fork, if given) a child that closes the fds `fds` does not keep
+/// and runs `work` with the write end of a fresh pipe, then sends the status `work` returns and ends (see [`finish`]); the parent
 /// gets the read end.
 ///
 /// # Safety
 /// `work` runs in the forked child: it must reach user code making only
 /// async-signal-safe calls, and anything it points to must be valid in the child's copy
 /// of the process (see [`fork`]).
-pub unsafe fn fork_task(host: Option<HostFork>, work: impl FnOnce(RawFd) -> i32) -> Result<Forked> {
+pub unsafe fn fork_task(host: Option<HostFork>, fds: &Fds, work: impl FnOnce(RawFd) -> i32) -> Result<Forked> {
     let (read, write) = pipe()?;
     let write_fd = write.as_raw_fd();
     let read_fd = read.as_raw_fd();
+    let kept = fds.kept(&[write_fd]);
+    let kept = kept.as_deref();
     // SAFETY: the child closes the read end and runs `work` (the caller's contract),
     // then `finish` ends it with _exit.
     let forked = unsafe {
         fork(host, move || {
             libc::close(read_fd);
+            close_unkept(kept);
             let status = work(write_fd);
             finish(write_fd, status)
         })

@@ -30,7 +30,7 @@ mod worker;
 
 pub use child::{deadline_ns, Child, Group, Worker};
 pub use exit::{check_child, describe, kill, reap, Exit};
-pub use fork::{fork, fork_task, pipe, set_nonblocking, Forked, HostFork};
+pub use fork::{fork, fork_task, pipe, set_nonblocking, Fds, Forked, HostFork};
 pub use protocol::{check_read_fd, check_write_fd, finish, send_event, send_result, ChildEvent, Reader};
 pub use supervisor::Plan;
 pub(crate) use supervisor::Supervisor;

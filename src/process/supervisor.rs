@@ -46,9 +46,9 @@ impl Supervisor {
     /// child is Forking then). Otherwise it waits, and forks on the loop thread when a
     /// slot frees ([`start_next`](Self::start_next)).
     pub fn admit(&mut self, index: u32, plan: Plan, deadline_ns: u64) -> (Child, bool) {
+        let fork_now = self.waiting.is_empty() && self.running < plan.max_children;
         let mut child = Child::spawned(self.next_seq, plan, deadline_ns);
         self.next_seq += 1;
-        let fork_now = self.waiting.is_empty() && self.running < plan.max_children;
         if fork_now {
             child.start_counted();
             self.running += 1;
@@ -155,12 +155,14 @@ impl Supervisor {
     }
 }
 
-/// How a process task is to start: its bound, its fork, whether its child is reused.
-#[derive(Clone, Copy, Default)]
+/// How a process task is to start: its bound, its fork, whether its child is reused,
+/// which fds its child keeps.
+#[derive(Clone, Default)]
 pub struct Plan {
     pub max_children: usize,
     pub host_fork: Option<super::HostFork>,
     pub reuse: bool,
+    pub fds: super::Fds,
 }
 
 #[cfg(test)]
@@ -168,19 +170,19 @@ mod tests {
     use super::*;
 
     fn plan(max_children: usize, reuse: bool) -> Plan {
-        Plan { max_children, host_fork: None, reuse }
+        Plan { max_children, host_fork: None, reuse, fds: Default::default() }
     }
 
     /// Tasks 0..n of a loop as a slab would hold them: by index.
     fn admit_all(sup: &mut Supervisor, plans: &[Plan]) -> (Vec<Child>, Vec<bool>) {
-        plans.iter().enumerate().map(|(i, &p)| sup.admit(i as u32, p, 0)).unzip()
+        plans.iter().enumerate().map(|(i, p)| sup.admit(i as u32, p.clone(), 0)).unzip()
     }
 
     #[test]
     fn the_first_waiting_task_of_the_group_spawned_before_the_fork_is_next() {
         let mut sup = Supervisor::default();
         // 0 forks at once; 1..4 wait (bound 1).
-        let (mut children, fork_now) = admit_all(&mut sup, &[plan(1, true); 4]);
+        let (mut children, fork_now) = admit_all(&mut sup, &vec![plan(1, true); 4]);
         assert_eq!(fork_now, [true, false, false, false]);
         // A child forked for 0 at seq 1 may run nothing: every waiting task came after.
         assert!(sup.next_for(1, (0, 0), 0, |i| &mut children[i as usize]).is_none());

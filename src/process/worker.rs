@@ -9,7 +9,7 @@
 //! hold a copy of the parent's end, so the child also looks at its parent while it
 //! waits). Nothing here allocates.
 
-use super::fork::{fork, pipe, Forked, HostFork};
+use super::fork::{close_unkept, fork, pipe, Fds, Forked, HostFork};
 use super::protocol::send_status_ready;
 use crate::error::{Error, Result};
 use crate::sys;
@@ -21,7 +21,8 @@ const EXIT_UNKNOWN_TASK: i32 = 71;
 /// How often a waiting child looks at whether its parent is still there.
 const PARENT_CHECK_MS: i32 = 1000;
 
-/// Forks (with `host`'s fork, if given) a child that runs `first`, then each task the
+/// Forks (with `host`'s fork, if given) a child that closes the fds `fds` does not keep
+/// (its pipe and control socket stay open), runs `first`, then each task the
 /// parent sends it of `queued` (sequence number and work, in number order), each with
 /// `run(work, pipe_write_fd)`, sending each task's status and 'R' after it.
 ///
@@ -31,6 +32,7 @@ const PARENT_CHECK_MS: i32 = 1000;
 /// then, which were at the fork).
 pub unsafe fn fork_worker<W: Copy>(
     host: Option<HostFork>,
+    fds: &Fds,
     first: W,
     queued: Vec<(u64, W)>,
     mut run: impl FnMut(W, RawFd) -> i32,
@@ -39,12 +41,15 @@ pub unsafe fn fork_worker<W: Copy>(
     let (control, theirs) = sys::socketpair().map_err(|e| Error::io("socketpair", e))?;
     let (read_fd, write_fd) = (read.as_raw_fd(), write.as_raw_fd());
     let (control_fd, theirs_fd) = (control.as_raw_fd(), theirs.as_raw_fd());
+    let kept = fds.kept(&[write_fd, theirs_fd]);
+    let kept = kept.as_deref();
     // SAFETY: the child closes the parent's ends and runs the works (the caller's
     // contract), and ends with _exit.
     let forked = unsafe {
         fork(host, move || {
             libc::close(read_fd);
             libc::close(control_fd);
+            close_unkept(kept);
             let parent = libc::getppid();
             let mut work = first;
             loop {

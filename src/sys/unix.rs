@@ -218,3 +218,119 @@ impl From<ChildWatch> for OwnedFd {
         watch.fd
     }
 }
+
+/// Closes every descriptor above stderr (fd > 2) except those in `keep`, which must be
+/// sorted ascending (duplicates and fds below 3 are allowed). For a forked child before
+/// its work: async-signal-safe, it allocates nothing (system calls and a stack buffer).
+///
+/// Linux: `close_range(2)` over the gaps between the kept fds (5.9+); where the kernel
+/// has none (ENOSYS), the fds listed in /proc/self/fd (read with getdents64), or every
+/// number up to the RLIMIT_NOFILE soft limit. FreeBSD: close_range(2). Elsewhere, every
+/// number up to `getdtablesize()`.
+pub fn close_fds_above_stderr_except(keep: &[RawFd]) {
+    let mut first: RawFd = 3;
+    for &fd in keep {
+        if fd < first {
+            continue;
+        }
+        if fd > first {
+            close_span(first, fd - 1);
+        }
+        if fd == RawFd::MAX {
+            return;
+        }
+        first = fd + 1;
+    }
+    close_span(first, RawFd::MAX);
+}
+
+/// Closes the descriptors `first..=last` (`last` may be RawFd::MAX: all above `first`).
+fn close_span(first: RawFd, last: RawFd) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        // SAFETY: close_range only closes descriptors of this process.
+        let ret = unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, last as libc::c_uint, 0) };
+        if ret == 0 {
+            return;
+        }
+        if close_listed(first, last) {
+            return;
+        }
+    }
+    #[cfg(target_os = "freebsd")]
+    {
+        // SAFETY: close_range only closes descriptors of this process.
+        if unsafe { libc::close_range(first as libc::c_uint, last as libc::c_uint, 0) } == 0 {
+            return;
+        }
+    }
+    close_each(first, last);
+}
+
+/// Closes the open descriptors of `first..=last` listed in /proc/self/fd, read with the
+/// raw getdents64 into a stack buffer (opendir would allocate). False if it cannot be
+/// read (no /proc).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn close_listed(first: RawFd, last: RawFd) -> bool {
+    // SAFETY: opens a directory by a NUL-terminated path.
+    let dir = unsafe { libc::open(c"/proc/self/fd".as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    if dir < 0 {
+        return false;
+    }
+    let mut buf = [0u64; 512]; // 4 KiB, 8-byte aligned as linux_dirent64 wants
+    loop {
+        // SAFETY: reads directory entries into our buffer, of the size given.
+        let n = unsafe { libc::syscall(libc::SYS_getdents64, dir, buf.as_mut_ptr(), std::mem::size_of_val(&buf)) };
+        if n <= 0 {
+            break;
+        }
+        let bytes = buf.as_ptr().cast::<u8>();
+        let mut at = 0usize;
+        while at < n as usize {
+            // linux_dirent64: d_ino u64, d_off i64, d_reclen u16, d_type u8, d_name.
+            // SAFETY: `at` is the start of an entry the kernel wrote within `n` bytes.
+            let (reclen, name) = unsafe { (bytes.add(at + 16).cast::<u16>().read_unaligned(), bytes.add(at + 19)) };
+            let mut fd: i64 = 0;
+            let mut digits = 0;
+            // SAFETY: the name is NUL-terminated within its entry.
+            while let b @ b'0'..=b'9' = unsafe { *name.add(digits) } {
+                fd = fd * 10 + i64::from(b - b'0');
+                digits += 1;
+                if fd > i64::from(RawFd::MAX) {
+                    break;
+                }
+            }
+            if digits > 0 && fd >= i64::from(first) && fd <= i64::from(last) && fd != i64::from(dir) {
+                // SAFETY: closes a descriptor of this process (not the one being read).
+                unsafe { libc::close(fd as RawFd) };
+            }
+            at += usize::from(reclen.max(1));
+        }
+    }
+    // SAFETY: our own descriptor.
+    unsafe { libc::close(dir) };
+    true
+}
+
+/// Closes every number of `first..=last` below the descriptor table's size.
+fn close_each(first: RawFd, last: RawFd) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let size = {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: a valid out-pointer.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+            limit.rlim_cur.min(RawFd::MAX as libc::rlim_t) as RawFd
+        } else {
+            1 << 16
+        }
+    };
+    // SAFETY: getdtablesize cannot fail.
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let size = unsafe { libc::getdtablesize() };
+    // A table of millions is walked up to 2^20 (as fork-heavy tools do).
+    let end = last.min(size.saturating_sub(1)).min((1 << 20) - 1);
+    for fd in first..=end {
+        // SAFETY: closes a number of this process's table (EBADF if not open).
+        unsafe { libc::close(fd) };
+    }
+}

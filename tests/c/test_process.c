@@ -52,7 +52,8 @@ static int closure_work(weft_task *t, void *ud) {
 
 /* A trivial process task: done runs once on the loop thread, in the parent, with the
  * status and the bytes; the work ran in another pid whose parent is this process; it
- * saw the memory set up just before the spawn and wrote to the inherited socket;
+ * saw the memory set up just before the spawn and wrote to the inherited socket (kept
+ * with keep_fds);
  * free_fn runs once, in the parent, after done; the task leaves nothing behind. */
 TEST(process_task_runs_in_a_child_against_a_snapshot) {
     hyg h = HYG_BEGIN();
@@ -78,7 +79,11 @@ TEST(process_task_runs_in_a_child_against_a_snapshot) {
     p.ctx = c;
     p.free_log = flog[1];
     p.count_kids = true;
-    weft_id id = CHECK_ID(pt_spawn(lp, closure_work, &p, NULL));
+    /* The child writes to an inherited socket: it must be kept (the others are closed). */
+    weft_spawn_options o = proc_opts(0, 0);
+    o.keep_fds = &sp[1];
+    o.keep_fds_len = 1;
+    weft_id id = CHECK_ID(pt_spawn(lp, closure_work, &p, &o));
     CHECK_MSG(run_until(lp, &p.dones, 1, h_slack_ms(5000)), "done never ran");
     CHECK_EQ(atomic_load(&p.dones), 1);
     CHECK_EQ(p.status, 7);

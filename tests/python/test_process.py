@@ -60,7 +60,7 @@ def test_closure_over_unpicklable_objects(loop):
             a.send(b"from the child")
         return f"{prefix}:{a.fileno()}:{suffix}"
 
-    fut = loop.spawn(render, "fd", suffix="!", on="process")
+    fut = loop.spawn(render, "fd", suffix="!", on="process", keep_fds=[a])  # the child uses a
     run(loop)
     assert fut.result() == f"fd:{a.fileno()}:!"
     assert b.recv(100) == b"from the child"

@@ -34,7 +34,8 @@ test('every function of FUNCTIONS is declared', () => {
   assert.equal(ffi.WEFT_ERR_NOT_FOUND, -3);
   assert.equal(ffi.CONSTANTS.WEFT_RUN_NOWAIT, ffi.WEFT_RUN_NOWAIT);
   assert.deepEqual(Object.keys(ffi.weft_spawn_options.members),
-    ['size', 'timeout_ms', 'pool', 'max_children', 'fork_fn', 'fork_data', 'reuse_child']);
+    ['size', 'timeout_ms', 'pool', 'max_children', 'fork_fn', 'fork_data', 'reuse_child',
+      'keep_fds', 'keep_fds_len', 'inherit_fds']);
 });
 
 test('weft_version and weft_abi_version', () => {

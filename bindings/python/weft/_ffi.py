@@ -251,6 +251,22 @@ class weft_spawn_options(ctypes.Structure):
         # task may run in a child that ran earlier ones: one fork for many tasks, as a
         # process pool's workers. See `weft_spawn` for which tasks a child runs.
         ("reuse_child", ctypes.c_bool),
+        # `WEFT_ON_PROCESS`: descriptors of this process the task's child keeps open (array
+        # of `keep_fds_len` fds, read during `weft_spawn`; NULL with 0: none). By default the
+        # child closes every fd above stderr (2) but its own pipes to the parent, before the
+        # work runs, so that it holds none of the parent's sockets, pipes and files: a
+        # listening socket the parent closes refuses connections at once, a connection it
+        # closes ends for the peer at once, even while a child runs. A work that uses a
+        # descriptor of the parent lists it here (or sets `inherit_fds`); any other fd it
+        # finds at a number is not the parent's (the closed numbers are reused by the
+        # work's own opens).
+        ("keep_fds", POINTER(ctypes.c_int)),
+        # The number of fds at `keep_fds`.
+        ("keep_fds_len", ctypes.c_size_t),
+        # `WEFT_ON_PROCESS`: the child keeps every descriptor of this process open, as
+        # fork(2) leaves them (weft's behaviour before `keep_fds`); `keep_fds` is then
+        # unused. The parent's sockets then stay open while the child runs.
+        ("inherit_fds", ctypes.c_bool),
     ]
 
 
@@ -843,8 +859,17 @@ DOCS = {
         "the fork and the work, weft makes only async-signal-safe calls; what the work itself\n"
         "calls is the caller's business (another thread may have held any lock at the fork:\n"
         "glibc's malloc is safe, most other libraries' locks are not). The child starts with\n"
-        "no signal blocked and SIGTERM at its default action. The events reach the loop's\n"
-        "subscribers in emit order, before `done`. `done` runs once the child is reaped and\n"
+        "no signal blocked and SIGTERM at its default action, and with only stdin, stdout,\n"
+        "stderr, its pipes to the parent and `options->keep_fds` of this process's descriptors\n"
+        "open (the others are closed before the work, with close_range(2) where there is one):\n"
+        "a server's sockets are not held open by a child, so a listening socket the server\n"
+        "closes refuses connections at once, and a peer sees a connection the server closes\n"
+        "end at once, while its renders run in children. The trade-off: a work that uses a\n"
+        "descriptor it inherits (a log file, a database connection) must list it in\n"
+        "`keep_fds`, or set `inherit_fds` to keep them all (the behaviour before these\n"
+        "fields; NULL options and an older, shorter struct get the closing default). With\n"
+        "`reuse_child`, a child keeps the fds any of the tasks it may run keeps. The events\n"
+        "reach the loop's subscribers in emit order, before `done`. `done` runs once the child is reaped and\n"
         "its output read: `status` is what work returned; `WEFT_ERR_CRASHED` if the child died\n"
         "by a signal or exited before sending its status (`weft_last_error`, called inside\n"
         "`done`, names the signal or exit code); `WEFT_ERR_TIMEOUT` or `WEFT_ERR_CANCELLED`\n"

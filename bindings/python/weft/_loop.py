@@ -356,7 +356,7 @@ class Loop:
     # ---- tasks ----------------------------------------------------------------------
 
     def spawn(self, fn: Callable[..., _T], *args: Any, on: str = "loop", timeout: Optional[float] = None,
-              **kwargs: Any) -> "Future[_T]":
+              keep_fds: Any = (), inherit_fds: bool = False, **kwargs: Any) -> "Future[_T]":
         """Runs fn(*args, **kwargs) and returns a Future of its result.
 
         on="loop": on the loop thread, in its next pass. on="thread": on the IO pool
@@ -376,6 +376,15 @@ class Loop:
         task that waited, gives it to the future), with the fork's exception as its
         __cause__.
 
+        A process child keeps only stdin, stdout, stderr (and the fds sys.stdin,
+        sys.stdout, sys.stderr are on) and weft's own pipes of this process's fds (the
+        rest are closed before fn runs): a server's listening socket
+        or connection closed here ends at once for its peers, even while a render runs
+        in a child. fn that uses an inherited fd (a log file, a database connection)
+        lists it in keep_fds (ints or objects with fileno()), or inherit_fds=True keeps
+        them all (as fork does). With reuse_children, a child keeps the fds of every
+        task it may run.
+
         timeout (seconds): the future gets TimeoutError then (a thread task keeps
         running and sees weft.cancelled(); a process child is killed). An exception in
         fn comes back as the same type with its message (for a process task with the
@@ -387,9 +396,15 @@ class Loop:
         if where is None:
             raise ValueError(f"spawn: on must be 'loop', 'thread', 'cpu' or 'process', not {on!r}")
         timeout_ms = 0 if timeout is None else _milliseconds("spawn", timeout, "timeout", positive=True)
+        if not isinstance(inherit_fds, bool):
+            raise TypeError(f"spawn: inherit_fds must be a bool, not {type(inherit_fds).__name__}")
+        if where != _ffi.WEFT_ON_PROCESS and (keep_fds or inherit_fds):
+            raise ValueError("spawn: keep_fds and inherit_fds are for on='process' only")
         future: Future[_T] = Future(self)
         if where == _ffi.WEFT_ON_PROCESS:
-            self._spawn_process(_process.ProcessTask(self, fn, args, kwargs, future, timeout), timeout_ms)
+            fds = () if inherit_fds else _process.fds_arg(keep_fds)
+            self._spawn_process(_process.ProcessTask(self, fn, args, kwargs, future, timeout), timeout_ms,
+                                fds, inherit_fds)
             return future
         options = _spawn_options(where, timeout_ms)
         key = register(_Task(self, fn, args, kwargs, future, where, timeout))
@@ -405,11 +420,12 @@ class Loop:
         future._task_id = rid
         return future
 
-    def _spawn_process(self, entry: _process.ProcessTask, timeout_ms: int) -> None:
+    def _spawn_process(self, entry: _process.ProcessTask, timeout_ms: int, keep_fds: Tuple[int, ...] = (),
+                       inherit_fds: bool = False) -> None:
         """weft_spawn(WEFT_ON_PROCESS) with the binding's fork (see _process). The
         child may be forked inside this call (entry's future then runs), or later on
         the loop thread."""
-        options = _process.spawn_options(timeout_ms, self._max_children, self._reuse)
+        options = _process.spawn_options(timeout_ms, self._max_children, self._reuse, keep_fds, inherit_fds)
         key = register(entry)
         with self._lock:
             if self._closed or state.forked:

@@ -267,14 +267,17 @@ def take_fork_error() -> Optional[BaseException]:
     return exc
 
 
-# Options without a timeout, by (max_children, reuse_children): made once.
-_OPTIONS: Dict[Tuple[int, bool], Any] = {}
+# Options without a timeout, by (max_children, reuse_children, keep_fds, inherit_fds):
+# made once.
+_OPTIONS: Dict[Tuple[int, bool, Tuple[int, ...], bool], Any] = {}
 
 
-def spawn_options(timeout_ms: int, max_children: int, reuse: bool) -> Any:
+def spawn_options(timeout_ms: int, max_children: int, reuse: bool,
+                  keep_fds: Tuple[int, ...] = (), inherit_fds: bool = False) -> Any:
     """weft_spawn's options for a process task of a loop (a pointer to them)."""
+    key = (max_children, reuse, keep_fds, inherit_fds)
     if timeout_ms == 0:
-        cached = _OPTIONS.get((max_children, reuse))
+        cached = _OPTIONS.get(key)
         if cached is not None:
             return cached
     options = _ffi.weft_spawn_options()
@@ -283,10 +286,47 @@ def spawn_options(timeout_ms: int, max_children: int, reuse: bool) -> Any:
     options.max_children = min(max_children, 0xFFFFFFFF)
     options.fork_fn = FORK
     options.reuse_child = reuse
+    if keep_fds:
+        # The structure keeps a reference to the array it points to.
+        options.keep_fds = (ctypes.c_int * len(keep_fds))(*keep_fds)
+        options.keep_fds_len = len(keep_fds)
+    options.inherit_fds = inherit_fds
     ref = ctypes.byref(options)
-    if timeout_ms == 0:
-        _OPTIONS[(max_children, reuse)] = ref
+    if timeout_ms == 0 and len(_OPTIONS) < 256:
+        _OPTIONS[key] = ref
     return ref
+
+
+def std_stream_fds() -> Tuple[int, ...]:
+    """The fds of sys.stdin/stdout/stderr and their originals, which a child keeps (they
+    may be other than 0, 1, 2: pytest's capture, a redirected stream)."""
+    fds = []
+    for stream in (sys.stdin, sys.stdout, sys.stderr, sys.__stdin__, sys.__stdout__, sys.__stderr__):
+        try:
+            fd = stream.fileno() if stream is not None else -1
+        except Exception:  # noqa: BLE001 - io.UnsupportedOperation, a closed stream
+            continue
+        if isinstance(fd, int) and fd > 2:
+            fds.append(fd)
+    return tuple(fds)
+
+
+def fds_arg(keep_fds: Any) -> Tuple[int, ...]:
+    """spawn's keep_fds: ints or objects with fileno() (sockets, files), sorted, with the
+    std streams' fds (see std_stream_fds)."""
+    try:
+        items = list(keep_fds)
+    except TypeError:
+        raise TypeError(f"spawn: keep_fds must be an iterable of fds, not {type(keep_fds).__name__}") from None
+    fds = []
+    for item in items:
+        fd = item if isinstance(item, int) and not isinstance(item, bool) else None
+        if fd is None and hasattr(item, "fileno"):
+            fd = item.fileno()
+        if not isinstance(fd, int) or fd < 0:
+            raise ValueError(f"spawn: keep_fds holds {item!r}, not an open fd (an int >= 0 or an object with fileno())")
+        fds.append(fd)
+    return tuple(sorted(set(fds) | set(std_stream_fds())))
 
 
 # ---- the task ----------------------------------------------------------------------------
