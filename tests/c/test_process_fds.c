@@ -6,6 +6,8 @@
 #include "tasks_util.h"
 #include "process_util.h"
 
+#include <sys/resource.h>
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -172,8 +174,13 @@ static void child_fds_are(bool reuse) {
     weft_loop_run(lp, WEFT_RUN_DEFAULT);
     int pipes = 0, socks = 0, others = 0;
     bool std[3] = {false, false, false}, kept[2] = {false, false};
+    /* valgrind keeps fds of its own above the limit it shows the program, and a
+     * program cannot close them: not the parent's. */
+    struct rlimit nofile;
+    getrlimit(RLIMIT_NOFILE, &nofile);
     for (int i = 0; i < f.n; i++) {
         int fd = f.rec[i][0], kind = f.rec[i][1];
+        if ((rlim_t)fd >= nofile.rlim_cur) continue;
         if (fd <= 2) std[fd] = true;
         else if (fd == keep[0]) kept[0] = true;
         else if (fd == keep[1]) kept[1] = true;
