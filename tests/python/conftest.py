@@ -141,3 +141,13 @@ def children():
         if fields[1] == me:
             found.append(int(pid))
     return found
+
+
+@pytest.fixture(params=[True, False], ids=["reuse", "fork_per_task"])
+def reuse_children(request, monkeypatch):
+    """Makes weft.Loop() (the loop fixture's too) use each mode of process tasks in turn:
+    a module opts in with `pytestmark = pytest.mark.usefixtures("reuse_children")`."""
+    defaults = dict(weft.Loop.__init__.__kwdefaults__)
+    defaults["reuse_children"] = request.param
+    monkeypatch.setattr(weft.Loop.__init__, "__kwdefaults__", defaults)
+    return request.param

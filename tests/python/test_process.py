@@ -22,13 +22,8 @@ AT_FORK = []
 os.register_at_fork(after_in_child=lambda: AT_FORK.append("child"))
 
 
-@pytest.fixture(autouse=True, params=[True, False], ids=["reuse", "fork_per_task"])
-def reuse_children(request, monkeypatch):
-    """Makes weft.Loop() (the loop fixture's too) use each mode in turn."""
-    defaults = dict(weft.Loop.__init__.__kwdefaults__)
-    defaults["reuse_children"] = request.param
-    monkeypatch.setattr(weft.Loop.__init__, "__kwdefaults__", defaults)
-    return request.param
+# Every test runs with reused children and with a fork per task (conftest.py).
+pytestmark = pytest.mark.usefixtures("reuse_children")
 
 
 def gone(pid):

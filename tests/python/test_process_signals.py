@@ -24,12 +24,8 @@ FAST = 0.2
 SETTLE = 0.5
 
 
-@pytest.fixture(autouse=True, params=[True, False], ids=["reuse", "fork_per_task"])
-def reuse_children(request, monkeypatch):
-    defaults = dict(weft.Loop.__init__.__kwdefaults__)
-    defaults["reuse_children"] = request.param
-    monkeypatch.setattr(weft.Loop.__init__, "__kwdefaults__", defaults)
-    return request.param
+# Every test runs with reused children and with a fork per task (conftest.py).
+pytestmark = pytest.mark.usefixtures("reuse_children")
 
 
 @pytest.fixture
