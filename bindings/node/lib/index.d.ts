@@ -92,6 +92,14 @@ export interface SpawnOptions {
    * fresh child for this task alone.
    */
   reuse?: boolean;
+  /**
+   * on: 'process' only: fds of this process the child keeps open. By default the child
+   * closes every fd above stderr but its own pipes, so it never holds a server's
+   * sockets open.
+   */
+  keepFds?: number[];
+  /** on: 'process' only: true keeps every fd open in the child (the fork(2) default). */
+  inheritFds?: boolean;
 }
 
 /** A weft event loop, run by Node's own event loop. */

@@ -39,8 +39,10 @@ function checkWork(work) {
 //     WeftError WEFT_ERR_TIMEOUT; the work sees weft_task_cancelled, a child is
 //     killed); options.signal: AbortSignal (rejects with an AbortError at once; the work
 //     sees weft_task_cancelled, a child is killed).
-//   on: 'process' only: options.maxChildren (default 0: one per core) and
-//     options.reuse (default true).
+//   on: 'process' only: options.maxChildren (default 0: one per core),
+//     options.reuse (default true), options.keepFds (fds of this process the child
+//     keeps open; by default it closes all but stdin, stdout and stderr) and
+//     options.inheritFds (true: the child keeps every fd).
 // A status other than 0 rejects with a TaskError (its .status and .result); a child
 // that died rejects with a WeftError WEFT_ERR_CRASHED naming the signal or exit code.
 //
@@ -55,18 +57,35 @@ function checkWork(work) {
 // that child changed.
 //
 // The task is recorded in loop._tasks (id -> task), which the done trampoline settles.
+// options.keepFds as an Int32Array of fds (non-negative integers).
+function checkFds(fds) {
+  if (!Array.isArray(fds)) throw new TypeError(`options.keepFds must be an array of fds, got ${typeof fds}`);
+  for (const fd of fds) {
+    if (!Number.isInteger(fd) || fd < 0 || fd > 0x7fffffff) {
+      throw new RangeError(`options.keepFds: ${String(fd)} is not a file descriptor`);
+    }
+  }
+  return fds.length ? Int32Array.from(fds) : null;
+}
+
 function spawnTask(loop, work, userData, options) {
   loop._check('spawn');
   checkWork(work);
   if (options === null || typeof options !== 'object') throw new TypeError('options must be an object');
-  const { on = 'cpu', timeout = 0, signal, maxChildren, reuse } = options;
+  const { on = 'cpu', timeout = 0, signal, maxChildren, reuse, keepFds, inheritFds } = options;
   const where = Object.hasOwn(WHERE, on) ? WHERE[on] : undefined;
   if (where === undefined) throw new TypeError(`options.on must be 'cpu', 'io' or 'process', got ${String(on)}`);
   const inProcess = where === WEFT_ON_PROCESS;
   const timeoutMs = checkMs(timeout, 'options.timeout');
-  if (maxChildren !== undefined || reuse !== undefined) {
-    const given = maxChildren !== undefined ? 'maxChildren' : 'reuse';
-    if (!inProcess) throw new TypeError(`options.${given} applies only to on: 'process' (on: '${on}')`);
+  const processOnly = { maxChildren, reuse, keepFds, inheritFds };
+  for (const [name, value] of Object.entries(processOnly)) {
+    if (value !== undefined && !inProcess) {
+      throw new TypeError(`options.${name} applies only to on: 'process' (on: '${on}')`);
+    }
+  }
+  const keep = keepFds === undefined ? null : checkFds(keepFds);
+  if (inheritFds !== undefined && typeof inheritFds !== 'boolean') {
+    throw new TypeError(`options.inheritFds must be a boolean, got ${typeof inheritFds}`);
   }
   const maxChildrenN = maxChildren === undefined ? 0 : checkU32(maxChildren, 'options.maxChildren');
   if (reuse !== undefined && typeof reuse !== 'boolean') {
@@ -100,6 +119,10 @@ function spawnTask(loop, work, userData, options) {
     fork_fn: null,
     fork_data: null,
     reuse_child: inProcess && reuse !== false,
+    // Read (copied) by weft_spawn: the array need only live through the call.
+    keep_fds: keep,
+    keep_fds_len: keep === null ? 0 : keep.length,
+    inherit_fds: inheritFds === true,
   } : null;
   const id = lib.weft_spawn(loop._ptr, where, work, T_DONE, data, freeFn, opts);
   if (id === 0n) {

@@ -71,7 +71,7 @@ function processWork() {
   }
   const handle = koffi.load(file);
   processWorkLib = { file, handle };
-  for (const name of ['pid', 'sleep', 'crash', 'emit', 'status']) {
+  for (const name of ['pid', 'sleep', 'crash', 'emit', 'status', 'fds']) {
     processWorkLib[name] = handle.symbol(`proc_work_${name}`);
   }
   return processWorkLib;

@@ -306,3 +306,27 @@ test('process: bad options are refused with TypeError or RangeError', async () =
   assert.equal((await loop.spawn(em.sum, '2 3', PROCESS)).toString(), '5');
   loop.close();
 });
+
+test('process: the child closes fds above stderr but keepFds; inheritFds keeps them all', async () => {
+  const { fds } = processWork();
+  const fd = fs.openSync('/dev/null', 'r');
+  const loop = new Loop();
+  try {
+    const open = async (options) => {
+      const out = await loop.spawn(fds, null, { ...PROCESS, reuse: false, ...options });
+      return out.toString().trim().split(' ').map(Number);
+    };
+    const closing = await open({});
+    assert.ok(!closing.includes(fd), `the child has fd ${fd}: ${closing}`);
+    assert.ok([0, 1, 2].every((n) => closing.includes(n)), `std fds: ${closing}`);
+    assert.ok((await open({ keepFds: [fd] })).includes(fd));
+    assert.ok((await open({ inheritFds: true })).includes(fd));
+    await assert.rejects(loop.spawn(fds, null, { keepFds: [fd] }), TypeError);
+    await assert.rejects(loop.spawn(fds, null, { ...PROCESS, keepFds: [-1] }), RangeError);
+    await assert.rejects(loop.spawn(fds, null, { ...PROCESS, keepFds: 3 }), TypeError);
+    await assert.rejects(loop.spawn(fds, null, { ...PROCESS, inheritFds: 1 }), TypeError);
+  } finally {
+    loop.close();
+    fs.closeSync(fd);
+  }
+});
