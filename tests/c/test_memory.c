@@ -60,14 +60,36 @@ static void idle_passes(_Atomic int *ticks, int n) {
     CHECK_MSG(atomic_load(ticks) >= start + n, "the loop made no idle passes");
 }
 
-TEST(a_flood_of_posts_is_given_back_once_the_loop_is_idle) {
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
-    _Atomic int ticks = 0;
-    weft_id timer = CHECK_ID(weft_timer_every(lp, 2, tick, &ticks, NULL));
+/* A living loop run on a thread of its own, kept alive (and making idle passes) by a
+ * periodic timer. */
+typedef struct idle_loop {
+    weft_loop *lp;
+    weft_id timer;
+    _Atomic int ticks;
     bg_loop bg;
-    bg_start(&bg, lp, WEFT_RUN_DEFAULT);
-    idle_passes(&ticks, 3);
+} idle_loop;
+
+static bool idle_loop_start(idle_loop *il) {
+    il->lp = weft_loop_new();
+    if (il->lp == NULL) return false;
+    atomic_store(&il->ticks, 0);
+    il->timer = CHECK_ID(weft_timer_every(il->lp, 2, tick, &il->ticks, NULL));
+    bg_start(&il->bg, il->lp, WEFT_RUN_DEFAULT);
+    idle_passes(&il->ticks, 3);
+    return true;
+}
+
+static void idle_loop_end(idle_loop *il) {
+    CHECK_OK(weft_cancel(il->lp, il->timer));
+    bg_join(&il->bg, h_slack_ms(5000), "nothing registered after the timer's cancel");
+    CHECK_OK(il->bg.rc);
+    weft_loop_free(il->lp);
+}
+
+TEST(a_flood_of_posts_is_given_back_once_the_loop_is_idle) {
+    idle_loop il;
+    REQUIRE(idle_loop_start(&il));
+    weft_loop *lp = il.lp;
     double before = rss_now();
 
     flood f = {.lp = lp, .per_thread = h_scale(1000000, 20000) / POSTERS};
@@ -79,30 +101,22 @@ TEST(a_flood_of_posts_is_given_back_once_the_loop_is_idle) {
     uint64_t end = now_ms() + h_slack_ms(30000);
     while (atomic_load(&f.delivered) < total && now_ms() < end) sleep_ms(1);
     CHECK_EQ(atomic_load(&f.delivered), total);
-    idle_passes(&ticks, 3);
+    idle_passes(&il.ticks, 3);
     double after = rss_now();
     fprintf(stderr, "    posts: RSS %.1f MB before, %.1f MB after %ld posts (idle, alive)\n", before,
             after, total);
     if (rss_checked())
         CHECK_MSG(after < before + SLACK_MB, "RSS %.1f MB after the flood, %.1f MB before", after, before);
     CHECK(weft_loop_alive(lp));
-
-    CHECK_OK(weft_cancel(lp, timer));
-    bg_join(&bg, h_slack_ms(5000), "nothing registered after the timer's cancel");
-    CHECK_OK(bg.rc);
-    weft_loop_free(lp);
+    idle_loop_end(&il);
 }
 
 /* ---- timers ----------------------------------------------------------------------- */
 
 TEST(a_million_cancelled_timers_are_given_back_once_the_loop_is_idle) {
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
-    _Atomic int ticks = 0;
-    weft_id timer = CHECK_ID(weft_timer_every(lp, 2, tick, &ticks, NULL));
-    bg_loop bg;
-    bg_start(&bg, lp, WEFT_RUN_DEFAULT);
-    idle_passes(&ticks, 3);
+    idle_loop il;
+    REQUIRE(idle_loop_start(&il));
+    weft_loop *lp = il.lp;
     double before = rss_now();
 
     long n = h_scale(1000000, 20000);
@@ -112,16 +126,12 @@ TEST(a_million_cancelled_timers_are_given_back_once_the_loop_is_idle) {
     for (long i = 0; i < n; i++) ids[i] = CHECK_ID(weft_timer_after(lp, 1000 + (uint64_t)i % 3600000, never_cb, NULL, NULL));
     for (long i = 0; i < n; i++) CHECK_OK(weft_cancel(lp, ids[i]));
     free(ids);
-    idle_passes(&ticks, 3);
+    idle_passes(&il.ticks, 3);
     double after = rss_now();
     fprintf(stderr, "    timers: RSS %.1f MB before, %.1f MB after %ld timers (idle, alive)\n", before,
             after, n);
     if (rss_checked())
         CHECK_MSG(after < before + SLACK_MB, "RSS %.1f MB after the timers, %.1f MB before", after, before);
     CHECK(weft_loop_alive(lp));
-
-    CHECK_OK(weft_cancel(lp, timer));
-    bg_join(&bg, h_slack_ms(5000), "nothing registered after the timer's cancel");
-    CHECK_OK(bg.rc);
-    weft_loop_free(lp);
+    idle_loop_end(&il);
 }

@@ -406,7 +406,7 @@ class Loop:
             self._spawn_process(_process.ProcessTask(self, fn, args, kwargs, future, timeout), timeout_ms,
                                 fds, inherit_fds)
             return future
-        options = _spawn_options(where, timeout_ms)
+        options = _spawn_options(where, timeout_ms, lambda o: _pool_option(o, where))
         key = register(_Task(self, fn, args, kwargs, future, where, timeout))
         with self._lock:
             if self._closed or state.forked:
@@ -425,7 +425,9 @@ class Loop:
         """weft_spawn(WEFT_ON_PROCESS) with the binding's fork (see _process). The
         child may be forked inside this call (entry's future then runs), or later on
         the loop thread."""
-        options = _process.spawn_options(timeout_ms, self._max_children, self._reuse, keep_fds, inherit_fds)
+        options = _spawn_options(("process", self._max_children, self._reuse, keep_fds, inherit_fds), timeout_ms,
+                                 lambda o: _process.fill_options(o, self._max_children, self._reuse, keep_fds,
+                                                                 inherit_fds))
         key = register(entry)
         with self._lock:
             if self._closed or state.forked:
@@ -581,25 +583,31 @@ class Loop:
             report(error_from(rc), "weft_loop_run(NOWAIT) from the host loop")
         self._raise_pending_exit()
 
-# spawn options: the ones without a timeout are made once per pool.
-_OPTIONS: Dict[int, Any] = {}
+# spawn options without a timeout, made once per key (a task's place, or a process
+# task's settings); at most 256 are kept.
+_OPTIONS: Dict[Any, Any] = {}
 
 
-def _spawn_options(where: int, timeout_ms: int) -> Any:
+def _spawn_options(key: Any, timeout_ms: int, fill: Callable[[Any], None]) -> Any:
+    """weft_spawn's options (a pointer to them) with timeout_ms and what fill sets."""
     if timeout_ms == 0:
-        cached = _OPTIONS.get(where)
+        cached = _OPTIONS.get(key)
         if cached is not None:
             return cached
     options = _ffi.weft_spawn_options()
     options.size = ctypes.sizeof(options)
     options.timeout_ms = timeout_ms
+    fill(options)
+    ref = ctypes.byref(options)
+    if timeout_ms == 0 and len(_OPTIONS) < 256:
+        _OPTIONS[key] = ref
+    return ref
+
+
+def _pool_option(options: Any, where: int) -> None:
     kind = _POOL_OF.get(where)
     if kind is not None:
         options.pool = _pools.get(kind)
-    ref = ctypes.byref(options)
-    if timeout_ms == 0:
-        _OPTIONS[where] = ref
-    return ref
 
 
 # ---- inside a task --------------------------------------------------------------------

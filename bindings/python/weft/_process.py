@@ -267,22 +267,8 @@ def take_fork_error() -> Optional[BaseException]:
     return exc
 
 
-# Options without a timeout, by (max_children, reuse_children, keep_fds, inherit_fds):
-# made once.
-_OPTIONS: Dict[Tuple[int, bool, Tuple[int, ...], bool], Any] = {}
-
-
-def spawn_options(timeout_ms: int, max_children: int, reuse: bool,
-                  keep_fds: Tuple[int, ...] = (), inherit_fds: bool = False) -> Any:
-    """weft_spawn's options for a process task of a loop (a pointer to them)."""
-    key = (max_children, reuse, keep_fds, inherit_fds)
-    if timeout_ms == 0:
-        cached = _OPTIONS.get(key)
-        if cached is not None:
-            return cached
-    options = _ffi.weft_spawn_options()
-    options.size = ctypes.sizeof(options)
-    options.timeout_ms = timeout_ms
+def fill_options(options: Any, max_children: int, reuse: bool, keep_fds: Tuple[int, ...], inherit_fds: bool) -> None:
+    """Sets what a process task of a loop asks of weft_spawn in `options`."""
     options.max_children = min(max_children, 0xFFFFFFFF)
     options.fork_fn = FORK
     options.reuse_child = reuse
@@ -291,10 +277,6 @@ def spawn_options(timeout_ms: int, max_children: int, reuse: bool,
         options.keep_fds = (ctypes.c_int * len(keep_fds))(*keep_fds)
         options.keep_fds_len = len(keep_fds)
     options.inherit_fds = inherit_fds
-    ref = ctypes.byref(options)
-    if timeout_ms == 0 and len(_OPTIONS) < 256:
-        _OPTIONS[key] = ref
-    return ref
 
 
 def std_stream_fds() -> Tuple[int, ...]:
