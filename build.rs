@@ -21,6 +21,8 @@ fn main() {
     // kqueue filters there); not when the tests ask polling for poll(2) everywhere.
     println!("cargo::rustc-check-cfg=cfg(weft_kqueue)");
     println!("cargo::rustc-check-cfg=cfg(polling_test_poll_backend)");
+    // `loom`: the model-checking build (`make loom`; see src/sync.rs).
+    println!("cargo::rustc-check-cfg=cfg(loom)");
     let os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     let poll_only = env::var_os("CARGO_CFG_POLLING_TEST_POLL_BACKEND").is_some();
     if matches!(os.as_str(), "macos" | "ios" | "tvos" | "watchos" | "freebsd" | "netbsd" | "openbsd" | "dragonfly")

@@ -31,6 +31,11 @@
 //! two stores and two loads form a Dekker pair), so the consumer sees `queued` and
 //! does not sleep. A record pushed onto a non-empty queue is behind one of those.
 //!
+//! Each side of each Dekker pair in this file (this one, and `ringers`/`closed` with
+//! `close`) is written store; SeqCst fence; load, and the load is Acquire: the fences,
+//! one per side, are what orders the pair (the loom models in `src/loom_models/` check
+//! it: remove one and they fail). `givers` needs no fence: see `give_back`.
+//!
 //! Finished tasks come back through a second, lock-free list (see [`Inbox::give_back`]):
 //! the producer's compare-and-swap of `done` onto an empty list is its "queued = true",
 //! and `doze` reads `done` with `queued`, so the same argument holds.
@@ -52,14 +57,15 @@
 //! that rule the consumer would pay a full fence per post to settle the race.
 
 use crate::shrink;
+use crate::sync::atomic::{
+    fence, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::SeqCst,
+};
+use crate::sync::{Life, Mutex, MutexGuard};
 use crate::sys::{self, Bell};
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, RawFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{
-    AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::SeqCst,
-};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 /// The first word of a task cell given back to its loop: the completion list is a
 /// stack of cells linked through it (see [`Inbox::give_back`]).
@@ -158,6 +164,10 @@ pub struct Inbox<H> {
     bell: RawFd,
     /// The bell's fd number to poll (the same one where the bell is one descriptor).
     bell_poll: RawFd,
+    /// The loom models' checks that nothing uses the inbox after the straggler
+    /// protocol lets it go, or rings the bell after `close` (see `crate::sync::Life`).
+    life: Life,
+    bell_life: Life,
 }
 
 // SAFETY: the chunks are plain memory, freed once, by the inbox's drop.
@@ -206,6 +216,8 @@ impl<H> Inbox<H> {
             stragglers: AtomicUsize::new(0),
             givers: AtomicUsize::new(0),
             chunks: Mutex::new(Vec::new()),
+            life: Life::default(),
+            bell_life: Life::default(),
         })
     }
 
@@ -235,7 +247,14 @@ impl<H> Inbox<H> {
         }
         queue.records.push_back(record);
         drop(queue);
-        if was_empty && !self.awake.0.load(SeqCst) {
+        // The Dekker pair with `doze`: `queued` stored, then `awake` read. The fence
+        // makes the pair (each side's load comes after a SeqCst fence; see crate::sync).
+        if was_empty
+            && !{
+                fence(SeqCst);
+                self.awake.0.load(Acquire)
+            }
+        {
             self.ring();
         }
     }
@@ -246,7 +265,9 @@ impl<H> Inbox<H> {
     /// loop woken by it does not find the queue lock held by its waker.
     fn ring(&self) {
         self.ringers.fetch_add(1, SeqCst);
-        if !self.closed.load(SeqCst) {
+        fence(SeqCst); // the Dekker pair with `close`
+        if !self.closed.load(Acquire) {
+            self.bell_life.touch();
             sys::ring(self.bell);
         }
         self.ringers.fetch_sub(1, SeqCst);
@@ -287,8 +308,8 @@ impl<H> Inbox<H> {
 
     /// True when records are queued that the consumer has not taken.
     pub fn has_records(&self) -> bool {
-        let done = self.done.0.load(SeqCst);
-        self.queued.0.load(SeqCst) || !(done.is_null() || done == CLOSED)
+        let done = self.done.0.load(Acquire);
+        self.queued.0.load(Acquire) || !(done.is_null() || done == CLOSED)
     }
 
     /// Pushes a task cell (starting with its [`Link`]) onto the completion list, and
@@ -298,9 +319,11 @@ impl<H> Inbox<H> {
     /// A push onto a non-empty list touches nothing of the inbox after its exchange
     /// (the cell it hands over is what keeps the inbox alive). A push onto an empty one
     /// still reads `awake` and may ring: it first counts itself in `givers`, then looks
-    /// at the head again, a Dekker pair with `close_done`, which closes the list and
-    /// then waits for `givers` to drop to zero. Either the giver sees the list closed
-    /// (and keeps its cell), or `close_done` waits until it is done with the inbox.
+    /// at the head again; `close_done` closes the list and then waits for `givers` to
+    /// drop to zero. Either the giver's exchange finds the list closed (and it keeps its
+    /// cell), or the exchange came first: then `close_done`'s swap reads it (a
+    /// read-modify-write reads the latest value, and acquires it), so it sees the count
+    /// the giver raised before, and waits until the giver is done with the inbox.
     pub fn give_back(&self, cell: NonNull<Link>) -> bool {
         let mut pinned = false;
         let mut head = self.done.0.load(Acquire);
@@ -314,7 +337,7 @@ impl<H> Inbox<H> {
             if head.is_null() && !pinned {
                 self.givers.fetch_add(1, SeqCst);
                 pinned = true;
-                head = self.done.0.load(SeqCst);
+                head = self.done.0.load(Acquire);
                 continue;
             }
             // SAFETY: the cell is the caller's until the exchange publishes it.
@@ -324,7 +347,14 @@ impl<H> Inbox<H> {
                 Err(now) => head = now,
             }
         }
-        if head.is_null() && !self.awake.0.load(SeqCst) {
+        // Onto an empty list: the Dekker pair with `doze`, as in `push_locked`.
+        if head.is_null()
+            && !{
+                fence(SeqCst);
+                self.life.touch();
+                self.awake.0.load(Acquire)
+            }
+        {
             self.ring();
         }
         if pinned {
@@ -367,8 +397,8 @@ impl<H> Inbox<H> {
         let mut link = self.done.0.swap(CLOSED, SeqCst);
         // A giver that pushed onto an empty list before the swap may still read the
         // inbox: wait for it (see `give_back`).
-        while self.givers.load(SeqCst) != 0 {
-            std::thread::yield_now();
+        while self.givers.load(Acquire) != 0 {
+            crate::sync::yield_now();
         }
         let mut freed = 0;
         while !link.is_null() {
@@ -393,6 +423,7 @@ impl<H> Inbox<H> {
     unsafe fn stragglers_gone(inbox: *const Inbox<H>, n: usize) {
         // SAFETY: alive until the count reaches zero, which happens once.
         if unsafe { &*inbox }.stragglers.fetch_sub(n, SeqCst) == n {
+            unsafe { &*inbox }.life.end();
             drop(unsafe { Arc::from_raw(inbox) });
         }
     }
@@ -406,6 +437,7 @@ impl<H> Inbox<H> {
     /// in which case it must not wait for the bell (see the protocol).
     pub fn doze(&self) -> bool {
         self.awake.0.store(false, SeqCst);
+        fence(SeqCst); // the Dekker pair with the producers (see crate::sync)
         self.has_records()
     }
 
@@ -527,10 +559,12 @@ impl<H> Inbox<H> {
         let records = std::mem::take(&mut queue.records);
         let bell = queue.bell.take();
         drop(queue);
-        // A producer that saw the inbox open may still be ringing: wait for it.
-        while self.ringers.load(SeqCst) != 0 {
-            std::thread::yield_now();
+        fence(SeqCst); // the Dekker pair with `ring`
+                       // A producer that saw the inbox open may still be ringing: wait for it.
+        while self.ringers.load(Acquire) != 0 {
+            crate::sync::yield_now();
         }
+        self.bell_life.end();
         drop(bell); // closed now: nobody rings it any more
         records
     }

@@ -11,12 +11,16 @@ pub mod error;
 pub mod ffi;
 pub mod fork;
 pub mod inbox;
+/// Loom models of the lock-free protocols (`make loom`).
+#[cfg(all(test, loom))]
+mod loom_models;
 pub mod r#loop;
 pub mod pool;
 pub mod process;
 pub(crate) mod shrink;
 pub mod signal;
 pub mod slots;
+pub(crate) mod sync;
 mod sys;
 pub mod task;
 pub mod timer;

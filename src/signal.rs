@@ -5,21 +5,23 @@
 //! disposition when the last one goes.
 //!
 //! The handler is async-signal-safe: it bumps the signal's counter in [`COUNTS`] and rings
-//! the bell ([`sys::ring`]) of every loop registered in [`BELLS`]. A loop, woken, compares
+//! the bell ([`sys::ring`]) of every loop registered in [`Bells`]. A loop, woken, compares
 //! each watched signal's counter with the value it saw last and runs the watches of
 //! those that moved.
 //! Like POSIX signals themselves, several deliveries between two passes coalesce into one.
 //!
 //! Unregistering a bell must not let a handler that already read the fd write to it after
-//! it is closed (or reused): the handler counts itself in [`IN_HANDLER`] around its reads
+//! it is closed (or reused): the handler counts itself in `in_handler` around its reads
 //! and writes, and [`unregister_bell`] waits for that count to reach zero after clearing
-//! the slot (SeqCst: either the handler sees the cleared slot, or the unregistering
-//! thread sees the handler's count).
+//! the slot. A Dekker pair, each side store; SeqCst fence; load: either the handler sees
+//! the cleared slot, or the unregistering thread sees the handler's count (the loom
+//! model `loom_signal_bells` checks it).
 
 use crate::error::{Error, Result};
+use crate::sync::atomic::{fence, AtomicI32, AtomicUsize, Ordering::Acquire};
 use crate::sys;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::Mutex;
 
 /// Signals are numbered 1..NSIG.
@@ -27,8 +29,65 @@ pub(crate) const NSIG: usize = 65;
 const MAX_BELLS: usize = 1024;
 
 static COUNTS: [AtomicU64; NSIG] = [const { AtomicU64::new(0) }; NSIG];
-static BELLS: [AtomicI32; MAX_BELLS] = [const { AtomicI32::new(-1) }; MAX_BELLS];
-static IN_HANDLER: AtomicUsize = AtomicUsize::new(0);
+#[cfg(not(loom))]
+static BELLS: Bells<MAX_BELLS> = Bells::new();
+#[cfg(loom)]
+loom::lazy_static! {
+    static ref BELLS: Bells<MAX_BELLS> = Bells::new();
+}
+
+/// The bells of the loops that watch signals (their fds, -1 for a free slot), and the
+/// handlers running: see the module comment.
+pub(crate) struct Bells<const N: usize> {
+    slots: [AtomicI32; N],
+    in_handler: AtomicUsize,
+}
+
+impl<const N: usize> Bells<N> {
+    #[cfg(not(loom))]
+    pub(crate) const fn new() -> Self {
+        Bells { slots: [const { AtomicI32::new(-1) }; N], in_handler: AtomicUsize::new(0) }
+    }
+
+    #[cfg(loom)]
+    pub(crate) fn new() -> Self {
+        Bells { slots: std::array::from_fn(|_| AtomicI32::new(-1)), in_handler: AtomicUsize::new(0) }
+    }
+
+    /// The handler's side: `ring` each registered bell. Async-signal-safe.
+    pub(crate) fn ring_all(&self, ring: impl Fn(RawFd)) {
+        self.in_handler.fetch_add(1, SeqCst);
+        fence(SeqCst); // the Dekker pair with `unregister`
+        for bell in self.slots.iter() {
+            let fd = bell.load(Acquire);
+            if fd >= 0 {
+                ring(fd);
+            }
+        }
+        self.in_handler.fetch_sub(1, SeqCst);
+    }
+
+    /// Takes a free slot for bell `fd`.
+    pub(crate) fn register(&self, fd: RawFd) -> Option<usize> {
+        self.slots.iter().position(|bell| bell.compare_exchange(-1, fd, SeqCst, SeqCst).is_ok())
+    }
+
+    /// Frees `slot`; on return no handler will ring its fd.
+    pub(crate) fn unregister(&self, slot: usize) {
+        self.slots[slot].store(-1, SeqCst);
+        fence(SeqCst); // the Dekker pair with `ring_all`
+        while self.in_handler.load(Acquire) > 0 {
+            crate::sync::yield_now();
+        }
+    }
+
+    /// In a forked child: no bell may ring.
+    fn forget(&self) {
+        for bell in self.slots.iter() {
+            bell.store(-1, SeqCst);
+        }
+    }
+}
 
 struct Disposition {
     watchers: usize,
@@ -51,9 +110,7 @@ static SAVED_SET: [std::sync::atomic::AtomicBool; NSIG] = [const { std::sync::at
 /// watched signal gets back the disposition it had before weft. Async-signal-safe
 /// (atomics and sigaction only), as the fork child hook must be.
 pub fn forget_in_child() {
-    for bell in BELLS.iter() {
-        bell.store(-1, SeqCst);
-    }
+    BELLS.forget();
     for (signum, saved) in SAVED_SET.iter().enumerate().skip(1) {
         if saved.load(SeqCst) {
             // SAFETY: the entry was written before the fork and is read-only now.
@@ -65,17 +122,10 @@ pub fn forget_in_child() {
 extern "C" fn on_signal(signum: libc::c_int) {
     // errno is thread-local; saving and restoring it keeps the interrupted code's.
     let errno = sys::errno();
-    IN_HANDLER.fetch_add(1, SeqCst);
     if let Some(count) = COUNTS.get(signum as usize) {
         count.fetch_add(1, SeqCst);
     }
-    for bell in BELLS.iter() {
-        let fd = bell.load(SeqCst);
-        if fd >= 0 {
-            sys::ring(fd);
-        }
-    }
-    IN_HANDLER.fetch_sub(1, SeqCst);
+    BELLS.ring_all(sys::ring);
     sys::set_errno(errno);
 }
 
@@ -148,18 +198,12 @@ pub fn remove_watcher(signum: i32) {
 
 /// Registers a loop's signal bell (its fd) with the handler; returns its slot.
 pub fn register_bell(fd: RawFd) -> Result<usize> {
-    for (slot, bell) in BELLS.iter().enumerate() {
-        if bell.compare_exchange(-1, fd, SeqCst, SeqCst).is_ok() {
-            return Ok(slot);
-        }
-    }
-    Err(Error::new(crate::error::Code::Busy, format!("more than {MAX_BELLS} loops watch signals at once")))
+    BELLS.register(fd).ok_or_else(|| {
+        Error::new(crate::error::Code::Busy, format!("more than {MAX_BELLS} loops watch signals at once"))
+    })
 }
 
 /// Unregisters a bell; on return no signal handler will write to its fd.
 pub fn unregister_bell(slot: usize) {
-    BELLS[slot].store(-1, SeqCst);
-    while IN_HANDLER.load(SeqCst) > 0 {
-        std::hint::spin_loop();
-    }
+    BELLS.unregister(slot);
 }

@@ -280,16 +280,7 @@ impl<H: Handler> Loop<H> {
     /// `cancel`). The table's `ends` lock keeps the loop from ending the task between
     /// the id check and the cancel flag.
     pub(super) fn cancel_owned(&self, id: Id, index: u32) -> Result<()> {
-        let Some(cell) = self.table.cell(index) else { return Err(Error::not_found(id)) };
-        let unstarted = {
-            let _ends = self.table.hold_ends();
-            // SAFETY: the table's cells live as long as the loop.
-            let cell = unsafe { cell.as_ref() };
-            if cell.id() != id || cell.is_cancelled() {
-                return Err(Error::not_found(id));
-            }
-            cell.cancel()
-        };
+        let Some(unstarted) = self.table.cancel(id, index) else { return Err(Error::not_found(id)) };
         if unstarted {
             self.inbox.push(Record::Done { id, status: task::CANCELLED, result: Vec::new() });
         }

@@ -48,11 +48,12 @@ use super::CANCELLED;
 use crate::inbox::{Inbox, Link};
 use crate::pool::{JobHeader, JobRef, JobVTable};
 use crate::slots::Id;
-use std::cell::{Cell, UnsafeCell};
+use crate::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicU8};
+use crate::sync::UnsafeCell;
+use std::cell::Cell;
 use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
-use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8};
 use std::sync::Arc;
 
 // `stage`, shared by the loop and the pool: a state and two flags.
@@ -90,7 +91,8 @@ union Head {
 pub struct TaskCell<H, W> {
     /// First field: the pool reaches the task through it (see [`JobRef`]), and the
     /// completion list links it.
-    head: UnsafeCell<Head>,
+    /// (std's cell: the pool reads the header through a cast pointer.)
+    head: std::cell::UnsafeCell<Head>,
     /// The registration: a slab id, written by the loop under its lock; or, for a cell
     /// of the task table, its task's id while the task is live and the next task's id
     /// (untagged) between tasks (see [`Table`](super::Table)).
@@ -182,7 +184,7 @@ impl<H: Send + 'static, W: TaskWork<H> + 'static> TaskCell<H, W> {
         timed: bool,
     ) -> (TaskRef<H, W>, JobRef) {
         let fresh = |work| TaskCell {
-            head: UnsafeCell::new(Head { job: JobHeader { vtable: &Self::VTABLE } }),
+            head: std::cell::UnsafeCell::new(Head { job: JobHeader { vtable: &Self::VTABLE } }),
             id: AtomicU64::new(id),
             inbox: Arc::as_ptr(inbox),
             result: UnsafeCell::new(None),
@@ -234,7 +236,7 @@ impl<H: Send + 'static, W: TaskWork<H> + 'static> TaskCell<H, W> {
             // SAFETY: the inbox outlives every lent cell.
             let mut task = Task::in_memory(&this.cancelled, unsafe { &*this.inbox });
             // SAFETY: the work is dropped only once the cell is back.
-            let status = unsafe { &*this.work.get() }.run(&mut task);
+            let status = this.work.with(|work| unsafe { &*work }.run(&mut task));
             if crate::fork::is_child() {
                 // The work forked and the child returned here: the task belongs to the
                 // parent; touch nothing (no second free_fn, no inherited lock).
@@ -243,18 +245,14 @@ impl<H: Send + 'static, W: TaskWork<H> + 'static> TaskCell<H, W> {
             }
             let result = task.into_result();
             // SAFETY: the pool's side of the handover, before the give-back.
-            unsafe {
-                *this.result.get() = (!result.is_empty()).then(|| Box::new(result));
-                *this.status.get() = status;
-            }
+            this.result.with_mut(|r| unsafe { *r = (!result.is_empty()).then(|| Box::new(result)) });
+            this.status.with_mut(|s| unsafe { *s = status });
             if !this.cancelled.load(Acquire) {
                 this.stage.store(FINISHED, Release);
             } else if this.stage.fetch_or(FINISHED_BIT, SeqCst) & ENDED_BIT != 0 {
                 // Its `done` has run: the user data ends now, on this thread.
-                unsafe {
-                    drop((*this.result.get()).take());
-                    ManuallyDrop::drop(&mut *this.work.get());
-                }
+                this.result.with_mut(|r| drop(unsafe { (*r).take() }));
+                this.work.with_mut(|work| unsafe { ManuallyDrop::drop(&mut *work) });
                 this.stage.fetch_or(WORK_GONE, Release);
             }
         } // else the loop cancelled it before it started, and reported it
@@ -269,7 +267,7 @@ impl<H: Send + 'static, W: TaskWork<H> + 'static> TaskCell<H, W> {
         if this.stage.compare_exchange(QUEUED, FINISHED, SeqCst, SeqCst).is_ok() {
             this.cancelled.store(true, SeqCst);
             // SAFETY: as in run_job.
-            unsafe { *this.status.get() = CANCELLED };
+            this.status.with_mut(|s| unsafe { *s = CANCELLED });
         }
         unsafe { Self::give_back(cell) }
     }
@@ -327,10 +325,10 @@ impl<H, W> TaskCell<H, W> {
     pub unsafe fn outcome(cell: NonNull<Self>) -> (i32, Vec<u8>) {
         // SAFETY: the cell is back: the loop's alone.
         let this = unsafe { cell.as_ref() };
-        let result = unsafe { (*this.result.get()).take() }.map_or_else(Vec::new, |r| *r);
+        let result = this.result.with_mut(|r| unsafe { (*r).take() }).map_or_else(Vec::new, |r| *r);
         match this.cancelled.load(SeqCst) {
             true => (CANCELLED, Vec::new()),
-            false => (unsafe { *this.status.get() }, result),
+            false => (this.status.with(|s| unsafe { *s }), result),
         }
     }
 
@@ -345,9 +343,9 @@ impl<H, W> TaskCell<H, W> {
         // SAFETY: the caller's alone.
         let this = unsafe { cell.as_ref() };
         if this.home.replace(SPARE) != SPARE {
-            unsafe { drop((*this.result.get()).take()) };
+            this.result.with_mut(|r| drop(unsafe { (*r).take() }));
             if this.stage.load(Acquire) & WORK_GONE == 0 {
-                unsafe { ManuallyDrop::drop(&mut *this.work.get()) };
+                this.work.with_mut(|work| unsafe { ManuallyDrop::drop(&mut *work) });
             }
         }
     }
@@ -400,7 +398,7 @@ impl<H, W> TaskCell<H, W> {
         if self.stage.fetch_or(ENDED_BIT, SeqCst) & STATE == ABANDONED {
             // The pool will only give the cell back: end the user data at the `done`.
             // SAFETY: the work never ran and never will; the pool does not touch it.
-            unsafe { ManuallyDrop::drop(&mut *self.work.get()) };
+            self.work.with_mut(|work| unsafe { ManuallyDrop::drop(&mut *work) });
             self.stage.fetch_or(WORK_GONE, Release);
         }
     }
@@ -464,7 +462,7 @@ impl<H: Send + 'static, W: TaskWork<H> + 'static> TaskCell<H, W> {
         // a canceller that matches it sees the task's state.
         unsafe {
             std::ptr::addr_of_mut!((*c).head)
-                .write(UnsafeCell::new(Head { job: JobHeader { vtable: &TaskCell::<H, W>::VTABLE } }));
+                .write(std::cell::UnsafeCell::new(Head { job: JobHeader { vtable: &TaskCell::<H, W>::VTABLE } }));
             std::ptr::addr_of_mut!((*c).inbox).write(Arc::as_ptr(inbox));
             std::ptr::addr_of_mut!((*c).result).write(UnsafeCell::new(None));
             std::ptr::addr_of_mut!((*c).status).write(UnsafeCell::new(0));

@@ -6,11 +6,11 @@ use super::TaskWork;
 use crate::inbox::Inbox;
 use crate::pool::JobRef;
 use crate::slots::Id;
+use crate::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use crate::sync::atomic::{AtomicPtr, AtomicU32};
+use crate::sync::{Mutex, MutexGuard};
 use std::ptr::NonNull;
-use std::sync::atomic::AtomicPtr;
-use std::sync::atomic::AtomicU32;
-use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 /// Chunk k of the table holds `FIRST_CHUNK << k` cells.
 const TABLE_CHUNKS: usize = 18;
@@ -98,7 +98,11 @@ const RETIRED_GENERATION: u32 = 0;
 
 impl<H, W> Default for Table<H, W> {
     fn default() -> Self {
-        Table { chunks: Default::default(), count: AtomicU32::new(0), ends: Mutex::new(()) }
+        Table {
+            chunks: std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut())),
+            count: AtomicU32::new(0),
+            ends: Mutex::new(()),
+        }
     }
 }
 
@@ -124,6 +128,22 @@ impl<H, W> Table<H, W> {
     /// Holds task ends off while a canceller looks at a cell.
     pub fn hold_ends(&self) -> MutexGuard<'_, ()> {
         self.ends.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Cancels task `id` (its cell is `index`), from any thread: None if no such task
+    /// is live (or it was cancelled already), else whether it had not started (then it
+    /// never will, and the caller reports its `Cancelled` completion). `ends` is held
+    /// from the id check to the cancel flag, so the cancel lands on task `id` and never
+    /// on the next task of the same cell.
+    pub fn cancel(&self, id: Id, index: u32) -> Option<bool> {
+        let cell = self.cell(index)?;
+        let _ends = self.hold_ends();
+        // SAFETY: the table's cells live as long as the table.
+        let cell = unsafe { cell.as_ref() };
+        if cell.id() != id || cell.is_cancelled() {
+            return None;
+        }
+        Some(cell.cancel())
     }
 
     /// Ends the task of `cell` (back or lent): from now on its id names nothing, and

@@ -3,9 +3,8 @@
 //! in a process task's child.
 
 use crate::inbox::Inbox;
+use crate::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::os::fd::RawFd;
-use std::sync::atomic::AtomicBool;
-use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Mutex;
 
 /// A task's work, as the spawner supplies it. Dropping it is the end of the task's user
@@ -41,28 +40,23 @@ impl<H> TaskWork<H> for BoxedWork<H> {
 /// What a work function sees: its cancel flag, and where its result and events go: to
 /// its loop (a task on a thread), or down a pipe to the parent (a process task's child).
 pub struct Task<'a, H> {
-    cancelled: &'a AtomicBool,
     sink: Sink<'a, H>,
 }
 
 enum Sink<'a, H> {
     Memory {
+        /// The task's cancel flag (in its cell).
+        cancelled: &'a AtomicBool,
         inbox: &'a Inbox<H>,
         result: Vec<u8>,
     },
     /// In a process task's child: frames on `fd` (see [`crate::process`]).
-    Pipe {
-        fd: RawFd,
-        parent: libc::pid_t,
-    },
+    Pipe { fd: RawFd, parent: libc::pid_t },
 }
-
-/// A child's cancel flag: a child learns of a cancel by being killed.
-static NEVER: AtomicBool = AtomicBool::new(false);
 
 impl<'a, H> Task<'a, H> {
     pub(super) fn in_memory(cancelled: &'a AtomicBool, inbox: &'a Inbox<H>) -> Task<'a, H> {
-        Task { cancelled, sink: Sink::Memory { inbox, result: Vec::new() } }
+        Task { sink: Sink::Memory { cancelled, inbox, result: Vec::new() } }
     }
 
     pub(super) fn into_result(self) -> Vec<u8> {
@@ -78,7 +72,8 @@ impl<H> Task<'static, H> {
     /// allocation and no call that is not async-signal-safe.
     pub fn in_child(fd: RawFd) -> Task<'static, H> {
         // SAFETY: getppid cannot fail.
-        Task { cancelled: &NEVER, sink: Sink::Pipe { fd, parent: unsafe { libc::getppid() } } }
+        // A child learns of a cancel by being killed, or sees its parent gone.
+        Task { sink: Sink::Pipe { fd, parent: unsafe { libc::getppid() } } }
     }
 }
 
@@ -89,7 +84,7 @@ impl<H> Task<'_, H> {
         match self.sink {
             // SAFETY: getppid cannot fail.
             Sink::Pipe { parent, .. } => (unsafe { libc::getppid() }) != parent,
-            Sink::Memory { .. } => self.cancelled.load(SeqCst),
+            Sink::Memory { cancelled, .. } => cancelled.load(SeqCst),
         }
     }
 

@@ -1,0 +1,102 @@
+//! The primitives weft's lock-free protocols are written with: std's in every build,
+//! loom's in the model-checking build (`--cfg loom`, `make loom`), where the models in
+//! `src/loom/` run the real protocol code under every interleaving loom can reach.
+//!
+//! The protocols that use this module: the inbox's wake-up pair and completion stack
+//! (`crate::inbox`), a task cell's `stage` and cancel flag (`crate::task::cell`), the
+//! task table's id publication (`crate::task::table`), the CPU pool's sleep protocol
+//! (`crate::pool::sleep`) and the signal bells (`crate::signal`). The rest of weft uses
+//! std directly: its atomics are counters, flags read by one thread, or statics, which
+//! must be built in a `const` (loom's are not).
+//!
+//! Loom treats SeqCst loads and stores as AcqRel (loom issue 180), so it would report a
+//! store-then-load pair (a Dekker pair) that is correct with SeqCst as broken. Where a
+//! protocol relies on that ordering, the code writes it as store; [`atomic::fence`]
+//! (SeqCst); load, which is what SeqCst gives on the targets weft runs on, and says so.
+//!
+//! [`UnsafeCell`] has loom's interface (`with`, `with_mut`) in both builds, so loom can
+//! check that every access to the data a protocol hands over is ordered after the
+//! hand-over.
+
+#[cfg(loom)]
+pub use loom::sync::{Mutex, MutexGuard};
+#[cfg(not(loom))]
+pub use std::sync::{Mutex, MutexGuard};
+
+/// Atomics and fences.
+pub mod atomic {
+    #[cfg(loom)]
+    pub use loom::sync::atomic::{
+        fence, AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize,
+    };
+    pub use std::sync::atomic::Ordering;
+    #[cfg(not(loom))]
+    pub use std::sync::atomic::{fence, AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize};
+}
+
+/// Lets another thread run: a spin-wait's pause (loom schedules another thread there).
+#[inline]
+pub fn yield_now() {
+    #[cfg(loom)]
+    loom::thread::yield_now();
+    #[cfg(not(loom))]
+    std::thread::yield_now();
+}
+
+#[cfg(loom)]
+pub use loom::cell::UnsafeCell;
+
+/// std's `UnsafeCell` with loom's interface: the data is reached in a closure, which
+/// loom checks against concurrent access.
+#[cfg(not(loom))]
+#[derive(Default)]
+#[repr(transparent)]
+pub struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+#[cfg(not(loom))]
+impl<T> UnsafeCell<T> {
+    #[inline(always)]
+    pub const fn new(value: T) -> UnsafeCell<T> {
+        UnsafeCell(std::cell::UnsafeCell::new(value))
+    }
+
+    /// Reads through the pointer the closure gets.
+    #[inline(always)]
+    pub fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+        f(self.0.get())
+    }
+
+    /// Writes through the pointer the closure gets.
+    #[inline(always)]
+    pub fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}
+
+/// A model's check that an object is not used after its owner let it go: [`Life::end`]
+/// marks the moment (the last reference dropped, a descriptor closed), [`Life::touch`] a
+/// use. Under loom, a use that is not ordered before the end is a data race loom reports
+/// (and a use after it fails at once); in other builds both are nothing.
+#[derive(Default)]
+pub struct Life {
+    #[cfg(loom)]
+    ended: UnsafeCell<bool>,
+}
+
+impl Life {
+    /// A use of the object.
+    #[inline(always)]
+    pub fn touch(&self) {
+        #[cfg(loom)]
+        // SAFETY: loom checks the access.
+        self.ended.with(|ended| assert!(!unsafe { *ended }, "used after its end"));
+    }
+
+    /// The object's end: nothing may use it after this.
+    #[inline(always)]
+    pub fn end(&self) {
+        #[cfg(loom)]
+        // SAFETY: loom checks the access.
+        self.ended.with_mut(|ended| unsafe { *ended = true });
+    }
+}
