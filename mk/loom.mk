@@ -1,7 +1,7 @@
 # Loom models of the lock-free protocols (src/loom_models/, through the shim src/sync.rs):
 # `make loom` explores every interleaving with up to LOOM_MAX_PREEMPTIONS preemptions (5;
-# `make loom LOOM_MAX_PREEMPTIONS=` for no bound at all: the completion-stack models then
-# take hours); make test runs them with 3 (seconds, after a build of its own in target/loom);
+# `make loom LOOM_MAX_PREEMPTIONS=` for no bound at all: loom_completions_close alone then
+# ran for more than 13 minutes without finishing); make test runs them with 3 (seconds, after a build of its own in target/loom);
 # `make loom-mutants` removes each guarded fence and flag in turn (tests/loom/mutants.py)
 # and checks that its model then fails.
 LOOM_ENV := RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=$(CURDIR)/target/loom
