@@ -196,6 +196,11 @@ impl Reader {
         self.ready
     }
 
+    /// The bytes the reader holds (for the fuzz targets' bound on its memory).
+    pub(crate) fn buffered(&self) -> usize {
+        self.body.capacity() + self.result.capacity()
+    }
+
     /// The child was sent another task: what it sends from now on is that task's.
     pub fn next_task(&mut self) {
         debug_assert!(self.ready && self.have == 0 && self.left == 0);
