@@ -3,7 +3,8 @@
 //! the loop is drained until every task's `done` ran; then it is freed, and every
 //! `free_fn` must have run exactly once (a task's may run on a pool thread: it is waited
 //! for). Only the loop's own thread runs the loop, so the model knows which callbacks
-//! a pass runs; tasks run on the default pools, never in forked children.
+//! a pass runs; tasks run on the default pools, never in forked children. With
+//! `WEFT_FUZZ_TRACE` set, each op is printed (to read a failing input).
 
 mod model;
 
@@ -25,11 +26,16 @@ pub fn api_sequence(data: &[u8]) {
     assert!(!lp.is_null(), "weft_loop_new: {}", last_error());
     let sockets = crate::sys::socketpair().expect("a socket pair");
     MODEL.with(|m| *m.borrow_mut() = Some(Model::new(lp, sockets)));
+    let trace = std::env::var_os("WEFT_FUZZ_TRACE").is_some();
     for _ in 0..64 {
         if input.is_empty() {
             break;
         }
-        match input.u8() % 18 {
+        let op = input.u8() % 18;
+        if trace {
+            eprintln!("op {op} ({})", with_model(|m| m.regs.len()));
+        }
+        match op {
             0 => run(lp, ffi::WEFT_RUN_NOWAIT, false),
             1 => {
                 // Stopped before it runs, the loop makes one pass and returns (none when
@@ -45,6 +51,7 @@ pub fn api_sequence(data: &[u8]) {
         let deadline = Instant::now() + PATIENCE;
         while with_model(|m| m.regs.iter().any(|r| r.live && matches!(r.kind, Kind::Task { .. }))) {
             assert!(Instant::now() < deadline, "a task's done did not run within {PATIENCE:?}");
+            with_model(|m| m.fd_helper = true);
             let mut pfd = libc::pollfd { fd: ffi::weft_loop_fd(lp), events: libc::POLLIN, revents: 0 };
             // SAFETY: one valid pollfd.
             unsafe { libc::poll(&mut pfd, 1, 5) };
@@ -198,7 +205,10 @@ fn watch(m: &mut Model, input: &mut Input) {
         2 => (m.fds[1], true),
         3 => (-1, false),
         4 => (1 << 20, false),
-        _ => (ffi::weft_loop_fd(m.lp), false),
+        _ => {
+            m.fd_helper = true;
+            (ffi::weft_loop_fd(m.lp), false)
+        }
     };
     let interest = input.u8() as u32 % 4;
     let bad_bits = input.u8() & 7 == 0;
