@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Writes the hand-made seed inputs of each fuzz target into fuzz/corpus/<target>/
-(named seed-*). The fuzzers grow the corpus from them; `make fuzz-cmin` keeps it small.
-The input formats are described in src/fuzzing/."""
+(named seed-*), and the inputs on which a target once failed (named found-*, each kept
+as a regression test once its bug was fixed). The fuzzers grow the corpus from them;
+`make fuzz-cmin` keeps it small and writes these again. The input formats are described
+in src/fuzzing/."""
 
 import os
 import struct
@@ -87,12 +89,25 @@ def api_seeds():
     return {name: bytes(ops) for name, ops in seeds.items()}
 
 
+# Inputs on which a target failed, as found (hex), by target.
+FOUND = {
+    "api_sequence": {
+        # A timer's callback cancels an fd watch in the pass that reports the fd: the
+        # loop took the stale report for a polluted set and rebuilt it (fixed).
+        "watch-cancelled-in-its-pass": "000700ffef02010300010902040100ffef02090302090001070202020201090d0103"
+        "000109020201090d0107020201090d890d0107020201090d0103090601010000",
+    },
+}
+
+
 def main():
     for target, seeds in (("frame_decoder", frames_seeds()), ("topic_pattern", topics_seeds()),
                           ("api_sequence", api_seeds())):
         os.makedirs(os.path.join(ROOT, target), exist_ok=True)
-        for name, data in seeds.items():
-            with open(os.path.join(ROOT, target, "seed-" + name), "wb") as f:
+        inputs = {"seed-" + name: data for name, data in seeds.items()}
+        inputs.update({"found-" + name: bytes.fromhex(text) for name, text in FOUND.get(target, {}).items()})
+        for name, data in inputs.items():
+            with open(os.path.join(ROOT, target, name), "wb") as f:
                 f.write(data)
 
 

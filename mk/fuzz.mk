@@ -5,7 +5,9 @@
 #                          the run finds; a crash stops it (fuzz/artifacts/<target>/)
 #   make fuzz-<target>     one of them: fuzz-frame_decoder, fuzz-topic_pattern,
 #                          fuzz-api_sequence
-#   make fuzz-cmin         minimises every corpus again (commit the result)
+#   make fuzz-cmin         minimises every corpus again (libFuzzer's set-cover merge:
+#                          the fewest inputs that keep every feature), then writes the
+#                          seeds and found inputs of fuzz/seed.py back; commit the result
 #
 # The targets need the nightly toolchain (rustup toolchain install nightly); cargo-fuzz
 # is installed on first use into .tools/, inside the checkout. `make test` needs none of
@@ -35,4 +37,5 @@ $(FUZZ_TARGETS:%=fuzz-%): fuzz-%: fuzz-tools
 fuzz-cmin: $(FUZZ_TARGETS:%=fuzz-cmin-%)
 
 $(FUZZ_TARGETS:%=fuzz-cmin-%): fuzz-cmin-%: fuzz-tools
-	$(FUZZ_CARGO) fuzz cmin $* fuzz/corpus/$* -- $(FUZZ_FLAGS_$*)
+	$(FUZZ_CARGO) fuzz cmin $* fuzz/corpus/$* -- -set_cover_merge=1 $(FUZZ_FLAGS_$*)
+	python3 fuzz/seed.py
