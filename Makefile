@@ -39,6 +39,7 @@ node-modules:
 
 include packaging/install.mk
 include mk/loom.mk
+include mk/fuzz.mk
 
 # Regenerates include/weft.h from src/ffi (cargo test fails when it is stale).
 header:

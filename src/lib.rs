@@ -10,6 +10,8 @@ pub mod bus;
 pub mod error;
 pub mod ffi;
 pub mod fork;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod inbox;
 /// Loom models of the lock-free protocols (`make loom`).
 #[cfg(all(test, loom))]

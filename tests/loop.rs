@@ -294,6 +294,26 @@ fn close_ends_every_registration_once_and_refuses_new_ones() {
 }
 
 #[test]
+fn a_watch_a_timer_cancels_in_the_pass_that_reports_its_fd_leaves_no_wake_up() {
+    // Found by fuzz/api_sequence: the pass took the stale report of the cancelled
+    // watch's fd for a file the poller kept after a close, and rebuilt its whole set
+    // in the next pass (whose fresh set then woke the host once more for nothing).
+    use std::os::fd::AsRawFd;
+    let lp = Loop::<Probe>::new().unwrap();
+    let drops = counter();
+    let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let writable = 2;
+    let watch = lp.watch_fd(a.as_raw_fd(), writable, Probe::new(&drops, |_, _, _| panic!("cancelled"))).unwrap();
+    lp.timer_after(0, Probe::new(&drops, move |lp, _, _| lp.cancel(watch).unwrap())).unwrap();
+    // A post rings the inbox's bell, which is never drained: a fresh set sees it.
+    lp.post(Probe::new(&drops, |_, _, _| {})).unwrap();
+    lp.run(RunMode::NoWait).unwrap();
+    assert_eq!(drops.load(SeqCst), 3);
+    lp.run(RunMode::NoWait).unwrap();
+    assert_eq!(lp.timeout_ms().unwrap(), None, "nothing is registered: no wake-up is due");
+}
+
+#[test]
 fn the_embedding_fd_is_readable_exactly_when_there_is_work() {
     let lp = Loop::<Probe>::new().unwrap();
     let drops = counter();

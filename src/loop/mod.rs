@@ -253,6 +253,9 @@ struct Core<H: Handler> {
     poller: Poller,
     /// The inner set holds a file no watch wants and no call can remove.
     polluted: bool,
+    /// Fds taken out of the inner set during this pass: a report of one of them from
+    /// the pass's wait is stale, not a sign of a polluted set.
+    unwatched: Vec<RawFd>,
     wheel: Wheel,
     /// The deadline the timer wake-up is armed for.
     armed_ns: Option<u64>,
@@ -425,6 +428,7 @@ impl<H: Handler> Loop<H> {
                 entries: Slab::new(tag),
                 poller,
                 polluted: false,
+                unwatched: Vec::new(),
                 wheel: Wheel::new(sys::now_ns()),
                 armed_ns: None,
                 fds: FdTable::default(),

@@ -158,6 +158,7 @@ impl<H: Handler> Loop<H> {
             if core.polluted {
                 self.replace_inner_set(core);
             }
+            core.unwatched.clear();
             // After a burst of registrations, the wheel's links follow the slab down.
             core.wheel.trim(core.entries.slot_count());
             indices.clear();
@@ -180,9 +181,10 @@ impl<H: Handler> Loop<H> {
             ids.clear();
             {
                 let mut core = self.lock();
-                if core.fds.watchers(fd).is_empty() {
-                    // Reported, yet watched by no one: a closed fd's file that the
-                    // poller kept (see the module comment).
+                if core.fds.watchers(fd).is_empty() && !core.unwatched.contains(&fd) {
+                    // Reported, yet watched by no one (and not unwatched by a callback
+                    // of this pass): a closed fd's file that the poller kept (see the
+                    // module comment).
                     core.polluted = true;
                 }
                 for &(index, interest) in core.fds.watchers(fd) {

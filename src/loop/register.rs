@@ -300,7 +300,13 @@ impl<H: Handler> Loop<H> {
             &Kind::Fd { fd, .. } => {
                 let result = match core.fds.remove(fd, index) {
                     Some(events) => core.poller.set(fd, events, KEY_FD | fd as u32 as u64),
-                    None => core.poller.delete(fd),
+                    None => {
+                        let deleted = core.poller.delete(fd);
+                        if deleted.is_ok() && self.running.load(SeqCst) {
+                            core.unwatched.push(fd);
+                        }
+                        deleted
+                    }
                 };
                 // EBADF: the fd number was closed. If another copy of the file is open,
                 // the poller still holds it, unreachable by number: replace the set.
