@@ -75,7 +75,7 @@ impl Pool {
 
     /// A worker's loop, as `Cpu::work` runs it.
     fn work(&self) {
-        assert!(self.sleep.work(&mut Queues(&self)));
+        assert!(self.sleep.work(&mut Queues(self)));
     }
 }
 
