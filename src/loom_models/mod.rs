@@ -13,6 +13,7 @@ mod cell;
 mod completions;
 mod inbox;
 mod signal;
+mod sleep;
 mod table;
 
 use std::os::fd::RawFd;
@@ -20,10 +21,18 @@ use std::os::fd::RawFd;
 /// Runs `f` under loom (its settings from the environment: `LOOM_MAX_PREEMPTIONS`,
 /// `LOOM_MAX_BRANCHES`, `LOOM_LOG`), and prints how many executions it explored.
 pub(crate) fn model<F: Fn() + Sync + Send + 'static>(f: F) {
+    model_bounded(usize::MAX, f)
+}
+
+/// [`model`] with at most `max_preemptions` (fewer if `LOOM_MAX_PREEMPTIONS` says so):
+/// for the models whose state space is too large at the bound the others run with.
+pub(crate) fn model_bounded<F: Fn() + Sync + Send + 'static>(max_preemptions: usize, f: F) {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(builder.preemption_bound.unwrap_or(usize::MAX).min(max_preemptions));
     let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counted = runs.clone();
     let started = std::time::Instant::now();
-    loom::model::Builder::new().check(move || {
+    builder.check(move || {
         counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         f()
     });

@@ -7,28 +7,27 @@
 //! [`Feeder`](super::Feeder) instead (feeder.rs): a FIFO deque of its own that the
 //! workers steal from (in batches) after the injector.
 //!
-//! This file owns [`Cpu`] and its workers' side of the sleep protocol (searching,
-//! sleeping, waking another). The protocol as a whole, with the submitters' side that
-//! feeder.rs and deferred.rs follow, is written out in `SLEEP.md` beside this file,
-//! included below: read it before changing anything that touches `events`, `sleepers`,
+//! This file owns [`Cpu`] and its workers' queues; the sleep protocol (searching,
+//! sleeping, waking another, and the submitters' side that feeder.rs and deferred.rs
+//! follow) is in sleep.rs, and written out in `SLEEP.md` beside this file, included
+//! below: read it before changing anything that touches `events`, `sleepers`,
 //! `searching` or `bursts`.
 //!
 #![doc = include_str!("SLEEP.md")]
 
 use super::cores;
 use super::job::JobRef;
+use super::sleep::{Search, Sleep};
 use super::thread::{Common, THREAD};
 use crate::error::{Code, Error, Result};
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Condvar, Mutex};
-/// How many times an idle CPU worker looks for a job before it parks.
-const SPINS: usize = 16;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
 
 /// A CPU pool's queues and sleep state (the counters are described in SLEEP.md).
 /// feeder.rs and deferred.rs, the protocol's other submitters, push to `injector`,
-/// bump `events`, count `bursts`, register in `feeders` and call the `wake_*` methods;
-/// nothing else writes here.
+/// register in `feeders` and call `sleep`'s submitters' methods; nothing else writes
+/// here.
 pub(super) struct Cpu {
     pub(super) common: Arc<Common>,
     pub(super) injector: Injector<JobRef>,
@@ -36,19 +35,8 @@ pub(super) struct Cpu {
     pub(super) stealers: Vec<Stealer<JobRef>>,
     /// Each worker's own deque, handed to its thread when the pool starts.
     locals: Mutex<Vec<Option<Worker<JobRef>>>>,
-    /// Bumped by every submission (SLEEP.md).
-    pub(super) events: AtomicU64,
-    /// Workers asleep or about to be.
-    pub(super) sleepers: AtomicUsize,
-    /// Workers awake and looking for a job (not running one, not asleep).
-    pub(super) searching: AtomicUsize,
-    /// Staging feeders in the middle of a burst (see [`Feeder`](super::Feeder)): their
-    /// loop threads are busy submitting, each on a CPU of its own.
-    pub(super) bursts: AtomicUsize,
-    /// How many workers wait on `wake` (counted under the mutex, so a waker that holds
-    /// it knows whether a notify would reach anyone).
-    sleep: Mutex<usize>,
-    wake: Condvar,
+    /// The sleep protocol's state (SLEEP.md).
+    pub(super) sleep: Sleep,
     started: AtomicBool,
     /// The deques of feeders (see [`Feeder`](super::Feeder)), with their ids;
     /// `feeders_epoch` changes with the list, so that workers refresh their copy of it
@@ -72,12 +60,7 @@ impl Cpu {
             injector: Injector::new(),
             stealers: locals.iter().map(|w| w.stealer()).collect(),
             locals: Mutex::new(locals.into_iter().map(Some).collect()),
-            events: AtomicU64::new(0),
-            sleepers: AtomicUsize::new(0),
-            searching: AtomicUsize::new(0),
-            bursts: AtomicUsize::new(0),
-            sleep: Mutex::new(0),
-            wake: Condvar::new(),
+            sleep: Sleep::new(threads, cores),
             started: AtomicBool::new(false),
             feeders: Mutex::new(Vec::new()),
             feeders_epoch: AtomicU64::new(0),
@@ -109,7 +92,7 @@ impl Cpu {
                 // A batch steal moved jobs into this deque, where a worker that looked
                 // in the injector a moment ago did not see them: count it as a
                 // submission, so that worker does not go to sleep (SLEEP.md).
-                self.events.fetch_add(1, SeqCst);
+                self.sleep.submitted();
             }
             job
         })
@@ -117,131 +100,16 @@ impl Cpu {
 
     fn work(self: &Arc<Self>, local: Worker<JobRef>) {
         THREAD.with(|t| t.local.set(&local));
-        let mut feeds = Feeds { epoch: u64::MAX, stealers: Vec::new() };
-        self.searching.fetch_add(1, SeqCst);
-        loop {
-            let found = match self.find_job_spinning(&local, &mut feeds) {
-                Some(job) => Some(job),
-                None if self.common.shutdown.load(SeqCst) => break,
-                None => {
-                    let seen = self.events.load(SeqCst);
-                    match self.find_job(&local, &mut feeds) {
-                        Some(job) => Some(job),
-                        None => {
-                            self.sleep_unless(seen);
-                            None
-                        }
-                    }
-                }
-            };
-            if let Some(job) = found {
-                if !self.run_found(job, &feeds, &local) {
-                    // The work forked and the child came back here: touch nothing.
-                    std::mem::forget(local);
-                    return;
-                }
-            }
+        let feeds = Feeds { epoch: u64::MAX, stealers: Vec::new() };
+        if !self.sleep.work(&mut Queues { cpu: self, local: &local, feeds }) {
+            // The work forked and the child came back here: touch nothing.
+            std::mem::forget(local);
+            return;
         }
-        self.searching.fetch_sub(1, SeqCst);
         THREAD.with(|t| t.local.set(std::ptr::null()));
         // Jobs left in this worker's deque at shutdown are abandoned, not lost.
         while let Some(job) = local.pop() {
             job.abandon();
-        }
-    }
-
-    /// The sleep check of SLEEP.md: sleeps unless a job was submitted since
-    /// `events` read `seen` (or the pool is shutting down).
-    fn sleep_unless(&self, seen: u64) {
-        let mut guard = self.sleep.lock().unwrap_or_else(|p| p.into_inner());
-        self.sleepers.fetch_add(1, SeqCst);
-        self.searching.fetch_sub(1, SeqCst);
-        if self.events.load(SeqCst) == seen && !self.common.shutdown.load(SeqCst) {
-            *guard += 1;
-            guard = self.wake.wait(guard).unwrap_or_else(|p| p.into_inner());
-            *guard -= 1;
-        }
-        self.searching.fetch_add(1, SeqCst);
-        self.sleepers.fetch_sub(1, SeqCst);
-        drop(guard);
-    }
-
-    /// Looks for a job a few times, briefly, before the caller goes to sleep: jobs
-    /// often come in bursts, and a wake-up costs two system calls. Bounded: an idle
-    /// worker spins for a few microseconds at most, then parks.
-    fn find_job_spinning(&self, local: &Worker<JobRef>, feeds: &mut Feeds) -> Option<JobRef> {
-        for _ in 0..SPINS {
-            if let Some(job) = self.find_job(local, feeds) {
-                return Some(job);
-            }
-            for _ in 0..16 {
-                std::hint::spin_loop();
-            }
-        }
-        None
-    }
-
-    /// A searching worker found `job`: it stops searching (and if it was the last
-    /// searcher and more work is queued anywhere, wakes a sleeper to look for it: see
-    /// SLEEP.md), runs the job, then the jobs in its own deque, and searches
-    /// again. Running the jobs of its own deque is not searching: the two counter
-    /// updates (shared by all workers) are paid once per batch, not once per job. Once
-    /// the pool is shutting down, it abandons the jobs instead. Returns false in a
-    /// child forked by the work.
-    fn run_found(&self, job: JobRef, feeds: &Feeds, local: &Worker<JobRef>) -> bool {
-        // Stop searching first, then look: a submitter that saw this worker still
-        // searching (and so did not wake anyone) pushed its job before this decrement,
-        // so the look below sees it. Jobs may wait in the injector or in any worker's
-        // deque (a batch steal fills the stealer's own; nested submissions the
-        // submitter's).
-        if self.searching.fetch_sub(1, SeqCst) == 1
-            && self.may_wake_another()
-            && (!self.injector.is_empty()
-                || self.stealers.iter().any(|s| !s.is_empty())
-                || feeds.stealers.iter().any(|s| !s.is_empty()))
-        {
-            self.wake_one();
-        }
-        let mut next = Some(job);
-        while let Some(job) = next {
-            if self.common.shutdown.load(SeqCst) {
-                job.abandon(); // queued when the pool began to shut down: not started
-            } else {
-                job.run();
-                if crate::fork::is_child() {
-                    return false;
-                }
-            }
-            next = local.pop();
-        }
-        self.searching.fetch_add(1, SeqCst);
-        true
-    }
-
-    /// Whether a worker that found a job may wake a sleeper to look for more (see
-    /// `run_found`). Not while a loop is in a burst of spawns if the sleeper would then
-    /// take a CPU from that loop's thread: with as many workers as CPUs, the loop is
-    /// what limits the burst, and a worker woken beside it would be placed on the
-    /// loop's CPU (the scheduler puts a woken thread back where it last ran) and share
-    /// it, while the burst's jobs need no second worker. The burst's end wakes the
-    /// sleepers as usual (a final publication is an ordinary submission).
-    fn may_wake_another(&self) -> bool {
-        let sleepers = self.sleepers.load(SeqCst);
-        if sleepers == 0 {
-            return false;
-        }
-        let bursts = self.bursts.load(SeqCst);
-        // Awake after the wake-up, plus one CPU per loop thread in a burst.
-        bursts == 0 || self.stealers.len().saturating_sub(sleepers) + 1 + bursts <= cores()
-    }
-
-    /// Wakes one worker waiting on the condvar, if any: `sleepers` also counts workers
-    /// about to sleep that will not (they saw a new `events`), and a notify (a system
-    /// call) for nobody is worth avoiding.
-    pub(super) fn wake_one(&self) {
-        let waiting = self.sleep.lock().unwrap_or_else(|p| p.into_inner());
-        if *waiting > 0 {
-            self.wake.notify_one();
         }
     }
 
@@ -297,17 +165,17 @@ impl Cpu {
             self.injector.push(job);
         }
         if !deferred {
-            self.events.fetch_add(1, SeqCst);
+            self.sleep.submitted();
         }
         if self.common.shutdown.load(SeqCst) {
             // Shutdown began meanwhile and may have drained the injector before the
             // push: give up what is left there (each job goes to exactly one taker).
             self.abandon_queued();
-            self.wake_all();
+            self.sleep.wake_all();
             return Err(Error::new(Code::Closed, "the pool is shutting down"));
         }
         if !deferred {
-            self.wake_if_needed();
+            self.sleep.wake_if_needed();
         }
         Ok(())
     }
@@ -331,16 +199,51 @@ impl Cpu {
             }
         }
     }
+}
 
-    /// A searching worker will find queued jobs; wake a sleeper only when none is.
-    pub(super) fn wake_if_needed(&self) {
-        if self.searching.load(SeqCst) == 0 && self.sleepers.load(SeqCst) > 0 {
-            self.wake_one();
-        }
+/// A worker's queues, as the sleep protocol sees them: its own deque, then the
+/// injector, the feeders and the other workers' deques.
+struct Queues<'a> {
+    cpu: &'a Cpu,
+    /// Shared: the thread-local `local` points at it too (nested submissions).
+    local: &'a Worker<JobRef>,
+    feeds: Feeds,
+}
+
+impl Search for Queues<'_> {
+    type Job = JobRef;
+
+    fn find(&mut self) -> Option<JobRef> {
+        self.cpu.find_job(self.local, &mut self.feeds)
     }
 
-    pub(super) fn wake_all(&self) {
-        let _guard = self.sleep.lock().unwrap_or_else(|p| p.into_inner());
-        self.wake.notify_all();
+    /// Jobs may wait in the injector or in any worker's deque (a batch steal fills the
+    /// stealer's own; nested submissions the submitter's) or feeder.
+    fn queued(&self) -> bool {
+        !self.cpu.injector.is_empty()
+            || self.cpu.stealers.iter().any(|s| !s.is_empty())
+            || self.feeds.stealers.iter().any(|s| !s.is_empty())
+    }
+
+    /// Runs the job, then the jobs of this worker's deque; once the pool is shutting
+    /// down, abandons them instead.
+    fn run(&mut self, job: JobRef) -> bool {
+        let mut next = Some(job);
+        while let Some(job) = next {
+            if self.cpu.common.shutdown.load(SeqCst) {
+                job.abandon(); // queued when the pool began to shut down: not started
+            } else {
+                job.run();
+                if crate::fork::is_child() {
+                    return false;
+                }
+            }
+            next = self.local.pop();
+        }
+        true
+    }
+
+    fn shutting_down(&self) -> bool {
+        self.cpu.common.shutdown.load(SeqCst)
     }
 }

@@ -4,7 +4,6 @@
 use super::cpu::Cpu;
 use super::feeder::publish_staged;
 use super::thread::{ThreadState, THREAD};
-use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 
 /// Runs `f` (a loop callback) with CPU-pool wake-ups deferred to its end: a callback
@@ -50,8 +49,8 @@ pub fn flush_deferred_wakeups() {
         // SAFETY: made by Arc::into_raw in `defer_wake`, taken back once.
         let cpu = unsafe { Arc::from_raw(cpu) };
         // The submissions it stands for did not bump `events`: one bump for them all.
-        cpu.events.fetch_add(1, SeqCst);
-        cpu.wake_if_needed();
+        cpu.sleep.submitted();
+        cpu.sleep.wake_if_needed();
     }
 }
 

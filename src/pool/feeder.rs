@@ -94,11 +94,11 @@ impl Feeder {
             self.limit.set(STAGE);
             self.end_burst();
         } else if !self.bursting.replace(true) {
-            self.cpu.bursts.fetch_add(1, SeqCst);
+            self.cpu.sleep.begin_burst();
         }
         if staged.is_empty() {
             if !midway && self.owes_wake.replace(false) {
-                self.cpu.wake_if_needed();
+                self.cpu.sleep.wake_if_needed();
             }
             return;
         }
@@ -111,19 +111,19 @@ impl Feeder {
             self.deque.push(job);
         }
         drop(staged);
-        cpu.events.fetch_add(1, SeqCst);
+        cpu.sleep.submitted();
         if cpu.common.shutdown.load(SeqCst) {
             // As in submit_to: shutdown may have drained the feeders before the push.
             cpu.abandon_queued();
-            cpu.wake_all();
+            cpu.sleep.wake_all();
             return;
         }
         if !midway {
             self.owes_wake.set(false);
-            cpu.wake_if_needed();
-        } else if cpu.searching.load(SeqCst) == 0 && cpu.sleepers.load(SeqCst) >= cpu.stealers.len() {
+            cpu.sleep.wake_if_needed();
+        } else if cpu.sleep.all_asleep() {
             self.limit.set((self.limit.get() * 2).min(STAGE_MAX));
-            cpu.wake_one();
+            cpu.sleep.wake_one();
         } else {
             self.owes_wake.set(true);
         }
@@ -131,7 +131,7 @@ impl Feeder {
 
     fn end_burst(&self) {
         if self.bursting.replace(false) {
-            self.cpu.bursts.fetch_sub(1, SeqCst);
+            self.cpu.sleep.end_burst();
         }
     }
 }
@@ -170,12 +170,12 @@ impl Drop for Feeder {
             cpu.feeders_epoch.fetch_add(1, SeqCst);
         }
         if moved {
-            cpu.events.fetch_add(1, SeqCst);
+            cpu.sleep.submitted();
             if cpu.common.shutdown.load(SeqCst) {
                 cpu.abandon_queued();
-                cpu.wake_all();
+                cpu.sleep.wake_all();
             } else {
-                cpu.wake_if_needed();
+                cpu.sleep.wake_if_needed();
             }
         }
     }

@@ -11,8 +11,10 @@
 //! * `thread.rs`: pool threads (plain pthreads, so a host's `pthread_exit` ends one
 //!   cleanly), what both flavours share (`Common`), and the one thread-local that says
 //!   what a thread knows of pools (`ThreadState`).
-//! * `cpu.rs`: the CPU pool, work stealing, and its workers' side of the sleep
-//!   protocol; `SLEEP.md` writes the protocol out whole (included in cpu's docs).
+//! * `cpu.rs`: the CPU pool, its queues and work stealing; `SLEEP.md` writes the
+//!   sleep protocol out whole (included in cpu's docs).
+//! * `sleep.rs`: the sleep protocol's state and methods, and the workers' loop,
+//!   generic over their queues (the loom model runs it on a model queue).
 //! * `feeder.rs`: [`Feeder`], a loop's own deque into a CPU pool, and staging.
 //! * `deferred.rs`: CPU-pool wake-ups deferred to a loop callback's end.
 //! * `io.rs`: the IO pool, an elastic FIFO.
@@ -21,11 +23,13 @@
 //!
 //! # What the files may not touch
 //!
-//! Only `cpu.rs` changes the workers' state (`searching`, `sleepers`, the condvar's
-//! waiter count). `feeder.rs` and `deferred.rs` are submitters under the sleep
-//! protocol: they may push jobs, bump `events`, count `bursts`, register and remove
-//! feeders, and call the CPU pool's methods (`start`, `submit_to`, `abandon_queued`,
-//! `wake_*`); nothing else of it. `io.rs` keeps its queue to itself; `job.rs` knows no
+//! Only `sleep.rs` touches the sleep protocol's state (`events`, `sleepers`,
+//! `searching`, `bursts`, the condvar and its waiter count); `cpu.rs` runs its workers'
+//! loop (`Sleep::work`) over their queues. `feeder.rs` and `deferred.rs` are
+//! submitters under the sleep protocol: they may push jobs, register and remove
+//! feeders, and call the CPU pool's methods (`start`, `submit_to`, `abandon_queued`)
+//! and its `Sleep`'s submitters' ones (`submitted`, `wake_*`, `all_asleep`, the burst
+//! count); nothing else of it. `io.rs` keeps its queue to itself; `job.rs` knows no
 //! pool; `thread.rs` knows the CPU pool and feeders only as its thread-local's
 //! pointers, and each field of that thread-local (`ThreadState`) is written only by
 //! the file its comment names. Nothing in this folder uses `crate::task` or the loop:
@@ -37,6 +41,7 @@ mod deferred;
 mod feeder;
 mod io;
 mod job;
+pub(crate) mod sleep;
 mod thread;
 
 pub use deferred::{deferring_wakeups, flush_deferred_wakeups};
@@ -193,7 +198,7 @@ impl Pool {
         match &self.flavor {
             Flavor::Cpu(cpu) => {
                 cpu.abandon_queued();
-                cpu.wake_all();
+                cpu.sleep.wake_all();
             }
             Flavor::Io(io) => {
                 io.abandon_queued();

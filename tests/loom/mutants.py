@@ -103,6 +103,60 @@ MUTANTS = {
         "",
         "loom_signal_bells",
     ),
+    "sleep: wake_if_needed's fence between `events` and the counters": (
+        "src/pool/sleep.rs",
+        "        fence(SeqCst); // the Dekker pair with sleep_unless (events, then the counters)\n",
+        "",
+        "loom_sleep_last_searcher",
+    ),
+    "sleep: sleep_unless's fence between the counters and `events`": (
+        "src/pool/sleep.rs",
+        "        fence(SeqCst); // the Dekker pair with the submitters (the counters, then events)\n",
+        "",
+        "loom_sleep_last_searcher",
+    ),
+    "sleep: sleep_unless checks `events` again under the mutex": (
+        "src/pool/sleep.rs",
+        "        if self.events.load(Acquire) == seen && !queues.shutting_down() {",
+        "        if seen == seen && !queues.shutting_down() {",
+        "loom_sleep_wakeup",
+    ),
+    "sleep: sleep_unless checks shutdown under the mutex": (
+        "src/pool/sleep.rs",
+        "        if self.events.load(Acquire) == seen && !queues.shutting_down() {",
+        "        if self.events.load(Acquire) == seen {",
+        "loom_sleep_wakeup",
+    ),
+    "sleep: wake_one notifies under the mutex": (
+        "src/pool/sleep.rs",
+        "        let waiting = self.sleep.lock().unwrap_or_else(|p| p.into_inner());\n        if *waiting > 0 {",
+        "        {",
+        "loom_sleep_last_searcher",
+    ),
+    "sleep: wake_all notifies under the mutex": (
+        "src/pool/sleep.rs",
+        "        let _guard = self.sleep.lock().unwrap_or_else(|p| p.into_inner());\n        self.wake.notify_all();",
+        "        self.wake.notify_all();",
+        "loom_sleep_wakeup",
+    ),
+    "sleep: run_found's fence between `searching` and the queues": (
+        "src/pool/sleep.rs",
+        "            fence(SeqCst); // the Dekker pair with the submitters (searching, then the queues)\n",
+        "",
+        "loom_sleep_last_searcher",
+    ),
+    "sleep: the last searcher wakes a sleeper": (
+        "src/pool/sleep.rs",
+        "            queues.queued()\n        } {\n            self.wake_one();\n        }",
+        "            queues.queued()\n        } {}",
+        "loom_sleep_last_searcher",
+    ),
+    "sleep: a midway publication that wakes no one owes a wake-up": (
+        "src/loom_models/sleep.rs",
+        "            if owes {\n                pool.sleep.wake_if_needed();\n            }",
+        "",
+        "loom_sleep_wakeup",
+    ),
 }
 
 EXTRA = {}  # filled by other files' mutants: see below
