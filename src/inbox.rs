@@ -60,7 +60,7 @@ use crate::shrink;
 use crate::sync::atomic::{
     fence, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::SeqCst,
 };
-use crate::sync::{Life, Mutex, MutexGuard};
+use crate::sync::{after_rmw, Life, Mutex, MutexGuard, LOAD_AFTER_RMW};
 use crate::sys::{self, Bell};
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, RawFd};
@@ -347,12 +347,14 @@ impl<H> Inbox<H> {
                 Err(now) => head = now,
             }
         }
-        // Onto an empty list: the Dekker pair with `doze`, as in `push_locked`.
+        // Onto an empty list: the Dekker pair with `doze`, as in `push_locked`; the
+        // store is the exchange, a SeqCst RMW (see crate::sync::after_rmw: no fence per
+        // task outside loom).
         if head.is_null()
             && !{
-                fence(SeqCst);
+                after_rmw();
                 self.life.touch();
-                self.awake.0.load(Acquire)
+                self.awake.0.load(LOAD_AFTER_RMW)
             }
         {
             self.ring();

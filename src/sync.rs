@@ -34,6 +34,24 @@ pub mod atomic {
     pub use std::sync::atomic::{fence, AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize};
 }
 
+/// The middle of a Dekker pair whose store is a SeqCst read-modify-write, on a hot path
+/// (a submission to a CPU pool, a task's give-back): `rmw(SeqCst); after_rmw(); load(
+/// LOAD_AFTER_RMW)`. On every target weft runs on the SeqCst RMW and the SeqCst load
+/// that follows are already ordered (C++'s SeqCst total order; a locked instruction is
+/// a full barrier on x86), so this is nothing and the load is SeqCst, as before the
+/// models: no `mfence` per task. Loom models SeqCst accesses as AcqRel, so in its build
+/// this is the fence SeqCst stands for and the load is Acquire, and a model fails
+/// without it. Rare paths write the fence itself.
+#[inline(always)]
+pub fn after_rmw() {
+    #[cfg(loom)]
+    atomic::fence(atomic::Ordering::SeqCst);
+}
+
+/// The ordering of the load after [`after_rmw`].
+pub const LOAD_AFTER_RMW: atomic::Ordering =
+    if cfg!(loom) { atomic::Ordering::Acquire } else { atomic::Ordering::SeqCst };
+
 /// Lets another thread run: a spin-wait's pause (loom schedules another thread there).
 #[inline]
 pub fn yield_now() {

@@ -8,10 +8,13 @@
 //!
 //! Each Dekker pair (a store, then a load of the other side's variable) is written
 //! store; `fence(SeqCst)`; `Acquire` load, as `crate::sync` explains: the fence is what
-//! orders it (loom checks it that way; on the hardware it is what SeqCst gives).
+//! orders it (loom checks it that way; on the hardware it is what SeqCst gives). On the
+//! submitters' side, paid per submission, the store is the SeqCst bump of `events` and
+//! the fence is `crate::sync::after_rmw` (nothing outside loom: a SeqCst RMW and the
+//! SeqCst load after it are ordered already).
 
 use crate::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::SeqCst};
-use crate::sync::{Condvar, Mutex};
+use crate::sync::{after_rmw, Condvar, Mutex, LOAD_AFTER_RMW};
 
 /// How many times an idle worker looks for a job before it goes through the sleep
 /// check (SLEEP.md, "Who may sleep"). Once under loom: the spins are the same look.
@@ -85,8 +88,10 @@ impl Sleep {
     /// when none is searching.
     #[inline]
     pub(crate) fn wake_if_needed(&self) {
-        fence(SeqCst); // the Dekker pair with sleep_unless (events, then the counters)
-        if self.searching.load(Acquire) == 0 && self.sleepers.load(Acquire) > 0 {
+        // The Dekker pair with sleep_unless: `events` bumped (a SeqCst RMW, by every
+        // caller), then the counters read (see crate::sync::after_rmw).
+        after_rmw();
+        if self.searching.load(LOAD_AFTER_RMW) == 0 && self.sleepers.load(LOAD_AFTER_RMW) > 0 {
             self.wake_one();
         }
     }
@@ -94,8 +99,8 @@ impl Sleep {
     /// After a midway publication: no worker searches and all of them sleep (the
     /// publisher then wakes one).
     pub(crate) fn all_asleep(&self) -> bool {
-        fence(SeqCst); // the Dekker pair with sleep_unless, as in wake_if_needed
-        self.searching.load(Acquire) == 0 && self.sleepers.load(Acquire) >= self.workers
+        after_rmw(); // the Dekker pair with sleep_unless, as in wake_if_needed
+        self.searching.load(LOAD_AFTER_RMW) == 0 && self.sleepers.load(LOAD_AFTER_RMW) >= self.workers
     }
 
     /// Wakes one worker waiting on the condvar, if any: `sleepers` also counts workers

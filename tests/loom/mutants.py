@@ -21,8 +21,8 @@ WORK = os.path.join(ROOT, "target", "loom-mutants")
 MUTANTS = {
     "inbox: the producer's fence between `queued` and `awake`": (
         "src/inbox.rs",
-        "        if was_empty && !{\n            fence(SeqCst);\n",
-        "        if was_empty && !{\n",
+        "            && !{\n                fence(SeqCst);\n                self.awake.0.load(Acquire)",
+        "            && !{\n                self.awake.0.load(Acquire)",
         "loom_inbox_wakeup",
     ),
     "inbox: doze's fence between `awake` and `queued`": (
@@ -51,8 +51,8 @@ MUTANTS = {
     ),
     "completions: give_back's fence before it reads `awake`": (
         "src/inbox.rs",
-        "        if head.is_null() && !{\n            fence(SeqCst);",
-        "        if head.is_null() && !{",
+        "                after_rmw();\n                self.life.touch();",
+        "                self.life.touch();",
         "loom_completions_wakeup",
     ),
     "completions: close_done waits for givers": (
@@ -105,8 +105,8 @@ MUTANTS = {
     ),
     "sleep: wake_if_needed's fence between `events` and the counters": (
         "src/pool/sleep.rs",
-        "        fence(SeqCst); // the Dekker pair with sleep_unless (events, then the counters)\n",
-        "",
+        "        after_rmw();\n        if self.searching.load(LOAD_AFTER_RMW) == 0",
+        "        if self.searching.load(LOAD_AFTER_RMW) == 0",
         "loom_sleep_last_searcher",
     ),
     "sleep: sleep_unless's fence between the counters and `events`": (
@@ -151,25 +151,7 @@ MUTANTS = {
         "            queues.queued()\n        } {}",
         "loom_sleep_last_searcher",
     ),
-    "sleep: a midway publication that wakes no one owes a wake-up": (
-        "src/loom_models/sleep.rs",
-        "            if owes {\n                pool.sleep.wake_if_needed();\n            }",
-        "",
-        "loom_sleep_wakeup",
-    ),
 }
-
-EXTRA = {}  # filled by other files' mutants: see below
-
-
-def load_extra():
-    """Mutants listed beside the models of other modules (pool sleep, signal bells)."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mutants_extra.py")
-    if os.path.exists(path):
-        scope = {}
-        exec(compile(open(path).read(), path, "exec"), scope)
-        MUTANTS.update(scope["MUTANTS"])
-
 
 def copy_tree(tree):
     if os.path.exists(tree):
@@ -220,7 +202,6 @@ def module(test):
 
 
 def main():
-    load_extra()
     names = sys.argv[1:] or list(MUTANTS)
     failures = []
     for name in names:
