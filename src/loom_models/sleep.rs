@@ -33,8 +33,8 @@ const WORKERS: usize = 2;
 /// A pool of [`WORKERS`] on as many CPUs, with a model queue.
 struct Pool {
     sleep: Sleep,
-    /// How many jobs are queued.
-    queued: AtomicUsize,
+    /// How many jobs are queued, in two queues (as the injector and a feeder's deque).
+    queued: [AtomicUsize; 2],
     /// How many jobs have run; the last one shuts the pool down.
     ran: AtomicUsize,
     jobs: usize,
@@ -50,7 +50,7 @@ impl Pool {
     fn new(jobs: usize, waits: bool) -> Pool {
         Pool {
             sleep: Sleep::new(WORKERS, || WORKERS),
-            queued: AtomicUsize::new(0),
+            queued: [AtomicUsize::new(0), AtomicUsize::new(0)],
             ran: AtomicUsize::new(0),
             jobs,
             shutdown: AtomicBool::new(false),
@@ -61,14 +61,14 @@ impl Pool {
         }
     }
 
-    /// Queues `n` jobs (visible to any worker that looks from now on).
-    fn push(&self, n: usize) {
-        self.queued.fetch_add(n, Release);
+    /// Queues `n` jobs on queue `q` (visible to any worker that looks from now on).
+    fn push(&self, q: usize, n: usize) {
+        self.queued[q].fetch_add(n, Release);
     }
 
-    /// `Cpu::submit_to`: `n` jobs as one submission.
-    fn submit(&self, n: usize) {
-        self.push(n);
+    /// `Cpu::submit_to`: `n` jobs as one submission, on queue `q`.
+    fn submit(&self, q: usize, n: usize) {
+        self.push(q, n);
         self.sleep.submitted();
         self.sleep.wake_if_needed();
     }
@@ -85,18 +85,20 @@ impl Search for Queues<'_> {
     type Job = ();
 
     fn find(&mut self) -> Option<()> {
-        let mut n = self.0.queued.load(Acquire);
-        while n > 0 {
-            match self.0.queued.compare_exchange(n, n - 1, Acquire, Acquire) {
-                Ok(_) => return Some(()),
-                Err(now) => n = now,
+        for queue in &self.0.queued {
+            let mut n = queue.load(Acquire);
+            while n > 0 {
+                match queue.compare_exchange(n, n - 1, Acquire, Acquire) {
+                    Ok(_) => return Some(()),
+                    Err(now) => n = now,
+                }
             }
         }
         None
     }
 
     fn queued(&self) -> bool {
-        self.0.queued.load(Acquire) > 0
+        self.0.queued.iter().any(|queue| queue.load(Acquire) > 0)
     }
 
     fn run(&mut self, (): ()) -> bool {
@@ -148,10 +150,10 @@ fn run_pool(pool: Arc<Pool>, submit: impl FnOnce(&Pool)) {
 fn loom_sleep_wakeup() {
     model_bounded(2, || {
         run_pool(Arc::new(Pool::new(2, false)), |pool| {
-            pool.submit(1);
+            pool.submit(0, 1);
             // Feeder::publish(midway)
             pool.sleep.begin_burst();
-            pool.push(1);
+            pool.push(0, 1);
             pool.sleep.submitted();
             let owes = if pool.sleep.all_asleep() {
                 pool.sleep.wake_one();
@@ -174,6 +176,19 @@ fn loom_sleep_wakeup() {
 #[test]
 fn loom_sleep_last_searcher() {
     model_bounded(2, || {
-        run_pool(Arc::new(Pool::new(2, true)), |pool| pool.submit(2));
+        run_pool(Arc::new(Pool::new(2, true)), |pool| pool.submit(0, 2));
+    });
+}
+
+/// The same with the two jobs submitted one after the other, on two queues: the last
+/// searcher's look at the queues after it stops searching must see the second job, or
+/// its submitter must see no worker searching (a Dekker pair: `run_found`'s fence).
+#[test]
+fn loom_sleep_last_searcher_two_queues() {
+    model_bounded(2, || {
+        run_pool(Arc::new(Pool::new(2, true)), |pool| {
+            pool.submit(0, 1);
+            pool.submit(1, 1);
+        });
     });
 }

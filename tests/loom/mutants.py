@@ -143,7 +143,7 @@ MUTANTS = {
         "src/pool/sleep.rs",
         "            fence(SeqCst); // the Dekker pair with the submitters (searching, then the queues)\n",
         "",
-        "loom_sleep_last_searcher",
+        "loom_sleep_last_searcher_two_queues",
     ),
     "sleep: the last searcher wakes a sleeper": (
         "src/pool/sleep.rs",
