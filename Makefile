@@ -38,6 +38,7 @@ node-modules:
 	cd bindings/node && [ -d node_modules/koffi ] || npm ci --no-audit --no-fund --loglevel=error
 
 include packaging/install.mk
+include mk/soak.mk
 
 # Regenerates include/weft.h from src/ffi (cargo test fails when it is stale).
 header:
@@ -49,7 +50,7 @@ bindings:
 	python3 bindings/gen.py
 
 test: lint test-rust test-c test-bindings test-python test-abi test-install test-packages test-portable \
-      check-platforms
+      check-platforms test-soak
 
 # The tree's shape (no import circle between src/'s modules, no source file over 700
 # lines), rustfmt (rustfmt.toml) and clippy, warnings as errors. Without the rustup
