@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Draws the soak's CSV (tests/soak/soak.c writes it) as a PNG: resident memory, open
-fds and live children, and calls per second, against time, with the warm-up shaded.
+"""Draws the soak's CSV (tests/soak/soak.c writes it) as a PNG: resident memory (and
+malloc's bytes in use and held), open fds and live children, and calls per second,
+against time, with the warm-up shaded.
 
     python3 tests/soak/plot.py target/soak/soak.csv target/soak/soak.png [--title TEXT]
 
@@ -45,6 +46,8 @@ def main():
     scale, unit = (60.0, "minutes") if minutes else (1.0, "seconds")
     t = [float(r["t_s"]) / scale for r in rows]
     rss = [int(r["rss_kb"]) / 1024 for r in rows]
+    heap = [int(r["heap_kb"]) / 1024 for r in rows]
+    held = [int(r["held_kb"]) / 1024 for r in rows]
     fds = [int(r["fds"]) for r in rows]
     kids = [int(r["children"]) for r in rows]
     ops = [float(r["ops_s"]) / 1000 for r in rows]
@@ -58,15 +61,17 @@ def main():
     ax_rss.text(warm / 2, 0.02, "warm-up", transform=ax_rss.get_xaxis_transform(), ha="center", color="0.4")
 
     ax_rss.plot(t, rss, marker="o", markersize=3, color="tab:blue", label="RSS")
+    ax_rss.plot(t, held, marker=".", markersize=3, color="tab:cyan", label="malloc: held from the system")
+    ax_rss.plot(t, heap, marker=".", markersize=3, color="tab:gray", label="malloc: in use")
     after = [i for i, x in enumerate(t) if x + 0.5 / scale >= warm]
     if after:
         base = rss[after[0]]
         limit = base + max(16.0, 0.25 * base)
         ax_rss.axhline(limit, color="tab:red", linestyle="--", linewidth=1,
                        label=f"fail above: baseline + max(16 MB, 25%) = {limit:.1f} MB")
-    ax_rss.set_ylabel("RSS (MB)")
+    ax_rss.set_ylabel("memory (MB)")
     ax_rss.set_ylim(bottom=0)
-    ax_rss.legend(loc="lower right", fontsize=8)
+    ax_rss.legend(loc="center right", fontsize=8)
 
     ax_fds.plot(t, fds, marker="o", markersize=3, color="tab:green", label="open fds")
     ax_fds.plot(t, kids, marker=".", markersize=3, color="tab:orange", label="live children")

@@ -29,6 +29,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,6 +57,14 @@ static long rss_kb(void) {
         if (sscanf(line, "VmRSS: %ld kB", &kb) == 1) break;
     fclose(f);
     return kb;
+}
+
+/* malloc's view (glibc): bytes in use now, and bytes it holds from the system. RSS also
+ * counts what malloc keeps, free but fragmented; what is in use is what a leak grows. */
+static void heap_kb(long *in_use, long *held) {
+    struct mallinfo2 m = mallinfo2();
+    *in_use = (long)((m.uordblks + m.hblkhd) / 1024);
+    *held = (long)((m.arena + m.hblkhd) / 1024);
 }
 
 static int open_fds(void) {
@@ -103,7 +112,7 @@ enum { MAX_SAMPLES = 4096 };
 
 typedef struct sample {
     double t_s;
-    long rss_kb;
+    long rss_kb, heap_kb, held_kb;
     int fds, children, live;
     long regs[NKINDS], cancels, emits, deliveries, fires;
 } sample;
@@ -119,6 +128,7 @@ static long sum(_Atomic long *a, int n) {
 
 static sample take_sample(double t_s) {
     sample s = {.t_s = t_s, .rss_kb = rss_kb(), .fds = open_fds()};
+    heap_kb(&s.heap_kb, &s.held_kb);
     int z;
     s.children = children(&z);
     for (int i = 0; i < DRIVERS; i++) s.live += atomic_load(&g_drivers[i].count);
@@ -133,7 +143,7 @@ static sample take_sample(double t_s) {
 static FILE *csv;
 
 static void csv_header(void) {
-    fprintf(csv, "t_s,minute,rss_kb,fds,children,live,ops_s");
+    fprintf(csv, "t_s,minute,rss_kb,heap_kb,held_kb,fds,children,live,ops_s");
     for (int k = 0; k < NKINDS; k++) fprintf(csv, ",%s_s", kind_names[k]);
     fprintf(csv, ",cancels_s,emits_s,deliveries_s,fires_s\n");
     fflush(csv);
@@ -146,8 +156,8 @@ static void report_csv(const sample *s, const sample *prev) {
     long ops = 0;
     for (int k = 0; k < NKINDS; k++) ops += s->regs[k] - prev->regs[k];
     ops += (s->cancels - prev->cancels) + (s->emits - prev->emits);
-    fprintf(csv, "%.1f,%.3f,%ld,%d,%d,%d,%.1f", s->t_s, s->t_s / 60, s->rss_kb, s->fds, s->children, s->live,
-            (double)ops / dt);
+    fprintf(csv, "%.1f,%.3f,%ld,%ld,%ld,%d,%d,%d,%.1f", s->t_s, s->t_s / 60, s->rss_kb, s->heap_kb, s->held_kb,
+            s->fds, s->children, s->live, (double)ops / dt);
     for (int k = 0; k < NKINDS; k++) fprintf(csv, ",%.1f", (double)(s->regs[k] - prev->regs[k]) / dt);
     fprintf(csv, ",%.1f,%.1f,%.1f,%.1f\n", (double)(s->cancels - prev->cancels) / dt,
             (double)(s->emits - prev->emits) / dt, (double)(s->deliveries - prev->deliveries) / dt,
@@ -164,8 +174,9 @@ static void report(const sample *s, const sample *prev, double total_s) {
     ops += (s->cancels - prev->cancels) + (s->emits - prev->emits);
     if (total_s >= 300) printf("soak: min %4.1f/%.0f", s->t_s / 60, total_s / 60);
     else printf("soak: %5.1f/%.0f s", s->t_s, total_s);
-    printf("  rss %7.1f MB  fds %3d  children %d  live %4d  ops/s %6.0f  [", (double)s->rss_kb / 1024, s->fds,
-           s->children, s->live, (double)ops / dt);
+    printf("  rss %5.1f MB (heap %4.1f in use, %4.1f held)  fds %3d  children %d  live %4d  ops/s %6.0f  [",
+           (double)s->rss_kb / 1024, (double)s->heap_kb / 1024, (double)s->held_kb / 1024, s->fds, s->children,
+           s->live, (double)ops / dt);
     for (int k = 0; k < NKINDS; k++)
         printf("%s%s %.0f", k ? " " : "", kind_names[k], (double)(s->regs[k] - prev->regs[k]) / dt);
     printf(" cancel %.0f emit %.0f]  deliveries/s %.0f\n", (double)(s->cancels - prev->cancels) / dt,
@@ -248,6 +259,18 @@ static double warm_up_s(double total_s) {
     return w > floor ? w : floor;
 }
 
+/* The least-squares slope of RSS (or of malloc's bytes in use) over the samples from
+ * `first` on, in KB per minute. */
+static double slope_after(int first, bool heap) {
+    double n = nsamples - first, sx = 0, sy = 0, sxx = 0, sxy = 0;
+    for (int i = first; i < nsamples; i++) {
+        double x = samples[i].t_s / 60, y = (double)(heap ? samples[i].heap_kb : samples[i].rss_kb);
+        sx += x, sy += y, sxx += x * x, sxy += x * y;
+    }
+    double den = n * sxx - sx * sx;
+    return den > 0 ? (n * sxy - sx * sy) / den : 0;
+}
+
 static bool growth_check(double total_s) {
     double warm = warm_up_s(total_s);
     int first = -1, fd_warm = 0;
@@ -274,13 +297,7 @@ static bool growth_check(double total_s) {
     long limit = (long)(GROWTH_FRACTION * (double)b->rss_kb);
     if (limit < GROWTH_MIN_KB) limit = GROWTH_MIN_KB;
     long grown = e->rss_kb - b->rss_kb;
-    /* least squares over the samples after the warm-up, in KB per minute */
-    double n = nsamples - first, sx = 0, sy = 0, sxx = 0, sxy = 0;
-    for (int i = first; i < nsamples; i++) {
-        double x = samples[i].t_s / 60, y = (double)samples[i].rss_kb;
-        sx += x, sy += y, sxx += x * x, sxy += x * y;
-    }
-    double den = n * sxx - sx * sx, slope = den > 0 ? (n * sxy - sx * sy) / den : 0;
+    double slope = slope_after(first, false), heap_slope = slope_after(first, true);
     long ops = 0;
     for (int k = 0; k < NKINDS; k++) ops += e->regs[k] - b->regs[k];
     double span = e->t_s - b->t_s, ops_per_min = span > 0 ? (double)ops / (span / 60) : 0;
@@ -289,6 +306,10 @@ static bool growth_check(double total_s) {
            (double)b->rss_kb / 1024, warm, (double)e->rss_kb / 1024, (double)grown / 1024, (double)limit / 1024,
            slope, span, span >= SLOPE_MIN_SPAN_S ? "limit" : "not judged under 10 min; limit", SLOPE_KB_PER_MIN,
            ops_per_min > 0 ? slope * 1024 / ops_per_min : 0.0);
+    printf("soak: growth: malloc's bytes in use %.1f MB after the warm-up, %.1f MB at the end, slope %+.0f KB/min "
+           "(held from the system: %.1f MB, then %.1f MB)\n",
+           (double)b->heap_kb / 1024, (double)e->heap_kb / 1024, heap_slope, (double)b->held_kb / 1024,
+           (double)e->held_kb / 1024);
     if (grown > limit) {
         soak_fail("RSS grew by %.1f MB after the warm-up (limit %.1f MB)", (double)grown / 1024, (double)limit / 1024);
         ok = false;
@@ -506,7 +527,8 @@ int main(int argc, char **argv) {
 
     uint64_t t0 = now_ms();
     samples[nsamples++] = take_sample(0);
-    printf("soak: before: rss %.1f MB, fds %d\n", (double)samples[0].rss_kb / 1024, samples[0].fds);
+    printf("soak: before: rss %.1f MB, heap in use %.2f MB, fds %d\n", (double)samples[0].rss_kb / 1024,
+           (double)samples[0].heap_kb / 1024, samples[0].fds);
     if (csv) report_csv(&samples[0], &samples[0]);
     set_up();
     for (int i = 1; i < MAX_SAMPLES && atomic_load(&g.failures) == 0; i++) {
@@ -532,8 +554,12 @@ int main(int argc, char **argv) {
     print_totals();
     final_accounting();
     int fds_at_end = open_fds(), kids = children(&zombies);
-    printf("soak: after teardown: fds %d (at the start %d), children %d (zombies %d), rss %.1f MB\n", fds_at_end,
-           fds_at_start, kids, zombies, (double)rss_kb() / 1024);
+    long heap_end, held_end;
+    heap_kb(&heap_end, &held_end);
+    printf("soak: after teardown: fds %d (at the start %d), children %d (zombies %d), rss %.1f MB, heap in use "
+           "%.2f MB (at the start %.2f)\n",
+           fds_at_end, fds_at_start, kids, zombies, (double)rss_kb() / 1024, (double)heap_end / 1024,
+           (double)samples[0].heap_kb / 1024);
     equal(fds_at_end, fds_at_start, "fds after teardown == fds at the start", NULL);
     equal(kids, 0, "children left", NULL);
     growth_check(total_s);
