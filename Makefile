@@ -40,6 +40,7 @@ node-modules:
 include packaging/install.mk
 include mk/loom.mk
 include mk/fuzz.mk
+include mk/soak.mk
 
 # Regenerates include/weft.h from src/ffi (cargo test fails when it is stale).
 header:
@@ -51,7 +52,7 @@ bindings:
 	python3 bindings/gen.py
 
 test: lint test-rust test-c test-bindings test-python test-abi test-install test-packages test-portable \
-      check-platforms test-loom
+      check-platforms test-loom test-soak
 
 # The tree's shape (no import circle between src/'s modules, no source file over 700
 # lines), rustfmt (rustfmt.toml) and clippy, warnings as errors. Without the rustup
