@@ -267,6 +267,12 @@ impl<H: Handler> Loop<H> {
             }
             return Ok(());
         }
+        let entry = core.entries.at(index);
+        if entry.handler.is_none() && matches!(entry.kind, Kind::Timer { interval_ns: 0 }) {
+            // A one-shot timer whose call has begun is over, as a started post is: its
+            // callback runs (or ran) whatever a cancel says now.
+            return Err(Error::not_found(id));
+        }
         self.unregister(&mut core, index);
         let entry = core.entries.at_mut(index);
         if entry.handler.is_none() {

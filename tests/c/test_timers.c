@@ -286,7 +286,37 @@ TEST(timer_every_cancelled_from_another_thread_while_running) {
     weft_loop_free(lp);
 }
 
-/* A one-shot timer cancelled from its own callback: OK, freed once, after the call. */
+/* A one-shot timer whose callback is running, cancelled from another thread: not found
+ * (WEFT_OK would say it will not fire); its callback runs once and free_fn once, after. */
+static void *cancel_one_shot_while_running(void *arg) {
+    slow_canceller *c = (slow_canceller *)arg;
+    while (!atomic_load(&c->s->in_call)) sched_yield();
+    c->rc = weft_cancel(c->lp, c->id);
+    c->frees_at_cancel = atomic_load(&c->s->frees);
+    return NULL;
+}
+
+TEST(one_shot_timer_cancelled_from_another_thread_while_running) {
+    weft_loop *lp = weft_loop_new();
+    REQUIRE(lp != NULL);
+    slow_timer s;
+    memset(&s, 0, sizeof s);
+    slow_canceller c = {lp, 0, &s, -99, 0, 0};
+    c.id = CHECK_ID(weft_timer_after(lp, 1, slow_timer_cb, &s, slow_timer_free));
+    pthread_t th;
+    pthread_create(&th, NULL, cancel_one_shot_while_running, &c);
+    CHECK_OK(weft_loop_run(lp, WEFT_RUN_DEFAULT));
+    pthread_join(th, NULL);
+    CHECK_EQ(c.rc, WEFT_ERR_NOT_FOUND);
+    CHECK_EQ(c.frees_at_cancel, 0);
+    CHECK_EQ(atomic_load(&s.calls), 1);
+    CHECK_EQ(atomic_load(&s.frees), 1);
+    CHECK_EQ(atomic_load(&s.free_during_call), 0);
+    weft_loop_free(lp);
+}
+
+/* A one-shot timer cancelled from its own callback: it has begun, so it is over (as a
+ * started post): not found; freed once, after the call. */
 typedef struct {
     int rc1, rc2;
     _Atomic int frees;
@@ -307,7 +337,7 @@ TEST(one_shot_timer_cancelled_from_its_own_callback) {
     self_cancel s = {-99, -99, 0, -1};
     weft_id id = CHECK_ID(weft_timer_after(lp, 1, self_cancel_cb, &s, self_cancel_free));
     CHECK_OK(weft_loop_run(lp, WEFT_RUN_DEFAULT));
-    CHECK_EQ(s.rc1, WEFT_OK);
+    CHECK_EQ(s.rc1, WEFT_ERR_NOT_FOUND);
     CHECK_EQ(s.rc2, WEFT_ERR_NOT_FOUND);
     CHECK_EQ(s.frees_in_call, 0);
     CHECK_EQ(atomic_load(&s.frees), 1);
