@@ -14,7 +14,7 @@
 # this: tests/fuzz_corpus.rs replays the committed corpus on stable Rust.
 
 FUZZ_TARGETS := frame_decoder topic_pattern api_sequence
-SECONDS ?= 60
+FUZZ_SECONDS = $(or $(SECONDS),60)
 FUZZ_TOOLS := $(CURDIR)/.tools
 FUZZ_CARGO := PATH="$(FUZZ_TOOLS)/bin:$$PATH" $(CARGO) +nightly
 # api_sequence: the pools keep their threads and buffers from one input to the next, so
@@ -32,7 +32,7 @@ fuzz-tools:
 	@[ -x $(FUZZ_TOOLS)/bin/cargo-fuzz ] || $(CARGO) install --locked --root $(FUZZ_TOOLS) cargo-fuzz
 
 $(FUZZ_TARGETS:%=fuzz-%): fuzz-%: fuzz-tools
-	$(FUZZ_CARGO) fuzz run $* fuzz/corpus/$* -- -max_total_time=$(SECONDS) $(FUZZ_FLAGS_$*)
+	$(FUZZ_CARGO) fuzz run $* fuzz/corpus/$* -- -max_total_time=$(FUZZ_SECONDS) $(FUZZ_FLAGS_$*)
 
 fuzz-cmin: $(FUZZ_TARGETS:%=fuzz-cmin-%)
 
