@@ -17,7 +17,8 @@
  * that must not run or must fail, loop_and_pipe / free_loop_and_pair (the setup and
  * teardown of many cases), `bg_loop` (weft_loop_run on a thread of its own, with
  * a join that reports a loop asleep with work queued), valgrind scaling (h_scale,
- * h_slack_ms: the Makefile's valgrind target sets WEFT_TEST_VALGRIND=1), and
+ * h_slack_ms: the Makefile's valgrind target sets WEFT_TEST_VALGRIND=1), h_asan for
+ * the AddressSanitizer build, and
  * KNOWN_BUG(why) for cases that show a weft bug still open (skipped unless asked for).
  */
 #ifndef WEFT_TEST_HARNESS_H
@@ -77,6 +78,24 @@ static inline bool h_valgrind(void) {
 #endif
     const char *env = getenv("WEFT_TEST_VALGRIND");
     return env != NULL && env[0] != '\0' && env[0] != '0';
+}
+
+/* True in the AddressSanitizer build (`make check-asan`): its allocator holds freed memory
+ * in quarantine (RSS says nothing about what weft keeps), its leak check runs at exit,
+ * and it handles SIGSEGV itself. */
+#if defined(__SANITIZE_ADDRESS__)
+#define H_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define H_ASAN 1
+#endif
+#endif
+static inline bool h_asan(void) {
+#ifdef H_ASAN
+    return true;
+#else
+    return false;
+#endif
 }
 
 /* `full` normally, `small` under valgrind. */
