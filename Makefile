@@ -38,6 +38,7 @@ node-modules:
 	cd bindings/node && [ -d node_modules/koffi ] || npm ci --no-audit --no-fund --loglevel=error
 
 include packaging/install.mk
+include mk/deep.mk
 
 # Regenerates include/weft.h from src/ffi (cargo test fails when it is stale).
 header:
