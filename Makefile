@@ -41,6 +41,7 @@ include packaging/install.mk
 include mk/loom.mk
 include mk/fuzz.mk
 include mk/soak.mk
+include mk/deep.mk
 
 # Regenerates include/weft.h from src/ffi (cargo test fails when it is stale).
 header:

@@ -149,21 +149,26 @@ fn io_pool_grows_to_its_bound_and_no_further_then_retires_idle_threads() {
     }));
     let pool = Pool::new(options).unwrap();
     let (ran, abandoned) = counters();
+    // Counted at the end of each job: `ran` counts its start, and a job counted there may
+    // not have recorded its thread's name yet.
+    let finished = Arc::new(AtomicUsize::new(0));
     let release = Arc::new(Mutex::new(()));
     let hold = release.lock().unwrap();
     for _ in 0..10 {
-        let (names, release) = (names.clone(), release.clone());
+        let (names, release, finished) = (names.clone(), release.clone(), finished.clone());
         let then: Box<dyn FnOnce() + Send> = Box::new(move || {
             // Pool threads are plain pthreads: their name is the kernel's.
             let name = std::fs::read_to_string("/proc/thread-self/comm").unwrap();
             names.lock().unwrap().insert(name.trim_end().to_string());
             drop(release.lock().unwrap());
+            finished.fetch_add(1, SeqCst);
         });
         pool.submit(Count::job(ran.clone(), abandoned.clone(), Some(then))).unwrap();
     }
     thread::sleep(Duration::from_millis(50));
     drop(hold);
-    wait_for("the ten jobs", || ran.load(SeqCst) == 10);
+    wait_for("the ten jobs", || finished.load(SeqCst) == 10);
+    assert_eq!(ran.load(SeqCst), 10);
     let names = names.lock().unwrap();
     assert_eq!(names.len(), 4, "four threads at most: {names:?}");
     assert!(names.iter().all(|n| n.starts_with("weft-io-")), "{names:?}");

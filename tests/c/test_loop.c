@@ -173,8 +173,10 @@ TEST(stop_from_another_thread_ends_run_default) {
     weft_id keep = CHECK_ID(weft_subscribe(lp, "never", never_event_cb, NULL, NULL));
     stopper s = {lp, 50, -99};
     pthread_t th;
-    pthread_create(&th, NULL, stop_later, &s);
+    /* The clock starts before the stopper does: its 50 ms are then a true lower bound,
+     * however late this thread runs again after pthread_create. */
     uint64_t t0 = now_ns();
+    pthread_create(&th, NULL, stop_later, &s);
     CHECK_OK(weft_loop_run(lp, WEFT_RUN_DEFAULT));
     uint64_t took = (now_ns() - t0) / 1000000;
     pthread_join(th, NULL);
@@ -243,8 +245,8 @@ TEST(stop_before_run_makes_the_next_run_one_pass) {
     /* The stop was used up: the run after that runs until stopped again. */
     stopper s = {lp, 50, -99};
     pthread_t th;
+    t0 = now_ns(); /* before the stopper starts, as above */
     pthread_create(&th, NULL, stop_later, &s);
-    t0 = now_ns();
     CHECK_OK(weft_loop_run(lp, WEFT_RUN_DEFAULT));
     CHECK((now_ns() - t0) / 1000000 >= 45);
     pthread_join(th, NULL);

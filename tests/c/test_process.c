@@ -205,8 +205,11 @@ static int segv_work(weft_task *t, void *ud) {
     (void)ud;
     weft_task_write(t, "before the crash", 16);
     no_core_dump();
-    if (h_valgrind()) {
-        /* The same death without memcheck's "invalid write" report in the log. */
+    if (h_valgrind() || h_asan()) {
+        /* The same death without the tool's report: memcheck's "invalid write";
+         * AddressSanitizer's SIGSEGV handler (put back to the default here), which would
+         * report and exit(1), and UBSan's null store check. */
+        if (h_asan()) signal(SIGSEGV, SIG_DFL);
         raise(SIGSEGV);
     } else {
         volatile int *volatile nowhere = NULL;
