@@ -408,12 +408,11 @@ weft_id weft_timer_every(struct weft_loop *lp,
 // reaches it; for any other thread it counts as started (`WEFT_ERR_NOT_FOUND`). A
 // one-shot timer (`weft_after`) whose callback has begun is over in the same way:
 // `WEFT_ERR_NOT_FOUND` from any thread, its callback included, so `WEFT_OK` means it
-// will not fire. A task is not ended by cancel: its `done` still runs, with `WEFT_ERR_CANCELLED` (see
-// `weft_spawn`). Any thread.
+// will not fire. A task is not ended by cancel: its `done` still runs, with
+// `WEFT_ERR_CANCELLED` (see `weft_spawn`). Any thread.
 // Returns `WEFT_OK`; `WEFT_ERR_NOT_FOUND` when `id` does not name a live registration of
 // this loop (finished, cancelled already, stale, forged, another loop's); `WEFT_ERR_NULL`.
-int weft_cancel(struct weft_loop *lp,
-                weft_id id);
+int weft_cancel(struct weft_loop *lp, weft_id id);
 
 // Watches `fd` for `interest` (`WEFT_READABLE` | `WEFT_WRITABLE`, or 0 to report only
 // hang-ups and errors), level-triggered: `cb(loop, id, fd, events, user_data)` runs on

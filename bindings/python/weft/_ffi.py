@@ -757,8 +757,8 @@ DOCS = {
         "reaches it; for any other thread it counts as started (`WEFT_ERR_NOT_FOUND`). A\n"
         "one-shot timer (`weft_after`) whose callback has begun is over in the same way:\n"
         "`WEFT_ERR_NOT_FOUND` from any thread, its callback included, so `WEFT_OK` means it\n"
-        "will not fire. A task is not ended by cancel: its `done` still runs, with `WEFT_ERR_CANCELLED` (see\n"
-        "`weft_spawn`). Any thread.\n"
+        "will not fire. A task is not ended by cancel: its `done` still runs, with\n"
+        "`WEFT_ERR_CANCELLED` (see `weft_spawn`). Any thread.\n"
         "Returns `WEFT_OK`; `WEFT_ERR_NOT_FOUND` when `id` does not name a live registration of\n"
         "this loop (finished, cancelled already, stale, forged, another loop's); `WEFT_ERR_NULL`."
     ),
