@@ -10,6 +10,7 @@
  *   WAIT_FOR     polls a condition for up to some milliseconds.
  *   proc_threads counts this process's threads (all, or those whose name in
  *                /proc/self/task/<tid>/comm starts with a prefix).
+ *   proc_threads_settled waits for that count to reach a value (after a free).
  *   fnv          a hash of result bytes.
  */
 #ifndef WEFT_TEST_TASKS_UTIL_H
@@ -52,6 +53,16 @@ H_UNUSED static int proc_threads(const char *prefix) {
         if (strncmp(name, prefix, strlen(prefix)) == 0) n++;
     }
     closedir(d);
+    return n;
+}
+
+/* proc_threads once it reaches `want`, or after about a second (slack included) if it
+ * does not. For counts taken right after a pool is freed: pthread_join returns when the
+ * thread has cleared its tid, and the kernel lists it in /proc/self/task a moment
+ * longer, until it reaps it, which a loaded machine can delay by milliseconds. */
+H_UNUSED static int proc_threads_settled(const char *prefix, int want) {
+    int n = proc_threads(prefix);
+    for (uint64_t end = now_ms() + h_slack_ms(1000); n != want && now_ms() < end; n = proc_threads(prefix)) sleep_ms(1);
     return n;
 }
 

@@ -69,7 +69,7 @@ TEST(pool_options_are_checked) {
     newer.o.size = sizeof newer;
     weft_pool *p3 = weft_pool_new(&newer.o);
     CHECK(p3 != NULL);
-    CHECK_EQ(proc_threads(NULL), before);
+    CHECK_EQ(proc_threads_settled(NULL, before), before);
     weft_pool_free(p1);
     weft_pool_free(p2);
     weft_pool_free(p3);
@@ -99,7 +99,7 @@ TEST(a_pool_freed_already_is_refused) {
     reset_last_error();
     weft_pool_free((weft_pool *)junk);
     CHECK_ERR_HAS("weft_pool_free");
-    CHECK_EQ(proc_threads("twice-"), 0);
+    CHECK_EQ(proc_threads_settled("twice-", 0), 0);
     weft_loop_free(lp);
 }
 
@@ -184,9 +184,9 @@ TEST(thread_names_are_visible_in_proc) {
     weft_pool_free(cpu);
     weft_pool_free(io);
     weft_pool_free(lng);
-    CHECK_EQ(proc_threads("tpool-"), 0);
-    CHECK_EQ(proc_threads("iopool-"), 0);
-    CHECK_EQ(proc_threads("averyveryverylo"), 0);
+    CHECK_EQ(proc_threads_settled("tpool-", 0), 0);
+    CHECK_EQ(proc_threads_settled("iopool-", 0), 0);
+    CHECK_EQ(proc_threads_settled("averyveryverylo", 0), 0);
     weft_loop_free(lp);
 }
 
@@ -384,7 +384,7 @@ TEST(io_pool_grows_to_its_bound_and_no_further) {
     CHECK_MSG(distinct == BOUND, "%d distinct threads ran the tasks, the bound is %d", distinct, BOUND);
     CHECK_EQ(proc_threads("grow-"), BOUND);
     weft_pool_free(p);
-    CHECK_EQ(proc_threads("grow-"), 0);
+    CHECK_EQ(proc_threads_settled("grow-", 0), 0);
     weft_loop_free(lp);
 }
 
@@ -528,7 +528,7 @@ TEST(io_keep_alive_retires_idle_threads) {
     WAIT_FREED(slow);
     WAIT_FREED(again);
     weft_pool_free(p);
-    CHECK_EQ(proc_threads("kal-"), 0);
+    CHECK_EQ(proc_threads_settled("kal-", 0), 0);
     weft_loop_free(lp);
 }
 
@@ -649,7 +649,7 @@ TEST(pool_free_cancels_queued_tasks_and_waits_for_running_ones) {
             CHECK_EQ(atomic_load(&q[i].work_runs), 0);
             CHECK_EQ(atomic_load(&q[i].dones), 1);
         }
-        CHECK_EQ(proc_threads("pfq-"), 0);
+        CHECK_EQ(proc_threads_settled("pfq-", 0), 0);
         /* The freed pool takes no more tasks. */
         rec late;
         rec_init(&late);
@@ -752,7 +752,7 @@ TEST(pool_free_from_its_own_thread_is_refused) {
         CHECK_ID(weft_spawn(lp, WEFT_ON_CPU, self_free_work, NULL, &other, NULL, NULL));
         CHECK_OK(weft_loop_run(lp, WEFT_RUN_DEFAULT));
         CHECK_MSG(strstr(other.err, "weft_pool_free") == NULL, "freed from another pool: \"%s\"", other.err);
-        CHECK_EQ(proc_threads("selff-"), 0);
+        CHECK_EQ(proc_threads_settled("selff-", 0), 0);
         weft_loop_free(lp);
     }
 }
@@ -947,7 +947,7 @@ TEST(pools_made_and_freed_leave_no_threads) {
         CHECK_OK(weft_loop_run(lp, WEFT_RUN_DEFAULT));
         for (int j = 0; j < 6; j++) WAIT_FREED(r[j]);
         weft_pool_free(p);
-        CHECK_EQ(proc_threads("churn-"), 0);
+        CHECK_EQ(proc_threads_settled("churn-", 0), 0);
     }
     weft_loop_free(lp);
 }
@@ -977,7 +977,7 @@ static int cpus_allowed(void) {
  * the first task; the default pools' threads are named weft-cpu-N and weft-io-N. */
 TEST(default_cpu_pool_has_one_thread_per_core) {
     weft_shutdown(); /* start from no default pool */
-    CHECK_EQ(proc_threads("weft-"), 0);
+    CHECK_EQ(proc_threads_settled("weft-", 0), 0);
     weft_loop *lp = weft_loop_new();
     REQUIRE(lp != NULL);
     rec r;
@@ -993,7 +993,7 @@ TEST(default_cpu_pool_has_one_thread_per_core) {
     CHECK_EQ(proc_threads("weft-io-"), 0); /* not started: no IO task yet */
     weft_loop_free(lp);
     weft_shutdown();
-    CHECK_EQ(proc_threads("weft-"), 0);
+    CHECK_EQ(proc_threads_settled("weft-", 0), 0);
 }
 
 /* weft_shutdown: tasks queued on the default pools complete with CANCELLED, running

@@ -113,4 +113,19 @@ function threadsNamed(prefix) {
   return n;
 }
 
-module.exports = { weft, koffi, emitter, processWork, libc, pipe, threadsNamed, REPO };
+// threadsNamed once it reaches `want`, or after a second. For counts taken right after
+// weft joined its threads: pthread_join returns when a thread has cleared its tid, and
+// the kernel lists it in /proc/self/task a moment longer. Synchronous (an exit handler
+// can call it): it sleeps with Atomics.wait.
+function threadsNamedSettled(prefix, want) {
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  const end = Date.now() + 1000;
+  let n = threadsNamed(prefix);
+  while (n !== want && Date.now() < end) {
+    Atomics.wait(pause, 0, 0, 1);
+    n = threadsNamed(prefix);
+  }
+  return n;
+}
+
+module.exports = { weft, koffi, emitter, processWork, libc, pipe, threadsNamed, threadsNamedSettled, REPO };
