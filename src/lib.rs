@@ -12,6 +12,7 @@ pub mod ffi;
 pub mod fork;
 #[doc(hidden)]
 pub mod fuzzing;
+pub(crate) mod gate;
 pub mod inbox;
 /// Loom models of the lock-free protocols (`make loom`).
 #[cfg(all(test, loom))]

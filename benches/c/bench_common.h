@@ -537,6 +537,59 @@ static maybe_unused void report_pool_roundtrip(struct batch *b, unsigned threads
            b[0].n / batch_wall_s(&b[0]), threads);
 }
 
+/* ---- spawn shapes: the pool_roundtrip batch, submitted outside a loop callback ----
+ * The shapes a C host or a binding uses (pool_roundtrip submits from the loop's first
+ * callback). Each system runs the same shape; tasks go to its default pool (weft: the
+ * default CPU pool, one thread per core; libuv: UV_THREADPOOL_SIZE = cores).
+ *   spawn_before     N_SHAPE tasks submitted on the loop's thread before the loop runs,
+ *                    then the loop runs until all have completed;
+ *   spawn_before_2m  the same with N_SHAPE_BIG tasks;
+ *   spawn_nowait     submitted in chunks of SHAPE_CHUNK, one non-blocking pass of the
+ *                    loop after each chunk (an embedding host's or a binding's shape),
+ *                    then the loop runs until all have completed;
+ *   spawn_thread     submitted by another thread while the loop runs (libuv, whose
+ *                    uv_queue_work is not thread-safe: the thread hands the requests
+ *                    to the loop with uv_async_send, the way a libuv host must).
+ * Tasks/s from the first submission to the last completion; median of REPS_ROUNDTRIP
+ * batches after a warm-up batch of N_WARMUP in the same shape. */
+#define N_SHAPE     200000u
+#define N_SHAPE_BIG 2000000u
+#define SHAPE_CHUNK 1000u
+
+enum shape { SHAPE_BEFORE, SHAPE_NOWAIT, SHAPE_THREAD };
+
+static maybe_unused const char *shape_workload;   /* the workload being run */
+
+static maybe_unused void report_shape(struct batch *b)
+{
+    for (int i = 0; i < REPS_ROUNDTRIP; i++)
+        batch_check(&b[i], shape_workload);
+    qsort(b, REPS_ROUNDTRIP, sizeof *b, cmp_batch_wall);
+    const struct batch *m = &b[REPS_ROUNDTRIP / 2];
+    double wall = batch_wall_s(m);
+    result(shape_workload, "tasks_per_s=%.0f ns_per_task=%.1f submit_ns=%.1f wall_s=%.4f cpu_s=%.4f "
+           "min_tasks_per_s=%.0f max_tasks_per_s=%.0f tasks=%u", m->n / wall, wall * 1e9 / m->n,
+           (double)(m->t_submitted - m->t0) / m->n, wall, (m->cpu_end - m->cpu0) / 1e9,
+           b[REPS_ROUNDTRIP - 1].n / batch_wall_s(&b[REPS_ROUNDTRIP - 1]), b[0].n / batch_wall_s(&b[0]),
+           m->n);
+}
+
+/* Runs `one(batch, shape)` for the warm-up and the measured batches of a shape. */
+static maybe_unused void run_shape(const char *workload, enum shape shape, uint32_t n,
+                                   void (*one)(struct batch *, enum shape))
+{
+    shape_workload = workload;
+    static struct batch w, b[REPS_ROUNDTRIP];   /* static: the watchdog points into them */
+    batch_init(&w, N_WARMUP, 0);
+    one(&w, shape);
+    batch_check(&w, "warm-up");
+    for (int i = 0; i < REPS_ROUNDTRIP; i++) {
+        batch_init(&b[i], n, 0);
+        one(&b[i], shape);
+    }
+    report_shape(b);
+}
+
 /* ---- one task at a time: spawn, wait for its completion, repeat ---------------
  * seq_next() right before each submission, seq_done() in each completion; it
  * returns 1 after the last one. */

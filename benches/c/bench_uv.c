@@ -212,6 +212,83 @@ static void pool_roundtrip(void)
     uvcheck(uv_loop_close(loop));
 }
 
+/* spawn shapes (bench_common.h): requests queued outside a loop callback */
+static uv_loop_t *sh_loop;
+static uv_work_t *sh_reqs;
+static struct batch *sh_batch;
+static uv_async_t sh_async;          /* spawn_thread: the producer's hand-over */
+static _Atomic uint32_t sh_made;     /* spawn_thread: requests filled by the producer */
+static uint32_t sh_queued;           /* spawn_thread: requests queued by the loop */
+
+static void sh_after_cb(uv_work_t *req, int status)
+{
+    if (batch_done(req->data, status == 0) && sh_async.loop)
+        uv_close((uv_handle_t *)&sh_async, NULL);
+}
+
+/* spawn_thread: the loop queues what the producer made (a lock-free hand-over, so the
+ * baseline pays no more than uv_queue_work and an async wake-up for a batch) */
+static void sh_on_async(uv_async_t *a)
+{
+    uint32_t made = atomic_load_explicit(&sh_made, memory_order_acquire);
+    for (; sh_queued < made; sh_queued++)
+        uvcheck(uv_queue_work(a->loop, &sh_reqs[sh_queued], batch_work_cb, sh_after_cb));
+}
+
+static void *sh_producer(void *arg)
+{
+    struct batch *b = arg;
+    batch_begin(b);
+    for (uint32_t i = 0; i < b->n; i++) {
+        sh_reqs[i].data = b;
+        atomic_store_explicit(&sh_made, i + 1, memory_order_release);
+        uvcheck(uv_async_send(&sh_async));
+    }
+    batch_submitted(b);
+    return NULL;
+}
+
+static void sh_one(struct batch *b, enum shape shape)
+{
+    sh_batch = b;
+    sh_reqs = xcalloc(b->n, sizeof(uv_work_t));   /* outside the measured region */
+    if (shape != SHAPE_THREAD) {
+        memset(&sh_async, 0, sizeof sh_async);
+        batch_begin(b);
+        for (uint32_t i = 0; i < b->n; i++) {
+            sh_reqs[i].data = b;
+            uvcheck(uv_queue_work(sh_loop, &sh_reqs[i], batch_work_cb, sh_after_cb));
+            if (shape == SHAPE_NOWAIT && i % SHAPE_CHUNK == SHAPE_CHUNK - 1)
+                uv_run(sh_loop, UV_RUN_NOWAIT);
+        }
+        batch_submitted(b);
+        uv_run(sh_loop, UV_RUN_DEFAULT);
+    } else {
+        atomic_store(&sh_made, 0);
+        sh_queued = 0;
+        uvcheck(uv_async_init(sh_loop, &sh_async, sh_on_async));
+        pthread_t producer;
+        check(pthread_create(&producer, NULL, sh_producer, b) == 0);
+        uv_run(sh_loop, UV_RUN_DEFAULT);
+        check(pthread_join(producer, NULL) == 0);
+        memset(&sh_async, 0, sizeof sh_async);
+    }
+    free(sh_reqs);
+}
+
+static void run_shape_uv(const char *workload, enum shape shape, uint32_t n)
+{
+    pool_threads(bench_cores());
+    sh_loop = new_loop();
+    run_shape(workload, shape, n, sh_one);
+    uvcheck(uv_loop_close(sh_loop));
+}
+
+static void spawn_before(void) { run_shape_uv("spawn_before", SHAPE_BEFORE, N_SHAPE); }
+static void spawn_before_2m(void) { run_shape_uv("spawn_before_2m", SHAPE_BEFORE, N_SHAPE_BIG); }
+static void spawn_nowait(void) { run_shape_uv("spawn_nowait", SHAPE_NOWAIT, N_SHAPE); }
+static void spawn_thread(void) { run_shape_uv("spawn_thread", SHAPE_THREAD, N_SHAPE); }
+
 /* fork_join: one child process per pool size */
 static void fork_join_child(unsigned threads, struct fj_out *out)
 {
@@ -316,6 +393,8 @@ int main(int argc, char **argv)
         { "cross_thread_post", cross_thread_post }, { "fd_pingpong", fd_pingpong },
         { "wakeup_latency", wakeup_latency }, { "memory", memory },
         { "pool_roundtrip", pool_roundtrip }, { "fork_join", fork_join },
+        { "spawn_before", spawn_before }, { "spawn_before_2m", spawn_before_2m },
+        { "spawn_nowait", spawn_nowait }, { "spawn_thread", spawn_thread },
         { "task_overhead", task_overhead }, { "task_memory", task_memory }, { NULL, NULL },
     };
     return bench_main(argc, argv, "libuv", w);

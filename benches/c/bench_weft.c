@@ -233,6 +233,66 @@ static void pool_roundtrip(void)
     weft_loop_free(loop);
 }
 
+/* spawn shapes (bench_common.h): tasks spawned outside a loop callback, on the
+ * default CPU pool, with NULL options, as a host calls weft_spawn */
+static weft_loop *sh_loop;
+static weft_id sh_keep;        /* spawn_thread: keeps the loop running until the last done */
+
+static void sh_done_fn(weft_loop *loop, weft_id id, int status, const uint8_t *result, size_t len,
+                       void *b)
+{
+    (void)id; (void)result; (void)len;
+    if (batch_done(b, status == 0) && sh_keep)
+        wcheck(weft_cancel(loop, sh_keep));
+}
+
+static void sh_spawn_all(struct batch *b, enum shape shape)
+{
+    batch_begin(b);
+    for (uint32_t i = 0; i < b->n; i++) {
+        idcheck(weft_spawn(sh_loop, WEFT_ON_CPU, batch_work_fn, sh_done_fn, b, NULL, NULL));
+        if (shape == SHAPE_NOWAIT && i % SHAPE_CHUNK == SHAPE_CHUNK - 1)
+            wcheck(weft_loop_run(sh_loop, WEFT_RUN_NOWAIT));
+    }
+    batch_submitted(b);
+}
+
+static void *sh_producer(void *b)
+{
+    sh_spawn_all(b, SHAPE_THREAD);
+    return NULL;
+}
+
+static void sh_keep_cb(weft_loop *loop, weft_id id, void *ud) { (void)loop; (void)id; (void)ud; }
+
+static void sh_one(struct batch *b, enum shape shape)
+{
+    if (shape != SHAPE_THREAD) {
+        sh_keep = 0;
+        sh_spawn_all(b, shape);
+        wcheck(weft_loop_run(sh_loop, WEFT_RUN_DEFAULT));
+        return;
+    }
+    sh_keep = weft_timer_after(sh_loop, 3600 * 1000, sh_keep_cb, NULL, NULL);
+    idcheck(sh_keep);
+    pthread_t producer;
+    check(pthread_create(&producer, NULL, sh_producer, b) == 0);
+    wcheck(weft_loop_run(sh_loop, WEFT_RUN_DEFAULT));
+    check(pthread_join(producer, NULL) == 0);
+}
+
+static void run_shape_weft(const char *workload, enum shape shape, uint32_t n)
+{
+    sh_loop = new_loop();
+    run_shape(workload, shape, n, sh_one);
+    weft_loop_free(sh_loop);
+}
+
+static void spawn_before(void) { run_shape_weft("spawn_before", SHAPE_BEFORE, N_SHAPE); }
+static void spawn_before_2m(void) { run_shape_weft("spawn_before_2m", SHAPE_BEFORE, N_SHAPE_BIG); }
+static void spawn_nowait(void) { run_shape_weft("spawn_nowait", SHAPE_NOWAIT, N_SHAPE); }
+static void spawn_thread(void) { run_shape_weft("spawn_thread", SHAPE_THREAD, N_SHAPE); }
+
 /* fork_join: one child process per pool size */
 static void fork_join_child(unsigned threads, struct fj_out *out)
 {
@@ -738,6 +798,8 @@ int main(int argc, char **argv)
         { "cross_thread_post", cross_thread_post }, { "fd_pingpong", fd_pingpong },
         { "wakeup_latency", wakeup_latency }, { "memory", memory },
         { "pool_roundtrip", pool_roundtrip }, { "fork_join", fork_join },
+        { "spawn_before", spawn_before }, { "spawn_before_2m", spawn_before_2m },
+        { "spawn_nowait", spawn_nowait }, { "spawn_thread", spawn_thread },
         { "task_overhead", task_overhead }, { "task_memory", task_memory },
         { "process_overhead", process_overhead }, { "process_reuse", process_reuse },
         { NULL, NULL },

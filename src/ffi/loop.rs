@@ -61,6 +61,9 @@ pub extern "C" fn weft_loop_free(lp: *mut weft_loop) {
 /// makes one pass; `WEFT_RUN_NOWAIT` makes one pass without waiting. A pass runs every
 /// callback that was ready when it began: due timers, ready fd watches, caught signals,
 /// then posts and events in the order they were queued.
+/// While it runs, the calling thread owns the loop (see `weft_spawn`); a spawn on
+/// another thread that owns the loop at that moment delays the start by its own length
+/// (a few hundred nanoseconds), and never makes it fail.
 /// Returns `WEFT_OK` when stopped or idle. `WEFT_ERR_BUSY` if the loop is already running
 /// (called from one of its callbacks, or while another thread runs it);
 /// `WEFT_ERR_INVALID` for an unknown mode; `WEFT_ERR_NULL`.

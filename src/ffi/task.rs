@@ -101,9 +101,14 @@ pub(super) const SPAWN_OPTIONS_V1: usize =
 /// NULL. The default pools start on first use (CPU: one thread per core; IO: up to 64
 /// threads, idle ones exit after 10 s). Any thread.
 ///
-/// From one of the loop's own callbacks, a CPU task (without a timeout) takes no lock:
-/// the loop hands such tasks to the pool 64 at a time, and the rest when the callback
-/// returns, so a callback must not wait for a task it has just spawned to start.
+/// Who owns a loop: the thread running it (in `weft_loop_run`, so in its callbacks),
+/// or, while no thread runs it, whichever thread calls into it, for that one call. A
+/// task on a pool without a timeout spawned by the loop's owner takes no lock of the
+/// loop's: from a callback, before `weft_loop_run`, or between `WEFT_RUN_NOWAIT`
+/// passes. A spawn from another thread while the loop runs takes the loop's lock.
+/// From a callback, CPU tasks are handed to the pool 64 at a time, and the rest when
+/// the callback returns, so a callback must not wait for a task it has just spawned to
+/// start; outside callbacks each is handed over at once.
 ///
 /// `WEFT_ON_PROCESS`: the work runs in a forked child, against a copy-on-write snapshot
 /// of this process taken at the fork: inside `weft_spawn` (on the calling thread) when

@@ -11,6 +11,7 @@
 
 mod cell;
 mod completions;
+mod gate;
 mod inbox;
 mod signal;
 mod sleep;

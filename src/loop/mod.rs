@@ -11,11 +11,13 @@
 //! its free function) once the call returns. `run` holds the `runner` mutex for its whole
 //! duration, which is how a second or re-entrant `run` is detected (`Busy`).
 //!
-//! One kind of registration lives outside `core`: a task that the loop's own thread
-//! spawns (from a callback) on a CPU pool without a timeout. The thread running the
-//! loop owns its state ([`Own`]: the task's `done` handler, the loop's feeders) and its
-//! cell sits in the loop's task table ([`task::Table`]), which other threads reach
-//! only to cancel a task; so the common spawn in a callback takes no lock at all.
+//! One kind of registration lives outside `core`: a task spawned on a pool without a
+//! timeout by the loop's owner: the thread running the loop (from a callback), or,
+//! while no thread runs it, the thread making the call (owner.rs says how). The owner
+//! keeps its state ([`owner::Own`]: the task's `done` handler, the loop's feeders) and
+//! its cell sits in the loop's task table ([`task::Table`]), which other threads reach
+//! only to cancel a task; so the common spawn, in a callback, before `run` or between
+//! two non-blocking passes, takes no lock at all.
 //!
 //! # What wakes the loop
 //!
@@ -35,7 +37,9 @@
 //!
 //! * `mod.rs`: the public types ([`Loop`], [`Handler`], [`Event`], [`RunMode`],
 //!   [`SpawnOptions`]), the loop's state (`Core` under the lock, `Runner` for the thread
-//!   running it, `Own` for its owner), making the loop, the inner set, and `close`.
+//!   running it), making the loop, the inner set, and `close`.
+//! * `owner.rs`: the loop's owner and its state (`Own`): who may register without the
+//!   core lock, and when.
 //! * `register.rs`: timers, fd and signal watches, subscriptions, posts, and cancel.
 //! * `spawn.rs`: tasks on the loop and on pools: spawning them, and serving their
 //!   completions (`done`).
@@ -51,6 +55,7 @@
 //! another module's type (a task cell, a child, the inbox, a pool).
 
 mod children;
+mod owner;
 mod pass;
 mod register;
 mod spawn;
@@ -67,6 +72,7 @@ use crate::sys::{self, Bell, Events, Outer, Poller, TimerWake, WaitSlot};
 use crate::task::{self, TaskCell, TaskRef, TaskWork};
 use crate::timer::Wheel;
 use crate::watch::FdTable;
+use owner::Owner;
 use std::ffi::CStr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
@@ -347,33 +353,13 @@ pub struct Loop<H: Handler> {
     /// The thread running the loop (see [`thread_number`]), 0 when none.
     runner_thread: AtomicU64,
     closed: AtomicBool,
-    /// Tasks spawned from the loop's own thread (see [`task::Table`]), and the loop
-    /// owner's side of them.
+    /// Tasks spawned by the loop's owner (see [`task::Table`]), and the owner's side of
+    /// them (owner.rs).
     table: task::Table<H, H::Work>,
-    own: OwnCell<H>,
+    owner: Owner<H>,
     /// How many tasks of the table are live: written by the owner, read by `alive`.
     table_live: AtomicUsize,
 }
-
-/// What only the loop's owner touches: the thread running the loop (inside `run`, so
-/// from its callbacks too) or the one closing it (holding the runner, so no one runs
-/// it). A spawn on the loop's thread registers its task here, with no lock: its cell
-/// in the task table, its `done` handler in `handlers` at the cell's index, its job in
-/// the loop's own feeder of the pool.
-struct Own<H: Handler> {
-    lender: task::Lender<H, H::Work>,
-    handlers: Vec<Option<H>>,
-    /// Pools spawned on from the loop's thread, by key (as `Core::pools`), with the
-    /// (staging) feeder of a CPU pool; checked against the pool epoch.
-    pools: Vec<CachedPool<Box<pool::Feeder>>>,
-}
-
-struct OwnCell<H: Handler>(std::cell::UnsafeCell<Own<H>>);
-
-// SAFETY: `Own` is touched only by the loop's owner, one thread at a time (see
-// `Loop::own`), and everything in it may move between threads.
-unsafe impl<H: Handler> Sync for OwnCell<H> {}
-unsafe impl<H: Handler> Send for OwnCell<H> {}
 
 /// A number for the calling thread, unique in the process (never 0).
 fn thread_number() -> u64 {
@@ -466,11 +452,7 @@ impl<H: Handler> Loop<H> {
             runner_thread: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             table: Default::default(),
-            own: OwnCell(std::cell::UnsafeCell::new(Own {
-                lender: Default::default(),
-                handlers: Vec::new(),
-                pools: Vec::new(),
-            })),
+            owner: Default::default(),
             table_live: AtomicUsize::new(0),
         })
     }
@@ -516,17 +498,6 @@ impl<H: Handler> Loop<H> {
         core.polluted = false;
     }
 
-    /// The owner's state.
-    ///
-    /// # Safety
-    /// On the thread running the loop ([`on_loop_thread`](Self::on_loop_thread)) or
-    /// closing it, with no other borrow of it alive: none is kept across a callback.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn own(&self) -> &mut Own<H> {
-        // SAFETY: the caller's promise.
-        unsafe { &mut *self.own.0.get() }
-    }
-
     fn lock(&self) -> MutexGuard<'_, Core<H>> {
         self.core.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -569,6 +540,7 @@ impl<H: Handler> Loop<H> {
             // Touch nothing inherited; the parent's loop still owns it all.
             return Ok(());
         }
+        let _gate = self.hold_gate()?;
         self.closed.store(true, SeqCst);
         // The host's fd helper (portable backend) must be gone before the bells close.
         self.outer.shut_down();
@@ -590,7 +562,7 @@ impl<H: Handler> Loop<H> {
         // Tasks of the table end as tasks in the slab do above: their cancel flag is
         // raised, and their cells are recycled when they come back.
         {
-            // SAFETY: closing (the runner is held: nobody runs the loop).
+            // SAFETY: closing (the runner and the gate are held: nobody owns the loop).
             let own = unsafe { self.own() };
             let live: Vec<(u32, H)> = (own.handlers.iter_mut().enumerate())
                 .filter_map(|(index, handler)| handler.take().map(|handler| (index as u32, handler)))

@@ -30,6 +30,8 @@ impl<H: Handler> Loop<H> {
         let mut runner = self.runner.0.try_lock().map_err(|_| {
             Error::new(Code::Busy, "the loop is already running (re-entered from a callback, or on another thread)")
         })?;
+        // Kept until `run` returns: this thread owns the loop (owner.rs).
+        let gate = self.hold_gate()?;
         self.running.store(true, SeqCst);
         self.runner_thread.store(thread_number(), SeqCst);
         self.outer.enter();
@@ -49,6 +51,7 @@ impl<H: Handler> Loop<H> {
         self.outer.leave();
         // As in libuv, a stop is used up by the run it ends, or by the next run.
         self.stop.store(false, SeqCst);
+        drop(gate);
         result
     }
 

@@ -1,7 +1,8 @@
 //! Tasks on the loop and on pools: spawning them (in the slab, or without a lock in the
-//! task table when the loop's own thread spawns), cancelling a task of the table, and
+//! task table when the loop's owner spawns: owner.rs), cancelling a task of the table, and
 //! serving the completions that come back (`done`).
 
+use super::owner::{Own, Owned};
 use super::{registering, Cell, Core, Event, Handler, Kind, Loop, SpawnOptions, Submit, Target};
 use crate::error::{Code, Error, Result};
 use crate::inbox::Record;
@@ -127,8 +128,9 @@ impl<H: Handler> Loop<H> {
         timeout_ms: u64,
     ) -> Result<Id> {
         if let Target::Cached { key, kind, resolve } = target {
-            if timeout_ms == 0 && self.on_loop_thread() {
-                if let Some(id) = self.lend_owned(key, kind, resolve, work, done)? {
+            if timeout_ms == 0 {
+                let owned = self.as_owner(|own, how| self.lend_owned(own, how, key, kind, resolve, work, done));
+                if let Some(id) = owned.transpose()?.flatten() {
                     return Ok(id);
                 }
             }
@@ -184,11 +186,15 @@ impl<H: Handler> Loop<H> {
         result
     }
 
-    /// On the loop's thread, a task without a timeout for a CPU pool: registered in the
-    /// task table and queued on the loop's own feeder, with no lock (see [`Own`]). None
-    /// for another pool (an IO pool has no feeder): the caller registers it in the slab.
+    /// For the loop's owner, a task without a timeout for a pool: registered in the task
+    /// table and queued on the loop's own feeder of a CPU pool (staged inside a
+    /// callback), or submitted to an IO pool, with no lock of the loop's (see
+    /// owner.rs). None if the table is full: the caller registers it in the slab.
+    #[allow(clippy::too_many_arguments)]
     fn lend_owned(
         &self,
+        own: &mut Own<H>,
+        how: Owned,
         key: usize,
         kind: pool::Kind,
         resolve: &dyn Fn() -> Result<Arc<Pool>>,
@@ -196,10 +202,8 @@ impl<H: Handler> Loop<H> {
         done: &mut Option<H>,
     ) -> Result<Option<Id>> {
         let epoch = task::pool_epoch();
-        // SAFETY: on the loop's thread (the caller checked); this borrow ends before
-        // any callback can run (resolving a pool and dropping one run no user code on
-        // this thread).
-        let own = unsafe { self.own() };
+        // Resolving a pool and dropping one run no user code on this thread, so `own`
+        // stays the only borrow of the owner's state.
         let at = match own.pools.iter().position(|&(k, e, _, _)| k == key && e == epoch) {
             Some(at) => at,
             None => {
@@ -213,7 +217,6 @@ impl<H: Handler> Loop<H> {
         };
         let (_, _, pool, feeder) = &own.pools[at];
         Self::check_pool(pool, kind)?;
-        let Some(feeder) = feeder else { return Ok(None) };
         let (id, job) =
             match self.table.lend(&mut own.lender, self.tag, &self.inbox, work.take().expect("not taken yet")) {
                 Ok((id, _, job)) => (id, job),
@@ -230,7 +233,15 @@ impl<H: Handler> Loop<H> {
         own.handlers[index] = done.take();
         self.table_live.store(self.table_live.load(Relaxed) + 1, Relaxed);
         // A pool shutting down meanwhile abandons the job: done(Cancelled).
-        drop(feeder.submit(job));
+        match (feeder, how) {
+            // Staged: published when the callback returns (or the stage fills).
+            (Some(feeder), Owned::Running) => drop(feeder.submit(job)),
+            // Outside `run`, nothing would publish a staged job: queued at once. (This
+            // thread may be inside another loop's callback; that loop's end of callback
+            // must not touch this loop's feeder, which the next owner uses.)
+            (Some(feeder), Owned::Gate) => drop(feeder.submit_now(job)),
+            (None, _) => drop(pool.submit(job)),
+        }
         Ok(Some(id))
     }
 

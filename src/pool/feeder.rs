@@ -85,6 +85,12 @@ impl Feeder {
         self.cpu.submit_to(job, Some(&self.deque))
     }
 
+    /// Queues `job` at once, staging feeder or not, as [`Pool::submit`](super::Pool::submit)
+    /// does: for a submitter outside the callbacks of the loop whose feeder this is.
+    pub fn submit_now(&self, job: JobRef) -> Result<()> {
+        self.cpu.submit_to(job, Some(&self.deque))
+    }
+
     /// Makes the staged jobs visible to the workers: one submission for the sleep
     /// protocol. `midway`: the burst goes on (wake a worker only if all of them sleep).
     fn publish(&self, midway: bool) {

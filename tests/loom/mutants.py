@@ -91,6 +91,30 @@ MUTANTS = {
         "        // SAFETY: the table's cells live as long as the table.",
         "loom_table_cancel_by_id",
     ),
+    "gate: try_take's Acquire": (
+        "src/gate.rs",
+        "        self.0.compare_exchange(0, me, Acquire, Relaxed).is_ok().then(|| Held(&self.0))",
+        "        self.0.compare_exchange(0, me, Relaxed, Relaxed).is_ok().then(|| Held(&self.0))",
+        "loom_gate_hands_over_the_state",
+    ),
+    "gate: take's Acquire": (
+        "src/gate.rs",
+        "            match self.0.compare_exchange(0, me, Acquire, Relaxed) {",
+        "            match self.0.compare_exchange(0, me, Relaxed, Relaxed) {",
+        "loom_gate_hands_over_the_state",
+    ),
+    "gate: the give-back's Release": (
+        "src/gate.rs",
+        "        self.0.store(0, Release);",
+        "        self.0.store(0, Relaxed);",
+        "loom_gate_hands_over_the_state",
+    ),
+    "gate: a guard made only on success": (
+        "src/gate.rs",
+        ".is_ok().then(|| Held(&self.0))",
+        ".is_ok().then_some(Held(&self.0))",
+        "loom_gate_hands_over_the_state",
+    ),
     "signal: ring_all's fence between `in_handler` and the slots": (
         "src/signal.rs",
         "        fence(SeqCst); // the Dekker pair with `unregister`\n",

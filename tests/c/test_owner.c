@@ -1,0 +1,269 @@
+/* Spawns made by the loop's owner outside its callbacks: before weft_loop_run, between
+ * WEFT_RUN_NOWAIT passes, and from any thread while no thread runs the loop (weft.h,
+ * "Who owns a loop"). Such a spawn takes the lock-free path of a spawn made in a
+ * callback: its task lives in the loop's task table. Everything the API promises must
+ * hold on that path too, and when a spawn races a thread that starts weft_loop_run, the
+ * run must neither fail nor lose a task: done and free_fn exactly once, cancel from any
+ * thread with the same answers. */
+#include "harness.h"
+#include "tasks_util.h"
+
+#include <sched.h>
+
+/* A task-table id: kind bits 51..50 are 11 (src/slots.rs). White-box, on purpose: the
+ * point of these cases is that the fast path is taken. */
+static bool is_table_id(weft_id id) { return ((id >> 50) & 3u) == 3u; }
+
+static int sum_dones(rec *r, int n) {
+    int d = 0;
+    for (int i = 0; i < n; i++) d += atomic_load(&r[i].dones);
+    return d;
+}
+
+/* ---- before run, and between passes ------------------------------------------------ */
+
+/* Tasks spawned before the loop ever ran, on the default CPU pool, a CPU pool of its
+ * own and the default IO pool, take the table; each runs once, done and free once. */
+TEST(spawns_before_run_take_the_table_and_run_once_each) {
+    weft_pool_options po = pool_opts(WEFT_POOL_CPU, 2, "own-cpu");
+    weft_pool *cpu = weft_pool_new(&po);
+    REQUIRE(cpu != NULL);
+    weft_spawn_options on_cpu = spawn_opts(cpu, 0);
+    weft_loop *lp = weft_loop_new();
+    REQUIRE(lp != NULL);
+    enum { N = 600 };
+    static rec r[N];
+    int table = 0;
+    for (int i = 0; i < N; i++) {
+        rec_init(&r[i]);
+        r[i].ret = i;
+        weft_where where = i % 3 == 2 ? WEFT_ON_IO : WEFT_ON_CPU;
+        weft_id id = CHECK_ID(rec_spawn(lp, where, &r[i], i % 3 == 1 ? &on_cpu : NULL));
+        table += is_table_id(id);
+    }
+    CHECK_EQ(table, N);
+    CHECK_OK(weft_loop_run(lp, WEFT_RUN_DEFAULT));
+    for (int i = 0; i < N; i++) {
+        WAIT_FREED(r[i]);
+        CHECK_EQ(atomic_load(&r[i].dones), 1);
+        CHECK_EQ(atomic_load(&r[i].work_runs), 1);
+        CHECK_EQ(r[i].status, i);
+        CHECK_EQ(r[i].done_id, atomic_load(&r[i].id));
+    }
+    weft_loop_free(lp);
+    weft_pool_free(cpu);
+}
+
+/* The bindings' shape: spawns between NOWAIT passes; each pass serves what is back. */
+TEST(spawns_between_nowait_passes_take_the_table) {
+    weft_loop *lp = weft_loop_new();
+    REQUIRE(lp != NULL);
+    enum { N = 2000 };
+    static rec r[N];
+    int table = 0;
+    for (int i = 0; i < N; i++) {
+        rec_init(&r[i]);
+        table += is_table_id(CHECK_ID(rec_spawn(lp, WEFT_ON_CPU, &r[i], NULL)));
+        if (i % 50 == 49) CHECK_OK(weft_loop_run(lp, WEFT_RUN_NOWAIT));
+    }
+    CHECK_EQ(table, N);
+    uint64_t end = now_ms() + h_slack_ms(10000);
+    while (sum_dones(r, N) < N && now_ms() < end) CHECK_OK(weft_loop_run(lp, WEFT_RUN_ONCE));
+    CHECK_EQ(sum_dones(r, N), N);
+    for (int i = 0; i < N; i++) {
+        WAIT_FREED(r[i]);
+        CHECK_EQ(atomic_load(&r[i].dones), 1);
+    }
+    weft_loop_free(lp);
+}
+
+/* A task spawned before run and cancelled before run reports CANCELLED once, in the
+ * first pass; its work never runs (the 1-thread pool is blocked meanwhile). A second
+ * cancel, and one after done, find nothing. */
+TEST(cancel_of_a_task_spawned_before_run) {
+    weft_pool_options po = pool_opts(WEFT_POOL_CPU, 1, "own-one");
+    weft_pool *one = weft_pool_new(&po);
+    REQUIRE(one != NULL);
+    weft_spawn_options on1 = spawn_opts(one, 0);
+    weft_loop *lp = weft_loop_new();
+    REQUIRE(lp != NULL);
+    _Atomic int gate = 0;
+    rec blocker, queued;
+    rec_init(&blocker);
+    rec_init(&queued);
+    blocker.gate = &gate;
+    CHECK_ID(rec_spawn(lp, WEFT_ON_CPU, &blocker, &on1));
+    weft_id id = CHECK_ID(rec_spawn(lp, WEFT_ON_CPU, &queued, &on1));
+    CHECK(is_table_id(id));
+    CHECK(WAIT_FOR(atomic_load(&blocker.work_runs) == 1, h_slack_ms(5000)));
+    CHECK_OK(weft_cancel(lp, id));
+    CHECK_RC(weft_cancel(lp, id), WEFT_ERR_NOT_FOUND);
+    atomic_store(&gate, 1);
+    CHECK_OK(weft_loop_run(lp, WEFT_RUN_DEFAULT));
+    WAIT_FREED(queued);
+    WAIT_FREED(blocker);
+    CHECK_EQ(atomic_load(&queued.dones), 1);
+    CHECK_EQ(queued.status, WEFT_ERR_CANCELLED);
+    CHECK_EQ(atomic_load(&queued.work_runs), 0);
+    CHECK_EQ(atomic_load(&blocker.dones), 1);
+    CHECK_RC(weft_cancel(lp, id), WEFT_ERR_NOT_FOUND);
+    weft_loop_free(lp);
+    weft_pool_free(one);
+}
+
+/* A loop freed before it ever ran, with table tasks queued behind a busy pool and one
+ * running: no done, every free_fn once, a queued task never starts. */
+TEST(loop_freed_before_run_with_table_tasks_in_flight) {
+    weft_pool_options po = pool_opts(WEFT_POOL_CPU, 1, "own-free");
+    weft_pool *one = weft_pool_new(&po);
+    REQUIRE(one != NULL);
+    weft_spawn_options on1 = spawn_opts(one, 0);
+    weft_loop *lp = weft_loop_new();
+    REQUIRE(lp != NULL);
+    enum { N = 20 };
+    static rec r[N];
+    _Atomic int gate = 0;
+    for (int i = 0; i < N; i++) {
+        rec_init(&r[i]);
+        r[i].gate = &gate;
+        CHECK(is_table_id(CHECK_ID(rec_spawn(lp, WEFT_ON_CPU, &r[i], &on1))));
+    }
+    CHECK(WAIT_FOR(atomic_load(&r[0].work_active) == 1, h_slack_ms(5000)));
+    weft_loop_free(lp);
+    atomic_store(&gate, 1);
+    for (int i = 0; i < N; i++) WAIT_FREED(r[i]);
+    weft_pool_free(one);
+    for (int i = 0; i < N; i++) {
+        CHECK_EQ(atomic_load(&r[i].dones), 0);
+        CHECK_EQ(atomic_load(&r[i].frees), 1);
+        CHECK_EQ(atomic_load(&r[i].work_runs), i == 0 ? 1 : 0);
+    }
+}
+
+/* ---- threads racing for the loop ----------------------------------------------------- */
+
+/* Spawner threads spawn in a tight loop while another thread keeps starting and ending
+ * runs (NOWAIT and ONCE) and a third cancels at random. A spawn that finds the loop
+ * free takes the table, one that finds it running takes the locked path: both kinds
+ * occur, no run fails (a spawn holding the loop makes a starting run wait, not fail),
+ * and every task has done once and free once, CANCELLED exactly when a cancel said OK. */
+enum { RACE_SPAWNERS = 2, RACE_PER = 6000 };
+typedef struct race {
+    weft_loop *lp;
+    rec *r;
+    _Atomic int *ok;
+    _Atomic int spawned, table, stop;
+} race;
+typedef struct spawner_arg {
+    race *race;
+    int from, to;
+} spawner_arg;
+static void *race_spawner(void *arg) {
+    spawner_arg *a = (spawner_arg *)arg;
+    race *rc = a->race;
+    for (int i = a->from; i < a->to; i++) {
+        weft_id id = rec_spawn(rc->lp, WEFT_ON_CPU, &rc->r[i], NULL);
+        if (id == 0) h_fail(__FILE__, __LINE__, "spawn %d failed: %s", i, h_last_error());
+        atomic_fetch_add(&rc->table, is_table_id(id));
+        atomic_fetch_add(&rc->spawned, 1);
+        if (i % 64 == 0) sched_yield();
+    }
+    return NULL;
+}
+static void *race_canceller(void *arg) {
+    race *rc = (race *)arg;
+    unsigned seed = 12345;
+    int n = RACE_SPAWNERS * (int)h_scale(RACE_PER, 300);
+    while (!atomic_load(&rc->stop)) {
+        int i = (int)(rand_r(&seed) % (unsigned)n);
+        weft_id id = atomic_load(&rc->r[i].id);
+        if (id == 0) {
+            sched_yield();
+            continue;
+        }
+        int code = weft_cancel(rc->lp, id);
+        if (code == WEFT_OK)
+            atomic_fetch_add(&rc->ok[i], 1);
+        else if (code != WEFT_ERR_NOT_FOUND)
+            h_fail(__FILE__, __LINE__, "weft_cancel returned %d", code);
+        if (h_valgrind()) sched_yield();
+    }
+    return NULL;
+}
+TEST(spawns_race_runs_starting_on_another_thread) {
+    int per = (int)h_scale(RACE_PER, 300), n = RACE_SPAWNERS * per;
+    static race rc;
+    memset((void *)&rc, 0, sizeof rc);
+    rc.lp = weft_loop_new();
+    REQUIRE(rc.lp != NULL);
+    rc.r = (rec *)calloc((size_t)n, sizeof(rec));
+    rc.ok = (_Atomic int *)calloc((size_t)n, sizeof(_Atomic int));
+    REQUIRE(rc.r != NULL && rc.ok != NULL);
+    pthread_t sp[RACE_SPAWNERS], canceller;
+    spawner_arg args[RACE_SPAWNERS];
+    for (int t = 0; t < RACE_SPAWNERS; t++) {
+        args[t] = (spawner_arg){&rc, t * per, (t + 1) * per};
+        REQUIRE(pthread_create(&sp[t], NULL, race_spawner, &args[t]) == 0);
+    }
+    REQUIRE(pthread_create(&canceller, NULL, race_canceller, &rc) == 0);
+    int runs = 0;
+    uint64_t end = now_ms() + h_slack_ms(20000);
+    while ((atomic_load(&rc.spawned) < n || sum_dones(rc.r, n) < n) && now_ms() < end) {
+        CHECK_OK(weft_loop_run(rc.lp, runs % 2 ? WEFT_RUN_NOWAIT : WEFT_RUN_ONCE));
+        runs++;
+        if (runs % 4 == 0) nanosleep(&(struct timespec){0, 50000}, NULL); /* nobody runs the loop */
+    }
+    for (int t = 0; t < RACE_SPAWNERS; t++) pthread_join(sp[t], NULL);
+    atomic_store(&rc.stop, 1);
+    pthread_join(canceller, NULL);
+    CHECK_OK(weft_loop_run(rc.lp, WEFT_RUN_DEFAULT));
+    int bad = 0, cancelled = 0;
+    for (int i = 0; i < n; i++) {
+        rec *r = &rc.r[i];
+        if (!WAIT_FOR(atomic_load(&r->frees) == 1, h_slack_ms(5000))) bad++;
+        int ok = atomic_load(&rc.ok[i]);
+        if (atomic_load(&r->dones) != 1 || ok > 1 || (ok == 1) != (r->status == WEFT_ERR_CANCELLED) ||
+            atomic_load(&r->work_runs) > 1) {
+            if (bad++ < 5)
+                h_fail(__FILE__, __LINE__, "task %d: %d dones, %d frees, %d cancels OK, status %d, %d runs", i,
+                       atomic_load(&r->dones), atomic_load(&r->frees), ok, r->status, atomic_load(&r->work_runs));
+        }
+        cancelled += ok;
+    }
+    CHECK_EQ(bad, 0);
+    int table = atomic_load(&rc.table);
+    printf("    %d tasks from %d threads over %d runs: %d in the table, %d locked; %d cancelled\n", n,
+           RACE_SPAWNERS, runs, table, n - table, cancelled);
+    CHECK(table > 0);
+    weft_loop_free(rc.lp);
+    free(rc.r);
+    free((void *)rc.ok);
+}
+
+/* While a thread runs the loop (blocked in DEFAULT), another thread's spawns take the
+ * locked path and still complete once each. */
+static void *run_default(void *lp) { return (void *)(intptr_t)weft_loop_run((weft_loop *)lp, WEFT_RUN_DEFAULT); }
+static void keep_alive(weft_loop *lp, weft_id id, void *ud) { (void)lp, (void)id, (void)ud; }
+TEST(spawns_while_another_thread_runs_the_loop_take_the_locked_path) {
+    weft_loop *lp = weft_loop_new();
+    REQUIRE(lp != NULL);
+    weft_id timer = CHECK_ID(weft_timer_after(lp, 3600 * 1000, keep_alive, NULL, NULL));
+    pthread_t th;
+    REQUIRE(pthread_create(&th, NULL, run_default, lp) == 0);
+    sleep_ms(20); /* the run has begun (and holds the loop) */
+    enum { N = 500 };
+    static rec r[N];
+    int table = 0;
+    for (int i = 0; i < N; i++) {
+        rec_init(&r[i]);
+        table += is_table_id(CHECK_ID(rec_spawn(lp, WEFT_ON_CPU, &r[i], NULL)));
+    }
+    CHECK_EQ(table, 0);
+    for (int i = 0; i < N; i++) WAIT_FREED(r[i]);
+    CHECK_EQ(sum_dones(r, N), N);
+    CHECK_OK(weft_cancel(lp, timer));
+    void *rc;
+    pthread_join(th, &rc);
+    CHECK_EQ((int)(intptr_t)rc, WEFT_OK);
+    weft_loop_free(lp);
+}
