@@ -8,6 +8,7 @@
 use crate::error::{Error, Result};
 use crate::sys;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::os::fd::RawFd;
 
 // The readiness bits of the C API are the seam's (`crate::sys`): a report is handed on
@@ -60,7 +61,31 @@ pub fn events_for(interest: u32, events: u32) -> u32 {
 /// The watchers (slab indices, with their interests) of each watched fd.
 #[derive(Default)]
 pub struct FdTable {
-    fds: HashMap<RawFd, Vec<(u32, u32)>>,
+    fds: HashMap<RawFd, Vec<(u32, u32)>, BuildHasherDefault<FdHasher>>,
+}
+
+/// Hashes an fd with one multiplication. The table is looked up for every readiness
+/// report, and std's default hasher (SipHash, built against hash flooding) cost about
+/// as much as the rest of the dispatch of a report; fds are small numbers the kernel
+/// hands out, not input an attacker picks.
+#[derive(Default)]
+struct FdHasher(u64);
+
+impl Hasher for FdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_i32(&mut self, fd: i32) {
+        // Fibonacci hashing: the high bits, which hashbrown uses, depend on every bit.
+        self.0 = (fd as u32 as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
 }
 
 impl FdTable {
