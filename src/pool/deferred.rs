@@ -2,7 +2,7 @@
 //! once, at the callback's end (SLEEP.md, beside this file, "Deferred wake-ups").
 
 use super::cpu::Cpu;
-use super::feeder::publish_staged;
+use super::feeder::Feeder;
 use super::thread::{ThreadState, THREAD};
 use std::sync::Arc;
 
@@ -16,12 +16,17 @@ pub fn deferring_wakeups<R>(f: impl FnOnce() -> R) -> R {
     struct Depth;
     impl Drop for Depth {
         fn drop(&mut self) {
-            let depth = THREAD.with(|t| {
+            // One thread-local access (a function call in a shared library) per
+            // callback's end: the depth, and at depth 0 what is to flush.
+            let flush = THREAD.with(|t| {
                 t.deferring.set(t.deferring.get() - 1);
-                t.deferring.get()
+                (t.deferring.get() == 0)
+                    .then(|| (t.staged.replace(std::ptr::null()), t.deferred.replace(std::ptr::null())))
             });
-            if depth == 0 {
-                flush_deferred_wakeups();
+            if let Some((staged, deferred)) = flush {
+                if !staged.is_null() || !deferred.is_null() {
+                    flush_taken(staged, deferred);
+                }
             }
         }
     }
@@ -34,17 +39,24 @@ pub fn deferring_wakeups<R>(f: impl FnOnce() -> R) -> R {
 /// blocks, so that a loop run from inside another loop's callback (or any wait inside a
 /// callback) cannot sleep on work whose worker was never woken.
 pub fn flush_deferred_wakeups() {
+    let (staged, deferred) =
+        THREAD.with(|t| (t.staged.replace(std::ptr::null()), t.deferred.replace(std::ptr::null())));
+    flush_taken(staged, deferred);
+}
+
+/// Publishes the staged jobs of `staged` and sends the wake-up `cpu` stands for (either
+/// null: none), as taken from this thread's state by a flush.
+fn flush_taken(staged: *const Feeder, cpu: *const Cpu) {
     if crate::fork::is_child() {
         // A host forked inside a callback: the staged jobs and the wake-up are the
         // parent's; touch nothing (no pool thread may start here).
-        THREAD.with(|t| {
-            t.staged.set(std::ptr::null());
-            t.deferred.set(std::ptr::null());
-        });
         return;
     }
-    publish_staged();
-    let cpu = THREAD.with(|t| t.deferred.replace(std::ptr::null()));
+    if !staged.is_null() {
+        // SAFETY: a staging feeder clears its own entry when dropped, so a registered
+        // one is alive (see `Feeder::submit`).
+        unsafe { &*staged }.publish_now();
+    }
     if !cpu.is_null() {
         // SAFETY: made by Arc::into_raw in `defer_wake`, taken back once.
         let cpu = unsafe { Arc::from_raw(cpu) };

@@ -142,6 +142,13 @@ impl Feeder {
     }
 }
 
+impl Feeder {
+    /// The final publication of the staged jobs (a flush: see `pool::deferred`).
+    pub(super) fn publish_now(&self) {
+        self.publish(false);
+    }
+}
+
 /// Publishes the jobs of the staging feeder this thread registered, if any.
 pub fn publish_staged() {
     let feeder = THREAD.with(|t| t.staged.replace(std::ptr::null()));
