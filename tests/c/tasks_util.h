@@ -204,6 +204,13 @@ H_UNUSED static void rec_free(void *ud) {
 #define WAIT_FREED(r)                                                                     \
     CHECK_MSG(WAIT_FOR(atomic_load(&(r).frees) >= 1, h_slack_ms(5000)), "%s: free_fn never ran", #r)
 
+/* How many `done` calls the n recs have seen in all. */
+H_UNUSED static int rec_dones(rec *r, int n) {
+    int d = 0;
+    for (int i = 0; i < n; i++) d += atomic_load(&r[i].dones);
+    return d;
+}
+
 /* Spawns `r` (rec_work, rec_done, rec_free) and stores its id in r->id. */
 static inline weft_id rec_spawn(weft_loop *lp, weft_where where, rec *r,
                                 const weft_spawn_options *o) {

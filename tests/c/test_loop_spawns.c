@@ -49,11 +49,6 @@ static bool spawn_from_callback(weft_loop *lp, spawner *s) {
     return run_until(lp, &s->spawned, 1, h_slack_ms(10000));
 }
 
-static int sum_dones(rec *r, int n) {
-    int d = 0;
-    for (int i = 0; i < n; i++) d += atomic_load(&r[i].dones);
-    return d;
-}
 
 /* ---- the basics -------------------------------------------------------------------- */
 
@@ -601,7 +596,7 @@ TEST(four_loops_spawn_from_callbacks_onto_one_pool) {
     for (int l = 0; l < L; l++) pthread_create(&th[l], NULL, loop_job_main, &j[l]);
     for (int l = 0; l < L; l++) pthread_join(th[l], NULL);
     for (int l = 0; l < L; l++) {
-        CHECK_EQ(sum_dones(r[l], n), n);
+        CHECK_EQ(rec_dones(r[l], n), n);
         for (int i = 0; i < n; i++) {
             CHECK_EQ(atomic_load(&r[l][i].frees), 1);
             CHECK_EQ(r[l][i].status, l);

@@ -14,11 +14,6 @@
  * point of these cases is that the fast path is taken. */
 static bool is_table_id(weft_id id) { return ((id >> 50) & 3u) == 3u; }
 
-static int sum_dones(rec *r, int n) {
-    int d = 0;
-    for (int i = 0; i < n; i++) d += atomic_load(&r[i].dones);
-    return d;
-}
 
 /* ---- before run, and between passes ------------------------------------------------ */
 
@@ -68,8 +63,8 @@ TEST(spawns_between_nowait_passes_take_the_table) {
     }
     CHECK_EQ(table, N);
     uint64_t end = now_ms() + h_slack_ms(10000);
-    while (sum_dones(r, N) < N && now_ms() < end) CHECK_OK(weft_loop_run(lp, WEFT_RUN_ONCE));
-    CHECK_EQ(sum_dones(r, N), N);
+    while (rec_dones(r, N) < N && now_ms() < end) CHECK_OK(weft_loop_run(lp, WEFT_RUN_ONCE));
+    CHECK_EQ(rec_dones(r, N), N);
     for (int i = 0; i < N; i++) {
         WAIT_FREED(r[i]);
         CHECK_EQ(atomic_load(&r[i].dones), 1);
@@ -77,16 +72,26 @@ TEST(spawns_between_nowait_passes_take_the_table) {
     weft_loop_free(lp);
 }
 
+/* A 1-thread CPU pool named `name`, spawn options naming it, and a loop; false (nothing
+ * made) if either fails. */
+static bool one_thread_pool_and_loop(const char *name, weft_pool **pool, weft_spawn_options *opts, weft_loop **lp) {
+    weft_pool_options po = pool_opts(WEFT_POOL_CPU, 1, name);
+    *pool = weft_pool_new(&po);
+    if (*pool == NULL) return false;
+    *opts = spawn_opts(*pool, 0);
+    *lp = weft_loop_new();
+    if (*lp == NULL) weft_pool_free(*pool);
+    return *lp != NULL;
+}
+
 /* A task spawned before run and cancelled before run reports CANCELLED once, in the
  * first pass; its work never runs (the 1-thread pool is blocked meanwhile). A second
  * cancel, and one after done, find nothing. */
 TEST(cancel_of_a_task_spawned_before_run) {
-    weft_pool_options po = pool_opts(WEFT_POOL_CPU, 1, "own-one");
-    weft_pool *one = weft_pool_new(&po);
-    REQUIRE(one != NULL);
-    weft_spawn_options on1 = spawn_opts(one, 0);
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
+    weft_pool *one;
+    weft_spawn_options on1;
+    weft_loop *lp;
+    REQUIRE(one_thread_pool_and_loop("own-one", &one, &on1, &lp));
     _Atomic int gate = 0;
     rec blocker, queued;
     rec_init(&blocker);
@@ -114,12 +119,10 @@ TEST(cancel_of_a_task_spawned_before_run) {
 /* A loop freed before it ever ran, with table tasks queued behind a busy pool and one
  * running: no done, every free_fn once, a queued task never starts. */
 TEST(loop_freed_before_run_with_table_tasks_in_flight) {
-    weft_pool_options po = pool_opts(WEFT_POOL_CPU, 1, "own-free");
-    weft_pool *one = weft_pool_new(&po);
-    REQUIRE(one != NULL);
-    weft_spawn_options on1 = spawn_opts(one, 0);
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
+    weft_pool *one;
+    weft_spawn_options on1;
+    weft_loop *lp;
+    REQUIRE(one_thread_pool_and_loop("own-free", &one, &on1, &lp));
     enum { N = 20 };
     static rec r[N];
     _Atomic int gate = 0;
@@ -208,7 +211,7 @@ TEST(spawns_race_runs_starting_on_another_thread) {
     REQUIRE(pthread_create(&canceller, NULL, race_canceller, &rc) == 0);
     int runs = 0;
     uint64_t end = now_ms() + h_slack_ms(20000);
-    while ((atomic_load(&rc.spawned) < n || sum_dones(rc.r, n) < n) && now_ms() < end) {
+    while ((atomic_load(&rc.spawned) < n || rec_dones(rc.r, n) < n) && now_ms() < end) {
         CHECK_OK(weft_loop_run(rc.lp, runs % 2 ? WEFT_RUN_NOWAIT : WEFT_RUN_ONCE));
         runs++;
         if (runs % 4 == 0) nanosleep(&(struct timespec){0, 50000}, NULL); /* nobody runs the loop */
@@ -260,7 +263,7 @@ TEST(spawns_while_another_thread_runs_the_loop_take_the_locked_path) {
     }
     CHECK_EQ(table, 0);
     for (int i = 0; i < N; i++) WAIT_FREED(r[i]);
-    CHECK_EQ(sum_dones(r, N), N);
+    CHECK_EQ(rec_dones(r, N), N);
     CHECK_OK(weft_cancel(lp, timer));
     void *rc;
     pthread_join(th, &rc);
