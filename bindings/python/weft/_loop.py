@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import math
 import os
 import threading
 import time
 import weakref
 from typing import Any, Callable, Dict, Optional, Set, Tuple, TypeVar, Union
 
-from . import _ffi, _pools, _process
+from . import _ffi, _later, _pools, _process, _soon
 from ._callbacks import (CALL, DONE, EVENT, FD, FREE, SIGNAL, WORK, discard, install_unraisablehook, register,
                          registry, report, state, tls)
 from ._errors import Busy, ChildCrashed, Closed, Error, Forked, TaskTimeout, check, error_from
 from ._args import _check_callable, _fileno, _int_arg, _milliseconds, _payload, _topic
 from ._future import Future
 from ._handles import Handle, Watch, _Callback
+from ._later import TimerHandle
+from ._soon import SoonHandle
 from ._lib import held, lib
 
 _T = TypeVar("_T")
@@ -31,6 +34,8 @@ _WHERE = {"loop": _ffi.WEFT_ON_LOOP, "thread": _ffi.WEFT_ON_IO, "cpu": _ffi.WEFT
 _POOL_OF = {_ffi.WEFT_ON_IO: _pools.IO, _ffi.WEFT_ON_CPU: _pools.CPU}
 
 _get_ident = threading.get_ident
+_monotonic = time.monotonic
+_ceil = math.ceil
 
 # Every open loop, for the atexit handler.
 _loops: "weakref.WeakSet[Loop]" = weakref.WeakSet()
@@ -40,10 +45,6 @@ _running_work: Set[Any] = set()
 # How long the atexit handler waits for running thread tasks before it leaves the pools
 # alone (a task still running then is abandoned: joining its thread would hang exit).
 EXIT_GRACE = 0.5
-
-# The hot paths' C functions (GIL held: see _lib.held).
-_post = held.weft_post
-_timer_after = held.weft_timer_after
 
 # ---- the registry entry of a task (see _callbacks) --------------------------------------
 
@@ -155,6 +156,8 @@ class Loop:
         self._pending_exit: Optional[BaseException] = None
         self._max_children = max_children
         self._reuse = reuse_children
+        _soon.setup(self)
+        _later.setup(self)
         _loops.add(self)
 
     def __repr__(self) -> str:
@@ -252,41 +255,38 @@ class Loop:
 
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> Handle:
         """Calls fn(*args) on the loop thread in its next pass, after everything this
-        thread queued before. Any thread."""
-        if not callable(fn):
-            _check_callable("call_soon", fn)
-        handle = Handle(self)
-        key = register(_Callback(self, fn, args, handle, "call_soon"))
-        with self._lock:
-            if self._closed or state.forked:
-                discard(key)
-                raise self._unusable("call_soon")
-            rid = _post(self._ptr, CALL, key, FREE)
-        if not rid:
-            err = error_from()
-            discard(key)
-            raise err
-        handle._id = rid
+        thread queued before. Any thread. The calls wait in a Python queue that the
+        loop runs in one weft post per batch (see _soon)."""
+        if self._closed or state.forked or not callable(fn):
+            if not callable(fn):
+                _check_callable("call_soon", fn)
+            raise self._unusable("call_soon")
+        handle = SoonHandle(self, fn, args)
+        self._soon_live[handle] = True
+        self._soon.append(handle)
+        if not self._soon_armed:
+            _soon.arm(self, handle, "call_soon")
         return handle
 
     def call_later(self, seconds: float, fn: Callable[..., Any], *args: Any) -> Handle:
         """Calls fn(*args) on the loop thread once, `seconds` from now (never early;
-        1 ms granularity). Any thread."""
-        ms = _milliseconds("call_later", seconds)
+        1 ms granularity: the deadline is rounded up to a whole millisecond). Any
+        thread. Timers due in the same millisecond share one weft timer (see _later)."""
+        if type(seconds) is not float or not 0.0 <= seconds < 1e9:
+            _milliseconds("call_later", seconds)
         if not callable(fn):
             _check_callable("call_later", fn)
-        handle = Handle(self)
-        key = register(_Callback(self, fn, args, handle, "call_later"))
+        now = _monotonic()
+        ms = _ceil((now + seconds) * 1000.0)
+        handle = TimerHandle(self, fn, args)
         with self._lock:
             if self._closed or state.forked:
-                discard(key)
                 raise self._unusable("call_later")
-            rid = _timer_after(self._ptr, ms, CALL, key, FREE)
-        if not rid:
-            err = error_from()
-            discard(key)
-            raise err
-        handle._id = rid
+            bucket = self._buckets.get(ms)
+            if bucket is None:
+                bucket = _later.bucket_for(self, ms, now)
+            bucket[handle] = True
+            handle._bucket = bucket
         return handle
 
     def call_every(self, seconds: float, fn: Callable[..., Any], *args: Any) -> Handle:
@@ -476,8 +476,7 @@ class Loop:
         return entry.handle
 
     def _post_internal(self, fn: Callable[[], Any]) -> None:
-        handle = Handle(self)
-        self._add("call_soon", _Callback(self, fn, (), handle, "internal"), held.weft_post, CALL)
+        self.call_soon(fn)
 
     def _cancel_id(self, rid: int) -> bool:
         with self._lock:
@@ -541,6 +540,9 @@ class Loop:
         _loops.discard(self)
         if ptr is not None and not state.forked:
             lib.weft_loop_free(ptr)
+        _soon.release_all(self)
+        _soon.forget(self)
+        _later.release_all(self)
         # Thread tasks still running keep their entries until their work returns (weft
         # runs their free_fn then, on the pool thread); their futures end now.
         for entry in list(registry.values()):
