@@ -261,8 +261,8 @@ class Loop:
             if not callable(fn):
                 _check_callable("call_soon", fn)
             raise self._unusable("call_soon")
-        handle = SoonHandle(self, fn, args)
-        self._soon_live[handle] = True
+        handle = self._soon_handle()
+        self._soon_live[handle] = (fn, args)
         self._soon.append(handle)
         if not self._soon_armed:
             _soon.arm(self, handle, "call_soon")

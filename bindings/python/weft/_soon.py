@@ -15,9 +15,9 @@ any two of them):
   which the consumer had cleared already: that producer arms a new drain. So a
   queued call always has a drain ahead of it (an extra drain that finds nothing is
   harmless), and the loop's run() does not return while calls are queued.
-* Run or cancel: whoever pops the handle from `_soon_live` owns it (dict.pop is one
-  atomic step): the drain runs it, `Handle.cancel()` returns True. Each call runs at
-  most once, and is released (its fn and args dropped) exactly once.
+* Run or cancel: whoever pops the handle from `_soon_live` owns its call (dict.pop is
+  one atomic step): the drain runs it, `Handle.cancel()` returns True. Each call runs
+  at most once, and is released (its fn and args dropped) exactly once: by the pop.
 * Close: `release_all()` (in Loop._free, lock held) leaves `_soon_armed` False for good
   (only `arm()` sets it, under the lock, on an open loop) and releases what is
   queued. A producer that appends after that reads False, so `arm()` finds the loop
@@ -29,7 +29,8 @@ The order is the deque's: FIFO, so each thread's calls run in the order it made 
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING, Any, Callable, Tuple
+import weakref
+from typing import TYPE_CHECKING, Callable, Optional
 
 from . import _ffi
 from ._callbacks import CALL, discard, register
@@ -48,41 +49,31 @@ _next_id = itertools.count((1 << 62) + 1, 2).__next__
 
 
 class SoonHandle(Handle):
-    """The Handle of a call_soon (and the loop's internal posts)."""
+    """The Handle of a call_soon (and of the loop's internal posts). Each loop has a
+    subclass of its own whose class attribute `_loop_ref` is a weak reference to the
+    loop, so a handle is made with no Python __init__; the call itself, (fn, args), is
+    the handle's value in `loop._soon_live` while it waits."""
 
-    __slots__ = ("_fn", "_args")
-
-    def __init__(self, loop: "Loop", fn: Callable[..., Any], args: Tuple[Any, ...]) -> None:
-        self._loop = loop
-        self._id = 0
-        self._active = True
-        self._fn = fn
-        self._args = args
+    __slots__ = ()
+    __init__ = object.__init__  # type: ignore[assignment]
 
     @property
     def id(self) -> int:
-        if not self._id:
-            self._id = _next_id()
-        return self._id
+        rid = getattr(self, "_id", 0)
+        if not rid:
+            rid = self._id = _next_id()
+        return rid
+
+    _loop_ref: "Callable[[], Optional[Loop]]"
+
+    @property
+    def active(self) -> bool:
+        loop = self._loop_ref()
+        return loop is not None and self in loop._soon_live
 
     def cancel(self) -> bool:
-        if self._loop._soon_live.pop(self, None) is None:
-            return False
-        self._release()
-        return True
-
-    def _release(self) -> None:
-        self._active = False
-        self._fn = self._args = None  # type: ignore[assignment]
-
-    def _run(self) -> None:
-        fn, args = self._fn, self._args
-        self._fn = self._args = None  # type: ignore[assignment]
-        try:
-            fn(*args)
-        except BaseException as exc:  # noqa: BLE001
-            self._loop._callback_failed(exc, f"call_soon callback {fn!r}")
-        self._active = False
+        loop = self._loop_ref()
+        return loop is not None and loop._soon_live.pop(self, None) is not None
 
 
 class _Drain:
@@ -104,6 +95,7 @@ def setup(loop: "Loop") -> None:
     """Gives a new loop its queue."""
     from collections import deque
 
+    loop._soon_handle = type("SoonHandle", (SoonHandle,), {"__slots__": (), "_loop_ref": weakref.ref(loop)})
     loop._soon = deque()
     loop._soon_live = {}
     loop._soon_armed = False
@@ -124,8 +116,7 @@ def arm(loop: "Loop", handle: SoonHandle, what: str) -> None:
         if not rid:
             loop._soon_armed = False
             err = error_from()
-            if loop._soon_live.pop(handle, None) is not None:
-                handle._release()
+            loop._soon_live.pop(handle, None)
             raise err
 
 
@@ -134,11 +125,16 @@ def drain(loop: "Loop") -> None:
     loop._soon_armed = False
     queue, live = loop._soon, loop._soon_live
     popleft, pop = queue.popleft, live.pop
+    failed = loop._callback_failed
     try:
         for _ in range(len(queue)):
-            handle = popleft()
-            if pop(handle, None) is not None:
-                handle._run()
+            call = pop(popleft(), None)
+            if call is not None:
+                fn, args = call
+                try:
+                    fn(*args)
+                except BaseException as exc:  # noqa: BLE001
+                    failed(exc, f"call_soon callback {fn!r}")
     except IndexError:  # emptied by release_all (the loop closed)
         pass
     except BaseException:
@@ -155,13 +151,8 @@ def release_all(loop: "Loop") -> None:
     """Releases every queued call (the loop is closed or closing; its lock is held)."""
     loop._soon_armed = False
     queue, live = loop._soon, loop._soon_live
-    while queue:
-        try:
-            handle = queue.popleft()
-        except IndexError:
-            break
-        if live.pop(handle, None) is not None:
-            handle._release()
+    queue.clear()
+    live.clear()
 
 
 def forget(loop: "Loop") -> None:
