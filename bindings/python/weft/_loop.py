@@ -34,6 +34,8 @@ _WHERE = {"loop": _ffi.WEFT_ON_LOOP, "thread": _ffi.WEFT_ON_IO, "cpu": _ffi.WEFT
 _POOL_OF = {_ffi.WEFT_ON_IO: _pools.IO, _ffi.WEFT_ON_CPU: _pools.CPU}
 
 _get_ident = threading.get_ident
+_spawn = held.weft_spawn
+_ON_PROCESS = _ffi.WEFT_ON_PROCESS
 _monotonic = time.monotonic
 _ceil = math.ceil
 
@@ -391,28 +393,31 @@ class Loop:
         child's traceback as __cause__ and `child_traceback`); a child that dies gives
         weft.ChildCrashed.
         """
-        _check_callable("spawn", fn)
-        where = _WHERE.get(on) if isinstance(on, str) else None
+        if not callable(fn):
+            _check_callable("spawn", fn)
+        where = _WHERE.get(on) if type(on) is str else None
         if where is None:
             raise ValueError(f"spawn: on must be 'loop', 'thread', 'cpu' or 'process', not {on!r}")
         timeout_ms = 0 if timeout is None else _milliseconds("spawn", timeout, "timeout", positive=True)
-        if not isinstance(inherit_fds, bool):
+        if inherit_fds is not False and not isinstance(inherit_fds, bool):
             raise TypeError(f"spawn: inherit_fds must be a bool, not {type(inherit_fds).__name__}")
-        if where != _ffi.WEFT_ON_PROCESS and (keep_fds or inherit_fds):
+        if where != _ON_PROCESS and (keep_fds or inherit_fds):
             raise ValueError("spawn: keep_fds and inherit_fds are for on='process' only")
         future: Future[_T] = Future(self)
-        if where == _ffi.WEFT_ON_PROCESS:
+        if where == _ON_PROCESS:
             fds = () if inherit_fds else _process.fds_arg(keep_fds)
             self._spawn_process(_process.ProcessTask(self, fn, args, kwargs, future, timeout), timeout_ms,
                                 fds, inherit_fds)
             return future
-        options = _spawn_options(where, timeout_ms, lambda o: _pool_option(o, where))
+        options = _OPTIONS.get(where) if timeout_ms == 0 else None
+        if options is None:
+            options = _spawn_options(where, timeout_ms, lambda o: _pool_option(o, where))
         key = register(_Task(self, fn, args, kwargs, future, where, timeout))
         with self._lock:
             if self._closed or state.forked:
                 discard(key)
                 raise self._unusable("spawn")
-            rid = held.weft_spawn(self._ptr, where, WORK, DONE, key, FREE, options)
+            rid = _spawn(self._ptr, where, WORK, DONE, key, FREE, options)
         if not rid:
             err = error_from()
             discard(key)
