@@ -50,8 +50,6 @@ def test_call_soon_from_many_threads_keeps_each_threads_order(loop):
         for i in range(per_thread):
             loop.call_soon(got.append, (name, i))
         loop.call_soon(done.append, name)
-        if len(done) == threads_n:
-            pass
 
     def check_done():
         if len(done) == threads_n:

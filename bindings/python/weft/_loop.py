@@ -19,7 +19,6 @@ from ._args import _check_callable, _fileno, _int_arg, _milliseconds, _payload, 
 from ._future import Future
 from ._handles import Handle, Watch, _Callback
 from ._later import TimerHandle
-from ._soon import SoonHandle
 from ._lib import held, lib
 
 _T = TypeVar("_T")
