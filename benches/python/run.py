@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmarks of weft's Python binding against asyncio, in one run, with ratios.
+"""Benchmarks of weft's Python binding against asyncio and uvloop, in one run, with ratios.
 
     python3 benches/python/run.py                  # every workload, 3 runs each (median)
     python3 benches/python/run.py --runs 5         # more runs
@@ -8,12 +8,14 @@
 
 Every (workload, system) pair runs in a fresh interpreter (this script re-runs itself
 with --child), RUNS times interleaved, and the median of each figure is reported.
-Standard library only (plus weft). The package is imported from bindings/python, so
-the library is target/release/libweft.so unless WEFT_LIBRARY says otherwise.
+Standard library only (plus weft, and uvloop where installed: `make bench-venv` puts it
+in .venv/; without it uvloop's rows are left out). The package is imported from
+bindings/python, so the library is target/release/libweft.so unless WEFT_LIBRARY says
+otherwise. uvloop runs the asyncio workloads' coroutines on uvloop.new_event_loop().
 
 Workloads (see README.md):
   call_soon       a producer thread queues 200,000 calls; the loop runs them.
-                  weft: loop.call_soon; asyncio: loop.call_soon_threadsafe. calls/s.
+                  weft: loop.call_soon; asyncio, uvloop: loop.call_soon_threadsafe. calls/s.
   thread_tasks    20,000 trivial thread tasks, all submitted, then awaited. weft:
                   loop.spawn(on="thread"); asyncio: run_in_executor(ThreadPoolExecutor()).
   thread_state    the same on a one-thread IO pool, with the binding's persistent thread
@@ -23,9 +25,9 @@ Workloads (see README.md):
                   children forked on demand and reused, max_children = cores); asyncio:
                   run_in_executor with a warm ProcessPoolExecutor (fork context, cores
                   workers). Plus the closure case, which ProcessPoolExecutor cannot run.
-  timers          100,000 call_later timers, delays 0..100 ms (seeded), until all fired.
-                  Timers per CPU second (process_time over schedule + run).
-  heartbeat       a 10 ms heartbeat on the loop while a process task renders (~1 s of
+  timers          100,000 call_later timers, delays 0..50 ms (seeded), until all fired.
+                  CPU seconds (process_time over schedule + run), timers per CPU second.
+  heartbeat       a 10 ms heartbeat on the loop while a process task renders (~0.5 s of
                   CPU in the child): p99 and worst lateness. asyncio: a fixed-rate
                   call_at chain while a ProcessPoolExecutor renders.
 """
