@@ -227,6 +227,7 @@ class Loop:
             if self._closed:
                 return
             self._closed = True
+            self._soon_ok = False
             driver = self._driver
             if self._running:
                 self._free_pending = True
@@ -258,7 +259,7 @@ class Loop:
         """Calls fn(*args) on the loop thread in its next pass, after everything this
         thread queued before. Any thread. The calls wait in a Python queue that the
         loop runs in one weft post per batch (see _soon)."""
-        if self._closed or state.forked or not callable(fn):
+        if not self._soon_ok or not callable(fn):
             if not callable(fn):
                 _check_callable("call_soon", fn)
             raise self._unusable("call_soon")
@@ -659,6 +660,8 @@ atexit.register(_at_exit)
 
 
 def _forget_in_child() -> None:
+    for loop in list(_loops):
+        loop._soon_ok = False  # call_soon's quick check: the loop is unusable here
     _OPTIONS.clear()
     _pools.forget_in_child()
     _running_work.clear()

@@ -99,6 +99,7 @@ def setup(loop: "Loop") -> None:
     loop._soon = deque()
     loop._soon_live = {}
     loop._soon_armed = False
+    loop._soon_ok = True  # open, and not in a forked child: call_soon's one check
     loop._soon_key = register(_Drain(loop))
 
 
@@ -132,7 +133,10 @@ def drain(loop: "Loop") -> None:
             if call is not None:
                 fn, args = call
                 try:
-                    fn(*args)
+                    if args:
+                        fn(*args)
+                    else:
+                        fn()
                 except BaseException as exc:  # noqa: BLE001
                     failed(exc, f"call_soon callback {fn!r}")
     except IndexError:  # emptied by release_all (the loop closed)
