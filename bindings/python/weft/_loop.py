@@ -395,7 +395,7 @@ class Loop:
         """
         if not callable(fn):
             _check_callable("spawn", fn)
-        where = _WHERE.get(on) if type(on) is str else None
+        where = _WHERE.get(on) if isinstance(on, str) else None
         if where is None:
             raise ValueError(f"spawn: on must be 'loop', 'thread', 'cpu' or 'process', not {on!r}")
         timeout_ms = 0 if timeout is None else _milliseconds("spawn", timeout, "timeout", positive=True)
