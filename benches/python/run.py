@@ -311,10 +311,16 @@ def _render(lines=1_250_000):
 
 
 def _lateness(beats, start, interval):
+    """Each beat's lateness against the nearest point of the schedule's grid (start +
+    k * interval), so a beat is never counted a whole interval late for being a hair
+    early: a loop whose clock lags time.monotonic() (uvloop's loop.time() is the
+    cached time of its current iteration) has beats slightly before the grid, which
+    count as negative lateness, and a beat late by half an interval or more cannot be
+    told from an early one (none is, on a machine that is not overloaded)."""
     late = []
     for t in beats:
-        n = max(1, int((t - start) / interval))
-        late.append(t - (start + n * interval))
+        k = max(1, round((t - start) / interval))
+        late.append(t - (start + k * interval))
     late.sort()
     return {"p99_late_ms": late[int(len(late) * 0.99)] * 1000, "max_late_ms": late[-1] * 1000,
             "beats": len(beats)}
