@@ -15,7 +15,7 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 VENV := $(CURDIR)/.venv
 PYTHON := $(VENV)/bin/python
 
-.PHONY: all build venv node-modules header bindings abi test lint test-rust test-c test-bindings \
+.PHONY: all build venv bench-venv node-modules header bindings abi test lint test-rust test-c test-bindings \
         test-python test-abi test-install test-packages build-portable build-portable-epoll \
         test-portable check-platforms demo bench clean
 
@@ -33,6 +33,14 @@ $(VENV)/.installed: tests/requirements.txt
 	touch $@
 
 venv: $(VENV)/.installed
+
+# The Python benchmarks' anchor, uvloop (benches/python/requirements.txt), goes into the
+# same .venv/ for `make bench` (never into the system Python).
+$(VENV)/.bench-installed: benches/python/requirements.txt $(VENV)/.installed
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r benches/python/requirements.txt
+	touch $@
+
+bench-venv: $(VENV)/.bench-installed
 
 node-modules:
 	cd bindings/node && [ -d node_modules/koffi ] || npm ci --no-audit --no-fund --loglevel=error
@@ -159,12 +167,12 @@ demo: build node-modules
 	python3 examples/python/log_playback.py
 
 # The C workloads run on the Linux backend and on both portable builds (benches/README.md).
-bench: build build-portable build-portable-epoll
+bench: build build-portable build-portable-epoll bench-venv
 	$(MAKE) -C benches LIBDIR=$(TARGET_DIR) PORTABLE_LIBDIR=$(PORTABLE_DIR) \
 	    PORTABLE_EPOLL_LIBDIR=$(PORTABLE_EPOLL_DIR)
 	$(MAKE) -C examples/c LIBDIR=$(TARGET_DIR) emitter
 	node benches/node/run.js
-	python3 benches/python/run.py
+	$(PYTHON) benches/python/run.py
 
 clean:
 	$(CARGO) clean

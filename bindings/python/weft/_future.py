@@ -50,16 +50,19 @@ class Future(concurrent.futures.Future[_T]):
     # condition exists (and whoever makes it then sees the new state), or it happens
     # under the condition, as in concurrent.futures.
 
+    # The state of a new future, as class attributes: __init__ sets only `_loop` (an
+    # instance attribute shadows each of these once it is set).
+    _state = PENDING
+    _result: Any = None
+    _exception: Optional[BaseException] = None
+    _done_callbacks: Optional[List[Callable[..., Any]]] = None  # type: ignore[assignment]
+    _cond: Optional[threading.Condition] = None
+    _waiter_list: Optional[List[Any]] = None
+    _task_id = 0  # weft's id of a loop/thread/cpu task: cancel() cancels it
+    _cancel_hook: Optional[Callable[[], bool]] = None  # for process tasks
+
     def __init__(self, loop: "Loop") -> None:  # noqa: D107 - no super().__init__: see above
-        self._state = PENDING
-        self._result = None
-        self._exception: Optional[BaseException] = None
-        self._done_callbacks: Optional[List[Callable[..., Any]]] = None  # type: ignore[assignment,unused-ignore]
-        self._cond: Optional[threading.Condition] = None
-        self._waiter_list: Optional[List[Any]] = None
         self._loop: Optional["Loop"] = loop
-        self._task_id = 0  # weft's id of a loop/thread/cpu task: cancel() cancels it
-        self._cancel_hook: Optional[Callable[[], bool]] = None  # for process tasks
 
     @property
     def _condition(self) -> threading.Condition:  # type: ignore[override]

@@ -18,7 +18,8 @@ _string_at = ctypes.string_at
 
 class Handle:
     """A registration on a loop: a call_soon / call_later / call_every callback, a
-    subscription, or a watch. `cancel()` ends it."""
+    subscription, or a watch. `cancel()` ends it. (call_soon's and call_later's are
+    the subclasses in _soon and _later.)"""
 
     __slots__ = ("_loop", "_id", "_active", "__weakref__")
 
@@ -42,7 +43,9 @@ class Handle:
 
     @property
     def id(self) -> int:
-        """weft's id of the registration (0 while it is being made)."""
+        """weft's id of the registration (0 while it is being made). The handles of
+        call_soon and call_later, which share weft registrations (see _soon, _later),
+        have ids the binding gives them, unique in the process."""
         return self._id
 
     def __repr__(self) -> str:

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import math
 import os
 import threading
 import time
 import weakref
 from typing import Any, Callable, Dict, Optional, Set, Tuple, TypeVar, Union
 
-from . import _ffi, _pools, _process
+from . import _ffi, _later, _pools, _process, _soon
 from ._callbacks import (CALL, DONE, EVENT, FD, FREE, SIGNAL, WORK, discard, install_unraisablehook, register,
                          registry, report, state, tls)
 from ._errors import Busy, ChildCrashed, Closed, Error, Forked, TaskTimeout, check, error_from
 from ._args import _check_callable, _fileno, _int_arg, _milliseconds, _payload, _topic
 from ._future import Future
 from ._handles import Handle, Watch, _Callback
+from ._later import TimerHandle
 from ._lib import held, lib
 
 _T = TypeVar("_T")
@@ -31,6 +33,10 @@ _WHERE = {"loop": _ffi.WEFT_ON_LOOP, "thread": _ffi.WEFT_ON_IO, "cpu": _ffi.WEFT
 _POOL_OF = {_ffi.WEFT_ON_IO: _pools.IO, _ffi.WEFT_ON_CPU: _pools.CPU}
 
 _get_ident = threading.get_ident
+_spawn = held.weft_spawn
+_ON_PROCESS = _ffi.WEFT_ON_PROCESS
+_monotonic = time.monotonic
+_ceil = math.ceil
 
 # Every open loop, for the atexit handler.
 _loops: "weakref.WeakSet[Loop]" = weakref.WeakSet()
@@ -40,10 +46,6 @@ _running_work: Set[Any] = set()
 # How long the atexit handler waits for running thread tasks before it leaves the pools
 # alone (a task still running then is abandoned: joining its thread would hang exit).
 EXIT_GRACE = 0.5
-
-# The hot paths' C functions (GIL held: see _lib.held).
-_post = held.weft_post
-_timer_after = held.weft_timer_after
 
 # ---- the registry entry of a task (see _callbacks) --------------------------------------
 
@@ -155,6 +157,8 @@ class Loop:
         self._pending_exit: Optional[BaseException] = None
         self._max_children = max_children
         self._reuse = reuse_children
+        _soon.setup(self)
+        _later.setup(self)
         _loops.add(self)
 
     def __repr__(self) -> str:
@@ -223,6 +227,7 @@ class Loop:
             if self._closed:
                 return
             self._closed = True
+            self._soon_ok = False
             driver = self._driver
             if self._running:
                 self._free_pending = True
@@ -252,41 +257,38 @@ class Loop:
 
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> Handle:
         """Calls fn(*args) on the loop thread in its next pass, after everything this
-        thread queued before. Any thread."""
-        if not callable(fn):
-            _check_callable("call_soon", fn)
-        handle = Handle(self)
-        key = register(_Callback(self, fn, args, handle, "call_soon"))
-        with self._lock:
-            if self._closed or state.forked:
-                discard(key)
-                raise self._unusable("call_soon")
-            rid = _post(self._ptr, CALL, key, FREE)
-        if not rid:
-            err = error_from()
-            discard(key)
-            raise err
-        handle._id = rid
+        thread queued before. Any thread. The calls wait in a Python queue that the
+        loop runs in one weft post per batch (see _soon)."""
+        if not self._soon_ok or not callable(fn):
+            if not callable(fn):
+                _check_callable("call_soon", fn)
+            raise self._unusable("call_soon")
+        handle = self._soon_handle()
+        self._soon_live[handle] = (fn, args)
+        self._soon.append(handle)
+        if not self._soon_armed:
+            _soon.arm(self, handle, "call_soon")
         return handle
 
     def call_later(self, seconds: float, fn: Callable[..., Any], *args: Any) -> Handle:
         """Calls fn(*args) on the loop thread once, `seconds` from now (never early;
-        1 ms granularity). Any thread."""
-        ms = _milliseconds("call_later", seconds)
+        1 ms granularity: the deadline is rounded up to a whole millisecond). Any
+        thread. Timers due in the same millisecond share one weft timer (see _later)."""
+        if type(seconds) is not float or not 0.0 <= seconds < 1e9:
+            _milliseconds("call_later", seconds)
         if not callable(fn):
             _check_callable("call_later", fn)
-        handle = Handle(self)
-        key = register(_Callback(self, fn, args, handle, "call_later"))
+        now = _monotonic()
+        ms = _ceil((now + seconds) * 1000.0)
+        handle = TimerHandle(self, fn, args)
         with self._lock:
             if self._closed or state.forked:
-                discard(key)
                 raise self._unusable("call_later")
-            rid = _timer_after(self._ptr, ms, CALL, key, FREE)
-        if not rid:
-            err = error_from()
-            discard(key)
-            raise err
-        handle._id = rid
+            bucket = self._buckets.get(ms)
+            if bucket is None:
+                bucket = _later.bucket_for(self, ms, now)
+            bucket[handle] = True
+            handle._bucket = bucket
         return handle
 
     def call_every(self, seconds: float, fn: Callable[..., Any], *args: Any) -> Handle:
@@ -391,28 +393,31 @@ class Loop:
         child's traceback as __cause__ and `child_traceback`); a child that dies gives
         weft.ChildCrashed.
         """
-        _check_callable("spawn", fn)
+        if not callable(fn):
+            _check_callable("spawn", fn)
         where = _WHERE.get(on) if isinstance(on, str) else None
         if where is None:
             raise ValueError(f"spawn: on must be 'loop', 'thread', 'cpu' or 'process', not {on!r}")
         timeout_ms = 0 if timeout is None else _milliseconds("spawn", timeout, "timeout", positive=True)
-        if not isinstance(inherit_fds, bool):
+        if inherit_fds is not False and not isinstance(inherit_fds, bool):
             raise TypeError(f"spawn: inherit_fds must be a bool, not {type(inherit_fds).__name__}")
-        if where != _ffi.WEFT_ON_PROCESS and (keep_fds or inherit_fds):
+        if where != _ON_PROCESS and (keep_fds or inherit_fds):
             raise ValueError("spawn: keep_fds and inherit_fds are for on='process' only")
         future: Future[_T] = Future(self)
-        if where == _ffi.WEFT_ON_PROCESS:
+        if where == _ON_PROCESS:
             fds = () if inherit_fds else _process.fds_arg(keep_fds)
             self._spawn_process(_process.ProcessTask(self, fn, args, kwargs, future, timeout), timeout_ms,
                                 fds, inherit_fds)
             return future
-        options = _spawn_options(where, timeout_ms, lambda o: _pool_option(o, where))
+        options = _OPTIONS.get(where) if timeout_ms == 0 else None
+        if options is None:
+            options = _spawn_options(where, timeout_ms, lambda o: _pool_option(o, where))
         key = register(_Task(self, fn, args, kwargs, future, where, timeout))
         with self._lock:
             if self._closed or state.forked:
                 discard(key)
                 raise self._unusable("spawn")
-            rid = held.weft_spawn(self._ptr, where, WORK, DONE, key, FREE, options)
+            rid = _spawn(self._ptr, where, WORK, DONE, key, FREE, options)
         if not rid:
             err = error_from()
             discard(key)
@@ -476,8 +481,7 @@ class Loop:
         return entry.handle
 
     def _post_internal(self, fn: Callable[[], Any]) -> None:
-        handle = Handle(self)
-        self._add("call_soon", _Callback(self, fn, (), handle, "internal"), held.weft_post, CALL)
+        self.call_soon(fn)
 
     def _cancel_id(self, rid: int) -> bool:
         with self._lock:
@@ -541,6 +545,9 @@ class Loop:
         _loops.discard(self)
         if ptr is not None and not state.forked:
             lib.weft_loop_free(ptr)
+        _soon.release_all(self)
+        _soon.forget(self)
+        _later.release_all(self)
         # Thread tasks still running keep their entries until their work returns (weft
         # runs their free_fn then, on the pool thread); their futures end now.
         for entry in list(registry.values()):
@@ -653,6 +660,8 @@ atexit.register(_at_exit)
 
 
 def _forget_in_child() -> None:
+    for loop in list(_loops):
+        loop._soon_ok = False  # call_soon's quick check: the loop is unusable here
     _OPTIONS.clear()
     _pools.forget_in_child()
     _running_work.clear()
