@@ -28,6 +28,7 @@ class Handle {
     this._fn = fn;
     this._once = once;
     this._ref = true;
+    this._topic = null; // an exact subscription's topic (trampolines.js)
   }
 
   // weft's id of the registration, a BigInt.

@@ -7,13 +7,14 @@ const EventEmitter = require('node:events');
 const ffi = require('./ffi.js');
 const { lib } = require('./library.js');
 const { lastError, closedError } = require('./errors.js');
-const { checkFunction, checkMs, checkString, toBytes, checkId } = require('./checks.js');
+const { checkFunction, checkMs, checkString, checkId } = require('./checks.js');
 const {
-  T_TIMER, T_FD, T_EVENT,
+  T_TIMER, T_FD, T_EVENT, T_EVENT_EXACT,
   takeToken, fillToken, releaseToken, liveHandles, runPass, isRunning,
 } = require('./trampolines.js');
 const { Handle, KIND_TIMER, KIND_INTERVAL, KIND_WATCH, KIND_SUBSCRIPTION } = require('./handle.js');
 const { spawnTask } = require('./spawn.js');
+const { emitEvent } = require('./emit.js');
 
 const { koffi, WEFT_OK } = ffi;
 
@@ -130,21 +131,22 @@ class Loop {
     this._check('subscribe');
     checkString(pattern, 'pattern');
     checkFunction(fn, 'fn');
+    // An exact topic (no '*': weft refuses a '*' anywhere but a pattern's end) is the
+    // topic of every event the subscription gets: its callback is given this string,
+    // as weft's bytes decode (lone surrogates as U+FFFD), not a new one per event.
+    const exact = !pattern.includes('*');
     const token = takeToken();
-    const id = raw.weft_subscribe(this._ptr, pattern, T_EVENT, token, null);
-    return this._register(id, token, KIND_SUBSCRIPTION, fn, false);
+    const id = raw.weft_subscribe(this._ptr, pattern, exact ? T_EVENT_EXACT : T_EVENT, token, null);
+    const h = this._register(id, token, KIND_SUBSCRIPTION, fn, false);
+    if (exact) h._topic = Buffer.from(pattern, 'utf8').toString('utf8');
+    return h;
   }
 
   // Emits an event to this loop's subscribers (delivered in a later pass, never inside
   // this call). `payload`: a Buffer, a Uint8Array, a string (UTF-8) or nothing.
   emit(topic, payload) {
     this._check('emit');
-    checkString(topic, 'topic');
-    const bytes = toBytes(payload, 'payload');
-    const rc = bytes === null || bytes.length === 0
-      ? lib.weft_emit(this._ptr, topic, null, 0)
-      : lib.weft_emit(this._ptr, topic, bytes, bytes.length);
-    if (rc !== WEFT_OK) throw lastError(rc);
+    emitEvent(this, topic, payload);
     return true;
   }
 

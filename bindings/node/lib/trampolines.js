@@ -10,7 +10,8 @@ const { toBigInt } = require('./checks.js');
 
 const { koffi, WEFT_RUN_NOWAIT, WEFT_ERR_TIMEOUT, WEFT_ERR_CANCELLED } = ffi;
 
-// One registered C callback per callback type, for the whole process.
+// One registered C callback per callback type, for the whole process (two for
+// subscriptions: an exact topic's, and a pattern's).
 //
 // Timers, watches and subscriptions pass a token as their user_data: the index of their
 // Handle in `slots`, so a callback finds its Handle without hashing the 64-bit id. The
@@ -92,6 +93,18 @@ function onEvent(lp, sub, topic, payload, len, token) {
   }
 }
 
+// A subscription to an exact topic: every event it gets has that topic, which the
+// Handle keeps (h._topic), so weft's copy is not decoded into a new string each time.
+function onEventExact(lp, sub, topicPtr, payload, len, token) {
+  const h = handleFor(sub, token);
+  if (h === null) return;
+  try {
+    h._fn(h._topic, copyBytes(payload, len), h);
+  } catch (err) {
+    h.loop._fail(err);
+  }
+}
+
 function onDone(lp, id, status, result, len) {
   const loop = running;
   if (loop === null || loop._ptrNum !== lp) {
@@ -117,10 +130,12 @@ function onDone(lp, id, status, result, len) {
 const P_TIMER = koffi.proto('void weft_js_timer_cb(uintptr_t lp, weft_id id, uintptr_t token)');
 const P_FD = koffi.proto('void weft_js_fd_cb(uintptr_t lp, weft_id id, int fd, uint32_t events, uintptr_t token)');
 const P_EVENT = koffi.proto('void weft_js_event_cb(uintptr_t lp, weft_id sub, const char *topic, uintptr_t payload, size_t len, uintptr_t token)');
+const P_EVENT_EXACT = koffi.proto('void weft_js_event_exact_cb(uintptr_t lp, weft_id sub, uintptr_t topic, uintptr_t payload, size_t len, uintptr_t token)');
 const P_DONE = koffi.proto('void weft_js_done_fn(uintptr_t lp, weft_id task, int status, uintptr_t result, size_t len, uintptr_t user_data)');
 const T_TIMER = koffi.register(onTimer, koffi.pointer(P_TIMER));
 const T_FD = koffi.register(onFd, koffi.pointer(P_FD));
 const T_EVENT = koffi.register(onEvent, koffi.pointer(P_EVENT));
+const T_EVENT_EXACT = koffi.register(onEventExact, koffi.pointer(P_EVENT_EXACT));
 const T_DONE = koffi.register(onDone, koffi.pointer(P_DONE));
 
 // One pass of `loop`: weft_loop_run(NOWAIT), with `loop` as the running one meanwhile
@@ -147,7 +162,7 @@ function trampolineStats() {
 }
 
 module.exports = {
-  T_TIMER, T_FD, T_EVENT, T_DONE,
+  T_TIMER, T_FD, T_EVENT, T_EVENT_EXACT, T_DONE,
   takeToken, fillToken, releaseToken, liveHandles,
   runPass, isRunning, trampolineStats,
 };
