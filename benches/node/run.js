@@ -23,8 +23,10 @@
 //
 // Each workload runs in a fresh `node` process per system and run (so neither warms up
 // the other), the systems one after the other within each run (interleaved); the median
-// of --runs (default 5) is reported. Ratio = weft's cost per operation / the baseline's:
-// below 1 weft is faster. --compare DIR also runs the weft side of every row with the
+// of --runs (default 5) is reported, with the spread (min-max) and the process's CPU time
+// (user + system, every thread) per operation, which load disturbs less than the wall
+// clock. Ratio = weft's wall time per operation / the baseline's, and in parentheses the
+// same for CPU time: below 1 weft is faster. --compare DIR also runs the weft side of every row with the
 // binding in DIR (e.g. another worktree's bindings/node, which loads its own libweft.so),
 // interleaved the same way, as a before/after column.
 'use strict';
@@ -46,7 +48,17 @@ const BINDING = process.env.WEFT_BENCH_BINDING || path.resolve(__dirname, '..', 
 const loadWeft = () => require(BINDING);
 const loadNative = () => require(path.join(BINDING, 'test-support', 'native.js'));
 
-const elapsedMs = (start) => Number(process.hrtime.bigint() - start) / 1e6;
+// The clocks of a measured region: wall time and this process's CPU time (user + system,
+// all threads), which a loaded machine disturbs less than the wall clock.
+function startClock() {
+  return { hr: process.hrtime.bigint(), cpu: process.cpuUsage() };
+}
+
+// { ms, cpuMs } since `start` (from startClock).
+function since(start) {
+  const cpu = process.cpuUsage(start.cpu);
+  return { ms: Number(process.hrtime.bigint() - start.hr) / 1e6, cpuMs: (cpu.user + cpu.system) / 1000 };
+}
 
 // The spread timers' delays: 0..SPREAD_MS, each about as often, in an order shuffled by
 // a fixed LCG (the same for every system and run).
@@ -64,25 +76,25 @@ function spreadDelays() {
 async function weftTimers(delays) {
   const weft = loadWeft();
   const loop = new weft.Loop();
-  const start = process.hrtime.bigint();
+  const start = startClock();
   await new Promise((resolve) => {
     let fired = 0;
     const fn = () => { if (++fired === delays.length) resolve(); };
     for (let i = 0; i < delays.length; i++) loop.after(delays[i], fn);
   });
-  const ms = elapsedMs(start);
+  const t = since(start);
   loop.close();
-  return { ms, n: delays.length };
+  return { ...t, n: delays.length };
 }
 
 async function nodeTimers(delays) {
-  const start = process.hrtime.bigint();
+  const start = startClock();
   await new Promise((resolve) => {
     let fired = 0;
     const fn = () => { if (++fired === delays.length) resolve(); };
     for (let i = 0; i < delays.length; i++) setTimeout(fn, delays[i]);
   });
-  return { ms: elapsedMs(start), n: delays.length };
+  return { ...since(start), n: delays.length };
 }
 
 // Batches of SPAWN_BATCH tasks through `spawnOne(i)` (a Promise of the result), awaited
@@ -91,17 +103,17 @@ async function spawnBatches(spawnOne) {
   // One batch first, outside the clock: the pool's threads start.
   await Promise.all(Array.from({ length: SPAWN_BATCH }, (_, i) => spawnOne(i)));
   let n = 0;
-  const start = process.hrtime.bigint();
-  let ms = 0;
-  while (ms < SPAWN_WINDOW_MS) {
+  const start = startClock();
+  let t = { ms: 0 };
+  while (t.ms < SPAWN_WINDOW_MS) {
     const batch = new Array(SPAWN_BATCH);
     for (let i = 0; i < SPAWN_BATCH; i++) batch[i] = spawnOne(i);
     const results = await Promise.all(batch);
     if (Number(results[SPAWN_BATCH - 1]) !== SPAWN_BATCH) throw new Error(`bad result ${results[SPAWN_BATCH - 1]}`);
     n += SPAWN_BATCH;
-    ms = elapsedMs(start);
+    t = since(start);
   }
-  return { ms, n };
+  return { ...t, n };
 }
 
 const workloads = {
@@ -115,7 +127,7 @@ const workloads = {
     const weft = loadWeft();
     const loop = new weft.Loop();
     let next = 0;
-    const start = process.hrtime.bigint();
+    const start = startClock();
     await new Promise((resolve, reject) => {
       loop.subscribe('bench.js', (topic, payload, h) => {
         if (Number(payload.toString()) !== next++) reject(new Error(`event ${next - 1} out of order`));
@@ -126,15 +138,15 @@ const workloads = {
       });
       for (let i = 0; i < JS_EVENTS; i++) loop.emit('bench.js', String(i));
     });
-    const ms = elapsedMs(start);
+    const t = since(start);
     loop.close();
-    return { ms, n: JS_EVENTS };
+    return { ...t, n: JS_EVENTS };
   },
 
   async 'events-js/MessageChannel'() {
     const { port1, port2 } = new MessageChannel();
     let next = 0;
-    const start = process.hrtime.bigint();
+    const start = startClock();
     await new Promise((resolve, reject) => {
       port2.onmessage = (m) => {
         if (Number(m.data) !== next++) reject(new Error(`message ${next - 1} out of order`));
@@ -142,9 +154,9 @@ const workloads = {
       };
       for (let i = 0; i < JS_EVENTS; i++) port1.postMessage(String(i));
     });
-    const ms = elapsedMs(start);
+    const t = since(start);
     port1.close();
-    return { ms, n: JS_EVENTS };
+    return { ...t, n: JS_EVENTS };
   },
 
   async 'events-c/weft'() {
@@ -172,14 +184,14 @@ const workloads = {
         }
       });
     });
-    const start = process.hrtime.bigint();
+    const start = startClock();
     const handle = em.start(loop.pointer, 'bench', C_EVENTS, 0);
     await done;
-    const ms = elapsedMs(start);
+    const t = since(start);
     if (next !== C_EVENTS) throw new Error(`got ${next} events`);
     em.join(handle);
     loop.close();
-    return { ms, n: C_EVENTS, extra: `${weft.diagnostics().passes} passes, longest ~${maxPass.toFixed(0)} ms` };
+    return { ...t, n: C_EVENTS, extra: `${weft.diagnostics().passes} passes, longest ~${maxPass.toFixed(0)} ms` };
   },
 
   async 'events-c/postMessage'() {
@@ -193,7 +205,7 @@ const workloads = {
     `, { eval: true });
     await new Promise((resolve) => worker.once('online', resolve));
     let next = 0;
-    const start = process.hrtime.bigint();
+    const start = startClock();
     await new Promise((resolve, reject) => {
       worker.on('message', (m) => {
         if (m === 'done') resolve();
@@ -201,10 +213,10 @@ const workloads = {
       });
       worker.postMessage(C_EVENTS);
     });
-    const ms = elapsedMs(start);
+    const t = since(start);
     if (next !== C_EVENTS) throw new Error(`got ${next} messages`);
     await worker.terminate();
-    return { ms, n: C_EVENTS };
+    return { ...t, n: C_EVENTS };
   },
 
   async 'spawn/weft'() {
@@ -322,10 +334,12 @@ async function main() {
     // Cost per operation (ns), median over the runs; its spread (min-max).
     const stat = (system) => {
       const ns = samples.get(system).map((s) => (s.ms * 1e6) / s.n);
+      const cpu = samples.get(system).map((s) => (s.cpuMs * 1e6) / s.n);
       const ms = samples.get(system).map((s) => s.ms);
-      return { ns: median(ns), lo: Math.min(...ns), hi: Math.max(...ns), ms: median(ms) };
+      return { ns: median(ns), lo: Math.min(...ns), hi: Math.max(...ns), ms: median(ms), cpu: median(cpu) };
     };
-    const fmt = (s) => `${s.ms.toFixed(1)} ms, ${s.ns.toFixed(0)} ns each (${s.lo.toFixed(0)}-${s.hi.toFixed(0)}), ${rate(1e6 / s.ns, unit)}`;
+    const fmt = (s) => `${s.ms.toFixed(1)} ms, ${s.ns.toFixed(0)} ns each (${s.lo.toFixed(0)}-${s.hi.toFixed(0)}), `
+      + `${rate(1e6 / s.ns, unit)}; CPU ${s.cpu.toFixed(0)} ns each`;
     const w = stat('weft');
     const b = stat(baseName);
     const row = {
@@ -335,20 +349,24 @@ async function main() {
       baseline: `${baseName}: ${fmt(b)}`,
       ratio: (w.ns / b.ns).toFixed(2),
       beforeRatio: compare ? (stat('before').ns / b.ns).toFixed(2) : null,
+      cpuRatio: (w.cpu / b.cpu).toFixed(2),
+      beforeCpuRatio: compare ? (stat('before').cpu / b.cpu).toFixed(2) : null,
       extra,
     };
     rows.push(row);
     console.log(`${title}\n  weft      ${row.weft}${extra ? `  [${extra}]` : ''}`
       + (compare ? `\n  before    ${row.before}` : '')
-      + `\n  baseline  ${row.baseline}\n  ratio     ${row.ratio} (weft / baseline, cost per operation)`
-      + (compare ? `; before: ${row.beforeRatio}` : ''));
+      + `\n  baseline  ${row.baseline}\n  ratio     ${row.ratio} (weft / baseline, wall time per operation)`
+      + (compare ? `; before: ${row.beforeRatio}` : '')
+      + `\n  CPU ratio ${row.cpuRatio}` + (compare ? `; before: ${row.beforeCpuRatio}` : ''));
   }
   const head = compare
-    ? ['| workload | weft | weft before | baseline | weft / baseline | before / baseline |', '| --- | --- | --- | --- | --- | --- |']
-    : ['| workload | weft | baseline | weft / baseline |', '| --- | --- | --- | --- |'];
+    ? ['| workload | weft | weft before | baseline | weft / baseline (CPU) | before / baseline (CPU) |',
+      '| --- | --- | --- | --- | --- | --- |']
+    : ['| workload | weft | baseline | weft / baseline (CPU) |', '| --- | --- | --- | --- |'];
   const table = [...head, ...rows.map((r) => (compare
-    ? `| ${r.title} | ${r.weft} | ${r.before} | ${r.baseline} | ${r.ratio} | ${r.beforeRatio} |`
-    : `| ${r.title} | ${r.weft} | ${r.baseline} | ${r.ratio} |`))].join('\n');
+    ? `| ${r.title} | ${r.weft} | ${r.before} | ${r.baseline} | ${r.ratio} (${r.cpuRatio}) | ${r.beforeRatio} (${r.beforeCpuRatio}) |`
+    : `| ${r.title} | ${r.weft} | ${r.baseline} | ${r.ratio} (${r.cpuRatio}) |`))].join('\n');
   console.log(`\n${table}`);
   if (markdown) fs.writeFileSync(markdown, `${table}\n`);
 }

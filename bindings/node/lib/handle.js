@@ -15,10 +15,11 @@ const KIND_INTERVAL = 'interval';
 const KIND_WATCH = 'watch';
 const KIND_SUBSCRIPTION = 'subscription';
 
-// A registration: a timer, an interval, an fd watch or a subscription. `id` is weft's id
-// (a BigInt); `cancel()` ends it; `unref()` lets Node exit while it is alive.
+// A registration: a timer, an interval, an fd watch or a subscription. `id` is its id (a
+// BigInt): weft's, or for a timer the binding's (timers.js); `cancel()` ends it;
+// `unref()` lets Node exit while it is alive.
 class Handle {
-  constructor(loop, rawId, token, kind, fn, once) {
+  constructor(loop, rawId, token, kind, fn) {
     this.loop = loop;
     this.kind = kind;
     this.active = true;
@@ -26,12 +27,11 @@ class Handle {
     this._id = null;
     this._token = token;
     this._fn = fn;
-    this._once = once;
     this._ref = true;
     this._topic = null; // an exact subscription's topic (trampolines.js)
   }
 
-  // weft's id of the registration, a BigInt.
+  // The registration's id, a BigInt: weft's, or the binding's for a timer.
   get id() {
     if (this._id === null) this._id = toBigInt(this._rawId);
     return this._id;
@@ -75,7 +75,7 @@ class Handle {
   _end() {
     if (!this.active) return;
     this.active = false;
-    releaseToken(this._token);
+    if (this._token !== 0) releaseToken(this._token);
     const loop = this.loop;
     loop._count--;
     if (loop._byId !== null) loop._byId.delete(this.id);
@@ -83,4 +83,28 @@ class Handle {
   }
 }
 
-module.exports = { Handle, KIND_TIMER, KIND_INTERVAL, KIND_WATCH, KIND_SUBSCRIPTION };
+// A timer or an interval: kept by the binding (timers.js), not by weft, so it has no
+// token (0) and its id is the binding's.
+class TimerHandle extends Handle {
+  constructor(loop, rawId, kind, fn) {
+    super(loop, rawId, 0, kind, fn);
+    // Whole ms of performance.now() (Smis, not boxed doubles): the deadline, and an
+    // interval's start; the call order; the list links; the interval (0: a one-shot).
+    this._deadline = 0;
+    this._start = 0;
+    this._seq = 0;
+    this._list = null;
+    this._prev = null;
+    this._next = null;
+    this._interval = 0;
+  }
+
+  cancel() {
+    if (!this.active) return false;
+    this.loop._timers.remove(this);
+    this._end();
+    return true;
+  }
+}
+
+module.exports = { Handle, TimerHandle, KIND_TIMER, KIND_INTERVAL, KIND_WATCH, KIND_SUBSCRIPTION };
