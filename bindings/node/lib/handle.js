@@ -17,37 +17,16 @@ const KIND_SUBSCRIPTION = 'subscription';
 
 // A registration: a timer, an interval, an fd watch or a subscription. `id` is its id (a
 // BigInt): weft's, or for a timer the binding's (timers.js); `cancel()` ends it;
-// `unref()` lets Node exit while it is alive.
+// `unref()` lets Node exit while it is alive. The base of WeftHandle (watches and
+// subscriptions: weft registrations) and TimerHandle (the binding's timers), with the
+// fields both have.
 class Handle {
-  constructor(loop, rawId, token, kind, fn) {
+  constructor(loop, rawId, fn) {
     this.loop = loop;
-    this.kind = kind;
     this.active = true;
     this._rawId = rawId; // as koffi gave it: a Number below 2^53, else a BigInt
-    this._id = null;
-    this._token = token;
     this._fn = fn;
     this._ref = true;
-    this._topic = null; // an exact subscription's topic (trampolines.js)
-  }
-
-  // The registration's id, a BigInt: weft's, or the binding's for a timer.
-  get id() {
-    if (this._id === null) this._id = toBigInt(this._rawId);
-    return this._id;
-  }
-
-  // Ends the registration: returns true, or false when it had ended already (a one-shot
-  // timer that fired, a cancelled handle, a closed loop). Its callback does not start
-  // again once this returns, even when called from inside that callback.
-  cancel() {
-    if (!this.active) return false;
-    const rc = lib.weft_cancel(this.loop._ptr, this._rawId);
-    if (rc === WEFT_OK || rc === WEFT_ERR_NOT_FOUND) {
-      this._end();
-      return rc === WEFT_OK;
-    }
-    throw lastError(rc);
   }
 
   // Node keeps running while this handle is alive (the default).
@@ -83,11 +62,47 @@ class Handle {
   }
 }
 
+// A watch or a subscription: a weft registration, whose callback finds it by `token`
+// (trampolines.js).
+class WeftHandle extends Handle {
+  constructor(loop, rawId, token, kind, fn) {
+    super(loop, rawId, fn);
+    this.kind = kind;
+    this._id = null;
+    this._token = token;
+  }
+
+  // weft's id of the registration, a BigInt.
+  get id() {
+    if (this._id === null) this._id = toBigInt(this._rawId);
+    return this._id;
+  }
+
+  // Ends the registration: returns true, or false when it had ended already (a
+  // cancelled handle, a closed loop). Its callback does not start again once this
+  // returns, even when called from inside that callback.
+  cancel() {
+    if (!this.active) return false;
+    const rc = lib.weft_cancel(this.loop._ptr, this._rawId);
+    if (rc === WEFT_OK || rc === WEFT_ERR_NOT_FOUND) {
+      this._end();
+      return rc === WEFT_OK;
+    }
+    throw lastError(rc);
+  }
+}
+
+// An exact subscription's topic (trampolines.js), set on its own Handle; null on the
+// prototype, so that other Handles do not carry the field.
+WeftHandle.prototype._topic = null;
+
 // A timer or an interval: kept by the binding (timers.js), not by weft, so it has no
-// token (0) and its id is the binding's.
+// token (0, on the prototype) and its id is the binding's. Its fields are few: a
+// program may hold a hundred thousand of them, and V8 copies the young ones at each
+// scavenge.
 class TimerHandle extends Handle {
-  constructor(loop, rawId, kind, fn) {
-    super(loop, rawId, 0, kind, fn);
+  constructor(loop, rawId, interval, fn) {
+    super(loop, rawId, fn);
     // Whole ms of performance.now() (Smis, not boxed doubles): the deadline, and an
     // interval's start; the call order; the list links; the interval (0: a one-shot).
     this._deadline = 0;
@@ -96,9 +111,21 @@ class TimerHandle extends Handle {
     this._list = null;
     this._prev = null;
     this._next = null;
-    this._interval = 0;
+    this._interval = interval;
   }
 
+  get kind() {
+    return this._interval > 0 ? KIND_INTERVAL : KIND_TIMER;
+  }
+
+  // The binding's id of the timer, a BigInt.
+  get id() {
+    return BigInt(this._rawId);
+  }
+
+  // Ends the timer: true, or false when it had ended already (a one-shot that fired, a
+  // second cancel, a closed loop). Its callback does not start again once this
+  // returns, even when called from inside that callback.
   cancel() {
     if (!this.active) return false;
     this.loop._timers.remove(this);
@@ -107,4 +134,6 @@ class TimerHandle extends Handle {
   }
 }
 
-module.exports = { Handle, TimerHandle, KIND_TIMER, KIND_INTERVAL, KIND_WATCH, KIND_SUBSCRIPTION };
+TimerHandle.prototype._token = 0;
+
+module.exports = { Handle, WeftHandle, TimerHandle, KIND_WATCH, KIND_SUBSCRIPTION };

@@ -12,10 +12,10 @@ const {
   T_FD, T_EVENT, T_EVENT_EXACT,
   takeToken, fillToken, releaseToken, liveHandles, runPass, isRunning,
 } = require('./trampolines.js');
-const { Handle, TimerHandle, KIND_TIMER, KIND_INTERVAL, KIND_WATCH, KIND_SUBSCRIPTION } = require('./handle.js');
+const { WeftHandle, TimerHandle, KIND_WATCH, KIND_SUBSCRIPTION } = require('./handle.js');
 const { spawnTask } = require('./spawn.js');
 const { emitEvent } = require('./emit.js');
-const { TimerQueue } = require('./timers.js');
+const { TimerQueue, nextTimerId } = require('./timers.js');
 
 const { koffi, WEFT_OK, WEFT_ERR_INVALID } = ffi;
 
@@ -93,10 +93,19 @@ class Loop {
 
   // Calls fn(handle) once, `ms` milliseconds from now (never early).
   after(ms, fn) {
-    this._check('after');
-    const delay = checkMs(ms, 'ms');
-    checkFunction(fn, 'fn');
-    return this._addTimer(TimerQueue.checkDelay(delay, 'weft_timer_after', 'delay'), 0, KIND_TIMER, fn);
+    // The common case, whole ms in range and a function, checked inline: the first calls
+    // of a fresh process run in V8's interpreter, where each call is costly.
+    if (typeof ms !== 'number' || ms !== (ms >>> 0) || typeof fn !== 'function' || this._closed) {
+      this._check('after');
+      ms = TimerQueue.checkDelay(checkMs(ms, 'ms'), 'weft_timer_after', 'delay');
+      checkFunction(fn, 'fn');
+    }
+    const h = new TimerHandle(this, nextTimerId(), 0, fn);
+    this._timers.add(h, ms);
+    this._count++;
+    if (this._byId !== null) this._byId.set(h.id, h);
+    if (this._refs++ === 0) this._poll.ref();
+    return h;
   }
 
   // Calls fn(handle) every `ms` milliseconds, at a fixed rate, until cancelled.
@@ -106,7 +115,7 @@ class Loop {
     checkFunction(fn, 'fn');
     const n = TimerQueue.checkDelay(interval, 'weft_timer_every', 'interval');
     if (n === 0) throw new WeftError(WEFT_ERR_INVALID, 'weft_timer_every: interval 0 ms (it must be at least 1)');
-    return this._addTimer(n, n, KIND_INTERVAL, fn);
+    return this._addTimer(n, fn);
   }
 
   // Calls fn(events, handle) while `fd` is ready for `interest` (READABLE | WRITABLE;
@@ -249,7 +258,7 @@ class Loop {
       releaseToken(token);
       throw lastError();
     }
-    const h = new Handle(this, id, token, kind, fn);
+    const h = new WeftHandle(this, id, token, kind, fn);
     fillToken(token, h);
     this._count++;
     if (this._byId !== null) this._byId.set(h.id, h);
@@ -262,9 +271,9 @@ class Loop {
   }
 
   // A timer of this loop's TimerQueue (timers.js): no weft registration, no token.
-  _addTimer(delay, interval, kind, fn) {
-    const h = new TimerHandle(this, this._timers.nextId(), kind, fn);
-    this._timers.add(h, delay, interval);
+  _addTimer(interval, fn) {
+    const h = new TimerHandle(this, nextTimerId(), interval, fn);
+    this._timers.add(h, interval);
     this._count++;
     if (this._byId !== null) this._byId.set(h.id, h);
     this._addRef();

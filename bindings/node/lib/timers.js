@@ -43,6 +43,11 @@ const MAX_DELAY_MS = 2 ** 35 - 1;
 
 let nextId = 1;
 
+// A new timer id (a Number; Handle.id makes it a BigInt).
+function nextTimerId() {
+  return nextId++;
+}
+
 const raw = {
   after: lib.handle.func(ffi.PROTOTYPES.weft_timer_after),
   cancel: lib.handle.func(ffi.PROTOTYPES.weft_cancel),
@@ -82,18 +87,13 @@ class TimerQueue {
     return Number(ms);
   }
 
-  // A new timer id.
-  nextId() {
-    return nextId++;
-  }
-
-  // Schedules TimerHandle `h` (a one-shot when interval is 0) `ms` (whole) from now.
-  add(h, ms, interval) {
+  // Schedules TimerHandle `h` `ms` (whole) from now: a one-shot, or an interval of `ms`
+  // when h._interval is set.
+  add(h, ms) {
     const now = performance.now();
     h._deadline = Math.ceil(now) + ms;
     h._seq = this.seq++;
-    if (interval > 0) {
-      h._interval = interval;
+    if (h._interval > 0) {
       h._start = h._deadline - ms;
       const list = new List(-1);
       list.head = h;
@@ -189,7 +189,19 @@ class TimerQueue {
         h._seq = this.seq++;
         this._down(0);
       } else {
-        this.remove(h);
+        // remove(h), for the head of the heap's top list
+        const list = heap[0];
+        const next = h._next;
+        list.head = next;
+        h._list = null;
+        if (next === null) {
+          list.tail = null;
+          this._removeAt(0);
+        } else {
+          next._prev = null;
+          h._next = null;
+          this._down(0);
+        }
         h._end();
       }
       try {
@@ -282,4 +294,4 @@ class TimerQueue {
   }
 }
 
-module.exports = { TimerQueue };
+module.exports = { TimerQueue, nextTimerId };
