@@ -68,7 +68,9 @@ function spreadDelays() {
   for (let i = delays.length - 1; i > 0; i--) {
     seed = (seed * 1103515245 + 12345) % 2147483648;
     const j = seed % (i + 1);
-    [delays[i], delays[j]] = [delays[j], delays[i]];
+    const d = delays[i]; // no destructuring swap: its garbage would be collected on the clock
+    delays[i] = delays[j];
+    delays[j] = d;
   }
   return delays;
 }
