@@ -31,6 +31,8 @@
 //   and the two never meet; loop.cancel(id) looks for a timer first.
 'use strict';
 
+const { performance } = require('node:perf_hooks');
+
 const ffi = require('./ffi.js');
 const { lib } = require('./library.js');
 const { WeftError, lastError } = require('./errors.js');
