@@ -233,3 +233,35 @@ test('an exact subscription gets its topic as weft delivers it; patterns get eac
   assert.deepEqual(p.map(([t]) => t), ['x.\u00e9', 'x.\ufffd', 'x.end']);
   loop.close();
 });
+
+test('a C thread and JS emit to one exact topic at once: each source in order, none lost', async () => {
+  const em = emitter();
+  const loop = new Loop();
+  const N = 20000;
+  const fromC = [];
+  const fromJs = [];
+  const done = new Promise((resolve) => {
+    loop.subscribe('mix.done', (topic, payload, h) => { h.cancel(); resolve(); });
+  });
+  let lastJs;
+  const jsDone = new Promise((resolve) => { lastJs = resolve; });
+  loop.subscribe('mix.tick', (topic, payload) => {
+    assert.equal(topic, 'mix.tick');
+    const s = payload.toString();
+    if (s.startsWith('js')) {
+      fromJs.push(Number(s.slice(2)));
+      if (fromJs.length === N) lastJs();
+    } else {
+      fromC.push(Number(s));
+    }
+  });
+  const handle = em.start(loop.pointer, 'mix', N, 0);
+  for (let i = 0; i < N; i++) loop.emit('mix.tick', `js${i}`);
+  await Promise.all([done, jsDone]);
+  em.join(handle);
+  assert.equal(fromC.length, N);
+  assert.equal(fromJs.length, N);
+  assert.ok(fromC.every((v, i) => v === i), 'C events out of order');
+  assert.ok(fromJs.every((v, i) => v === i), 'JS events out of order');
+  loop.close();
+});
