@@ -135,8 +135,7 @@ class TimerQueue {
     h._prev = null;
     h._next = null;
     if (list.head === null) {
-      this._removeAt(list.index);
-      if (list.ms >= 0 && this.lists.size > 64) this.lists.delete(list.ms);
+      this._emptied(list);
       if (this.heap.length === 0) this._disarm();
     } else if (wasHead) {
       this._down(list.index);
@@ -198,7 +197,7 @@ class TimerQueue {
         h._list = null;
         if (next === null) {
           list.tail = null;
-          this._removeAt(0);
+          this._emptied(list);
         } else {
           next._prev = null;
           h._next = null;
@@ -243,6 +242,14 @@ class TimerQueue {
     raw.cancel(this.loop._ptr, this.alarmId);
     this.alarmId = 0;
     this.alarmAt = Infinity;
+  }
+
+  // `list` has no timer left: out of the heap; a one-shot list stays in `lists` for the
+  // next timer of its delay, unless many delays are in use (then it goes, so that a
+  // program whose delays are all different keeps no empty list per delay).
+  _emptied(list) {
+    this._removeAt(list.index);
+    if (list.ms >= 0 && this.lists.size > 64) this.lists.delete(list.ms);
   }
 
   _push(list) {

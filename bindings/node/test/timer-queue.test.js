@@ -154,3 +154,17 @@ test('unref\'d timers do not keep Node alive; close drops pending ones', async (
   await sleep(60);
   assert.equal(calls, 100);
 });
+
+test('timers of many different delays leave no empty list behind', async () => {
+  const loop = new Loop();
+  let fired = 0;
+  await new Promise((resolve) => {
+    for (let i = 0; i < 500; i++) loop.after(i % 5 === 0 ? 1 : 2 + i, () => { if (++fired === 500) resolve(); });
+  });
+  assert.ok(loop._timers.lists.size <= 65, `${loop._timers.lists.size} lists kept`);
+  const hs = Array.from({ length: 300 }, (_, i) => loop.after(10000 + i, () => {}));
+  for (const h of hs) h.cancel();
+  assert.ok(loop._timers.lists.size <= 65, `${loop._timers.lists.size} lists kept`);
+  assert.equal(loop._timers.heap.length, 0);
+  loop.close();
+});
