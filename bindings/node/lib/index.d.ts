@@ -151,6 +151,9 @@ export interface Diagnostics {
   passes: number;
   openLoops: number;
   running: boolean;
+  /** user_data tokens held: one per live watch and subscription, and one per open loop
+   * that has had a timer (its alarm's); back to 0 once every loop is closed. */
+  tokens: number;
 }
 export function diagnostics(): Diagnostics;
 

@@ -157,7 +157,7 @@ function isRunning(loop) {
 
 // The counts weft.diagnostics() reports.
 function trampolineStats() {
-  return { foreignCalls, passes, running: running !== null };
+  return { foreignCalls, passes, running: running !== null, tokens: slots.length - 1 - freeTokens.length };
 }
 
 module.exports = {

@@ -168,3 +168,22 @@ test('timers of many different delays leave no empty list behind', async () => {
   assert.equal(loop._timers.heap.length, 0);
   loop.close();
 });
+
+test('tokens: one per live watch or subscription and one per loop\'s alarm, each released once', async () => {
+  const base = weft.diagnostics().tokens;
+  const loop = new Loop();
+  const timers = Array.from({ length: 50 }, (_, i) => loop.after(1000 + i, () => {}));
+  loop.every(1000, () => {});
+  assert.equal(weft.diagnostics().tokens, base + 1); // the alarm only
+  const subs = Array.from({ length: 5 }, (_, i) => loop.subscribe(i % 2 ? `tok.${i}` : 'tok.*', () => {}));
+  assert.equal(weft.diagnostics().tokens, base + 6);
+  for (const h of timers) h.cancel();
+  subs[0].cancel();
+  assert.equal(subs[0].cancel(), false);
+  assert.equal(weft.diagnostics().tokens, base + 5);
+  await new Promise((resolve) => loop.after(1, resolve));
+  loop.close();
+  assert.equal(weft.diagnostics().tokens, base);
+  loop.close();
+  assert.equal(weft.diagnostics().tokens, base);
+});
