@@ -103,8 +103,9 @@ WeftHandle.prototype._topic = null;
 class TimerHandle extends Handle {
   constructor(loop, rawId, interval, fn) {
     super(loop, rawId, fn);
-    // Whole ms of performance.now() (Smis, not boxed doubles): the deadline, and an
-    // interval's start; the call order; the list links; the interval (0: a one-shot).
+    // Ticks of performance.now() (1/8 ms: Smis, not boxed doubles): the deadline, and
+    // an interval's start; the call order; the list links; the interval in ms (0: a
+    // one-shot).
     this._deadline = 0;
     this._start = 0;
     this._seq = 0;

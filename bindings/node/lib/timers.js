@@ -7,10 +7,9 @@
 // the rest of after(); Node's own timers are JS lists for the same reason.
 //
 // Protocol:
-// - A timer's deadline is performance.now() (the monotonic clock, as weft's) at the call
-//   plus its delay, rounded up to whole ms (checkMs rounds fractions of the delay up;
-//   whole ms are Smis, where a fraction would be a boxed double per timer): never early,
-//   and due within a millisecond, as weft's own timers.
+// - A timer's deadline is performance.now() (the monotonic clock, as weft's) at the call,
+//   rounded up to a tick (1/8 ms, below), plus its delay (checkMs rounds fractions of a
+//   ms up): never early. The alarm's delay is rounded up to whole ms, weft's unit.
 // - One-shot timers of one delay sit in that delay's List, appended in call order, so
 //   each List is in deadline order. An interval is a List of its own (its next deadline
 //   is not in call order). The heap holds the non-empty Lists, keyed by their head's
@@ -39,6 +38,12 @@ const { WeftError, lastError } = require('./errors.js');
 const { T_ALARM, takeToken, fillToken, releaseToken } = require('./trampolines.js');
 
 const { WEFT_ERR_INVALID } = ffi;
+
+// Deadlines are in ticks of performance.now(), 1/8 ms: whole numbers, which V8 keeps
+// unboxed (Smis) below 2^30, 37 hours after the process started (later ones are boxed
+// doubles: as correct, a little slower), and fine enough that rounding the call's time
+// up to a tick adds at most 1/8 ms to a timer's lateness.
+const TICKS_PER_MS = 8;
 
 // weft's own bound on a delay (2^35 - 1 ms), kept for the binding's timers.
 const MAX_DELAY_MS = 2 ** 35 - 1;
@@ -92,11 +97,12 @@ class TimerQueue {
   // Schedules TimerHandle `h` `ms` (whole) from now: a one-shot, or an interval of `ms`
   // when h._interval is set.
   add(h, ms) {
-    const now = performance.now();
-    h._deadline = Math.ceil(now) + ms;
+    const now = performance.now() * TICKS_PER_MS;
+    const ticks = ms * TICKS_PER_MS;
+    h._deadline = Math.ceil(now) + ticks;
     h._seq = this.seq++;
     if (h._interval > 0) {
-      h._start = h._deadline - ms;
+      h._start = h._deadline - ticks;
       const list = new List(-1);
       list.head = h;
       list.tail = h;
@@ -178,14 +184,14 @@ class TimerQueue {
     this.alarmId = 0;
     this.alarmAt = Infinity;
     const loop = this.loop;
-    const now = performance.now();
+    const now = performance.now() * TICKS_PER_MS;
     const cutoff = this.seq;
     const heap = this.heap;
     while (heap.length > 0) {
       const h = heap[0].head;
       if (h._deadline > now || h._seq >= cutoff) break;
       if (h._interval > 0) {
-        const iv = h._interval;
+        const iv = h._interval * TICKS_PER_MS;
         h._deadline = h._start + (Math.floor((now - h._start) / iv) + 1) * iv;
         h._seq = this.seq++;
         this._down(0);
@@ -212,10 +218,11 @@ class TimerQueue {
       }
       if (loop._closed) return;
     }
-    if (heap.length > 0 && this.alarmId === 0) this._arm(performance.now());
+    if (heap.length > 0 && this.alarmId === 0) this._arm(performance.now() * TICKS_PER_MS);
   }
 
-  // Arms the alarm for the heap top's deadline (cancelling one armed for later).
+  // Arms the alarm for the heap top's deadline (cancelling one armed for later); `now`
+  // in ticks.
   _arm(now) {
     const loop = this.loop;
     const deadline = this.heap[0].head._deadline;
@@ -226,7 +233,7 @@ class TimerQueue {
       this.token = takeToken();
       fillToken(this.token, this);
     }
-    const delay = Math.max(0, Math.ceil(deadline - now));
+    const delay = Math.max(0, Math.ceil((deadline - now) / TICKS_PER_MS));
     const id = raw.after(loop._ptr, delay, T_ALARM, this.token, null);
     if (id === 0 || id === 0n) {
       this.alarmId = 0;
