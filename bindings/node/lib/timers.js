@@ -125,7 +125,14 @@ class TimerQueue {
         list.tail = h;
       }
     }
-    if (h._deadline < this.alarmAt) this._arm(now);
+    if (h._deadline < this.alarmAt) {
+      try {
+        this._arm(now);
+      } catch (err) {
+        this.remove(h); // weft refused the alarm: the timer was never scheduled
+        throw err;
+      }
+    }
   }
 
   // Takes Handle `h` out of its list (a cancel, or a one-shot about to run).

@@ -69,7 +69,11 @@ function onAlarm(lp, id, token) {
   if (q === undefined || q === null || q.alarmId != id) return;
   if (q.loop !== running) foreignCalls++; // as handleFor
   if (q.loop._closed) return;
-  q.fire();
+  try {
+    q.fire(); // catches its timers' exceptions; only re-arming the alarm could throw
+  } catch (err) {
+    q.loop._fail(err);
+  }
 }
 
 function onFd(lp, id, fd, events, token) {
