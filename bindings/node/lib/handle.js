@@ -103,10 +103,11 @@ WeftHandle.prototype._topic = null;
 class TimerHandle extends Handle {
   constructor(loop, rawId, interval, fn) {
     super(loop, rawId, fn);
-    // Ticks of performance.now() (1/8 ms: Smis, not boxed doubles): the deadline, and
-    // an interval's start; the call order; the list links; the interval in ms (0: a
-    // one-shot).
+    // The deadline: whole ms of performance.now() and the fraction in 2^-20 ms (Smis,
+    // not a boxed double: timers.js); an interval's start (whole ms, the same fraction);
+    // the call order; the list links; the interval in ms (0: a one-shot).
     this._deadline = 0;
+    this._frac = 0;
     this._start = 0;
     this._seq = 0;
     this._list = null;

@@ -7,9 +7,9 @@
 // the rest of after(); Node's own timers are JS lists for the same reason.
 //
 // Protocol:
-// - A timer's deadline is performance.now() (the monotonic clock, as weft's) at the call,
-//   rounded up to a tick (1/8 ms, below), plus its delay (checkMs rounds fractions of a
-//   ms up): never early. The alarm's delay is rounded up to whole ms, weft's unit.
+// - A timer's deadline is performance.now() (the monotonic clock, as weft's) at the call
+//   plus its delay (checkMs rounds fractions of a ms up), kept to ~1 ns (FRAC, below):
+//   never early. The alarm's delay is in whole ms, weft's unit.
 // - One-shot timers of one delay sit in that delay's List, appended in call order, so
 //   each List is in deadline order. An interval is a List of its own (its next deadline
 //   is not in call order). The heap holds the non-empty Lists, keyed by their head's
@@ -39,11 +39,15 @@ const { T_ALARM, takeToken, fillToken, releaseToken } = require('./trampolines.j
 
 const { WEFT_ERR_INVALID } = ffi;
 
-// Deadlines are in ticks of performance.now(), 1/8 ms: whole numbers, which V8 keeps
-// unboxed (Smis) below 2^30, 37 hours after the process started (later ones are boxed
-// doubles: as correct, a little slower), and fine enough that rounding the call's time
-// up to a tick adds at most 1/8 ms to a timer's lateness.
-const TICKS_PER_MS = 8;
+// A deadline is two whole numbers, which V8 keeps unboxed (Smis; a double field would
+// be a heap box per timer, ~100 ns more per after()): whole ms of performance.now(), and
+// the fraction of a ms in units of 2^-20 ms (~1 ns), rounded up. Whole ms stay Smis for
+// 12 days after the process started (later ones are boxed: as correct, a little slower).
+const FRAC = 2 ** 20;
+// The alarm's delay in whole ms allows for that rounding, so a timer of `ms` arms it
+// for `ms`, not `ms + 1`: an alarm that comes within that ~1 ns before the deadline
+// (practically never) only arms itself again.
+const ROUNDING_MS = 1e-6;
 
 // weft's own bound on a delay (2^35 - 1 ms), kept for the binding's timers.
 const MAX_DELAY_MS = 2 ** 35 - 1;
@@ -71,8 +75,13 @@ class List {
 }
 
 // Whether List a's head is due before List b's.
-const before = (a, b) => a.head._deadline < b.head._deadline
-  || (a.head._deadline === b.head._deadline && a.head._seq < b.head._seq);
+function before(a, b) {
+  const x = a.head;
+  const y = b.head;
+  if (x._deadline !== y._deadline) return x._deadline < y._deadline;
+  if (x._frac !== y._frac) return x._frac < y._frac;
+  return x._seq < y._seq;
+}
 
 class TimerQueue {
   constructor(loop) {
@@ -97,12 +106,19 @@ class TimerQueue {
   // Schedules TimerHandle `h` `ms` (whole) from now: a one-shot, or an interval of `ms`
   // when h._interval is set.
   add(h, ms) {
-    const now = performance.now() * TICKS_PER_MS;
-    const ticks = ms * TICKS_PER_MS;
-    h._deadline = Math.ceil(now) + ticks;
+    const now = performance.now();
+    const whole = Math.floor(now);
+    let frac = Math.ceil((now - whole) * FRAC);
+    let deadline = whole + ms;
+    if (frac >= FRAC) {
+      frac = 0;
+      deadline++;
+    }
+    h._deadline = deadline;
+    h._frac = frac;
     h._seq = this.seq++;
     if (h._interval > 0) {
-      h._start = h._deadline - ticks;
+      h._start = deadline - ms;
       const list = new List(-1);
       list.head = h;
       list.tail = h;
@@ -125,7 +141,7 @@ class TimerQueue {
         list.tail = h;
       }
     }
-    if (h._deadline < this.alarmAt) {
+    if (deadline + frac / FRAC < this.alarmAt) {
       try {
         this._arm(now);
       } catch (err) {
@@ -191,15 +207,17 @@ class TimerQueue {
     this.alarmId = 0;
     this.alarmAt = Infinity;
     const loop = this.loop;
-    const now = performance.now() * TICKS_PER_MS;
+    const now = performance.now();
+    const nowMs = Math.floor(now);
+    const nowFrac = Math.floor((now - nowMs) * FRAC); // rounded down: never early
     const cutoff = this.seq;
     const heap = this.heap;
     while (heap.length > 0) {
       const h = heap[0].head;
-      if (h._deadline > now || h._seq >= cutoff) break;
+      if (h._deadline > nowMs || (h._deadline === nowMs && h._frac > nowFrac) || h._seq >= cutoff) break;
       if (h._interval > 0) {
-        const iv = h._interval * TICKS_PER_MS;
-        h._deadline = h._start + (Math.floor((now - h._start) / iv) + 1) * iv;
+        const iv = h._interval;
+        h._deadline = h._start + (Math.floor((now - h._start - h._frac / FRAC) / iv) + 1) * iv;
         h._seq = this.seq++;
         this._down(0);
       } else {
@@ -225,14 +243,15 @@ class TimerQueue {
       }
       if (loop._closed) return;
     }
-    if (heap.length > 0 && this.alarmId === 0) this._arm(performance.now() * TICKS_PER_MS);
+    if (heap.length > 0 && this.alarmId === 0) this._arm(performance.now());
   }
 
   // Arms the alarm for the heap top's deadline (cancelling one armed for later); `now`
-  // in ticks.
+  // is performance.now().
   _arm(now) {
     const loop = this.loop;
-    const deadline = this.heap[0].head._deadline;
+    const top = this.heap[0].head;
+    const deadline = top._deadline + top._frac / FRAC;
     // WEFT_ERR_NOT_FOUND would mean weft took the alarm into this pass already: its
     // callback then finds the timers it can run, which is harmless.
     if (this.alarmId !== 0) raw.cancel(loop._ptr, this.alarmId);
@@ -240,7 +259,7 @@ class TimerQueue {
       this.token = takeToken();
       fillToken(this.token, this);
     }
-    const delay = Math.max(0, Math.ceil((deadline - now) / TICKS_PER_MS));
+    const delay = Math.max(0, Math.ceil(deadline - now - ROUNDING_MS));
     const id = raw.after(loop._ptr, delay, T_ALARM, this.token, null);
     if (id === 0 || id === 0n) {
       this.alarmId = 0;
