@@ -187,3 +187,16 @@ test('tokens: one per live watch or subscription and one per loop\'s alarm, each
   loop.close();
   assert.equal(weft.diagnostics().tokens, base);
 });
+
+test('the alarm is armed for the delay itself, not a millisecond more', () => {
+  const loop = new Loop();
+  for (let i = 0; i < 20; i++) {
+    const h = loop.after(50, () => {});
+    // weft reads a timer of 50 ms as 51 (its timeout rounds up past the current ms
+    // tick); an alarm armed for 51 ms would read 52.
+    const ms = Number(weft.native.weft_loop_timeout_ms(loop.pointer));
+    assert.ok(ms > 0 && ms <= 51, `weft's timeout after after(50): ${ms} ms`);
+    h.cancel();
+  }
+  loop.close();
+});
