@@ -59,7 +59,7 @@ export type HandleKind = 'timer' | 'interval' | 'watch' | 'subscription';
 /** A registration of a Loop: a timer, an interval, an fd watch or a subscription. */
 export class Handle {
   readonly loop: Loop;
-  /** weft's id of the registration. */
+  /** The registration's id: weft's, or for a timer (after, every) the binding's own. */
   readonly id: bigint;
   readonly kind: HandleKind;
   /** False once it fired (one-shot timers), was cancelled, or its loop closed. */
@@ -151,6 +151,9 @@ export interface Diagnostics {
   passes: number;
   openLoops: number;
   running: boolean;
+  /** user_data tokens held: one per live watch and subscription, and one per open loop
+   * that has had a timer (its alarm's); back to 0 once every loop is closed. */
+  tokens: number;
 }
 export function diagnostics(): Diagnostics;
 

@@ -47,8 +47,8 @@ function onExit() {
 process.on('exit', onExit);
 
 function diagnostics() {
-  const { foreignCalls, passes, running } = trampolineStats();
-  return { foreignCalls, passes, openLoops: openLoops.size, running };
+  const { foreignCalls, passes, running, tokens } = trampolineStats();
+  return { foreignCalls, passes, openLoops: openLoops.size, running, tokens };
 }
 
 module.exports = {

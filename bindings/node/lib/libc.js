@@ -1,19 +1,21 @@
 // libc, for the bytes that cross between JavaScript and weft: memcpy to copy what weft
-// lends a callback, malloc/free for a task's userData, dladdr to name a function's library.
+// lends a callback, calloc/strdup/free for a task's userData, dladdr to name a
+// function's library.
 'use strict';
 
 const { koffi } = require('./ffi.js');
 
 // libc: memcpy to copy bytes weft lends a callback into a Buffer (koffi.decode with a
 // length and koffi.view both leak memory on every call: 18 and 220 bytes in koffi
-// 3.3.4), malloc/free for the bytes a task's work reads (they must outlive a timeout or
-// an abort, and free is a native free_fn weft may call on a pool thread), and dladdr to
+// 3.3.4), calloc/strdup/free for the bytes a task's work reads (they must outlive a
+// timeout or an abort, and free is a native free_fn weft may call on a pool thread), and dladdr to
 // refuse a work pointer that is not a function of a loaded library. Addresses are
 // uintptr_t: Numbers, exact below 2^53, which covers user space.
 const libc = koffi.load(process.platform === 'darwin' ? 'libSystem.B.dylib' : 'libc.so.6');
 const c_copyFrom = libc.func('void *memcpy(void *dst, uintptr_t src, size_t n)');
 const c_copyTo = libc.func('void *memcpy(uintptr_t dst, const void *src, size_t n)');
-const c_malloc = libc.func('uintptr_t malloc(size_t size)');
+const c_calloc = libc.func('uintptr_t calloc(size_t n, size_t size)');
+const c_strdup = libc.func('uintptr_t strdup(const char *s)');
 const c_free = libc.func('void free(uintptr_t ptr)');
 const C_FREE = libc.symbol('free');
 const Dl_info = koffi.struct('weft_js_Dl_info', {
@@ -29,4 +31,4 @@ function copyBytes(ptr, len) {
   return buf;
 }
 
-module.exports = { c_copyTo, c_malloc, c_free, C_FREE, c_dladdr, copyBytes };
+module.exports = { c_copyTo, c_calloc, c_strdup, c_free, C_FREE, c_dladdr, copyBytes };

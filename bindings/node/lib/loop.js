@@ -6,21 +6,23 @@ const EventEmitter = require('node:events');
 
 const ffi = require('./ffi.js');
 const { lib } = require('./library.js');
-const { lastError, closedError } = require('./errors.js');
-const { checkFunction, checkMs, checkString, toBytes, checkId } = require('./checks.js');
+const { WeftError, lastError, closedError } = require('./errors.js');
+const { checkFunction, checkMs, checkString, checkId } = require('./checks.js');
 const {
-  T_TIMER, T_FD, T_EVENT,
+  T_FD, T_EVENT, T_EVENT_EXACT,
   takeToken, fillToken, releaseToken, liveHandles, runPass, isRunning,
 } = require('./trampolines.js');
-const { Handle, KIND_TIMER, KIND_INTERVAL, KIND_WATCH, KIND_SUBSCRIPTION } = require('./handle.js');
+const { WeftHandle, TimerHandle, KIND_WATCH, KIND_SUBSCRIPTION } = require('./handle.js');
 const { spawnTask } = require('./spawn.js');
+const { emitEvent } = require('./emit.js');
+const { TimerQueue, nextTimerId } = require('./timers.js');
 
-const { koffi, WEFT_OK } = ffi;
+const { koffi, WEFT_OK, WEFT_ERR_INVALID } = ffi;
 
 // The registering calls, declared again without load()'s BigInt conversion of the id
-// (a Handle converts its id when asked): the hot path of after() and subscribe().
+// (a Handle converts its id when asked): the hot path of watch() and subscribe().
 const raw = {};
-for (const name of ['weft_timer_after', 'weft_timer_every', 'weft_watch_fd', 'weft_subscribe']) {
+for (const name of ['weft_watch_fd', 'weft_subscribe']) {
   raw[name] = lib.handle.func(ffi.PROTOTYPES[name]);
 }
 
@@ -45,6 +47,7 @@ class Loop {
     this._count = 0;         // live Handles
     this._byId = null;       // id -> Handle, made by the first loop.cancel(id)
     this._tasks = new Map(); // id -> task record
+    this._timers = new TimerQueue(this);
     this._refs = 0;
     this._errors = [];
     this._emitter = new EventEmitter();
@@ -90,12 +93,19 @@ class Loop {
 
   // Calls fn(handle) once, `ms` milliseconds from now (never early).
   after(ms, fn) {
-    this._check('after');
-    const delay = checkMs(ms, 'ms');
-    checkFunction(fn, 'fn');
-    const token = takeToken();
-    const id = raw.weft_timer_after(this._ptr, delay, T_TIMER, token, null);
-    return this._register(id, token, KIND_TIMER, fn, true);
+    // The common case, whole ms in range and a function, checked inline: the first calls
+    // of a fresh process run in V8's interpreter, where each call is costly.
+    if (typeof ms !== 'number' || ms !== (ms >>> 0) || typeof fn !== 'function' || this._closed) {
+      this._check('after');
+      ms = TimerQueue.checkDelay(checkMs(ms, 'ms'), 'weft_timer_after', 'delay');
+      checkFunction(fn, 'fn');
+    }
+    const h = new TimerHandle(this, nextTimerId(), 0, fn);
+    this._timers.add(h, ms);
+    this._count++;
+    if (this._byId !== null) this._byId.set(h.id, h);
+    if (this._refs++ === 0) this._poll.ref();
+    return h;
   }
 
   // Calls fn(handle) every `ms` milliseconds, at a fixed rate, until cancelled.
@@ -103,9 +113,9 @@ class Loop {
     this._check('every');
     const interval = checkMs(ms, 'ms');
     checkFunction(fn, 'fn');
-    const token = takeToken();
-    const id = raw.weft_timer_every(this._ptr, interval, T_TIMER, token, null);
-    return this._register(id, token, KIND_INTERVAL, fn, false);
+    const n = TimerQueue.checkDelay(interval, 'weft_timer_every', 'interval');
+    if (n === 0) throw new WeftError(WEFT_ERR_INVALID, 'weft_timer_every: interval 0 ms (it must be at least 1)');
+    return this._addTimer(n, fn);
   }
 
   // Calls fn(events, handle) while `fd` is ready for `interest` (READABLE | WRITABLE;
@@ -120,7 +130,7 @@ class Loop {
     if (fd < -0x80000000 || fd > 0x7fffffff) throw new RangeError(`fd ${fd} is out of range`);
     const token = takeToken();
     const id = raw.weft_watch_fd(this._ptr, fd, interest, T_FD, token, null);
-    return this._register(id, token, KIND_WATCH, fn, false);
+    return this._register(id, token, KIND_WATCH, fn);
   }
 
   // Calls fn(topic, payload: Buffer, handle) for each event whose topic matches `pattern`:
@@ -130,21 +140,22 @@ class Loop {
     this._check('subscribe');
     checkString(pattern, 'pattern');
     checkFunction(fn, 'fn');
+    // An exact topic (no '*': weft refuses a '*' anywhere but a pattern's end) is the
+    // topic of every event the subscription gets: its callback is given this string,
+    // as weft's bytes decode (lone surrogates as U+FFFD), not a new one per event.
+    const exact = !pattern.includes('*');
     const token = takeToken();
-    const id = raw.weft_subscribe(this._ptr, pattern, T_EVENT, token, null);
-    return this._register(id, token, KIND_SUBSCRIPTION, fn, false);
+    const id = raw.weft_subscribe(this._ptr, pattern, exact ? T_EVENT_EXACT : T_EVENT, token, null);
+    const h = this._register(id, token, KIND_SUBSCRIPTION, fn);
+    if (exact) h._topic = Buffer.from(pattern, 'utf8').toString('utf8');
+    return h;
   }
 
   // Emits an event to this loop's subscribers (delivered in a later pass, never inside
   // this call). `payload`: a Buffer, a Uint8Array, a string (UTF-8) or nothing.
   emit(topic, payload) {
     this._check('emit');
-    checkString(topic, 'topic');
-    const bytes = toBytes(payload, 'payload');
-    const rc = bytes === null || bytes.length === 0
-      ? lib.weft_emit(this._ptr, topic, null, 0)
-      : lib.weft_emit(this._ptr, topic, bytes, bytes.length);
-    if (rc !== WEFT_OK) throw lastError(rc);
+    emitEvent(this, topic, payload);
     return true;
   }
 
@@ -154,9 +165,13 @@ class Loop {
   cancel(id) {
     this._check('cancel');
     checkId(id);
+    const h = this._handlesById().get(id);
+    if (h !== undefined && h._token === 0) { // a timer: the binding's (timers.js)
+      h.cancel();
+      return;
+    }
     const rc = lib.weft_cancel(this._ptr, id);
     if (rc !== WEFT_OK) throw lastError(rc);
-    const h = this._handlesById().get(id);
     if (h !== undefined) h._end();
     // A task's cancel is reported by its done (WEFT_ERR_CANCELLED).
   }
@@ -187,8 +202,9 @@ class Loop {
     openLoops.delete(this);
     for (const h of this._liveHandles()) {
       h.active = false;
-      releaseToken(h._token);
+      if (h._token !== 0) releaseToken(h._token);
     }
+    this._timers.clear();
     this._count = 0;
     this._byId = null;
     const tasks = [...this._tasks.values()];
@@ -237,12 +253,12 @@ class Loop {
     if (this._closed) throw closedError(what);
   }
 
-  _register(id, token, kind, fn, once) {
+  _register(id, token, kind, fn) {
     if (id === 0 || id === 0n) {
       releaseToken(token);
       throw lastError();
     }
-    const h = new Handle(this, id, token, kind, fn, once);
+    const h = new WeftHandle(this, id, token, kind, fn);
     fillToken(token, h);
     this._count++;
     if (this._byId !== null) this._byId.set(h.id, h);
@@ -251,7 +267,17 @@ class Loop {
   }
 
   _liveHandles() {
-    return liveHandles(this);
+    return liveHandles(this).concat(this._timers.handles());
+  }
+
+  // A timer of this loop's TimerQueue (timers.js): no weft registration, no token.
+  _addTimer(interval, fn) {
+    const h = new TimerHandle(this, nextTimerId(), interval, fn);
+    this._timers.add(h, interval);
+    this._count++;
+    if (this._byId !== null) this._byId.set(h.id, h);
+    this._addRef();
+    return h;
   }
 
   // id -> Handle for loop.cancel(id): made on first use, then kept up to date.

@@ -4,7 +4,7 @@
 
 const ffi = require('./ffi.js');
 const { lib } = require('./library.js');
-const { c_copyTo, c_malloc, c_free, C_FREE, c_dladdr } = require('./libc.js');
+const { c_copyTo, c_calloc, c_strdup, c_free, C_FREE, c_dladdr } = require('./libc.js');
 const { WeftError, AbortError, TaskError, lastError } = require('./errors.js');
 const { U64_MAX, checkMs, checkU32, toBytes } = require('./checks.js');
 const { T_DONE } = require('./trampolines.js');
@@ -12,20 +12,26 @@ const { T_DONE } = require('./trampolines.js');
 const { koffi, WEFT_ERR_INVALID, WEFT_ON_IO, WEFT_ON_CPU, WEFT_ON_PROCESS } = ffi;
 
 const SPAWN_OPTIONS_SIZE = koffi.sizeof(ffi.weft_spawn_options);
-const NUL = Buffer.alloc(1);
 
 const WHERE = { io: WEFT_ON_IO, cpu: WEFT_ON_CPU, process: WEFT_ON_PROCESS };
+
+// Work pointers that passed the dladdr check below. dladdr fills a struct whose two
+// strings koffi decodes on every call (~2.5 us); a pointer checked once is not checked
+// again (a library that koffi unloads takes its functions with it either way).
+const checkedWork = new Set();
 
 function checkWork(work) {
   if (typeof work !== 'bigint') {
     throw new TypeError('work must be a pointer to a native weft_work_fn (a BigInt, '
       + "e.g. koffi.load(path).symbol('my_work')), not a JavaScript function");
   }
+  if (checkedWork.has(work)) return;
   const info = {};
   if (work <= 0n || work > U64_MAX || c_dladdr(work, info) === 0 || info.dli_saddr !== work) {
     throw new TypeError(`work ${work === 0n ? 'NULL' : '0x' + work.toString(16)} is not an exported `
       + 'function of a loaded library');
   }
+  checkedWork.add(work);
 }
 
 // loop.spawn(work, userData, options), which throws where spawn rejects: runs the native
@@ -73,14 +79,14 @@ function spawnTask(loop, work, userData, options) {
   checkWork(work);
   if (options === null || typeof options !== 'object') throw new TypeError('options must be an object');
   const { on = 'cpu', timeout = 0, signal, maxChildren, reuse, keepFds, inheritFds } = options;
-  const where = Object.hasOwn(WHERE, on) ? WHERE[on] : undefined;
+  const where = on === 'cpu' ? WEFT_ON_CPU : Object.hasOwn(WHERE, on) ? WHERE[on] : undefined;
   if (where === undefined) throw new TypeError(`options.on must be 'cpu', 'io' or 'process', got ${String(on)}`);
   const inProcess = where === WEFT_ON_PROCESS;
-  const timeoutMs = checkMs(timeout, 'options.timeout');
-  const processOnly = { maxChildren, reuse, keepFds, inheritFds };
-  for (const [name, value] of Object.entries(processOnly)) {
-    if (value !== undefined && !inProcess) {
-      throw new TypeError(`options.${name} applies only to on: 'process' (on: '${on}')`);
+  const timeoutMs = timeout === 0 ? 0 : checkMs(timeout, 'options.timeout');
+  if (!inProcess) {
+    for (const [name, value] of [['maxChildren', maxChildren], ['reuse', reuse], ['keepFds', keepFds],
+      ['inheritFds', inheritFds]]) {
+      if (value !== undefined) throw new TypeError(`options.${name} applies only to on: 'process' (on: '${on}')`);
     }
   }
   const keep = keepFds === undefined ? null : checkFds(keepFds);
@@ -102,11 +108,7 @@ function spawnTask(loop, work, userData, options) {
     if (userData < 0n || userData > U64_MAX) throw new RangeError('userData pointer out of range');
     data = userData === 0n ? null : userData;
   } else if (userData !== null && userData !== undefined) {
-    const bytes = toBytes(userData, 'userData');
-    data = c_malloc(bytes.length + 1);
-    if (data === 0) throw new WeftError(WEFT_ERR_INVALID, 'spawn: out of memory for userData');
-    if (bytes.length > 0) c_copyTo(data, bytes, bytes.length);
-    c_copyTo(data + bytes.length, NUL, 1);
+    data = copyUserData(userData);
     // Native: weft may call it on the pool thread, after the work; for a process
     // task, in this process after done (the child has its own copy from the fork).
     freeFn = C_FREE;
@@ -130,38 +132,75 @@ function spawnTask(loop, work, userData, options) {
     if (freeFn !== null) c_free(data); // a failed registration leaves user_data ours
     throw err;
   }
-  return new Promise((resolve, reject) => {
-    const task = {
-      settled: false,
-      process: inProcess,
-      // `why`: weft_last_error's text, read inside done, for a process task's crash.
-      finish: (status, result, why) => {
-        if (signal) signal.removeEventListener('abort', onAbort);
-        if (task.settled) return;
-        task.settled = true;
-        if (status === 0) resolve(result);
-        else if (status > 0) reject(new TaskError(status, result));
-        else reject(new WeftError(status, `spawn: ${why ? why.message : lib.weft_strerror(status)}`));
-      },
-      fail: (err) => {
-        if (signal) signal.removeEventListener('abort', onAbort);
-        if (task.settled) return;
-        task.settled = true;
-        reject(err);
-      },
-    };
-    const onAbort = () => {
-      if (task.settled || loop._closed) return;
-      task.settled = true;
-      // done still comes (WEFT_ERR_CANCELLED, once the work returns or the killed
-      // child is reaped); until then the task stays registered, and keeps Node alive.
-      lib.weft_cancel(loop._ptr, id);
-      reject(new AbortError(undefined, { cause: signal.reason }));
-    };
-    if (signal) signal.addEventListener('abort', onAbort, { once: true });
-    loop._tasks.set(id, task);
-    loop._addRef();
+  const task = new Task(loop, id, inProcess, signal);
+  const promise = new Promise((resolve, reject) => {
+    task.resolve = resolve;
+    task.reject = reject;
   });
+  if (signal) {
+    task.onAbort = () => task.abort();
+    signal.addEventListener('abort', task.onAbort, { once: true });
+  }
+  loop._tasks.set(id, task);
+  loop._addRef();
+  return promise;
+}
+
+// userData's bytes (a string, Buffer, Uint8Array...) copied NUL-terminated into
+// malloc'ed memory: the address (a Number). A string without NUL characters is one
+// strdup call; other bytes are a calloc (whose zeroes end them) and a memcpy.
+function copyUserData(userData) {
+  let data;
+  if (typeof userData === 'string' && !userData.includes('\0')) {
+    data = c_strdup(userData);
+  } else {
+    const bytes = toBytes(userData, 'userData');
+    data = c_calloc(bytes.length + 1, 1);
+    if (data !== 0 && bytes.length > 0) c_copyTo(data, bytes, bytes.length);
+  }
+  if (data === 0) throw new WeftError(WEFT_ERR_INVALID, 'spawn: out of memory for userData');
+  return data;
+}
+
+// A spawned task's promise, which done (the trampoline) settles through finish(), and
+// close() through fail().
+class Task {
+  constructor(loop, id, inProcess, signal) {
+    this.loop = loop;
+    this.id = id;
+    this.process = inProcess;
+    this.signal = signal;
+    this.settled = false;
+    this.resolve = null;
+    this.reject = null;
+    this.onAbort = null;
+  }
+
+  // `why`: weft_last_error's text, read inside done, for a process task's crash.
+  finish(status, result, why) {
+    if (this.onAbort !== null) this.signal.removeEventListener('abort', this.onAbort);
+    if (this.settled) return;
+    this.settled = true;
+    if (status === 0) this.resolve(result);
+    else if (status > 0) this.reject(new TaskError(status, result));
+    else this.reject(new WeftError(status, `spawn: ${why ? why.message : lib.weft_strerror(status)}`));
+  }
+
+  fail(err) {
+    if (this.onAbort !== null) this.signal.removeEventListener('abort', this.onAbort);
+    if (this.settled) return;
+    this.settled = true;
+    this.reject(err);
+  }
+
+  abort() {
+    if (this.settled || this.loop._closed) return;
+    this.settled = true;
+    // done still comes (WEFT_ERR_CANCELLED, once the work returns or the killed
+    // child is reaped); until then the task stays registered, and keeps Node alive.
+    lib.weft_cancel(this.loop._ptr, this.id);
+    this.reject(new AbortError(undefined, { cause: this.signal.reason }));
+  }
 }
 
 module.exports = { spawnTask };

@@ -10,10 +10,12 @@ const { toBigInt } = require('./checks.js');
 
 const { koffi, WEFT_RUN_NOWAIT, WEFT_ERR_TIMEOUT, WEFT_ERR_CANCELLED } = ffi;
 
-// One registered C callback per callback type, for the whole process.
+// One registered C callback per callback type, for the whole process (two for
+// subscriptions: an exact topic's, and a pattern's).
 //
-// Timers, watches and subscriptions pass a token as their user_data: the index of their
-// Handle in `slots`, so a callback finds its Handle without hashing the 64-bit id. The
+// Watches and subscriptions pass a token as their user_data: the index of their Handle
+// in `slots`, so a callback finds its Handle without hashing the 64-bit id; a Loop's
+// timer alarm (timers.js) passes the token of its TimerQueue. The
 // trampolines are declared with integer (uintptr_t) loop and user_data parameters, which
 // koffi hands over as Numbers; the ABI is that of weft_cb, weft_fd_cb and weft_event_cb.
 // A task's user_data is its work's own, so its done finds it by id.
@@ -41,9 +43,9 @@ function releaseToken(token) {
   freeTokens.push(token);
 }
 
-// The active Handles of `loop`.
+// The active Handles of `loop` that hold a token (all but timers).
 function liveHandles(loop) {
-  return slots.filter((h) => h !== null && h.loop === loop && h.active);
+  return slots.filter((h) => h !== null && h.loop === loop && h.active === true);
 }
 
 // The live Handle that `token` names, for a callback of registration `id`; null if none.
@@ -61,14 +63,16 @@ function handleFor(id, token) {
   return h.loop._closed ? null : h;
 }
 
-function onTimer(lp, id, token) {
-  const h = handleFor(id, token);
-  if (h === null) return;
-  if (h._once) h._end(); // a one-shot timer is over before its callback runs
+// The alarm of a Loop's timers (timers.js): `token` names its TimerQueue.
+function onAlarm(lp, id, token) {
+  const q = slots[token];
+  if (q === undefined || q === null || q.alarmId != id) return;
+  if (q.loop !== running) foreignCalls++; // as handleFor
+  if (q.loop._closed) return;
   try {
-    h._fn(h);
+    q.fire(); // catches its timers' exceptions; only re-arming the alarm could throw
   } catch (err) {
-    h.loop._fail(err);
+    q.loop._fail(err);
   }
 }
 
@@ -87,6 +91,18 @@ function onEvent(lp, sub, topic, payload, len, token) {
   if (h === null) return;
   try {
     h._fn(topic, copyBytes(payload, len), h);
+  } catch (err) {
+    h.loop._fail(err);
+  }
+}
+
+// A subscription to an exact topic: every event it gets has that topic, which the
+// Handle keeps (h._topic), so weft's copy is not decoded into a new string each time.
+function onEventExact(lp, sub, topicPtr, payload, len, token) {
+  const h = handleFor(sub, token);
+  if (h === null) return;
+  try {
+    h._fn(h._topic, copyBytes(payload, len), h);
   } catch (err) {
     h.loop._fail(err);
   }
@@ -114,13 +130,15 @@ function onDone(lp, id, status, result, len) {
   }
 }
 
-const P_TIMER = koffi.proto('void weft_js_timer_cb(uintptr_t lp, weft_id id, uintptr_t token)');
+const P_ALARM = koffi.proto('void weft_js_alarm_cb(uintptr_t lp, weft_id id, uintptr_t token)');
 const P_FD = koffi.proto('void weft_js_fd_cb(uintptr_t lp, weft_id id, int fd, uint32_t events, uintptr_t token)');
 const P_EVENT = koffi.proto('void weft_js_event_cb(uintptr_t lp, weft_id sub, const char *topic, uintptr_t payload, size_t len, uintptr_t token)');
+const P_EVENT_EXACT = koffi.proto('void weft_js_event_exact_cb(uintptr_t lp, weft_id sub, uintptr_t topic, uintptr_t payload, size_t len, uintptr_t token)');
 const P_DONE = koffi.proto('void weft_js_done_fn(uintptr_t lp, weft_id task, int status, uintptr_t result, size_t len, uintptr_t user_data)');
-const T_TIMER = koffi.register(onTimer, koffi.pointer(P_TIMER));
+const T_ALARM = koffi.register(onAlarm, koffi.pointer(P_ALARM));
 const T_FD = koffi.register(onFd, koffi.pointer(P_FD));
 const T_EVENT = koffi.register(onEvent, koffi.pointer(P_EVENT));
+const T_EVENT_EXACT = koffi.register(onEventExact, koffi.pointer(P_EVENT_EXACT));
 const T_DONE = koffi.register(onDone, koffi.pointer(P_DONE));
 
 // One pass of `loop`: weft_loop_run(NOWAIT), with `loop` as the running one meanwhile
@@ -143,11 +161,11 @@ function isRunning(loop) {
 
 // The counts weft.diagnostics() reports.
 function trampolineStats() {
-  return { foreignCalls, passes, running: running !== null };
+  return { foreignCalls, passes, running: running !== null, tokens: slots.length - 1 - freeTokens.length };
 }
 
 module.exports = {
-  T_TIMER, T_FD, T_EVENT, T_DONE,
+  T_ALARM, T_FD, T_EVENT, T_EVENT_EXACT, T_DONE,
   takeToken, fillToken, releaseToken, liveHandles,
   runPass, isRunning, trampolineStats,
 };

@@ -188,3 +188,80 @@ test('events emitted by task work arrive before the task resolves', async () => 
   sub.cancel();
   loop.close();
 });
+
+test('emit from JS: topics alternating, long and odd ones, string payloads of every size, in order', async () => {
+  const loop = new Loop();
+  const long = `long.${'x'.repeat(2000)}`;          // beyond emit's scratch space for a topic
+  const big = 'é'.repeat(40000);                   // 80,000 bytes: beyond it for a payload
+  const emitted = [
+    ['a.one', '1'], ['a.two', '22'], ['a.one', ''], [long, 'L'], ['a.two', big],
+    ['a.one', Buffer.from('buf')], ['a.\u00e9t\u00e9', 'ünïcödé ✓ 😀'], ['a.one', '\ud800 lone'],
+    ['a.two', 'x'.repeat(21000)], ['a.two', 'x'.repeat(63 * 1024)], ['a.one', undefined],
+    ['a.end', 'end'],
+  ];
+  const got = collect(loop, '*', (topic) => topic === 'a.end');
+  for (const [topic, payload] of emitted) loop.emit(topic, payload);
+  const events = await got;
+  assert.deepEqual(events.map(([t]) => t), emitted.map(([t]) => t));
+  events.forEach(([, payload], i) => {
+    const sent = emitted[i][1];
+    assert.deepEqual(payload, sent === undefined ? Buffer.alloc(0) : Buffer.from(sent));
+  });
+  // A bad topic is refused however the last good one was cached.
+  loop.emit('a.one', 'ok');
+  assert.throws(() => loop.emit('a.one\0', 'x'), TypeError);
+  assert.throws(() => loop.emit(1, 'x'), TypeError);
+  assert.throws(() => loop.emit('a.one', 5), TypeError);
+  assert.throws(() => loop.emit('', 'x'), isWeftError('WEFT_ERR_INVALID'));
+  assert.throws(() => loop.emit('a.*', 'x'), isWeftError('WEFT_ERR_INVALID'));
+  assert.throws(() => loop.emit(`${long}*`, 'x'), isWeftError('WEFT_ERR_INVALID'));
+  loop.close();
+  assert.throws(() => loop.emit('a.one', 'x'), isWeftError('WEFT_ERR_CLOSED'));
+});
+
+test('an exact subscription gets its topic as weft delivers it; patterns get each topic', async () => {
+  const loop = new Loop();
+  const exact = collect(loop, 'x.\u00e9', () => true);
+  const lone = collect(loop, 'x.\ud800', () => true);  // weft gets U+FFFD for the lone surrogate
+  const prefix = collect(loop, 'x.*', (t) => t === 'x.end');
+  loop.emit('x.\u00e9', '1');
+  loop.emit('x.\ufffd', '2');
+  loop.emit('x.end');
+  const [e, l, p] = await Promise.all([exact, lone, prefix]);
+  assert.deepEqual(e.map(([t, b]) => [t, b.toString()]), [['x.\u00e9', '1']]);
+  assert.deepEqual(l.map(([t, b]) => [t, b.toString()]), [['x.\ufffd', '2']]);
+  assert.deepEqual(p.map(([t]) => t), ['x.\u00e9', 'x.\ufffd', 'x.end']);
+  loop.close();
+});
+
+test('a C thread and JS emit to one exact topic at once: each source in order, none lost', async () => {
+  const em = emitter();
+  const loop = new Loop();
+  const N = 20000;
+  const fromC = [];
+  const fromJs = [];
+  const done = new Promise((resolve) => {
+    loop.subscribe('mix.done', (topic, payload, h) => { h.cancel(); resolve(); });
+  });
+  let lastJs;
+  const jsDone = new Promise((resolve) => { lastJs = resolve; });
+  loop.subscribe('mix.tick', (topic, payload) => {
+    assert.equal(topic, 'mix.tick');
+    const s = payload.toString();
+    if (s.startsWith('js')) {
+      fromJs.push(Number(s.slice(2)));
+      if (fromJs.length === N) lastJs();
+    } else {
+      fromC.push(Number(s));
+    }
+  });
+  const handle = em.start(loop.pointer, 'mix', N, 0);
+  for (let i = 0; i < N; i++) loop.emit('mix.tick', `js${i}`);
+  await Promise.all([done, jsDone]);
+  em.join(handle);
+  assert.equal(fromC.length, N);
+  assert.equal(fromJs.length, N);
+  assert.ok(fromC.every((v, i) => v === i), 'C events out of order');
+  assert.ok(fromJs.every((v, i) => v === i), 'JS events out of order');
+  loop.close();
+});

@@ -43,6 +43,21 @@ test('userData: null, a string copied for the task, or a BigInt pointer the call
   loop.close();
 });
 
+test('userData copies: strings (strdup), strings with NUL and bytes (calloc), empty ones', async () => {
+  const em = emitter();
+  const loop = new Loop();
+  const cases = [['1 2 3', '6'], ['', '0'], ['5\0 6', '5'], [Buffer.from('7 8'), '15'],
+    [new Uint8Array(0), '0'], [new Uint16Array([0x2039]), '9'], ['9 é 1', '9']];
+  for (const [userData, sum] of cases) {
+    assert.equal((await loop.spawn(em.sum, userData)).toString(), sum, JSON.stringify(userData));
+  }
+  // A pointer checked once is remembered; others are still checked.
+  assert.equal((await loop.spawn(em.sum, '2 2')).toString(), '4');
+  await assert.rejects(loop.spawn(em.sum + 1n, '1'), TypeError);
+  await assert.rejects(loop.spawn(em.sum - 16n, '1'), TypeError);
+  loop.close();
+});
+
 test('a non-zero status rejects with a TaskError holding the status and the result', async () => {
   const em = emitter();
   const loop = new Loop();
