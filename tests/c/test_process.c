@@ -738,7 +738,10 @@ TEST(big_result_arrives_intact_while_timers_keep_time) {
     CHECK_MSG(p.hash == want, "the %zu-byte result differs from the pattern", total);
     double gap = (double)tk.max_gap_ns / 1e6;
     printf("    (%zu MB in %.0f ms; %d ticks, the longest gap %.1f ms)\n", total >> 20, took, tk.ticks, gap);
-    CHECK_MSG(gap < (double)h_slack_ms(100), "the 10 ms timer went %.1f ms without a call", gap);
+    /* Reading all 100 MB in one pass would keep the timer waiting for about a second;
+     * a pass reads 4 MiB. 250 ms leaves room for a loaded machine's scheduler (138 ms
+     * was seen there with other builds running). */
+    CHECK_MSG(gap < (double)h_slack_ms(250), "the 10 ms timer went %.1f ms without a call", gap);
     CHECK_MSG(tk.ticks >= 2 || took < 30, "the timer ticked %d times in %.0f ms", tk.ticks, took);
     WAIT_FREED(p);
     SHM_CLEAN(s);
