@@ -1,6 +1,7 @@
 // benches/node/run.js: weft's Node binding against Node's own mechanisms.
 //
-//     node benches/node/run.js [--runs N] [--markdown FILE]     (after cargo build --release)
+//     node benches/node/run.js [--runs N] [--markdown FILE] [--json FILE]   (after cargo build --release)
+//     (--json: every run's figures, for benches/report.py)
 //
 //   timers   100,000 one-shot timers (1 ms) through loop.after vs setTimeout: from the
 //            first registration to the last callback.
@@ -132,9 +133,12 @@ async function main() {
   }
   let runs = 5;
   let markdown = null;
+  let json = null;
+  const report = [];   // --json: every run's figures
   for (let i = 0; i < args.length; i++) {
     if (args[i] === '--runs') runs = Number(args[++i]);
     else if (args[i] === '--markdown') markdown = args[++i];
+    else if (args[i] === '--json') json = args[++i];
     else throw new Error(`unknown argument ${args[i]}`);
   }
   // Build the C library once, before timing anything.
@@ -142,7 +146,7 @@ async function main() {
 
   console.log(`node ${process.version}, ${require('node:os').availableParallelism()} cores, median of ${runs} runs`);
   const rows = [];
-  for (const [, title, weftName, baseName, n] of PAIRS) {
+  for (const [key, title, weftName, baseName, n] of PAIRS) {
     const w = [];
     const b = [];
     let extra = '';
@@ -152,6 +156,8 @@ async function main() {
       extra = wr.extra || extra;
       b.push(runChild(baseName).ms);
     }
+    report.push({ workload: key, title, n, unit: 'ms', better: 'lower', systems: [weftName, baseName],
+      samples: { [weftName]: w, [baseName]: b }, extra });
     const wm = median(w);
     const bm = median(b);
     const row = {
@@ -168,6 +174,10 @@ async function main() {
     ...rows.map((r) => `| ${r.title} | ${r.weft} | ${r.baseline} | ${r.ratio} |`)].join('\n');
   console.log(`\n${table}`);
   if (markdown) fs.writeFileSync(markdown, `${table}\n`);
+  if (json) {
+    fs.writeFileSync(json, `${JSON.stringify({ suite: 'node', runs, node: process.version,
+      cores: require('node:os').availableParallelism(), workloads: report }, null, 1)}\n`);
+  }
 }
 
 main().catch((err) => {

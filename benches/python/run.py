@@ -407,6 +407,8 @@ def main():
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", default="")
     parser.add_argument("--markdown", default="")
+    parser.add_argument("--json", default="",
+                        help="also write every run's figures to this file (benches/report.py)")
     parser.add_argument("--child", nargs=2, metavar=("WORKLOAD", "SYSTEM"))
     args = parser.parse_args()
     if args.child:
@@ -414,6 +416,7 @@ def main():
         return 0
     only = {w for w in args.only.split(",") if w}
     summary = []
+    report = []   # --json: each workload's table entry and every run's figures
     failed = False
     print(f"weft Python binding benchmarks: {CPUS} CPUs, Python {sys.version.split()[0]}, "
           f"{args.runs} runs per (workload, system), medians\n")
@@ -428,6 +431,8 @@ def main():
                 except Exception as exc:  # noqa: BLE001
                     print(f"  {exc}")
                     failed = True
+        report.append({"workload": name, "desc": description, "systems": systems,
+                       "metrics": metrics, "goal": goal, "samples": samples})
         medians = {}
         for system, runs in samples.items():
             medians[system] = {}
@@ -467,6 +472,7 @@ def main():
                 summary.append((name, key, fmt(weft_value), fmt(other) if other is not None else "",
                                 "", f"{'<=' if better == 'lower' else '>='} {factor}", "met" if ok else "not met"))
             print("   " + verdict)
+            report[-1]["verdict"] = verdict
         elif name == "thread_state":
             a, b = medians["persistent"], medians["per-call"]
             if a and b:
@@ -482,6 +488,10 @@ def main():
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write("\n".join(table) + "\n")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"suite": "python", "runs": args.runs, "cpus": CPUS,
+                       "python": sys.version.split()[0], "workloads": report}, f, indent=1)
     return 1 if failed else 0
 
 
