@@ -8,7 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 PLAIN = FuncFormatter(lambda v, _: "%g" % v)
 # minor ticks of a log axis: only 2 and 5 times a power of ten are labelled
@@ -16,9 +16,9 @@ SOME = FuncFormatter(lambda v, _: "%g" % v if ("%.0e" % v)[0] in "25" else "")
 
 
 def plain_log(axis):
-    """A log axis labelled 0.5, 1, 2, ... instead of 5 × 10^-1."""
+    """A log axis labelled 0.2, 0.5, 1, 2, 5, ... instead of 5 × 10^-1."""
     axis.set_major_formatter(PLAIN)
-    axis.set_minor_formatter(NullFormatter())
+    axis.set_minor_formatter(SOME)
 
 
 def ratio_chart(bars, path, title):
@@ -40,8 +40,8 @@ def ratio_chart(bars, path, title):
     plain_log(ax.xaxis)
     ax.set_yticks(list(ys))
     ax.set_yticklabels([label for label, _, _, _ in bars], fontsize=8)
-    ax.set_xlabel("weft vs the best peer (× better; above 1: weft is better). "
-                  "Black tick: the goal. Green: goal met, red: missed")
+    ax.set_xlabel("weft vs the best peer, × better (above 1: weft is better); "
+                  "black tick: the goal; green: met, red: missed", fontsize=9)
     ax.set_title(title, fontsize=10)
     lo = min([r for _, r, _, _ in bars] + [g for _, _, g, _ in bars if g] + [0.5])
     hi = max([r for _, r, _, _ in bars] + [g for _, _, g, _ in bars if g] + [2.0])

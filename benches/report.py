@@ -372,10 +372,14 @@ def main(argv=None):
         try:
             import plots
             os.makedirs(plots_dir, exist_ok=True)
-            bars = [("%s %s%s" % (g["suite"], g["workload"], "" if g["subject"] == "weft"
-                                  else " (%s)" % g["subject"]), g["vs_best"], g["goal_units"], g["met"])
-                    for g in goals if g["vs_best"] is not None
-                    and run.base_row(g["subject"]) == g["subject"]]
+            shown = [g for g in goals if g["vs_best"] is not None
+                     and run.base_row(g["subject"]) == g["subject"]]
+            names = ["%s %s%s" % (g["suite"], g["workload"], "" if g["subject"] == "weft"
+                                  else " (%s)" % g["subject"]) for g in shown]
+            # a workload with two goals: each bar says its metric
+            names = [n + (", " + g["metric"] if names.count(n) > 1 else "")
+                     for n, g in zip(names, shown)]
+            bars = [(n, g["vs_best"], g["goal_units"], g["met"]) for n, g in zip(names, shown)]
             if bars:
                 plots.ratio_chart(bars, os.path.join(plots_dir, "ratios.png"),
                                   "weft against the best peer, per goal")
@@ -416,9 +420,9 @@ def main(argv=None):
            "(../benches/README.md).", ""] + c_md
     md += ["## Timer lateness", ""] + img("lateness", "timer lateness histograms") + \
           ["The `timer_lateness` rows above: each timer's callback time minus its deadline "
-           "(the clock at the scheduling call + its delay). libuv counts loop time in whole "
-           "milliseconds and libevent reads CLOCK_MONOTONIC_COARSE by default, so both fire "
-           "some timers early.", ""]
+           "(the clock at the scheduling call + its delay), every run's samples. libuv counts "
+           "loop time in whole milliseconds, so it fires some timers up to 1 ms early; "
+           "libevent runs with its precise clock (EVENT_BASE_FLAG_PRECISE_TIMER).", ""]
     md += ["## Cost per operation as the work grows", ""] + img("scaling", "scaling curves") + s_md
     md += ["## Python binding (`benches/python/run.py`)", ""] + p_md
     md += ["## Node binding (`benches/node/run.js`)", ""] + n_md

@@ -167,7 +167,14 @@ static void timer_lateness(void)
 {
     late_init();
     struct event *ev = xcalloc(late.n, sizeof *ev);
-    struct event_base *base = new_base();
+    /* libevent's default clock is CLOCK_MONOTONIC_COARSE (a tick of 1-4 ms); a program
+     * that wants precise timers asks for the precise one */
+    struct event_config *cfg = event_config_new();
+    check(cfg != NULL);
+    check(event_config_set_flag(cfg, EVENT_BASE_FLAG_PRECISE_TIMER) == 0);
+    struct event_base *base = event_base_new_with_config(cfg);
+    check(base != NULL);
+    event_config_free(cfg);
     for (uint32_t i = 0; i < late.n; i++) {
         struct timeval tv = ms_tv(late.delay[i]);
         check(event_assign(&ev[i], base, -1, 0, on_late, (void *)(uintptr_t)i) == 0);

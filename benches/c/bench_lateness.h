@@ -7,13 +7,15 @@
  * its callback records now - deadline (late_fired). The baselines refresh their cached
  * loop time before each call (uv_update_time, ev_now_update), as a program that wants
  * its delays measured from the call does; otherwise a timer scheduled late in the batch
- * would be due early by the time the batch took to schedule.
+ * would be due early by the time the batch took to schedule. libevent's base asks for
+ * its precise clock (EVENT_BASE_FLAG_PRECISE_TIMER; the default, CLOCK_MONOTONIC_COARSE,
+ * ticks every 1-4 ms and fires timers up to a tick early or late).
  *
  * RESULT: the median distance from the deadline either way (|lateness|: what "within
  * 0.3 ms of its deadline" means), then median, p90, p99, max and min lateness in us (a
  * negative min: a callback ran before its deadline) and `early`, the number of such
- * callbacks. libuv counts time in whole milliseconds and libevent reads
- * CLOCK_MONOTONIC_COARSE (a tick of 1-4 ms) by default: both fire some timers early. With BENCH_SAMPLES=path
+ * callbacks. libuv counts time in whole milliseconds: it fires some timers up to 1 ms
+ * early. With BENCH_SAMPLES=path
  * in the environment every lateness is also written there, in us, one a line: the
  * report's histogram. Included by each bench_X.c after bench_common.h. */
 #ifndef BENCH_LATENESS_H
