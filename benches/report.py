@@ -32,6 +32,7 @@ PEERS = ["libuv", "libevent", "libev"]
 # The Node workloads' goals: weft's time <= factor x the baseline's (run.js has none).
 NODE_GOALS = {"timers": 1.0, "events": 1.0}
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+UNREADABLE = []   # the sections whose input could not be read: main returns 1
 
 
 def load(path):
@@ -345,6 +346,20 @@ def update_readme(path, block):
         f.write(before + BEGIN + "\n" + "\n".join(block) + "\n" + END + after)
 
 
+def section(fn, data, parts):
+    """fn(data), or a section that says why there is none: a suite not run, or a file
+    this report cannot read (a suite's format changed); the other sections still come."""
+    if data is None:
+        return (["Not run.", ""],) + ([],) * (parts - 1)
+    try:
+        return fn(data)
+    except (KeyError, TypeError, ValueError, IndexError, StopIteration) as e:
+        print("report: %s failed on its input: %r" % (fn.__name__, e), file=sys.stderr)
+        UNREADABLE.append(fn.__name__)
+        return (["Its results could not be read (%s: %r): see the suite's own output." %
+                 (fn.__name__, e), ""],) + ([],) * (parts - 1)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     for suite in ("c", "python", "node", "scaling"):
@@ -361,10 +376,10 @@ def main(argv=None):
     plots_dir = os.path.join(os.path.dirname(args.out), "bench") if args.plots is None else args.plots
     rel = os.path.relpath(plots_dir, os.path.dirname(args.out)) if plots_dir else ""
 
-    c_md, c_goals, lateness = c_section(c) if c else (["Not run.", ""], [], [])
-    s_md, curves = scaling_section(sc) if sc else (["Not run.", ""], [])
-    p_md, p_goals = python_section(py) if py else (["Not run.", ""], [])
-    n_md, n_goals = node_section(node) if node else (["Not run.", ""], [])
+    c_md, c_goals, lateness = section(c_section, c, 3)
+    s_md, curves = section(scaling_section, sc, 2)
+    p_md, p_goals = section(python_section, py, 2)
+    n_md, n_goals = section(node_section, node, 2)
     goals = c_goals + p_goals + n_goals
 
     drawn, why = set(), ""
@@ -441,7 +456,7 @@ def main(argv=None):
         update_readme(args.readme, block)
     print("report: %s (%d goals, %d met)%s" % (args.out, len(goals), met,
                                                "; " + why if why else ""), file=sys.stderr)
-    return 0
+    return 1 if UNREADABLE else 0
 
 
 if __name__ == "__main__":
