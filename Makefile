@@ -15,9 +15,9 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 VENV := $(CURDIR)/.venv
 PYTHON := $(VENV)/bin/python
 
-.PHONY: all build venv bench-venv node-modules header bindings abi test lint test-rust test-c test-bindings \
+.PHONY: all build venv node-modules header bindings abi test lint test-rust test-c test-bindings \
         test-python test-abi test-install test-packages build-portable build-portable-epoll \
-        test-portable check-platforms demo bench clean
+        test-portable check-platforms demo bench bench-quick test-bench-report clean
 
 all: build
 
@@ -33,14 +33,6 @@ $(VENV)/.installed: tests/requirements.txt
 	touch $@
 
 venv: $(VENV)/.installed
-
-# The Python benchmarks' anchor, uvloop (benches/python/requirements.txt), goes into the
-# same .venv/ for `make bench` (never into the system Python).
-$(VENV)/.bench-installed: benches/python/requirements.txt $(VENV)/.installed
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r benches/python/requirements.txt
-	touch $@
-
-bench-venv: $(VENV)/.bench-installed
 
 node-modules:
 	cd bindings/node && [ -d node_modules/koffi ] || npm ci --no-audit --no-fund --loglevel=error
@@ -61,7 +53,7 @@ bindings:
 	python3 bindings/gen.py
 
 test: lint test-rust test-c test-bindings test-python test-abi test-install test-packages test-portable \
-      check-platforms test-loom test-soak
+      check-platforms test-loom test-soak test-bench-report
 
 # The tree's shape (no import circle between src/'s modules, no source file over 700
 # lines), rustfmt (rustfmt.toml) and clippy, warnings as errors. Without the rustup
@@ -166,13 +158,21 @@ demo: build node-modules
 	python3 examples/python/asyncio_example.py
 	python3 examples/python/log_playback.py
 
-# The C workloads run on the Linux backend and on both portable builds (benches/README.md).
-bench: build build-portable build-portable-epoll bench-venv
-	$(MAKE) -C benches LIBDIR=$(TARGET_DIR) PORTABLE_LIBDIR=$(PORTABLE_DIR) \
-	    PORTABLE_EPOLL_LIBDIR=$(PORTABLE_EPOLL_DIR)
-	$(MAKE) -C examples/c LIBDIR=$(TARGET_DIR) emitter
-	node benches/node/run.js
-	$(PYTHON) benches/python/run.py
+# `make bench`: every benchmark suite (the C workloads on the Linux backend and on both
+# portable builds, the scaling curves, the Python and Node benches), RUNS=5 interleaved
+# runs, then the report: docs/benchmarks.md, docs/bench/*.png and README.md's benchmark
+# section (benches/Makefile's `report`, benches/README.md). `make bench-quick`: one run,
+# smaller sizes, into benches/build/report/ (a check that it all runs). Neither is part
+# of `make test`; `test-bench-report` checks the report's generator on canned results.
+BENCH_LIBS = LIBDIR=$(TARGET_DIR) PORTABLE_LIBDIR=$(PORTABLE_DIR) PORTABLE_EPOLL_LIBDIR=$(PORTABLE_EPOLL_DIR)
+bench: build build-portable build-portable-epoll
+	$(MAKE) -C benches report $(BENCH_LIBS)
+
+bench-quick: build build-portable build-portable-epoll
+	$(MAKE) -C benches quick $(BENCH_LIBS)
+
+test-bench-report:
+	python3 tests/bench_report/test_report.py
 
 clean:
 	$(CARGO) clean

@@ -8,8 +8,11 @@ The pool workloads use N = the number of CPUs this process may run on.
 import argparse
 import os
 import statistics
+import shutil
 import subprocess
 import sys
+import tempfile
+import json
 
 SYSTEMS = [("weft", "bench_weft"), ("libuv", "bench_uv"),
            ("libevent", "bench_event"), ("libev", "bench_ev")]
@@ -43,7 +46,14 @@ POOLS = variants(("weft", "bench_weft", [], {}), ("libuv", "bench_uv", [], UV_N)
 # [, subject])] and optionally the systems (default: ALL) and options: {"ratio": (header,
 # {row: base row})} makes the tables' ratio column row / base row (default: a column per
 # weft build B, B / row);
-# {"timeout": s} allows each of the workload's processes s seconds (at least --timeout).
+# {"timeout": s} allows each of the workload's processes s seconds (at least --timeout);
+# {"shape": text} says how every row of the workload calls the system (from which thread,
+# inside a callback or not, before or while the loop runs), {"shapes": {row: text}} a
+# row's own; a RESULT line's shape= field (underscores for spaces) overrides both;
+# {"samples": True}: each process is given BENCH_SAMPLES=file, the program writes a
+# value per line there (timer_lateness: each timer's lateness), kept in --json.
+# A row a program prints that is not declared here (its RESULT line's system= names it)
+# is shown after the declared ones, with no goal: a new row needs only its program.
 # A goal with reference system R and factor f means weft <= f*R (better="lower")
 # or weft >= f*R (better="higher"); reference None means an absolute bound f; factor
 # None makes a reference row with no goal. subject: the row judged (default "weft").
@@ -51,24 +61,39 @@ WORKLOADS = [
     ("timers_fire", "1M one-shot timers, delays 0..1000 ms, run until all fired",
      [("cpu_ns_per_timer", "CPU ns/timer", "lower"), ("cpu_s", "CPU s", "lower"),
       ("wall_s", "wall s", "lower")],
-     [("cpu_ns_per_timer", "libev", 0.8)]),
+     [("cpu_ns_per_timer", "libev", 0.8)], ALL,
+     {"shape": "main thread: all scheduled before the loop runs, then run until all fired"}),
     ("timers_cancel", "1M timers, delays 10..60 s, all cancelled in shuffled order",
      [("ops_per_s", "schedule+cancel ops/s", "higher"), ("ns_per_timer", "ns/timer", "lower"),
       ("schedule_ns", "schedule ns", "lower"), ("cancel_ns", "cancel ns", "lower")],
-     [("ops_per_s", "libev", 1.5)]),
+     [("ops_per_s", "libev", 1.5)], ALL,
+     {"shape": "main thread, the loop never runs: schedule all, then cancel all"}),
     ("cross_thread_post", "producer thread posts 1M records to the loop",
      [("recs_per_s", "records/s", "higher"), ("wall_s", "wall s", "lower")],
-     [("recs_per_s", "libuv", 1.5)]),
+     [("recs_per_s", "libuv", 1.5)], ALL,
+     {"shape": "1 producer thread posts into the running loop"}),
     ("fd_pingpong", "200k one-byte round trips over a socketpair, one loop",
      [("trips_per_s", "round trips/s", "higher"), ("us_per_trip", "us/trip", "lower")],
-     [("trips_per_s", "libuv", 1.0)]),
+     [("trips_per_s", "libuv", 1.0)], ALL,
+     {"shape": "reads and writes inside the loop's fd callbacks"}),
     ("wakeup_latency", "post to an idle loop from another thread, 10k samples",
      [("median_us", "median us", "lower"), ("p99_us", "p99 us", "lower"),
       ("max_us", "max us", "lower")],
-     [("median_us", "libuv", 1.0), ("p99_us", "libuv", 1.0)]),
+     [("median_us", "libuv", 1.0), ("p99_us", "libuv", 1.0)], ALL,
+     {"shape": "another thread posts to the idle, blocked loop"}),
     ("memory", "1M pending timers (delay 1 h), RSS growth",
      [("bytes_per_timer", "bytes/timer", "lower"), ("peak_rss_mb", "peak RSS MiB", "lower")],
-     [("bytes_per_timer", None, 64.0)]),
+     [("bytes_per_timer", None, 64.0)], ALL,
+     {"shape": "main thread, before the loop runs"}),
+    ("timer_lateness", "10k one-shot timers, delays 1..50 ms, on an idle loop: deadline "
+     "(the clock at the call + delay) to callback",
+     [("within_us", "median distance us", "lower"), ("median_us", "median late us", "lower"),
+      ("p90_us", "p90 us", "lower"),
+      ("p99_us", "p99 us", "lower"), ("max_us", "max us", "lower"),
+      ("min_us", "min us (< 0: early)", "higher"), ("early", "early", "lower")],
+     [("within_us", None, 300.0), ("within_us", "libuv", None)], ALL,
+     {"shape": "main thread: all scheduled before the loop runs (loop time refreshed "
+      "before each call), then run until all fired", "samples": True}),
     ("pool_roundtrip", "200k tiny tasks (an atomic increment) submitted at once from the "
      "loop thread, completions counted there; weft: weft_spawn(WEFT_ON_CPU) on a %d-thread "
      "CPU pool, weft-io: the default IO pool; libuv: uv_queue_work, UV_THREADPOOL_SIZE=%d; "
@@ -77,19 +102,42 @@ WORKLOADS = [
       ("submit_ns", "submit ns/task", "lower"), ("cpu_s", "CPU s", "lower")],
      [("tasks_per_s", "libuv", 3.0), ("tasks_per_s", "libuv", None, "weft-io")],
      variants(("weft", "bench_weft", [], {}), ("weft-io", "bench_weft", ["io"], {}),
-              ("libuv", "bench_uv", [], UV_N))),
+              ("libuv", "bench_uv", [], UV_N)),
+     {"shape": "spawned from a loop callback (weft: a weft_post; libuv: a 0 ms timer)"}),
+] + [
+    # Issue 16: the same tiny tasks, spawned the ways a host or a binding spawns outside a
+    # loop callback (bench_common.h, "spawn shapes"); default pools, NULL options.
+    (name, "%s tiny tasks on the default CPU pool (libuv: uv_queue_work, "
+     "UV_THREADPOOL_SIZE=%d); median of 3 batches per process" % (n, THREADS),
+     [("tasks_per_s", "tasks/s", "higher"), ("ns_per_task", "ns/task", "lower"),
+      ("submit_ns", "submit ns/task", "lower"), ("cpu_s", "CPU s", "lower")],
+     [("tasks_per_s", "libuv", factor)], POOLS, {"shape": shape, "timeout": 120})
+    for name, n, factor, shape in [
+        ("spawn_before", "200k", 3.0, "main thread, all spawned before the loop runs, then "
+         "run until all completed"),
+        ("spawn_before_2m", "2M", 3.0, "main thread, all spawned before the loop runs, then "
+         "run until all completed"),
+        ("spawn_nowait", "200k", None, "main thread, a non-blocking pass after every 1,000 "
+         "spawns (a binding's shape), then run until all completed"),
+        ("spawn_thread", "200k", None, "another thread spawns while the loop runs (libuv: "
+         "hands the requests over with uv_async_send; uv_queue_work is not thread-safe)"),
+    ]
+] + [
     ("fork_join", "100k busy-loop tasks of ~10 us (calibrated once, the same for every run) "
      "from the loop thread; wall time on a 1-thread pool / on a %d-thread pool, each in a "
      "fresh child process" % THREADS,
      [("speedup", "speed-up", "higher"), ("wall_1_s", "1-thread s", "lower"),
       ("wall_n_s", "%d-thread s" % THREADS, "lower"), ("ideal_1_s", "work alone s", "lower")],
-     [("speedup", None, 1.8)], POOLS),
+     [("speedup", None, 1.8)], POOLS,
+     {"shape": "spawned from a loop callback (weft: a weft_post; libuv: a 0 ms timer)"}),
     ("task_overhead", "trivial task, spawn to done: 10k one at a time (the next spawned by "
      "the previous done) and 200k in flight; %d-thread pool" % THREADS,
      [("seq_median_ns", "one-at-a-time median ns", "lower"), ("seq_p99_ns", "p99 ns", "lower"),
       ("amortised_ns", "amortised ns/task", "lower"), ("submit_ns", "submit ns", "lower")],
      [("seq_median_ns", "libuv", None), ("seq_p99_ns", "libuv", None),
-      ("amortised_ns", "libuv", None)], POOLS),
+      ("amortised_ns", "libuv", None)], POOLS,
+     {"shape": "spawned from a loop callback (the previous completion; amortised: one "
+      "callback)"}),
     ("task_memory", "1M trivial tasks queued on a 1-thread pool held by its first task, "
      "RSS growth, then drained; weft: spawned from the main thread (the loop's registration "
      "table), weft-cb: from a loop callback (the loop's task table)",
@@ -97,7 +145,9 @@ WORKLOADS = [
       ("drain_s", "drain s", "lower")],
      [("bytes_per_task", None, 128.0), ("bytes_per_task", None, 128.0, "weft-cb")],
      variants(("weft", "bench_weft", [], {}), ("weft-cb", "bench_weft", ["callback"], {}),
-              ("libuv", "bench_uv", [], {"UV_THREADPOOL_SIZE": "1"}))),
+              ("libuv", "bench_uv", [], {"UV_THREADPOOL_SIZE": "1"})),
+     {"shapes": {"weft": "main thread, loop not running", "weft-cb": "from a loop callback",
+                 "libuv": "main thread, loop not running"}}),
     ("process_overhead", "trivial WEFT_ON_PROCESS task, spawn to done, one at a time from "
      "the loop thread (the next spawned by the previous done), with the parent's RSS at "
      "~10 MB and ~1 GB (a fresh child per size); weft-io-*: WEFT_ON_IO in the same process",
@@ -111,7 +161,8 @@ WORKLOADS = [
      variants(("weft", "bench_weft", [], {},
                ["weft-process-10m", "weft-io-10m", "weft-process-1g", "weft-io-1g"])),
      {"ratio": ("process / io", {"weft-process-10m": "weft-io-10m",
-                                 "weft-process-1g": "weft-io-1g"})}),
+                                 "weft-process-1g": "weft-io-1g"}),
+      "shape": "spawned from a loop callback (the previous done)"}),
     ("process_reuse", "200 WEFT_ON_PROCESS tasks of a ~2 ms busy loop, spawned from the "
      "loop thread before weft_loop_run, max_children = %d, first spawn to last done; "
      "weft-process-reuse-*: reuse_child, weft-process-fork-*: a fork per task, "
@@ -134,7 +185,7 @@ WORKLOADS = [
          "fork-per-task-10m": "weft-process-fork-10m",
          "weft-process-reuse-256m": "weft-process-fork-256m",
          "fork-per-task-256m": "weft-process-fork-256m"}),
-      "timeout": 90}),
+      "timeout": 90, "shape": "main thread, all spawned before weft_loop_run"}),
 ]
 
 # Workloads that run the calibrated busy loop.
@@ -206,6 +257,27 @@ def rows_of(variant):
     return list(variant[4]) if len(variant) > 4 else [variant[0]]
 
 
+def number(text):
+    """A RESULT field's value: a float, or the text itself (shape=from_a_callback)."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def median_figures(runs):
+    """{key: median} over the runs of one row: the numeric figures every run has, and a
+    text figure (shape) as the first run gives it."""
+    out = {}
+    for k, v in runs[0].items():
+        vals = [r.get(k) for r in runs]
+        if isinstance(v, str):
+            out[k] = v
+        elif all(isinstance(x, float) for x in vals):
+            out[k] = statistics.median(vals)
+    return out
+
+
 def run_one(build, binary, workload, timeout, args=(), env=None):
     """Run one process; return (figures dict of its last RESULT line, None) or (None,
     error text).  The figures of every line are in figures["rows"] ({system: figures}),
@@ -224,8 +296,8 @@ def run_one(build, binary, workload, timeout, args=(), env=None):
         if line.startswith("LIBRARY "):
             library = line.split("path=", 1)[-1]
         elif line.startswith("RESULT "):
-            fields = dict(kv.split("=", 1) for kv in line.split()[1:])
-            figures = {k: float(v) for k, v in fields.items() if k not in ("workload", "system")}
+            fields = dict(kv.split("=", 1) for kv in line.split()[1:] if "=" in kv)
+            figures = {k: number(v) for k, v in fields.items() if k not in ("workload", "system")}
             rows[fields.get("system")] = figures
         elif line.startswith("SKIP "):
             # SKIP workload=W system=S reason=free text
@@ -289,6 +361,132 @@ def print_table(headers, rows):
         print(line(r))
 
 
+def base_row(row):
+    """The Linux build's name of a weft row (weft-portable-io -> weft-io)."""
+    for b, _ in sorted(WEFT_BUILDS[1:], key=lambda x: -len(x[0])):
+        if row.startswith(b):
+            return "weft" + row[len(b):]
+    return row
+
+
+def shape_of(workload, row, figures=None):
+    """How a row calls its system: its RESULT line's shape=, else the table's."""
+    if figures and isinstance(figures.get("shape"), str):
+        return figures["shape"].replace("_", " ")
+    opts = options_of(workload)
+    return opts.get("shapes", {}).get(base_row(row), opts.get("shape", ""))
+
+
+def read_values(path):
+    try:
+        with open(path) as f:
+            return [float(x) for x in f.read().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def collect(args, workloads):
+    """Runs every process of every workload args.runs times, interleaved (run by run,
+    each system in turn, a fresh process each). Returns {"samples": {(workload, row):
+    [figures of each run]}, "values": {(workload, row): [[sample values of a run]]},
+    "errors", "skipped": {(workload, row): text}, "extra": {workload: [rows printed but
+    not declared]}, "libraries": {build: libweft.so loaded}}."""
+    samples = {}   # (workload, row) -> list of figure dicts
+    values = {}    # (workload, row) -> list of lists of BENCH_SAMPLES values
+    errors = {}    # (workload, row) -> last error text
+    skipped = {}   # (workload, row) -> why the program skipped it
+    extra = {}     # workload -> rows a program printed that the table does not declare
+    libraries = {}   # weft build -> the libweft.so its processes loaded
+    build_of = {binary: b for b, binary in WEFT_BUILDS}
+    tmp = tempfile.mkdtemp(prefix="weft-bench-")
+    for run in range(args.runs):
+        print("run %d/%d ..." % (run + 1, args.runs), file=sys.stderr, flush=True)
+        for w in workloads:
+            name = w[0]
+            opts = options_of(w)
+            timeout = max(args.timeout, opts.get("timeout", 0))
+            for system, binary, extra_args, env, rows, line_of in systems_of(w):
+                if any((name, row) in errors for row in rows):
+                    continue   # failed once: do not spend more time on it
+                env = dict(env)
+                sample_file = None
+                if opts.get("samples"):
+                    sample_file = os.path.join(tmp, "%s-%s.txt" % (name, system))
+                    env["BENCH_SAMPLES"] = sample_file
+                figs, err = run_one(args.build, binary, name, timeout, extra_args, env)
+                if not err and binary in build_of:
+                    # each weft build must run its own library (LD_LIBRARY_PATH overrides
+                    # the programs' RUNPATH: the same one for all would go unnoticed)
+                    b, lib = build_of[binary], figs["library"]
+                    other = [o for o, l in libraries.items() if o != b and l == lib]
+                    if lib is None:
+                        err = "no LIBRARY line (rebuild: make -C benches build)"
+                    elif other:
+                        err = "loaded %s, as %s did" % (lib, other[0])
+                    elif libraries.setdefault(b, lib) != lib:
+                        err = "loaded %s, before %s" % (lib, libraries[b])
+                if not err:
+                    lines = dict(figs["rows"])
+                    fallback = len(rows) == 1 and line_of[rows[0]] not in lines and lines
+                    if fallback:
+                        # one row: its last RESULT line, whatever its system= says
+                        lines = {line_of[rows[0]]: figs["rows"][list(figs["rows"])[-1]]}
+                    if len(rows) == 1 and not lines:
+                        err = "no RESULT line (skipped: %s)" % "; ".join(figs["skips"].values())
+                    missing = [line_of[r] for r in rows
+                               if line_of[r] not in lines and line_of[r] not in figs["skips"]]
+                    if missing and not err:
+                        err = "no RESULT line for %s" % ", ".join(missing)
+                    for row in rows:
+                        if line_of[row] in lines:
+                            samples.setdefault((name, row), []).append(lines[line_of[row]])
+                            if sample_file and len(rows) == 1:
+                                values.setdefault((name, row), []).append(read_values(sample_file))
+                        elif line_of[row] in figs["skips"]:
+                            skipped[(name, row)] = figs["skips"][line_of[row]]
+                    # rows the table does not know: shown with no goal
+                    build = build_of.get(binary, "weft")
+                    known = set(line_of.values())
+                    for printed, f in figs["rows"].items():
+                        if fallback or printed in known or printed is None:
+                            continue
+                        row = rename(printed, build)
+                        if row not in w[6] and row not in extra.setdefault(name, []):
+                            extra[name].append(row)
+                        if row not in w[6]:
+                            samples.setdefault((name, row), []).append(f)
+                if err:
+                    for row in rows:
+                        errors[(name, row)] = err
+                    print("  %s/%s FAILED: %s" % (system, name, err), file=sys.stderr, flush=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return {"samples": samples, "values": values, "errors": errors, "skipped": skipped,
+            "extra": extra, "libraries": libraries}
+
+
+def to_json(args, workloads, res, builds):
+    """Everything a report needs, raw: every run's figures, not only the medians."""
+    out = {"suite": "c", "runs": args.runs, "threads": THREADS, "builds": builds,
+           "libraries": res["libraries"], "spin_iters": os.environ.get("BENCH_SPIN_ITERS"),
+           "workloads": []}
+    for w in workloads:
+        name, desc, metrics, goals, _, opts, order = w
+        rows = order + res["extra"].get(name, [])
+        out["workloads"].append({
+            "name": name, "desc": desc, "metrics": [list(m) for m in metrics],
+            "goals": [[g[0], g[1], g[2], g[3] if len(g) > 3 else "weft"] for g in goals],
+            "rows": rows, "extra": res["extra"].get(name, []),
+            "ratio": list(opts["ratio"]) if "ratio" in opts else None,
+            "shapes": {r: shape_of(w, r, (res["samples"].get((name, r)) or [None])[0])
+                       for r in rows},
+            "samples": {r: res["samples"][(name, r)] for r in rows if (name, r) in res["samples"]},
+            "values": {r: res["values"][(name, r)] for r in rows if (name, r) in res["values"]},
+            "errors": {r: e for (n, r), e in res["errors"].items() if n == name},
+            "skips": {r: t for (n, r), t in res["skipped"].items() if n == name},
+        })
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--build", default=os.path.join(os.path.dirname(__file__), "build"))
@@ -298,6 +496,8 @@ def main():
     ap.add_argument("--only", default=os.environ.get("ONLY", ""),
                     help="comma-separated workloads to run (default: all)")
     ap.add_argument("--markdown", default=None, help="also write the summary to this file")
+    ap.add_argument("--json", default=None,
+                    help="also write every run's figures to this file (for benches/report.py)")
     ap.add_argument("--weft", default=",".join(b for b, _ in WEFT_BUILDS),
                     help="comma-separated weft builds to run (default: all of %s)"
                     % ", ".join(b for b, _ in WEFT_BUILDS))
@@ -325,60 +525,18 @@ def main():
         os.environ["BENCH_SPIN_ITERS"] = "%d" % figs["spin_iters"]
         print("busy loop: %d iterations = %.2f us" % (figs["spin_iters"], figs["task_us"]),
               file=sys.stderr)
-    samples = {}   # (workload, row) -> list of figure dicts
-    errors = {}    # (workload, row) -> last error text
-    skipped = {}   # (workload, row) -> why the program skipped it
-    libraries = {}   # weft build -> the libweft.so its processes loaded
-    build_of = {binary: b for b, binary in WEFT_BUILDS}
-    for run in range(args.runs):
-        print("run %d/%d ..." % (run + 1, args.runs), file=sys.stderr, flush=True)
-        for w in workloads:
-            name = w[0]
-            timeout = max(args.timeout, options_of(w).get("timeout", 0))
-            for system, binary, extra, env, rows, line_of in systems_of(w):
-                if any((name, row) in errors for row in rows):
-                    continue   # failed once: do not spend more time on it
-                figs, err = run_one(args.build, binary, name, timeout, extra, env)
-                if not err and binary in build_of:
-                    # each weft build must run its own library (LD_LIBRARY_PATH overrides
-                    # the programs' RUNPATH: the same one for all would go unnoticed)
-                    b, lib = build_of[binary], figs["library"]
-                    other = [o for o, l in libraries.items() if o != b and l == lib]
-                    if lib is None:
-                        err = "no LIBRARY line (rebuild: make -C benches build)"
-                    elif other:
-                        err = "loaded %s, as %s did" % (lib, other[0])
-                    elif libraries.setdefault(b, lib) != lib:
-                        err = "loaded %s, before %s" % (lib, libraries[b])
-                if not err and len(rows) == 1:   # one row: its last RESULT line
-                    if not figs["rows"]:
-                        err = "no RESULT line (skipped: %s)" % "; ".join(figs["skips"].values())
-                    else:
-                        for k in ("rows", "skips", "library"):
-                            figs.pop(k, None)
-                        samples.setdefault((name, system), []).append(figs)
-                elif not err:
-                    missing = [line_of[r] for r in rows
-                               if line_of[r] not in figs["rows"] and line_of[r] not in figs["skips"]]
-                    if missing:
-                        err = "no RESULT line for %s" % ", ".join(missing)
-                    for row in rows:
-                        if line_of[row] in figs["rows"]:
-                            samples.setdefault((name, row), []).append(figs["rows"][line_of[row]])
-                        elif line_of[row] in figs["skips"]:
-                            skipped[(name, row)] = figs["skips"][line_of[row]]
-                if err:
-                    for row in rows:
-                        errors[(name, row)] = err
-                    print("  %s/%s FAILED: %s" % (system, name, err), file=sys.stderr, flush=True)
-
+    res = collect(args, workloads)
+    samples, errors, skipped, libraries = (res["samples"], res["errors"], res["skipped"],
+                                           res["libraries"])
     if libraries:
         print("\nweft builds (the library each one's processes loaded):")
         for b, _ in WEFT_BUILDS:
             if b in libraries:
                 print("  %-20s %s" % (b, libraries[b]))
     summary = []
-    for name, desc, metrics, goals, _, opts, systems in workloads:
+    for w in workloads:
+        name, desc, metrics, goals, _, opts, systems = w
+        systems = systems + res["extra"].get(name, [])
         ratio_header, ratio_base = opts.get("ratio", ("weft / system", None))
         # without a ratio option: a column per weft build, that build / the row
         bases = ([b for b, _ in WEFT_BUILDS if b in builds and b in systems]
@@ -391,7 +549,7 @@ def main():
         for system in systems:
             runs = samples.get((name, system), [])
             if runs:
-                figs[system] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+                figs[system] = median_figures(runs)
         print("\n### %s — %s (median of %d runs)\n" % (name, desc, args.runs))
         key0, label0, better0 = metrics[0]
         headers = ["system"] + ["%s (%s is better)" % (l, b) if i == 0 else l
@@ -413,6 +571,12 @@ def main():
             rows.append([system] + [fmt(f.get(k)) for k, _, _ in metrics] +
                         ["%.2f×" % r if r is not None else "—" for r in rs])
         print_table(headers, rows)
+        shapes = {shape_of(w, r, figs.get(r)) for r in systems}
+        for r in (systems if len(shapes) > 1 else systems[:1]):
+            print("  shape%s: %s" % (" of " + r if len(shapes) > 1 else "",
+                                     shape_of(w, r, figs.get(r)) or "—"))
+        for r in res["extra"].get(name, []):
+            print("  + %s: a row the program printed, not in run.py's table (no goal)" % r)
         for system in systems:
             if (name, system) in errors:
                 print("  ! %s: %s" % (system, errors[(name, system)]))
@@ -469,6 +633,9 @@ def main():
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write("\n".join(md) + "\n")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(to_json(args, workloads, res, builds), f, indent=1)
     return 1 if any(s.startswith("weft") for _, s in errors) else 0
 
 

@@ -38,6 +38,8 @@
 #define MEMORY_DELAY_MS 3600000u /*  1 h                                     */
 #define N_ROUNDTRIP  200000u    /* pool_roundtrip: tiny tasks per batch     */
 #define REPS_ROUNDTRIP 3        /*   batches per process (median reported)  */
+/* batches of a sized pool_roundtrip: 3, or 1 above 10^6 tasks */
+#define reps_roundtrip(n) ((n) > 1000000u ? 1 : REPS_ROUNDTRIP)
 #define N_FORKJOIN   100000u    /* fork_join: CPU tasks ...                 */
 #define FORKJOIN_TASK_NS 10000u /*   ... of a busy loop calibrated to 10 us  */
 #define N_TASK_SEQ   10000u     /* task_overhead: one-at-a-time samples     */
@@ -50,11 +52,20 @@
 #define REUSE_TASK_NS 2000000u  /*   ... of a busy loop of ~2 ms each        */
 #define REPS_REUSE   5          /*   batches per row (median reported) ...   */
 #define REPS_REUSE_BIG 3        /*   ... and with the big parent (forks: slow) */
+#define N_LATE       10000u     /* timer_lateness: timers (bench_lateness.h) ... */
+#define LATE_LO_MS   1u         /*   delays uniform in [LO, HI] ms           */
+#define LATE_HI_MS   50u
+#define N_FANOUT     100000u    /* topic_fanout (weft only): subscribers     */
 #define SEED_DELAYS  0x5eedf00dULL
 #define SEED_SHUFFLE 0xc0ffee11ULL
 
 static const char *bench_system = "?";
 static const char *bench_variant;   /* optional second argument, e.g. "io" */
+/* Optional size argument (a number, after the workload or its variant): the work of a
+ * workload that takes one (timers_cancel, pool_roundtrip, timer_lateness, topic_fanout),
+ * for the report's cost-per-operation curves; 0: the workload's default. */
+static uint32_t bench_size;
+static inline uint32_t bench_n(uint32_t dflt) { return bench_size ? bench_size : dflt; }
 
 /* for helpers that only some of the programs use */
 #define maybe_unused __attribute__((unused))
@@ -229,11 +240,12 @@ static void report_timers_fire(struct span s, uint64_t fired)
 /* scheduled_ns: now_ns() when every timer was scheduled, before the cancels */
 static void report_timers_cancel(struct span s, uint64_t scheduled_ns)
 {
+    uint32_t n = bench_n(N_CANCEL);
     double cpu = span_cpu_s(s), wall = span_wall_s(s);
-    double sched = (double)(scheduled_ns - s.wall0) / N_CANCEL;
+    double sched = (double)(scheduled_ns - s.wall0) / n;
     result("timers_cancel", "ops_per_s=%.0f ns_per_timer=%.1f schedule_ns=%.1f cancel_ns=%.1f "
-           "wall_s=%.4f cpu_s=%.4f", 2.0 * N_CANCEL / wall, wall * 1e9 / N_CANCEL, sched,
-           wall * 1e9 / N_CANCEL - sched, wall, cpu);
+           "wall_s=%.4f cpu_s=%.4f", 2.0 * n / wall, wall * 1e9 / n, sched,
+           wall * 1e9 / n - sched, wall, cpu);
 }
 
 static void report_pingpong(struct span s, uint64_t trips)
@@ -521,19 +533,19 @@ static int cmp_batch_wall(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* b: REPS_ROUNDTRIP batches of one process; the median one is reported.
+/* b: `reps` batches of one process; the median one is reported.
  * threads: the pool threads that exist at the end (other_threads()). */
-static maybe_unused void report_pool_roundtrip(struct batch *b, unsigned threads)
+static maybe_unused void report_pool_roundtrip(struct batch *b, int reps, unsigned threads)
 {
-    for (int i = 0; i < REPS_ROUNDTRIP; i++)
+    for (int i = 0; i < reps; i++)
         batch_check(&b[i], "pool_roundtrip");
-    qsort(b, REPS_ROUNDTRIP, sizeof *b, cmp_batch_wall);
-    const struct batch *m = &b[REPS_ROUNDTRIP / 2];
+    qsort(b, reps, sizeof *b, cmp_batch_wall);
+    const struct batch *m = &b[reps / 2];
     double wall = batch_wall_s(m);
     result("pool_roundtrip", "tasks_per_s=%.0f ns_per_task=%.1f submit_ns=%.1f wall_s=%.4f "
            "cpu_s=%.4f min_tasks_per_s=%.0f max_tasks_per_s=%.0f threads=%u", m->n / wall,
            wall * 1e9 / m->n, (double)(m->t_submitted - m->t0) / m->n, wall,
-           (m->cpu_end - m->cpu0) / 1e9, b[REPS_ROUNDTRIP - 1].n / batch_wall_s(&b[REPS_ROUNDTRIP - 1]),
+           (m->cpu_end - m->cpu0) / 1e9, b[reps - 1].n / batch_wall_s(&b[reps - 1]),
            b[0].n / batch_wall_s(&b[0]), threads);
 }
 
@@ -773,9 +785,18 @@ static int bench_main(int argc, char **argv, const char *system, const struct wo
 {
     bench_system = system;
     setvbuf(stdout, NULL, _IOLBF, 0);
-    if (argc != 2 && argc != 3)
-        die("usage: %s WORKLOAD [VARIANT] (or: calibrate)", argv[0]);
-    bench_variant = argc == 3 ? argv[2] : NULL;
+    if (argc < 2 || argc > 4)
+        die("usage: %s WORKLOAD [VARIANT] [SIZE] (or: calibrate)", argv[0]);
+    for (int i = 2; i < argc; i++) {
+        char *end;
+        double size = strtod(argv[i], &end);   /* 100000 or 1e5 */
+        if (*end == '\0' && end != argv[i] && size >= 1 && size <= 4e9)
+            bench_size = (uint32_t)size;
+        else if (!bench_variant)
+            bench_variant = argv[i];
+        else
+            die("usage: %s WORKLOAD [VARIANT] [SIZE]: '%s'", argv[0], argv[i]);
+    }
     if (bench_library)
         print_library(bench_library);
     if (strcmp(argv[1], "calibrate") == 0) {

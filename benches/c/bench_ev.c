@@ -1,5 +1,6 @@
 /* libev implementation of the benchmark workloads (see ../README.md). */
 #include "bench_common.h"
+#include "bench_lateness.h"
 #include <ev.h>
 
 static struct ev_loop *new_loop(void)
@@ -40,17 +41,18 @@ static void timers_fire(void)
 /* ---- timers_cancel ---------------------------------------------------------- */
 static void timers_cancel(void)
 {
-    uint32_t *delay = gen_delays(N_CANCEL, CANCEL_LO_MS, CANCEL_HI_MS);
-    uint32_t *order = gen_perm(N_CANCEL);
-    ev_timer *t = xcalloc(N_CANCEL, sizeof *t);
+    uint32_t n = bench_n(N_CANCEL);
+    uint32_t *delay = gen_delays(n, CANCEL_LO_MS, CANCEL_HI_MS);
+    uint32_t *order = gen_perm(n);
+    ev_timer *t = xcalloc(n, sizeof *t);
     struct ev_loop *loop = new_loop();
     struct span s = span_start();
-    for (uint32_t i = 0; i < N_CANCEL; i++) {
+    for (uint32_t i = 0; i < n; i++) {
         ev_timer_init(&t[i], on_fire, delay[i] / 1e3, 0.);
         ev_timer_start(loop, &t[i]);
     }
     uint64_t scheduled = now_ns();
-    for (uint32_t i = 0; i < N_CANCEL; i++)
+    for (uint32_t i = 0; i < n; i++)
         ev_timer_stop(loop, &t[order[i]]);
     report_timers_cancel(s, scheduled);
     ev_loop_destroy(loop);
@@ -140,12 +142,37 @@ static void memory(void)
     report_memory(before, rss_bytes());
 }
 
+/* ---- timer_lateness (bench_lateness.h) ---------------------------------------- */
+static void on_late(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop; (void)revents;
+    late_fired((uint32_t)(uintptr_t)w->data);
+}
+
+static void timer_lateness(void)
+{
+    late_init();
+    ev_timer *t = xcalloc(late.n, sizeof *t);
+    struct ev_loop *loop = new_loop();
+    for (uint32_t i = 0; i < late.n; i++) {
+        ev_timer_init(&t[i], on_late, late.delay[i] / 1e3, 0.);
+        t[i].data = (void *)(uintptr_t)i;
+        ev_now_update(loop);
+        late_arm(i);
+        ev_timer_start(loop, &t[i]);
+    }
+    ev_run(loop, 0);
+    late_report();
+    ev_loop_destroy(loop);
+}
+
 int main(int argc, char **argv)
 {
     static const struct workload w[] = {
         { "timers_fire", timers_fire }, { "timers_cancel", timers_cancel },
         { "cross_thread_post", cross_thread_post }, { "fd_pingpong", fd_pingpong },
-        { "wakeup_latency", wakeup_latency }, { "memory", memory }, { NULL, NULL },
+        { "wakeup_latency", wakeup_latency }, { "memory", memory },
+        { "timer_lateness", timer_lateness }, { NULL, NULL },
     };
     return bench_main(argc, argv, "libev", w);
 }

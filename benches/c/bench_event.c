@@ -1,5 +1,6 @@
 /* libevent implementation of the benchmark workloads (see ../README.md). */
 #include "bench_common.h"
+#include "bench_lateness.h"
 #include <event2/event.h>
 #include <event2/event_struct.h>
 #include <sys/eventfd.h>
@@ -47,18 +48,19 @@ static void timers_fire(void)
 /* ---- timers_cancel ---------------------------------------------------------- */
 static void timers_cancel(void)
 {
-    uint32_t *delay = gen_delays(N_CANCEL, CANCEL_LO_MS, CANCEL_HI_MS);
-    uint32_t *order = gen_perm(N_CANCEL);
-    struct event *ev = xcalloc(N_CANCEL, sizeof *ev);
+    uint32_t n = bench_n(N_CANCEL);
+    uint32_t *delay = gen_delays(n, CANCEL_LO_MS, CANCEL_HI_MS);
+    uint32_t *order = gen_perm(n);
+    struct event *ev = xcalloc(n, sizeof *ev);
     struct event_base *base = new_base();
     struct span s = span_start();
-    for (uint32_t i = 0; i < N_CANCEL; i++) {
+    for (uint32_t i = 0; i < n; i++) {
         struct timeval tv = ms_tv(delay[i]);
         check(event_assign(&ev[i], base, -1, 0, on_fire, NULL) == 0);
         check(event_add(&ev[i], &tv) == 0);
     }
     uint64_t scheduled = now_ns();
-    for (uint32_t i = 0; i < N_CANCEL; i++)
+    for (uint32_t i = 0; i < n; i++)
         check(event_del(&ev[order[i]]) == 0);
     report_timers_cancel(s, scheduled);
 }
@@ -154,12 +156,42 @@ static void memory(void)
     report_memory(before, rss_bytes());
 }
 
+/* ---- timer_lateness (bench_lateness.h) ---------------------------------------- */
+static void on_late(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what;
+    late_fired((uint32_t)(uintptr_t)arg);
+}
+
+static void timer_lateness(void)
+{
+    late_init();
+    struct event *ev = xcalloc(late.n, sizeof *ev);
+    /* libevent's default clock is CLOCK_MONOTONIC_COARSE (a tick of 1-4 ms); a program
+     * that wants precise timers asks for the precise one */
+    struct event_config *cfg = event_config_new();
+    check(cfg != NULL);
+    check(event_config_set_flag(cfg, EVENT_BASE_FLAG_PRECISE_TIMER) == 0);
+    struct event_base *base = event_base_new_with_config(cfg);
+    check(base != NULL);
+    event_config_free(cfg);
+    for (uint32_t i = 0; i < late.n; i++) {
+        struct timeval tv = ms_tv(late.delay[i]);
+        check(event_assign(&ev[i], base, -1, 0, on_late, (void *)(uintptr_t)i) == 0);
+        late_arm(i);
+        check(event_add(&ev[i], &tv) == 0);
+    }
+    check(event_base_dispatch(base) == 1);   /* 1: returned because no events left */
+    late_report();
+}
+
 int main(int argc, char **argv)
 {
     static const struct workload w[] = {
         { "timers_fire", timers_fire }, { "timers_cancel", timers_cancel },
         { "cross_thread_post", cross_thread_post }, { "fd_pingpong", fd_pingpong },
-        { "wakeup_latency", wakeup_latency }, { "memory", memory }, { NULL, NULL },
+        { "wakeup_latency", wakeup_latency }, { "memory", memory },
+        { "timer_lateness", timer_lateness }, { NULL, NULL },
     };
     return bench_main(argc, argv, "libevent", w);
 }

@@ -1,5 +1,6 @@
 /* libuv implementation of the benchmark workloads (see ../README.md). */
 #include "bench_common.h"
+#include "bench_lateness.h"
 #include <uv.h>
 
 #define uvcheck(expr) do { int rc_ = (expr); if (rc_ != 0) \
@@ -43,17 +44,18 @@ static void timers_fire(void)
 /* ---- timers_cancel ---------------------------------------------------------- */
 static void timers_cancel(void)
 {
-    uint32_t *delay = gen_delays(N_CANCEL, CANCEL_LO_MS, CANCEL_HI_MS);
-    uint32_t *order = gen_perm(N_CANCEL);
-    uv_timer_t *t = xcalloc(N_CANCEL, sizeof *t);
+    uint32_t n = bench_n(N_CANCEL);
+    uint32_t *delay = gen_delays(n, CANCEL_LO_MS, CANCEL_HI_MS);
+    uint32_t *order = gen_perm(n);
+    uv_timer_t *t = xcalloc(n, sizeof *t);
     uv_loop_t *loop = new_loop();
     struct span s = span_start();
-    for (uint32_t i = 0; i < N_CANCEL; i++) {
+    for (uint32_t i = 0; i < n; i++) {
         uvcheck(uv_timer_init(loop, &t[i]));
         uvcheck(uv_timer_start(&t[i], on_fire, delay[i], 0));
     }
     uint64_t scheduled = now_ns();
-    for (uint32_t i = 0; i < N_CANCEL; i++)
+    for (uint32_t i = 0; i < n; i++)
         uvcheck(uv_timer_stop(&t[order[i]]));
     report_timers_cancel(s, scheduled);
 }
@@ -204,11 +206,13 @@ static void pool_roundtrip(void)
     uv_loop_t *loop = new_loop();
     warm_up(loop);
     static struct batch b[REPS_ROUNDTRIP];
-    for (int i = 0; i < REPS_ROUNDTRIP; i++) {
-        batch_init(&b[i], N_ROUNDTRIP, 0);
+    uint32_t n_tasks = bench_n(N_ROUNDTRIP);
+    int reps = reps_roundtrip(n_tasks);
+    for (int i = 0; i < reps; i++) {
+        batch_init(&b[i], n_tasks, 0);
         run_batch(loop, &b[i]);
     }
-    report_pool_roundtrip(b, other_threads());
+    report_pool_roundtrip(b, reps, other_threads());
     uvcheck(uv_loop_close(loop));
 }
 
@@ -386,6 +390,28 @@ static void task_memory(void)
     uvcheck(uv_loop_close(loop));
 }
 
+/* ---- timer_lateness (bench_lateness.h) ---------------------------------------- */
+static void on_late(uv_timer_t *t)
+{
+    late_fired((uint32_t)(uintptr_t)t->data);
+}
+
+static void timer_lateness(void)
+{
+    late_init();
+    uv_timer_t *t = xcalloc(late.n, sizeof *t);
+    uv_loop_t *loop = new_loop();
+    for (uint32_t i = 0; i < late.n; i++) {
+        uvcheck(uv_timer_init(loop, &t[i]));
+        t[i].data = (void *)(uintptr_t)i;
+        uv_update_time(loop);
+        late_arm(i);
+        uvcheck(uv_timer_start(&t[i], on_late, late.delay[i], 0));
+    }
+    uv_run(loop, UV_RUN_DEFAULT);
+    late_report();
+}
+
 int main(int argc, char **argv)
 {
     static const struct workload w[] = {
@@ -395,7 +421,8 @@ int main(int argc, char **argv)
         { "pool_roundtrip", pool_roundtrip }, { "fork_join", fork_join },
         { "spawn_before", spawn_before }, { "spawn_before_2m", spawn_before_2m },
         { "spawn_nowait", spawn_nowait }, { "spawn_thread", spawn_thread },
-        { "task_overhead", task_overhead }, { "task_memory", task_memory }, { NULL, NULL },
+        { "task_overhead", task_overhead }, { "task_memory", task_memory },
+        { "timer_lateness", timer_lateness }, { NULL, NULL },
     };
     return bench_main(argc, argv, "libuv", w);
 }

@@ -1,5 +1,6 @@
 /* weft implementation of the benchmark workloads (see ../README.md). */
 #include "bench_common.h"
+#include "bench_lateness.h"
 #include <weft.h>
 
 #define wcheck(expr) do { int rc_ = (expr); if (rc_ != WEFT_OK) weft_die(#expr, rc_); } while (0)
@@ -45,15 +46,16 @@ static void timers_fire(void)
 /* ---- timers_cancel ---------------------------------------------------------- */
 static void timers_cancel(void)
 {
-    uint32_t *delay = gen_delays(N_CANCEL, CANCEL_LO_MS, CANCEL_HI_MS);
-    uint32_t *order = gen_perm(N_CANCEL);
-    weft_id *ids = xcalloc(N_CANCEL, sizeof *ids);
+    uint32_t n = bench_n(N_CANCEL);
+    uint32_t *delay = gen_delays(n, CANCEL_LO_MS, CANCEL_HI_MS);
+    uint32_t *order = gen_perm(n);
+    weft_id *ids = xcalloc(n, sizeof *ids);
     weft_loop *loop = new_loop();
     struct span s = span_start();
-    for (uint32_t i = 0; i < N_CANCEL; i++)
+    for (uint32_t i = 0; i < n; i++)
         idcheck(ids[i] = weft_timer_after(loop, delay[i], on_fire, NULL, NULL));
     uint64_t scheduled = now_ns();
-    for (uint32_t i = 0; i < N_CANCEL; i++)
+    for (uint32_t i = 0; i < n; i++)
         wcheck(weft_cancel(loop, ids[order[i]]));
     report_timers_cancel(s, scheduled);
     /* nothing is registered any more: RUN_DEFAULT must return at once */
@@ -224,11 +226,13 @@ static void pool_roundtrip(void)
     use_pool(io ? WEFT_ON_IO : WEFT_ON_CPU, pool);
     warm_up(loop);
     static struct batch b[REPS_ROUNDTRIP];
-    for (int i = 0; i < REPS_ROUNDTRIP; i++) {
-        batch_init(&b[i], N_ROUNDTRIP, 0);
+    uint32_t n_tasks = bench_n(N_ROUNDTRIP);
+    int reps = reps_roundtrip(n_tasks);
+    for (int i = 0; i < reps; i++) {
+        batch_init(&b[i], n_tasks, 0);
         run_batch(loop, &b[i]);
     }
-    report_pool_roundtrip(b, other_threads());
+    report_pool_roundtrip(b, reps, other_threads());
     weft_pool_free(pool);
     weft_loop_free(loop);
 }
@@ -791,6 +795,79 @@ static void process_reuse(void)
     }
 }
 
+/* ---- timer_lateness (bench_lateness.h) ---------------------------------------- */
+static void on_late(weft_loop *loop, weft_id id, void *ud)
+{
+    (void)loop; (void)id;
+    late_fired((uint32_t)(uintptr_t)ud);
+}
+
+static void timer_lateness(void)
+{
+    late_init();
+    weft_loop *loop = new_loop();
+    for (uint32_t i = 0; i < late.n; i++) {
+        late_arm(i);
+        idcheck(weft_timer_after(loop, late.delay[i], on_late, (void *)(uintptr_t)i, NULL));
+    }
+    wcheck(weft_loop_run(loop, WEFT_RUN_DEFAULT));
+    late_report();
+    weft_loop_free(loop);
+}
+
+/* ---- topic_fanout (weft only): N subscribers of one topic, one emit -------------
+ * N_FANOUT (or bench_size) subscriptions to one exact topic are made from the main
+ * thread before the loop runs; one weft_emit; the loop runs until every subscriber was
+ * called (the last one stops it); then, up to FANOUT_CANCEL_MAX subscribers, every
+ * subscription is cancelled (in subscription order). ns per subscribe, per delivery (emit
+ * to the last callback) and per cancel. A cancel takes the subscription out of its
+ * topic's list by a linear search, so cancelling all N costs O(N^2), and so does
+ * weft_loop_free with them (it ends each one the same way): above the bound no cancel_ns
+ * is printed and the process exits without freeing the loop. The peers have no topics:
+ * no baseline. */
+#define FANOUT_CANCEL_MAX 100000u
+static uint64_t fan_got;
+static uint32_t fan_n;
+static uint64_t fan_t_end;
+
+static void on_fan(weft_loop *loop, weft_id sub, const char *topic, const void *payload,
+                   size_t len, void *ud)
+{
+    (void)sub; (void)topic; (void)payload; (void)len; (void)ud;
+    if (++fan_got == fan_n) {
+        fan_t_end = now_ns();
+        wcheck(weft_loop_stop(loop));
+    }
+}
+
+static void topic_fanout(void)
+{
+    fan_n = bench_n(N_FANOUT);
+    weft_id *ids = xcalloc(fan_n, sizeof *ids);
+    weft_loop *loop = new_loop();
+    watchdog("subscribers called", &fan_got, fan_n);
+    uint64_t t0 = now_ns();
+    for (uint32_t i = 0; i < fan_n; i++)
+        idcheck(ids[i] = weft_subscribe(loop, "bench.fanout", on_fan, NULL, NULL));
+    uint64_t t1 = now_ns();
+    wcheck(weft_emit(loop, "bench.fanout", "x", 1));
+    wcheck(weft_loop_run(loop, WEFT_RUN_DEFAULT));
+    if (fan_got != fan_n)
+        die("topic_fanout: %llu of %u subscribers called", (unsigned long long)fan_got, fan_n);
+    char cancel[48] = "";
+    if (fan_n <= FANOUT_CANCEL_MAX) {
+        uint64_t t2 = now_ns();
+        for (uint32_t i = 0; i < fan_n; i++)
+            wcheck(weft_cancel(loop, ids[i]));
+        snprintf(cancel, sizeof cancel, " cancel_ns=%.1f", (double)(now_ns() - t2) / fan_n);
+    }
+    result("topic_fanout", "deliver_ns=%.1f subscribe_ns=%.1f deliveries_per_s=%.0f "
+           "subscribers=%u%s", (double)(fan_t_end - t1) / fan_n, (double)(t1 - t0) / fan_n,
+           fan_n / ((fan_t_end - t1) / 1e9), fan_n, cancel);
+    if (fan_n <= FANOUT_CANCEL_MAX)
+        weft_loop_free(loop);
+}
+
 int main(int argc, char **argv)
 {
     static const struct workload w[] = {
@@ -802,6 +879,7 @@ int main(int argc, char **argv)
         { "spawn_nowait", spawn_nowait }, { "spawn_thread", spawn_thread },
         { "task_overhead", task_overhead }, { "task_memory", task_memory },
         { "process_overhead", process_overhead }, { "process_reuse", process_reuse },
+        { "timer_lateness", timer_lateness }, { "topic_fanout", topic_fanout },
         { NULL, NULL },
     };
     bench_library = "libweft";   /* which libweft.so: a LIBRARY line for run.py */

@@ -1,7 +1,8 @@
 // benches/node/run.js: weft's Node binding against Node's own mechanisms.
 //
 //     node benches/node/run.js [--runs N] [--only a,b] [--markdown FILE] [--compare DIR]
-//     (after cargo build --release)
+//                              [--json FILE]     (after cargo build --release)
+//     (--json: every run's figures, for benches/report.py)
 //
 //   timers         100,000 one-shot timers of 1 ms through loop.after vs setTimeout: from
 //                  the first registration to the last callback.
@@ -301,11 +302,14 @@ async function main() {
   let markdown = null;
   let only = null;
   let compare = null;
+  let json = null;
+  const report = []; // --json: every run's figures
   for (let i = 0; i < args.length; i++) {
     if (args[i] === '--runs') runs = Number(args[++i]);
     else if (args[i] === '--markdown') markdown = args[++i];
     else if (args[i] === '--only') only = args[++i].split(',');
     else if (args[i] === '--compare') compare = path.resolve(args[++i]);
+    else if (args[i] === '--json') json = args[++i];
     else throw new Error(`unknown argument ${args[i]}`);
   }
   if (only) {
@@ -344,6 +348,12 @@ async function main() {
       + `${rate(1e6 / s.ns, unit)}; CPU ${s.cpu.toFixed(0)} ns each`;
     const w = stat('weft');
     const b = stat(baseName);
+    // For the report: ms per run, each scaled to the first weft run's operation count
+    // (the spawn row runs as many operations as fit in its window).
+    const n0 = samples.get('weft')[0].n;
+    const scaled = (system) => samples.get(system).map((x) => (x.ms * n0) / x.n);
+    report.push({ workload, title, n: n0, unit: 'ms', better: 'lower', systems: ['weft', baseName],
+      samples: { weft: scaled('weft'), [baseName]: scaled(baseName) }, extra });
     const row = {
       title,
       weft: fmt(w),
@@ -371,6 +381,10 @@ async function main() {
     : `| ${r.title} | ${r.weft} | ${r.baseline} | ${r.ratio} (${r.cpuRatio}) |`))].join('\n');
   console.log(`\n${table}`);
   if (markdown) fs.writeFileSync(markdown, `${table}\n`);
+  if (json) {
+    fs.writeFileSync(json, `${JSON.stringify({ suite: 'node', runs, node: process.version,
+      cores: require('node:os').availableParallelism(), workloads: report }, null, 1)}\n`);
+  }
 }
 
 main().catch((err) => {

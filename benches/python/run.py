@@ -8,7 +8,7 @@
 
 Every (workload, system) pair runs in a fresh interpreter (this script re-runs itself
 with --child), RUNS times interleaved, and the median of each figure is reported.
-Standard library only (plus weft, and uvloop where installed: `make bench-venv` puts it
+Standard library only (plus weft, and uvloop where installed: `make -C benches venv` puts it
 in .venv/; without it uvloop's rows are left out). The package is imported from
 bindings/python, so the library is target/release/libweft.so unless WEFT_LIBRARY says
 otherwise. uvloop runs the asyncio workloads' coroutines on uvloop.new_event_loop().
@@ -459,6 +459,8 @@ def main():
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", default="")
     parser.add_argument("--markdown", default="")
+    parser.add_argument("--json", default="",
+                        help="also write every run's figures to this file (benches/report.py)")
     parser.add_argument("--child", nargs=2, metavar=("WORKLOAD", "SYSTEM"))
     args = parser.parse_args()
     if args.child:
@@ -467,11 +469,12 @@ def main():
     only = {w for w in args.only.split(",") if w}
     uvloop_ok = has_uvloop()
     summary = []
+    report = []   # --json: each workload's table entry and every run's figures
     failed = False
     print(f"weft Python binding benchmarks: {CPUS} CPUs, Python {sys.version.split()[0]}, "
           f"{args.runs} runs per (workload, system), interleaved, medians")
     if not uvloop_ok:
-        print("uvloop is not installed: its rows are left out (`make bench-venv`, then run this "
+        print("uvloop is not installed: its rows are left out (`make -C benches venv`, then run this "
               "script with .venv/bin/python)")
     print()
     for name, description, systems, metrics, goal in WORKLOADS:
@@ -486,6 +489,8 @@ def main():
                 except Exception as exc:  # noqa: BLE001
                     print(f"  {exc}")
                     failed = True
+        report.append({"workload": name, "desc": description, "systems": systems,
+                       "metrics": metrics, "goal": goal, "samples": samples})
         medians = {}
         for system, runs in samples.items():
             medians[system] = {}
@@ -525,6 +530,7 @@ def main():
                 f"{ratio_of(value, medians[a].get(key), better):.2f}x" for a in anchors), goal_text,
                 "met" if ok else "not met"))
             print("   " + verdict)
+            report[-1]["verdict"] = verdict
         elif name == "thread_state":
             a, b = medians["persistent"], medians["per-call"]
             if a and b:
@@ -541,6 +547,10 @@ def main():
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write("\n".join(table) + "\n")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"suite": "python", "runs": args.runs, "cpus": CPUS,
+                       "python": sys.version.split()[0], "workloads": report}, f, indent=1)
     return 1 if failed else 0
 
 
