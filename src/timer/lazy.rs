@@ -116,13 +116,26 @@ impl LazyWheel {
     }
 
     /// Keeps only the entries `keep` approves of; gives back the memory of the rest.
-    pub fn retain(&mut self, mut keep: impl FnMut(&Entry) -> bool) {
+    /// `ahead` is shown each entry a few entries before `keep` is (to prefetch what
+    /// `keep` will read).
+    pub fn retain(&mut self, ahead: impl Fn(&Entry), mut keep: impl FnMut(&Entry) -> bool) {
+        const AHEAD: usize = 8;
         self.len = 0;
         for (slot, entries) in self.slots.iter_mut().enumerate() {
-            entries.retain(&mut keep);
-            let used = entries.len();
-            shrink::vec(entries, used);
-            self.len += used;
+            let mut kept = 0;
+            for at in 0..entries.len() {
+                if let Some(later) = entries.get(at + AHEAD) {
+                    ahead(later);
+                }
+                let entry = entries[at];
+                if keep(&entry) {
+                    entries[kept] = entry;
+                    kept += 1;
+                }
+            }
+            entries.truncate(kept);
+            shrink::vec(entries, kept);
+            self.len += kept;
             if slot != EXPIRED {
                 self.slot_min[slot] = entries.iter().map(|e| e.deadline_ns).min().unwrap_or(u64::MAX);
                 if entries.is_empty() {
@@ -134,7 +147,7 @@ impl LazyWheel {
 
     /// Drops every entry (all stale).
     pub fn clear(&mut self) {
-        self.retain(|_| false);
+        self.retain(|_| {}, |_| false);
     }
 }
 
@@ -181,7 +194,7 @@ mod tests {
         for i in 0..100u32 {
             wheel.insert(entry((i as u64 + 1) * 10_000_000, i));
         }
-        wheel.retain(|e| e.index >= 50);
+        wheel.retain(|_| {}, |e| e.index >= 50);
         assert_eq!(wheel.len(), 50);
         let next = wheel.next_deadline_ns().unwrap();
         assert!(next >= 510_000_000 && next < 510_000_000 + TICK_NS, "{next}");

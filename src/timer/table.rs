@@ -302,7 +302,8 @@ impl<H> Table<H> {
     #[cold]
     fn drop_stale(&self, own: &mut OwnTimers) {
         let mut wheel = std::mem::replace(&mut own.wheel, super::LazyWheel::new(0));
-        wheel.retain(|entry| match self.begin_check(own, entry.index, entry.generation) {
+        let ahead = |entry: &super::Entry| crate::task::prefetch((self.owned(entry.index) as *const Record<H>).cast());
+        wheel.retain(ahead, |entry| match self.begin_check(own, entry.index, entry.generation) {
             Check::Live => true,
             Check::Over => false,
         });
