@@ -119,7 +119,9 @@ impl<H: Handler> Loop<H> {
             self.inbox.wake();
             return Ok(Some(0));
         }
-        let own = self.own_next.load(SeqCst);
+        // Timers other threads cancelled stay in the owner's wheel until it meets them.
+        let own_live = self.timers_live.load(SeqCst) > self.timers_foreign.load(SeqCst);
+        let own = if own_live { self.own_next.load(SeqCst) } else { u64::MAX };
         let next = self.lock().wheel.next_deadline_ns().map_or(own, |core| core.min(own));
         if next == u64::MAX {
             return Ok(None);
