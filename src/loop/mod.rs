@@ -370,8 +370,11 @@ pub struct Loop<H: Handler> {
     /// When the owner's wheel next has work (u64::MAX: never), published by the owner
     /// for `rearm` and `timeout_ms`, which take the earlier of it and the core wheel's.
     own_next: AtomicU64,
-    /// `Core::armed_ns` (u64::MAX: disarmed), for the owner to read without the lock.
+    /// The earlier of the wheels' next deadlines when the wake-up was last armed
+    /// (u64::MAX: none), for the owner to read without the lock.
     armed_hint: AtomicU64,
+    /// The timer wake-up is armed no earlier than this (register.rs: pacing).
+    pace_ns: AtomicU64,
 }
 
 /// A number for the calling thread, unique in the process (never 0).
@@ -473,6 +476,7 @@ impl<H: Handler> Loop<H> {
             timers_foreign: AtomicUsize::new(0),
             own_next: AtomicU64::new(u64::MAX),
             armed_hint: AtomicU64::new(u64::MAX),
+            pace_ns: AtomicU64::new(0),
         })
     }
 

@@ -192,6 +192,15 @@ impl<H> Table<H> {
         unsafe { &*self.chunks[k].load(Relaxed).add(offset) }
     }
 
+    /// Starts fetching record `index` into the cache (the owner's, for an entry it will
+    /// meet soon).
+    #[inline]
+    pub fn prefetch(&self, index: u32) {
+        if index < self.count.load(Relaxed) {
+            crate::task::prefetch((self.owned(index) as *const Record<H>).cast());
+        }
+    }
+
     /// Schedules a timer: a free record gets `handler` and `interval_ns` and is armed.
     /// Returns (index, generation), or the handler back when the table is full. Owner.
     pub fn schedule(&self, own: &mut OwnTimers, handler: H, interval_ns: u64) -> Result<(u32, u32), H> {
