@@ -56,6 +56,11 @@ WORKLOADS = [
      [("ops_per_s", "schedule+cancel ops/s", "higher"), ("ns_per_timer", "ns/timer", "lower"),
       ("schedule_ns", "schedule ns", "lower"), ("cancel_ns", "cancel ns", "lower")],
      [("ops_per_s", "libev", 1.5)]),
+    ("timer_lateness", "200 timers of 1..20 ms scheduled at once on an idle loop: fire time "
+     "minus (clock before scheduling + delay); negative: early",
+     [("median_us", "median us", "lower"), ("p99_us", "p99 us", "lower"),
+      ("min_us", "min us", "higher"), ("max_us", "max us", "lower")],
+     [("median_us", None, 300.0)]),
     ("cross_thread_post", "producer thread posts 1M records to the loop",
      [("recs_per_s", "records/s", "higher"), ("wall_s", "wall s", "lower")],
      [("recs_per_s", "libuv", 1.5)]),

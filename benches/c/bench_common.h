@@ -252,6 +252,40 @@ static void report_memory(long rss_before, long rss_after)
            (rss_after - rss_before) / 1048576.0, maxrss_bytes() / 1048576.0);
 }
 
+/* ---- timer_lateness: how long after its deadline a timer fires on an idle loop ----
+ * N_LATENESS timers of 1..LATENESS_MAX_MS ms, all scheduled at once; each one's
+ * deadline is the clock read just before it was scheduled plus its delay, and its
+ * lateness the clock in its callback minus that (negative: it fired early). */
+#define N_LATENESS      200u
+#define LATENESS_MAX_MS 20u
+struct lateness {
+    uint64_t due_ns[N_LATENESS];
+    int64_t late_ns[N_LATENESS];
+    uint64_t fired;
+};
+
+static void lateness_fired(struct lateness *l, uint32_t i)
+{
+    l->late_ns[i] = (int64_t)(now_ns() - l->due_ns[i]);
+    l->fired++;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void report_lateness(struct lateness *l)
+{
+    if (l->fired != N_LATENESS)
+        die("timer_lateness: %llu of %u timers fired", (unsigned long long)l->fired, N_LATENESS);
+    qsort(l->late_ns, N_LATENESS, sizeof l->late_ns[0], cmp_i64);
+    result("timer_lateness", "median_us=%.1f p99_us=%.1f min_us=%.1f max_us=%.1f",
+           l->late_ns[N_LATENESS / 2] / 1e3, l->late_ns[N_LATENESS * 99 / 100] / 1e3,
+           l->late_ns[0] / 1e3, l->late_ns[N_LATENESS - 1] / 1e3);
+}
+
 /* ---- cross-thread records: shared producer and consumer logic ------------- */
 struct rec {
     struct rec *next;   /* intrusive link, used by the baselines' queue */

@@ -37,6 +37,31 @@ static void timers_fire(void)
     report_timers_fire(s, fired);
 }
 
+/* ---- timer_lateness --------------------------------------------------------- */
+static struct lateness lat;
+
+static void on_late(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop; (void)revents;
+    lateness_fired(&lat, (uint32_t)(uintptr_t)w->data);
+}
+
+static void timer_lateness(void)
+{
+    uint32_t *delay = gen_delays(N_LATENESS, 1, LATENESS_MAX_MS);
+    ev_timer *t = xcalloc(N_LATENESS, sizeof *t);
+    struct ev_loop *loop = new_loop();
+    for (uint32_t i = 0; i < N_LATENESS; i++) {
+        ev_now_update(loop);   /* libev's deadline: its cached clock + delay */
+        lat.due_ns[i] = now_ns() + delay[i] * 1000000ull;
+        ev_timer_init(&t[i], on_late, delay[i] / 1e3, 0.);
+        t[i].data = (void *)(uintptr_t)i;
+        ev_timer_start(loop, &t[i]);
+    }
+    ev_run(loop, 0);
+    report_lateness(&lat);
+}
+
 /* ---- timers_cancel ---------------------------------------------------------- */
 static void timers_cancel(void)
 {
@@ -145,7 +170,7 @@ int main(int argc, char **argv)
     static const struct workload w[] = {
         { "timers_fire", timers_fire }, { "timers_cancel", timers_cancel },
         { "cross_thread_post", cross_thread_post }, { "fd_pingpong", fd_pingpong },
-        { "wakeup_latency", wakeup_latency }, { "memory", memory }, { NULL, NULL },
+        { "wakeup_latency", wakeup_latency }, { "memory", memory }, { "timer_lateness", timer_lateness }, { NULL, NULL },
     };
     return bench_main(argc, argv, "libev", w);
 }

@@ -44,6 +44,31 @@ static void timers_fire(void)
     report_timers_fire(s, fired);
 }
 
+/* ---- timer_lateness --------------------------------------------------------- */
+static struct lateness lat;
+
+static void on_late(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what;
+    lateness_fired(&lat, (uint32_t)(uintptr_t)arg);
+}
+
+static void timer_lateness(void)
+{
+    uint32_t *delay = gen_delays(N_LATENESS, 1, LATENESS_MAX_MS);
+    struct event *ev = xcalloc(N_LATENESS, sizeof *ev);
+    struct event_base *base = new_base();
+    for (uint32_t i = 0; i < N_LATENESS; i++) {
+        struct timeval tv = ms_tv(delay[i]);
+        /* libevent's default clock is CLOCK_MONOTONIC_COARSE: it may fire early */
+        lat.due_ns[i] = now_ns() + delay[i] * 1000000ull;
+        check(event_assign(&ev[i], base, -1, 0, on_late, (void *)(uintptr_t)i) == 0);
+        check(event_add(&ev[i], &tv) == 0);
+    }
+    check(event_base_dispatch(base) == 1);
+    report_lateness(&lat);
+}
+
 /* ---- timers_cancel ---------------------------------------------------------- */
 static void timers_cancel(void)
 {
@@ -159,7 +184,7 @@ int main(int argc, char **argv)
     static const struct workload w[] = {
         { "timers_fire", timers_fire }, { "timers_cancel", timers_cancel },
         { "cross_thread_post", cross_thread_post }, { "fd_pingpong", fd_pingpong },
-        { "wakeup_latency", wakeup_latency }, { "memory", memory }, { NULL, NULL },
+        { "wakeup_latency", wakeup_latency }, { "memory", memory }, { "timer_lateness", timer_lateness }, { NULL, NULL },
     };
     return bench_main(argc, argv, "libevent", w);
 }

@@ -40,6 +40,30 @@ static void timers_fire(void)
     report_timers_fire(s, fired);
 }
 
+/* ---- timer_lateness --------------------------------------------------------- */
+static struct lateness lat;
+
+static void on_late(uv_timer_t *t)
+{
+    lateness_fired(&lat, (uint32_t)(uintptr_t)t->data);
+}
+
+static void timer_lateness(void)
+{
+    uint32_t *delay = gen_delays(N_LATENESS, 1, LATENESS_MAX_MS);
+    uv_timer_t *t = xcalloc(N_LATENESS, sizeof *t);
+    uv_loop_t *loop = new_loop();
+    for (uint32_t i = 0; i < N_LATENESS; i++) {
+        uv_update_time(loop);   /* libuv's deadline: its cached ms clock + delay */
+        lat.due_ns[i] = now_ns() + delay[i] * 1000000ull;
+        uvcheck(uv_timer_init(loop, &t[i]));
+        t[i].data = (void *)(uintptr_t)i;
+        uvcheck(uv_timer_start(&t[i], on_late, delay[i], 0));
+    }
+    uv_run(loop, UV_RUN_DEFAULT);
+    report_lateness(&lat);
+}
+
 /* ---- timers_cancel ---------------------------------------------------------- */
 static void timers_cancel(void)
 {
@@ -391,7 +415,7 @@ int main(int argc, char **argv)
     static const struct workload w[] = {
         { "timers_fire", timers_fire }, { "timers_cancel", timers_cancel },
         { "cross_thread_post", cross_thread_post }, { "fd_pingpong", fd_pingpong },
-        { "wakeup_latency", wakeup_latency }, { "memory", memory },
+        { "wakeup_latency", wakeup_latency }, { "memory", memory }, { "timer_lateness", timer_lateness },
         { "pool_roundtrip", pool_roundtrip }, { "fork_join", fork_join },
         { "spawn_before", spawn_before }, { "spawn_before_2m", spawn_before_2m },
         { "spawn_nowait", spawn_nowait }, { "spawn_thread", spawn_thread },

@@ -42,6 +42,28 @@ static void timers_fire(void)
     weft_loop_free(loop);
 }
 
+/* ---- timer_lateness --------------------------------------------------------- */
+static struct lateness lat;
+
+static void on_late(weft_loop *loop, weft_id id, void *ud)
+{
+    (void)loop; (void)id;
+    lateness_fired(&lat, (uint32_t)(uintptr_t)ud);
+}
+
+static void timer_lateness(void)
+{
+    uint32_t *delay = gen_delays(N_LATENESS, 1, LATENESS_MAX_MS);
+    weft_loop *loop = new_loop();
+    for (uint32_t i = 0; i < N_LATENESS; i++) {
+        lat.due_ns[i] = now_ns() + delay[i] * 1000000ull;
+        idcheck(weft_timer_after(loop, delay[i], on_late, (void *)(uintptr_t)i, NULL));
+    }
+    wcheck(weft_loop_run(loop, WEFT_RUN_DEFAULT));
+    report_lateness(&lat);
+    weft_loop_free(loop);
+}
+
 /* ---- timers_cancel ---------------------------------------------------------- */
 static void timers_cancel(void)
 {
@@ -796,7 +818,7 @@ int main(int argc, char **argv)
     static const struct workload w[] = {
         { "timers_fire", timers_fire }, { "timers_cancel", timers_cancel },
         { "cross_thread_post", cross_thread_post }, { "fd_pingpong", fd_pingpong },
-        { "wakeup_latency", wakeup_latency }, { "memory", memory },
+        { "wakeup_latency", wakeup_latency }, { "memory", memory }, { "timer_lateness", timer_lateness },
         { "pool_roundtrip", pool_roundtrip }, { "fork_join", fork_join },
         { "spawn_before", spawn_before }, { "spawn_before_2m", spawn_before_2m },
         { "spawn_nowait", spawn_nowait }, { "spawn_thread", spawn_thread },
