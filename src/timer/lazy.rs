@@ -197,7 +197,7 @@ mod tests {
         wheel.retain(|_| {}, |e| e.index >= 50);
         assert_eq!(wheel.len(), 50);
         let next = wheel.next_deadline_ns().unwrap();
-        assert!(next >= 510_000_000 && next < 510_000_000 + TICK_NS, "{next}");
+        assert!((510_000_000..510_000_000 + TICK_NS).contains(&next), "{next}");
         wheel.clear();
         assert_eq!(wheel.next_deadline_ns(), None);
         assert!(wheel.is_empty());

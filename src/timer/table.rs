@@ -197,7 +197,7 @@ impl<H> Table<H> {
     #[inline]
     pub fn prefetch(&self, index: u32) {
         if index < self.count.load(Relaxed) {
-            crate::task::prefetch((self.owned(index) as *const Record<H>).cast());
+            prefetch((self.owned(index) as *const Record<H>).cast());
         }
     }
 
@@ -311,7 +311,7 @@ impl<H> Table<H> {
     #[cold]
     fn drop_stale(&self, own: &mut OwnTimers) {
         let mut wheel = std::mem::replace(&mut own.wheel, super::LazyWheel::new(0));
-        let ahead = |entry: &super::Entry| crate::task::prefetch((self.owned(entry.index) as *const Record<H>).cast());
+        let ahead = |entry: &super::Entry| prefetch((self.owned(entry.index) as *const Record<H>).cast());
         wheel.retain(ahead, |entry| match self.begin_check(own, entry.index, entry.generation) {
             Check::Live => true,
             Check::Over => false,
@@ -464,6 +464,20 @@ impl<H> Table<H> {
         own.stale = 0;
         handlers
     }
+}
+
+/// Asks the CPU to fetch the cache line at `p` (a hint; nothing on other targets). The
+/// same as `crate::task::prefetch`, which this module cannot import (task depends on
+/// process, which depends on timer).
+#[inline(always)]
+fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint: it never faults, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 enum Check {
