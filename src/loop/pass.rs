@@ -344,6 +344,13 @@ impl<H: Handler> Loop<H> {
             }
         }
 
+        // An owner's timer scheduled (or an `every` timer re-armed) in this pass earlier
+        // than the wake-up is armed: `run(NoWait)` returns to a host that waits on the
+        // loop's fd, which must turn readable at that deadline.
+        if self.own_next.load(Relaxed) < self.armed_hint.load(SeqCst) {
+            self.rearm(&mut self.lock());
+        }
+
         // After a burst, the pass's buffers give back what this pass did not need (a
         // few compares when nothing is to be shrunk; see `crate::shrink`). The inbox's
         // buffers (the batch is one of the two it swaps) shrink only in a pass that
@@ -380,9 +387,10 @@ impl<H: Handler> Loop<H> {
             let (mut handler, interval_ns) = match begun {
                 timer::Begin::Call { handler, interval_ns } => (handler, interval_ns),
                 timer::Begin::Reclaimed => {
-                    self.timers_foreign.fetch_sub(1, SeqCst);
                     // SAFETY: as above.
-                    self.timers_live.store(unsafe { self.own() }.timers.live(), Relaxed);
+                    let own = unsafe { self.own() };
+                    self.count_reclaimed(own);
+                    self.timers_live.store(own.timers.live(), Relaxed);
                     continue;
                 }
                 timer::Begin::Stale => continue,

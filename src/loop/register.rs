@@ -120,6 +120,15 @@ impl<H: Handler> Loop<H> {
         Some(slots::timer_id(self.tag, index, generation))
     }
 
+    /// Counts down the timers other threads cancelled whose records the owner has
+    /// reclaimed. Owner.
+    pub(super) fn count_reclaimed(&self, own: &mut Own<H>) {
+        let reclaimed = own.timers.take_reclaimed();
+        if reclaimed > 0 {
+            self.timers_foreign.fetch_sub(reclaimed, SeqCst);
+        }
+    }
+
     /// Publishes when the owner's wheel next has work (see the module comment). Owner.
     pub(super) fn publish_own_next(&self, own: &Own<H>) {
         let next = own.timers.wheel.next_deadline_ns().unwrap_or(u64::MAX);
@@ -133,6 +142,7 @@ impl<H: Handler> Loop<H> {
     fn cancel_timer(&self, id: Id, index: u32, generation: u32) -> Result<()> {
         let owned = self.as_owner(|own, _| {
             let result = self.timers.cancel_owned(&mut own.timers, index, generation);
+            self.count_reclaimed(own);
             if result.is_ok() {
                 self.timers_live.store(own.timers.live(), Relaxed);
                 if own.timers.wheel.is_empty() {

@@ -107,11 +107,21 @@ pub struct OwnTimers {
     /// Entries in the wheel whose timer the owner ended (cancelled) before they came
     /// out of it.
     stale: usize,
+    /// Records of timers other threads cancelled that the owner has reclaimed since it
+    /// last looked ([`take_reclaimed`](Self::take_reclaimed)).
+    reclaimed: usize,
 }
 
 impl OwnTimers {
     pub fn new(base_ns: u64) -> OwnTimers {
-        OwnTimers { wheel: super::LazyWheel::new(base_ns), free_head: NIL, live: 0, stale: 0 }
+        OwnTimers { wheel: super::LazyWheel::new(base_ns), free_head: NIL, live: 0, stale: 0, reclaimed: 0 }
+    }
+
+    /// How many records of timers other threads cancelled were reclaimed since the last
+    /// call (when a cancelled timer's entry came out of the wheel, or stale entries were
+    /// dropped).
+    pub fn take_reclaimed(&mut self) -> usize {
+        std::mem::take(&mut self.reclaimed)
     }
 
     pub fn live(&self) -> usize {
@@ -333,6 +343,7 @@ impl<H> Table<H> {
                 CLAIMED => crate::sync::yield_now(),
                 CANCELLED => {
                     self.release(own, index, generation, Relaxed);
+                    own.reclaimed += 1;
                     return Check::Over;
                 }
                 FREE => return Check::Over,
@@ -515,6 +526,7 @@ mod tests {
         assert_eq!(table.cancel_foreign(a, ga), Err(()));
         assert_eq!(table.cancel_owned(&mut own, a, ga), Err(()));
         assert!(matches!(table.begin(&mut own, a, ga), Begin::Reclaimed));
+        assert_eq!(own.take_reclaimed(), 1);
         assert_eq!(own.live(), 1);
         // b fires, is cancelled in its call, and ends when the call returns.
         let Begin::Call { handler, interval_ns: 5 } = table.begin(&mut own, b, gb) else { panic!() };

@@ -601,3 +601,59 @@ TEST(cancel_of_the_last_timer_from_another_thread_ends_run_default) {
     weft_loop_free(c.lp);
     CHECK_EQ(atomic_load(&c.t.frees), 1);
 }
+
+/* A timer cancelled from another thread while the loop runs is reclaimed by the loop
+ * later: when its deadline comes, or when the loop's own cancels make it drop stale
+ * entries (here: 10000 timers scheduled and cancelled in a callback). Either way the
+ * loop must keep counting what is still registered: run(DEFAULT) keeps running for a
+ * timer scheduled after that, and returns once it has fired. */
+typedef struct {
+    weft_loop *lp;
+    weft_id victim;
+    int rc;
+    timed victim_t, later_t;
+    _Atomic int cancelled;
+} reclaim_case;
+
+static void *cancel_victim(void *arg) {
+    reclaim_case *r = (reclaim_case *)arg;
+    sleep_ms(10);
+    r->rc = weft_cancel(r->lp, r->victim);
+    atomic_store(&r->cancelled, 1);
+    return NULL;
+}
+
+static void noop_cb(weft_loop *lp, weft_id id, void *ud) { (void)lp, (void)id, (void)ud; }
+
+static void churn_then_schedule(weft_loop *lp, weft_id id, void *ud) {
+    (void)id;
+    reclaim_case *r = (reclaim_case *)ud;
+    while (!atomic_load(&r->cancelled)) sleep_ms(1);
+    enum { N = 10000 };
+    static weft_id ids[N];
+    for (int i = 0; i < N; i++) ids[i] = CHECK_ID(weft_timer_after(lp, 60000, noop_cb, NULL, NULL));
+    for (int i = 0; i < N; i++) CHECK_OK(weft_cancel(lp, ids[i]));
+    r->later_t.registered_ns = now_ns();
+    r->later_t.delay_ms = 50;
+    CHECK_ID(weft_timer_after(lp, 50, timed_cb, &r->later_t, timed_free));
+}
+
+TEST(timers_cancelled_from_another_thread_are_reclaimed_and_the_rest_still_counts) {
+    reclaim_case r;
+    memset(&r, 0, sizeof r);
+    r.lp = weft_loop_new();
+    REQUIRE(r.lp != NULL);
+    r.victim = CHECK_ID(weft_timer_after(r.lp, 60000, timed_cb, &r.victim_t, timed_free));
+    CHECK_ID(weft_timer_after(r.lp, 30, churn_then_schedule, &r, NULL));
+    pthread_t th;
+    pthread_create(&th, NULL, cancel_victim, &r);
+    CHECK_OK(weft_loop_run(r.lp, WEFT_RUN_DEFAULT));
+    pthread_join(th, NULL);
+    CHECK_EQ(r.rc, WEFT_OK);
+    CHECK_EQ(atomic_load(&r.victim_t.calls), 0);
+    CHECK_EQ(atomic_load(&r.victim_t.frees), 1);
+    CHECK_EQ(atomic_load(&r.later_t.calls), 1);
+    CHECK_EQ(atomic_load(&r.later_t.frees), 1);
+    CHECK_EQ(weft_loop_timeout_ms(r.lp), -1);
+    weft_loop_free(r.lp);
+}
