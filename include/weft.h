@@ -376,9 +376,12 @@ int weft_loop_alive(const struct weft_loop *lp);
 weft_id weft_post(struct weft_loop *lp, weft_cb cb, void *user_data, weft_free_fn free_fn);
 
 // Calls `cb` once on the loop thread, `delay_ms` milliseconds from now (0: the next
-// pass). Never early: the deadline is the monotonic clock at this call plus the delay,
-// and the loop has 1 ms granularity, so it fires within about a millisecond after the
-// deadline when the loop is not busy. `free_fn` runs after the callback. Any thread.
+// pass). Never early: the deadline is the monotonic clock at this call plus the delay.
+// The loop wakes at the first 65.5 us tick after the earliest deadline, so on an idle
+// loop a timer fires about 0.1 ms after its deadline; a loop that has just fired many
+// timers lets the next ones gather, up to 1 ms. `free_fn` runs after the callback. The
+// loop's owner (see `weft_spawn`) schedules and cancels timers without a lock. Any
+// thread.
 // Returns the timer's id, or 0: `WEFT_ERR_NULL`, `WEFT_ERR_INVALID` (delay above about
 // 397 days, 2^35 - 1 ms), `WEFT_ERR_CLOSED`.
 weft_id weft_timer_after(struct weft_loop *lp,

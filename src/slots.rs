@@ -8,7 +8,7 @@
 //! ```text
 //!  63        52 51  50 49          24 23         0
 //! ┌────────────┬──────┬──────────────┬────────────┐
-//! │ loop tag   │ kind │  generation  │   index    │   slot (00) and task (11) ids
+//! │ loop tag   │ kind │  generation  │   index    │   slot (00), timer (01), task (11)
 //! ├────────────┼──────┼──────────────┴────────────┤
 //! │ loop tag   │  10  │         sequence          │   post ids
 //! └────────────┴──────┴───────────────────────────┘
@@ -17,7 +17,8 @@
 //! The kind says what the rest means: `00` a registration in the loop's slab (timers,
 //! watches, subscriptions, tasks spawned from other threads); `10` a post, numbered in
 //! queue order; `11` a task the loop spawned from its own thread, in its task table
-//! (see `crate::task::Table`); `01` names nothing. Generations are 26 bits.
+//! (see `crate::task::Table`); `01` a timer the loop's owner scheduled, in its timer
+//! table (see `crate::timer::Table`). Generations are 26 bits.
 
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Mutex;
@@ -34,6 +35,7 @@ const KIND_SHIFT: u32 = INDEX_BITS + GEN_BITS;
 const KIND_MASK: u64 = 0b11 << KIND_SHIFT;
 /// The kinds (bits 51..50).
 const SLOT: u64 = 0b00 << KIND_SHIFT;
+const TIMER: u64 = 0b01 << KIND_SHIFT;
 const POST: u64 = 0b10 << KIND_SHIFT;
 const TASK: u64 = 0b11 << KIND_SHIFT;
 const SEQ_MASK: u64 = (1 << KIND_SHIFT) - 1;
@@ -77,6 +79,7 @@ pub enum IdKind {
     Slot { index: u32, generation: u32 },
     Post { seq: u64 },
     Task { index: u32, generation: u32 },
+    Timer { index: u32, generation: u32 },
 }
 
 pub fn decode(tag: u16, id: Id) -> Option<IdKind> {
@@ -89,8 +92,13 @@ pub fn decode(tag: u16, id: Id) -> Option<IdKind> {
         SLOT => Some(IdKind::Slot { index, generation }),
         POST => Some(IdKind::Post { seq: id & SEQ_MASK }),
         TASK => Some(IdKind::Task { index, generation }),
-        _ => None,
+        _ => Some(IdKind::Timer { index, generation }),
     }
+}
+
+/// The id of the owner's timer in record `index` of its loop's timer table.
+pub fn timer_id(tag: u16, index: u32, generation: u32) -> Id {
+    (tag as u64) << TAG_SHIFT | TIMER | ((generation & TASK_GEN_MASK) as u64) << INDEX_BITS | index as u64
 }
 
 pub fn post_id(tag: u16, seq: u64) -> Id {
@@ -355,8 +363,10 @@ mod tests {
         assert_eq!(decode(1, tagged(1, next_task_id(task).unwrap())), Some(IdKind::Task { index: 9, generation: 4 }));
         assert_eq!(next_task_id(untagged_task_id(9, TASK_GEN_MASK)), None, "retired");
         assert!(is_task_id(task) && !is_task_id(post_id(1, 5)) && !is_task_id(id));
-        assert_eq!(decode(1, 1 << TAG_SHIFT | 0b01 << KIND_SHIFT | 5), None, "kind 01 names nothing");
-        assert_eq!(decode(1, id | 1 << 50), None, "a slot id with its kind changed");
+        assert_eq!(decode(1, timer_id(1, 5, 7)), Some(IdKind::Timer { index: 5, generation: 7 }));
+        assert_eq!(decode(2, timer_id(1, 5, 7)), None);
+        assert!(!is_task_id(timer_id(1, 5, 7)));
+        assert!(matches!(decode(1, id | 1 << 50), Some(IdKind::Timer { .. })), "a slot id with its kind changed");
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod inbox;
 mod signal;
 mod sleep;
 mod table;
+mod timers;
 
 use std::os::fd::RawFd;
 

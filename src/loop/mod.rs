@@ -70,7 +70,7 @@ use crate::signal;
 use crate::slots::{self, Generational, Id, Slab};
 use crate::sys::{self, Bell, Events, Outer, Poller, TimerWake, WaitSlot};
 use crate::task::{self, TaskCell, TaskRef, TaskWork};
-use crate::timer::Wheel;
+use crate::timer::{self, Wheel};
 use crate::watch::FdTable;
 use owner::Owner;
 use std::ffi::CStr;
@@ -263,7 +263,7 @@ struct Core<H: Handler> {
     /// the pass's wait is stale, not a sign of a polluted set.
     unwatched: Vec<RawFd>,
     wheel: Wheel,
-    /// The deadline the timer wake-up is armed for.
+    /// The deadline the timer wake-up is armed for (also in `Loop::armed_hint`).
     armed_ns: Option<u64>,
     fds: FdTable,
     subscriptions: bus::Index,
@@ -293,6 +293,8 @@ struct Runner<H: Handler> {
     ids: Vec<(Id, u32)>,
     batch: std::collections::VecDeque<Record<H>>,
     indices: Vec<u32>,
+    /// The owner's timers due in this pass.
+    due: Vec<timer::Entry>,
     /// Keys of process tasks ready in this pass.
     procs: Vec<u64>,
     /// Task cells given back and not yet served (oldest first), in groups that may be
@@ -359,6 +361,20 @@ pub struct Loop<H: Handler> {
     owner: Owner<H>,
     /// How many tasks of the table are live: written by the owner, read by `alive`.
     table_live: AtomicUsize,
+    /// The owner's timers (register.rs): their records, which any thread may cancel.
+    timers: timer::Table<H>,
+    /// How many of them are live (written by the owner), and how many of those other
+    /// threads cancelled and the owner has not yet met: `alive` tells from the two.
+    timers_live: AtomicUsize,
+    timers_foreign: AtomicUsize,
+    /// When the owner's wheel next has work (u64::MAX: never), published by the owner
+    /// for `rearm` and `timeout_ms`, which take the earlier of it and the core wheel's.
+    own_next: AtomicU64,
+    /// The earlier of the wheels' next deadlines when the wake-up was last armed
+    /// (u64::MAX: none), for the owner to read without the lock.
+    armed_hint: AtomicU64,
+    /// The timer wake-up is armed no earlier than this (register.rs: pacing).
+    pace_ns: AtomicU64,
 }
 
 /// A number for the calling thread, unique in the process (never 0).
@@ -438,6 +454,7 @@ impl<H: Handler> Loop<H> {
                 ids: Vec::new(),
                 batch: Default::default(),
                 indices: Vec::new(),
+                due: Vec::new(),
                 procs: Vec::new(),
                 done: Default::default(),
                 groups: Default::default(),
@@ -454,6 +471,12 @@ impl<H: Handler> Loop<H> {
             table: Default::default(),
             owner: Default::default(),
             table_live: AtomicUsize::new(0),
+            timers: Default::default(),
+            timers_live: AtomicUsize::new(0),
+            timers_foreign: AtomicUsize::new(0),
+            own_next: AtomicU64::new(u64::MAX),
+            armed_hint: AtomicU64::new(u64::MAX),
+            pace_ns: AtomicU64::new(0),
         })
     }
 
@@ -584,6 +607,12 @@ impl<H: Handler> Loop<H> {
             }
             self.table_live.store(0, Relaxed);
             drop(live);
+            // The owner's timers: their handlers are dropped below, without the borrow.
+            let timers = self.timers.end_all(&mut own.timers);
+            self.timers_live.store(0, Relaxed);
+            self.timers_foreign.store(0, Relaxed);
+            self.own_next.store(u64::MAX, SeqCst);
+            drop(timers);
             // The loop's feeders: their jobs move to their pools' injectors.
             let pools = std::mem::take(&mut own.pools);
             drop(pools);

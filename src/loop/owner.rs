@@ -1,6 +1,6 @@
 //! The loop's owner: the one thread at a time that may touch [`Own`], the state that
 //! registrations made without the core lock live in (today: tasks of the task table,
-//! their `done` handlers and the loop's own feeders of its pools).
+//! their `done` handlers and the loop's own feeders of its pools; the owner's timers).
 //!
 //! # Who owns the loop
 //!
@@ -43,6 +43,8 @@ pub(super) struct Own<H: Handler> {
     /// Pools spawned on by the owner, by key (as `Core::pools`), with the (staging)
     /// feeder of a CPU pool; checked against the pool epoch.
     pub(super) pools: Vec<CachedPool<Box<pool::Feeder>>>,
+    /// The owner's timers: their wheel and free records (register.rs).
+    pub(super) timers: crate::timer::OwnTimers,
 }
 
 /// The owner's state and the gate (see the module comment).
@@ -63,6 +65,7 @@ impl<H: Handler> Default for Owner<H> {
                 lender: Default::default(),
                 handlers: Vec::new(),
                 pools: Vec::new(),
+                timers: crate::timer::OwnTimers::new(crate::sys::now_ns()),
             }),
             gate: Gate::default(),
         }

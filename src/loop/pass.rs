@@ -93,7 +93,10 @@ impl<H: Handler> Loop<H> {
 
     /// True while anything is registered or queued.
     pub fn alive(&self) -> bool {
-        self.inbox.has_records() || self.table_live.load(Relaxed) > 0 || !self.lock().entries.is_empty()
+        self.inbox.has_records()
+            || self.table_live.load(Relaxed) > 0
+            || self.timers_live.load(SeqCst) > self.timers_foreign.load(SeqCst)
+            || !self.lock().entries.is_empty()
     }
 
     /// The fd an embedding host watches: readable when `run(NoWait)` has work.
@@ -116,15 +119,34 @@ impl<H: Handler> Loop<H> {
             self.inbox.wake();
             return Ok(Some(0));
         }
-        let Some(next) = self.lock().wheel.next_deadline_ns() else { return Ok(None) };
-        Ok(Some(next.saturating_sub(sys::now_ns()).div_ceil(timer::TICK_NS)))
+        // Timers other threads cancelled stay in the owner's wheel until it meets them.
+        let own_live = self.timers_live.load(SeqCst) > self.timers_foreign.load(SeqCst);
+        let own = if own_live { self.own_next.load(SeqCst) } else { u64::MAX };
+        let next = self.lock().wheel.next_deadline_ns().map_or(own, |core| core.min(own));
+        if next == u64::MAX {
+            return Ok(None);
+        }
+        Ok(Some(next.saturating_sub(sys::now_ns()).div_ceil(timer::NS_PER_MS)))
     }
 
     /// One pass; returns how many callbacks it ran.
     fn pass(&self, runner: &mut Runner<H>, block: bool) -> Result<usize> {
         let mut ran = 0;
-        let Runner { events, ready, ids, batch, indices, procs, done, groups, dispatched, returned, deliver, spare } =
-            runner;
+        let Runner {
+            events,
+            ready,
+            ids,
+            batch,
+            indices,
+            due,
+            procs,
+            done,
+            groups,
+            dispatched,
+            returned,
+            deliver,
+            spare,
+        } = runner;
         // Wake-ups deferred by callbacks must not wait for this thread to wake.
         if block {
             pool::flush_deferred_wakeups();
@@ -132,6 +154,10 @@ impl<H: Handler> Loop<H> {
         // The inbox protocol: doze, and do not wait if records came in meanwhile.
         let queued = self.inbox.doze() || !done.is_empty();
         let block = block && !queued;
+        // An owner's timer scheduled in a callback earlier than the wake-up is armed.
+        if self.own_next.load(Relaxed) < self.armed_hint.load(SeqCst) {
+            self.rearm(&mut self.lock());
+        }
         self.inner.load().wait(events, block).map_err(io_error(sys::call::WAIT))?;
         self.inbox.wake_up();
         let (mut inbox_rang, mut timer_rang, mut signal_rang) = (false, false, false);
@@ -154,7 +180,18 @@ impl<H: Handler> Loop<H> {
             }
         }
 
-        // Timers due now.
+        // Timers due now: the owner's (without the lock), then the core's.
+        let mut now = 0;
+        due.clear();
+        {
+            // SAFETY: on the loop's thread, no callback running; the borrow ends here.
+            let own = unsafe { self.own() };
+            if !own.timers.wheel.is_empty() || timer_rang {
+                now = sys::now_ns();
+                own.timers.wheel.poll(now, due);
+                self.publish_own_next(own);
+            }
+        }
         {
             let mut core = self.lock();
             let core = &mut *core;
@@ -169,15 +206,26 @@ impl<H: Handler> Loop<H> {
             // With no timers and no expiry to account for, skip the clock read. (After
             // an expiry, rearm must run even with no timers left: `armed_ns` has to stop
             // naming a deadline the timer wake-up has already passed.)
-            if !core.wheel.is_empty() || timer_rang {
-                core.wheel.poll(sys::now_ns(), indices);
+            if !core.wheel.is_empty() || timer_rang || now != 0 {
+                if now == 0 {
+                    now = sys::now_ns();
+                }
+                core.wheel.poll(now, indices);
                 ids.extend(indices.iter().map(|&i| (core.entries.id_of(i), 0)));
+                let fired = indices.len() + due.len();
+                if fired > 0 {
+                    // Pacing (register.rs): a pass that fires n timers lets the next timer
+                    // wake-up wait up to n * 8 µs, at most 1 ms.
+                    let gap = (fired as u64 * timer::PACE_NS_PER_TIMER).min(timer::NS_PER_MS);
+                    self.pace_ns.store(now + gap, Relaxed);
+                }
                 self.rearm(core);
             }
         }
         for &(id, _) in ids.iter() {
             ran += self.dispatch(id, Event::Timer) as usize;
         }
+        ran += self.fire_owned(due, now);
 
         // Ready fds: each watcher gets the part of the report it asked for.
         for &(fd, bits) in ready.iter() {
@@ -245,7 +293,12 @@ impl<H: Handler> Loop<H> {
                         // SAFETY: on the loop's thread, no callback running.
                         let lent = unsafe { self.own() }.lender.lent();
                         let core = self.lock();
-                        (core.cells.lent() + lent - (*returned + taken as u64), core.wheel.next_deadline_ns())
+                        let own_next = Some(self.own_next.load(Relaxed)).filter(|&n| n != u64::MAX);
+                        let next = match (core.wheel.next_deadline_ns(), own_next) {
+                            (Some(a), Some(b)) => Some(a.min(b)),
+                            (a, b) => a.or(b),
+                        };
+                        (core.cells.lent() + lent - (*returned + taken as u64), next)
                     };
                     if out > 0 && next_timer.is_none_or(|at| at > sys::now_ns() + YIELD_TIMER_GAP_NS) {
                         std::thread::yield_now();
@@ -291,6 +344,13 @@ impl<H: Handler> Loop<H> {
             }
         }
 
+        // An owner's timer scheduled (or an `every` timer re-armed) in this pass earlier
+        // than the wake-up is armed: `run(NoWait)` returns to a host that waits on the
+        // loop's fd, which must turn readable at that deadline.
+        if self.own_next.load(Relaxed) < self.armed_hint.load(SeqCst) {
+            self.rearm(&mut self.lock());
+        }
+
         // After a burst, the pass's buffers give back what this pass did not need (a
         // few compares when nothing is to be shrunk; see `crate::shrink`). The inbox's
         // buffers (the batch is one of the two it swaps) shrink only in a pass that
@@ -306,6 +366,61 @@ impl<H: Handler> Loop<H> {
         shrink::vec(indices, indices.len());
         shrink::vec(procs, procs.len());
         Ok(ran)
+    }
+
+    /// Calls the owner's timers whose entries came out of the wheel (`due`, taken at
+    /// `now`): those still live. Returns how many were called.
+    fn fire_owned(&self, due: &[timer::Entry], now: u64) -> usize {
+        const AHEAD: usize = 8;
+        let mut ran = 0;
+        due.iter().take(AHEAD).for_each(|entry| self.timers.prefetch(entry.index));
+        for (at, &entry) in due.iter().enumerate() {
+            if let Some(later) = due.get(at + AHEAD) {
+                self.timers.prefetch(later.index);
+            }
+            let timer::Entry { deadline_ns, index, generation } = entry;
+            let begun = {
+                // SAFETY: on the loop's thread; the borrow ends before the call.
+                let own = unsafe { self.own() };
+                self.timers.begin(&mut own.timers, index, generation)
+            };
+            let (mut handler, interval_ns) = match begun {
+                timer::Begin::Call { handler, interval_ns } => (handler, interval_ns),
+                timer::Begin::Reclaimed => {
+                    // SAFETY: as above.
+                    let own = unsafe { self.own() };
+                    self.count_reclaimed(own);
+                    self.timers_live.store(own.timers.live(), Relaxed);
+                    continue;
+                }
+                timer::Begin::Stale => continue,
+            };
+            let id = slots::timer_id(self.tag, index, generation);
+            pool::deferring_wakeups(|| handler.call(self, id, Event::Timer));
+            ran += 1;
+            let over = {
+                // SAFETY: on the loop's thread, after the call; the borrow ends here.
+                let own = unsafe { self.own() };
+                let over = self.timers.finish(&mut own.timers, index, generation, handler);
+                if over.is_none() {
+                    // Fixed rate: the next call is due one interval after this one's
+                    // deadline; calls the loop was too late for are skipped.
+                    let mut next = deadline_ns + interval_ns;
+                    if next <= now {
+                        next += (now - next) / interval_ns * interval_ns + interval_ns;
+                    }
+                    own.timers.wheel.insert(timer::Entry { deadline_ns: next, index, generation });
+                    if next < self.own_next.load(Relaxed) {
+                        self.publish_own_next(own);
+                    }
+                }
+                self.timers_live.store(own.timers.live(), Relaxed);
+                over
+            };
+            // Without the borrow: its free function may call the loop.
+            drop(over);
+        }
+        ran
     }
 
     fn dispatch_signals(&self, ids: &mut Vec<(Id, u32)>) -> usize {

@@ -1,8 +1,29 @@
-//! Registrations other than tasks: timers (and the timer wake-up that follows the wheel), fd
+//! Registrations other than tasks: timers (and the timer wake-up that follows the wheels), fd
 //! and signal watches, subscriptions, posts and emits; and cancel, which ends any of
 //! them, tasks included.
+//!
+//! # Timers and the wake-up
+//!
+//! A timer scheduled by the loop's owner goes to the owner's timer table and wheel
+//! (`crate::timer`), with no lock; one scheduled by another thread (or when the table is
+//! full) goes to the slab and the core's wheel, under the lock. The timer wake-up is
+//! armed (under the lock, `rearm`) at the earlier of the two wheels' next deadlines: the
+//! core's, and `own_next`, which the owner publishes. The owner lowers `own_next` when
+//! it schedules an earlier timer; then, outside `run`, it re-arms at once if the wake-up
+//! is armed later (`armed_hint`); inside `run`, the pass does so before it waits. A
+//! `rearm` on another thread may move the wake-up later (a cancel): it stores
+//! `armed_hint` and then reads `own_next` again, while the owner stores `own_next` and
+//! then reads `armed_hint` (a Dekker pair, SeqCst): one of the two sees the other's
+//! write, so the wake-up is never left later than an owner's timer.
+//!
+//! Pacing: a pass that fires n timers sets `pace_ns` to n * 8 µs (at most 1 ms) after
+//! its start, and the wake-up is armed no earlier than that. An idle loop wakes at the
+//! tick after its next deadline; one busy with timers (a thousand per millisecond)
+//! makes a pass per millisecond, as a 1 ms wheel would, instead of one per tick. Other
+//! wake-ups (fds, posts) are not paced, and a pass fires every timer due by then.
 
 use super::children::child_in;
+use super::owner::{Own, Owned};
 use super::{registering, Core, Handler, Kind, Loop, KEY_FD};
 use crate::bus::{self, Pattern};
 use crate::error::{Code, Error, Result};
@@ -15,7 +36,7 @@ use crate::task;
 use crate::timer;
 use crate::watch;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 
 impl<H: Handler> Loop<H> {
     // ---- timers -------------------------------------------------------------------
@@ -46,14 +67,19 @@ impl<H: Handler> Loop<H> {
                 return Err(Error::invalid("interval_ms 0 must be at least 1"));
             }
             Self::check_delay("interval_ms", interval_ms)?;
-            self.add_timer(interval_ms, interval_ms * timer::TICK_NS, handler)
+            self.add_timer(interval_ms, interval_ms * timer::NS_PER_MS, handler)
         })
     }
 
     fn add_timer(&self, delay_ms: u64, interval_ns: u64, handler: &mut Option<H>) -> Result<Id> {
         self.usable()?;
         // A delay of 0 is due at once (the next pass); a deadline of 0 says so.
-        let deadline_ns = if delay_ms == 0 { 0 } else { sys::now_ns() + delay_ms * timer::TICK_NS };
+        let deadline_ns = if delay_ms == 0 { 0 } else { sys::now_ns() + delay_ms * timer::NS_PER_MS };
+        if let Some(Some(id)) =
+            self.as_owner(|own, how| self.schedule_owned(own, how, deadline_ns, interval_ns, handler))
+        {
+            return Ok(id);
+        }
         let mut core = self.lock();
         let (id, index) = self.register(&mut core, handler, Kind::Timer { interval_ns })?;
         core.wheel.insert(index, deadline_ns);
@@ -61,6 +87,89 @@ impl<H: Handler> Loop<H> {
             self.rearm(&mut core);
         }
         Ok(id)
+    }
+
+    /// The owner's timer: a record of the timer table and an entry in the owner's
+    /// wheel, no lock (but to re-arm the wake-up earlier outside `run`). None when the
+    /// table is full (the handler stays in `handler`).
+    fn schedule_owned(
+        &self,
+        own: &mut Own<H>,
+        how: Owned,
+        deadline_ns: u64,
+        interval_ns: u64,
+        handler: &mut Option<H>,
+    ) -> Option<Id> {
+        let taken = handler.take().expect("not taken yet");
+        let (index, generation) = match self.timers.schedule(&mut own.timers, taken, interval_ns) {
+            Ok(record) => record,
+            Err(back) => {
+                *handler = Some(back);
+                return None;
+            }
+        };
+        own.timers.wheel.insert(timer::Entry { deadline_ns, index, generation });
+        self.timers_live.store(own.timers.live(), Relaxed);
+        if deadline_ns < self.own_next.load(Relaxed) {
+            self.publish_own_next(own);
+            if how == Owned::Gate && self.own_next.load(Relaxed) < self.armed_hint.load(SeqCst) {
+                let mut core = self.lock();
+                self.rearm(&mut core);
+            }
+        }
+        Some(slots::timer_id(self.tag, index, generation))
+    }
+
+    /// Counts down the timers other threads cancelled whose records the owner has
+    /// reclaimed. Owner.
+    pub(super) fn count_reclaimed(&self, own: &mut Own<H>) {
+        let reclaimed = own.timers.take_reclaimed();
+        if reclaimed > 0 {
+            self.timers_foreign.fetch_sub(reclaimed, SeqCst);
+        }
+    }
+
+    /// Publishes when the owner's wheel next has work (see the module comment). Owner.
+    pub(super) fn publish_own_next(&self, own: &Own<H>) {
+        let next = own.timers.wheel.next_deadline_ns().unwrap_or(u64::MAX);
+        if next != self.own_next.load(Relaxed) {
+            self.own_next.store(next, SeqCst);
+        }
+    }
+
+    /// Cancels an owner's timer: as the owner if this thread may own the loop now, else
+    /// through the record's state (crate::timer::Table).
+    fn cancel_timer(&self, id: Id, index: u32, generation: u32) -> Result<()> {
+        let owned = self.as_owner(|own, _| {
+            let result = self.timers.cancel_owned(&mut own.timers, index, generation);
+            self.count_reclaimed(own);
+            if result.is_ok() {
+                self.timers_live.store(own.timers.live(), Relaxed);
+                if own.timers.wheel.is_empty() {
+                    self.publish_own_next(own);
+                }
+            }
+            result
+        });
+        let result = owned.unwrap_or_else(|| {
+            // Counted before the claim, so the owner, which reclaims the record after it,
+            // never counts it down first.
+            self.timers_foreign.fetch_add(1, SeqCst);
+            let result = self.timers.cancel_foreign(index, generation);
+            if !matches!(result, Ok(Some(_))) {
+                self.timers_foreign.fetch_sub(1, SeqCst);
+            }
+            result
+        });
+        let Ok(handler) = result else { return Err(Error::not_found(id)) };
+        // Dropped here, with no borrow of the owner's state: its free function may call
+        // the loop.
+        drop(handler);
+        // A run(Default) blocked with nothing left to wait for must notice and return.
+        if self.running.load(SeqCst) && !self.on_loop_thread() && !self.alive() {
+            self.inbox.wake();
+        }
+        Ok(())
     }
 
     /// Takes the entry at `index` out of the wheel, if it is there. The last one out
@@ -74,12 +183,24 @@ impl<H: Handler> Loop<H> {
         }
     }
 
-    /// Keeps the timer wake-up armed at the wheel's next deadline.
+    /// Keeps the timer wake-up armed at the earlier of the wheels' next deadlines (see
+    /// the module comment), paced: no earlier than `pace_ns`.
     pub(super) fn rearm(&self, core: &mut Core<H>) {
-        let next = core.wheel.next_deadline_ns();
-        if next != core.armed_ns {
-            self.timer.arm(next);
-            core.armed_ns = next;
+        let own = self.own_next.load(SeqCst);
+        let mut next = core.wheel.next_deadline_ns().map_or(own, |n| n.min(own));
+        loop {
+            let wanted = (next != u64::MAX).then(|| next.max(self.pace_ns.load(Relaxed)));
+            if wanted != core.armed_ns {
+                self.timer.arm(wanted);
+                core.armed_ns = wanted;
+            }
+            self.armed_hint.store(next, SeqCst);
+            // The other half of the Dekker pair with `schedule_owned`.
+            let own = self.own_next.load(SeqCst);
+            if own >= next {
+                return;
+            }
+            next = own;
         }
     }
 
@@ -120,6 +241,11 @@ impl<H: Handler> Loop<H> {
     pub fn watch_fd_modify(&self, id: Id, interest: u32) -> Result<()> {
         self.usable()?;
         watch::check_interest(interest)?;
+        if let Some(IdKind::Timer { index, generation }) = slots::decode(self.tag, id) {
+            if self.timers.is_live(index, generation) {
+                return Err(Error::invalid(format!("id {id:#x} is not an fd watch")));
+            }
+        }
         let mut core = self.lock();
         let index = self.live_index(&core, id)?;
         let Kind::Fd { fd, interest: current } = &mut core.entries.at_mut(index).kind else {
@@ -234,6 +360,7 @@ impl<H: Handler> Loop<H> {
             }
             Some(IdKind::Slot { .. }) => {}
             Some(IdKind::Task { index, .. }) => return self.cancel_owned(id, index),
+            Some(IdKind::Timer { index, generation }) => return self.cancel_timer(id, index, generation),
             None => return Err(Error::not_found(id)),
         }
         let mut core = self.lock();

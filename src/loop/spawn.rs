@@ -264,7 +264,7 @@ impl<H: Handler> Loop<H> {
             let (side, job) = TaskCell::lend(&mut core.cells, id, &self.inbox, work, timeout_ms > 0);
             core.entries.at_mut(index).kind = Kind::Task(side);
             if timeout_ms > 0 {
-                core.wheel.insert(index, sys::now_ns() + timeout_ms * timer::TICK_NS);
+                core.wheel.insert(index, sys::now_ns() + timeout_ms * timer::NS_PER_MS);
                 self.rearm(&mut core);
             }
             (id, job)

@@ -88,7 +88,7 @@ pub struct Child {
 /// The deadline of a timeout of `timeout_ms` from now (0: none).
 pub fn deadline_ns(timeout_ms: u64) -> u64 {
     if timeout_ms > 0 {
-        crate::sys::now_ns() + timeout_ms * crate::timer::TICK_NS
+        crate::sys::now_ns() + timeout_ms * crate::timer::NS_PER_MS
     } else {
         0
     }

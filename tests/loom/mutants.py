@@ -175,6 +175,36 @@ MUTANTS = {
         "            queues.queued()\n        } {}",
         "loom_sleep_last_searcher",
     ),
+    "timers: schedule publishes ARMED with Release": (
+        "src/timer/table.rs",
+        "        record.state.store(state(generation, ARMED), Release);",
+        "        record.state.store(state(generation, ARMED), Relaxed);",
+        "loom_timers_cancel_against_fire_and_reuse",
+    ),
+    "timers: a canceller's claim is Acquire": (
+        "src/timer/table.rs",
+        "            if record.state.compare_exchange(armed, state(generation, CLAIMED), Acquire, Relaxed).is_err() {",
+        "            if record.state.compare_exchange(armed, state(generation, CLAIMED), Relaxed, Relaxed).is_err() {",
+        "loom_timers_cancel_against_fire_and_reuse",
+    ),
+    "timers: a canceller stores CANCELLED with Release": (
+        "src/timer/table.rs",
+        "            record.state.store(state(generation, CANCELLED), Release);",
+        "            record.state.store(state(generation, CANCELLED), Relaxed);",
+        "loom_timers_cancel_against_fire_and_reuse",
+    ),
+    "timers: the owner waits for a claimed record": (
+        "src/timer/table.rs",
+        "                CLAIMED => crate::sync::yield_now(),\n                CANCELLED => {\n                    self.release(own, index, generation, Relaxed);",
+        "                CLAIMED | CANCELLED => {\n                    self.release(own, index, generation, Relaxed);",
+        "loom_timers_cancel_against_fire_and_reuse",
+    ),
+    "timers: firing claims the record by CAS": (
+        "src/timer/table.rs",
+        "                if record.state.compare_exchange(armed, running, Acquire, Relaxed).is_err() {\n                    continue;\n                }",
+        "                record.state.store(running, Relaxed);",
+        "loom_timers_cancel_against_fire_and_reuse",
+    ),
 }
 
 def copy_tree(tree):

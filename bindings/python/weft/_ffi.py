@@ -733,9 +733,12 @@ DOCS = {
     ),
     "weft_timer_after": (
         "Calls `cb` once on the loop thread, `delay_ms` milliseconds from now (0: the next\n"
-        "pass). Never early: the deadline is the monotonic clock at this call plus the delay,\n"
-        "and the loop has 1 ms granularity, so it fires within about a millisecond after the\n"
-        "deadline when the loop is not busy. `free_fn` runs after the callback. Any thread.\n"
+        "pass). Never early: the deadline is the monotonic clock at this call plus the delay.\n"
+        "The loop wakes at the first 65.5 us tick after the earliest deadline, so on an idle\n"
+        "loop a timer fires about 0.1 ms after its deadline; a loop that has just fired many\n"
+        "timers lets the next ones gather, up to 1 ms. `free_fn` runs after the callback. The\n"
+        "loop's owner (see `weft_spawn`) schedules and cancels timers without a lock. Any\n"
+        "thread.\n"
         "Returns the timer's id, or 0: `WEFT_ERR_NULL`, `WEFT_ERR_INVALID` (delay above about\n"
         "397 days, 2^35 - 1 ms), `WEFT_ERR_CLOSED`."
     ),

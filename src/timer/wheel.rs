@@ -1,11 +1,12 @@
-//! The timer wheel: a hierarchical timing wheel with 1 ms ticks, six levels of 64 slots
-//! (the design of Tokio's driver, written for weft). Insert and cancel are O(1); expiring
-//! costs O(1) per timer plus at most one move per level it descends.
+//! The locked wheel: a hierarchical timing wheel (the design of Tokio's driver, written
+//! for weft) for the deadlines of the loop's slab: timers scheduled by other threads,
+//! tasks' and process tasks' timeouts. Insert and cancel are O(1); expiring costs O(1)
+//! per timer plus at most one move per level it descends.
 //!
-//! Level `l` has slots of 64^l ticks, so level 0 covers the next 64 ms, level 1 the next
-//! 4 s, level 2 the next 4.5 min, ... level 5 about 2.2 years. A timer lives in the level
-//! of the highest 6-bit group in which its tick differs from `elapsed`; when the wheel
-//! reaches a higher-level slot, its timers move down ("cascade").
+//! Level `l` has slots of 64^l ticks (see `super`), so level 0 covers the next 4 ms,
+//! level 1 the next 268 ms, level 2 the next 17 s, ... A timer lives in the level of the
+//! highest 6-bit group in which its tick differs from `elapsed`; when the wheel reaches
+//! a higher-level slot, its timers move down ("cascade").
 //!
 //! Timers are entries of the loop's slab; the wheel keeps, by slab index, a 12-byte
 //! [`Link`] for each: its deadline and its position in its slot. A slot is a vector of
@@ -16,19 +17,13 @@
 //! `level_for` gives, which stays the same until the wheel reaches that slot and moves
 //! them.
 
+use super::{next_occupied, slot_for, tick_ceil, tick_floor, LEVELS, SLOTS, TICK_NS};
 use crate::shrink;
 
-pub(crate) const LEVELS: usize = 6;
-const SLOT_BITS: u32 = 6;
-const SLOTS: usize = 1 << SLOT_BITS;
 /// The slot number of "the expired slot": timers already due.
 const EXPIRED: usize = LEVELS * SLOTS;
 /// `pos` of a timer that is in no slot (new, due, or removed).
 const UNLINKED: u32 = u32::MAX;
-pub(crate) const TICK_NS: u64 = 1_000_000;
-/// The longest delay the wheel takes: 2^35 ms, about 397 days. Keeping delays under half
-/// the top level's span keeps every timer within one turn of the top level.
-pub(crate) const MAX_DELAY_MS: u64 = (1 << 35) - 1;
 
 /// A timer's deadline (two u32 halves, to keep the link at 12 bytes) and its position in
 /// its slot.
@@ -95,30 +90,13 @@ impl Wheel {
         self.links.get(index as usize).is_some_and(|l| l.pos != UNLINKED)
     }
 
-    /// The tick at or after `ns`: the first tick at which a deadline of `ns` may fire.
-    fn tick_ceil(&self, ns: u64) -> u64 {
-        ns.saturating_sub(self.base_ns).div_ceil(TICK_NS)
-    }
-
-    fn tick_floor(&self, ns: u64) -> u64 {
-        ns.saturating_sub(self.base_ns) / TICK_NS
-    }
-
-    /// The level a timer due at tick `when` belongs to.
-    fn level_for(&self, when: u64) -> usize {
-        let masked = (self.elapsed ^ when) | (SLOTS as u64 - 1);
-        let significant = 63 - masked.leading_zeros() as usize;
-        (significant / SLOT_BITS as usize).min(LEVELS - 1)
-    }
-
     /// The slot (level * SLOTS + slot, or EXPIRED) of a timer with this deadline.
     fn place(&self, deadline_ns: u64) -> usize {
-        let when = self.tick_ceil(deadline_ns);
+        let when = tick_ceil(self.base_ns, deadline_ns);
         if when <= self.elapsed {
             return EXPIRED;
         }
-        let level = self.level_for(when);
-        level * SLOTS + ((when >> (level as u32 * SLOT_BITS)) as usize & (SLOTS - 1))
+        slot_for(self.elapsed, when)
     }
 
     /// Adds the timer at slab index `index`, due at `deadline_ns`.
@@ -172,23 +150,7 @@ impl Wheel {
         if !self.slots[EXPIRED].is_empty() {
             return Some((EXPIRED, self.elapsed));
         }
-        for (level, &occupied) in self.occupied.iter().enumerate() {
-            if occupied == 0 {
-                continue;
-            }
-            let shift = level as u32 * SLOT_BITS;
-            let slot_range = 1u64 << shift;
-            let level_range = slot_range << SLOT_BITS;
-            let pos = ((self.elapsed >> shift) as usize) & (SLOTS - 1);
-            let slot = (pos + occupied.rotate_right(pos as u32).trailing_zeros() as usize) % SLOTS;
-            let level_start = self.elapsed & !(level_range - 1);
-            let mut deadline = level_start + slot as u64 * slot_range;
-            if slot < pos {
-                deadline += level_range;
-            }
-            return Some((level * SLOTS + slot, deadline.max(self.elapsed)));
-        }
-        None
+        next_occupied(self.elapsed, &self.occupied)
     }
 
     /// Gives back the links of indices at or above `slots` (the slab's slot count: no
@@ -210,14 +172,14 @@ impl Wheel {
             tick
         } else {
             // A slot of a higher level: its timers are due no earlier than its minimum.
-            tick.max(self.tick_ceil(self.slot_min[slot]))
+            tick.max(tick_ceil(self.base_ns, self.slot_min[slot]))
         };
         Some(self.base_ns + tick * TICK_NS)
     }
 
     /// Moves every timer due at `now_ns` into `due` (unlinked), cascading as it goes.
     pub fn poll(&mut self, now_ns: u64, due: &mut Vec<u32>) {
-        let now = self.tick_floor(now_ns);
+        let now = tick_floor(self.base_ns, now_ns);
         while let Some((slot, tick)) = self.next_expiration() {
             if tick > now {
                 break;
@@ -255,6 +217,7 @@ impl Wheel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::timer::MAX_DELAY_MS;
 
     fn run_until(wheel: &mut Wheel, end_ns: u64, step_ns: u64) -> Vec<(u32, u64)> {
         let mut fired = Vec::new();
@@ -300,6 +263,7 @@ mod tests {
 
     #[test]
     fn removed_timers_never_fire_and_past_deadlines_fire_at_once() {
+        const MS: u64 = 1 << 20;
         let mut wheel = Wheel::new(0);
         for i in 0..300 {
             wheel.insert(i, i as u64 * 7_000_000);
@@ -307,15 +271,15 @@ mod tests {
         for i in (0..300).step_by(2) {
             wheel.remove(i);
         }
-        let fired = run_until(&mut wheel, 2_200 * TICK_NS, TICK_NS);
+        let fired = run_until(&mut wheel, 2_200 * MS, TICK_NS);
         assert_eq!(fired.len(), 150);
         assert!(fired.iter().all(|(i, _)| i % 2 == 1));
 
         // A deadline behind `elapsed` goes to the expired list and is due immediately.
-        wheel.insert(0, 5 * TICK_NS);
-        assert_eq!(wheel.next_deadline_ns(), Some(2_200 * TICK_NS));
+        wheel.insert(0, 5 * MS);
+        assert_eq!(wheel.next_deadline_ns(), Some(2_200 * MS));
         let mut due = Vec::new();
-        wheel.poll(2_200 * TICK_NS, &mut due);
+        wheel.poll(2_200 * MS, &mut due);
         assert_eq!(due, vec![0]);
     }
 
@@ -390,7 +354,7 @@ mod tests {
         let base = 0;
         let mut wheel = Wheel::new(base);
         let mut due = Vec::new();
-        let start = ((1u64 << 36) - 3) * TICK_NS;
+        let start = ((1u64 << (LEVELS * 6)) - 3) * TICK_NS;
         wheel.poll(start, &mut due);
         for (i, delay) in [1u64, 5, 70, 5000, 1 << 20, MAX_DELAY_MS].iter().enumerate() {
             wheel.insert(i as u32, start + delay * TICK_NS);

@@ -1,0 +1,98 @@
+//! The owner's timer records against cancels from other threads (see
+//! `crate::timer::Table`): a timer's handler is taken exactly once (by a cancel or by the
+//! owner's call), a cancel answers Ok only for a timer that then never starts (a one-shot)
+//! or starts no more (an `every` in its call), and the owner reuses a record only once a
+//! canceller is done with its handler.
+
+use super::model;
+use crate::timer::{Begin, OwnTimers, Table};
+use loom::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use loom::sync::Arc as LoomArc;
+use loom::thread;
+
+/// A handler that counts its drops (its end: `free_fn` in C).
+struct Handler(LoomArc<AtomicUsize>);
+
+impl Drop for Handler {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, SeqCst);
+    }
+}
+
+/// The owner schedules a one-shot timer A and fires it while another thread cancels it
+/// (by A's id, known beforehand: the first record's first generation), from before A is
+/// scheduled; then the owner schedules B, which reuses A's record when A is over (so a
+/// canceller still reading A's handler would race with B's write).
+#[test]
+fn loom_timers_cancel_against_fire_and_reuse() {
+    model(|| {
+        let table = LoomArc::new(Table::<Handler>::default());
+        let mut own = OwnTimers::new(0);
+        let drops = LoomArc::new(AtomicUsize::new(0));
+        let (a, ga) = (0, 1);
+        let canceller = {
+            let table = table.clone();
+            thread::spawn(move || table.cancel_foreign(a, ga).map(|handler| handler.is_some()))
+        };
+        assert_eq!(table.schedule(&mut own, Handler(drops.clone()), 0).ok(), Some((a, ga)));
+        let called = match table.begin(&mut own, a, ga) {
+            Begin::Call { handler, .. } => {
+                let over = table.finish(&mut own, a, ga, handler);
+                assert!(over.is_some(), "a one-shot timer is over after its call");
+                true
+            }
+            Begin::Reclaimed => false,
+            Begin::Stale => {
+                // The canceller holds the record (CLAIMED): the owner met it mid-move.
+                unreachable!("the owner waits for a claimed record")
+            }
+        };
+        let (b, _) = table.schedule(&mut own, Handler(drops.clone()), 0).ok().expect("room");
+        let cancelled = canceller.join().unwrap();
+        match cancelled {
+            Ok(true) => assert!(!called, "cancelled, then called"),
+            Ok(false) => unreachable!("a one-shot timer has no EVERY phase"),
+            Err(()) => assert!(called, "neither called nor cancelled"),
+        }
+        if !called {
+            assert_eq!(b, a, "a reclaimed record is reused");
+        }
+        assert_eq!(drops.load(SeqCst), 1, "A's handler ended exactly once");
+        drop(table.end_all(&mut own));
+        assert_eq!(drops.load(SeqCst), 2);
+    });
+}
+
+/// An `every` timer in its call, cancelled by another thread: Ok, and the owner ends it
+/// after the call; or the cancel comes after the call put it back (ARMED), and takes it.
+#[test]
+fn loom_timers_cancel_of_an_every_timer_in_its_call() {
+    model(|| {
+        let table = LoomArc::new(Table::<Handler>::default());
+        let mut own = OwnTimers::new(0);
+        let drops = LoomArc::new(AtomicUsize::new(0));
+        let (a, ga) = table.schedule(&mut own, Handler(drops.clone()), 5).ok().expect("room");
+        let Begin::Call { handler, interval_ns: 5 } = table.begin(&mut own, a, ga) else {
+            unreachable!("nobody else touched it yet")
+        };
+        let canceller = {
+            let table = table.clone();
+            thread::spawn(move || table.cancel_foreign(a, ga).map(|handler| handler.is_some()))
+        };
+        let over = table.finish(&mut own, a, ga, handler);
+        let ended_by_owner = over.is_some();
+        drop(over);
+        let cancelled = canceller.join().unwrap();
+        assert!(cancelled.is_ok(), "a live every timer is always found");
+        if !ended_by_owner {
+            // Re-armed before the cancel came: the cancel took the handler, and the owner
+            // reclaims the record when it meets it.
+            assert_eq!(cancelled, Ok(true));
+            assert!(matches!(table.begin(&mut own, a, ga), Begin::Reclaimed));
+        } else {
+            assert_eq!(cancelled, Ok(false));
+        }
+        assert_eq!(drops.load(SeqCst), 1);
+        assert_eq!(own.live(), 0);
+    });
+}
