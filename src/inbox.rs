@@ -1,64 +1,86 @@
 //! The inbox: how other threads hand work to a loop (posts and emitted events today,
 //! finished tasks later), with one wake-up per batch rather than one per record.
 //!
+//! # Records
+//!
+//! Posts, events and other records travel through [`queue::Records`], a queue of
+//! blocks of slots with no lock per record (its protocol is in `src/inbox/queue.rs`):
+//! a producer claims a position with one compare-and-swap and publishes its record with
+//! the slot's state; the consumer takes records in position order. A record's position
+//! is its number (a post's id holds it).
+//!
 //! # Wake-up protocol
 //!
-//! State: `queue` (records, under a mutex), `queued` (whether it holds any), `awake`
-//! (the consumer is in a pass and will look at the queue again before it sleeps), and
-//! `bell` (a [`sys::Bell`] in the loop's poller, edge-triggered, so it also wakes an
-//! embedding host: each ring is one edge, consumed by the loop's next wait; the bell is
-//! never drained, which [`sys::Bell`] allows when edge-triggered).
+//! State: the queue's tail index (producers' claims), `sleep` (AWAKE: the consumer is in
+//! a pass and will look at the queue again before it sleeps; ASLEEP: it may be waiting;
+//! RUNG: it may be waiting and a producer has rung since it dozed), and `bell` (a
+//! [`sys::Bell`] in the loop's poller, edge-triggered, so it also wakes an embedding
+//! host: each ring is one edge, consumed by the loop's next wait; the bell is never
+//! drained, which [`sys::Bell`] allows when edge-triggered).
 //!
 //! Producer (any thread):
-//!   1. lock `queue`; if it was empty, `queued = true` (SeqCst); push; unlock;
-//!   2. if it was empty and `awake` is false (SeqCst load), ring `bell`.
+//!   1. claim a position: a SeqCst read-modify-write of the tail index; write and
+//!      publish the record;
+//!   2. read `sleep` (ordered after the claim: see crate::sync::after_rmw); if ASLEEP,
+//!      compare-and-swap it to RUNG, and if that succeeds, ring `bell`.
 //!
 //! (A task's completion may arrive after its loop was freed, when the bell's fd number
 //! may name another file: see [`Inbox::ring`] for how a ring and `close` stay apart.)
 //!
 //! Consumer (the loop thread):
-//!   - when a pass begins (after waiting): `awake = true`;
-//!   - to take records: lock `queue`, swap its records out, set `queued = false`,
-//!     unlock; dispatch them. The bell is never drained: edge-triggered, each ring
-//!     wakes one wait of the poller and leaves nothing behind to read;
-//!   - before it waits again, and when `run` returns: `awake = false` (SeqCst), then
-//!     read `queued` (SeqCst); if set, do not wait (or, leaving `run`, ring `bell`
-//!     itself, so that an embedding host comes back).
+//!   - when a pass begins (after waiting): `sleep = AWAKE`;
+//!   - to take records: read the published slots from its position on (under the
+//!     inbox's lock, which only cancels contend for); dispatch them. The bell is never
+//!     drained: edge-triggered, each ring wakes one wait of the poller and leaves
+//!     nothing behind to read;
+//!   - before it waits again, and when `run` returns: `sleep = ASLEEP` (SeqCst), then
+//!     read the tail index; if a position past its own is claimed, do not wait (or,
+//!     leaving `run`, ring `bell` itself, so that an embedding host comes back).
 //!
-//! No lost wake-up: take a record pushed onto an empty queue. Either its producer sees
-//! `awake` false and rings, or it saw `awake` true; then the consumer's later
-//! `awake = false` comes after the producer's `queued = true` in the SeqCst order (the
-//! two stores and two loads form a Dekker pair), so the consumer sees `queued` and
-//! does not sleep. A record pushed onto a non-empty queue is behind one of those.
+//! No lost wake-up: take a record whose claim the consumer's last look (`doze`) did not
+//! see. Its claim and `doze`'s store of ASLEEP form a Dekker pair (two stores, two
+//! loads), so the producer's read of `sleep` sees that ASLEEP or a later value: ASLEEP,
+//! and it rings (or its compare-and-swap finds AWAKE, or a later ASLEEP, which it
+//! rings); RUNG, and another producer rang after that doze, so the consumer wakes and
+//! stores AWAKE; AWAKE, stored after that doze. In the last two cases that AWAKE comes
+//! after the producer's read in the SeqCst order, hence after its claim, and the
+//! consumer's next `doze` sees the claim and does not sleep. A claimed record not yet
+//! published makes the consumer pass again without waiting (it yields to let the
+//! producer finish): a producer publishes a few instructions after it claims.
+//!
+//! One wake-up per batch: a ring moves `sleep` from ASLEEP to RUNG, so a sleeping
+//! consumer is rung once, however many records arrive before it wakes; while it is in
+//! passes, producers never ring. A post is one compare-and-swap and a store.
 //!
 //! Each side of each Dekker pair in this file (this one, and `ringers`/`closed` with
 //! `close`) is written store; SeqCst fence; load, and the load is Acquire: the fences,
 //! one per side, are what orders the pair (the loom models in `src/loom_models/` check
-//! it: remove one and they fail). `givers` needs no fence: see `give_back`.
+//! it: remove one and they fail). Where the store is a read-modify-write on a hot path
+//! (the claim, a task's give-back), the fence is `after_rmw` (see crate::sync). `givers`
+//! needs no fence: see `give_back`.
 //!
 //! Finished tasks come back through a second, lock-free list (see [`Inbox::give_back`]):
-//! the producer's compare-and-swap of `done` onto an empty list is its "queued = true",
-//! and `doze` reads `done` with `queued`, so the same argument holds.
-//!
-//! Cost: while the consumer is busy in passes (a fast producer, a stream of task
-//! completions), producers never ring: a post is one uncontended lock. When the
-//! consumer sleeps, one ring wakes it for a whole batch.
+//! the producer's compare-and-swap of `done` onto an empty list is its claim, and `doze`
+//! reads `done` with the tail index, so the same argument holds.
 
 //! # Cancelling a post
 //!
-//! Records are numbered in queue order (a post's id holds its number). A post still in
-//! the queue is cancelled by replacing its record with a tombstone, under the lock, and
-//! its handler is dropped by the canceller, on any thread. A post the consumer has
-//! already taken is in the batch being dispatched: only the loop thread itself (a
-//! callback of that pass) can still cancel it, by listing it in `cancelled`, which the
-//! consumer checks before each post while `cancel_requests` is non-zero; `started`
-//! tells it whether the post already ran. All of that happens on the consumer's thread,
-//! so it needs no fences. For any other thread such a post counts as started: without
-//! that rule the consumer would pay a full fence per post to settle the race.
+//! A post still queued is cancelled by its slot's state, under the inbox's lock (see
+//! [`queue::Records::cancel`]), and its handler is dropped by the canceller, on any
+//! thread; the consumer skips the slot. A post the consumer has already taken is in the
+//! batch being dispatched: only the loop thread itself (a callback of that pass) can
+//! still cancel it, by listing it in `cancelled`, which the consumer checks before each
+//! post while `cancel_requests` is non-zero; `started` tells it whether the post already
+//! ran. All of that happens on the consumer's thread, so it needs no fences. For any
+//! other thread such a post counts as started: without that rule the consumer would pay
+//! a full fence per post to settle the race.
+
+mod queue;
 
 use crate::shrink;
 use crate::sync::atomic::{
-    fence, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::SeqCst,
+    fence, AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering::Acquire, Ordering::Relaxed,
+    Ordering::SeqCst,
 };
 use crate::sync::{after_rmw, Life, Mutex, MutexGuard, LOAD_AFTER_RMW};
 use crate::sys::{self, Bell};
@@ -110,32 +132,30 @@ pub enum Cancel<H> {
     NotFound,
 }
 
-struct Queue<H> {
-    records: VecDeque<Record<H>>,
-    /// The number of `records[0]`; records are numbered in queue order.
-    first_seq: u64,
+/// What the inbox's lock guards: the consumer's takes and the cancels (never a post).
+struct Queue {
     /// Posts of the batch in dispatch that a canceller asks the consumer to skip.
     cancelled: Vec<u64>,
     /// The numbers of the posts in the batch being dispatched (ascending).
     in_flight: Vec<u64>,
-    /// Posts cancelled while queued, from the batch in dispatch on: a second cancel of
-    /// one is "not found", wherever the record is now.
-    tombstoned: Vec<u64>,
     /// The bell; None once the inbox is closed.
     bell: Option<Bell>,
 }
+
+/// `sleep`'s values (see the wake-up protocol).
+const AWAKE: u8 = 0;
+const ASLEEP: u8 = 1;
+const RUNG: u8 = 2;
 
 /// Keeps a field on a cache line of its own.
 #[repr(align(64))]
 struct Line<T>(T);
 
 pub struct Inbox<H> {
-    queue: Line<Mutex<Queue<H>>>,
-    /// Whether `queue` holds records: written under the lock, once per batch by each
-    /// side, so the loop can ask without taking the lock.
-    queued: Line<AtomicBool>,
-    /// The consumer is in a pass and will look at `queued` before it sleeps.
-    awake: Line<AtomicBool>,
+    records: queue::Records<H>,
+    queue: Line<Mutex<Queue>>,
+    /// AWAKE, ASLEEP or RUNG: see the wake-up protocol.
+    sleep: Line<AtomicU8>,
     /// Set when the loop is freed: later records are dropped, not queued.
     closed: AtomicBool,
     /// The consumer's progress: every record numbered below it has been dispatched,
@@ -197,16 +217,9 @@ impl<H> Inbox<H> {
         Ok(Inbox {
             bell: bell.ring_fd(),
             bell_poll: bell.as_raw_fd(),
-            queue: Line(Mutex::new(Queue {
-                records: VecDeque::new(),
-                first_seq: 1,
-                in_flight: Vec::new(),
-                cancelled: Vec::new(),
-                tombstoned: Vec::new(),
-                bell: Some(bell),
-            })),
-            queued: Line(AtomicBool::new(false)),
-            awake: Line(AtomicBool::new(false)),
+            records: queue::Records::new(),
+            queue: Line(Mutex::new(Queue { in_flight: Vec::new(), cancelled: Vec::new(), bell: Some(bell) })),
+            sleep: Line(AtomicU8::new(ASLEEP)),
             closed: AtomicBool::new(false),
             started: Line(AtomicU64::new(1)),
             cancel_requests: Line(AtomicUsize::new(0)),
@@ -231,38 +244,37 @@ impl<H> Inbox<H> {
         self.bell
     }
 
-    fn lock(&self) -> MutexGuard<'_, Queue<H>> {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
         self.queue.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn push_locked(&self, mut queue: MutexGuard<'_, Queue<H>>, record: Record<H>) {
-        if self.closed.load(SeqCst) {
-            drop(queue);
-            drop(record); // its loop is gone: nobody is left to deliver it to
-            return;
+    /// Queues the record `make` builds from its number; returns the number (0 when the
+    /// inbox is closed: the record is dropped, nobody is left to deliver it to).
+    fn push_with(&self, make: impl FnOnce(u64) -> Record<H>) -> u64 {
+        if self.closed.load(Acquire) {
+            drop(make(0));
+            return 0;
         }
-        let was_empty = queue.records.is_empty();
-        if was_empty {
-            self.queued.0.store(true, SeqCst);
-        }
-        queue.records.push_back(record);
-        drop(queue);
-        // The Dekker pair with `doze`: `queued` stored, then `awake` read. The fence
-        // makes the pair (each side's load comes after a SeqCst fence; see crate::sync).
-        if was_empty
-            && !{
-                fence(SeqCst);
-                self.awake.0.load(Acquire)
-            }
-        {
+        let seq = self.records.push(make);
+        // The Dekker pair with `doze`: the claim (a SeqCst read-modify-write), then
+        // `sleep` read (see crate::sync::after_rmw).
+        after_rmw();
+        self.ring_if_asleep(self.sleep.0.load(LOAD_AFTER_RMW));
+        seq
+    }
+
+    /// Rings the bell if `seen` (a read of `sleep`) says the consumer may be waiting
+    /// and nobody has rung since it dozed.
+    #[inline]
+    fn ring_if_asleep(&self, seen: u8) {
+        if seen == ASLEEP && self.sleep.0.compare_exchange(ASLEEP, RUNG, SeqCst, Relaxed).is_ok() {
             self.ring();
         }
     }
 
     /// Rings the bell unless the inbox is closed (its fd then may name another file).
     /// `ringers` and `closed` form a Dekker pair with `close`, which waits until no
-    /// ringer is inside before it closes the fd: so the ring costs no lock, and the
-    /// loop woken by it does not find the queue lock held by its waker.
+    /// ringer is inside before it closes the fd: so the ring costs no lock.
     fn ring(&self) {
         self.ringers.fetch_add(1, SeqCst);
         fence(SeqCst); // the Dekker pair with `close`
@@ -275,15 +287,12 @@ impl<H> Inbox<H> {
 
     /// Queues a record (a task's completion or loop-side work).
     pub fn push(&self, record: Record<H>) {
-        self.push_locked(self.lock(), record);
+        self.push_with(|_| record);
     }
 
     /// Queues a post; returns its sequence number.
     pub fn post(&self, handler: H) -> u64 {
-        let queue = self.lock();
-        let seq = queue.first_seq + queue.records.len() as u64;
-        self.push_locked(queue, Record::Post { seq, handler });
-        seq
+        self.push_with(|seq| Record::Post { seq, handler })
     }
 
     pub fn emit(&self, topic: &str, payload: &[u8]) {
@@ -292,7 +301,7 @@ impl<H> Inbox<H> {
         bytes.push(0);
         bytes.extend_from_slice(payload);
         let record = Record::Emit { bytes: bytes.into_boxed_slice(), topic_len: topic.len() };
-        self.push_locked(self.lock(), record);
+        self.push(record);
     }
 
     /// Wakes the loop without a record (stop, or a change it must notice).
@@ -301,15 +310,16 @@ impl<H> Inbox<H> {
         sys::ring(self.bell);
     }
 
-    /// True when posts, events or other records (not completions) are queued.
+    /// True when posts, events or other records (not completions) are queued (or
+    /// claimed, about to be published).
     pub fn has_queued(&self) -> bool {
-        self.queued.0.load(SeqCst)
+        self.records.has_records()
     }
 
     /// True when records are queued that the consumer has not taken.
     pub fn has_records(&self) -> bool {
         let done = self.done.0.load(Acquire);
-        self.queued.0.load(Acquire) || !(done.is_null() || done == CLOSED)
+        self.records.has_records() || !(done.is_null() || done == CLOSED)
     }
 
     /// Pushes a task cell (starting with its [`Link`]) onto the completion list, and
@@ -347,17 +357,13 @@ impl<H> Inbox<H> {
                 Err(now) => head = now,
             }
         }
-        // Onto an empty list: the Dekker pair with `doze`, as in `push_locked`; the
+        // Onto an empty list: the Dekker pair with `doze`, as in `push_with`; the
         // store is the exchange, a SeqCst RMW (see crate::sync::after_rmw: no fence per
         // task outside loom).
-        if head.is_null()
-            && !{
-                after_rmw();
-                self.life.touch();
-                self.awake.0.load(LOAD_AFTER_RMW)
-            }
-        {
-            self.ring();
+        if head.is_null() {
+            after_rmw();
+            self.life.touch();
+            self.ring_if_asleep(self.sleep.0.load(LOAD_AFTER_RMW));
         }
         if pinned {
             self.givers.fetch_sub(1, SeqCst);
@@ -432,13 +438,13 @@ impl<H> Inbox<H> {
 
     /// The consumer begins a pass: producers need not ring until it dozes.
     pub fn wake_up(&self) {
-        self.awake.0.store(true, SeqCst);
+        self.sleep.0.store(AWAKE, SeqCst);
     }
 
     /// The consumer is about to wait (or to leave `run`); true if records are queued,
     /// in which case it must not wait for the bell (see the protocol).
     pub fn doze(&self) -> bool {
-        self.awake.0.store(false, SeqCst);
+        self.sleep.0.store(ASLEEP, SeqCst);
         fence(SeqCst); // the Dekker pair with the producers (see crate::sync)
         self.has_records()
     }
@@ -455,26 +461,26 @@ impl<H> Inbox<H> {
 
     /// Takes the queued records into `batch` (which must be empty): all of them, or the
     /// first `max` (the loop's pass limit, less what the pass has run already; the rest
-    /// stay queued, and `queued` stays set, so the consumer does not sleep on them and
-    /// an embedding host's fd stays readable).
+    /// stay queued, so the consumer does not sleep on them and an embedding host's fd
+    /// stays readable).
     ///
     /// Returns the number of the first record not taken, and the number after the last
     /// record queued now: once the consumer has dispatched the batch, every record
     /// numbered below the first has been dispatched.
     pub fn take(&self, batch: &mut VecDeque<Record<H>>, max: usize) -> (u64, u64) {
+        self.take_until(batch, max, u64::MAX)
+    }
+
+    /// [`Inbox::take`], and none numbered at or past `until`: to dispatch what one take
+    /// would have taken in slices (`until` is the end the first slice returned).
+    pub fn take_until(&self, batch: &mut VecDeque<Record<H>>, max: usize, until: u64) -> (u64, u64) {
         // The bell is edge-triggered in the loop's poller (see `Loop::inner_set`): it
         // need not be drained, which saves the consumer a read per wake-up.
         let mut queue = self.lock();
         // Every record before this batch has been dispatched or skipped.
-        let previous = queue.first_seq;
-        self.started.0.fetch_max(previous, SeqCst);
-        queue.tombstoned.retain(|&seq| seq >= previous);
-        if queue.records.len() > max {
-            batch.extend(queue.records.drain(..max));
-        } else {
-            std::mem::swap(&mut queue.records, batch);
-        }
-        queue.first_seq += batch.len() as u64;
+        self.started.0.fetch_max(self.records.head(), SeqCst);
+        // SAFETY: the consumer, under the lock.
+        let (end, stalled) = unsafe { self.records.take(batch, max, until) };
         // Marks left by the previous batch are stale; note this batch's posts.
         queue.cancelled.clear();
         self.cancel_requests.0.store(0, Relaxed);
@@ -484,25 +490,26 @@ impl<H> Inbox<H> {
             _ => None,
         });
         queue.in_flight.extend(posts);
-        if queue.records.is_empty() {
-            self.queued.0.store(false, SeqCst);
+        drop(queue);
+        if stalled && batch.is_empty() {
+            // A producer claimed the next position and has not published it yet: let
+            // it run (the consumer passes again without waiting meanwhile).
+            crate::sync::yield_now();
         }
-        (queue.first_seq, queue.first_seq + queue.records.len() as u64)
+        (self.records.head(), end)
     }
 
-    /// Gives back the memory a burst left in the queue (see `crate::shrink`). Called by
-    /// the consumer in a pass that took nothing, so after every batch taken has been
-    /// dispatched: every post of `in_flight` has started, and the list is dropped.
-    /// Steady traffic takes in every pass and never gets here.
+    /// Gives back the memory a burst left in the bookkeeping (see `crate::shrink`; the
+    /// queue gives its blocks back as it goes). Called by the consumer in a pass that
+    /// took nothing, so after every batch taken has been dispatched: every post of
+    /// `in_flight` has started, and the list is dropped. Steady traffic takes in every
+    /// pass and never gets here.
     pub fn trim(&self) {
         let mut queue = self.lock();
         let queue = &mut *queue;
-        let used = queue.records.len();
-        shrink::deque(&mut queue.records, used);
         queue.in_flight.clear();
         shrink::vec(&mut queue.in_flight, 0);
         shrink::vec(&mut queue.cancelled, 0);
-        shrink::vec(&mut queue.tombstoned, 0); // never below what they hold
     }
 
     /// True once [`Inbox::close_done`] has run.
@@ -531,20 +538,18 @@ impl<H> Inbox<H> {
     /// consumer's own thread (the only one that may cancel a post already taken).
     pub fn cancel_post(&self, seq: u64, on_consumer: bool) -> Cancel<H> {
         let mut queue = self.lock();
-        if seq >= queue.first_seq {
-            let at = (seq - queue.first_seq) as usize;
-            let Some(record @ Record::Post { .. }) = queue.records.get_mut(at) else {
-                return Cancel::NotFound;
+        if seq >= self.records.head() {
+            // SAFETY: under the lock.
+            return match unsafe { self.records.cancel(seq) } {
+                Some(Record::Post { handler, .. }) => Cancel::Removed(handler),
+                Some(_) => unreachable!("only a post's slot is cancelled"),
+                None => Cancel::NotFound,
             };
-            let Record::Post { handler, .. } = std::mem::replace(record, Record::Cancelled) else { unreachable!() };
-            queue.tombstoned.push(seq);
-            return Cancel::Removed(handler);
         }
         if !on_consumer
             || queue.in_flight.binary_search(&seq).is_err()
             || self.started.0.load(Relaxed) > seq
             || queue.cancelled.contains(&seq)
-            || queue.tombstoned.contains(&seq)
         {
             return Cancel::NotFound;
         }
@@ -553,12 +558,15 @@ impl<H> Inbox<H> {
         Cancel::Marked
     }
 
-    /// Closes the inbox and empties it (the loop is being freed).
+    /// Closes the inbox and empties it (the loop is being freed). A producer that saw
+    /// the inbox open may still publish a record after this: the queue's drop drops it,
+    /// when the last straggler lets the inbox go.
     pub fn close(&self) -> VecDeque<Record<H>> {
         let mut queue = self.lock();
         self.closed.store(true, SeqCst);
-        self.queued.0.store(false, SeqCst);
-        let records = std::mem::take(&mut queue.records);
+        let mut records = VecDeque::new();
+        // SAFETY: the consumer (the loop being freed), under the lock.
+        unsafe { self.records.take(&mut records, usize::MAX, u64::MAX) };
         let bell = queue.bell.take();
         drop(queue);
         fence(SeqCst); // the Dekker pair with `ring`
