@@ -11,46 +11,45 @@
 //!
 //! # Wake-up protocol
 //!
-//! State: the queue's tail index (producers' claims), `sleep` (AWAKE: the consumer is in
-//! a pass and will look at the queue again before it sleeps; ASLEEP: it may be waiting;
-//! RUNG: it may be waiting and a producer has rung since it dozed), and `bell` (a
-//! [`sys::Bell`] in the loop's poller, edge-triggered, so it also wakes an embedding
-//! host: each ring is one edge, consumed by the loop's next wait; the bell is never
-//! drained, which [`sys::Bell`] allows when edge-triggered).
+//! State: the queue's tail index (producers' claims) and the consumer's position
+//! `head`, `awake` (the consumer is in a pass and will look at the queue again before
+//! it sleeps), and `bell` (a [`sys::Bell`] in the loop's poller, edge-triggered, so it
+//! also wakes an embedding host: each ring is one edge, consumed by the loop's next
+//! wait; the bell is never drained, which [`sys::Bell`] allows when edge-triggered).
 //!
 //! Producer (any thread):
-//!   1. claim a position: a SeqCst read-modify-write of the tail index; write and
+//!   1. claim a position `seq`: a SeqCst read-modify-write of the tail index; write and
 //!      publish the record;
-//!   2. read `sleep` (ordered after the claim: see crate::sync::after_rmw); if ASLEEP,
-//!      compare-and-swap it to RUNG, and if that succeeds, ring `bell`.
+//!   2. read `awake` and `head` (ordered after the claim: see crate::sync::after_rmw);
+//!      if the consumer is not awake and `seq == head` (the record is the first after
+//!      everything the consumer has taken), ring `bell`.
 //!
 //! (A task's completion may arrive after its loop was freed, when the bell's fd number
 //! may name another file: see [`Inbox::ring`] for how a ring and `close` stay apart.)
 //!
 //! Consumer (the loop thread):
-//!   - when a pass begins (after waiting): `sleep = AWAKE`;
-//!   - to take records: read the published slots from its position on (under the
-//!     inbox's lock, which only cancels contend for); dispatch them. The bell is never
-//!     drained: edge-triggered, each ring wakes one wait of the poller and leaves
+//!   - when a pass begins (after waiting): `awake = true`;
+//!   - to take records: read the published slots from `head` on (under the inbox's
+//!     lock, which only cancels contend for), moving `head`; dispatch them. The bell is
+//!     never drained: edge-triggered, each ring wakes one wait of the poller and leaves
 //!     nothing behind to read;
-//!   - before it waits again, and when `run` returns: `sleep = ASLEEP` (SeqCst), then
-//!     read the tail index; if a position past its own is claimed, do not wait (or,
+//!   - before it waits again, and when `run` returns: `awake = false` (SeqCst), then
+//!     read the tail index; if a position at or past `head` is claimed, do not wait (or,
 //!     leaving `run`, ring `bell` itself, so that an embedding host comes back).
 //!
-//! No lost wake-up: take a record whose claim the consumer's last look (`doze`) did not
-//! see. Its claim and `doze`'s store of ASLEEP form a Dekker pair (two stores, two
-//! loads), so the producer's read of `sleep` sees that ASLEEP or a later value: ASLEEP,
-//! and it rings (or its compare-and-swap finds AWAKE, or a later ASLEEP, which it
-//! rings); RUNG, and another producer rang after that doze, so the consumer wakes and
-//! stores AWAKE; AWAKE, stored after that doze. In the last two cases that AWAKE comes
-//! after the producer's read in the SeqCst order, hence after its claim, and the
-//! consumer's next `doze` sees the claim and does not sleep. A claimed record not yet
+//! No lost wake-up: take the records whose claims the consumer's last look (`doze`, at
+//! position `h`) did not see; the first of them is numbered `h` (the tail was `h`).
+//! Its claim and `doze`'s store form a Dekker pair (two stores, two loads), so its
+//! producer reads `awake` and `head` as `doze` left them or later: either the consumer
+//! is asleep at `h`, and the producer rings, or it has woken since (`awake`, or `head`
+//! past `h`), and its next `doze` comes after the claim in the SeqCst order and sees
+//! it. Every other record not seen is behind that one. A claimed record not yet
 //! published makes the consumer pass again without waiting (it yields to let the
 //! producer finish): a producer publishes a few instructions after it claims.
 //!
-//! One wake-up per batch: a ring moves `sleep` from ASLEEP to RUNG, so a sleeping
-//! consumer is rung once, however many records arrive before it wakes; while it is in
-//! passes, producers never ring. A post is one compare-and-swap and a store.
+//! One wake-up per batch: only the producer of the record at `h` rings a consumer
+//! asleep at `h`, however many records arrive before it wakes; while it is in passes,
+//! producers never ring. A post is one compare-and-swap and a store.
 //!
 //! Each side of each Dekker pair in this file (this one, and `ringers`/`closed` with
 //! `close`) is written store; SeqCst fence; load, and the load is Acquire: the fences,
@@ -60,8 +59,9 @@
 //! needs no fence: see `give_back`.
 //!
 //! Finished tasks come back through a second, lock-free list (see [`Inbox::give_back`]):
-//! the producer's compare-and-swap of `done` onto an empty list is its claim, and `doze`
-//! reads `done` with the tail index, so the same argument holds.
+//! the producer's compare-and-swap of `done` onto an empty list is its claim (and the
+//! list's emptiness its `seq == head`), and `doze` reads `done` with the tail index,
+//! so the same argument holds.
 
 //! # Cancelling a post
 //!
@@ -79,8 +79,7 @@ mod queue;
 
 use crate::shrink;
 use crate::sync::atomic::{
-    fence, AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering::Acquire, Ordering::Relaxed,
-    Ordering::SeqCst,
+    fence, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::SeqCst,
 };
 use crate::sync::{after_rmw, Life, Mutex, MutexGuard, LOAD_AFTER_RMW};
 use crate::sys::{self, Bell};
@@ -142,11 +141,6 @@ struct Queue {
     bell: Option<Bell>,
 }
 
-/// `sleep`'s values (see the wake-up protocol).
-const AWAKE: u8 = 0;
-const ASLEEP: u8 = 1;
-const RUNG: u8 = 2;
-
 /// Keeps a field on a cache line of its own.
 #[repr(align(64))]
 struct Line<T>(T);
@@ -154,8 +148,8 @@ struct Line<T>(T);
 pub struct Inbox<H> {
     records: queue::Records<H>,
     queue: Line<Mutex<Queue>>,
-    /// AWAKE, ASLEEP or RUNG: see the wake-up protocol.
-    sleep: Line<AtomicU8>,
+    /// The consumer is in a pass and will look at the queue before it sleeps.
+    awake: Line<AtomicBool>,
     /// Set when the loop is freed: later records are dropped, not queued.
     closed: AtomicBool,
     /// The consumer's progress: every record numbered below it has been dispatched,
@@ -219,7 +213,7 @@ impl<H> Inbox<H> {
             bell_poll: bell.as_raw_fd(),
             records: queue::Records::new(),
             queue: Line(Mutex::new(Queue { in_flight: Vec::new(), cancelled: Vec::new(), bell: Some(bell) })),
-            sleep: Line(AtomicU8::new(ASLEEP)),
+            awake: Line(AtomicBool::new(false)),
             closed: AtomicBool::new(false),
             started: Line(AtomicU64::new(1)),
             cancel_requests: Line(AtomicUsize::new(0)),
@@ -257,19 +251,12 @@ impl<H> Inbox<H> {
         }
         let seq = self.records.push(make);
         // The Dekker pair with `doze`: the claim (a SeqCst read-modify-write), then
-        // `sleep` read (see crate::sync::after_rmw).
+        // `awake` and `head` read (see crate::sync::after_rmw).
         after_rmw();
-        self.ring_if_asleep(self.sleep.0.load(LOAD_AFTER_RMW));
-        seq
-    }
-
-    /// Rings the bell if `seen` (a read of `sleep`) says the consumer may be waiting
-    /// and nobody has rung since it dozed.
-    #[inline]
-    fn ring_if_asleep(&self, seen: u8) {
-        if seen == ASLEEP && self.sleep.0.compare_exchange(ASLEEP, RUNG, SeqCst, Relaxed).is_ok() {
+        if !self.awake.0.load(LOAD_AFTER_RMW) && seq == self.records.head_after_fence() {
             self.ring();
         }
+        seq
     }
 
     /// Rings the bell unless the inbox is closed (its fd then may name another file).
@@ -360,10 +347,14 @@ impl<H> Inbox<H> {
         // Onto an empty list: the Dekker pair with `doze`, as in `push_with`; the
         // store is the exchange, a SeqCst RMW (see crate::sync::after_rmw: no fence per
         // task outside loom).
-        if head.is_null() {
-            after_rmw();
-            self.life.touch();
-            self.ring_if_asleep(self.sleep.0.load(LOAD_AFTER_RMW));
+        if head.is_null()
+            && !{
+                after_rmw();
+                self.life.touch();
+                self.awake.0.load(LOAD_AFTER_RMW)
+            }
+        {
+            self.ring();
         }
         if pinned {
             self.givers.fetch_sub(1, SeqCst);
@@ -438,13 +429,13 @@ impl<H> Inbox<H> {
 
     /// The consumer begins a pass: producers need not ring until it dozes.
     pub fn wake_up(&self) {
-        self.sleep.0.store(AWAKE, SeqCst);
+        self.awake.0.store(true, SeqCst);
     }
 
     /// The consumer is about to wait (or to leave `run`); true if records are queued,
     /// in which case it must not wait for the bell (see the protocol).
     pub fn doze(&self) -> bool {
-        self.sleep.0.store(ASLEEP, SeqCst);
+        self.awake.0.store(false, SeqCst);
         fence(SeqCst); // the Dekker pair with the producers (see crate::sync)
         self.has_records()
     }

@@ -189,6 +189,12 @@ impl<H> Records<H> {
         self.head.0.load(Relaxed)
     }
 
+    /// The consumer's position, read by a producer after its claim and fence (the
+    /// wake-up protocol in `crate::inbox`).
+    pub fn head_after_fence(&self) -> u64 {
+        self.head.0.load(Acquire)
+    }
+
     /// True when a producer has claimed a position the consumer has not taken (its
     /// record may not be published yet). On the consumer's side of the wake-up pair,
     /// after its fence.
