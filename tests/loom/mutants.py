@@ -37,12 +37,6 @@ MUTANTS = {
         "seq == self.records.head_after_fence() + 1",
         "loom_inbox_wakeup",
     ),
-    "queue: a slot's state publishes its record (Release)": (
-        "src/inbox/queue.rs",
-        "(*block).states[offset].store(state, Release);",
-        "(*block).states[offset].store(state, Relaxed);",
-        "loom_inbox_blocks_fifo",
-    ),
     "queue: the new block stored before the index leaves the marker (Release)": (
         "src/inbox/queue.rs",
         "self.tail.0.index.fetch_add(1, Release);",
