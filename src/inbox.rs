@@ -43,9 +43,8 @@
 //! producer reads `awake` and `head` as `doze` left them or later: either the consumer
 //! is asleep at `h`, and the producer rings, or it has woken since (`awake`, or `head`
 //! past `h`), and its next `doze` comes after the claim in the SeqCst order and sees
-//! it. Every other record not seen is behind that one. A claimed record not yet
-//! published makes the consumer pass again without waiting (it yields to let the
-//! producer finish): a producer publishes a few instructions after it claims.
+//! it. Every other record not seen is behind that one. A take waits for a record
+//! claimed and not yet published (see `src/inbox/queue.rs`).
 //!
 //! One wake-up per batch: only the producer of the record at `h` rings a consumer
 //! asleep at `h`, however many records arrive before it wakes; while it is in passes,
@@ -471,7 +470,7 @@ impl<H> Inbox<H> {
         // Every record before this batch has been dispatched or skipped.
         self.started.0.fetch_max(self.records.head(), SeqCst);
         // SAFETY: the consumer, under the lock.
-        let (end, stalled) = unsafe { self.records.take(batch, max, until) };
+        let end = unsafe { self.records.take(batch, max, until) };
         // Marks left by the previous batch are stale; note this batch's posts.
         queue.cancelled.clear();
         self.cancel_requests.0.store(0, Relaxed);
@@ -482,11 +481,6 @@ impl<H> Inbox<H> {
         });
         queue.in_flight.extend(posts);
         drop(queue);
-        if stalled && batch.is_empty() {
-            // A producer claimed the next position and has not published it yet: let
-            // it run (the consumer passes again without waiting meanwhile).
-            crate::sync::yield_now();
-        }
         (self.records.head(), end)
     }
 

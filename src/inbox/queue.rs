@@ -36,7 +36,11 @@
 //!
 //! Reads the slots from `head` up to the tail index it loaded at the start (Acquire): a
 //! slot's state POST or OTHER, the record is moved out; CANCELLED, skipped; EMPTY (a
-//! producer claimed it and has not published yet), the take stops there, FIFO. After a
+//! producer claimed it and has not published yet), the consumer waits for it, as it
+//! would wait for a producer holding a lock: a producer publishes a few instructions
+//! after it claims and waits for nobody meanwhile (at a marker it waits for another
+//! producer, never for the consumer). So every record claimed before a take begins,
+//! hence every post whose call returned, is taken by it. After a
 //! block's last slot, `next` is set (step 4 comes before step 5 of that slot's
 //! producer): the consumer moves on and retires the block (its states reset, it becomes
 //! a spare, or is freed). Nothing else holds a retired block: every producer that
@@ -138,6 +142,17 @@ impl<H> Block<H> {
         unsafe {
             libc::munmap(block.cast(), std::mem::size_of::<Block<H>>());
         }
+    }
+}
+
+/// One step of a wait for a producer to publish: a pause, then yields.
+#[inline]
+fn wait_a_little(spins: &mut u32) {
+    *spins += 1;
+    if cfg!(not(loom)) && *spins < 100 {
+        std::hint::spin_loop();
+    } else {
+        crate::sync::yield_now();
     }
 }
 
@@ -268,27 +283,30 @@ impl<H> Records<H> {
         index
     }
 
-    /// Moves the published records from `head` on into `batch`, at most `max` of them
-    /// and none at or past `until` or the tail as it is now; returns that end, and
-    /// whether the take stopped at a claimed slot not yet published.
+    /// Moves the records from `head` on into `batch`, at most `max` of them and none at
+    /// or past `until` or the tail as it is now (waiting for any of those claimed and
+    /// not yet published); returns that end.
     ///
     /// # Safety
     /// The consumer alone, under the inbox's lock.
-    pub unsafe fn take(&self, batch: &mut VecDeque<Record<H>>, max: usize, until: u64) -> (u64, bool) {
+    pub unsafe fn take(&self, batch: &mut VecDeque<Record<H>>, max: usize, until: u64) -> u64 {
         let end = self.tail.0.index.load(Acquire).min(until);
         let mut head = self.head.0.load(Relaxed);
         let mut block = self.head_block.load(Relaxed);
         let mut taken = 0;
-        let mut stalled = false;
         while taken < max && head < end {
             let offset = (head % LAP) as usize;
             // SAFETY: `block` holds `head` and is the consumer's to read.
-            let state = unsafe { (*block).states[offset].load(Acquire) };
+            let mut state = unsafe { (*block).states[offset].load(Acquire) };
+            let mut spins = 0u32;
+            while state == EMPTY {
+                // Claimed (below `end`), not yet published: its producer is a few
+                // instructions from its store (as a producer holding a lock would be).
+                wait_a_little(&mut spins);
+                // SAFETY: as above.
+                state = unsafe { (*block).states[offset].load(Acquire) };
+            }
             match state {
-                EMPTY => {
-                    stalled = true;
-                    break;
-                }
                 CANCELLED => {}
                 _ => {
                     // SAFETY: published (the Acquire above), and read once: `head` moves.
@@ -310,7 +328,7 @@ impl<H> Records<H> {
         }
         self.head_block.store(block, Relaxed);
         self.head.0.store(head, Relaxed);
-        (end, stalled)
+        end
     }
 
     /// Resets a block the consumer has read through, and recycles it.
