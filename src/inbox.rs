@@ -1,60 +1,80 @@
 //! The inbox: how other threads hand work to a loop (posts and emitted events today,
 //! finished tasks later), with one wake-up per batch rather than one per record.
 //!
+//! # Records
+//!
+//! Posts, events and other records travel through [`queue::Records`], a queue of
+//! blocks of slots with no lock per record (its protocol is in `src/inbox/queue.rs`):
+//! a producer claims a position with one compare-and-swap and publishes its record with
+//! the slot's state; the consumer takes records in position order. A record's position
+//! is its number (a post's id holds it).
+//!
 //! # Wake-up protocol
 //!
-//! State: `queue` (records, under a mutex), `queued` (whether it holds any), `awake`
-//! (the consumer is in a pass and will look at the queue again before it sleeps), and
-//! `bell` (a [`sys::Bell`] in the loop's poller, edge-triggered, so it also wakes an
-//! embedding host: each ring is one edge, consumed by the loop's next wait; the bell is
-//! never drained, which [`sys::Bell`] allows when edge-triggered).
+//! State: the queue's tail index (producers' claims) and the consumer's position
+//! `head`, `awake` (the consumer is in a pass and will look at the queue again before
+//! it sleeps), and `bell` (a [`sys::Bell`] in the loop's poller, edge-triggered, so it
+//! also wakes an embedding host: each ring is one edge, consumed by the loop's next
+//! wait; the bell is never drained, which [`sys::Bell`] allows when edge-triggered).
 //!
 //! Producer (any thread):
-//!   1. lock `queue`; if it was empty, `queued = true` (SeqCst); push; unlock;
-//!   2. if it was empty and `awake` is false (SeqCst load), ring `bell`.
+//!   1. claim a position `seq`: a SeqCst read-modify-write of the tail index; write and
+//!      publish the record;
+//!   2. read `awake` and `head` (ordered after the claim: see crate::sync::after_rmw);
+//!      if the consumer is not awake and `seq == head` (the record is the first after
+//!      everything the consumer has taken), ring `bell`.
 //!
 //! (A task's completion may arrive after its loop was freed, when the bell's fd number
 //! may name another file: see [`Inbox::ring`] for how a ring and `close` stay apart.)
 //!
 //! Consumer (the loop thread):
 //!   - when a pass begins (after waiting): `awake = true`;
-//!   - to take records: lock `queue`, swap its records out, set `queued = false`,
-//!     unlock; dispatch them. The bell is never drained: edge-triggered, each ring
-//!     wakes one wait of the poller and leaves nothing behind to read;
+//!   - to take records: read the published slots from `head` on (under the inbox's
+//!     lock, which only cancels contend for), moving `head`; dispatch them. The bell is
+//!     never drained: edge-triggered, each ring wakes one wait of the poller and leaves
+//!     nothing behind to read;
 //!   - before it waits again, and when `run` returns: `awake = false` (SeqCst), then
-//!     read `queued` (SeqCst); if set, do not wait (or, leaving `run`, ring `bell`
-//!     itself, so that an embedding host comes back).
+//!     read the tail index; if a position at or past `head` is claimed, do not wait (or,
+//!     leaving `run`, ring `bell` itself, so that an embedding host comes back).
 //!
-//! No lost wake-up: take a record pushed onto an empty queue. Either its producer sees
-//! `awake` false and rings, or it saw `awake` true; then the consumer's later
-//! `awake = false` comes after the producer's `queued = true` in the SeqCst order (the
-//! two stores and two loads form a Dekker pair), so the consumer sees `queued` and
-//! does not sleep. A record pushed onto a non-empty queue is behind one of those.
+//! No lost wake-up: take the records whose claims the consumer's last look (`doze`, at
+//! position `h`) did not see; the first of them is numbered `h` (the tail was `h`).
+//! Its claim and `doze`'s store form a Dekker pair (two stores, two loads), so its
+//! producer reads `awake` and `head` as `doze` left them or later: either the consumer
+//! is asleep at `h`, and the producer rings, or it has woken since (`awake`, or `head`
+//! past `h`), and its next `doze` comes after the claim in the SeqCst order and sees
+//! it. Every other record not seen is behind that one. A take waits for a record
+//! claimed and not yet published (see `src/inbox/queue.rs`).
+//!
+//! One wake-up per batch: only the producer of the record at `h` rings a consumer
+//! asleep at `h`, however many records arrive before it wakes; while it is in passes,
+//! producers never ring. A post is one compare-and-swap and a store.
 //!
 //! Each side of each Dekker pair in this file (this one, and `ringers`/`closed` with
 //! `close`) is written store; SeqCst fence; load, and the load is Acquire: the fences,
 //! one per side, are what orders the pair (the loom models in `src/loom_models/` check
-//! it: remove one and they fail). `givers` needs no fence: see `give_back`.
+//! it: remove one and they fail). Where the store is a read-modify-write on a hot path
+//! (the claim, a task's give-back), the fence is `after_rmw` (see crate::sync). `givers`
+//! needs no fence: see `give_back`.
 //!
 //! Finished tasks come back through a second, lock-free list (see [`Inbox::give_back`]):
-//! the producer's compare-and-swap of `done` onto an empty list is its "queued = true",
-//! and `doze` reads `done` with `queued`, so the same argument holds.
-//!
-//! Cost: while the consumer is busy in passes (a fast producer, a stream of task
-//! completions), producers never ring: a post is one uncontended lock. When the
-//! consumer sleeps, one ring wakes it for a whole batch.
+//! the producer's compare-and-swap of `done` onto an empty list is its claim (and the
+//! list's emptiness its `seq == head`), and `doze` reads `done` with the tail index,
+//! so the same argument holds.
 
 //! # Cancelling a post
 //!
-//! Records are numbered in queue order (a post's id holds its number). A post still in
-//! the queue is cancelled by replacing its record with a tombstone, under the lock, and
-//! its handler is dropped by the canceller, on any thread. A post the consumer has
-//! already taken is in the batch being dispatched: only the loop thread itself (a
-//! callback of that pass) can still cancel it, by listing it in `cancelled`, which the
-//! consumer checks before each post while `cancel_requests` is non-zero; `started`
-//! tells it whether the post already ran. All of that happens on the consumer's thread,
-//! so it needs no fences. For any other thread such a post counts as started: without
-//! that rule the consumer would pay a full fence per post to settle the race.
+//! A post still queued is cancelled by its slot's state, under the inbox's lock (see
+//! [`queue::Records::cancel`]), and its handler is dropped by the canceller, on any
+//! thread; the consumer skips the slot. A post the consumer has already taken is in the
+//! batch being dispatched: only the loop thread itself (a callback of that pass) can
+//! still cancel it, by listing it in `cancelled`, which the consumer checks before each
+//! post while `cancel_requests` is non-zero; `started` tells it whether the post already
+//! ran. All of that happens on the consumer's thread, so it needs no fences. For any
+//! other thread such a post counts as started: without that rule the consumer would pay
+//! a full fence per post to settle the race.
+
+mod queue;
 
 use crate::shrink;
 use crate::sync::atomic::{
@@ -110,17 +130,12 @@ pub enum Cancel<H> {
     NotFound,
 }
 
-struct Queue<H> {
-    records: VecDeque<Record<H>>,
-    /// The number of `records[0]`; records are numbered in queue order.
-    first_seq: u64,
+/// What the inbox's lock guards: the consumer's takes and the cancels (never a post).
+struct Queue {
     /// Posts of the batch in dispatch that a canceller asks the consumer to skip.
     cancelled: Vec<u64>,
     /// The numbers of the posts in the batch being dispatched (ascending).
     in_flight: Vec<u64>,
-    /// Posts cancelled while queued, from the batch in dispatch on: a second cancel of
-    /// one is "not found", wherever the record is now.
-    tombstoned: Vec<u64>,
     /// The bell; None once the inbox is closed.
     bell: Option<Bell>,
 }
@@ -130,11 +145,9 @@ struct Queue<H> {
 struct Line<T>(T);
 
 pub struct Inbox<H> {
-    queue: Line<Mutex<Queue<H>>>,
-    /// Whether `queue` holds records: written under the lock, once per batch by each
-    /// side, so the loop can ask without taking the lock.
-    queued: Line<AtomicBool>,
-    /// The consumer is in a pass and will look at `queued` before it sleeps.
+    records: queue::Records<H>,
+    queue: Line<Mutex<Queue>>,
+    /// The consumer is in a pass and will look at the queue before it sleeps.
     awake: Line<AtomicBool>,
     /// Set when the loop is freed: later records are dropped, not queued.
     closed: AtomicBool,
@@ -197,15 +210,8 @@ impl<H> Inbox<H> {
         Ok(Inbox {
             bell: bell.ring_fd(),
             bell_poll: bell.as_raw_fd(),
-            queue: Line(Mutex::new(Queue {
-                records: VecDeque::new(),
-                first_seq: 1,
-                in_flight: Vec::new(),
-                cancelled: Vec::new(),
-                tombstoned: Vec::new(),
-                bell: Some(bell),
-            })),
-            queued: Line(AtomicBool::new(false)),
+            records: queue::Records::new(),
+            queue: Line(Mutex::new(Queue { in_flight: Vec::new(), cancelled: Vec::new(), bell: Some(bell) })),
             awake: Line(AtomicBool::new(false)),
             closed: AtomicBool::new(false),
             started: Line(AtomicU64::new(1)),
@@ -231,38 +237,30 @@ impl<H> Inbox<H> {
         self.bell
     }
 
-    fn lock(&self) -> MutexGuard<'_, Queue<H>> {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
         self.queue.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn push_locked(&self, mut queue: MutexGuard<'_, Queue<H>>, record: Record<H>) {
-        if self.closed.load(SeqCst) {
-            drop(queue);
-            drop(record); // its loop is gone: nobody is left to deliver it to
-            return;
+    /// Queues the record `make` builds from its number; returns the number (0 when the
+    /// inbox is closed: the record is dropped, nobody is left to deliver it to).
+    fn push_with(&self, make: impl FnOnce(u64) -> Record<H>) -> u64 {
+        if self.closed.load(Acquire) {
+            drop(make(0));
+            return 0;
         }
-        let was_empty = queue.records.is_empty();
-        if was_empty {
-            self.queued.0.store(true, SeqCst);
-        }
-        queue.records.push_back(record);
-        drop(queue);
-        // The Dekker pair with `doze`: `queued` stored, then `awake` read. The fence
-        // makes the pair (each side's load comes after a SeqCst fence; see crate::sync).
-        if was_empty
-            && !{
-                fence(SeqCst);
-                self.awake.0.load(Acquire)
-            }
-        {
+        let seq = self.records.push(make);
+        // The Dekker pair with `doze`: the claim (a SeqCst read-modify-write), then
+        // `awake` and `head` read (see crate::sync::after_rmw).
+        after_rmw();
+        if !self.awake.0.load(LOAD_AFTER_RMW) && seq == self.records.head_after_fence() {
             self.ring();
         }
+        seq
     }
 
     /// Rings the bell unless the inbox is closed (its fd then may name another file).
     /// `ringers` and `closed` form a Dekker pair with `close`, which waits until no
-    /// ringer is inside before it closes the fd: so the ring costs no lock, and the
-    /// loop woken by it does not find the queue lock held by its waker.
+    /// ringer is inside before it closes the fd: so the ring costs no lock.
     fn ring(&self) {
         self.ringers.fetch_add(1, SeqCst);
         fence(SeqCst); // the Dekker pair with `close`
@@ -275,15 +273,12 @@ impl<H> Inbox<H> {
 
     /// Queues a record (a task's completion or loop-side work).
     pub fn push(&self, record: Record<H>) {
-        self.push_locked(self.lock(), record);
+        self.push_with(|_| record);
     }
 
     /// Queues a post; returns its sequence number.
     pub fn post(&self, handler: H) -> u64 {
-        let queue = self.lock();
-        let seq = queue.first_seq + queue.records.len() as u64;
-        self.push_locked(queue, Record::Post { seq, handler });
-        seq
+        self.push_with(|seq| Record::Post { seq, handler })
     }
 
     pub fn emit(&self, topic: &str, payload: &[u8]) {
@@ -292,7 +287,7 @@ impl<H> Inbox<H> {
         bytes.push(0);
         bytes.extend_from_slice(payload);
         let record = Record::Emit { bytes: bytes.into_boxed_slice(), topic_len: topic.len() };
-        self.push_locked(self.lock(), record);
+        self.push(record);
     }
 
     /// Wakes the loop without a record (stop, or a change it must notice).
@@ -301,15 +296,16 @@ impl<H> Inbox<H> {
         sys::ring(self.bell);
     }
 
-    /// True when posts, events or other records (not completions) are queued.
+    /// True when posts, events or other records (not completions) are queued (or
+    /// claimed, about to be published).
     pub fn has_queued(&self) -> bool {
-        self.queued.0.load(SeqCst)
+        self.records.has_records()
     }
 
     /// True when records are queued that the consumer has not taken.
     pub fn has_records(&self) -> bool {
         let done = self.done.0.load(Acquire);
-        self.queued.0.load(Acquire) || !(done.is_null() || done == CLOSED)
+        self.records.has_records() || !(done.is_null() || done == CLOSED)
     }
 
     /// Pushes a task cell (starting with its [`Link`]) onto the completion list, and
@@ -347,7 +343,7 @@ impl<H> Inbox<H> {
                 Err(now) => head = now,
             }
         }
-        // Onto an empty list: the Dekker pair with `doze`, as in `push_locked`; the
+        // Onto an empty list: the Dekker pair with `doze`, as in `push_with`; the
         // store is the exchange, a SeqCst RMW (see crate::sync::after_rmw: no fence per
         // task outside loom).
         if head.is_null()
@@ -455,26 +451,26 @@ impl<H> Inbox<H> {
 
     /// Takes the queued records into `batch` (which must be empty): all of them, or the
     /// first `max` (the loop's pass limit, less what the pass has run already; the rest
-    /// stay queued, and `queued` stays set, so the consumer does not sleep on them and
-    /// an embedding host's fd stays readable).
+    /// stay queued, so the consumer does not sleep on them and an embedding host's fd
+    /// stays readable).
     ///
     /// Returns the number of the first record not taken, and the number after the last
     /// record queued now: once the consumer has dispatched the batch, every record
     /// numbered below the first has been dispatched.
     pub fn take(&self, batch: &mut VecDeque<Record<H>>, max: usize) -> (u64, u64) {
+        self.take_until(batch, max, u64::MAX)
+    }
+
+    /// [`Inbox::take`], and none numbered at or past `until`: to dispatch what one take
+    /// would have taken in slices (`until` is the end the first slice returned).
+    pub fn take_until(&self, batch: &mut VecDeque<Record<H>>, max: usize, until: u64) -> (u64, u64) {
         // The bell is edge-triggered in the loop's poller (see `Loop::inner_set`): it
         // need not be drained, which saves the consumer a read per wake-up.
         let mut queue = self.lock();
         // Every record before this batch has been dispatched or skipped.
-        let previous = queue.first_seq;
-        self.started.0.fetch_max(previous, SeqCst);
-        queue.tombstoned.retain(|&seq| seq >= previous);
-        if queue.records.len() > max {
-            batch.extend(queue.records.drain(..max));
-        } else {
-            std::mem::swap(&mut queue.records, batch);
-        }
-        queue.first_seq += batch.len() as u64;
+        self.started.0.fetch_max(self.records.head(), SeqCst);
+        // SAFETY: the consumer, under the lock.
+        let end = unsafe { self.records.take(batch, max, until) };
         // Marks left by the previous batch are stale; note this batch's posts.
         queue.cancelled.clear();
         self.cancel_requests.0.store(0, Relaxed);
@@ -484,25 +480,21 @@ impl<H> Inbox<H> {
             _ => None,
         });
         queue.in_flight.extend(posts);
-        if queue.records.is_empty() {
-            self.queued.0.store(false, SeqCst);
-        }
-        (queue.first_seq, queue.first_seq + queue.records.len() as u64)
+        drop(queue);
+        (self.records.head(), end)
     }
 
-    /// Gives back the memory a burst left in the queue (see `crate::shrink`). Called by
-    /// the consumer in a pass that took nothing, so after every batch taken has been
-    /// dispatched: every post of `in_flight` has started, and the list is dropped.
-    /// Steady traffic takes in every pass and never gets here.
+    /// Gives back the memory a burst left in the bookkeeping (see `crate::shrink`; the
+    /// queue gives its blocks back as it goes). Called by the consumer in a pass that
+    /// took nothing, so after every batch taken has been dispatched: every post of
+    /// `in_flight` has started, and the list is dropped. Steady traffic takes in every
+    /// pass and never gets here.
     pub fn trim(&self) {
         let mut queue = self.lock();
         let queue = &mut *queue;
-        let used = queue.records.len();
-        shrink::deque(&mut queue.records, used);
         queue.in_flight.clear();
         shrink::vec(&mut queue.in_flight, 0);
         shrink::vec(&mut queue.cancelled, 0);
-        shrink::vec(&mut queue.tombstoned, 0); // never below what they hold
     }
 
     /// True once [`Inbox::close_done`] has run.
@@ -531,20 +523,18 @@ impl<H> Inbox<H> {
     /// consumer's own thread (the only one that may cancel a post already taken).
     pub fn cancel_post(&self, seq: u64, on_consumer: bool) -> Cancel<H> {
         let mut queue = self.lock();
-        if seq >= queue.first_seq {
-            let at = (seq - queue.first_seq) as usize;
-            let Some(record @ Record::Post { .. }) = queue.records.get_mut(at) else {
-                return Cancel::NotFound;
+        if seq >= self.records.head() {
+            // SAFETY: under the lock.
+            return match unsafe { self.records.cancel(seq) } {
+                Some(Record::Post { handler, .. }) => Cancel::Removed(handler),
+                Some(_) => unreachable!("only a post's slot is cancelled"),
+                None => Cancel::NotFound,
             };
-            let Record::Post { handler, .. } = std::mem::replace(record, Record::Cancelled) else { unreachable!() };
-            queue.tombstoned.push(seq);
-            return Cancel::Removed(handler);
         }
         if !on_consumer
             || queue.in_flight.binary_search(&seq).is_err()
             || self.started.0.load(Relaxed) > seq
             || queue.cancelled.contains(&seq)
-            || queue.tombstoned.contains(&seq)
         {
             return Cancel::NotFound;
         }
@@ -553,12 +543,15 @@ impl<H> Inbox<H> {
         Cancel::Marked
     }
 
-    /// Closes the inbox and empties it (the loop is being freed).
+    /// Closes the inbox and empties it (the loop is being freed). A producer that saw
+    /// the inbox open may still publish a record after this: the queue's drop drops it,
+    /// when the last straggler lets the inbox go.
     pub fn close(&self) -> VecDeque<Record<H>> {
         let mut queue = self.lock();
         self.closed.store(true, SeqCst);
-        self.queued.0.store(false, SeqCst);
-        let records = std::mem::take(&mut queue.records);
+        let mut records = VecDeque::new();
+        // SAFETY: the consumer (the loop being freed), under the lock.
+        unsafe { self.records.take(&mut records, usize::MAX, u64::MAX) };
         let bell = queue.bell.take();
         drop(queue);
         fence(SeqCst); // the Dekker pair with `ring`

@@ -2,8 +2,8 @@
 //! loom's in the model-checking build (`--cfg loom`, `make loom`), where the models in
 //! `src/loom/` run the real protocol code under every interleaving loom can reach.
 //!
-//! The protocols that use this module: the inbox's wake-up pair and completion stack
-//! (`crate::inbox`), a task cell's `stage` and cancel flag (`crate::task::cell`), the
+//! The protocols that use this module: the inbox's record queue, wake-up pair and
+//! completion stack (`crate::inbox`), a task cell's `stage` and cancel flag (`crate::task::cell`), the
 //! task table's id publication (`crate::task::table`), the CPU pool's sleep protocol
 //! (`crate::pool::sleep`) and the signal bells (`crate::signal`). The rest of weft uses
 //! std directly: its atomics are counters, flags read by one thread, or statics, which

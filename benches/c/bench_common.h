@@ -267,31 +267,48 @@ static void report_memory(long rss_before, long rss_after)
 /* ---- cross-thread records: shared producer and consumer logic ------------- */
 struct rec {
     struct rec *next;   /* intrusive link, used by the baselines' queue */
-    uint32_t seq;
+    uint32_t seq;       /* rank among its producer's records */
+    uint32_t producer;
     uint64_t t0;        /* post time (wakeup_latency) */
 };
+
+/* run_xpost's modes: cross_thread_post (one producer thread), wakeup_latency,
+ * cross_thread_post_4 (four producer threads, N_POST records in all) */
+enum { XPOST_1 = 0, XPOST_LATENCY = 1, XPOST_4 = 2 };
+#define XPOST_MAX_PRODUCERS 4
 
 /* One cross-thread run.  The system-specific part supplies post(), called on
  * the producer thread, and calls xpost_deliver() on the loop thread for every
  * record; xpost_deliver() returns 1 after the last one. */
 struct xpost {
     void (*post)(struct rec *);
-    int latency;            /* 0: cross_thread_post, 1: wakeup_latency */
+    int latency;            /* 0: cross_thread_post(_4), 1: wakeup_latency */
     uint32_t n;
+    uint32_t producers;     /* each posts n / producers records, in order */
+    uint32_t next[XPOST_MAX_PRODUCERS];  /* the rank each producer's next record must have */
     struct rec *recs;
     uint64_t *lat_ns;
     uint64_t got;
     uint32_t out_of_order;
     _Atomic uint32_t done;  /* records delivered, visible to the producer */
-    pthread_t thread;
+    pthread_t thread[XPOST_MAX_PRODUCERS];
     struct span span;
 };
 
+/* one producer thread: its share of the records, recs[first, first + n / producers) */
+struct xpost_share {
+    struct xpost *x;
+    uint32_t first;
+};
+static struct xpost_share xpost_shares[XPOST_MAX_PRODUCERS];
+
 static void *xpost_producer(void *arg)
 {
-    struct xpost *x = arg;
+    struct xpost_share *share = arg;
+    struct xpost *x = share->x;
     const struct timespec gap = { 0, LATENCY_GAP_NS };
-    for (uint32_t i = 0; i < x->n; i++) {
+    uint32_t end = share->first + x->n / x->producers;
+    for (uint32_t i = share->first; i < end; i++) {
         if (x->latency) {
             /* wait until the loop has handled the previous sample and gone
              * back to sleep, then post one record */
@@ -305,16 +322,20 @@ static void *xpost_producer(void *arg)
     return NULL;
 }
 
-static void xpost_init(struct xpost *x, int latency, void (*post)(struct rec *))
+static void xpost_init(struct xpost *x, int mode, void (*post)(struct rec *))
 {
     memset(x, 0, sizeof *x);
     x->post = post;
-    x->latency = latency;
-    x->n = latency ? N_LATENCY : N_POST;
+    x->latency = mode == XPOST_LATENCY;
+    x->producers = mode == XPOST_4 ? 4 : 1;
+    x->n = x->latency ? N_LATENCY : N_POST;
     x->recs = xcalloc(x->n, sizeof *x->recs);
-    for (uint32_t i = 0; i < x->n; i++)
-        x->recs[i].seq = i;
-    if (latency)
+    uint32_t share = x->n / x->producers;
+    for (uint32_t i = 0; i < x->n; i++) {
+        x->recs[i].producer = i / share;
+        x->recs[i].seq = i % share;
+    }
+    if (x->latency)
         x->lat_ns = xcalloc(x->n, sizeof *x->lat_ns);
 }
 
@@ -322,15 +343,20 @@ static void xpost_start(struct xpost *x)
 {
     watchdog("records delivered", &x->got, x->n);
     x->span = span_start();
-    check(pthread_create(&x->thread, NULL, xpost_producer, x) == 0);
+    for (uint32_t k = 0; k < x->producers; k++) {
+        xpost_shares[k] = (struct xpost_share){ x, k * (x->n / x->producers) };
+        check(pthread_create(&x->thread[k], NULL, xpost_producer, &xpost_shares[k]) == 0);
+    }
 }
 
 static int xpost_deliver(struct xpost *x, struct rec *r)
 {
     if (x->latency)
         x->lat_ns[r->seq] = now_ns() - r->t0;
-    if (r->seq != x->got)
+    /* FIFO per producer */
+    if (r->seq != x->next[r->producer])
         x->out_of_order++;
+    x->next[r->producer] = r->seq + 1;
     x->got++;
     atomic_store_explicit(&x->done, (uint32_t)x->got, memory_order_release);
     return x->got == x->n;
@@ -346,15 +372,16 @@ static int cmp_u64(const void *a, const void *b)
 static void xpost_report(struct xpost *x)
 {
     double wall = span_wall_s(x->span);
-    check(pthread_join(x->thread, NULL) == 0);
+    for (uint32_t k = 0; k < x->producers; k++)
+        check(pthread_join(x->thread[k], NULL) == 0);
     if (x->got != x->n)
         die("%llu of %u records delivered", (unsigned long long)x->got, x->n);
     if (x->out_of_order)
         fprintf(stderr, "%s: %u records delivered out of FIFO order\n",
                 bench_system, x->out_of_order);
     if (!x->latency) {
-        result("cross_thread_post", "recs_per_s=%.0f wall_s=%.4f out_of_order=%u",
-               x->n / wall, wall, x->out_of_order);
+        result(x->producers == 1 ? "cross_thread_post" : "cross_thread_post_4",
+               "recs_per_s=%.0f wall_s=%.4f out_of_order=%u", x->n / wall, wall, x->out_of_order);
         return;
     }
     qsort(x->lat_ns, x->n, sizeof *x->lat_ns, cmp_u64);

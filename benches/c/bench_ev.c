@@ -80,10 +80,10 @@ static void post_record(struct rec *r)
         ev_async_send(xp_loop, &async);
 }
 
-static void run_xpost(int latency)
+static void run_xpost(int mode)
 {
     xp_loop = new_loop();
-    xpost_init(&xp, latency, post_record);
+    xpost_init(&xp, mode, post_record);
     ev_async_init(&async, on_async);
     ev_async_start(xp_loop, &async);
     xpost_start(&xp);
@@ -92,8 +92,9 @@ static void run_xpost(int latency)
     ev_loop_destroy(xp_loop);
 }
 
-static void cross_thread_post(void) { run_xpost(0); }
-static void wakeup_latency(void) { run_xpost(1); }
+static void cross_thread_post(void) { run_xpost(XPOST_1); }
+static void cross_thread_post_4(void) { run_xpost(XPOST_4); }
+static void wakeup_latency(void) { run_xpost(XPOST_LATENCY); }
 
 /* ---- fd_pingpong -------------------------------------------------------------- */
 static ev_io watch[2];
@@ -170,7 +171,8 @@ int main(int argc, char **argv)
 {
     static const struct workload w[] = {
         { "timers_fire", timers_fire }, { "timers_cancel", timers_cancel },
-        { "cross_thread_post", cross_thread_post }, { "fd_pingpong", fd_pingpong },
+        { "cross_thread_post", cross_thread_post },
+        { "cross_thread_post_4", cross_thread_post_4 }, { "fd_pingpong", fd_pingpong },
         { "wakeup_latency", wakeup_latency }, { "memory", memory },
         { "timer_lateness", timer_lateness }, { NULL, NULL },
     };

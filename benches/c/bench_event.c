@@ -89,10 +89,10 @@ static void post_record(struct rec *r)
         check(write(wake_fd, &one, sizeof one) == sizeof one);
 }
 
-static void run_xpost(int latency)
+static void run_xpost(int mode)
 {
     struct event_base *base = new_base();
-    xpost_init(&xp, latency, post_record);
+    xpost_init(&xp, mode, post_record);
     check((wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) >= 0);
     struct event *ev = event_new(base, wake_fd, EV_READ | EV_PERSIST, on_wake, event_self_cbarg());
     check(ev && event_add(ev, NULL) == 0);
@@ -103,8 +103,9 @@ static void run_xpost(int latency)
     event_base_free(base);
 }
 
-static void cross_thread_post(void) { run_xpost(0); }
-static void wakeup_latency(void) { run_xpost(1); }
+static void cross_thread_post(void) { run_xpost(XPOST_1); }
+static void cross_thread_post_4(void) { run_xpost(XPOST_4); }
+static void wakeup_latency(void) { run_xpost(XPOST_LATENCY); }
 
 /* ---- fd_pingpong -------------------------------------------------------------- */
 static int sv[2];
@@ -189,7 +190,8 @@ int main(int argc, char **argv)
 {
     static const struct workload w[] = {
         { "timers_fire", timers_fire }, { "timers_cancel", timers_cancel },
-        { "cross_thread_post", cross_thread_post }, { "fd_pingpong", fd_pingpong },
+        { "cross_thread_post", cross_thread_post },
+        { "cross_thread_post_4", cross_thread_post_4 }, { "fd_pingpong", fd_pingpong },
         { "wakeup_latency", wakeup_latency }, { "memory", memory },
         { "timer_lateness", timer_lateness }, { NULL, NULL },
     };

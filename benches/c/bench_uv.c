@@ -80,10 +80,10 @@ static void post_record(struct rec *r)
         uvcheck(uv_async_send(&async));
 }
 
-static void run_xpost(int latency)
+static void run_xpost(int mode)
 {
     uv_loop_t *loop = new_loop();
-    xpost_init(&xp, latency, post_record);
+    xpost_init(&xp, mode, post_record);
     uvcheck(uv_async_init(loop, &async, on_async));
     xpost_start(&xp);
     uv_run(loop, UV_RUN_DEFAULT);
@@ -91,8 +91,9 @@ static void run_xpost(int latency)
     uvcheck(uv_loop_close(loop));
 }
 
-static void cross_thread_post(void) { run_xpost(0); }
-static void wakeup_latency(void) { run_xpost(1); }
+static void cross_thread_post(void) { run_xpost(XPOST_1); }
+static void cross_thread_post_4(void) { run_xpost(XPOST_4); }
+static void wakeup_latency(void) { run_xpost(XPOST_LATENCY); }
 
 /* ---- fd_pingpong (uv_poll: raw readiness, like weft_watch_fd) ----------------- */
 static int sv[2];
@@ -416,7 +417,8 @@ int main(int argc, char **argv)
 {
     static const struct workload w[] = {
         { "timers_fire", timers_fire }, { "timers_cancel", timers_cancel },
-        { "cross_thread_post", cross_thread_post }, { "fd_pingpong", fd_pingpong },
+        { "cross_thread_post", cross_thread_post },
+        { "cross_thread_post_4", cross_thread_post_4 }, { "fd_pingpong", fd_pingpong },
         { "wakeup_latency", wakeup_latency }, { "memory", memory },
         { "pool_roundtrip", pool_roundtrip }, { "fork_join", fork_join },
         { "spawn_before", spawn_before }, { "spawn_before_2m", spawn_before_2m },

@@ -87,10 +87,10 @@ static void post_record(struct rec *r)
     idcheck(weft_post(xp_loop, on_record, r, NULL));
 }
 
-static void run_xpost(int latency)
+static void run_xpost(int mode)
 {
     xp_loop = new_loop();
-    xpost_init(&xp, latency, post_record);
+    xpost_init(&xp, mode, post_record);
     idcheck(xp_keepalive = weft_timer_after(xp_loop, 3600000, on_fire, NULL, NULL));
     xpost_start(&xp);
     wcheck(weft_loop_run(xp_loop, WEFT_RUN_DEFAULT));
@@ -98,8 +98,9 @@ static void run_xpost(int latency)
     weft_loop_free(xp_loop);
 }
 
-static void cross_thread_post(void) { run_xpost(0); }
-static void wakeup_latency(void) { run_xpost(1); }
+static void cross_thread_post(void) { run_xpost(XPOST_1); }
+static void cross_thread_post_4(void) { run_xpost(XPOST_4); }
+static void wakeup_latency(void) { run_xpost(XPOST_LATENCY); }
 
 /* ---- fd_pingpong -------------------------------------------------------------- */
 static int sv[2];
@@ -872,7 +873,8 @@ int main(int argc, char **argv)
 {
     static const struct workload w[] = {
         { "timers_fire", timers_fire }, { "timers_cancel", timers_cancel },
-        { "cross_thread_post", cross_thread_post }, { "fd_pingpong", fd_pingpong },
+        { "cross_thread_post", cross_thread_post },
+        { "cross_thread_post_4", cross_thread_post_4 }, { "fd_pingpong", fd_pingpong },
         { "wakeup_latency", wakeup_latency }, { "memory", memory },
         { "pool_roundtrip", pool_roundtrip }, { "fork_join", fork_join },
         { "spawn_before", spawn_before }, { "spawn_before_2m", spawn_before_2m },

@@ -1,8 +1,11 @@
-//! The inbox's wake-up pair, `queued` and `awake` (see `crate::inbox`): a consumer that
-//! goes to sleep is rung for every record queued after its last look.
+//! The inbox (see `crate::inbox` and its queue, `src/inbox/queue.rs`): its wake-up pair
+//! (a producer's claim and `sleep`), so a consumer that goes to sleep is rung for every
+//! record queued after its last look; records across block boundaries (a block holds
+//! two records in the loom build) taken exactly once and in each producer's order; a
+//! cancel racing the consumer's take; and the loop freed while a producer rings.
 
 use super::{model, rang};
-use crate::inbox::{Inbox, Record};
+use crate::inbox::{Cancel, Inbox, Record};
 use loom::sync::Arc;
 use loom::thread;
 use std::collections::VecDeque;
@@ -58,7 +61,7 @@ impl Drop for Counted {
 }
 
 /// The loop is freed while a producer posts to it and rings its bell: the record is
-/// handed back by `close` or dropped by its producer, once, and no ring reaches the
+/// handed back by `close`, dropped by its producer, or dropped with the inbox, once, and no ring reaches the
 /// bell after `close` (its fd number may name another file by then).
 #[test]
 fn loom_inbox_close_while_ringing() {
@@ -76,6 +79,104 @@ fn loom_inbox_close_while_ringing() {
         assert!(!inbox.doze() || inbox.has_queued());
         drop(inbox.close());
         producer.join().unwrap();
+        // A record published after `close` is dropped with the queue.
+        drop(inbox);
         assert_eq!(drops.load(loom::sync::atomic::Ordering::SeqCst), 1, "a record lost or dropped twice");
+    });
+}
+
+/// A record tagged with its producer and its rank, counting its drops.
+struct Tagged {
+    producer: u32,
+    rank: u32,
+    _drop: Counted,
+}
+
+/// Two producers post three records between them (the first two, then one) while the
+/// consumer takes: the loom build's blocks hold two records, so a block fills up and
+/// the next is linked while the other producer may be waiting at the marker, and the
+/// consumer crosses into it. Each record arrives once, in its producer's order, and
+/// all three are dropped once.
+#[test]
+fn loom_inbox_blocks_fifo() {
+    model(|| {
+        let inbox = Arc::new(Inbox::<Tagged>::new().expect("an eventfd"));
+        let drops = Arc::new(loom::sync::atomic::AtomicUsize::new(0));
+        let mut producers: Vec<_> = [2, 1]
+            .into_iter()
+            .enumerate()
+            .map(|(producer, count)| {
+                let inbox = inbox.clone();
+                let drops = drops.clone();
+                thread::spawn(move || {
+                    for rank in 0..count {
+                        inbox.post(Tagged { producer: producer as u32, rank, _drop: Counted(drops.clone()) });
+                    }
+                })
+            })
+            .collect();
+        let mut next = [0u32; 2];
+        let mut batch = VecDeque::new();
+        let mut took = 0;
+        // One take while the producers run, one after they are done (a spin until all
+        // three arrive would exceed loom's branch limit).
+        for round in 0..2 {
+            if round == 1 {
+                for p in std::mem::take(&mut producers) {
+                    p.join().unwrap();
+                }
+            }
+            inbox.take(&mut batch, usize::MAX);
+            for record in batch.drain(..) {
+                let Record::Post { handler, .. } = record else { panic!("only posts were queued") };
+                assert_eq!(handler.rank, next[handler.producer as usize], "a producer's records out of order");
+                next[handler.producer as usize] += 1;
+                took += 1;
+            }
+        }
+        assert_eq!(took, 3, "a record published before the last take was not taken");
+        assert!(inbox.close().is_empty());
+        drop(inbox);
+        assert_eq!(drops.load(loom::sync::atomic::Ordering::SeqCst), 3, "a record lost or dropped twice");
+    });
+}
+
+/// A post is cancelled by another thread while the consumer takes (and a second
+/// producer's post makes the block fill up meanwhile): its handler is either handed to
+/// the canceller or taken by the consumer, never both, and dropped once.
+#[test]
+fn loom_inbox_cancel_races_take() {
+    model(|| {
+        let inbox = Arc::new(Inbox::<Counted>::new().expect("an eventfd"));
+        let drops = Arc::new(loom::sync::atomic::AtomicUsize::new(0));
+        let seq = inbox.post(Counted(drops.clone()));
+        let canceller = {
+            let inbox = inbox.clone();
+            thread::spawn(move || match inbox.cancel_post(seq, false) {
+                Cancel::Removed(handler) => {
+                    drop(handler);
+                    true
+                }
+                Cancel::Marked => panic!("another thread cannot mark a post"),
+                Cancel::NotFound => false,
+            })
+        };
+        let producer = {
+            let inbox = inbox.clone();
+            let drops = drops.clone();
+            thread::spawn(move || {
+                inbox.post(Counted(drops));
+            })
+        };
+        let mut batch = VecDeque::new();
+        inbox.take(&mut batch, usize::MAX);
+        let took_it = batch.iter().any(|r| matches!(r, Record::Post { seq: s, .. } if *s == seq));
+        drop(batch);
+        let cancelled = canceller.join().unwrap();
+        producer.join().unwrap();
+        assert!(took_it != cancelled, "the post was both taken and cancelled, or neither");
+        drop(inbox.close());
+        drop(inbox);
+        assert_eq!(drops.load(loom::sync::atomic::Ordering::SeqCst), 2, "a record lost or dropped twice");
     });
 }

@@ -21,6 +21,9 @@ use std::ffi::CStr;
 use std::os::fd::RawFd;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 
+/// A pass takes the inbox's records in slices of at most this many (see `pass`).
+const SLICE: usize = 1024;
+
 impl<H: Handler> Loop<H> {
     // ---- running -----------------------------------------------------------------------
 
@@ -306,35 +309,23 @@ impl<H: Handler> Loop<H> {
                     }
                 }
                 *returned += taken as u64;
-                let (now_dispatched, end) = self.inbox.take(batch, budget);
+                // What one take would take, in slices of at most SLICE records: the
+                // batch stays small (in cache, never reallocated by a burst).
+                let (mut now_dispatched, end) = self.inbox.take(batch, budget.min(SLICE));
                 took = true;
                 if taken > 0 {
                     groups.push_back((end, taken));
                 }
-                budget -= batch.len();
-                for record in batch.drain(..) {
-                    match record {
-                        Record::Post { seq, mut handler } => {
-                            if self.inbox.start_post(seq) {
-                                let id = slots::post_id(self.tag, seq);
-                                pool::deferring_wakeups(|| handler.call(self, id, Event::Post));
-                                ran += 1;
-                            }
-                            drop(handler);
-                        }
-                        Record::Emit { bytes, topic_len } => {
-                            self.deliver(&bytes, topic_len, ids);
-                            ran += 1;
-                        }
-                        Record::Cancelled => {}
-                        Record::Done { id, .. } if slots::is_task_id(id) => {
-                            ran += self.deliver_unstarted(id) as usize;
-                        }
-                        Record::Done { id, status, result } => {
-                            ran += self.dispatch(id, Event::Done { status, result: &result, message: None }) as usize;
-                        }
-                        Record::Job(job) => pool::deferring_wakeups(|| job.run()),
+                loop {
+                    budget -= batch.len();
+                    let full = batch.len() == SLICE;
+                    // One thread-local lookup per slice for the callbacks' deferred
+                    // wake-ups (see pool::deferring_scope).
+                    ran += pool::deferring_scope(|scope| self.dispatch_records(batch, ids, scope));
+                    if !full || budget == 0 || now_dispatched >= end {
+                        break;
                     }
+                    now_dispatched = self.inbox.take_until(batch, budget.min(SLICE), end).0;
                 }
                 *dispatched = now_dispatched;
                 let ready = take_ready(groups, now_dispatched, budget);
@@ -419,6 +410,42 @@ impl<H: Handler> Loop<H> {
             };
             // Without the borrow: its free function may call the loop.
             drop(over);
+        }
+        ran
+    }
+
+    /// Runs the records of a slice the pass took from the inbox; returns how many
+    /// callbacks ran.
+    fn dispatch_records(
+        &self,
+        batch: &mut std::collections::VecDeque<Record<H>>,
+        ids: &mut Vec<(Id, u32)>,
+        scope: &pool::Deferring<'_>,
+    ) -> usize {
+        let mut ran = 0;
+        for record in batch.drain(..) {
+            match record {
+                Record::Post { seq, mut handler } => {
+                    if self.inbox.start_post(seq) {
+                        let id = slots::post_id(self.tag, seq);
+                        scope.run(|| handler.call(self, id, Event::Post));
+                        ran += 1;
+                    }
+                    drop(handler);
+                }
+                Record::Emit { bytes, topic_len } => {
+                    self.deliver(&bytes, topic_len, ids);
+                    ran += 1;
+                }
+                Record::Cancelled => {}
+                Record::Done { id, .. } if slots::is_task_id(id) => {
+                    ran += self.deliver_unstarted(id) as usize;
+                }
+                Record::Done { id, status, result } => {
+                    ran += self.dispatch(id, Event::Done { status, result: &result, message: None }) as usize;
+                }
+                Record::Job(job) => scope.run(|| job.run()),
+            }
         }
         ran
     }

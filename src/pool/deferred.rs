@@ -35,6 +35,41 @@ pub fn deferring_wakeups<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Runs `f` with a [`Deferring`] scope, for a loop pass that runs a slice of callbacks
+/// (posts, events) one after another: each callback run through [`Deferring::run`]
+/// defers and flushes exactly as [`deferring_wakeups`] would, with one thread-local
+/// lookup for the whole slice rather than several per callback (in a cdylib each is a
+/// call to `__tls_get_addr`).
+pub fn deferring_scope<R>(f: impl FnOnce(&Deferring<'_>) -> R) -> R {
+    THREAD.with(|t| f(&Deferring(t)))
+}
+
+/// This thread's state, for [`deferring_scope`]'s callbacks.
+pub struct Deferring<'a>(&'a ThreadState);
+
+impl Deferring<'_> {
+    /// [`deferring_wakeups`]`(f)`, on the scope's thread.
+    #[inline]
+    pub fn run<R>(&self, f: impl FnOnce() -> R) -> R {
+        struct Depth<'a>(&'a ThreadState);
+        impl Drop for Depth<'_> {
+            fn drop(&mut self) {
+                let t = self.0;
+                t.deferring.set(t.deferring.get() - 1);
+                if t.deferring.get() == 0 {
+                    let (staged, deferred) = (t.staged.replace(std::ptr::null()), t.deferred.replace(std::ptr::null()));
+                    if !staged.is_null() || !deferred.is_null() {
+                        flush_taken(staged, deferred);
+                    }
+                }
+            }
+        }
+        self.0.deferring.set(self.0.deferring.get() + 1);
+        let _depth = Depth(self.0);
+        f()
+    }
+}
+
 /// Sends the wake-up this thread deferred, if any: called before the loop thread
 /// blocks, so that a loop run from inside another loop's callback (or any wait inside a
 /// callback) cannot sleep on work whose worker was never woken.

@@ -44,7 +44,7 @@ mod job;
 pub(crate) mod sleep;
 mod thread;
 
-pub use deferred::{deferring_wakeups, flush_deferred_wakeups};
+pub use deferred::{deferring_scope, deferring_wakeups, flush_deferred_wakeups, Deferring};
 pub use feeder::{publish_staged, Feeder};
 pub use job::{Job, JobHeader, JobRef, JobVTable};
 

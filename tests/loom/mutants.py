@@ -19,23 +19,35 @@ WORK = os.path.join(ROOT, "target", "loom-mutants")
 
 # name: (file, text as in the source, replacement, model test)
 MUTANTS = {
-    "inbox: the producer's fence between `queued` and `awake`": (
+    "inbox: the producer's fence between its claim and `awake`": (
         "src/inbox.rs",
-        "            && !{\n                fence(SeqCst);\n                self.awake.0.load(Acquire)",
-        "            && !{\n                self.awake.0.load(Acquire)",
+        "        after_rmw();\n        if !self.awake.0.load(LOAD_AFTER_RMW) && seq == self.records.head_after_fence() {",
+        "        if !self.awake.0.load(LOAD_AFTER_RMW) && seq == self.records.head_after_fence() {",
         "loom_inbox_wakeup",
     ),
-    "inbox: doze's fence between `awake` and `queued`": (
+    "inbox: doze's fence between `awake` and the tail": (
         "src/inbox.rs",
         "        fence(SeqCst); // the Dekker pair with the producers (see crate::sync)\n",
         "",
         "loom_inbox_wakeup",
     ),
-    "inbox: the `queued` flag": (
+    "inbox: the producer rings only for the record at `head`": (
         "src/inbox.rs",
-        "        if was_empty {\n            self.queued.0.store(true, SeqCst);\n        }",
-        "",
+        "seq == self.records.head_after_fence()",
+        "seq == self.records.head_after_fence() + 1",
         "loom_inbox_wakeup",
+    ),
+    "queue: the new block stored before the index leaves the marker (Release)": (
+        "src/inbox/queue.rs",
+        "self.tail.0.index.fetch_add(1, Release);",
+        "self.tail.0.index.fetch_add(1, Relaxed);",
+        "loom_inbox_blocks_fifo",
+    ),
+    "queue: the consumer skips a cancelled slot": (
+        "src/inbox/queue.rs",
+        "                CANCELLED => {}\n",
+        "",
+        "loom_inbox_cancel_races_take",
     ),
     "inbox: close waits for ringers": (
         "src/inbox.rs",

@@ -1,0 +1,146 @@
+/* The post queue's edges under load (src/inbox/queue.rs): producers crossing block
+ * boundaries together, cancellers walking the blocks while the loop reads through them
+ * and frees them, and a loop freed with records still queued across several blocks. */
+#include "harness.h"
+
+#include <sched.h>
+
+enum { PRODUCERS = 4, CANCELLERS = 2 };
+
+typedef struct {
+    track t;
+    int producer;
+    long rank;
+} qpost;
+
+typedef struct {
+    weft_loop *lp;
+    qpost *posts;          /* PRODUCERS x per_producer, producer-major */
+    _Atomic weft_id *ids;  /* published by the producers for the cancellers */
+    _Atomic int *rcs;      /* each post's cancel result, or 1: not tried */
+    long per_producer;
+    long next[PRODUCERS];  /* the rank each producer's next delivered post must have */
+    _Atomic long out_of_order;
+    weft_id keepalive;
+} qstate;
+
+static qstate *qs;
+
+static void qpost_cb(weft_loop *lp, weft_id id, void *ud) {
+    qpost *p = (qpost *)ud;
+    track_note_call(&p->t, lp, id);
+    /* FIFO per producer among the posts that ran (cancelled ones are skipped) */
+    if (p->rank < qs->next[p->producer]) atomic_fetch_add(&qs->out_of_order, 1);
+    qs->next[p->producer] = p->rank + 1;
+}
+
+static void qpost_free(void *ud) {
+    qpost *p = (qpost *)ud;
+    atomic_fetch_add(&p->t.frees, 1);
+}
+
+typedef struct {
+    int index;
+} worker;
+
+static void *producer_thread(void *arg) {
+    int k = ((worker *)arg)->index;
+    for (long i = 0; i < qs->per_producer; i++) {
+        long at = k * qs->per_producer + i;
+        weft_id id = weft_post(qs->lp, qpost_cb, &qs->posts[at], qpost_free);
+        CHECK(id != 0);
+        atomic_store(&qs->ids[at], id);
+    }
+    return NULL;
+}
+
+/* Cancels every third post of every producer as soon as its id is published: some are
+ * still queued (OK), some already ran or are running (NOT_FOUND). */
+static void *canceller_thread(void *arg) {
+    int c = ((worker *)arg)->index;
+    for (long i = c; i < qs->per_producer; i += 3 * CANCELLERS) {
+        for (int k = 0; k < PRODUCERS; k++) {
+            long at = k * qs->per_producer + i;
+            weft_id id;
+            while ((id = atomic_load(&qs->ids[at])) == 0) sched_yield();
+            atomic_store(&qs->rcs[at], weft_cancel(qs->lp, id));
+        }
+    }
+    return NULL;
+}
+
+static void stop_cb(weft_loop *lp, weft_id id, void *ud) {
+    (void)id, (void)ud;
+    CHECK_OK(weft_cancel(lp, qs->keepalive));
+}
+
+TEST(producers_and_cancellers_race_the_loop_across_blocks) {
+    weft_loop *lp = weft_loop_new();
+    REQUIRE(lp != NULL);
+    qs = calloc(1, sizeof *qs);
+    qs->lp = lp;
+    qs->per_producer = h_scale(100000, 5000);
+    long total = PRODUCERS * qs->per_producer;
+    qs->posts = calloc((size_t)total, sizeof *qs->posts);
+    qs->ids = calloc((size_t)total, sizeof *qs->ids);
+    qs->rcs = calloc((size_t)total, sizeof *qs->rcs);
+    for (long at = 0; at < total; at++) {
+        qs->posts[at].producer = (int)(at / qs->per_producer);
+        qs->posts[at].rank = at % qs->per_producer;
+        atomic_store(&qs->rcs[at], 1);
+    }
+    qs->keepalive = CHECK_ID(weft_subscribe(lp, "keepalive", never_event_cb, NULL, NULL));
+    bg_loop bg;
+    bg_start(&bg, lp, WEFT_RUN_DEFAULT); /* the loop runs while they post and cancel */
+    worker w[PRODUCERS + CANCELLERS];
+    pthread_t th[PRODUCERS + CANCELLERS];
+    for (int i = 0; i < PRODUCERS + CANCELLERS; i++) {
+        w[i].index = i < PRODUCERS ? i : i - PRODUCERS;
+        pthread_create(&th[i], NULL, i < PRODUCERS ? producer_thread : canceller_thread, &w[i]);
+    }
+    for (int i = 0; i < PRODUCERS + CANCELLERS; i++) pthread_join(th[i], NULL);
+    /* Everything is posted and every cancel made: once the loop has settled them all,
+     * a last post stops it. */
+    CHECK_ID(weft_post(lp, stop_cb, NULL, NULL));
+    bg_join(&bg, h_slack_ms(30000), "the stop post cancels the keepalive");
+    CHECK_OK(bg.rc);
+    long bad = 0, cancelled = 0;
+    for (long at = 0; at < total; at++) {
+        qpost *p = &qs->posts[at];
+        int rc = atomic_load(&qs->rcs[at]), calls = atomic_load(&p->t.calls);
+        bool ok = rc == 1 ? calls == 1 : (rc == WEFT_OK && calls == 0) || (rc == WEFT_ERR_NOT_FOUND && calls == 1);
+        cancelled += rc == WEFT_OK;
+        if (!ok || atomic_load(&p->t.frees) != 1) {
+            if (bad++ < 5)
+                h_fail(__FILE__, __LINE__, "post %ld: cancel rc %d, calls %d, frees %d", at, rc, calls,
+                       atomic_load(&p->t.frees));
+        }
+    }
+    fprintf(stderr, "    %ld posts, %ld cancelled while queued\n", total, cancelled);
+    CHECK_EQ(bad, 0);
+    CHECK_EQ(atomic_load(&qs->out_of_order), 0);
+    weft_loop_free(lp);
+    free(qs->posts);
+    free((void *)qs->ids);
+    free((void *)qs->rcs);
+    free(qs);
+}
+
+/* Posts left queued across many blocks, some cancelled in the middle, when the loop is
+ * freed without running: each free_fn runs once. */
+TEST(a_loop_freed_with_blocks_of_posts_queued_frees_each_once) {
+    weft_loop *lp = weft_loop_new();
+    REQUIRE(lp != NULL);
+    long n = h_scale(50000, 5000);
+    track *t = calloc((size_t)n, sizeof *t);
+    weft_id *ids = calloc((size_t)n, sizeof *ids);
+    for (long i = 0; i < n; i++) ids[i] = CHECK_ID(weft_post(lp, track_cb, &t[i], track_free));
+    for (long i = 0; i < n; i += 7) CHECK_OK(weft_cancel(lp, ids[i]));
+    for (long i = 0; i < n; i += 7) CHECK_RC(weft_cancel(lp, ids[i]), WEFT_ERR_NOT_FOUND);
+    weft_loop_free(lp);
+    long bad = 0;
+    for (long i = 0; i < n; i++) bad += atomic_load(&t[i].calls) != 0 || atomic_load(&t[i].frees) != 1;
+    CHECK_EQ(bad, 0);
+    free(t);
+    free(ids);
+}
