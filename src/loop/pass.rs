@@ -218,7 +218,7 @@ impl<H: Handler> Loop<H> {
                 let fired = indices.len() + due.len();
                 if fired > 0 {
                     // Pacing (register.rs): a pass that fires n timers lets the next timer
-                    // wake-up wait up to n * 8 µs, at most 1 ms.
+                    // wake-up wait up to n * 2 µs, at most 1 ms.
                     let gap = (fired as u64 * timer::PACE_NS_PER_TIMER).min(timer::NS_PER_MS);
                     self.pace_ns.store(now + gap, Relaxed);
                 }

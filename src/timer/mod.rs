@@ -39,7 +39,7 @@ pub(crate) const TICK_NS: u64 = 1 << 16;
 /// A pass that fires n timers lets the next timer wake-up wait up to n times this (at
 /// most a millisecond): a loop busy with timers makes few passes, an idle one wakes on
 /// time.
-pub(crate) const PACE_NS_PER_TIMER: u64 = 8_000;
+pub(crate) const PACE_NS_PER_TIMER: u64 = 2_000;
 /// Nanoseconds per millisecond: delays are given in ms.
 pub(crate) const NS_PER_MS: u64 = 1_000_000;
 /// The longest delay the wheel takes: 2^35 ms, about 397 days. Keeping delays under half
