@@ -50,19 +50,89 @@ pub fn check_topic(topic: &str) -> Result<()> {
 }
 
 /// Subscribers by pattern; values are slab indices of subscriptions.
+///
+/// Each pattern's subscribers sit in a [`List`] in subscription order, and `at` holds,
+/// for each subscription's slab index, its position in its list. So a cancel finds its
+/// entry without a search, and cancelling N subscriptions costs O(N), not O(N^2).
 #[derive(Default)]
 pub struct Index {
-    exact: HashMap<Box<str>, Vec<u32>>,
-    prefix: Vec<(Box<str>, u32)>,
-    all: Vec<u32>,
+    exact: HashMap<Box<str>, List<()>>,
+    prefix: List<Box<str>>,
+    all: List<()>,
+    /// Position of subscription `i` in its list, indexed by slab index (dense, reused).
+    at: Vec<u32>,
+}
+
+/// Marks a removed entry until the list is compacted.
+const HOLE: u32 = u32::MAX;
+
+/// One pattern's subscribers in subscription order: (slab index, data) pairs.
+///
+/// A removal leaves a hole; once holes are half the list it is compacted (the survivors
+/// keep their order, and their positions in `at` are rewritten), so a removal costs O(1)
+/// amortized and delivery stays in subscription order.
+struct List<T> {
+    items: Vec<(u32, T)>,
+    holes: usize,
+}
+
+impl<T> Default for List<T> {
+    fn default() -> Self {
+        List { items: Vec::new(), holes: 0 }
+    }
+}
+
+impl<T> List<T> {
+    fn push(&mut self, index: u32, data: T, at: &mut Vec<u32>) {
+        debug_assert!(index != HOLE);
+        let slot = index as usize;
+        if at.len() <= slot {
+            at.resize(slot + 1, 0);
+        }
+        at[slot] = self.items.len() as u32;
+        self.items.push((index, data));
+    }
+
+    /// Takes `index` out. Returns true once the list holds nobody.
+    fn remove(&mut self, index: u32, at: &mut [u32]) -> bool {
+        let Some(&pos) = at.get(index as usize) else { return false };
+        match self.items.get_mut(pos as usize) {
+            Some(entry) if entry.0 == index => entry.0 = HOLE,
+            _ => return false,
+        }
+        self.holes += 1;
+        if self.holes == self.items.len() {
+            self.items.clear();
+            self.holes = 0;
+            return true;
+        }
+        if self.holes * 2 > self.items.len() {
+            self.items.retain(|e| e.0 != HOLE);
+            self.holes = 0;
+            for (pos, e) in self.items.iter().enumerate() {
+                at[e.0 as usize] = pos as u32;
+            }
+            if self.items.capacity() > 4 * self.items.len() {
+                self.items.shrink_to(2 * self.items.len());
+            }
+        }
+        false
+    }
+
+    fn live(&self) -> impl Iterator<Item = &(u32, T)> {
+        self.items.iter().filter(|e| e.0 != HOLE)
+    }
 }
 
 impl Index {
     pub fn add(&mut self, pattern: &Pattern, index: u32) {
         match pattern {
-            Pattern::Exact(t) => self.exact.entry(t.clone()).or_default().push(index),
-            Pattern::Prefix(p) => self.prefix.push((p.clone(), index)),
-            Pattern::All => self.all.push(index),
+            Pattern::Exact(t) => match self.exact.get_mut(t) {
+                Some(list) => list.push(index, (), &mut self.at),
+                None => self.exact.entry(t.clone()).or_default().push(index, (), &mut self.at),
+            },
+            Pattern::Prefix(p) => self.prefix.push(index, p.clone(), &mut self.at),
+            Pattern::All => self.all.push(index, (), &mut self.at),
         }
     }
 
@@ -70,24 +140,27 @@ impl Index {
         match pattern {
             Pattern::Exact(t) => {
                 if let Some(list) = self.exact.get_mut(t) {
-                    list.retain(|&i| i != index);
-                    if list.is_empty() {
+                    if list.remove(index, &mut self.at) {
                         self.exact.remove(t);
                     }
                 }
             }
-            Pattern::Prefix(_) => self.prefix.retain(|&(_, i)| i != index),
-            Pattern::All => self.all.retain(|&i| i != index),
+            Pattern::Prefix(_) => {
+                self.prefix.remove(index, &mut self.at);
+            }
+            Pattern::All => {
+                self.all.remove(index, &mut self.at);
+            }
         }
     }
 
     /// Appends the subscribers of `topic` to `out`.
     pub fn lookup(&self, topic: &str, out: &mut Vec<u32>) {
         if let Some(list) = self.exact.get(topic) {
-            out.extend_from_slice(list);
+            out.extend(list.live().map(|e| e.0));
         }
-        out.extend(self.prefix.iter().filter(|(p, _)| topic.starts_with(&**p)).map(|&(_, i)| i));
-        out.extend_from_slice(&self.all);
+        out.extend(self.prefix.live().filter(|(_, p)| topic.starts_with(&**p)).map(|e| e.0));
+        out.extend(self.all.live().map(|e| e.0));
     }
 }
 
@@ -123,5 +196,50 @@ mod tests {
         out.clear();
         index.lookup("a.b", &mut out);
         assert_eq!(out, vec![4, 1, 2]);
+    }
+
+    /// Removals in any order leave the survivors in subscription order, through holes
+    /// and compactions, and a removed index that is reused goes to the end.
+    #[test]
+    fn index_keeps_subscription_order_through_removals() {
+        let exact = Pattern::parse("t").unwrap();
+        let all = Pattern::All;
+        let mut index = Index::default();
+        let n = 1000u32;
+        for i in 0..n {
+            index.add(if i % 3 == 0 { &all } else { &exact }, i);
+        }
+        let mut alive: Vec<u32> = (0..n).collect();
+        // remove every index whose (i * 7919) % 10 < 7, in a scrambled order
+        let mut gone: Vec<u32> = (0..n).filter(|i| (i * 7919) % 10 < 7).collect();
+        gone.sort_by_key(|i| (i * 2654435761u32) >> 7);
+        for (k, &i) in gone.iter().enumerate() {
+            index.remove(if i % 3 == 0 { &all } else { &exact }, i);
+            alive.retain(|&a| a != i);
+            if k % 97 == 0 {
+                let mut out = Vec::new();
+                index.lookup("t", &mut out);
+                let want: Vec<u32> = alive
+                    .iter()
+                    .copied()
+                    .filter(|i| i % 3 != 0)
+                    .chain(alive.iter().copied().filter(|i| i % 3 == 0))
+                    .collect();
+                assert_eq!(out, want, "after {k} removals");
+            }
+        }
+        // removing again, or an index never added, changes nothing
+        index.remove(&exact, gone[0]);
+        index.remove(&exact, 5000);
+        index.add(&all, gone[1]);
+        let mut out = Vec::new();
+        index.lookup("t", &mut out);
+        assert_eq!(out.last(), Some(&gone[1]));
+        assert_eq!(out.len(), alive.len() + 1);
+        for &i in &alive {
+            index.remove(if i % 3 == 0 { &all } else { &exact }, i);
+        }
+        index.remove(&all, gone[1]);
+        assert!(index.exact.is_empty() && index.all.items.is_empty());
     }
 }

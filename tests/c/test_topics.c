@@ -479,3 +479,62 @@ TEST(topics_are_per_loop) {
     weft_loop_free(a);
     weft_loop_free(b);
 }
+
+/* Many subscriptions to one topic, "job.*" and "*", half cancelled in a scrambled order
+ * (which compacts the subscriber lists several times): the survivors are called once
+ * each, in subscription order within each pattern, every free function runs exactly
+ * once, and cancelling a cancelled subscription answers NOT_FOUND. */
+#define MANY_SUBS 6000
+static int many_seen[MANY_SUBS];
+static int many_order[MANY_SUBS];
+static int many_n;
+static _Atomic int many_frees;
+
+static void many_cb(weft_loop *lp, weft_id sub, const char *topic, const void *payload,
+                    size_t len, void *ud) {
+    (void)lp; (void)sub; (void)topic; (void)payload; (void)len;
+    int i = (int)(intptr_t)ud;
+    many_seen[i]++;
+    if (many_n < MANY_SUBS) many_order[many_n++] = i;
+}
+static void many_free(void *ud) { (void)ud; atomic_fetch_add(&many_frees, 1); }
+
+TEST(many_subscriptions_cancelled_in_any_order_keep_order) {
+    weft_loop *lp = weft_loop_new();
+    REQUIRE(lp != NULL);
+    static weft_id ids[MANY_SUBS];
+    static const char *pats[3] = {"job.done", "job.*", "*"};
+    memset(many_seen, 0, sizeof many_seen);
+    many_n = 0;
+    atomic_store(&many_frees, 0);
+    for (int i = 0; i < MANY_SUBS; i++)
+        ids[i] = CHECK_ID(weft_subscribe(lp, pats[i % 3], many_cb, (void *)(intptr_t)i, many_free));
+    /* cancel those with (i * 7919) % 10 >= 5, visiting i in a scrambled order
+     * (2654435761 is prime, so k -> k * 2654435761 mod MANY_SUBS is a permutation) */
+    int cancelled = 0;
+    for (uint64_t k = 0; k < MANY_SUBS; k++) {
+        uint64_t i = (k * 2654435761u) % MANY_SUBS;
+        if ((i * 7919u) % 10 < 5) continue;
+        CHECK_OK(weft_cancel(lp, ids[i]));
+        cancelled++;
+    }
+    CHECK(cancelled > MANY_SUBS / 3 && cancelled < MANY_SUBS * 2 / 3);
+    CHECK_EQ(atomic_load(&many_frees), cancelled);
+    CHECK_OK(weft_emit(lp, "job.done", "x", 1));
+    CHECK_OK(weft_loop_run(lp, WEFT_RUN_NOWAIT));
+    CHECK_EQ(many_n, MANY_SUBS - cancelled);
+    for (int i = 0; i < MANY_SUBS; i++) {
+        int alive = (i * 7919) % 10 < 5;
+        CHECK_EQ(many_seen[i], alive);
+        if (!alive) CHECK_EQ(weft_cancel(lp, ids[i]), WEFT_ERR_NOT_FOUND);
+    }
+    /* within each pattern, subscription order */
+    int last[3] = {-1, -1, -1};
+    for (int k = 0; k < many_n; k++) {
+        int i = many_order[k];
+        CHECK(i > last[i % 3]);
+        last[i % 3] = i;
+    }
+    weft_loop_free(lp);
+    CHECK_EQ(atomic_load(&many_frees), MANY_SUBS);
+}
