@@ -105,7 +105,8 @@ typedef int weft_run_mode;
 
 // A registration id. 0 is never a valid id: calls that return an id return 0 on error.
 // Ids are checked, never trusted: a stale, cancelled, forged or foreign id gives
-// `WEFT_ERR_NOT_FOUND`.
+// `WEFT_ERR_NOT_FOUND`. Every id weft returns is at least 2^52 (`WEFT_ID_MIN`): values
+// below it are never weft's, so a binding or host may use them for ids of its own.
 typedef uint64_t weft_id;
 
 // The callback of posts and timers. Runs on the loop thread.
@@ -238,6 +239,9 @@ typedef struct weft_spawn_options {
   // unused. The parent's sockets then stay open while the child runs.
   bool inherit_fds;
 } weft_spawn_options;
+
+// The smallest id weft returns: a loop's tag, from 1 up, fills the id's top 12 bits.
+#define WEFT_ID_MIN 4503599627370496
 
 // Run until `weft_loop_stop` is called or nothing is registered (timers, watches,
 // subscriptions, posts and events not yet delivered, tasks whose `done` has not run).

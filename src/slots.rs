@@ -39,7 +39,7 @@ const TIMER: u64 = 0b01 << KIND_SHIFT;
 const POST: u64 = 0b10 << KIND_SHIFT;
 const TASK: u64 = 0b11 << KIND_SHIFT;
 const SEQ_MASK: u64 = (1 << KIND_SHIFT) - 1;
-const TAG_SHIFT: u32 = 52;
+pub(crate) const TAG_SHIFT: u32 = 52;
 
 /// Most registrations one loop holds at once.
 pub(crate) const MAX_SLOTS: usize = 1 << INDEX_BITS;

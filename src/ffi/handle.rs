@@ -4,8 +4,13 @@
 
 /// A registration id. 0 is never a valid id: calls that return an id return 0 on error.
 /// Ids are checked, never trusted: a stale, cancelled, forged or foreign id gives
-/// `WEFT_ERR_NOT_FOUND`.
+/// `WEFT_ERR_NOT_FOUND`. Every id weft returns is at least 2^52 (`WEFT_ID_MIN`): values
+/// below it are never weft's, so a binding or host may use them for ids of its own.
 pub type weft_id = u64;
+
+/// The smallest id weft returns: a loop's tag, from 1 up, fills the id's top 12 bits.
+pub const WEFT_ID_MIN: weft_id = 0x0010_0000_0000_0000;
+const _: () = assert!(WEFT_ID_MIN == 1 << crate::slots::TAG_SHIFT);
 
 /// An event loop. Opaque; made by `weft_loop_new`, freed by `weft_loop_free`.
 pub struct weft_loop {

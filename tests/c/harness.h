@@ -203,6 +203,8 @@ static inline const char *h_last_error(void) {
 /* An id-returning call that must succeed; evaluates to the id. */
 static inline weft_id h_id_ok(weft_id id, const char *file, int line, const char *expr) {
     if (id == 0) h_fail_e(file, line, "%s returned id 0", expr);
+    else if (id < WEFT_ID_MIN)   /* the header promises every id is >= WEFT_ID_MIN */
+        h_fail(file, line, "%s returned id %#" PRIx64 ", below WEFT_ID_MIN", expr, id);
     return id;
 }
 #define CHECK_ID(expr) h_id_ok((expr), __FILE__, __LINE__, #expr)

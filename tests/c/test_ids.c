@@ -38,9 +38,12 @@ TEST(cancelled_ids_go_stale_for_every_kind) {
         CHECK_ID(weft_watch_signal(lp, SIGUSR2, track_signal_cb, &t[4], track_free)),
         CHECK_ID(weft_subscribe(lp, "a.*", track_event_cb, &t[5], track_free)),
     };
-    /* All different. */
-    for (int i = 0; i < 6; i++)
+    /* All different, and never below WEFT_ID_MIN (bindings keep the ids below for their
+     * own). */
+    for (int i = 0; i < 6; i++) {
+        CHECK_MSG(ids[i] >= WEFT_ID_MIN, "id %d is %llx", i, (unsigned long long)ids[i]);
         for (int j = i + 1; j < 6; j++) CHECK_MSG(ids[i] != ids[j], "ids %d and %d equal", i, j);
+    }
     for (int i = 0; i < 6; i++) {
         CHECK_OK(weft_cancel(lp, ids[i]));
         CHECK_RC(weft_cancel(lp, ids[i]), WEFT_ERR_NOT_FOUND); /* double cancel */

@@ -90,7 +90,8 @@ const weft_run_mode = koffi.alias('weft_run_mode', 'int');
 
 // A registration id. 0 is never a valid id: calls that return an id return 0 on error.
 // Ids are checked, never trusted: a stale, cancelled, forged or foreign id gives
-// `WEFT_ERR_NOT_FOUND`.
+// `WEFT_ERR_NOT_FOUND`. Every id weft returns is at least 2^52 (`WEFT_ID_MIN`): values
+// below it are never weft's, so a binding or host may use them for ids of its own.
 const weft_id = koffi.alias('weft_id', 'uint64_t');
 
 // The callback of posts and timers. Runs on the loop thread.
@@ -209,6 +210,9 @@ const weft_spawn_options = koffi.struct('weft_spawn_options', {
   // unused. The parent's sockets then stay open while the child runs.
   inherit_fds: 'bool',
 });
+
+// The smallest id weft returns: a loop's tag, from 1 up, fills the id's top 12 bits.
+const WEFT_ID_MIN = 4503599627370496;
 
 // Run until `weft_loop_stop` is called or nothing is registered (timers, watches,
 // subscriptions, posts and events not yet delivered, tasks whose `done` has not run).
@@ -335,6 +339,7 @@ const CONSTANTS = Object.freeze({
   WEFT_ERR_IO,
   WEFT_ERR_UNSUPPORTED,
   WEFT_ERR_FORKED,
+  WEFT_ID_MIN,
   WEFT_RUN_DEFAULT,
   WEFT_RUN_ONCE,
   WEFT_RUN_NOWAIT,
@@ -437,7 +442,7 @@ const DOCS = Object.freeze({
   weft_pool: "A worker pool. Opaque; made by `weft_pool_new`, freed by `weft_pool_free`.",
   weft_task: "A task, as its work function sees it. Valid only during the work call, and only\non the thread running it.",
   weft_run_mode: "How `weft_loop_run` runs: one of the `WEFT_RUN_*` values.",
-  weft_id: "A registration id. 0 is never a valid id: calls that return an id return 0 on error.\nIds are checked, never trusted: a stale, cancelled, forged or foreign id gives\n`WEFT_ERR_NOT_FOUND`.",
+  weft_id: "A registration id. 0 is never a valid id: calls that return an id return 0 on error.\nIds are checked, never trusted: a stale, cancelled, forged or foreign id gives\n`WEFT_ERR_NOT_FOUND`. Every id weft returns is at least 2^52 (`WEFT_ID_MIN`): values\nbelow it are never weft's, so a binding or host may use them for ids of its own.",
   weft_cb: "The callback of posts and timers. Runs on the loop thread.",
   weft_free_fn: "Ends a registration's ownership of `user_data`. Runs exactly once per successful\nregistration: after its last callback, when it is cancelled, or when its loop is\nfreed; on the loop thread, or on the thread that cancelled it while no callback of\nit was running. It is never called for a registration call that failed. May be NULL.",
   weft_fd_cb: "The callback of an fd watch: `events` holds the `WEFT_READABLE` / `WEFT_WRITABLE`\nbits of the watch's interest that are ready, plus `WEFT_HANGUP` and `WEFT_ERROR`.\nRuns on the loop thread.",
@@ -451,6 +456,7 @@ const DOCS = Object.freeze({
   weft_done_fn: "A task's completion, on the loop thread, exactly once: `status` is what work\nreturned (>= 0), or `WEFT_ERR_CANCELLED` or `WEFT_ERR_TIMEOUT`; `result`/`len` are the\nbytes work wrote with `weft_task_write` (NULL/0 when cancelled or timed out), valid\nuntil `done` returns.",
   weft_fork_fn: "A host's fork for process tasks (see `weft_spawn_options.fork_fn`).",
   weft_spawn_options: "Options of `weft_spawn` (NULL: all defaults). Zero-initialise, set\n`size = sizeof(weft_spawn_options)`, then the fields you need.",
+  WEFT_ID_MIN: "The smallest id weft returns: a loop's tag, from 1 up, fills the id's top 12 bits.",
   WEFT_RUN_DEFAULT: "Run until `weft_loop_stop` is called or nothing is registered (timers, watches,\nsubscriptions, posts and events not yet delivered, tasks whose `done` has not run).",
   WEFT_RUN_ONCE: "Wait until something is ready, then make one pass.",
   WEFT_RUN_NOWAIT: "Make one pass over what is ready now, without waiting. The embedding mode.",
@@ -536,6 +542,7 @@ module.exports = {
   weft_done_fn,
   weft_fork_fn,
   weft_spawn_options,
+  WEFT_ID_MIN,
   WEFT_RUN_DEFAULT,
   WEFT_RUN_ONCE,
   WEFT_RUN_NOWAIT,

@@ -95,7 +95,8 @@ weft_run_mode = ctypes.c_int
 
 # A registration id. 0 is never a valid id: calls that return an id return 0 on error.
 # Ids are checked, never trusted: a stale, cancelled, forged or foreign id gives
-# `WEFT_ERR_NOT_FOUND`.
+# `WEFT_ERR_NOT_FOUND`. Every id weft returns is at least 2^52 (`WEFT_ID_MIN`): values
+# below it are never weft's, so a binding or host may use them for ids of its own.
 weft_id = ctypes.c_uint64
 
 # The callback of posts and timers. Runs on the loop thread.
@@ -270,6 +271,9 @@ class weft_spawn_options(ctypes.Structure):
     ]
 
 
+# The smallest id weft returns: a loop's tag, from 1 up, fills the id's top 12 bits.
+WEFT_ID_MIN = 4503599627370496
+
 # Run until `weft_loop_stop` is called or nothing is registered (timers, watches,
 # subscriptions, posts and events not yet delivered, tasks whose `done` has not run).
 WEFT_RUN_DEFAULT = 0
@@ -396,6 +400,7 @@ CONSTANTS = {
     "WEFT_ERR_IO": WEFT_ERR_IO,
     "WEFT_ERR_UNSUPPORTED": WEFT_ERR_UNSUPPORTED,
     "WEFT_ERR_FORKED": WEFT_ERR_FORKED,
+    "WEFT_ID_MIN": WEFT_ID_MIN,
     "WEFT_RUN_DEFAULT": WEFT_RUN_DEFAULT,
     "WEFT_RUN_ONCE": WEFT_RUN_ONCE,
     "WEFT_RUN_NOWAIT": WEFT_RUN_NOWAIT,
@@ -544,7 +549,8 @@ DOCS = {
     "weft_id": (
         "A registration id. 0 is never a valid id: calls that return an id return 0 on error.\n"
         "Ids are checked, never trusted: a stale, cancelled, forged or foreign id gives\n"
-        "`WEFT_ERR_NOT_FOUND`."
+        "`WEFT_ERR_NOT_FOUND`. Every id weft returns is at least 2^52 (`WEFT_ID_MIN`): values\n"
+        "below it are never weft's, so a binding or host may use them for ids of its own."
     ),
     "weft_cb": (
         "The callback of posts and timers. Runs on the loop thread."
@@ -599,6 +605,9 @@ DOCS = {
     "weft_spawn_options": (
         "Options of `weft_spawn` (NULL: all defaults). Zero-initialise, set\n"
         "`size = sizeof(weft_spawn_options)`, then the fields you need."
+    ),
+    "WEFT_ID_MIN": (
+        "The smallest id weft returns: a loop's tag, from 1 up, fills the id's top 12 bits."
     ),
     "WEFT_RUN_DEFAULT": (
         "Run until `weft_loop_stop` is called or nothing is registered (timers, watches,\n"
