@@ -15,7 +15,7 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 VENV := $(CURDIR)/.venv
 PYTHON := $(VENV)/bin/python
 
-.PHONY: all build venv node-modules header bindings abi test lint test-rust test-c test-bindings \
+.PHONY: all build venv node-modules header bindings abi test lint test-rust test-c test-cpp test-bindings \
         test-python test-abi test-install test-packages build-portable build-portable-epoll \
         test-portable check-platforms demo bench bench-quick test-bench-report clean
 
@@ -52,7 +52,7 @@ header:
 bindings:
 	python3 bindings/gen.py
 
-test: lint test-rust test-c test-bindings test-python test-abi test-install test-packages test-portable \
+test: lint test-rust test-c test-cpp test-bindings test-python test-abi test-install test-packages test-portable \
       check-platforms test-loom test-soak test-bench-report
 
 # The tree's shape (no import circle between src/'s modules, no source file over 700
@@ -72,6 +72,16 @@ test-c: build
 	$(MAKE) -C tests/c LIBDIR=$(TARGET_DIR) test
 	@if command -v valgrind >/dev/null; then \
 	    $(MAKE) -C tests/c LIBDIR=$(TARGET_DIR) valgrind; \
+	else \
+	    echo "valgrind not found: the memcheck pass is skipped; apt-get install valgrind"; \
+	fi
+
+# The C++ interface (include/weft.hpp): tests/cpp with exceptions and with
+# -fno-exceptions, then both under memcheck.
+test-cpp: build
+	$(MAKE) -C tests/cpp LIBDIR=$(TARGET_DIR) test
+	@if command -v valgrind >/dev/null; then \
+	    $(MAKE) -C tests/cpp LIBDIR=$(TARGET_DIR) valgrind; \
 	else \
 	    echo "valgrind not found: the memcheck pass is skipped; apt-get install valgrind"; \
 	fi
@@ -151,6 +161,7 @@ check-platforms:
 
 demo: build node-modules
 	$(MAKE) -C examples/c LIBDIR=$(TARGET_DIR) run
+	$(MAKE) -C examples/cpp LIBDIR=$(TARGET_DIR) run
 	$(MAKE) -C examples/c LIBDIR=$(TARGET_DIR) emitter
 	node examples/node/tour.js
 	node examples/node/emitter.js

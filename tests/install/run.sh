@@ -48,7 +48,7 @@ soname=$(readelf -d "$lib/$real" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
 [[ $soname == "libweft.so.$so" ]] || fail "SONAME is '$soname', not libweft.so.$so"
 ok "lib/$real with SONAME $soname, and the links libweft.so.$so and libweft.so"
 [[ -f $lib/libweft.a ]] || fail "no libweft.a"
-for f in weft.h weft.cdef; do
+for f in weft.h weft.hpp weft.cdef; do
     cmp -s "include/$f" "$prefix/include/$f" || fail "include/$f differs from the tree's"
 done
 for f in pkgconfig/weft.pc cmake/weft/weftConfig.cmake cmake/weft/weftConfigVersion.cmake; do
@@ -59,7 +59,7 @@ for f in pkgconfig/weft.pc cmake/weft/weftConfig.cmake cmake/weft/weftConfigVers
     [[ $(stat -c %a "$lib/$f") == 644 ]] || fail "lib/$f has mode $(stat -c %a "$lib/$f"), not 644 (installed under umask 077)"
 done
 grep -qx "prefix=$prefix" "$lib/pkgconfig/weft.pc" || fail "weft.pc: $(grep '^prefix' "$lib/pkgconfig/weft.pc"), not prefix=$prefix"
-ok "lib/libweft.a, include/weft.h and weft.cdef, lib/pkgconfig/weft.pc, lib/cmake/weft/"
+ok "lib/libweft.a, include/weft.h, weft.hpp and weft.cdef, lib/pkgconfig/weft.pc, lib/cmake/weft/"
 
 # ---- DESTDIR stages under another root without changing the paths inside the files;
 # uninstall removes every file install wrote
@@ -131,6 +131,19 @@ EOF
     [[ -z $(needed_libweft build/timers_static) ]] || fail "CMake timers_static still needs libweft"
     expect_timers build/timers_static
     ok "CMake weft::weft_static links libweft.a and runs"
+
+    # The C++ consumer, examples/cpp/cmake: find_package(weft) gives weft.hpp too.
+    if command -v c++ >/dev/null; then
+        cmake -S "$REPO/examples/cpp/cmake" -B cppbuild -DCMAKE_PREFIX_PATH="$prefix" \
+            -DCMAKE_EXPORT_COMPILE_COMMANDS=ON >cmake.log 2>&1 || { cat cmake.log; fail "cmake configure examples/cpp/cmake"; }
+        cmake --build cppbuild >>cmake.log 2>&1 || { cat cmake.log; fail "cmake --build examples/cpp/cmake"; }
+        if grep -q -- "-I$REPO/include" cppbuild/compile_commands.json; then fail "the C++ tour compiled against the source tree's headers"; fi
+        out=$(timeout 20 ./cppbuild/tour) || fail "the C++ tour (CMake) failed"
+        grep -q "cpu task: sum = 15" <<<"$out" && grep -q " done$" <<<"$out" || fail "the C++ tour printed: $out"
+        ok "CMake find_package(weft): examples/cpp/cmake builds the C++ tour with weft.hpp and runs it"
+    else
+        echo "no C++ compiler: the C++ CMake consumer is skipped; apt-get install g++"
+    fi
 
     # The package is relocatable: move the whole prefix.
     mv "$prefix" "$tmp/moved"
