@@ -47,10 +47,11 @@ include mk/deep.mk
 header:
 	WEFT_BLESS=1 $(CARGO) test --release --test header
 
-# Regenerates the Python, Node and cffi declarations from include/weft.h (a test fails
-# when they are stale).
+# Regenerates the Python, Node and cffi declarations from include/weft.h, and the API
+# reference docs/api/ from weft.h and weft.hpp (a test fails when any is stale).
 bindings:
 	python3 bindings/gen.py
+	python3 docs/api/gen.py
 
 test: lint test-rust test-c test-cpp test-bindings test-python test-abi test-install test-packages test-portable \
       check-platforms test-loom test-soak test-bench-report
@@ -60,6 +61,7 @@ test: lint test-rust test-c test-cpp test-bindings test-python test-abi test-ins
 # components: one line, and the rest runs.
 lint:
 	python3 tests/structure/check.py
+	python3 docs/api/gen.py --check
 	@if cargo fmt --version >/dev/null 2>&1; then $(CARGO) fmt --check; \
 	else echo "rustfmt not found: the format check is skipped; rustup component add rustfmt"; fi
 	@if cargo clippy --version >/dev/null 2>&1; then $(CARGO) clippy --release --all-targets --quiet -- -D warnings; \
