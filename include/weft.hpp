@@ -668,6 +668,10 @@ public:
         detail::cstr t(topic);
         check(weft_emit(lp_, t.get(), payload.data(), payload.size()), ec);
     }
+    /// The same, with the payload as a pointer and a length.
+    void emit(std::string_view topic, const void *data, std::size_t len, std::error_code &ec) {
+        emit(topic, std::string_view(static_cast<const char *>(data), data ? len : 0), ec);
+    }
     /// `weft_cancel` by id: true when it ended the registration.
     bool cancel(weft_id id) noexcept { return weft_cancel(lp_, id) == WEFT_OK; }
 
@@ -725,6 +729,9 @@ public:
     }
     void emit(std::string_view topic, std::string_view payload = {}) {
         detail::checked([&](std::error_code &ec) { emit(topic, payload, ec); });
+    }
+    void emit(std::string_view topic, const void *data, std::size_t len) {
+        detail::checked([&](std::error_code &ec) { emit(topic, data, len, ec); });
     }
     template <class W, class D>
     handle spawn(where place, W &&work, D &&done, const spawn_options &opts = {}) {

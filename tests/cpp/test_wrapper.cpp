@@ -448,4 +448,83 @@ TEST(posts_from_many_threads_arrive_once_each) {
     CHECK_EQ(got.load(), 8000);
 }
 
+TEST(stop_pass_limit_and_process_options) {
+    weft::loop loop;
+    // stop from another thread ends a run that would go on for an hour
+    weft::handle hour = loop.after(1h, [] {});
+    std::thread stopper([&] {
+        std::this_thread::sleep_for(20ms);
+        loop.stop();
+    });
+    loop.run();
+    stopper.join();
+    CHECK(hour.active());
+    CHECK(hour.cancel());
+    // a pass limit of 2: three posts take two passes
+    loop.set_pass_limit(2);
+    int ran = 0;
+    for (int i = 0; i < 3; i++) loop.post([&] { ran++; });
+    loop.run(weft::run_mode::nowait);
+    CHECK_EQ(ran, 2);
+    loop.run(weft::run_mode::nowait);
+    CHECK_EQ(ran, 3);
+    loop.set_pass_limit(0);
+    // process tasks: one child at a time, reused; a kept fd is open in the child
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    std::vector<std::string> pids;
+    auto opts = weft::spawn_options().max_children(1).reuse_child().keep_fds({fds[1]});
+    for (int i = 0; i < 3; i++)
+        loop.spawn(weft::where::process,
+                   [&fds](weft::task &t) {
+                       t.write(std::to_string(getpid()));
+                       return write(fds[1], "k", 1) == 1 ? 0 : 1;
+                   },
+                   [&, c = counted()](const weft::task_result &r) {
+                       CHECK_EQ(r.status, 0);
+                       pids.emplace_back(r.data);
+                   },
+                   opts);
+    loop.run();
+    CHECK_EQ((int)pids.size(), 3);
+    // the first forks inside its spawn, before the others exist; the second forks when
+    // the first is over, with the third spawned, so its child runs the third too
+    CHECK(pids[1] == pids[2]);
+    char buf[8];
+    CHECK_EQ((int)read(fds[0], buf, sizeof buf), 3);
+    close(fds[0]);
+    close(fds[1]);
+    // emit with a pointer and a length
+    std::string got;
+    loop.subscribe("bin", [&](weft::handle &self, std::string_view, std::string_view p) {
+        got = std::string(p);
+        self.cancel();
+    });
+    const unsigned char bytes[4] = {0, 1, 2, 255};
+    loop.emit("bin", bytes, sizeof bytes);
+    loop.run();
+    CHECK(got == std::string("\0\1\2\xff", 4));
+}
+
+TEST(task_captures_are_destroyed_once_after_work_and_done) {
+    counted::reset();
+    {
+        weft::loop loop;
+        int dones = 0;
+        for (auto place : {weft::where::loop, weft::where::io, weft::where::cpu})
+            loop.spawn(place, [c = counted()](weft::task &t) { t.write("w"); (void)c; },
+                       [&, c = counted()](const weft::task_result &) { dones++; (void)c; });
+        // one cancelled before it starts, one left for the loop's destructor
+        weft::handle h = loop.spawn(weft::where::loop, [c = counted()](weft::task &) { (void)c; },
+                                    [c = counted()](const weft::task_result &) { (void)c; });
+        CHECK(h.cancel());
+        loop.after(1h, [c = counted()] { (void)c; });
+        CHECK(run_until(loop, [&] { return dones == 3 && !h.active(); }));
+        CHECK_EQ(counted::owners(), 1);  // the timer's
+    }
+    CHECK_EQ(counted::owners(), 0);
+    CHECK_EQ(counted::made(), 9);
+    CHECK_EQ(counted::destroyed_owners(), 9);
+}
+
 TEST_MAIN()
