@@ -28,6 +28,7 @@ mod sys;
 pub mod task;
 pub mod timer;
 pub mod watch;
+pub mod watchdog;
 
 pub use error::{Code, Error, Result};
 pub use r#loop::{Event, Handler, Loop, RunMode, SpawnOptions};

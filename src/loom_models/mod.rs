@@ -17,6 +17,7 @@ mod signal;
 mod sleep;
 mod table;
 mod timers;
+mod watchdog;
 
 use std::os::fd::RawFd;
 

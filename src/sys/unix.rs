@@ -334,3 +334,23 @@ fn close_each(first: RawFd, last: RawFd) {
         unsafe { libc::close(fd) };
     }
 }
+
+/// The calling thread's id as the kernel and debuggers show it (Linux: gettid; macOS:
+/// pthread_threadid_np; FreeBSD: pthread_getthreadid_np); 0 where there is none.
+pub fn thread_id() -> i32 {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    // SAFETY: gettid has no preconditions.
+    return unsafe { libc::gettid() };
+    #[cfg(target_os = "macos")]
+    {
+        let mut id = 0u64;
+        // SAFETY: a null thread means the calling one; `id` is a valid out-pointer.
+        unsafe { libc::pthread_threadid_np(0, &mut id) };
+        return id as i32;
+    }
+    #[cfg(target_os = "freebsd")]
+    // SAFETY: no preconditions.
+    return unsafe { libc::pthread_getthreadid_np() };
+    #[allow(unreachable_code)]
+    0
+}

@@ -103,6 +103,18 @@ MUTANTS = {
         "        // SAFETY: the table's cells live as long as the table.",
         "loom_table_cancel_by_id",
     ),
+    "watchdog: enter's Release fence before the fields": (
+        "src/watchdog/current.rs",
+        "        fence(Release);\n        self.id.store(id, Relaxed);",
+        "        self.id.store(id, Relaxed);",
+        "loom_watchdog_reads_one_callback",
+    ),
+    "watchdog: peek's Acquire fence before the second load": (
+        "src/watchdog/current.rs",
+        "        fence(Acquire);\n        (self.seq.load(Relaxed) == seq)",
+        "        (self.seq.load(Relaxed) == seq)",
+        "loom_watchdog_reads_one_callback",
+    ),
     "gate: try_take's Acquire": (
         "src/gate.rs",
         "        self.0.compare_exchange(0, me, Acquire, Relaxed).is_ok().then(|| Held(&self.0))",
