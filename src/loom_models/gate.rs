@@ -21,9 +21,8 @@ fn loom_gate_hands_over_the_state() {
                 let shared = shared.clone();
                 thread::spawn(move || {
                     let (gate, state) = &*shared;
-                    match gate.try_take(me) {
-                        Some(_held) => state.with_mut(|n| unsafe { *n += 1 }),
-                        None => {}
+                    if let Some(_held) = gate.try_take(me) {
+                        state.with_mut(|n| unsafe { *n += 1 })
                     }
                 })
             })
