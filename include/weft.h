@@ -58,6 +58,24 @@
 // Readiness bit, always reported: an error is pending on the fd.
 #define WEFT_ERROR 8
 
+// A report's `kind`: a timer's callback.
+#define WEFT_CALLBACK_TIMER 1
+
+// A report's `kind`: a post's callback.
+#define WEFT_CALLBACK_POST 2
+
+// A report's `kind`: an fd watch's callback.
+#define WEFT_CALLBACK_FD 3
+
+// A report's `kind`: a signal watch's callback.
+#define WEFT_CALLBACK_SIGNAL 4
+
+// A report's `kind`: a subscription's callback.
+#define WEFT_CALLBACK_EVENT 5
+
+// A report's `kind`: a task's `done`.
+#define WEFT_CALLBACK_DONE 6
+
 // Result codes. 0 is success; every error is negative. Functions that return an `int`
 // return one of these; functions that return an id return 0 on error, and functions
 // that return a pointer return NULL. In every error case `weft_last_error` tells why.
@@ -239,6 +257,36 @@ typedef struct weft_spawn_options {
   // unused. The parent's sockets then stay open while the child runs.
   bool inherit_fds;
 } weft_spawn_options;
+
+// What `weft_loop_set_watchdog`'s callback receives: one callback of the loop thread
+// that ran longer than the threshold. Valid during the call.
+typedef struct weft_watchdog_report {
+  // sizeof(weft_watchdog_report) as weft fills it (later versions may add fields).
+  size_t size;
+  // The callback's number on its loop: its running report and its returned report
+  // carry the same one.
+  uint64_t seq;
+  // The registration the callback belongs to (the task's id for `done`).
+  weft_id id;
+  // What ran: a `WEFT_CALLBACK_*` value.
+  int kind;
+  // 0: it is still running and `elapsed_ns` is its time so far; 1: it returned and
+  // `elapsed_ns` is its total time.
+  int returned;
+  // Nanoseconds since the callback started (monotonic clock).
+  uint64_t elapsed_ns;
+  // The label of the registration, or NULL (reserved: always NULL in this version).
+  const char *label;
+  // The loop thread, as the kernel numbers threads (Linux: gettid; 0 where none), for
+  // a sampler that reads its stack.
+  int thread_id;
+} weft_watchdog_report;
+
+// The callback of the watchdog. Runs on the watchdog's own thread, never on the loop
+// thread, and never two at a time for one loop.
+typedef void (*weft_watchdog_cb)(struct weft_loop *lp,
+                                 const struct weft_watchdog_report *report,
+                                 void *user_data);
 
 // The smallest id weft returns: a loop's tag, from 1 up, fills the id's top 12 bits.
 #define WEFT_ID_MIN 4503599627370496
@@ -642,6 +690,30 @@ struct weft_task *weft_child_task(int pipe_write_fd);
 // input (`weft_last_error` says
 // why): NULL, or a task that runs on a thread, not in a child.
 void weft_child_exit(struct weft_task *task, int status);
+
+// Sets the loop's slow-callback watchdog: when one callback on the loop thread has run
+// longer than `threshold_ms`, `cb(loop, report, user_data)` is called while it still
+// runs (`report->returned` 0), from a thread of the watchdog's own, and again when it
+// returns (`returned` 1, with its total time). The watchdog looks every quarter of the
+// threshold (1 to 250 ms), so a callback longer than 1.25 times the threshold always
+// gets its first report while it runs; one a little over the threshold may get only
+// the second. `cb` runs on the watchdog thread, one report at a time, while the loop
+// goes on: it may call weft functions, but `weft_loop_free` and
+// `weft_loop_set_watchdog` of this loop are refused there (`WEFT_ERR_BUSY`), since
+// they wait for the watchdog thread. Called again, it replaces the
+// threshold and the callback (the previous `free_fn` runs once). `threshold_ms` 0
+// turns the watchdog off (`cb` may then be NULL): the thread ends, and `free_fn` runs
+// on this thread. Freeing the loop turns it off. Off, a callback costs one load; on,
+// two clock reads. Any thread.
+// Returns `WEFT_OK`; `WEFT_ERR_NULL` (loop, or cb with a threshold), `WEFT_ERR_INVALID`
+// (a threshold above 2^35 - 1 ms), `WEFT_ERR_BUSY` (from the watchdog's callback),
+// `WEFT_ERR_IO` (no thread could be started), `WEFT_ERR_CLOSED`. On failure `free_fn`
+// does not run and the watchdog is as it was.
+int weft_loop_set_watchdog(struct weft_loop *lp,
+                           uint64_t threshold_ms,
+                           weft_watchdog_cb cb,
+                           void *user_data,
+                           weft_free_fn free_fn);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -69,6 +69,12 @@ PAGES = {
                   ["weft_loop_fd", "weft_loop_timeout_ms", "weft_loop_set_pass_limit"],
                   ["loop::fd", "loop::timeout", "loop::set_pass_limit", "loop::native",
                    "pool::native", "task::native"]),
+    "monitoring": ("Monitoring", "What blocks the loop: the slow-callback watchdog, which "
+                   "reports a callback while it still runs.",
+                   ["weft_watchdog_report", "weft_watchdog_cb", "WEFT_CALLBACK_TIMER",
+                    "WEFT_CALLBACK_POST", "WEFT_CALLBACK_FD", "WEFT_CALLBACK_SIGNAL",
+                    "WEFT_CALLBACK_EVENT", "WEFT_CALLBACK_DONE", "weft_loop_set_watchdog"],
+                   []),
     "errors": ("Errors", "Bad input gets an error code and a message naming the function, the "
                "argument and the value.",
                ["weft_result", "weft_last_error", "weft_last_error_code", "weft_strerror"],

@@ -7,6 +7,7 @@ use super::handle::{weft_id, weft_loop, weft_task};
 use crate::error::{Code, Error, Result};
 use crate::r#loop::{Event, Handler, Loop};
 use crate::task::{Task, TaskWork};
+use crate::watchdog;
 use std::ffi::{c_char, c_int, c_void};
 
 /// Ends a registration's ownership of `user_data`. Runs exactly once per successful
@@ -92,6 +93,34 @@ impl Handler for CHandler {
     type Work = CWork;
 
     fn call(&mut self, lp: &CLoop, id: u64, event: Event<'_>) {
+        let entered = lp.watchdog().enter(id, watched_kind(&event));
+        self.call_c(lp, id, event);
+        if let Some(entered) = entered {
+            lp.watchdog().leave(entered);
+        }
+    }
+
+    fn refused(self) {
+        std::mem::forget(self);
+    }
+}
+
+/// How the watchdog's reports name a callback of this event.
+fn watched_kind(event: &Event<'_>) -> watchdog::Kind {
+    match event {
+        Event::Timer => watchdog::Kind::Timer,
+        Event::Post => watchdog::Kind::Post,
+        Event::Fd { .. } => watchdog::Kind::Fd,
+        Event::Signal { .. } => watchdog::Kind::Signal,
+        Event::Topic { .. } => watchdog::Kind::Event,
+        Event::Done { .. } => watchdog::Kind::Done,
+    }
+}
+
+impl CHandler {
+    /// Calls the C function as the event's kind types it.
+    #[inline]
+    fn call_c(&mut self, lp: &CLoop, id: u64, event: Event<'_>) {
         let lp = lp as *const CLoop as *mut weft_loop;
         let ud = self.user_data;
         // SAFETY: `func` was made from the callback type this event kind uses.
@@ -130,10 +159,6 @@ impl Handler for CHandler {
                 }
             }
         }
-    }
-
-    fn refused(self) {
-        std::mem::forget(self);
     }
 }
 

@@ -42,6 +42,8 @@ mod pool;
 mod task;
 // Children the host forks by itself: weft_adopt_child, weft_child_task, weft_child_exit.
 mod child;
+// The slow-callback watchdog: weft_loop_set_watchdog and its report.
+mod watchdog;
 
 pub use child::*;
 pub use error::*;
@@ -52,6 +54,7 @@ pub use r#loop::*;
 pub use task::*;
 pub use topic::*;
 pub use watch::*;
+pub use watchdog::*;
 
 /// The major version of this library.
 pub const WEFT_VERSION_MAJOR: u32 = 0;

@@ -72,6 +72,7 @@ use crate::sys::{self, Bell, Events, Outer, Poller, TimerWake, WaitSlot};
 use crate::task::{self, TaskCell, TaskRef, TaskWork};
 use crate::timer::{self, Wheel};
 use crate::watch::FdTable;
+use crate::watchdog::Watchdog;
 use owner::Owner;
 use std::ffi::CStr;
 use std::os::fd::{AsRawFd, RawFd};
@@ -375,6 +376,8 @@ pub struct Loop<H: Handler> {
     armed_hint: AtomicU64,
     /// The timer wake-up is armed no earlier than this (register.rs: pacing).
     pace_ns: AtomicU64,
+    /// The slow-callback watchdog (off until set; see `crate::watchdog`).
+    watchdog: Watchdog,
 }
 
 /// A number for the calling thread, unique in the process (never 0).
@@ -402,6 +405,20 @@ impl<H: Handler> Drop for Loop<H> {
         }
         let _ = self.close(); // signal watches must leave the handler's list
         slots::release_tag(self.tag);
+    }
+}
+
+impl<H: Handler> Loop<H> {
+    /// The loop's slow-callback watchdog: the C layer marks each callback's start and
+    /// end in it, and `weft_loop_set_watchdog` sets it.
+    pub fn watchdog(&self) -> &Watchdog {
+        &self.watchdog
+    }
+
+    /// The watchdog, to set: refused once the loop is closed (or in a forked child).
+    pub fn watchdog_if_open(&self) -> Result<&Watchdog> {
+        self.usable()?;
+        Ok(&self.watchdog)
     }
 }
 
@@ -477,6 +494,7 @@ impl<H: Handler> Loop<H> {
             own_next: AtomicU64::new(u64::MAX),
             armed_hint: AtomicU64::new(u64::MAX),
             pace_ns: AtomicU64::new(0),
+            watchdog: Watchdog::default(),
         })
     }
 
@@ -563,8 +581,13 @@ impl<H: Handler> Loop<H> {
             // Touch nothing inherited; the parent's loop still owns it all.
             return Ok(());
         }
+        if self.watchdog.is_own_thread() {
+            return Err(Error::new(Code::Busy, "called from the loop's watchdog callback, which close would wait for"));
+        }
         let _gate = self.hold_gate()?;
         self.closed.store(true, SeqCst);
+        // Its reports name the loop: the thread must be gone before anything else is.
+        self.watchdog.off();
         // The host's fd helper (portable backend) must be gone before the bells close.
         self.outer.shut_down();
         // End registrations a chunk at a time: free functions run without the lock, and

@@ -57,7 +57,6 @@ pub enum Kind {
     Signal = 4,
     Event = 5,
     Done = 6,
-    Work = 7,
 }
 
 /// Where reports go: called on the watchdog thread.

@@ -44,6 +44,24 @@ const WEFT_HANGUP = 4;
 // Readiness bit, always reported: an error is pending on the fd.
 const WEFT_ERROR = 8;
 
+// A report's `kind`: a timer's callback.
+const WEFT_CALLBACK_TIMER = 1;
+
+// A report's `kind`: a post's callback.
+const WEFT_CALLBACK_POST = 2;
+
+// A report's `kind`: an fd watch's callback.
+const WEFT_CALLBACK_FD = 3;
+
+// A report's `kind`: a signal watch's callback.
+const WEFT_CALLBACK_SIGNAL = 4;
+
+// A report's `kind`: a subscription's callback.
+const WEFT_CALLBACK_EVENT = 5;
+
+// A report's `kind`: a task's `done`.
+const WEFT_CALLBACK_DONE = 6;
+
 // Result codes. 0 is success; every error is negative. Functions that return an `int`
 // return one of these; functions that return an id return 0 on error, and functions
 // that return a pointer return NULL. In every error case `weft_last_error` tells why.
@@ -211,6 +229,34 @@ const weft_spawn_options = koffi.struct('weft_spawn_options', {
   inherit_fds: 'bool',
 });
 
+// What `weft_loop_set_watchdog`'s callback receives: one callback of the loop thread
+// that ran longer than the threshold. Valid during the call.
+const weft_watchdog_report = koffi.struct('weft_watchdog_report', {
+  // sizeof(weft_watchdog_report) as weft fills it (later versions may add fields).
+  size: 'size_t',
+  // The callback's number on its loop: its running report and its returned report
+  // carry the same one.
+  seq: 'uint64_t',
+  // The registration the callback belongs to (the task's id for `done`).
+  id: 'weft_id',
+  // What ran: a `WEFT_CALLBACK_*` value.
+  kind: 'int',
+  // 0: it is still running and `elapsed_ns` is its time so far; 1: it returned and
+  // `elapsed_ns` is its total time.
+  returned: 'int',
+  // Nanoseconds since the callback started (monotonic clock).
+  elapsed_ns: 'uint64_t',
+  // The label of the registration, or NULL (reserved: always NULL in this version).
+  label: 'const char *',
+  // The loop thread, as the kernel numbers threads (Linux: gettid; 0 where none), for
+  // a sampler that reads its stack.
+  thread_id: 'int',
+});
+
+// The callback of the watchdog. Runs on the watchdog's own thread, never on the loop
+// thread, and never two at a time for one loop.
+const weft_watchdog_cb = koffi.proto('void weft_watchdog_cb(weft_loop *lp, const weft_watchdog_report *report, void *user_data)');
+
 // The smallest id weft returns: a loop's tag, from 1 up, fills the id's top 12 bits.
 const WEFT_ID_MIN = 4503599627370496;
 
@@ -278,6 +324,7 @@ const FUNCTIONS = Object.freeze([
   'weft_adopt_child',
   'weft_child_task',
   'weft_child_exit',
+  'weft_loop_set_watchdog',
 ]);
 
 // The koffi prototype of every function (callback parameters as `weft_cb *`).
@@ -314,6 +361,7 @@ const PROTOTYPES = Object.freeze({
   weft_adopt_child: 'weft_id weft_adopt_child(weft_loop *lp, int pid, int pipe_read_fd, weft_done_fn *done, void *user_data, weft_free_fn *free_fn, const weft_spawn_options *options)',
   weft_child_task: 'weft_task *weft_child_task(int pipe_write_fd)',
   weft_child_exit: 'void weft_child_exit(weft_task *task, int status)',
+  weft_loop_set_watchdog: 'int weft_loop_set_watchdog(weft_loop *lp, uint64_t threshold_ms, weft_watchdog_cb *cb, void *user_data, weft_free_fn *free_fn)',
 });
 
 // Every integer constant and enum value.
@@ -326,6 +374,12 @@ const CONSTANTS = Object.freeze({
   WEFT_WRITABLE,
   WEFT_HANGUP,
   WEFT_ERROR,
+  WEFT_CALLBACK_TIMER,
+  WEFT_CALLBACK_POST,
+  WEFT_CALLBACK_FD,
+  WEFT_CALLBACK_SIGNAL,
+  WEFT_CALLBACK_EVENT,
+  WEFT_CALLBACK_DONE,
   WEFT_OK,
   WEFT_ERR_NULL,
   WEFT_ERR_INVALID,
@@ -375,6 +429,7 @@ const INT64_ARGS = Object.freeze({
   weft_work_fn: Object.freeze([]),
   weft_done_fn: Object.freeze([1]),
   weft_fork_fn: Object.freeze([]),
+  weft_watchdog_cb: Object.freeze([]),
 });
 
 const toBigInt = (v) => (typeof v === 'bigint' ? v : BigInt(v));
@@ -424,6 +479,12 @@ const DOCS = Object.freeze({
   WEFT_WRITABLE: "fd watch interest and readiness bit: the fd is writable.",
   WEFT_HANGUP: "Readiness bit, always reported: the peer hung up (the fd reads EOF). On macOS and the\nBSDs (kqueue) a hang-up is reported as `WEFT_READABLE` only: the read gives EOF.",
   WEFT_ERROR: "Readiness bit, always reported: an error is pending on the fd.",
+  WEFT_CALLBACK_TIMER: "A report's `kind`: a timer's callback.",
+  WEFT_CALLBACK_POST: "A report's `kind`: a post's callback.",
+  WEFT_CALLBACK_FD: "A report's `kind`: an fd watch's callback.",
+  WEFT_CALLBACK_SIGNAL: "A report's `kind`: a signal watch's callback.",
+  WEFT_CALLBACK_EVENT: "A report's `kind`: a subscription's callback.",
+  WEFT_CALLBACK_DONE: "A report's `kind`: a task's `done`.",
   weft_result: "Result codes. 0 is success; every error is negative. Functions that return an `int`\nreturn one of these; functions that return an id return 0 on error, and functions\nthat return a pointer return NULL. In every error case `weft_last_error` tells why.",
   WEFT_OK: "",
   WEFT_ERR_NULL: "A required pointer argument was NULL.",
@@ -456,6 +517,8 @@ const DOCS = Object.freeze({
   weft_done_fn: "A task's completion, on the loop thread, exactly once: `status` is what work\nreturned (>= 0), or `WEFT_ERR_CANCELLED` or `WEFT_ERR_TIMEOUT`; `result`/`len` are the\nbytes work wrote with `weft_task_write` (NULL/0 when cancelled or timed out), valid\nuntil `done` returns.",
   weft_fork_fn: "A host's fork for process tasks (see `weft_spawn_options.fork_fn`).",
   weft_spawn_options: "Options of `weft_spawn` (NULL: all defaults). Zero-initialise, set\n`size = sizeof(weft_spawn_options)`, then the fields you need.",
+  weft_watchdog_report: "What `weft_loop_set_watchdog`'s callback receives: one callback of the loop thread\nthat ran longer than the threshold. Valid during the call.",
+  weft_watchdog_cb: "The callback of the watchdog. Runs on the watchdog's own thread, never on the loop\nthread, and never two at a time for one loop.",
   WEFT_ID_MIN: "The smallest id weft returns: a loop's tag, from 1 up, fills the id's top 12 bits.",
   WEFT_RUN_DEFAULT: "Run until `weft_loop_stop` is called or nothing is registered (timers, watches,\nsubscriptions, posts and events not yet delivered, tasks whose `done` has not run).",
   WEFT_RUN_ONCE: "Wait until something is ready, then make one pass.",
@@ -498,6 +561,7 @@ const DOCS = Object.freeze({
   weft_adopt_child: "Supervises a child the host forked by itself (a language runtime that must fork with\nits own hooks, such as Python's `os.fork()`), exactly as a `WEFT_ON_PROCESS` task:\nthe child reports through the pipe whose read end is `pipe_read_fd` (in the child,\n`weft_child_task` on the write end), and `done` runs on the loop thread once the child\nis reaped and its output read, with the same statuses. `options->timeout_ms` applies;\n`pool` and `max_children` do not, and an adopted child is not counted under any\nbound (`weft_spawn`'s `fork_fn` has weft bound, queue and reuse a host's forks);\n`reuse_child` and `fork_fn` must be unset. On success the loop owns `pipe_read_fd` (it closes\nit; close the write end in the parent yourself, after the fork). Any thread.\nReturns the id, or 0: `WEFT_ERR_NULL` (loop), `WEFT_ERR_INVALID` (`pid` not an unreaped\nchild of this process, `pipe_read_fd` not a pipe or socket open for reading, a bad\noptions size or timeout), `WEFT_ERR_CLOSED`, `WEFT_ERR_FORKED`. On failure the fd\nstays the caller's and `free_fn` does not run.\n\nThe pipe protocol, for children written in any language: frames of\n`length:u32le kind:u8 body[length]`; kind 'W' appends `body` to the result; kind 'E'\nis an event, `body = topic_len:u32le topic payload`; kind 'S' ends the result,\n`body = status:i32le`. A body holds at most 16 MiB. Anything else is a protocol\nerror: the child is killed and `done` gets `WEFT_ERR_CRASHED`.",
   weft_child_task: "In a child forked by the host (see `weft_adopt_child`): a task whose\n`weft_task_write`, `weft_task_emit` and `weft_task_cancelled` report to the parent\nthrough `pipe_write_fd`, and which `weft_child_exit` ends. Works in a forked child\n(the exception to `WEFT_ERR_FORKED`), from any of its threads; use the task from one\nthread at a time. Returns NULL on error: `WEFT_ERR_INVALID`\n(`pipe_write_fd` not a pipe or socket open for writing).",
   weft_child_exit: "Sends `status` to the parent as the work's status (>= 0 by convention; `done` gets\nit), closes the pipe and ends the child with `_exit(0)`: no atexit handler and no\ndestructor runs. For a task of `weft_child_task`, or a `WEFT_ON_PROCESS` task's own\n`task` (to end the child early). From the thread using the task. Returns only on bad\ninput (`weft_last_error` says\nwhy): NULL, or a task that runs on a thread, not in a child.",
+  weft_loop_set_watchdog: "Sets the loop's slow-callback watchdog: when one callback on the loop thread has run\nlonger than `threshold_ms`, `cb(loop, report, user_data)` is called while it still\nruns (`report->returned` 0), from a thread of the watchdog's own, and again when it\nreturns (`returned` 1, with its total time). The watchdog looks every quarter of the\nthreshold (1 to 250 ms), so a callback longer than 1.25 times the threshold always\ngets its first report while it runs; one a little over the threshold may get only\nthe second. `cb` runs on the watchdog thread, one report at a time, while the loop\ngoes on: it may call weft functions, but `weft_loop_free` and\n`weft_loop_set_watchdog` of this loop are refused there (`WEFT_ERR_BUSY`), since\nthey wait for the watchdog thread. Called again, it replaces the\nthreshold and the callback (the previous `free_fn` runs once). `threshold_ms` 0\nturns the watchdog off (`cb` may then be NULL): the thread ends, and `free_fn` runs\non this thread. Freeing the loop turns it off. Off, a callback costs one load; on,\ntwo clock reads. Any thread.\nReturns `WEFT_OK`; `WEFT_ERR_NULL` (loop, or cb with a threshold), `WEFT_ERR_INVALID`\n(a threshold above 2^35 - 1 ms), `WEFT_ERR_BUSY` (from the watchdog's callback),\n`WEFT_ERR_IO` (no thread could be started), `WEFT_ERR_CLOSED`. On failure `free_fn`\ndoes not run and the watchdog is as it was.",
 });
 
 module.exports = {
@@ -510,6 +574,12 @@ module.exports = {
   WEFT_WRITABLE,
   WEFT_HANGUP,
   WEFT_ERROR,
+  WEFT_CALLBACK_TIMER,
+  WEFT_CALLBACK_POST,
+  WEFT_CALLBACK_FD,
+  WEFT_CALLBACK_SIGNAL,
+  WEFT_CALLBACK_EVENT,
+  WEFT_CALLBACK_DONE,
   weft_result,
   WEFT_OK,
   WEFT_ERR_NULL,
@@ -542,6 +612,8 @@ module.exports = {
   weft_done_fn,
   weft_fork_fn,
   weft_spawn_options,
+  weft_watchdog_report,
+  weft_watchdog_cb,
   WEFT_ID_MIN,
   WEFT_RUN_DEFAULT,
   WEFT_RUN_ONCE,

@@ -42,6 +42,24 @@ WEFT_HANGUP = 4
 # Readiness bit, always reported: an error is pending on the fd.
 WEFT_ERROR = 8
 
+# A report's `kind`: a timer's callback.
+WEFT_CALLBACK_TIMER = 1
+
+# A report's `kind`: a post's callback.
+WEFT_CALLBACK_POST = 2
+
+# A report's `kind`: an fd watch's callback.
+WEFT_CALLBACK_FD = 3
+
+# A report's `kind`: a signal watch's callback.
+WEFT_CALLBACK_SIGNAL = 4
+
+# A report's `kind`: a subscription's callback.
+WEFT_CALLBACK_EVENT = 5
+
+# A report's `kind`: a task's `done`.
+WEFT_CALLBACK_DONE = 6
+
 # Result codes. 0 is success; every error is negative. Functions that return an `int`
 # return one of these; functions that return an id return 0 on error, and functions
 # that return a pointer return NULL. In every error case `weft_last_error` tells why.
@@ -271,6 +289,41 @@ class weft_spawn_options(ctypes.Structure):
     ]
 
 
+class weft_watchdog_report(ctypes.Structure):
+    "What `weft_loop_set_watchdog`'s callback receives: one callback of the loop thread\n"
+    "that ran longer than the threshold. Valid during the call."
+    _fields_ = [
+        # sizeof(weft_watchdog_report) as weft fills it (later versions may add fields).
+        ("size", ctypes.c_size_t),
+        # The callback's number on its loop: its running report and its returned report
+        # carry the same one.
+        ("seq", ctypes.c_uint64),
+        # The registration the callback belongs to (the task's id for `done`).
+        ("id", weft_id),
+        # What ran: a `WEFT_CALLBACK_*` value.
+        ("kind", ctypes.c_int),
+        # 0: it is still running and `elapsed_ns` is its time so far; 1: it returned and
+        # `elapsed_ns` is its total time.
+        ("returned", ctypes.c_int),
+        # Nanoseconds since the callback started (monotonic clock).
+        ("elapsed_ns", ctypes.c_uint64),
+        # The label of the registration, or NULL (reserved: always NULL in this version).
+        ("label", ctypes.c_char_p),
+        # The loop thread, as the kernel numbers threads (Linux: gettid; 0 where none), for
+        # a sampler that reads its stack.
+        ("thread_id", ctypes.c_int),
+    ]
+
+
+# The callback of the watchdog. Runs on the watchdog's own thread, never on the loop
+# thread, and never two at a time for one loop.
+weft_watchdog_cb = ctypes.CFUNCTYPE(
+    None,  # returns
+    POINTER(weft_loop),  # lp
+    POINTER(weft_watchdog_report),  # report
+    ctypes.c_void_p,  # user_data
+)
+
 # The smallest id weft returns: a loop's tag, from 1 up, fills the id's top 12 bits.
 WEFT_ID_MIN = 4503599627370496
 
@@ -339,6 +392,7 @@ FUNCTIONS = (
     "weft_adopt_child",
     "weft_child_task",
     "weft_child_exit",
+    "weft_loop_set_watchdog",
 )
 
 # The C prototype of every function (typedef names for `struct X`).
@@ -375,6 +429,7 @@ PROTOTYPES = {
     "weft_adopt_child": "weft_id weft_adopt_child(weft_loop *lp, int pid, int pipe_read_fd, weft_done_fn done, void *user_data, weft_free_fn free_fn, const weft_spawn_options *options)",
     "weft_child_task": "weft_task *weft_child_task(int pipe_write_fd)",
     "weft_child_exit": "void weft_child_exit(weft_task *task, int status)",
+    "weft_loop_set_watchdog": "int weft_loop_set_watchdog(weft_loop *lp, uint64_t threshold_ms, weft_watchdog_cb cb, void *user_data, weft_free_fn free_fn)",
 }
 
 # Every integer constant and enum value.
@@ -387,6 +442,12 @@ CONSTANTS = {
     "WEFT_WRITABLE": WEFT_WRITABLE,
     "WEFT_HANGUP": WEFT_HANGUP,
     "WEFT_ERROR": WEFT_ERROR,
+    "WEFT_CALLBACK_TIMER": WEFT_CALLBACK_TIMER,
+    "WEFT_CALLBACK_POST": WEFT_CALLBACK_POST,
+    "WEFT_CALLBACK_FD": WEFT_CALLBACK_FD,
+    "WEFT_CALLBACK_SIGNAL": WEFT_CALLBACK_SIGNAL,
+    "WEFT_CALLBACK_EVENT": WEFT_CALLBACK_EVENT,
+    "WEFT_CALLBACK_DONE": WEFT_CALLBACK_DONE,
     "WEFT_OK": WEFT_OK,
     "WEFT_ERR_NULL": WEFT_ERR_NULL,
     "WEFT_ERR_INVALID": WEFT_ERR_INVALID,
@@ -451,6 +512,7 @@ SIGNATURES = {
     "weft_adopt_child": (weft_id, [POINTER(weft_loop), ctypes.c_int, ctypes.c_int, weft_done_fn, ctypes.c_void_p, weft_free_fn, POINTER(weft_spawn_options)]),
     "weft_child_task": (POINTER(weft_task), [ctypes.c_int]),
     "weft_child_exit": (None, [POINTER(weft_task), ctypes.c_int]),
+    "weft_loop_set_watchdog": (ctypes.c_int, [POINTER(weft_loop), ctypes.c_uint64, weft_watchdog_cb, ctypes.c_void_p, weft_free_fn]),
 }
 
 
@@ -489,6 +551,24 @@ DOCS = {
     ),
     "WEFT_ERROR": (
         "Readiness bit, always reported: an error is pending on the fd."
+    ),
+    "WEFT_CALLBACK_TIMER": (
+        "A report's `kind`: a timer's callback."
+    ),
+    "WEFT_CALLBACK_POST": (
+        "A report's `kind`: a post's callback."
+    ),
+    "WEFT_CALLBACK_FD": (
+        "A report's `kind`: an fd watch's callback."
+    ),
+    "WEFT_CALLBACK_SIGNAL": (
+        "A report's `kind`: a signal watch's callback."
+    ),
+    "WEFT_CALLBACK_EVENT": (
+        "A report's `kind`: a subscription's callback."
+    ),
+    "WEFT_CALLBACK_DONE": (
+        "A report's `kind`: a task's `done`."
     ),
     "WEFT_OK": "",
     "WEFT_ERR_NULL": (
@@ -605,6 +685,14 @@ DOCS = {
     "weft_spawn_options": (
         "Options of `weft_spawn` (NULL: all defaults). Zero-initialise, set\n"
         "`size = sizeof(weft_spawn_options)`, then the fields you need."
+    ),
+    "weft_watchdog_report": (
+        "What `weft_loop_set_watchdog`'s callback receives: one callback of the loop thread\n"
+        "that ran longer than the threshold. Valid during the call."
+    ),
+    "weft_watchdog_cb": (
+        "The callback of the watchdog. Runs on the watchdog's own thread, never on the loop\n"
+        "thread, and never two at a time for one loop."
     ),
     "WEFT_ID_MIN": (
         "The smallest id weft returns: a loop's tag, from 1 up, fills the id's top 12 bits."
@@ -970,5 +1058,25 @@ DOCS = {
         "`task` (to end the child early). From the thread using the task. Returns only on bad\n"
         "input (`weft_last_error` says\n"
         "why): NULL, or a task that runs on a thread, not in a child."
+    ),
+    "weft_loop_set_watchdog": (
+        "Sets the loop's slow-callback watchdog: when one callback on the loop thread has run\n"
+        "longer than `threshold_ms`, `cb(loop, report, user_data)` is called while it still\n"
+        "runs (`report->returned` 0), from a thread of the watchdog's own, and again when it\n"
+        "returns (`returned` 1, with its total time). The watchdog looks every quarter of the\n"
+        "threshold (1 to 250 ms), so a callback longer than 1.25 times the threshold always\n"
+        "gets its first report while it runs; one a little over the threshold may get only\n"
+        "the second. `cb` runs on the watchdog thread, one report at a time, while the loop\n"
+        "goes on: it may call weft functions, but `weft_loop_free` and\n"
+        "`weft_loop_set_watchdog` of this loop are refused there (`WEFT_ERR_BUSY`), since\n"
+        "they wait for the watchdog thread. Called again, it replaces the\n"
+        "threshold and the callback (the previous `free_fn` runs once). `threshold_ms` 0\n"
+        "turns the watchdog off (`cb` may then be NULL): the thread ends, and `free_fn` runs\n"
+        "on this thread. Freeing the loop turns it off. Off, a callback costs one load; on,\n"
+        "two clock reads. Any thread.\n"
+        "Returns `WEFT_OK`; `WEFT_ERR_NULL` (loop, or cb with a threshold), `WEFT_ERR_INVALID`\n"
+        "(a threshold above 2^35 - 1 ms), `WEFT_ERR_BUSY` (from the watchdog's callback),\n"
+        "`WEFT_ERR_IO` (no thread could be started), `WEFT_ERR_CLOSED`. On failure `free_fn`\n"
+        "does not run and the watchdog is as it was."
     ),
 }
