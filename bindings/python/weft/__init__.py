@@ -39,6 +39,7 @@ from ._errors import (
 from ._future import Future
 from ._lib import library_path
 from ._loop import ERROR, HANGUP, READ, WRITE, Handle, Loop, Watch, cancelled
+from ._monitor import SlowCallback
 from ._pools import configure as configure_pools
 
 __version__ = "0.1.0"
@@ -60,6 +61,7 @@ __all__ = [
     "ProcessTaskError",
     "READ",
     "RemoteTraceback",
+    "SlowCallback",
     "SystemCallFailed",
     "Unsupported",
     "WRITE",

@@ -20,6 +20,7 @@ from ._future import Future
 from ._handles import Handle, Watch, _Callback
 from ._later import TimerHandle
 from ._lib import held, lib
+from ._monitor import DEBUG_THRESHOLD, Monitoring, SlowCallback
 
 _T = TypeVar("_T")
 
@@ -100,7 +101,7 @@ class _Task:
 
 # ---- the loop ---------------------------------------------------------------------------
 
-class Loop:
+class Loop(Monitoring):
     """A weft event loop. Its callbacks (timers, posts, watches, subscribers, task
     completions and the done-callbacks of its futures) all run on one thread: the one
     in `run()`, or the asyncio / Tornado thread when attached with
@@ -129,9 +130,14 @@ class Loop:
     weft itself bounds, queues, times out, cancels and reuses the children (weft_spawn's
     max_children and reuse_child options); the binding only forks them, with
     os.fork() (weft's fork_fn), and runs fn in them.
+
+    debug=True turns on the slow-callback watchdog (see `set_watchdog`) with a 0.1 s
+    threshold, logging each report to the "weft" logger, as asyncio's debug mode does,
+    but while the callback still runs, with the line it is blocked at.
     """
 
-    def __init__(self, *, max_children: Optional[int] = None, reuse_children: bool = True) -> None:
+    def __init__(self, *, max_children: Optional[int] = None, reuse_children: bool = True,
+                 debug: bool = False) -> None:
         if state.forked:
             raise Forked("weft.Loop: cannot make a loop in a forked child (a process task)")
         if state.exiting:
@@ -160,6 +166,8 @@ class Loop:
         _soon.setup(self)
         _later.setup(self)
         _loops.add(self)
+        if debug:
+            self.set_watchdog(DEBUG_THRESHOLD)
 
     def __repr__(self) -> str:
         what = "closed" if self._closed else ("running" if self._running else "idle")
