@@ -705,7 +705,11 @@ void weft_child_exit(struct weft_task *task, int status);
 // turns the watchdog off (`cb` may then be NULL): the thread ends, and `free_fn` runs
 // on this thread. Freeing the loop turns it off. Off, a callback costs one load; on,
 // two clock reads. Any thread.
-// Returns `WEFT_OK`; `WEFT_ERR_NULL` (loop, or cb with a threshold), `WEFT_ERR_INVALID`
+// `cb` NULL (with a threshold): each report is emitted instead as an event on the
+// loop's topic "weft.watchdog", its payload the `weft_watchdog_report` (`label` NULL),
+// so that subscribers get it on the loop thread once the slow callback has returned:
+// for hosts that cannot take a call from another thread (Node).
+// Returns `WEFT_OK`; `WEFT_ERR_NULL` (loop), `WEFT_ERR_INVALID`
 // (a threshold above 2^35 - 1 ms), `WEFT_ERR_BUSY` (from the watchdog's callback),
 // `WEFT_ERR_IO` (no thread could be started), `WEFT_ERR_CLOSED`. On failure `free_fn`
 // does not run and the watchdog is as it was.

@@ -68,7 +68,11 @@ const MAX_THRESHOLD_MS: u64 = (1 << 35) - 1;
 /// turns the watchdog off (`cb` may then be NULL): the thread ends, and `free_fn` runs
 /// on this thread. Freeing the loop turns it off. Off, a callback costs one load; on,
 /// two clock reads. Any thread.
-/// Returns `WEFT_OK`; `WEFT_ERR_NULL` (loop, or cb with a threshold), `WEFT_ERR_INVALID`
+/// `cb` NULL (with a threshold): each report is emitted instead as an event on the
+/// loop's topic "weft.watchdog", its payload the `weft_watchdog_report` (`label` NULL),
+/// so that subscribers get it on the loop thread once the slow callback has returned:
+/// for hosts that cannot take a call from another thread (Node).
+/// Returns `WEFT_OK`; `WEFT_ERR_NULL` (loop), `WEFT_ERR_INVALID`
 /// (a threshold above 2^35 - 1 ms), `WEFT_ERR_BUSY` (from the watchdog's callback),
 /// `WEFT_ERR_IO` (no thread could be started), `WEFT_ERR_CLOSED`. On failure `free_fn`
 /// does not run and the watchdog is as it was.
@@ -96,7 +100,6 @@ pub extern "C" fn weft_loop_set_watchdog(
         if threshold_ms > MAX_THRESHOLD_MS {
             return Err(Error::invalid(format!("threshold_ms {threshold_ms} is above 2^35 - 1")));
         }
-        let cb = cb.ok_or_else(|| Error::new(Code::Null, "cb is NULL"))?;
         let sink = CSink { lp: lp as usize, cb, user_data, free_fn };
         dog.set(threshold_ms * 1_000_000, Box::new(move |r: &Report| sink.report(r)))
             .map_err(|e| Error::io("starting the watchdog thread", e))?;
@@ -104,10 +107,14 @@ pub extern "C" fn weft_loop_set_watchdog(
     })
 }
 
-/// The C callback as the watchdog's sink; dropping it runs `free_fn`.
+/// The topic of the reports when no callback takes them.
+const TOPIC: &str = "weft.watchdog";
+
+/// The C callback (or the loop's topic) as the watchdog's sink; dropping it runs
+/// `free_fn`.
 struct CSink {
     lp: usize,
-    cb: unsafe extern "C" fn(*mut weft_loop, *const weft_watchdog_report, *mut c_void),
+    cb: weft_watchdog_cb,
     user_data: *mut c_void,
     free_fn: weft_free_fn,
 }
@@ -117,19 +124,32 @@ unsafe impl Send for CSink {}
 
 impl CSink {
     fn report(&self, r: &Report) {
-        let report = weft_watchdog_report {
-            size: std::mem::size_of::<weft_watchdog_report>(),
-            seq: r.seq,
-            id: r.id,
-            kind: r.kind as c_int,
-            returned: r.returned as c_int,
-            elapsed_ns: r.elapsed_ns,
-            label: std::ptr::null(),
-            thread_id: r.tid,
-        };
-        // SAFETY: the caller's callback, with a report valid for the call; the loop
-        // outlives the watchdog (closing it stops the watchdog first).
-        unsafe { (self.cb)(self.lp as *mut weft_loop, &report, self.user_data) }
+        // Zeroed first, then filled in place: the padding is zeros in the topic's
+        // payload, not whatever the stack held.
+        // SAFETY: the struct is plain data, for which all-zero bytes are valid.
+        let mut report: weft_watchdog_report = unsafe { std::mem::zeroed() };
+        report.size = std::mem::size_of::<weft_watchdog_report>();
+        report.seq = r.seq;
+        report.id = r.id;
+        report.kind = r.kind as c_int;
+        report.returned = r.returned as c_int;
+        report.elapsed_ns = r.elapsed_ns;
+        report.label = std::ptr::null();
+        report.thread_id = r.tid;
+        match self.cb {
+            // SAFETY: the caller's callback, with a report valid for the call; the loop
+            // outlives the watchdog (closing it stops the watchdog first).
+            Some(cb) => unsafe { cb(self.lp as *mut weft_loop, &report, self.user_data) },
+            None => {
+                // SAFETY: as above: the loop is alive while its watchdog reports.
+                let lp = unsafe { &*(self.lp as *const super::handler::CLoop) };
+                // SAFETY: the report is plain data: its bytes are its C layout.
+                let bytes = unsafe {
+                    std::slice::from_raw_parts((&report as *const weft_watchdog_report).cast::<u8>(), report.size)
+                };
+                let _ = lp.emit(TOPIC, bytes); // refused only once the loop is closing
+            }
+        }
     }
 }
 
