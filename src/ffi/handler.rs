@@ -91,6 +91,10 @@ impl CHandler {
 impl Handler for CHandler {
     type Work = CWork;
 
+    fn inert(&self) -> bool {
+        self.free_fn.is_none()
+    }
+
     fn call(&mut self, lp: &CLoop, id: u64, event: Event<'_>) {
         let lp = lp as *const CLoop as *mut weft_loop;
         let ud = self.user_data;

@@ -34,7 +34,7 @@ fn loom_timers_cancel_against_fire_and_reuse() {
             let table = table.clone();
             thread::spawn(move || table.cancel_foreign(a, ga).map(|handler| handler.is_some()))
         };
-        assert_eq!(table.schedule(&mut own, Handler(drops.clone()), 0).ok(), Some((a, ga)));
+        assert_eq!(table.schedule(&mut own, Handler(drops.clone()), 0, false).ok(), Some((a, ga)));
         let called = match table.begin(&mut own, a, ga) {
             Begin::Call { handler, .. } => {
                 let over = table.finish(&mut own, a, ga, handler);
@@ -47,7 +47,7 @@ fn loom_timers_cancel_against_fire_and_reuse() {
                 unreachable!("the owner waits for a claimed record")
             }
         };
-        let (b, _) = table.schedule(&mut own, Handler(drops.clone()), 0).ok().expect("room");
+        let (b, _) = table.schedule(&mut own, Handler(drops.clone()), 0, false).ok().expect("room");
         let cancelled = canceller.join().unwrap();
         match cancelled {
             Ok(true) => assert!(!called, "cancelled, then called"),
@@ -71,7 +71,7 @@ fn loom_timers_cancel_of_an_every_timer_in_its_call() {
         let table = LoomArc::new(Table::<Handler>::default());
         let mut own = OwnTimers::new(0);
         let drops = LoomArc::new(AtomicUsize::new(0));
-        let (a, ga) = table.schedule(&mut own, Handler(drops.clone()), 5).ok().expect("room");
+        let (a, ga) = table.schedule(&mut own, Handler(drops.clone()), 5, false).ok().expect("room");
         let Begin::Call { handler, interval_ns: 5 } = table.begin(&mut own, a, ga) else {
             unreachable!("nobody else touched it yet")
         };
