@@ -96,3 +96,35 @@ fn loom_timers_cancel_of_an_every_timer_in_its_call() {
         assert_eq!(own.live(), 0);
     });
 }
+
+/// The owner cancels an armed timer while another thread cancels it too: exactly one of
+/// them wins (Ok with the handler; the other: not found), the handler ends once, and
+/// the owner's later schedule, which reuses the record, is not disturbed by the loser.
+#[test]
+fn loom_timers_owner_cancel_against_foreign_cancel() {
+    model(|| {
+        let table = LoomArc::new(Table::<Handler>::default());
+        let mut own = OwnTimers::new(0);
+        let drops = LoomArc::new(AtomicUsize::new(0));
+        let (a, ga) = table.schedule(&mut own, Handler(drops.clone()), 0, false).ok().expect("room");
+        let canceller = {
+            let table = table.clone();
+            thread::spawn(move || table.cancel_foreign(a, ga).map(|handler| handler.is_some()))
+        };
+        let by_owner = table.cancel_owned(&mut own, a, ga);
+        let by_owner = by_owner.map(|handler| handler.is_some());
+        let (b, gb) = table.schedule(&mut own, Handler(drops.clone()), 0, false).ok().expect("room");
+        let by_other = canceller.join().unwrap();
+        match (by_owner, by_other) {
+            (Ok(true), Err(())) => assert_eq!(b, a, "the owner's cancel frees the record at once"),
+            (Err(()), Ok(true)) => {}
+            other => unreachable!("exactly one cancel wins: {other:?}"),
+        }
+        assert_eq!(drops.load(SeqCst), 1, "A's handler ended exactly once");
+        // B is live whoever won; the owner ends it (and reclaims A's record if needed).
+        assert_eq!(table.cancel_owned(&mut own, b, gb).map(|handler| handler.is_some()), Ok(true));
+        assert_eq!(drops.load(SeqCst), 2);
+        drop(table.end_all(&mut own));
+        assert_eq!(drops.load(SeqCst), 2);
+    });
+}
