@@ -92,6 +92,10 @@ impl CHandler {
 impl Handler for CHandler {
     type Work = CWork;
 
+    fn inert(&self) -> bool {
+        self.free_fn.is_none()
+    }
+
     fn call(&mut self, lp: &CLoop, id: u64, event: Event<'_>) {
         let entered = lp.watchdog().enter(id, watched_kind(&event));
         self.call_c(lp, id, event);

@@ -34,7 +34,7 @@ fn loom_timers_cancel_against_fire_and_reuse() {
             let table = table.clone();
             thread::spawn(move || table.cancel_foreign(a, ga).map(|handler| handler.is_some()))
         };
-        assert_eq!(table.schedule(&mut own, Handler(drops.clone()), 0).ok(), Some((a, ga)));
+        assert_eq!(table.schedule(&mut own, Handler(drops.clone()), 0, false).ok(), Some((a, ga)));
         let called = match table.begin(&mut own, a, ga) {
             Begin::Call { handler, .. } => {
                 let over = table.finish(&mut own, a, ga, handler);
@@ -47,7 +47,7 @@ fn loom_timers_cancel_against_fire_and_reuse() {
                 unreachable!("the owner waits for a claimed record")
             }
         };
-        let (b, _) = table.schedule(&mut own, Handler(drops.clone()), 0).ok().expect("room");
+        let (b, _) = table.schedule(&mut own, Handler(drops.clone()), 0, false).ok().expect("room");
         let cancelled = canceller.join().unwrap();
         match cancelled {
             Ok(true) => assert!(!called, "cancelled, then called"),
@@ -71,7 +71,7 @@ fn loom_timers_cancel_of_an_every_timer_in_its_call() {
         let table = LoomArc::new(Table::<Handler>::default());
         let mut own = OwnTimers::new(0);
         let drops = LoomArc::new(AtomicUsize::new(0));
-        let (a, ga) = table.schedule(&mut own, Handler(drops.clone()), 5).ok().expect("room");
+        let (a, ga) = table.schedule(&mut own, Handler(drops.clone()), 5, false).ok().expect("room");
         let Begin::Call { handler, interval_ns: 5 } = table.begin(&mut own, a, ga) else {
             unreachable!("nobody else touched it yet")
         };
@@ -94,5 +94,37 @@ fn loom_timers_cancel_of_an_every_timer_in_its_call() {
         }
         assert_eq!(drops.load(SeqCst), 1);
         assert_eq!(own.live(), 0);
+    });
+}
+
+/// The owner cancels an armed timer while another thread cancels it too: exactly one of
+/// them wins (Ok with the handler; the other: not found), the handler ends once, and
+/// the owner's later schedule, which reuses the record, is not disturbed by the loser.
+#[test]
+fn loom_timers_owner_cancel_against_foreign_cancel() {
+    model(|| {
+        let table = LoomArc::new(Table::<Handler>::default());
+        let mut own = OwnTimers::new(0);
+        let drops = LoomArc::new(AtomicUsize::new(0));
+        let (a, ga) = table.schedule(&mut own, Handler(drops.clone()), 0, false).ok().expect("room");
+        let canceller = {
+            let table = table.clone();
+            thread::spawn(move || table.cancel_foreign(a, ga).map(|handler| handler.is_some()))
+        };
+        let by_owner = table.cancel_owned(&mut own, a, ga);
+        let by_owner = by_owner.map(|handler| handler.is_some());
+        let (b, gb) = table.schedule(&mut own, Handler(drops.clone()), 0, false).ok().expect("room");
+        let by_other = canceller.join().unwrap();
+        match (by_owner, by_other) {
+            (Ok(true), Err(())) => assert_eq!(b, a, "the owner's cancel frees the record at once"),
+            (Err(()), Ok(true)) => {}
+            other => unreachable!("exactly one cancel wins: {other:?}"),
+        }
+        assert_eq!(drops.load(SeqCst), 1, "A's handler ended exactly once");
+        // B is live whoever won; the owner ends it (and reclaims A's record if needed).
+        assert_eq!(table.cancel_owned(&mut own, b, gb).map(|handler| handler.is_some()), Ok(true));
+        assert_eq!(drops.load(SeqCst), 2);
+        drop(table.end_all(&mut own));
+        assert_eq!(drops.load(SeqCst), 2);
     });
 }

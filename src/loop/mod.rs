@@ -118,6 +118,12 @@ pub trait Handler: Send + Sized + 'static {
     /// The registration was refused: the caller keeps what the handler refers to, so
     /// its end must not run (the C layer does not call `free_fn`).
     fn refused(self) {}
+
+    /// True when dropping this handler does nothing (C's without a `free_fn`): the
+    /// owner's timer cancel then forgets it without reading it (crate::timer::Table).
+    fn inert(&self) -> bool {
+        false
+    }
 }
 
 /// Runs a registration with the handler in an Option it may take; a handler still there

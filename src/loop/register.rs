@@ -104,7 +104,8 @@ impl<H: Handler> Loop<H> {
         handler: &mut Option<H>,
     ) -> Option<Id> {
         let taken = handler.take().expect("not taken yet");
-        let (index, generation) = match self.timers.schedule(&mut own.timers, taken, interval_ns) {
+        let inert = taken.inert();
+        let (index, generation) = match self.timers.schedule(&mut own.timers, taken, interval_ns, inert) {
             Ok(record) => record,
             Err(back) => {
                 *handler = Some(back);

@@ -145,9 +145,15 @@ impl LazyWheel {
         }
     }
 
-    /// Drops every entry (all stale).
+    /// Drops every entry (all stale): O(slots), not O(entries).
     pub fn clear(&mut self) {
-        self.retain(|_| {}, |_| false);
+        for entries in &mut self.slots {
+            entries.clear();
+            shrink::vec(entries, 0);
+        }
+        self.occupied = [0; LEVELS];
+        self.slot_min.fill(u64::MAX);
+        self.len = 0;
     }
 }
 

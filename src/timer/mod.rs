@@ -4,12 +4,14 @@
 //!
 //! * The owner's timers ([`Table`], [`LazyWheel`]): those scheduled by the thread that
 //!   owns the loop (`crate::r#loop` owner.rs), the common case, with no lock. Each is a
-//!   record in a table whose memory never moves, found by the index in its id, and an
-//!   entry (deadline, index, generation) in a wheel of the owner's. A cancel by the
-//!   owner frees the record and leaves the entry, which is dropped when the wheel meets
-//!   it (its generation no longer matches): one cache miss, no list to unlink. A cancel
-//!   from another thread settles with the owner through the record's atomic state
-//!   (`table.rs` writes the protocol down).
+//!   record in a table whose memory never moves, found by the index in its id (an 8-byte
+//!   hot half and a 32-byte body, in two arrays), and an entry (deadline, index,
+//!   generation) in a wheel of the owner's. A cancel by the owner frees the record and
+//!   leaves the entry, which is dropped when the wheel meets it (its generation no
+//!   longer matches), or by a sweep once such entries outnumber the table's records:
+//!   one cache miss (the hot half; the body too when the handler has an end to run),
+//!   no list to unlink. A cancel from another thread settles with the owner through
+//!   the record's atomic state (`table.rs` writes the protocol down).
 //! * Everything else that needs a deadline ([`Wheel`]): timers scheduled by other
 //!   threads, tasks' and process tasks' timeouts, in the loop's slab, under its lock.
 //!

@@ -1,13 +1,19 @@
 //! The owner's timer records, and how a cancel from another thread settles with the
 //! owner without a lock.
 //!
-//! A timer scheduled by the loop's owner is a [`Record`] in the loop's [`Table`]: its
-//! handler, its interval, and an atomic `state` word, generation (26 bits, as in the
-//! timer's id) and phase. Its id names the record's index and the generation; the
-//! owner's wheel holds an [`Entry`](super::Entry) for it. Records live in chunks that
-//! never move or go before the table, so a thread holding an id may look its record up
-//! at any time. Only the owner writes a record's handler, interval and free-list link,
-//! and only in the phases where nobody else reads them. The phases:
+//! A timer scheduled by the loop's owner is a [`Record`] in the loop's [`Table`], in two
+//! halves kept in two arrays at the same index: the hot 8 bytes (an atomic `state` word,
+//! generation (26 bits, as in the timer's id) and phase; and the owner's `aux` word:
+//! the free-list link of a free record, [`INERT`] of a live one) and the cold [`Body`]
+//! (the handler and the interval: 32 bytes for C's handler, 64-byte aligned chunks so
+//! that no body straddles two cache lines). An owner's cancel of a timer whose handler
+//! is inert (C's without a `free_fn`: dropping it does nothing) touches the hot half
+//! only: 8 MB for a million timers, which stays in the cache where 40 MB of whole
+//! records did not. Its id names the record's index and the generation; the owner's
+//! wheel holds an [`Entry`](super::Entry) for it. Records live in chunks that never
+//! move or go before the table, so a thread holding an id may look its record up at any
+//! time. Only the owner writes a record's handler, interval and `aux`, and only in the
+//! phases where nobody else reads them. The phases:
 //!
 //! ```text
 //!   FREE(g) ──schedule──▶ ARMED(g) ──fire (CAS)──▶ ONCE(g) ──call returns──▶ FREE(g+1)
@@ -84,12 +90,28 @@ const CHUNKS: usize = 18;
 /// Most records a table holds: under 2^24, the index bits of an id.
 const TABLE_MAX: u32 = (FIRST_CHUNK * ((1 << CHUNKS) - 1)) as u32;
 const NIL: u32 = u32::MAX;
+/// `aux` of a live record whose handler is inert: dropping it does nothing, so the
+/// owner's cancel need not read it (nor touch the cold half).
+const INERT: u32 = 1;
+/// Chunks are aligned to a cache line: a 32-byte body never straddles two.
+const CHUNK_ALIGN: usize = 64;
+/// Chunks of this size or more are aligned to it and, on Linux, asked to be backed by
+/// transparent huge pages (`MADV_HUGEPAGE`, for systems whose THP mode is `madvise`):
+/// a cancel's one random access then costs a cache miss without a TLB miss (a page
+/// walk, nested under a hypervisor) on top.
+const HUGE_PAGE: usize = 2 << 20;
 
-/// One owner's timer (see the module comment).
-pub struct Record<H> {
+/// The hot half of one owner's timer (see the module comment).
+pub struct Record {
     state: AtomicU32,
-    /// The next free record while this one is free. Owner only.
-    next_free: UnsafeCell<u32>,
+    /// Owner only: the next free record while this one is free; [`INERT`] or 0 while
+    /// it is live.
+    aux: UnsafeCell<u32>,
+}
+
+/// The cold half of one owner's timer: read when it fires, or by a cancel that takes
+/// the handler.
+pub struct Body<H> {
     /// 0 for a one-shot timer. Owner only.
     interval_ns: UnsafeCell<u64>,
     /// Present in ARMED and CLAIMED (and with the owner during a call).
@@ -120,10 +142,12 @@ impl OwnTimers {
     /// How many records of timers other threads cancelled were reclaimed since the last
     /// call (when a cancelled timer's entry came out of the wheel, or stale entries were
     /// dropped).
+    #[inline]
     pub fn take_reclaimed(&mut self) -> usize {
         std::mem::take(&mut self.reclaimed)
     }
 
+    #[inline]
     pub fn live(&self) -> usize {
         self.live
     }
@@ -141,7 +165,10 @@ pub enum Begin<H> {
 
 /// The records of a loop's owner timers (see the module comment).
 pub struct Table<H> {
-    chunks: [AtomicPtr<Record<H>>; CHUNKS],
+    /// The hot halves, chunk by chunk.
+    records: [AtomicPtr<Record>; CHUNKS],
+    /// The cold halves, chunk by chunk (published before `count`, as `records`).
+    bodies: [AtomicPtr<Body<H>>; CHUNKS],
     /// Records below this index have been initialised (published with Release).
     count: AtomicU32,
 }
@@ -153,7 +180,11 @@ unsafe impl<H: Send> Sync for Table<H> {}
 
 impl<H> Default for Table<H> {
     fn default() -> Self {
-        Table { chunks: std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut())), count: AtomicU32::new(0) }
+        Table {
+            records: std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut())),
+            bodies: std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut())),
+            count: AtomicU32::new(0),
+        }
     }
 }
 
@@ -161,23 +192,28 @@ impl<H> Drop for Table<H> {
     fn drop(&mut self) {
         // Handlers were ended by the loop's close (or belong to a forked child's copy,
         // which must not run them): only the memory goes.
-        for (k, chunk) in self.chunks.iter().enumerate() {
-            let chunk = chunk.load(Relaxed);
-            if !chunk.is_null() {
-                let layout = Self::layout(k);
-                // SAFETY: allocated in `record_at` with this layout.
-                unsafe { std::alloc::dealloc(chunk.cast(), layout) };
+        for k in 0..CHUNKS {
+            let (records, bodies) = (self.records[k].load(Relaxed), self.bodies[k].load(Relaxed));
+            if !records.is_null() {
+                // SAFETY: allocated in `grow` with these layouts.
+                unsafe {
+                    std::alloc::dealloc(records.cast(), Self::layout::<Record>(k));
+                    std::alloc::dealloc(bodies.cast(), Self::layout::<Body<H>>(k));
+                }
             }
         }
     }
 }
 
 impl<H> Table<H> {
-    fn layout(k: usize) -> std::alloc::Layout {
-        std::alloc::Layout::array::<Record<H>>(FIRST_CHUNK << k).expect("a valid size")
+    fn layout<T>(k: usize) -> std::alloc::Layout {
+        let array = std::alloc::Layout::array::<T>(FIRST_CHUNK << k).expect("a valid size");
+        let align = if array.size() >= HUGE_PAGE { HUGE_PAGE } else { CHUNK_ALIGN };
+        array.align_to(align).expect("a valid alignment")
     }
 
     /// The chunk and the offset in it of record `index`.
+    #[inline]
     fn locate(index: u32) -> (usize, usize) {
         let n = index as usize / FIRST_CHUNK + 1;
         let k = (usize::BITS - 1 - n.leading_zeros()) as usize;
@@ -185,73 +221,106 @@ impl<H> Table<H> {
     }
 
     /// Record `index`, if it has been initialised. Any thread.
-    fn record(&self, index: u32) -> Option<&Record<H>> {
+    fn record(&self, index: u32) -> Option<(&Record, &Body<H>)> {
         if index >= self.count.load(Acquire) {
             return None;
         }
         let (k, offset) = Self::locate(index);
-        let chunk = NonNull::new(self.chunks[k].load(Acquire))?;
+        let record = NonNull::new(self.records[k].load(Acquire))?;
+        let body = NonNull::new(self.bodies[k].load(Acquire))?;
         // SAFETY: within chunk k, initialised (below `count`), alive as long as `self`.
-        Some(unsafe { chunk.add(offset).as_ref() })
+        Some(unsafe { (record.add(offset).as_ref(), body.add(offset).as_ref()) })
     }
 
-    /// Record `index`, which the owner knows exists.
-    fn owned(&self, index: u32) -> &Record<H> {
+    /// The hot half of record `index`, which the owner knows exists.
+    #[inline]
+    fn owned(&self, index: u32) -> &Record {
         let (k, offset) = Self::locate(index);
         // SAFETY: the owner made it (below `count`); chunks live as long as `self`.
-        unsafe { &*self.chunks[k].load(Relaxed).add(offset) }
+        unsafe { &*self.records[k].load(Relaxed).add(offset) }
     }
 
-    /// Starts fetching record `index` into the cache (the owner's, for an entry it will
-    /// meet soon).
+    /// The cold half of record `index`, which the owner knows exists.
+    #[inline]
+    fn body(&self, index: u32) -> &Body<H> {
+        let (k, offset) = Self::locate(index);
+        // SAFETY: as for `owned`.
+        unsafe { &*self.bodies[k].load(Relaxed).add(offset) }
+    }
+
+    /// Starts fetching record `index` into the cache, both halves (the owner's, for an
+    /// entry it will meet soon).
     #[inline]
     pub fn prefetch(&self, index: u32) {
         if index < self.count.load(Relaxed) {
-            prefetch((self.owned(index) as *const Record<H>).cast());
+            prefetch((self.owned(index) as *const Record).cast());
+            prefetch((self.body(index) as *const Body<H>).cast());
         }
     }
 
-    /// Schedules a timer: a free record gets `handler` and `interval_ns` and is armed.
-    /// Returns (index, generation), or the handler back when the table is full. Owner.
-    pub fn schedule(&self, own: &mut OwnTimers, handler: H, interval_ns: u64) -> Result<(u32, u32), H> {
-        let index = if own.free_head != NIL {
-            let index = own.free_head;
-            // SAFETY: owner-only field of a free record.
-            own.free_head = self.owned(index).next_free.with(|next| unsafe { *next });
-            index
-        } else {
-            let index = self.count.load(Relaxed);
-            if index >= TABLE_MAX {
-                return Err(handler);
-            }
-            let (k, offset) = Self::locate(index);
-            let mut chunk = self.chunks[k].load(Relaxed);
-            if chunk.is_null() {
-                let layout = Self::layout(k);
+    /// Makes record `count` (a new chunk when it starts one): None when the table is
+    /// full. Owner.
+    #[cold]
+    fn grow(&self) -> Option<u32> {
+        let index = self.count.load(Relaxed);
+        if index >= TABLE_MAX {
+            return None;
+        }
+        let (k, offset) = Self::locate(index);
+        let mut records = self.records[k].load(Relaxed);
+        if records.is_null() {
+            let alloc = |layout: std::alloc::Layout| {
                 // SAFETY: a non-zero size.
-                chunk = unsafe { std::alloc::alloc(layout) }.cast();
+                let chunk = unsafe { std::alloc::alloc(layout) };
                 if chunk.is_null() {
                     std::alloc::handle_alloc_error(layout);
                 }
-                self.chunks[k].store(chunk, Release);
-            }
-            // SAFETY: within chunk k; not yet visible to any other thread (`count`).
-            unsafe {
-                chunk.add(offset).write(Record {
-                    state: AtomicU32::new(state(1, FREE)),
-                    next_free: UnsafeCell::new(NIL),
-                    interval_ns: UnsafeCell::new(0),
-                    handler: UnsafeCell::new(MaybeUninit::uninit()),
-                })
+                #[cfg(target_os = "linux")]
+                if layout.size() >= HUGE_PAGE {
+                    // SAFETY: advice on memory this table owns; it changes no content.
+                    unsafe { libc::madvise(chunk.cast(), layout.size(), libc::MADV_HUGEPAGE) };
+                }
+                chunk
             };
-            self.count.store(index + 1, Release);
+            records = alloc(Self::layout::<Record>(k)).cast();
+            self.bodies[k].store(alloc(Self::layout::<Body<H>>(k)).cast(), Release);
+            self.records[k].store(records, Release);
+        }
+        let bodies = self.bodies[k].load(Relaxed);
+        // SAFETY: within chunk k; not yet visible to any other thread (`count`).
+        unsafe {
+            records.add(offset).write(Record { state: AtomicU32::new(state(1, FREE)), aux: UnsafeCell::new(NIL) });
+            bodies
+                .add(offset)
+                .write(Body { interval_ns: UnsafeCell::new(0), handler: UnsafeCell::new(MaybeUninit::uninit()) });
+        }
+        self.count.store(index + 1, Release);
+        Some(index)
+    }
+
+    /// Schedules a timer: a free record gets `handler` and `interval_ns` and is armed.
+    /// `inert`: dropping `handler` does nothing (a cancel may forget it unread).
+    /// Returns (index, generation), or the handler back when the table is full. Owner.
+    #[inline]
+    pub fn schedule(&self, own: &mut OwnTimers, handler: H, interval_ns: u64, inert: bool) -> Result<(u32, u32), H> {
+        let index = if own.free_head != NIL {
+            let index = own.free_head;
+            // SAFETY: owner-only field of a free record.
+            own.free_head = self.owned(index).aux.with(|next| unsafe { *next });
             index
+        } else {
+            match self.grow() {
+                Some(index) => index,
+                None => return Err(handler),
+            }
         };
         let record = self.owned(index);
+        let body = self.body(index);
         let generation = generation_of(record.state.load(Relaxed));
         // SAFETY: a FREE record: nobody else touches these fields.
-        record.handler.with_mut(|h| unsafe { (*h).write(handler) });
-        record.interval_ns.with_mut(|i| unsafe { *i = interval_ns });
+        record.aux.with_mut(|a| unsafe { *a = if inert { INERT } else { 0 } });
+        body.handler.with_mut(|h| unsafe { (*h).write(handler) });
+        body.interval_ns.with_mut(|i| unsafe { *i = interval_ns });
         record.state.store(state(generation, ARMED), Release);
         own.live += 1;
         Ok((index, generation))
@@ -264,7 +333,7 @@ impl<H> Table<H> {
         record.state.store(state(next, FREE), ordering);
         if next != 0 {
             // SAFETY: owner-only field of a free record.
-            record.next_free.with_mut(|n| unsafe { *n = own.free_head });
+            record.aux.with_mut(|n| unsafe { *n = own.free_head });
             own.free_head = index;
         }
         own.live -= 1;
@@ -272,14 +341,53 @@ impl<H> Table<H> {
 
     /// Cancels timer (index, generation) as the owner: Err if no such timer is live or
     /// its one-shot call has begun; Ok(Some(handler)) to drop (the timer is over), or
-    /// Ok(None) for an `every` timer in its call (it ends when the call returns).
+    /// Ok(None): over with an inert handler (left unread), or an `every` timer in its
+    /// call (it ends when the call returns).
+    ///
+    /// The common case, an ARMED timer, is one load and one compare-exchange of the
+    /// record's hot half (and a read of its body unless the handler is inert).
     #[allow(clippy::result_unit_err)]
+    #[inline]
     pub fn cancel_owned(&self, own: &mut OwnTimers, index: u32, generation: u32) -> Result<Option<H>, ()> {
         if index >= self.count.load(Relaxed) {
             return Err(());
         }
         let record = self.owned(index);
         let armed = state(generation, ARMED);
+        // Frees the record at once; its wheel entry goes stale.
+        let next = next_generation(generation);
+        if record.state.compare_exchange(armed, state(next, FREE), Acquire, Relaxed).is_err() {
+            return self.cancel_owned_unarmed(own, index, generation);
+        }
+        // SAFETY: it was ARMED, and this CAS ended it: the handler and `aux` are ours.
+        let inert = record.aux.with(|a| unsafe { *a }) == INERT;
+        let handler = if inert {
+            None
+        } else {
+            // SAFETY: as above.
+            Some(self.body(index).handler.with(|h| unsafe { (*h).assume_init_read() }))
+        };
+        if next != 0 {
+            // SAFETY: owner-only field of a free record.
+            record.aux.with_mut(|n| unsafe { *n = own.free_head });
+            own.free_head = index;
+        }
+        own.live -= 1;
+        own.stale += 1;
+        if own.live == 0 {
+            own.wheel.clear();
+            own.stale = 0;
+        } else if own.stale > (2 * own.live).max(self.count.load(Relaxed) as usize) + 4096 {
+            self.drop_stale(own);
+        }
+        Ok(handler)
+    }
+
+    /// `cancel_owned` of a timer that was not ARMED when it looked: an `every` timer in
+    /// its call, one another thread claimed meanwhile, or no live timer.
+    #[cold]
+    fn cancel_owned_unarmed(&self, own: &mut OwnTimers, index: u32, generation: u32) -> Result<Option<H>, ()> {
+        let record = self.owned(index);
         loop {
             let current = record.state.load(Acquire);
             if current == state(generation, EVERY) {
@@ -288,40 +396,22 @@ impl<H> Table<H> {
                 }
                 continue;
             }
-            if current != armed {
-                return Err(());
+            if current == state(generation, ARMED) {
+                return self.cancel_owned(own, index, generation);
             }
-            // Frees the record at once; its wheel entry goes stale.
-            let next = next_generation(generation);
-            if record.state.compare_exchange(armed, state(next, FREE), Acquire, Relaxed).is_err() {
-                continue; // another thread claimed it meanwhile: see what it left
-            }
-            // SAFETY: it was ARMED, and this CAS ended it: the handler is ours.
-            let handler = record.handler.with(|h| unsafe { (*h).assume_init_read() });
-            if next != 0 {
-                // SAFETY: owner-only field of a free record.
-                record.next_free.with_mut(|n| unsafe { *n = own.free_head });
-                own.free_head = index;
-            }
-            own.live -= 1;
-            own.stale += 1;
-            if own.live == 0 {
-                own.wheel.clear();
-                own.stale = 0;
-            } else if own.stale > 2 * own.live + 4096 {
-                self.drop_stale(own);
-            }
-            return Ok(Some(handler));
+            return Err(());
         }
     }
 
     /// Drops the wheel's entries of timers that are over: O(entries), run once they
-    /// outnumber live timers twice, so O(1) per cancel. Timers another thread cancelled
-    /// are reclaimed here too.
+    /// outnumber both twice the live timers and the table's records (the most timers
+    /// the owner ever held at once), so O(1) per cancel, and the wheel never holds many
+    /// more entries than it did at its fullest. Timers another thread cancelled are
+    /// reclaimed here too.
     #[cold]
     fn drop_stale(&self, own: &mut OwnTimers) {
         let mut wheel = std::mem::replace(&mut own.wheel, super::LazyWheel::new(0));
-        let ahead = |entry: &super::Entry| prefetch((self.owned(entry.index) as *const Record<H>).cast());
+        let ahead = |entry: &super::Entry| prefetch((self.owned(entry.index) as *const Record).cast());
         wheel.retain(ahead, |entry| match self.begin_check(own, entry.index, entry.generation) {
             Check::Live => true,
             Check::Over => false,
@@ -355,7 +445,7 @@ impl<H> Table<H> {
     /// Whether (index, generation) names a timer that is scheduled or in its call. Any
     /// thread; a hint only, as the answer may change at once.
     pub fn is_live(&self, index: u32, generation: u32) -> bool {
-        self.record(index).is_some_and(|record| {
+        self.record(index).is_some_and(|(record, _)| {
             let current = record.state.load(Relaxed);
             generation_of(current) == generation && matches!(phase_of(current), ARMED | ONCE | EVERY)
         })
@@ -365,7 +455,7 @@ impl<H> Table<H> {
     /// same answers as [`cancel_owned`](Self::cancel_owned). Any thread.
     #[allow(clippy::result_unit_err)]
     pub fn cancel_foreign(&self, index: u32, generation: u32) -> Result<Option<H>, ()> {
-        let record = self.record(index).ok_or(())?;
+        let (record, body) = self.record(index).ok_or(())?;
         let armed = state(generation, ARMED);
         let every = state(generation, EVERY);
         loop {
@@ -384,7 +474,7 @@ impl<H> Table<H> {
             }
             // SAFETY: claimed from ARMED (Acquire): the owner's write of the handler is
             // visible, and the owner touches it no more.
-            let handler = record.handler.with(|h| unsafe { (*h).assume_init_read() });
+            let handler = body.handler.with(|h| unsafe { (*h).assume_init_read() });
             record.state.store(state(generation, CANCELLED), Release);
             return Ok(Some(handler));
         }
@@ -398,15 +488,16 @@ impl<H> Table<H> {
         loop {
             let current = record.state.load(Acquire);
             if current == armed {
+                let body = self.body(index);
                 // SAFETY: owner-only field.
-                let interval_ns = record.interval_ns.with(|i| unsafe { *i });
+                let interval_ns = body.interval_ns.with(|i| unsafe { *i });
                 let running = state(generation, if interval_ns == 0 { ONCE } else { EVERY });
                 if record.state.compare_exchange(armed, running, Acquire, Relaxed).is_err() {
                     continue;
                 }
                 // SAFETY: it was ARMED and this CAS began its call: the handler is ours
                 // until `finish`.
-                let handler = record.handler.with(|h| unsafe { (*h).assume_init_read() });
+                let handler = body.handler.with(|h| unsafe { (*h).assume_init_read() });
                 return Begin::Call { handler, interval_ns };
             }
             return match self.begin_check(own, index, generation) {
@@ -426,16 +517,17 @@ impl<H> Table<H> {
     /// drop.
     pub fn finish(&self, own: &mut OwnTimers, index: u32, generation: u32, handler: H) -> Option<H> {
         let record = self.owned(index);
+        let body = self.body(index);
         let current = record.state.load(Relaxed);
         if current == state(generation, EVERY) {
             // SAFETY: in its call, the handler's place is the owner's alone.
-            record.handler.with_mut(|h| unsafe { (*h).write(handler) });
+            body.handler.with_mut(|h| unsafe { (*h).write(handler) });
             if record.state.compare_exchange(current, state(generation, ARMED), Release, Relaxed).is_ok() {
                 return None;
             }
             // Cancelled during the call (EVERY_CANCELLED): take the handler back.
             // SAFETY: written just above; nobody reads it in EVERY_CANCELLED.
-            let handler = record.handler.with(|h| unsafe { (*h).assume_init_read() });
+            let handler = body.handler.with(|h| unsafe { (*h).assume_init_read() });
             self.release(own, index, generation, Release);
             return Some(handler);
         }
@@ -456,8 +548,10 @@ impl<H> Table<H> {
                     ARMED => {
                         if record.state.compare_exchange(current, state(generation, CLAIMED), Acquire, Relaxed).is_ok()
                         {
-                            // SAFETY: ended by this CAS: the handler is ours.
-                            handlers.push(record.handler.with(|h| unsafe { (*h).assume_init_read() }));
+                            // SAFETY: ended by this CAS: the handler is ours. An inert one
+                            // is read too: the caller drops it, which does nothing.
+                            let body = self.body(index);
+                            handlers.push(body.handler.with(|h| unsafe { (*h).assume_init_read() }));
                             self.release(own, index, generation, Release);
                             break;
                         }
@@ -518,8 +612,8 @@ mod tests {
     fn cancels_and_calls_settle_once() {
         let table = Table::<Box<u32>>::default();
         let mut own = OwnTimers::new(0);
-        let (a, ga) = table.schedule(&mut own, Box::new(1), 0).ok().unwrap();
-        let (b, gb) = table.schedule(&mut own, Box::new(2), 5).ok().unwrap();
+        let (a, ga) = table.schedule(&mut own, Box::new(1), 0, false).ok().unwrap();
+        let (b, gb) = table.schedule(&mut own, Box::new(2), 5, false).ok().unwrap();
         assert_eq!(own.live(), 2);
         // Another thread cancels a; the owner's cancel and firing of it then fail.
         assert_eq!(table.cancel_foreign(a, ga), Ok(Some(Box::new(1))));
@@ -535,7 +629,7 @@ mod tests {
         assert_eq!(table.finish(&mut own, b, gb, handler), Some(Box::new(2)));
         assert_eq!(own.live(), 0);
         // The records are reused with new generations; old ids match nothing.
-        let (c, gc) = table.schedule(&mut own, Box::new(3), 0).ok().unwrap();
+        let (c, gc) = table.schedule(&mut own, Box::new(3), 0, false).ok().unwrap();
         assert!(c == a || c == b);
         assert!(gc > 1);
         assert_eq!(table.cancel_foreign(a, ga), Err(()));
@@ -543,7 +637,7 @@ mod tests {
         let Begin::Call { handler, .. } = table.begin(&mut own, c, gc) else { panic!() };
         assert_eq!(table.cancel_owned(&mut own, c, gc), Err(()), "a one-shot call has begun");
         assert_eq!(table.finish(&mut own, c, gc, handler), Some(Box::new(3)));
-        let (d, gd) = table.schedule(&mut own, Box::new(4), 0).ok().unwrap();
+        let (d, gd) = table.schedule(&mut own, Box::new(4), 0, false).ok().unwrap();
         assert_eq!(table.end_all(&mut own), vec![Box::new(4)]);
         assert_eq!(table.cancel_foreign(d, gd), Err(()));
         assert_eq!(own.live(), 0);

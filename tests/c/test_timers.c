@@ -459,6 +459,42 @@ TEST(many_timers_fire_exactly_once) {
     free(m);
 }
 
+/* The owner cancels timers with and without a free_fn (those without are forgotten
+ * unread) in shuffled order, three rounds, while a few stay live: records are reused,
+ * old ids stay dead, stale wheel entries are swept, each free_fn runs once. */
+TEST(owner_cancels_with_and_without_free_fn_reuse_records) {
+    weft_loop *lp = weft_loop_new();
+    REQUIRE(lp != NULL);
+    enum { N = 20000, KEEP = 8 };
+    static weft_id ids[N], first[N];
+    static many_t m[N + KEEP];
+    memset(m, 0, sizeof m);
+    for (int i = N; i < N + KEEP; i++) {
+        m[i].due_ns = now_ns() + 20 * 1000000ull;
+        CHECK_ID(weft_timer_after(lp, 20, many_cb, &m[i], i % 2 ? many_free : NULL));
+    }
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < N; i++)
+            ids[i] = CHECK_ID(weft_timer_after(lp, 60000 + i % 97, many_cb, &m[i], i % 2 ? many_free : NULL));
+        if (round == 0) memcpy(first, ids, sizeof ids);
+        for (int i = 0; i < N; i++) {
+            int j = (int)((uint64_t)i * 7919 % N); /* a permutation: 7919 is a prime */
+            CHECK_OK(weft_cancel(lp, ids[j]));
+            CHECK_EQ(weft_cancel(lp, ids[j]), WEFT_ERR_NOT_FOUND);
+        }
+    }
+    for (int i = 0; i < N; i += 101) CHECK_EQ(weft_cancel(lp, first[i]), WEFT_ERR_NOT_FOUND);
+    long calls = 0, frees = 0;
+    for (int i = 0; i < N; i++) frees += atomic_load(&m[i].frees);
+    CHECK_EQ(frees, 3 * N / 2);
+    CHECK_OK(weft_loop_run(lp, WEFT_RUN_DEFAULT));
+    for (int i = 0; i < N + KEEP; i++) calls += atomic_load(&m[i].calls);
+    CHECK_EQ(calls, KEEP);
+    CHECK_EQ(atomic_load(&m[N + 1].frees), 1);
+    CHECK_EQ(atomic_load(&many_early), 0);
+    weft_loop_free(lp);
+}
+
 /* Many timers, half cancelled from another thread while the loop runs. */
 typedef struct {
     weft_loop *lp;

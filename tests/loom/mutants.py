@@ -223,6 +223,12 @@ MUTANTS = {
         "                CLAIMED | CANCELLED => {\n                    self.release(own, index, generation, Relaxed);",
         "loom_timers_cancel_against_fire_and_reuse",
     ),
+    "timers: the owner's cancel claims the record by CAS": (
+        "src/timer/table.rs",
+        "        if record.state.compare_exchange(armed, state(next, FREE), Acquire, Relaxed).is_err() {\n            return self.cancel_owned_unarmed(own, index, generation);\n        }",
+        "        if record.state.load(Relaxed) != armed {\n            return self.cancel_owned_unarmed(own, index, generation);\n        }\n        record.state.store(state(next, FREE), Relaxed);",
+        "loom_timers_owner_cancel_against_foreign_cancel",
+    ),
     "timers: firing claims the record by CAS": (
         "src/timer/table.rs",
         "                if record.state.compare_exchange(armed, running, Acquire, Relaxed).is_err() {\n                    continue;\n                }",
