@@ -5,9 +5,9 @@
 use super::error::set_last_error;
 use super::handle::{weft_id, weft_loop, weft_task};
 use crate::error::{Code, Error, Result};
+use crate::metrics::Callback;
 use crate::r#loop::{Event, Handler, Loop};
 use crate::task::{Task, TaskWork};
-use crate::watchdog;
 use std::ffi::{c_char, c_int, c_void};
 
 /// Ends a registration's ownership of `user_data`. Runs exactly once per successful
@@ -97,7 +97,9 @@ impl Handler for CHandler {
     }
 
     fn call(&mut self, lp: &CLoop, id: u64, event: Event<'_>) {
-        let entered = lp.watchdog().enter(id, watched_kind(&event));
+        let kind = callback_kind(&event);
+        lp.metrics().callback(kind);
+        let entered = lp.watchdog().enter(id, kind);
         self.call_c(lp, id, event);
         if let Some(entered) = entered {
             lp.watchdog().leave(entered);
@@ -109,15 +111,15 @@ impl Handler for CHandler {
     }
 }
 
-/// How the watchdog's reports name a callback of this event.
-fn watched_kind(event: &Event<'_>) -> watchdog::Kind {
+/// The kind of callback an event is, as the counters and the watchdog name it.
+fn callback_kind(event: &Event<'_>) -> Callback {
     match event {
-        Event::Timer => watchdog::Kind::Timer,
-        Event::Post => watchdog::Kind::Post,
-        Event::Fd { .. } => watchdog::Kind::Fd,
-        Event::Signal { .. } => watchdog::Kind::Signal,
-        Event::Topic { .. } => watchdog::Kind::Event,
-        Event::Done { .. } => watchdog::Kind::Done,
+        Event::Timer => Callback::Timer,
+        Event::Post => Callback::Post,
+        Event::Fd { .. } => Callback::Fd,
+        Event::Signal { .. } => Callback::Signal,
+        Event::Topic { .. } => Callback::Event,
+        Event::Done { .. } => Callback::Done,
     }
 }
 

@@ -25,6 +25,7 @@ mod current;
 
 pub use current::{Current, Running};
 
+pub use crate::metrics::Callback as Kind;
 use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -38,25 +39,13 @@ pub struct Report {
     pub seq: u64,
     /// The registration's id (a task's for `done` and loop-thread work).
     pub id: u64,
-    /// What ran: a `Kind` as u8 (see `Kind`).
+    /// What ran: a [`Kind`] as u8 (the header's `WEFT_CALLBACK_*`).
     pub kind: u8,
     /// False: still running, `elapsed_ns` so far. True: returned, its total time.
     pub returned: bool,
     pub elapsed_ns: u64,
     /// The loop thread's kernel thread id.
     pub tid: i32,
-}
-
-/// The kinds of callback, as reports number them (the header's `WEFT_CALLBACK_*`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Kind {
-    Timer = 1,
-    Post = 2,
-    Fd = 3,
-    Signal = 4,
-    Event = 5,
-    Done = 6,
 }
 
 /// Where reports go: called on the watchdog thread.
