@@ -263,6 +263,26 @@ def test_errors_in_batched_calls_are_reported_and_the_rest_run(loop, errors):
     errors.clear()
 
 
+def test_batched_calls_with_and_without_arguments(loop, errors):
+    # call_soon keeps fn alone when there are no arguments, (fn, args) otherwise: both
+    # kinds run in order, a tuple argument stays one argument, and an error names fn.
+    got = []
+
+    def fails(x):
+        raise ValueError(x)
+
+    loop.call_soon(got.append, (1, 2))
+    loop.call_soon(lambda: got.append("bare"))
+    loop.call_soon(lambda *a: got.append(a), 3, (4,), None)
+    loop.call_soon(fails, "x")
+    loop.call_soon(got.append, ())
+    run(loop)
+    assert got == [(1, 2), "bare", (3, (4,), None), ()]
+    assert errors.types() == [ValueError]
+    assert "call_soon" in errors[0][1] and "fails" in errors[0][1]
+    errors.clear()
+
+
 def test_keyboard_interrupt_in_a_batch_stops_run_and_the_rest_run_later(loop):
     got = []
 

@@ -131,13 +131,13 @@ def drain(loop: "Loop") -> None:
         for _ in range(len(queue)):
             call = pop(popleft(), None)
             if call is not None:
-                fn, args = call
                 try:
-                    if args:
-                        fn(*args)
+                    if type(call) is tuple:
+                        call[0](*call[1])
                     else:
-                        fn()
+                        call()
                 except BaseException as exc:  # noqa: BLE001
+                    fn = call[0] if type(call) is tuple else call
                     failed(exc, f"call_soon callback {fn!r}")
     except IndexError:  # emptied by release_all (the loop closed)
         pass
