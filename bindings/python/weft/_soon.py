@@ -5,7 +5,10 @@ The protocol (every step is one operation under the GIL; threads may switch betw
 any two of them):
 
 * Producer (any thread, Loop.call_soon): puts the handle in `loop._soon_live` (the
-  dict that says which queued calls may still run), appends it to `loop._soon`, then
+  dict that says which queued calls may still run; its value is the call: fn alone
+  when there are no arguments, else the tuple (fn, args), so the common call makes one
+  object the garbage collector tracks, the handle, not two), appends it to
+  `loop._soon`, then
   reads `loop._soon_armed`. If it is False, `arm()` takes the loop's lock, sets it
   True and makes one `weft_post` of the drain (`_Drain.fire`).
 * Consumer (the loop thread, in the post's callback): `drain()` sets `_soon_armed`
@@ -51,7 +54,7 @@ _next_id = itertools.count((1 << 62) + 1, 2).__next__
 class SoonHandle(Handle):
     """The Handle of a call_soon (and of the loop's internal posts). Each loop has a
     subclass of its own whose class attribute `_loop_ref` is a weak reference to the
-    loop, so a handle is made with no Python __init__; the call itself, (fn, args), is
+    loop, so a handle is made with no Python __init__; the call itself (fn, or (fn, args)) is
     the handle's value in `loop._soon_live` while it waits."""
 
     __slots__ = ()
