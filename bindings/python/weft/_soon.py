@@ -8,9 +8,8 @@ any two of them):
   dict that says which queued calls may still run; its value is the call: fn alone
   when there are no arguments, else the tuple (fn, args), so the common call makes one
   object the garbage collector tracks, the handle, not two), appends it to
-  `loop._soon`, then
-  reads `loop._soon_armed`. If it is False, `arm()` takes the loop's lock, sets it
-  True and makes one `weft_post` of the drain (`_Drain.fire`).
+  `loop._soon`, then reads `loop._soon_armed`. If it is False, `arm()` takes the
+  loop's lock, sets it True and makes one `weft_post` of the drain (`_Drain.fire`).
 * Consumer (the loop thread, in the post's callback): `drain()` sets `_soon_armed`
   False first, then runs the calls that were queued at that moment (later ones wait
   for the next pass, as posts made during a pass do). A call appended after the
