@@ -13,10 +13,10 @@
 // Protocol (all on the JS thread):
 // - The index: every live subscription of the loop in weft's order (bus.rs: the exact
 //   topic's subscribers in subscription order, then the prefixes', then "*"'s), under
-//   its pattern as weft reads it (UTF-8, so a lone surrogate is U+FFFD). Its lists are
-//   replaced, never changed in place, so an event's delivery walks the lists of the
-//   moment it began: a subscription made by a callback gets the next events, not the
-//   current one (weft looks up an event's subscribers once, when it delivers it).
+//   its pattern as weft reads it (UTF-8, so a lone surrogate is U+FFFD). An event's
+//   delivery walks the lists as they were when it began (List, below): a subscription
+//   made by a callback gets the next events, not the current one (weft looks up an
+//   event's subscribers once, when it delivers it).
 // - emit, while the loop is "JS-only": checks the topic as weft would (a topic weft
 //   refuses goes to weft_emit, which throws its error and queues nothing), copies the
 //   payload (a string is kept as it is: strings are immutable) and appends the event
@@ -47,8 +47,6 @@ const rawPost = lib.handle.func(ffi.PROTOTYPES.weft_post);
 // Events one drain delivers at most (the loop's pass limit: loop.js).
 const PASS_LIMIT = 4096;
 
-const NONE = Object.freeze([]);
-
 // A string as weft reads it once it is UTF-8: lone surrogates as U+FFFD.
 const wellFormed = typeof ''.toWellFormed === 'function'
   ? (s) => s.toWellFormed()
@@ -57,6 +55,35 @@ const wellFormed = typeof ''.toWellFormed === 'function'
 // The last topic emitted, and weft's reading of it (null: weft refuses it).
 let lastTopic = null;
 let lastWeftTopic = null;
+
+// One pattern's subscriptions in subscription order (entries: a Handle, or for prefixes
+// [prefix, Handle]). A delivery walks the first `length` entries of `items` as they
+// were when the event's delivery began: a new subscription is pushed after them, and a
+// cancelled one stays in place as a hole (its Handle inactive, its `_pattern` null)
+// until holes are half the list, which is then copied without them. So subscribing and
+// cancelling cost O(1) amortized, and no array a delivery walks ever changes below its
+// starting length.
+class List {
+  constructor() {
+    this.items = [];
+    this.holes = 0;
+  }
+
+  // One of its entries was cancelled. Returns true once the list holds nobody.
+  removed() {
+    this.holes++;
+    if (this.holes === this.items.length) {
+      this.items = [];
+      this.holes = 0;
+      return true;
+    }
+    if (this.holes * 2 > this.items.length) {
+      this.items = this.items.filter((e) => (Array.isArray(e) ? e[1] : e)._pattern !== null);
+      this.holes = 0;
+    }
+    return false;
+  }
+}
 
 class EventQueue {
   constructor(loop) {
@@ -67,9 +94,9 @@ class EventQueue {
     this.head = 0;           // the next event to deliver
     this.postId = 0;         // the drain's weft post, while one is pending (0: none)
     this.token = 0;          // its user_data (trampolines.js)
-    this.exact = new Map();  // the index: topic -> [Handle]
-    this.prefix = NONE;      // [[prefix with its '.', Handle]]
-    this.all = NONE;         // [Handle]
+    this.exact = new Map();  // the index: topic -> List of Handles
+    this.prefix = new List(); // of [prefix with its '.', Handle]
+    this.all = new List();   // of Handles
   }
 
   // ---- the index --------------------------------------------------------------------
@@ -78,22 +105,32 @@ class EventQueue {
   add(h, pattern) {
     const p = wellFormed(pattern);
     h._pattern = p;
-    if (p === '*') this.all = [...this.all, h];
-    else if (p.endsWith('.*')) this.prefix = [...this.prefix, [p.slice(0, -1), h]];
-    else this.exact.set(p, [...(this.exact.get(p) || NONE), h]);
+    if (p === '*') {
+      this.all.items.push(h);
+    } else if (p.endsWith('.*')) {
+      this.prefix.items.push([p.slice(0, -1), h]);
+    } else {
+      let list = this.exact.get(p);
+      if (list === undefined) {
+        list = new List();
+        this.exact.set(p, list);
+      }
+      list.items.push(h);
+    }
   }
 
   // Handle h's subscription ended.
   remove(h) {
     const p = h._pattern;
     if (p === null) return;
-    h._pattern = null;
-    if (p === '*') this.all = this.all.filter((x) => x !== h);
-    else if (p.endsWith('.*')) this.prefix = this.prefix.filter(([, x]) => x !== h);
-    else {
-      const list = (this.exact.get(p) || NONE).filter((x) => x !== h);
-      if (list.length === 0) this.exact.delete(p);
-      else this.exact.set(p, list);
+    h._pattern = null; // marks its entry a hole
+    if (p === '*') {
+      this.all.removed();
+    } else if (p.endsWith('.*')) {
+      this.prefix.removed();
+    } else {
+      const list = this.exact.get(p);
+      if (list !== undefined && list.removed()) this.exact.delete(p);
     }
   }
 
@@ -178,18 +215,22 @@ class EventQueue {
     }
   }
 
-  // Runs one event's subscribers.
+  // Runs one event's subscribers: those of the index when it begins.
   deliver(topic, data) {
     const exact = this.exact.get(topic);
+    const prefix = this.prefix.items;
+    const all = this.all.items;
+    const nPrefix = prefix.length;
+    const nAll = all.length;
     if (exact !== undefined) {
-      for (let i = 0; i < exact.length; i++) this.call(exact[i], exact[i]._topic, data);
+      const items = exact.items;
+      const n = items.length;
+      for (let i = 0; i < n; i++) this.call(items[i], items[i]._topic, data);
     }
-    const prefix = this.prefix;
-    for (let i = 0; i < prefix.length; i++) {
+    for (let i = 0; i < nPrefix; i++) {
       if (topic.startsWith(prefix[i][0])) this.call(prefix[i][1], topic, data);
     }
-    const all = this.all;
-    for (let i = 0; i < all.length; i++) this.call(all[i], topic, data);
+    for (let i = 0; i < nAll; i++) this.call(all[i], topic, data);
   }
 
   call(h, topic, data) {
@@ -222,8 +263,8 @@ class EventQueue {
     this.payloads = [];
     this.head = 0;
     this.exact = new Map();
-    this.prefix = NONE;
-    this.all = NONE;
+    this.prefix = new List();
+    this.all = new List();
     this.postId = 0;
     if (this.token !== 0) releaseToken(this.token);
     this.token = 0;
