@@ -27,9 +27,12 @@ async function run(native, scenario) {
     return fire.call(this);
   };
   const log = [];
-  await new Promise((resolve) => scenario(loop, log, resolve));
-  await sleep(20);
-  loop.close();
+  try {
+    await new Promise((resolve) => scenario(loop, log, resolve));
+    await sleep(20);
+  } finally {
+    loop.close();
+  }
   assert.equal(drains > 0, !native, `${drains} drains on a ${native ? 'native' : 'JS-only'} loop`);
   return log;
 }
@@ -171,23 +174,30 @@ test('a flood of JS events runs inside weft passes, a bounded number per pass, i
 test('a topic weft refuses is refused the same way; nothing is queued', async () => {
   for (const native of [false, true]) {
     const loop = new Loop();
-    if (native) assert.equal(typeof loop.pointer, 'bigint');
-    const got = [];
-    const ok = new Promise((resolve) => {
-      loop.subscribe('*', (t) => {
-        got.push(t);
-        if (t === 'ok') resolve();
-      });
-    });
-    for (const topic of ['', 'a.*', '*']) {
-      assert.throws(() => loop.emit(topic, 'x'), (err) => err.code === 'WEFT_ERR_INVALID' && /weft_emit/.test(err.message));
+    try {
+      await refusedTopics(loop, native);
+    } finally {
+      loop.close(); // a failure must not leave the loop's poll handle keeping Node alive
     }
-    loop.emit('ok');
-    await ok;
-    assert.deepEqual(got, ['ok']);
-    loop.close();
   }
 });
+
+async function refusedTopics(loop, native) {
+  if (native) assert.equal(typeof loop.pointer, 'bigint');
+  const got = [];
+  const ok = new Promise((resolve) => {
+    loop.subscribe('*', (t) => {
+      got.push(t);
+      if (t === 'ok') resolve();
+    });
+  });
+  for (const topic of ['', 'a.*', '*']) {
+    assert.throws(() => loop.emit(topic, 'x'), (err) => err.code === 'WEFT_ERR_INVALID' && /weft_emit/.test(err.message));
+  }
+  loop.emit('ok');
+  await ok;
+  assert.deepEqual(got, ['ok']);
+}
 
 test('subscription order survives cancels in any order (holes, compaction); weft agrees', async () => {
   await same((loop, log, done) => {
