@@ -11,7 +11,10 @@
 //   events-js      200,000 events emitted in JS (loop.emit(topic, string)) and received
 //                  by a JS subscriber as (topic, Buffer), vs a MessageChannel's
 //                  port1.postMessage(string) -> port2.onmessage on the same thread: from
-//                  the first emit to the last delivery (each checks the order).
+//                  the first emit to the last delivery (each checks the order). The
+//                  loop's pointer is never read, so the binding delivers these events
+//                  itself, one weft_post per batch (bindings/node/lib/events.js); the
+//                  events of events-c go through weft_emit and a trampoline each.
 //   events-c       1,000,000 events emitted by a C thread (examples/c's
 //                  libweft_emitter.so, weft_emit) and delivered to a JS subscriber, vs a
 //                  worker_threads Worker posting 1,000,000 messages (strings) to the main

@@ -78,6 +78,11 @@ class WeftHandle extends Handle {
     return this._id;
   }
 
+  _end() {
+    if (this.active && this._pattern !== null) this.loop._events.remove(this);
+    super._end();
+  }
+
   // Ends the registration: returns true, or false when it had ended already (a
   // cancelled handle, a closed loop). Its callback does not start again once this
   // returns, even when called from inside that callback.
@@ -95,6 +100,9 @@ class WeftHandle extends Handle {
 // An exact subscription's topic (trampolines.js), set on its own Handle; null on the
 // prototype, so that other Handles do not carry the field.
 WeftHandle.prototype._topic = null;
+// A subscription's pattern as weft reads it, while the loop's JS event index
+// (events.js) holds it; null on the prototype too.
+WeftHandle.prototype._pattern = null;
 
 // A timer or an interval: kept by the binding (timers.js), not by weft, so it has no
 // token (0, on the prototype) and its id is the binding's. Its fields are few: a

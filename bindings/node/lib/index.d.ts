@@ -105,7 +105,10 @@ export interface SpawnOptions {
 /** A weft event loop, run by Node's own event loop. */
 export class Loop {
   constructor();
-  /** The weft_loop pointer, for native libraries built on weft. */
+  /**
+   * The weft_loop pointer, for native libraries built on weft. Once it has been read,
+   * events emitted in JS go through weft_emit (until then the binding delivers them).
+   */
   readonly pointer: bigint;
   /** weft_loop_fd(), or -1 once closed. */
   readonly fd: number;

@@ -9,7 +9,7 @@
 // How it runs: each Loop watches its weft_loop_fd() with a libuv poll handle
 // (koffi.node.poll), and when that fd is readable calls weft_loop_run(NOWAIT) on the JS
 // thread. So every callback runs on the JS thread, inside that call; no weft thread ever
-// calls into JavaScript: the only JS functions weft is given are the four trampolines
+// calls into JavaScript: the only JS functions weft is given are the trampolines
 // (trampolines.js), which weft calls from the loop thread only, and every free_fn this
 // module passes is NULL or libc's free (native). The poll handle is ref'd only while a
 // ref'd registration is alive, so a script exits by itself once its work is done.
@@ -17,7 +17,8 @@
 // This file is the public entry (index.mjs re-exports it for ESM) and the exit hook. The
 // rest, one concept per file: library.js (finding and loading libweft), libc.js (memcpy,
 // malloc/free, dladdr), errors.js, checks.js (argument checks), trampolines.js (the C
-// callbacks and the registry they use), handle.js (Handle), loop.js (Loop), spawn.js
+// callbacks and the registry they use), handle.js (Handle), timers.js and events.js
+// (the timers and JS events the binding keeps), loop.js (Loop), spawn.js
 // (loop.spawn's tasks).
 'use strict';
 

@@ -14,7 +14,7 @@ const {
 } = require('./trampolines.js');
 const { WeftHandle, TimerHandle, KIND_WATCH, KIND_SUBSCRIPTION } = require('./handle.js');
 const { spawnTask } = require('./spawn.js');
-const { emitEvent } = require('./emit.js');
+const { EventQueue } = require('./events.js');
 const { TimerQueue, nextTimerId } = require('./timers.js');
 
 const { koffi, WEFT_OK, WEFT_ERR_INVALID } = ffi;
@@ -48,6 +48,7 @@ class Loop {
     this._byId = null;       // id -> Handle, made by the first loop.cancel(id)
     this._tasks = new Map(); // id -> task record
     this._timers = new TimerQueue(this);
+    this._events = new EventQueue(this); // JS emits while no native code sees the loop
     this._refs = 0;
     this._errors = [];
     this._emitter = new EventEmitter();
@@ -71,9 +72,11 @@ class Loop {
     openLoops.add(this);
   }
 
-  // The weft_loop pointer, for native libraries built on weft (a BigInt).
+  // The weft_loop pointer, for native libraries built on weft (a BigInt). Once it has
+  // been read, events emitted in JS go through weft_emit (events.js).
   get pointer() {
     this._check('pointer');
+    this._events.toNative();
     return this._ptr;
   }
 
@@ -148,14 +151,16 @@ class Loop {
     const id = raw.weft_subscribe(this._ptr, pattern, exact ? T_EVENT_EXACT : T_EVENT, token, null);
     const h = this._register(id, token, KIND_SUBSCRIPTION, fn);
     if (exact) h._topic = Buffer.from(pattern, 'utf8').toString('utf8');
+    this._events.add(h, pattern);
     return h;
   }
 
   // Emits an event to this loop's subscribers (delivered in a later pass, never inside
-  // this call). `payload`: a Buffer, a Uint8Array, a string (UTF-8) or nothing.
+  // this call). `payload`: a Buffer, a Uint8Array, a string (UTF-8) or nothing. While
+  // native code cannot see the loop, the binding delivers it itself (events.js).
   emit(topic, payload) {
     this._check('emit');
-    emitEvent(this, topic, payload);
+    this._events.emit(topic, payload);
     return true;
   }
 
@@ -205,6 +210,7 @@ class Loop {
       if (h._token !== 0) releaseToken(h._token);
     }
     this._timers.clear();
+    this._events.clear();
     this._count = 0;
     this._byId = null;
     const tasks = [...this._tasks.values()];

@@ -15,7 +15,8 @@ const { koffi, WEFT_RUN_NOWAIT, WEFT_ERR_TIMEOUT, WEFT_ERR_CANCELLED } = ffi;
 //
 // Watches and subscriptions pass a token as their user_data: the index of their Handle
 // in `slots`, so a callback finds its Handle without hashing the 64-bit id; a Loop's
-// timer alarm (timers.js) passes the token of its TimerQueue. The
+// timer alarm (timers.js) passes the token of its TimerQueue, and its event drain
+// (events.js) that of its EventQueue. The
 // trampolines are declared with integer (uintptr_t) loop and user_data parameters, which
 // koffi hands over as Numbers; the ABI is that of weft_cb, weft_fd_cb and weft_event_cb.
 // A task's user_data is its work's own, so its done finds it by id.
@@ -71,6 +72,20 @@ function onAlarm(lp, id, token) {
   if (q.loop._closed) return;
   try {
     q.fire(); // catches its timers' exceptions; only re-arming the alarm could throw
+  } catch (err) {
+    q.loop._fail(err);
+  }
+}
+
+// The drain of a Loop's JS events (events.js): a weft post whose user_data is the token
+// of its EventQueue, which knows the post's id.
+function onDrain(lp, id, token) {
+  const q = slots[token];
+  if (q === undefined || q === null || q.postId != id) return;
+  if (q.loop !== running) foreignCalls++; // as handleFor
+  if (q.loop._closed) return;
+  try {
+    q.fire(); // catches its subscribers' exceptions; only posting the rest could throw
   } catch (err) {
     q.loop._fail(err);
   }
@@ -136,6 +151,7 @@ const P_EVENT = koffi.proto('void weft_js_event_cb(uintptr_t lp, weft_id sub, co
 const P_EVENT_EXACT = koffi.proto('void weft_js_event_exact_cb(uintptr_t lp, weft_id sub, uintptr_t topic, uintptr_t payload, size_t len, uintptr_t token)');
 const P_DONE = koffi.proto('void weft_js_done_fn(uintptr_t lp, weft_id task, int status, uintptr_t result, size_t len, uintptr_t user_data)');
 const T_ALARM = koffi.register(onAlarm, koffi.pointer(P_ALARM));
+const T_DRAIN = koffi.register(onDrain, koffi.pointer(P_ALARM));
 const T_FD = koffi.register(onFd, koffi.pointer(P_FD));
 const T_EVENT = koffi.register(onEvent, koffi.pointer(P_EVENT));
 const T_EVENT_EXACT = koffi.register(onEventExact, koffi.pointer(P_EVENT_EXACT));
@@ -165,7 +181,7 @@ function trampolineStats() {
 }
 
 module.exports = {
-  T_ALARM, T_FD, T_EVENT, T_EVENT_EXACT, T_DONE,
+  T_ALARM, T_DRAIN, T_FD, T_EVENT, T_EVENT_EXACT, T_DONE,
   takeToken, fillToken, releaseToken, liveHandles,
   runPass, isRunning, trampolineStats,
 };

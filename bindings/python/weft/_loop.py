@@ -272,7 +272,7 @@ class Loop(Monitoring):
                 _check_callable("call_soon", fn)
             raise self._unusable("call_soon")
         handle = self._soon_handle()
-        self._soon_live[handle] = (fn, args)
+        self._soon_live[handle] = (fn, args) if args else fn
         self._soon.append(handle)
         if not self._soon_armed:
             _soon.arm(self, handle, "call_soon")

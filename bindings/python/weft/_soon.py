@@ -5,9 +5,11 @@ The protocol (every step is one operation under the GIL; threads may switch betw
 any two of them):
 
 * Producer (any thread, Loop.call_soon): puts the handle in `loop._soon_live` (the
-  dict that says which queued calls may still run), appends it to `loop._soon`, then
-  reads `loop._soon_armed`. If it is False, `arm()` takes the loop's lock, sets it
-  True and makes one `weft_post` of the drain (`_Drain.fire`).
+  dict that says which queued calls may still run; its value is the call: fn alone
+  when there are no arguments, else the tuple (fn, args), so the common call makes one
+  object the garbage collector tracks, the handle, not two), appends it to
+  `loop._soon`, then reads `loop._soon_armed`. If it is False, `arm()` takes the
+  loop's lock, sets it True and makes one `weft_post` of the drain (`_Drain.fire`).
 * Consumer (the loop thread, in the post's callback): `drain()` sets `_soon_armed`
   False first, then runs the calls that were queued at that moment (later ones wait
   for the next pass, as posts made during a pass do). A call appended after the
@@ -51,7 +53,7 @@ _next_id = itertools.count((1 << 62) + 1, 2).__next__
 class SoonHandle(Handle):
     """The Handle of a call_soon (and of the loop's internal posts). Each loop has a
     subclass of its own whose class attribute `_loop_ref` is a weak reference to the
-    loop, so a handle is made with no Python __init__; the call itself, (fn, args), is
+    loop, so a handle is made with no Python __init__; the call itself (fn, or (fn, args)) is
     the handle's value in `loop._soon_live` while it waits."""
 
     __slots__ = ()
@@ -131,13 +133,13 @@ def drain(loop: "Loop") -> None:
         for _ in range(len(queue)):
             call = pop(popleft(), None)
             if call is not None:
-                fn, args = call
                 try:
-                    if args:
-                        fn(*args)
+                    if type(call) is tuple:
+                        call[0](*call[1])
                     else:
-                        fn()
+                        call()
                 except BaseException as exc:  # noqa: BLE001
+                    fn = call[0] if type(call) is tuple else call
                     failed(exc, f"call_soon callback {fn!r}")
     except IndexError:  # emptied by release_all (the loop closed)
         pass
