@@ -35,6 +35,8 @@
 // record).
 'use strict';
 
+const { performance } = require('node:perf_hooks');
+
 const ffi = require('./ffi.js');
 const { lib } = require('./library.js');
 const { lastError } = require('./errors.js');
@@ -93,6 +95,7 @@ class EventQueue {
     this.payloads = [];
     this.head = 0;           // the next event to deliver
     this.postId = 0;         // the drain's weft post, while one is pending (0: none)
+    this.firing = 0;         // the drain's post while it runs
     this.token = 0;          // its user_data (trampolines.js)
     this.exact = new Map();  // the index: topic -> List of Handles
     this.prefix = new List(); // of [prefix with its '.', Handle]
@@ -192,6 +195,7 @@ class EventQueue {
 
   // The post's callback, inside weft's pass.
   fire() {
+    this.firing = this.postId; // the weft post running: the watchdog's reports name it
     this.postId = 0;
     const loop = this.loop;
     const topics = this.topics;
@@ -236,11 +240,14 @@ class EventQueue {
   call(h, topic, data) {
     if (!h.active) return; // cancelled by an earlier callback, or the loop closed
     const payload = typeof data === 'string' ? Buffer.from(data, 'utf8') : Buffer.from(data);
+    const wd = this.loop._watchdog;
+    const t0 = wd === null ? 0 : performance.now();
     try {
       h._fn(topic, payload, h);
     } catch (err) {
       this.loop._fail(err);
     }
+    if (wd !== null) wd.note(this.firing, h._fn, performance.now() - t0);
   }
 
   // ---- going native, closing --------------------------------------------------------

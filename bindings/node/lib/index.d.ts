@@ -103,8 +103,33 @@ export interface SpawnOptions {
 }
 
 /** A weft event loop, run by Node's own event loop. */
+/** A callback that held Node's thread longer than the watchdog's threshold. */
+export interface SlowCallback {
+  /** The weft id of the registration (the binding's own for JS timers and JS events). */
+  id: bigint;
+  /** 'timer', 'post', 'fd', 'signal', 'event' or 'done'. */
+  kind: string;
+  /** The JS function's name, when the binding knows it. */
+  name: string | null;
+  /** How long it ran, in milliseconds. */
+  durationMs: number;
+  /** The callback's number on its loop. */
+  seq: number;
+}
+
+export interface LoopOptions {
+  /** Turns the watchdog on with a 100 ms threshold, logging with console.warn. */
+  debug?: boolean;
+}
+
 export class Loop {
-  constructor();
+  constructor(options?: LoopOptions);
+  /**
+   * Reports each callback that held Node's thread longer than `ms`, once it has
+   * returned (a JS stack cannot be sampled, nor a report run, while the thread is
+   * blocked). No handler: console.warn. `ms` null or 0: off.
+   */
+  setWatchdog(ms: number | null, handler?: (report: SlowCallback) => void): void;
   /**
    * The weft_loop pointer, for native libraries built on weft. Once it has been read,
    * events emitted in JS go through weft_emit (until then the binding delivers them).

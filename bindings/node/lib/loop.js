@@ -16,6 +16,7 @@ const { WeftHandle, TimerHandle, KIND_WATCH, KIND_SUBSCRIPTION } = require('./ha
 const { spawnTask } = require('./spawn.js');
 const { EventQueue } = require('./events.js');
 const { TimerQueue, nextTimerId } = require('./timers.js');
+const { setWatchdog, DEBUG_MS } = require('./monitor.js');
 
 const { koffi, WEFT_OK, WEFT_ERR_INVALID } = ffi;
 
@@ -37,7 +38,12 @@ const PASS_LIMIT = 4096;
 // as with any EventEmitter. `emit` is weft's (an event for subscribers), so the loop is
 // not an EventEmitter itself: on/once/off take only 'error'.
 class Loop {
-  constructor() {
+  // options.debug: turns the watchdog on (setWatchdog) with a 100 ms threshold, logging
+  // each slow callback with console.warn, as asyncio's debug mode does.
+  constructor(options = {}) {
+    if (options === null || typeof options !== 'object') {
+      throw new TypeError(`Loop: options must be an object, not ${options === null ? 'null' : typeof options}`);
+    }
     const ptr = lib.weft_loop_new();
     if (ptr === null) throw lastError();
     this._ptr = ptr;
@@ -52,6 +58,7 @@ class Loop {
     this._refs = 0;
     this._errors = [];
     this._emitter = new EventEmitter();
+    this._watchdog = null;   // monitor.js, while set
     const fd = lib.weft_loop_fd(ptr);
     if (fd < 0) {
       const err = lastError(fd);
@@ -70,6 +77,17 @@ class Loop {
     }
     this._poll.unref();
     openLoops.add(this);
+    if (options.debug) this.setWatchdog(DEBUG_MS);
+  }
+
+  // Reports each callback of this loop that held Node's thread longer than `ms`:
+  // handler({ id, kind, name, durationMs, seq }) on the JS thread once it has returned
+  // (Node's one thread is the blocked one: no report can run, and no JS stack can be
+  // sampled, while it is blocked; see monitor.js). `name` is the callback's function
+  // name. No handler: console.warn. `ms` null or 0 turns it off. The watchdog does not
+  // keep Node alive.
+  setWatchdog(ms, handler) {
+    setWatchdog(this, ms, handler);
   }
 
   // The weft_loop pointer, for native libraries built on weft (a BigInt). Once it has

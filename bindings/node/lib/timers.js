@@ -204,6 +204,7 @@ class TimerQueue {
 
   // The alarm's callback (inside weft's pass): runs the timers due now.
   fire() {
+    const firing = this.alarmId;
     this.alarmId = 0;
     this.alarmAt = Infinity;
     const loop = this.loop;
@@ -236,11 +237,14 @@ class TimerQueue {
         }
         h._end();
       }
+      const wd = loop._watchdog;
+      const t0 = wd === null ? 0 : performance.now();
       try {
         h._fn(h);
       } catch (err) {
         loop._fail(err);
       }
+      if (wd !== null) wd.note(firing, h._fn, performance.now() - t0);
       if (loop._closed) return;
     }
     if (heap.length > 0 && this.alarmId === 0) this._arm(performance.now());
