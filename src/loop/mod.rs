@@ -63,7 +63,7 @@ mod spawn;
 use crate::bus::{self, Pattern};
 use crate::error::{Code, Error, Result};
 use crate::fork;
-use crate::inbox::{Inbox, Record};
+use crate::inbox::Inbox;
 use crate::pool::{self, Pool};
 use crate::process;
 use crate::signal;
@@ -291,7 +291,6 @@ struct Runner<H: Handler> {
     events: Events,
     ready: Vec<(RawFd, u32)>,
     ids: Vec<(Id, u32)>,
-    batch: std::collections::VecDeque<Record<H>>,
     indices: Vec<u32>,
     /// The owner's timers due in this pass.
     due: Vec<timer::Entry>,
@@ -452,7 +451,6 @@ impl<H: Handler> Loop<H> {
                 events: Events::with_capacity(256),
                 ready: Vec::new(),
                 ids: Vec::new(),
-                batch: Default::default(),
                 indices: Vec::new(),
                 due: Vec::new(),
                 procs: Vec::new(),
