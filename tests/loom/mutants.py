@@ -49,24 +49,6 @@ MUTANTS = {
         "slot.stamp.store(stamp(index, kind), Relaxed);",
         "loom_inbox_hand_over",
     ),
-    "queue: the old block's `next` is stored Release": (
-        "src/inbox/queue.rs",
-        "unsafe { (*block).next.store(fresh, Release) };",
-        "unsafe { (*block).next.store(fresh, Relaxed) };",
-        "loom_inbox_hand_over",
-    ),
-    "queue: the tail's block is stored Release": (
-        "src/inbox/queue.rs",
-        "self.tail.0.block.store(fresh, Release);",
-        "self.tail.0.block.store(fresh, Relaxed);",
-        "loom_inbox_hand_over",
-    ),
-    "queue: a spare is handed over Release": (
-        "src/inbox/queue.rs",
-        "if spare.compare_exchange(null_mut(), block, Release, Relaxed).is_ok() {",
-        "if spare.compare_exchange(null_mut(), block, Relaxed, Relaxed).is_ok() {",
-        "loom_inbox_hand_over",
-    ),
     "queue: the consumer skips a cancelled slot": (
         "src/inbox/queue.rs",
         "                CANCELLED => {}\n",
