@@ -36,7 +36,10 @@
 //!     to read;
 //!   - before it waits again, and when `run` returns: `awake = false` (SeqCst), then
 //!     read the tail index; if a position at or past `head` is claimed, do not wait (or,
-//!     leaving `run`, ring `bell` itself, so that an embedding host comes back).
+//!     leaving `run`, ring `bell` itself, so that an embedding host comes back), and set
+//!     `awake` again: it will doze again before it waits. (A consumer that took records
+//!     in its last pass first watches the tail a little while, still awake: a stream's
+//!     next record is likely a few ns away.)
 //!
 //! No lost wake-up: take the records whose claims the consumer's last look (`doze`, at
 //! position `h`) did not see; the first of them is numbered `h` (the tail was `h`).
@@ -86,6 +89,11 @@ use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
+
+/// How many times a consumer that took records in its last pass looks at the tail
+/// before it dozes (a few microseconds at most; none under loom, whose models need no
+/// spin).
+const DOZE_SPINS: u32 = if cfg!(loom) { 0 } else { 256 };
 
 /// The first word of a task cell given back to its loop: the completion list is a
 /// stack of cells linked through it (see [`Inbox::give_back`]).
@@ -407,9 +415,36 @@ impl<H> Inbox<H> {
     /// The consumer is about to wait (or to leave `run`); true if records are queued,
     /// in which case it must not wait for the bell (see the protocol).
     pub fn doze(&self) -> bool {
+        // SAFETY: the consumer (the loop's thread).
+        if unsafe { self.records.took_since_doze() } {
+            // Records came in since the last doze: a stream, whose next record is
+            // likely a few ns away. Watch the tail a little while still awake (so
+            // producers do not ring) before telling producers to ring: a consumer that
+            // has just caught up would otherwise sleep, and its producer pay a ring
+            // (a system call, and the consumer's wake-up) every few hundred records.
+            for _ in 0..DOZE_SPINS {
+                if self.records.has_records() {
+                    return true;
+                }
+                std::hint::spin_loop();
+            }
+        }
         self.awake.0.store(false, SeqCst);
         fence(SeqCst); // the Dekker pair with the producers (see crate::sync)
-        self.has_records()
+        let queued = self.records.has_records();
+        if !queued {
+            // SAFETY: the consumer (the loop's thread).
+            unsafe { self.records.idle() };
+        }
+        let done = self.done.0.load(Acquire);
+        let queued = queued || !(done.is_null() || done == CLOSED);
+        if queued {
+            // It will not wait, and dozes again before it does: producers need not
+            // ring meanwhile (a consumer that has taken up to the tail would otherwise
+            // have the next record's producer ring in every pass).
+            self.awake.0.store(true, Relaxed);
+        }
+        queued
     }
 
     /// At most this many records per `take` (0: all of them).

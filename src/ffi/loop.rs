@@ -160,6 +160,14 @@ pub extern "C" fn weft_post(lp: *mut weft_loop, cb: weft_cb, user_data: *mut c_v
             }
         }
     }
+    post_slowly(lp, cb, user_data, free_fn)
+}
+
+/// `weft_post`'s error path (and its panic boundary), out of line: the fast path then
+/// saves no registers for it.
+#[cold]
+#[inline(never)]
+fn post_slowly(lp: *mut weft_loop, cb: weft_cb, user_data: *mut c_void, free_fn: weft_free_fn) -> weft_id {
     guard("weft_post", || {
         let lp = the_loop(lp)?;
         lp.post(CHandler::new(cb, user_data, free_fn)?)

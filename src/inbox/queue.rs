@@ -186,6 +186,26 @@ fn populate() -> libc::c_int {
     return 0;
 }
 
+/// How many slots ahead a producer asks for its line (see [`prefetch_write`]).
+const AHEAD: usize = 8;
+
+/// Asks for the cache line at `p` in a state a store can use at once. A producer's
+/// claim (a locked instruction) waits for its earlier stores to reach the cache; a
+/// slot's line is usually in the consumer's cache (it read the block last lap), so
+/// without this each claim would wait for that line to come over.
+#[inline(always)]
+fn prefetch_write(p: *const u8) {
+    #[cfg(all(target_arch = "x86_64", not(loom)))]
+    // SAFETY: a prefetch is a hint; it does not fault. PREFETCHW (x86-64 CPUs without
+    // it decode it as a NOP); `_MM_HINT_ET0` needs the `prfchw` target feature, which
+    // the default target does not enable.
+    unsafe {
+        std::arch::asm!("prefetchw [{}]", in(reg) p, options(nostack, preserves_flags, readonly));
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(loom))))]
+    let _ = p;
+}
+
 /// Waits until `slot` is published for `position` (claimed, below the tail): returns
 /// its stamp.
 #[cold]
@@ -215,9 +235,9 @@ fn wait_a_little(spins: &mut u32) {
 #[repr(align(64))]
 struct Line<T>(T);
 
-/// How many retired blocks are kept for reuse (about 48 KB each outside loom): enough
-/// that a consumer a few blocks behind its producers never hands memory back to the
-/// system only for a producer to map it again.
+/// How many retired blocks producers can take for reuse (about 48 KB each outside
+/// loom). The consumer keeps more (see `Records::kept`) while it has records to read,
+/// and moves them here as producers take these.
 const SPARES: usize = 8;
 
 /// What producers share: the tail.
@@ -239,6 +259,10 @@ struct Head<H> {
 struct Read<H> {
     index: AtomicU64,
     block: AtomicPtr<Block<H>>,
+    /// `head` when the consumer last found the queue empty (see [`Records::idle`]).
+    idle_at: AtomicU64,
+    /// `head` at the consumer's last doze (see [`Records::took_since_doze`]).
+    doze_at: AtomicU64,
 }
 
 pub struct Records<H> {
@@ -250,6 +274,12 @@ pub struct Records<H> {
     head: Line<Head<H>>,
     /// Written for every record run: on a line of its own.
     read: Line<Read<H>>,
+    /// Retired blocks beyond the spares, the consumer's alone: a backlog that shrinks
+    /// and grows again (a consumer descheduled for a while) reuses its blocks instead
+    /// of unmapping them and mapping new ones (page faults and TLB shootdowns, which
+    /// cost the producers more than their posts). Given back once the queue is empty
+    /// (`trim`).
+    kept: UnsafeCell<Vec<*mut Block<H>>>,
 }
 
 // SAFETY: records cross threads as the inbox's did under its mutex (H: Send); the
@@ -265,7 +295,13 @@ impl<H> Records<H> {
             tail: Line(Tail { index: AtomicU64::new(LAP), block: AtomicPtr::new(block) }),
             spares: Line(std::array::from_fn(|_| AtomicPtr::new(null_mut()))),
             head: Line(Head { index: AtomicU64::new(LAP), block: AtomicPtr::new(block) }),
-            read: Line(Read { index: AtomicU64::new(LAP), block: AtomicPtr::new(block) }),
+            read: Line(Read {
+                index: AtomicU64::new(LAP),
+                block: AtomicPtr::new(block),
+                idle_at: AtomicU64::new(0),
+                doze_at: AtomicU64::new(0),
+            }),
+            kept: UnsafeCell::new(Vec::new()),
         }
     }
 
@@ -318,6 +354,69 @@ impl<H> Records<H> {
         unsafe { Block::free(block) };
     }
 
+    /// Hands a block the consumer has read through to the producers (a spare), or
+    /// keeps it; and refills the spares producers have taken from what it kept.
+    ///
+    /// # Safety
+    /// The consumer alone; nobody else uses the block.
+    unsafe fn retire(&self, block: *mut Block<H>) {
+        // SAFETY: ours alone.
+        unsafe { (*block).next.store(null_mut(), Relaxed) };
+        // SAFETY: the consumer's alone.
+        self.kept.with_mut(|kept| unsafe {
+            let kept = &mut *kept;
+            kept.push(block);
+            for spare in &self.spares.0 {
+                let Some(&block) = kept.last() else { break };
+                if spare.load(Relaxed).is_null() && spare.compare_exchange(null_mut(), block, Release, Relaxed).is_ok()
+                {
+                    kept.pop();
+                }
+            }
+        });
+    }
+
+    /// True if the consumer has taken records since it last called this (when it
+    /// dozes).
+    ///
+    /// # Safety
+    /// The consumer alone.
+    pub unsafe fn took_since_doze(&self) -> bool {
+        let head = self.head.0.index.load(Relaxed);
+        self.read.0.doze_at.swap(head, Relaxed) != head
+    }
+
+    /// The consumer found the queue empty: the second time in a row with no record
+    /// taken in between (a whole pass without one), the burst the blocks it kept served
+    /// is over, and it gives them back. A consumer that catches up with its producers
+    /// and sleeps until the next record keeps them.
+    ///
+    /// # Safety
+    /// The consumer alone.
+    pub unsafe fn idle(&self) {
+        let head = self.head.0.index.load(Relaxed);
+        if self.read.0.idle_at.swap(head, Relaxed) == head {
+            // SAFETY: the consumer.
+            unsafe { self.trim() };
+        }
+    }
+
+    /// Gives back the blocks the consumer kept (the spares stay).
+    ///
+    /// # Safety
+    /// The consumer alone.
+    unsafe fn trim(&self) {
+        // SAFETY: the consumer's alone; the blocks are unlinked and used by nobody.
+        self.kept.with_mut(|kept| unsafe {
+            for block in (*kept).drain(..) {
+                Block::free(block);
+            }
+            if (*kept).capacity() > 64 {
+                *kept = Vec::new();
+            }
+        });
+    }
+
     /// Links a fresh block after the one whose last slot we claimed (step 4).
     ///
     /// # Safety
@@ -361,6 +460,9 @@ impl<H> Records<H> {
         // SAFETY: the slot is ours until its stamp is published.
         unsafe {
             let slot = &(*block).slots[offset];
+            if offset + AHEAD < SLOTS {
+                prefetch_write((&(*block).slots[offset + AHEAD] as *const Slot<H>).cast());
+            }
             slot.record.with_mut(|cell| (*cell).write(record));
             slot.stamp.store(stamp(index, kind), Release);
         }
@@ -439,7 +541,7 @@ impl<H> Records<H> {
                 // SAFETY: as above; `next` was set before the last slot was published,
                 // and the block is read through: nobody else holds it.
                 let next = unsafe { (*block).next.load(Acquire) };
-                unsafe { self.recycle(block) };
+                unsafe { self.retire(block) };
                 block = next;
                 index += 1; // past the marker
                 self.read.0.block.store(block, Relaxed);
@@ -503,7 +605,10 @@ impl<H> Drop for Records<H> {
             while self.next().is_some() {}
         }
         // SAFETY: the last blocks, ours alone.
-        unsafe { Block::free(self.read.0.block.load(Relaxed)) };
+        unsafe {
+            self.trim();
+            Block::free(self.read.0.block.load(Relaxed));
+        }
         for spare in &self.spares.0 {
             let block = spare.load(Relaxed);
             if !block.is_null() {
