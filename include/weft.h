@@ -410,8 +410,8 @@ weft_id weft_timer_every(struct weft_loop *lp,
 // callback is running (from inside it, or from another thread), right after the
 // callback returns, on the loop thread. A post that the loop has already taken into
 // the pass in progress (one queued before the pass began) can still be cancelled from
-// the loop thread (a callback of that pass), and its `free_fn` runs when the pass
-// reaches it; for any other thread it counts as started (`WEFT_ERR_NOT_FOUND`). A
+// the loop thread (a callback of that pass), its `free_fn` run now as for any
+// other; for any other thread it counts as started (`WEFT_ERR_NOT_FOUND`). A
 // one-shot timer (`weft_after`) whose callback has begun is over in the same way:
 // `WEFT_ERR_NOT_FOUND` from any thread, its callback included, so `WEFT_OK` means it
 // will not fire. A task is not ended by cancel: its `done` still runs, with
