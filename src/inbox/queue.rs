@@ -43,22 +43,25 @@
 //! Two cursors: `head`, the end of what the consumer has taken, and `read`, the next
 //! position it runs (`read <= head`; equal between slices).
 //!
-//! `take` (under the inbox's lock) moves `head` over the slots up to the tail index it
-//! loaded at the start (Acquire), counting the records it passes (a CANCELLED one is
-//! not counted). A slot not yet stamped for its position (a producer claimed it and has
-//! not published yet) is waited for, as for a producer holding a lock: a producer
-//! publishes a few instructions after it claims and waits for nobody meanwhile (at a
-//! marker it waits for another producer, never for the consumer). So every record
-//! claimed before a take begins, hence every post whose call returned, is taken by it.
+//! `take` (under the inbox's lock) moves `head` over the positions up to the tail
+//! index it loaded at the start (Acquire), at most a slice's worth, without reading the
+//! slots (past a block's end it waits for `next`, which the claimant of the last slot
+//! sets a few instructions after its claim).
 //!
 //! `next` (the loop thread, no lock) moves `read` up to `head`: it moves each record out
-//! of its slot (a CANCELLED one is skipped) and hands it to the pass to run. Past a
-//! block's last slot, `next` is set (step 4 comes before step 5 of that slot's
-//! producer): the consumer moves on and recycles the block (a spare, or freed). Nothing
-//! else holds a recycled block: every producer that claimed one of its slots has
-//! published (step 5 was its last use), a producer that loaded it and has not claimed
-//! will fail its swap (the index never comes back), and cancellers reach blocks only
-//! under the lock, from `head_block` (other threads) or `read.block` (the loop thread).
+//! of its slot (a CANCELLED one is skipped) and hands it to the pass to run. A slot not
+//! yet stamped for its position (a producer claimed it and has not published yet) is
+//! waited for, as for a producer holding a lock: a producer publishes a few
+//! instructions after it claims and waits for nobody meanwhile (at a marker it waits
+//! for another producer, never for the consumer). So every record claimed before a
+//! take begins, hence every post whose call returned, is run after it. Past a block's
+//! last slot, `next` is set (step 4 comes before step 5 of that slot's producer): the
+//! consumer moves on and retires the block (a spare for the producers, or kept for
+//! them while a backlog lasts). Nothing else holds a retired block: every producer
+//! that claimed one of its slots has published (step 5 was its last use), a producer
+//! that loaded it and has not claimed will fail its swap (the index never comes back),
+//! and cancellers reach blocks only under the lock, from `head.block` (other threads)
+//! or `read.block` (the loop thread).
 //!
 //! # Cancel (under the inbox's lock): [`Records::cancel`]
 //!
@@ -72,9 +75,10 @@
 //! counts as started: it would otherwise race `next`, which would then need a
 //! read-modify-write per record.
 //!
-//! Memory: blocks are mapped memory (not the allocator's), unmapped as the consumer
-//! reads through them, so a burst's memory is given back once it is dispatched (one
-//! block and up to [`SPARES`] spares stay). A block is mapped with its pages populated:
+//! Memory: blocks are mapped memory (not the allocator's). The consumer keeps the
+//! blocks it has read through for the producers while a backlog lasts, and unmaps them
+//! once a whole pass finds the queue empty, so a burst's memory is given back once it is
+//! dispatched (one block and up to [`SPARES`] spares stay). A block is mapped with its pages populated:
 //! one system call instead of a page fault per page as the producers fill it.
 
 use super::Record;
