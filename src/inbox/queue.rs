@@ -78,8 +78,9 @@
 //! Memory: blocks are mapped memory (not the allocator's). The consumer keeps the
 //! blocks it has read through for the producers while a backlog lasts, and unmaps them
 //! once a whole pass finds the queue empty, so a burst's memory is given back once it is
-//! dispatched (one block and up to [`SPARES`] spares stay). A block is mapped with its pages populated:
-//! one system call instead of a page fault per page as the producers fill it.
+//! dispatched (one block and up to [`SPARES`] spares stay). A block is mapped with its
+//! pages populated: one system call instead of a page fault per page as the producers
+//! fill it.
 
 use super::Record;
 use crate::sync::atomic::{
