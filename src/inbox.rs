@@ -414,9 +414,11 @@ impl<H> Inbox<H> {
 
     /// The consumer is about to wait (or to leave `run`); true if records are queued,
     /// in which case it must not wait for the bell (see the protocol).
-    pub fn doze(&self) -> bool {
+    /// `to_wait` says it would wait for the bell (not a `run(NoWait)` pass, nor `run`
+    /// returning): only then is a short watch of the tail worth it.
+    pub fn doze(&self, to_wait: bool) -> bool {
         // SAFETY: the consumer (the loop's thread).
-        if unsafe { self.records.took_since_doze() } {
+        if unsafe { self.records.took_since_doze() } && to_wait {
             // Records came in since the last doze: a stream, whose next record is
             // likely a few ns away. Watch the tail a little while still awake (so
             // producers do not ring) before telling producers to ring: a consumer that

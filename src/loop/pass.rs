@@ -48,7 +48,7 @@ impl<H: Handler> Loop<H> {
         // a pass limit left for later, must make the loop's fd readable now: an
         // embedding host waits on it.
         self.held_back.store(!runner.done.is_empty(), SeqCst);
-        if self.inbox.doze() || !runner.done.is_empty() {
+        if self.inbox.doze(false) || !runner.done.is_empty() {
             self.inbox.wake();
         }
         self.outer.leave();
@@ -142,7 +142,7 @@ impl<H: Handler> Loop<H> {
             pool::flush_deferred_wakeups();
         }
         // The inbox protocol: doze, and do not wait if records came in meanwhile.
-        let queued = self.inbox.doze() || !done.is_empty();
+        let queued = self.inbox.doze(block && done.is_empty()) || !done.is_empty();
         let block = block && !queued;
         // An owner's timer scheduled in a callback earlier than the wake-up is armed.
         if self.own_next.load(Relaxed) < self.armed_hint.load(SeqCst) {
