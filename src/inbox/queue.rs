@@ -229,6 +229,10 @@ fn wait_for<H>(slot: &Slot<H>, position: u64) -> u64 {
 #[inline]
 fn wait_a_little(spins: &mut u32) {
     *spins += 1;
+    // A model whose producer never publishes (a broken protocol: a record written into
+    // the wrong block) fails here instead of spinning until loom runs out of memory.
+    #[cfg(loom)]
+    assert!(*spins < 1000, "waited for a record or a block that never came");
     if cfg!(not(loom)) && *spins < 100 {
         std::hint::spin_loop();
     } else {
