@@ -77,7 +77,7 @@
 //!
 //! Memory: blocks are mapped memory (not the allocator's). The consumer keeps the
 //! blocks it has read through for the producers while a backlog lasts, and unmaps them
-//! once a whole pass finds the queue empty, so a burst's memory is given back once it is
+//! once it finds the queue empty, so a burst's memory is given back once it is
 //! dispatched (one block and up to [`SPARES`] spares stay). A block is mapped with its
 //! pages populated: one system call instead of a page fault per page as the producers
 //! fill it.
@@ -268,8 +268,6 @@ struct Head<H> {
 struct Read<H> {
     index: AtomicU64,
     block: AtomicPtr<Block<H>>,
-    /// `head` when the consumer last found the queue empty (see [`Records::idle`]).
-    idle_at: AtomicU64,
     /// `head` at the consumer's last doze (see [`Records::took_since_doze`]).
     doze_at: AtomicU64,
 }
@@ -286,8 +284,8 @@ pub struct Records<H> {
     /// Retired blocks beyond the spares, the consumer's alone: a backlog that shrinks
     /// and grows again (a consumer descheduled for a while) reuses its blocks instead
     /// of unmapping them and mapping new ones (page faults and TLB shootdowns, which
-    /// cost the producers more than their posts). Given back once the queue is empty
-    /// (`trim`).
+    /// cost the producers more than their posts). Given back once the consumer finds
+    /// the queue empty ([`Records::idle`]).
     kept: UnsafeCell<Vec<*mut Block<H>>>,
 }
 
@@ -304,12 +302,7 @@ impl<H> Records<H> {
             tail: Line(Tail { index: AtomicU64::new(LAP), block: AtomicPtr::new(block) }),
             spares: Line(std::array::from_fn(|_| AtomicPtr::new(null_mut()))),
             head: Line(Head { index: AtomicU64::new(LAP), block: AtomicPtr::new(block) }),
-            read: Line(Read {
-                index: AtomicU64::new(LAP),
-                block: AtomicPtr::new(block),
-                idle_at: AtomicU64::new(0),
-                doze_at: AtomicU64::new(0),
-            }),
+            read: Line(Read { index: AtomicU64::new(LAP), block: AtomicPtr::new(block), doze_at: AtomicU64::new(0) }),
             kept: UnsafeCell::new(Vec::new()),
         }
     }
@@ -395,19 +388,16 @@ impl<H> Records<H> {
         self.read.0.doze_at.swap(head, Relaxed) != head
     }
 
-    /// The consumer found the queue empty: the second time in a row with no record
-    /// taken in between (a whole pass without one), the burst the blocks it kept served
-    /// is over, and it gives them back. A consumer that catches up with its producers
-    /// and sleeps until the next record keeps them.
+    /// The consumer found the queue empty: the backlog the blocks it kept served is
+    /// gone, and it gives them back (were it to keep them for a later burst, a
+    /// producer that fills the queue before the consumer runs, as an embedding host's
+    /// own thread does, would map new blocks while they wait).
     ///
     /// # Safety
     /// The consumer alone.
     pub unsafe fn idle(&self) {
-        let head = self.head.0.index.load(Relaxed);
-        if self.read.0.idle_at.swap(head, Relaxed) == head {
-            // SAFETY: the consumer.
-            unsafe { self.trim() };
-        }
+        // SAFETY: the consumer.
+        unsafe { self.trim() };
     }
 
     /// Gives back the blocks the consumer kept (the spares stay).
