@@ -211,6 +211,15 @@ fn prefetch_write(p: *const u8) {
     let _ = p;
 }
 
+/// A producer's pause after a lost claim: 1, 2, 4, ... up to 16 spins.
+#[inline]
+fn backoff(tries: &mut u32) {
+    for _ in 0..1u32 << (*tries).min(4) {
+        std::hint::spin_loop();
+    }
+    *tries += 1;
+}
+
 /// Waits until `slot` is published for `position` (claimed, below the tail): returns
 /// its stamp.
 #[cold]
@@ -432,6 +441,7 @@ impl<H> Records<H> {
     #[inline]
     pub fn push(&self, record: Record<H>) -> u64 {
         let mut fresh: *mut Block<H> = null_mut();
+        let mut tries = 0u32;
         let (index, block, offset) = loop {
             let index = self.tail.0.index.load(Acquire);
             let block = self.tail.0.block.load(Acquire);
@@ -447,6 +457,10 @@ impl<H> Records<H> {
             if self.tail.0.index.compare_exchange_weak(index, index + 1, SeqCst, Relaxed).is_ok() {
                 break (index, block, offset);
             }
+            // Another producer claimed first: back off a little (as crossbeam's channels
+            // do), so that contending producers do not pass the tail's line back and
+            // forth on every try.
+            backoff(&mut tries);
         };
         if offset + 1 == SLOTS {
             // SAFETY: we claimed the block's last slot.
