@@ -76,6 +76,9 @@
 // A report's `kind`: a task's `done`.
 #define WEFT_CALLBACK_DONE 6
 
+// How many timer calls the lateness percentiles cover.
+#define WINDOW 1024
+
 // Result codes. 0 is success; every error is negative. Functions that return an `int`
 // return one of these; functions that return an id return 0 on error, and functions
 // that return a pointer return NULL. In every error case `weft_last_error` tells why.
@@ -462,8 +465,8 @@ weft_id weft_timer_every(struct weft_loop *lp,
 // callback is running (from inside it, or from another thread), right after the
 // callback returns, on the loop thread. A post that the loop has already taken into
 // the pass in progress (one queued before the pass began) can still be cancelled from
-// the loop thread (a callback of that pass), and its `free_fn` runs when the pass
-// reaches it; for any other thread it counts as started (`WEFT_ERR_NOT_FOUND`). A
+// the loop thread (a callback of that pass), its `free_fn` run now as for any
+// other; for any other thread it counts as started (`WEFT_ERR_NOT_FOUND`). A
 // one-shot timer (`weft_after`) whose callback has begun is over in the same way:
 // `WEFT_ERR_NOT_FOUND` from any thread, its callback included, so `WEFT_OK` means it
 // will not fire. A task is not ended by cancel: its `done` still runs, with

@@ -30,12 +30,16 @@
 //! Consumer (the loop thread):
 //!   - when a pass begins (after waiting): `awake = true`;
 //!   - to take records: read the published slots from `head` on (under the inbox's
-//!     lock, which only cancels contend for), moving `head`; dispatch them. The bell is
-//!     never drained: edge-triggered, each ring wakes one wait of the poller and leaves
-//!     nothing behind to read;
+//!     lock, which only cancels contend for), moving `head`; then run them straight
+//!     from their slots ([`Inbox::next_record`]). The bell is never drained:
+//!     edge-triggered, each ring wakes one wait of the poller and leaves nothing behind
+//!     to read;
 //!   - before it waits again, and when `run` returns: `awake = false` (SeqCst), then
 //!     read the tail index; if a position at or past `head` is claimed, do not wait (or,
-//!     leaving `run`, ring `bell` itself, so that an embedding host comes back).
+//!     leaving `run`, ring `bell` itself, so that an embedding host comes back), and set
+//!     `awake` again: it will doze again before it waits. (A consumer that took records
+//!     in its last pass first watches the tail a little while, still awake: a stream's
+//!     next record is likely a few ns away.)
 //!
 //! No lost wake-up: take the records whose claims the consumer's last look (`doze`, at
 //! position `h`) did not see; the first of them is numbered `h` (the tail was `h`).
@@ -48,7 +52,8 @@
 //!
 //! One wake-up per batch: only the producer of the record at `h` rings a consumer
 //! asleep at `h`, however many records arrive before it wakes; while it is in passes,
-//! producers never ring. A post is one compare-and-swap and a store.
+//! producers never ring. A post is one compare-and-swap and a store; its id is its
+//! position (nothing else is allocated for it).
 //!
 //! Each side of each Dekker pair in this file (this one, and `ringers`/`closed` with
 //! `close`) is written store; SeqCst fence; load, and the load is Acquire: the fences,
@@ -64,21 +69,19 @@
 
 //! # Cancelling a post
 //!
-//! A post still queued is cancelled by its slot's state, under the inbox's lock (see
-//! [`queue::Records::cancel`]), and its handler is dropped by the canceller, on any
-//! thread; the consumer skips the slot. A post the consumer has already taken is in the
-//! batch being dispatched: only the loop thread itself (a callback of that pass) can
-//! still cancel it, by listing it in `cancelled`, which the consumer checks before each
-//! post while `cancel_requests` is non-zero; `started` tells it whether the post already
-//! ran. All of that happens on the consumer's thread, so it needs no fences. For any
-//! other thread such a post counts as started: without that rule the consumer would pay
-//! a full fence per post to settle the race.
+//! A post still queued is cancelled by its slot's stamp, under the inbox's lock (see
+//! [`queue::Records::cancel`]), and its handler is handed to the canceller, on any
+//! thread; the consumer skips the slot. A post the consumer has already taken and not
+//! yet run (in the slice being dispatched) is still in its slot: only the loop thread
+//! itself (a callback of that pass) can cancel it, the same way, since the consumer
+//! reads those slots on that thread. For any other thread such a post counts as
+//! started: without that rule the consumer would pay a read-modify-write per post to
+//! settle the race.
 
 mod queue;
 
-use crate::shrink;
 use crate::sync::atomic::{
-    fence, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::SeqCst,
+    fence, AtomicBool, AtomicPtr, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::SeqCst,
 };
 use crate::sync::{after_rmw, Life, Mutex, MutexGuard, LOAD_AFTER_RMW};
 use crate::sys::{self, Bell};
@@ -86,6 +89,11 @@ use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
+
+/// How many times a consumer that took records in its last pass looks at the tail
+/// before it dozes (a few microseconds at most; none under loom, whose models need no
+/// spin).
+const DOZE_SPINS: u32 = if cfg!(loom) { 0 } else { 256 };
 
 /// The first word of a task cell given back to its loop: the completion list is a
 /// stack of cells linked through it (see [`Inbox::give_back`]).
@@ -99,43 +107,26 @@ pub struct Link {
 const CLOSED: *mut Link = std::ptr::dangling_mut::<Link>();
 
 pub enum Record<H> {
-    Post {
-        seq: u64,
-        handler: H,
-    },
+    /// A post: its id is made of its position in the queue.
+    Post { handler: H },
     /// `bytes` holds the topic, a NUL, then the payload.
-    Emit {
-        bytes: Box<[u8]>,
-        topic_len: usize,
-    },
-    /// A post cancelled while queued.
-    Cancelled,
+    Emit { bytes: Box<[u8]>, topic_len: usize },
     /// A task's work finished (or was abandoned): its completion.
-    Done {
-        id: u64,
-        status: i32,
-        result: Vec<u8>,
-    },
+    Done { id: u64, status: i32, result: Vec<u8> },
     /// Work to run on the loop thread (tasks spawned with `Where::Loop`).
     Job(crate::pool::JobRef),
 }
 
 /// What cancelling a post did.
 pub enum Cancel<H> {
-    /// It was queued: here is its handler, to drop.
+    /// It had not started: here is its handler, to drop.
     Removed(H),
-    /// It is in the batch being dispatched: the consumer will skip it.
-    Marked,
     /// It has started or finished (or never existed).
     NotFound,
 }
 
 /// What the inbox's lock guards: the consumer's takes and the cancels (never a post).
 struct Queue {
-    /// Posts of the batch in dispatch that a canceller asks the consumer to skip.
-    cancelled: Vec<u64>,
-    /// The numbers of the posts in the batch being dispatched (ascending).
-    in_flight: Vec<u64>,
     /// The bell; None once the inbox is closed.
     bell: Option<Bell>,
 }
@@ -151,12 +142,6 @@ pub struct Inbox<H> {
     awake: Line<AtomicBool>,
     /// Set when the loop is freed: later records are dropped, not queued.
     closed: AtomicBool,
-    /// The consumer's progress: every record numbered below it has been dispatched,
-    /// skipped, or (for the loop thread's own cancels) started.
-    started: Line<AtomicU64>,
-    /// Written by the consumer in every `take`: on a line of its own, away from what
-    /// producers read for every record (`closed`, `bell`).
-    cancel_requests: Line<AtomicUsize>,
     /// See [`Inbox::set_limit`].
     limit: AtomicUsize,
     /// Producers inside [`Inbox::ring`].
@@ -211,11 +196,9 @@ impl<H> Inbox<H> {
             bell: bell.ring_fd(),
             bell_poll: bell.as_raw_fd(),
             records: queue::Records::new(),
-            queue: Line(Mutex::new(Queue { in_flight: Vec::new(), cancelled: Vec::new(), bell: Some(bell) })),
+            queue: Line(Mutex::new(Queue { bell: Some(bell) })),
             awake: Line(AtomicBool::new(false)),
             closed: AtomicBool::new(false),
-            started: Line(AtomicU64::new(1)),
-            cancel_requests: Line(AtomicUsize::new(0)),
             limit: AtomicUsize::new(0),
             ringers: AtomicUsize::new(0),
             done: Line(AtomicPtr::new(std::ptr::null_mut())),
@@ -241,14 +224,16 @@ impl<H> Inbox<H> {
         self.queue.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Queues the record `make` builds from its number; returns the number (0 when the
-    /// inbox is closed: the record is dropped, nobody is left to deliver it to).
-    fn push_with(&self, make: impl FnOnce(u64) -> Record<H>) -> u64 {
+    /// Queues a record (a post, an event, a task's completion or loop-side work);
+    /// returns its number (0 when the inbox is closed: the record is dropped, nobody is
+    /// left to deliver it to).
+    #[inline]
+    pub fn push(&self, record: Record<H>) -> u64 {
         if self.closed.load(Acquire) {
-            drop(make(0));
+            drop(record);
             return 0;
         }
-        let seq = self.records.push(make);
+        let seq = self.records.push(record);
         // The Dekker pair with `doze`: the claim (a SeqCst read-modify-write), then
         // `awake` and `head` read (see crate::sync::after_rmw).
         after_rmw();
@@ -271,14 +256,10 @@ impl<H> Inbox<H> {
         self.ringers.fetch_sub(1, SeqCst);
     }
 
-    /// Queues a record (a task's completion or loop-side work).
-    pub fn push(&self, record: Record<H>) {
-        self.push_with(|_| record);
-    }
-
     /// Queues a post; returns its sequence number.
+    #[inline]
     pub fn post(&self, handler: H) -> u64 {
-        self.push_with(|seq| Record::Post { seq, handler })
+        self.push(Record::Post { handler })
     }
 
     pub fn emit(&self, topic: &str, payload: &[u8]) {
@@ -343,7 +324,7 @@ impl<H> Inbox<H> {
                 Err(now) => head = now,
             }
         }
-        // Onto an empty list: the Dekker pair with `doze`, as in `push_with`; the
+        // Onto an empty list: the Dekker pair with `doze`, as in `push`; the
         // store is the exchange, a SeqCst RMW (see crate::sync::after_rmw: no fence per
         // task outside loom).
         if head.is_null()
@@ -433,10 +414,39 @@ impl<H> Inbox<H> {
 
     /// The consumer is about to wait (or to leave `run`); true if records are queued,
     /// in which case it must not wait for the bell (see the protocol).
-    pub fn doze(&self) -> bool {
+    /// `to_wait` says it would wait for the bell (not a `run(NoWait)` pass, nor `run`
+    /// returning): only then is a short watch of the tail worth it.
+    pub fn doze(&self, to_wait: bool) -> bool {
+        // SAFETY: the consumer (the loop's thread).
+        if unsafe { self.records.took_since_doze() } && to_wait {
+            // Records came in since the last doze: a stream, whose next record is
+            // likely a few ns away. Watch the tail a little while still awake (so
+            // producers do not ring) before telling producers to ring: a consumer that
+            // has just caught up would otherwise sleep, and its producer pay a ring
+            // (a system call, and the consumer's wake-up) every few hundred records.
+            for _ in 0..DOZE_SPINS {
+                if self.records.has_records() {
+                    return true;
+                }
+                std::hint::spin_loop();
+            }
+        }
         self.awake.0.store(false, SeqCst);
         fence(SeqCst); // the Dekker pair with the producers (see crate::sync)
-        self.has_records()
+        let queued = self.records.has_records();
+        if !queued {
+            // SAFETY: the consumer (the loop's thread).
+            unsafe { self.records.idle() };
+        }
+        let done = self.done.0.load(Acquire);
+        let queued = queued || !(done.is_null() || done == CLOSED);
+        if queued {
+            // It will not wait, and dozes again before it does: producers need not
+            // ring meanwhile (a consumer that has taken up to the tail would otherwise
+            // have the next record's producer ring in every pass).
+            self.awake.0.store(true, Relaxed);
+        }
+        queued
     }
 
     /// At most this many records per `take` (0: all of them).
@@ -449,52 +459,36 @@ impl<H> Inbox<H> {
         self.limit.load(Relaxed)
     }
 
-    /// Takes the queued records into `batch` (which must be empty): all of them, or the
-    /// first `max` (the loop's pass limit, less what the pass has run already; the rest
-    /// stay queued, so the consumer does not sleep on them and an embedding host's fd
-    /// stays readable).
+    /// Takes the queued records: all of them, or the first `max` (the loop's pass
+    /// limit, less what the pass has run already; the rest stay queued, so the consumer
+    /// does not sleep on them and an embedding host's fd stays readable). The consumer
+    /// then runs them with [`Inbox::next_record`], straight from the queue's slots.
     ///
-    /// Returns the number of the first record not taken, and the number after the last
-    /// record queued now: once the consumer has dispatched the batch, every record
-    /// numbered below the first has been dispatched.
-    pub fn take(&self, batch: &mut VecDeque<Record<H>>, max: usize) -> (u64, u64) {
-        self.take_until(batch, max, u64::MAX)
+    /// Returns how many it took, the number of the first record not taken, and the
+    /// number after the last record queued now: once the consumer has run what it took,
+    /// every record numbered below the first has been dispatched.
+    pub fn take(&self, max: usize) -> (usize, u64, u64) {
+        self.take_until(max, u64::MAX)
     }
 
     /// [`Inbox::take`], and none numbered at or past `until`: to dispatch what one take
     /// would have taken in slices (`until` is the end the first slice returned).
-    pub fn take_until(&self, batch: &mut VecDeque<Record<H>>, max: usize, until: u64) -> (u64, u64) {
+    pub fn take_until(&self, max: usize, until: u64) -> (usize, u64, u64) {
         // The bell is edge-triggered in the loop's poller (see `Loop::inner_set`): it
         // need not be drained, which saves the consumer a read per wake-up.
-        let mut queue = self.lock();
-        // Every record before this batch has been dispatched or skipped.
-        self.started.0.fetch_max(self.records.head(), SeqCst);
+        let queue = self.lock();
         // SAFETY: the consumer, under the lock.
-        let end = unsafe { self.records.take(batch, max, until) };
-        // Marks left by the previous batch are stale; note this batch's posts.
-        queue.cancelled.clear();
-        self.cancel_requests.0.store(0, Relaxed);
-        queue.in_flight.clear();
-        let posts = batch.iter().filter_map(|r| match r {
-            Record::Post { seq, .. } => Some(*seq),
-            _ => None,
-        });
-        queue.in_flight.extend(posts);
+        let (taken, end) = unsafe { self.records.take(max, until) };
         drop(queue);
-        (self.records.head(), end)
+        (taken, self.records.head(), end)
     }
 
-    /// Gives back the memory a burst left in the bookkeeping (see `crate::shrink`; the
-    /// queue gives its blocks back as it goes). Called by the consumer in a pass that
-    /// took nothing, so after every batch taken has been dispatched: every post of
-    /// `in_flight` has started, and the list is dropped. Steady traffic takes in every
-    /// pass and never gets here.
-    pub fn trim(&self) {
-        let mut queue = self.lock();
-        let queue = &mut *queue;
-        queue.in_flight.clear();
-        shrink::vec(&mut queue.in_flight, 0);
-        shrink::vec(&mut queue.cancelled, 0);
+    /// The next record taken and not yet run, with its number (the consumer's thread
+    /// alone, the loop's); None when every record taken has been handed out.
+    #[inline]
+    pub fn next_record(&self) -> Option<(u64, Record<H>)> {
+        // SAFETY: the loop's thread, the only consumer (see `Loop::run`'s runner lock).
+        unsafe { self.records.next() }
     }
 
     /// True once [`Inbox::close_done`] has run.
@@ -502,45 +496,18 @@ impl<H> Inbox<H> {
         self.done.0.load(SeqCst) == CLOSED
     }
 
-    /// Called by the consumer just before it runs post `seq`: false if it was cancelled.
-    pub fn start_post(&self, seq: u64) -> bool {
-        self.started.0.store(seq + 1, Relaxed);
-        if self.cancel_requests.0.load(Relaxed) == 0 {
-            return true;
-        }
-        let mut queue = self.lock();
-        match queue.cancelled.iter().position(|&s| s == seq) {
-            Some(at) => {
-                queue.cancelled.swap_remove(at);
-                self.cancel_requests.0.fetch_sub(1, Relaxed);
-                false
-            }
-            None => true,
-        }
-    }
-
     /// Cancels post `seq` if it has not started. `on_consumer` says the caller is the
     /// consumer's own thread (the only one that may cancel a post already taken).
     pub fn cancel_post(&self, seq: u64, on_consumer: bool) -> Cancel<H> {
-        let mut queue = self.lock();
-        if seq >= self.records.head() {
-            // SAFETY: under the lock.
-            return match unsafe { self.records.cancel(seq) } {
-                Some(Record::Post { handler, .. }) => Cancel::Removed(handler),
-                Some(_) => unreachable!("only a post's slot is cancelled"),
-                None => Cancel::NotFound,
-            };
+        let queue = self.lock();
+        // SAFETY: under the lock; `on_consumer` as the caller says.
+        let record = unsafe { self.records.cancel(seq, on_consumer) };
+        drop(queue);
+        match record {
+            Some(Record::Post { handler }) => Cancel::Removed(handler),
+            Some(_) => unreachable!("only a post's slot is cancelled"),
+            None => Cancel::NotFound,
         }
-        if !on_consumer
-            || queue.in_flight.binary_search(&seq).is_err()
-            || self.started.0.load(Relaxed) > seq
-            || queue.cancelled.contains(&seq)
-        {
-            return Cancel::NotFound;
-        }
-        queue.cancelled.push(seq);
-        self.cancel_requests.0.fetch_add(1, Relaxed);
-        Cancel::Marked
     }
 
     /// Closes the inbox and empties it (the loop is being freed). A producer that saw
@@ -549,9 +516,9 @@ impl<H> Inbox<H> {
     pub fn close(&self) -> VecDeque<Record<H>> {
         let mut queue = self.lock();
         self.closed.store(true, SeqCst);
-        let mut records = VecDeque::new();
         // SAFETY: the consumer (the loop being freed), under the lock.
-        unsafe { self.records.take(&mut records, usize::MAX, u64::MAX) };
+        unsafe { self.records.take(usize::MAX, u64::MAX) };
+        let records: VecDeque<_> = std::iter::from_fn(|| self.next_record()).map(|(_, record)| record).collect();
         let bell = queue.bell.take();
         drop(queue);
         fence(SeqCst); // the Dekker pair with `ring`

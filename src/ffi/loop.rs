@@ -147,6 +147,27 @@ pub extern "C" fn weft_loop_alive(lp: *const weft_loop) -> c_int {
 /// Returns the post's id, or 0: `WEFT_ERR_NULL` (loop or cb), `WEFT_ERR_CLOSED`.
 #[no_mangle]
 pub extern "C" fn weft_post(lp: *mut weft_loop, cb: weft_cb, user_data: *mut c_void, free_fn: weft_free_fn) -> weft_id {
+    // The common case first, without the error machinery (a post is a few ns; building
+    // and moving a `Result` through `guard` cost as much again). Nothing on this path
+    // panics: a queue's slot claim and store, no allocation but a block's mapping
+    // (which aborts when it fails, as an allocation does).
+    // SAFETY: a loop pointer from weft_loop_new, as for every call (`the_loop`).
+    if let (Some(fast), Some(_)) = (unsafe { lp.cast::<CLoop>().as_ref() }, cb) {
+        if let Ok(handler) = CHandler::new(cb, user_data, free_fn) {
+            match fast.try_post(handler) {
+                Ok(id) => return id,
+                Err(handler) => crate::r#loop::Handler::refused(handler),
+            }
+        }
+    }
+    post_slowly(lp, cb, user_data, free_fn)
+}
+
+/// `weft_post`'s error path (and its panic boundary), out of line: the fast path then
+/// saves no registers for it.
+#[cold]
+#[inline(never)]
+fn post_slowly(lp: *mut weft_loop, cb: weft_cb, user_data: *mut c_void, free_fn: weft_free_fn) -> weft_id {
     guard("weft_post", || {
         let lp = the_loop(lp)?;
         lp.post(CHandler::new(cb, user_data, free_fn)?)
@@ -204,8 +225,8 @@ pub extern "C" fn weft_timer_every(
 /// callback is running (from inside it, or from another thread), right after the
 /// callback returns, on the loop thread. A post that the loop has already taken into
 /// the pass in progress (one queued before the pass began) can still be cancelled from
-/// the loop thread (a callback of that pass), and its `free_fn` runs when the pass
-/// reaches it; for any other thread it counts as started (`WEFT_ERR_NOT_FOUND`). A
+/// the loop thread (a callback of that pass), its `free_fn` run now as for any
+/// other; for any other thread it counts as started (`WEFT_ERR_NOT_FOUND`). A
 /// one-shot timer (`weft_after`) whose callback has begun is over in the same way:
 /// `WEFT_ERR_NOT_FOUND` from any thread, its callback included, so `WEFT_OK` means it
 /// will not fire. A task is not ended by cancel: its `done` still runs, with

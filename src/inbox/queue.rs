@@ -1,16 +1,22 @@
 //! The inbox's record queue: many producers, one consumer, no lock per record. A
 //! linked list of blocks of slots, in the manner of crossbeam's `list` channel and
 //! Tokio's block-linked mpsc: a producer claims a slot with one compare-and-swap on the
-//! tail index, writes its record there and publishes it with the slot's state; the
-//! consumer reads the slots in order, and recycles each block it has read through (a
-//! few are kept for the producers to reuse, the rest freed).
+//! tail index, writes its record there and publishes it with the slot's stamp; the
+//! consumer reads the slots in order, runs each record straight from its slot, and
+//! recycles each block it has read through (a few are kept for the producers to reuse,
+//! the rest freed).
 //!
-//! # Indices and blocks
+//! # Indices, blocks and stamps
 //!
 //! `tail.index` counts positions, [`LAP`] per block: offsets 0 to `SLOTS - 1` are
 //! slots, offset `SLOTS` is a marker ("the next block is being linked"). A record's
 //! position is its sequence number (a post's id holds it): increasing in claim order,
-//! with a gap at each block's end. `head` is the consumer's position, never on a marker.
+//! with a gap at each block's end. Positions are never reused, so a slot's `stamp`,
+//! the position of the record it holds and that record's kind (POST, OTHER, CANCELLED),
+//! says by itself whether the slot's record for position `p` is published: the stamp is
+//! `p`'s, or another's (an earlier lap of a recycled block, or 0 in a fresh one). So a
+//! recycled block needs no reset, and the consumer never writes a line producers are
+//! about to write (only a cancel writes a stamp).
 //!
 //! # Producer (any thread): [`Records::push`]
 //!
@@ -22,49 +28,65 @@
 //!      `block` used: the index was loaded before the block, a block is stored before
 //!      the index moves into its lap (Release), and the swap fails if the index left
 //!      that lap meanwhile, so `block` is the claimed slot's block, which the consumer
-//!      cannot free before it has read that slot;
+//!      cannot recycle before it has read that slot;
 //!   4. the last slot's claimant links the fresh block: `tail.block`, then the index past
 //!      the marker (Release), then the old block's `next` (Release);
-//!   5. write the record, then store the slot's state, POST or OTHER (Release): the
-//!      hand-over. After that store the producer touches nothing in the block.
+//!   5. write the record, then store the slot's stamp (Release): the hand-over. After
+//!      that store the producer touches nothing in the block.
 //!
 //! The claim (step 3) is the producer's half of the inbox's wake-up pair: a SeqCst
 //! read-modify-write of `tail.index`, read back by the consumer's `doze` after its
 //! fence (see `crate::inbox`).
 //!
-//! # Consumer (the loop thread, under the inbox's lock): [`Records::take`]
+//! # Consumer (the loop thread): [`Records::take`], then [`Records::next`]
 //!
-//! Reads the slots from `head` up to the tail index it loaded at the start (Acquire): a
-//! slot's state POST or OTHER, the record is moved out; CANCELLED, skipped; EMPTY (a
-//! producer claimed it and has not published yet), the consumer waits for it, as it
-//! would wait for a producer holding a lock: a producer publishes a few instructions
-//! after it claims and waits for nobody meanwhile (at a marker it waits for another
-//! producer, never for the consumer). So every record claimed before a take begins,
-//! hence every post whose call returned, is taken by it. After a
-//! block's last slot, `next` is set (step 4 comes before step 5 of that slot's
-//! producer): the consumer moves on and retires the block (its states reset, it becomes
-//! a spare, or is freed). Nothing else holds a retired block: every producer that
-//! claimed one of its slots has published (step 5 was its last use), a producer that
-//! loaded it and has not claimed will fail its swap (the index never comes back), and
-//! cancellers reach blocks only under the lock, from `head_block`.
+//! Two cursors: `head`, the end of what the consumer has taken, and `read`, the next
+//! position it runs (`read <= head`; equal between slices).
 //!
-//! # Cancel (any thread, under the inbox's lock): [`Records::cancel`]
+//! `take` (under the inbox's lock) moves `head` over the positions up to the tail
+//! index it loaded at the start (Acquire), at most a slice's worth, without reading the
+//! slots (past a block's end it waits for `next`, which the claimant of the last slot
+//! sets a few instructions after its claim).
+//!
+//! `next` (the loop thread, no lock) moves `read` up to `head`: it moves each record out
+//! of its slot (a CANCELLED one is skipped) and hands it to the pass to run. A slot not
+//! yet stamped for its position (a producer claimed it and has not published yet) is
+//! waited for, as for a producer holding a lock: a producer publishes a few
+//! instructions after it claims and waits for nobody meanwhile (at a marker it waits
+//! for another producer, never for the consumer). So every record claimed before a
+//! take begins, hence every post whose call returned, is run after it. Past a block's
+//! last slot, `next` is set (step 4 comes before step 5 of that slot's producer): the
+//! consumer moves on and retires the block (a spare for the producers, or kept for
+//! them while a backlog lasts). Nothing else holds a retired block: every producer
+//! that claimed one of its slots has published (step 5 was its last use), a producer
+//! that loaded it and has not claimed will fail its swap (the index never comes back),
+//! and cancellers reach blocks only under the lock, from `head.block` (other threads)
+//! or `read.block` (the loop thread).
+//!
+//! # Cancel (under the inbox's lock): [`Records::cancel`]
 //!
 //! A post still queued (its position at or after `head`) is found by walking `next`
-//! from `head_block`; a POST state becomes CANCELLED and the canceller moves the
-//! handler out. The consumer reads states under the same lock, so the two never race
-//! for a record. A position not claimed or not yet published is not found: its id has
-//! not been returned to anybody.
+//! from `head_block`; its POST stamp becomes CANCELLED and the canceller moves the
+//! record out. `take` reads stamps under the same lock, so the two never race for a
+//! record. A position not claimed or not yet published is not found: its id has not
+//! been returned to anybody. The loop thread (a callback) may also cancel a post taken
+//! and not yet run (between `read` and `head`): those slots are its own, it walks from
+//! `read.block`, and `next` reads the CANCELLED stamp. For another thread such a post
+//! counts as started: it would otherwise race `next`, which would then need a
+//! read-modify-write per record.
 //!
-//! Memory: blocks are mapped memory (not the allocator's), unmapped as the consumer
-//! reads through them, so a burst's memory is given back once it is dispatched (one block and up to [`SPARES`] spares stay).
+//! Memory: blocks are mapped memory (not the allocator's). The consumer keeps the
+//! blocks it has read through for the producers while a backlog lasts, and unmaps them
+//! once it finds the queue empty, so a burst's memory is given back once it is
+//! dispatched (one block and up to [`SPARES`] spares stay). A block is mapped with its
+//! pages populated: one system call instead of a page fault per page as the producers
+//! fill it.
 
 use super::Record;
 use crate::sync::atomic::{
-    AtomicPtr, AtomicU64, AtomicU8, Ordering::Acquire, Ordering::Relaxed, Ordering::Release, Ordering::SeqCst,
+    AtomicPtr, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release, Ordering::SeqCst,
 };
 use crate::sync::UnsafeCell;
-use std::collections::VecDeque;
 use std::mem::MaybeUninit;
 use std::ptr::null_mut;
 
@@ -77,46 +99,61 @@ const LAP: u64 = 3;
 /// Slots per block.
 const SLOTS: usize = LAP as usize - 1;
 
-/// A slot's state: claimed or not yet, but not published.
-const EMPTY: u8 = 0;
+/// A stamp's low bits: what the slot holds.
+const KIND_BITS: u32 = 2;
+const KIND_MASK: u64 = (1 << KIND_BITS) - 1;
 /// Published: a post (which a cancel may take back).
-const POST: u8 = 1;
+const POST: u64 = 1;
 /// Published: another record.
-const OTHER: u8 = 2;
+const OTHER: u64 = 2;
 /// A post taken back by a cancel: the consumer skips it.
-const CANCELLED: u8 = 3;
+const CANCELLED: u64 = 3;
+
+/// The stamp of a slot that holds the record for `position`, of `kind`.
+#[inline(always)]
+fn stamp(position: u64, kind: u64) -> u64 {
+    position << KIND_BITS | kind
+}
+
+struct Slot<H> {
+    record: UnsafeCell<MaybeUninit<Record<H>>>,
+    /// `stamp(position, kind)` once the record for `position` is published.
+    stamp: AtomicU64,
+}
 
 struct Block<H> {
+    slots: [Slot<H>; SLOTS],
     /// The next block, set by the producer of this block's last slot before it
     /// publishes that slot.
     next: AtomicPtr<Block<H>>,
-    states: [AtomicU8; SLOTS],
-    records: [UnsafeCell<MaybeUninit<Record<H>>>; SLOTS],
 }
 
 impl<H> Block<H> {
-    /// A block with every slot EMPTY.
+    /// A block whose stamps are 0 (no position's).
     fn new() -> *mut Block<H> {
         #[cfg(loom)]
         {
             Box::into_raw(Box::new(Block {
+                slots: std::array::from_fn(|_| Slot {
+                    record: UnsafeCell::new(MaybeUninit::uninit()),
+                    stamp: AtomicU64::new(0),
+                }),
                 next: AtomicPtr::new(null_mut()),
-                states: std::array::from_fn(|_| AtomicU8::new(EMPTY)),
-                records: std::array::from_fn(|_| UnsafeCell::new(MaybeUninit::uninit())),
             }))
         }
         #[cfg(not(loom))]
         {
             // Mapped memory, not the allocator's: unmapped when freed, a burst's blocks
             // go back to the system at once (a malloc arena would keep them). Zeroed:
-            // `next` null, every state EMPTY; the records may stay uninitialised.
+            // `next` null, every stamp 0; the records may stay uninitialised. Populated:
+            // the producers do not fault each page in, one at a time.
             // SAFETY: an anonymous private mapping of the block's size.
             let block = unsafe {
                 libc::mmap(
                     null_mut(),
                     std::mem::size_of::<Block<H>>(),
                     libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | populate(),
                     -1,
                     0,
                 )
@@ -145,10 +182,66 @@ impl<H> Block<H> {
     }
 }
 
+/// `MAP_POPULATE` where the system has it.
+#[cfg(not(loom))]
+fn populate() -> libc::c_int {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    return libc::MAP_POPULATE;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    return 0;
+}
+
+/// How many slots ahead a producer asks for its line (see [`prefetch_write`]).
+const AHEAD: usize = 8;
+
+/// Asks for the cache line at `p` in a state a store can use at once. A producer's
+/// claim (a locked instruction) waits for its earlier stores to reach the cache; a
+/// slot's line is usually in the consumer's cache (it read the block last lap), so
+/// without this each claim would wait for that line to come over.
+#[inline(always)]
+fn prefetch_write(p: *const u8) {
+    #[cfg(all(target_arch = "x86_64", not(loom)))]
+    // SAFETY: a prefetch is a hint; it does not fault. PREFETCHW (x86-64 CPUs without
+    // it decode it as a NOP); `_MM_HINT_ET0` needs the `prfchw` target feature, which
+    // the default target does not enable.
+    unsafe {
+        std::arch::asm!("prefetchw [{}]", in(reg) p, options(nostack, preserves_flags, readonly));
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(loom))))]
+    let _ = p;
+}
+
+/// A producer's pause after a lost claim: 1, 2, 4, ... up to 16 spins.
+#[inline]
+fn backoff(tries: &mut u32) {
+    for _ in 0..1u32 << (*tries).min(4) {
+        std::hint::spin_loop();
+    }
+    *tries += 1;
+}
+
+/// Waits until `slot` is published for `position` (claimed, below the tail): returns
+/// its stamp.
+#[cold]
+fn wait_for<H>(slot: &Slot<H>, position: u64) -> u64 {
+    let mut spins = 0u32;
+    loop {
+        wait_a_little(&mut spins);
+        let published = slot.stamp.load(Acquire);
+        if published >> KIND_BITS == position {
+            return published;
+        }
+    }
+}
+
 /// One step of a wait for a producer to publish: a pause, then yields.
 #[inline]
 fn wait_a_little(spins: &mut u32) {
     *spins += 1;
+    // A model whose producer never publishes (a broken protocol: a record written into
+    // the wrong block) fails here instead of spinning until loom runs out of memory.
+    #[cfg(loom)]
+    assert!(*spins < 1000, "waited for a record or a block that never came");
     if cfg!(not(loom)) && *spins < 100 {
         std::hint::spin_loop();
     } else {
@@ -160,9 +253,9 @@ fn wait_a_little(spins: &mut u32) {
 #[repr(align(64))]
 struct Line<T>(T);
 
-/// How many retired blocks are kept for reuse (about 40 KB each outside loom): enough
-/// that a consumer a few blocks behind its producers never hands memory back to the
-/// allocator only for a producer to fault it in again.
+/// How many retired blocks producers can take for reuse (about 48 KB each outside
+/// loom). The consumer keeps more (see `Records::kept`) while it has records to read,
+/// and moves them here as producers take these.
 const SPARES: usize = 8;
 
 /// What producers share: the tail.
@@ -171,15 +264,38 @@ struct Tail<H> {
     block: AtomicPtr<Block<H>>,
 }
 
+/// The end of what the consumer has taken (written under the inbox's lock).
+struct Head<H> {
+    index: AtomicU64,
+    /// The block holding `index`.
+    block: AtomicPtr<Block<H>>,
+}
+
+/// The consumer's read cursor: the next position it runs, and its block (the oldest
+/// block not recycled). Written by the consumer alone, outside the lock; read by
+/// the consumer's thread alone.
+struct Read<H> {
+    index: AtomicU64,
+    block: AtomicPtr<Block<H>>,
+    /// `head` at the consumer's last doze (see [`Records::took_since_doze`]).
+    doze_at: AtomicU64,
+}
+
 pub struct Records<H> {
     tail: Line<Tail<H>>,
     /// Blocks the consumer retired, for the producers that need one (each slot holds
     /// one or is null: taken with a swap, filled with a compare-and-swap, so no ABA).
     spares: Line<[AtomicPtr<Block<H>>; SPARES]>,
-    /// The consumer's position (written by the consumer under the inbox's lock).
-    head: Line<AtomicU64>,
-    /// The block holding `head` (read and written under the inbox's lock).
-    head_block: AtomicPtr<Block<H>>,
+    /// Read by producers only when the consumer dozes.
+    head: Line<Head<H>>,
+    /// Written for every record run: on a line of its own.
+    read: Line<Read<H>>,
+    /// Retired blocks beyond the spares, the consumer's alone: a backlog that shrinks
+    /// and grows again (a consumer descheduled for a while) reuses its blocks instead
+    /// of unmapping them and mapping new ones (page faults and TLB shootdowns, which
+    /// cost the producers more than their posts). Given back once the consumer finds
+    /// the queue empty ([`Records::idle`]).
+    kept: UnsafeCell<Vec<*mut Block<H>>>,
 }
 
 // SAFETY: records cross threads as the inbox's did under its mutex (H: Send); the
@@ -194,30 +310,33 @@ impl<H> Records<H> {
             // Lap 1: every position, hence every post's number, is at least 1.
             tail: Line(Tail { index: AtomicU64::new(LAP), block: AtomicPtr::new(block) }),
             spares: Line(std::array::from_fn(|_| AtomicPtr::new(null_mut()))),
-            head: Line(AtomicU64::new(LAP)),
-            head_block: AtomicPtr::new(block),
+            head: Line(Head { index: AtomicU64::new(LAP), block: AtomicPtr::new(block) }),
+            read: Line(Read { index: AtomicU64::new(LAP), block: AtomicPtr::new(block), doze_at: AtomicU64::new(0) }),
+            kept: UnsafeCell::new(Vec::new()),
         }
     }
 
-    /// The consumer's position: every record before it has been taken.
+    /// The end of what the consumer has taken: every record before it has been taken.
     pub fn head(&self) -> u64 {
-        self.head.0.load(Relaxed)
+        self.head.0.index.load(Relaxed)
     }
 
     /// The consumer's position, read by a producer after its claim and fence (the
     /// wake-up protocol in `crate::inbox`).
+    #[inline]
     pub fn head_after_fence(&self) -> u64 {
-        self.head.0.load(Acquire)
+        self.head.0.index.load(Acquire)
     }
 
     /// True when a producer has claimed a position the consumer has not taken (its
     /// record may not be published yet). On the consumer's side of the wake-up pair,
     /// after its fence.
     pub fn has_records(&self) -> bool {
-        self.tail.0.index.load(Acquire) > self.head.0.load(Relaxed)
+        self.tail.0.index.load(Acquire) > self.head.0.index.load(Relaxed)
     }
 
     /// A fresh block: a spare, or a new one.
+    #[cold]
     fn fresh_block(&self) -> *mut Block<H> {
         for spare in &self.spares.0 {
             if !spare.load(Relaxed).is_null() {
@@ -230,11 +349,13 @@ impl<H> Records<H> {
         Block::new()
     }
 
-    /// Keeps `block` (all EMPTY, unlinked) as a spare, or frees it.
+    /// Keeps `block` (unlinked, its records moved out) as a spare, or frees it.
     ///
     /// # Safety
     /// Nobody else uses the block.
     unsafe fn recycle(&self, block: *mut Block<H>) {
+        // SAFETY: ours alone.
+        unsafe { (*block).next.store(null_mut(), Relaxed) };
         for spare in &self.spares.0 {
             if spare.compare_exchange(null_mut(), block, Release, Relaxed).is_ok() {
                 return;
@@ -244,10 +365,83 @@ impl<H> Records<H> {
         unsafe { Block::free(block) };
     }
 
-    /// Queues the record `make` builds from its position (see the protocol); returns
-    /// that position.
-    pub fn push(&self, make: impl FnOnce(u64) -> Record<H>) -> u64 {
+    /// Hands a block the consumer has read through to the producers (a spare), or
+    /// keeps it; and refills the spares producers have taken from what it kept.
+    ///
+    /// # Safety
+    /// The consumer alone; nobody else uses the block.
+    unsafe fn retire(&self, block: *mut Block<H>) {
+        // SAFETY: ours alone.
+        unsafe { (*block).next.store(null_mut(), Relaxed) };
+        // SAFETY: the consumer's alone.
+        self.kept.with_mut(|kept| unsafe {
+            let kept = &mut *kept;
+            kept.push(block);
+            for spare in &self.spares.0 {
+                let Some(&block) = kept.last() else { break };
+                if spare.load(Relaxed).is_null() && spare.compare_exchange(null_mut(), block, Release, Relaxed).is_ok()
+                {
+                    kept.pop();
+                }
+            }
+        });
+    }
+
+    /// True if the consumer has taken records since it last called this (when it
+    /// dozes).
+    ///
+    /// # Safety
+    /// The consumer alone.
+    pub unsafe fn took_since_doze(&self) -> bool {
+        let head = self.head.0.index.load(Relaxed);
+        self.read.0.doze_at.swap(head, Relaxed) != head
+    }
+
+    /// The consumer found the queue empty: the backlog the blocks it kept served is
+    /// gone, and it gives them back (were it to keep them for a later burst, a
+    /// producer that fills the queue before the consumer runs, as an embedding host's
+    /// own thread does, would map new blocks while they wait).
+    ///
+    /// # Safety
+    /// The consumer alone.
+    pub unsafe fn idle(&self) {
+        // SAFETY: the consumer.
+        unsafe { self.trim() };
+    }
+
+    /// Gives back the blocks the consumer kept (the spares stay).
+    ///
+    /// # Safety
+    /// The consumer alone.
+    unsafe fn trim(&self) {
+        // SAFETY: the consumer's alone; the blocks are unlinked and used by nobody.
+        self.kept.with_mut(|kept| unsafe {
+            for block in (*kept).drain(..) {
+                Block::free(block);
+            }
+            if (*kept).capacity() > 64 {
+                *kept = Vec::new();
+            }
+        });
+    }
+
+    /// Links a fresh block after the one whose last slot we claimed (step 4).
+    ///
+    /// # Safety
+    /// `block` holds the slot we claimed at its last offset.
+    #[cold]
+    unsafe fn link(&self, block: *mut Block<H>, fresh: *mut Block<H>) {
+        self.tail.0.block.store(fresh, Release);
+        self.tail.0.index.fetch_add(1, Release);
+        // SAFETY: the block of a slot we claimed: alive until we publish it.
+        unsafe { (*block).next.store(fresh, Release) };
+    }
+
+    /// Queues `record` (see the protocol); returns its position.
+    #[inline]
+    pub fn push(&self, record: Record<H>) -> u64 {
         let mut fresh: *mut Block<H> = null_mut();
+        let mut tries = 0u32;
         let (index, block, offset) = loop {
             let index = self.tail.0.index.load(Acquire);
             let block = self.tail.0.block.load(Acquire);
@@ -263,116 +457,152 @@ impl<H> Records<H> {
             if self.tail.0.index.compare_exchange_weak(index, index + 1, SeqCst, Relaxed).is_ok() {
                 break (index, block, offset);
             }
+            // Another producer claimed first: back off a little (as crossbeam's channels
+            // do), so that contending producers do not pass the tail's line back and
+            // forth on every try.
+            backoff(&mut tries);
         };
         if offset + 1 == SLOTS {
-            self.tail.0.block.store(fresh, Release);
-            self.tail.0.index.fetch_add(1, Release);
-            // SAFETY: the block of a slot we claimed: alive until we publish it.
-            unsafe { (*block).next.store(fresh, Release) };
+            // SAFETY: we claimed the block's last slot.
+            unsafe { self.link(block, fresh) };
         } else if !fresh.is_null() {
-            // SAFETY: taken from the spare or made above, never shared.
+            // SAFETY: taken from the spares or made above, never shared.
             unsafe { self.recycle(fresh) };
         }
-        let record = make(index);
-        let state = if matches!(record, Record::Post { .. }) { POST } else { OTHER };
-        // SAFETY: the slot is ours until its state is published.
+        let kind = if matches!(record, Record::Post { .. }) { POST } else { OTHER };
+        // SAFETY: the slot is ours until its stamp is published.
         unsafe {
-            (*block).records[offset].with_mut(|slot| (*slot).write(record));
-            (*block).states[offset].store(state, Release);
+            let slot = &(*block).slots[offset];
+            if offset + AHEAD < SLOTS {
+                prefetch_write((&(*block).slots[offset + AHEAD] as *const Slot<H>).cast());
+            }
+            slot.record.with_mut(|cell| (*cell).write(record));
+            slot.stamp.store(stamp(index, kind), Release);
         }
         index
     }
 
-    /// Moves the records from `head` on into `batch`, at most `max` of them and none at
-    /// or past `until` or the tail as it is now (waiting for any of those claimed and
-    /// not yet published); returns that end.
+    /// Moves `head` over the positions from it on, at most `max` records (a record
+    /// cancelled while queued counts) and none at or past `until` or the tail as it is
+    /// now. Returns how many it took, and that end. The slots are not read here: `next`
+    /// reads them (and waits for a producer that has claimed and not yet published).
     ///
     /// # Safety
     /// The consumer alone, under the inbox's lock.
-    pub unsafe fn take(&self, batch: &mut VecDeque<Record<H>>, max: usize, until: u64) -> u64 {
+    pub unsafe fn take(&self, max: usize, until: u64) -> (usize, u64) {
         let end = self.tail.0.index.load(Acquire).min(until);
-        let mut head = self.head.0.load(Relaxed);
-        let mut block = self.head_block.load(Relaxed);
+        let mut head = self.head.0.index.load(Relaxed);
+        let mut block = self.head.0.block.load(Relaxed);
         let mut taken = 0;
         while taken < max && head < end {
-            let offset = (head % LAP) as usize;
-            // SAFETY: `block` holds `head` and is the consumer's to read.
-            let mut state = unsafe { (*block).states[offset].load(Acquire) };
-            let mut spins = 0u32;
-            while state == EMPTY {
-                // Claimed (below `end`), not yet published: its producer is a few
-                // instructions from its store (as a producer holding a lock would be).
-                wait_a_little(&mut spins);
-                // SAFETY: as above.
-                state = unsafe { (*block).states[offset].load(Acquire) };
-            }
-            match state {
-                CANCELLED => {}
-                _ => {
-                    // SAFETY: published (the Acquire above), and read once: `head` moves.
-                    let record = unsafe { (*block).records[offset].with(|slot| (*slot).assume_init_read()) };
-                    batch.push_back(record);
-                    taken += 1;
+            let room = SLOTS as u64 - head % LAP;
+            let n = room.min(end - head).min((max - taken) as u64);
+            taken += n as usize;
+            head += n;
+            if n == room {
+                // Past the block's last slot, which is claimed (below `end`): its
+                // producer links the next block before it publishes (step 4), a few
+                // instructions from its claim.
+                let mut spins = 0u32;
+                loop {
+                    // SAFETY: `block` holds `head` and is not recycled before `read`
+                    // passes it.
+                    let next = unsafe { (*block).next.load(Acquire) };
+                    if !next.is_null() {
+                        block = next;
+                        break;
+                    }
+                    wait_a_little(&mut spins);
                 }
-            }
-            head += 1;
-            if offset + 1 == SLOTS {
-                // SAFETY: as above. `next` was set before the last slot was published.
-                let next = unsafe { (*block).next.load(Acquire) };
-                debug_assert!(!next.is_null());
-                // SAFETY: read through; nobody else holds it (see the protocol).
-                unsafe { self.retire(block) };
-                block = next;
                 head += 1; // past the marker
             }
         }
-        self.head_block.store(block, Relaxed);
-        self.head.0.store(head, Relaxed);
-        end
+        self.head.0.block.store(block, Relaxed);
+        self.head.0.index.store(head, Relaxed);
+        (taken, end)
     }
 
-    /// Resets a block the consumer has read through, and recycles it.
+    /// The next record taken and not yet run (moved out of its slot), with its
+    /// position; None when `read` has reached `head`. Waits for a record claimed and
+    /// not yet published (a few instructions away, as for a producer holding a lock: a
+    /// producer publishes right after it claims and waits for nobody meanwhile; at a
+    /// marker it waits for another producer, never for the consumer). So every record
+    /// claimed before a take began, hence every post whose call returned, is run.
     ///
     /// # Safety
-    /// As for [`Records::recycle`].
-    unsafe fn retire(&self, block: *mut Block<H>) {
-        // SAFETY: ours alone now.
-        unsafe {
-            for state in &(*block).states {
-                state.store(EMPTY, Relaxed);
+    /// The consumer's thread alone (not under the lock).
+    #[inline]
+    pub unsafe fn next(&self) -> Option<(u64, Record<H>)> {
+        let head = self.head.0.index.load(Relaxed);
+        let mut index = self.read.0.index.load(Relaxed);
+        let mut block = self.read.0.block.load(Relaxed);
+        while index != head {
+            let offset = (index % LAP) as usize;
+            // SAFETY: below `head`, so `block` is not recycled before `read` passes it;
+            // its record is read once, as `read` moves past it.
+            let slot = unsafe { &(*block).slots[offset] };
+            let mut published = slot.stamp.load(Acquire);
+            if published >> KIND_BITS != index {
+                published = wait_for(slot, index);
             }
-            (*block).next.store(null_mut(), Relaxed);
-            self.recycle(block);
+            let position = index;
+            index += 1;
+            // SAFETY: published (the Acquire above), and the consumer's alone.
+            let record = (published & KIND_MASK != CANCELLED)
+                .then(|| slot.record.with(|cell| unsafe { (*cell).assume_init_read() }));
+            if offset + 1 == SLOTS {
+                // SAFETY: as above; `next` was set before the last slot was published,
+                // and the block is read through: nobody else holds it.
+                let next = unsafe { (*block).next.load(Acquire) };
+                unsafe { self.retire(block) };
+                block = next;
+                index += 1; // past the marker
+                self.read.0.block.store(block, Relaxed);
+            }
+            if let Some(record) = record {
+                self.read.0.index.store(index, Relaxed);
+                return Some((position, record));
+            }
         }
+        self.read.0.index.store(index, Relaxed);
+        None
     }
 
-    /// Takes post `seq` back if it is queued and published (at or after `head`): its
-    /// record, which is a post.
+    /// Takes post `seq` back if it is published and has not been run: queued (at or
+    /// after `head`), or, for the consumer's own thread (`on_consumer`), taken and not
+    /// yet run (at or after `read`). Returns its record, which is a post.
     ///
     /// # Safety
-    /// Under the inbox's lock.
-    pub unsafe fn cancel(&self, seq: u64) -> Option<Record<H>> {
-        let head = self.head.0.load(Relaxed);
-        let offset = (seq % LAP) as usize;
-        if seq < head || offset == SLOTS {
+    /// Under the inbox's lock; `on_consumer` only on the consumer's thread.
+    pub unsafe fn cancel(&self, seq: u64, on_consumer: bool) -> Option<Record<H>> {
+        let head = self.head.0.index.load(Relaxed);
+        let (from, mut block) = if seq >= head {
+            (head, self.head.0.block.load(Relaxed))
+        } else if on_consumer {
+            (self.read.0.index.load(Relaxed), self.read.0.block.load(Relaxed))
+        } else {
+            return None;
+        };
+        if seq < from || seq % LAP == SLOTS as u64 {
             return None;
         }
-        let mut block = self.head_block.load(Relaxed);
-        for _ in head / LAP..seq / LAP {
-            // SAFETY: blocks from `head_block` on are alive while the lock is held.
+        for _ in from / LAP..seq / LAP {
+            // SAFETY: blocks from `head.block` (and, on the consumer's thread, from
+            // `read.block`) on are alive while the lock is held.
             block = unsafe { (*block).next.load(Acquire) };
             if block.is_null() {
                 return None;
             }
         }
-        // SAFETY: as above; a POST slot is published, and the consumer reads it only
-        // under the lock, after this state.
+        // SAFETY: as above; a slot stamped POST for `seq` is published, and the
+        // consumer reads it only under the lock (`take`) or on this thread (`next`).
         unsafe {
-            if (*block).states[offset].load(Acquire) != POST {
+            let slot = &(*block).slots[(seq % LAP) as usize];
+            if slot.stamp.load(Acquire) != stamp(seq, POST) {
                 return None;
             }
-            (*block).states[offset].store(CANCELLED, Relaxed);
-            Some((*block).records[offset].with(|slot| (*slot).assume_init_read()))
+            slot.stamp.store(stamp(seq, CANCELLED), Relaxed);
+            Some(slot.record.with(|cell| (*cell).assume_init_read()))
         }
     }
 }
@@ -381,12 +611,17 @@ impl<H> Drop for Records<H> {
     /// Drops the records still queued (every producer is gone: every claimed slot is
     /// published) and frees the blocks.
     fn drop(&mut self) {
-        let mut rest = VecDeque::new();
         // SAFETY: no other user is left.
-        unsafe { self.take(&mut rest, usize::MAX, u64::MAX) };
-        drop(rest);
+        unsafe {
+            while self.next().is_some() {}
+            self.take(usize::MAX, u64::MAX);
+            while self.next().is_some() {}
+        }
         // SAFETY: the last blocks, ours alone.
-        unsafe { Block::free(self.head_block.load(Relaxed)) };
+        unsafe {
+            self.trim();
+            Block::free(self.read.0.block.load(Relaxed));
+        }
         for spare in &self.spares.0 {
             let block = spare.load(Relaxed);
             if !block.is_null() {

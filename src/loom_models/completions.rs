@@ -39,7 +39,7 @@ fn loom_completions_wakeup() {
         let pass = |cells: &mut VecDeque<NonNull<Link>>| loop {
             inbox.wake_up();
             inbox.take_done(cells);
-            if inbox.doze() || rang(inbox.bell_fd()) {
+            if inbox.doze(true) || rang(inbox.bell_fd()) {
                 continue;
             }
             break;

@@ -63,7 +63,7 @@ mod spawn;
 use crate::bus::{self, Pattern};
 use crate::error::{Code, Error, Result};
 use crate::fork;
-use crate::inbox::{Inbox, Record};
+use crate::inbox::Inbox;
 use crate::metrics::Metrics;
 use crate::pool::{self, Pool};
 use crate::process;
@@ -299,7 +299,6 @@ struct Runner<H: Handler> {
     events: Events,
     ready: Vec<(RawFd, u32)>,
     ids: Vec<(Id, u32)>,
-    batch: std::collections::VecDeque<Record<H>>,
     indices: Vec<u32>,
     /// The owner's timers due in this pass.
     due: Vec<timer::Entry>,
@@ -483,7 +482,6 @@ impl<H: Handler> Loop<H> {
                 events: Events::with_capacity(256),
                 ready: Vec::new(),
                 ids: Vec::new(),
-                batch: Default::default(),
                 indices: Vec::new(),
                 due: Vec::new(),
                 procs: Vec::new(),

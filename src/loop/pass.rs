@@ -48,7 +48,7 @@ impl<H: Handler> Loop<H> {
         // a pass limit left for later, must make the loop's fd readable now: an
         // embedding host waits on it.
         self.held_back.store(!runner.done.is_empty(), SeqCst);
-        if self.inbox.doze() || !runner.done.is_empty() {
+        if self.inbox.doze(false) || !runner.done.is_empty() {
             self.inbox.wake();
         }
         self.outer.leave();
@@ -135,27 +135,14 @@ impl<H: Handler> Loop<H> {
     /// One pass; returns how many callbacks it ran.
     fn pass(&self, runner: &mut Runner<H>, block: bool) -> Result<usize> {
         let mut ran = 0;
-        let Runner {
-            events,
-            ready,
-            ids,
-            batch,
-            indices,
-            due,
-            procs,
-            done,
-            groups,
-            dispatched,
-            returned,
-            deliver,
-            spare,
-        } = runner;
+        let Runner { events, ready, ids, indices, due, procs, done, groups, dispatched, returned, deliver, spare } =
+            runner;
         // Wake-ups deferred by callbacks must not wait for this thread to wake.
         if block {
             pool::flush_deferred_wakeups();
         }
         // The inbox protocol: doze, and do not wait if records came in meanwhile.
-        let queued = self.inbox.doze() || !done.is_empty();
+        let queued = self.inbox.doze(block && done.is_empty()) || !done.is_empty();
         let block = block && !queued;
         // An owner's timer scheduled in a callback earlier than the wake-up is armed.
         if self.own_next.load(Relaxed) < self.armed_hint.load(SeqCst) {
@@ -262,7 +249,6 @@ impl<H: Handler> Loop<H> {
             ran += self.dispatch_signals(ids);
         }
 
-        let mut took = false;
         if inbox_rang || queued {
             // The pass limit bounds posts, events and completions together. Completions a
             // previous pass held back (ready then: their events had been dispatched) run
@@ -309,23 +295,21 @@ impl<H: Handler> Loop<H> {
                     }
                 }
                 *returned += taken as u64;
-                // What one take would take, in slices of at most SLICE records: the
-                // batch stays small (in cache, never reallocated by a burst).
-                let (mut now_dispatched, end) = self.inbox.take(batch, budget.min(SLICE));
-                took = true;
+                // What one take would take, in slices of at most SLICE records, run
+                // straight from the inbox's slots while they are in cache.
+                let (mut count, mut now_dispatched, end) = self.inbox.take(budget.min(SLICE));
                 if taken > 0 {
                     groups.push_back((end, taken));
                 }
                 loop {
-                    budget -= batch.len();
-                    let full = batch.len() == SLICE;
+                    budget -= count;
                     // One thread-local lookup per slice for the callbacks' deferred
                     // wake-ups (see pool::deferring_scope).
-                    ran += pool::deferring_scope(|scope| self.dispatch_records(batch, ids, scope));
-                    if !full || budget == 0 || now_dispatched >= end {
+                    ran += pool::deferring_scope(|scope| self.dispatch_records(ids, scope));
+                    if count < SLICE || budget == 0 || now_dispatched >= end {
                         break;
                     }
-                    now_dispatched = self.inbox.take_until(batch, budget.min(SLICE), end).0;
+                    (count, now_dispatched, _) = self.inbox.take_until(budget.min(SLICE), end);
                 }
                 *dispatched = now_dispatched;
                 let ready = take_ready(groups, now_dispatched, budget);
@@ -343,13 +327,7 @@ impl<H: Handler> Loop<H> {
         }
 
         // After a burst, the pass's buffers give back what this pass did not need (a
-        // few compares when nothing is to be shrunk; see `crate::shrink`). The inbox's
-        // buffers (the batch is one of the two it swaps) shrink only in a pass that
-        // took nothing, so steady traffic, which takes in every pass, never pays for it.
-        if !took && batch.capacity() > shrink::FLOOR {
-            shrink::deque(batch, 0);
-            self.inbox.trim();
-        }
+        // few compares when nothing is to be shrunk; see `crate::shrink`).
         shrink::deque(done, done.len());
         shrink::deque(groups, groups.len());
         shrink::vec(ready, ready.len());
@@ -414,30 +392,23 @@ impl<H: Handler> Loop<H> {
         ran
     }
 
-    /// Runs the records of a slice the pass took from the inbox; returns how many
-    /// callbacks ran.
-    fn dispatch_records(
-        &self,
-        batch: &mut std::collections::VecDeque<Record<H>>,
-        ids: &mut Vec<(Id, u32)>,
-        scope: &pool::Deferring<'_>,
-    ) -> usize {
+    /// Runs the records of the slice the pass took from the inbox, straight from the
+    /// inbox's slots (a callback of the slice may still cancel a post after it: see
+    /// `crate::inbox`); returns how many callbacks ran.
+    fn dispatch_records(&self, ids: &mut Vec<(Id, u32)>, scope: &pool::Deferring<'_>) -> usize {
         let mut ran = 0;
-        for record in batch.drain(..) {
+        while let Some((seq, record)) = self.inbox.next_record() {
             match record {
-                Record::Post { seq, mut handler } => {
-                    if self.inbox.start_post(seq) {
-                        let id = slots::post_id(self.tag, seq);
-                        scope.run(|| handler.call(self, id, Event::Post));
-                        ran += 1;
-                    }
+                Record::Post { mut handler } => {
+                    let id = slots::post_id(self.tag, seq);
+                    scope.run(|| handler.call(self, id, Event::Post));
+                    ran += 1;
                     drop(handler);
                 }
                 Record::Emit { bytes, topic_len } => {
                     self.deliver(&bytes, topic_len, ids);
                     ran += 1;
                 }
-                Record::Cancelled => {}
                 Record::Done { id, .. } if slots::is_task_id(id) => {
                     ran += self.deliver_unstarted(id) as usize;
                 }

@@ -330,6 +330,17 @@ impl<H: Handler> Loop<H> {
 
     /// Queues `handler` to run on the loop thread, after what was posted before it by
     /// the same thread.
+    /// [`Loop::post`] without its error path, for the C layer's fast path: the handler
+    /// comes back (refused, untouched) when the call must take that path to say why (in
+    /// a forked child, or the loop being freed).
+    #[inline]
+    pub fn try_post(&self, handler: H) -> std::result::Result<Id, H> {
+        if fork::is_child() || self.closed.load(SeqCst) {
+            return Err(handler);
+        }
+        Ok(slots::post_id(self.tag, self.inbox.post(handler)))
+    }
+
     pub fn post(&self, handler: H) -> Result<Id> {
         registering(handler, |handler| {
             self.usable()?;
@@ -358,7 +369,6 @@ impl<H: Handler> Loop<H> {
                         drop(handler);
                         Ok(())
                     }
-                    Cancel::Marked => Ok(()),
                     Cancel::NotFound => Err(Error::not_found(id)),
                 };
             }

@@ -144,3 +144,61 @@ TEST(a_loop_freed_with_blocks_of_posts_queued_frees_each_once) {
     free(t);
     free(ids);
 }
+
+/* ---- cancels from a callback of the pass, across a block's end ------------------- */
+
+typedef struct {
+    weft_id self, earlier, victim;
+    int rc_self, rc_earlier, rc_victim, rc_again;
+    track *victim_track;
+} slice_canceller;
+
+static void slice_cancel_cb(weft_loop *lp, weft_id id, void *ud) {
+    slice_canceller *c = (slice_canceller *)ud;
+    CHECK_EQ(id, c->self);
+    c->rc_self = weft_cancel(lp, c->self);       /* running: it has started */
+    c->rc_earlier = weft_cancel(lp, c->earlier); /* ran in an earlier pass */
+    c->rc_victim = weft_cancel(lp, c->victim);   /* taken with this one, not yet run */
+    /* its free_fn has run already (at the cancel), and a second cancel finds nothing */
+    CHECK_EQ(atomic_load(&c->victim_track->frees), 1);
+    c->rc_again = weft_cancel(lp, c->victim);
+}
+
+/* The queue's blocks hold 1023 posts: 600 run first, then a canceller and 900 more are
+ * taken in one slice that crosses into the next block; the canceller (on the loop
+ * thread) takes back a post of that slice in the next block, which is then skipped and
+ * freed once; its own id and an earlier post's are not found. */
+TEST(a_callback_cancels_a_post_of_its_own_slice_across_a_block_end) {
+    weft_loop *lp = weft_loop_new();
+    REQUIRE(lp != NULL);
+    enum { FIRST = 600, LATER = 900, VICTIM = 800 };
+    static track first[FIRST], later[LATER];
+    slice_canceller c = {0};
+    for (int i = 0; i < FIRST; i++) {
+        track_init(&first[i]);
+        weft_id id = CHECK_ID(weft_post(lp, track_cb, &first[i], track_free));
+        if (i == FIRST / 2) c.earlier = id;
+    }
+    CHECK_OK(weft_loop_run(lp, WEFT_RUN_NOWAIT));
+    for (int i = 0; i < FIRST; i++) CHECK_EQ(atomic_load(&first[i].calls), 1);
+    c.self = CHECK_ID(weft_post(lp, slice_cancel_cb, &c, NULL));
+    for (int i = 0; i < LATER; i++) {
+        track_init(&later[i]);
+        weft_id id = CHECK_ID(weft_post(lp, track_cb, &later[i], track_free));
+        if (i == VICTIM) c.victim = id;
+    }
+    c.victim_track = &later[VICTIM];
+    CHECK_OK(weft_loop_run(lp, WEFT_RUN_NOWAIT));
+    CHECK_EQ(c.rc_self, WEFT_ERR_NOT_FOUND);
+    CHECK_EQ(c.rc_earlier, WEFT_ERR_NOT_FOUND);
+    CHECK_EQ(c.rc_victim, WEFT_OK);
+    CHECK_EQ(c.rc_again, WEFT_ERR_NOT_FOUND);
+    for (int i = 0; i < LATER; i++) {
+        CHECK_EQ(atomic_load(&later[i].calls), i == VICTIM ? 0 : 1);
+        CHECK_EQ(atomic_load(&later[i].frees), 1);
+    }
+    CHECK_RC(weft_cancel(lp, c.victim), WEFT_ERR_NOT_FOUND);
+    weft_loop_free(lp);
+    for (int i = 0; i < LATER; i++) CHECK_EQ(atomic_load(&later[i].frees), 1);
+    for (int i = 0; i < FIRST; i++) CHECK_EQ(atomic_load(&first[i].frees), 1);
+}

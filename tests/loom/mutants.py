@@ -43,10 +43,16 @@ MUTANTS = {
         "self.tail.0.index.fetch_add(1, Relaxed);",
         "loom_inbox_blocks_fifo",
     ),
+    "queue: a slot's stamp is stored Release (the record's hand-over)": (
+        "src/inbox/queue.rs",
+        "slot.stamp.store(stamp(index, kind), Release);",
+        "slot.stamp.store(stamp(index, kind), Relaxed);",
+        "loom_inbox_hand_over",
+    ),
     "queue: the consumer skips a cancelled slot": (
         "src/inbox/queue.rs",
-        "                CANCELLED => {}\n",
-        "",
+        "            let record = (published & KIND_MASK != CANCELLED)",
+        "            let record = (published & KIND_MASK != u64::MAX)",
         "loom_inbox_cancel_races_take",
     ),
     "inbox: close waits for ringers": (

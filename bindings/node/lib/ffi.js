@@ -62,6 +62,9 @@ const WEFT_CALLBACK_EVENT = 5;
 // A report's `kind`: a task's `done`.
 const WEFT_CALLBACK_DONE = 6;
 
+// How many timer calls the lateness percentiles cover.
+const WINDOW = 1024;
+
 // Result codes. 0 is success; every error is negative. Functions that return an `int`
 // return one of these; functions that return an id return 0 on error, and functions
 // that return a pointer return NULL. In every error case `weft_last_error` tells why.
@@ -380,6 +383,7 @@ const CONSTANTS = Object.freeze({
   WEFT_CALLBACK_SIGNAL,
   WEFT_CALLBACK_EVENT,
   WEFT_CALLBACK_DONE,
+  WINDOW,
   WEFT_OK,
   WEFT_ERR_NULL,
   WEFT_ERR_INVALID,
@@ -485,6 +489,7 @@ const DOCS = Object.freeze({
   WEFT_CALLBACK_SIGNAL: "A report's `kind`: a signal watch's callback.",
   WEFT_CALLBACK_EVENT: "A report's `kind`: a subscription's callback.",
   WEFT_CALLBACK_DONE: "A report's `kind`: a task's `done`.",
+  WINDOW: "How many timer calls the lateness percentiles cover.",
   weft_result: "Result codes. 0 is success; every error is negative. Functions that return an `int`\nreturn one of these; functions that return an id return 0 on error, and functions\nthat return a pointer return NULL. In every error case `weft_last_error` tells why.",
   WEFT_OK: "",
   WEFT_ERR_NULL: "A required pointer argument was NULL.",
@@ -545,7 +550,7 @@ const DOCS = Object.freeze({
   weft_post: "Queues `cb(loop, id, user_data)` to run on the loop thread during its next pass, after\neverything this thread posted or emitted to the loop before. Never waits for the loop.\nThe post can be cancelled with `weft_cancel` until it starts; `free_fn` runs after it\nran (or when cancelled or the loop freed). Any thread.\nReturns the post's id, or 0: `WEFT_ERR_NULL` (loop or cb), `WEFT_ERR_CLOSED`.",
   weft_timer_after: "Calls `cb` once on the loop thread, `delay_ms` milliseconds from now (0: the next\npass). Never early: the deadline is the monotonic clock at this call plus the delay.\nThe loop wakes at the first 65.5 us tick after the earliest deadline, so on an idle\nloop a timer fires about 0.1 ms after its deadline; a loop that has just fired many\ntimers lets the next ones gather, up to 1 ms. `free_fn` runs after the callback. The\nloop's owner (see `weft_spawn`) schedules and cancels timers without a lock. Any\nthread.\nReturns the timer's id, or 0: `WEFT_ERR_NULL`, `WEFT_ERR_INVALID` (delay above about\n397 days, 2^35 - 1 ms), `WEFT_ERR_CLOSED`.",
   weft_timer_every: "Calls `cb` on the loop thread every `interval_ms` milliseconds until cancelled, at a\nfixed rate: call n is due at start + n * interval (start = this call). When the loop\nfalls behind, the calls it missed are skipped, not made in a burst: one late call\nstands for all of them, and the call after it is due at the next multiple of the\ninterval that is still ahead. Cancel it with `weft_cancel`,\nfrom any thread or from its own callback. Any thread.\nReturns the timer's id, or 0: `WEFT_ERR_NULL`, `WEFT_ERR_INVALID` (interval 0, or\nabove 2^35 - 1 ms), `WEFT_ERR_CLOSED`.",
-  weft_cancel: "Ends a registration of this loop: a timer, a post that has not started, an fd or\nsignal watch, or a subscription. Once it returns `WEFT_OK`, the callback does not\nstart again; its `free_fn` runs now (on this thread), or, when called while that\ncallback is running (from inside it, or from another thread), right after the\ncallback returns, on the loop thread. A post that the loop has already taken into\nthe pass in progress (one queued before the pass began) can still be cancelled from\nthe loop thread (a callback of that pass), and its `free_fn` runs when the pass\nreaches it; for any other thread it counts as started (`WEFT_ERR_NOT_FOUND`). A\none-shot timer (`weft_after`) whose callback has begun is over in the same way:\n`WEFT_ERR_NOT_FOUND` from any thread, its callback included, so `WEFT_OK` means it\nwill not fire. A task is not ended by cancel: its `done` still runs, with\n`WEFT_ERR_CANCELLED` (see `weft_spawn`). Any thread.\nReturns `WEFT_OK`; `WEFT_ERR_NOT_FOUND` when `id` does not name a live registration of\nthis loop (finished, cancelled already, stale, forged, another loop's); `WEFT_ERR_NULL`.",
+  weft_cancel: "Ends a registration of this loop: a timer, a post that has not started, an fd or\nsignal watch, or a subscription. Once it returns `WEFT_OK`, the callback does not\nstart again; its `free_fn` runs now (on this thread), or, when called while that\ncallback is running (from inside it, or from another thread), right after the\ncallback returns, on the loop thread. A post that the loop has already taken into\nthe pass in progress (one queued before the pass began) can still be cancelled from\nthe loop thread (a callback of that pass), its `free_fn` run now as for any\nother; for any other thread it counts as started (`WEFT_ERR_NOT_FOUND`). A\none-shot timer (`weft_after`) whose callback has begun is over in the same way:\n`WEFT_ERR_NOT_FOUND` from any thread, its callback included, so `WEFT_OK` means it\nwill not fire. A task is not ended by cancel: its `done` still runs, with\n`WEFT_ERR_CANCELLED` (see `weft_spawn`). Any thread.\nReturns `WEFT_OK`; `WEFT_ERR_NOT_FOUND` when `id` does not name a live registration of\nthis loop (finished, cancelled already, stale, forged, another loop's); `WEFT_ERR_NULL`.",
   weft_watch_fd: "Watches `fd` for `interest` (`WEFT_READABLE` | `WEFT_WRITABLE`, or 0 to report only\nhang-ups and errors), level-triggered: `cb(loop, id, fd, events, user_data)` runs on\nthe loop thread in every pass while the fd is ready. Several watches of one fd (in one\nloop or several) all work. weft does not own the fd: cancel the watch before closing\nit; a watched fd that gets closed is dropped from the kernel's set, and never crashes\nthe loop. Any thread.\nReturns the watch's id, or 0: `WEFT_ERR_INVALID` (negative or closed fd, a regular\nfile, unknown interest bits), `WEFT_ERR_NULL`, `WEFT_ERR_CLOSED`.",
   weft_watch_fd_modify: "Changes the interest set of an fd watch (0 pauses it, leaving hang-ups and errors).\nAny thread. Returns `WEFT_OK`; `WEFT_ERR_NOT_FOUND` (not a live watch of this loop),\n`WEFT_ERR_INVALID` (unknown bits, or the id is not an fd watch), `WEFT_ERR_IO` (the fd\nwas closed), `WEFT_ERR_NULL`.",
   weft_watch_signal: "Calls `cb(loop, id, signum, user_data)` on the loop thread after `signum` (SIGINT,\nSIGTERM, SIGHUP, SIGUSR1, SIGUSR2, SIGCHLD, SIGWINCH, ...) is delivered to the\nprocess. Any number of watches, in any number of loops, may watch one signal; each is\ncalled. The first watch of a signal installs weft's handler; when the last one goes,\nthe disposition that was there before is restored. Several deliveries between two\npasses may be reported once (as with POSIX signals). Any thread.\nReturns the watch's id, or 0: `WEFT_ERR_INVALID` (not 1..64; SIGKILL, SIGSTOP,\nSIGSEGV, SIGBUS, SIGFPE, SIGILL; or one the C library reserves, 32..SIGRTMIN-1),\n`WEFT_ERR_NULL`, `WEFT_ERR_CLOSED`. In a forked child, weft's handlers are gone: the\nchild gets back the dispositions weft replaced.",
@@ -580,6 +585,7 @@ module.exports = {
   WEFT_CALLBACK_SIGNAL,
   WEFT_CALLBACK_EVENT,
   WEFT_CALLBACK_DONE,
+  WINDOW,
   weft_result,
   WEFT_OK,
   WEFT_ERR_NULL,

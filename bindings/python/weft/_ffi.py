@@ -60,6 +60,9 @@ WEFT_CALLBACK_EVENT = 5
 # A report's `kind`: a task's `done`.
 WEFT_CALLBACK_DONE = 6
 
+# How many timer calls the lateness percentiles cover.
+WINDOW = 1024
+
 # Result codes. 0 is success; every error is negative. Functions that return an `int`
 # return one of these; functions that return an id return 0 on error, and functions
 # that return a pointer return NULL. In every error case `weft_last_error` tells why.
@@ -448,6 +451,7 @@ CONSTANTS = {
     "WEFT_CALLBACK_SIGNAL": WEFT_CALLBACK_SIGNAL,
     "WEFT_CALLBACK_EVENT": WEFT_CALLBACK_EVENT,
     "WEFT_CALLBACK_DONE": WEFT_CALLBACK_DONE,
+    "WINDOW": WINDOW,
     "WEFT_OK": WEFT_OK,
     "WEFT_ERR_NULL": WEFT_ERR_NULL,
     "WEFT_ERR_INVALID": WEFT_ERR_INVALID,
@@ -569,6 +573,9 @@ DOCS = {
     ),
     "WEFT_CALLBACK_DONE": (
         "A report's `kind`: a task's `done`."
+    ),
+    "WINDOW": (
+        "How many timer calls the lateness percentiles cover."
     ),
     "WEFT_OK": "",
     "WEFT_ERR_NULL": (
@@ -856,8 +863,8 @@ DOCS = {
         "callback is running (from inside it, or from another thread), right after the\n"
         "callback returns, on the loop thread. A post that the loop has already taken into\n"
         "the pass in progress (one queued before the pass began) can still be cancelled from\n"
-        "the loop thread (a callback of that pass), and its `free_fn` runs when the pass\n"
-        "reaches it; for any other thread it counts as started (`WEFT_ERR_NOT_FOUND`). A\n"
+        "the loop thread (a callback of that pass), its `free_fn` run now as for any\n"
+        "other; for any other thread it counts as started (`WEFT_ERR_NOT_FOUND`). A\n"
         "one-shot timer (`weft_after`) whose callback has begun is over in the same way:\n"
         "`WEFT_ERR_NOT_FOUND` from any thread, its callback included, so `WEFT_OK` means it\n"
         "will not fire. A task is not ended by cancel: its `done` still runs, with\n"
