@@ -76,9 +76,6 @@
 // A report's `kind`: a task's `done`.
 #define WEFT_CALLBACK_DONE 6
 
-// How many timer calls the lateness percentiles cover.
-#define WINDOW 1024
-
 // Result codes. 0 is success; every error is negative. Functions that return an `int`
 // return one of these; functions that return an id return 0 on error, and functions
 // that return a pointer return NULL. In every error case `weft_last_error` tells why.

@@ -19,7 +19,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 /// How many timer calls the lateness percentiles cover.
-pub const WINDOW: usize = 1024;
+pub(crate) const WINDOW: usize = 1024;
 
 /// The kinds of callback a loop runs, numbered as the header's `WEFT_CALLBACK_*`; the
 /// counters and the watchdog's reports name callbacks by them. `Snapshot::callbacks`

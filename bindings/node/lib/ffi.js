@@ -62,9 +62,6 @@ const WEFT_CALLBACK_EVENT = 5;
 // A report's `kind`: a task's `done`.
 const WEFT_CALLBACK_DONE = 6;
 
-// How many timer calls the lateness percentiles cover.
-const WINDOW = 1024;
-
 // Result codes. 0 is success; every error is negative. Functions that return an `int`
 // return one of these; functions that return an id return 0 on error, and functions
 // that return a pointer return NULL. In every error case `weft_last_error` tells why.
@@ -383,7 +380,6 @@ const CONSTANTS = Object.freeze({
   WEFT_CALLBACK_SIGNAL,
   WEFT_CALLBACK_EVENT,
   WEFT_CALLBACK_DONE,
-  WINDOW,
   WEFT_OK,
   WEFT_ERR_NULL,
   WEFT_ERR_INVALID,
@@ -489,7 +485,6 @@ const DOCS = Object.freeze({
   WEFT_CALLBACK_SIGNAL: "A report's `kind`: a signal watch's callback.",
   WEFT_CALLBACK_EVENT: "A report's `kind`: a subscription's callback.",
   WEFT_CALLBACK_DONE: "A report's `kind`: a task's `done`.",
-  WINDOW: "How many timer calls the lateness percentiles cover.",
   weft_result: "Result codes. 0 is success; every error is negative. Functions that return an `int`\nreturn one of these; functions that return an id return 0 on error, and functions\nthat return a pointer return NULL. In every error case `weft_last_error` tells why.",
   WEFT_OK: "",
   WEFT_ERR_NULL: "A required pointer argument was NULL.",
@@ -585,7 +580,6 @@ module.exports = {
   WEFT_CALLBACK_SIGNAL,
   WEFT_CALLBACK_EVENT,
   WEFT_CALLBACK_DONE,
-  WINDOW,
   weft_result,
   WEFT_OK,
   WEFT_ERR_NULL,

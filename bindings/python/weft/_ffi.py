@@ -60,9 +60,6 @@ WEFT_CALLBACK_EVENT = 5
 # A report's `kind`: a task's `done`.
 WEFT_CALLBACK_DONE = 6
 
-# How many timer calls the lateness percentiles cover.
-WINDOW = 1024
-
 # Result codes. 0 is success; every error is negative. Functions that return an `int`
 # return one of these; functions that return an id return 0 on error, and functions
 # that return a pointer return NULL. In every error case `weft_last_error` tells why.
@@ -451,7 +448,6 @@ CONSTANTS = {
     "WEFT_CALLBACK_SIGNAL": WEFT_CALLBACK_SIGNAL,
     "WEFT_CALLBACK_EVENT": WEFT_CALLBACK_EVENT,
     "WEFT_CALLBACK_DONE": WEFT_CALLBACK_DONE,
-    "WINDOW": WINDOW,
     "WEFT_OK": WEFT_OK,
     "WEFT_ERR_NULL": WEFT_ERR_NULL,
     "WEFT_ERR_INVALID": WEFT_ERR_INVALID,
@@ -573,9 +569,6 @@ DOCS = {
     ),
     "WEFT_CALLBACK_DONE": (
         "A report's `kind`: a task's `done`."
-    ),
-    "WINDOW": (
-        "How many timer calls the lateness percentiles cover."
     ),
     "WEFT_OK": "",
     "WEFT_ERR_NULL": (
