@@ -144,7 +144,8 @@ impl<J> Stage<J> {
     }
 
     /// A worker's look (see the module comment): takes every staged job into `into` if
-    /// at least `at_least` (>= 1) are staged.
+    /// at least `at_least` (>= 1) are staged, the last staged first (for a LIFO deque,
+    /// whose pops then give them in the order they were staged).
     pub(crate) fn take(&self, at_least: usize, into: impl FnMut(J)) -> Took {
         if self.count.load(Relaxed) < at_least {
             return Took::Nothing;
@@ -160,7 +161,7 @@ impl<J> Stage<J> {
                 }
             }
         }
-        let n = self.empty_into(into);
+        let n = self.empty_into(true, into);
         self.word.store(0, Release);
         if n == 0 {
             Took::Nothing
@@ -175,7 +176,7 @@ impl<J> Stage<J> {
         while self.word.compare_exchange(0, HELD, Acquire, Relaxed).is_err() {
             crate::sync::yield_now();
         }
-        let n = self.empty_into(into);
+        let n = self.empty_into(false, into);
         self.word.store(0, Release);
         n
     }
@@ -185,12 +186,16 @@ impl<J> Stage<J> {
         self.count.load(Relaxed) == 0
     }
 
-    /// Held: moves the staged jobs out.
-    fn empty_into(&self, into: impl FnMut(J)) -> usize {
+    /// Held: moves the staged jobs out, in order or `reversed`.
+    fn empty_into(&self, reversed: bool, into: impl FnMut(J)) -> usize {
         // SAFETY: held.
         let n = self.staged.with_mut(|staged| unsafe {
             let n = (*staged).len();
-            (*staged).drain(..).for_each(into);
+            if reversed {
+                (*staged).drain(..).rev().for_each(into);
+            } else {
+                (*staged).drain(..).for_each(into);
+            }
             n
         });
         self.count.store(0, Relaxed);
