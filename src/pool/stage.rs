@@ -50,7 +50,7 @@
 //! look either found the stage empty (a new submission) or non-empty because of a push
 //! after the look, which was itself a submission: by induction, some submission after
 //! every worker's last look covers each staged job. The loom model
-//! (`src/loom_models/pool_stage.rs`) runs this with the sleep protocol's own loop.
+//! (`src/loom_models/pool.rs`) runs this with the sleep protocol's own loop.
 //!
 //! Workers take smaller groups than they could only in their last look; while they
 //! spin they take the stage once it holds at least [`TAKE_AT`] jobs.
