@@ -109,7 +109,10 @@ impl Feeder {
         }
         let submission = match stage.push(job, |job| self.deque.push(job)) {
             Pushed::Busy(job) => return cpu.submit_to(job, Some(&self.deque)),
-            Pushed::Behind => false,
+            Pushed::Behind => {
+                stage.begin_burst(|| cpu.sleep.begin_burst());
+                false
+            }
             Pushed::First | Pushed::Published => true,
         };
         if submission {
@@ -209,6 +212,9 @@ impl Drop for Feeder {
         }
         if let Some(stage) = &self.stage {
             stage.drain(|job| self.deque.push(job));
+            if stage.end_burst() {
+                self.cpu.sleep.end_burst();
+            }
         }
         self.end_burst();
         let cpu = &self.cpu;

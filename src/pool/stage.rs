@@ -55,11 +55,18 @@
 //! Workers take smaller groups than they could only in their last look; while they
 //! spin they take the stage once it holds at least [`TAKE_AT`] jobs.
 //!
+//! While the stage holds more than one job, the owner is in a burst of spawns, as a loop
+//! callback that publishes midway is (SLEEP.md, "Bursts"): its thread keeps a CPU busy,
+//! and a worker that finds a job does not wake a second one to share the other CPUs
+//! with it. `burst` says so: set by the owner (after `begin_burst`) when a push finds
+//! jobs staged, cleared by the next take (which then calls `end_burst`). Only a hint to
+//! the wake-up of a second worker, never to whether a job runs.
+//!
 //! The owner's `push` and a worker's `take` are for one owner at a time; `drain` (a
 //! feeder dropped, a pool shutting down) is for anyone and waits (yields) while the
 //! stage is held, which is never for long: neither holder blocks.
 
-use crate::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
+use crate::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
 use crate::sync::UnsafeCell;
 
 const HELD: u8 = 1;
@@ -69,11 +76,19 @@ const WANT: u8 = 2;
 /// look before sleeping takes any number).
 pub(crate) const TAKE_AT: usize = 32;
 
+/// Keeps a field on a cache line (pair) of its own.
+#[derive(Default)]
+#[repr(align(128))]
+struct Line<T>(T);
+
 /// See the module comment.
 pub(crate) struct Stage<J> {
     word: AtomicU8,
-    count: AtomicUsize,
     staged: UnsafeCell<Vec<J>>,
+    /// On a cache line of its own: the workers read it in every look.
+    count: Line<AtomicUsize>,
+    /// The owner is in a burst (see the module comment).
+    burst: AtomicBool,
 }
 
 // SAFETY: `staged` is touched only by the thread holding the stage (see the module
@@ -108,7 +123,12 @@ pub(crate) enum Took {
 
 impl<J> Default for Stage<J> {
     fn default() -> Self {
-        Stage { word: AtomicU8::new(0), count: AtomicUsize::new(0), staged: UnsafeCell::new(Vec::new()) }
+        Stage {
+            word: AtomicU8::new(0),
+            staged: UnsafeCell::new(Vec::new()),
+            count: Default::default(),
+            burst: AtomicBool::new(false),
+        }
     }
 }
 
@@ -123,7 +143,7 @@ impl<J> Stage<J> {
         let first = self.staged.with_mut(|staged| unsafe {
             let staged = &mut *staged;
             staged.push(job);
-            self.count.store(staged.len(), Relaxed);
+            self.count.0.store(staged.len(), Relaxed);
             staged.len() == 1
         });
         let mut published = false;
@@ -133,7 +153,7 @@ impl<J> Stage<J> {
             self.word.fetch_and(!WANT, Acquire);
             // SAFETY: held.
             self.staged.with_mut(|staged| unsafe { (*staged).drain(..).for_each(&mut publish) });
-            self.count.store(0, Relaxed);
+            self.count.0.store(0, Relaxed);
             published = true;
         }
         match (published, first) {
@@ -147,7 +167,7 @@ impl<J> Stage<J> {
     /// at least `at_least` (>= 1) are staged, the last staged first (for a LIFO deque,
     /// whose pops then give them in the order they were staged).
     pub(crate) fn take(&self, at_least: usize, into: impl FnMut(J)) -> Took {
-        if self.count.load(Relaxed) < at_least {
+        if self.count.0.load(Relaxed) < at_least {
             return Took::Nothing;
         }
         loop {
@@ -181,9 +201,24 @@ impl<J> Stage<J> {
         n
     }
 
+    /// After a push that found jobs staged: the owner's burst begins unless it is on
+    /// (`count` counts it in the pool's bursts first; see the module comment).
+    pub(crate) fn begin_burst(&self, count: impl FnOnce()) {
+        if !self.burst.load(Relaxed) {
+            count();
+            self.burst.store(true, Release);
+        }
+    }
+
+    /// After a take or a drain: true if that ended the owner's burst (the caller counts
+    /// it out of the pool's bursts).
+    pub(crate) fn end_burst(&self) -> bool {
+        self.burst.load(Relaxed) && self.burst.swap(false, Acquire)
+    }
+
     /// Whether jobs are staged (a hint).
     pub(crate) fn is_empty(&self) -> bool {
-        self.count.load(Relaxed) == 0
+        self.count.0.load(Relaxed) == 0
     }
 
     /// Held: moves the staged jobs out, in order or `reversed`.
@@ -198,7 +233,7 @@ impl<J> Stage<J> {
             }
             n
         });
-        self.count.store(0, Relaxed);
+        self.count.0.store(0, Relaxed);
         n
     }
 }
