@@ -18,10 +18,11 @@
 //!
 //! `word` holds two bits: `HELD` (one thread has the stage: the owner pushing, or a
 //! worker taking) and `WANT` (a worker came to take while the stage was held). `staged`
-//! is touched only by the holder; `count` is a hint for lookers (the holder stores the
-//! length, Relaxed). Taking the stage is a compare-exchange from 0 to `HELD` (Acquire);
-//! giving it back is a Release store or compare-exchange, so what one holder left in
-//! `staged` the next one sees.
+//! is touched only by the holder; `count` is a hint for lookers (the holder stores a
+//! lower bound of the length, Relaxed, which is 0 only while the stage is empty).
+//! Taking the stage is a compare-exchange from 0 to `HELD` (Acquire); giving it back
+//! is a Release store or compare-exchange, so what one holder left in `staged` the
+//! next one sees.
 //!
 //! * **The owner** ([`Stage::push`]) takes the stage, appends its job, and gives it back
 //!   with a compare-exchange from `HELD` to 0. If that fails, a worker set `WANT`: the
@@ -143,8 +144,14 @@ impl<J> Stage<J> {
         let first = self.staged.with_mut(|staged| unsafe {
             let staged = &mut *staged;
             staged.push(job);
-            self.count.0.store(staged.len(), Relaxed);
-            staged.len() == 1
+            let len = staged.len();
+            if len == 1 || len % TAKE_AT == 0 {
+                // A lower bound is enough for a look, and it is 0 only while the stage
+                // is empty. Stored seldom: the workers read its line in every look, so
+                // each store would wait for the line to come back.
+                self.count.0.store(len, Relaxed);
+            }
+            len == 1
         });
         let mut published = false;
         while self.word.compare_exchange(HELD, 0, Release, Relaxed).is_err() {

@@ -201,8 +201,8 @@ MUTANTS = {
     ),
     "stage: a push into an empty stage is a submission": (
         "src/pool/stage.rs",
-        "            staged.len() == 1\n",
-        "            staged.len() == 0\n",
+        "            len == 1\n",
+        "            len == 0\n",
         "loom_pool_stage_one_job",
     ),
     "timers: schedule publishes ARMED with Release": (
