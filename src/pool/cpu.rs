@@ -134,8 +134,18 @@ impl Cpu {
         }
     }
 
+    /// Starts the workers on the first submission (a load, after that).
+    #[inline]
     pub(super) fn start(self: &Arc<Self>) -> Result<()> {
-        if self.started.load(SeqCst) || self.started.swap(true, SeqCst) {
+        if self.started.load(SeqCst) {
+            return Ok(());
+        }
+        self.start_threads()
+    }
+
+    #[cold]
+    fn start_threads(self: &Arc<Self>) -> Result<()> {
+        if self.started.swap(true, SeqCst) {
             return Ok(());
         }
         let locals: Vec<_> =

@@ -113,7 +113,14 @@ impl Feeder {
                 stage.begin_burst(|| cpu.sleep.begin_burst());
                 false
             }
-            Pushed::First | Pushed::Published => true,
+            Pushed::First => true,
+            Pushed::Published => {
+                // The stage is empty again: the owner's burst is over, as at a take.
+                if stage.end_burst() {
+                    cpu.sleep.end_burst();
+                }
+                true
+            }
         };
         if submission {
             cpu.sleep.submitted();

@@ -60,7 +60,8 @@
 //! callback that publishes midway is (SLEEP.md, "Bursts"): its thread keeps a CPU busy,
 //! and a worker that finds a job does not wake a second one to share the other CPUs
 //! with it. `burst` says so: set by the owner (after `begin_burst`) when a push finds
-//! jobs staged, cleared by the next take (which then calls `end_burst`). Only a hint to
+//! jobs staged, cleared when the stage is emptied (by a take, a drain, or the owner's
+//! publication of what a worker wanted; whoever clears it calls `end_burst`). Only a hint to
 //! the wake-up of a second worker, never to whether a job runs.
 //!
 //! The owner's `push` and a worker's `take` are for one owner at a time; `drain` (a
