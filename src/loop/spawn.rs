@@ -272,8 +272,10 @@ impl<H: Handler> Loop<H> {
         };
         // A pool shutting down meanwhile abandons the job: done(Cancelled).
         match submit {
+            // On the feeder's stage (one submitter at a time: this lock's holder),
+            // which the pool's workers take from (pool/stage.rs).
             Submit::Feeder(feeder) => {
-                drop(feeder.submit(job));
+                drop(feeder.submit_now(job));
                 drop(core);
             }
             Submit::Pool(pool) => {

@@ -45,8 +45,8 @@ pub struct Feeder {
     cpu: Arc<Cpu>,
     /// None: not a staging feeder.
     staged: Option<std::cell::RefCell<Vec<JobRef>>>,
-    /// A staging feeder's stage for submissions outside callbacks (also in the pool's
-    /// feeder list, where the workers take from it).
+    /// The stage for [`submit_now`](Self::submit_now) (also in the pool's feeder list,
+    /// where the workers take from it).
     stage: Option<Arc<Stage<JobRef>>>,
     /// A midway publication did not wake anyone: the final one must.
     owes_wake: std::cell::Cell<bool>,
@@ -95,11 +95,12 @@ impl Feeder {
         self.cpu.submit_to(job, Some(&self.deque))
     }
 
-    /// Queues `job` for a submitter outside the callbacks of the loop whose feeder this
-    /// is (the loop's owner through its gate): on a staging feeder, on its stage, where
-    /// the workers take it without a later call (stage.rs); a submission of the sleep
-    /// protocol only when the stage was empty, or a worker wanted what it held. Else as
-    /// [`Pool::submit`](super::Pool::submit) does.
+    /// Queues `job` on the feeder's stage, where the workers take it without a later
+    /// call (stage.rs): a submission of the sleep protocol only when the stage was
+    /// empty, or a worker wanted what it held. For the feeder's one submitter at a
+    /// time outside the callbacks of a loop's staging (the loop's owner through its
+    /// gate, on the loop's own feeder; whoever holds the loop's lock, on its shared one).
+    /// Feeders without a stage submit as [`Pool::submit`](super::Pool::submit) does.
     pub fn submit_now(&self, job: JobRef) -> Result<()> {
         let Some(stage) = &self.stage else { return self.cpu.submit_to(job, Some(&self.deque)) };
         let cpu = &self.cpu;
@@ -252,7 +253,7 @@ impl Feeder {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         let deque = Worker::new_fifo();
         let id = NEXT.fetch_add(1, SeqCst);
-        let stage = staging.then(|| Arc::new(Stage::default()));
+        let stage = Some(Arc::new(Stage::default()));
         let mut feeders = cpu.feeders.lock().unwrap_or_else(|p| p.into_inner());
         feeders.push((id, deque.stealer(), stage.clone()));
         cpu.feeders_epoch.fetch_add(1, SeqCst);

@@ -1,6 +1,9 @@
-//! A stage: jobs a loop's owner submits outside a loop callback (before `run`, between
-//! `WEFT_RUN_NOWAIT` passes, from another thread while nobody runs the loop), held back
-//! where the pool's workers take them as a group when they run out of other work.
+//! A stage: jobs a loop submits to a CPU pool outside the staging of its callbacks
+//! (its owner before `run`, between `WEFT_RUN_NOWAIT` passes, from another thread while
+//! nobody runs the loop; any thread under the loop's lock), held back where the pool's
+//! workers take them as a group when they run out of other work. "The owner" below is
+//! the stage's one submitter at a time: the loop's owner for the loop's own feeder,
+//! the holder of the loop's lock for its shared one.
 //!
 //! # Why
 //!

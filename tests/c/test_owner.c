@@ -386,3 +386,34 @@ TEST(a_task_spawned_from_another_thread_outside_run_runs_with_no_later_call) {
     close(fds[0]);
     close(fds[1]);
 }
+
+/* The locked path stages too (on the loop's shared feeder, under its lock): spawns from
+ * a thread while another runs the loop, blocked in DEFAULT with nothing to do, run with
+ * no later call; groups of 1, 3 and 700 tasks. */
+TEST(a_task_spawned_on_the_locked_path_runs_with_no_later_call) {
+    weft_loop *lp = weft_loop_new();
+    REQUIRE(lp != NULL);
+    weft_id timer = CHECK_ID(weft_timer_after(lp, 3600 * 1000, keep_alive, NULL, NULL));
+    pthread_t th;
+    REQUIRE(pthread_create(&th, NULL, run_default, lp) == 0);
+    sleep_ms(20); /* the run has begun (and holds the loop) */
+    int fds[2];
+    REQUIRE(pipe(fds) == 0);
+    static group g[3];
+    static const int sizes[] = {1, 3, 700};
+    for (int s = 0; s < 3; s++) {
+        g[s] = (group){.fd = fds[1], .n = sizes[s]};
+        sleep_ms(5); /* the workers go to sleep */
+        CHECK_MSG(spawn_group_and_block(lp, &g[s], fds[0], NULL), "group of %d: %d of them ran", sizes[s],
+                  atomic_load(&g[s].ran));
+    }
+    for (int s = 0; s < 3; s++) CHECK(WAIT_FOR(atomic_load(&g[s].frees) == sizes[s], h_slack_ms(5000)));
+    CHECK_OK(weft_cancel(lp, timer));
+    void *rc;
+    pthread_join(th, &rc);
+    CHECK_EQ((int)(intptr_t)rc, WEFT_OK);
+    for (int s = 0; s < 3; s++) CHECK_EQ(atomic_load(&g[s].dones), sizes[s]);
+    weft_loop_free(lp);
+    close(fds[0]);
+    close(fds[1]);
+}
