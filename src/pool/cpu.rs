@@ -100,12 +100,7 @@ impl Cpu {
             .or_else(|| {
                 let at_least = if last { 1 } else { TAKE_AT };
                 feeds.stages.iter().find_map(|stage| match stage.take(at_least, |job| local.push(job)) {
-                    Took::Jobs(_) => {
-                        if stage.end_burst() {
-                            self.sleep.end_burst();
-                        }
-                        local.pop()
-                    }
+                    Took::Jobs(_) => local.pop(),
                     Took::Nothing | Took::Wanted => None,
                 })
             });
@@ -223,9 +218,6 @@ impl Cpu {
         for (_, stealer, stage) in feeders.iter() {
             if let Some(stage) = stage {
                 stage.drain(JobRef::abandon);
-                if stage.end_burst() {
-                    self.sleep.end_burst();
-                }
             }
             loop {
                 match stealer.steal() {

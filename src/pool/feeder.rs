@@ -110,18 +110,8 @@ impl Feeder {
         }
         let submission = match stage.push(job, |job| self.deque.push(job)) {
             Pushed::Busy(job) => return cpu.submit_to(job, Some(&self.deque)),
-            Pushed::Behind => {
-                stage.begin_burst(|| cpu.sleep.begin_burst());
-                false
-            }
-            Pushed::First => true,
-            Pushed::Published => {
-                // The stage is empty again: the owner's burst is over, as at a take.
-                if stage.end_burst() {
-                    cpu.sleep.end_burst();
-                }
-                true
-            }
+            Pushed::Behind => false,
+            Pushed::First | Pushed::Published => true,
         };
         if submission {
             cpu.sleep.submitted();
@@ -220,9 +210,6 @@ impl Drop for Feeder {
         }
         if let Some(stage) = &self.stage {
             stage.drain(|job| self.deque.push(job));
-            if stage.end_burst() {
-                self.cpu.sleep.end_burst();
-            }
         }
         self.end_burst();
         let cpu = &self.cpu;

@@ -59,19 +59,16 @@
 //! Workers take smaller groups than they could only in their last look; while they
 //! spin they take the stage once it holds at least [`TAKE_AT`] jobs.
 //!
-//! While the stage holds more than one job, the owner is in a burst of spawns, as a loop
-//! callback that publishes midway is (SLEEP.md, "Bursts"): its thread keeps a CPU busy,
-//! and a worker that finds a job does not wake a second one to share the other CPUs
-//! with it. `burst` says so: set by the owner (after `begin_burst`) when a push finds
-//! jobs staged, cleared when the stage is emptied (by a take, a drain, or the owner's
-//! publication of what a worker wanted; whoever clears it calls `end_burst`). Only a hint to
-//! the wake-up of a second worker, never to whether a job runs.
+//! A stage's pushes are not a burst (SLEEP.md, "Bursts"): outside callbacks nothing
+//! marks a burst's end, and a worker that took a group must wake another as any worker
+//! that found a job does (the last-searcher rule), so that blocking jobs of one group
+//! run side by side.
 //!
 //! The owner's `push` and a worker's `take` are for one owner at a time; `drain` (a
 //! feeder dropped, a pool shutting down) is for anyone and waits (yields) while the
 //! stage is held, which is never for long: neither holder blocks.
 
-use crate::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
+use crate::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
 use crate::sync::UnsafeCell;
 
 const HELD: u8 = 1;
@@ -92,8 +89,6 @@ pub(crate) struct Stage<J> {
     staged: UnsafeCell<Vec<J>>,
     /// On a cache line of its own: the workers read it in every look.
     count: Line<AtomicUsize>,
-    /// The owner is in a burst (see the module comment).
-    burst: AtomicBool,
 }
 
 // SAFETY: `staged` is touched only by the thread holding the stage (see the module
@@ -128,12 +123,7 @@ pub(crate) enum Took {
 
 impl<J> Default for Stage<J> {
     fn default() -> Self {
-        Stage {
-            word: AtomicU8::new(0),
-            staged: UnsafeCell::new(Vec::new()),
-            count: Default::default(),
-            burst: AtomicBool::new(false),
-        }
+        Stage { word: AtomicU8::new(0), staged: UnsafeCell::new(Vec::new()), count: Default::default() }
     }
 }
 
@@ -210,21 +200,6 @@ impl<J> Stage<J> {
         let n = self.empty_into(false, into);
         self.word.store(0, Release);
         n
-    }
-
-    /// After a push that found jobs staged: the owner's burst begins unless it is on
-    /// (`count` counts it in the pool's bursts first; see the module comment).
-    pub(crate) fn begin_burst(&self, count: impl FnOnce()) {
-        if !self.burst.load(Relaxed) {
-            count();
-            self.burst.store(true, Release);
-        }
-    }
-
-    /// After a take or a drain: true if that ended the owner's burst (the caller counts
-    /// it out of the pool's bursts).
-    pub(crate) fn end_burst(&self) -> bool {
-        self.burst.load(Relaxed) && self.burst.swap(false, Acquire)
     }
 
     /// Whether jobs are staged (a hint).
