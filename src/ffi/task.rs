@@ -108,7 +108,8 @@ pub(super) const SPAWN_OPTIONS_V1: usize =
 /// passes. A spawn from another thread while the loop runs takes the loop's lock.
 /// From a callback, CPU tasks are handed to the pool 64 at a time, and the rest when
 /// the callback returns, so a callback must not wait for a task it has just spawned to
-/// start; outside callbacks each is handed over at once.
+/// start; outside callbacks they are staged where a free worker takes them without
+/// any later call, so a thread may block on a task it has just spawned.
 ///
 /// `WEFT_ON_PROCESS`: the work runs in a forked child, against a copy-on-write snapshot
 /// of this process taken at the fork: inside `weft_spawn` (on the calling thread) when

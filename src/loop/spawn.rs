@@ -236,7 +236,8 @@ impl<H: Handler> Loop<H> {
         match (feeder, how) {
             // Staged: published when the callback returns (or the stage fills).
             (Some(feeder), Owned::Running) => drop(feeder.submit(job)),
-            // Outside `run`, nothing would publish a staged job: queued at once. (This
+            // Outside `run`, no callback's end publishes: staged on the feeder's stage,
+            // which the pool's workers take from themselves (pool/stage.rs). (This
             // thread may be inside another loop's callback; that loop's end of callback
             // must not touch this loop's feeder, which the next owner uses.)
             (Some(feeder), Owned::Gate) => drop(feeder.submit_now(job)),
@@ -271,8 +272,10 @@ impl<H: Handler> Loop<H> {
         };
         // A pool shutting down meanwhile abandons the job: done(Cancelled).
         match submit {
+            // On the feeder's stage (one submitter at a time: this lock's holder),
+            // which the pool's workers take from (pool/stage.rs).
             Submit::Feeder(feeder) => {
-                drop(feeder.submit(job));
+                drop(feeder.submit_now(job));
                 drop(core);
             }
             Submit::Pool(pool) => {

@@ -18,6 +18,7 @@
 use super::cores;
 use super::job::JobRef;
 use super::sleep::{Search, Sleep};
+use super::stage::{Stage, Took, TAKE_AT};
 use super::thread::{Common, THREAD};
 use crate::error::{Code, Error, Result};
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
@@ -38,17 +39,21 @@ pub(super) struct Cpu {
     /// The sleep protocol's state (SLEEP.md).
     pub(super) sleep: Sleep,
     started: AtomicBool,
-    /// The deques of feeders (see [`Feeder`](super::Feeder)), with their ids;
-    /// `feeders_epoch` changes with the list, so that workers refresh their copy of it
-    /// only then.
-    pub(super) feeders: Mutex<Vec<(u64, Stealer<JobRef>)>>,
+    /// The deques of feeders (see [`Feeder`](super::Feeder)), with their ids and the
+    /// stages of staging ones (stage.rs); `feeders_epoch` changes with the list, so that
+    /// workers refresh their copy of it only then.
+    pub(super) feeders: Mutex<Vec<FeederEntry>>,
     pub(super) feeders_epoch: AtomicU64,
 }
 
-/// A worker's copy of its pool's feeder deques.
+/// A feeder as its pool's workers see it: its id, its deque, its stage if it stages.
+pub(super) type FeederEntry = (u64, Stealer<JobRef>, Option<Arc<Stage<JobRef>>>);
+
+/// A worker's copy of its pool's feeder deques and stages.
 struct Feeds {
     epoch: u64,
     stealers: Vec<Stealer<JobRef>>,
+    stages: Vec<Arc<Stage<JobRef>>>,
 }
 
 impl Cpu {
@@ -72,12 +77,16 @@ impl Cpu {
         let epoch = self.feeders_epoch.load(SeqCst);
         if epoch != feeds.epoch {
             let feeders = self.feeders.lock().unwrap_or_else(|p| p.into_inner());
-            feeds.stealers = feeders.iter().map(|(_, s)| s.clone()).collect();
+            feeds.stealers = feeders.iter().map(|(_, s, _)| s.clone()).collect();
+            feeds.stages = feeders.iter().filter_map(|(_, _, stage)| stage.clone()).collect();
             feeds.epoch = self.feeders_epoch.load(SeqCst);
         }
     }
 
-    fn find_job(&self, local: &Worker<JobRef>, feeds: &mut Feeds) -> Option<JobRef> {
+    /// One look for a job (SLEEP.md, "Where a worker looks"); last, the feeders'
+    /// stages: any staged job in the `last` look before sleeping, else only a stage that
+    /// holds [`TAKE_AT`] jobs (stage.rs).
+    fn find_job(&self, local: &Worker<JobRef>, feeds: &mut Feeds, last: bool) -> Option<JobRef> {
         local.pop().or_else(|| {
             self.refresh(feeds);
             let job = std::iter::repeat_with(|| {
@@ -87,7 +96,14 @@ impl Cpu {
                     .or_else(|| self.stealers.iter().map(|s| s.steal()).collect())
             })
             .find(|s| !s.is_retry())
-            .and_then(|s| s.success());
+            .and_then(|s| s.success())
+            .or_else(|| {
+                let at_least = if last { 1 } else { TAKE_AT };
+                feeds.stages.iter().find_map(|stage| match stage.take(at_least, |job| local.push(job)) {
+                    Took::Jobs(_) => local.pop(),
+                    Took::Nothing | Took::Wanted => None,
+                })
+            });
             if job.is_some() && !local.is_empty() {
                 // A batch steal moved jobs into this deque, where a worker that looked
                 // in the injector a moment ago did not see them: count it as a
@@ -100,7 +116,7 @@ impl Cpu {
 
     fn work(self: &Arc<Self>, local: Worker<JobRef>) {
         THREAD.with(|t| t.local.set(&local));
-        let feeds = Feeds { epoch: u64::MAX, stealers: Vec::new() };
+        let feeds = Feeds { epoch: u64::MAX, stealers: Vec::new(), stages: Vec::new() };
         if !self.sleep.work(&mut Queues { cpu: self, local: &local, feeds }) {
             // The work forked and the child came back here: touch nothing.
             std::mem::forget(local);
@@ -113,8 +129,18 @@ impl Cpu {
         }
     }
 
+    /// Starts the workers on the first submission (a load, after that).
+    #[inline]
     pub(super) fn start(self: &Arc<Self>) -> Result<()> {
-        if self.started.load(SeqCst) || self.started.swap(true, SeqCst) {
+        if self.started.load(SeqCst) {
+            return Ok(());
+        }
+        self.start_threads()
+    }
+
+    #[cold]
+    fn start_threads(self: &Arc<Self>) -> Result<()> {
+        if self.started.swap(true, SeqCst) {
             return Ok(());
         }
         let locals: Vec<_> =
@@ -189,7 +215,10 @@ impl Cpu {
             }
         }
         let feeders = self.feeders.lock().unwrap_or_else(|p| p.into_inner());
-        for (_, stealer) in feeders.iter() {
+        for (_, stealer, stage) in feeders.iter() {
+            if let Some(stage) = stage {
+                stage.drain(JobRef::abandon);
+            }
             loop {
                 match stealer.steal() {
                     Steal::Success(job) => job.abandon(),
@@ -214,15 +243,20 @@ impl Search for Queues<'_> {
     type Job = JobRef;
 
     fn find(&mut self) -> Option<JobRef> {
-        self.cpu.find_job(self.local, &mut self.feeds)
+        self.cpu.find_job(self.local, &mut self.feeds, false)
+    }
+
+    fn find_last(&mut self) -> Option<JobRef> {
+        self.cpu.find_job(self.local, &mut self.feeds, true)
     }
 
     /// Jobs may wait in the injector or in any worker's deque (a batch steal fills the
-    /// stealer's own; nested submissions the submitter's) or feeder.
+    /// stealer's own; nested submissions the submitter's) or feeder, or stage.
     fn queued(&self) -> bool {
         !self.cpu.injector.is_empty()
             || self.cpu.stealers.iter().any(|s| !s.is_empty())
             || self.feeds.stealers.iter().any(|s| !s.is_empty())
+            || self.feeds.stages.iter().any(|s| !s.is_empty())
     }
 
     /// Runs the job, then the jobs of this worker's deque; once the pool is shutting

@@ -4,8 +4,9 @@
 
 use super::cpu::Cpu;
 use super::job::JobRef;
+use super::stage::{Pushed, Stage};
 use super::thread::THREAD;
-use crate::error::Result;
+use crate::error::{Code, Error, Result};
 use crossbeam_deque::Worker;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
@@ -32,12 +33,21 @@ use std::sync::Arc;
 /// a worker only if all of them sleep, so an awake worker runs the burst's jobs while
 /// the loop submits the next ones, and no worker is woken every few dozen jobs only to
 /// run out and park again (SLEEP.md, "Bursts").
+///
+/// Outside the loop's callbacks (a spawn through the loop's gate: before `run`, between
+/// `WEFT_RUN_NOWAIT` passes, from another thread while nobody runs the loop), a
+/// staging feeder stages on its [`Stage`] instead, which the workers take from
+/// themselves, so that no job waits for a later call ([`submit_now`](Self::submit_now);
+/// the protocol is in stage.rs).
 pub struct Feeder {
     id: u64,
     deque: Worker<JobRef>,
     cpu: Arc<Cpu>,
     /// None: not a staging feeder.
     staged: Option<std::cell::RefCell<Vec<JobRef>>>,
+    /// The stage for [`submit_now`](Self::submit_now) (also in the pool's feeder list,
+    /// where the workers take from it).
+    stage: Option<Arc<Stage<JobRef>>>,
     /// A midway publication did not wake anyone: the final one must.
     owes_wake: std::cell::Cell<bool>,
     /// How many jobs to stage before a midway publication: [`STAGE`], doubled (up to
@@ -85,10 +95,37 @@ impl Feeder {
         self.cpu.submit_to(job, Some(&self.deque))
     }
 
-    /// Queues `job` at once, staging feeder or not, as [`Pool::submit`](super::Pool::submit)
-    /// does: for a submitter outside the callbacks of the loop whose feeder this is.
+    /// Queues `job` on the feeder's stage, where the workers take it without a later
+    /// call (stage.rs): a submission of the sleep protocol only when the stage was
+    /// empty, or a worker wanted what it held. For the feeder's one submitter at a
+    /// time outside the callbacks of a loop's staging (the loop's owner through its
+    /// gate, on the loop's own feeder; whoever holds the loop's lock, on its shared one).
+    /// Feeders without a stage submit as [`Pool::submit`](super::Pool::submit) does.
     pub fn submit_now(&self, job: JobRef) -> Result<()> {
-        self.cpu.submit_to(job, Some(&self.deque))
+        let Some(stage) = &self.stage else { return self.cpu.submit_to(job, Some(&self.deque)) };
+        let cpu = &self.cpu;
+        if let Err(e) = cpu.start() {
+            job.abandon();
+            return Err(e);
+        }
+        let submission = match stage.push(job, |job| self.deque.push(job)) {
+            Pushed::Busy(job) => return cpu.submit_to(job, Some(&self.deque)),
+            Pushed::Behind => false,
+            Pushed::First | Pushed::Published => true,
+        };
+        if submission {
+            cpu.sleep.submitted();
+        }
+        if cpu.common.shutdown.load(SeqCst) {
+            // As in submit_to: shutdown may have drained the stage before the push.
+            cpu.abandon_queued();
+            cpu.sleep.wake_all();
+            return Err(Error::new(Code::Closed, "the pool is shutting down"));
+        }
+        if submission {
+            cpu.sleep.wake_if_needed();
+        }
+        Ok(())
     }
 
     /// Makes the staged jobs visible to the workers: one submission for the sleep
@@ -171,6 +208,9 @@ impl Drop for Feeder {
                 self.deque.push(job);
             }
         }
+        if let Some(stage) = &self.stage {
+            stage.drain(|job| self.deque.push(job));
+        }
         self.end_burst();
         let cpu = &self.cpu;
         let moved = !self.deque.is_empty();
@@ -179,7 +219,7 @@ impl Drop for Feeder {
         }
         {
             let mut feeders = cpu.feeders.lock().unwrap_or_else(|p| p.into_inner());
-            feeders.retain(|(id, _)| *id != self.id);
+            feeders.retain(|(id, _, _)| *id != self.id);
             cpu.feeders_epoch.fetch_add(1, SeqCst);
         }
         if moved {
@@ -200,13 +240,14 @@ impl Feeder {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         let deque = Worker::new_fifo();
         let id = NEXT.fetch_add(1, SeqCst);
+        let stage = Some(Arc::new(Stage::default()));
         let mut feeders = cpu.feeders.lock().unwrap_or_else(|p| p.into_inner());
-        feeders.push((id, deque.stealer()));
+        feeders.push((id, deque.stealer(), stage.clone()));
         cpu.feeders_epoch.fetch_add(1, SeqCst);
         drop(feeders);
         let staged = staging.then(|| std::cell::RefCell::new(Vec::with_capacity(STAGE)));
         let (owes_wake, limit, bursting) =
             (std::cell::Cell::new(false), std::cell::Cell::new(STAGE), std::cell::Cell::new(false));
-        Feeder { id, deque, cpu: cpu.clone(), staged, owes_wake, limit, bursting }
+        Feeder { id, deque, cpu: cpu.clone(), staged, stage, owes_wake, limit, bursting }
     }
 }

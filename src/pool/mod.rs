@@ -16,6 +16,8 @@
 //! * `sleep.rs`: the sleep protocol's state and methods, and the workers' loop,
 //!   generic over their queues (the loom model runs it on a model queue).
 //! * `feeder.rs`: [`Feeder`], a loop's own deque into a CPU pool, and staging.
+//! * `stage.rs`: a staging feeder's stage for submissions outside loop callbacks,
+//!   which the workers take from (its protocol is written out there).
 //! * `deferred.rs`: CPU-pool wake-ups deferred to a loop callback's end.
 //! * `io.rs`: the IO pool, an elastic FIFO.
 //! * `defaults.rs`: the process-wide default pools, their shutdown, and the pool epoch
@@ -42,6 +44,7 @@ mod feeder;
 mod io;
 mod job;
 pub(crate) mod sleep;
+pub(crate) mod stage;
 mod thread;
 
 pub use deferred::{deferring_scope, deferring_wakeups, flush_deferred_wakeups, Deferring};

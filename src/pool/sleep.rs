@@ -30,6 +30,11 @@ pub(crate) trait Search {
     /// that moves jobs out of sight of other workers (a batch steal into the worker's
     /// own deque) calls [`Sleep::submitted`].
     fn find(&mut self) -> Option<Self::Job>;
+    /// The last look before the sleep check, after `events` was read: as `find`, and it
+    /// also takes what a stage holds however little (stage.rs).
+    fn find_last(&mut self) -> Option<Self::Job> {
+        self.find()
+    }
     /// Whether jobs are queued anywhere (for the last searcher's wake-up).
     fn queued(&self) -> bool;
     /// Runs `job` and then the jobs of the worker's own deque (or abandons them once
@@ -143,7 +148,7 @@ impl Sleep {
                 None if queues.shutting_down() => break,
                 None => {
                     let seen = self.events.load(SeqCst);
-                    match queues.find() {
+                    match queues.find_last() {
                         Some(job) => Some(job),
                         None => {
                             self.sleep_unless(seen, queues);

@@ -8,6 +8,7 @@
 #include "harness.h"
 #include "tasks_util.h"
 
+#include <poll.h>
 #include <sched.h>
 
 /* A task-table id: kind bits 51..50 are 11 (src/slots.rs). White-box, on purpose: the
@@ -269,4 +270,150 @@ TEST(spawns_while_another_thread_runs_the_loop_take_the_locked_path) {
     pthread_join(th, &rc);
     CHECK_EQ((int)(intptr_t)rc, WEFT_OK);
     weft_loop_free(lp);
+}
+
+/* ---- no staged job waits for a later call ------------------------------------------ */
+
+/* Spawns outside callbacks are staged where the pool's workers take them (src/pool/
+ * stage.rs). Whatever the owner does next, even block without calling weft at all,
+ * every such task must run: here the last of a group of tasks writes to a pipe, and the
+ * spawner blocks on the pipe. Groups of 1, 2, 63 and 2000 tasks, each after the
+ * workers had time to park, on the default CPU pool and on pools of 1 and 2 threads;
+ * then from another thread while nobody runs the loop. */
+typedef struct {
+    int fd;           /* the pipe's write end */
+    int n;            /* the group's size: the n-th task to run writes */
+    _Atomic int ran;
+    _Atomic int dones, frees;
+} group;
+
+static int group_work(weft_task *t, void *ud) {
+    (void)t;
+    group *g = (group *)ud;
+    if (atomic_fetch_add(&g->ran, 1) + 1 == g->n) {
+        char c = 'x';
+        if (write(g->fd, &c, 1) != 1) abort();
+    }
+    return 0;
+}
+static void group_done(weft_loop *lp, weft_id id, int status, const uint8_t *res, size_t len, void *ud) {
+    (void)lp, (void)id, (void)res, (void)len;
+    if (status != 0) abort();
+    atomic_fetch_add(&((group *)ud)->dones, 1);
+}
+static void group_free(void *ud) { atomic_fetch_add(&((group *)ud)->frees, 1); }
+
+/* Spawns g->n tasks on `opts`'s pool (NULL: the default CPU pool), then waits for the
+ * pipe without a weft call; true if the last task wrote within the time allowed. */
+static bool spawn_group_and_block(weft_loop *lp, group *g, int rd, const weft_spawn_options *opts) {
+    for (int i = 0; i < g->n; i++)
+        if (weft_spawn(lp, WEFT_ON_CPU, group_work, group_done, g, group_free, opts) == 0) return false;
+    struct pollfd p = {.fd = rd, .events = POLLIN};
+    if (poll(&p, 1, (int)h_slack_ms(5000)) != 1) return false;
+    char c;
+    return read(rd, &c, 1) == 1;
+}
+
+TEST(a_task_spawned_outside_callbacks_runs_with_no_later_call) {
+    static const int sizes[] = {1, 2, 63, 2000};
+    enum { SIZES = sizeof sizes / sizeof sizes[0] };
+    weft_pool_options o1 = pool_opts(WEFT_POOL_CPU, 1, "stage-1"), o2 = pool_opts(WEFT_POOL_CPU, 2, "stage-2");
+    weft_pool *pools[3] = {NULL, weft_pool_new(&o1), weft_pool_new(&o2)};
+    REQUIRE(pools[1] != NULL && pools[2] != NULL);
+    weft_loop *lp = weft_loop_new();
+    REQUIRE(lp != NULL);
+    int fds[2];
+    REQUIRE(pipe(fds) == 0);
+    static group g[3][SIZES];
+    for (int p = 0; p < 3; p++) {
+        weft_spawn_options opts = spawn_opts(pools[p], 0);
+        for (int s = 0; s < SIZES; s++) {
+            g[p][s] = (group){.fd = fds[1], .n = sizes[s]};
+            sleep_ms(5); /* the workers go to sleep */
+            CHECK_MSG(spawn_group_and_block(lp, &g[p][s], fds[0], p ? &opts : NULL),
+                      "pool %d, group of %d: %d of them ran", p, sizes[s], atomic_load(&g[p][s].ran));
+        }
+    }
+    CHECK_OK(weft_loop_run(lp, WEFT_RUN_DEFAULT));
+    for (int p = 0; p < 3; p++)
+        for (int s = 0; s < SIZES; s++) {
+            CHECK_EQ(atomic_load(&g[p][s].ran), sizes[s]);
+            CHECK_EQ(atomic_load(&g[p][s].dones), sizes[s]);
+            CHECK(WAIT_FOR(atomic_load(&g[p][s].frees) == sizes[s], h_slack_ms(5000)));
+        }
+    weft_loop_free(lp);
+    weft_pool_free(pools[1]);
+    weft_pool_free(pools[2]);
+    close(fds[0]);
+    close(fds[1]);
+}
+
+/* The same from another thread, while no thread runs the loop (the spawns take the
+ * gate from that thread). */
+typedef struct {
+    weft_loop *lp;
+    group *g;
+    int rd;
+    bool ok;
+} blocker_arg;
+static void *spawn_and_block(void *ud) {
+    blocker_arg *a = (blocker_arg *)ud;
+    a->ok = spawn_group_and_block(a->lp, a->g, a->rd, NULL);
+    return NULL;
+}
+TEST(a_task_spawned_from_another_thread_outside_run_runs_with_no_later_call) {
+    weft_loop *lp = weft_loop_new();
+    REQUIRE(lp != NULL);
+    int fds[2];
+    REQUIRE(pipe(fds) == 0);
+    static group g[3];
+    static const int sizes[] = {1, 5, 500};
+    for (int s = 0; s < 3; s++) {
+        g[s] = (group){.fd = fds[1], .n = sizes[s]};
+        blocker_arg a = {lp, &g[s], fds[0], false};
+        sleep_ms(5);
+        pthread_t th;
+        REQUIRE(pthread_create(&th, NULL, spawn_and_block, &a) == 0);
+        pthread_join(th, NULL);
+        CHECK(a.ok);
+    }
+    CHECK_OK(weft_loop_run(lp, WEFT_RUN_DEFAULT));
+    for (int s = 0; s < 3; s++) {
+        CHECK_EQ(atomic_load(&g[s].dones), sizes[s]);
+        CHECK(WAIT_FOR(atomic_load(&g[s].frees) == sizes[s], h_slack_ms(5000)));
+    }
+    weft_loop_free(lp);
+    close(fds[0]);
+    close(fds[1]);
+}
+
+/* The locked path stages too (on the loop's shared feeder, under its lock): spawns from
+ * a thread while another runs the loop, blocked in DEFAULT with nothing to do, run with
+ * no later call; groups of 1, 3 and 700 tasks. */
+TEST(a_task_spawned_on_the_locked_path_runs_with_no_later_call) {
+    weft_loop *lp = weft_loop_new();
+    REQUIRE(lp != NULL);
+    weft_id timer = CHECK_ID(weft_timer_after(lp, 3600 * 1000, keep_alive, NULL, NULL));
+    pthread_t th;
+    REQUIRE(pthread_create(&th, NULL, run_default, lp) == 0);
+    sleep_ms(20); /* the run has begun (and holds the loop) */
+    int fds[2];
+    REQUIRE(pipe(fds) == 0);
+    static group g[3];
+    static const int sizes[] = {1, 3, 700};
+    for (int s = 0; s < 3; s++) {
+        g[s] = (group){.fd = fds[1], .n = sizes[s]};
+        sleep_ms(5); /* the workers go to sleep */
+        CHECK_MSG(spawn_group_and_block(lp, &g[s], fds[0], NULL), "group of %d: %d of them ran", sizes[s],
+                  atomic_load(&g[s].ran));
+    }
+    for (int s = 0; s < 3; s++) CHECK(WAIT_FOR(atomic_load(&g[s].frees) == sizes[s], h_slack_ms(5000)));
+    CHECK_OK(weft_cancel(lp, timer));
+    void *rc;
+    pthread_join(th, &rc);
+    CHECK_EQ((int)(intptr_t)rc, WEFT_OK);
+    for (int s = 0; s < 3; s++) CHECK_EQ(atomic_load(&g[s].dones), sizes[s]);
+    weft_loop_free(lp);
+    close(fds[0]);
+    close(fds[1]);
 }

@@ -205,6 +205,24 @@ MUTANTS = {
         "            queues.queued()\n        } {}",
         "loom_sleep_last_searcher",
     ),
+    "stage: the owner's release publishes what a worker wanted": (
+        "src/pool/stage.rs",
+        "        while self.word.compare_exchange(HELD, 0, Release, Relaxed).is_err() {",
+        "        while {\n            self.word.store(0, Release);\n            false\n        } {",
+        "loom_pool_stage_two_jobs",
+    ),
+    "stage: a worker that finds the stage held sets WANT": (
+        "src/pool/stage.rs",
+        "                    if self.word.compare_exchange(HELD, HELD | WANT, Relaxed, Relaxed).is_ok() {",
+        "                    if true {",
+        "loom_pool_stage_two_jobs",
+    ),
+    "stage: a push into an empty stage is a submission": (
+        "src/pool/stage.rs",
+        "            len == 1\n",
+        "            len == 0\n",
+        "loom_pool_stage_one_job",
+    ),
     "timers: schedule publishes ARMED with Release": (
         "src/timer/table.rs",
         "        record.state.store(state(generation, ARMED), Release);",
