@@ -26,8 +26,9 @@
 //   skipped, the next is the first multiple still ahead), so it may cancel itself.
 //   Closing the loop from a callback stops the run.
 // - Ids: a timer's id is the binding's, not weft's: a counter below 2^52, shared by all
-//   loops. weft's ids carry a loop tag from 1 up in bits 52-63, so none is below 2^52
-//   and the two never meet; loop.cancel(id) looks for a timer first.
+//   loops. weft promises every id it returns is at least WEFT_ID_MIN (2^52: a loop tag
+//   from 1 up fills bits 52-63), so the two never meet; loop.cancel(id) looks for a
+//   timer first.
 'use strict';
 
 const { performance } = require('node:perf_hooks');
@@ -54,8 +55,9 @@ const MAX_DELAY_MS = 2 ** 35 - 1;
 
 let nextId = 1;
 
-// A new timer id (a Number; Handle.id makes it a BigInt).
+// A new timer id (a Number; Handle.id makes it a BigInt), always below weft's ids.
 function nextTimerId() {
+  if (nextId >= ffi.WEFT_ID_MIN) throw new RangeError('weft: 2^52 timers made in this process');
   return nextId++;
 }
 
