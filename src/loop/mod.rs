@@ -24,8 +24,9 @@
 //! One poller (the inner set, a [`sys::Poller`]) holds the watched fds, a timer wake-up
 //! ([`sys::TimerWake`]) armed at the wheel's next deadline, the inbox's bell and the
 //! signal bell ([`sys::Bell`]s); the loop waits on it. An outer poller holds only the
-//! inner one, and is the fd an embedding host watches: it is readable whenever a
-//! non-blocking pass has work. The indirection lets the loop replace the inner set,
+//! inner one (from the first time a host asks for it: a member costs the kernel work
+//! for every readiness change, see [`sys::Outer`]), and is the fd an embedding host
+//! watches: it is readable whenever a non-blocking pass has work. The indirection lets the loop replace the inner set,
 //! which it does when a watched fd was closed while another copy of it stayed open
 //! (dup, fork): epoll keeps such a file in the set under an fd number that no longer
 //! names it, so it can neither be removed nor silenced otherwise. A registration made
