@@ -305,6 +305,8 @@ struct Runner<H: Handler> {
     due: Vec<timer::Entry>,
     /// Keys of process tasks ready in this pass.
     procs: Vec<u64>,
+    /// The watches to call for this pass's ready fds: (id, fd, events).
+    watchers: Vec<(Id, RawFd, u32)>,
     /// Task cells given back and not yet served (oldest first), in groups that may be
     /// served once the inbox's records before a sequence number have been dispatched:
     /// (that number, how many cells).
@@ -486,6 +488,7 @@ impl<H: Handler> Loop<H> {
                 indices: Vec::new(),
                 due: Vec::new(),
                 procs: Vec::new(),
+                watchers: Vec::new(),
                 done: Default::default(),
                 groups: Default::default(),
                 dispatched: 0,
