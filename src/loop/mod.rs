@@ -78,7 +78,7 @@ use crate::watchdog::Watchdog;
 use owner::Owner;
 use std::ffi::CStr;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::Release, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// What a registration's handler is told when it is called.
@@ -262,8 +262,43 @@ impl<H: Handler> Generational for Entry<H> {
     }
 }
 
+/// The registrations: a slab, and how many it holds, published for `alive` to read
+/// without the core lock (`run(Default)` asks before every pass). Reads go to the slab
+/// (`Deref`); the two calls that change the count are this type's own.
+struct Entries<H: Handler> {
+    slab: Slab<Entry<H>>,
+    len: Arc<AtomicUsize>,
+}
+
+impl<H: Handler> std::ops::Deref for Entries<H> {
+    type Target = Slab<Entry<H>>;
+    fn deref(&self) -> &Slab<Entry<H>> {
+        &self.slab
+    }
+}
+
+impl<H: Handler> std::ops::DerefMut for Entries<H> {
+    fn deref_mut(&mut self) -> &mut Slab<Entry<H>> {
+        &mut self.slab
+    }
+}
+
+impl<H: Handler> Entries<H> {
+    fn insert(&mut self, make: impl FnOnce(u32) -> Entry<H>) -> Option<(Id, u32)> {
+        let inserted = self.slab.insert(make);
+        self.len.store(self.slab.len(), Release);
+        inserted
+    }
+
+    fn remove_at(&mut self, index: u32) -> Entry<H> {
+        let entry = self.slab.remove_at(index);
+        self.len.store(self.slab.len(), Release);
+        entry
+    }
+}
+
 struct Core<H: Handler> {
-    entries: Slab<Entry<H>>,
+    entries: Entries<H>,
     /// The inner set; see the module comment.
     poller: Poller,
     /// The inner set holds a file no watch wants and no call can remove.
@@ -349,6 +384,8 @@ pub struct Loop<H: Handler> {
     /// happened to put them together, cross_thread_post lost about a tenth).
     core: Aligned<Mutex<Core<H>>>,
     inbox: Arc<Inbox<H>>,
+    /// How many registrations the core's slab holds (see [`Entries`]).
+    registrations: Arc<AtomicUsize>,
     /// The host-facing fd; holds the inner set.
     outer: Outer,
     /// The inner set's waiter, for waiting without the core lock (replaced on this thread).
@@ -457,10 +494,11 @@ impl<H: Handler> Loop<H> {
             Outer::new(&poller, (inbox.bell_fd(), inbox.bell_ring_fd())).map_err(io_error(sys::call::POLLER_ADD))?;
         let tag = std::mem::ManuallyDrop::new(tag).0;
         let inner = WaitSlot::new(poller.waiter());
+        let registrations = Arc::new(AtomicUsize::new(0));
         Ok(Loop {
             tag,
             core: Aligned(Mutex::new(Core {
-                entries: Slab::new(tag),
+                entries: Entries { slab: Slab::new(tag), len: registrations.clone() },
                 poller,
                 polluted: false,
                 unwatched: Vec::new(),
@@ -477,6 +515,7 @@ impl<H: Handler> Loop<H> {
                 pools: Vec::new(),
             })),
             inbox: Arc::new(inbox),
+            registrations,
             inner,
             outer,
             timer,

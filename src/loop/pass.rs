@@ -19,7 +19,7 @@ use crate::timer;
 use crate::watch;
 use std::ffi::CStr;
 use std::os::fd::RawFd;
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
 
 /// A pass takes the inbox's records in slices of at most this many (see `pass`).
 const SLICE: usize = 1024;
@@ -99,7 +99,7 @@ impl<H: Handler> Loop<H> {
         self.inbox.has_records()
             || self.table_live.load(Relaxed) > 0
             || self.timers_live.load(SeqCst) > self.timers_foreign.load(SeqCst)
-            || !self.lock().entries.is_empty()
+            || self.registrations.load(Acquire) > 0
     }
 
     /// The fd an embedding host watches: readable when `run(NoWait)` has work.
@@ -351,14 +351,21 @@ impl<H: Handler> Loop<H> {
         }
 
         // After a burst, the pass's buffers give back what this pass did not need (a
-        // few compares when nothing is to be shrunk; see `crate::shrink`).
-        shrink::deque(done, done.len());
-        shrink::deque(groups, groups.len());
-        shrink::vec(ready, ready.len());
-        shrink::vec(ids, ids.len());
-        shrink::vec(indices, indices.len());
-        shrink::vec(procs, procs.len());
-        shrink::vec(watchers, watchers.len());
+        // few compares when nothing is to be shrunk; see `crate::shrink`): one compare
+        // in the common pass, every buffer at or below the floor.
+        let biggest = (done.capacity().max(groups.capacity()))
+            .max(ready.capacity().max(ids.capacity()))
+            .max(indices.capacity().max(procs.capacity()))
+            .max(watchers.capacity());
+        if biggest > shrink::FLOOR {
+            shrink::deque(done, done.len());
+            shrink::deque(groups, groups.len());
+            shrink::vec(ready, ready.len());
+            shrink::vec(ids, ids.len());
+            shrink::vec(indices, indices.len());
+            shrink::vec(procs, procs.len());
+            shrink::vec(watchers, watchers.len());
+        }
         Ok(ran)
     }
 
@@ -550,7 +557,8 @@ impl<H: Handler> Loop<H> {
     /// Takes the handler of the fd watch `id` (live: its id was just read under this
     /// lock) for [`Self::call_taken`], unless it was cancelled.
     fn take_handler(core: &mut Core<H>, id: Id) -> Option<H> {
-        let entry = core.entries.at_mut(core.entries.index(id)?);
+        let index = core.entries.index(id)?;
+        let entry = core.entries.at_mut(index);
         if entry.cancelled {
             return None;
         }
