@@ -39,6 +39,7 @@
 //! * `mod.rs`: the public types ([`Loop`], [`Handler`], [`Event`], [`RunMode`],
 //!   [`SpawnOptions`]), the loop's state (`Core` under the lock, `Runner` for the thread
 //!   running it), making the loop, the inner set, and `close`.
+//! * `entries.rs`: the slab of registrations, whose count `alive` reads without a lock.
 //! * `owner.rs`: the loop's owner and its state (`Own`): who may register without the
 //!   core lock, and when.
 //! * `register.rs`: timers, fd and signal watches, subscriptions, posts, and cancel.
@@ -56,6 +57,7 @@
 //! another module's type (a task cell, a child, the inbox, a pool).
 
 mod children;
+mod entries;
 mod owner;
 mod pass;
 mod register;
@@ -69,16 +71,17 @@ use crate::metrics::Metrics;
 use crate::pool::{self, Pool};
 use crate::process;
 use crate::signal;
-use crate::slots::{self, Generational, Id, Slab};
+use crate::slots::{self, Generational, Id};
 use crate::sys::{self, Bell, Events, Outer, Poller, TimerWake, WaitSlot};
 use crate::task::{self, TaskCell, TaskRef, TaskWork};
 use crate::timer::{self, Wheel};
 use crate::watch::FdTable;
 use crate::watchdog::Watchdog;
+use entries::Entries;
 use owner::Owner;
 use std::ffi::CStr;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::Release, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// What a registration's handler is told when it is called.
@@ -259,41 +262,6 @@ struct Entry<H: Handler> {
 impl<H: Handler> Generational for Entry<H> {
     fn generation(&self) -> u32 {
         self.generation
-    }
-}
-
-/// The registrations: a slab, and how many it holds, published for `alive` to read
-/// without the core lock (`run(Default)` asks before every pass). Reads go to the slab
-/// (`Deref`); the two calls that change the count are this type's own.
-struct Entries<H: Handler> {
-    slab: Slab<Entry<H>>,
-    len: Arc<AtomicUsize>,
-}
-
-impl<H: Handler> std::ops::Deref for Entries<H> {
-    type Target = Slab<Entry<H>>;
-    fn deref(&self) -> &Slab<Entry<H>> {
-        &self.slab
-    }
-}
-
-impl<H: Handler> std::ops::DerefMut for Entries<H> {
-    fn deref_mut(&mut self) -> &mut Slab<Entry<H>> {
-        &mut self.slab
-    }
-}
-
-impl<H: Handler> Entries<H> {
-    fn insert(&mut self, make: impl FnOnce(u32) -> Entry<H>) -> Option<(Id, u32)> {
-        let inserted = self.slab.insert(make);
-        self.len.store(self.slab.len(), Release);
-        inserted
-    }
-
-    fn remove_at(&mut self, index: u32) -> Entry<H> {
-        let entry = self.slab.remove_at(index);
-        self.len.store(self.slab.len(), Release);
-        entry
     }
 }
 
@@ -498,7 +466,7 @@ impl<H: Handler> Loop<H> {
         Ok(Loop {
             tag,
             core: Aligned(Mutex::new(Core {
-                entries: Entries { slab: Slab::new(tag), len: registrations.clone() },
+                entries: Entries::new(tag, registrations.clone()),
                 poller,
                 polluted: false,
                 unwatched: Vec::new(),
@@ -719,6 +687,7 @@ impl<H: Handler> Loop<H> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::slots::Slab;
 
     /// A handler the size of the C layer's (function, user data, free function).
     struct ThreeWords(#[allow(dead_code)] [usize; 2], #[allow(dead_code)] fn());

@@ -1,0 +1,48 @@
+//! The loop's registrations: the slab of entries, and how many it holds, published for
+//! [`Loop::alive`](super::Loop::alive) to read without the core lock (`run(Default)`
+//! asks before every pass; a lock there was a fifth of the core locks of an fd pass).
+
+use super::{Entry, Handler};
+use crate::slots::{Id, Slab};
+use std::sync::atomic::{AtomicUsize, Ordering::Release};
+use std::sync::Arc;
+
+/// The registrations: a slab, and how many it holds, published for `alive` to read
+/// without the core lock (`run(Default)` asks before every pass). Reads go to the slab
+/// (`Deref`); the two calls that change the count are this type's own.
+pub(super) struct Entries<H: Handler> {
+    slab: Slab<Entry<H>>,
+    len: Arc<AtomicUsize>,
+}
+
+impl<H: Handler> std::ops::Deref for Entries<H> {
+    type Target = Slab<Entry<H>>;
+    fn deref(&self) -> &Slab<Entry<H>> {
+        &self.slab
+    }
+}
+
+impl<H: Handler> std::ops::DerefMut for Entries<H> {
+    fn deref_mut(&mut self) -> &mut Slab<Entry<H>> {
+        &mut self.slab
+    }
+}
+
+impl<H: Handler> Entries<H> {
+    /// An empty slab of loop `tag`; `len` is where its count is published.
+    pub(super) fn new(tag: u16, len: Arc<AtomicUsize>) -> Entries<H> {
+        Entries { slab: Slab::new(tag), len }
+    }
+
+    pub(super) fn insert(&mut self, make: impl FnOnce(u32) -> Entry<H>) -> Option<(Id, u32)> {
+        let inserted = self.slab.insert(make);
+        self.len.store(self.slab.len(), Release);
+        inserted
+    }
+
+    pub(super) fn remove_at(&mut self, index: u32) -> Entry<H> {
+        let entry = self.slab.remove_at(index);
+        self.len.store(self.slab.len(), Release);
+        entry
+    }
+}
