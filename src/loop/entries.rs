@@ -46,3 +46,22 @@ impl<H: Handler> Entries<H> {
         entry
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{task, Event, Loop};
+    use super::*;
+
+    /// A handler the size of the C layer's (function, user data, free function).
+    struct ThreeWords(#[allow(dead_code)] [usize; 2], #[allow(dead_code)] fn());
+    impl Handler for ThreeWords {
+        type Work = task::BoxedWork<Self>;
+        fn call(&mut self, _: &Loop<Self>, _: Id, _: Event<'_>) {}
+    }
+
+    #[test]
+    fn a_registration_costs_48_bytes() {
+        // With the wheel's 12-byte link and 4-byte slot entry, a pending timer costs 64.
+        const { assert!(Slab::<Entry<ThreeWords>>::SLOT_BYTES <= 48) };
+    }
+}
