@@ -34,8 +34,8 @@
 //!     from their slots ([`Inbox::next_record`]). The bell is never drained:
 //!     edge-triggered, each ring wakes one wait of the poller and leaves nothing behind
 //!     to read;
-//!   - before it waits again, and when `run` returns: `awake = false` (SeqCst), then
-//!     read the tail index; if a position at or past `head` is claimed, do not wait (or,
+//!   - before it waits again, and when `run` returns: `awake = false`, a SeqCst fence,
+//!     then read the tail index; if a position at or past `head` is claimed, do not wait (or,
 //!     leaving `run`, ring `bell` itself, so that an embedding host comes back), and set
 //!     `awake` again: it will doze again before it waits. (A consumer that took records
 //!     in its last pass first watches the tail a little while, still awake: a stream's
@@ -409,7 +409,9 @@ impl<H> Inbox<H> {
 
     /// The consumer begins a pass: producers need not ring until it dozes.
     pub fn wake_up(&self) {
-        self.awake.0.store(true, SeqCst);
+        // Relaxed: a producer that reads `true` skips its ring only when the consumer's
+        // next `doze` (store, fence, load) will see its claim (see the protocol).
+        self.awake.0.store(true, Relaxed);
     }
 
     /// The consumer is about to wait (or to leave `run`); true if records are queued,
@@ -431,7 +433,8 @@ impl<H> Inbox<H> {
                 std::hint::spin_loop();
             }
         }
-        self.awake.0.store(false, SeqCst);
+        // A plain store: the fence orders the pair (one locked instruction, not two).
+        self.awake.0.store(false, Relaxed);
         fence(SeqCst); // the Dekker pair with the producers (see crate::sync)
         let queued = self.records.has_records();
         if !queued {

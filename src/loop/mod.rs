@@ -24,8 +24,9 @@
 //! One poller (the inner set, a [`sys::Poller`]) holds the watched fds, a timer wake-up
 //! ([`sys::TimerWake`]) armed at the wheel's next deadline, the inbox's bell and the
 //! signal bell ([`sys::Bell`]s); the loop waits on it. An outer poller holds only the
-//! inner one, and is the fd an embedding host watches: it is readable whenever a
-//! non-blocking pass has work. The indirection lets the loop replace the inner set,
+//! inner one (from the first time a host asks for it: a member costs the kernel work
+//! for every readiness change, see [`sys::Outer`]), and is the fd an embedding host
+//! watches: it is readable whenever a non-blocking pass has work. The indirection lets the loop replace the inner set,
 //! which it does when a watched fd was closed while another copy of it stayed open
 //! (dup, fork): epoll keeps such a file in the set under an fd number that no longer
 //! names it, so it can neither be removed nor silenced otherwise. A registration made
@@ -38,6 +39,7 @@
 //! * `mod.rs`: the public types ([`Loop`], [`Handler`], [`Event`], [`RunMode`],
 //!   [`SpawnOptions`]), the loop's state (`Core` under the lock, `Runner` for the thread
 //!   running it), making the loop, the inner set, and `close`.
+//! * `entries.rs`: the slab of registrations, whose count `alive` reads without a lock.
 //! * `owner.rs`: the loop's owner and its state (`Own`): who may register without the
 //!   core lock, and when.
 //! * `register.rs`: timers, fd and signal watches, subscriptions, posts, and cancel.
@@ -55,6 +57,7 @@
 //! another module's type (a task cell, a child, the inbox, a pool).
 
 mod children;
+mod entries;
 mod owner;
 mod pass;
 mod register;
@@ -68,12 +71,13 @@ use crate::metrics::Metrics;
 use crate::pool::{self, Pool};
 use crate::process;
 use crate::signal;
-use crate::slots::{self, Generational, Id, Slab};
+use crate::slots::{self, Generational, Id};
 use crate::sys::{self, Bell, Events, Outer, Poller, TimerWake, WaitSlot};
 use crate::task::{self, TaskCell, TaskRef, TaskWork};
 use crate::timer::{self, Wheel};
 use crate::watch::FdTable;
 use crate::watchdog::Watchdog;
+use entries::Entries;
 use owner::Owner;
 use std::ffi::CStr;
 use std::os::fd::{AsRawFd, RawFd};
@@ -262,7 +266,7 @@ impl<H: Handler> Generational for Entry<H> {
 }
 
 struct Core<H: Handler> {
-    entries: Slab<Entry<H>>,
+    entries: Entries<H>,
     /// The inner set; see the module comment.
     poller: Poller,
     /// The inner set holds a file no watch wants and no call can remove.
@@ -304,6 +308,8 @@ struct Runner<H: Handler> {
     due: Vec<timer::Entry>,
     /// Keys of process tasks ready in this pass.
     procs: Vec<u64>,
+    /// The watches to call for this pass's ready fds: (id, fd, events).
+    watchers: Vec<(Id, RawFd, u32)>,
     /// Task cells given back and not yet served (oldest first), in groups that may be
     /// served once the inbox's records before a sequence number have been dispatched:
     /// (that number, how many cells).
@@ -346,6 +352,8 @@ pub struct Loop<H: Handler> {
     /// happened to put them together, cross_thread_post lost about a tenth).
     core: Aligned<Mutex<Core<H>>>,
     inbox: Arc<Inbox<H>>,
+    /// How many registrations the core's slab holds (see [`Entries`]).
+    registrations: Arc<AtomicUsize>,
     /// The host-facing fd; holds the inner set.
     outer: Outer,
     /// The inner set's waiter, for waiting without the core lock (replaced on this thread).
@@ -454,10 +462,11 @@ impl<H: Handler> Loop<H> {
             Outer::new(&poller, (inbox.bell_fd(), inbox.bell_ring_fd())).map_err(io_error(sys::call::POLLER_ADD))?;
         let tag = std::mem::ManuallyDrop::new(tag).0;
         let inner = WaitSlot::new(poller.waiter());
+        let registrations = Arc::new(AtomicUsize::new(0));
         Ok(Loop {
             tag,
             core: Aligned(Mutex::new(Core {
-                entries: Slab::new(tag),
+                entries: Entries::new(tag, registrations.clone()),
                 poller,
                 polluted: false,
                 unwatched: Vec::new(),
@@ -474,6 +483,7 @@ impl<H: Handler> Loop<H> {
                 pools: Vec::new(),
             })),
             inbox: Arc::new(inbox),
+            registrations,
             inner,
             outer,
             timer,
@@ -485,6 +495,7 @@ impl<H: Handler> Loop<H> {
                 indices: Vec::new(),
                 due: Vec::new(),
                 procs: Vec::new(),
+                watchers: Vec::new(),
                 done: Default::default(),
                 groups: Default::default(),
                 dispatched: 0,
@@ -670,23 +681,5 @@ impl<H: Handler> Loop<H> {
             unsafe { self.inbox.close_done(lent as usize, keep, |cell: Cell<H>| TaskCell::release(cell)) };
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A handler the size of the C layer's (function, user data, free function).
-    struct ThreeWords(#[allow(dead_code)] [usize; 2], #[allow(dead_code)] fn());
-    impl Handler for ThreeWords {
-        type Work = task::BoxedWork<Self>;
-        fn call(&mut self, _: &Loop<Self>, _: Id, _: Event<'_>) {}
-    }
-
-    #[test]
-    fn a_registration_costs_48_bytes() {
-        // With the wheel's 12-byte link and 4-byte slot entry, a pending timer costs 64.
-        const { assert!(Slab::<Entry<ThreeWords>>::SLOT_BYTES <= 48) };
     }
 }

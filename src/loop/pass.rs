@@ -3,8 +3,8 @@
 //! dispatching a ready registration to its handler.
 
 use super::{
-    io_error, thread_number, Event, Handler, Kind, Loop, RunMode, Runner, KEY_FD, KEY_INBOX, KEY_PROC_PIPE, KEY_SIGNAL,
-    KEY_TIMER, YIELD_TIMER_GAP_NS,
+    io_error, thread_number, Core, Event, Handler, Kind, Loop, RunMode, Runner, KEY_FD, KEY_INBOX, KEY_PROC_PIPE,
+    KEY_SIGNAL, KEY_TIMER, YIELD_TIMER_GAP_NS,
 };
 use crate::error::{Code, Error, Result};
 use crate::fork;
@@ -19,7 +19,7 @@ use crate::timer;
 use crate::watch;
 use std::ffi::CStr;
 use std::os::fd::RawFd;
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
 
 /// A pass takes the inbox's records in slices of at most this many (see `pass`).
 const SLICE: usize = 1024;
@@ -99,7 +99,7 @@ impl<H: Handler> Loop<H> {
         self.inbox.has_records()
             || self.table_live.load(Relaxed) > 0
             || self.timers_live.load(SeqCst) > self.timers_foreign.load(SeqCst)
-            || !self.lock().entries.is_empty()
+            || self.registrations.load(Acquire) > 0
     }
 
     /// The fd an embedding host watches: readable when `run(NoWait)` has work.
@@ -135,8 +135,21 @@ impl<H: Handler> Loop<H> {
     /// One pass; returns how many callbacks it ran.
     fn pass(&self, runner: &mut Runner<H>, block: bool) -> Result<usize> {
         let mut ran = 0;
-        let Runner { events, ready, ids, indices, due, procs, done, groups, dispatched, returned, deliver, spare } =
-            runner;
+        let Runner {
+            events,
+            ready,
+            ids,
+            indices,
+            due,
+            procs,
+            watchers,
+            done,
+            groups,
+            dispatched,
+            returned,
+            deliver,
+            spare,
+        } = runner;
         // Wake-ups deferred by callbacks must not wait for this thread to wake.
         if block {
             pool::flush_deferred_wakeups();
@@ -182,13 +195,15 @@ impl<H: Handler> Loop<H> {
                 self.publish_own_next(own);
             }
         }
+        // One lock for the timers due, the inner set's upkeep and the ready fds'
+        // watchers (collected now: a pass runs the callbacks ready when it began).
+        let mut single = None;
         {
             let mut core = self.lock();
             let core = &mut *core;
             if core.polluted {
                 self.replace_inner_set(core);
             }
-            core.unwatched.clear();
             // After a burst of registrations, the wheel's links follow the slab down.
             core.wheel.trim(core.entries.slot_count());
             indices.clear();
@@ -211,31 +226,40 @@ impl<H: Handler> Loop<H> {
                 }
                 self.rearm(core);
             }
+            // Ready fds: each watcher gets the part of the report it asked for.
+            watchers.clear();
+            for &(fd, bits) in ready.iter() {
+                let watching = core.fds.watchers(fd);
+                if watching.is_empty() && !core.unwatched.contains(&fd) {
+                    // Reported, yet watched by no one (and not unwatched since the wait):
+                    // a closed fd's file that the poller kept (see the module comment).
+                    core.polluted = true;
+                }
+                for &(index, interest) in watching {
+                    let events = watch::events_for(interest, bits);
+                    if events != 0 {
+                        watchers.push((core.entries.id_of(index), fd, events));
+                    }
+                }
+            }
+            core.unwatched.clear();
+            // The common pass, one watcher ready and no callback before it: its handler
+            // is taken under this lock (`dispatch` would take it again).
+            if let [(id, _, _)] = watchers[..] {
+                if ids.is_empty() && due.is_empty() {
+                    single = Self::take_handler(core, id);
+                }
+            }
         }
         for &(id, _) in ids.iter() {
             ran += self.dispatch(id, Event::Timer) as usize;
         }
         ran += self.fire_owned(due, now);
-
-        // Ready fds: each watcher gets the part of the report it asked for.
-        for &(fd, bits) in ready.iter() {
-            ids.clear();
-            {
-                let mut core = self.lock();
-                if core.fds.watchers(fd).is_empty() && !core.unwatched.contains(&fd) {
-                    // Reported, yet watched by no one (and not unwatched by a callback
-                    // of this pass): a closed fd's file that the poller kept (see the
-                    // module comment).
-                    core.polluted = true;
-                }
-                for &(index, interest) in core.fds.watchers(fd) {
-                    let events = watch::events_for(interest, bits);
-                    if events != 0 {
-                        ids.push((core.entries.id_of(index), events));
-                    }
-                }
-            }
-            for &(id, events) in ids.iter() {
+        if let Some(handler) = single {
+            let (id, fd, events) = watchers[0];
+            ran += self.call_taken(id, handler, Event::Fd { fd, events }) as usize;
+        } else {
+            for &(id, fd, events) in watchers.iter() {
                 ran += self.dispatch(id, Event::Fd { fd, events }) as usize;
             }
         }
@@ -327,13 +351,21 @@ impl<H: Handler> Loop<H> {
         }
 
         // After a burst, the pass's buffers give back what this pass did not need (a
-        // few compares when nothing is to be shrunk; see `crate::shrink`).
-        shrink::deque(done, done.len());
-        shrink::deque(groups, groups.len());
-        shrink::vec(ready, ready.len());
-        shrink::vec(ids, ids.len());
-        shrink::vec(indices, indices.len());
-        shrink::vec(procs, procs.len());
+        // few compares when nothing is to be shrunk; see `crate::shrink`): one compare
+        // in the common pass, every buffer at or below the floor.
+        let biggest = (done.capacity().max(groups.capacity()))
+            .max(ready.capacity().max(ids.capacity()))
+            .max(indices.capacity().max(procs.capacity()))
+            .max(watchers.capacity());
+        if biggest > shrink::FLOOR {
+            shrink::deque(done, done.len());
+            shrink::deque(groups, groups.len());
+            shrink::vec(ready, ready.len());
+            shrink::vec(ids, ids.len());
+            shrink::vec(indices, indices.len());
+            shrink::vec(procs, procs.len());
+            shrink::vec(watchers, watchers.len());
+        }
         Ok(ran)
     }
 
@@ -512,13 +544,32 @@ impl<H: Handler> Loop<H> {
                 (handler, None)
             }
         };
-        pool::deferring_wakeups(|| handler.call(self, id, event));
         if let Some(task) = task_entry {
+            pool::deferring_wakeups(|| handler.call(self, id, event));
             // Dropped without the lock: a task's entry may end its user data (free_fn).
             drop(handler);
             drop(task);
             return true;
         }
+        self.call_taken(id, handler, event)
+    }
+
+    /// Takes the handler of the fd watch `id` (live: its id was just read under this
+    /// lock) for [`Self::call_taken`], unless it was cancelled.
+    fn take_handler(core: &mut Core<H>, id: Id) -> Option<H> {
+        let index = core.entries.index(id)?;
+        let entry = core.entries.at_mut(index);
+        if entry.cancelled {
+            return None;
+        }
+        entry.handler.take()
+    }
+
+    /// Calls `handler`, taken out of the live registration `id` (not a task's), without
+    /// the core lock; then puts it back, or ends the registration (cancelled during the
+    /// call, or a one-shot timer). True (it was called).
+    fn call_taken(&self, id: Id, mut handler: H, event: Event<'_>) -> bool {
+        pool::deferring_wakeups(|| handler.call(self, id, event));
         let mut core = self.lock();
         let index = core.entries.index(id).expect("an entry in a call stays in the slab");
         let entry = core.entries.at_mut(index);

@@ -188,6 +188,57 @@ TEST(a_host_that_sleeps_for_timeout_ms) {
     weft_loop_free(lp);
 }
 
+/* The inner set joins the host's fd only when a host first asks for it (a member costs
+ * the kernel work on every readiness change): the fd asked for late reports at once
+ * what was ready before, and keeps working after a polluted inner set was replaced,
+ * whether the host asked before the replacement or after it. */
+TEST(the_fd_asked_for_late_reports_what_is_ready) {
+    /* when the host first asks: 0 before anything, 1 once a watched fd is ready, 2 once
+     * the inner set has been replaced */
+    for (int ask = 0; ask < 3; ask++) {
+        weft_loop *lp;
+        int p[2];
+        REQUIRE(loop_and_pipe(&lp, p));
+        int lfd = ask == 0 ? weft_loop_fd(lp) : -1;
+        track t;
+        track_init(&t);
+        weft_id w = CHECK_ID(weft_watch_fd(lp, p[0], WEFT_READABLE, track_fd_cb, &t, NULL));
+        REQUIRE(write(p[1], "x", 1) == 1);
+        CHECK_EQ(weft_loop_timeout_ms(lp), 0); /* looks at the inner set itself */
+        if (ask == 1) lfd = weft_loop_fd(lp);
+        if (lfd >= 0) CHECK_MSG(fd_readable(lfd, 0), "a watched fd is ready (asked %d)", ask);
+        CHECK_OK(weft_loop_run(lp, WEFT_RUN_NOWAIT));
+        CHECK_EQ(atomic_load(&t.calls), 1);
+        char c;
+        CHECK(read(p[0], &c, 1) == 1);
+        if (lfd >= 0) CHECK(!fd_readable(lfd, 0));
+        /* pollute the inner set: a watched fd closed while a duplicate stays open */
+        int q[2];
+        REQUIRE(pipe(q) == 0);
+        REQUIRE(write(q[1], "y", 1) == 1);
+        int dup_fd = dup(q[0]);
+        weft_id v = CHECK_ID(weft_watch_fd(lp, q[0], WEFT_READABLE, never_fd_cb, NULL, NULL));
+        close(q[0]);
+        CHECK_OK(weft_cancel(lp, v));
+        CHECK_OK(weft_loop_run(lp, WEFT_RUN_NOWAIT)); /* sees the stray report */
+        CHECK_OK(weft_loop_run(lp, WEFT_RUN_NOWAIT)); /* replaces the set */
+        CHECK_EQ(weft_loop_timeout_ms(lp), -1);
+        if (ask == 2) lfd = weft_loop_fd(lp);
+        CHECK_MSG(!fd_readable(lfd, 50), "the host's fd is readable with nothing ready "
+                                         "(asked %d)", ask);
+        REQUIRE(write(p[1], "z", 1) == 1);
+        CHECK_MSG(fd_readable(lfd, 1000), "the host's fd missed a watched fd after the "
+                                          "inner set was replaced (asked %d)", ask);
+        CHECK_EQ(weft_loop_timeout_ms(lp), 0);
+        CHECK_OK(weft_loop_run(lp, WEFT_RUN_NOWAIT));
+        CHECK_EQ(atomic_load(&t.calls), 2);
+        CHECK_OK(weft_cancel(lp, w));
+        free_loop_and_pair(lp, p);
+        close(dup_fd);
+        close(q[1]);
+    }
+}
+
 /* ---- weft_loop_timeout_ms ---------------------------------------------------------------- */
 
 TEST(timeout_ms_reports_what_is_pending) {
