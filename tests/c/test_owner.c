@@ -248,13 +248,35 @@ TEST(spawns_race_runs_starting_on_another_thread) {
  * locked path and still complete once each. */
 static void *run_default(void *lp) { return (void *)(intptr_t)weft_loop_run((weft_loop *)lp, WEFT_RUN_DEFAULT); }
 static void keep_alive(weft_loop *lp, weft_id id, void *ud) { (void)lp, (void)id, (void)ud; }
-TEST(spawns_while_another_thread_runs_the_loop_take_the_locked_path) {
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
-    weft_id timer = CHECK_ID(weft_timer_after(lp, 3600 * 1000, keep_alive, NULL, NULL));
+
+/* A loop that thread `th` runs in DEFAULT, kept alive by an hour's timer `keep`. */
+typedef struct {
+    weft_loop *lp;
+    weft_id keep;
     pthread_t th;
-    REQUIRE(pthread_create(&th, NULL, run_default, lp) == 0);
+} running_loop;
+
+static bool running_loop_start(running_loop *r) {
+    r->lp = weft_loop_new();
+    if (!r->lp) return false;
+    r->keep = CHECK_ID(weft_timer_after(r->lp, 3600 * 1000, keep_alive, NULL, NULL));
+    if (pthread_create(&r->th, NULL, run_default, r->lp) != 0) return false;
     sleep_ms(20); /* the run has begun (and holds the loop) */
+    return true;
+}
+
+/* Cancels the timer, checks that the run returned WEFT_OK, frees the loop. */
+static void running_loop_end(running_loop *r) {
+    CHECK_OK(weft_cancel(r->lp, r->keep));
+    void *rc;
+    pthread_join(r->th, &rc);
+    CHECK_EQ((int)(intptr_t)rc, WEFT_OK);
+    weft_loop_free(r->lp);
+}
+TEST(spawns_while_another_thread_runs_the_loop_take_the_locked_path) {
+    running_loop run;
+    REQUIRE(running_loop_start(&run));
+    weft_loop *lp = run.lp;
     enum { N = 500 };
     static rec r[N];
     int table = 0;
@@ -265,11 +287,7 @@ TEST(spawns_while_another_thread_runs_the_loop_take_the_locked_path) {
     CHECK_EQ(table, 0);
     for (int i = 0; i < N; i++) WAIT_FREED(r[i]);
     CHECK_EQ(rec_dones(r, N), N);
-    CHECK_OK(weft_cancel(lp, timer));
-    void *rc;
-    pthread_join(th, &rc);
-    CHECK_EQ((int)(intptr_t)rc, WEFT_OK);
-    weft_loop_free(lp);
+    running_loop_end(&run);
 }
 
 /* ---- no staged job waits for a later call ------------------------------------------ */
@@ -391,12 +409,9 @@ TEST(a_task_spawned_from_another_thread_outside_run_runs_with_no_later_call) {
  * a thread while another runs the loop, blocked in DEFAULT with nothing to do, run with
  * no later call; groups of 1, 3 and 700 tasks. */
 TEST(a_task_spawned_on_the_locked_path_runs_with_no_later_call) {
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
-    weft_id timer = CHECK_ID(weft_timer_after(lp, 3600 * 1000, keep_alive, NULL, NULL));
-    pthread_t th;
-    REQUIRE(pthread_create(&th, NULL, run_default, lp) == 0);
-    sleep_ms(20); /* the run has begun (and holds the loop) */
+    running_loop run;
+    REQUIRE(running_loop_start(&run));
+    weft_loop *lp = run.lp;
     int fds[2];
     REQUIRE(pipe(fds) == 0);
     static group g[3];
@@ -408,12 +423,8 @@ TEST(a_task_spawned_on_the_locked_path_runs_with_no_later_call) {
                   atomic_load(&g[s].ran));
     }
     for (int s = 0; s < 3; s++) CHECK(WAIT_FOR(atomic_load(&g[s].frees) == sizes[s], h_slack_ms(5000)));
-    CHECK_OK(weft_cancel(lp, timer));
-    void *rc;
-    pthread_join(th, &rc);
-    CHECK_EQ((int)(intptr_t)rc, WEFT_OK);
+    running_loop_end(&run);
     for (int s = 0; s < 3; s++) CHECK_EQ(atomic_load(&g[s].dones), sizes[s]);
-    weft_loop_free(lp);
     close(fds[0]);
     close(fds[1]);
 }
