@@ -212,7 +212,7 @@ mod tests {
         let mut alive: Vec<u32> = (0..n).collect();
         // remove every index whose (i * 7919) % 10 < 7, in a scrambled order
         let mut gone: Vec<u32> = (0..n).filter(|i| (i * 7919) % 10 < 7).collect();
-        gone.sort_by_key(|i| (i * 2654435761u32) >> 7);
+        gone.sort_by_key(|i| i.wrapping_mul(2654435761) >> 7);
         for (k, &i) in gone.iter().enumerate() {
             index.remove(if i % 3 == 0 { &all } else { &exact }, i);
             alive.retain(|&a| a != i);
