@@ -5,9 +5,9 @@
 use super::error::set_last_error;
 use super::handle::{weft_id, weft_loop, weft_task};
 use crate::error::{Code, Error, Result};
-use crate::metrics::Callback;
 use crate::r#loop::{Event, Handler, Loop};
 use crate::task::{Task, TaskWork};
+use crate::watchdog::Kind;
 use std::ffi::{c_char, c_int, c_void};
 
 /// Ends a registration's ownership of `user_data`. Runs exactly once per successful
@@ -98,7 +98,6 @@ impl Handler for CHandler {
 
     fn call(&mut self, lp: &CLoop, id: u64, event: Event<'_>) {
         let kind = callback_kind(&event);
-        lp.metrics().callback(kind);
         let entered = lp.watchdog().enter(id, kind);
         self.call_c(lp, id, event);
         if let Some(entered) = entered {
@@ -111,15 +110,15 @@ impl Handler for CHandler {
     }
 }
 
-/// The kind of callback an event is, as the counters and the watchdog name it.
-fn callback_kind(event: &Event<'_>) -> Callback {
+/// The kind of callback an event is, as the watchdog's reports name it.
+fn callback_kind(event: &Event<'_>) -> Kind {
     match event {
-        Event::Timer => Callback::Timer,
-        Event::Post => Callback::Post,
-        Event::Fd { .. } => Callback::Fd,
-        Event::Signal { .. } => Callback::Signal,
-        Event::Topic { .. } => Callback::Event,
-        Event::Done { .. } => Callback::Done,
+        Event::Timer => Kind::Timer,
+        Event::Post => Kind::Post,
+        Event::Fd { .. } => Kind::Fd,
+        Event::Signal { .. } => Kind::Signal,
+        Event::Topic { .. } => Kind::Event,
+        Event::Done { .. } => Kind::Done,
     }
 }
 

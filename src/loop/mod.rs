@@ -67,7 +67,6 @@ use crate::bus::{self, Pattern};
 use crate::error::{Code, Error, Result};
 use crate::fork;
 use crate::inbox::Inbox;
-use crate::metrics::Metrics;
 use crate::pool::{self, Pool};
 use crate::process;
 use crate::signal;
@@ -392,8 +391,6 @@ pub struct Loop<H: Handler> {
     pace_ns: AtomicU64,
     /// The slow-callback watchdog (off until set; see `crate::watchdog`).
     watchdog: Watchdog,
-    /// The counters of `weft_loop_get_stats` (see `crate::metrics`).
-    metrics: Metrics,
 }
 
 /// A number for the calling thread, unique in the process (never 0).
@@ -429,11 +426,6 @@ impl<H: Handler> Loop<H> {
     /// end in it, and `weft_loop_set_watchdog` sets it.
     pub fn watchdog(&self) -> &Watchdog {
         &self.watchdog
-    }
-
-    /// The loop's counters (see `crate::metrics`).
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
     }
 
     /// The watchdog, to set: refused once the loop is closed (or in a forked child).
@@ -518,7 +510,6 @@ impl<H: Handler> Loop<H> {
             armed_hint: AtomicU64::new(u64::MAX),
             pace_ns: AtomicU64::new(0),
             watchdog: Watchdog::default(),
-            metrics: Metrics::default(),
         })
     }
 

@@ -25,11 +25,22 @@ mod current;
 
 pub use current::{Current, Running};
 
-pub use crate::metrics::Callback as Kind;
 use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+/// The kinds of callback a loop runs, numbered as the header's `WEFT_CALLBACK_*`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    Timer = 1,
+    Post = 2,
+    Fd = 3,
+    Signal = 4,
+    Event = 5,
+    Done = 6,
+}
 
 /// What a callback of the loop thread was doing, as a report tells it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
