@@ -58,6 +58,11 @@
 // Readiness bit, always reported: an error is pending on the fd.
 #define WEFT_ERROR 8
 
+// `weft_spawn_options.flags`: record when the task was queued, started and finished,
+// for its `done` to read with `weft_task_get_timing` (a few clock reads per task, and
+// for a process task a page of shared memory).
+#define WEFT_SPAWN_TIMING 1
+
 // A report's `kind`: a timer's callback.
 #define WEFT_CALLBACK_TIMER 1
 
@@ -189,6 +194,23 @@ typedef struct weft_pool_options {
   void *hook_data;
 } weft_pool_options;
 
+// What `weft_task_get_timing` fills: set `size = sizeof(weft_task_timing)` first.
+// Times are CLOCK_MONOTONIC nanoseconds (Python's `time.monotonic_ns()`, Node's
+// `process.hrtime.bigint()` on Linux).
+typedef struct weft_task_timing {
+  // sizeof(weft_task_timing) as your program sees it.
+  size_t size;
+  // When `weft_spawn` was called.
+  uint64_t queued_ns;
+  // When the work began; 0: it never did (cancelled or timed out before it started).
+  uint64_t started_ns;
+  // When the work returned; 0: it has not (a timeout's `done` runs without waiting
+  // for it) or never ran.
+  uint64_t finished_ns;
+  // When `done` was called.
+  uint64_t done_ns;
+} weft_task_timing;
+
 // Where `weft_spawn` runs a task's work: one of the `WEFT_ON_*` values.
 typedef int weft_where;
 
@@ -256,6 +278,9 @@ typedef struct weft_spawn_options {
   // fork(2) leaves them (weft's behaviour before `keep_fds`); `keep_fds` is then
   // unused. The parent's sockets then stay open while the child runs.
   bool inherit_fds;
+  // `WEFT_SPAWN_*` bits (0: none). A u64, at offset 80: a field in the tail padding
+  // of the older struct would be read from callers that never set it.
+  uint64_t flags;
 } weft_spawn_options;
 
 // What `weft_loop_set_watchdog`'s callback receives: one callback of the loop thread
@@ -275,7 +300,8 @@ typedef struct weft_watchdog_report {
   int returned;
   // Nanoseconds since the callback started (monotonic clock).
   uint64_t elapsed_ns;
-  // The label of the registration, or NULL (reserved: always NULL in this version).
+  // The registration's label (`weft_set_label`), valid during the callback; NULL
+  // when it has none, and always in the topic form.
   const char *label;
   // The loop thread, as the kernel numbers threads (Linux: gettid; 0 where none), for
   // a sampler that reads its stack.
@@ -287,6 +313,81 @@ typedef struct weft_watchdog_report {
 typedef void (*weft_watchdog_cb)(struct weft_loop *lp,
                                  const struct weft_watchdog_report *report,
                                  void *user_data);
+
+// What `weft_loop_get_stats` fills: set `size = sizeof(weft_loop_stats)` first (weft
+// fills the fields your program knows and sets `size` to the bytes it filled).
+typedef struct weft_loop_stats {
+  // sizeof(weft_loop_stats) as your program sees it.
+  size_t size;
+  // Passes the loop has made (each `weft_loop_run` makes one or more).
+  uint64_t passes;
+  // Timer callbacks run.
+  uint64_t timer_callbacks;
+  // Post callbacks run.
+  uint64_t post_callbacks;
+  // fd watch callbacks run.
+  uint64_t fd_callbacks;
+  // Signal watch callbacks run.
+  uint64_t signal_callbacks;
+  // Event (subscription) callbacks run.
+  uint64_t event_callbacks;
+  // Tasks' `done` callbacks run.
+  uint64_t done_callbacks;
+  // Nanoseconds spent in passes (callbacks and the loop's own work), counted from
+  // the first `weft_loop_get_stats` on this loop (as libuv counts idle time only once
+  // asked to): busy / (busy + idle) is the loop's utilisation between two reads.
+  uint64_t busy_ns;
+  // Nanoseconds waiting for work inside `weft_loop_run`, counted likewise.
+  uint64_t idle_ns;
+  // How late timers' callbacks started (ns after their deadline) over the last 1024
+  // timer calls since the first `weft_loop_get_stats`: the median,
+  uint64_t timer_late_p50_ns;
+  // the 99th percentile,
+  uint64_t timer_late_p99_ns;
+  // and the maximum;
+  uint64_t timer_late_max_ns;
+  // how many calls they cover (0: none yet, and the three are 0).
+  uint64_t timer_late_samples;
+  // Posts, events and task records queued for the loop and not yet run.
+  uint64_t queued_records;
+  // Tasks finished whose `done` waits for a later pass (the pass limit).
+  uint64_t waiting_completions;
+  // Tasks on the loop or a pool whose `done` has not run.
+  uint64_t tasks;
+  // Process tasks waiting for a slot or running, and adopted children.
+  uint64_t process_tasks;
+  // Process tasks running in a child now.
+  uint64_t children;
+  // Timers registered (one-shot ones until they fire).
+  uint64_t timers;
+  // fd watches registered.
+  uint64_t fd_watches;
+  // Signal watches registered.
+  uint64_t signal_watches;
+  // Subscriptions registered.
+  uint64_t subscriptions;
+} weft_loop_stats;
+
+// What `weft_pool_get_stats` fills: set `size = sizeof(weft_pool_stats)` first.
+typedef struct weft_pool_stats {
+  // sizeof(weft_pool_stats) as your program sees it.
+  size_t size;
+  // Threads alive.
+  uint64_t threads;
+  // Threads running a task now.
+  uint64_t busy_threads;
+  // Tasks submitted and not yet started (CPU pools: those a loop's owner spawned
+  // outside callbacks are counted 32 at a time, so this is a lower bound).
+  uint64_t queued;
+  // Tasks run to their end since the pool was made.
+  uint64_t tasks_run;
+  // CPU pools: tasks a thread took from another thread's queue.
+  uint64_t steals;
+  // Threads started since the pool was made.
+  uint64_t threads_started;
+  // Threads that exited since the pool was made (an IO pool's idle ones).
+  uint64_t threads_retired;
+} weft_pool_stats;
 
 // The smallest id weft returns: a loop's tag, from 1 up, fills the id's top 12 bits.
 #define WEFT_ID_MIN 4503599627370496
@@ -552,6 +653,12 @@ void weft_pool_free(struct weft_pool *pool);
 // atexit handlers and hosts that unload the library. Not from a pool thread.
 void weft_shutdown(void);
 
+// Fills `*timing` with the times of task `task` (see `weft_task_timing`). Only inside
+// that task's `done` (on the loop thread), for a task spawned with
+// `weft_spawn_options.timing`. Returns `WEFT_OK`, `WEFT_ERR_NULL`, `WEFT_ERR_INVALID`
+// (a bad `size`; not inside this task's `done`, or spawned without `timing`).
+int weft_task_get_timing(const struct weft_loop *lp, weft_id task, struct weft_task_timing *timing);
+
 // Runs `work(task, user_data)` where `where` says: `WEFT_ON_LOOP` (on the loop thread,
 // in its next pass), `WEFT_ON_IO` (the default IO pool, or `options->pool`) or
 // `WEFT_ON_CPU` (the default CPU pool, or `options->pool`); then calls
@@ -719,6 +826,33 @@ int weft_loop_set_watchdog(struct weft_loop *lp,
                            weft_watchdog_cb cb,
                            void *user_data,
                            weft_free_fn free_fn);
+
+// The topic of the reports when no callback takes them.
+// Names the registration `id` of `loop` with `label` (copied), for the reports that
+// name it (the watchdog's: `weft_watchdog_report.label`); `label` NULL removes the
+// name. `id` is a live timer, fd or signal watch, subscription, task, or a post not
+// yet run. The name lasts as long as the registration. Any thread. Returns
+// `WEFT_OK`, `WEFT_ERR_NULL` (loop), `WEFT_ERR_NOT_FOUND` (not a live registration of
+// this loop), `WEFT_ERR_INVALID` (a label over 4096 bytes or not UTF-8),
+// `WEFT_ERR_CLOSED`.
+int weft_set_label(struct weft_loop *lp, weft_id id, const char *label);
+
+// Fills `*stats` with the loop's counters (see `weft_loop_stats`). Any thread. It
+// writes nothing the loop writes per callback and takes the loop's lock only for a few
+// loads, never while the loop runs a callback: reading does not slow the loop. Each
+// counter is exact, but they are not all taken at one instant while the loop runs.
+// Returns `WEFT_OK`, `WEFT_ERR_NULL`, `WEFT_ERR_INVALID` (a bad `size`),
+// `WEFT_ERR_CLOSED` (the loop is being freed), `WEFT_ERR_FORKED`.
+int weft_loop_get_stats(const struct weft_loop *lp, struct weft_loop_stats *stats);
+
+// Fills `*stats` with a pool's counters (see `weft_pool_stats`); `pool` NULL: the
+// default pool of `kind` (all zero until its first task; `kind` is ignored with a
+// pool). Any thread; reading takes no lock a CPU pool's thread takes per task.
+// Returns `WEFT_OK`, `WEFT_ERR_NULL` (stats), `WEFT_ERR_INVALID` (a bad `size` or
+// `kind`, a freed pool).
+int weft_pool_get_stats(const struct weft_pool *pool,
+                        weft_pool_kind kind,
+                        struct weft_pool_stats *stats);
 
 #ifdef __cplusplus
 }  // extern "C"

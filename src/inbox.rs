@@ -284,6 +284,17 @@ impl<H> Inbox<H> {
     }
 
     /// True when records are queued that the consumer has not taken.
+    /// Whether the post numbered `seq` has not run yet (see
+    /// [`queue::Records::is_pending`]).
+    pub fn is_pending(&self, seq: u64) -> bool {
+        self.records.is_pending(seq)
+    }
+
+    /// How many records wait to run (see [`queue::Records::queued`]).
+    pub fn queued(&self) -> u64 {
+        self.records.queued()
+    }
+
     pub fn has_records(&self) -> bool {
         let done = self.done.0.load(Acquire);
         self.records.has_records() || !(done.is_null() || done == CLOSED)

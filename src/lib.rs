@@ -18,6 +18,7 @@ pub mod inbox;
 #[cfg(all(test, loom))]
 mod loom_models;
 pub mod r#loop;
+pub mod metrics;
 pub mod pool;
 pub mod process;
 pub(crate) mod shrink;

@@ -70,10 +70,14 @@ PAGES = {
                   ["loop::fd", "loop::timeout", "loop::set_pass_limit", "loop::native",
                    "pool::native", "task::native"]),
     "monitoring": ("Monitoring", "What blocks the loop: the slow-callback watchdog, which "
-                   "reports a callback while it still runs.",
+                   "reports a callback while it still runs; labels that name registrations "
+                   "in its reports; loop and pool statistics; task timings.",
                    ["weft_watchdog_report", "weft_watchdog_cb", "WEFT_CALLBACK_TIMER",
                     "WEFT_CALLBACK_POST", "WEFT_CALLBACK_FD", "WEFT_CALLBACK_SIGNAL",
-                    "WEFT_CALLBACK_EVENT", "WEFT_CALLBACK_DONE", "weft_loop_set_watchdog"],
+                    "WEFT_CALLBACK_EVENT", "WEFT_CALLBACK_DONE", "weft_loop_set_watchdog",
+                    "weft_set_label", "weft_loop_stats", "weft_loop_get_stats",
+                    "weft_pool_stats", "weft_pool_get_stats", "weft_task_timing",
+                    "weft_task_get_timing", "WEFT_SPAWN_TIMING"],
                    []),
     "errors": ("Errors", "Bad input gets an error code and a message naming the function, the "
                "argument and the value.",

@@ -32,6 +32,32 @@ pub(super) fn bytes_arg<'a>(ptr: *const c_void, len: usize, name: &str) -> Resul
     Ok(unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) })
 }
 
+/// Writes `ours` into the caller's struct at `out`, whose first field is the `size` the
+/// caller set (`sizeof` as its program sees it): the bytes both know, so an older
+/// program gets the fields it knows and a newer one keeps zeros past ours; `size` is
+/// then set to how many bytes weft filled.
+pub(super) fn out_struct<T>(out: *mut T, ours: T, name: &str) -> Result<()> {
+    if out.is_null() {
+        return Err(Error::new(Code::Null, format!("{name} is NULL")));
+    }
+    // SAFETY: every such struct starts with its size; the caller owns `out`.
+    let size = unsafe { out.cast::<usize>().read_unaligned() };
+    let ours_size = std::mem::size_of::<T>();
+    if size < 2 * std::mem::size_of::<usize>() || size > 1 << 16 {
+        return Err(Error::invalid(format!(
+            "{name}->size {size} is not sizeof the struct (this library's is {ours_size})"
+        )));
+    }
+    let n = size.min(ours_size);
+    // SAFETY: the caller's struct holds `size` >= n bytes; ours holds n; the size field
+    // is then written within them.
+    unsafe {
+        std::ptr::copy_nonoverlapping((&ours as *const T).cast::<u8>(), out.cast::<u8>(), n);
+        out.cast::<usize>().write_unaligned(n);
+    }
+    Ok(())
+}
+
 /// Reads a caller's options struct of `size` bytes into ours (missing fields zero).
 pub(super) fn read_options<T: Copy>(ptr: *const T, name: &str, minimum: usize) -> Result<Option<T>> {
     if ptr.is_null() {

@@ -98,6 +98,7 @@ impl Handler for CHandler {
 
     fn call(&mut self, lp: &CLoop, id: u64, event: Event<'_>) {
         let kind = callback_kind(&event);
+        lp.metrics().callback(kind);
         let entered = lp.watchdog().enter(id, kind);
         self.call_c(lp, id, event);
         if let Some(entered) = entered {

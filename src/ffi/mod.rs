@@ -38,12 +38,16 @@ mod watch;
 mod topic;
 // Pools, and weft_shutdown of the default ones.
 mod pool;
+// Task timings: weft_task_get_timing, and the wrapping weft_spawn does for them.
+mod timing;
 // weft_spawn, and what a work function calls on its weft_task.
 mod task;
 // Children the host forks by itself: weft_adopt_child, weft_child_task, weft_child_exit.
 mod child;
-// The slow-callback watchdog: weft_loop_set_watchdog and its report.
+// The slow-callback watchdog: weft_loop_set_watchdog and its report, and labels.
 mod watchdog;
+// Loop and pool statistics: weft_loop_get_stats, weft_pool_get_stats.
+mod stats;
 
 pub use child::*;
 pub use error::*;
@@ -51,7 +55,9 @@ pub use handle::*;
 pub use handler::*;
 pub use pool::*;
 pub use r#loop::*;
+pub use stats::*;
 pub use task::*;
+pub use timing::*;
 pub use topic::*;
 pub use watch::*;
 pub use watchdog::*;

@@ -7,6 +7,7 @@ use super::handle::{weft_id, weft_loop, weft_pool, weft_task};
 use super::handler::{weft_done_fn, weft_free_fn, weft_work_fn, CHandler, CWork};
 use super::pool::the_pool;
 use super::r#loop::the_loop;
+use super::timing::{self, Parts};
 use crate::error::{Code, Error, Result};
 use crate::pool::Pool;
 use crate::process::{Fds, HostFork};
@@ -74,7 +75,15 @@ pub struct weft_spawn_options {
     /// fork(2) leaves them (weft's behaviour before `keep_fds`); `keep_fds` is then
     /// unused. The parent's sockets then stay open while the child runs.
     pub inherit_fds: bool,
+    /// `WEFT_SPAWN_*` bits (0: none). A u64, at offset 80: a field in the tail padding
+    /// of the older struct would be read from callers that never set it.
+    pub flags: u64,
 }
+
+/// `weft_spawn_options.flags`: record when the task was queued, started and finished,
+/// for its `done` to read with `weft_task_get_timing` (a few clock reads per task, and
+/// for a process task a page of shared memory).
+pub const WEFT_SPAWN_TIMING: u64 = 1;
 
 /// A host's fork for process tasks (see `weft_spawn_options.fork_fn`).
 pub type weft_fork_fn = Option<unsafe extern "C" fn(fork_data: *mut c_void) -> c_int>;
@@ -192,6 +201,15 @@ pub extern "C" fn weft_spawn(
         let resolve = || the_pool(pool, "options.pool");
         // The loop keeps the pools it spawns on by handle (see SpawnOptions::pool_handle).
         let pool_handle = (!pool.is_null()).then_some((pool as usize, &resolve as &dyn Fn() -> Result<Arc<Pool>>));
+        let mut parts = Parts { work, done, user_data, free_fn };
+        let flags = o.map_or(0, |o| o.flags);
+        if flags & !WEFT_SPAWN_TIMING != 0 {
+            return Err(Error::invalid(format!("options.flags {flags:#x} has bits that are not WEFT_SPAWN_*")));
+        }
+        if flags & WEFT_SPAWN_TIMING != 0 {
+            parts = timing::wrap(parts, place == Where::Process)?;
+        }
+        let Parts { work, done, user_data, free_fn } = parts;
         let done = CHandler::new(Some(done.unwrap_or(no_done)), user_data, None)?;
         let work = CWork::new(work, user_data, free_fn);
         let options = SpawnOptions { timeout_ms, pool: None, pool_handle, max_children, reuse_child, host_fork, fds };

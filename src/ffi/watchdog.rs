@@ -1,12 +1,13 @@
 //! The slow-callback watchdog: `weft_loop_set_watchdog` and its report.
 
+use super::args::c_str;
 use super::guard::guard;
 use super::handle::{weft_id, weft_loop};
 use super::handler::weft_free_fn;
 use super::r#loop::the_loop;
 use crate::error::{Code, Error};
 use crate::watchdog::Report;
-use std::ffi::{c_char, c_int, c_void};
+use std::ffi::{c_char, c_int, c_void, CString};
 
 /// A report's `kind`: a timer's callback.
 pub const WEFT_CALLBACK_TIMER: c_int = 1;
@@ -39,7 +40,8 @@ pub struct weft_watchdog_report {
     pub returned: c_int,
     /// Nanoseconds since the callback started (monotonic clock).
     pub elapsed_ns: u64,
-    /// The label of the registration, or NULL (reserved: always NULL in this version).
+    /// The registration's label (`weft_set_label`), valid during the callback; NULL
+    /// when it has none, and always in the topic form.
     pub label: *const c_char,
     /// The loop thread, as the kernel numbers threads (Linux: gettid; 0 where none), for
     /// a sampler that reads its stack.
@@ -108,6 +110,34 @@ pub extern "C" fn weft_loop_set_watchdog(
 }
 
 /// The topic of the reports when no callback takes them.
+/// Names the registration `id` of `loop` with `label` (copied), for the reports that
+/// name it (the watchdog's: `weft_watchdog_report.label`); `label` NULL removes the
+/// name. `id` is a live timer, fd or signal watch, subscription, task, or a post not
+/// yet run. The name lasts as long as the registration. Any thread. Returns
+/// `WEFT_OK`, `WEFT_ERR_NULL` (loop), `WEFT_ERR_NOT_FOUND` (not a live registration of
+/// this loop), `WEFT_ERR_INVALID` (a label over 4096 bytes or not UTF-8),
+/// `WEFT_ERR_CLOSED`.
+#[no_mangle]
+pub extern "C" fn weft_set_label(lp: *mut weft_loop, id: weft_id, label: *const c_char) -> c_int {
+    guard("weft_set_label", || {
+        let the = the_loop(lp)?;
+        let label = if label.is_null() {
+            None
+        } else {
+            let text = c_str(label, "label")?;
+            if text.len() > MAX_LABEL {
+                return Err(Error::invalid(format!("label is {} bytes, above {MAX_LABEL}", text.len())));
+            }
+            Some(CString::new(text).expect("a C string holds no NUL"))
+        };
+        the.set_label(id, label)?;
+        Ok(0)
+    })
+}
+
+/// The longest label, in bytes.
+const MAX_LABEL: usize = 4096;
+
 const TOPIC: &str = "weft.watchdog";
 
 /// The C callback (or the loop's topic) as the watchdog's sink; dropping it runs
@@ -136,13 +166,18 @@ impl CSink {
         report.elapsed_ns = r.elapsed_ns;
         report.label = std::ptr::null();
         report.thread_id = r.tid;
+        // SAFETY: the loop is alive while its watchdog reports (closing it stops the
+        // watchdog first).
+        let lp = unsafe { &*(self.lp as *const super::handler::CLoop) };
+        let label = self.cb.and_then(|_| lp.label(r.id));
+        if let Some(label) = &label {
+            report.label = label.as_ptr();
+        }
         match self.cb {
             // SAFETY: the caller's callback, with a report valid for the call; the loop
             // outlives the watchdog (closing it stops the watchdog first).
             Some(cb) => unsafe { cb(self.lp as *mut weft_loop, &report, self.user_data) },
             None => {
-                // SAFETY: as above: the loop is alive while its watchdog reports.
-                let lp = unsafe { &*(self.lp as *const super::handler::CLoop) };
                 // SAFETY: the report is plain data: its bytes are its C layout.
                 let bytes = unsafe {
                     std::slice::from_raw_parts((&report as *const weft_watchdog_report).cast::<u8>(), report.size)

@@ -328,6 +328,22 @@ impl<H> Records<H> {
         self.head.0.index.load(Acquire)
     }
 
+    /// How many records producers have claimed that the consumer has not run yet
+    /// (cancelled ones included until skipped): positions from `read` to the tail, less
+    /// the blocks' markers among them. Any thread; a moment's view, for statistics.
+    pub fn queued(&self) -> u64 {
+        let read = self.read.0.index.load(Relaxed);
+        let tail = self.tail.0.index.load(Relaxed).max(read);
+        // The markers before position n: one per lap completed.
+        (tail - read) - (tail / LAP - read / LAP)
+    }
+
+    /// Whether the record at position `pos` has been claimed and not run yet. Any
+    /// thread; a moment's view.
+    pub fn is_pending(&self, pos: u64) -> bool {
+        pos >= self.read.0.index.load(Relaxed) && pos < self.tail.0.index.load(Relaxed)
+    }
+
     /// True when a producer has claimed a position the consumer has not taken (its
     /// record may not be published yet). On the consumer's side of the wake-up pair,
     /// after its fence.

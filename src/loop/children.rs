@@ -40,7 +40,7 @@ impl<H: Handler> Loop<H> {
             // The snapshot is taken now if a slot is free and nobody waits before this
             // task; otherwise when a slot frees, on the loop thread.
             let (child, fork_now) = core.children.admit(index, plan, deadline_ns);
-            core.entries.at_mut(index).kind = Kind::Process(Box::new(ProcTask { child, work: work.take() }));
+            core.entries.set_kind(index, Kind::Process(Box::new(ProcTask { child, work: work.take() })));
             self.schedule_child(&mut core, index);
             (id, index, fork_now)
         };
@@ -292,7 +292,7 @@ impl<H: Handler> Loop<H> {
             // SAFETY: the caller hands the descriptor over (checked open above).
             let child = unsafe { process::Child::adopted(pid, pipe_read_fd, process::deadline_ns(timeout_ms)) };
             let core = &mut *core;
-            core.entries.at_mut(index).kind = Kind::Process(Box::new(ProcTask { child, work: None }));
+            core.entries.set_kind(index, Kind::Process(Box::new(ProcTask { child, work: None })));
             Self::watch_child_fds(core, index);
             self.schedule_child(core, index);
             Ok(id)

@@ -50,6 +50,8 @@
 //!   themselves (forking, reaping, timeouts, kill, `max_children`) is
 //!   `crate::process`'s, driven through its methods.
 //! * `pass.rs`: running: `run`, its passes, and dispatching a ready registration.
+//! * `labels.rs`: names programs give registrations, for the reports that name them.
+//! * `stats.rs`: the loop's statistics (its counters, queue depths, registrations).
 //!
 //! The files share the state defined here and nothing else: each one changes a
 //! registration's state only through the tables of `Core` (the slab, the wheel, the fd,
@@ -58,15 +60,18 @@
 
 mod children;
 mod entries;
+mod labels;
 mod owner;
 mod pass;
 mod register;
 mod spawn;
+mod stats;
 
 use crate::bus::{self, Pattern};
 use crate::error::{Code, Error, Result};
 use crate::fork;
 use crate::inbox::Inbox;
+use crate::metrics::Metrics;
 use crate::pool::{self, Pool};
 use crate::process;
 use crate::signal;
@@ -78,6 +83,7 @@ use crate::watch::FdTable;
 use crate::watchdog::Watchdog;
 use entries::Entries;
 use owner::Owner;
+pub use stats::Stats;
 use std::ffi::CStr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
@@ -391,6 +397,10 @@ pub struct Loop<H: Handler> {
     pace_ns: AtomicU64,
     /// The slow-callback watchdog (off until set; see `crate::watchdog`).
     watchdog: Watchdog,
+    /// The loop thread's counters, for `stats` (see `crate::metrics`).
+    metrics: Metrics,
+    /// Registrations' names (labels.rs).
+    labels: labels::Labels,
 }
 
 /// A number for the calling thread, unique in the process (never 0).
@@ -510,6 +520,8 @@ impl<H: Handler> Loop<H> {
             armed_hint: AtomicU64::new(u64::MAX),
             pace_ns: AtomicU64::new(0),
             watchdog: Watchdog::default(),
+            metrics: Metrics::default(),
+            labels: labels::Labels::default(),
         })
     }
 

@@ -65,6 +65,7 @@ impl<H: Handler> Loop<H> {
             }
             let stopping = self.stop.load(SeqCst);
             let ran = self.pass(runner, mode != RunMode::NoWait && !stopping)?;
+            self.metrics.passed(runner.done.len(), sys::now_ns);
             if self.stop.load(SeqCst) {
                 return Ok(());
             }
@@ -161,7 +162,13 @@ impl<H: Handler> Loop<H> {
         if self.own_next.load(Relaxed) < self.armed_hint.load(SeqCst) {
             self.rearm(&mut self.lock());
         }
-        self.inner.load().wait(events, block).map_err(io_error(sys::call::WAIT))?;
+        if self.metrics.watched() {
+            let from = sys::now_ns();
+            self.inner.load().wait(events, block).map_err(io_error(sys::call::WAIT))?;
+            self.metrics.waited(from, sys::now_ns());
+        } else {
+            self.inner.load().wait(events, block).map_err(io_error(sys::call::WAIT))?;
+        }
         self.inbox.wake_up();
         let (mut inbox_rang, mut timer_rang, mut signal_rang) = (false, false, false);
         ready.clear();
@@ -397,6 +404,9 @@ impl<H: Handler> Loop<H> {
                 timer::Begin::Stale => continue,
             };
             let id = slots::timer_id(self.tag, index, generation);
+            if self.metrics.watched() {
+                self.metrics.lateness(sys::now_ns().saturating_sub(deadline_ns));
+            }
             pool::deferring_wakeups(|| handler.call(self, id, Event::Timer));
             ran += 1;
             let over = {
@@ -528,6 +538,9 @@ impl<H: Handler> Loop<H> {
                 self.unlink_timer(core, index);
                 (handler, Some(core.entries.remove_at(index)))
             } else if let Kind::Timer { interval_ns } = core.entries.at(index).kind {
+                if self.metrics.watched() {
+                    self.metrics.lateness(sys::now_ns().saturating_sub(core.wheel.deadline_ns(index)));
+                }
                 if interval_ns > 0 {
                     let now = sys::now_ns();
                     // Fixed rate: the next call is due one interval after this one's

@@ -351,7 +351,7 @@ impl<H: Handler> Loop<H> {
 
     // ---- cancel ------------------------------------------------------------------------
 
-    fn live_index(&self, core: &Core<H>, id: Id) -> Result<u32> {
+    pub(super) fn live_index(&self, core: &Core<H>, id: Id) -> Result<u32> {
         match core.entries.index(id) {
             Some(index) if !core.entries.at(index).cancelled => Ok(index),
             _ => Err(Error::not_found(id)),

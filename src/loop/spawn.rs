@@ -263,7 +263,7 @@ impl<H: Handler> Loop<H> {
             let (id, index) = self.register(&mut core, done, Kind::Reserved)?;
             let work = work.take().expect("not taken yet");
             let (side, job) = TaskCell::lend(&mut core.cells, id, &self.inbox, work, timeout_ms > 0);
-            core.entries.at_mut(index).kind = Kind::Task(side);
+            core.entries.set_kind(index, Kind::Task(side));
             if timeout_ms > 0 {
                 core.wheel.insert(index, sys::now_ns() + timeout_ms * timer::NS_PER_MS);
                 self.rearm(&mut core);

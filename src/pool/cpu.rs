@@ -22,7 +22,7 @@ use super::stage::{Stage, Took, TAKE_AT};
 use super::thread::{Common, THREAD};
 use crate::error::{Code, Error, Result};
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 
 /// A CPU pool's queues and sleep state (the counters are described in SLEEP.md).
@@ -44,6 +44,27 @@ pub(super) struct Cpu {
     /// workers refresh their copy of it only then.
     pub(super) feeders: Mutex<Vec<FeederEntry>>,
     pub(super) feeders_epoch: AtomicU64,
+    /// Each worker's counters, for statistics (stats.rs).
+    pub(super) counters: Box<[WorkerCounters]>,
+}
+
+/// A worker's counters: written by the worker alone (a load and a store, no locked
+/// instruction, on a line of its own), read by anyone.
+#[repr(align(64))]
+#[derive(Default)]
+pub(super) struct WorkerCounters {
+    /// Jobs run to their end.
+    pub(super) ran: AtomicU64,
+    /// Jobs taken from another worker's deque.
+    pub(super) steals: AtomicU64,
+    /// Whether it is running a job now.
+    pub(super) busy: AtomicBool,
+}
+
+/// Adds one to a counter only the calling thread writes.
+#[inline(always)]
+fn bump(c: &AtomicU64) {
+    c.store(c.load(Relaxed).wrapping_add(1), Relaxed);
 }
 
 /// A feeder as its pool's workers see it: its id, its deque, its stage if it stages.
@@ -69,6 +90,7 @@ impl Cpu {
             started: AtomicBool::new(false),
             feeders: Mutex::new(Vec::new()),
             feeders_epoch: AtomicU64::new(0),
+            counters: (0..threads).map(|_| WorkerCounters::default()).collect(),
         }
     }
 
@@ -86,14 +108,26 @@ impl Cpu {
     /// One look for a job (SLEEP.md, "Where a worker looks"); last, the feeders'
     /// stages: any staged job in the `last` look before sleeping, else only a stage that
     /// holds [`TAKE_AT`] jobs (stage.rs).
-    fn find_job(&self, local: &Worker<JobRef>, feeds: &mut Feeds, last: bool) -> Option<JobRef> {
+    fn find_job(
+        &self,
+        local: &Worker<JobRef>,
+        feeds: &mut Feeds,
+        last: bool,
+        counters: &WorkerCounters,
+    ) -> Option<JobRef> {
         local.pop().or_else(|| {
             self.refresh(feeds);
             let job = std::iter::repeat_with(|| {
                 self.injector
                     .steal_batch_and_pop(local)
                     .or_else(|| feeds.stealers.iter().map(|s| s.steal_batch_and_pop(local)).collect())
-                    .or_else(|| self.stealers.iter().map(|s| s.steal()).collect())
+                    .or_else(|| {
+                        let stolen: Steal<JobRef> = self.stealers.iter().map(|s| s.steal()).collect();
+                        if stolen.is_success() {
+                            bump(&counters.steals);
+                        }
+                        stolen
+                    })
             })
             .find(|s| !s.is_retry())
             .and_then(|s| s.success())
@@ -114,10 +148,11 @@ impl Cpu {
         })
     }
 
-    fn work(self: &Arc<Self>, local: Worker<JobRef>) {
+    fn work(self: &Arc<Self>, local: Worker<JobRef>, index: usize) {
         THREAD.with(|t| t.local.set(&local));
         let feeds = Feeds { epoch: u64::MAX, stealers: Vec::new(), stages: Vec::new() };
-        if !self.sleep.work(&mut Queues { cpu: self, local: &local, feeds }) {
+        let counters = &self.counters[index];
+        if !self.sleep.work(&mut Queues { cpu: self, local: &local, feeds, counters }) {
             // The work forked and the child came back here: touch nothing.
             std::mem::forget(local);
             return;
@@ -150,7 +185,7 @@ impl Cpu {
         for (index, local) in locals.into_iter().enumerate() {
             let local = local.expect("each deque is handed out once");
             let cpu = self.clone();
-            match self.common.spawn_thread(index, move || cpu.work(local)) {
+            match self.common.spawn_thread(index, move || cpu.work(local, index)) {
                 Ok(()) => started += 1,
                 Err(e) => failure = Some(e),
             }
@@ -237,17 +272,18 @@ struct Queues<'a> {
     /// Shared: the thread-local `local` points at it too (nested submissions).
     local: &'a Worker<JobRef>,
     feeds: Feeds,
+    counters: &'a WorkerCounters,
 }
 
 impl Search for Queues<'_> {
     type Job = JobRef;
 
     fn find(&mut self) -> Option<JobRef> {
-        self.cpu.find_job(self.local, &mut self.feeds, false)
+        self.cpu.find_job(self.local, &mut self.feeds, false, self.counters)
     }
 
     fn find_last(&mut self) -> Option<JobRef> {
-        self.cpu.find_job(self.local, &mut self.feeds, true)
+        self.cpu.find_job(self.local, &mut self.feeds, true, self.counters)
     }
 
     /// Jobs may wait in the injector or in any worker's deque (a batch steal fills the
@@ -267,10 +303,13 @@ impl Search for Queues<'_> {
             if self.cpu.common.shutdown.load(SeqCst) {
                 job.abandon(); // queued when the pool began to shut down: not started
             } else {
+                self.counters.busy.store(true, Relaxed);
                 job.run();
                 if crate::fork::is_child() {
                     return false;
                 }
+                self.counters.busy.store(false, Relaxed);
+                bump(&self.counters.ran);
             }
             next = self.local.pop();
         }

@@ -21,6 +21,11 @@ pub fn default_pool(kind: Kind) -> crate::Result<Arc<Pool>> {
     Ok(pool)
 }
 
+/// The default pool of `kind` if it has been made (none is made here).
+pub(super) fn existing(kind: Kind) -> Option<Arc<Pool>> {
+    DEFAULTS.lock().unwrap_or_else(|p| p.into_inner())[(kind == Kind::Io) as usize].clone()
+}
+
 /// Bumped whenever a pool is freed or the default pools are shut down: a loop's cached
 /// pool is used only while the epoch it was cached at is still the current one.
 static POOL_EPOCH: AtomicU64 = AtomicU64::new(0);

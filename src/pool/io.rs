@@ -19,6 +19,8 @@ struct IoQueue {
     /// Wake-ups sent and not yet taken by a waiting thread.
     permits: usize,
     next_index: usize,
+    /// Jobs run to their end, for statistics.
+    ran: u64,
 }
 
 pub(super) struct Io {
@@ -33,7 +35,14 @@ impl Io {
     pub(super) fn new(common: Arc<Common>, bound: usize) -> Io {
         Io {
             common,
-            queue: Mutex::new(IoQueue { jobs: VecDeque::new(), threads: 0, idle: 0, permits: 0, next_index: 0 }),
+            queue: Mutex::new(IoQueue {
+                jobs: VecDeque::new(),
+                threads: 0,
+                idle: 0,
+                permits: 0,
+                next_index: 0,
+                ran: 0,
+            }),
             ready: Condvar::new(),
             bound,
         }
@@ -58,6 +67,7 @@ impl Io {
                     return;
                 }
                 queue = self.lock();
+                queue.ran += 1;
                 continue;
             }
             if self.common.shutdown.load(SeqCst) {
@@ -136,6 +146,12 @@ impl Io {
         for job in jobs {
             job.abandon();
         }
+    }
+
+    /// (threads, busy threads, queued jobs, jobs run), for statistics.
+    pub(super) fn counts(&self) -> (usize, usize, usize, u64) {
+        let queue = self.lock();
+        (queue.threads, queue.threads - queue.idle, queue.jobs.len(), queue.ran)
     }
 
     pub(super) fn wake_all(&self) {

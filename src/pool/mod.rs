@@ -20,6 +20,7 @@
 //!   which the workers take from (its protocol is written out there).
 //! * `deferred.rs`: CPU-pool wake-ups deferred to a loop callback's end.
 //! * `io.rs`: the IO pool, an elastic FIFO.
+//! * `stats.rs`: a pool's statistics ([`PoolStats`]), read from any thread.
 //! * `defaults.rs`: the process-wide default pools, their shutdown, and the pool epoch
 //!   loops check their cached pools against.
 //!
@@ -45,11 +46,13 @@ mod io;
 mod job;
 pub(crate) mod sleep;
 pub(crate) mod stage;
+mod stats;
 mod thread;
 
 pub use deferred::{deferring_scope, deferring_wakeups, flush_deferred_wakeups, Deferring};
 pub use feeder::{publish_staged, Feeder};
 pub use job::{Job, JobHeader, JobRef, JobVTable};
+pub use stats::{default_stats, PoolStats};
 
 use crate::error::{Code, Error, Result};
 use cpu::Cpu;

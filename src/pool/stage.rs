@@ -207,6 +207,11 @@ impl<J> Stage<J> {
         self.count.0.load(Relaxed) == 0
     }
 
+    /// How many jobs are staged (a hint, for statistics).
+    pub(crate) fn len(&self) -> usize {
+        self.count.0.load(Relaxed)
+    }
+
     /// Held: moves the staged jobs out, in order or `reversed`.
     fn empty_into(&self, reversed: bool, into: impl FnMut(J)) -> usize {
         // SAFETY: held.

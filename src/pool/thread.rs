@@ -96,6 +96,9 @@ pub(super) struct Common {
     handles: Mutex<Vec<OsThread>>,
     /// Identifies the pool for "is this thread one of mine".
     pub(super) serial: u64,
+    /// Threads started and threads that ended, for statistics.
+    pub(super) started: AtomicU64,
+    pub(super) retired: AtomicU64,
 }
 
 /// What a thread knows of pools, in one thread-local (in a shared library, each
@@ -143,6 +146,8 @@ impl Common {
             shutdown: AtomicBool::new(false),
             handles: Mutex::new(Vec::new()),
             serial: next_serial(),
+            started: AtomicU64::new(0),
+            retired: AtomicU64::new(0),
         })
     }
 
@@ -152,6 +157,7 @@ impl Common {
         let common = self.clone();
         let handle = OsThread::spawn(&name, self.options.stack_size, move || {
             THREAD.with(|t| t.current.set(Some((common.serial, index))));
+            common.started.fetch_add(1, SeqCst);
             if let Some(hook) = &common.options.on_start {
                 hook(index);
             }
@@ -159,6 +165,7 @@ impl Common {
             if let Some(hook) = &common.options.on_stop {
                 hook(index);
             }
+            common.retired.fetch_add(1, SeqCst);
         })
         .map_err(|e| Error::io("starting a pool thread", e))?;
         let mut handles = self.handles.lock().unwrap_or_else(|p| p.into_inner());

@@ -99,6 +99,11 @@ impl Supervisor {
         child.take_fds()
     }
 
+    /// How many of the loop's process tasks run in a child now, and how many wait.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.running, self.waiting.len())
+    }
+
     /// The sequence number a child forked now gets: it may run the tasks spawned before.
     pub fn fork_seq(&self) -> u64 {
         self.next_seq

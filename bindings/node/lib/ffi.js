@@ -44,6 +44,11 @@ const WEFT_HANGUP = 4;
 // Readiness bit, always reported: an error is pending on the fd.
 const WEFT_ERROR = 8;
 
+// `weft_spawn_options.flags`: record when the task was queued, started and finished,
+// for its `done` to read with `weft_task_get_timing` (a few clock reads per task, and
+// for a process task a page of shared memory).
+const WEFT_SPAWN_TIMING = 1;
+
 // A report's `kind`: a timer's callback.
 const WEFT_CALLBACK_TIMER = 1;
 
@@ -165,6 +170,23 @@ const weft_pool_options = koffi.struct('weft_pool_options', {
   hook_data: 'void *',
 });
 
+// What `weft_task_get_timing` fills: set `size = sizeof(weft_task_timing)` first.
+// Times are CLOCK_MONOTONIC nanoseconds (Python's `time.monotonic_ns()`, Node's
+// `process.hrtime.bigint()` on Linux).
+const weft_task_timing = koffi.struct('weft_task_timing', {
+  // sizeof(weft_task_timing) as your program sees it.
+  size: 'size_t',
+  // When `weft_spawn` was called.
+  queued_ns: 'uint64_t',
+  // When the work began; 0: it never did (cancelled or timed out before it started).
+  started_ns: 'uint64_t',
+  // When the work returned; 0: it has not (a timeout's `done` runs without waiting
+  // for it) or never ran.
+  finished_ns: 'uint64_t',
+  // When `done` was called.
+  done_ns: 'uint64_t',
+});
+
 // Where `weft_spawn` runs a task's work: one of the `WEFT_ON_*` values.
 const weft_where = koffi.alias('weft_where', 'int');
 
@@ -227,6 +249,9 @@ const weft_spawn_options = koffi.struct('weft_spawn_options', {
   // fork(2) leaves them (weft's behaviour before `keep_fds`); `keep_fds` is then
   // unused. The parent's sockets then stay open while the child runs.
   inherit_fds: 'bool',
+  // `WEFT_SPAWN_*` bits (0: none). A u64, at offset 80: a field in the tail padding
+  // of the older struct would be read from callers that never set it.
+  flags: 'uint64_t',
 });
 
 // What `weft_loop_set_watchdog`'s callback receives: one callback of the loop thread
@@ -246,7 +271,8 @@ const weft_watchdog_report = koffi.struct('weft_watchdog_report', {
   returned: 'int',
   // Nanoseconds since the callback started (monotonic clock).
   elapsed_ns: 'uint64_t',
-  // The label of the registration, or NULL (reserved: always NULL in this version).
+  // The registration's label (`weft_set_label`), valid during the callback; NULL
+  // when it has none, and always in the topic form.
   label: 'const char *',
   // The loop thread, as the kernel numbers threads (Linux: gettid; 0 where none), for
   // a sampler that reads its stack.
@@ -256,6 +282,81 @@ const weft_watchdog_report = koffi.struct('weft_watchdog_report', {
 // The callback of the watchdog. Runs on the watchdog's own thread, never on the loop
 // thread, and never two at a time for one loop.
 const weft_watchdog_cb = koffi.proto('void weft_watchdog_cb(weft_loop *lp, const weft_watchdog_report *report, void *user_data)');
+
+// What `weft_loop_get_stats` fills: set `size = sizeof(weft_loop_stats)` first (weft
+// fills the fields your program knows and sets `size` to the bytes it filled).
+const weft_loop_stats = koffi.struct('weft_loop_stats', {
+  // sizeof(weft_loop_stats) as your program sees it.
+  size: 'size_t',
+  // Passes the loop has made (each `weft_loop_run` makes one or more).
+  passes: 'uint64_t',
+  // Timer callbacks run.
+  timer_callbacks: 'uint64_t',
+  // Post callbacks run.
+  post_callbacks: 'uint64_t',
+  // fd watch callbacks run.
+  fd_callbacks: 'uint64_t',
+  // Signal watch callbacks run.
+  signal_callbacks: 'uint64_t',
+  // Event (subscription) callbacks run.
+  event_callbacks: 'uint64_t',
+  // Tasks' `done` callbacks run.
+  done_callbacks: 'uint64_t',
+  // Nanoseconds spent in passes (callbacks and the loop's own work), counted from
+  // the first `weft_loop_get_stats` on this loop (as libuv counts idle time only once
+  // asked to): busy / (busy + idle) is the loop's utilisation between two reads.
+  busy_ns: 'uint64_t',
+  // Nanoseconds waiting for work inside `weft_loop_run`, counted likewise.
+  idle_ns: 'uint64_t',
+  // How late timers' callbacks started (ns after their deadline) over the last 1024
+  // timer calls since the first `weft_loop_get_stats`: the median,
+  timer_late_p50_ns: 'uint64_t',
+  // the 99th percentile,
+  timer_late_p99_ns: 'uint64_t',
+  // and the maximum;
+  timer_late_max_ns: 'uint64_t',
+  // how many calls they cover (0: none yet, and the three are 0).
+  timer_late_samples: 'uint64_t',
+  // Posts, events and task records queued for the loop and not yet run.
+  queued_records: 'uint64_t',
+  // Tasks finished whose `done` waits for a later pass (the pass limit).
+  waiting_completions: 'uint64_t',
+  // Tasks on the loop or a pool whose `done` has not run.
+  tasks: 'uint64_t',
+  // Process tasks waiting for a slot or running, and adopted children.
+  process_tasks: 'uint64_t',
+  // Process tasks running in a child now.
+  children: 'uint64_t',
+  // Timers registered (one-shot ones until they fire).
+  timers: 'uint64_t',
+  // fd watches registered.
+  fd_watches: 'uint64_t',
+  // Signal watches registered.
+  signal_watches: 'uint64_t',
+  // Subscriptions registered.
+  subscriptions: 'uint64_t',
+});
+
+// What `weft_pool_get_stats` fills: set `size = sizeof(weft_pool_stats)` first.
+const weft_pool_stats = koffi.struct('weft_pool_stats', {
+  // sizeof(weft_pool_stats) as your program sees it.
+  size: 'size_t',
+  // Threads alive.
+  threads: 'uint64_t',
+  // Threads running a task now.
+  busy_threads: 'uint64_t',
+  // Tasks submitted and not yet started (CPU pools: those a loop's owner spawned
+  // outside callbacks are counted 32 at a time, so this is a lower bound).
+  queued: 'uint64_t',
+  // Tasks run to their end since the pool was made.
+  tasks_run: 'uint64_t',
+  // CPU pools: tasks a thread took from another thread's queue.
+  steals: 'uint64_t',
+  // Threads started since the pool was made.
+  threads_started: 'uint64_t',
+  // Threads that exited since the pool was made (an IO pool's idle ones).
+  threads_retired: 'uint64_t',
+});
 
 // The smallest id weft returns: a loop's tag, from 1 up, fills the id's top 12 bits.
 const WEFT_ID_MIN = 4503599627370496;
@@ -317,6 +418,7 @@ const FUNCTIONS = Object.freeze([
   'weft_pool_new',
   'weft_pool_free',
   'weft_shutdown',
+  'weft_task_get_timing',
   'weft_spawn',
   'weft_task_cancelled',
   'weft_task_write',
@@ -325,6 +427,9 @@ const FUNCTIONS = Object.freeze([
   'weft_child_task',
   'weft_child_exit',
   'weft_loop_set_watchdog',
+  'weft_set_label',
+  'weft_loop_get_stats',
+  'weft_pool_get_stats',
 ]);
 
 // The koffi prototype of every function (callback parameters as `weft_cb *`).
@@ -354,6 +459,7 @@ const PROTOTYPES = Object.freeze({
   weft_pool_new: 'weft_pool *weft_pool_new(const weft_pool_options *options)',
   weft_pool_free: 'void weft_pool_free(weft_pool *pool)',
   weft_shutdown: 'void weft_shutdown(void)',
+  weft_task_get_timing: 'int weft_task_get_timing(const weft_loop *lp, weft_id task, weft_task_timing *timing)',
   weft_spawn: 'weft_id weft_spawn(weft_loop *lp, weft_where place, weft_work_fn *work, weft_done_fn *done, void *user_data, weft_free_fn *free_fn, const weft_spawn_options *options)',
   weft_task_cancelled: 'bool weft_task_cancelled(const weft_task *task)',
   weft_task_write: 'int weft_task_write(weft_task *task, const void *buf, size_t len)',
@@ -362,6 +468,9 @@ const PROTOTYPES = Object.freeze({
   weft_child_task: 'weft_task *weft_child_task(int pipe_write_fd)',
   weft_child_exit: 'void weft_child_exit(weft_task *task, int status)',
   weft_loop_set_watchdog: 'int weft_loop_set_watchdog(weft_loop *lp, uint64_t threshold_ms, weft_watchdog_cb *cb, void *user_data, weft_free_fn *free_fn)',
+  weft_set_label: 'int weft_set_label(weft_loop *lp, weft_id id, const char *label)',
+  weft_loop_get_stats: 'int weft_loop_get_stats(const weft_loop *lp, weft_loop_stats *stats)',
+  weft_pool_get_stats: 'int weft_pool_get_stats(const weft_pool *pool, weft_pool_kind kind, weft_pool_stats *stats)',
 });
 
 // Every integer constant and enum value.
@@ -374,6 +483,7 @@ const CONSTANTS = Object.freeze({
   WEFT_WRITABLE,
   WEFT_HANGUP,
   WEFT_ERROR,
+  WEFT_SPAWN_TIMING,
   WEFT_CALLBACK_TIMER,
   WEFT_CALLBACK_POST,
   WEFT_CALLBACK_FD,
@@ -479,6 +589,7 @@ const DOCS = Object.freeze({
   WEFT_WRITABLE: "fd watch interest and readiness bit: the fd is writable.",
   WEFT_HANGUP: "Readiness bit, always reported: the peer hung up (the fd reads EOF). On macOS and the\nBSDs (kqueue) a hang-up is reported as `WEFT_READABLE` only: the read gives EOF.",
   WEFT_ERROR: "Readiness bit, always reported: an error is pending on the fd.",
+  WEFT_SPAWN_TIMING: "`weft_spawn_options.flags`: record when the task was queued, started and finished,\nfor its `done` to read with `weft_task_get_timing` (a few clock reads per task, and\nfor a process task a page of shared memory).",
   WEFT_CALLBACK_TIMER: "A report's `kind`: a timer's callback.",
   WEFT_CALLBACK_POST: "A report's `kind`: a post's callback.",
   WEFT_CALLBACK_FD: "A report's `kind`: an fd watch's callback.",
@@ -512,6 +623,7 @@ const DOCS = Object.freeze({
   weft_pool_kind: "A pool's kind: one of the `WEFT_POOL_*` values.",
   weft_thread_hook: "A pool thread hook: called on the thread itself, with its index in the pool.",
   weft_pool_options: "Options of `weft_pool_new`. Zero-initialise, set `size = sizeof(weft_pool_options)`,\nthen the fields you need: a later version may add fields at the end, and `size`\ntells it which ones your program knows.",
+  weft_task_timing: "What `weft_task_get_timing` fills: set `size = sizeof(weft_task_timing)` first.\nTimes are CLOCK_MONOTONIC nanoseconds (Python's `time.monotonic_ns()`, Node's\n`process.hrtime.bigint()` on Linux).",
   weft_where: "Where `weft_spawn` runs a task's work: one of the `WEFT_ON_*` values.",
   weft_work_fn: "A task's work: runs on the thread `weft_spawn`'s `where` chose. Returns the task's\nstatus, which should be >= 0 (negative values are reserved for weft's codes).\nInside it, call `weft_task_cancelled`, `weft_task_write` and `weft_task_emit`.",
   weft_done_fn: "A task's completion, on the loop thread, exactly once: `status` is what work\nreturned (>= 0), or `WEFT_ERR_CANCELLED` or `WEFT_ERR_TIMEOUT`; `result`/`len` are the\nbytes work wrote with `weft_task_write` (NULL/0 when cancelled or timed out), valid\nuntil `done` returns.",
@@ -519,6 +631,8 @@ const DOCS = Object.freeze({
   weft_spawn_options: "Options of `weft_spawn` (NULL: all defaults). Zero-initialise, set\n`size = sizeof(weft_spawn_options)`, then the fields you need.",
   weft_watchdog_report: "What `weft_loop_set_watchdog`'s callback receives: one callback of the loop thread\nthat ran longer than the threshold. Valid during the call.",
   weft_watchdog_cb: "The callback of the watchdog. Runs on the watchdog's own thread, never on the loop\nthread, and never two at a time for one loop.",
+  weft_loop_stats: "What `weft_loop_get_stats` fills: set `size = sizeof(weft_loop_stats)` first (weft\nfills the fields your program knows and sets `size` to the bytes it filled).",
+  weft_pool_stats: "What `weft_pool_get_stats` fills: set `size = sizeof(weft_pool_stats)` first.",
   WEFT_ID_MIN: "The smallest id weft returns: a loop's tag, from 1 up, fills the id's top 12 bits.",
   WEFT_RUN_DEFAULT: "Run until `weft_loop_stop` is called or nothing is registered (timers, watches,\nsubscriptions, posts and events not yet delivered, tasks whose `done` has not run).",
   WEFT_RUN_ONCE: "Wait until something is ready, then make one pass.",
@@ -554,6 +668,7 @@ const DOCS = Object.freeze({
   weft_pool_new: "Makes a pool. Its threads start when the first task is submitted. Any thread.\nReturns NULL on error: `WEFT_ERR_NULL` (options), `WEFT_ERR_INVALID` (a bad size or\nkind, more than 4096 threads, a stack above 1 GiB, a name that is empty or not\nUTF-8), `WEFT_ERR_FORKED`.",
   weft_pool_free: "Frees a pool: tasks queued and not started complete with `WEFT_ERR_CANCELLED` (their\n`done` runs on their loop, if the loop is alive), running ones finish, then every\nthread is joined (so this waits for running work). NULL is a no-op. Any thread but\nthe pool's own: from one of them it is refused (`WEFT_ERR_BUSY` in\n`weft_last_error`), as it would wait for itself. A pool already freed is refused\n(`WEFT_ERR_INVALID`).",
   weft_shutdown: "Drains and joins the default pools: tasks queued on them complete with\n`WEFT_ERR_CANCELLED`, running ones finish. After every loop is freed and this has\nreturned, weft holds no thread and no fd. Later spawns start the pools again. For\natexit handlers and hosts that unload the library. Not from a pool thread.",
+  weft_task_get_timing: "Fills `*timing` with the times of task `task` (see `weft_task_timing`). Only inside\nthat task's `done` (on the loop thread), for a task spawned with\n`weft_spawn_options.timing`. Returns `WEFT_OK`, `WEFT_ERR_NULL`, `WEFT_ERR_INVALID`\n(a bad `size`; not inside this task's `done`, or spawned without `timing`).",
   weft_spawn: "Runs `work(task, user_data)` where `where` says: `WEFT_ON_LOOP` (on the loop thread,\nin its next pass), `WEFT_ON_IO` (the default IO pool, or `options->pool`) or\n`WEFT_ON_CPU` (the default CPU pool, or `options->pool`); then calls\n`done(loop, id, status, result, len, user_data)` on the loop thread exactly once.\n`weft_cancel(loop, id)` before the work starts: `done` gets `WEFT_ERR_CANCELLED` and\nthe work never runs; while it runs: `weft_task_cancelled` turns true and `done` gets\n`WEFT_ERR_CANCELLED` when the work returns (its result discarded); after `done`, or\nonce the loop has taken the finished task's completion to deliver it in the current\npass (a cancel from the `done` of a task delivered just before it):\n`WEFT_ERR_NOT_FOUND`. With `options->timeout_ms`, `done` gets `WEFT_ERR_TIMEOUT` at the\ndeadline without waiting for the work, which sees `weft_task_cancelled`.\n`free_fn(user_data)` runs once, after both `done` and the work are over: on the loop\nthread, or on the work's thread when the work outlives `done`. A work function that\nnever returns keeps its pool thread, and its `free_fn` never runs. `done` may be\nNULL. The default pools start on first use (CPU: one thread per core; IO: up to 64\nthreads, idle ones exit after 10 s). Any thread.\n\nWho owns a loop: the thread running it (in `weft_loop_run`, so in its callbacks),\nor, while no thread runs it, whichever thread calls into it, for that one call. A\ntask on a pool without a timeout spawned by the loop's owner takes no lock of the\nloop's: from a callback, before `weft_loop_run`, or between `WEFT_RUN_NOWAIT`\npasses. A spawn from another thread while the loop runs takes the loop's lock.\nFrom a callback, CPU tasks are handed to the pool 64 at a time, and the rest when\nthe callback returns, so a callback must not wait for a task it has just spawned to\nstart; outside callbacks they are staged where a free worker takes them without\nany later call, so a thread may block on a task it has just spawned.\n\n`WEFT_ON_PROCESS`: the work runs in a forked child, against a copy-on-write snapshot\nof this process taken at the fork: inside `weft_spawn` (on the calling thread) when\nfewer than `options->max_children` (default: one per core) of the loop's process\ntasks run and none waits, otherwise on the loop thread when a slot frees (FIFO). In\nthe child, `weft_task_write` and `weft_task_emit` stream to the parent through a\npipe; `weft_task_cancelled` is true once the parent is gone. When work returns, the\nchild sends its status and `_exit`s (no atexit handler, no destructor runs). Between\nthe fork and the work, weft makes only async-signal-safe calls; what the work itself\ncalls is the caller's business (another thread may have held any lock at the fork:\nglibc's malloc is safe, most other libraries' locks are not). The child starts with\nno signal blocked and SIGTERM at its default action, and with only stdin, stdout,\nstderr, its pipes to the parent and `options->keep_fds` of this process's descriptors\nopen (the others are closed before the work, with close_range(2) where there is one):\na server's sockets are not held open by a child, so a listening socket the server\ncloses refuses connections at once, and a peer sees a connection the server closes\nend at once, while its renders run in children. The trade-off: a work that uses a\ndescriptor it inherits (a log file, a database connection) must list it in\n`keep_fds`, or set `inherit_fds` to keep them all (the behaviour before these\nfields; NULL options and an older, shorter struct get the closing default). With\n`reuse_child`, a child keeps the fds any of the tasks it may run keeps. The events\nreach the loop's subscribers in emit order, before `done`. `done` runs once the child is reaped and\nits output read: `status` is what work returned; `WEFT_ERR_CRASHED` if the child died\nby a signal or exited before sending its status (`weft_last_error`, called inside\n`done`, names the signal or exit code); `WEFT_ERR_TIMEOUT` or `WEFT_ERR_CANCELLED`\nafter a timeout or `weft_cancel`, which kill the child (SIGTERM, then SIGKILL 250 ms\nlater) or, if it has not forked yet, make sure it never does; `WEFT_ERR_IO` if the\nfork failed on the loop thread. `free_fn` runs in the parent, after `done`. Freeing\nthe loop kills and reaps its children (their `done` does not run).\n\nWith `options->reuse_child`, a child that has finished its task and sent its status\nmay run another: the first waiting process task, if that one was spawned with\n`reuse_child` (and the same `fork_fn` and `fork_data`) *before* the child was forked,\nso its work and everything it points to are in the child's copy of memory. The task\nstill sees everything done before its `weft_spawn` returned, but also what earlier\ntasks run in the same child changed in it (globals, caches): the trade-off of reuse.\nA child with no such task to run exits. Its task's `done` runs when the next task\nstarts in the child, or once the child is reaped; `weft_child_exit` in a reused child\nends it as usual (the next task gets a fresh child). `max_children`, timeouts and\ncancels hold as without reuse: a cancel or timeout kills the child, which ends only\nthe task it runs.\n\nReturns the task's id, or 0: `WEFT_ERR_NULL` (loop, work), `WEFT_ERR_INVALID` (unknown\n`where`, a bad options size, a pool of the other kind, a freed pool, a pool with\n`WEFT_ON_LOOP` or `WEFT_ON_PROCESS`, a timeout above 2^35 - 1 ms), `WEFT_ERR_IO` (the\nfork or the pipe failed: out of processes or fds), `WEFT_ERR_BUSY` (2^24 tasks, or\nregistrations, of this loop at once), `WEFT_ERR_CLOSED` (the loop is being freed, or\n`options->pool` is being freed by another thread right now).",
   weft_task_cancelled: "True once the task was cancelled or timed out: work should return soon (weft cannot\nstop a thread). In a process task's child: true once the parent process is gone (a\ncancel kills the child). Call it from inside the task's work. False for NULL.",
   weft_task_write: "Appends `len` bytes to the task's result, which `done` receives (any size; copied).\nCall it from inside the task's work. Returns `WEFT_OK`, `WEFT_ERR_NULL` (task, or buf\nwith len > 0), `WEFT_ERR_INVALID` (len above PTRDIFF_MAX).",
@@ -562,6 +677,9 @@ const DOCS = Object.freeze({
   weft_child_task: "In a child forked by the host (see `weft_adopt_child`): a task whose\n`weft_task_write`, `weft_task_emit` and `weft_task_cancelled` report to the parent\nthrough `pipe_write_fd`, and which `weft_child_exit` ends. Works in a forked child\n(the exception to `WEFT_ERR_FORKED`), from any of its threads; use the task from one\nthread at a time. Returns NULL on error: `WEFT_ERR_INVALID`\n(`pipe_write_fd` not a pipe or socket open for writing).",
   weft_child_exit: "Sends `status` to the parent as the work's status (>= 0 by convention; `done` gets\nit), closes the pipe and ends the child with `_exit(0)`: no atexit handler and no\ndestructor runs. For a task of `weft_child_task`, or a `WEFT_ON_PROCESS` task's own\n`task` (to end the child early). From the thread using the task. Returns only on bad\ninput (`weft_last_error` says\nwhy): NULL, or a task that runs on a thread, not in a child.",
   weft_loop_set_watchdog: "Sets the loop's slow-callback watchdog: when one callback on the loop thread has run\nlonger than `threshold_ms`, `cb(loop, report, user_data)` is called while it still\nruns (`report->returned` 0), from a thread of the watchdog's own, and again when it\nreturns (`returned` 1, with its total time). The watchdog looks every quarter of the\nthreshold (1 to 250 ms), so a callback longer than 1.25 times the threshold always\ngets its first report while it runs; one a little over the threshold may get only\nthe second. `cb` runs on the watchdog thread, one report at a time, while the loop\ngoes on: it may call weft functions, but `weft_loop_free` and\n`weft_loop_set_watchdog` of this loop are refused there (`WEFT_ERR_BUSY`), since\nthey wait for the watchdog thread. Called again, it replaces the\nthreshold and the callback (the previous `free_fn` runs once). `threshold_ms` 0\nturns the watchdog off (`cb` may then be NULL): the thread ends, and `free_fn` runs\non this thread. Freeing the loop turns it off. Off, a callback costs one load; on,\ntwo clock reads. Any thread.\n`cb` NULL (with a threshold): each report is emitted instead as an event on the\nloop's topic \"weft.watchdog\", its payload the `weft_watchdog_report` (`label` NULL),\nso that subscribers get it on the loop thread once the slow callback has returned:\nfor hosts that cannot take a call from another thread (Node).\nReturns `WEFT_OK`; `WEFT_ERR_NULL` (loop), `WEFT_ERR_INVALID`\n(a threshold above 2^35 - 1 ms), `WEFT_ERR_BUSY` (from the watchdog's callback),\n`WEFT_ERR_IO` (no thread could be started), `WEFT_ERR_CLOSED`. On failure `free_fn`\ndoes not run and the watchdog is as it was.",
+  weft_set_label: "The topic of the reports when no callback takes them.\nNames the registration `id` of `loop` with `label` (copied), for the reports that\nname it (the watchdog's: `weft_watchdog_report.label`); `label` NULL removes the\nname. `id` is a live timer, fd or signal watch, subscription, task, or a post not\nyet run. The name lasts as long as the registration. Any thread. Returns\n`WEFT_OK`, `WEFT_ERR_NULL` (loop), `WEFT_ERR_NOT_FOUND` (not a live registration of\nthis loop), `WEFT_ERR_INVALID` (a label over 4096 bytes or not UTF-8),\n`WEFT_ERR_CLOSED`.",
+  weft_loop_get_stats: "Fills `*stats` with the loop's counters (see `weft_loop_stats`). Any thread. It\nwrites nothing the loop writes per callback and takes the loop's lock only for a few\nloads, never while the loop runs a callback: reading does not slow the loop. Each\ncounter is exact, but they are not all taken at one instant while the loop runs.\nReturns `WEFT_OK`, `WEFT_ERR_NULL`, `WEFT_ERR_INVALID` (a bad `size`),\n`WEFT_ERR_CLOSED` (the loop is being freed), `WEFT_ERR_FORKED`.",
+  weft_pool_get_stats: "Fills `*stats` with a pool's counters (see `weft_pool_stats`); `pool` NULL: the\ndefault pool of `kind` (all zero until its first task; `kind` is ignored with a\npool). Any thread; reading takes no lock a CPU pool's thread takes per task.\nReturns `WEFT_OK`, `WEFT_ERR_NULL` (stats), `WEFT_ERR_INVALID` (a bad `size` or\n`kind`, a freed pool).",
 });
 
 module.exports = {
@@ -574,6 +692,7 @@ module.exports = {
   WEFT_WRITABLE,
   WEFT_HANGUP,
   WEFT_ERROR,
+  WEFT_SPAWN_TIMING,
   WEFT_CALLBACK_TIMER,
   WEFT_CALLBACK_POST,
   WEFT_CALLBACK_FD,
@@ -607,6 +726,7 @@ module.exports = {
   weft_pool_kind,
   weft_thread_hook,
   weft_pool_options,
+  weft_task_timing,
   weft_where,
   weft_work_fn,
   weft_done_fn,
@@ -614,6 +734,8 @@ module.exports = {
   weft_spawn_options,
   weft_watchdog_report,
   weft_watchdog_cb,
+  weft_loop_stats,
+  weft_pool_stats,
   WEFT_ID_MIN,
   WEFT_RUN_DEFAULT,
   WEFT_RUN_ONCE,

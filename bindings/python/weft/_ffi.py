@@ -42,6 +42,11 @@ WEFT_HANGUP = 4
 # Readiness bit, always reported: an error is pending on the fd.
 WEFT_ERROR = 8
 
+# `weft_spawn_options.flags`: record when the task was queued, started and finished,
+# for its `done` to read with `weft_task_get_timing` (a few clock reads per task, and
+# for a process task a page of shared memory).
+WEFT_SPAWN_TIMING = 1
+
 # A report's `kind`: a timer's callback.
 WEFT_CALLBACK_TIMER = 1
 
@@ -206,6 +211,25 @@ class weft_pool_options(ctypes.Structure):
     ]
 
 
+class weft_task_timing(ctypes.Structure):
+    "What `weft_task_get_timing` fills: set `size = sizeof(weft_task_timing)` first.\n"
+    "Times are CLOCK_MONOTONIC nanoseconds (Python's `time.monotonic_ns()`, Node's\n"
+    "`process.hrtime.bigint()` on Linux)."
+    _fields_ = [
+        # sizeof(weft_task_timing) as your program sees it.
+        ("size", ctypes.c_size_t),
+        # When `weft_spawn` was called.
+        ("queued_ns", ctypes.c_uint64),
+        # When the work began; 0: it never did (cancelled or timed out before it started).
+        ("started_ns", ctypes.c_uint64),
+        # When the work returned; 0: it has not (a timeout's `done` runs without waiting
+        # for it) or never ran.
+        ("finished_ns", ctypes.c_uint64),
+        # When `done` was called.
+        ("done_ns", ctypes.c_uint64),
+    ]
+
+
 # Where `weft_spawn` runs a task's work: one of the `WEFT_ON_*` values.
 weft_where = ctypes.c_int
 
@@ -286,6 +310,9 @@ class weft_spawn_options(ctypes.Structure):
         # fork(2) leaves them (weft's behaviour before `keep_fds`); `keep_fds` is then
         # unused. The parent's sockets then stay open while the child runs.
         ("inherit_fds", ctypes.c_bool),
+        # `WEFT_SPAWN_*` bits (0: none). A u64, at offset 80: a field in the tail padding
+        # of the older struct would be read from callers that never set it.
+        ("flags", ctypes.c_uint64),
     ]
 
 
@@ -307,7 +334,8 @@ class weft_watchdog_report(ctypes.Structure):
         ("returned", ctypes.c_int),
         # Nanoseconds since the callback started (monotonic clock).
         ("elapsed_ns", ctypes.c_uint64),
-        # The label of the registration, or NULL (reserved: always NULL in this version).
+        # The registration's label (`weft_set_label`), valid during the callback; NULL
+        # when it has none, and always in the topic form.
         ("label", ctypes.c_char_p),
         # The loop thread, as the kernel numbers threads (Linux: gettid; 0 where none), for
         # a sampler that reads its stack.
@@ -323,6 +351,86 @@ weft_watchdog_cb = ctypes.CFUNCTYPE(
     POINTER(weft_watchdog_report),  # report
     ctypes.c_void_p,  # user_data
 )
+
+
+class weft_loop_stats(ctypes.Structure):
+    "What `weft_loop_get_stats` fills: set `size = sizeof(weft_loop_stats)` first (weft\n"
+    "fills the fields your program knows and sets `size` to the bytes it filled)."
+    _fields_ = [
+        # sizeof(weft_loop_stats) as your program sees it.
+        ("size", ctypes.c_size_t),
+        # Passes the loop has made (each `weft_loop_run` makes one or more).
+        ("passes", ctypes.c_uint64),
+        # Timer callbacks run.
+        ("timer_callbacks", ctypes.c_uint64),
+        # Post callbacks run.
+        ("post_callbacks", ctypes.c_uint64),
+        # fd watch callbacks run.
+        ("fd_callbacks", ctypes.c_uint64),
+        # Signal watch callbacks run.
+        ("signal_callbacks", ctypes.c_uint64),
+        # Event (subscription) callbacks run.
+        ("event_callbacks", ctypes.c_uint64),
+        # Tasks' `done` callbacks run.
+        ("done_callbacks", ctypes.c_uint64),
+        # Nanoseconds spent in passes (callbacks and the loop's own work), counted from
+        # the first `weft_loop_get_stats` on this loop (as libuv counts idle time only once
+        # asked to): busy / (busy + idle) is the loop's utilisation between two reads.
+        ("busy_ns", ctypes.c_uint64),
+        # Nanoseconds waiting for work inside `weft_loop_run`, counted likewise.
+        ("idle_ns", ctypes.c_uint64),
+        # How late timers' callbacks started (ns after their deadline) over the last 1024
+        # timer calls since the first `weft_loop_get_stats`: the median,
+        ("timer_late_p50_ns", ctypes.c_uint64),
+        # the 99th percentile,
+        ("timer_late_p99_ns", ctypes.c_uint64),
+        # and the maximum;
+        ("timer_late_max_ns", ctypes.c_uint64),
+        # how many calls they cover (0: none yet, and the three are 0).
+        ("timer_late_samples", ctypes.c_uint64),
+        # Posts, events and task records queued for the loop and not yet run.
+        ("queued_records", ctypes.c_uint64),
+        # Tasks finished whose `done` waits for a later pass (the pass limit).
+        ("waiting_completions", ctypes.c_uint64),
+        # Tasks on the loop or a pool whose `done` has not run.
+        ("tasks", ctypes.c_uint64),
+        # Process tasks waiting for a slot or running, and adopted children.
+        ("process_tasks", ctypes.c_uint64),
+        # Process tasks running in a child now.
+        ("children", ctypes.c_uint64),
+        # Timers registered (one-shot ones until they fire).
+        ("timers", ctypes.c_uint64),
+        # fd watches registered.
+        ("fd_watches", ctypes.c_uint64),
+        # Signal watches registered.
+        ("signal_watches", ctypes.c_uint64),
+        # Subscriptions registered.
+        ("subscriptions", ctypes.c_uint64),
+    ]
+
+
+class weft_pool_stats(ctypes.Structure):
+    "What `weft_pool_get_stats` fills: set `size = sizeof(weft_pool_stats)` first."
+    _fields_ = [
+        # sizeof(weft_pool_stats) as your program sees it.
+        ("size", ctypes.c_size_t),
+        # Threads alive.
+        ("threads", ctypes.c_uint64),
+        # Threads running a task now.
+        ("busy_threads", ctypes.c_uint64),
+        # Tasks submitted and not yet started (CPU pools: those a loop's owner spawned
+        # outside callbacks are counted 32 at a time, so this is a lower bound).
+        ("queued", ctypes.c_uint64),
+        # Tasks run to their end since the pool was made.
+        ("tasks_run", ctypes.c_uint64),
+        # CPU pools: tasks a thread took from another thread's queue.
+        ("steals", ctypes.c_uint64),
+        # Threads started since the pool was made.
+        ("threads_started", ctypes.c_uint64),
+        # Threads that exited since the pool was made (an IO pool's idle ones).
+        ("threads_retired", ctypes.c_uint64),
+    ]
+
 
 # The smallest id weft returns: a loop's tag, from 1 up, fills the id's top 12 bits.
 WEFT_ID_MIN = 4503599627370496
@@ -385,6 +493,7 @@ FUNCTIONS = (
     "weft_pool_new",
     "weft_pool_free",
     "weft_shutdown",
+    "weft_task_get_timing",
     "weft_spawn",
     "weft_task_cancelled",
     "weft_task_write",
@@ -393,6 +502,9 @@ FUNCTIONS = (
     "weft_child_task",
     "weft_child_exit",
     "weft_loop_set_watchdog",
+    "weft_set_label",
+    "weft_loop_get_stats",
+    "weft_pool_get_stats",
 )
 
 # The C prototype of every function (typedef names for `struct X`).
@@ -422,6 +534,7 @@ PROTOTYPES = {
     "weft_pool_new": "weft_pool *weft_pool_new(const weft_pool_options *options)",
     "weft_pool_free": "void weft_pool_free(weft_pool *pool)",
     "weft_shutdown": "void weft_shutdown(void)",
+    "weft_task_get_timing": "int weft_task_get_timing(const weft_loop *lp, weft_id task, weft_task_timing *timing)",
     "weft_spawn": "weft_id weft_spawn(weft_loop *lp, weft_where place, weft_work_fn work, weft_done_fn done, void *user_data, weft_free_fn free_fn, const weft_spawn_options *options)",
     "weft_task_cancelled": "bool weft_task_cancelled(const weft_task *task)",
     "weft_task_write": "int weft_task_write(weft_task *task, const void *buf, size_t len)",
@@ -430,6 +543,9 @@ PROTOTYPES = {
     "weft_child_task": "weft_task *weft_child_task(int pipe_write_fd)",
     "weft_child_exit": "void weft_child_exit(weft_task *task, int status)",
     "weft_loop_set_watchdog": "int weft_loop_set_watchdog(weft_loop *lp, uint64_t threshold_ms, weft_watchdog_cb cb, void *user_data, weft_free_fn free_fn)",
+    "weft_set_label": "int weft_set_label(weft_loop *lp, weft_id id, const char *label)",
+    "weft_loop_get_stats": "int weft_loop_get_stats(const weft_loop *lp, weft_loop_stats *stats)",
+    "weft_pool_get_stats": "int weft_pool_get_stats(const weft_pool *pool, weft_pool_kind kind, weft_pool_stats *stats)",
 }
 
 # Every integer constant and enum value.
@@ -442,6 +558,7 @@ CONSTANTS = {
     "WEFT_WRITABLE": WEFT_WRITABLE,
     "WEFT_HANGUP": WEFT_HANGUP,
     "WEFT_ERROR": WEFT_ERROR,
+    "WEFT_SPAWN_TIMING": WEFT_SPAWN_TIMING,
     "WEFT_CALLBACK_TIMER": WEFT_CALLBACK_TIMER,
     "WEFT_CALLBACK_POST": WEFT_CALLBACK_POST,
     "WEFT_CALLBACK_FD": WEFT_CALLBACK_FD,
@@ -505,6 +622,7 @@ SIGNATURES = {
     "weft_pool_new": (POINTER(weft_pool), [POINTER(weft_pool_options)]),
     "weft_pool_free": (None, [POINTER(weft_pool)]),
     "weft_shutdown": (None, []),
+    "weft_task_get_timing": (ctypes.c_int, [POINTER(weft_loop), weft_id, POINTER(weft_task_timing)]),
     "weft_spawn": (weft_id, [POINTER(weft_loop), weft_where, weft_work_fn, weft_done_fn, ctypes.c_void_p, weft_free_fn, POINTER(weft_spawn_options)]),
     "weft_task_cancelled": (ctypes.c_bool, [POINTER(weft_task)]),
     "weft_task_write": (ctypes.c_int, [POINTER(weft_task), ctypes.c_void_p, ctypes.c_size_t]),
@@ -513,6 +631,9 @@ SIGNATURES = {
     "weft_child_task": (POINTER(weft_task), [ctypes.c_int]),
     "weft_child_exit": (None, [POINTER(weft_task), ctypes.c_int]),
     "weft_loop_set_watchdog": (ctypes.c_int, [POINTER(weft_loop), ctypes.c_uint64, weft_watchdog_cb, ctypes.c_void_p, weft_free_fn]),
+    "weft_set_label": (ctypes.c_int, [POINTER(weft_loop), weft_id, ctypes.c_char_p]),
+    "weft_loop_get_stats": (ctypes.c_int, [POINTER(weft_loop), POINTER(weft_loop_stats)]),
+    "weft_pool_get_stats": (ctypes.c_int, [POINTER(weft_pool), weft_pool_kind, POINTER(weft_pool_stats)]),
 }
 
 
@@ -551,6 +672,11 @@ DOCS = {
     ),
     "WEFT_ERROR": (
         "Readiness bit, always reported: an error is pending on the fd."
+    ),
+    "WEFT_SPAWN_TIMING": (
+        "`weft_spawn_options.flags`: record when the task was queued, started and finished,\n"
+        "for its `done` to read with `weft_task_get_timing` (a few clock reads per task, and\n"
+        "for a process task a page of shared memory)."
     ),
     "WEFT_CALLBACK_TIMER": (
         "A report's `kind`: a timer's callback."
@@ -665,6 +791,11 @@ DOCS = {
         "then the fields you need: a later version may add fields at the end, and `size`\n"
         "tells it which ones your program knows."
     ),
+    "weft_task_timing": (
+        "What `weft_task_get_timing` fills: set `size = sizeof(weft_task_timing)` first.\n"
+        "Times are CLOCK_MONOTONIC nanoseconds (Python's `time.monotonic_ns()`, Node's\n"
+        "`process.hrtime.bigint()` on Linux)."
+    ),
     "weft_where": (
         "Where `weft_spawn` runs a task's work: one of the `WEFT_ON_*` values."
     ),
@@ -693,6 +824,13 @@ DOCS = {
     "weft_watchdog_cb": (
         "The callback of the watchdog. Runs on the watchdog's own thread, never on the loop\n"
         "thread, and never two at a time for one loop."
+    ),
+    "weft_loop_stats": (
+        "What `weft_loop_get_stats` fills: set `size = sizeof(weft_loop_stats)` first (weft\n"
+        "fills the fields your program knows and sets `size` to the bytes it filled)."
+    ),
+    "weft_pool_stats": (
+        "What `weft_pool_get_stats` fills: set `size = sizeof(weft_pool_stats)` first."
     ),
     "WEFT_ID_MIN": (
         "The smallest id weft returns: a loop's tag, from 1 up, fills the id's top 12 bits."
@@ -932,6 +1070,12 @@ DOCS = {
         "returned, weft holds no thread and no fd. Later spawns start the pools again. For\n"
         "atexit handlers and hosts that unload the library. Not from a pool thread."
     ),
+    "weft_task_get_timing": (
+        "Fills `*timing` with the times of task `task` (see `weft_task_timing`). Only inside\n"
+        "that task's `done` (on the loop thread), for a task spawned with\n"
+        "`weft_spawn_options.timing`. Returns `WEFT_OK`, `WEFT_ERR_NULL`, `WEFT_ERR_INVALID`\n"
+        "(a bad `size`; not inside this task's `done`, or spawned without `timing`)."
+    ),
     "weft_spawn": (
         "Runs `work(task, user_data)` where `where` says: `WEFT_ON_LOOP` (on the loop thread,\n"
         "in its next pass), `WEFT_ON_IO` (the default IO pool, or `options->pool`) or\n"
@@ -1083,5 +1227,30 @@ DOCS = {
         "(a threshold above 2^35 - 1 ms), `WEFT_ERR_BUSY` (from the watchdog's callback),\n"
         "`WEFT_ERR_IO` (no thread could be started), `WEFT_ERR_CLOSED`. On failure `free_fn`\n"
         "does not run and the watchdog is as it was."
+    ),
+    "weft_set_label": (
+        "The topic of the reports when no callback takes them.\n"
+        "Names the registration `id` of `loop` with `label` (copied), for the reports that\n"
+        "name it (the watchdog's: `weft_watchdog_report.label`); `label` NULL removes the\n"
+        "name. `id` is a live timer, fd or signal watch, subscription, task, or a post not\n"
+        "yet run. The name lasts as long as the registration. Any thread. Returns\n"
+        "`WEFT_OK`, `WEFT_ERR_NULL` (loop), `WEFT_ERR_NOT_FOUND` (not a live registration of\n"
+        "this loop), `WEFT_ERR_INVALID` (a label over 4096 bytes or not UTF-8),\n"
+        "`WEFT_ERR_CLOSED`."
+    ),
+    "weft_loop_get_stats": (
+        "Fills `*stats` with the loop's counters (see `weft_loop_stats`). Any thread. It\n"
+        "writes nothing the loop writes per callback and takes the loop's lock only for a few\n"
+        "loads, never while the loop runs a callback: reading does not slow the loop. Each\n"
+        "counter is exact, but they are not all taken at one instant while the loop runs.\n"
+        "Returns `WEFT_OK`, `WEFT_ERR_NULL`, `WEFT_ERR_INVALID` (a bad `size`),\n"
+        "`WEFT_ERR_CLOSED` (the loop is being freed), `WEFT_ERR_FORKED`."
+    ),
+    "weft_pool_get_stats": (
+        "Fills `*stats` with a pool's counters (see `weft_pool_stats`); `pool` NULL: the\n"
+        "default pool of `kind` (all zero until its first task; `kind` is ignored with a\n"
+        "pool). Any thread; reading takes no lock a CPU pool's thread takes per task.\n"
+        "Returns `WEFT_OK`, `WEFT_ERR_NULL` (stats), `WEFT_ERR_INVALID` (a bad `size` or\n"
+        "`kind`, a freed pool)."
     ),
 }

@@ -239,6 +239,7 @@ fn spawn(m: &mut Model, input: &mut Input) {
         keep_fds: std::ptr::null(),
         keep_fds_len: 0,
         inherit_fds: false,
+        flags: (input.u8() & 1) as u64,
     };
     let choice = input.u8() % 6;
     match choice {

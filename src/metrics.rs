@@ -1,0 +1,173 @@
+//! A loop's counters, for `weft_loop_get_stats`: written by the loop thread alone,
+//! read by any thread.
+//!
+//! Every counter has one writer, the thread running the loop (its passes and
+//! callbacks), so an increment is a Relaxed load and store, no locked instruction: on
+//! x86 a plain add to memory, on a line the loop thread alone writes. A reader loads
+//! each counter Relaxed: the values are each exact, but a read taken while the loop
+//! runs is not one instant (a callback counted before the pass that ran it, say).
+//! Reading never takes a lock of the loop's and never writes a line the loop writes
+//! per callback: it does not slow the loop.
+//!
+//! What costs a clock read is measured only once a reader has asked (`watched`), as
+//! libuv measures idle time only once configured to: busy and idle time (three reads a
+//! pass) and timer lateness (one read per timer call, kept for the last [`WINDOW`]
+//! calls in a ring that is allocated then). A loop nobody watches pays two plain adds
+//! per pass and one per callback.
+
+use crate::watchdog::Kind;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::OnceLock;
+
+/// How many timer calls the lateness percentiles cover.
+pub(crate) const WINDOW: usize = 1024;
+
+/// The number of callback kinds ([`Kind`]'s values are 1 to this).
+const KINDS: usize = 6;
+
+#[repr(align(64))]
+#[derive(Default)]
+pub struct Metrics {
+    passes: AtomicU64,
+    callbacks: [AtomicU64; KINDS],
+    busy_ns: AtomicU64,
+    idle_ns: AtomicU64,
+    /// When the pass being made woke from its wait (while watched).
+    woke_ns: AtomicU64,
+    /// Completions held back (by the pass limit) when the last pass ended.
+    waiting: AtomicU64,
+    watched: AtomicBool,
+    late_next: AtomicU64,
+    late: OnceLock<Box<[AtomicU64; WINDOW]>>,
+}
+
+/// Adds `n` to a counter only the calling thread writes.
+#[inline(always)]
+fn bump(c: &AtomicU64, n: u64) {
+    c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
+}
+
+/// What a reader gets.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub passes: u64,
+    /// Callbacks run, by [`Kind`] (index: the kind's number less one).
+    pub callbacks: [u64; KINDS],
+    pub busy_ns: u64,
+    pub idle_ns: u64,
+    /// Timer lateness over the window: median, 99th percentile and maximum, in ns
+    /// (zeros before the first timer call watched).
+    pub late_p50_ns: u64,
+    pub late_p99_ns: u64,
+    pub late_max_ns: u64,
+    /// How many timer calls the percentiles cover (at most `WINDOW`).
+    pub late_samples: u64,
+    pub waiting_completions: u64,
+}
+
+impl Metrics {
+    /// The loop thread ran a callback of `kind`.
+    #[inline(always)]
+    pub fn callback(&self, kind: Kind) {
+        bump(&self.callbacks[kind as usize - 1], 1);
+    }
+
+    /// Whether a reader has asked: time and lateness are measured from then on.
+    #[inline(always)]
+    pub fn watched(&self) -> bool {
+        self.watched.load(Relaxed)
+    }
+
+    /// The loop thread waited from `from_ns` to `to_ns` in a pass (watched only).
+    pub fn waited(&self, from_ns: u64, to_ns: u64) {
+        bump(&self.idle_ns, to_ns.saturating_sub(from_ns));
+        self.woke_ns.store(to_ns, Relaxed);
+    }
+
+    /// The loop thread ended a pass, with `waiting` completions held back for the next;
+    /// `now_ns` is the clock now when watched (else unused).
+    #[inline]
+    pub fn passed(&self, waiting: usize, now_ns: impl FnOnce() -> u64) {
+        bump(&self.passes, 1);
+        if self.waiting.load(Relaxed) != waiting as u64 {
+            self.waiting.store(waiting as u64, Relaxed);
+        }
+        if self.watched() {
+            let woke = self.woke_ns.load(Relaxed);
+            if woke != 0 {
+                bump(&self.busy_ns, now_ns().saturating_sub(woke));
+            }
+        }
+    }
+
+    /// A timer's callback started `late_ns` after its deadline (watched only).
+    #[inline]
+    pub fn lateness(&self, late_ns: u64) {
+        let Some(late) = self.late.get() else { return };
+        let n = self.late_next.load(Relaxed);
+        late[(n % WINDOW as u64) as usize].store(late_ns, Relaxed);
+        self.late_next.store(n + 1, Relaxed);
+    }
+
+    /// The counters now (any thread); turns measuring on for later passes.
+    pub fn snapshot(&self) -> Snapshot {
+        let ring = self.late.get_or_init(|| Box::new([const { AtomicU64::new(0) }; WINDOW]));
+        self.watched.store(true, Relaxed);
+        let samples = self.late_next.load(Relaxed).min(WINDOW as u64) as usize;
+        let mut late: Vec<u64> = ring[..samples].iter().map(|l| l.load(Relaxed)).collect();
+        late.sort_unstable();
+        let at = |q: f64| late.get(((samples as f64 * q).ceil() as usize).saturating_sub(1)).copied().unwrap_or(0);
+        Snapshot {
+            passes: self.passes.load(Relaxed),
+            callbacks: std::array::from_fn(|i| self.callbacks[i].load(Relaxed)),
+            busy_ns: self.busy_ns.load(Relaxed),
+            idle_ns: self.idle_ns.load(Relaxed),
+            late_p50_ns: at(0.5),
+            late_p99_ns: at(0.99),
+            late_max_ns: late.last().copied().unwrap_or(0),
+            late_samples: samples as u64,
+            waiting_completions: self.waiting.load(Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lateness_is_kept_once_watched_over_the_last_window() {
+        let m = Metrics::default();
+        m.lateness(5); // nobody watches yet: not kept
+        assert_eq!(m.snapshot().late_samples, 0);
+        for i in 1..=100u64 {
+            m.lateness(i * 1000);
+        }
+        let s = m.snapshot();
+        assert_eq!((s.late_samples, s.late_p50_ns, s.late_p99_ns, s.late_max_ns), (100, 50_000, 99_000, 100_000));
+        // the window slides: 2000 more, all 7 us
+        for _ in 0..2000 {
+            m.lateness(7000);
+        }
+        let s = m.snapshot();
+        assert_eq!((s.late_samples, s.late_p50_ns, s.late_max_ns), (WINDOW as u64, 7000, 7000));
+    }
+
+    #[test]
+    fn counters_count_and_time_is_measured_once_read() {
+        let m = Metrics::default();
+        m.callback(Kind::Post);
+        m.callback(Kind::Post);
+        m.callback(Kind::Done);
+        m.passed(3, || unreachable!("no clock read while nobody watches"));
+        assert!(!m.watched());
+        let s = m.snapshot();
+        assert!(m.watched());
+        assert_eq!(s.callbacks, [0, 2, 0, 0, 0, 1]);
+        assert_eq!((s.passes, s.waiting_completions), (1, 3));
+        m.waited(100, 150);
+        m.passed(0, || 180);
+        let s = m.snapshot();
+        assert_eq!((s.busy_ns, s.idle_ns, s.passes, s.waiting_completions), (30, 50, 2, 0));
+    }
+}
