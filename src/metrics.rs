@@ -14,6 +14,14 @@
 //! pass) and timer lateness (one read per timer call, kept for the last [`WINDOW`]
 //! calls in a ring that is allocated then). A loop nobody watches pays two plain adds
 //! per pass and one per callback.
+//!
+//! Busy and idle time are read on the coarse clock (`sys::coarse_now_ns`, a sixth of
+//! a precise read's cost on a VM, in steps of a scheduler tick). Summed over many
+//! passes the two are still right: each pass's readings telescope (busy + idle is the
+//! time since the first read, to a step), and a pass shorter than a step is counted
+//! as a whole step with the probability that a step falls inside it, as long as the
+//! passes are not in step with the tick. Lateness, a single interval per sample, is
+//! read on the precise clock.
 
 use crate::watchdog::Kind;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};

@@ -65,7 +65,7 @@ impl<H: Handler> Loop<H> {
             }
             let stopping = self.stop.load(SeqCst);
             let ran = self.pass(runner, mode != RunMode::NoWait && !stopping)?;
-            self.metrics.passed(runner.done.len(), sys::now_ns);
+            self.metrics.passed(runner.done.len(), sys::coarse_now_ns);
             if self.stop.load(SeqCst) {
                 return Ok(());
             }
@@ -163,9 +163,9 @@ impl<H: Handler> Loop<H> {
             self.rearm(&mut self.lock());
         }
         if self.metrics.watched() {
-            let from = sys::now_ns();
+            let from = sys::coarse_now_ns();
             self.inner.load().wait(events, block).map_err(io_error(sys::call::WAIT))?;
-            self.metrics.waited(from, sys::now_ns());
+            self.metrics.waited(from, sys::coarse_now_ns());
         } else {
             self.inner.load().wait(events, block).map_err(io_error(sys::call::WAIT))?;
         }
