@@ -57,10 +57,13 @@ static void *mon_read(void *arg)
     return NULL;
 }
 
+/* Reports of a callback over 100 ms: none on a quiet machine (a loaded one may
+ * deschedule the loop thread that long); counted, printed in the RESULT line. */
+static atomic_int mon_reports;
 static void mon_report(weft_loop *loop, const weft_watchdog_report *r, void *ud)
 {
     (void)loop; (void)r; (void)ud;
-    die("monitor_overhead: the watchdog reported a callback over 100 ms");
+    atomic_fetch_add(&mon_reports, 1);
 }
 
 /* One measurement in `mode` (0 off, 1 stats, 2 watchdog): ns per post, ns per timer. */
@@ -119,8 +122,9 @@ static void monitor_overhead(void)
     for (int mode = 0; mode < 3; mode++) {
         qsort(got[mode][0], MON_ROUNDS, sizeof(double), mon_cmp);
         qsort(got[mode][1], MON_ROUNDS, sizeof(double), mon_cmp);
-        printf("RESULT workload=monitor_overhead system=%s post_ns=%.2f timer_ns=%.2f\n", rows[mode],
-               got[mode][0][MON_ROUNDS / 2], got[mode][1][MON_ROUNDS / 2]);
+        printf("RESULT workload=monitor_overhead system=%s post_ns=%.2f timer_ns=%.2f reports=%d\n",
+               rows[mode], got[mode][0][MON_ROUNDS / 2], got[mode][1][MON_ROUNDS / 2],
+               mode == 2 ? atomic_load(&mon_reports) : 0);
     }
     free(delay);
 }
