@@ -260,13 +260,33 @@ impl<H> Table<H> {
 
     /// Makes record `count` (a new chunk when it starts one): None when the table is
     /// full. Owner.
-    #[cold]
+    #[inline]
     fn grow(&self) -> Option<u32> {
         let index = self.count.load(Relaxed);
         if index >= TABLE_MAX {
             return None;
         }
         let (k, offset) = Self::locate(index);
+        let mut records = self.records[k].load(Relaxed);
+        if offset == 0 {
+            records = self.new_chunk(k);
+        }
+        let bodies = self.bodies[k].load(Relaxed);
+        // SAFETY: within chunk k; not yet visible to any other thread (`count`).
+        unsafe {
+            records.add(offset).write(Record { state: AtomicU32::new(state(1, FREE)), aux: UnsafeCell::new(NIL) });
+            bodies
+                .add(offset)
+                .write(Body { interval_ns: UnsafeCell::new(0), handler: UnsafeCell::new(MaybeUninit::uninit()) });
+        }
+        self.count.store(index + 1, Release);
+        Some(index)
+    }
+
+    /// Chunk k's hot halves, allocating the chunk (both halves) when it is the first
+    /// time it is needed (a forked child's table may have it already). Owner.
+    #[cold]
+    fn new_chunk(&self, k: usize) -> *mut Record {
         let mut records = self.records[k].load(Relaxed);
         if records.is_null() {
             let alloc = |layout: std::alloc::Layout| {
@@ -286,16 +306,7 @@ impl<H> Table<H> {
             self.bodies[k].store(alloc(Self::layout::<Body<H>>(k)).cast(), Release);
             self.records[k].store(records, Release);
         }
-        let bodies = self.bodies[k].load(Relaxed);
-        // SAFETY: within chunk k; not yet visible to any other thread (`count`).
-        unsafe {
-            records.add(offset).write(Record { state: AtomicU32::new(state(1, FREE)), aux: UnsafeCell::new(NIL) });
-            bodies
-                .add(offset)
-                .write(Body { interval_ns: UnsafeCell::new(0), handler: UnsafeCell::new(MaybeUninit::uninit()) });
-        }
-        self.count.store(index + 1, Release);
-        Some(index)
+        records
     }
 
     /// Schedules a timer: a free record gets `handler` and `interval_ns` and is armed.
