@@ -188,6 +188,11 @@ pub extern "C" fn weft_spawn(
             WEFT_ON_PROCESS => Where::Process,
             other => return Err(Error::invalid(format!("where {other} is not a WEFT_ON_* value"))),
         };
+        if options.is_null() && place != Where::Loop && place != Where::Process {
+            // The common spawn: a pool task with default options.
+            let done = CHandler::new(Some(done.unwrap_or(no_done)), user_data, None)?;
+            return lp.spawn_default(place, CWork::new(work, user_data, free_fn), done);
+        }
         let o = read_options(options, "weft_spawn_options", SPAWN_OPTIONS_V1)?;
         let timeout_ms = o.map_or(0, |o| o.timeout_ms);
         let max_children = o.map_or(0, |o| o.max_children as usize);

@@ -30,6 +30,41 @@ impl<H: Handler> Loop<H> {
         result
     }
 
+    /// `spawn` on a default pool (`Where::Io` or `Where::Cpu`) with default options:
+    /// the common spawn, made without the options' checks. The loop's owner registers
+    /// the task in the task table (see `lend_owned`); anyone else, or a full table,
+    /// takes `spawn`'s way.
+    pub fn spawn_default(&self, place: Where, work: H::Work, done: H) -> Result<Id> {
+        let (kind, key) = match place {
+            Where::Io => (pool::Kind::Io, task::DEFAULT_IO),
+            Where::Cpu => (pool::Kind::Cpu, task::DEFAULT_CPU),
+            _ => return self.spawn(place, work, done, SpawnOptions::default()),
+        };
+        let (mut work, mut done) = (Some(work), Some(done));
+        let owned = match self.usable() {
+            Ok(()) => {
+                let default = || task::default_pool(kind);
+                self.as_owner(|own, how| self.lend_owned(own, how, key, kind, &default, &mut work, &mut done))
+            }
+            Err(e) => Some(Err(e)),
+        };
+        match (owned, work, done) {
+            (Some(Ok(Some(id))), _, _) => Ok(id),
+            (Some(Err(e)), work, done) => {
+                // Refused: the caller keeps its user data (no free_fn).
+                if let Some(work) = work {
+                    work.refused();
+                }
+                if let Some(done) = done {
+                    done.refused();
+                }
+                Err(e)
+            }
+            (_, Some(work), Some(done)) => self.spawn(place, work, done, SpawnOptions::default()),
+            _ => unreachable!("a task not lent keeps its work and handler"),
+        }
+    }
+
     fn add_task(
         &self,
         place: Where,
