@@ -423,9 +423,18 @@ fn thread_number() -> u64 {
 fn thread_number() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     thread_local! {
-        static NUMBER: u64 = NEXT.fetch_add(1, SeqCst);
+        // Const-initialised (0: not numbered yet): an access is a load, with no lazy
+        // initialisation's state to check on every call.
+        static NUMBER: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     }
-    NUMBER.with(|n| *n)
+    NUMBER.with(|n| match n.get() {
+        0 => {
+            let number = NEXT.fetch_add(1, SeqCst);
+            n.set(number);
+            number
+        }
+        number => number,
+    })
 }
 
 /// Releases a reserved tag unless the loop was made after all.

@@ -34,6 +34,7 @@ impl<H: Handler> Loop<H> {
     /// the common spawn, made without the options' checks. The loop's owner registers
     /// the task in the task table (see `lend_owned`); anyone else, or a full table,
     /// takes `spawn`'s way.
+    #[inline(always)]
     pub fn spawn_default(&self, place: Where, work: H::Work, done: H) -> Result<Id> {
         let (kind, key) = match place {
             Where::Io => (pool::Kind::Io, task::DEFAULT_IO),
@@ -226,6 +227,7 @@ impl<H: Handler> Loop<H> {
     /// callback), or submitted to an IO pool, with no lock of the loop's (see
     /// owner.rs). None if the table is full: the caller registers it in the slab.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn lend_owned(
         &self,
         own: &mut Own<H>,
