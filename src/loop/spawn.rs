@@ -3,7 +3,7 @@
 //! serving the completions that come back (`done`).
 
 use super::owner::{Own, Owned};
-use super::{registering, Cell, Core, Event, Handler, Kind, Loop, SpawnOptions, Submit, Target};
+use super::{registering, Cell, Core, Event, Handler, Kind, Loop, PoolLookup, SpawnOptions, Submit, Target};
 use crate::error::{Code, Error, Result};
 use crate::inbox::Record;
 use crate::pool::{self, Pool};
@@ -30,22 +30,31 @@ impl<H: Handler> Loop<H> {
         result
     }
 
-    /// `spawn` on a default pool (`Where::Io` or `Where::Cpu`) with default options:
-    /// the common spawn, made without the options' checks. The loop's owner registers
-    /// the task in the task table (see `lend_owned`); anyone else, or a full table,
-    /// takes `spawn`'s way.
+    /// `spawn` on a pool (`Where::Io` or `Where::Cpu`) with default options but for the
+    /// pool (`pool_handle`, as in [`SpawnOptions`]; None: the default pool): the common
+    /// spawn, made without the other options' checks. The loop's owner registers the
+    /// task in the task table (see `lend_owned`); anyone else, or a full table, takes
+    /// `spawn`'s way.
     #[inline(always)]
-    pub fn spawn_default(&self, place: Where, work: H::Work, done: H) -> Result<Id> {
-        let (kind, key) = match place {
+    pub fn spawn_on_pool(
+        &self,
+        place: Where,
+        pool_handle: Option<(usize, PoolLookup<'_>)>,
+        work: H::Work,
+        done: H,
+    ) -> Result<Id> {
+        let options = || SpawnOptions { pool_handle, ..Default::default() };
+        let (kind, default_key) = match place {
             Where::Io => (pool::Kind::Io, task::DEFAULT_IO),
             Where::Cpu => (pool::Kind::Cpu, task::DEFAULT_CPU),
-            _ => return self.spawn(place, work, done, SpawnOptions::default()),
+            _ => return self.spawn(place, work, done, options()),
         };
         let (mut work, mut done) = (Some(work), Some(done));
         let owned = match self.usable() {
             Ok(()) => {
                 let default = || task::default_pool(kind);
-                self.as_owner(|own, how| self.lend_owned(own, how, key, kind, &default, &mut work, &mut done))
+                let (key, resolve) = pool_handle.unwrap_or((default_key, &default));
+                self.as_owner(|own, how| self.lend_owned(own, how, key, kind, resolve, &mut work, &mut done))
             }
             Err(e) => Some(Err(e)),
         };
@@ -61,7 +70,7 @@ impl<H: Handler> Loop<H> {
                 }
                 Err(e)
             }
-            (_, Some(work), Some(done)) => self.spawn(place, work, done, SpawnOptions::default()),
+            (_, Some(work), Some(done)) => self.spawn(place, work, done, options()),
             _ => unreachable!("a task not lent keeps its work and handler"),
         }
     }
