@@ -233,9 +233,11 @@ pub extern "C" fn weft_spawn(
     })
 }
 
-/// Whether `o` sets no field but `pool` (and `size`).
+/// Whether `o` sets no field but `pool` (and `size`): no timeout, no flags, nothing
+/// of process tasks.
 fn names_only_a_pool(o: &weft_spawn_options) -> bool {
     o.timeout_ms == 0
+        && o.flags == 0
         && o.max_children == 0
         && o.fork_fn.is_none()
         && !o.reuse_child
