@@ -43,36 +43,35 @@ impl<H: Handler> Loop<H> {
         work: H::Work,
         done: H,
     ) -> Result<Id> {
-        let options = || SpawnOptions { pool_handle, ..Default::default() };
         let (kind, default_key) = match place {
             Where::Io => (pool::Kind::Io, task::DEFAULT_IO),
             Where::Cpu => (pool::Kind::Cpu, task::DEFAULT_CPU),
-            _ => return self.spawn(place, work, done, options()),
+            _ => return self.spawn(place, work, done, SpawnOptions { pool_handle, ..Default::default() }),
         };
+        let default = || task::default_pool(kind);
+        let (key, resolve) = pool_handle.unwrap_or((default_key, &default));
         let (mut work, mut done) = (Some(work), Some(done));
         let owned = match self.usable() {
-            Ok(()) => {
-                let default = || task::default_pool(kind);
-                let (key, resolve) = pool_handle.unwrap_or((default_key, &default));
-                self.as_owner(|own, how| self.lend_owned(own, how, key, kind, resolve, &mut work, &mut done))
-            }
+            Ok(()) => self.as_owner(|own, how| self.lend_owned(own, how, key, kind, resolve, &mut work, &mut done)),
             Err(e) => Some(Err(e)),
         };
-        match (owned, work, done) {
-            (Some(Ok(Some(id))), _, _) => Ok(id),
-            (Some(Err(e)), work, done) => {
-                // Refused: the caller keeps its user data (no free_fn).
-                if let Some(work) = work {
-                    work.refused();
-                }
-                if let Some(done) = done {
-                    done.refused();
-                }
-                Err(e)
+        let result = match owned {
+            Some(Ok(Some(id))) => Ok(id),
+            Some(Err(e)) => Err(e),
+            // Another thread owns the loop, or the table is full: the slab takes the
+            // task (or refuses it, Busy), under the lock, without a second try as owner.
+            None | Some(Ok(None)) => {
+                self.queue_task_locked(Target::Cached { key, kind, resolve }, &mut work, &mut done, 0)
             }
-            (_, Some(work), Some(done)) => self.spawn(place, work, done, options()),
-            _ => unreachable!("a task not lent keeps its work and handler"),
+        };
+        // Refused: the caller keeps its user data (no free_fn).
+        if let Some(work) = work {
+            work.refused();
         }
+        if let Some(done) = done {
+            done.refused();
+        }
+        result
     }
 
     fn add_task(
@@ -180,6 +179,17 @@ impl<H: Handler> Loop<H> {
                 }
             }
         }
+        self.queue_task_locked(target, work, done, timeout_ms)
+    }
+
+    /// `queue_task` under the loop's lock: the task goes to the slab.
+    fn queue_task_locked(
+        &self,
+        target: Target<'_>,
+        work: &mut Option<H::Work>,
+        done: &mut Option<H>,
+        timeout_ms: u64,
+    ) -> Result<Id> {
         let mut evicted = Vec::new();
         let mut resolved: Option<Arc<Pool>> = None;
         let mut held: Option<Arc<Pool>> = None;
