@@ -423,18 +423,9 @@ fn thread_number() -> u64 {
 fn thread_number() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     thread_local! {
-        // Const-initialised (0: not numbered yet): an access is a load, with no lazy
-        // initialisation's state to check on every call.
-        static NUMBER: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+        static NUMBER: u64 = NEXT.fetch_add(1, SeqCst);
     }
-    NUMBER.with(|n| match n.get() {
-        0 => {
-            let number = NEXT.fetch_add(1, SeqCst);
-            n.set(number);
-            number
-        }
-        number => number,
-    })
+    NUMBER.with(|n| *n)
 }
 
 /// Releases a reserved tag unless the loop was made after all.
