@@ -41,7 +41,9 @@ impl<H: Handler> Loop<H> {
         if self.metrics.watched() {
             self.metrics.run_began(sys::coarse_now_ns());
         }
-        let result = self.run_passes(&mut runner, mode);
+        // One thread-local lookup for the whole run: the passes flush and defer the
+        // callbacks' pool wake-ups through it (in a cdylib each lookup is a call).
+        let result = pool::deferring_scope(|scope| self.run_passes(&mut runner, mode, scope));
         if self.metrics.watched() {
             self.metrics.run_ended(sys::coarse_now_ns());
         }
@@ -64,13 +66,13 @@ impl<H: Handler> Loop<H> {
         result
     }
 
-    fn run_passes(&self, runner: &mut Runner<H>, mode: RunMode) -> Result<()> {
+    fn run_passes(&self, runner: &mut Runner<H>, mode: RunMode, scope: &pool::Deferring<'_>) -> Result<()> {
         loop {
             if mode == RunMode::Default && !self.alive() {
                 return Ok(());
             }
             let stopping = self.stop.load(SeqCst);
-            let ran = self.pass(runner, mode != RunMode::NoWait && !stopping)?;
+            let ran = self.pass(runner, mode != RunMode::NoWait && !stopping, scope)?;
             self.metrics.passed(runner.done.len());
             if self.stop.load(SeqCst) {
                 return Ok(());
@@ -140,7 +142,7 @@ impl<H: Handler> Loop<H> {
     }
 
     /// One pass; returns how many callbacks it ran.
-    fn pass(&self, runner: &mut Runner<H>, block: bool) -> Result<usize> {
+    fn pass(&self, runner: &mut Runner<H>, block: bool, scope: &pool::Deferring<'_>) -> Result<usize> {
         let mut ran = 0;
         let Runner {
             events,
@@ -159,7 +161,7 @@ impl<H: Handler> Loop<H> {
         } = runner;
         // Wake-ups deferred by callbacks must not wait for this thread to wake.
         if block {
-            pool::flush_deferred_wakeups();
+            scope.flush();
         }
         // The inbox protocol: doze, and do not wait if records came in meanwhile.
         let queued = self.inbox.doze(block && done.is_empty()) || !done.is_empty();
@@ -271,7 +273,7 @@ impl<H: Handler> Loop<H> {
         ran += self.fire_owned(due, now);
         if let Some(handler) = single {
             let (id, fd, events) = watchers[0];
-            ran += self.call_taken(id, handler, Event::Fd { fd, events }) as usize;
+            ran += self.call_taken(id, handler, Event::Fd { fd, events }, scope) as usize;
         } else {
             for &(id, fd, events) in watchers.iter() {
                 ran += self.dispatch(id, Event::Fd { fd, events }) as usize;
@@ -341,9 +343,9 @@ impl<H: Handler> Loop<H> {
                 }
                 loop {
                     budget -= count;
-                    // One thread-local lookup per slice for the callbacks' deferred
-                    // wake-ups (see pool::deferring_scope).
-                    ran += pool::deferring_scope(|scope| self.dispatch_records(ids, scope));
+                    // The run's scope for the callbacks' deferred wake-ups (see
+                    // pool::deferring_scope): no thread-local lookup per slice.
+                    ran += self.dispatch_records(ids, scope);
                     if count < SLICE || budget == 0 || now_dispatched >= end {
                         break;
                     }
@@ -571,7 +573,7 @@ impl<H: Handler> Loop<H> {
             drop(task);
             return true;
         }
-        self.call_taken(id, handler, event)
+        pool::deferring_scope(|scope| self.call_taken(id, handler, event, scope))
     }
 
     /// Takes the handler of the fd watch `id` (live: its id was just read under this
@@ -588,8 +590,8 @@ impl<H: Handler> Loop<H> {
     /// Calls `handler`, taken out of the live registration `id` (not a task's), without
     /// the core lock; then puts it back, or ends the registration (cancelled during the
     /// call, or a one-shot timer). True (it was called).
-    fn call_taken(&self, id: Id, mut handler: H, event: Event<'_>) -> bool {
-        pool::deferring_wakeups(|| handler.call(self, id, event));
+    fn call_taken(&self, id: Id, mut handler: H, event: Event<'_>, scope: &pool::Deferring<'_>) -> bool {
+        scope.run(|| handler.call(self, id, event));
         let mut core = self.lock();
         let index = core.entries.index(id).expect("an entry in a call stays in the slab");
         let entry = core.entries.at_mut(index);
