@@ -4,8 +4,15 @@
 //! share one: the table keeps the watchers of each fd, registers the union of their
 //! interests (level-triggered), and the loop hands each watcher the part of a readiness
 //! report it asked for, plus `HANGUP` and `ERROR`, which are always reported.
+//!
+//! The key a poller reports an fd under leads to its watchers: for an fd with one
+//! watcher (the common case) it is that watch's id, which names its registration
+//! directly (no lookup in the table, and a stale report fails the id's generation
+//! check); for a shared fd it is a key of the fd's number, looked up here
+//! ([`FdTable::key`]).
 
 use crate::error::{Error, Result};
+use crate::slots::Id;
 use crate::sys;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -58,10 +65,10 @@ pub fn events_for(interest: u32, events: u32) -> u32 {
     events & (interest | HANGUP | ERROR)
 }
 
-/// The watchers (slab indices, with their interests) of each watched fd.
+/// The watchers (ids, with their interests) of each watched fd.
 #[derive(Default)]
 pub struct FdTable {
-    fds: HashMap<RawFd, Vec<(u32, u32)>, BuildHasherDefault<FdHasher>>,
+    fds: HashMap<RawFd, Vec<(Id, u32)>, BuildHasherDefault<FdHasher>>,
 }
 
 /// Hashes an fd with one multiplication. The table is looked up for every readiness
@@ -89,8 +96,17 @@ impl Hasher for FdHasher {
 }
 
 impl FdTable {
-    pub fn watchers(&self, fd: RawFd) -> &[(u32, u32)] {
+    pub fn watchers(&self, fd: RawFd) -> &[(Id, u32)] {
         self.fds.get(&fd).map_or(&[], |v| v)
+    }
+
+    /// The key the poller is to report `fd` under: its watch's id when it has one
+    /// watcher, else `shared` (a key that names the fd, for a lookup in this table).
+    pub fn key(&self, fd: RawFd, shared: u64) -> u64 {
+        match self.watchers(fd) {
+            [(id, _)] => *id,
+            _ => shared,
+        }
     }
 
     /// The poller interest the fd needs for its current watchers (None: no watchers).
@@ -104,19 +120,19 @@ impl FdTable {
     }
 
     /// Adds or updates a watcher; returns the poller interest to register.
-    pub fn set(&mut self, fd: RawFd, index: u32, interest: u32) -> u32 {
+    pub fn set(&mut self, fd: RawFd, id: Id, interest: u32) -> u32 {
         let watchers = self.fds.entry(fd).or_default();
-        match watchers.iter_mut().find(|(i, _)| *i == index) {
+        match watchers.iter_mut().find(|(i, _)| *i == id) {
             Some(w) => w.1 = interest,
-            None => watchers.push((index, interest)),
+            None => watchers.push((id, interest)),
         }
         self.union(fd).unwrap_or(0)
     }
 
     /// Removes a watcher; returns the poller interest still needed (None: remove the fd).
-    pub fn remove(&mut self, fd: RawFd, index: u32) -> Option<u32> {
+    pub fn remove(&mut self, fd: RawFd, id: Id) -> Option<u32> {
         let watchers = self.fds.get_mut(&fd)?;
-        watchers.retain(|&(i, _)| i != index);
+        watchers.retain(|&(i, _)| i != id);
         if watchers.is_empty() {
             self.fds.remove(&fd);
         }
@@ -134,6 +150,11 @@ mod tests {
         assert_eq!(table.set(5, 1, READABLE), to_poller(READABLE));
         assert_eq!(table.set(5, 2, WRITABLE), to_poller(READABLE | WRITABLE));
         assert_eq!(table.watchers(5).len(), 2);
+        assert_eq!(table.key(5, 99), 99);
+        assert_eq!(table.key(6, 99), 99);
+        assert_eq!(table.remove(5, 1), Some(to_poller(WRITABLE)));
+        assert_eq!(table.key(5, 99), 2);
+        table.set(5, 1, READABLE);
         assert_eq!(table.remove(5, 1), Some(to_poller(WRITABLE)));
         assert_eq!(table.remove(5, 2), None);
         assert_eq!(events_for(WRITABLE, READABLE), 0);

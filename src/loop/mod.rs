@@ -276,9 +276,10 @@ struct Core<H: Handler> {
     poller: Poller,
     /// The inner set holds a file no watch wants and no call can remove.
     polluted: bool,
-    /// Fds taken out of the inner set during this pass: a report of one of them from
-    /// the pass's wait is stale, not a sign of a polluted set.
-    unwatched: Vec<RawFd>,
+    /// Keys the inner set stopped reporting fds under during this pass (the fd was
+    /// taken out, or re-keyed): a report under one of them from the pass's wait is
+    /// stale, not a sign of a polluted set.
+    unwatched: Vec<u64>,
     wheel: Wheel,
     /// The deadline the timer wake-up is armed for (also in `Loop::armed_hint`).
     armed_ns: Option<u64>,
@@ -306,7 +307,8 @@ type Cell<H> = std::ptr::NonNull<TaskCell<H, <H as Handler>::Work>>;
 /// Scratch space of the thread running the loop.
 struct Runner<H: Handler> {
     events: Events,
-    ready: Vec<(RawFd, u32)>,
+    /// This pass's fd reports: (key, readiness), the key as [`fd_key`] made it.
+    ready: Vec<(u64, u32)>,
     ids: Vec<(Id, u32)>,
     indices: Vec<u32>,
     /// The owner's timers due in this pass.
@@ -335,6 +337,8 @@ unsafe impl<H: Handler> Send for Runner<H> {}
 const KEY_INBOX: u64 = 0;
 const KEY_TIMER: u64 = 1;
 const KEY_SIGNAL: u64 = 2;
+/// A watched fd shared by several watches: the low 32 bits are the fd. An fd with one
+/// watch is reported under that watch's id (see `fd_key`), above every `KEY_*`.
 const KEY_FD: u64 = 1 << 32;
 /// A process task's pipe and its child watch: the key's low 32 bits are its slab index.
 const KEY_PROC_PIPE: u64 = 2 << 32;
@@ -401,6 +405,18 @@ pub struct Loop<H: Handler> {
     metrics: Metrics,
     /// Registrations' names (labels.rs).
     labels: labels::Labels,
+}
+
+/// The key the inner set reports a watched `fd` under (see `crate::watch`): its one
+/// watch's id (ids have a loop tag in their top 12 bits: never a `KEY_*`), or `KEY_FD`
+/// with the fd's number for a shared fd.
+fn fd_key(fds: &FdTable, fd: RawFd) -> u64 {
+    fds.key(fd, KEY_FD | fd as u32 as u64)
+}
+
+/// True for a key that is a watch's id (see [`fd_key`]).
+fn is_watch_key(key: u64) -> bool {
+    key >> slots::TAG_SHIFT != 0
 }
 
 /// A number for the calling thread, unique in the process (never 0).
@@ -545,7 +561,7 @@ impl<H: Handler> Loop<H> {
         poller.add_timer(timer, KEY_TIMER).map_err(io_error(sys::call::POLLER_ADD))?;
         for (fd, interest) in fds.interests() {
             // A watched fd closed by its owner cannot be added; its watches stay quiet.
-            let _ = poller.add(fd, interest, KEY_FD | fd as u32 as u64);
+            let _ = poller.add(fd, interest, fd_key(fds, fd));
         }
         for &(fd, key) in proc_fds {
             poller.add(fd, sys::READABLE, key).map_err(io_error(sys::call::POLLER_ADD))?;

@@ -3,8 +3,8 @@
 //! dispatching a ready registration to its handler.
 
 use super::{
-    io_error, thread_number, Core, Event, Handler, Kind, Loop, RunMode, Runner, KEY_FD, KEY_INBOX, KEY_PROC_PIPE,
-    KEY_SIGNAL, KEY_TIMER, YIELD_TIMER_GAP_NS,
+    io_error, is_watch_key, thread_number, Event, Handler, Kind, Loop, RunMode, Runner, KEY_FD, KEY_INBOX,
+    KEY_PROC_PIPE, KEY_SIGNAL, KEY_TIMER, YIELD_TIMER_GAP_NS,
 };
 use crate::error::{Code, Error, Result};
 use crate::fork;
@@ -194,7 +194,8 @@ impl<H: Handler> Loop<H> {
                     self.signal_bell.drain();
                     signal_rang = true;
                 }
-                KEY_FD..KEY_PROC_PIPE => ready.push(((key & 0xffff_ffff) as u32 as RawFd, ev.readiness())),
+                _ if is_watch_key(key) => ready.push((key, ev.readiness())),
+                KEY_FD..KEY_PROC_PIPE => ready.push((key, ev.readiness())),
                 _ => procs.push(key),
             }
         }
@@ -244,35 +245,54 @@ impl<H: Handler> Loop<H> {
             }
             // Ready fds: each watcher gets the part of the report it asked for.
             watchers.clear();
-            for &(fd, bits) in ready.iter() {
+            let alone = ready.len() == 1 && ids.is_empty() && due.is_empty();
+            for &(key, bits) in ready.iter() {
+                if is_watch_key(key) {
+                    // The fd's one watch, by its id (see `crate::watch`).
+                    let Some(index) = core.entries.index(key) else {
+                        if !core.unwatched.contains(&key) {
+                            // A stale id no cancel of this pass explains: a closed fd's
+                            // file that the poller kept (see the module comment).
+                            core.polluted = true;
+                        }
+                        continue;
+                    };
+                    let entry = core.entries.at_mut(index);
+                    let Kind::Fd { fd, interest } = entry.kind else { continue };
+                    let events = watch::events_for(interest, bits);
+                    if events == 0 {
+                        continue;
+                    }
+                    // The common pass, one watch ready and no callback before it: its
+                    // handler is taken under this lock (`dispatch` would take it again).
+                    if alone && !entry.cancelled {
+                        single = entry.handler.take().map(|handler| (key, fd, events, handler));
+                    } else {
+                        watchers.push((key, fd, events));
+                    }
+                    continue;
+                }
+                let fd = (key & 0xffff_ffff) as u32 as RawFd;
                 let watching = core.fds.watchers(fd);
-                if watching.is_empty() && !core.unwatched.contains(&fd) {
+                if watching.is_empty() && !core.unwatched.contains(&key) {
                     // Reported, yet watched by no one (and not unwatched since the wait):
                     // a closed fd's file that the poller kept (see the module comment).
                     core.polluted = true;
                 }
-                for &(index, interest) in watching {
+                for &(id, interest) in watching {
                     let events = watch::events_for(interest, bits);
                     if events != 0 {
-                        watchers.push((core.entries.id_of(index), fd, events));
+                        watchers.push((id, fd, events));
                     }
                 }
             }
             core.unwatched.clear();
-            // The common pass, one watcher ready and no callback before it: its handler
-            // is taken under this lock (`dispatch` would take it again).
-            if let [(id, _, _)] = watchers[..] {
-                if ids.is_empty() && due.is_empty() {
-                    single = Self::take_handler(core, id);
-                }
-            }
         }
         for &(id, _) in ids.iter() {
             ran += self.dispatch(id, Event::Timer) as usize;
         }
         ran += self.fire_owned(due, now);
-        if let Some(handler) = single {
-            let (id, fd, events) = watchers[0];
+        if let Some((id, fd, events, handler)) = single {
             ran += self.call_taken(id, handler, Event::Fd { fd, events }, scope) as usize;
         } else {
             for &(id, fd, events) in watchers.iter() {
@@ -574,17 +594,6 @@ impl<H: Handler> Loop<H> {
             return true;
         }
         pool::deferring_scope(|scope| self.call_taken(id, handler, event, scope))
-    }
-
-    /// Takes the handler of the fd watch `id` (live: its id was just read under this
-    /// lock) for [`Self::call_taken`], unless it was cancelled.
-    fn take_handler(core: &mut Core<H>, id: Id) -> Option<H> {
-        let index = core.entries.index(id)?;
-        let entry = core.entries.at_mut(index);
-        if entry.cancelled {
-            return None;
-        }
-        entry.handler.take()
     }
 
     /// Calls `handler`, taken out of the live registration `id` (not a task's), without

@@ -27,7 +27,7 @@
 
 use super::children::child_in;
 use super::owner::{Own, Owned};
-use super::{registering, Core, Handler, Kind, Loop, KEY_FD};
+use super::{fd_key, registering, Core, Handler, Kind, Loop};
 use crate::bus::{self, Pattern};
 use crate::error::{Code, Error, Result};
 use crate::fork;
@@ -226,9 +226,9 @@ impl<H: Handler> Loop<H> {
         }
         let mut core = self.lock();
         let (id, index) = self.register(&mut core, handler, Kind::Fd { fd, interest })?;
-        let events = core.fds.set(fd, index, interest);
-        if let Err(e) = core.poller.set(fd, events, KEY_FD | fd as u32 as u64) {
-            if core.fds.remove(fd, index).is_none() {
+        let events = core.fds.set(fd, id, interest);
+        if let Err(e) = core.poller.set(fd, events, fd_key(&core.fds, fd)) {
+            if core.fds.remove(fd, id).is_none() {
                 let _ = core.poller.delete(fd);
             }
             *handler = core.entries.remove_at(index).handler;
@@ -257,9 +257,9 @@ impl<H: Handler> Loop<H> {
         };
         *current = interest;
         let fd = *fd;
-        let events = core.fds.set(fd, index, interest);
+        let events = core.fds.set(fd, id, interest);
         core.poller
-            .set(fd, events, KEY_FD | fd as u32 as u64)
+            .set(fd, events, fd_key(&core.fds, fd))
             .map_err(|e| Error::new(Code::Io, format!("fd {fd} can no longer be watched (closed?): {e}")))
     }
 
@@ -445,16 +445,18 @@ impl<H: Handler> Loop<H> {
                 self.unlink_timer(core, index);
             }
             &Kind::Fd { fd, .. } => {
-                let result = match core.fds.remove(fd, index) {
-                    Some(events) => core.poller.set(fd, events, KEY_FD | fd as u32 as u64),
-                    None => {
-                        let deleted = core.poller.delete(fd);
-                        if deleted.is_ok() && self.running.load(SeqCst) {
-                            core.unwatched.push(fd);
-                        }
-                        deleted
+                let key = fd_key(&core.fds, fd);
+                let (result, rekeyed) = match core.fds.remove(fd, core.entries.id_of(index)) {
+                    Some(events) => {
+                        let fresh = fd_key(&core.fds, fd);
+                        (core.poller.set(fd, events, fresh), fresh != key)
                     }
+                    None => (core.poller.delete(fd), true),
                 };
+                // Reports of this pass's wait under the old key are stale.
+                if rekeyed && result.is_ok() && self.running.load(SeqCst) {
+                    core.unwatched.push(key);
+                }
                 // EBADF: the fd number was closed. If another copy of the file is open,
                 // the poller still holds it, unreachable by number: replace the set.
                 if result.is_err_and(|e| e.raw_os_error() == Some(libc::EBADF)) {
