@@ -329,6 +329,9 @@ struct Runner<H: Handler> {
     /// Scratch: completions to deliver, cells to recycle.
     deliver: Vec<(Id, H, Cell<H>)>,
     spare: Vec<Cell<H>>,
+    /// A buffer above may hold more than `shrink::FLOOR` entries' room (as of the last
+    /// pass that looked): the next pass looks again.
+    oversized: bool,
 }
 
 // SAFETY: the task cells a runner holds are its loop's alone (taken back from pools).
@@ -520,6 +523,7 @@ impl<H: Handler> Loop<H> {
                 returned: 0,
                 deliver: Vec::new(),
                 spare: Vec::new(),
+                oversized: false,
             })),
             stop: AtomicBool::new(false),
             held_back: AtomicBool::new(false),

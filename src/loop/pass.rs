@@ -158,6 +158,7 @@ impl<H: Handler> Loop<H> {
             returned,
             deliver,
             spare,
+            oversized,
         } = runner;
         // Wake-ups deferred by callbacks must not wait for this thread to wake.
         if block {
@@ -215,6 +216,8 @@ impl<H: Handler> Loop<H> {
         // One lock for the timers due, the inner set's upkeep and the ready fds'
         // watchers (collected now: a pass runs the callbacks ready when it began).
         let mut single = None;
+        // Only one watch's callback runs in this pass (and nothing else: see the end).
+        let mut quiet = false;
         {
             let mut core = self.lock();
             let core = &mut *core;
@@ -294,6 +297,7 @@ impl<H: Handler> Loop<H> {
         ran += self.fire_owned(due, now);
         if let Some((id, fd, events, handler)) = single {
             ran += self.call_taken(id, handler, Event::Fd { fd, events }, scope) as usize;
+            quiet = procs.is_empty() && !signal_rang && !inbox_rang && !queued;
         } else {
             for &(id, fd, events) in watchers.iter() {
                 ran += self.dispatch(id, Event::Fd { fd, events }) as usize;
@@ -387,13 +391,18 @@ impl<H: Handler> Loop<H> {
         }
 
         // After a burst, the pass's buffers give back what this pass did not need (a
-        // few compares when nothing is to be shrunk; see `crate::shrink`): one compare
-        // in the common pass, every buffer at or below the floor.
+        // few compares when nothing is to be shrunk; see `crate::shrink`). A quiet pass
+        // (one callback, no buffer beyond a few entries) grew none of them: it looks
+        // only when the last pass that looked found one above the floor.
+        if quiet && !*oversized {
+            return Ok(ran);
+        }
         let biggest = (done.capacity().max(groups.capacity()))
             .max(ready.capacity().max(ids.capacity()))
             .max(indices.capacity().max(procs.capacity()))
             .max(watchers.capacity());
-        if biggest > shrink::FLOOR {
+        *oversized = biggest > shrink::FLOOR;
+        if *oversized {
             shrink::deque(done, done.len());
             shrink::deque(groups, groups.len());
             shrink::vec(ready, ready.len());
