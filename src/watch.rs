@@ -8,8 +8,8 @@
 //! The key a poller reports an fd under leads to its watchers: for an fd with one
 //! watcher (the common case) it is that watch's id, which names its registration
 //! directly (no lookup in the table, and a stale report fails the id's generation
-//! check); for a shared fd it is a key of the fd's number, looked up here
-//! ([`FdTable::key`]).
+//! check); for a shared fd it is [`SHARED_KEY`] with the fd's number, looked up here
+//! ([`fd_key`]).
 
 use crate::error::{Error, Result};
 use crate::slots::Id;
@@ -24,6 +24,24 @@ pub(crate) const READABLE: u32 = sys::READABLE;
 pub(crate) const WRITABLE: u32 = sys::WRITABLE;
 pub(crate) const HANGUP: u32 = sys::HANGUP;
 pub(crate) const ERROR: u32 = sys::ERROR;
+
+/// The key of a watched fd shared by several watches, with the fd in the low 32 bits.
+/// (The loop's own keys are below it; ids, whose top 12 bits are a loop's tag, above.)
+pub(crate) const SHARED_KEY: u64 = 1 << 32;
+
+/// The key the poller is to report a watched `fd` under: its watch's id when it has one
+/// watcher, else [`SHARED_KEY`] with the fd.
+pub(crate) fn fd_key(fds: &FdTable, fd: RawFd) -> u64 {
+    match fds.watchers(fd) {
+        [(id, _)] => *id,
+        _ => SHARED_KEY | fd as u32 as u64,
+    }
+}
+
+/// True for a key that is a watch's id (see [`fd_key`]).
+pub(crate) fn is_watch_key(key: u64) -> bool {
+    key >> crate::slots::TAG_SHIFT != 0
+}
 
 /// Checks an interest set given by a caller.
 pub fn check_interest(interest: u32) -> Result<()> {
@@ -100,15 +118,6 @@ impl FdTable {
         self.fds.get(&fd).map_or(&[], |v| v)
     }
 
-    /// The key the poller is to report `fd` under: its watch's id when it has one
-    /// watcher, else `shared` (a key that names the fd, for a lookup in this table).
-    pub fn key(&self, fd: RawFd, shared: u64) -> u64 {
-        match self.watchers(fd) {
-            [(id, _)] => *id,
-            _ => shared,
-        }
-    }
-
     /// The poller interest the fd needs for its current watchers (None: no watchers).
     fn union(&self, fd: RawFd) -> Option<u32> {
         self.fds.get(&fd).map(|w| to_poller(w.iter().fold(0, |acc, &(_, i)| acc | i)))
@@ -150,10 +159,10 @@ mod tests {
         assert_eq!(table.set(5, 1, READABLE), to_poller(READABLE));
         assert_eq!(table.set(5, 2, WRITABLE), to_poller(READABLE | WRITABLE));
         assert_eq!(table.watchers(5).len(), 2);
-        assert_eq!(table.key(5, 99), 99);
-        assert_eq!(table.key(6, 99), 99);
+        assert_eq!(fd_key(&table, 5), SHARED_KEY | 5);
+        assert_eq!(fd_key(&table, 6), SHARED_KEY | 6);
         assert_eq!(table.remove(5, 1), Some(to_poller(WRITABLE)));
-        assert_eq!(table.key(5, 99), 2);
+        assert_eq!(fd_key(&table, 5), 2);
         table.set(5, 1, READABLE);
         assert_eq!(table.remove(5, 1), Some(to_poller(WRITABLE)));
         assert_eq!(table.remove(5, 2), None);

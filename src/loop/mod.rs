@@ -8,8 +8,10 @@
 //! callback (or a free function) runs, so callbacks may call back into the loop. A
 //! callback's handler is taken out of its entry for the duration of the call; a cancel
 //! that arrives meanwhile marks the entry, and the dispatcher drops the handler (running
-//! its free function) once the call returns. `run` holds the `runner` mutex for its whole
-//! duration, which is how a second or re-entrant `run` is detected (`Busy`).
+//! its free function) once the call returns. (A pass that calls one fd watch leaves
+//! its handler parked until the next lock of `core` puts it back: parked.rs.) `run`
+//! holds the `runner` mutex for its whole duration, which is how a second or
+//! re-entrant `run` is detected (`Busy`).
 //!
 //! One kind of registration lives outside `core`: a task spawned on a pool without a
 //! timeout by the loop's owner: the thread running the loop (from a callback), or,
@@ -42,6 +44,8 @@
 //! * `entries.rs`: the slab of registrations, whose count `alive` reads without a lock.
 //! * `owner.rs`: the loop's owner and its state (`Own`): who may register without the
 //!   core lock, and when.
+//! * `parked.rs`: the handler of the fd watch a pass called, parked until the core's
+//!   next lock (one lock per pass, not two).
 //! * `register.rs`: timers, fd and signal watches, subscriptions, posts, and cancel.
 //! * `spawn.rs`: tasks on the loop and on pools: spawning them, and serving their
 //!   completions (`done`).
@@ -62,6 +66,7 @@ mod children;
 mod entries;
 mod labels;
 mod owner;
+mod parked;
 mod pass;
 mod register;
 mod spawn;
@@ -79,15 +84,16 @@ use crate::slots::{self, Generational, Id};
 use crate::sys::{self, Bell, Events, Outer, Poller, TimerWake, WaitSlot};
 use crate::task::{self, TaskCell, TaskRef, TaskWork};
 use crate::timer::{self, Wheel};
-use crate::watch::FdTable;
+use crate::watch::{self, fd_key, FdTable};
 use crate::watchdog::Watchdog;
 use entries::Entries;
 use owner::Owner;
+pub(crate) use parked::Parked;
 pub use stats::Stats;
 use std::ffi::CStr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 /// What a registration's handler is told when it is called.
 #[derive(Debug)]
@@ -341,8 +347,8 @@ const KEY_INBOX: u64 = 0;
 const KEY_TIMER: u64 = 1;
 const KEY_SIGNAL: u64 = 2;
 /// A watched fd shared by several watches: the low 32 bits are the fd. An fd with one
-/// watch is reported under that watch's id (see `fd_key`), above every `KEY_*`.
-const KEY_FD: u64 = 1 << 32;
+/// watch is reported under that watch's id, above every `KEY_*` (see `crate::watch`).
+const KEY_FD: u64 = watch::SHARED_KEY;
 /// A process task's pipe and its child watch: the key's low 32 bits are its slab index.
 const KEY_PROC_PIPE: u64 = 2 << 32;
 const KEY_PROC_EXIT: u64 = 3 << 32;
@@ -363,6 +369,9 @@ pub struct Loop<H: Handler> {
     /// `inbox`, `closed`) must not share a line with it (when a change of Core's size
     /// happened to put them together, cross_thread_post lost about a tenth).
     core: Aligned<Mutex<Core<H>>>,
+    /// The handler of the last fd watch a pass called, until the core's next lock
+    /// (parked.rs): (its id, the handler).
+    parked: Parked<(Id, H)>,
     inbox: Arc<Inbox<H>>,
     /// How many registrations the core's slab holds (see [`Entries`]).
     registrations: Arc<AtomicUsize>,
@@ -408,18 +417,6 @@ pub struct Loop<H: Handler> {
     metrics: Metrics,
     /// Registrations' names (labels.rs).
     labels: labels::Labels,
-}
-
-/// The key the inner set reports a watched `fd` under (see `crate::watch`): its one
-/// watch's id (ids have a loop tag in their top 12 bits: never a `KEY_*`), or `KEY_FD`
-/// with the fd's number for a shared fd.
-fn fd_key(fds: &FdTable, fd: RawFd) -> u64 {
-    fds.key(fd, KEY_FD | fd as u32 as u64)
-}
-
-/// True for a key that is a watch's id (see [`fd_key`]).
-fn is_watch_key(key: u64) -> bool {
-    key >> slots::TAG_SHIFT != 0
 }
 
 /// A number for the calling thread, unique in the process (never 0).
@@ -503,6 +500,7 @@ impl<H: Handler> Loop<H> {
                 cells: Default::default(),
                 pools: Vec::new(),
             })),
+            parked: Parked::default(),
             inbox: Arc::new(inbox),
             registrations,
             inner,
@@ -584,10 +582,6 @@ impl<H: Handler> Loop<H> {
         self.inner.store(fresh.waiter());
         core.poller = fresh;
         core.polluted = false;
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Core<H>> {
-        self.core.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Err when the loop may not be used: in a forked child, or once it is closing.

@@ -3,8 +3,8 @@
 //! dispatching a ready registration to its handler.
 
 use super::{
-    io_error, is_watch_key, thread_number, Event, Handler, Kind, Loop, RunMode, Runner, KEY_FD, KEY_INBOX,
-    KEY_PROC_PIPE, KEY_SIGNAL, KEY_TIMER, YIELD_TIMER_GAP_NS,
+    io_error, thread_number, Event, Handler, Kind, Loop, RunMode, Runner, KEY_FD, KEY_INBOX, KEY_PROC_PIPE, KEY_SIGNAL,
+    KEY_TIMER, YIELD_TIMER_GAP_NS,
 };
 use crate::error::{Code, Error, Result};
 use crate::fork;
@@ -195,7 +195,7 @@ impl<H: Handler> Loop<H> {
                     self.signal_bell.drain();
                     signal_rang = true;
                 }
-                _ if is_watch_key(key) => ready.push((key, ev.readiness())),
+                _ if watch::is_watch_key(key) => ready.push((key, ev.readiness())),
                 KEY_FD..KEY_PROC_PIPE => ready.push((key, ev.readiness())),
                 _ => procs.push(key),
             }
@@ -250,7 +250,7 @@ impl<H: Handler> Loop<H> {
             watchers.clear();
             let alone = ready.len() == 1 && ids.is_empty() && due.is_empty();
             for &(key, bits) in ready.iter() {
-                if is_watch_key(key) {
+                if watch::is_watch_key(key) {
                     // The fd's one watch, by its id (see `crate::watch`).
                     let Some(index) = core.entries.index(key) else {
                         if !core.unwatched.contains(&key) {
@@ -296,7 +296,7 @@ impl<H: Handler> Loop<H> {
         }
         ran += self.fire_owned(due, now);
         if let Some((id, fd, events, handler)) = single {
-            ran += self.call_taken(id, handler, Event::Fd { fd, events }, scope) as usize;
+            ran += self.call_parking(id, handler, Event::Fd { fd, events }, scope) as usize;
             quiet = procs.is_empty() && !signal_rang && !inbox_rang && !queued;
         } else {
             for &(id, fd, events) in watchers.iter() {
@@ -603,6 +603,28 @@ impl<H: Handler> Loop<H> {
             return true;
         }
         pool::deferring_scope(|scope| self.call_taken(id, handler, event, scope))
+    }
+
+    /// Calls `handler`, taken out of the live fd watch `id`, without the core lock; then
+    /// parks it for the next lock to put back (parked.rs), or ends the registration if
+    /// it was cancelled during the call. True (it was called).
+    fn call_parking(&self, id: Id, mut handler: H, event: Event<'_>, scope: &pool::Deferring<'_>) -> bool {
+        scope.run(|| handler.call(self, id, event));
+        if self.parked.park((id, handler)) {
+            // A cancel during the call may have missed the park: settle under the lock
+            // (which puts the handler back).
+            let mut core = self.lock();
+            self.parked.settled();
+            let index = core.entries.index(id);
+            let ended = index.filter(|&i| core.entries.at(i).cancelled && core.entries.at(i).handler.is_some());
+            if let Some(index) = ended {
+                // Dropped without the lock: its free function may call the loop.
+                let entry = core.entries.remove_at(index);
+                drop(core);
+                drop(entry);
+            }
+        }
+        true
     }
 
     /// Calls `handler`, taken out of the live registration `id` (not a task's), without

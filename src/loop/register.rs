@@ -27,7 +27,7 @@
 
 use super::children::child_in;
 use super::owner::{Own, Owned};
-use super::{fd_key, registering, Core, Handler, Kind, Loop};
+use super::{registering, Core, Handler, Kind, Loop};
 use crate::bus::{self, Pattern};
 use crate::error::{Code, Error, Result};
 use crate::fork;
@@ -227,7 +227,7 @@ impl<H: Handler> Loop<H> {
         let mut core = self.lock();
         let (id, index) = self.register(&mut core, handler, Kind::Fd { fd, interest })?;
         let events = core.fds.set(fd, id, interest);
-        if let Err(e) = core.poller.set(fd, events, fd_key(&core.fds, fd)) {
+        if let Err(e) = core.poller.set(fd, events, watch::fd_key(&core.fds, fd)) {
             if core.fds.remove(fd, id).is_none() {
                 let _ = core.poller.delete(fd);
             }
@@ -259,7 +259,7 @@ impl<H: Handler> Loop<H> {
         let fd = *fd;
         let events = core.fds.set(fd, id, interest);
         core.poller
-            .set(fd, events, fd_key(&core.fds, fd))
+            .set(fd, events, watch::fd_key(&core.fds, fd))
             .map_err(|e| Error::new(Code::Io, format!("fd {fd} can no longer be watched (closed?): {e}")))
     }
 
@@ -418,7 +418,13 @@ impl<H: Handler> Loop<H> {
         let entry = core.entries.at_mut(index);
         if entry.handler.is_none() {
             entry.cancelled = true;
-            return Ok(());
+            // Its call may have ended and parked the handler since the lock was taken
+            // (see parked.rs): then the registration ends here, as an idle one does.
+            let Some((parked, handler)) = self.parked.cancelled_in_call() else { return Ok(()) };
+            Self::unpark(&mut core, parked, handler);
+            if parked != id {
+                return Ok(());
+            }
         }
         let entry = core.entries.remove_at(index);
         let now_idle = core.entries.is_empty();
@@ -445,10 +451,10 @@ impl<H: Handler> Loop<H> {
                 self.unlink_timer(core, index);
             }
             &Kind::Fd { fd, .. } => {
-                let key = fd_key(&core.fds, fd);
+                let key = watch::fd_key(&core.fds, fd);
                 let (result, rekeyed) = match core.fds.remove(fd, core.entries.id_of(index)) {
                     Some(events) => {
-                        let fresh = fd_key(&core.fds, fd);
+                        let fresh = watch::fd_key(&core.fds, fd);
                         (core.poller.set(fd, events, fresh), fresh != key)
                     }
                     None => (core.poller.delete(fd), true),
