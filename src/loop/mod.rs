@@ -313,8 +313,6 @@ type Cell<H> = std::ptr::NonNull<TaskCell<H, <H as Handler>::Work>>;
 /// Scratch space of the thread running the loop.
 struct Runner<H: Handler> {
     events: Events,
-    /// This pass's fd reports: (key, readiness), the key as [`fd_key`] made it.
-    ready: Vec<(u64, u32)>,
     ids: Vec<(Id, u32)>,
     indices: Vec<u32>,
     /// The owner's timers due in this pass.
@@ -370,8 +368,8 @@ pub struct Loop<H: Handler> {
     /// happened to put them together, cross_thread_post lost about a tenth).
     core: Aligned<Mutex<Core<H>>>,
     /// The handler of the last fd watch a pass called, until the core's next lock
-    /// (parked.rs): (its id, the handler).
-    parked: Parked<(Id, H)>,
+    /// (parked.rs): (its id, its slab index, the handler).
+    parked: Parked<(Id, u32, H)>,
     inbox: Arc<Inbox<H>>,
     /// How many registrations the core's slab holds (see [`Entries`]).
     registrations: Arc<AtomicUsize>,
@@ -509,7 +507,6 @@ impl<H: Handler> Loop<H> {
             signal_bell,
             runner: Aligned(Mutex::new(Runner {
                 events: Events::with_capacity(256),
-                ready: Vec::new(),
                 ids: Vec::new(),
                 indices: Vec::new(),
                 due: Vec::new(),

@@ -36,18 +36,21 @@ use std::sync::MutexGuard;
 impl<H: Handler> Loop<H> {
     /// Locks the core, and puts back a parked handler: under the lock, every
     /// registration has its handler unless a call of it is running.
+    #[inline(always)]
     pub(super) fn lock(&self) -> MutexGuard<'_, Core<H>> {
         let mut core = self.core.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some((id, handler)) = self.parked.take() {
-            Self::unpark(&mut core, id, handler);
+        if let Some((id, index, handler)) = self.parked.take() {
+            Self::unpark(&mut core, id, index, handler);
         }
         core
     }
 
-    /// Puts a parked handler back into its registration (which stays in the slab while
-    /// its handler is out: only a lock's holder removes it, after this).
-    pub(super) fn unpark(core: &mut Core<H>, id: Id, handler: H) {
-        let index = core.entries.index(id).expect("a parked handler's registration is in the slab");
+    /// Puts a parked handler back into its registration, `id` at slab `index` (which
+    /// stays in the slab while its handler is out: only a lock's holder removes it,
+    /// after this).
+    #[inline(always)]
+    pub(super) fn unpark(core: &mut Core<H>, id: Id, index: u32, handler: H) {
+        debug_assert_eq!(core.entries.index(id), Some(index), "a parked handler's registration is in the slab");
         core.entries.at_mut(index).handler = Some(handler);
     }
 }

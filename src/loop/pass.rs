@@ -105,10 +105,12 @@ impl<H: Handler> Loop<H> {
 
     /// True while anything is registered or queued.
     pub fn alive(&self) -> bool {
-        self.inbox.has_records()
+        // The slab's count first: `run(Default)` asks before every pass, and a loop that
+        // runs has registrations far more often than only records or tasks.
+        self.registrations.load(Acquire) > 0
+            || self.inbox.has_records()
             || self.table_live.load(Relaxed) > 0
             || self.timers_live.load(SeqCst) > self.timers_foreign.load(SeqCst)
-            || self.registrations.load(Acquire) > 0
     }
 
     /// The fd an embedding host watches: readable when `run(NoWait)` has work.
@@ -146,7 +148,6 @@ impl<H: Handler> Loop<H> {
         let mut ran = 0;
         let Runner {
             events,
-            ready,
             ids,
             indices,
             due,
@@ -181,7 +182,8 @@ impl<H: Handler> Loop<H> {
         }
         self.inbox.wake_up();
         let (mut inbox_rang, mut timer_rang, mut signal_rang) = (false, false, false);
-        ready.clear();
+        // How many fd reports: each is read from `events` again under the lock below.
+        let mut fds = 0;
         procs.clear();
         for ev in events.iter() {
             let key = ev.key();
@@ -195,8 +197,7 @@ impl<H: Handler> Loop<H> {
                     self.signal_bell.drain();
                     signal_rang = true;
                 }
-                _ if watch::is_watch_key(key) => ready.push((key, ev.readiness())),
-                KEY_FD..KEY_PROC_PIPE => ready.push((key, ev.readiness())),
+                _ if is_fd_key(key) => fds += 1,
                 _ => procs.push(key),
             }
         }
@@ -248,8 +249,12 @@ impl<H: Handler> Loop<H> {
             }
             // Ready fds: each watcher gets the part of the report it asked for.
             watchers.clear();
-            let alone = ready.len() == 1 && ids.is_empty() && due.is_empty();
-            for &(key, bits) in ready.iter() {
+            let alone = fds == 1 && ids.is_empty() && due.is_empty();
+            for ev in events.iter().filter(|_| fds > 0) {
+                let (key, bits) = (ev.key(), ev.readiness());
+                if !is_fd_key(key) {
+                    continue;
+                }
                 if watch::is_watch_key(key) {
                     // The fd's one watch, by its id (see `crate::watch`).
                     let Some(index) = core.entries.index(key) else {
@@ -269,7 +274,7 @@ impl<H: Handler> Loop<H> {
                     // The common pass, one watch ready and no callback before it: its
                     // handler is taken under this lock (`dispatch` would take it again).
                     if alone && !entry.cancelled {
-                        single = entry.handler.take().map(|handler| (key, fd, events, handler));
+                        single = entry.handler.take().map(|handler| (key, index, fd, events, handler));
                     } else {
                         watchers.push((key, fd, events));
                     }
@@ -295,8 +300,8 @@ impl<H: Handler> Loop<H> {
             ran += self.dispatch(id, Event::Timer) as usize;
         }
         ran += self.fire_owned(due, now);
-        if let Some((id, fd, events, handler)) = single {
-            ran += self.call_parking(id, handler, Event::Fd { fd, events }, scope) as usize;
+        if let Some((id, index, fd, events, handler)) = single {
+            ran += self.call_parking(id, index, handler, Event::Fd { fd, events }, scope) as usize;
             quiet = procs.is_empty() && !signal_rang && !inbox_rang && !queued;
         } else {
             for &(id, fd, events) in watchers.iter() {
@@ -398,14 +403,13 @@ impl<H: Handler> Loop<H> {
             return Ok(ran);
         }
         let biggest = (done.capacity().max(groups.capacity()))
-            .max(ready.capacity().max(ids.capacity()))
+            .max(ids.capacity())
             .max(indices.capacity().max(procs.capacity()))
             .max(watchers.capacity());
         *oversized = biggest > shrink::FLOOR;
         if *oversized {
             shrink::deque(done, done.len());
             shrink::deque(groups, groups.len());
-            shrink::vec(ready, ready.len());
             shrink::vec(ids, ids.len());
             shrink::vec(indices, indices.len());
             shrink::vec(procs, procs.len());
@@ -608,15 +612,15 @@ impl<H: Handler> Loop<H> {
     /// Calls `handler`, taken out of the live fd watch `id`, without the core lock; then
     /// parks it for the next lock to put back (parked.rs), or ends the registration if
     /// it was cancelled during the call. True (it was called).
-    fn call_parking(&self, id: Id, mut handler: H, event: Event<'_>, scope: &pool::Deferring<'_>) -> bool {
+    fn call_parking(&self, id: Id, index: u32, mut handler: H, event: Event<'_>, scope: &pool::Deferring<'_>) -> bool {
         scope.run(|| handler.call(self, id, event));
-        if self.parked.park((id, handler)) {
+        if self.parked.park((id, index, handler)) {
             // A cancel during the call may have missed the park: settle under the lock
             // (which puts the handler back).
             let mut core = self.lock();
             self.parked.settled();
-            let index = core.entries.index(id);
-            let ended = index.filter(|&i| core.entries.at(i).cancelled && core.entries.at(i).handler.is_some());
+            let live = core.entries.index(id);
+            let ended = live.filter(|&i| core.entries.at(i).cancelled && core.entries.at(i).handler.is_some());
             if let Some(index) = ended {
                 // Dropped without the lock: its free function may call the loop.
                 let entry = core.entries.remove_at(index);
@@ -647,6 +651,11 @@ impl<H: Handler> Loop<H> {
         drop(entry);
         true
     }
+}
+
+/// True for the key of an fd report (see `crate::watch`): a watch's id, or a shared fd.
+fn is_fd_key(key: u64) -> bool {
+    watch::is_watch_key(key) || (KEY_FD..KEY_PROC_PIPE).contains(&key)
 }
 
 /// Takes up to `max` cells off the front of `groups` whose records before their sequence

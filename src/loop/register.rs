@@ -420,8 +420,8 @@ impl<H: Handler> Loop<H> {
             entry.cancelled = true;
             // Its call may have ended and parked the handler since the lock was taken
             // (see parked.rs): then the registration ends here, as an idle one does.
-            let Some((parked, handler)) = self.parked.cancelled_in_call() else { return Ok(()) };
-            Self::unpark(&mut core, parked, handler);
+            let Some((parked, at, handler)) = self.parked.cancelled_in_call() else { return Ok(()) };
+            Self::unpark(&mut core, parked, at, handler);
             if parked != id {
                 return Ok(());
             }
