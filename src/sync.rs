@@ -5,7 +5,7 @@
 //! The protocols that use this module: the inbox's record queue, wake-up pair and
 //! completion stack (`crate::inbox`), a task cell's `stage` and cancel flag (`crate::task::cell`), the
 //! task table's id publication (`crate::task::table`), the CPU pool's sleep protocol
-//! (`crate::pool::sleep`), the signal bells (`crate::signal`) and the watchdog's view of
+//! (`crate::pool::sleep`), the parked handler of an fd watch (`crate::loop::Parked`), the signal bells (`crate::signal`) and the watchdog's view of
 //! the loop thread (`crate::watchdog::Current`). The rest of weft uses
 //! std directly: its atomics are counters, flags read by one thread, or statics, which
 //! must be built in a `const` (loom's are not).

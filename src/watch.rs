@@ -4,8 +4,15 @@
 //! share one: the table keeps the watchers of each fd, registers the union of their
 //! interests (level-triggered), and the loop hands each watcher the part of a readiness
 //! report it asked for, plus `HANGUP` and `ERROR`, which are always reported.
+//!
+//! The key a poller reports an fd under leads to its watchers: for an fd with one
+//! watcher (the common case) it is that watch's id, which names its registration
+//! directly (no lookup in the table, and a stale report fails the id's generation
+//! check); for a shared fd it is [`SHARED_KEY`] with the fd's number, looked up here
+//! ([`fd_key`]).
 
 use crate::error::{Error, Result};
+use crate::slots::Id;
 use crate::sys;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -17,6 +24,24 @@ pub(crate) const READABLE: u32 = sys::READABLE;
 pub(crate) const WRITABLE: u32 = sys::WRITABLE;
 pub(crate) const HANGUP: u32 = sys::HANGUP;
 pub(crate) const ERROR: u32 = sys::ERROR;
+
+/// The key of a watched fd shared by several watches, with the fd in the low 32 bits.
+/// (The loop's own keys are below it; ids, whose top 12 bits are a loop's tag, above.)
+pub(crate) const SHARED_KEY: u64 = 1 << 32;
+
+/// The key the poller is to report a watched `fd` under: its watch's id when it has one
+/// watcher, else [`SHARED_KEY`] with the fd.
+pub(crate) fn fd_key(fds: &FdTable, fd: RawFd) -> u64 {
+    match fds.watchers(fd) {
+        [(id, _)] => *id,
+        _ => SHARED_KEY | fd as u32 as u64,
+    }
+}
+
+/// True for a key that is a watch's id (see [`fd_key`]).
+pub(crate) fn is_watch_key(key: u64) -> bool {
+    key >> crate::slots::TAG_SHIFT != 0
+}
 
 /// Checks an interest set given by a caller.
 pub fn check_interest(interest: u32) -> Result<()> {
@@ -58,10 +83,10 @@ pub fn events_for(interest: u32, events: u32) -> u32 {
     events & (interest | HANGUP | ERROR)
 }
 
-/// The watchers (slab indices, with their interests) of each watched fd.
+/// The watchers (ids, with their interests) of each watched fd.
 #[derive(Default)]
 pub struct FdTable {
-    fds: HashMap<RawFd, Vec<(u32, u32)>, BuildHasherDefault<FdHasher>>,
+    fds: HashMap<RawFd, Vec<(Id, u32)>, BuildHasherDefault<FdHasher>>,
 }
 
 /// Hashes an fd with one multiplication. The table is looked up for every readiness
@@ -89,7 +114,7 @@ impl Hasher for FdHasher {
 }
 
 impl FdTable {
-    pub fn watchers(&self, fd: RawFd) -> &[(u32, u32)] {
+    pub fn watchers(&self, fd: RawFd) -> &[(Id, u32)] {
         self.fds.get(&fd).map_or(&[], |v| v)
     }
 
@@ -104,19 +129,19 @@ impl FdTable {
     }
 
     /// Adds or updates a watcher; returns the poller interest to register.
-    pub fn set(&mut self, fd: RawFd, index: u32, interest: u32) -> u32 {
+    pub fn set(&mut self, fd: RawFd, id: Id, interest: u32) -> u32 {
         let watchers = self.fds.entry(fd).or_default();
-        match watchers.iter_mut().find(|(i, _)| *i == index) {
+        match watchers.iter_mut().find(|(i, _)| *i == id) {
             Some(w) => w.1 = interest,
-            None => watchers.push((index, interest)),
+            None => watchers.push((id, interest)),
         }
         self.union(fd).unwrap_or(0)
     }
 
     /// Removes a watcher; returns the poller interest still needed (None: remove the fd).
-    pub fn remove(&mut self, fd: RawFd, index: u32) -> Option<u32> {
+    pub fn remove(&mut self, fd: RawFd, id: Id) -> Option<u32> {
         let watchers = self.fds.get_mut(&fd)?;
-        watchers.retain(|&(i, _)| i != index);
+        watchers.retain(|&(i, _)| i != id);
         if watchers.is_empty() {
             self.fds.remove(&fd);
         }
@@ -134,6 +159,11 @@ mod tests {
         assert_eq!(table.set(5, 1, READABLE), to_poller(READABLE));
         assert_eq!(table.set(5, 2, WRITABLE), to_poller(READABLE | WRITABLE));
         assert_eq!(table.watchers(5).len(), 2);
+        assert_eq!(fd_key(&table, 5), SHARED_KEY | 5);
+        assert_eq!(fd_key(&table, 6), SHARED_KEY | 6);
+        assert_eq!(table.remove(5, 1), Some(to_poller(WRITABLE)));
+        assert_eq!(fd_key(&table, 5), 2);
+        table.set(5, 1, READABLE);
         assert_eq!(table.remove(5, 1), Some(to_poller(WRITABLE)));
         assert_eq!(table.remove(5, 2), None);
         assert_eq!(events_for(WRITABLE, READABLE), 0);

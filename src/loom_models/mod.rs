@@ -13,6 +13,7 @@ mod cell;
 mod completions;
 mod gate;
 mod inbox;
+mod parked;
 mod pool;
 mod signal;
 mod sleep;

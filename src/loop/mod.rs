@@ -8,8 +8,10 @@
 //! callback (or a free function) runs, so callbacks may call back into the loop. A
 //! callback's handler is taken out of its entry for the duration of the call; a cancel
 //! that arrives meanwhile marks the entry, and the dispatcher drops the handler (running
-//! its free function) once the call returns. `run` holds the `runner` mutex for its whole
-//! duration, which is how a second or re-entrant `run` is detected (`Busy`).
+//! its free function) once the call returns. (A pass that calls one fd watch leaves
+//! its handler parked until the next lock of `core` puts it back: parked.rs.) `run`
+//! holds the `runner` mutex for its whole duration, which is how a second or
+//! re-entrant `run` is detected (`Busy`).
 //!
 //! One kind of registration lives outside `core`: a task spawned on a pool without a
 //! timeout by the loop's owner: the thread running the loop (from a callback), or,
@@ -42,6 +44,8 @@
 //! * `entries.rs`: the slab of registrations, whose count `alive` reads without a lock.
 //! * `owner.rs`: the loop's owner and its state (`Own`): who may register without the
 //!   core lock, and when.
+//! * `parked.rs`: the handler of the fd watch a pass called, parked until the core's
+//!   next lock (one lock per pass, not two).
 //! * `register.rs`: timers, fd and signal watches, subscriptions, posts, and cancel.
 //! * `spawn.rs`: tasks on the loop and on pools: spawning them, and serving their
 //!   completions (`done`).
@@ -63,6 +67,7 @@ mod children;
 mod entries;
 mod labels;
 mod owner;
+mod parked;
 mod pass;
 mod register;
 mod spawn;
@@ -80,15 +85,16 @@ use crate::slots::{self, Generational, Id};
 use crate::sys::{self, Bell, Events, Outer, Poller, TimerWake, WaitSlot};
 use crate::task::{self, TaskCell, TaskRef, TaskWork};
 use crate::timer::{self, Wheel};
-use crate::watch::FdTable;
+use crate::watch::{self, fd_key, FdTable};
 use crate::watchdog::Watchdog;
 use entries::Entries;
 use owner::Owner;
+pub(crate) use parked::Parked;
 pub use stats::Stats;
 use std::ffi::CStr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 /// What a registration's handler is told when it is called.
 #[derive(Debug)]
@@ -277,9 +283,10 @@ struct Core<H: Handler> {
     poller: Poller,
     /// The inner set holds a file no watch wants and no call can remove.
     polluted: bool,
-    /// Fds taken out of the inner set during this pass: a report of one of them from
-    /// the pass's wait is stale, not a sign of a polluted set.
-    unwatched: Vec<RawFd>,
+    /// Keys the inner set stopped reporting fds under during this pass (the fd was
+    /// taken out, or re-keyed): a report under one of them from the pass's wait is
+    /// stale, not a sign of a polluted set.
+    unwatched: Vec<u64>,
     wheel: Wheel,
     /// The deadline the timer wake-up is armed for (also in `Loop::armed_hint`).
     armed_ns: Option<u64>,
@@ -307,7 +314,6 @@ type Cell<H> = std::ptr::NonNull<TaskCell<H, <H as Handler>::Work>>;
 /// Scratch space of the thread running the loop.
 struct Runner<H: Handler> {
     events: Events,
-    ready: Vec<(RawFd, u32)>,
     ids: Vec<(Id, u32)>,
     indices: Vec<u32>,
     /// The owner's timers due in this pass.
@@ -328,6 +334,9 @@ struct Runner<H: Handler> {
     /// Scratch: completions to deliver, cells to recycle.
     deliver: Vec<(Id, H, Cell<H>)>,
     spare: Vec<Cell<H>>,
+    /// A buffer above may hold more than `shrink::FLOOR` entries' room (as of the last
+    /// pass that looked): the next pass looks again.
+    oversized: bool,
 }
 
 // SAFETY: the task cells a runner holds are its loop's alone (taken back from pools).
@@ -336,7 +345,9 @@ unsafe impl<H: Handler> Send for Runner<H> {}
 const KEY_INBOX: u64 = 0;
 const KEY_TIMER: u64 = 1;
 const KEY_SIGNAL: u64 = 2;
-const KEY_FD: u64 = 1 << 32;
+/// A watched fd shared by several watches: the low 32 bits are the fd. An fd with one
+/// watch is reported under that watch's id, above every `KEY_*` (see `crate::watch`).
+const KEY_FD: u64 = watch::SHARED_KEY;
 /// A process task's pipe and its child watch: the key's low 32 bits are its slab index.
 const KEY_PROC_PIPE: u64 = 2 << 32;
 const KEY_PROC_EXIT: u64 = 3 << 32;
@@ -357,6 +368,9 @@ pub struct Loop<H: Handler> {
     /// `inbox`, `closed`) must not share a line with it (when a change of Core's size
     /// happened to put them together, cross_thread_post lost about a tenth).
     core: Aligned<Mutex<Core<H>>>,
+    /// The handler of the last fd watch a pass called, until the core's next lock
+    /// (parked.rs): (its id, its slab index, the handler).
+    parked: Parked<(Id, u32, H)>,
     inbox: Arc<Inbox<H>>,
     /// How many registrations the core's slab holds (see [`Entries`]).
     registrations: Arc<AtomicUsize>,
@@ -487,6 +501,7 @@ impl<H: Handler> Loop<H> {
                 cells: Default::default(),
                 pools: Vec::new(),
             })),
+            parked: Parked::default(),
             inbox: Arc::new(inbox),
             registrations,
             inner,
@@ -495,7 +510,6 @@ impl<H: Handler> Loop<H> {
             signal_bell,
             runner: Aligned(Mutex::new(Runner {
                 events: Events::with_capacity(256),
-                ready: Vec::new(),
                 ids: Vec::new(),
                 indices: Vec::new(),
                 due: Vec::new(),
@@ -507,6 +521,7 @@ impl<H: Handler> Loop<H> {
                 returned: 0,
                 deliver: Vec::new(),
                 spare: Vec::new(),
+                oversized: false,
             })),
             stop: AtomicBool::new(false),
             held_back: AtomicBool::new(false),
@@ -548,7 +563,7 @@ impl<H: Handler> Loop<H> {
         poller.add_timer(timer, KEY_TIMER).map_err(io_error(sys::call::POLLER_ADD))?;
         for (fd, interest) in fds.interests() {
             // A watched fd closed by its owner cannot be added; its watches stay quiet.
-            let _ = poller.add(fd, interest, KEY_FD | fd as u32 as u64);
+            let _ = poller.add(fd, interest, fd_key(fds, fd));
         }
         for &(fd, key) in proc_fds {
             poller.add(fd, sys::READABLE, key).map_err(io_error(sys::call::POLLER_ADD))?;
@@ -567,10 +582,6 @@ impl<H: Handler> Loop<H> {
         self.inner.store(fresh.waiter());
         core.poller = fresh;
         core.polluted = false;
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Core<H>> {
-        self.core.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Err when the loop may not be used: in a forked child, or once it is closing.

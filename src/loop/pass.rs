@@ -3,8 +3,8 @@
 //! dispatching a ready registration to its handler.
 
 use super::{
-    io_error, thread_number, Core, Event, Handler, Kind, Loop, RunMode, Runner, KEY_FD, KEY_INBOX, KEY_PROC_PIPE,
-    KEY_SIGNAL, KEY_TIMER, YIELD_TIMER_GAP_NS,
+    io_error, thread_number, Event, Handler, Kind, Loop, RunMode, Runner, KEY_FD, KEY_INBOX, KEY_PROC_PIPE, KEY_SIGNAL,
+    KEY_TIMER, YIELD_TIMER_GAP_NS,
 };
 use crate::error::{Code, Error, Result};
 use crate::fork;
@@ -41,7 +41,9 @@ impl<H: Handler> Loop<H> {
         if self.metrics.watched() {
             self.metrics.run_began(sys::coarse_now_ns());
         }
-        let result = self.run_passes(&mut runner, mode);
+        // One thread-local lookup for the whole run: the passes flush and defer the
+        // callbacks' pool wake-ups through it (in a cdylib each lookup is a call).
+        let result = pool::deferring_scope(|scope| self.run_passes(&mut runner, mode, scope));
         if self.metrics.watched() {
             self.metrics.run_ended(sys::coarse_now_ns());
         }
@@ -64,13 +66,13 @@ impl<H: Handler> Loop<H> {
         result
     }
 
-    fn run_passes(&self, runner: &mut Runner<H>, mode: RunMode) -> Result<()> {
+    fn run_passes(&self, runner: &mut Runner<H>, mode: RunMode, scope: &pool::Deferring<'_>) -> Result<()> {
         loop {
             if mode == RunMode::Default && !self.alive() {
                 return Ok(());
             }
             let stopping = self.stop.load(SeqCst);
-            let ran = self.pass(runner, mode != RunMode::NoWait && !stopping)?;
+            let ran = self.pass(runner, mode != RunMode::NoWait && !stopping, scope)?;
             self.metrics.passed(runner.done.len());
             if self.stop.load(SeqCst) {
                 return Ok(());
@@ -103,10 +105,12 @@ impl<H: Handler> Loop<H> {
 
     /// True while anything is registered or queued.
     pub fn alive(&self) -> bool {
-        self.inbox.has_records()
+        // The slab's count first: `run(Default)` asks before every pass, and a loop that
+        // runs has registrations far more often than only records or tasks.
+        self.registrations.load(Acquire) > 0
+            || self.inbox.has_records()
             || self.table_live.load(Relaxed) > 0
             || self.timers_live.load(SeqCst) > self.timers_foreign.load(SeqCst)
-            || self.registrations.load(Acquire) > 0
     }
 
     /// The fd an embedding host watches: readable when `run(NoWait)` has work.
@@ -140,11 +144,10 @@ impl<H: Handler> Loop<H> {
     }
 
     /// One pass; returns how many callbacks it ran.
-    fn pass(&self, runner: &mut Runner<H>, block: bool) -> Result<usize> {
+    fn pass(&self, runner: &mut Runner<H>, block: bool, scope: &pool::Deferring<'_>) -> Result<usize> {
         let mut ran = 0;
         let Runner {
             events,
-            ready,
             ids,
             indices,
             due,
@@ -156,10 +159,11 @@ impl<H: Handler> Loop<H> {
             returned,
             deliver,
             spare,
+            oversized,
         } = runner;
         // Wake-ups deferred by callbacks must not wait for this thread to wake.
         if block {
-            pool::flush_deferred_wakeups();
+            scope.flush();
         }
         // The inbox protocol: doze, and do not wait if records came in meanwhile.
         let queued = self.inbox.doze(block && done.is_empty()) || !done.is_empty();
@@ -178,7 +182,8 @@ impl<H: Handler> Loop<H> {
         }
         self.inbox.wake_up();
         let (mut inbox_rang, mut timer_rang, mut signal_rang) = (false, false, false);
-        ready.clear();
+        // How many fd reports: each is read from `events` again under the lock below.
+        let mut fds = 0;
         procs.clear();
         for ev in events.iter() {
             let key = ev.key();
@@ -192,7 +197,7 @@ impl<H: Handler> Loop<H> {
                     self.signal_bell.drain();
                     signal_rang = true;
                 }
-                KEY_FD..KEY_PROC_PIPE => ready.push(((key & 0xffff_ffff) as u32 as RawFd, ev.readiness())),
+                _ if is_fd_key(key) => fds += 1,
                 _ => procs.push(key),
             }
         }
@@ -212,6 +217,8 @@ impl<H: Handler> Loop<H> {
         // One lock for the timers due, the inner set's upkeep and the ready fds'
         // watchers (collected now: a pass runs the callbacks ready when it began).
         let mut single = None;
+        // Only one watch's callback runs in this pass (and nothing else: see the end).
+        let mut quiet = false;
         {
             let mut core = self.lock();
             let core = &mut *core;
@@ -242,36 +249,60 @@ impl<H: Handler> Loop<H> {
             }
             // Ready fds: each watcher gets the part of the report it asked for.
             watchers.clear();
-            for &(fd, bits) in ready.iter() {
+            let alone = fds == 1 && ids.is_empty() && due.is_empty();
+            for ev in events.iter().filter(|_| fds > 0) {
+                let (key, bits) = (ev.key(), ev.readiness());
+                if !is_fd_key(key) {
+                    continue;
+                }
+                if watch::is_watch_key(key) {
+                    // The fd's one watch, by its id (see `crate::watch`).
+                    let Some(index) = core.entries.index(key) else {
+                        if !core.unwatched.contains(&key) {
+                            // A stale id no cancel of this pass explains: a closed fd's
+                            // file that the poller kept (see the module comment).
+                            core.polluted = true;
+                        }
+                        continue;
+                    };
+                    let entry = core.entries.at_mut(index);
+                    let Kind::Fd { fd, interest } = entry.kind else { continue };
+                    let events = watch::events_for(interest, bits);
+                    if events == 0 {
+                        continue;
+                    }
+                    // The common pass, one watch ready and no callback before it: its
+                    // handler is taken under this lock (`dispatch` would take it again).
+                    if alone && !entry.cancelled {
+                        single = entry.handler.take().map(|handler| (key, index, fd, events, handler));
+                    } else {
+                        watchers.push((key, fd, events));
+                    }
+                    continue;
+                }
+                let fd = (key & 0xffff_ffff) as u32 as RawFd;
                 let watching = core.fds.watchers(fd);
-                if watching.is_empty() && !core.unwatched.contains(&fd) {
+                if watching.is_empty() && !core.unwatched.contains(&key) {
                     // Reported, yet watched by no one (and not unwatched since the wait):
                     // a closed fd's file that the poller kept (see the module comment).
                     core.polluted = true;
                 }
-                for &(index, interest) in watching {
+                for &(id, interest) in watching {
                     let events = watch::events_for(interest, bits);
                     if events != 0 {
-                        watchers.push((core.entries.id_of(index), fd, events));
+                        watchers.push((id, fd, events));
                     }
                 }
             }
             core.unwatched.clear();
-            // The common pass, one watcher ready and no callback before it: its handler
-            // is taken under this lock (`dispatch` would take it again).
-            if let [(id, _, _)] = watchers[..] {
-                if ids.is_empty() && due.is_empty() {
-                    single = Self::take_handler(core, id);
-                }
-            }
         }
         for &(id, _) in ids.iter() {
             ran += self.dispatch(id, Event::Timer) as usize;
         }
         ran += self.fire_owned(due, now);
-        if let Some(handler) = single {
-            let (id, fd, events) = watchers[0];
-            ran += self.call_taken(id, handler, Event::Fd { fd, events }) as usize;
+        if let Some((id, index, fd, events, handler)) = single {
+            ran += self.call_parking(id, index, handler, Event::Fd { fd, events }, scope) as usize;
+            quiet = procs.is_empty() && !signal_rang && !inbox_rang && !queued;
         } else {
             for &(id, fd, events) in watchers.iter() {
                 ran += self.dispatch(id, Event::Fd { fd, events }) as usize;
@@ -341,9 +372,9 @@ impl<H: Handler> Loop<H> {
                 }
                 loop {
                     budget -= count;
-                    // One thread-local lookup per slice for the callbacks' deferred
-                    // wake-ups (see pool::deferring_scope).
-                    ran += pool::deferring_scope(|scope| self.dispatch_records(ids, scope));
+                    // The run's scope for the callbacks' deferred wake-ups (see
+                    // pool::deferring_scope): no thread-local lookup per slice.
+                    ran += self.dispatch_records(ids, scope);
                     if count < SLICE || budget == 0 || now_dispatched >= end {
                         break;
                     }
@@ -365,16 +396,20 @@ impl<H: Handler> Loop<H> {
         }
 
         // After a burst, the pass's buffers give back what this pass did not need (a
-        // few compares when nothing is to be shrunk; see `crate::shrink`): one compare
-        // in the common pass, every buffer at or below the floor.
+        // few compares when nothing is to be shrunk; see `crate::shrink`). A quiet pass
+        // (one callback, no buffer beyond a few entries) grew none of them: it looks
+        // only when the last pass that looked found one above the floor.
+        if quiet && !*oversized {
+            return Ok(ran);
+        }
         let biggest = (done.capacity().max(groups.capacity()))
-            .max(ready.capacity().max(ids.capacity()))
+            .max(ids.capacity())
             .max(indices.capacity().max(procs.capacity()))
             .max(watchers.capacity());
-        if biggest > shrink::FLOOR {
+        *oversized = biggest > shrink::FLOOR;
+        if *oversized {
             shrink::deque(done, done.len());
             shrink::deque(groups, groups.len());
-            shrink::vec(ready, ready.len());
             shrink::vec(ids, ids.len());
             shrink::vec(indices, indices.len());
             shrink::vec(procs, procs.len());
@@ -571,25 +606,36 @@ impl<H: Handler> Loop<H> {
             drop(task);
             return true;
         }
-        self.call_taken(id, handler, event)
+        pool::deferring_scope(|scope| self.call_taken(id, handler, event, scope))
     }
 
-    /// Takes the handler of the fd watch `id` (live: its id was just read under this
-    /// lock) for [`Self::call_taken`], unless it was cancelled.
-    fn take_handler(core: &mut Core<H>, id: Id) -> Option<H> {
-        let index = core.entries.index(id)?;
-        let entry = core.entries.at_mut(index);
-        if entry.cancelled {
-            return None;
+    /// Calls `handler`, taken out of the live fd watch `id`, without the core lock; then
+    /// parks it for the next lock to put back (parked.rs), or ends the registration if
+    /// it was cancelled during the call. True (it was called).
+    fn call_parking(&self, id: Id, index: u32, mut handler: H, event: Event<'_>, scope: &pool::Deferring<'_>) -> bool {
+        scope.run(|| handler.call(self, id, event));
+        if self.parked.park((id, index, handler)) {
+            // A cancel during the call may have missed the park: settle under the lock
+            // (which puts the handler back).
+            let mut core = self.lock();
+            self.parked.settled();
+            let live = core.entries.index(id);
+            let ended = live.filter(|&i| core.entries.at(i).cancelled && core.entries.at(i).handler.is_some());
+            if let Some(index) = ended {
+                // Dropped without the lock: its free function may call the loop.
+                let entry = core.entries.remove_at(index);
+                drop(core);
+                drop(entry);
+            }
         }
-        entry.handler.take()
+        true
     }
 
     /// Calls `handler`, taken out of the live registration `id` (not a task's), without
     /// the core lock; then puts it back, or ends the registration (cancelled during the
     /// call, or a one-shot timer). True (it was called).
-    fn call_taken(&self, id: Id, mut handler: H, event: Event<'_>) -> bool {
-        pool::deferring_wakeups(|| handler.call(self, id, event));
+    fn call_taken(&self, id: Id, mut handler: H, event: Event<'_>, scope: &pool::Deferring<'_>) -> bool {
+        scope.run(|| handler.call(self, id, event));
         let mut core = self.lock();
         let index = core.entries.index(id).expect("an entry in a call stays in the slab");
         let entry = core.entries.at_mut(index);
@@ -605,6 +651,11 @@ impl<H: Handler> Loop<H> {
         drop(entry);
         true
     }
+}
+
+/// True for the key of an fd report (see `crate::watch`): a watch's id, or a shared fd.
+fn is_fd_key(key: u64) -> bool {
+    watch::is_watch_key(key) || (KEY_FD..KEY_PROC_PIPE).contains(&key)
 }
 
 /// Takes up to `max` cells off the front of `groups` whose records before their sequence

@@ -27,7 +27,7 @@
 
 use super::children::child_in;
 use super::owner::{Own, Owned};
-use super::{registering, Core, Handler, Kind, Loop, KEY_FD};
+use super::{registering, Core, Handler, Kind, Loop};
 use crate::bus::{self, Pattern};
 use crate::error::{Code, Error, Result};
 use crate::fork;
@@ -269,9 +269,9 @@ impl<H: Handler> Loop<H> {
         }
         let mut core = self.lock();
         let (id, index) = self.register(&mut core, handler, Kind::Fd { fd, interest })?;
-        let events = core.fds.set(fd, index, interest);
-        if let Err(e) = core.poller.set(fd, events, KEY_FD | fd as u32 as u64) {
-            if core.fds.remove(fd, index).is_none() {
+        let events = core.fds.set(fd, id, interest);
+        if let Err(e) = core.poller.set(fd, events, watch::fd_key(&core.fds, fd)) {
+            if core.fds.remove(fd, id).is_none() {
                 let _ = core.poller.delete(fd);
             }
             *handler = core.entries.remove_at(index).handler;
@@ -300,9 +300,9 @@ impl<H: Handler> Loop<H> {
         };
         *current = interest;
         let fd = *fd;
-        let events = core.fds.set(fd, index, interest);
+        let events = core.fds.set(fd, id, interest);
         core.poller
-            .set(fd, events, KEY_FD | fd as u32 as u64)
+            .set(fd, events, watch::fd_key(&core.fds, fd))
             .map_err(|e| Error::new(Code::Io, format!("fd {fd} can no longer be watched (closed?): {e}")))
     }
 
@@ -461,7 +461,13 @@ impl<H: Handler> Loop<H> {
         let entry = core.entries.at_mut(index);
         if entry.handler.is_none() {
             entry.cancelled = true;
-            return Ok(());
+            // Its call may have ended and parked the handler since the lock was taken
+            // (see parked.rs): then the registration ends here, as an idle one does.
+            let Some((parked, at, handler)) = self.parked.cancelled_in_call() else { return Ok(()) };
+            Self::unpark(&mut core, parked, at, handler);
+            if parked != id {
+                return Ok(());
+            }
         }
         let entry = core.entries.remove_at(index);
         let now_idle = core.entries.is_empty();
@@ -488,16 +494,18 @@ impl<H: Handler> Loop<H> {
                 self.unlink_timer(core, index);
             }
             &Kind::Fd { fd, .. } => {
-                let result = match core.fds.remove(fd, index) {
-                    Some(events) => core.poller.set(fd, events, KEY_FD | fd as u32 as u64),
-                    None => {
-                        let deleted = core.poller.delete(fd);
-                        if deleted.is_ok() && self.running.load(SeqCst) {
-                            core.unwatched.push(fd);
-                        }
-                        deleted
+                let key = watch::fd_key(&core.fds, fd);
+                let (result, rekeyed) = match core.fds.remove(fd, core.entries.id_of(index)) {
+                    Some(events) => {
+                        let fresh = watch::fd_key(&core.fds, fd);
+                        (core.poller.set(fd, events, fresh), fresh != key)
                     }
+                    None => (core.poller.delete(fd), true),
                 };
+                // Reports of this pass's wait under the old key are stale.
+                if rekeyed && result.is_ok() && self.running.load(SeqCst) {
+                    core.unwatched.push(key);
+                }
                 // EBADF: the fd number was closed. If another copy of the file is open,
                 // the poller still holds it, unreachable by number: replace the set.
                 if result.is_err_and(|e| e.raw_os_error() == Some(libc::EBADF)) {

@@ -68,6 +68,16 @@ impl Deferring<'_> {
         let _depth = Depth(self.0);
         f()
     }
+
+    /// [`flush_deferred_wakeups`], on the scope's thread.
+    #[inline]
+    pub fn flush(&self) {
+        let t = self.0;
+        let (staged, deferred) = (t.staged.replace(std::ptr::null()), t.deferred.replace(std::ptr::null()));
+        if !staged.is_null() || !deferred.is_null() {
+            flush_taken(staged, deferred);
+        }
+    }
 }
 
 /// Sends the wake-up this thread deferred, if any: called before the loop thread

@@ -199,6 +199,18 @@ MUTANTS = {
         "",
         "loom_sleep_last_searcher_two_queues",
     ),
+    "parked: park's fence between raising `full` and reading `cancelled`": (
+        "src/loop/parked.rs",
+        "        self.full.swap(true, SeqCst);\n        after_rmw();\n",
+        "        self.full.swap(true, SeqCst);\n",
+        "loom_parked_cancel_races_the_end_of_a_call",
+    ),
+    "parked: a cancel takes a handler parked since its lock": (
+        "src/loop/parked.rs",
+        "        if !self.full.load(LOAD_AFTER_RMW) {\n            return None;\n        }\n        self.take()",
+        "        None",
+        "loom_parked_cancel_races_the_end_of_a_call",
+    ),
     "sleep: the last searcher wakes a sleeper": (
         "src/pool/sleep.rs",
         "            queues.queued()\n        } {\n            self.wake_one();\n        }",
