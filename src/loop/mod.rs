@@ -54,6 +54,8 @@
 //!   themselves (forking, reaping, timeouts, kill, `max_children`) is
 //!   `crate::process`'s, driven through its methods.
 //! * `pass.rs`: running: `run`, its passes, and dispatching a ready registration.
+//! * `thread.rs`: a number for the calling thread, which says who owns and who runs
+//!   the loop.
 //! * `labels.rs`: names programs give registrations, for the reports that name them.
 //! * `stats.rs`: watching the loop: its statistics (its counters, queue depths,
 //!   registrations) and its watchdog.
@@ -72,6 +74,7 @@ mod pass;
 mod register;
 mod spawn;
 mod stats;
+mod thread;
 
 use crate::bus::{self, Pattern};
 use crate::error::{Code, Error, Result};
@@ -95,6 +98,7 @@ use std::ffi::CStr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
+use thread::thread_number;
 
 /// What a registration's handler is told when it is called.
 #[derive(Debug)]
@@ -416,31 +420,6 @@ pub struct Loop<H: Handler> {
     metrics: Metrics,
     /// Registrations' names (labels.rs).
     labels: labels::Labels,
-}
-
-/// A number for the calling thread, unique among the process's live threads (never 0).
-/// On x86-64 Linux, the thread pointer: the ABI keeps its own address at `%fs:0`, so it
-/// is one load, where a thread-local in a shared library is a call (`__tls_get_addr`).
-#[cfg(all(target_arch = "x86_64", target_os = "linux", not(loom), not(miri)))]
-#[inline(always)]
-fn thread_number() -> u64 {
-    let pointer: u64;
-    // SAFETY: reads the thread control block's self-pointer, which the x86-64 TLS ABI
-    // (variant II, glibc and musl) puts at %fs:0 for every thread; no side effect.
-    unsafe {
-        std::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) pointer, options(nostack, readonly, preserves_flags))
-    };
-    pointer
-}
-
-/// A number for the calling thread, unique in the process (never 0).
-#[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(loom), not(miri))))]
-fn thread_number() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    thread_local! {
-        static NUMBER: u64 = NEXT.fetch_add(1, SeqCst);
-    }
-    NUMBER.with(|n| *n)
 }
 
 /// Releases a reserved tag unless the loop was made after all.

@@ -287,14 +287,14 @@ TEST(tasks_write_emit_and_complete_once) {
     CHECK(run_until(loop, [&] { return dones == 3; }));
     CHECK(result == "hello world");
     CHECK_EQ((int)events.size(), 3);
-    // a timeout: done gets WEFT_ERR_TIMEOUT while the work still runs. The work reads
-    // this frame's atomics: the test waits for it to return before the frame ends.
-    std::atomic<bool> stop{false}, returned{false};
+    // a timeout: done gets WEFT_ERR_TIMEOUT while the work still runs (or before it
+    // starts: then it never does). The work may outlive this frame: what it reads is
+    // its own (a shared flag), never the frame's.
+    auto stop = std::make_shared<std::atomic<bool>>(false);
     int status = 0;
     loop.spawn(weft::where::io,
-               [&](weft::task &t) {
-                   while (!t.cancelled() && !stop) std::this_thread::sleep_for(1ms);
-                   returned = true;
+               [stop](weft::task &t) {
+                   while (!t.cancelled() && !*stop) std::this_thread::sleep_for(1ms);
                },
                [&](const weft::task_result &r) { status = r.status; },
                weft::spawn_options().timeout(20ms));
@@ -308,8 +308,7 @@ TEST(tasks_write_emit_and_complete_once) {
     CHECK(run_until(loop, [&] { return cancelled != 0; }));
     CHECK_EQ(cancelled, (int)WEFT_ERR_CANCELLED);
     CHECK(run_until(loop, [&] { return !h.active(); }));
-    stop = true;
-    while (!returned) std::this_thread::sleep_for(1ms);
+    *stop = true;
 }
 
 TEST(futures_get_the_result_or_the_exception) {
