@@ -111,8 +111,8 @@ pub enum Record<H> {
     Post { handler: H },
     /// `bytes` holds the topic, a NUL, then the payload.
     Emit { bytes: Box<[u8]>, topic_len: usize },
-    /// A task's work finished (or was abandoned): its completion.
-    Done { id: u64, status: i32, result: Vec<u8> },
+    /// A task's work finished (or was abandoned) with no result: its completion.
+    Done { id: u64, status: i32 },
     /// Work to run on the loop thread (tasks spawned with `Where::Loop`).
     Job(crate::pool::JobRef),
 }
@@ -229,11 +229,18 @@ impl<H> Inbox<H> {
     /// left to deliver it to).
     #[inline]
     pub fn push(&self, record: Record<H>) -> u64 {
+        self.queue(|records| records.push(record))
+    }
+
+    /// Queues a record with `push` (which holds it: dropped unqueued when the inbox is
+    /// closed), then rings if the consumer dozes (the protocol above).
+    #[inline(always)]
+    fn queue(&self, push: impl FnOnce(&queue::Records<H>) -> u64) -> u64 {
         if self.closed.load(Acquire) {
-            drop(record);
+            drop(push);
             return 0;
         }
-        let seq = self.records.push(record);
+        let seq = push(&self.records);
         // The Dekker pair with `doze`: the claim (a SeqCst read-modify-write), then
         // `awake` and `head` read (see crate::sync::after_rmw).
         after_rmw();
@@ -257,9 +264,9 @@ impl<H> Inbox<H> {
     }
 
     /// Queues a post; returns its sequence number.
-    #[inline]
+    #[inline(always)]
     pub fn post(&self, handler: H) -> u64 {
-        self.push(Record::Post { handler })
+        self.queue(|records| records.push_post(handler))
     }
 
     pub fn emit(&self, topic: &str, payload: &[u8]) {
@@ -492,6 +499,15 @@ impl<H> Inbox<H> {
     pub fn next_record(&self) -> Option<(u64, Record<H>)> {
         // SAFETY: the loop's thread, the only consumer (see `Loop::run`'s runner lock).
         unsafe { self.records.next() }
+    }
+
+    /// Hands the records taken and not yet run to `f`, in order, with their numbers,
+    /// while it returns true (the consumer's thread alone, the loop's): what
+    /// [`Inbox::next_record`] does in a loop, with the queue's cursors in registers.
+    #[inline(always)]
+    pub fn run_records(&self, f: impl FnMut(u64, Record<H>) -> bool) {
+        // SAFETY: the loop's thread, the only consumer (see `Loop::run`'s runner lock).
+        unsafe { self.records.run(f) }
     }
 
     /// True once [`Inbox::close_done`] has run.

@@ -87,7 +87,7 @@ use crate::sync::atomic::{
     AtomicPtr, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release, Ordering::SeqCst,
 };
 use crate::sync::UnsafeCell;
-use std::mem::MaybeUninit;
+use std::mem::{ManuallyDrop, MaybeUninit};
 use std::ptr::null_mut;
 
 /// Positions per block: its slots and the marker. Small under loom, so that a model's
@@ -115,8 +115,58 @@ fn stamp(position: u64, kind: u64) -> u64 {
     position << KIND_BITS | kind
 }
 
+/// A record other than a post, as a slot holds it: 24 bytes, so that a slot (a
+/// handler of three words, or this, and the stamp) is 32 bytes, two to a cache line.
+enum Other {
+    Emit { bytes: Box<[u8]>, topic_len: u32 },
+    Done { id: u64, status: i32 },
+    Job(crate::pool::JobRef),
+}
+
+/// A slot's record: which of the two it is, the slot's stamp says (POST or OTHER), so
+/// it needs no tag of its own.
+union Payload<H> {
+    post: ManuallyDrop<H>,
+    other: ManuallyDrop<Other>,
+}
+
+impl<H> Payload<H> {
+    /// The record, split into what the slot holds and its kind.
+    #[inline(always)]
+    fn of(record: Record<H>) -> (Payload<H>, u64) {
+        let other = match record {
+            Record::Post { handler } => return (Payload { post: ManuallyDrop::new(handler) }, POST),
+            Record::Emit { bytes, topic_len } => {
+                let topic_len = u32::try_from(topic_len).expect("a topic shorter than 4 GB");
+                Other::Emit { bytes, topic_len }
+            }
+            Record::Done { id, status } => Other::Done { id, status },
+            Record::Job(job) => Other::Job(job),
+        };
+        (Payload { other: ManuallyDrop::new(other) }, OTHER)
+    }
+
+    /// The record back, by the kind it was stored with (POST or OTHER).
+    ///
+    /// # Safety
+    /// `kind` is what [`Payload::of`] returned with this payload.
+    #[inline(always)]
+    unsafe fn into_record(self, kind: u64) -> Record<H> {
+        if kind == POST {
+            // SAFETY: stored as a post.
+            return Record::Post { handler: ManuallyDrop::into_inner(unsafe { self.post }) };
+        }
+        // SAFETY: stored as another record.
+        match ManuallyDrop::into_inner(unsafe { self.other }) {
+            Other::Emit { bytes, topic_len } => Record::Emit { bytes, topic_len: topic_len as usize },
+            Other::Done { id, status } => Record::Done { id, status },
+            Other::Job(job) => Record::Job(job),
+        }
+    }
+}
+
 struct Slot<H> {
-    record: UnsafeCell<MaybeUninit<Record<H>>>,
+    record: UnsafeCell<MaybeUninit<Payload<H>>>,
     /// `stamp(position, kind)` once the record for `position` is published.
     stamp: AtomicU64,
 }
@@ -206,6 +256,18 @@ fn prefetch_write(p: *const u8) {
     // the default target does not enable.
     unsafe {
         std::arch::asm!("prefetchw [{}]", in(reg) p, options(nostack, preserves_flags, readonly));
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(loom))))]
+    let _ = p;
+}
+
+/// Asks for the cache line at `p` ahead of a read (a hint: it does not fault).
+#[inline(always)]
+fn prefetch_read(p: *const u8) {
+    #[cfg(all(target_arch = "x86_64", not(loom)))]
+    // SAFETY: a prefetch is a hint; it does not fault.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
     }
     #[cfg(not(all(target_arch = "x86_64", not(loom))))]
     let _ = p;
@@ -440,6 +502,18 @@ impl<H> Records<H> {
     /// Queues `record` (see the protocol); returns its position.
     #[inline]
     pub fn push(&self, record: Record<H>) -> u64 {
+        let (payload, kind) = Payload::of(record);
+        self.push_payload(payload, kind)
+    }
+
+    /// Queues a post (see the protocol); returns its position.
+    #[inline(always)]
+    pub fn push_post(&self, handler: H) -> u64 {
+        self.push_payload(Payload { post: ManuallyDrop::new(handler) }, POST)
+    }
+
+    #[inline(always)]
+    fn push_payload(&self, payload: Payload<H>, kind: u64) -> u64 {
         let mut fresh: *mut Block<H> = null_mut();
         let mut tries = 0u32;
         let (index, block, offset) = loop {
@@ -469,14 +543,13 @@ impl<H> Records<H> {
             // SAFETY: taken from the spares or made above, never shared.
             unsafe { self.recycle(fresh) };
         }
-        let kind = if matches!(record, Record::Post { .. }) { POST } else { OTHER };
         // SAFETY: the slot is ours until its stamp is published.
         unsafe {
             let slot = &(*block).slots[offset];
             if offset + AHEAD < SLOTS {
                 prefetch_write((&(*block).slots[offset + AHEAD] as *const Slot<H>).cast());
             }
-            slot.record.with_mut(|cell| (*cell).write(record));
+            slot.record.with_mut(|cell| (*cell).write(payload));
             slot.stamp.store(stamp(index, kind), Release);
         }
         index
@@ -523,33 +596,61 @@ impl<H> Records<H> {
     }
 
     /// The next record taken and not yet run (moved out of its slot), with its
-    /// position; None when `read` has reached `head`. Waits for a record claimed and
-    /// not yet published (a few instructions away, as for a producer holding a lock: a
-    /// producer publishes right after it claims and waits for nobody meanwhile; at a
-    /// marker it waits for another producer, never for the consumer). So every record
-    /// claimed before a take began, hence every post whose call returned, is run.
+    /// position; None when `read` has reached `head`. See [`Records::run`].
     ///
     /// # Safety
     /// The consumer's thread alone (not under the lock).
     #[inline]
     pub unsafe fn next(&self) -> Option<(u64, Record<H>)> {
-        let head = self.head.0.index.load(Relaxed);
+        let mut got = None;
+        // SAFETY: as the caller promises.
+        unsafe {
+            self.run(|position, record| {
+                got = Some((position, record));
+                false
+            })
+        };
+        got
+    }
+
+    /// Hands the records taken and not yet run to `f`, in order (each moved out of its
+    /// slot, with its position), while `f` returns true and `read` has not reached
+    /// `head`. Waits for a record claimed and not yet published (a few instructions
+    /// away, as for a producer holding a lock: a producer publishes right after it
+    /// claims and waits for nobody meanwhile; at a marker it waits for another
+    /// producer, never for the consumer). So every record claimed before a take began,
+    /// hence every post whose call returned, is run.
+    ///
+    /// `read` moves past a record before `f` gets it: `f` (a callback) may cancel a
+    /// later post taken with it (see [`Records::cancel`]), never this one again.
+    ///
+    /// # Safety
+    /// The consumer's thread alone (not under the lock).
+    #[inline(always)]
+    pub unsafe fn run(&self, mut f: impl FnMut(u64, Record<H>) -> bool) {
         let mut index = self.read.0.index.load(Relaxed);
         let mut block = self.read.0.block.load(Relaxed);
-        while index != head {
+        while index != self.head.0.index.load(Relaxed) {
             let offset = (index % LAP) as usize;
             // SAFETY: below `head`, so `block` is not recycled before `read` passes it;
             // its record is read once, as `read` moves past it.
             let slot = unsafe { &(*block).slots[offset] };
+            // A few slots ahead: the producer wrote them, and their lines are in its
+            // core's cache; ask for them before they are needed.
+            if offset + AHEAD < SLOTS {
+                prefetch_read(unsafe { &(*block).slots[offset + AHEAD] as *const Slot<H> }.cast());
+            }
             let mut published = slot.stamp.load(Acquire);
             if published >> KIND_BITS != index {
                 published = wait_for(slot, index);
             }
             let position = index;
             index += 1;
-            // SAFETY: published (the Acquire above), and the consumer's alone.
-            let record = (published & KIND_MASK != CANCELLED)
-                .then(|| slot.record.with(|cell| unsafe { (*cell).assume_init_read() }));
+            let kind = published & KIND_MASK;
+            // SAFETY: published (the Acquire above) with this kind, and the consumer's
+            // alone.
+            let record = (kind != CANCELLED)
+                .then(|| slot.record.with(|cell| unsafe { (*cell).assume_init_read().into_record(kind) }));
             if offset + 1 == SLOTS {
                 // SAFETY: as above; `next` was set before the last slot was published,
                 // and the block is read through: nobody else holds it.
@@ -559,13 +660,17 @@ impl<H> Records<H> {
                 index += 1; // past the marker
                 self.read.0.block.store(block, Relaxed);
             }
+            self.read.0.index.store(index, Relaxed);
             if let Some(record) = record {
-                self.read.0.index.store(index, Relaxed);
-                return Some((position, record));
+                if !f(position, record) {
+                    return;
+                }
+                // `f` ran a callback; `read` is the consumer's alone, and still where it
+                // was left.
+                index = self.read.0.index.load(Relaxed);
+                block = self.read.0.block.load(Relaxed);
             }
         }
-        self.read.0.index.store(index, Relaxed);
-        None
     }
 
     /// Takes post `seq` back if it is published and has not been run: queued (at or
@@ -602,7 +707,7 @@ impl<H> Records<H> {
                 return None;
             }
             slot.stamp.store(stamp(seq, CANCELLED), Relaxed);
-            Some(slot.record.with(|cell| (*cell).assume_init_read()))
+            Some(slot.record.with(|cell| (*cell).assume_init_read().into_record(POST)))
         }
     }
 }
@@ -629,5 +734,16 @@ impl<H> Drop for Records<H> {
                 unsafe { Block::free(block) };
             }
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    /// A handler of three words (a C callback, its user data and its free function)
+    /// and the stamp: two slots to a cache line.
+    #[test]
+    fn a_slot_is_32_bytes() {
+        assert_eq!(std::mem::size_of::<super::Other>(), 24);
+        assert_eq!(std::mem::size_of::<super::Slot<[usize; 3]>>(), 32);
     }
 }

@@ -429,7 +429,7 @@ impl<H: Handler> Loop<H> {
     /// `crate::inbox`); returns how many callbacks ran.
     fn dispatch_records(&self, ids: &mut Vec<(Id, u32)>, scope: &pool::Deferring<'_>) -> usize {
         let mut ran = 0;
-        while let Some((seq, record)) = self.inbox.next_record() {
+        self.inbox.run_records(|seq, record| {
             match record {
                 Record::Post { mut handler } => {
                     let id = slots::post_id(self.tag, seq);
@@ -444,12 +444,13 @@ impl<H: Handler> Loop<H> {
                 Record::Done { id, .. } if slots::is_task_id(id) => {
                     ran += self.deliver_unstarted(id) as usize;
                 }
-                Record::Done { id, status, result } => {
-                    ran += self.dispatch(id, Event::Done { status, result: &result, message: None }) as usize;
+                Record::Done { id, status } => {
+                    ran += self.dispatch(id, Event::Done { status, result: &[], message: None }) as usize;
                 }
                 Record::Job(job) => scope.run(|| job.run()),
             }
-        }
+            true
+        });
         ran
     }
 
