@@ -649,8 +649,7 @@ impl<H> Records<H> {
             let kind = published & KIND_MASK;
             // SAFETY: published (the Acquire above) with this kind, and the consumer's
             // alone.
-            let record = (kind != CANCELLED)
-                .then(|| slot.record.with(|cell| unsafe { (*cell).assume_init_read().into_record(kind) }));
+            let payload = (kind != CANCELLED).then(|| slot.record.with(|cell| unsafe { (*cell).assume_init_read() }));
             if offset + 1 == SLOTS {
                 // SAFETY: as above; `next` was set before the last slot was published,
                 // and the block is read through: nobody else holds it.
@@ -661,8 +660,17 @@ impl<H> Records<H> {
                 self.read.0.block.store(block, Relaxed);
             }
             self.read.0.index.store(index, Relaxed);
-            if let Some(record) = record {
-                if !f(position, record) {
+            if let Some(payload) = payload {
+                // Two calls of `f` (inlined, see `Inbox::run_records`): a post's goes
+                // straight to its arm of `f`'s match.
+                let go_on = if kind == POST {
+                    // SAFETY: stored as a post.
+                    f(position, Record::Post { handler: ManuallyDrop::into_inner(unsafe { payload.post }) })
+                } else {
+                    // SAFETY: stored as another record.
+                    f(position, unsafe { payload.into_record(OTHER) })
+                };
+                if !go_on {
                     return;
                 }
                 // `f` ran a callback; `read` is the consumer's alone, and still where it
