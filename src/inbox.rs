@@ -31,7 +31,7 @@
 //!   - when a pass begins (after waiting): `awake = true`;
 //!   - to take records: read the published slots from `head` on (under the inbox's
 //!     lock, which only cancels contend for), moving `head`; then run them straight
-//!     from their slots ([`Inbox::next_record`]). The bell is never drained:
+//!     from their slots ([`Inbox::run_records`]). The bell is never drained:
 //!     edge-triggered, each ring wakes one wait of the poller and leaves nothing behind
 //!     to read;
 //!   - before it waits again, and when `run` returns: `awake = false`, a SeqCst fence,
@@ -79,6 +79,7 @@
 //! settle the race.
 
 mod queue;
+mod slot;
 
 use crate::sync::atomic::{
     fence, AtomicBool, AtomicPtr, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::SeqCst,
@@ -472,7 +473,7 @@ impl<H> Inbox<H> {
     /// Takes the queued records: all of them, or the first `max` (the loop's pass
     /// limit, less what the pass has run already; the rest stay queued, so the consumer
     /// does not sleep on them and an embedding host's fd stays readable). The consumer
-    /// then runs them with [`Inbox::next_record`], straight from the queue's slots.
+    /// then runs them with [`Inbox::run_records`], straight from the queue's slots.
     ///
     /// Returns how many it took, the number of the first record not taken, and the
     /// number after the last record queued now: once the consumer has run what it took,

@@ -18,6 +18,9 @@
 //! recycled block needs no reset, and the consumer never writes a line producers are
 //! about to write (only a cancel writes a stamp).
 //!
+//! A slot is 32 bytes, two to a cache line (see `src/inbox/slot.rs`): a block of 1023
+//! slots is 8 pages.
+//!
 //! # Producer (any thread): [`Records::push`]
 //!
 //!   1. load `tail.index` (Acquire), then `tail.block` (Acquire). At the marker, wait
@@ -38,7 +41,7 @@
 //! read-modify-write of `tail.index`, read back by the consumer's `doze` after its
 //! fence (see `crate::inbox`).
 //!
-//! # Consumer (the loop thread): [`Records::take`], then [`Records::next`]
+//! # Consumer (the loop thread): [`Records::take`], then [`Records::run`]
 //!
 //! Two cursors: `head`, the end of what the consumer has taken, and `read`, the next
 //! position it runs (`read <= head`; equal between slices).
@@ -48,8 +51,10 @@
 //! slots (past a block's end it waits for `next`, which the claimant of the last slot
 //! sets a few instructions after its claim).
 //!
-//! `next` (the loop thread, no lock) moves `read` up to `head`: it moves each record out
-//! of its slot (a CANCELLED one is skipped) and hands it to the pass to run. A slot not
+//! `run` (the loop thread, no lock) moves `read` up to `head`: it moves each record out
+//! of its slot (a CANCELLED one is skipped) and hands it to the pass to run, `read`
+//! already past it, with the cursors in registers between records (`next`, one record,
+//! is `run` stopped after the first). A slot not
 //! yet stamped for its position (a producer claimed it and has not published yet) is
 //! waited for, as for a producer holding a lock: a producer publishes a few
 //! instructions after it claims and waits for nobody meanwhile (at a marker it waits
@@ -82,12 +87,13 @@
 //! pages populated: one system call instead of a page fault per page as the producers
 //! fill it.
 
+use super::slot::{stamp, Payload, Slot, CANCELLED, KIND_BITS, KIND_MASK, OTHER, POST};
 use super::Record;
 use crate::sync::atomic::{
     AtomicPtr, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release, Ordering::SeqCst,
 };
 use crate::sync::UnsafeCell;
-use std::mem::{ManuallyDrop, MaybeUninit};
+use std::mem::ManuallyDrop;
 use std::ptr::null_mut;
 
 /// Positions per block: its slots and the marker. Small under loom, so that a model's
@@ -98,78 +104,6 @@ const LAP: u64 = 1024;
 const LAP: u64 = 3;
 /// Slots per block.
 const SLOTS: usize = LAP as usize - 1;
-
-/// A stamp's low bits: what the slot holds.
-const KIND_BITS: u32 = 2;
-const KIND_MASK: u64 = (1 << KIND_BITS) - 1;
-/// Published: a post (which a cancel may take back).
-const POST: u64 = 1;
-/// Published: another record.
-const OTHER: u64 = 2;
-/// A post taken back by a cancel: the consumer skips it.
-const CANCELLED: u64 = 3;
-
-/// The stamp of a slot that holds the record for `position`, of `kind`.
-#[inline(always)]
-fn stamp(position: u64, kind: u64) -> u64 {
-    position << KIND_BITS | kind
-}
-
-/// A record other than a post, as a slot holds it: 24 bytes, so that a slot (a
-/// handler of three words, or this, and the stamp) is 32 bytes, two to a cache line.
-enum Other {
-    Emit { bytes: Box<[u8]>, topic_len: u32 },
-    Done { id: u64, status: i32 },
-    Job(crate::pool::JobRef),
-}
-
-/// A slot's record: which of the two it is, the slot's stamp says (POST or OTHER), so
-/// it needs no tag of its own.
-union Payload<H> {
-    post: ManuallyDrop<H>,
-    other: ManuallyDrop<Other>,
-}
-
-impl<H> Payload<H> {
-    /// The record, split into what the slot holds and its kind.
-    #[inline(always)]
-    fn of(record: Record<H>) -> (Payload<H>, u64) {
-        let other = match record {
-            Record::Post { handler } => return (Payload { post: ManuallyDrop::new(handler) }, POST),
-            Record::Emit { bytes, topic_len } => {
-                let topic_len = u32::try_from(topic_len).expect("a topic shorter than 4 GB");
-                Other::Emit { bytes, topic_len }
-            }
-            Record::Done { id, status } => Other::Done { id, status },
-            Record::Job(job) => Other::Job(job),
-        };
-        (Payload { other: ManuallyDrop::new(other) }, OTHER)
-    }
-
-    /// The record back, by the kind it was stored with (POST or OTHER).
-    ///
-    /// # Safety
-    /// `kind` is what [`Payload::of`] returned with this payload.
-    #[inline(always)]
-    unsafe fn into_record(self, kind: u64) -> Record<H> {
-        if kind == POST {
-            // SAFETY: stored as a post.
-            return Record::Post { handler: ManuallyDrop::into_inner(unsafe { self.post }) };
-        }
-        // SAFETY: stored as another record.
-        match ManuallyDrop::into_inner(unsafe { self.other }) {
-            Other::Emit { bytes, topic_len } => Record::Emit { bytes, topic_len: topic_len as usize },
-            Other::Done { id, status } => Record::Done { id, status },
-            Other::Job(job) => Record::Job(job),
-        }
-    }
-}
-
-struct Slot<H> {
-    record: UnsafeCell<MaybeUninit<Payload<H>>>,
-    /// `stamp(position, kind)` once the record for `position` is published.
-    stamp: AtomicU64,
-}
 
 struct Block<H> {
     slots: [Slot<H>; SLOTS],
@@ -185,7 +119,7 @@ impl<H> Block<H> {
         {
             Box::into_raw(Box::new(Block {
                 slots: std::array::from_fn(|_| Slot {
-                    record: UnsafeCell::new(MaybeUninit::uninit()),
+                    record: UnsafeCell::new(std::mem::MaybeUninit::uninit()),
                     stamp: AtomicU64::new(0),
                 }),
                 next: AtomicPtr::new(null_mut()),
@@ -315,10 +249,10 @@ fn wait_a_little(spins: &mut u32) {
 #[repr(align(64))]
 struct Line<T>(T);
 
-/// How many retired blocks producers can take for reuse (about 48 KB each outside
-/// loom). The consumer keeps more (see `Records::kept`) while it has records to read,
+/// How many retired blocks producers can take for reuse (32 KB each outside loom: as
+/// many bytes as 8 blocks of 48-byte slots were). The consumer keeps more (see `Records::kept`) while it has records to read,
 /// and moves them here as producers take these.
-const SPARES: usize = 8;
+const SPARES: usize = 12;
 
 /// What producers share: the tail.
 struct Tail<H> {
@@ -742,16 +676,5 @@ impl<H> Drop for Records<H> {
                 unsafe { Block::free(block) };
             }
         }
-    }
-}
-
-#[cfg(all(test, not(loom)))]
-mod tests {
-    /// A handler of three words (a C callback, its user data and its free function)
-    /// and the stamp: two slots to a cache line.
-    #[test]
-    fn a_slot_is_32_bytes() {
-        assert_eq!(std::mem::size_of::<super::Other>(), 24);
-        assert_eq!(std::mem::size_of::<super::Slot<[usize; 3]>>(), 32);
     }
 }
