@@ -27,8 +27,13 @@ pub(super) fn stamp(position: u64, kind: u64) -> u64 {
 /// A record other than a post, as a slot holds it: 24 bytes, so that a slot (a
 /// handler of three words, or this, and the stamp) is 32 bytes, two to a cache line.
 pub(super) enum Other {
-    Emit { bytes: Box<[u8]>, topic_len: u32 },
-    Done { id: u64, status: i32 },
+    /// The topic, a NUL, then the payload: the topic's length is where the first NUL
+    /// is (a topic has none: it comes from a C string, and delivery reads it as one).
+    Emit(Box<[u8]>),
+    Done {
+        id: u64,
+        status: i32,
+    },
     Job(crate::pool::JobRef),
 }
 
@@ -46,8 +51,8 @@ impl<H> Payload<H> {
         let other = match record {
             Record::Post { handler } => return (Payload { post: ManuallyDrop::new(handler) }, POST),
             Record::Emit { bytes, topic_len } => {
-                let topic_len = u32::try_from(topic_len).expect("a topic shorter than 4 GB");
-                Other::Emit { bytes, topic_len }
+                debug_assert_eq!(bytes.iter().position(|&b| b == 0), Some(topic_len));
+                Other::Emit(bytes)
             }
             Record::Done { id, status } => Other::Done { id, status },
             Record::Job(job) => Other::Job(job),
@@ -67,7 +72,10 @@ impl<H> Payload<H> {
         }
         // SAFETY: stored as another record.
         match ManuallyDrop::into_inner(unsafe { self.other }) {
-            Other::Emit { bytes, topic_len } => Record::Emit { bytes, topic_len: topic_len as usize },
+            Other::Emit(bytes) => {
+                let topic_len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+                Record::Emit { bytes, topic_len }
+            }
             Other::Done { id, status } => Record::Done { id, status },
             Other::Job(job) => Record::Job(job),
         }
