@@ -78,6 +78,7 @@
 //! started: without that rule the consumer would pay a read-modify-write per post to
 //! settle the race.
 
+mod block;
 mod queue;
 mod slot;
 

@@ -87,6 +87,7 @@
 //! pages populated: one system call instead of a page fault per page as the producers
 //! fill it.
 
+use super::block::{Block, LAP, SLOTS};
 use super::slot::{stamp, Payload, Slot, CANCELLED, KIND_BITS, KIND_MASK, OTHER, POST};
 use super::Record;
 use crate::sync::atomic::{
@@ -95,85 +96,6 @@ use crate::sync::atomic::{
 use crate::sync::UnsafeCell;
 use std::mem::ManuallyDrop;
 use std::ptr::null_mut;
-
-/// Positions per block: its slots and the marker. Small under loom, so that a model's
-/// few records cross block boundaries.
-#[cfg(not(loom))]
-const LAP: u64 = 1024;
-#[cfg(loom)]
-const LAP: u64 = 3;
-/// Slots per block.
-const SLOTS: usize = LAP as usize - 1;
-
-struct Block<H> {
-    slots: [Slot<H>; SLOTS],
-    /// The next block, set by the producer of this block's last slot before it
-    /// publishes that slot.
-    next: AtomicPtr<Block<H>>,
-}
-
-impl<H> Block<H> {
-    /// A block whose stamps are 0 (no position's).
-    fn new() -> *mut Block<H> {
-        #[cfg(loom)]
-        {
-            Box::into_raw(Box::new(Block {
-                slots: std::array::from_fn(|_| Slot {
-                    record: UnsafeCell::new(std::mem::MaybeUninit::uninit()),
-                    stamp: AtomicU64::new(0),
-                }),
-                next: AtomicPtr::new(null_mut()),
-            }))
-        }
-        #[cfg(not(loom))]
-        {
-            // Mapped memory, not the allocator's: unmapped when freed, a burst's blocks
-            // go back to the system at once (a malloc arena would keep them). Zeroed:
-            // `next` null, every stamp 0; the records may stay uninitialised. Populated:
-            // the producers do not fault each page in, one at a time.
-            // SAFETY: an anonymous private mapping of the block's size.
-            let block = unsafe {
-                libc::mmap(
-                    null_mut(),
-                    std::mem::size_of::<Block<H>>(),
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | populate(),
-                    -1,
-                    0,
-                )
-            };
-            if block == libc::MAP_FAILED {
-                std::alloc::handle_alloc_error(std::alloc::Layout::new::<Block<H>>());
-            }
-            block.cast()
-        }
-    }
-
-    /// Frees a block (its records have been moved out or dropped).
-    ///
-    /// # Safety
-    /// Made by [`Block::new`], used by nobody else.
-    unsafe fn free(block: *mut Block<H>) {
-        // SAFETY: dropping the fields drops no record (MaybeUninit); loom's atomics
-        // are boxed, std's need no drop.
-        #[cfg(loom)]
-        drop(unsafe { Box::from_raw(block) });
-        // SAFETY: mapped by `new` with this size.
-        #[cfg(not(loom))]
-        unsafe {
-            libc::munmap(block.cast(), std::mem::size_of::<Block<H>>());
-        }
-    }
-}
-
-/// `MAP_POPULATE` where the system has it.
-#[cfg(not(loom))]
-fn populate() -> libc::c_int {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    return libc::MAP_POPULATE;
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    return 0;
-}
 
 /// How many slots ahead a producer asks for its line (see [`prefetch_write`]).
 const AHEAD: usize = 8;
@@ -412,9 +334,7 @@ impl<H> Records<H> {
     unsafe fn trim(&self) {
         // SAFETY: the consumer's alone; the blocks are unlinked and used by nobody.
         self.kept.with_mut(|kept| unsafe {
-            for block in (*kept).drain(..) {
-                Block::free(block);
-            }
+            Block::free_all(&mut *kept);
             if (*kept).capacity() > 64 {
                 *kept = Vec::new();
             }
