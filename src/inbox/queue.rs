@@ -517,8 +517,8 @@ impl<H> Records<H> {
             if let Some(payload) = payload {
                 // Two calls of `f` (inlined, see `Inbox::run_records`): a post's goes
                 // straight to its arm of `f`'s match.
-                let go_on = if kind == POST {
-                    // SAFETY: stored as a post.
+                let go_on = if kind != OTHER {
+                    // SAFETY: stored as a post (POST; CANCELLED slots are skipped above).
                     f(position, Record::Post { handler: ManuallyDrop::into_inner(unsafe { payload.post }) })
                 } else {
                     // SAFETY: stored as another record.

@@ -66,7 +66,7 @@ impl<H> Payload<H> {
     /// `kind` is what [`Payload::of`] returned with this payload.
     #[inline(always)]
     pub(super) unsafe fn into_record(self, kind: u64) -> Record<H> {
-        if kind == POST {
+        if kind != OTHER {
             // SAFETY: stored as a post.
             return Record::Post { handler: ManuallyDrop::into_inner(unsafe { self.post }) };
         }
