@@ -31,7 +31,7 @@
 //!   - when a pass begins (after waiting): `awake = true`;
 //!   - to take records: read the published slots from `head` on (under the inbox's
 //!     lock, which only cancels contend for), moving `head`; then run them straight
-//!     from their slots ([`Inbox::next_record`]). The bell is never drained:
+//!     from their slots ([`Inbox::run_records`]). The bell is never drained:
 //!     edge-triggered, each ring wakes one wait of the poller and leaves nothing behind
 //!     to read;
 //!   - before it waits again, and when `run` returns: `awake = false`, a SeqCst fence,
@@ -78,7 +78,9 @@
 //! started: without that rule the consumer would pay a read-modify-write per post to
 //! settle the race.
 
+mod block;
 mod queue;
+mod slot;
 
 use crate::sync::atomic::{
     fence, AtomicBool, AtomicPtr, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::SeqCst,
@@ -111,8 +113,8 @@ pub enum Record<H> {
     Post { handler: H },
     /// `bytes` holds the topic, a NUL, then the payload.
     Emit { bytes: Box<[u8]>, topic_len: usize },
-    /// A task's work finished (or was abandoned): its completion.
-    Done { id: u64, status: i32, result: Vec<u8> },
+    /// A task's work finished (or was abandoned) with no result: its completion.
+    Done { id: u64, status: i32 },
     /// Work to run on the loop thread (tasks spawned with `Where::Loop`).
     Job(crate::pool::JobRef),
 }
@@ -229,11 +231,18 @@ impl<H> Inbox<H> {
     /// left to deliver it to).
     #[inline]
     pub fn push(&self, record: Record<H>) -> u64 {
+        self.queue(|records| records.push(record))
+    }
+
+    /// Queues a record with `push` (which holds it: dropped unqueued when the inbox is
+    /// closed), then rings if the consumer dozes (the protocol above).
+    #[inline(always)]
+    fn queue(&self, push: impl FnOnce(&queue::Records<H>) -> u64) -> u64 {
         if self.closed.load(Acquire) {
-            drop(record);
+            drop(push);
             return 0;
         }
-        let seq = self.records.push(record);
+        let seq = push(&self.records);
         // The Dekker pair with `doze`: the claim (a SeqCst read-modify-write), then
         // `awake` and `head` read (see crate::sync::after_rmw).
         after_rmw();
@@ -257,9 +266,9 @@ impl<H> Inbox<H> {
     }
 
     /// Queues a post; returns its sequence number.
-    #[inline]
+    #[inline(always)]
     pub fn post(&self, handler: H) -> u64 {
-        self.push(Record::Post { handler })
+        self.queue(|records| records.push_post(handler))
     }
 
     pub fn emit(&self, topic: &str, payload: &[u8]) {
@@ -476,7 +485,7 @@ impl<H> Inbox<H> {
     /// Takes the queued records: all of them, or the first `max` (the loop's pass
     /// limit, less what the pass has run already; the rest stay queued, so the consumer
     /// does not sleep on them and an embedding host's fd stays readable). The consumer
-    /// then runs them with [`Inbox::next_record`], straight from the queue's slots.
+    /// then runs them with [`Inbox::run_records`], straight from the queue's slots.
     ///
     /// Returns how many it took, the number of the first record not taken, and the
     /// number after the last record queued now: once the consumer has run what it took,
@@ -503,6 +512,15 @@ impl<H> Inbox<H> {
     pub fn next_record(&self) -> Option<(u64, Record<H>)> {
         // SAFETY: the loop's thread, the only consumer (see `Loop::run`'s runner lock).
         unsafe { self.records.next() }
+    }
+
+    /// Hands the records taken and not yet run to `f`, in order, with their numbers,
+    /// while it returns true (the consumer's thread alone, the loop's): what
+    /// [`Inbox::next_record`] does in a loop, with the queue's cursors in registers.
+    #[inline(always)]
+    pub fn run_records(&self, f: impl FnMut(u64, Record<H>) -> bool) {
+        // SAFETY: the loop's thread, the only consumer (see `Loop::run`'s runner lock).
+        unsafe { self.records.run(f) }
     }
 
     /// True once [`Inbox::close_done`] has run.

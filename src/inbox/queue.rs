@@ -18,6 +18,9 @@
 //! recycled block needs no reset, and the consumer never writes a line producers are
 //! about to write (only a cancel writes a stamp).
 //!
+//! A slot is 32 bytes, two to a cache line (see `src/inbox/slot.rs`): a block of 1023
+//! slots is 8 pages.
+//!
 //! # Producer (any thread): [`Records::push`]
 //!
 //!   1. load `tail.index` (Acquire), then `tail.block` (Acquire). At the marker, wait
@@ -38,7 +41,7 @@
 //! read-modify-write of `tail.index`, read back by the consumer's `doze` after its
 //! fence (see `crate::inbox`).
 //!
-//! # Consumer (the loop thread): [`Records::take`], then [`Records::next`]
+//! # Consumer (the loop thread): [`Records::take`], then [`Records::run`]
 //!
 //! Two cursors: `head`, the end of what the consumer has taken, and `read`, the next
 //! position it runs (`read <= head`; equal between slices).
@@ -48,8 +51,10 @@
 //! slots (past a block's end it waits for `next`, which the claimant of the last slot
 //! sets a few instructions after its claim).
 //!
-//! `next` (the loop thread, no lock) moves `read` up to `head`: it moves each record out
-//! of its slot (a CANCELLED one is skipped) and hands it to the pass to run. A slot not
+//! `run` (the loop thread, no lock) moves `read` up to `head`: it moves each record out
+//! of its slot (a CANCELLED one is skipped) and hands it to the pass to run, `read`
+//! already past it, with the cursors in registers between records (`next`, one record,
+//! is `run` stopped after the first). A slot not
 //! yet stamped for its position (a producer claimed it and has not published yet) is
 //! waited for, as for a producer holding a lock: a producer publishes a few
 //! instructions after it claims and waits for nobody meanwhile (at a marker it waits
@@ -82,114 +87,15 @@
 //! pages populated: one system call instead of a page fault per page as the producers
 //! fill it.
 
+use super::block::{Block, LAP, SLOTS};
+use super::slot::{stamp, Payload, Slot, CANCELLED, KIND_BITS, KIND_MASK, OTHER, POST};
 use super::Record;
 use crate::sync::atomic::{
     AtomicPtr, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release, Ordering::SeqCst,
 };
 use crate::sync::UnsafeCell;
-use std::mem::MaybeUninit;
+use std::mem::ManuallyDrop;
 use std::ptr::null_mut;
-
-/// Positions per block: its slots and the marker. Small under loom, so that a model's
-/// few records cross block boundaries.
-#[cfg(not(loom))]
-const LAP: u64 = 1024;
-#[cfg(loom)]
-const LAP: u64 = 3;
-/// Slots per block.
-const SLOTS: usize = LAP as usize - 1;
-
-/// A stamp's low bits: what the slot holds.
-const KIND_BITS: u32 = 2;
-const KIND_MASK: u64 = (1 << KIND_BITS) - 1;
-/// Published: a post (which a cancel may take back).
-const POST: u64 = 1;
-/// Published: another record.
-const OTHER: u64 = 2;
-/// A post taken back by a cancel: the consumer skips it.
-const CANCELLED: u64 = 3;
-
-/// The stamp of a slot that holds the record for `position`, of `kind`.
-#[inline(always)]
-fn stamp(position: u64, kind: u64) -> u64 {
-    position << KIND_BITS | kind
-}
-
-struct Slot<H> {
-    record: UnsafeCell<MaybeUninit<Record<H>>>,
-    /// `stamp(position, kind)` once the record for `position` is published.
-    stamp: AtomicU64,
-}
-
-struct Block<H> {
-    slots: [Slot<H>; SLOTS],
-    /// The next block, set by the producer of this block's last slot before it
-    /// publishes that slot.
-    next: AtomicPtr<Block<H>>,
-}
-
-impl<H> Block<H> {
-    /// A block whose stamps are 0 (no position's).
-    fn new() -> *mut Block<H> {
-        #[cfg(loom)]
-        {
-            Box::into_raw(Box::new(Block {
-                slots: std::array::from_fn(|_| Slot {
-                    record: UnsafeCell::new(MaybeUninit::uninit()),
-                    stamp: AtomicU64::new(0),
-                }),
-                next: AtomicPtr::new(null_mut()),
-            }))
-        }
-        #[cfg(not(loom))]
-        {
-            // Mapped memory, not the allocator's: unmapped when freed, a burst's blocks
-            // go back to the system at once (a malloc arena would keep them). Zeroed:
-            // `next` null, every stamp 0; the records may stay uninitialised. Populated:
-            // the producers do not fault each page in, one at a time.
-            // SAFETY: an anonymous private mapping of the block's size.
-            let block = unsafe {
-                libc::mmap(
-                    null_mut(),
-                    std::mem::size_of::<Block<H>>(),
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | populate(),
-                    -1,
-                    0,
-                )
-            };
-            if block == libc::MAP_FAILED {
-                std::alloc::handle_alloc_error(std::alloc::Layout::new::<Block<H>>());
-            }
-            block.cast()
-        }
-    }
-
-    /// Frees a block (its records have been moved out or dropped).
-    ///
-    /// # Safety
-    /// Made by [`Block::new`], used by nobody else.
-    unsafe fn free(block: *mut Block<H>) {
-        // SAFETY: dropping the fields drops no record (MaybeUninit); loom's atomics
-        // are boxed, std's need no drop.
-        #[cfg(loom)]
-        drop(unsafe { Box::from_raw(block) });
-        // SAFETY: mapped by `new` with this size.
-        #[cfg(not(loom))]
-        unsafe {
-            libc::munmap(block.cast(), std::mem::size_of::<Block<H>>());
-        }
-    }
-}
-
-/// `MAP_POPULATE` where the system has it.
-#[cfg(not(loom))]
-fn populate() -> libc::c_int {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    return libc::MAP_POPULATE;
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    return 0;
-}
 
 /// How many slots ahead a producer asks for its line (see [`prefetch_write`]).
 const AHEAD: usize = 8;
@@ -206,6 +112,18 @@ fn prefetch_write(p: *const u8) {
     // the default target does not enable.
     unsafe {
         std::arch::asm!("prefetchw [{}]", in(reg) p, options(nostack, preserves_flags, readonly));
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(loom))))]
+    let _ = p;
+}
+
+/// Asks for the cache line at `p` ahead of a read (a hint: it does not fault).
+#[inline(always)]
+fn prefetch_read(p: *const u8) {
+    #[cfg(all(target_arch = "x86_64", not(loom)))]
+    // SAFETY: a prefetch is a hint; it does not fault.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
     }
     #[cfg(not(all(target_arch = "x86_64", not(loom))))]
     let _ = p;
@@ -253,10 +171,10 @@ fn wait_a_little(spins: &mut u32) {
 #[repr(align(64))]
 struct Line<T>(T);
 
-/// How many retired blocks producers can take for reuse (about 48 KB each outside
-/// loom). The consumer keeps more (see `Records::kept`) while it has records to read,
+/// How many retired blocks producers can take for reuse (32 KB each outside loom: as
+/// many bytes as 8 blocks of 48-byte slots were). The consumer keeps more (see `Records::kept`) while it has records to read,
 /// and moves them here as producers take these.
-const SPARES: usize = 8;
+const SPARES: usize = 12;
 
 /// What producers share: the tail.
 struct Tail<H> {
@@ -432,9 +350,7 @@ impl<H> Records<H> {
     unsafe fn trim(&self) {
         // SAFETY: the consumer's alone; the blocks are unlinked and used by nobody.
         self.kept.with_mut(|kept| unsafe {
-            for block in (*kept).drain(..) {
-                Block::free(block);
-            }
+            Block::free_all(&mut *kept);
             if (*kept).capacity() > 64 {
                 *kept = Vec::new();
             }
@@ -456,6 +372,18 @@ impl<H> Records<H> {
     /// Queues `record` (see the protocol); returns its position.
     #[inline]
     pub fn push(&self, record: Record<H>) -> u64 {
+        let (payload, kind) = Payload::of(record);
+        self.push_payload(payload, kind)
+    }
+
+    /// Queues a post (see the protocol); returns its position.
+    #[inline(always)]
+    pub fn push_post(&self, handler: H) -> u64 {
+        self.push_payload(Payload { post: ManuallyDrop::new(handler) }, POST)
+    }
+
+    #[inline(always)]
+    fn push_payload(&self, payload: Payload<H>, kind: u64) -> u64 {
         let mut fresh: *mut Block<H> = null_mut();
         let mut tries = 0u32;
         let (index, block, offset) = loop {
@@ -485,14 +413,13 @@ impl<H> Records<H> {
             // SAFETY: taken from the spares or made above, never shared.
             unsafe { self.recycle(fresh) };
         }
-        let kind = if matches!(record, Record::Post { .. }) { POST } else { OTHER };
         // SAFETY: the slot is ours until its stamp is published.
         unsafe {
             let slot = &(*block).slots[offset];
             if offset + AHEAD < SLOTS {
                 prefetch_write((&(*block).slots[offset + AHEAD] as *const Slot<H>).cast());
             }
-            slot.record.with_mut(|cell| (*cell).write(record));
+            slot.record.with_mut(|cell| (*cell).write(payload));
             slot.stamp.store(stamp(index, kind), Release);
         }
         index
@@ -539,33 +466,60 @@ impl<H> Records<H> {
     }
 
     /// The next record taken and not yet run (moved out of its slot), with its
-    /// position; None when `read` has reached `head`. Waits for a record claimed and
-    /// not yet published (a few instructions away, as for a producer holding a lock: a
-    /// producer publishes right after it claims and waits for nobody meanwhile; at a
-    /// marker it waits for another producer, never for the consumer). So every record
-    /// claimed before a take began, hence every post whose call returned, is run.
+    /// position; None when `read` has reached `head`. See [`Records::run`].
     ///
     /// # Safety
     /// The consumer's thread alone (not under the lock).
     #[inline]
     pub unsafe fn next(&self) -> Option<(u64, Record<H>)> {
-        let head = self.head.0.index.load(Relaxed);
+        let mut got = None;
+        // SAFETY: as the caller promises.
+        unsafe {
+            self.run(|position, record| {
+                got = Some((position, record));
+                false
+            })
+        };
+        got
+    }
+
+    /// Hands the records taken and not yet run to `f`, in order (each moved out of its
+    /// slot, with its position), while `f` returns true and `read` has not reached
+    /// `head`. Waits for a record claimed and not yet published (a few instructions
+    /// away, as for a producer holding a lock: a producer publishes right after it
+    /// claims and waits for nobody meanwhile; at a marker it waits for another
+    /// producer, never for the consumer). So every record claimed before a take began,
+    /// hence every post whose call returned, is run.
+    ///
+    /// `read` moves past a record before `f` gets it: `f` (a callback) may cancel a
+    /// later post taken with it (see [`Records::cancel`]), never this one again.
+    ///
+    /// # Safety
+    /// The consumer's thread alone (not under the lock).
+    #[inline(always)]
+    pub unsafe fn run(&self, mut f: impl FnMut(u64, Record<H>) -> bool) {
         let mut index = self.read.0.index.load(Relaxed);
         let mut block = self.read.0.block.load(Relaxed);
-        while index != head {
+        while index != self.head.0.index.load(Relaxed) {
             let offset = (index % LAP) as usize;
             // SAFETY: below `head`, so `block` is not recycled before `read` passes it;
             // its record is read once, as `read` moves past it.
             let slot = unsafe { &(*block).slots[offset] };
+            // A few slots ahead: the producer wrote them, and their lines are in its
+            // core's cache; ask for them before they are needed.
+            if offset + AHEAD < SLOTS {
+                prefetch_read(unsafe { &(*block).slots[offset + AHEAD] as *const Slot<H> }.cast());
+            }
             let mut published = slot.stamp.load(Acquire);
             if published >> KIND_BITS != index {
                 published = wait_for(slot, index);
             }
             let position = index;
             index += 1;
-            // SAFETY: published (the Acquire above), and the consumer's alone.
-            let record = (published & KIND_MASK != CANCELLED)
-                .then(|| slot.record.with(|cell| unsafe { (*cell).assume_init_read() }));
+            let kind = published & KIND_MASK;
+            // SAFETY: published (the Acquire above) with this kind, and the consumer's
+            // alone.
+            let payload = (kind != CANCELLED).then(|| slot.record.with(|cell| unsafe { (*cell).assume_init_read() }));
             if offset + 1 == SLOTS {
                 // SAFETY: as above; `next` was set before the last slot was published,
                 // and the block is read through: nobody else holds it.
@@ -575,13 +529,26 @@ impl<H> Records<H> {
                 index += 1; // past the marker
                 self.read.0.block.store(block, Relaxed);
             }
-            if let Some(record) = record {
-                self.read.0.index.store(index, Relaxed);
-                return Some((position, record));
+            self.read.0.index.store(index, Relaxed);
+            if let Some(payload) = payload {
+                // Two calls of `f` (inlined, see `Inbox::run_records`): a post's goes
+                // straight to its arm of `f`'s match.
+                let go_on = if kind != OTHER {
+                    // SAFETY: stored as a post (POST; CANCELLED slots are skipped above).
+                    f(position, Record::Post { handler: ManuallyDrop::into_inner(unsafe { payload.post }) })
+                } else {
+                    // SAFETY: stored as another record.
+                    f(position, unsafe { payload.into_record(OTHER) })
+                };
+                if !go_on {
+                    return;
+                }
+                // `f` ran a callback; `read` is the consumer's alone, and still where it
+                // was left.
+                index = self.read.0.index.load(Relaxed);
+                block = self.read.0.block.load(Relaxed);
             }
         }
-        self.read.0.index.store(index, Relaxed);
-        None
     }
 
     /// Takes post `seq` back if it is published and has not been run: queued (at or
@@ -618,7 +585,7 @@ impl<H> Records<H> {
                 return None;
             }
             slot.stamp.store(stamp(seq, CANCELLED), Relaxed);
-            Some(slot.record.with(|cell| (*cell).assume_init_read()))
+            Some(slot.record.with(|cell| (*cell).assume_init_read().into_record(POST)))
         }
     }
 }

@@ -430,7 +430,7 @@ impl<H: Handler> Loop<H> {
                 return Err(Error::not_found(id));
             }
             if task.cancel() {
-                self.inbox.push(Record::Done { id, status: task::CANCELLED, result: Vec::new() });
+                self.inbox.push(Record::Done { id, status: task::CANCELLED });
             }
             return Ok(());
         }
@@ -445,7 +445,7 @@ impl<H: Handler> Loop<H> {
             if task.child.is_waiting() {
                 core.children.dequeue(index);
                 // `done` on the loop thread, in its next pass.
-                self.inbox.push(Record::Done { id, status: task::CANCELLED, result: Vec::new() });
+                self.inbox.push(Record::Done { id, status: task::CANCELLED });
             } else {
                 self.schedule_child(&mut core, index);
             }

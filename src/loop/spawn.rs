@@ -352,7 +352,7 @@ impl<H: Handler> Loop<H> {
     pub(super) fn cancel_owned(&self, id: Id, index: u32) -> Result<()> {
         let Some(unstarted) = self.table.cancel(id, index) else { return Err(Error::not_found(id)) };
         if unstarted {
-            self.inbox.push(Record::Done { id, status: task::CANCELLED, result: Vec::new() });
+            self.inbox.push(Record::Done { id, status: task::CANCELLED });
         }
         Ok(())
     }

@@ -51,8 +51,8 @@ MUTANTS = {
     ),
     "queue: the consumer skips a cancelled slot": (
         "src/inbox/queue.rs",
-        "            let record = (published & KIND_MASK != CANCELLED)",
-        "            let record = (published & KIND_MASK != u64::MAX)",
+        "            let payload = (kind != CANCELLED)",
+        "            let payload = (kind != u64::MAX)",
         "loom_inbox_cancel_races_take",
     ),
     "inbox: close waits for ringers": (
