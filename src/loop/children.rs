@@ -9,6 +9,11 @@
 //! reaped and its pipe drained, so a finished task leaves no zombie and no fd; or, for a
 //! reused child, once it has sent the task's status and was handed the next task (whose
 //! registration then owns the child, its fds re-keyed to it).
+//!
+//! A reused child is sent its next task ahead while it runs one (`send_ahead`, see
+//! `crate::process::Supervisor`): the pass that reads its status then finds the child
+//! already on the next task (`move_on`), rather than idle and waiting for this pass to
+//! send it one (`hand_on`, which remains for a child that had nothing sent ahead).
 
 use super::{
     registering, Core, Entry, Event, Handler, Kind, Loop, ProcTask, KEY_PROC_EXIT, KEY_PROC_PIPE, PIPE_BUDGET,
@@ -49,7 +54,7 @@ impl<H: Handler> Loop<H> {
                 // Nothing started: the registration is undone and the work handed back.
                 let mut guard = self.lock();
                 let core = &mut *guard;
-                let fds = core.children.forget(index, child_in(&mut core.entries, index));
+                let fds = Self::forget_child(core, index);
                 Self::unwatch_child_fds(core, fds);
                 self.unlink_timer(core, index);
                 let entry = core.entries.remove_at(index);
@@ -108,8 +113,102 @@ impl<H: Handler> Loop<H> {
         let core = &mut *core;
         child_in(&mut core.entries, index).forked(forked, fork_seq);
         Self::watch_child_fds(core, index);
+        Self::send_ahead(core, index);
         self.schedule_child(core, index);
         Ok(())
+    }
+
+    /// Sends the reused child of the running task at `index` the next task it may run,
+    /// if one waits, to go on to once it has finished this one.
+    fn send_ahead(core: &mut Core<H>, index: u32) {
+        let Some((fork_seq, group)) = child_in(&mut core.entries, index).can_send_ahead() else { return };
+        let entries = &mut core.entries;
+        let now = sys::now_ns();
+        let Some((next, seq)) = core.children.next_ahead(fork_seq, group, now, index, |i| child_in(entries, i)) else {
+            return;
+        };
+        if !child_in(&mut core.entries, index).send_ahead(seq, next) {
+            core.children.requeue(next, child_in(&mut core.entries, next));
+        }
+    }
+
+    /// The reused child of the task at `index` has finished it and gone on to the task
+    /// sent ahead: that one runs in it from now on (its index is returned), and this one
+    /// is over.
+    fn move_on(&self, core: &mut Core<H>, index: u32) -> Option<u32> {
+        let (worker, next) = child_in(&mut core.entries, index).move_on()?;
+        core.children.start_ahead(next, child_in(&mut core.entries, next));
+        self.took_over(core, next, worker);
+        Some(next)
+    }
+
+    /// The task at `next` runs in `worker`, the child its predecessor ran in: its fds are
+    /// re-keyed, and it is served in the next pass if what its child sent was read in
+    /// its predecessor's turn. (Its own next task is sent ahead once the predecessor
+    /// has left its slot: `serve_process`.)
+    fn took_over(&self, core: &mut Core<H>, next: u32, worker: process::Worker) {
+        child_in(&mut core.entries, next).take_over(worker);
+        Self::rekey_child_fds(core, next);
+        if child_in(&mut core.entries, next).needs_service() {
+            if core.wheel.is_linked(next) {
+                core.wheel.remove(next);
+            }
+            core.wheel.insert(next, sys::now_ns());
+            self.rearm(core);
+        } else {
+            self.schedule_child(core, next);
+        }
+    }
+
+    /// After a cancel or timeout ended the task at `index`: a task sent ahead to its
+    /// child and taken back waits at the head of the queue again; and the task itself,
+    /// if it was sent ahead, is taken back from its child, if that has not taken it (it
+    /// then ends as a waiting task does; otherwise it ends once it has started, killed).
+    fn after_end(core: &mut Core<H>, index: u32) {
+        if let Some(next) = child_in(&mut core.entries, index).take_given_back() {
+            core.children.requeue(next, child_in(&mut core.entries, next));
+        }
+        let child = child_in(&mut core.entries, index);
+        if !child.is_ahead_and_ending() {
+            return;
+        }
+        let host = child.ahead_of().expect("sent ahead");
+        if child_in(&mut core.entries, host).take_back_ahead().is_some() {
+            core.children.taken_back(index, child_in(&mut core.entries, index));
+        }
+    }
+
+    /// Cancels the process task at `index` (see `weft_cancel`): false if it was ending
+    /// already. A child that runs it is killed (SIGTERM, SIGKILL after the grace
+    /// period) and `done` runs once it is reaped; one not yet forked never will be.
+    pub(super) fn cancel_process(&self, core: &mut Core<H>, index: u32) -> bool {
+        if !child_in(&mut core.entries, index).end_with(task::CANCELLED, sys::now_ns()) {
+            return false;
+        }
+        Self::after_end(core, index);
+        if child_in(&mut core.entries, index).is_waiting() {
+            core.children.dequeue(index);
+            // `done` on the loop thread, in its next pass.
+            let id = core.entries.id_of(index);
+            self.inbox.push(crate::inbox::Record::Done { id, status: task::CANCELLED, result: Vec::new() });
+        } else {
+            self.schedule_child(core, index);
+        }
+        true
+    }
+
+    /// Stops supervising the process task at `index` (it ended, or its loop closes): a
+    /// task sent ahead to its child that the child never took waits at the head of the
+    /// queue again; if it was itself sent ahead, its host's child will not run it. Its
+    /// pipe and exit watch are handed back (to take out of the poller, then close).
+    pub(super) fn forget_child(core: &mut Core<H>, index: u32) -> [Option<OwnedFd>; 2] {
+        if let Some(next) = child_in(&mut core.entries, index).give_up_ahead() {
+            core.children.requeue(next, child_in(&mut core.entries, next));
+        }
+        if let Some(host) = child_in(&mut core.entries, index).ahead_of() {
+            child_in(&mut core.entries, host).forget_ahead();
+        }
+        core.children.forget(index, child_in(&mut core.entries, index))
     }
 
     /// Puts a process task's next timer event in the wheel (or takes it out).
@@ -154,27 +253,27 @@ impl<H: Handler> Loop<H> {
     }
 
     /// A reused child finished the task at `index` and is ready: hands it the first
-    /// waiting task if it may run it, or tells it to exit.
-    fn hand_on(&self, core: &mut Core<H>, index: u32) {
+    /// waiting task if it may run it (whose index is returned), or tells it to exit.
+    fn hand_on(&self, core: &mut Core<H>, index: u32) -> Option<u32> {
         let Some((fork_seq, group)) = child_in(&mut core.entries, index).ready_for_next() else {
             // Ready, but ending anyway (cancelled, timed out): it gets nothing more.
             child_in(&mut core.entries, index).release_if_ready();
-            return;
+            return None;
         };
         let entries = &mut core.entries;
         let Some((next, seq)) = core.children.next_for(fork_seq, group, sys::now_ns(), |i| child_in(entries, i)) else {
             child_in(&mut core.entries, index).release_if_ready();
-            return;
+            return None;
         };
         match child_in(&mut core.entries, index).hand_on(seq) {
             Some(worker) => {
-                child_in(&mut core.entries, next).take_over(worker);
-                Self::rekey_child_fds(core, next);
-                self.schedule_child(core, next);
+                self.took_over(core, next, worker);
+                Some(next)
             }
             None => {
                 core.children.give_back(next, child_in(&mut core.entries, next));
                 child_in(&mut core.entries, index).release_if_ready();
+                None
             }
         }
     }
@@ -210,19 +309,33 @@ impl<H: Handler> Loop<H> {
                 KEY_PROC_PIPE => {
                     let pipe = child.read_pipe(PIPE_BUDGET, &mut events);
                     Self::unwatch_child_fds(core, [pipe]);
-                    self.hand_on(core, index);
                 }
                 KEY_PROC_EXIT => child.poll_exit(),
-                _ => core.children.on_timer(index, child, now),
+                _ => {
+                    core.children.on_timer(index, child, now);
+                    Self::after_end(core, index);
+                }
             }
             let fds = child_in(&mut core.entries, index).collect_exit(&mut events);
             Self::unwatch_child_fds(core, fds);
-            if child_in(&mut core.entries, index).is_over() && core.entries.at(index).handler.is_some() {
+            // Its child finished the task: gone on to the one sent ahead, or ready for one.
+            let next = if child_in(&mut core.entries, index).has_moved_on() {
+                self.move_on(core, index)
+            } else {
+                self.hand_on(core, index)
+            };
+            let finished = if child_in(&mut core.entries, index).is_over() && core.entries.at(index).handler.is_some() {
                 Some(self.end_process(core, index, id))
             } else {
                 self.schedule_child(core, index);
                 None
+            };
+            // The task that took the child over gets its own next task ahead, now that
+            // this one has left its slot.
+            if let Some(next) = next {
+                Self::send_ahead(core, next);
             }
+            finished
         };
         let mut ran = 0;
         for event in &events {
@@ -246,7 +359,7 @@ impl<H: Handler> Loop<H> {
     #[allow(clippy::type_complexity)]
     fn end_process(&self, core: &mut Core<H>, index: u32, id: Id) -> (Id, H, Entry<H>, i32, Vec<u8>, Option<String>) {
         self.unlink_timer(core, index);
-        let fds = core.children.forget(index, child_in(&mut core.entries, index));
+        let fds = Self::forget_child(core, index);
         Self::unwatch_child_fds(core, fds);
         let mut entry = core.entries.remove_at(index);
         let handler = entry.handler.take().expect("checked by the caller");

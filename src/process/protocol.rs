@@ -16,6 +16,10 @@
 //!                         to be reused: it is ready to run another task (see `worker`)
 //! ```
 //!
+//! A reused child may have been sent its next task ahead, while it ran the last one
+//! ([`Reader::send_ahead`]): its 'R' then ends that task and what follows is the next
+//! one's, read on without a pause ([`Reader::take_finished`]).
+//!
 //! A body is at most [`MAX_BODY`] bytes; a longer result is sent as several 'W' frames.
 //! Anything else (an unknown kind, a bad length, a frame after 'S', a topic that is not
 //! valid) is a protocol error: the child is killed and the task ends `Crashed`. Another
@@ -172,6 +176,11 @@ pub struct Reader {
     status: Option<i32>,
     /// The child said 'R' after 'S': it may run another task.
     ready: bool,
+    /// The child was sent its next task ahead: its 'R' moves the reader on to that task.
+    ahead: bool,
+    /// The status and result of the task the child finished before it went on to the
+    /// task sent ahead (see `ahead`), until the parent takes them.
+    finished: Option<(i32, Vec<u8>)>,
 }
 
 /// An event from a child: the topic, a NUL, then the payload (as `Record::Emit`).
@@ -194,6 +203,35 @@ impl Reader {
     /// True once the child said, after the status, that it may run another task.
     pub fn is_ready(&self) -> bool {
         self.ready
+    }
+
+    /// The child was sent its next task ahead: after this task's 'R', what it sends is
+    /// that task's (see [`take_finished`](Self::take_finished)). Not while it is ready.
+    pub fn send_ahead(&mut self) {
+        debug_assert!(!self.ready && !self.ahead && self.finished.is_none());
+        self.ahead = true;
+    }
+
+    /// The task sent ahead was taken back before the child took it: its 'R' says it is
+    /// ready again.
+    pub fn take_back(&mut self) {
+        self.ahead = false;
+    }
+
+    /// True while a task sent ahead waits for the child (its 'R' not read yet).
+    pub fn is_ahead(&self) -> bool {
+        self.ahead
+    }
+
+    /// True once the child has finished its task and gone on to the one sent ahead.
+    pub fn has_finished(&self) -> bool {
+        self.finished.is_some()
+    }
+
+    /// The status and result of the task the child finished before it went on to the
+    /// one sent ahead, once its 'R' has come.
+    pub fn take_finished(&mut self) -> Option<(i32, Vec<u8>)> {
+        self.finished.take()
     }
 
     /// The bytes the reader holds (for the fuzz targets' bound on its memory).
@@ -271,6 +309,12 @@ impl Reader {
         match self.header[4] {
             FRAME_STATUS => {
                 self.status = Some(i32::from_le_bytes([self.body[0], self.body[1], self.body[2], self.body[3]]));
+            }
+            FRAME_READY if self.ahead => {
+                // On to the task sent ahead: this one's outcome is kept for the parent.
+                let status = self.status.take().expect("'R' only after 'S'");
+                self.finished = Some((status, std::mem::take(&mut self.result)));
+                self.ahead = false;
             }
             FRAME_READY => self.ready = true,
             FRAME_EVENT => {

@@ -21,6 +21,16 @@
 //!   deadline, and its bound allows (the child leaving its task frees the slot the next
 //!   one takes). Otherwise it is told to exit and the slot frees when it is reaped; the
 //!   waiting task then gets a fresh child. FIFO order holds either way.
+//! * Sent ahead: while a reused child runs a task, the first waiting task it may run
+//!   (by the same rule) is taken off the queue and its number sent to the child at
+//!   once ([`next_ahead`](Supervisor::next_ahead)), so the child goes on to it the
+//!   moment it has sent the last one's status, without waiting for a pass of the
+//!   loop. The task counts under its bound once its 'R' says the child went on to
+//!   it (it takes the slot of the one before it). A cancel or timeout takes it back if the child has not read
+//!   the number yet (see `worker`); a task taken back, or whose child ended before
+//!   it read the number, goes back to the head of the queue
+//!   ([`requeue`](Supervisor::requeue)). The snapshot of a child forked meanwhile
+//!   holds the tasks sent ahead, too, as they may wait again.
 //!
 //! The trade-off: a task's side effects in its child (globals, caches) are seen by the
 //! later tasks that run in the same child.
@@ -35,6 +45,8 @@ use std::os::fd::OwnedFd;
 #[derive(Default)]
 pub(crate) struct Supervisor {
     waiting: VecDeque<u32>,
+    /// The tasks sent ahead to a reused child, not started yet.
+    ahead: Vec<u32>,
     running: usize,
     /// The sequence number of the next process task spawned.
     next_seq: u64,
@@ -93,6 +105,7 @@ impl Supervisor {
     /// the poller, then close).
     pub fn forget(&mut self, index: u32, child: &mut Child) -> [Option<OwnedFd>; 2] {
         self.waiting.retain(|&i| i != index);
+        self.ahead.retain(|&i| i != index);
         if child.uncount() {
             self.running -= 1;
         }
@@ -108,13 +121,14 @@ impl Supervisor {
     /// numbers and works (`work_of`), in number order.
     pub fn snapshot<W>(&self, group: Group, mut at: impl FnMut(u32) -> (Option<Group>, u64, W)) -> Vec<(u64, W)> {
         let mut tasks = Vec::new();
-        for &index in &self.waiting {
+        // The tasks sent ahead too: taken back, they wait again.
+        for &index in self.waiting.iter().chain(&self.ahead) {
             let (reuse, seq, work) = at(index);
             if reuse == Some(group) {
                 tasks.push((seq, work));
             }
         }
-        debug_assert!(tasks.windows(2).all(|w| w[0].0 < w[1].0));
+        tasks.sort_unstable_by_key(|&(seq, _)| seq);
         tasks
     }
 
@@ -128,6 +142,42 @@ impl Supervisor {
         now_ns: u64,
         child_at: impl FnOnce(u32) -> &'a mut Child,
     ) -> Option<(u32, u64)> {
+        let (index, seq, child) = self.first_for(fork_seq, group, now_ns, child_at)?;
+        self.waiting.pop_front();
+        self.running += 1;
+        child.start_counted();
+        Some((index, seq))
+    }
+
+    /// A reused child forked at `fork_seq` for `group` runs the task at `host`: the first
+    /// waiting task, if the child may run it next (as [`next_for`](Self::next_for)),
+    /// taken off the queue and sent ahead (the caller sends it its number:
+    /// [`Child::send_ahead`], or puts it back: [`requeue`](Self::requeue)). It is counted
+    /// when the child goes on to it ([`start_ahead`](Self::start_ahead)).
+    pub fn next_ahead<'a>(
+        &mut self,
+        fork_seq: u64,
+        group: Group,
+        now_ns: u64,
+        host: u32,
+        child_at: impl FnOnce(u32) -> &'a mut Child,
+    ) -> Option<(u32, u64)> {
+        let (index, seq, child) = self.first_for(fork_seq, group, now_ns, child_at)?;
+        self.waiting.pop_front();
+        self.ahead.push(index);
+        child.sent_ahead_to(host);
+        Some((index, seq))
+    }
+
+    /// The first waiting task, if a reused child forked at `fork_seq` for `group` may run
+    /// it next: its index, its number and its child.
+    fn first_for<'a>(
+        &self,
+        fork_seq: u64,
+        group: Group,
+        now_ns: u64,
+        child_at: impl FnOnce(u32) -> &'a mut Child,
+    ) -> Option<(u32, u64, &'a mut Child)> {
         let &index = self.waiting.front()?;
         let child = child_at(index);
         let (reuse, seq) = child.place();
@@ -139,10 +189,29 @@ impl Supervisor {
         {
             return None;
         }
-        self.waiting.pop_front();
+        Some((index, seq, child))
+    }
+
+    /// The child has gone on to the task at `index` it was sent ahead: counted from now
+    /// on (the task before it leaves its slot as it ends).
+    pub fn start_ahead(&mut self, index: u32, child: &mut Child) {
+        self.ahead.retain(|&i| i != index);
         self.running += 1;
         child.start_counted();
-        Some((index, seq))
+    }
+
+    /// A task sent ahead was taken back to end it (cancelled or timed out): it is no
+    /// longer sent ahead, and waits for nothing.
+    pub fn taken_back(&mut self, index: u32, child: &mut Child) {
+        self.ahead.retain(|&i| i != index);
+        child.unsend();
+    }
+
+    /// A task sent ahead that the child never took: it waits at the head again.
+    pub fn requeue(&mut self, index: u32, child: &mut Child) {
+        self.ahead.retain(|&i| i != index);
+        child.unsend();
+        self.waiting.push_front(index);
     }
 
     /// The task `next_for` took could not be handed the child (it died): it waits at
