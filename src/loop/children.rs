@@ -133,13 +133,13 @@ impl<H: Handler> Loop<H> {
     }
 
     /// The reused child of the task at `index` has finished it and gone on to the task
-    /// sent ahead: that one runs in it from now on (its index is returned), and this one
-    /// is over.
-    fn move_on(&self, core: &mut Core<H>, index: u32) -> Option<u32> {
-        let (worker, next) = child_in(&mut core.entries, index).move_on()?;
+    /// sent ahead: that one runs in it from now on (its index is returned, with how
+    /// many of the events read in this turn were this one's), and this one is over.
+    fn move_on(&self, core: &mut Core<H>, index: u32) -> Option<(u32, usize)> {
+        let (worker, next, events) = child_in(&mut core.entries, index).move_on()?;
         core.children.start_ahead(next, child_in(&mut core.entries, next));
         self.took_over(core, next, worker);
-        Some(next)
+        Some((next, events))
     }
 
     /// The task at `next` runs in `worker`, the child its predecessor ran in: its fds are
@@ -293,6 +293,8 @@ impl<H: Handler> Loop<H> {
     /// Loop thread. Returns the number of callbacks run.
     pub(super) fn serve_process(&self, index: u32, key: u64, ids: &mut Vec<(Id, u32)>) -> usize {
         let mut events = Vec::new();
+        // The events before this index are the task's own, delivered before its done.
+        let mut split = usize::MAX;
         let finished = {
             let mut core = self.lock();
             let core = &mut *core;
@@ -318,9 +320,13 @@ impl<H: Handler> Loop<H> {
             }
             let fds = child_in(&mut core.entries, index).collect_exit(&mut events);
             Self::unwatch_child_fds(core, fds);
-            // Its child finished the task: gone on to the one sent ahead, or ready for one.
+            // Its child finished the task: gone on to the one sent ahead (whose events
+            // read in this turn wait for this one's done), or ready for one.
             let next = if child_in(&mut core.entries, index).has_moved_on() {
-                self.move_on(core, index)
+                self.move_on(core, index).map(|(next, events)| {
+                    split = events;
+                    next
+                })
             } else {
                 self.hand_on(core, index)
             };
@@ -338,7 +344,8 @@ impl<H: Handler> Loop<H> {
             finished
         };
         let mut ran = 0;
-        for event in &events {
+        let (own, next_task) = events.split_at(split.min(events.len()));
+        for event in own {
             self.deliver(&event.bytes, event.topic_len, ids);
             ran += 1;
         }
@@ -351,6 +358,10 @@ impl<H: Handler> Loop<H> {
             drop(entry);
             ran += 1;
             self.start_waiting();
+        }
+        for event in next_task {
+            self.deliver(&event.bytes, event.topic_len, ids);
+            ran += 1;
         }
         ran
     }

@@ -545,16 +545,17 @@ impl Child {
     /// The child has gone on to the task sent ahead (see
     /// [`has_moved_on`](Self::has_moved_on)): this task is over (HandedOn, its outcome
     /// kept), and the child is returned with the index of the task it runs now, for that
-    /// task's [`take_over`](Self::take_over).
-    pub fn move_on(&mut self) -> Option<(Worker, u32)> {
+    /// task's [`take_over`](Self::take_over); and how many of the events read in this
+    /// turn were this task's (the rest are the next one's).
+    pub fn move_on(&mut self) -> Option<(Worker, u32, usize)> {
         if !self.worker.reader.has_finished() {
             return None;
         }
         let next = self.worker.next.take()?;
-        let finished = self.worker.reader.take_finished()?;
-        self.handed = Some(finished);
+        let (status, result, events) = self.worker.reader.take_finished()?;
+        self.handed = Some((status, result));
         self.state = State::HandedOn;
-        Some((std::mem::take(&mut self.worker), next))
+        Some((std::mem::take(&mut self.worker), next, events))
     }
 
     /// True if the task needs the loop's attention now rather than at its next event:

@@ -179,8 +179,9 @@ pub struct Reader {
     /// The child was sent its next task ahead: its 'R' moves the reader on to that task.
     ahead: bool,
     /// The status and result of the task the child finished before it went on to the
-    /// task sent ahead (see `ahead`), until the parent takes them.
-    finished: Option<(i32, Vec<u8>)>,
+    /// task sent ahead (see `ahead`), until the parent takes them; with the number of
+    /// events fed in then (those after are the next task's).
+    finished: Option<(i32, Vec<u8>, usize)>,
 }
 
 /// An event from a child: the topic, a NUL, then the payload (as `Record::Emit`).
@@ -229,8 +230,9 @@ impl Reader {
     }
 
     /// The status and result of the task the child finished before it went on to the
-    /// one sent ahead, once its 'R' has come.
-    pub fn take_finished(&mut self) -> Option<(i32, Vec<u8>)> {
+    /// one sent ahead, once its 'R' has come, and how many events `feed` had appended
+    /// (to the vector it was given) then: the later ones are the next task's.
+    pub fn take_finished(&mut self) -> Option<(i32, Vec<u8>, usize)> {
         self.finished.take()
     }
 
@@ -313,7 +315,7 @@ impl Reader {
             FRAME_READY if self.ahead => {
                 // On to the task sent ahead: this one's outcome is kept for the parent.
                 let status = self.status.take().expect("'R' only after 'S'");
-                self.finished = Some((status, std::mem::take(&mut self.result)));
+                self.finished = Some((status, std::mem::take(&mut self.result), events.len()));
                 self.ahead = false;
             }
             FRAME_READY => self.ready = true,
