@@ -143,21 +143,13 @@ impl<H: Handler> Loop<H> {
     }
 
     /// The task at `next` runs in `worker`, the child its predecessor ran in: its fds are
-    /// re-keyed, and it is served in the next pass if what its child sent was read in
-    /// its predecessor's turn. (Its own next task is sent ahead once the predecessor
-    /// has left its slot: `serve_process`.)
+    /// re-keyed to it. (`serve_process` serves it at once if what its child sent was
+    /// read in its predecessor's turn, or else sends it its own next task ahead, once
+    /// the predecessor has left its slot.)
     fn took_over(&self, core: &mut Core<H>, next: u32, worker: process::Worker) {
         child_in(&mut core.entries, next).take_over(worker);
         Self::rekey_child_fds(core, next);
-        if child_in(&mut core.entries, next).needs_service() {
-            if core.wheel.is_linked(next) {
-                core.wheel.remove(next);
-            }
-            core.wheel.insert(next, sys::now_ns());
-            self.rearm(core);
-        } else {
-            self.schedule_child(core, next);
-        }
+        self.schedule_child(core, next);
     }
 
     /// After a cancel or timeout ended the task at `index`: a task sent ahead to its
@@ -290,22 +282,20 @@ impl<H: Handler> Loop<H> {
 
     /// Serves the process task at `index`: reads its pipe, reaps its child, runs its
     /// timer work; delivers the events it sent and, once it is over, calls `done`.
-    /// Loop thread. Returns the number of callbacks run.
+    /// When its reused child has gone on to the next task, and that one's status was
+    /// read in the same turn, serves that one too (and so on). Loop thread. Returns the
+    /// number of callbacks run.
     pub(super) fn serve_process(&self, index: u32, key: u64, ids: &mut Vec<(Id, u32)>) -> usize {
         let mut events = Vec::new();
-        // The events before this index are the task's own, delivered before its done.
-        let mut split = usize::MAX;
-        let finished = {
+        // The tasks that ended, in order, each with the number of events read before
+        // its end (its own and its predecessors', delivered before its done).
+        let mut finished = Vec::new();
+        {
             let mut core = self.lock();
             let core = &mut *core;
-            if !core.entries.is_live(index) {
+            if !core.entries.is_live(index) || !matches!(core.entries.at(index).kind, Kind::Process(_)) {
                 return 0;
             }
-            let id = core.entries.id_of(index);
-            if !matches!(core.entries.at(index).kind, Kind::Process(_)) {
-                return 0;
-            }
-            let now = sys::now_ns();
             let child = child_in(&mut core.entries, index);
             match key {
                 KEY_PROC_PIPE => {
@@ -314,42 +304,44 @@ impl<H: Handler> Loop<H> {
                 }
                 KEY_PROC_EXIT => child.poll_exit(),
                 _ => {
-                    core.children.on_timer(index, child, now);
+                    core.children.on_timer(index, child, sys::now_ns());
                     Self::after_end(core, index);
                 }
             }
-            let fds = child_in(&mut core.entries, index).collect_exit(&mut events);
-            Self::unwatch_child_fds(core, fds);
-            // Its child finished the task: gone on to the one sent ahead (whose events
-            // read in this turn wait for this one's done), or ready for one.
-            let next = if child_in(&mut core.entries, index).has_moved_on() {
-                self.move_on(core, index).map(|(next, events)| {
-                    split = events;
-                    next
-                })
-            } else {
-                self.hand_on(core, index)
-            };
-            let finished = if child_in(&mut core.entries, index).is_over() && core.entries.at(index).handler.is_some() {
-                Some(self.end_process(core, index, id))
-            } else {
-                self.schedule_child(core, index);
-                None
-            };
-            // The task that took the child over gets its own next task ahead, now that
-            // this one has left its slot.
-            if let Some(next) = next {
-                Self::send_ahead(core, next);
+            let mut index = index;
+            loop {
+                let fds = child_in(&mut core.entries, index).collect_exit(&mut events);
+                Self::unwatch_child_fds(core, fds);
+                // Its child finished the task: gone on to the one sent ahead (whose
+                // events read in this turn come after this one's done), or ready for one.
+                let (next, split) = if child_in(&mut core.entries, index).has_moved_on() {
+                    self.move_on(core, index).map_or((None, events.len()), |(next, split)| (Some(next), split))
+                } else {
+                    (self.hand_on(core, index), events.len())
+                };
+                if child_in(&mut core.entries, index).is_over() && core.entries.at(index).handler.is_some() {
+                    let id = core.entries.id_of(index);
+                    finished.push((split, self.end_process(core, index, id)));
+                } else {
+                    self.schedule_child(core, index);
+                }
+                let Some(next) = next else { break };
+                if !child_in(&mut core.entries, next).needs_service() {
+                    // Its own next task goes ahead, now that this one has left its slot.
+                    Self::send_ahead(core, next);
+                    break;
+                }
+                index = next; // its status (or its child's exit) was read in this turn too
             }
-            finished
-        };
-        let mut ran = 0;
-        let (own, next_task) = events.split_at(split.min(events.len()));
-        for event in own {
-            self.deliver(&event.bytes, event.topic_len, ids);
-            ran += 1;
         }
-        if let Some((id, mut handler, entry, status, result, message)) = finished {
+        let mut ran = 0;
+        let mut delivered = 0;
+        for (split, (id, mut handler, entry, status, result, message)) in finished {
+            for event in &events[delivered..split.max(delivered)] {
+                self.deliver(&event.bytes, event.topic_len, ids);
+                ran += 1;
+            }
+            delivered = split.max(delivered);
             pool::deferring_wakeups(|| {
                 handler.call(self, id, Event::Done { status, result: &result, message: message.as_deref() })
             });
@@ -359,7 +351,7 @@ impl<H: Handler> Loop<H> {
             ran += 1;
             self.start_waiting();
         }
-        for event in next_task {
+        for event in &events[delivered..] {
             self.deliver(&event.bytes, event.topic_len, ids);
             ran += 1;
         }
