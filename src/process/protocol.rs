@@ -404,6 +404,39 @@ mod tests {
     }
 
     #[test]
+    fn a_task_sent_ahead_is_read_on_after_the_ready_frame_in_any_split() {
+        let mut bytes = frames();
+        bytes.extend_from_slice(&[0, 0, 0, 0, FRAME_READY]);
+        let first = bytes.len();
+        // The next task's: an event, its result, its status and ready.
+        bytes.extend_from_slice(&[5, 0, 0, 0, FRAME_EVENT, 1, 0, 0, 0, b'n']);
+        bytes.extend_from_slice(&[2, 0, 0, 0, FRAME_RESULT, b'o', b'k']);
+        bytes.extend_from_slice(&[4, 0, 0, 0, FRAME_STATUS, 9, 0, 0, 0, 0, 0, 0, 0, FRAME_READY]);
+        for split in 1..bytes.len() {
+            let mut reader = Reader::default();
+            reader.send_ahead();
+            let mut events = Vec::new();
+            for chunk in bytes.chunks(split) {
+                reader.feed(chunk, &mut events).unwrap();
+            }
+            assert!(!reader.is_ahead());
+            let (status, result, before) = reader.take_finished().expect("the first task's outcome");
+            assert_eq!((status, &result[..], before), (7, &b"hello world"[..], 1));
+            assert_eq!(events.len(), 2);
+            assert_eq!(&*events[1].bytes, b"n\0");
+            assert!(reader.is_ready());
+            assert_eq!((reader.status(), reader.take_result()), (Some(9), b"ok".to_vec()));
+        }
+        // Taken back before the child read it: its 'R' says ready, and nothing may follow.
+        let mut reader = Reader::default();
+        reader.send_ahead();
+        reader.take_back();
+        reader.feed(&bytes[..first], &mut Vec::new()).unwrap();
+        assert!(reader.is_ready() && !reader.has_finished());
+        assert!(reader.feed(&bytes[first..], &mut Vec::new()).is_err());
+    }
+
+    #[test]
     fn bad_frames_are_protocol_errors() {
         let cases: Vec<(Vec<u8>, &str)> = vec![
             (vec![1, 0, 0, 0, b'X', 0], "unknown"),

@@ -278,6 +278,35 @@ mod tests {
     }
 
     #[test]
+    fn a_task_sent_ahead_leaves_the_queue_stays_in_snapshots_and_may_come_back() {
+        let mut sup = Supervisor::default();
+        let (mut children, fork_now) = admit_all(&mut sup, &vec![plan(1, true); 4]);
+        assert_eq!(fork_now, [true, false, false, false]);
+        sup.forget(0, &mut children[0]);
+        assert_eq!(sup.start_next(|i| &mut children[i as usize]), Some(1));
+        let fork_seq = sup.fork_seq();
+        // 1's child runs; 2 is sent ahead to it: off the queue, not counted yet.
+        assert_eq!(sup.next_ahead(fork_seq, (0, 0), 0, 1, |i| &mut children[i as usize]), Some((2, 2)));
+        assert_eq!(children[2].ahead_of(), Some(1));
+        assert_eq!(sup.running, 1);
+        assert_eq!(sup.waiting, [3]);
+        // A child forked now knows of 2 as well: taken back, 2 may wait again.
+        let snapshot = sup.snapshot((0, 0), |i| (children[i as usize].place().0, children[i as usize].place().1, i));
+        assert_eq!(snapshot, [(2, 2), (3, 3)]);
+        // Taken back: at the head again.
+        sup.requeue(2, &mut children[2]);
+        assert!(children[2].is_waiting());
+        assert_eq!(sup.waiting, [2, 3]);
+        // Sent again, and the child goes on to it: counted (1 leaves as it ends).
+        assert_eq!(sup.next_ahead(fork_seq, (0, 0), 0, 1, |i| &mut children[i as usize]), Some((2, 2)));
+        sup.start_ahead(2, &mut children[2]);
+        assert_eq!(sup.running, 2);
+        sup.forget(1, &mut children[1]);
+        assert_eq!(sup.running, 1);
+        assert!(sup.ahead.is_empty());
+    }
+
+    #[test]
     fn other_groups_tasks_without_reuse_and_expired_ones_are_not_next() {
         let mut sup = Supervisor::default();
         let mut children = Vec::new();
