@@ -54,7 +54,7 @@ impl<H: Handler> Loop<H> {
                 // Nothing started: the registration is undone and the work handed back.
                 let mut guard = self.lock();
                 let core = &mut *guard;
-                let fds = Self::forget_child(core, index);
+                let fds = self.forget_child(core, index);
                 Self::unwatch_child_fds(core, fds);
                 self.unlink_timer(core, index);
                 let entry = core.entries.remove_at(index);
@@ -132,6 +132,22 @@ impl<H: Handler> Loop<H> {
         }
     }
 
+    /// A task sent ahead that its child never took waits at the head of the queue again;
+    /// or, if it was cancelled or timed out meanwhile, ends in the next pass.
+    fn requeue(&self, core: &mut Core<H>, next: u32) {
+        let child = child_in(&mut core.entries, next);
+        if !child.is_ending() {
+            core.children.requeue(next, child);
+            return;
+        }
+        core.children.taken_back(next, child);
+        if core.wheel.is_linked(next) {
+            core.wheel.remove(next);
+        }
+        core.wheel.insert(next, sys::now_ns());
+        self.rearm(core);
+    }
+
     /// The reused child of the task at `index` has finished it and gone on to the task
     /// sent ahead: that one runs in it from now on (its index is returned, with how
     /// many of the events read in this turn were this one's), and this one is over.
@@ -156,16 +172,16 @@ impl<H: Handler> Loop<H> {
     /// child and taken back waits at the head of the queue again; and the task itself,
     /// if it was sent ahead, is taken back from its child, if that has not taken it (it
     /// then ends as a waiting task does; otherwise it ends once it has started, killed).
-    fn after_end(core: &mut Core<H>, index: u32) {
+    fn after_end(&self, core: &mut Core<H>, index: u32) {
         if let Some(next) = child_in(&mut core.entries, index).take_given_back() {
-            core.children.requeue(next, child_in(&mut core.entries, next));
+            self.requeue(core, next);
         }
         let child = child_in(&mut core.entries, index);
         if !child.is_ahead_and_ending() {
             return;
         }
         let host = child.ahead_of().expect("sent ahead");
-        if child_in(&mut core.entries, host).take_back_ahead().is_some() {
+        if child_in(&mut core.entries, host).take_back_ahead().is_ok() {
             core.children.taken_back(index, child_in(&mut core.entries, index));
         }
     }
@@ -177,7 +193,7 @@ impl<H: Handler> Loop<H> {
         if !child_in(&mut core.entries, index).end_with(task::CANCELLED, sys::now_ns()) {
             return false;
         }
-        Self::after_end(core, index);
+        self.after_end(core, index);
         if child_in(&mut core.entries, index).is_waiting() {
             core.children.dequeue(index);
             // `done` on the loop thread, in its next pass.
@@ -193,9 +209,9 @@ impl<H: Handler> Loop<H> {
     /// task sent ahead to its child that the child never took waits at the head of the
     /// queue again; if it was itself sent ahead, its host's child will not run it. Its
     /// pipe and exit watch are handed back (to take out of the poller, then close).
-    pub(super) fn forget_child(core: &mut Core<H>, index: u32) -> [Option<OwnedFd>; 2] {
+    pub(super) fn forget_child(&self, core: &mut Core<H>, index: u32) -> [Option<OwnedFd>; 2] {
         if let Some(next) = child_in(&mut core.entries, index).give_up_ahead() {
-            core.children.requeue(next, child_in(&mut core.entries, next));
+            self.requeue(core, next);
         }
         if let Some(host) = child_in(&mut core.entries, index).ahead_of() {
             child_in(&mut core.entries, host).forget_ahead();
@@ -305,7 +321,7 @@ impl<H: Handler> Loop<H> {
                 KEY_PROC_EXIT => child.poll_exit(),
                 _ => {
                     core.children.on_timer(index, child, sys::now_ns());
-                    Self::after_end(core, index);
+                    self.after_end(core, index);
                 }
             }
             let mut index = index;
@@ -362,7 +378,7 @@ impl<H: Handler> Loop<H> {
     #[allow(clippy::type_complexity)]
     fn end_process(&self, core: &mut Core<H>, index: u32, id: Id) -> (Id, H, Entry<H>, i32, Vec<u8>, Option<String>) {
         self.unlink_timer(core, index);
-        let fds = Self::forget_child(core, index);
+        let fds = self.forget_child(core, index);
         Self::unwatch_child_fds(core, fds);
         let mut entry = core.entries.remove_at(index);
         let handler = entry.handler.take().expect("checked by the caller");

@@ -465,7 +465,7 @@ impl<H: Handler> Loop<H> {
                 // reaped here, and `done` never runs.
                 self.unlink_timer(core, index);
                 child_in(&mut core.entries, index).kill_and_reap();
-                let fds = Self::forget_child(core, index);
+                let fds = self.forget_child(core, index);
                 Self::unwatch_child_fds(core, fds);
             }
         }

@@ -315,10 +315,12 @@ impl Child {
         if self.state == State::Running && self.worker.exit.is_none() {
             if self.worker.next.is_some() {
                 match self.take_back_ahead() {
-                    Some(next) => self.given_back = Some(next),
+                    Ok(next) => self.given_back = Some(next),
                     // The child has finished this task (its 'R' is in the pipe) and runs
                     // the one sent ahead: nothing of this task's is left to kill.
-                    None => return true,
+                    Err(true) => return true,
+                    // Not known: killed (the one sent ahead ends with it if it had it).
+                    Err(false) => {}
                 }
             }
             self.kill(libc::SIGTERM);
@@ -494,23 +496,32 @@ impl Child {
         self.state == State::Ahead && self.end.is_some()
     }
 
+    /// Cancelled or timed out (its `done` gets that status).
+    pub fn is_ending(&self) -> bool {
+        self.end.is_some()
+    }
+
     /// Takes back the task sent ahead to this task's child, if the child has not taken
-    /// it: its index (it never runs there). None: none was sent, or the child has it.
-    pub fn take_back_ahead(&mut self) -> Option<u32> {
+    /// it: Ok(its index): it never runs there. Err(true): the child has it; Err(false):
+    /// none was sent, or it cannot be told.
+    pub fn take_back_ahead(&mut self) -> std::result::Result<u32, bool> {
         let worker = &mut self.worker;
-        let theirs = worker.theirs.as_ref()?;
-        worker.next?;
-        if !super::worker::take_back(theirs.as_raw_fd()) {
-            return None;
+        let (Some(theirs), Some(next)) = (worker.theirs.as_ref(), worker.next) else { return Err(false) };
+        match super::worker::take_back(theirs.as_raw_fd()) {
+            Some(true) => {
+                worker.reader.take_back();
+                worker.next = None;
+                Ok(next)
+            }
+            Some(false) => Err(true),
+            None => Err(false),
         }
-        worker.reader.take_back();
-        worker.next.take()
     }
 
     /// Forgets the task sent ahead to this task's child (its loop closes): taken back,
     /// or else the child, which runs it for nobody now, is killed.
     pub fn forget_ahead(&mut self) {
-        if self.worker.next.is_some() && self.take_back_ahead().is_none() {
+        if self.worker.next.is_some() && self.take_back_ahead().is_err() {
             self.worker.next = None;
             self.worker.reader.take_back();
             kill(self.worker.pid, libc::SIGKILL);

@@ -79,18 +79,26 @@ pub unsafe fn fork_worker<W: Copy>(
 }
 
 /// Takes back the task number sent ahead to a child whose end of the control socket the
-/// parent holds a copy of (`theirs`), if the child has not read it: true if it was taken
-/// back (the child never runs that task), false if the child has it.
-pub fn take_back(theirs: RawFd) -> bool {
+/// parent holds a copy of (`theirs`), if the child has not read it: Some(true) if it
+/// was taken back (the child never runs that task), Some(false) if the child has it,
+/// None if that cannot be told (an error; eight bytes written at once are read at once,
+/// all of them by one reader, so a part of them is not expected either).
+pub fn take_back(theirs: RawFd) -> Option<bool> {
     let mut buf = [0u8; 8];
     loop {
         // SAFETY: reads into our buffer; MSG_DONTWAIT never blocks.
         let n = unsafe { libc::recv(theirs, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-        if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-            continue;
+        if n == buf.len() as isize {
+            return Some(true);
         }
-        // Eight bytes written at once arrive at once: all of them, or none (the child's).
-        return n == buf.len() as isize;
+        if n < 0 {
+            match io::Error::last_os_error().raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(e) if e == libc::EAGAIN || e == libc::EWOULDBLOCK => return Some(false),
+                _ => {}
+            }
+        }
+        return None;
     }
 }
 
