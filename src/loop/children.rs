@@ -113,22 +113,56 @@ impl<H: Handler> Loop<H> {
         let core = &mut *core;
         child_in(&mut core.entries, index).forked(forked, fork_seq);
         Self::watch_child_fds(core, index);
-        Self::send_ahead(core, index);
         self.schedule_child(core, index);
+        Self::send_ahead(core);
         Ok(())
     }
 
-    /// Sends the reused child of the running task at `index` the next task it may run,
-    /// if one waits, to go on to once it has finished this one.
-    fn send_ahead(core: &mut Core<H>, index: u32) {
-        let Some((fork_seq, group)) = child_in(&mut core.entries, index).can_send_ahead() else { return };
-        let entries = &mut core.entries;
-        let now = sys::now_ns();
-        let Some((next, seq)) = core.children.next_ahead(fork_seq, group, now, index, |i| child_in(entries, i)) else {
+    /// Sends the first waiting task ahead, if none is and one waits, to the reused
+    /// child that has run its task the longest of those that may run it next (see
+    /// `crate::process::Supervisor`), to go on to once it has finished that one.
+    fn send_ahead(core: &mut Core<H>) {
+        if core.children.ahead().is_some() {
             return;
-        };
-        if !child_in(&mut core.entries, index).send_ahead(seq, next) {
-            core.children.requeue(next, child_in(&mut core.entries, next));
+        }
+        // The running tasks: those whose pipes are watched.
+        let mut hosts: Vec<(u64, u32)> = Vec::new();
+        for &(_, key) in &core.proc_fds {
+            if key & !0xffff_ffff == KEY_PROC_PIPE {
+                let index = (key & 0xffff_ffff) as u32;
+                let child = child_in_ref(&core.entries, index);
+                if child.can_send_ahead().is_some() {
+                    hosts.push((child.started_ns(), index));
+                }
+            }
+        }
+        hosts.sort_unstable();
+        let now = sys::now_ns();
+        for (_, host) in hosts {
+            let (fork_seq, group) = child_in(&mut core.entries, host).can_send_ahead().expect("checked above");
+            let entries = &mut core.entries;
+            let Some((next, seq)) = core.children.next_ahead(fork_seq, group, now, host, |i| child_in(entries, i))
+            else {
+                continue;
+            };
+            if !child_in(&mut core.entries, host).send_ahead(seq, next) {
+                core.children.requeue(next, child_in(&mut core.entries, next));
+            }
+            return;
+        }
+    }
+
+    /// Before another task starts: the task sent ahead, if its child has not taken it,
+    /// waits at the head of the queue again (it comes first). Only if a task of its
+    /// bound could start now (`slot`: a fresh fork; otherwise a ready child's turn).
+    fn reclaim_ahead(&self, core: &mut Core<H>, slot: bool) {
+        let Some(next) = core.children.ahead() else { return };
+        if slot && !core.children.has_slot(child_in_ref(&core.entries, next).max_children()) {
+            return;
+        }
+        let host = child_in_ref(&core.entries, next).ahead_of().expect("sent ahead");
+        if child_in(&mut core.entries, host).take_back_ahead().is_ok() {
+            self.requeue(core, next);
         }
     }
 
@@ -268,6 +302,7 @@ impl<H: Handler> Loop<H> {
             child_in(&mut core.entries, index).release_if_ready();
             return None;
         };
+        self.reclaim_ahead(core, false);
         let entries = &mut core.entries;
         let Some((next, seq)) = core.children.next_for(fork_seq, group, sys::now_ns(), |i| child_in(entries, i)) else {
             child_in(&mut core.entries, index).release_if_ready();
@@ -343,12 +378,12 @@ impl<H: Handler> Loop<H> {
                 }
                 let Some(next) = next else { break };
                 if !child_in(&mut core.entries, next).needs_service() {
-                    // Its own next task goes ahead, now that this one has left its slot.
-                    Self::send_ahead(core, next);
                     break;
                 }
                 index = next; // its status (or its child's exit) was read in this turn too
             }
+            // A task goes ahead, now that the one that ended has left its slot.
+            Self::send_ahead(core);
         }
         let mut ran = 0;
         let mut delivered = 0;
@@ -393,6 +428,7 @@ impl<H: Handler> Loop<H> {
             let index = {
                 let mut core = self.lock();
                 let core = &mut *core;
+                self.reclaim_ahead(core, true);
                 let entries = &mut core.entries;
                 let Some(index) = core.children.start_next(|index| child_in(entries, index)) else { return };
                 index

@@ -66,6 +66,9 @@ pub struct Worker {
     /// The task sent ahead to it (the loop's index of its registration), until the
     /// child has gone on to it or it was taken back.
     next: Option<u32>,
+    /// A protocol error in what the task sent ahead sent, read in its predecessor's
+    /// turn: that task's failure once it takes over.
+    broken: Option<(Code, String)>,
 }
 
 /// A process task's supervision (the loop thread, under its lock).
@@ -95,6 +98,9 @@ pub struct Child {
     deadline_ns: u64,
     /// Ahead: the task whose child it was sent to.
     host: u32,
+    /// When it began to run in its child (Running; an estimate for a task sent ahead:
+    /// when its 'R' was read).
+    started_ns: u64,
     /// The task sent ahead to its child, taken back when a cancel or timeout ended it:
     /// for the loop to put back in the queue ([`take_given_back`](Self::take_given_back)).
     given_back: Option<u32>,
@@ -136,6 +142,7 @@ impl Child {
             handed: None,
             deadline_ns,
             host: 0,
+            started_ns: 0,
             given_back: None,
         }
     }
@@ -186,6 +193,7 @@ impl Child {
         self.worker.theirs = forked.theirs;
         self.worker.exit_watch = forked.exit_watch;
         self.worker.fork_seq = fork_seq;
+        self.started_ns = crate::sys::now_ns();
         if let Some(status) = self.end {
             // Cancelled while it was being forked.
             self.end = None;
@@ -217,7 +225,7 @@ impl Child {
     }
 
     /// The most process tasks of its loop that may run while it starts.
-    pub(super) fn max_children(&self) -> usize {
+    pub fn max_children(&self) -> usize {
         self.max_children
     }
 
@@ -277,7 +285,13 @@ impl Child {
             if n > 0 {
                 if let Err(e) = self.worker.reader.feed(&buf[..n as usize], events) {
                     let pid = self.worker.pid;
-                    self.failure = Some((Code::Crashed, format!("the child (pid {pid}) broke the pipe protocol: {e}")));
+                    let failure = (Code::Crashed, format!("the child (pid {pid}) broke the pipe protocol: {e}"));
+                    if self.worker.reader.has_finished() {
+                        // After this task's end: the task sent ahead broke it.
+                        self.worker.broken = Some(failure);
+                    } else {
+                        self.failure = Some(failure);
+                    }
                     self.kill(libc::SIGKILL);
                     return true;
                 }
@@ -443,6 +457,10 @@ impl Child {
         debug_assert_eq!(self.state, State::Forking);
         self.worker = worker;
         self.state = State::Running;
+        self.started_ns = crate::sys::now_ns();
+        if let Some(failure) = self.worker.broken.take() {
+            self.failure = Some(failure);
+        }
         if let Some(status) = self.end.take() {
             self.end_with(status, crate::sys::now_ns());
         }
@@ -460,10 +478,11 @@ impl Child {
             && worker.exit.is_none()
             && worker.pipe.is_some()
             && worker.control.is_some()
-            && worker.theirs.is_some()
             && worker.next.is_none()
             && !worker.reader.is_ready()
-            && !worker.reader.has_finished();
+            && !worker.reader.has_finished()
+            // (A number sent to it for the task it runs may be unread yet: then not.)
+            && worker.theirs.as_ref().is_some_and(|fd| super::worker::has_read_all(fd.as_raw_fd()));
         can.then(|| (worker.fork_seq, self.reuse.unwrap_or_default()))
     }
 
@@ -478,6 +497,11 @@ impl Child {
         self.worker.next = Some(next);
         self.worker.reader.send_ahead();
         true
+    }
+
+    /// When it began to run in its child (see `started_ns`).
+    pub fn started_ns(&self) -> u64 {
+        self.started_ns
     }
 
     /// This task was sent ahead to the child of the task at `host`.

@@ -21,11 +21,15 @@
 //!   deadline, and its bound allows (the child leaving its task frees the slot the next
 //!   one takes). Otherwise it is told to exit and the slot frees when it is reaped; the
 //!   waiting task then gets a fresh child. FIFO order holds either way.
-//! * Sent ahead: while a reused child runs a task, the first waiting task it may run
-//!   (by the same rule) is taken off the queue and its number sent to the child at
-//!   once ([`next_ahead`](Supervisor::next_ahead)), so the child goes on to it the
-//!   moment it has sent the last one's status, without waiting for a pass of the
-//!   loop. The task counts under its bound once its 'R' says the child went on to
+//! * Sent ahead: while reused children run tasks, the first waiting task is taken off
+//!   the queue and its number sent at once to the child that has run its task the
+//!   longest of those that may run it (by the same rule) ([`next_ahead`]
+//!   (Supervisor::next_ahead)), so that child goes on to it the moment it has sent the
+//!   last one's status, without waiting for a pass of the loop. One task at a time is
+//!   sent ahead, and before any other task starts (a child that is ready and has none
+//!   sent ahead, or a fresh fork), the one sent ahead is taken back to the head of the
+//!   queue if its child has not taken it: so tasks still start in FIFO order, and one
+//!   never waits behind a long task while another child is free. The task counts under its bound once its 'R' says the child went on to
 //!   it (it takes the slot of the one before it). A cancel or timeout takes it back if the child has not read
 //!   the number yet (see `worker`); a task taken back, or whose child ended before
 //!   it read the number, goes back to the head of the queue
@@ -198,6 +202,16 @@ impl Supervisor {
         self.ahead.retain(|&i| i != index);
         self.running += 1;
         child.start_counted();
+    }
+
+    /// The task sent ahead to a reused child, if one is (at most one at a time).
+    pub fn ahead(&self) -> Option<u32> {
+        self.ahead.first().copied()
+    }
+
+    /// True if a task of bound `max_children` could take a free slot now.
+    pub fn has_slot(&self, max_children: usize) -> bool {
+        self.running < max_children
     }
 
     /// A task sent ahead was taken back to end it (cancelled or timed out): it is no

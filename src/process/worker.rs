@@ -78,6 +78,16 @@ pub unsafe fn fork_worker<W: Copy>(
     Ok(Forked { pid, pipe: read, control: Some(control), theirs: Some(theirs), exit_watch })
 }
 
+/// True if the child has read every number sent to it (through the parent's copy of
+/// its end, `theirs`): only then may the next be sent ahead, so that at most one number
+/// is ever in the socket, and [`take_back`] takes back that one and no other.
+pub fn has_read_all(theirs: RawFd) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: peeks at one byte into our variable; MSG_DONTWAIT never blocks.
+    let n = unsafe { libc::recv(theirs, (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+    n < 0 && matches!(io::Error::last_os_error().raw_os_error(), Some(e) if e == libc::EAGAIN || e == libc::EWOULDBLOCK)
+}
+
 /// Takes back the task number sent ahead to a child whose end of the control socket the
 /// parent holds a copy of (`theirs`), if the child has not read it: Some(true) if it
 /// was taken back (the child never runs that task), Some(false) if the child has it,
