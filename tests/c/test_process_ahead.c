@@ -4,7 +4,8 @@
  * What that must not change: a task sent ahead and cancelled or timed out before its
  * child takes it never runs and ends at once, its child going on to the tasks after it;
  * a task sent ahead to a child that dies or is killed first runs exactly once, in a
- * fresh child; every done and free_fn runs once; no child or fd is left.
+ * fresh child; a task sent ahead to a child busy with a long task is run by another
+ * child once that one is free; every done and free_fn runs once; no child or fd is left.
  *
  * The setup of each case, max_children 1: task 0 forks inside its spawn and runs alone
  * (nothing waited at its fork); task 1 then gets a fresh child that may run all the
@@ -206,5 +207,33 @@ TEST(cancels_at_any_moment_end_each_task_once) {
     CHECK(atomic_load(&s->started) <= n);
     check_freed(p, n);
     free(p);
+    ENV_END();
+}
+
+/* max_children 2: task 2 holds its child at the gate; a task sent ahead to that child
+ * is taken back by the other child when it is free, so tasks 3 to 5 all run (in that
+ * order) while task 2 still runs. */
+TEST(a_free_child_takes_a_task_sent_ahead_to_a_busy_one) {
+    ENV_BEGIN();
+    enum { N = 6 };
+    int kinds[N] = {QUICK, QUICK, AT_GATE, QUICK, QUICK, QUICK};
+    ptask p[N];
+    for (int i = 0; i < N; i++) {
+        pt_init(&p[i], s);
+        p[i].arg = kinds[i];
+        weft_spawn_options o = proc_opts(0, 2);
+        o.reuse_child = true;
+        CHECK_ID(pt_spawn(lp, work, &p[i], &o));
+    }
+    run_until_done(lp, p + 3, 3, 5000);
+    CHECK_EQ(atomic_load(&p[2].dones), 0);
+    CHECK_MSG(pid_of(&p[3]) != 0 && pid_of(&p[3]) == pid_of(&p[4]) && pid_of(&p[4]) == pid_of(&p[5]),
+              "3, 4, 5: pids %d, %d, %d", pid_of(&p[3]), pid_of(&p[4]), pid_of(&p[5]));
+    CHECK(p[3].t_done_ns < p[4].t_done_ns && p[4].t_done_ns < p[5].t_done_ns);
+    atomic_store(&s->gate, 1);
+    run_until_done(lp, p, N, 10000);
+    for (int i = 0; i < N; i++) CHECK_MSG(p[i].status == 0, "task %d: status %d", i, p[i].status);
+    CHECK_EQ(atomic_load(&s->started), N);
+    check_freed(p, N);
     ENV_END();
 }
