@@ -159,7 +159,9 @@ pub(super) const SPAWN_OPTIONS_V1: usize =
 /// starts in the child, or once the child is reaped; `weft_child_exit` in a reused child
 /// ends it as usual (the next task gets a fresh child). `max_children`, timeouts and
 /// cancels hold as without reuse: a cancel or timeout kills the child, which ends only
-/// the task it runs.
+/// the task it runs. The next task is sent to the child while it still runs one, so
+/// it goes on at once; cancelled or timed out before the child has taken it up, that
+/// task ends at once and never runs (the child goes on to the one after it).
 ///
 /// Returns the task's id, or 0: `WEFT_ERR_NULL` (loop, work), `WEFT_ERR_INVALID` (unknown
 /// `where`, a bad options size, a pool of the other kind, a freed pool, a pool with

@@ -434,20 +434,10 @@ impl<H: Handler> Loop<H> {
             }
             return Ok(());
         }
-        let has_handler = core.entries.at(index).handler.is_some();
-        if let Kind::Process(task) = &mut core.entries.at_mut(index).kind {
-            // As for a task: cancel asks, the loop reports. A running child is killed
-            // (SIGTERM, SIGKILL after the grace period) and `done` runs once it is
-            // reaped; one not yet forked never will be.
-            if !has_handler || !task.child.end_with(task::CANCELLED, sys::now_ns()) {
+        if let Kind::Process(_) = &core.entries.at(index).kind {
+            // As for a task: cancel asks, the loop reports (see cancel_process).
+            if core.entries.at(index).handler.is_none() || !self.cancel_process(&mut core, index) {
                 return Err(Error::not_found(id));
-            }
-            if task.child.is_waiting() {
-                core.children.dequeue(index);
-                // `done` on the loop thread, in its next pass.
-                self.inbox.push(Record::Done { id, status: task::CANCELLED });
-            } else {
-                self.schedule_child(&mut core, index);
             }
             return Ok(());
         }
@@ -525,9 +515,8 @@ impl<H: Handler> Loop<H> {
                 // Only `close` ends a process task this way: its child is killed and
                 // reaped here, and `done` never runs.
                 self.unlink_timer(core, index);
-                let child = child_in(&mut core.entries, index);
-                child.kill_and_reap();
-                let fds = core.children.forget(index, child);
+                child_in(&mut core.entries, index).kill_and_reap();
+                let fds = self.forget_child(core, index);
                 Self::unwatch_child_fds(core, fds);
             }
         }

@@ -36,6 +36,10 @@ enum State {
     Running,
     /// Its status came, and its child went on to the next task: over.
     HandedOn,
+    /// Taken off the queue and sent ahead to the reused child of the task at `host`,
+    /// which goes on to it once it has finished that one, without waiting for the loop.
+    /// It runs from the moment that task's 'R' is read (or is taken back, and waits).
+    Ahead,
 }
 
 /// How a task may share its child: tasks with the same group (the same host fork, or
@@ -56,6 +60,15 @@ pub struct Worker {
     kill_at_ns: u64,
     /// The tasks it may run next were spawned before this sequence number (its fork).
     fork_seq: u64,
+    /// Reused children only: the parent's copy of the child's end of the control socket,
+    /// to take a task sent ahead back (`worker::take_back`).
+    theirs: Option<OwnedFd>,
+    /// The task sent ahead to it (the loop's index of its registration), until the
+    /// child has gone on to it or it was taken back.
+    next: Option<u32>,
+    /// A protocol error in what the task sent ahead sent, read in its predecessor's
+    /// turn: that task's failure once it takes over.
+    broken: Option<(Code, String)>,
 }
 
 /// A process task's supervision (the loop thread, under its lock).
@@ -83,6 +96,14 @@ pub struct Child {
     handed: Option<(i32, Vec<u8>)>,
     /// The timeout's deadline (0: none).
     deadline_ns: u64,
+    /// Ahead: the task whose child it was sent to.
+    host: u32,
+    /// When it began to run in its child (Running; an estimate for a task sent ahead:
+    /// when its 'R' was read).
+    started_ns: u64,
+    /// The task sent ahead to its child, taken back when a cancel or timeout ended it:
+    /// for the loop to put back in the queue ([`take_given_back`](Self::take_given_back)).
+    given_back: Option<u32>,
 }
 
 /// The deadline of a timeout of `timeout_ms` from now (0: none).
@@ -120,6 +141,9 @@ impl Child {
             end: None,
             handed: None,
             deadline_ns,
+            host: 0,
+            started_ns: 0,
+            given_back: None,
         }
     }
 
@@ -166,8 +190,10 @@ impl Child {
         self.state = State::Running;
         self.worker.pipe = Some(forked.pipe);
         self.worker.control = forked.control;
+        self.worker.theirs = forked.theirs;
         self.worker.exit_watch = forked.exit_watch;
         self.worker.fork_seq = fork_seq;
+        self.started_ns = crate::sys::now_ns();
         if let Some(status) = self.end {
             // Cancelled while it was being forked.
             self.end = None;
@@ -199,7 +225,7 @@ impl Child {
     }
 
     /// The most process tasks of its loop that may run while it starts.
-    pub(super) fn max_children(&self) -> usize {
+    pub fn max_children(&self) -> usize {
         self.max_children
     }
 
@@ -259,7 +285,13 @@ impl Child {
             if n > 0 {
                 if let Err(e) = self.worker.reader.feed(&buf[..n as usize], events) {
                     let pid = self.worker.pid;
-                    self.failure = Some((Code::Crashed, format!("the child (pid {pid}) broke the pipe protocol: {e}")));
+                    let failure = (Code::Crashed, format!("the child (pid {pid}) broke the pipe protocol: {e}"));
+                    if self.worker.reader.has_finished() {
+                        // After this task's end: the task sent ahead broke it.
+                        self.worker.broken = Some(failure);
+                    } else {
+                        self.failure = Some(failure);
+                    }
                     self.kill(libc::SIGKILL);
                     return true;
                 }
@@ -295,6 +327,16 @@ impl Child {
         }
         self.end = Some(status);
         if self.state == State::Running && self.worker.exit.is_none() {
+            if self.worker.next.is_some() {
+                match self.take_back_ahead() {
+                    Ok(next) => self.given_back = Some(next),
+                    // The child has finished this task (its 'R' is in the pipe) and runs
+                    // the one sent ahead: nothing of this task's is left to kill.
+                    Err(true) => return true,
+                    // Not known: killed (the one sent ahead ends with it if it had it).
+                    Err(false) => {}
+                }
+            }
             self.kill(libc::SIGTERM);
             self.worker.kill_at_ns = now_ns + KILL_GRACE_NS;
         }
@@ -343,16 +385,18 @@ impl Child {
             State::Forking => false,
             State::Running => self.worker.exit.is_some() && self.worker.pipe.is_none(),
             State::HandedOn => true,
+            State::Ahead => false,
         }
     }
 
     /// The status for `done`, and the message for `weft_last_error` with it.
     pub fn outcome(&mut self) -> (i32, Vec<u8>, Option<String>) {
+        if let Some(end) = self.end {
+            // (A task ended while its child went on to the one sent ahead: handed on.)
+            return (end, Vec::new(), None);
+        }
         if let Some((status, result)) = self.handed.take() {
             return (status, result, None);
-        }
-        if let Some(end) = self.end {
-            return (end, Vec::new(), None);
         }
         if let Some((code, message)) = self.failure.take() {
             return (code as i32, Vec::new(), Some(message));
@@ -387,6 +431,7 @@ impl Child {
             && worker.exit.is_none()
             && worker.pipe.is_some()
             && worker.control.is_some()
+            && worker.next.is_none()
             && worker.reader.is_ready();
         ready.then(|| (worker.fork_seq, self.reuse.unwrap_or_default()))
     }
@@ -406,11 +451,154 @@ impl Child {
         Some(worker)
     }
 
-    /// This task (taken off the waiting queue) runs in `worker` from now on.
+    /// This task (taken off the waiting queue, or sent ahead) runs in `worker` from now
+    /// on. A cancel or timeout that came while it was sent ahead is carried out now.
     pub fn take_over(&mut self, worker: Worker) {
         debug_assert_eq!(self.state, State::Forking);
         self.worker = worker;
         self.state = State::Running;
+        self.started_ns = crate::sys::now_ns();
+        if let Some(failure) = self.worker.broken.take() {
+            self.failure = Some(failure);
+        }
+        if let Some(status) = self.end.take() {
+            self.end_with(status, crate::sys::now_ns());
+        }
+    }
+
+    // ---- tasks sent ahead ------------------------------------------------------------
+
+    /// A reused child running this task, to which the next task may be sent ahead (it
+    /// has none, and is not ending): its fork's sequence number and group.
+    pub fn can_send_ahead(&self) -> Option<(u64, Group)> {
+        let worker = &self.worker;
+        let can = self.state == State::Running
+            && self.end.is_none()
+            && self.failure.is_none()
+            && worker.exit.is_none()
+            && worker.pipe.is_some()
+            && worker.control.is_some()
+            && worker.next.is_none()
+            && !worker.reader.is_ready()
+            && !worker.reader.has_finished()
+            // (A number sent to it for the task it runs may be unread yet: then not.)
+            && worker.theirs.as_ref().is_some_and(|fd| super::worker::has_read_all(fd.as_raw_fd()));
+        can.then(|| (worker.fork_seq, self.reuse.unwrap_or_default()))
+    }
+
+    /// Sends the child (see [`can_send_ahead`](Self::can_send_ahead)) the task numbered
+    /// `seq`, at the loop's index `next`, to go on to once it has finished this one.
+    /// False: the child is gone (nothing was sent).
+    pub fn send_ahead(&mut self, seq: u64, next: u32) -> bool {
+        let Some(control) = self.worker.control.as_ref() else { return false };
+        if sys::send_all(control.as_raw_fd(), &seq.to_le_bytes()).is_err() {
+            return false;
+        }
+        self.worker.next = Some(next);
+        self.worker.reader.send_ahead();
+        true
+    }
+
+    /// When it began to run in its child (see `started_ns`).
+    pub fn started_ns(&self) -> u64 {
+        self.started_ns
+    }
+
+    /// This task was sent ahead to the child of the task at `host`.
+    pub fn sent_ahead_to(&mut self, host: u32) {
+        self.state = State::Ahead;
+        self.host = host;
+    }
+
+    /// Sent ahead: the task at whose child it waits.
+    pub fn ahead_of(&self) -> Option<u32> {
+        (self.state == State::Ahead).then_some(self.host)
+    }
+
+    /// Sent ahead, and cancelled or timed out since.
+    pub fn is_ahead_and_ending(&self) -> bool {
+        self.state == State::Ahead && self.end.is_some()
+    }
+
+    /// Cancelled or timed out (its `done` gets that status).
+    pub fn is_ending(&self) -> bool {
+        self.end.is_some()
+    }
+
+    /// Takes back the task sent ahead to this task's child, if the child has not taken
+    /// it: Ok(its index): it never runs there. Err(true): the child has it; Err(false):
+    /// none was sent, or it cannot be told.
+    pub fn take_back_ahead(&mut self) -> std::result::Result<u32, bool> {
+        let worker = &mut self.worker;
+        let (Some(theirs), Some(next)) = (worker.theirs.as_ref(), worker.next) else { return Err(false) };
+        match super::worker::take_back(theirs.as_raw_fd()) {
+            Some(true) => {
+                worker.reader.take_back();
+                worker.next = None;
+                Ok(next)
+            }
+            Some(false) => Err(true),
+            None => Err(false),
+        }
+    }
+
+    /// Forgets the task sent ahead to this task's child (its loop closes): taken back,
+    /// or else the child, which runs it for nobody now, is killed.
+    pub fn forget_ahead(&mut self) {
+        if self.worker.next.is_some() && self.take_back_ahead().is_err() {
+            self.worker.next = None;
+            self.worker.reader.take_back();
+            kill(self.worker.pid, libc::SIGKILL);
+        }
+    }
+
+    /// The task sent ahead to this task's child that a cancel or timeout took back: for
+    /// the queue again.
+    pub fn take_given_back(&mut self) -> Option<u32> {
+        self.given_back.take()
+    }
+
+    /// The task sent ahead to this task's child, which this task, being forgotten, gives
+    /// up: for the queue again. Its child never took it when the task is over (it ended
+    /// without sending this task's 'R', so it never read the number); when its loop
+    /// closes, the child is killed anyway.
+    pub fn give_up_ahead(&mut self) -> Option<u32> {
+        self.given_back.take().or_else(|| self.worker.next.take())
+    }
+
+    /// A task that was sent ahead and taken back: it waits for a slot (the caller puts it
+    /// back in the queue, or ends it if it was cancelled).
+    pub(super) fn unsend(&mut self) {
+        self.state = State::Waiting;
+    }
+
+    /// True once the child has finished this task and gone on to the one sent ahead.
+    pub fn has_moved_on(&self) -> bool {
+        self.worker.reader.has_finished()
+    }
+
+    /// The child has gone on to the task sent ahead (see
+    /// [`has_moved_on`](Self::has_moved_on)): this task is over (HandedOn, its outcome
+    /// kept), and the child is returned with the index of the task it runs now, for that
+    /// task's [`take_over`](Self::take_over); and how many of the events read in this
+    /// turn were this task's (the rest are the next one's).
+    pub fn move_on(&mut self) -> Option<(Worker, u32, usize)> {
+        if !self.worker.reader.has_finished() {
+            return None;
+        }
+        let next = self.worker.next.take()?;
+        let (status, result, events) = self.worker.reader.take_finished()?;
+        self.handed = Some((status, result));
+        self.state = State::HandedOn;
+        Some((std::mem::take(&mut self.worker), next, events))
+    }
+
+    /// True if the task needs the loop's attention now rather than at its next event:
+    /// what its child sent was read in its previous task's turn (its status, or its
+    /// going on to the next task), or its child has exited.
+    pub fn needs_service(&self) -> bool {
+        let worker = &self.worker;
+        worker.reader.is_ready() || worker.reader.has_finished() || worker.exit.is_some()
     }
 
     /// A reused child that has finished its task and gets no other: told to exit (its
@@ -427,6 +615,7 @@ impl Child {
     /// Gives up the child's fds (to take out of the poller, then close).
     pub(super) fn take_fds(&mut self) -> [Option<OwnedFd>; 2] {
         self.worker.control = None;
+        self.worker.theirs = None;
         [self.worker.pipe.take(), self.worker.exit_watch.take().map(OwnedFd::from)]
     }
 }

@@ -84,6 +84,9 @@ pub struct Forked {
     pub(super) pipe: OwnedFd,
     /// A reused child: the parent's end of the socket that sends it its next task.
     pub(super) control: Option<OwnedFd>,
+    /// A reused child: the parent's copy of the child's end of that socket, to take a
+    /// task sent ahead back (see `worker::take_back`).
+    pub(super) theirs: Option<OwnedFd>,
     /// None where the kernel cannot watch a child's exit: then it is polled.
     pub(super) exit_watch: Option<sys::ChildWatch>,
 }
@@ -115,7 +118,7 @@ pub unsafe fn fork_task(host: Option<HostFork>, fds: &Fds, work: impl FnOnce(Raw
     drop(write);
     let pid = forked?;
     let exit_watch = sys::ChildWatch::new(pid);
-    Ok(Forked { pid, pipe: read, control: None, exit_watch })
+    Ok(Forked { pid, pipe: read, control: None, theirs: None, exit_watch })
 }
 
 /// Forks (with `host`'s fork, if given); in the child, runs `child` (which must end the

@@ -8,12 +8,14 @@
 //! * `fork.rs`: forking a child for a task (weft's fork, or the host's: `HostFork`):
 //!   its pipe, the fork, the watch of its exit. Between `fork` and the work the child
 //!   makes only async-signal-safe calls.
-//! * `worker.rs`: a reused child's side: after a task, it waits for the next one's
-//!   number from the parent.
+//! * `worker.rs`: a reused child's side: after a task, it takes the next one's number
+//!   from the parent (sent ahead while it ran the last, or waited for), and the
+//!   parent's taking back of a number sent ahead.
 //! * `child.rs`: the parent's side of one task ([`Child`]): reading its pipe, reaping
 //!   its child, its timeout and kill, its outcome, handing a reused child on.
 //! * `supervisor.rs`: a loop's children as a whole (`Supervisor`): which run, which
-//!   wait under their `max_children` bound, and which task a reused child runs next.
+//!   wait under their `max_children` bound, and which task a reused child runs next
+//!   (sent to it ahead, while it runs one).
 //! * `exit.rs`: reaping, signalling and describing a child's end.
 //!
 //! The module knows nothing of a loop: the loop keeps each child in its registration,

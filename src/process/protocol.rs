@@ -16,6 +16,10 @@
 //!                         to be reused: it is ready to run another task (see `worker`)
 //! ```
 //!
+//! A reused child may have been sent its next task ahead, while it ran the last one
+//! ([`Reader::send_ahead`]): its 'R' then ends that task and what follows is the next
+//! one's, read on without a pause ([`Reader::take_finished`]).
+//!
 //! A body is at most [`MAX_BODY`] bytes; a longer result is sent as several 'W' frames.
 //! Anything else (an unknown kind, a bad length, a frame after 'S', a topic that is not
 //! valid) is a protocol error: the child is killed and the task ends `Crashed`. Another
@@ -172,6 +176,12 @@ pub struct Reader {
     status: Option<i32>,
     /// The child said 'R' after 'S': it may run another task.
     ready: bool,
+    /// The child was sent its next task ahead: its 'R' moves the reader on to that task.
+    ahead: bool,
+    /// The status and result of the task the child finished before it went on to the
+    /// task sent ahead (see `ahead`), until the parent takes them; with the number of
+    /// events fed in then (those after are the next task's).
+    finished: Option<(i32, Vec<u8>, usize)>,
 }
 
 /// An event from a child: the topic, a NUL, then the payload (as `Record::Emit`).
@@ -194,6 +204,36 @@ impl Reader {
     /// True once the child said, after the status, that it may run another task.
     pub fn is_ready(&self) -> bool {
         self.ready
+    }
+
+    /// The child was sent its next task ahead: after this task's 'R', what it sends is
+    /// that task's (see [`take_finished`](Self::take_finished)). Not while it is ready.
+    pub fn send_ahead(&mut self) {
+        debug_assert!(!self.ready && !self.ahead && self.finished.is_none());
+        self.ahead = true;
+    }
+
+    /// The task sent ahead was taken back before the child took it: its 'R' says it is
+    /// ready again.
+    pub fn take_back(&mut self) {
+        self.ahead = false;
+    }
+
+    /// True while a task sent ahead waits for the child (its 'R' not read yet).
+    pub fn is_ahead(&self) -> bool {
+        self.ahead
+    }
+
+    /// True once the child has finished its task and gone on to the one sent ahead.
+    pub fn has_finished(&self) -> bool {
+        self.finished.is_some()
+    }
+
+    /// The status and result of the task the child finished before it went on to the
+    /// one sent ahead, once its 'R' has come, and how many events `feed` had appended
+    /// (to the vector it was given) then: the later ones are the next task's.
+    pub fn take_finished(&mut self) -> Option<(i32, Vec<u8>, usize)> {
+        self.finished.take()
     }
 
     /// The bytes the reader holds (for the fuzz targets' bound on its memory).
@@ -271,6 +311,12 @@ impl Reader {
         match self.header[4] {
             FRAME_STATUS => {
                 self.status = Some(i32::from_le_bytes([self.body[0], self.body[1], self.body[2], self.body[3]]));
+            }
+            FRAME_READY if self.ahead => {
+                // On to the task sent ahead: this one's outcome is kept for the parent.
+                let status = self.status.take().expect("'R' only after 'S'");
+                self.finished = Some((status, std::mem::take(&mut self.result), events.len()));
+                self.ahead = false;
             }
             FRAME_READY => self.ready = true,
             FRAME_EVENT => {
@@ -355,6 +401,39 @@ mod tests {
             reader.next_task();
             assert!(!reader.is_ready() && reader.status().is_none());
         }
+    }
+
+    #[test]
+    fn a_task_sent_ahead_is_read_on_after_the_ready_frame_in_any_split() {
+        let mut bytes = frames();
+        bytes.extend_from_slice(&[0, 0, 0, 0, FRAME_READY]);
+        let first = bytes.len();
+        // The next task's: an event, its result, its status and ready.
+        bytes.extend_from_slice(&[5, 0, 0, 0, FRAME_EVENT, 1, 0, 0, 0, b'n']);
+        bytes.extend_from_slice(&[2, 0, 0, 0, FRAME_RESULT, b'o', b'k']);
+        bytes.extend_from_slice(&[4, 0, 0, 0, FRAME_STATUS, 9, 0, 0, 0, 0, 0, 0, 0, FRAME_READY]);
+        for split in 1..bytes.len() {
+            let mut reader = Reader::default();
+            reader.send_ahead();
+            let mut events = Vec::new();
+            for chunk in bytes.chunks(split) {
+                reader.feed(chunk, &mut events).unwrap();
+            }
+            assert!(!reader.is_ahead());
+            let (status, result, before) = reader.take_finished().expect("the first task's outcome");
+            assert_eq!((status, &result[..], before), (7, &b"hello world"[..], 1));
+            assert_eq!(events.len(), 2);
+            assert_eq!(&*events[1].bytes, b"n\0");
+            assert!(reader.is_ready());
+            assert_eq!((reader.status(), reader.take_result()), (Some(9), b"ok".to_vec()));
+        }
+        // Taken back before the child read it: its 'R' says ready, and nothing may follow.
+        let mut reader = Reader::default();
+        reader.send_ahead();
+        reader.take_back();
+        reader.feed(&bytes[..first], &mut Vec::new()).unwrap();
+        assert!(reader.is_ready() && !reader.has_finished());
+        assert!(reader.feed(&bytes[first..], &mut Vec::new()).is_err());
     }
 
     #[test]

@@ -21,6 +21,20 @@
 //!   deadline, and its bound allows (the child leaving its task frees the slot the next
 //!   one takes). Otherwise it is told to exit and the slot frees when it is reaped; the
 //!   waiting task then gets a fresh child. FIFO order holds either way.
+//! * Sent ahead: while reused children run tasks, the first waiting task is taken off
+//!   the queue and its number sent at once to the child that has run its task the
+//!   longest of those that may run it (by the same rule) ([`next_ahead`]
+//!   (Supervisor::next_ahead)), so that child goes on to it the moment it has sent the
+//!   last one's status, without waiting for a pass of the loop. One task at a time is
+//!   sent ahead, and before any other task starts (a child that is ready and has none
+//!   sent ahead, or a fresh fork), the one sent ahead is taken back to the head of the
+//!   queue if its child has not taken it: so tasks still start in FIFO order, and one
+//!   never waits behind a long task while another child is free. The task counts under its bound once its 'R' says the child went on to
+//!   it (it takes the slot of the one before it). A cancel or timeout takes it back if the child has not read
+//!   the number yet (see `worker`); a task taken back, or whose child ended before
+//!   it read the number, goes back to the head of the queue
+//!   ([`requeue`](Supervisor::requeue)). The snapshot of a child forked meanwhile
+//!   holds the tasks sent ahead, too, as they may wait again.
 //!
 //! The trade-off: a task's side effects in its child (globals, caches) are seen by the
 //! later tasks that run in the same child.
@@ -35,6 +49,8 @@ use std::os::fd::OwnedFd;
 #[derive(Default)]
 pub(crate) struct Supervisor {
     waiting: VecDeque<u32>,
+    /// The tasks sent ahead to a reused child, not started yet.
+    ahead: Vec<u32>,
     running: usize,
     /// The sequence number of the next process task spawned.
     next_seq: u64,
@@ -93,6 +109,7 @@ impl Supervisor {
     /// the poller, then close).
     pub fn forget(&mut self, index: u32, child: &mut Child) -> [Option<OwnedFd>; 2] {
         self.waiting.retain(|&i| i != index);
+        self.ahead.retain(|&i| i != index);
         if child.uncount() {
             self.running -= 1;
         }
@@ -113,13 +130,14 @@ impl Supervisor {
     /// numbers and works (`work_of`), in number order.
     pub fn snapshot<W>(&self, group: Group, mut at: impl FnMut(u32) -> (Option<Group>, u64, W)) -> Vec<(u64, W)> {
         let mut tasks = Vec::new();
-        for &index in &self.waiting {
+        // The tasks sent ahead too: taken back, they wait again.
+        for &index in self.waiting.iter().chain(&self.ahead) {
             let (reuse, seq, work) = at(index);
             if reuse == Some(group) {
                 tasks.push((seq, work));
             }
         }
-        debug_assert!(tasks.windows(2).all(|w| w[0].0 < w[1].0));
+        tasks.sort_unstable_by_key(|&(seq, _)| seq);
         tasks
     }
 
@@ -133,6 +151,42 @@ impl Supervisor {
         now_ns: u64,
         child_at: impl FnOnce(u32) -> &'a mut Child,
     ) -> Option<(u32, u64)> {
+        let (index, seq, child) = self.first_for(fork_seq, group, now_ns, child_at)?;
+        self.waiting.pop_front();
+        self.running += 1;
+        child.start_counted();
+        Some((index, seq))
+    }
+
+    /// A reused child forked at `fork_seq` for `group` runs the task at `host`: the first
+    /// waiting task, if the child may run it next (as [`next_for`](Self::next_for)),
+    /// taken off the queue and sent ahead (the caller sends it its number:
+    /// [`Child::send_ahead`], or puts it back: [`requeue`](Self::requeue)). It is counted
+    /// when the child goes on to it ([`start_ahead`](Self::start_ahead)).
+    pub fn next_ahead<'a>(
+        &mut self,
+        fork_seq: u64,
+        group: Group,
+        now_ns: u64,
+        host: u32,
+        child_at: impl FnOnce(u32) -> &'a mut Child,
+    ) -> Option<(u32, u64)> {
+        let (index, seq, child) = self.first_for(fork_seq, group, now_ns, child_at)?;
+        self.waiting.pop_front();
+        self.ahead.push(index);
+        child.sent_ahead_to(host);
+        Some((index, seq))
+    }
+
+    /// The first waiting task, if a reused child forked at `fork_seq` for `group` may run
+    /// it next: its index, its number and its child.
+    fn first_for<'a>(
+        &self,
+        fork_seq: u64,
+        group: Group,
+        now_ns: u64,
+        child_at: impl FnOnce(u32) -> &'a mut Child,
+    ) -> Option<(u32, u64, &'a mut Child)> {
         let &index = self.waiting.front()?;
         let child = child_at(index);
         let (reuse, seq) = child.place();
@@ -144,10 +198,39 @@ impl Supervisor {
         {
             return None;
         }
-        self.waiting.pop_front();
+        Some((index, seq, child))
+    }
+
+    /// The child has gone on to the task at `index` it was sent ahead: counted from now
+    /// on (the task before it leaves its slot as it ends).
+    pub fn start_ahead(&mut self, index: u32, child: &mut Child) {
+        self.ahead.retain(|&i| i != index);
         self.running += 1;
         child.start_counted();
-        Some((index, seq))
+    }
+
+    /// The task sent ahead to a reused child, if one is (at most one at a time).
+    pub fn ahead(&self) -> Option<u32> {
+        self.ahead.first().copied()
+    }
+
+    /// True if a task of bound `max_children` could take a free slot now.
+    pub fn has_slot(&self, max_children: usize) -> bool {
+        self.running < max_children
+    }
+
+    /// A task sent ahead was taken back to end it (cancelled or timed out): it is no
+    /// longer sent ahead, and waits for nothing.
+    pub fn taken_back(&mut self, index: u32, child: &mut Child) {
+        self.ahead.retain(|&i| i != index);
+        child.unsend();
+    }
+
+    /// A task sent ahead that the child never took: it waits at the head again.
+    pub fn requeue(&mut self, index: u32, child: &mut Child) {
+        self.ahead.retain(|&i| i != index);
+        child.unsend();
+        self.waiting.push_front(index);
     }
 
     /// The task `next_for` took could not be handed the child (it died): it waits at
@@ -211,6 +294,35 @@ mod tests {
         assert_eq!(sup.start_next(|i| &mut children[i as usize]), None);
         sup.forget(3, &mut children[3]);
         assert_eq!(sup.start_next(|i| &mut children[i as usize]), Some(4));
+    }
+
+    #[test]
+    fn a_task_sent_ahead_leaves_the_queue_stays_in_snapshots_and_may_come_back() {
+        let mut sup = Supervisor::default();
+        let (mut children, fork_now) = admit_all(&mut sup, &vec![plan(1, true); 4]);
+        assert_eq!(fork_now, [true, false, false, false]);
+        sup.forget(0, &mut children[0]);
+        assert_eq!(sup.start_next(|i| &mut children[i as usize]), Some(1));
+        let fork_seq = sup.fork_seq();
+        // 1's child runs; 2 is sent ahead to it: off the queue, not counted yet.
+        assert_eq!(sup.next_ahead(fork_seq, (0, 0), 0, 1, |i| &mut children[i as usize]), Some((2, 2)));
+        assert_eq!(children[2].ahead_of(), Some(1));
+        assert_eq!(sup.running, 1);
+        assert_eq!(sup.waiting, [3]);
+        // A child forked now knows of 2 as well: taken back, 2 may wait again.
+        let snapshot = sup.snapshot((0, 0), |i| (children[i as usize].place().0, children[i as usize].place().1, i));
+        assert_eq!(snapshot, [(2, 2), (3, 3)]);
+        // Taken back: at the head again.
+        sup.requeue(2, &mut children[2]);
+        assert!(children[2].is_waiting());
+        assert_eq!(sup.waiting, [2, 3]);
+        // Sent again, and the child goes on to it: counted (1 leaves as it ends).
+        assert_eq!(sup.next_ahead(fork_seq, (0, 0), 0, 1, |i| &mut children[i as usize]), Some((2, 2)));
+        sup.start_ahead(2, &mut children[2]);
+        assert_eq!(sup.running, 2);
+        sup.forget(1, &mut children[1]);
+        assert_eq!(sup.running, 1);
+        assert!(sup.ahead.is_empty());
     }
 
     #[test]

@@ -2,7 +2,14 @@
 //! the parent to send the next task's number (or to say it is done).
 //!
 //! The parent sends on a socket pair of its own (not the result pipe): 8 bytes, a task's
-//! sequence number, little-endian; 0 means exit. The child runs only tasks it was given
+//! sequence number, little-endian; 0 means exit. The child reads it only after it has
+//! sent the last task's status and 'R', so the parent may send the next number ahead,
+//! while the child still runs a task: the child then goes on without waiting for the
+//! parent's loop. The parent keeps a copy of the child's end of the socket, so it can
+//! take a number sent ahead back ([`take_back`]: a cancel or timeout of that task):
+//! whichever of the two reads the 8 bytes first has them, so either the child runs that
+//! task, or it never does and reports ready as if nothing had been sent. At most one
+//! number is in the socket at a time. The child runs only tasks it was given
 //! at its fork, looked up by number in its copy of the list (see
 //! [`Supervisor`](super::Supervisor) for the rule), and exits on anything else: an
 //! unknown number, the end of the socket, or a parent that has gone (a sibling child may
@@ -66,10 +73,43 @@ pub unsafe fn fork_worker<W: Copy>(
         })
     };
     drop(write);
-    drop(theirs);
     let pid = forked?;
     let exit_watch = sys::ChildWatch::new(pid);
-    Ok(Forked { pid, pipe: read, control: Some(control), exit_watch })
+    Ok(Forked { pid, pipe: read, control: Some(control), theirs: Some(theirs), exit_watch })
+}
+
+/// True if the child has read every number sent to it (through the parent's copy of
+/// its end, `theirs`): only then may the next be sent ahead, so that at most one number
+/// is ever in the socket, and [`take_back`] takes back that one and no other.
+pub fn has_read_all(theirs: RawFd) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: peeks at one byte into our variable; MSG_DONTWAIT never blocks.
+    let n = unsafe { libc::recv(theirs, (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+    n < 0 && matches!(io::Error::last_os_error().raw_os_error(), Some(e) if e == libc::EAGAIN || e == libc::EWOULDBLOCK)
+}
+
+/// Takes back the task number sent ahead to a child whose end of the control socket the
+/// parent holds a copy of (`theirs`), if the child has not read it: Some(true) if it
+/// was taken back (the child never runs that task), Some(false) if the child has it,
+/// None if that cannot be told (an error; eight bytes written at once are read at once,
+/// all of them by one reader, so a part of them is not expected either).
+pub fn take_back(theirs: RawFd) -> Option<bool> {
+    let mut buf = [0u8; 8];
+    loop {
+        // SAFETY: reads into our buffer; MSG_DONTWAIT never blocks.
+        let n = unsafe { libc::recv(theirs, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        if n == buf.len() as isize {
+            return Some(true);
+        }
+        if n < 0 {
+            match io::Error::last_os_error().raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(e) if e == libc::EAGAIN || e == libc::EWOULDBLOCK => return Some(false),
+                _ => {}
+            }
+        }
+        return None;
+    }
 }
 
 /// The number of the next task the parent sends on `fd`; None: exit (0, the end of the
