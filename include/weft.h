@@ -379,7 +379,8 @@ typedef struct weft_pool_stats {
   // Tasks submitted and not yet started (CPU pools: those a loop's owner spawned
   // outside callbacks are counted 32 at a time, so this is a lower bound).
   uint64_t queued;
-  // Tasks run to their end since the pool was made.
+  // Tasks run to their end since the pool was made (counted as a task returns, a
+  // moment after its `done` may have run).
   uint64_t tasks_run;
   // CPU pools: tasks a thread took from another thread's queue.
   uint64_t steals;

@@ -78,7 +78,8 @@ pub struct weft_pool_stats {
     /// Tasks submitted and not yet started (CPU pools: those a loop's owner spawned
     /// outside callbacks are counted 32 at a time, so this is a lower bound).
     pub queued: u64,
-    /// Tasks run to their end since the pool was made.
+    /// Tasks run to their end since the pool was made (counted as a task returns, a
+    /// moment after its `done` may have run).
     pub tasks_run: u64,
     /// CPU pools: tasks a thread took from another thread's queue.
     pub steals: u64,

@@ -348,7 +348,8 @@ const weft_pool_stats = koffi.struct('weft_pool_stats', {
   // Tasks submitted and not yet started (CPU pools: those a loop's owner spawned
   // outside callbacks are counted 32 at a time, so this is a lower bound).
   queued: 'uint64_t',
-  // Tasks run to their end since the pool was made.
+  // Tasks run to their end since the pool was made (counted as a task returns, a
+  // moment after its `done` may have run).
   tasks_run: 'uint64_t',
   // CPU pools: tasks a thread took from another thread's queue.
   steals: 'uint64_t',

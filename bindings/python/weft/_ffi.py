@@ -421,7 +421,8 @@ class weft_pool_stats(ctypes.Structure):
         # Tasks submitted and not yet started (CPU pools: those a loop's owner spawned
         # outside callbacks are counted 32 at a time, so this is a lower bound).
         ("queued", ctypes.c_uint64),
-        # Tasks run to their end since the pool was made.
+        # Tasks run to their end since the pool was made (counted as a task returns, a
+        # moment after its `done` may have run).
         ("tasks_run", ctypes.c_uint64),
         # CPU pools: tasks a thread took from another thread's queue.
         ("steals", ctypes.c_uint64),
