@@ -19,6 +19,7 @@ import threading
 from typing import Any, Callable, Dict, Optional
 
 from . import _ffi
+from ._stats import read_timing
 
 logger = logging.getLogger("weft")
 
@@ -167,6 +168,10 @@ def _on_done(lp: Any, rid: int, status: int, result: Any, length: int, key: Opti
     try:
         entry = registry.get(key)  # type: ignore[arg-type]
         if entry is not None:
+            # Only here can weft tell the task's times: kept on its future before the
+            # entry settles it (its done-callbacks see them). A successful read leaves
+            # weft_last_error alone, which a process task's done reads next.
+            entry.future._timing_raw = read_timing(lp, rid)
             entry.done(status, result, length)
     except BaseException as exc:  # noqa: BLE001
         _trampoline_failed(exc, "weft done trampoline")

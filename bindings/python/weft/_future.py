@@ -14,6 +14,7 @@ from concurrent.futures._base import (
 from typing import TYPE_CHECKING, Any, Callable, Generator, List, Optional, TypeVar
 
 from ._callbacks import report
+from ._stats import TaskTiming, timing_of
 
 if TYPE_CHECKING:
     from ._loop import Loop
@@ -60,6 +61,7 @@ class Future(concurrent.futures.Future[_T]):
     _waiter_list: Optional[List[Any]] = None
     _task_id = 0  # weft's id of a loop/thread/cpu task: cancel() cancels it
     _cancel_hook: Optional[Callable[[], bool]] = None  # for process tasks
+    _timing_raw: Any = None  # the task's weft_task_timing, copied in its done (_stats)
 
     def __init__(self, loop: "Loop") -> None:  # noqa: D107 - no super().__init__: see above
         self._loop: Optional["Loop"] = loop
@@ -121,6 +123,14 @@ class Future(concurrent.futures.Future[_T]):
         if self._state == FINISHED:
             return self._exception
         return super().exception(timeout)
+
+    @property
+    def timing(self) -> Optional[TaskTiming]:
+        """When the task was queued, started, finished and completed (a
+        `weft.TaskTiming`, on `time.monotonic()`'s clock, with `queue_delay` and
+        `run_time`); None until its done has run (done-callbacks see it), and for a
+        future cancelled before that or whose loop was closed."""
+        return timing_of(self._timing_raw)
 
     # ---- cancelling and callbacks -----------------------------------------------------
 

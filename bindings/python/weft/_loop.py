@@ -481,6 +481,8 @@ class Loop(Monitoring):
                 discard(key)
                 raise self._unusable(what)
             rid = register_fn(self._ptr, *c_args, key, FREE)
+            if rid:  # the watchdog's label (Loop.set_label): the callable's name
+                held.weft_set_label(self._ptr, rid, _label_of(entry.fn))
         if not rid:
             err = error_from()
             discard(key)
@@ -612,11 +614,16 @@ def _spawn_options(key: Any, timeout_ms: int, fill: Callable[[Any], None]) -> An
     options = _ffi.weft_spawn_options()
     options.size = ctypes.sizeof(options)
     options.timeout_ms = timeout_ms
+    options.flags = _ffi.WEFT_SPAWN_TIMING  # the future's timing (_stats): a few clock reads a task
     fill(options)
     ref = ctypes.byref(options)
     if timeout_ms == 0 and len(_OPTIONS) < 256:
         _OPTIONS[key] = ref
     return ref
+
+
+def _label_of(fn: Any) -> bytes:
+    return str(getattr(fn, "__qualname__", None) or type(fn).__qualname__).encode("utf-8", "replace")
 
 
 def _pool_option(options: Any, where: int) -> None:
