@@ -102,14 +102,95 @@ export interface SpawnOptions {
   inheritFds?: boolean;
 }
 
-/** A weft event loop, run by Node's own event loop. */
+/**
+ * When a spawned task was queued, started, finished and done (its promise settled):
+ * milliseconds on performance.now()'s clock, null for what did not happen (a task
+ * aborted or timed out before it started has no start). The `*Ns` fields are weft's
+ * CLOCK_MONOTONIC nanoseconds (process.hrtime.bigint()'s clock; 0: did not happen).
+ */
+export class TaskTiming {
+  readonly queued: number;
+  readonly started: number | null;
+  readonly finished: number | null;
+  readonly done: number;
+  readonly queuedNs: number;
+  readonly startedNs: number;
+  readonly finishedNs: number;
+  readonly doneNs: number;
+  /** Milliseconds it waited for a thread or a child (null if it never started). */
+  readonly queueDelay: number | null;
+  /** Milliseconds its work ran (null if it did not start or finish). */
+  readonly runTime: number | null;
+}
+
+/** What loop.spawn returns: the promise of the bytes the work wrote, and its timing. */
+export interface SpawnPromise extends Promise<Buffer> {
+  /** Set when the task's done has run, before the promise settles; null until then. */
+  timing: TaskTiming | null;
+}
+
+/**
+ * A loop's counters (weft_loop_get_stats), as Numbers. Times are nanoseconds; busy/idle
+ * time and timer lateness count from the loop's first stats() on.
+ */
+export interface LoopStats {
+  passes: number;
+  /** Callbacks run, by kind. The binding's JS timers are one weft timer, its JS events weft posts. */
+  timerCallbacks: number;
+  postCallbacks: number;
+  fdCallbacks: number;
+  signalCallbacks: number;
+  eventCallbacks: number;
+  doneCallbacks: number;
+  busyNs: number;
+  idleNs: number;
+  /** Timer lateness (deadline to call) over weft's last 1024 timer calls. */
+  timerLateP50Ns: number;
+  timerLateP99Ns: number;
+  timerLateMaxNs: number;
+  timerLateSamples: number;
+  /** Posts and events queued, not yet run. */
+  queuedRecords: number;
+  /** Tasks finished whose done waits for a pass. */
+  waitingCompletions: number;
+  /** Pool tasks spawned whose done has not run. */
+  tasks: number;
+  /** Process tasks waiting or running. */
+  processTasks: number;
+  /** Live child processes. */
+  children: number;
+  /** Registrations, by kind (weft's: JS timers are one). */
+  timers: number;
+  fdWatches: number;
+  signalWatches: number;
+  subscriptions: number;
+  /** busyNs / (busyNs + idleNs), null before a second read. */
+  utilization: number | null;
+}
+
+/** A weft pool's counters (weft_pool_get_stats). */
+export interface PoolStats {
+  threads: number;
+  busyThreads: number;
+  queued: number;
+  tasksRun: number;
+  steals: number;
+  threadsStarted: number;
+  threadsRetired: number;
+}
+
+/** The counters of weft's default pool of `kind` (the pools loop.spawn uses). */
+export function poolStats(kind?: 'cpu' | 'io'): PoolStats;
+/** The share of the time between two stats() of one loop spent in callbacks (null: none counted). */
+export function utilizationBetween(earlier: LoopStats, later: LoopStats): number | null;
+
 /** A callback that held Node's thread longer than the watchdog's threshold. */
 export interface SlowCallback {
   /** The weft id of the registration (the binding's own for JS timers and JS events). */
   id: bigint;
   /** 'timer', 'post', 'fd', 'signal', 'event' or 'done'. */
   kind: string;
-  /** The JS function's name, when the binding knows it. */
+  /** The handle's label (loop.setLabel), else the JS function's name, when known. */
   name: string | null;
   /** How long it ran, in milliseconds. */
   durationMs: number;
@@ -122,6 +203,7 @@ export interface LoopOptions {
   debug?: boolean;
 }
 
+/** A weft event loop, run by Node's own event loop. */
 export class Loop {
   constructor(options?: LoopOptions);
   /**
@@ -130,6 +212,16 @@ export class Loop {
    * blocked). No handler: console.warn. `ms` null or 0: off.
    */
   setWatchdog(ms: number | null, handler?: (report: SlowCallback) => void): void;
+  /**
+   * weft's counters of this loop now; the first call starts counting busy/idle time and
+   * timer lateness. Does not stop the loop.
+   */
+  stats(): LoopStats;
+  /**
+   * Names a watch, a subscription, a JS timer or a spawn's promise (or a weft id) for
+   * the watchdog's reports and weft_set_label; null removes it.
+   */
+  setLabel(target: Handle | SpawnPromise | bigint, label: string | null): void;
   /**
    * The weft_loop pointer, for native libraries built on weft. Once it has been read,
    * events emitted in JS go through weft_emit (until then the binding delivers them).
@@ -157,10 +249,11 @@ export class Loop {
    * Runs a native weft_work_fn (a pointer to an exported C function, e.g.
    * `koffi.load(path).symbol('my_work')`) on a pool thread or in a forked child
    * (`on: 'process'`); resolves with the bytes it wrote once it returns 0. A child that
-   * dies rejects with a WeftError WEFT_ERR_CRASHED naming the signal.
+   * dies rejects with a WeftError WEFT_ERR_CRASHED naming the signal. The promise's
+   * `timing` tells when the task was queued, started, finished and done.
    */
   spawn(work: bigint, userData?: Buffer | Uint8Array | ArrayBuffer | string | bigint | null,
-    options?: SpawnOptions): Promise<Buffer>;
+    options?: SpawnOptions): SpawnPromise;
   /** Frees the loop; pending spawns reject with WEFT_ERR_CLOSED. Idempotent. */
   close(): void;
 
@@ -201,5 +294,8 @@ declare const weft: {
   native: Record<string, (...args: any[]) => any>;
   ffi: Record<string, any>;
   diagnostics: typeof diagnostics;
+  poolStats: typeof poolStats;
+  utilizationBetween: typeof utilizationBetween;
+  TaskTiming: typeof TaskTiming;
 };
 export default weft;

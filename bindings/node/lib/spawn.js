@@ -9,11 +9,30 @@ const { WeftError, AbortError, TaskError, lastError } = require('./errors.js');
 const { U64_MAX, checkMs, checkU32, toBytes } = require('./checks.js');
 const { T_DONE } = require('./trampolines.js');
 
-const { koffi, WEFT_ERR_INVALID, WEFT_ON_IO, WEFT_ON_CPU, WEFT_ON_PROCESS } = ffi;
+const { koffi, WEFT_ERR_INVALID, WEFT_ON_IO, WEFT_ON_CPU, WEFT_ON_PROCESS, WEFT_SPAWN_TIMING } = ffi;
 
 const SPAWN_OPTIONS_SIZE = koffi.sizeof(ffi.weft_spawn_options);
 
 const WHERE = { io: WEFT_ON_IO, cpu: WEFT_ON_CPU, process: WEFT_ON_PROCESS };
+
+// The options of a spawn with no timeout, on a pool: only the timing (stats.js), which
+// every spawn records for its promise's `timing`.
+const DEFAULT_OPTIONS = {
+  size: SPAWN_OPTIONS_SIZE,
+  timeout_ms: 0,
+  pool: null,
+  max_children: 0,
+  fork_fn: null,
+  fork_data: null,
+  reuse_child: false,
+  keep_fds: null,
+  keep_fds_len: 0,
+  inherit_fds: false,
+  flags: WEFT_SPAWN_TIMING,
+};
+
+// A spawn's promise -> its Task, for loop.setLabel(promise, label).
+const taskOf = new WeakMap();
 
 // Work pointers that passed the dladdr check below. dladdr fills a struct whose two
 // strings koffi decodes on every call (~2.5 us); a pointer checked once is not checked
@@ -51,6 +70,8 @@ function checkWork(work) {
 //     options.inheritFds (true: the child keeps every fd).
 // A status other than 0 rejects with a TaskError (its .status and .result); a child
 // that died rejects with a WeftError WEFT_ERR_CRASHED naming the signal or exit code.
+// The promise's `timing` (null until the task's done has run, which settles it): when
+// it was queued, started, finished and done, a TaskTiming of stats.js.
 //
 // on: 'process' runs the native function in a child forked from this process (a
 // copy-on-write snapshot of it at the fork); JavaScript never runs there. The child
@@ -125,7 +146,8 @@ function spawnTask(loop, work, userData, options) {
     keep_fds: keep,
     keep_fds_len: keep === null ? 0 : keep.length,
     inherit_fds: inheritFds === true,
-  } : null;
+    flags: WEFT_SPAWN_TIMING,
+  } : DEFAULT_OPTIONS;
   const id = lib.weft_spawn(loop._ptr, where, work, T_DONE, data, freeFn, opts);
   if (id === 0n) {
     const err = lastError();
@@ -137,6 +159,11 @@ function spawnTask(loop, work, userData, options) {
     task.resolve = resolve;
     task.reject = reject;
   });
+  // When the task was queued, started, finished and done (stats.js): set by its done,
+  // before the promise settles.
+  promise.timing = null;
+  task.promise = promise;
+  taskOf.set(promise, task);
   if (signal) {
     task.onAbort = () => task.abort();
     signal.addEventListener('abort', task.onAbort, { once: true });
@@ -174,6 +201,7 @@ class Task {
     this.resolve = null;
     this.reject = null;
     this.onAbort = null;
+    this.promise = null;
   }
 
   // `why`: weft_last_error's text, read inside done, for a process task's crash.
@@ -203,4 +231,4 @@ class Task {
   }
 }
 
-module.exports = { spawnTask };
+module.exports = { spawnTask, taskOf };
