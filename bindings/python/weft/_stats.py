@@ -7,22 +7,28 @@ loop is not stopped), from any thread; it releases the interpreter lock, as weft
 wait for the loop's own lock there. busy/idle time and timer lateness are counted
 from the first read of a loop's stats on: the first `stats()` starts them.
 
-Timings: the binding spawns every task with `WEFT_SPAWN_TIMING` set, and its
-done trampoline (`_callbacks._on_done`, the only place weft_task_get_timing answers)
-copies the four times into a `weft_task_timing` kept on the future; `Future.timing`
-turns them into a `TaskTiming` when asked. weft reads CLOCK_MONOTONIC, the clock of
-`time.monotonic()`, so the times compare with it.
+Timings, kept on the future as (queued, started, finished, done) in CLOCK_MONOTONIC ns
+(`time.monotonic_ns()`'s clock) and turned into a `TaskTiming` when asked:
+* loop, thread and cpu tasks: stamped by the binding (`_loop._Task`: the spawn, the
+  start and the end of fn on its thread, the done), four `time.monotonic_ns()` calls.
+  Asking weft (WEFT_SPAWN_TIMING) would cost a ctypes round trip in every done (a
+  fifth more instructions per trivial thread task); and fn's start is then when its
+  pool thread holds the GIL, when the user's code really starts.
+* process tasks, whose start and end only weft sees (in the child): spawned with
+  WEFT_SPAWN_TIMING, and the done trampoline (`_callbacks._on_done`: weft answers only
+  inside done) reads weft_task_get_timing into the loop's `TimingBuffer`.
 """
 
 from __future__ import annotations
 
 import ctypes
+import struct
 from dataclasses import dataclass, fields
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 from . import _ffi
 from ._errors import check
-from ._lib import held, lib
+from ._lib import lib
 
 
 @dataclass(frozen=True)
@@ -142,26 +148,35 @@ def pool_stats(ptr: Any, kind: int) -> PoolStats:
 # ---- task timings ------------------------------------------------------------------------
 
 _Timing = _ffi.weft_task_timing
-_TIMING_SIZE = ctypes.sizeof(_Timing)
-_get_timing = held.weft_task_get_timing
+# The four times of a weft_task_timing: consecutive u64s after its size_t.
+TIMES = struct.Struct("=4Q")
+TIMES_OFFSET = _Timing.queued_ns.offset
+assert [getattr(_Timing, f).offset - TIMES_OFFSET for f in ("queued_ns", "started_ns", "finished_ns", "done_ns")] \
+    == [0, 8, 16, 24], "weft_task_timing's layout changed"
+
+class TimingBuffer:
+    """A loop's weft_task_timing, which its done trampoline fills for each process task
+    (made once: done runs on the loop thread only), and a reference to pass it by."""
+
+    __slots__ = ("raw", "ref")
+
+    def __init__(self) -> None:
+        self.raw = _Timing()
+        self.raw.size = ctypes.sizeof(_Timing)
+        self.ref = ctypes.byref(self.raw)
 
 
-def read_timing(lp: Any, rid: int) -> Any:
-    """Inside a task's done: its weft_task_timing (None if weft has none)."""
-    raw = _Timing()
-    raw.size = _TIMING_SIZE
-    if _get_timing(lp, rid, raw) != 0:
+def timing_of(times: Optional[Tuple[int, int, int, int]]) -> Optional[TaskTiming]:
+    """(queued, started, finished, done) in CLOCK_MONOTONIC ns (0: did not happen) as a
+    TaskTiming."""
+    if times is None:
         return None
-    return raw
-
-
-def timing_of(raw: Any) -> Optional[TaskTiming]:
-    """A read_timing struct as a TaskTiming."""
-    if raw is None or not raw.queued_ns:
+    queued, started, finished, done = times
+    if not queued:
         return None
     return TaskTiming(
-        queued=raw.queued_ns / 1e9,
-        started=raw.started_ns / 1e9 if raw.started_ns else None,
-        finished=raw.finished_ns / 1e9 if raw.finished_ns else None,
-        done=raw.done_ns / 1e9,
+        queued=queued / 1e9,
+        started=started / 1e9 if started else None,
+        finished=finished / 1e9 if finished else None,
+        done=done / 1e9,
     )
