@@ -33,6 +33,8 @@ export type WeftErrorCode =
 /** An error weft reported. */
 export class WeftError extends Error {
   name: 'WeftError';
+  /** A rejected spawn's timing, with `timing: true`. */
+  timing?: TaskTiming;
   /** The weft_result's name, e.g. 'WEFT_ERR_NOT_FOUND'. */
   code: WeftErrorCode;
   /** The weft_result's value, e.g. -3. */
@@ -42,12 +44,16 @@ export class WeftError extends Error {
 /** What an AbortSignal did to a spawn (its cause is the signal's reason). */
 export class AbortError extends Error {
   name: 'AbortError';
+  /** With `timing: true`: set once the aborted task's work has returned. */
+  timing?: TaskTiming;
   code: 'ABORT_ERR';
 }
 
 /** A task whose work returned a status other than 0. */
 export class TaskError extends Error {
   name: 'TaskError';
+  /** With `timing: true`. */
+  timing?: TaskTiming;
   code: 'WEFT_TASK_STATUS';
   status: number;
   /** The bytes the work wrote. */
@@ -100,10 +106,18 @@ export interface SpawnOptions {
   keepFds?: number[];
   /** on: 'process' only: true keeps every fd open in the child (the fork(2) default). */
   inheritFds?: boolean;
+  /**
+   * Records when the task was queued, started, finished and done: the resolved Buffer,
+   * or the rejection's error (an AbortError once the work has returned), carries it as
+   * `timing`. Off by default: it costs a few microseconds a spawn.
+   */
+  timing?: boolean;
+  /** The task's name in the watchdog's reports (weft_set_label). */
+  label?: string;
 }
 
 /**
- * When a spawned task was queued, started, finished and done (its promise settled):
+ * When a task spawned with `timing: true` was queued, started, finished and done:
  * milliseconds on performance.now()'s clock, null for what did not happen (a task
  * aborted or timed out before it started has no start). The `*Ns` fields are weft's
  * CLOCK_MONOTONIC nanoseconds (process.hrtime.bigint()'s clock; 0: did not happen).
@@ -123,10 +137,10 @@ export class TaskTiming {
   readonly runTime: number | null;
 }
 
-/** What loop.spawn returns: the promise of the bytes the work wrote, and its timing. */
-export interface SpawnPromise extends Promise<Buffer> {
-  /** Set when the task's done has run, before the promise settles; null until then. */
-  timing: TaskTiming | null;
+/** What a spawn resolves with: the bytes the work wrote (and its timing, if asked). */
+export interface SpawnResult extends Buffer {
+  /** With `timing: true` only. */
+  timing?: TaskTiming;
 }
 
 /**
@@ -218,10 +232,10 @@ export class Loop {
    */
   stats(): LoopStats;
   /**
-   * Names a watch, a subscription, a JS timer or a spawn's promise (or a weft id) for
-   * the watchdog's reports and weft_set_label; null removes it.
+   * Names a watch, a subscription or a JS timer (or a weft id) for the watchdog's
+   * reports and weft_set_label; null removes it. A task: spawn's `label` option.
    */
-  setLabel(target: Handle | SpawnPromise | bigint, label: string | null): void;
+  setLabel(target: Handle | bigint, label: string | null): void;
   /**
    * The weft_loop pointer, for native libraries built on weft. Once it has been read,
    * events emitted in JS go through weft_emit (until then the binding delivers them).
@@ -249,11 +263,11 @@ export class Loop {
    * Runs a native weft_work_fn (a pointer to an exported C function, e.g.
    * `koffi.load(path).symbol('my_work')`) on a pool thread or in a forked child
    * (`on: 'process'`); resolves with the bytes it wrote once it returns 0. A child that
-   * dies rejects with a WeftError WEFT_ERR_CRASHED naming the signal. The promise's
-   * `timing` tells when the task was queued, started, finished and done.
+   * dies rejects with a WeftError WEFT_ERR_CRASHED naming the signal. With
+   * `timing: true`, the result (or the error) has `timing`.
    */
   spawn(work: bigint, userData?: Buffer | Uint8Array | ArrayBuffer | string | bigint | null,
-    options?: SpawnOptions): SpawnPromise;
+    options?: SpawnOptions): Promise<SpawnResult>;
   /** Frees the loop; pending spawns reject with WEFT_ERR_CLOSED. Idempotent. */
   close(): void;
 

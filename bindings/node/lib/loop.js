@@ -102,9 +102,9 @@ class Loop {
     return loopStats(this);
   }
 
-  // Names a watch, a subscription, a JS timer or a spawn's promise (or a weft id) for
-  // the watchdog's reports and weft's own readers of labels (weft_set_label); null
-  // removes the label (monitor.js).
+  // Names a watch, a subscription or a JS timer (or a weft id) for the watchdog's
+  // reports and weft's own readers of labels (weft_set_label); null removes the label
+  // (monitor.js). A task: spawn's options.label.
   setLabel(target, label) {
     setLabel(this, target, label);
   }

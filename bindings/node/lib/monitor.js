@@ -16,16 +16,17 @@
 //   one of that weft callback;
 // - a Handle labelled with loop.setLabel: its label.
 //
-// loop.setLabel(target, label) names a watch, a subscription or a spawned task for
-// weft (weft_set_label: what C-side readers of labels see) and for these reports; a JS
-// timer's label is the binding's alone (its timers share one weft timer).
+// loop.setLabel(target, label) names a watch or a subscription for weft
+// (weft_set_label: what C-side readers of labels see) and for these reports; a JS
+// timer's label is the binding's alone (its timers share one weft timer); a task is
+// named by spawn's options.label.
 'use strict';
 
 const ffi = require('./ffi.js');
 const { lib } = require('./library.js');
 const { WeftError, lastError } = require('./errors.js');
 const { Handle } = require('./handle.js');
-const { taskOf } = require('./spawn.js');
+const { checkLabel } = require('./spawn.js');
 
 const { WEFT_OK, WEFT_ERR_NOT_FOUND } = ffi;
 
@@ -131,10 +132,7 @@ function setWatchdog(loop, ms, handler) {
 // loop.setLabel(target, label): see Loop.setLabel in loop.js.
 function setLabel(loop, target, label) {
   loop._check('setLabel');
-  if (label !== null && typeof label !== 'string') {
-    throw new TypeError(`setLabel: label must be a string or null, not ${typeof label}`);
-  }
-  if (label !== null && label.includes('\0')) throw new TypeError('setLabel: label contains a NUL character');
+  if (label !== null) checkLabel(label, 'setLabel: label');
   let id;
   if (target instanceof Handle) {
     if (target.loop !== loop) throw new TypeError("setLabel: the handle is another loop's");
@@ -144,14 +142,10 @@ function setLabel(loop, target, label) {
       return;
     }
     id = target._rawId;
-  } else if (target instanceof Promise) {
-    const task = taskOf.get(target);
-    if (task === undefined || task.loop !== loop) throw new TypeError("setLabel: not a promise of this loop's spawn");
-    id = task.id;
   } else if (typeof target === 'bigint') {
     id = target;
   } else {
-    throw new TypeError('setLabel: target must be a Handle, a promise of loop.spawn or a BigInt id');
+    throw new TypeError('setLabel: target must be a Handle or a BigInt id (a task: spawn\'s options.label)');
   }
   const rc = lib.weft_set_label(loop._ptr, id, label);
   if (rc !== WEFT_OK) throw lastError(rc);

@@ -139,10 +139,10 @@ function onDone(lp, id, status, result, len) {
   // read here inside done, says why (the signal, the exit code, the errno).
   const why = task.process && status < 0 && status !== WEFT_ERR_TIMEOUT && status !== WEFT_ERR_CANCELLED
     ? lastError(status) : null;
-  // Its times, which weft tells only inside done (stats.js), before the promise settles.
-  if (task.promise !== null) task.promise.timing = readTiming(loop._ptr, id);
+  // Its times (options.timing), which weft tells only inside done (stats.js).
+  const timing = task.timed ? readTiming(loop._ptr, id) : null;
   try {
-    task.finish(status, status >= 0 ? copyBytes(result, len) : null, why);
+    task.finish(status, status >= 0 ? copyBytes(result, len) : null, why, timing);
   } catch (err) {
     loop._fail(err);
   }

@@ -1,5 +1,5 @@
-// loop.stats(), weft.poolStats(), a spawn promise's `timing` (a task queued behind a
-// busy pool waits longer than it runs) and loop.setLabel (the watchdog's name).
+// loop.stats(), weft.poolStats(), spawn's options.timing (a task queued behind a busy
+// pool waits longer than it runs) and loop.setLabel / options.label (the watchdog's name).
 //
 //     node --test bindings/node/test/
 'use strict';
@@ -93,31 +93,35 @@ test('timing: a task queued behind a busy pool waits longer than it runs', async
   const loop = new Loop();
   await loop.spawn(em.sum, '1'); // the pool's threads exist
   const threads = weft.poolStats('cpu').threads;
-  const blockers = Array.from({ length: threads }, () => loop.spawn(em.sleep, '200'));
-  const quick = loop.spawn(em.sum, '1 1');
-  assert.equal(quick.timing, null); // until its done has run
-  let seenInThen = null;
-  const result = await quick.then((buf) => { seenInThen = quick.timing; return buf; });
-  assert.equal(result.toString(), '2');
-  await Promise.all(blockers);
+  const blockers = Array.from({ length: threads }, () => loop.spawn(em.sleep, '200', { timing: true }));
+  const quick = await loop.spawn(em.sum, '1 1', { timing: true });
+  assert.equal(quick.toString(), '2');
   const t = quick.timing;
   assert.ok(t instanceof weft.TaskTiming);
-  assert.equal(seenInThen, t);
   assert.ok(t.queueDelay > t.runTime, JSON.stringify(t));
   assert.ok(t.queueDelay >= 150, JSON.stringify(t));
   assert.ok(t.queued <= t.started && t.started <= t.finished && t.finished <= t.done);
   assert.ok(t.done <= performance.now() + 1, `${t.done} vs ${performance.now()}`);
-  for (const b of blockers) assert.ok(b.timing.runTime >= 190);
-  // An aborted task that never started: no start, no run time.
+  assert.ok(Math.abs(t.doneNs / 1e6 - Number(process.hrtime.bigint()) / 1e6) < 5000);
+  for (const b of await Promise.all(blockers)) assert.ok(b.timing.runTime >= 190);
+  assert.equal((await loop.spawn(em.sum, '1')).timing, undefined); // not asked for
+  // A status other than 0: the TaskError carries it.
+  const failed = await loop.spawn(em.status, '3', { timing: true }).catch((e) => e);
+  assert.ok(failed instanceof weft.TaskError && failed.timing instanceof weft.TaskTiming);
+  // An aborted task that never started: its AbortError gets the timing once done ran.
   const more = Array.from({ length: threads }, () => loop.spawn(em.sleep, '100'));
   const ac = new AbortController();
-  const aborted = loop.spawn(em.sum, '1', { signal: ac.signal });
+  const p = loop.spawn(em.sum, '1', { signal: ac.signal, timing: true, label: 'doomed' });
   ac.abort();
-  await assert.rejects(aborted);
+  const err = await p.catch((e) => e);
+  assert.ok(err instanceof weft.AbortError);
   await Promise.all(more);
-  assert.ok(await until(() => aborted.timing !== null));
-  assert.equal(aborted.timing.started, null);
-  assert.equal(aborted.timing.queueDelay, null);
+  assert.ok(await until(() => err.timing !== undefined));
+  assert.equal(err.timing.started, null);
+  assert.equal(err.timing.queueDelay, null);
+  assert.throws(() => loop._spawn(em.sum, '1', { timing: 1 }), TypeError);
+  assert.throws(() => loop._spawn(em.sum, '1', { label: 3 }), TypeError);
+  assert.throws(() => loop._spawn(em.sum, '1', { label: 'a\0b' }), TypeError);
   loop.close();
 });
 
@@ -142,13 +146,13 @@ test('setLabel names a handle in the watchdog reports; bad arguments', async () 
   fs.writeSync(w, 'y');
   assert.ok(await until(() => reports.length >= 3));
   assert.equal(reports[2].name, 'slowRead');
-  const task = loop.spawn(em.sum, '1');
-  loop.setLabel(task, 'a sum');
-  await task;
-  assert.throws(() => loop.setLabel(task, 'done'), WeftError); // its registration ended
+  assert.equal((await loop.spawn(em.sum, '1', { label: 'a sum' })).toString(), '1');
+  assert.throws(() => loop.setLabel(123n, 'no such id'), WeftError);
   assert.throws(() => loop.setLabel(watch, 3), TypeError);
   assert.throws(() => loop.setLabel('x', 'y'), TypeError);
-  assert.throws(() => loop.setLabel(Promise.resolve(), 'y'), TypeError);
+  const pending = loop.spawn(em.sum, '1');
+  assert.throws(() => loop.setLabel(pending, 'y'), TypeError); // a task: options.label
+  await pending;
   watch.cancel();
   assert.throws(() => loop.setLabel(watch, 'gone'), WeftError);
   fs.closeSync(r);
