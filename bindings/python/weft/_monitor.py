@@ -138,8 +138,12 @@ def _sample(thread_id: int, loop: Any) -> Any:
     # The callback: the first frame after the innermost frame of the binding itself
     # (the trampoline, or the binding's dispatcher of a batch of call_soon calls).
     inner = max((i for i, f in enumerate(stack) if f.filename.startswith(_PACKAGE)), default=-1)
-    user = stack[inner + 1:] if inner + 1 < len(stack) else stack
-    return traceback.StackSummary.from_list(user), user[0].name if user else None
+    if inner + 1 < len(stack):
+        user = stack[inner + 1:]
+        return traceback.StackSummary.from_list(user), user[0].name
+    # In the binding itself (a process task's done reading its result) or in C: no
+    # callable of the user's to name (the report's label may).
+    return traceback.StackSummary.from_list(stack), None
 
 
 def _on_report(lp: Any, report: Any, key: Optional[int]) -> None:
