@@ -44,8 +44,9 @@ class LoopStats:
     signal_callbacks: int
     event_callbacks: int
     done_callbacks: int
-    #: Time spent running callbacks, and waiting for something to do, since the loop's
-    #: stats were first read.
+    #: Time spent in passes (callbacks and the loop's own work), and waiting for work
+    #: inside run(), since the loop's stats were first read. weft adds a pass's busy
+    #: time when the pass ends: a callback still running is not in it yet.
     busy_ns: int
     idle_ns: int
     #: How late timers ran (deadline to call), over the last 1024 timer calls since the
@@ -56,13 +57,13 @@ class LoopStats:
     timer_late_samples: int
     #: Posts and events queued, not yet run.
     queued_records: int
-    #: Tasks that finished and whose done waits for a pass.
+    #: Tasks that finished and whose done waits for a later pass (the pass limit).
     waiting_completions: int
     #: Loop and pool tasks spawned whose done has not run.
     tasks: int
     #: Process tasks waiting or running, and adopted children.
     process_tasks: int
-    #: Live child processes.
+    #: Process tasks running in a child now.
     children: int
     #: Registrations, by kind.
     timers: int
