@@ -190,6 +190,19 @@ WORKLOADS = [
          "weft-process-reuse-256m": "weft-process-fork-256m",
          "fork-per-task-256m": "weft-process-fork-256m"}),
       "timeout": 90, "shape": "main thread, all spawned before weft_loop_run"}),
+    # Issue 17: what watching a loop costs it (benches/c/bench_monitor.h).
+    ("monitor_overhead", "the loop's cost per callback with nothing watching (weft), with a "
+     "thread reading weft_loop_get_stats every ms (weft-stats: busy/idle time and timer "
+     "lateness measured), and with the watchdog on at 100 ms (weft-watchdog); 1M chained "
+     "posts (wall ns each) and 200k timers of 0..100 ms (loop thread CPU ns each); modes "
+     "alternate, median of 3 rounds per process",
+     [("post_ns", "ns/post callback", "lower"), ("timer_ns", "CPU ns/timer", "lower")],
+     [("post_ns", "weft", 1.15, "weft-stats"), ("timer_ns", "weft", 1.15, "weft-stats"),
+      ("post_ns", "weft", 1.25, "weft-watchdog"), ("timer_ns", "weft", 1.25, "weft-watchdog")],
+     variants(("weft", "bench_weft", [], {}, ["weft", "weft-stats", "weft-watchdog"])),
+     {"ratio": ("÷ weft (nothing watching)", {"weft-stats": "weft", "weft-watchdog": "weft"}),
+      "shape": "main thread runs the loop: each post callback posts the next; timers "
+      "scheduled before the run"}),
 ]
 
 # Workloads that run the calibrated busy loop.

@@ -10,10 +10,19 @@
 //! per callback: it does not slow the loop.
 //!
 //! What costs a clock read is measured only once a reader has asked (`watched`), as
-//! libuv measures idle time only once configured to: busy and idle time (three reads a
-//! pass) and timer lateness (one read per timer call, kept for the last [`WINDOW`]
+//! libuv measures idle time only once configured to: busy and idle time (a read when
+//! `run` begins and ends, and two around each wait that may block; none in a pass that
+//! does not wait) and timer lateness (one read per timer call, kept for the last [`WINDOW`]
 //! calls in a ring that is allocated then). A loop nobody watches pays two plain adds
 //! per pass and one per callback.
+//!
+//! Busy and idle time are read on the coarse clock (`sys::coarse_now_ns`, a sixth of
+//! a precise read's cost on a VM, in steps of a scheduler tick). Summed over many
+//! passes the two are still right: each pass's readings telescope (busy + idle is the
+//! time since the first read, to a step), and a pass shorter than a step is counted
+//! as a whole step with the probability that a step falls inside it, as long as the
+//! passes are not in step with the tick. Lateness, a single interval per sample, is
+//! read on the precise clock.
 
 use crate::watchdog::Kind;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -32,8 +41,9 @@ pub struct Metrics {
     callbacks: [AtomicU64; KINDS],
     busy_ns: AtomicU64,
     idle_ns: AtomicU64,
-    /// When the pass being made woke from its wait (while watched).
-    woke_ns: AtomicU64,
+    /// Where the busy time being counted began (while watched and `run` runs; 0: not
+    /// counting).
+    mark_ns: AtomicU64,
     /// Completions held back (by the pass limit) when the last pass ended.
     waiting: AtomicU64,
     watched: AtomicBool,
@@ -78,25 +88,40 @@ impl Metrics {
         self.watched.load(Relaxed)
     }
 
+    /// `run` began at `now_ns` (watched only): busy from here.
+    pub fn run_began(&self, now_ns: u64) {
+        self.mark_ns.store(now_ns, Relaxed);
+    }
+
+    /// The loop thread was busy until `now_ns` (watched only): `run` returns, or a pass
+    /// is about to wait. Busy time is counted only inside `run`, and only here and at
+    /// the end of a wait: passes that do not wait read no clock.
+    pub fn busy_until(&self, now_ns: u64) {
+        let mark = self.mark_ns.load(Relaxed);
+        if mark != 0 {
+            bump(&self.busy_ns, now_ns.saturating_sub(mark));
+        }
+        self.mark_ns.store(now_ns, Relaxed);
+    }
+
+    /// `run` returned at `now_ns` (watched only).
+    pub fn run_ended(&self, now_ns: u64) {
+        self.busy_until(now_ns);
+        self.mark_ns.store(0, Relaxed);
+    }
+
     /// The loop thread waited from `from_ns` to `to_ns` in a pass (watched only).
     pub fn waited(&self, from_ns: u64, to_ns: u64) {
         bump(&self.idle_ns, to_ns.saturating_sub(from_ns));
-        self.woke_ns.store(to_ns, Relaxed);
+        self.mark_ns.store(to_ns, Relaxed);
     }
 
-    /// The loop thread ended a pass, with `waiting` completions held back for the next;
-    /// `now_ns` is the clock now when watched (else unused).
+    /// The loop thread ended a pass, with `waiting` completions held back for the next.
     #[inline]
-    pub fn passed(&self, waiting: usize, now_ns: impl FnOnce() -> u64) {
+    pub fn passed(&self, waiting: usize) {
         bump(&self.passes, 1);
         if self.waiting.load(Relaxed) != waiting as u64 {
             self.waiting.store(waiting as u64, Relaxed);
-        }
-        if self.watched() {
-            let woke = self.woke_ns.load(Relaxed);
-            if woke != 0 {
-                bump(&self.busy_ns, now_ns().saturating_sub(woke));
-            }
         }
     }
 
@@ -159,15 +184,20 @@ mod tests {
         m.callback(Kind::Post);
         m.callback(Kind::Post);
         m.callback(Kind::Done);
-        m.passed(3, || unreachable!("no clock read while nobody watches"));
+        m.passed(3);
         assert!(!m.watched());
         let s = m.snapshot();
         assert!(m.watched());
         assert_eq!(s.callbacks, [0, 2, 0, 0, 0, 1]);
         assert_eq!((s.passes, s.waiting_completions), (1, 3));
+        // run from 90: busy to 100, idle to 150, busy to 180, then outside run
+        m.run_began(90);
+        m.busy_until(100);
         m.waited(100, 150);
-        m.passed(0, || 180);
+        m.passed(0);
+        m.run_ended(180);
+        m.busy_until(500); // not counting: run has returned
         let s = m.snapshot();
-        assert_eq!((s.busy_ns, s.idle_ns, s.passes, s.waiting_completions), (30, 50, 2, 0));
+        assert_eq!((s.busy_ns, s.idle_ns, s.passes, s.waiting_completions), (40, 50, 2, 0));
     }
 }

@@ -21,6 +21,8 @@ static weft_loop *new_loop(void)
     return loop;
 }
 
+#include "bench_monitor.h"
+
 /* ---- timers_fire ------------------------------------------------------------ */
 static uint64_t fired;
 
@@ -875,6 +877,7 @@ int main(int argc, char **argv)
         { "task_overhead", task_overhead }, { "task_memory", task_memory },
         { "process_overhead", process_overhead }, { "process_reuse", process_reuse },
         { "timer_lateness", timer_lateness }, { "topic_fanout", topic_fanout },
+        { "monitor_overhead", monitor_overhead },
         { NULL, NULL },
     };
     bench_library = "libweft";   /* which libweft.so: a LIBRARY line for run.py */

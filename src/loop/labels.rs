@@ -69,3 +69,37 @@ impl<H: Handler> Loop<H> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{task, Event, Handler, Loop};
+    use crate::slots::Id;
+    use std::ffi::CString;
+
+    struct Nop;
+    impl Handler for Nop {
+        type Work = task::BoxedWork<Self>;
+        fn call(&mut self, _: &Loop<Self>, _: Id, _: Event<'_>) {}
+    }
+
+    fn held(lp: &Loop<Nop>) -> usize {
+        lp.labels.map.lock().unwrap().0.len()
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "a loop's epoll set, timerfd and eventfds: calls Miri does not emulate")]
+    fn labels_of_ended_registrations_are_swept() {
+        let lp = Loop::<Nop>::new().unwrap();
+        let keep = lp.timer_after(3_600_000, Nop).unwrap();
+        lp.set_label(keep, Some(CString::new("kept").unwrap())).unwrap();
+        for i in 0..10_000 {
+            let id = lp.timer_after(3_600_000, Nop).unwrap();
+            lp.set_label(id, Some(CString::new(format!("t{i}")).unwrap())).unwrap();
+            lp.cancel(id).unwrap();
+            assert!(held(&lp) <= 2 * super::SWEEP_AT_LEAST, "{} labels held after {i}", held(&lp));
+        }
+        assert_eq!(lp.label(keep).unwrap().to_str().unwrap(), "kept");
+        lp.set_label(keep, None).unwrap();
+        assert!(lp.label(keep).is_none());
+    }
+}

@@ -38,7 +38,13 @@ impl<H: Handler> Loop<H> {
         self.running.store(true, SeqCst);
         self.runner_thread.store(thread_number(), SeqCst);
         self.outer.enter();
+        if self.metrics.watched() {
+            self.metrics.run_began(sys::coarse_now_ns());
+        }
         let result = self.run_passes(&mut runner, mode);
+        if self.metrics.watched() {
+            self.metrics.run_ended(sys::coarse_now_ns());
+        }
         // No thread-local may point at this loop's staging feeders once another thread
         // can own the loop (a nested run returns inside another loop's callback).
         pool::publish_staged();
@@ -65,7 +71,7 @@ impl<H: Handler> Loop<H> {
             }
             let stopping = self.stop.load(SeqCst);
             let ran = self.pass(runner, mode != RunMode::NoWait && !stopping)?;
-            self.metrics.passed(runner.done.len(), sys::now_ns);
+            self.metrics.passed(runner.done.len());
             if self.stop.load(SeqCst) {
                 return Ok(());
             }
@@ -162,10 +168,11 @@ impl<H: Handler> Loop<H> {
         if self.own_next.load(Relaxed) < self.armed_hint.load(SeqCst) {
             self.rearm(&mut self.lock());
         }
-        if self.metrics.watched() {
-            let from = sys::now_ns();
+        if block && self.metrics.watched() {
+            let from = sys::coarse_now_ns();
+            self.metrics.busy_until(from);
             self.inner.load().wait(events, block).map_err(io_error(sys::call::WAIT))?;
-            self.metrics.waited(from, sys::now_ns());
+            self.metrics.waited(from, sys::coarse_now_ns());
         } else {
             self.inner.load().wait(events, block).map_err(io_error(sys::call::WAIT))?;
         }

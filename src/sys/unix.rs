@@ -25,6 +25,37 @@ pub fn now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// The platform's cheap monotonic clock (read from the vDSO page without the
+/// arithmetic of a precise read: 15 ns where CLOCK_MONOTONIC takes 30-100 on a VM),
+/// updated once a scheduler tick; CLOCK_MONOTONIC where there is none.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const COARSE: libc::clockid_t = libc::CLOCK_MONOTONIC_COARSE;
+#[cfg(target_os = "freebsd")]
+const COARSE: libc::clockid_t = libc::CLOCK_MONOTONIC_FAST;
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+const COARSE: libc::clockid_t = libc::CLOCK_MONOTONIC;
+
+/// Nanoseconds of the coarse clock (see [`coarse_resolution_ns`]), on the same time
+/// line as [`now_ns`], behind it by up to one resolution.
+#[inline]
+pub fn coarse_now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid out-pointer; the clock exists where it is chosen.
+    unsafe { libc::clock_gettime(COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// How far apart the coarse clock's readings step, in ns (asked once).
+pub fn coarse_resolution_ns() -> u64 {
+    static RES: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *RES.get_or_init(|| {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: as above.
+        unsafe { libc::clock_getres(COARSE, &mut ts) };
+        (ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64).max(1)
+    })
+}
+
 /// True when `fd` names an open descriptor of this process.
 pub fn fd_is_open(fd: RawFd) -> bool {
     // SAFETY: F_GETFD only reads the descriptor flags; a closed fd gives EBADF.

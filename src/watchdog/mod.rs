@@ -67,6 +67,8 @@ pub type Sink = Box<dyn FnMut(&Report) + Send>;
 pub struct Watchdog {
     on: AtomicBool,
     threshold_ns: AtomicU64,
+    /// Callbacks are timed on the coarse clock (see `set`).
+    coarse: AtomicBool,
     shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -116,6 +118,11 @@ impl Watchdog {
             *thread = Some(std::thread::Builder::new().name("weft-watchdog".into()).spawn(move || watch(&shared))?);
         }
         self.threshold_ns.store(threshold_ns, Relaxed);
+        // Two clock reads per callback are most of the watchdog's cost; the coarse
+        // clock's are a sixth of a precise one's on a VM. Used when its steps (a
+        // scheduler tick, 1-4 ms) are at most a twentieth of the threshold: a callback's
+        // time is then measured within 5% of the threshold.
+        self.coarse.store(crate::sys::coarse_resolution_ns().saturating_mul(20) <= threshold_ns, Relaxed);
         self.on.store(true, Relaxed);
         self.shared.wake.notify_one();
         Ok(())
@@ -153,9 +160,19 @@ impl Watchdog {
         Some(self.entered(id, kind))
     }
 
+    /// The clock callbacks are timed on (see `set`).
+    #[inline]
+    fn now_ns(&self) -> u64 {
+        if self.coarse.load(Relaxed) {
+            crate::sys::coarse_now_ns()
+        } else {
+            crate::sys::now_ns()
+        }
+    }
+
     #[cold]
     fn entered(&self, id: u64, kind: Kind) -> Entered {
-        let start_ns = crate::sys::now_ns();
+        let start_ns = self.now_ns();
         let seq = self.shared.current.enter(id, kind as u8, start_ns, tid());
         Entered { seq, id, kind, start_ns }
     }
@@ -163,7 +180,7 @@ impl Watchdog {
     /// The loop thread returned from a callback that `enter` saw.
     pub fn leave(&self, e: Entered) {
         self.shared.current.leave(e.seq);
-        let elapsed_ns = crate::sys::now_ns().saturating_sub(e.start_ns);
+        let elapsed_ns = self.now_ns().saturating_sub(e.start_ns);
         if elapsed_ns <= self.threshold_ns.load(Relaxed) {
             return;
         }
