@@ -156,7 +156,9 @@ export interface LoopStats {
   signalCallbacks: number;
   eventCallbacks: number;
   doneCallbacks: number;
+  /** Time in weft's passes (callbacks and the loop's own work), on a coarse clock. */
   busyNs: number;
+  /** Time waiting inside weft: 0 under Node, which waits in libuv. */
   idleNs: number;
   /** Timer lateness (deadline to call) over weft's last 1024 timer calls. */
   timerLateP50Ns: number;
@@ -178,7 +180,12 @@ export interface LoopStats {
   fdWatches: number;
   signalWatches: number;
   subscriptions: number;
-  /** busyNs / (busyNs + idleNs), null before a second read. */
+  /** When this was read (ns, process.hrtime.bigint()'s clock). */
+  timeNs: number;
+  /**
+   * busyNs over the wall time since the first stats() (null at the first read). Node
+   * waits in libuv, not in weft: idleNs stays 0.
+   */
   utilization: number | null;
 }
 
@@ -195,7 +202,7 @@ export interface PoolStats {
 
 /** The counters of weft's default pool of `kind` (the pools loop.spawn uses). */
 export function poolStats(kind?: 'cpu' | 'io'): PoolStats;
-/** The share of the time between two stats() of one loop spent in callbacks (null: none counted). */
+/** The share of the wall time between two stats() of one loop spent in its passes. */
 export function utilizationBetween(earlier: LoopStats, later: LoopStats): number | null;
 
 /** A callback that held Node's thread longer than the watchdog's threshold. */

@@ -60,6 +60,7 @@ class Loop {
     this._errors = [];
     this._emitter = new EventEmitter();
     this._watchdog = null;   // monitor.js, while set
+    this._statsSince = null; // stats.js: when stats() was first read (ns)
     const fd = lib.weft_loop_fd(ptr);
     if (fd < 0) {
       const err = lastError(fd);
@@ -94,8 +95,10 @@ class Loop {
   // weft's counters of this loop now (weft_loop_get_stats; stats.js), as Numbers:
   // passes, callbacks run by kind, busy and idle time, timer lateness (p50, p99, max,
   // in ns, over weft's last 1024 timer calls), queued records, tasks and children in
-  // flight, registrations by kind, and `utilization` (busy / (busy + idle), null
-  // before a second read: the first read starts the clock). It does not stop the loop.
+  // flight, registrations by kind, `timeNs` (when read, process.hrtime's clock) and
+  // `utilization`: busy time over the wall time since the first read (null at the
+  // first read, which starts weft's clock; idleNs stays 0: Node waits in libuv, not in
+  // weft). It does not stop the loop.
   // The binding's JS timers are one weft timer and its JS events weft posts: weft
   // counts those, not each JS callback.
   stats() {

@@ -94,22 +94,29 @@ function read(buf, l, out) {
 }
 
 // loop.stats(): see Loop.stats in loop.js.
+//
+// Node waits in libuv, never inside weft (each pass is a weft_loop_run(NOWAIT)), so
+// weft's idleNs stays 0 here and busy / (busy + idle) would always be 1. Utilisation is
+// measured against the wall clock instead: busyNs over the time since the loop's first
+// stats() (when weft began counting), `timeNs` being when each read was made.
 function loopStats(loop) {
   loop._check('stats');
   const buf = sized(LOOP);
   const rc = raw.loop(loop._ptr, buf);
+  const timeNs = Number(process.hrtime.bigint());
   if (rc !== WEFT_OK) throw lastError(rc);
   const s = read(buf, LOOP, {});
-  const total = s.busyNs + s.idleNs;
-  s.utilization = total > 0 ? s.busyNs / total : null;
+  if (loop._statsSince === null) loop._statsSince = timeNs;
+  s.timeNs = timeNs;
+  const wall = timeNs - loop._statsSince;
+  s.utilization = wall > 0 ? Math.min(1, s.busyNs / wall) : null;
   return s;
 }
 
-// The share of the time between two stats() of one loop that it spent in callbacks.
+// The share of the wall time between two stats() of one loop that it spent in passes.
 function utilizationBetween(earlier, later) {
-  const busy = later.busyNs - earlier.busyNs;
-  const total = busy + later.idleNs - earlier.idleNs;
-  return total > 0 ? busy / total : null;
+  const wall = later.timeNs - earlier.timeNs;
+  return wall > 0 ? Math.min(1, Math.max(0, (later.busyNs - earlier.busyNs) / wall)) : null;
 }
 
 const POOL_KINDS = { cpu: WEFT_POOL_CPU, io: WEFT_POOL_IO };
