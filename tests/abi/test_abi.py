@@ -183,14 +183,15 @@ def test_a_field_appended_to_a_size_versioned_struct_is_an_addition(tree, header
 
 
 def test_a_field_in_the_tail_padding_of_a_size_versioned_struct_is_a_break(tree, header_text):
-    # weft_spawn_options is 80 bytes with inherit_fds (a bool) at 72: a uint32_t appended
-    # lands at 76, which old callers' `size = 80` already covers.
-    text = edit(header_text, "  bool inherit_fds;\n} weft_spawn_options;",
-                "  bool inherit_fds;\n  uint32_t priority;\n} weft_spawn_options;")
+    # weft_watchdog_report is 56 bytes with thread_id (an int) at 48: a uint32_t appended
+    # lands at 52, which old callers' `size = 56` already covers. (weft_spawn_options,
+    # this test's struct until it gained `flags`, has no tail padding left.)
+    text = edit(header_text, "  int thread_id;\n} weft_watchdog_report;",
+                "  int thread_id;\n  uint32_t priority;\n} weft_watchdog_report;")
     r = tree.build(text).check()
     assert r.returncode == 1
-    assert verdicts(r.stdout)["struct weft_spawn_options.priority"] == "break", r.stdout
-    assert "inside the old 80 bytes of weft_spawn_options" in r.stdout
+    assert verdicts(r.stdout)["struct weft_watchdog_report.priority"] == "break", r.stdout
+    assert "inside the old 56 bytes of weft_watchdog_report" in r.stdout
 
 
 def test_a_field_appended_to_a_struct_without_size_is_a_break(tree, header_text):
