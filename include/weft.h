@@ -568,7 +568,10 @@ weft_id weft_timer_every(struct weft_loop *lp,
 // one-shot timer (`weft_after`) whose callback has begun is over in the same way:
 // `WEFT_ERR_NOT_FOUND` from any thread, its callback included, so `WEFT_OK` means it
 // will not fire. A task is not ended by cancel: its `done` still runs, with
-// `WEFT_ERR_CANCELLED` (see `weft_spawn`). Any thread.
+// `WEFT_ERR_CANCELLED` (see `weft_spawn`). Any thread. On Linux, a timer's cancel from
+// a thread that does not own the loop costs a process-wide memory barrier
+// (`membarrier(2)`, a few microseconds): the owner's cancels then need no atomic
+// read-modify-write.
 // Returns `WEFT_OK`; `WEFT_ERR_NOT_FOUND` when `id` does not name a live registration of
 // this loop (finished, cancelled already, stale, forged, another loop's); `WEFT_ERR_NULL`.
 int weft_cancel(struct weft_loop *lp, weft_id id);

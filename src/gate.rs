@@ -31,6 +31,7 @@ impl Default for Gate {
 impl Gate {
     /// Takes the gate for thread `me` (not 0) if it is free. (The guard is made only
     /// on success: dropping one gives the gate back, whoever holds it.)
+    #[inline]
     pub(crate) fn try_take(&self, me: u64) -> Option<Held<'_>> {
         self.0.compare_exchange(0, me, Acquire, Relaxed).is_ok().then(|| Held(&self.0))
     }

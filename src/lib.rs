@@ -6,6 +6,7 @@
 //! with `extern "C"` functions, raw pointers and `catch_unwind`. `include/weft.h` is
 //! generated from [`ffi`] by cbindgen.
 
+pub(crate) mod barrier;
 pub mod bus;
 pub mod error;
 pub mod ffi;

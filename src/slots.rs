@@ -101,6 +101,18 @@ pub fn timer_id(tag: u16, index: u32, generation: u32) -> Id {
     (tag as u64) << TAG_SHIFT | TIMER | ((generation & TASK_GEN_MASK) as u64) << INDEX_BITS | index as u64
 }
 
+/// True when `id` (of any loop) is of an owner's timer.
+#[inline]
+pub fn is_timer(id: Id) -> bool {
+    id & KIND_MASK == TIMER
+}
+
+/// The record index and generation of an owner's timer's id.
+#[inline]
+pub fn timer_parts(id: Id) -> (u32, u32) {
+    ((id & INDEX_MASK) as u32, ((id >> INDEX_BITS) & GEN_MASK) as u32)
+}
+
 pub fn post_id(tag: u16, seq: u64) -> Id {
     (tag as u64) << TAG_SHIFT | POST | (seq & SEQ_MASK)
 }

@@ -191,6 +191,29 @@ pub extern "C" fn weft_timer_after(
     user_data: *mut c_void,
     free_fn: weft_free_fn,
 ) -> weft_id {
+    // The owner's common case first, without the error machinery (as weft_post's).
+    // SAFETY: a loop pointer from weft_loop_new, as for every call (`the_loop`).
+    if let (Some(fast), Some(_)) = (unsafe { lp.cast::<CLoop>().as_ref() }, cb) {
+        if let Ok(handler) = CHandler::new(cb, user_data, free_fn) {
+            match fast.try_timer_after(delay_ms, handler) {
+                Ok(id) => return id,
+                Err(handler) => crate::r#loop::Handler::refused(handler),
+            }
+        }
+    }
+    timer_after_slowly(lp, delay_ms, cb, user_data, free_fn)
+}
+
+/// `weft_timer_after`'s ordinary path (and its panic boundary), out of line.
+#[cold]
+#[inline(never)]
+fn timer_after_slowly(
+    lp: *mut weft_loop,
+    delay_ms: u64,
+    cb: weft_cb,
+    user_data: *mut c_void,
+    free_fn: weft_free_fn,
+) -> weft_id {
     guard("weft_timer_after", || {
         let lp = the_loop(lp)?;
         lp.timer_after(delay_ms, CHandler::new(cb, user_data, free_fn)?)
@@ -230,10 +253,25 @@ pub extern "C" fn weft_timer_every(
 /// one-shot timer (`weft_after`) whose callback has begun is over in the same way:
 /// `WEFT_ERR_NOT_FOUND` from any thread, its callback included, so `WEFT_OK` means it
 /// will not fire. A task is not ended by cancel: its `done` still runs, with
-/// `WEFT_ERR_CANCELLED` (see `weft_spawn`). Any thread.
+/// `WEFT_ERR_CANCELLED` (see `weft_spawn`). Any thread. On Linux, a timer's cancel from
+/// a thread that does not own the loop costs a process-wide memory barrier
+/// (`membarrier(2)`, a few microseconds): the owner's cancels then need no atomic
+/// read-modify-write.
 /// Returns `WEFT_OK`; `WEFT_ERR_NOT_FOUND` when `id` does not name a live registration of
 /// this loop (finished, cancelled already, stale, forged, another loop's); `WEFT_ERR_NULL`.
 #[no_mangle]
 pub extern "C" fn weft_cancel(lp: *mut weft_loop, id: weft_id) -> c_int {
+    // The owner's cancel of its timer first, without the error machinery.
+    // SAFETY: a loop pointer from weft_loop_new, as for every call (`the_loop`).
+    if unsafe { lp.cast::<CLoop>().as_ref() }.is_some_and(|fast| fast.try_cancel_timer(id)) {
+        return 0;
+    }
+    cancel_slowly(lp, id)
+}
+
+/// `weft_cancel`'s ordinary path (and its panic boundary), out of line.
+#[cold]
+#[inline(never)]
+fn cancel_slowly(lp: *mut weft_loop, id: weft_id) -> c_int {
     guard("weft_cancel", || the_loop(lp)?.cancel(id).map(|()| 0))
 }

@@ -97,6 +97,7 @@ impl<H: Handler> Loop<H> {
 
     /// Runs `f` as the loop's owner if this thread may own it now (see the module
     /// comment); None, without running `f`, if another thread owns it.
+    #[inline]
     pub(super) fn as_owner<R>(&self, f: impl FnOnce(&mut Own<H>, Owned) -> R) -> Option<R> {
         if self.on_loop_thread() {
             // SAFETY: on the thread running the loop; `f` keeps no borrow past its end.

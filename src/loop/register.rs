@@ -74,6 +74,23 @@ impl<H: Handler> Loop<H> {
         })
     }
 
+    /// [`timer_after`](Self::timer_after) without its error path, for the C layer's
+    /// fast path: the owner's one-shot timer. The handler comes back untouched when the
+    /// call must take the ordinary path: this thread does not own the loop now, the
+    /// table is full, or there is an error to report (which that path finds again).
+    #[inline]
+    pub fn try_timer_after(&self, delay_ms: u64, handler: H) -> std::result::Result<Id, H> {
+        if delay_ms > timer::MAX_DELAY_MS || fork::is_child() || self.closed.load(SeqCst) {
+            return Err(handler);
+        }
+        let deadline_ns = if delay_ms == 0 { 0 } else { sys::now_ns() + delay_ms * timer::NS_PER_MS };
+        let mut slot = Some(handler);
+        match self.as_owner(|own, how| self.schedule_owned(own, how, deadline_ns, 0, &mut slot)) {
+            Some(Some(id)) => Ok(id),
+            _ => Err(slot.take().expect("not taken: refused")),
+        }
+    }
+
     fn add_timer(&self, delay_ms: u64, interval_ns: u64, handler: &mut Option<H>) -> Result<Id> {
         self.usable()?;
         // A delay of 0 is due at once (the next pass); a deadline of 0 says so.
@@ -95,6 +112,7 @@ impl<H: Handler> Loop<H> {
     /// The owner's timer: a record of the timer table and an entry in the owner's
     /// wheel, no lock (but to re-arm the wake-up earlier outside `run`). None when the
     /// table is full (the handler stays in `handler`).
+    #[inline]
     fn schedule_owned(
         &self,
         own: &mut Own<H>,
@@ -141,20 +159,45 @@ impl<H: Handler> Loop<H> {
         }
     }
 
+    /// [`cancel`](Self::cancel) of an owner's timer by its owner, without the error
+    /// path, for the C layer's fast path: true when it ended the timer; false when the
+    /// call must take the ordinary path (another kind of id, another thread owns the
+    /// loop, or no such timer: that path says why).
+    #[inline]
+    pub fn try_cancel_timer(&self, id: Id) -> bool {
+        if id >> slots::TAG_SHIFT != self.tag as u64 || !slots::is_timer(id) || fork::is_child() {
+            return false;
+        }
+        let (index, generation) = slots::timer_parts(id);
+        match self.as_owner(|own, _| self.cancel_as_owner(own, index, generation)) {
+            Some(Ok(handler)) => {
+                // Dropped here, with no borrow of the owner's state: its free function
+                // may call the loop.
+                drop(handler);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The owner's cancel of timer (index, generation), and its bookkeeping.
+    #[inline]
+    fn cancel_as_owner(&self, own: &mut Own<H>, index: u32, generation: u32) -> std::result::Result<Option<H>, ()> {
+        let result = self.timers.cancel_owned(&mut own.timers, index, generation);
+        self.count_reclaimed(own);
+        if result.is_ok() {
+            self.timers_live.store(own.timers.live(), Relaxed);
+            if own.timers.wheel.is_empty() {
+                self.publish_own_next(own);
+            }
+        }
+        result
+    }
+
     /// Cancels an owner's timer: as the owner if this thread may own the loop now, else
     /// through the record's state (crate::timer::Table).
     fn cancel_timer(&self, id: Id, index: u32, generation: u32) -> Result<()> {
-        let owned = self.as_owner(|own, _| {
-            let result = self.timers.cancel_owned(&mut own.timers, index, generation);
-            self.count_reclaimed(own);
-            if result.is_ok() {
-                self.timers_live.store(own.timers.live(), Relaxed);
-                if own.timers.wheel.is_empty() {
-                    self.publish_own_next(own);
-                }
-            }
-            result
-        });
+        let owned = self.as_owner(|own, _| self.cancel_as_owner(own, index, generation));
         let result = owned.unwrap_or_else(|| {
             // Counted before the claim, so the owner, which reclaims the record after it,
             // never counts it down first.

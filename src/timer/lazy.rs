@@ -56,6 +56,7 @@ impl LazyWheel {
         self.len == 0
     }
 
+    #[inline]
     pub fn insert(&mut self, entry: Entry) {
         let when = tick_ceil(self.base_ns, entry.deadline_ns);
         let slot = if when <= self.elapsed { EXPIRED } else { slot_for(self.elapsed, when) };

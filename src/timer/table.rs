@@ -37,6 +37,19 @@
 //!   or it ends every timer: so the canceller's read of the handler is over by then. A
 //!   CLAIMED record is a canceller in the middle of that move; the owner waits for it
 //!   (a few instructions, unless the canceller is preempted).
+//! * The owner's cancel of an ARMED timer takes no locked instruction where Linux's
+//!   membarrier is there (`crate::barrier`): the owner writes the record's index to
+//!   `cancelling`, then (`barrier::light`) reads `foreign`, the number of cancels other
+//!   threads have under way; when it is 0, the owner frees the record with a plain load
+//!   and store, and clears `cancelling` (Release). Another thread's cancel counts itself
+//!   in `foreign`, runs `barrier::heavy`, and waits until `cancelling` is 0 (Acquire)
+//!   before its claim: either the owner sees the count (and settles by
+//!   compare-exchange, as everyone then does), or the canceller sees `cancelling` and
+//!   finds the record FREE once the owner is done. The owner reads `foreign` with
+//!   Acquire, so a cancel already counted out (Release) is seen whole. So cancels from
+//!   other threads cost a membarrier each (microseconds) and the owner's cost a few
+//!   plain instructions: the owner's cancel misses the cache on the record, and with no
+//!   locked instruction the CPU overlaps that miss with the next call's.
 //! * An `every` timer in its call (EVERY) cancelled by anyone becomes EVERY_CANCELLED,
 //!   and the owner, whose CAS back to ARMED then fails, ends it after the call.
 //! * FREE(g+1): the next timer in the record gets generation g+1, so an old id matches
@@ -171,6 +184,13 @@ pub struct Table<H> {
     bodies: [AtomicPtr<Body<H>>; CHUNKS],
     /// Records below this index have been initialised (published with Release).
     count: AtomicU32,
+    /// Cancels by other threads under way (they count themselves in and out).
+    foreign: AtomicU32,
+    /// The record the owner is cancelling with plain stores, plus one; 0 when none.
+    /// Written by the owner only.
+    cancelling: AtomicU32,
+    /// Whether the owner may cancel with plain stores (`crate::barrier::available`).
+    plain: bool,
 }
 
 // SAFETY: handlers move between threads (H: Send) only by the protocol above; the rest
@@ -184,6 +204,9 @@ impl<H> Default for Table<H> {
             records: std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut())),
             bodies: std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut())),
             count: AtomicU32::new(0),
+            foreign: AtomicU32::new(0),
+            cancelling: AtomicU32::new(0),
+            plain: crate::barrier::available(),
         }
     }
 }
@@ -260,13 +283,33 @@ impl<H> Table<H> {
 
     /// Makes record `count` (a new chunk when it starts one): None when the table is
     /// full. Owner.
-    #[cold]
+    #[inline]
     fn grow(&self) -> Option<u32> {
         let index = self.count.load(Relaxed);
         if index >= TABLE_MAX {
             return None;
         }
         let (k, offset) = Self::locate(index);
+        let mut records = self.records[k].load(Relaxed);
+        if offset == 0 {
+            records = self.new_chunk(k);
+        }
+        let bodies = self.bodies[k].load(Relaxed);
+        // SAFETY: within chunk k; not yet visible to any other thread (`count`).
+        unsafe {
+            records.add(offset).write(Record { state: AtomicU32::new(state(1, FREE)), aux: UnsafeCell::new(NIL) });
+            bodies
+                .add(offset)
+                .write(Body { interval_ns: UnsafeCell::new(0), handler: UnsafeCell::new(MaybeUninit::uninit()) });
+        }
+        self.count.store(index + 1, Release);
+        Some(index)
+    }
+
+    /// Chunk k's hot halves, allocating the chunk (both halves) when it is the first
+    /// time it is needed (a forked child's table may have it already). Owner.
+    #[cold]
+    fn new_chunk(&self, k: usize) -> *mut Record {
         let mut records = self.records[k].load(Relaxed);
         if records.is_null() {
             let alloc = |layout: std::alloc::Layout| {
@@ -286,16 +329,7 @@ impl<H> Table<H> {
             self.bodies[k].store(alloc(Self::layout::<Body<H>>(k)).cast(), Release);
             self.records[k].store(records, Release);
         }
-        let bodies = self.bodies[k].load(Relaxed);
-        // SAFETY: within chunk k; not yet visible to any other thread (`count`).
-        unsafe {
-            records.add(offset).write(Record { state: AtomicU32::new(state(1, FREE)), aux: UnsafeCell::new(NIL) });
-            bodies
-                .add(offset)
-                .write(Body { interval_ns: UnsafeCell::new(0), handler: UnsafeCell::new(MaybeUninit::uninit()) });
-        }
-        self.count.store(index + 1, Release);
-        Some(index)
+        records
     }
 
     /// Schedules a timer: a free record gets `handler` and `interval_ns` and is armed.
@@ -344,8 +378,9 @@ impl<H> Table<H> {
     /// Ok(None): over with an inert handler (left unread), or an `every` timer in its
     /// call (it ends when the call returns).
     ///
-    /// The common case, an ARMED timer, is one load and one compare-exchange of the
-    /// record's hot half (and a read of its body unless the handler is inert).
+    /// The common case, an ARMED timer, is a load and a store of the record's hot half
+    /// (a compare-exchange while another thread cancels; see the module comment), and a
+    /// read of its body unless the handler is inert.
     #[allow(clippy::result_unit_err)]
     #[inline]
     pub fn cancel_owned(&self, own: &mut OwnTimers, index: u32, generation: u32) -> Result<Option<H>, ()> {
@@ -356,7 +391,7 @@ impl<H> Table<H> {
         let armed = state(generation, ARMED);
         // Frees the record at once; its wheel entry goes stale.
         let next = next_generation(generation);
-        if record.state.compare_exchange(armed, state(next, FREE), Acquire, Relaxed).is_err() {
+        if !self.free_armed(record, index, armed, state(next, FREE)) {
             return self.cancel_owned_unarmed(own, index, generation);
         }
         // SAFETY: it was ARMED, and this CAS ended it: the handler and `aux` are ours.
@@ -381,6 +416,30 @@ impl<H> Table<H> {
             self.drop_stale(own);
         }
         Ok(handler)
+    }
+
+    /// Moves `record` (at `index`) from `armed` to `free` if it is armed: with plain
+    /// stores while no other thread is cancelling (see the module comment), else with a
+    /// compare-exchange. False when it was not armed (or not seen to be, for the
+    /// compare-exchange to settle). Owner.
+    #[inline]
+    fn free_armed(&self, record: &Record, index: u32, armed: u32, free: u32) -> bool {
+        if self.plain {
+            self.cancelling.store(index + 1, Relaxed);
+            crate::barrier::light(); // the Dekker pair with cancel_foreign's barrier::heavy
+                                     // Acquire: a cancel from another thread that is over (counted out with
+                                     // Release) is seen whole, its claim included.
+            let alone = self.foreign.load(Acquire) == 0;
+            let done = alone && record.state.load(Relaxed) == armed;
+            if done {
+                record.state.store(free, Relaxed);
+            }
+            self.cancelling.store(0, Release);
+            if alone {
+                return done;
+            }
+        }
+        record.state.compare_exchange(armed, free, Acquire, Relaxed).is_ok()
     }
 
     /// `cancel_owned` of a timer that was not ARMED when it looked: an `every` timer in
@@ -456,6 +515,24 @@ impl<H> Table<H> {
     #[allow(clippy::result_unit_err)]
     pub fn cancel_foreign(&self, index: u32, generation: u32) -> Result<Option<H>, ()> {
         let (record, body) = self.record(index).ok_or(())?;
+        if !self.plain {
+            return Self::claim(record, body, generation);
+        }
+        // Counted in, then the barrier: from here on the owner cancels by
+        // compare-exchange; one that began before with plain stores is waited for.
+        self.foreign.fetch_add(1, Relaxed);
+        crate::barrier::heavy(); // the Dekker pair with free_armed's barrier::light
+        while self.cancelling.load(Acquire) != 0 {
+            crate::sync::yield_now();
+        }
+        let result = Self::claim(record, body, generation);
+        self.foreign.fetch_sub(1, Release);
+        result
+    }
+
+    /// A cancel's claim of timer `generation` in `record` (any thread), by
+    /// compare-exchange.
+    fn claim(record: &Record, body: &Body<H>, generation: u32) -> Result<Option<H>, ()> {
         let armed = state(generation, ARMED);
         let every = state(generation, EVERY);
         loop {
@@ -591,55 +668,5 @@ enum Check {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn record_indices_map_onto_chunks_without_gaps() {
-        type T = Table<()>;
-        let mut expected = (0, 0);
-        for index in 0..100_000u32 {
-            assert_eq!(T::locate(index), expected, "index {index}");
-            expected.1 += 1;
-            if expected.1 == FIRST_CHUNK << expected.0 {
-                expected = (expected.0 + 1, 0);
-            }
-        }
-        const { assert!(TABLE_MAX < 1 << 24, "an index fits an id") };
-    }
-
-    #[test]
-    fn cancels_and_calls_settle_once() {
-        let table = Table::<Box<u32>>::default();
-        let mut own = OwnTimers::new(0);
-        let (a, ga) = table.schedule(&mut own, Box::new(1), 0, false).ok().unwrap();
-        let (b, gb) = table.schedule(&mut own, Box::new(2), 5, false).ok().unwrap();
-        assert_eq!(own.live(), 2);
-        // Another thread cancels a; the owner's cancel and firing of it then fail.
-        assert_eq!(table.cancel_foreign(a, ga), Ok(Some(Box::new(1))));
-        assert_eq!(table.cancel_foreign(a, ga), Err(()));
-        assert_eq!(table.cancel_owned(&mut own, a, ga), Err(()));
-        assert!(matches!(table.begin(&mut own, a, ga), Begin::Reclaimed));
-        assert_eq!(own.take_reclaimed(), 1);
-        assert_eq!(own.live(), 1);
-        // b fires, is cancelled in its call, and ends when the call returns.
-        let Begin::Call { handler, interval_ns: 5 } = table.begin(&mut own, b, gb) else { panic!() };
-        assert_eq!(table.cancel_foreign(b, gb), Ok(None));
-        assert_eq!(table.cancel_owned(&mut own, b, gb), Err(()));
-        assert_eq!(table.finish(&mut own, b, gb, handler), Some(Box::new(2)));
-        assert_eq!(own.live(), 0);
-        // The records are reused with new generations; old ids match nothing.
-        let (c, gc) = table.schedule(&mut own, Box::new(3), 0, false).ok().unwrap();
-        assert!(c == a || c == b);
-        assert!(gc > 1);
-        assert_eq!(table.cancel_foreign(a, ga), Err(()));
-        assert!(matches!(table.begin(&mut own, c, gc - 1), Begin::Stale));
-        let Begin::Call { handler, .. } = table.begin(&mut own, c, gc) else { panic!() };
-        assert_eq!(table.cancel_owned(&mut own, c, gc), Err(()), "a one-shot call has begun");
-        assert_eq!(table.finish(&mut own, c, gc, handler), Some(Box::new(3)));
-        let (d, gd) = table.schedule(&mut own, Box::new(4), 0, false).ok().unwrap();
-        assert_eq!(table.end_all(&mut own), vec![Box::new(4)]);
-        assert_eq!(table.cancel_foreign(d, gd), Err(()));
-        assert_eq!(own.live(), 0);
-    }
-}
+#[path = "table_tests.rs"]
+mod tests;

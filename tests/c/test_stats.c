@@ -123,9 +123,11 @@ TEST(busy_idle_and_timer_lateness_are_measured_once_read) {
     CHECK_MSG(s.timer_late_max_ns >= 50000000, "max lateness %llu ns behind a 60 ms callback",
               (unsigned long long)s.timer_late_max_ns);
     CHECK(s.timer_late_p50_ns <= s.timer_late_p99_ns && s.timer_late_p99_ns <= s.timer_late_max_ns);
-    CHECK_MSG(s.busy_ns >= 55000000, "busy %llu ns with a 60 ms callback", (unsigned long long)s.busy_ns);
-    CHECK_MSG(s.idle_ns >= 20000000, "idle %llu ns waiting for a 30 ms timer", (unsigned long long)s.idle_ns);
-    CHECK_MSG(s.busy_ns + s.idle_ns <= took + 1000000, "busy+idle %llu > run %llu",
+    /* busy and idle are read on the coarse clock (steps of a scheduler tick, 1-4 ms):
+     * each end of the run may be off by a step */
+    CHECK_MSG(s.busy_ns >= 50000000, "busy %llu ns with a 60 ms callback", (unsigned long long)s.busy_ns);
+    CHECK_MSG(s.idle_ns >= 15000000, "idle %llu ns waiting for a 30 ms timer", (unsigned long long)s.idle_ns);
+    CHECK_MSG(s.busy_ns + s.idle_ns <= took + 10000000, "busy+idle %llu > run %llu + 10 ms",
               (unsigned long long)(s.busy_ns + s.idle_ns), (unsigned long long)took);
     weft_loop_free(lp);
 }

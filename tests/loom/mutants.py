@@ -247,10 +247,40 @@ MUTANTS = {
         "                CLAIMED | CANCELLED => {\n                    self.release(own, index, generation, Relaxed);",
         "loom_timers_cancel_against_fire_and_reuse",
     ),
-    "timers: the owner's cancel claims the record by CAS": (
+    "timers: the owner's cancel claims the record by CAS while another thread cancels": (
         "src/timer/table.rs",
-        "        if record.state.compare_exchange(armed, state(next, FREE), Acquire, Relaxed).is_err() {\n            return self.cancel_owned_unarmed(own, index, generation);\n        }",
-        "        if record.state.load(Relaxed) != armed {\n            return self.cancel_owned_unarmed(own, index, generation);\n        }\n        record.state.store(state(next, FREE), Relaxed);",
+        "        record.state.compare_exchange(armed, free, Acquire, Relaxed).is_ok()\n",
+        "        let ok = record.state.load(Relaxed) == armed;\n        if ok {\n            record.state.store(free, Relaxed);\n        }\n        ok\n",
+        "loom_timers_owner_cancel_against_foreign_cancel",
+    ),
+    "timers: the owner's plain cancel looks for cancels from other threads": (
+        "src/timer/table.rs",
+        "            let alone = self.foreign.load(Acquire) == 0;",
+        "            let alone = true;",
+        "loom_timers_owner_cancel_against_foreign_cancel",
+    ),
+    "timers: the owner's fence between `cancelling` and `foreign`": (
+        "src/timer/table.rs",
+        "            crate::barrier::light(); // the Dekker pair with cancel_foreign's barrier::heavy\n",
+        "",
+        "loom_timers_owner_cancel_against_foreign_cancel",
+    ),
+    "timers: a foreign cancel's barrier between `foreign` and `cancelling`": (
+        "src/timer/table.rs",
+        "        crate::barrier::heavy(); // the Dekker pair with free_armed's barrier::light\n",
+        "",
+        "loom_timers_owner_cancel_against_foreign_cancel",
+    ),
+    "timers: a foreign cancel is counted out with Release": (
+        "src/timer/table.rs",
+        "        self.foreign.fetch_sub(1, Release);",
+        "        self.foreign.fetch_sub(1, Relaxed);",
+        "loom_timers_owner_cancel_against_foreign_cancel",
+    ),
+    "timers: a foreign cancel waits for the owner's plain cancel": (
+        "src/timer/table.rs",
+        "        while self.cancelling.load(Acquire) != 0 {",
+        "        while false && self.cancelling.load(Acquire) != 0 {",
         "loom_timers_owner_cancel_against_foreign_cancel",
     ),
     "timers: firing claims the record by CAS": (

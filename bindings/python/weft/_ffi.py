@@ -999,7 +999,10 @@ DOCS = {
         "one-shot timer (`weft_after`) whose callback has begun is over in the same way:\n"
         "`WEFT_ERR_NOT_FOUND` from any thread, its callback included, so `WEFT_OK` means it\n"
         "will not fire. A task is not ended by cancel: its `done` still runs, with\n"
-        "`WEFT_ERR_CANCELLED` (see `weft_spawn`). Any thread.\n"
+        "`WEFT_ERR_CANCELLED` (see `weft_spawn`). Any thread. On Linux, a timer's cancel from\n"
+        "a thread that does not own the loop costs a process-wide memory barrier\n"
+        "(`membarrier(2)`, a few microseconds): the owner's cancels then need no atomic\n"
+        "read-modify-write.\n"
         "Returns `WEFT_OK`; `WEFT_ERR_NOT_FOUND` when `id` does not name a live registration of\n"
         "this loop (finished, cancelled already, stale, forged, another loop's); `WEFT_ERR_NULL`."
     ),

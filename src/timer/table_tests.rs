@@ -1,0 +1,52 @@
+//! Unit tests of the owner's timer table (`table.rs`).
+
+use super::*;
+
+#[test]
+fn record_indices_map_onto_chunks_without_gaps() {
+    type T = Table<()>;
+    let mut expected = (0, 0);
+    for index in 0..100_000u32 {
+        assert_eq!(T::locate(index), expected, "index {index}");
+        expected.1 += 1;
+        if expected.1 == FIRST_CHUNK << expected.0 {
+            expected = (expected.0 + 1, 0);
+        }
+    }
+    const { assert!(TABLE_MAX < 1 << 24, "an index fits an id") };
+}
+
+#[test]
+fn cancels_and_calls_settle_once() {
+    let table = Table::<Box<u32>>::default();
+    let mut own = OwnTimers::new(0);
+    let (a, ga) = table.schedule(&mut own, Box::new(1), 0, false).ok().unwrap();
+    let (b, gb) = table.schedule(&mut own, Box::new(2), 5, false).ok().unwrap();
+    assert_eq!(own.live(), 2);
+    // Another thread cancels a; the owner's cancel and firing of it then fail.
+    assert_eq!(table.cancel_foreign(a, ga), Ok(Some(Box::new(1))));
+    assert_eq!(table.cancel_foreign(a, ga), Err(()));
+    assert_eq!(table.cancel_owned(&mut own, a, ga), Err(()));
+    assert!(matches!(table.begin(&mut own, a, ga), Begin::Reclaimed));
+    assert_eq!(own.take_reclaimed(), 1);
+    assert_eq!(own.live(), 1);
+    // b fires, is cancelled in its call, and ends when the call returns.
+    let Begin::Call { handler, interval_ns: 5 } = table.begin(&mut own, b, gb) else { panic!() };
+    assert_eq!(table.cancel_foreign(b, gb), Ok(None));
+    assert_eq!(table.cancel_owned(&mut own, b, gb), Err(()));
+    assert_eq!(table.finish(&mut own, b, gb, handler), Some(Box::new(2)));
+    assert_eq!(own.live(), 0);
+    // The records are reused with new generations; old ids match nothing.
+    let (c, gc) = table.schedule(&mut own, Box::new(3), 0, false).ok().unwrap();
+    assert!(c == a || c == b);
+    assert!(gc > 1);
+    assert_eq!(table.cancel_foreign(a, ga), Err(()));
+    assert!(matches!(table.begin(&mut own, c, gc - 1), Begin::Stale));
+    let Begin::Call { handler, .. } = table.begin(&mut own, c, gc) else { panic!() };
+    assert_eq!(table.cancel_owned(&mut own, c, gc), Err(()), "a one-shot call has begun");
+    assert_eq!(table.finish(&mut own, c, gc, handler), Some(Box::new(3)));
+    let (d, gd) = table.schedule(&mut own, Box::new(4), 0, false).ok().unwrap();
+    assert_eq!(table.end_all(&mut own), vec![Box::new(4)]);
+    assert_eq!(table.cancel_foreign(d, gd), Err(()));
+    assert_eq!(own.live(), 0);
+}
