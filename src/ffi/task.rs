@@ -188,6 +188,22 @@ pub extern "C" fn weft_spawn(
             WEFT_ON_PROCESS => Where::Process,
             other => return Err(Error::invalid(format!("where {other} is not a WEFT_ON_* value"))),
         };
+        if place == Where::Io || place == Where::Cpu {
+            // The common spawn: a pool task with default options but for the pool.
+            let pool = match options.is_null() {
+                true => Some(std::ptr::null_mut()),
+                false => read_options(options, "weft_spawn_options", SPAWN_OPTIONS_V1)?
+                    .filter(names_only_a_pool)
+                    .map(|o| o.pool),
+            };
+            if let Some(pool) = pool {
+                let resolve = || the_pool(pool, "options.pool");
+                let pool_handle =
+                    (!pool.is_null()).then_some((pool as usize, &resolve as &dyn Fn() -> Result<Arc<Pool>>));
+                let done = CHandler::new(Some(done.unwrap_or(no_done)), user_data, None)?;
+                return lp.spawn_on_pool(place, pool_handle, CWork::new(work, user_data, free_fn), done);
+            }
+        }
         let o = read_options(options, "weft_spawn_options", SPAWN_OPTIONS_V1)?;
         let timeout_ms = o.map_or(0, |o| o.timeout_ms);
         let max_children = o.map_or(0, |o| o.max_children as usize);
@@ -215,6 +231,18 @@ pub extern "C" fn weft_spawn(
         let options = SpawnOptions { timeout_ms, pool: None, pool_handle, max_children, reuse_child, host_fork, fds };
         lp.spawn(place, work, done, options)
     })
+}
+
+/// Whether `o` sets no field but `pool` (and `size`): no timeout, no flags, nothing
+/// of process tasks.
+fn names_only_a_pool(o: &weft_spawn_options) -> bool {
+    o.timeout_ms == 0
+        && o.flags == 0
+        && o.max_children == 0
+        && o.fork_fn.is_none()
+        && !o.reuse_child
+        && o.keep_fds_len == 0
+        && !o.inherit_fds
 }
 
 /// The fds a process task's child keeps, from its options.

@@ -51,7 +51,8 @@
 //!   `crate::process`'s, driven through its methods.
 //! * `pass.rs`: running: `run`, its passes, and dispatching a ready registration.
 //! * `labels.rs`: names programs give registrations, for the reports that name them.
-//! * `stats.rs`: the loop's statistics (its counters, queue depths, registrations).
+//! * `stats.rs`: watching the loop: its statistics (its counters, queue depths,
+//!   registrations) and its watchdog.
 //!
 //! The files share the state defined here and nothing else: each one changes a
 //! registration's state only through the tables of `Core` (the slab, the wheel, the fd,
@@ -444,20 +445,6 @@ impl<H: Handler> Drop for Loop<H> {
         }
         let _ = self.close(); // signal watches must leave the handler's list
         slots::release_tag(self.tag);
-    }
-}
-
-impl<H: Handler> Loop<H> {
-    /// The loop's slow-callback watchdog: the C layer marks each callback's start and
-    /// end in it, and `weft_loop_set_watchdog` sets it.
-    pub fn watchdog(&self) -> &Watchdog {
-        &self.watchdog
-    }
-
-    /// The watchdog, to set: refused once the loop is closed (or in a forked child).
-    pub fn watchdog_if_open(&self) -> Result<&Watchdog> {
-        self.usable()?;
-        Ok(&self.watchdog)
     }
 }
 

@@ -33,6 +33,7 @@ use crate::error::{Code, Error, Result};
 use crate::gate::{Gate, Held};
 use crate::pool;
 use crate::task;
+use std::sync::atomic::Ordering::SeqCst;
 
 /// What only the loop's owner touches. A spawn made by the owner registers its task
 /// here, with no lock: its cell in the task table, its `done` handler in `handlers` at
@@ -97,13 +98,15 @@ impl<H: Handler> Loop<H> {
 
     /// Runs `f` as the loop's owner if this thread may own it now (see the module
     /// comment); None, without running `f`, if another thread owns it.
-    #[inline]
+    #[inline(always)]
     pub(super) fn as_owner<R>(&self, f: impl FnOnce(&mut Own<H>, Owned) -> R) -> Option<R> {
-        if self.on_loop_thread() {
+        // One look at the thread's number (a function call in a shared library).
+        let me = thread_number();
+        if self.runner_thread.load(SeqCst) == me {
             // SAFETY: on the thread running the loop; `f` keeps no borrow past its end.
             return Some(f(unsafe { self.own() }, Owned::Running));
         }
-        let _held = self.owner.gate.try_take(thread_number())?;
+        let _held = self.owner.gate.try_take(me)?;
         // SAFETY: this thread holds the gate, and `run` (on any thread) waits for it.
         Some(f(unsafe { self.own() }, Owned::Gate))
     }

@@ -3,7 +3,7 @@
 //! serving the completions that come back (`done`).
 
 use super::owner::{Own, Owned};
-use super::{registering, Cell, Core, Event, Handler, Kind, Loop, SpawnOptions, Submit, Target};
+use super::{registering, Cell, Core, Event, Handler, Kind, Loop, PoolLookup, SpawnOptions, Submit, Target};
 use crate::error::{Code, Error, Result};
 use crate::inbox::Record;
 use crate::pool::{self, Pool};
@@ -26,6 +26,50 @@ impl<H: Handler> Loop<H> {
         let result = registering(done, |done| self.add_task(place, &mut work, done, options));
         if let Some(work) = work {
             work.refused();
+        }
+        result
+    }
+
+    /// `spawn` on a pool (`Where::Io` or `Where::Cpu`) with default options but for the
+    /// pool (`pool_handle`, as in [`SpawnOptions`]; None: the default pool): the common
+    /// spawn, made without the other options' checks. The loop's owner registers the
+    /// task in the task table (see `lend_owned`); anyone else, or a full table, takes
+    /// `spawn`'s way.
+    #[inline(always)]
+    pub fn spawn_on_pool(
+        &self,
+        place: Where,
+        pool_handle: Option<(usize, PoolLookup<'_>)>,
+        work: H::Work,
+        done: H,
+    ) -> Result<Id> {
+        let (kind, default_key) = match place {
+            Where::Io => (pool::Kind::Io, task::DEFAULT_IO),
+            Where::Cpu => (pool::Kind::Cpu, task::DEFAULT_CPU),
+            _ => return self.spawn(place, work, done, SpawnOptions { pool_handle, ..Default::default() }),
+        };
+        let default = || task::default_pool(kind);
+        let (key, resolve) = pool_handle.unwrap_or((default_key, &default));
+        let (mut work, mut done) = (Some(work), Some(done));
+        let owned = match self.usable() {
+            Ok(()) => self.as_owner(|own, how| self.lend_owned(own, how, key, kind, resolve, &mut work, &mut done)),
+            Err(e) => Some(Err(e)),
+        };
+        let result = match owned {
+            Some(Ok(Some(id))) => Ok(id),
+            Some(Err(e)) => Err(e),
+            // Another thread owns the loop, or the table is full: the slab takes the
+            // task (or refuses it, Busy), under the lock, without a second try as owner.
+            None | Some(Ok(None)) => {
+                self.queue_task_locked(Target::Cached { key, kind, resolve }, &mut work, &mut done, 0)
+            }
+        };
+        // Refused: the caller keeps its user data (no free_fn).
+        if let Some(work) = work {
+            work.refused();
+        }
+        if let Some(done) = done {
+            done.refused();
         }
         result
     }
@@ -135,6 +179,17 @@ impl<H: Handler> Loop<H> {
                 }
             }
         }
+        self.queue_task_locked(target, work, done, timeout_ms)
+    }
+
+    /// `queue_task` under the loop's lock: the task goes to the slab.
+    fn queue_task_locked(
+        &self,
+        target: Target<'_>,
+        work: &mut Option<H::Work>,
+        done: &mut Option<H>,
+        timeout_ms: u64,
+    ) -> Result<Id> {
         let mut evicted = Vec::new();
         let mut resolved: Option<Arc<Pool>> = None;
         let mut held: Option<Arc<Pool>> = None;
@@ -191,6 +246,7 @@ impl<H: Handler> Loop<H> {
     /// callback), or submitted to an IO pool, with no lock of the loop's (see
     /// owner.rs). None if the table is full: the caller registers it in the slab.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn lend_owned(
         &self,
         own: &mut Own<H>,

@@ -1,9 +1,11 @@
-//! The loop's statistics: its counters (`crate::metrics`, the loop thread's) with the
-//! depth of its queues and its registrations by kind, read from any thread.
+//! Watching the loop: its statistics (its counters, `crate::metrics`, the loop
+//! thread's, with the depth of its queues and its registrations by kind, read from any
+//! thread) and its slow-callback watchdog (`crate::watchdog`).
 
 use super::{Handler, Loop};
 use crate::error::Result;
 use crate::metrics::{Metrics, Snapshot};
+use crate::watchdog::Watchdog;
 use std::sync::atomic::Ordering::Relaxed;
 
 /// What [`Loop::stats`] reads.
@@ -25,6 +27,18 @@ pub struct Stats {
 }
 
 impl<H: Handler> Loop<H> {
+    /// The loop's slow-callback watchdog: the C layer marks each callback's start and
+    /// end in it, and `weft_loop_set_watchdog` sets it.
+    pub fn watchdog(&self) -> &Watchdog {
+        &self.watchdog
+    }
+
+    /// The watchdog, to set: refused once the loop is closed (or in a forked child).
+    pub fn watchdog_if_open(&self) -> Result<&Watchdog> {
+        self.usable()?;
+        Ok(&self.watchdog)
+    }
+
     /// The loop thread's counters (the C layer counts each callback it runs).
     #[inline(always)]
     pub fn metrics(&self) -> &Metrics {

@@ -122,9 +122,13 @@ impl Cpu {
                     .steal_batch_and_pop(local)
                     .or_else(|| feeds.stealers.iter().map(|s| s.steal_batch_and_pop(local)).collect())
                     .or_else(|| {
-                        let stolen: Steal<JobRef> = self.stealers.iter().map(|s| s.steal()).collect();
+                        // A batch (half of the victim's deque) into this worker's own.
+                        let stolen: Steal<JobRef> =
+                            self.stealers.iter().map(|s| s.steal_batch_and_pop(local)).collect();
                         if stolen.is_success() {
-                            bump(&counters.steals);
+                            // The job returned and those moved into `local` (empty before).
+                            let c = &counters.steals;
+                            c.store(c.load(Relaxed).wrapping_add(1 + local.len() as u64), Relaxed);
                         }
                         stolen
                     })

@@ -130,6 +130,7 @@ impl<J> Default for Stage<J> {
 impl<J> Stage<J> {
     /// The owner's push (see the module comment): `publish` gets every staged job, in
     /// order, if a worker wanted them meanwhile.
+    #[inline]
     pub(crate) fn push(&self, job: J, mut publish: impl FnMut(J)) -> Pushed<J> {
         if self.word.compare_exchange(0, HELD, Acquire, Relaxed).is_err() {
             return Pushed::Busy(job);

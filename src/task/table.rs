@@ -44,9 +44,16 @@ pub struct Table<H, W> {
 unsafe impl<H: Send, W: Send + Sync> Send for Table<H, W> {}
 unsafe impl<H: Send, W: Send + Sync> Sync for Table<H, W> {}
 
-/// The owner's side of a [`Table`]: its spare cells and how many it lent.
+/// The owner's side of a [`Table`]: its spare cells (a stack: the last kept is lent
+/// first) and how many it lent.
+///
+/// A stack, not a list linked through the cells: the spawn that lends a cell starts
+/// fetching the cell [`AHEAD`] spawns later will lend, which a list linked through the
+/// cells could only do one cell ahead, each fetch waiting for the last. With many
+/// tasks in flight the spare cells are out of the cache, and the atomic operations of
+/// a spawn wait for its stores to them.
 pub struct Lender<H, W> {
-    spare: Option<NonNull<TaskCell<H, W>>>,
+    spare: Vec<NonNull<TaskCell<H, W>>>,
     lent: u64,
 }
 
@@ -55,9 +62,12 @@ unsafe impl<H: Send, W: Send + Sync> Send for Lender<H, W> {}
 
 impl<H, W> Default for Lender<H, W> {
     fn default() -> Self {
-        Lender { spare: None, lent: 0 }
+        Lender { spare: Vec::new(), lent: 0 }
     }
 }
+
+/// How many spawns ahead the lender fetches spare cells.
+const AHEAD: usize = 8;
 
 impl<H, W> Lender<H, W> {
     /// How many cells have been lent since the loop was made.
@@ -75,8 +85,7 @@ impl<H, W> Lender<H, W> {
         if crate::slots::task_generation(unsafe { cell.as_ref() }.owner_id()) == RETIRED_GENERATION {
             return;
         }
-        unsafe { cell.cast::<Option<NonNull<TaskCell<H, W>>>>().write(self.spare) };
-        self.spare = Some(cell);
+        self.spare.push(cell);
     }
 }
 
@@ -108,6 +117,7 @@ impl<H, W> Default for Table<H, W> {
 
 impl<H, W> Table<H, W> {
     /// The chunk and the offset in it of cell `index`.
+    #[inline(always)]
     fn locate(index: u32) -> (usize, usize) {
         let n = index as usize / FIRST_CHUNK + 1;
         let k = (usize::BITS - 1 - n.leading_zeros()) as usize;
@@ -173,14 +183,12 @@ impl<H: Send + 'static, W: TaskWork<H> + 'static> Table<H, W> {
         inbox: &Arc<Inbox<H>>,
         work: W,
     ) -> Result<(Id, NonNull<TaskCell<H, W>>, JobRef), W> {
-        let cell = match lender.spare {
+        let cell = match lender.spare.pop() {
             Some(cell) => {
-                // SAFETY: a spare cell is the owner's alone; its first word links it.
-                lender.spare = unsafe { cell.cast::<Option<NonNull<TaskCell<H, W>>>>().read() };
-                if let Some(next) = lender.spare {
-                    // The next spawn writes that cell: start fetching it now (with many
+                if let Some(at) = lender.spare.len().checked_sub(AHEAD) {
+                    // A later spawn writes that cell: start fetching it now (with many
                     // tasks in flight it is rarely in the cache any more).
-                    prefetch(next.as_ptr().cast());
+                    prefetch(lender.spare[at].as_ptr().cast());
                 }
                 cell
             }
