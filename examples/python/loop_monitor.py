@@ -231,7 +231,7 @@ def plot(demo, path):
         for ax in (top, bottom):
             ax.axvspan(*demo.blocked, color="C1", alpha=0.25)
         top.annotate("time.sleep(0.3) in a timer callback", (demo.blocked[1], BLOCK_FOR * 1000),
-                     xytext=(demo.blocked[1] + 0.3, 0.05), fontsize=9, color="C1",
+                     xytext=(0.2, 0.025), fontsize=9, color="C1",
                      arrowprops={"arrowstyle": "->", "color": "C1"})
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
