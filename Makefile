@@ -17,7 +17,7 @@ PYTHON := $(VENV)/bin/python
 
 .PHONY: all build venv node-modules header bindings abi test lint test-rust test-c test-cpp test-bindings \
         test-python test-abi test-install test-packages build-portable build-portable-epoll \
-        test-portable check-platforms demo bench bench-quick test-bench-report clean
+        test-portable check-platforms demo demo-monitor bench bench-quick test-bench-report clean
 
 all: build
 
@@ -170,6 +170,16 @@ demo: build node-modules
 	python3 examples/python/tour.py
 	python3 examples/python/asyncio_example.py
 	python3 examples/python/log_playback.py
+	$(MAKE) --no-print-directory demo-monitor
+
+# The loop monitor (examples/python/loop_monitor.py): a demo server's loop.stats(),
+# watchdog report and task timings, its plot in LOOP_MONITOR_PNG. matplotlib goes into
+# .venv/ as for `make soak` (its pinned set); when it cannot, the demo runs without it.
+LOOP_MONITOR_PNG ?= $(CURDIR)/build/loop_monitor.png
+demo-monitor: build
+	@if $(MAKE) --no-print-directory $(VENV)/.soak-installed; then py=$(PYTHON); else \
+	    echo "demo: matplotlib could not be installed into .venv: no plot"; py=python3; fi; \
+	$$py examples/python/loop_monitor.py $(LOOP_MONITOR_PNG)
 
 # `make bench`: every benchmark suite (the C workloads on the Linux backend and on both
 # portable builds, the scaling curves, the Python and Node benches), RUNS=5 interleaved

@@ -78,9 +78,10 @@ class GeneratorCheck(unittest.TestCase):
                           "on_thread_start", "on_thread_stop", "hook_data"])
         self.assertEqual([f[0] for f in _ffi.weft_spawn_options._fields_],
                          ["size", "timeout_ms", "pool", "max_children", "fork_fn", "fork_data", "reuse_child",
-                          "keep_fds", "keep_fds_len", "inherit_fds"])
+                          "keep_fds", "keep_fds_len", "inherit_fds", "flags"])
         self.assertIs(_ffi.weft_id, ctypes.c_uint64)
-        self.assertEqual(ctypes.sizeof(_ffi.weft_spawn_options), 80)
+        self.assertEqual(ctypes.sizeof(_ffi.weft_spawn_options), 88)
+        self.assertEqual(_ffi.weft_spawn_options.flags.offset, 80)
 
     def test_only_the_fork_callback_uses_errno(self):
         # fork_fn reports a failure through errno: ctypes.set_errno in the Python

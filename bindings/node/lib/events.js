@@ -247,7 +247,7 @@ class EventQueue {
     } catch (err) {
       this.loop._fail(err);
     }
-    if (wd !== null) wd.note(this.firing, h._fn, performance.now() - t0);
+    if (wd !== null) wd.note(this.firing, h, performance.now() - t0);
   }
 
   // ---- going native, closing --------------------------------------------------------

@@ -145,5 +145,8 @@ class TimerHandle extends Handle {
 }
 
 TimerHandle.prototype._token = 0;
+// A Handle's label (loop.setLabel, monitor.js): null on the prototype, set on the few
+// handles that have one.
+Handle.prototype._label = null;
 
 module.exports = { Handle, WeftHandle, TimerHandle, KIND_WATCH, KIND_SUBSCRIPTION };

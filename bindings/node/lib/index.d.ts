@@ -33,6 +33,8 @@ export type WeftErrorCode =
 /** An error weft reported. */
 export class WeftError extends Error {
   name: 'WeftError';
+  /** A rejected spawn's timing, with `timing: true`. */
+  timing?: TaskTiming;
   /** The weft_result's name, e.g. 'WEFT_ERR_NOT_FOUND'. */
   code: WeftErrorCode;
   /** The weft_result's value, e.g. -3. */
@@ -42,12 +44,16 @@ export class WeftError extends Error {
 /** What an AbortSignal did to a spawn (its cause is the signal's reason). */
 export class AbortError extends Error {
   name: 'AbortError';
+  /** With `timing: true`: set once the aborted task's work has returned. */
+  timing?: TaskTiming;
   code: 'ABORT_ERR';
 }
 
 /** A task whose work returned a status other than 0. */
 export class TaskError extends Error {
   name: 'TaskError';
+  /** With `timing: true`. */
+  timing?: TaskTiming;
   code: 'WEFT_TASK_STATUS';
   status: number;
   /** The bytes the work wrote. */
@@ -100,16 +106,112 @@ export interface SpawnOptions {
   keepFds?: number[];
   /** on: 'process' only: true keeps every fd open in the child (the fork(2) default). */
   inheritFds?: boolean;
+  /**
+   * Records when the task was queued, started, finished and done: the resolved Buffer,
+   * or the rejection's error (an AbortError once the work has returned), carries it as
+   * `timing`. Off by default: it costs a few microseconds a spawn.
+   */
+  timing?: boolean;
+  /** The task's name in the watchdog's reports (weft_set_label). */
+  label?: string;
 }
 
-/** A weft event loop, run by Node's own event loop. */
+/**
+ * When a task spawned with `timing: true` was queued, started, finished and done:
+ * milliseconds on performance.now()'s clock, null for what did not happen (a task
+ * aborted or timed out before it started has no start). The `*Ns` fields are weft's
+ * CLOCK_MONOTONIC nanoseconds (process.hrtime.bigint()'s clock; 0: did not happen).
+ */
+export class TaskTiming {
+  readonly queued: number;
+  readonly started: number | null;
+  readonly finished: number | null;
+  readonly done: number;
+  readonly queuedNs: number;
+  readonly startedNs: number;
+  readonly finishedNs: number;
+  readonly doneNs: number;
+  /** Milliseconds it waited for a thread or a child (null if it never started). */
+  readonly queueDelay: number | null;
+  /** Milliseconds its work ran (null if it did not start or finish). */
+  readonly runTime: number | null;
+}
+
+/** What a spawn resolves with: the bytes the work wrote (and its timing, if asked). */
+export interface SpawnResult extends Buffer {
+  /** With `timing: true` only. */
+  timing?: TaskTiming;
+}
+
+/**
+ * A loop's counters (weft_loop_get_stats), as Numbers. Times are nanoseconds; busy/idle
+ * time and timer lateness count from the loop's first stats() on.
+ */
+export interface LoopStats {
+  passes: number;
+  /** Callbacks run, by kind. The binding's JS timers are one weft timer, its JS events weft posts. */
+  timerCallbacks: number;
+  postCallbacks: number;
+  fdCallbacks: number;
+  signalCallbacks: number;
+  eventCallbacks: number;
+  doneCallbacks: number;
+  /** Time in weft's passes (callbacks and the loop's own work), on a coarse clock. */
+  busyNs: number;
+  /** Time waiting inside weft: 0 under Node, which waits in libuv. */
+  idleNs: number;
+  /** Timer lateness (deadline to call) over weft's last 1024 timer calls. */
+  timerLateP50Ns: number;
+  timerLateP99Ns: number;
+  timerLateMaxNs: number;
+  timerLateSamples: number;
+  /** Posts and events queued, not yet run. */
+  queuedRecords: number;
+  /** Tasks finished whose done waits for a pass. */
+  waitingCompletions: number;
+  /** Pool tasks spawned whose done has not run. */
+  tasks: number;
+  /** Process tasks waiting or running. */
+  processTasks: number;
+  /** Live child processes. */
+  children: number;
+  /** Registrations, by kind (weft's: JS timers are one). */
+  timers: number;
+  fdWatches: number;
+  signalWatches: number;
+  subscriptions: number;
+  /** When this was read (ns, process.hrtime.bigint()'s clock). */
+  timeNs: number;
+  /**
+   * busyNs over the wall time since the first stats() (null at the first read). Node
+   * waits in libuv, not in weft: idleNs stays 0.
+   */
+  utilization: number | null;
+}
+
+/** A weft pool's counters (weft_pool_get_stats). */
+export interface PoolStats {
+  threads: number;
+  busyThreads: number;
+  queued: number;
+  tasksRun: number;
+  steals: number;
+  threadsStarted: number;
+  threadsRetired: number;
+}
+
+/** The counters of weft's default pool of `kind` (the pools loop.spawn uses). */
+export function poolStats(kind?: 'cpu' | 'io'): PoolStats;
+/** The share of the wall time between two stats() of one loop spent in its passes. */
+export function utilizationBetween(earlier: LoopStats, later: LoopStats): number | null;
+
 /** A callback that held Node's thread longer than the watchdog's threshold. */
 export interface SlowCallback {
   /** The weft id of the registration (the binding's own for JS timers and JS events). */
   id: bigint;
   /** 'timer', 'post', 'fd', 'signal', 'event' or 'done'. */
   kind: string;
-  /** The JS function's name, when the binding knows it. */
+  /** The handle's label (loop.setLabel), else the JS function's name, when known. */
   name: string | null;
   /** How long it ran, in milliseconds. */
   durationMs: number;
@@ -122,6 +224,7 @@ export interface LoopOptions {
   debug?: boolean;
 }
 
+/** A weft event loop, run by Node's own event loop. */
 export class Loop {
   constructor(options?: LoopOptions);
   /**
@@ -130,6 +233,16 @@ export class Loop {
    * blocked). No handler: console.warn. `ms` null or 0: off.
    */
   setWatchdog(ms: number | null, handler?: (report: SlowCallback) => void): void;
+  /**
+   * weft's counters of this loop now; the first call starts counting busy/idle time and
+   * timer lateness. Does not stop the loop.
+   */
+  stats(): LoopStats;
+  /**
+   * Names a watch, a subscription or a JS timer (or a weft id) for the watchdog's
+   * reports and weft_set_label; null removes it. A task: spawn's `label` option.
+   */
+  setLabel(target: Handle | bigint, label: string | null): void;
   /**
    * The weft_loop pointer, for native libraries built on weft. Once it has been read,
    * events emitted in JS go through weft_emit (until then the binding delivers them).
@@ -157,10 +270,11 @@ export class Loop {
    * Runs a native weft_work_fn (a pointer to an exported C function, e.g.
    * `koffi.load(path).symbol('my_work')`) on a pool thread or in a forked child
    * (`on: 'process'`); resolves with the bytes it wrote once it returns 0. A child that
-   * dies rejects with a WeftError WEFT_ERR_CRASHED naming the signal.
+   * dies rejects with a WeftError WEFT_ERR_CRASHED naming the signal. With
+   * `timing: true`, the result (or the error) has `timing`.
    */
   spawn(work: bigint, userData?: Buffer | Uint8Array | ArrayBuffer | string | bigint | null,
-    options?: SpawnOptions): Promise<Buffer>;
+    options?: SpawnOptions): Promise<SpawnResult>;
   /** Frees the loop; pending spawns reject with WEFT_ERR_CLOSED. Idempotent. */
   close(): void;
 
@@ -201,5 +315,8 @@ declare const weft: {
   native: Record<string, (...args: any[]) => any>;
   ffi: Record<string, any>;
   diagnostics: typeof diagnostics;
+  poolStats: typeof poolStats;
+  utilizationBetween: typeof utilizationBetween;
+  TaskTiming: typeof TaskTiming;
 };
 export default weft;

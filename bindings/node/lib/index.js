@@ -30,6 +30,7 @@ const { WeftError, AbortError, TaskError } = require('./errors.js');
 const { trampolineStats } = require('./trampolines.js');
 const { Handle } = require('./handle.js');
 const { Loop, openLoops } = require('./loop.js');
+const { poolStats, utilizationBetween, TaskTiming } = require('./stats.js');
 
 // ---------------------------------------------------------------------------------------
 // Exit: free the loops, join weft's default pools (weft_shutdown). A worker thread only
@@ -68,4 +69,7 @@ module.exports = {
   native: lib,
   ffi,
   diagnostics,
+  poolStats,
+  utilizationBetween,
+  TaskTiming,
 };

@@ -19,6 +19,9 @@ export const {
   native,
   ffi,
   diagnostics,
+  poolStats,
+  utilizationBetween,
+  TaskTiming,
 } = weft;
 
 export default weft;

@@ -16,7 +16,8 @@ const { WeftHandle, TimerHandle, KIND_WATCH, KIND_SUBSCRIPTION } = require('./ha
 const { spawnTask } = require('./spawn.js');
 const { EventQueue } = require('./events.js');
 const { TimerQueue, nextTimerId } = require('./timers.js');
-const { setWatchdog, DEBUG_MS } = require('./monitor.js');
+const { setWatchdog, setLabel, DEBUG_MS } = require('./monitor.js');
+const { loopStats } = require('./stats.js');
 
 const { koffi, WEFT_OK, WEFT_ERR_INVALID } = ffi;
 
@@ -59,6 +60,7 @@ class Loop {
     this._errors = [];
     this._emitter = new EventEmitter();
     this._watchdog = null;   // monitor.js, while set
+    this._statsSince = null; // stats.js: when stats() was first read (ns)
     const fd = lib.weft_loop_fd(ptr);
     if (fd < 0) {
       const err = lastError(fd);
@@ -88,6 +90,26 @@ class Loop {
   // keep Node alive.
   setWatchdog(ms, handler) {
     setWatchdog(this, ms, handler);
+  }
+
+  // weft's counters of this loop now (weft_loop_get_stats; stats.js), as Numbers:
+  // passes, callbacks run by kind, busy and idle time, timer lateness (p50, p99, max,
+  // in ns, over weft's last 1024 timer calls), queued records, tasks and children in
+  // flight, registrations by kind, `timeNs` (when read, process.hrtime's clock) and
+  // `utilization`: busy time over the wall time since the first read (null at the
+  // first read, which starts weft's clock; idleNs stays 0: Node waits in libuv, not in
+  // weft). It does not stop the loop.
+  // The binding's JS timers are one weft timer and its JS events weft posts: weft
+  // counts those, not each JS callback.
+  stats() {
+    return loopStats(this);
+  }
+
+  // Names a watch, a subscription or a JS timer (or a weft id) for the watchdog's
+  // reports and weft's own readers of labels (weft_set_label); null removes the label
+  // (monitor.js). A task: spawn's options.label.
+  setLabel(target, label) {
+    setLabel(this, target, label);
   }
 
   // The weft_loop pointer, for native libraries built on weft (a BigInt). Once it has

@@ -13,14 +13,22 @@
 // - the binding's own registrations, which run many JS callbacks each (the timer alarm
 //   of timers.js, the event drain of events.js): while a watchdog is set, they time
 //   each JS callback (two performance.now() calls) and the report names the slowest
-//   one of that weft callback.
+//   one of that weft callback;
+// - a Handle labelled with loop.setLabel: its label.
+//
+// loop.setLabel(target, label) names a watch or a subscription for weft
+// (weft_set_label: what C-side readers of labels see) and for these reports; a JS
+// timer's label is the binding's alone (its timers share one weft timer); a task is
+// named by spawn's options.label.
 'use strict';
 
 const ffi = require('./ffi.js');
 const { lib } = require('./library.js');
-const { lastError } = require('./errors.js');
+const { WeftError, lastError } = require('./errors.js');
+const { Handle } = require('./handle.js');
+const { checkLabel } = require('./spawn.js');
 
-const { WEFT_OK } = ffi;
+const { WEFT_OK, WEFT_ERR_NOT_FOUND } = ffi;
 
 const TOPIC = 'weft.watchdog';
 
@@ -43,12 +51,13 @@ class Watchdog {
     this.sub = null;
   }
 
-  // A JS callback `fn` of the binding's registration `id` ran `ms` milliseconds.
-  note(id, fn, ms) {
+  // The JS callback of Handle `h`, run by the binding's registration `id`, ran `ms`
+  // milliseconds.
+  note(id, h, ms) {
     if (ms < this.ms) return;
     const key = String(id);
     const prev = this.slowest.get(key);
-    if (prev === undefined || prev.ms < ms) this.slowest.set(key, { name: fn.name || '(anonymous)', ms });
+    if (prev === undefined || prev.ms < ms) this.slowest.set(key, { name: nameOf(h), ms });
   }
 
   // A report arrived (on the JS thread, in a later pass).
@@ -66,7 +75,7 @@ class Watchdog {
       this.slowest.delete(String(id));
     } else {
       const h = this.loop._handlesById().get(id);
-      if (h !== undefined && typeof h._fn === 'function') name = h._fn.name || '(anonymous)';
+      if (h !== undefined && typeof h._fn === 'function') name = nameOf(h);
     }
     if (this.slowest.size > 256) this.slowest.clear();
     const report = { id, kind, name, durationMs, seq };
@@ -76,6 +85,11 @@ class Watchdog {
       this.loop._fail(err);
     }
   }
+}
+
+// A Handle's name in reports: its label (loop.setLabel), else its function's name.
+function nameOf(h) {
+  return h._label ?? (h._fn.name || '(anonymous)');
 }
 
 function logReport(r) {
@@ -115,4 +129,27 @@ function setWatchdog(loop, ms, handler) {
   loop._watchdog = wd;
 }
 
-module.exports = { setWatchdog, DEBUG_MS, TOPIC };
+// loop.setLabel(target, label): see Loop.setLabel in loop.js.
+function setLabel(loop, target, label) {
+  loop._check('setLabel');
+  if (label !== null) checkLabel(label, 'setLabel: label');
+  let id;
+  if (target instanceof Handle) {
+    if (target.loop !== loop) throw new TypeError("setLabel: the handle is another loop's");
+    if (!target.active) throw new WeftError(WEFT_ERR_NOT_FOUND, 'setLabel: the handle has ended');
+    if (target._token === 0) { // a JS timer (timers.js): no weft registration of its own
+      target._label = label;
+      return;
+    }
+    id = target._rawId;
+  } else if (typeof target === 'bigint') {
+    id = target;
+  } else {
+    throw new TypeError('setLabel: target must be a Handle or a BigInt id (a task: spawn\'s options.label)');
+  }
+  const rc = lib.weft_set_label(loop._ptr, id, label);
+  if (rc !== WEFT_OK) throw lastError(rc);
+  if (target instanceof Handle) target._label = label;
+}
+
+module.exports = { setWatchdog, setLabel, DEBUG_MS, TOPIC };

@@ -9,11 +9,14 @@ const { WeftError, AbortError, TaskError, lastError } = require('./errors.js');
 const { U64_MAX, checkMs, checkU32, toBytes } = require('./checks.js');
 const { T_DONE } = require('./trampolines.js');
 
-const { koffi, WEFT_ERR_INVALID, WEFT_ON_IO, WEFT_ON_CPU, WEFT_ON_PROCESS } = ffi;
+const { koffi, WEFT_ERR_INVALID, WEFT_ON_IO, WEFT_ON_CPU, WEFT_ON_PROCESS, WEFT_SPAWN_TIMING } = ffi;
 
 const SPAWN_OPTIONS_SIZE = koffi.sizeof(ffi.weft_spawn_options);
 
 const WHERE = { io: WEFT_ON_IO, cpu: WEFT_ON_CPU, process: WEFT_ON_PROCESS };
+
+// Labels longer than this weft refuses (weft_set_label).
+const LABEL_MAX = 4096;
 
 // Work pointers that passed the dladdr check below. dladdr fills a struct whose two
 // strings koffi decodes on every call (~2.5 us); a pointer checked once is not checked
@@ -51,6 +54,12 @@ function checkWork(work) {
 //     options.inheritFds (true: the child keeps every fd).
 // A status other than 0 rejects with a TaskError (its .status and .result); a child
 // that died rejects with a WeftError WEFT_ERR_CRASHED naming the signal or exit code.
+//   options.timing: true records when the task was queued, started, finished and done
+//     (WEFT_SPAWN_TIMING): the resolved Buffer, or the rejection's error, carries them
+//     as `timing`, a TaskTiming of stats.js (an AbortError gets it once the work has
+//     returned). Not by default: reading the times in each done, and the options struct
+//     koffi encodes for each such spawn, cost more than the rest of a trivial spawn.
+//   options.label: the task's name for the watchdog's reports (weft_set_label).
 //
 // on: 'process' runs the native function in a child forked from this process (a
 // copy-on-write snapshot of it at the fork); JavaScript never runs there. The child
@@ -78,7 +87,7 @@ function spawnTask(loop, work, userData, options) {
   loop._check('spawn');
   checkWork(work);
   if (options === null || typeof options !== 'object') throw new TypeError('options must be an object');
-  const { on = 'cpu', timeout = 0, signal, maxChildren, reuse, keepFds, inheritFds } = options;
+  const { on = 'cpu', timeout = 0, signal, maxChildren, reuse, keepFds, inheritFds, timing, label } = options;
   const where = on === 'cpu' ? WEFT_ON_CPU : Object.hasOwn(WHERE, on) ? WHERE[on] : undefined;
   if (where === undefined) throw new TypeError(`options.on must be 'cpu', 'io' or 'process', got ${String(on)}`);
   const inProcess = where === WEFT_ON_PROCESS;
@@ -100,6 +109,10 @@ function spawnTask(loop, work, userData, options) {
   if (signal !== undefined && !(signal instanceof AbortSignal)) {
     throw new TypeError('options.signal must be an AbortSignal');
   }
+  if (timing !== undefined && typeof timing !== 'boolean') {
+    throw new TypeError(`options.timing must be a boolean, got ${typeof timing}`);
+  }
+  if (label !== undefined) checkLabel(label, 'options.label');
   if (signal && signal.aborted) throw new AbortError(undefined, { cause: signal.reason });
 
   let data = null;
@@ -113,7 +126,7 @@ function spawnTask(loop, work, userData, options) {
     // task, in this process after done (the child has its own copy from the fork).
     freeFn = C_FREE;
   }
-  const opts = timeoutMs || inProcess ? {
+  const opts = timeoutMs || inProcess || timing ? {
     size: SPAWN_OPTIONS_SIZE,
     timeout_ms: timeoutMs,
     pool: null,
@@ -125,6 +138,7 @@ function spawnTask(loop, work, userData, options) {
     keep_fds: keep,
     keep_fds_len: keep === null ? 0 : keep.length,
     inherit_fds: inheritFds === true,
+    flags: timing ? WEFT_SPAWN_TIMING : 0,
   } : null;
   const id = lib.weft_spawn(loop._ptr, where, work, T_DONE, data, freeFn, opts);
   if (id === 0n) {
@@ -132,7 +146,11 @@ function spawnTask(loop, work, userData, options) {
     if (freeFn !== null) c_free(data); // a failed registration leaves user_data ours
     throw err;
   }
-  const task = new Task(loop, id, inProcess, signal);
+  // A label weft refuses (not UTF-8: a lone surrogate) leaves the task unnamed.
+  if (label !== undefined) lib.weft_set_label(loop._ptr, id, label);
+  const task = new Task(loop, id, inProcess, signal, timing === true);
+  // Nothing is added to the promise itself: V8's await and Promise.all take their fast
+  // paths only for promises of the initial shape.
   const promise = new Promise((resolve, reject) => {
     task.resolve = resolve;
     task.reject = reject;
@@ -165,25 +183,38 @@ function copyUserData(userData) {
 // A spawned task's promise, which done (the trampoline) settles through finish(), and
 // close() through fail().
 class Task {
-  constructor(loop, id, inProcess, signal) {
+  constructor(loop, id, inProcess, signal, timed) {
     this.loop = loop;
     this.id = id;
     this.process = inProcess;
     this.signal = signal;
+    this.timed = timed; // spawned with options.timing
     this.settled = false;
     this.resolve = null;
     this.reject = null;
     this.onAbort = null;
+    this.aborted = null; // the AbortError it was rejected with
   }
 
-  // `why`: weft_last_error's text, read inside done, for a process task's crash.
-  finish(status, result, why) {
+  // `why`: weft_last_error's text, read inside done, for a process task's crash;
+  // `timing`: its TaskTiming (options.timing) or null.
+  finish(status, result, why, timing) {
     if (this.onAbort !== null) this.signal.removeEventListener('abort', this.onAbort);
-    if (this.settled) return;
+    if (this.settled) {
+      if (timing !== null && this.aborted !== null) this.aborted.timing = timing;
+      return;
+    }
     this.settled = true;
-    if (status === 0) this.resolve(result);
-    else if (status > 0) this.reject(new TaskError(status, result));
-    else this.reject(new WeftError(status, `spawn: ${why ? why.message : lib.weft_strerror(status)}`));
+    let err;
+    if (status === 0) {
+      if (timing !== null) result.timing = timing;
+      this.resolve(result);
+      return;
+    }
+    if (status > 0) err = new TaskError(status, result);
+    else err = new WeftError(status, `spawn: ${why ? why.message : lib.weft_strerror(status)}`);
+    if (timing !== null) err.timing = timing;
+    this.reject(err);
   }
 
   fail(err) {
@@ -199,8 +230,16 @@ class Task {
     // done still comes (WEFT_ERR_CANCELLED, once the work returns or the killed
     // child is reaped); until then the task stays registered, and keeps Node alive.
     lib.weft_cancel(this.loop._ptr, this.id);
-    this.reject(new AbortError(undefined, { cause: this.signal.reason }));
+    this.aborted = new AbortError(undefined, { cause: this.signal.reason });
+    this.reject(this.aborted);
   }
 }
 
-module.exports = { spawnTask };
+// A label for weft_set_label: a string without NUL, at most LABEL_MAX bytes of UTF-8.
+function checkLabel(label, name) {
+  if (typeof label !== 'string') throw new TypeError(`${name} must be a string, got ${typeof label}`);
+  if (label.includes('\0')) throw new TypeError(`${name} contains a NUL character`);
+  if (Buffer.byteLength(label, 'utf8') > LABEL_MAX) throw new RangeError(`${name} is over ${LABEL_MAX} bytes`);
+}
+
+module.exports = { spawnTask, checkLabel };

@@ -246,7 +246,7 @@ class TimerQueue {
       } catch (err) {
         loop._fail(err);
       }
-      if (wd !== null) wd.note(firing, h._fn, performance.now() - t0);
+      if (wd !== null) wd.note(firing, h, performance.now() - t0);
       if (loop._closed) return;
     }
     if (heap.length > 0 && this.alarmId === 0) this._arm(performance.now());

@@ -7,6 +7,7 @@ const { lib } = require('./library.js');
 const { copyBytes } = require('./libc.js');
 const { lastError } = require('./errors.js');
 const { toBigInt } = require('./checks.js');
+const { readTiming } = require('./stats.js');
 
 const { koffi, WEFT_RUN_NOWAIT, WEFT_ERR_TIMEOUT, WEFT_ERR_CANCELLED } = ffi;
 
@@ -138,8 +139,10 @@ function onDone(lp, id, status, result, len) {
   // read here inside done, says why (the signal, the exit code, the errno).
   const why = task.process && status < 0 && status !== WEFT_ERR_TIMEOUT && status !== WEFT_ERR_CANCELLED
     ? lastError(status) : null;
+  // Its times (options.timing), which weft tells only inside done (stats.js).
+  const timing = task.timed ? readTiming(loop._ptr, id) : null;
   try {
-    task.finish(status, status >= 0 ? copyBytes(result, len) : null, why);
+    task.finish(status, status >= 0 ? copyBytes(result, len) : null, why, timing);
   } catch (err) {
     loop._fail(err);
   }

@@ -35,7 +35,7 @@ test('every function of FUNCTIONS is declared', () => {
   assert.equal(ffi.CONSTANTS.WEFT_RUN_NOWAIT, ffi.WEFT_RUN_NOWAIT);
   assert.deepEqual(Object.keys(ffi.weft_spawn_options.members),
     ['size', 'timeout_ms', 'pool', 'max_children', 'fork_fn', 'fork_data', 'reuse_child',
-      'keep_fds', 'keep_fds_len', 'inherit_fds']);
+      'keep_fds', 'keep_fds_len', 'inherit_fds', 'flags']);
 });
 
 test('weft_version and weft_abi_version', () => {

@@ -41,6 +41,7 @@ from ._lib import library_path
 from ._loop import ERROR, HANGUP, READ, WRITE, Handle, Loop, Watch, cancelled
 from ._monitor import SlowCallback
 from ._pools import configure as configure_pools
+from ._stats import LoopStats, PoolStats, TaskTiming
 
 __version__ = "0.1.0"
 
@@ -56,22 +57,35 @@ __all__ = [
     "Handle",
     "InvalidArgument",
     "Loop",
+    "LoopStats",
     "NotFound",
     "Panic",
+    "PoolStats",
     "ProcessTaskError",
     "READ",
     "RemoteTraceback",
     "SlowCallback",
     "SystemCallFailed",
+    "TaskTiming",
     "Unsupported",
     "WRITE",
     "Watch",
     "cancelled",
     "configure_pools",
     "library_path",
+    "pool_stats",
     "set_error_handler",
     "version",
 ]
+
+
+def pool_stats(kind: str) -> PoolStats:
+    """The counters of the binding's pool of `kind` now, as a `weft.PoolStats`: "io"
+    (the pool of `on="thread"` tasks) or "cpu" (`on="cpu"`). A pool is made by its
+    first task: before that, all zero. Any thread."""
+    from ._pools import stats
+
+    return stats(kind)
 
 
 def version() -> str:

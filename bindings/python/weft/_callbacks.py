@@ -19,11 +19,15 @@ import threading
 from typing import Any, Callable, Dict, Optional
 
 from . import _ffi
+from ._lib import held
+from ._stats import TIMES, TIMES_OFFSET
 
 logger = logging.getLogger("weft")
 
 # key -> entry (an object with the methods its trampolines call).
 registry: Dict[int, Any] = {}
+_get_timing = held.weft_task_get_timing
+_times = TIMES.unpack_from
 _next_key = itertools.count(1).__next__  # 0 would be NULL user_data
 
 # Per-thread state: `task` is (weft_task pointer, Loop) while a task's work runs here;
@@ -167,6 +171,14 @@ def _on_done(lp: Any, rid: int, status: int, result: Any, length: int, key: Opti
     try:
         entry = registry.get(key)  # type: ignore[arg-type]
         if entry is not None:
+            if entry.weft_timing:
+                # A process task's times, which only weft knows and tells only here:
+                # kept on its future before the entry settles it (its done-callbacks
+                # see them). A successful read leaves weft_last_error alone, which the
+                # entry's done reads next.
+                buffer = entry.loop._timing
+                if _get_timing(lp, rid, buffer.ref) == 0:
+                    entry.future._timing_raw = _times(buffer.raw, TIMES_OFFSET)
             entry.done(status, result, length)
     except BaseException as exc:  # noqa: BLE001
         _trampoline_failed(exc, "weft done trampoline")

@@ -21,6 +21,7 @@ from ._handles import Handle, Watch, _Callback
 from ._later import TimerHandle
 from ._lib import held, lib
 from ._monitor import DEBUG_THRESHOLD, Monitoring, SlowCallback
+from ._stats import TimingBuffer
 
 _T = TypeVar("_T")
 
@@ -37,6 +38,7 @@ _get_ident = threading.get_ident
 _spawn = held.weft_spawn
 _ON_PROCESS = _ffi.WEFT_ON_PROCESS
 _monotonic = time.monotonic
+_monotonic_ns = time.monotonic_ns
 _ceil = math.ceil
 
 # Every open loop, for the atexit handler.
@@ -54,7 +56,10 @@ class _Task:
     """A task on the loop, the IO pool or the CPU pool. The outcome stays a Python
     object: nothing is serialised."""
 
-    __slots__ = ("loop", "fn", "args", "kwargs", "future", "where", "timeout", "ok", "value")
+    __slots__ = ("loop", "fn", "args", "kwargs", "future", "where", "timeout", "ok", "value", "queued_ns",
+                 "started_ns", "finished_ns")
+    # Its future's timing is stamped here, in Python (see _stats), not read from weft.
+    weft_timing = False
 
     def __init__(self, loop: "Loop", fn: Callable[..., Any], args: Tuple[Any, ...], kwargs: Dict[str, Any],
                  future: "Future[Any]", where: int, timeout: Optional[float]):
@@ -67,8 +72,11 @@ class _Task:
         self.timeout = timeout
         self.ok = False
         self.value: Any = None
+        self.queued_ns = _monotonic_ns()
+        self.started_ns = self.finished_ns = 0
 
     def work(self, task: Any) -> int:
+        self.started_ns = _monotonic_ns()
         self.future._mark_running()
         previous = getattr(tls, "task", None)
         tls.task = (task, self.loop)
@@ -84,9 +92,11 @@ class _Task:
         finally:
             tls.task = previous
             _running_work.discard(self)
+            self.finished_ns = _monotonic_ns()
         return 0
 
     def done(self, status: int, result: Any, length: int) -> None:
+        self.future._timing_raw = (self.queued_ns, self.started_ns, self.finished_ns, _monotonic_ns())
         if status >= 0:
             self.future._settle(self.ok, self.value)
             self.value = None
@@ -163,6 +173,7 @@ class Loop(Monitoring):
         self._pending_exit: Optional[BaseException] = None
         self._max_children = max_children
         self._reuse = reuse_children
+        self._timing = TimingBuffer()  # process tasks' timings, read in done (_callbacks._on_done)
         _soon.setup(self)
         _later.setup(self)
         _loops.add(self)
@@ -440,7 +451,7 @@ class Loop(Monitoring):
         the loop thread."""
         options = _spawn_options(("process", self._max_children, self._reuse, keep_fds, inherit_fds), timeout_ms,
                                  lambda o: _process.fill_options(o, self._max_children, self._reuse, keep_fds,
-                                                                 inherit_fds))
+                                                                 inherit_fds), _ffi.WEFT_SPAWN_TIMING)
         key = register(entry)
         with self._lock:
             if self._closed or state.forked:
@@ -481,6 +492,8 @@ class Loop(Monitoring):
                 discard(key)
                 raise self._unusable(what)
             rid = register_fn(self._ptr, *c_args, key, FREE)
+            if rid:  # the watchdog's label (Loop.set_label): the callable's name
+                held.weft_set_label(self._ptr, rid, _label_of(entry.fn))
         if not rid:
             err = error_from()
             discard(key)
@@ -603,8 +616,8 @@ class Loop(Monitoring):
 _OPTIONS: Dict[Any, Any] = {}
 
 
-def _spawn_options(key: Any, timeout_ms: int, fill: Callable[[Any], None]) -> Any:
-    """weft_spawn's options (a pointer to them) with timeout_ms and what fill sets."""
+def _spawn_options(key: Any, timeout_ms: int, fill: Callable[[Any], None], flags: int = 0) -> Any:
+    """weft_spawn's options (a pointer to them) with timeout_ms, flags and what fill sets."""
     if timeout_ms == 0:
         cached = _OPTIONS.get(key)
         if cached is not None:
@@ -612,11 +625,16 @@ def _spawn_options(key: Any, timeout_ms: int, fill: Callable[[Any], None]) -> An
     options = _ffi.weft_spawn_options()
     options.size = ctypes.sizeof(options)
     options.timeout_ms = timeout_ms
+    options.flags = flags
     fill(options)
     ref = ctypes.byref(options)
     if timeout_ms == 0 and len(_OPTIONS) < 256:
         _OPTIONS[key] = ref
     return ref
+
+
+def _label_of(fn: Any) -> bytes:
+    return str(getattr(fn, "__qualname__", None) or type(fn).__qualname__).encode("utf-8", "replace")
 
 
 def _pool_option(options: Any, where: int) -> None:

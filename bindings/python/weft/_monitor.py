@@ -10,7 +10,8 @@ A callback that holds the interpreter lock without a pause (a C extension that d
 not release it) delays the report until the interpreter switches threads (every
 `sys.getswitchinterval()`, 5 ms by default) or the callback returns.
 
-`Monitoring` is a base class of `weft.Loop`: `set_watchdog` and the `debug` switch.
+`Monitoring` is a base class of `weft.Loop`: `set_watchdog` and the `debug` switch,
+`stats()` (see _stats) and `set_label`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ from typing import Any, Callable, Dict, Optional
 from . import _ffi
 from ._callbacks import FREE, discard, register, registry
 from ._errors import check
-from ._lib import lib
+from ._future import Future
+from ._handles import Handle, Watch
+from ._lib import held, lib
+from ._stats import LoopStats, loop_stats
 
 logger = logging.getLogger("weft")
 
@@ -65,10 +69,13 @@ class SlowCallback:
     name: Optional[str]
     #: The loop thread's stack when the report was made (innermost last), while it runs.
     stack: Optional[traceback.StackSummary]
+    #: The registration's label (`Loop.set_label`; the binding labels call_every, watch,
+    #: watch_signal and subscribe registrations with their callable's qualified name).
+    label: Optional[str] = None
 
     def format(self) -> str:
         """The report as the debug log writes it."""
-        what = self.name or f"a {self.kind} callback"
+        what = self.name or self.label or f"a {self.kind} callback"
         if self.running:
             head = f"weft: {what} has blocked the loop for {self.elapsed:.3f} s and is still running"
         else:
@@ -101,9 +108,10 @@ class _Watchdog:
             self.names[r.seq] = name
         else:
             name = self.names.pop(r.seq, None)
+        label = r.label.decode("utf-8", "replace") if r.label else None
         report = SlowCallback(
             id=r.id, kind=_KINDS.get(r.kind, str(r.kind)), running=running, elapsed=r.elapsed_ns / 1e9,
-            seq=r.seq, name=name, stack=stack,
+            seq=r.seq, name=name, stack=stack, label=label,
         )
         try:
             self.handler(report)
@@ -130,8 +138,12 @@ def _sample(thread_id: int, loop: Any) -> Any:
     # The callback: the first frame after the innermost frame of the binding itself
     # (the trampoline, or the binding's dispatcher of a batch of call_soon calls).
     inner = max((i for i, f in enumerate(stack) if f.filename.startswith(_PACKAGE)), default=-1)
-    user = stack[inner + 1:] if inner + 1 < len(stack) else stack
-    return traceback.StackSummary.from_list(user), user[0].name if user else None
+    if inner + 1 < len(stack):
+        user = stack[inner + 1:]
+        return traceback.StackSummary.from_list(user), user[0].name
+    # In the binding itself (a process task's done reading its result) or in C: no
+    # callable of the user's to name (the report's label may).
+    return traceback.StackSummary.from_list(stack), None
 
 
 def _on_report(lp: Any, report: Any, key: Optional[int]) -> None:
@@ -185,3 +197,44 @@ class Monitoring:
         if rc != 0:
             discard(key)
         check(rc)
+
+    def stats(self) -> LoopStats:
+        """The loop's counters now, as a `weft.LoopStats`: passes, callbacks run by kind,
+        busy and idle time, timer lateness (p50, p99, max), queued posts and events,
+        tasks and children in flight, registrations by kind. Counting busy/idle time
+        and lateness starts with the first call; `utilization` is None until a later
+        one. Any thread; it does not stop the loop."""
+        with self._lock:
+            self._check_open("stats")  # type: ignore[attr-defined]
+            return loop_stats(self._ptr)
+
+    def set_label(self, registration: Any, label: Optional[str]) -> None:
+        """Names a registration for the watchdog's reports (`SlowCallback.label`) and
+        anything else that reads weft's labels: a Handle or Watch of call_every, watch,
+        watch_signal or subscribe (which the binding labels with their callable's
+        qualified name already), the Future of a spawn, or a weft id. None removes the
+        label. call_soon and call_later handles share weft registrations, so they
+        cannot have one (ValueError). Any thread."""
+        rid = _registration_id(registration)
+        if label is not None and not isinstance(label, str):
+            raise TypeError(f"set_label: label must be a str or None, not {type(label).__name__}")
+        data = None if label is None else label.encode("utf-8")
+        with self._lock:
+            self._check_open("set_label")  # type: ignore[attr-defined]
+            check(held.weft_set_label(self._ptr, rid, data))
+
+
+def _registration_id(registration: Any) -> int:
+    """The weft id of set_label's registration argument."""
+    if isinstance(registration, int) and not isinstance(registration, bool):
+        return registration
+    if isinstance(registration, Future):
+        if not registration._task_id:
+            raise ValueError("set_label: this future is not a spawned task's")
+        return int(registration._task_id)
+    if type(registration) in (Handle, Watch):
+        return int(registration.id)
+    if isinstance(registration, Handle):
+        raise ValueError(f"set_label: a {type(registration).__name__} (call_soon, call_later) shares its weft "
+                         "registration with others and cannot have a label of its own")
+    raise TypeError(f"set_label: expected a Handle, a Future or an int id, not {type(registration).__name__}")

@@ -33,6 +33,8 @@ from typing import Any, Dict, Optional
 from . import _ffi
 from ._errors import error_from
 from ._lib import PyGILState_LOCKED, lib, pythonapi
+from ._stats import PoolStats
+from ._stats import pool_stats as _pool_stats
 
 IO = _ffi.WEFT_POOL_IO
 CPU = _ffi.WEFT_POOL_CPU
@@ -98,6 +100,21 @@ def configure(io_threads: Optional[int] = None, cpu_threads: Optional[int] = Non
             sizes[IO] = io_threads
         if cpu_threads is not None:
             sizes[CPU] = cpu_threads
+
+
+_KIND_NAMES = {"io": IO, "thread": IO, "cpu": CPU}
+
+
+def stats(kind: str) -> PoolStats:
+    """`weft.pool_stats`."""
+    code = _KIND_NAMES.get(kind) if isinstance(kind, str) else None
+    if code is None:
+        raise ValueError(f"pool_stats: kind must be 'io' (on='thread') or 'cpu', not {kind!r}")
+    with _lock:
+        pool = _pools.get(code)
+        if pool is None:  # not made yet: no thread has run anything
+            return PoolStats(0, 0, 0, 0, 0, 0, 0)
+        return _pool_stats(pool, code)
 
 
 def free_all() -> None:

@@ -323,6 +323,8 @@ class ProcessTask:
     them), the future the parent settles."""
 
     __slots__ = ("loop", "fn", "args", "kwargs", "future", "timeout")
+    # Spawned with WEFT_SPAWN_TIMING: the done trampoline reads weft's times (_stats).
+    weft_timing = True
 
     def __init__(self, loop: "Loop", fn: Callable[..., Any], args: Tuple[Any, ...], kwargs: Dict[str, Any],
                  future: "Future[Any]", timeout: Optional[float]):
