@@ -335,7 +335,8 @@ typedef struct weft_loop_stats {
   uint64_t done_callbacks;
   // Nanoseconds spent in passes (callbacks and the loop's own work), counted from
   // the first `weft_loop_get_stats` on this loop (as libuv counts idle time only once
-  // asked to): busy / (busy + idle) is the loop's utilisation between two reads.
+  // asked to), the pass in progress included (a callback that blocks the loop counts
+  // while it runs): busy / (busy + idle) is the loop's utilisation between two reads.
   uint64_t busy_ns;
   // Nanoseconds waiting for work inside `weft_loop_run`, counted likewise.
   uint64_t idle_ns;

@@ -25,7 +25,7 @@
 //! read on the precise clock.
 
 use crate::watchdog::Kind;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
 use std::sync::OnceLock;
 
 /// How many timer calls the lateness percentiles cover.
@@ -41,9 +41,11 @@ pub struct Metrics {
     callbacks: [AtomicU64; KINDS],
     busy_ns: AtomicU64,
     idle_ns: AtomicU64,
-    /// Where the busy time being counted began (while watched and `run` runs; 0: not
-    /// counting).
+    /// Where the busy time being counted began, or the wait in progress (while watched
+    /// and `run` runs; 0: not counting).
     mark_ns: AtomicU64,
+    /// A pass waits now (since `mark_ns`).
+    in_wait: AtomicBool,
     /// Completions held back (by the pass limit) when the last pass ended.
     waiting: AtomicU64,
     watched: AtomicBool,
@@ -101,7 +103,14 @@ impl Metrics {
         if mark != 0 {
             bump(&self.busy_ns, now_ns.saturating_sub(mark));
         }
-        self.mark_ns.store(now_ns, Relaxed);
+        // After the count: a reader that sees the old mark sees the old count.
+        self.mark_ns.store(now_ns, Release);
+    }
+
+    /// A pass is about to wait, from `now_ns` (watched only).
+    pub fn wait_begins(&self, now_ns: u64) {
+        self.in_wait.store(true, Release);
+        self.busy_until(now_ns);
     }
 
     /// `run` returned at `now_ns` (watched only).
@@ -113,7 +122,25 @@ impl Metrics {
     /// The loop thread waited from `from_ns` to `to_ns` in a pass (watched only).
     pub fn waited(&self, from_ns: u64, to_ns: u64) {
         bump(&self.idle_ns, to_ns.saturating_sub(from_ns));
-        self.mark_ns.store(to_ns, Relaxed);
+        self.mark_ns.store(to_ns, Release);
+        self.in_wait.store(false, Release);
+    }
+
+    /// Busy time to `now_ns`, the pass in progress included (a reader's view: a callback
+    /// that blocks the loop shows as busy while it runs, not once its pass ends). The
+    /// count and the mark are read between two reads of the mark, again if it moved.
+    fn busy_now(&self, now_ns: u64) -> u64 {
+        for _ in 0..4 {
+            let mark = self.mark_ns.load(Acquire);
+            let busy = self.busy_ns.load(Acquire);
+            let waiting = self.in_wait.load(Acquire);
+            if self.mark_ns.load(Acquire) != mark {
+                continue;
+            }
+            let live = if mark != 0 && !waiting { now_ns.saturating_sub(mark) } else { 0 };
+            return busy + live;
+        }
+        self.busy_ns.load(Acquire)
     }
 
     /// The loop thread ended a pass, with `waiting` completions held back for the next.
@@ -134,8 +161,9 @@ impl Metrics {
         self.late_next.store(n + 1, Relaxed);
     }
 
-    /// The counters now (any thread); turns measuring on for later passes.
-    pub fn snapshot(&self) -> Snapshot {
+    /// The counters at `now_ns` (the coarse clock; any thread); turns measuring on for
+    /// later passes.
+    pub fn snapshot(&self, now_ns: u64) -> Snapshot {
         let ring = self.late.get_or_init(|| Box::new([const { AtomicU64::new(0) }; WINDOW]));
         self.watched.store(true, Relaxed);
         let samples = self.late_next.load(Relaxed).min(WINDOW as u64) as usize;
@@ -145,7 +173,7 @@ impl Metrics {
         Snapshot {
             passes: self.passes.load(Relaxed),
             callbacks: std::array::from_fn(|i| self.callbacks[i].load(Relaxed)),
-            busy_ns: self.busy_ns.load(Relaxed),
+            busy_ns: self.busy_now(now_ns),
             idle_ns: self.idle_ns.load(Relaxed),
             late_p50_ns: at(0.5),
             late_p99_ns: at(0.99),
@@ -164,17 +192,17 @@ mod tests {
     fn lateness_is_kept_once_watched_over_the_last_window() {
         let m = Metrics::default();
         m.lateness(5); // nobody watches yet: not kept
-        assert_eq!(m.snapshot().late_samples, 0);
+        assert_eq!(m.snapshot(0).late_samples, 0);
         for i in 1..=100u64 {
             m.lateness(i * 1000);
         }
-        let s = m.snapshot();
+        let s = m.snapshot(0);
         assert_eq!((s.late_samples, s.late_p50_ns, s.late_p99_ns, s.late_max_ns), (100, 50_000, 99_000, 100_000));
         // the window slides: 2000 more, all 7 us
         for _ in 0..2000 {
             m.lateness(7000);
         }
-        let s = m.snapshot();
+        let s = m.snapshot(0);
         assert_eq!((s.late_samples, s.late_p50_ns, s.late_max_ns), (WINDOW as u64, 7000, 7000));
     }
 
@@ -186,7 +214,7 @@ mod tests {
         m.callback(Kind::Done);
         m.passed(3);
         assert!(!m.watched());
-        let s = m.snapshot();
+        let s = m.snapshot(0);
         assert!(m.watched());
         assert_eq!(s.callbacks, [0, 2, 0, 0, 0, 1]);
         assert_eq!((s.passes, s.waiting_completions), (1, 3));
@@ -197,7 +225,22 @@ mod tests {
         m.passed(0);
         m.run_ended(180);
         m.busy_until(500); // not counting: run has returned
-        let s = m.snapshot();
+        let s = m.snapshot(0);
         assert_eq!((s.busy_ns, s.idle_ns, s.passes, s.waiting_completions), (40, 50, 2, 0));
+    }
+
+    #[test]
+    fn a_pass_in_progress_counts_as_busy_and_a_wait_does_not() {
+        let m = Metrics::default();
+        m.snapshot(0);
+        m.run_began(100);
+        assert_eq!(m.snapshot(150).busy_ns, 50); // a callback blocks: busy while it runs
+        m.wait_begins(160);
+        assert_eq!(m.snapshot(500).busy_ns, 60); // waiting: not busy
+        m.waited(160, 200);
+        let s = m.snapshot(230);
+        assert_eq!((s.busy_ns, s.idle_ns), (90, 40));
+        m.run_ended(240);
+        assert_eq!(m.snapshot(900).busy_ns, 100); // outside run: not counting
     }
 }

@@ -5,7 +5,8 @@
  *   post_ns:  1M posts, each callback posting the next (the loop thread alone);
  *   timer_ns: 200k one-shot timers of 0..100 ms, scheduled then run until all fired:
  *             the loop thread's CPU time (not wall: the delays) per timer.
- * The modes alternate in one process, 3 rounds, and each row reports its median. Rows:
+ * Each mode also has a thread that wakes every ms (see mon_reader). The modes
+ * alternate in one process, 3 rounds, and each row reports its median. Rows:
  * weft (off), weft-stats, weft-watchdog. Included by bench_weft.c (needs wcheck,
  * idcheck, new_loop). */
 #ifndef BENCH_MONITOR_H
@@ -42,15 +43,21 @@ static void mon_fire(weft_loop *loop, weft_id id, void *ud)
     mon_fired++;
 }
 
-struct mon_reader { weft_loop *loop; atomic_int stop; uint64_t reads; };
+/* Every mode has this thread, waking every ms; only weft-stats's reads the stats. (A
+ * process with one thread gets glibc's single-thread fast paths, which a program with
+ * any other thread, a pool's for one, does not: the rows must differ in the reads
+ * alone.) */
+struct mon_reader { weft_loop *loop; atomic_int stop; int read; uint64_t reads; };
 
 static void *mon_read(void *arg)
 {
     struct mon_reader *r = arg;
     while (!atomic_load(&r->stop)) {
-        weft_loop_stats s = { .size = sizeof s };
-        wcheck(weft_loop_get_stats(r->loop, &s));
-        r->reads++;
+        if (r->read) {
+            weft_loop_stats s = { .size = sizeof s };
+            wcheck(weft_loop_get_stats(r->loop, &s));
+            r->reads++;
+        }
         struct timespec ms = { 0, 1000000 };
         nanosleep(&ms, NULL);
     }
@@ -70,12 +77,12 @@ static void mon_report(weft_loop *loop, const weft_watchdog_report *r, void *ud)
 static void mon_measure(int mode, const uint32_t *delay, uint32_t n_timers, double out[2])
 {
     weft_loop *loop = new_loop();
-    struct mon_reader reader = { .loop = loop };
+    struct mon_reader reader = { .loop = loop, .read = mode == 1 };
     pthread_t thread;
+    check(pthread_create(&thread, NULL, mon_read, &reader) == 0);
     if (mode == 1) {
         weft_loop_stats s = { .size = sizeof s };
         wcheck(weft_loop_get_stats(loop, &s));
-        check(pthread_create(&thread, NULL, mon_read, &reader) == 0);
     } else if (mode == 2) {
         wcheck(weft_loop_set_watchdog(loop, 100, mon_report, NULL, NULL));
     }
@@ -93,10 +100,8 @@ static void mon_measure(int mode, const uint32_t *delay, uint32_t n_timers, doub
     if (mon_fired != n_timers)
         die("monitor_overhead: %llu of %u timers fired", (unsigned long long)mon_fired, n_timers);
     out[1] = (double)(mon_thread_cpu_ns() - t1) / n_timers;
-    if (mode == 1) {
-        atomic_store(&reader.stop, 1);
-        check(pthread_join(thread, NULL) == 0);
-    }
+    atomic_store(&reader.stop, 1);
+    check(pthread_join(thread, NULL) == 0);
     weft_loop_free(loop);
 }
 

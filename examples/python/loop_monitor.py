@@ -16,8 +16,8 @@ thread's stack (the line that blocks), and again when it returns. A sampler thre
 the demo plots timer lateness (p50, p99 and max over weft's window of the last 1024
 timer calls) and the loop's utilisation per 100 ms into a PNG, the blocked interval
 marked, and prints the tasks' queueing delay against their run time (`Future.timing`).
-weft adds a pass's busy time when the pass ends, so the blocked pass shows in the
-sample after it.
+A callback still running counts as busy up to each read, so the blocked interval shows
+as busy while it lasts.
 
     python3 examples/python/loop_monitor.py [out.png] [--seconds 5]
 

@@ -32,7 +32,8 @@ pub struct weft_loop_stats {
     pub done_callbacks: u64,
     /// Nanoseconds spent in passes (callbacks and the loop's own work), counted from
     /// the first `weft_loop_get_stats` on this loop (as libuv counts idle time only once
-    /// asked to): busy / (busy + idle) is the loop's utilisation between two reads.
+    /// asked to), the pass in progress included (a callback that blocks the loop counts
+    /// while it runs): busy / (busy + idle) is the loop's utilisation between two reads.
     pub busy_ns: u64,
     /// Nanoseconds waiting for work inside `weft_loop_run`, counted likewise.
     pub idle_ns: u64,

@@ -174,7 +174,7 @@ impl<H: Handler> Loop<H> {
         }
         if block && self.metrics.watched() {
             let from = sys::coarse_now_ns();
-            self.metrics.busy_until(from);
+            self.metrics.wait_begins(from);
             self.inner.load().wait(events, block).map_err(io_error(sys::call::WAIT))?;
             self.metrics.waited(from, sys::coarse_now_ns());
         } else {

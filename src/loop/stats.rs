@@ -51,7 +51,7 @@ impl<H: Handler> Loop<H> {
     /// measures its busy and idle time and its timers' lateness.
     pub fn stats(&self) -> Result<Stats> {
         self.usable()?;
-        let metrics = self.metrics.snapshot();
+        let metrics = self.metrics.snapshot(crate::sys::coarse_now_ns());
         let queued_records = self.inbox.queued();
         let owned_tasks = self.table_live.load(Relaxed) as u64;
         let owned_timers = self.timers_live.load(Relaxed).saturating_sub(self.timers_foreign.load(Relaxed)) as u64;

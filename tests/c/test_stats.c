@@ -132,6 +132,25 @@ TEST(busy_idle_and_timer_lateness_are_measured_once_read) {
     weft_loop_free(lp);
 }
 
+/* A reader sees a blocking callback as busy time while it still blocks. */
+TEST(a_callback_that_blocks_shows_as_busy_while_it_runs) {
+    weft_loop *lp = weft_loop_new();
+    REQUIRE(lp != NULL);
+    weft_loop_stats s = read_stats(lp);
+    CHECK_ID(weft_post(lp, block_cb, (void *)(uintptr_t)300, NULL));
+    bg_loop b;
+    bg_start(&b, lp, WEFT_RUN_DEFAULT);
+    sleep_ms(200);
+    s = read_stats(lp);
+    CHECK_MSG(s.busy_ns >= 150000000, "busy %llu ns 200 ms into a 300 ms callback",
+              (unsigned long long)s.busy_ns);
+    CHECK(bg_join(&b, 2000, "the loop returns"));
+    s = read_stats(lp);
+    CHECK_EQ(s.post_callbacks, 1);
+    CHECK(s.busy_ns >= 290000000);
+    weft_loop_free(lp);
+}
+
 TEST(an_older_shorter_struct_gets_the_fields_it_knows) {
     weft_loop *lp = weft_loop_new();
     REQUIRE(lp != NULL);

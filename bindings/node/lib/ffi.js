@@ -304,7 +304,8 @@ const weft_loop_stats = koffi.struct('weft_loop_stats', {
   done_callbacks: 'uint64_t',
   // Nanoseconds spent in passes (callbacks and the loop's own work), counted from
   // the first `weft_loop_get_stats` on this loop (as libuv counts idle time only once
-  // asked to): busy / (busy + idle) is the loop's utilisation between two reads.
+  // asked to), the pass in progress included (a callback that blocks the loop counts
+  // while it runs): busy / (busy + idle) is the loop's utilisation between two reads.
   busy_ns: 'uint64_t',
   // Nanoseconds waiting for work inside `weft_loop_run`, counted likewise.
   idle_ns: 'uint64_t',

@@ -375,7 +375,8 @@ class weft_loop_stats(ctypes.Structure):
         ("done_callbacks", ctypes.c_uint64),
         # Nanoseconds spent in passes (callbacks and the loop's own work), counted from
         # the first `weft_loop_get_stats` on this loop (as libuv counts idle time only once
-        # asked to): busy / (busy + idle) is the loop's utilisation between two reads.
+        # asked to), the pass in progress included (a callback that blocks the loop counts
+        # while it runs): busy / (busy + idle) is the loop's utilisation between two reads.
         ("busy_ns", ctypes.c_uint64),
         # Nanoseconds waiting for work inside `weft_loop_run`, counted likewise.
         ("idle_ns", ctypes.c_uint64),

@@ -45,8 +45,8 @@ class LoopStats:
     event_callbacks: int
     done_callbacks: int
     #: Time spent in passes (callbacks and the loop's own work), and waiting for work
-    #: inside run(), since the loop's stats were first read. weft adds a pass's busy
-    #: time when the pass ends: a callback still running is not in it yet.
+    #: inside run(), since the loop's stats were first read. A callback still running
+    #: counts as busy up to the read: a blocked loop shows as busy while it is blocked.
     busy_ns: int
     idle_ns: int
     #: How late timers ran (deadline to call), over the last 1024 timer calls since the
