@@ -5,38 +5,10 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
-use weft::{Code, Event, Handler, Id, Loop, RunMode};
+use weft::{Code, Event, Id, Loop, RunMode};
 
-type Callback = Box<dyn FnMut(&Loop<Probe>, Id, &Event<'_>) + Send>;
-
-/// A handler that runs a closure and counts its own drop (the C layer's free_fn).
-struct Probe {
-    call: Callback,
-    drops: Arc<AtomicUsize>,
-}
-
-impl Probe {
-    fn new(drops: &Arc<AtomicUsize>, call: impl FnMut(&Loop<Probe>, Id, &Event<'_>) + Send + 'static) -> Probe {
-        Probe { call: Box::new(call), drops: drops.clone() }
-    }
-}
-
-impl Handler for Probe {
-    type Work = weft::task::BoxedWork<Self>;
-    fn call(&mut self, lp: &Loop<Self>, id: Id, event: Event<'_>) {
-        (self.call)(lp, id, &event)
-    }
-}
-
-impl Drop for Probe {
-    fn drop(&mut self) {
-        self.drops.fetch_add(1, SeqCst);
-    }
-}
-
-fn counter() -> Arc<AtomicUsize> {
-    Arc::new(AtomicUsize::new(0))
-}
+mod common;
+use common::{counter, Probe};
 
 #[test]
 fn posts_from_many_threads_arrive_once_in_per_thread_order() {
@@ -517,12 +489,9 @@ fn a_loop_run_inside_another_loops_callback_gets_its_task_done() {
                     lp.spawn(
                         weft::task::Where::Cpu,
                         weft::task::BoxedWork::new(|_| 1),
-                        Probe {
-                            call: Box::new(move |_, _, _| {
-                                d.fetch_add(1, SeqCst);
-                            }),
-                            drops: Arc::new(AtomicUsize::new(0)),
-                        },
+                        Probe::new(&counter(), move |_, _, _| {
+                            d.fetch_add(1, SeqCst);
+                        }),
                         weft::SpawnOptions::default(),
                     )
                     .unwrap();

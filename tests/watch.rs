@@ -4,41 +4,13 @@
 
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::thread;
-use weft::{Event, Handler, Id, Loop, RunMode};
+use weft::{Loop, RunMode};
 
-type Callback = Box<dyn FnMut(&Loop<Probe>, Id, &Event<'_>) + Send>;
-
-/// A handler that runs a closure and counts its own drop (the C layer's free_fn).
-struct Probe {
-    call: Callback,
-    drops: Arc<AtomicUsize>,
-}
-
-impl Probe {
-    fn new(drops: &Arc<AtomicUsize>, call: impl FnMut(&Loop<Probe>, Id, &Event<'_>) + Send + 'static) -> Probe {
-        Probe { call: Box::new(call), drops: drops.clone() }
-    }
-}
-
-impl Handler for Probe {
-    type Work = weft::task::BoxedWork<Self>;
-    fn call(&mut self, lp: &Loop<Self>, id: Id, event: Event<'_>) {
-        (self.call)(lp, id, &event)
-    }
-}
-
-impl Drop for Probe {
-    fn drop(&mut self) {
-        self.drops.fetch_add(1, SeqCst);
-    }
-}
-
-fn counter() -> Arc<AtomicUsize> {
-    Arc::new(AtomicUsize::new(0))
-}
+mod common;
+use common::{counter, Probe};
 
 /// A socket that stays readable (a byte is waiting and nobody reads it), and its peer.
 fn readable() -> (UnixStream, UnixStream) {

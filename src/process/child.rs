@@ -424,16 +424,21 @@ impl Child {
     /// A reused child that finished this task and may run another: its fork's sequence
     /// number (it may run tasks spawned before it) and its group. None: it may not.
     pub fn ready_for_next(&self) -> Option<(u64, Group)> {
+        let ready = self.reusable() && self.worker.reader.is_ready();
+        ready.then(|| (self.worker.fork_seq, self.reuse.unwrap_or_default()))
+    }
+
+    /// A running reused child, alive and not ending, its pipes open, with no task sent
+    /// ahead to it: what both handing on and sending ahead ask first.
+    fn reusable(&self) -> bool {
         let worker = &self.worker;
-        let ready = self.state == State::Running
+        self.state == State::Running
             && self.end.is_none()
             && self.failure.is_none()
             && worker.exit.is_none()
             && worker.pipe.is_some()
             && worker.control.is_some()
             && worker.next.is_none()
-            && worker.reader.is_ready();
-        ready.then(|| (worker.fork_seq, self.reuse.unwrap_or_default()))
     }
 
     /// Sends the child (ready: see [`ready_for_next`](Self::ready_for_next)) the task
@@ -472,13 +477,7 @@ impl Child {
     /// has none, and is not ending): its fork's sequence number and group.
     pub fn can_send_ahead(&self) -> Option<(u64, Group)> {
         let worker = &self.worker;
-        let can = self.state == State::Running
-            && self.end.is_none()
-            && self.failure.is_none()
-            && worker.exit.is_none()
-            && worker.pipe.is_some()
-            && worker.control.is_some()
-            && worker.next.is_none()
+        let can = self.reusable()
             && !worker.reader.is_ready()
             && !worker.reader.has_finished()
             // (A number sent to it for the task it runs may be unread yet: then not.)
