@@ -317,4 +317,19 @@ H_UNUSED static ssize_t read_now(int fd, void *buf, size_t cap) {
     return n;
 }
 
+/* A case's setup: its hygiene baseline, a loop and memory shared with the children;
+ * and its end: the children's checks, the loop freed, no child or fd left. */
+#define ENV_BEGIN()                           \
+    hyg h = HYG_BEGIN();                      \
+    weft_loop *lp = weft_loop_new();          \
+    pshm *s = shm_new();                      \
+    REQUIRE(lp != NULL && s != NULL)
+#define ENV_END()           \
+    do {                    \
+        SHM_CLEAN(s);       \
+        weft_loop_free(lp); \
+        shm_free(s);        \
+        HYG_END(h);         \
+    } while (0)
+
 #endif /* WEFT_TEST_PROCESS_UTIL_H */

@@ -15,18 +15,6 @@
 #include "tasks_util.h"
 #include "process_util.h"
 
-#define ENV_BEGIN()                           \
-    hyg h = HYG_BEGIN();                      \
-    weft_loop *lp = weft_loop_new();          \
-    pshm *s = shm_new();                      \
-    REQUIRE(lp != NULL && s != NULL)
-#define ENV_END()           \
-    do {                    \
-        SHM_CLEAN(s);       \
-        weft_loop_free(lp); \
-        shm_free(s);        \
-        HYG_END(h);         \
-    } while (0)
 
 /* What each task does, by its arg. */
 enum { QUICK, AT_GATE, CRASH_AT_GATE };

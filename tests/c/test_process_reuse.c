@@ -9,20 +9,6 @@
 #include "tasks_util.h"
 #include "process_util.h"
 
-/* A case's setup: its hygiene baseline, a loop and memory shared with the children;
- * and its end: the children's checks, the loop freed, no child or fd left. */
-#define ENV_BEGIN()                           \
-    hyg h = HYG_BEGIN();                      \
-    weft_loop *lp = weft_loop_new();          \
-    pshm *s = shm_new();                      \
-    REQUIRE(lp != NULL && s != NULL)
-#define ENV_END()       \
-    do {                \
-        SHM_CLEAN(s);   \
-        weft_loop_free(lp); \
-        shm_free(s);    \
-        HYG_END(h);     \
-    } while (0)
 
 /* Changed by the parent between spawns: a child sees the value at its fork. */
 static int g_marker;

@@ -10,19 +10,10 @@ const fs = require('node:fs');
 const { setTimeout: sleep } = require('node:timers/promises');
 
 const { weft, emitter, pipe } = require('../test-support/native.js');
+const { spin, until } = require('../test-support/timing.js');
 
 const { Loop, WeftError } = weft;
 
-function spin(ms) {
-  const end = performance.now() + ms;
-  while (performance.now() < end);
-}
-
-async function until(cond, ms = 3000) {
-  const end = Date.now() + ms;
-  while (!cond() && Date.now() < end) await sleep(5);
-  return cond();
-}
 
 test('stats counts move with what the loop runs', async () => {
   const em = emitter();

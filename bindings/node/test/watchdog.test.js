@@ -10,19 +10,10 @@ const assert = require('node:assert/strict');
 const { setTimeout: sleep } = require('node:timers/promises');
 
 const weft = require('..');
+const { spin, until } = require('../test-support/timing.js');
 
 const { Loop } = weft;
 
-function spin(ms) {
-  const end = performance.now() + ms;
-  while (performance.now() < end);
-}
-
-async function until(cond, ms = 3000) {
-  const end = Date.now() + ms;
-  while (!cond() && Date.now() < end) await sleep(5);
-  return cond();
-}
 
 test('a slow timer, JS event and native-path subscriber are reported by name', async () => {
   const loop = new Loop();
