@@ -14,7 +14,8 @@
 //!
 //! [`available`] says whether the kernel offers it (it registers the process the first
 //! time); where it does not (another OS, an old kernel, a seccomp filter), the callers
-//! keep their symmetric protocol (a compare-exchange on the often side). In the loom
+//! keep their symmetric protocol (a compare-exchange on the often side), and so does
+//! Miri, which cannot run the system call (the fallback is what it checks). In the loom
 //! build both sides are a SeqCst fence, the fence a membarrier stands for (loom cannot
 //! run a barrier on another thread's behalf); the models fail without either.
 
@@ -36,7 +37,7 @@ pub(crate) fn light() {
 pub(crate) fn heavy() {
     #[cfg(loom)]
     crate::sync::atomic::fence(SeqCst);
-    #[cfg(all(not(loom), target_os = "linux"))]
+    #[cfg(all(not(loom), not(miri), target_os = "linux"))]
     {
         std::sync::atomic::fence(SeqCst);
         // SAFETY: a system call with integer arguments only.
@@ -48,20 +49,20 @@ pub(crate) fn heavy() {
             std::process::abort();
         }
     }
-    #[cfg(all(not(loom), not(target_os = "linux")))]
+    #[cfg(all(not(loom), any(miri, not(target_os = "linux"))))]
     unreachable!("heavy() without available()");
 }
 
-#[cfg(all(not(loom), target_os = "linux"))]
+#[cfg(all(not(loom), not(miri), target_os = "linux"))]
 const PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
-#[cfg(all(not(loom), target_os = "linux"))]
+#[cfg(all(not(loom), not(miri), target_os = "linux"))]
 const REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
 
 /// Whether [`heavy`] works here: registers the process for it on the first call.
 pub(crate) fn available() -> bool {
     #[cfg(loom)]
     return true;
-    #[cfg(all(not(loom), target_os = "linux"))]
+    #[cfg(all(not(loom), not(miri), target_os = "linux"))]
     {
         use std::sync::atomic::{AtomicU8, Ordering::Acquire};
         // 0: not asked yet; 1: yes; 2: no.
@@ -79,14 +80,14 @@ pub(crate) fn available() -> bool {
             }
         }
     }
-    #[cfg(all(not(loom), not(target_os = "linux")))]
+    #[cfg(all(not(loom), any(miri, not(target_os = "linux"))))]
     false
 }
 
 #[cfg(all(test, not(loom)))]
 mod tests {
     #[test]
-    #[cfg(target_os = "linux")]
+    #[cfg(all(target_os = "linux", not(miri)))]
     fn membarrier_is_there_and_works() {
         // Kernels since 4.14 have it; CI's and the supported ones do.
         assert!(super::available());
