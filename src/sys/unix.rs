@@ -27,12 +27,13 @@ pub fn now_ns() -> u64 {
 
 /// The platform's cheap monotonic clock (read from the vDSO page without the
 /// arithmetic of a precise read: 15 ns where CLOCK_MONOTONIC takes 30-100 on a VM),
-/// updated once a scheduler tick; CLOCK_MONOTONIC where there is none.
-#[cfg(any(target_os = "linux", target_os = "android"))]
+/// updated once a scheduler tick; CLOCK_MONOTONIC where there is none (and under Miri,
+/// which emulates only that one).
+#[cfg(all(any(target_os = "linux", target_os = "android"), not(miri)))]
 const COARSE: libc::clockid_t = libc::CLOCK_MONOTONIC_COARSE;
-#[cfg(target_os = "freebsd")]
+#[cfg(all(target_os = "freebsd", not(miri)))]
 const COARSE: libc::clockid_t = libc::CLOCK_MONOTONIC_FAST;
-#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+#[cfg(any(miri, not(any(target_os = "linux", target_os = "android", target_os = "freebsd"))))]
 const COARSE: libc::clockid_t = libc::CLOCK_MONOTONIC;
 
 /// Nanoseconds of the coarse clock (see [`coarse_resolution_ns`]), on the same time
@@ -49,6 +50,9 @@ pub fn coarse_now_ns() -> u64 {
 pub fn coarse_resolution_ns() -> u64 {
     static RES: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     *RES.get_or_init(|| {
+        if cfg!(miri) {
+            return 1; // CLOCK_MONOTONIC; Miri emulates no clock_getres
+        }
         let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
         // SAFETY: as above.
         unsafe { libc::clock_getres(COARSE, &mut ts) };
