@@ -53,14 +53,41 @@ static void check_settled(const race_arg *a, const int *owner_rcs, const track *
         fprintf(stderr, "note: one side won all %ld cancels (the threads did not overlap)\n", a->n);
 }
 
+/* The timers both sides race to cancel: n of them, each with its tracker, and the
+ * results of each side's cancels. */
+typedef struct {
+    long n;
+    track *t;
+    weft_id *ids;
+    int *rcs, *owner_rcs;
+} race_timers;
+
+static race_timers race_timers_new(weft_loop *lp) {
+    race_timers r = {h_scale(100000, 5000), NULL, NULL, NULL, NULL};
+    r.t = calloc((size_t)r.n, sizeof *r.t);
+    r.ids = calloc((size_t)r.n, sizeof *r.ids);
+    r.rcs = calloc((size_t)r.n, sizeof *r.rcs);
+    r.owner_rcs = calloc((size_t)r.n, sizeof *r.owner_rcs);
+    for (long i = 0; i < r.n; i++)
+        r.ids[i] = CHECK_ID(weft_timer_after(lp, 60000, track_cb, &r.t[i], track_free));
+    return r;
+}
+
+static void race_timers_free(race_timers *r) {
+    free(r->t);
+    free(r->ids);
+    free(r->rcs);
+    free(r->owner_rcs);
+}
+
 TEST(owner_outside_run_and_another_thread_cancel_the_same_timers) {
     weft_loop *lp = weft_loop_new();
     REQUIRE(lp != NULL);
-    long n = h_scale(100000, 5000);
-    track *t = calloc((size_t)n, sizeof *t);
-    weft_id *ids = calloc((size_t)n, sizeof *ids);
-    int *rcs = calloc((size_t)n, sizeof *rcs), *owner_rcs = calloc((size_t)n, sizeof *owner_rcs);
-    for (long i = 0; i < n; i++) ids[i] = CHECK_ID(weft_timer_after(lp, 60000, track_cb, &t[i], track_free));
+    race_timers r = race_timers_new(lp);
+    long n = r.n;
+    track *t = r.t;
+    weft_id *ids = r.ids;
+    int *rcs = r.rcs, *owner_rcs = r.owner_rcs;
     _Atomic int go = 0;
     race_arg a = {lp, ids, rcs, n, &go};
     pthread_t th;
@@ -71,10 +98,7 @@ TEST(owner_outside_run_and_another_thread_cancel_the_same_timers) {
     CHECK_OK(weft_loop_run(lp, WEFT_RUN_DEFAULT)); /* nothing left: returns at once */
     weft_loop_free(lp);
     for (long i = 0; i < n; i++) CHECK_EQ(atomic_load(&t[i].frees), 1);
-    free(t);
-    free(ids);
-    free(rcs);
-    free(owner_rcs);
+    race_timers_free(&r);
 }
 
 typedef struct {
@@ -92,11 +116,11 @@ static void cancel_all_in_callback(weft_loop *lp, weft_id id, void *ud) {
 TEST(owner_in_a_callback_and_another_thread_cancel_the_same_timers) {
     weft_loop *lp = weft_loop_new();
     REQUIRE(lp != NULL);
-    long n = h_scale(100000, 5000);
-    track *t = calloc((size_t)n, sizeof *t);
-    weft_id *ids = calloc((size_t)n, sizeof *ids);
-    int *rcs = calloc((size_t)n, sizeof *rcs), *owner_rcs = calloc((size_t)n, sizeof *owner_rcs);
-    for (long i = 0; i < n; i++) ids[i] = CHECK_ID(weft_timer_after(lp, 60000, track_cb, &t[i], track_free));
+    race_timers r = race_timers_new(lp);
+    long n = r.n;
+    track *t = r.t;
+    weft_id *ids = r.ids;
+    int *rcs = r.rcs, *owner_rcs = r.owner_rcs;
     _Atomic int go = 0;
     race_arg a = {lp, ids, rcs, n, &go};
     in_callback_arg c = {&a, owner_rcs};
@@ -107,8 +131,5 @@ TEST(owner_in_a_callback_and_another_thread_cancel_the_same_timers) {
     pthread_join(th, NULL);
     check_settled(&a, owner_rcs, t);
     weft_loop_free(lp);
-    free(t);
-    free(ids);
-    free(rcs);
-    free(owner_rcs);
+    race_timers_free(&r);
 }
