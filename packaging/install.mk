@@ -7,7 +7,8 @@
 #   $(LIBDIR)/libweft.so.$(SOVERSION).MINOR.PATCH, and the links libweft.so.$(SOVERSION)
 #            (the SONAME) and libweft.so (what -lweft finds)
 #   $(LIBDIR)/libweft.a
-#   $(INCLUDEDIR)/weft.h (and weft.hpp once it exists), and weft.cdef for cffi
+#   $(INCLUDEDIR)/weft.h, weft.hpp and the parts it includes ($(INCLUDEDIR)/weft/*.hpp),
+#            and weft.cdef for cffi
 #   $(LIBDIR)/pkgconfig/weft.pc
 #   $(LIBDIR)/cmake/weft/weftConfig.cmake and weftConfigVersion.cmake (weft::weft,
 #            weft::weft_static)
@@ -29,6 +30,7 @@ VERSION_PATCH := $(word 3,$(subst ., ,$(VERSION)))
 FULL_SOVERSION := $(SOVERSION).$(VERSION_MINOR).$(VERSION_PATCH)
 SHARED_FILE  := libweft.so.$(FULL_SOVERSION)
 HEADERS      := $(wildcard include/weft.h include/weft.hpp include/weft.cdef)
+HPP_PARTS    := $(notdir $(wildcard include/weft/*.hpp))
 # What the static library needs besides libc, as `rustc --print native-static-libs`
 # lists it for Linux; written into weft.pc (Libs.private) and the CMake package.
 STATIC_LIBS  := pthread dl m rt util gcc_s
@@ -70,12 +72,13 @@ install: $(TARGET_DIR)/libweft.so $(TARGET_DIR)/libweft.a
 	@for dir in PREFIX='$(PREFIX)' LIBDIR='$(LIBDIR)' INCLUDEDIR='$(INCLUDEDIR)'; do \
 	    case "$${dir#*=}" in /*) ;; *) echo "make install: $${dir%%=*} must be an absolute path, not '$${dir#*=}'" >&2; exit 1;; esac; \
 	done
-	$(INSTALL) -d '$(DESTDIR)$(LIBDIR)' '$(DESTDIR)$(INCLUDEDIR)' '$(DESTDIR)$(PKGCONFIGDIR)' '$(DESTDIR)$(CMAKEDIR)'
+	$(INSTALL) -d '$(DESTDIR)$(LIBDIR)' '$(DESTDIR)$(INCLUDEDIR)/weft' '$(DESTDIR)$(PKGCONFIGDIR)' '$(DESTDIR)$(CMAKEDIR)'
 	$(INSTALL) -m 0755 $(TARGET_DIR)/libweft.so '$(DESTDIR)$(LIBDIR)/$(SHARED_FILE)'
 	ln -sf $(SHARED_FILE) '$(DESTDIR)$(LIBDIR)/libweft.so.$(SOVERSION)'
 	ln -sf libweft.so.$(SOVERSION) '$(DESTDIR)$(LIBDIR)/libweft.so'
 	$(INSTALL) -m 0644 $(TARGET_DIR)/libweft.a '$(DESTDIR)$(LIBDIR)/libweft.a'
 	$(INSTALL) -m 0644 $(HEADERS) '$(DESTDIR)$(INCLUDEDIR)/'
+	$(INSTALL) -m 0644 $(addprefix include/weft/,$(HPP_PARTS)) '$(DESTDIR)$(INCLUDEDIR)/weft/'
 	$(call generate,packaging/weft.pc.in,$(PKGCONFIGDIR)/weft.pc)
 	$(call generate,packaging/weftConfig.cmake.in,$(CMAKEDIR)/weftConfig.cmake)
 	$(call generate,packaging/weftConfigVersion.cmake.in,$(CMAKEDIR)/weftConfigVersion.cmake)
@@ -84,6 +87,7 @@ uninstall:
 	rm -f '$(DESTDIR)$(LIBDIR)/$(SHARED_FILE)' '$(DESTDIR)$(LIBDIR)/libweft.so.$(SOVERSION)' \
 	      '$(DESTDIR)$(LIBDIR)/libweft.so' '$(DESTDIR)$(LIBDIR)/libweft.a' \
 	      '$(DESTDIR)$(INCLUDEDIR)/weft.h' '$(DESTDIR)$(INCLUDEDIR)/weft.hpp' '$(DESTDIR)$(INCLUDEDIR)/weft.cdef' \
+	      $(foreach f,$(HPP_PARTS),'$(DESTDIR)$(INCLUDEDIR)/weft/$(f)') \
 	      '$(DESTDIR)$(PKGCONFIGDIR)/weft.pc' \
 	      '$(DESTDIR)$(CMAKEDIR)/weftConfig.cmake' '$(DESTDIR)$(CMAKEDIR)/weftConfigVersion.cmake'
-	rmdir '$(DESTDIR)$(CMAKEDIR)' 2>/dev/null || true
+	rmdir '$(DESTDIR)$(CMAKEDIR)' '$(DESTDIR)$(INCLUDEDIR)/weft' 2>/dev/null || true

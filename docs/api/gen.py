@@ -133,6 +133,16 @@ def c_name(decl):
     return None
 
 
+def cpp_text():
+    """weft.hpp with its parts (`#include "weft/....hpp"`, include/weft/) in place, in
+    the order it includes them."""
+    out = []
+    for line in (ROOT / "include" / "weft.hpp").read_text().splitlines():
+        m = re.match(r'#include "(weft/\w+\.hpp)"', line)
+        out.append((ROOT / "include" / m.group(1)).read_text() if m else line)
+    return "\n".join(out)
+
+
 def cpp_declarations(text):
     """(qualified name, comment, declaration) for the public declarations of weft.hpp:
     namespace weft's and its classes' public members, not namespace detail's. The `///`
@@ -295,7 +305,7 @@ def build():
     for name, comment, decl in c_declarations((ROOT / "include" / "weft.h").read_text()):
         c[name] = (comment, decl)
     cpp = {}
-    for name, comment, decl in cpp_declarations((ROOT / "include" / "weft.hpp").read_text()):
+    for name, comment, decl in cpp_declarations(cpp_text()):
         cpp.setdefault(name, []).append((comment, decl))
     placed_c = [n for p in PAGES.values() for n in p[2]]
     placed_cpp = [n for p in PAGES.values() for n in p[3]]

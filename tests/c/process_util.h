@@ -1,5 +1,6 @@
 /*
- * process_util.h: helpers of test_process.c (include after harness.h and tasks_util.h).
+ * process_util.h: helpers of the test_process*.c files (include after harness.h and
+ * tasks_util.h).
  *
  *   proc_children  counts the live children of this process, and the zombies among
  *                  them, by scanning /proc/<pid>/stat for PPid == getpid().

@@ -48,7 +48,9 @@ soname=$(readelf -d "$lib/$real" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
 [[ $soname == "libweft.so.$so" ]] || fail "SONAME is '$soname', not libweft.so.$so"
 ok "lib/$real with SONAME $soname, and the links libweft.so.$so and libweft.so"
 [[ -f $lib/libweft.a ]] || fail "no libweft.a"
-for f in weft.h weft.hpp weft.cdef; do
+parts=$(cd include && echo weft/*.hpp)
+[[ $parts == *weft/loop.hpp* ]] || fail "include/weft/*.hpp: weft.hpp's parts are missing from the tree"
+for f in weft.h weft.hpp weft.cdef $parts; do
     cmp -s "include/$f" "$prefix/include/$f" || fail "include/$f differs from the tree's"
 done
 for f in pkgconfig/weft.pc cmake/weft/weftConfig.cmake cmake/weft/weftConfigVersion.cmake; do
@@ -59,7 +61,7 @@ for f in pkgconfig/weft.pc cmake/weft/weftConfig.cmake cmake/weft/weftConfigVers
     [[ $(stat -c %a "$lib/$f") == 644 ]] || fail "lib/$f has mode $(stat -c %a "$lib/$f"), not 644 (installed under umask 077)"
 done
 grep -qx "prefix=$prefix" "$lib/pkgconfig/weft.pc" || fail "weft.pc: $(grep '^prefix' "$lib/pkgconfig/weft.pc"), not prefix=$prefix"
-ok "lib/libweft.a, include/weft.h, weft.hpp and weft.cdef, lib/pkgconfig/weft.pc, lib/cmake/weft/"
+ok "lib/libweft.a, include/weft.h, weft.hpp (and weft/*.hpp) and weft.cdef, lib/pkgconfig/weft.pc, lib/cmake/weft/"
 
 # ---- DESTDIR stages under another root without changing the paths inside the files;
 # uninstall removes every file install wrote
