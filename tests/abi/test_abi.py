@@ -17,7 +17,7 @@ import pytest
 sys.dont_write_bytecode = True
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bindings"))
-from gen import parse_header  # noqa: E402
+from header_parser import parse_header  # noqa: E402
 
 CHECK = REPO / "abi" / "check.py"
 HEADER = REPO / "include" / "weft.h"
