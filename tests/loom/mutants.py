@@ -123,8 +123,8 @@ MUTANTS = {
     ),
     "gate: enter's Acquire": (
         "src/gate.rs",
-        "        self.word.compare_exchange(0, held(me), Acquire, Relaxed).is_ok().then(",
-        "        self.word.compare_exchange(0, held(me), Relaxed, Relaxed).is_ok().then(",
+        "            .compare_exchange(0, held(me), Acquire, Relaxed)\n            .is_ok()",
+        "            .compare_exchange(0, held(me), Relaxed, Relaxed)\n            .is_ok()",
         "loom_gate_hands_over_the_state",
     ),
     "gate: take's Acquire": (
@@ -141,8 +141,8 @@ MUTANTS = {
     ),
     "gate: a guard made only on success": (
         "src/gate.rs",
-        ".is_ok().then(|| Held { gate: self, how: How::Call(me) })",
-        ".is_ok().then_some(Held { gate: self, how: How::Call(me) })",
+        "            .then(|| Held { gate: self, how: How::Call(me) })",
+        "            .then_some(Held { gate: self, how: How::Call(me) })",
         "loom_gate_hands_over_the_state",
     ),
     "gate: a call on the kept gate fences before it reads the word again": (
