@@ -1,7 +1,7 @@
 //! A CPU pool's stage (`crate::pool::stage`): jobs the loop's owner stages outside its
 //! callbacks never wait for a later call. The owner's pushes race the workers' takes
-//! (a take while the owner holds the stage sets `WANT`, and the owner's release then
-//! publishes), and every job runs although the owner does nothing after its last push.
+//! (a last look that finds the owner pushing waits for the push), and every job runs
+//! although the owner does nothing after its last push.
 //!
 //! The workers run the real loop, [`Sleep::work`], over a model queue (a count, as in
 //! `sleep.rs`) and the real [`Stage`]: `find` looks at the queue and takes the stage only

@@ -253,16 +253,40 @@ MUTANTS = {
         "            queues.queued()\n        } {}",
         "loom_sleep_last_searcher",
     ),
-    "stage: the owner's release publishes what a worker wanted": (
+    "stage: the owner checks `want` after it gives the stage back": (
         "src/pool/stage.rs",
-        "        while self.word.compare_exchange(HELD, 0, Release, Relaxed).is_err() {",
-        "        while {\n            self.word.store(0, Release);\n            false\n        } {",
+        "        if self.want.load(Relaxed) && self.word.compare_exchange(0, OWNER, Acquire, Relaxed).is_ok() {",
+        "        if false && self.word.compare_exchange(0, OWNER, Acquire, Relaxed).is_ok() {",
         "loom_pool_stage_two_jobs",
     ),
-    "stage: a worker that finds the stage held sets WANT": (
+    "stage: the owner fences between its give-back and `want`": (
         "src/pool/stage.rs",
-        "                    if self.word.compare_exchange(HELD, HELD | WANT, Relaxed, Relaxed).is_ok() {",
+        "        if self.plain {\n            crate::barrier::light();\n        } else {\n            fence(SeqCst);\n        }",
+        "",
+        "loom_pool_stage_two_jobs",
+    ),
+    "stage: a last look fences between `want` and the stage's word": (
+        "src/pool/stage.rs",
+        "                    if self.plain {\n                        crate::barrier::heavy();\n                    } else {\n                        fence(SeqCst);\n                    }",
+        "",
+        "loom_pool_stage_two_jobs",
+    ),
+    "stage: a last look takes a stage given back meanwhile": (
+        "src/pool/stage.rs",
+        "                    if self.word.load(Relaxed) == OWNER {",
         "                    if true {",
+        "loom_pool_stage_two_jobs",
+    ),
+    "stage: a taker gives the stage back with Release": (
+        "src/pool/stage.rs",
+        "        let n = self.empty_into(true, into);\n        self.word.store(0, Release);",
+        "        let n = self.empty_into(true, into);\n        self.word.store(0, Relaxed);",
+        "loom_pool_stage_two_jobs",
+    ),
+    "stage: the owner gives the stage back with Release": (
+        "src/pool/stage.rs",
+        "        });\n        self.word.store(0, Release);",
+        "        });\n        self.word.store(0, Relaxed);",
         "loom_pool_stage_two_jobs",
     ),
     "stage: a push into an empty stage is a submission": (
