@@ -275,7 +275,7 @@ MUTANTS = {
         "src/pool/stage.rs",
         "                    if self.word.load(Relaxed) == OWNER {",
         "                    if true {",
-        "loom_pool_stage_two_jobs",
+        "loom_pool_stage_one_worker",
     ),
     "stage: a taker gives the stage back with Release": (
         "src/pool/stage.rs",
