@@ -131,7 +131,8 @@ pub(crate) enum Took {
     Nothing,
     /// This many jobs, handed to `into`.
     Jobs(usize),
-    /// The owner holds the stage (a spinning look): its next push publishes.
+    /// The owner holds the stage and will publish (a last look's wish: right after the
+    /// push in progress; a spinning look's: at the next push).
     Wanted,
 }
 
