@@ -111,10 +111,11 @@ pub(super) const SPAWN_OPTIONS_V1: usize =
 /// threads, idle ones exit after 10 s). Any thread.
 ///
 /// Who owns a loop: the thread running it (in `weft_loop_run`, so in its callbacks),
-/// or, while no thread runs it, whichever thread calls into it, for that one call. A
-/// task on a pool without a timeout spawned by the loop's owner takes no lock of the
-/// loop's: from a callback, before `weft_loop_run`, or between `WEFT_RUN_NOWAIT`
-/// passes. A spawn from another thread while the loop runs takes the loop's lock.
+/// or, while no thread runs it, the first thread to call into it since it was made or
+/// last ran, which keeps it until a thread runs or frees the loop. A task on a pool
+/// without a timeout spawned by the loop's owner takes no lock of the loop's: from a
+/// callback, before `weft_loop_run`, or between `WEFT_RUN_NOWAIT` passes. A spawn from
+/// another thread takes the loop's lock.
 /// From a callback, CPU tasks are handed to the pool 64 at a time, and the rest when
 /// the callback returns, so a callback must not wait for a task it has just spawned to
 /// start; outside callbacks they are staged where a free worker takes them without

@@ -1,7 +1,7 @@
 //! A CPU pool's stage (`crate::pool::stage`): jobs the loop's owner stages outside its
 //! callbacks never wait for a later call. The owner's pushes race the workers' takes
-//! (a take while the owner holds the stage sets `WANT`, and the owner's release then
-//! publishes), and every job runs although the owner does nothing after its last push.
+//! (a last look that finds the owner pushing waits for the push), and every job runs
+//! although the owner does nothing after its last push.
 //!
 //! The workers run the real loop, [`Sleep::work`], over a model queue (a count, as in
 //! `sleep.rs`) and the real [`Stage`]: `find` looks at the queue and takes the stage only
@@ -21,8 +21,6 @@ use crate::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Acquire, Ordering::
 use loom::sync::Arc;
 use loom::thread;
 
-const WORKERS: usize = 2;
-
 struct Pool {
     sleep: Sleep,
     /// Jobs visible to every worker (the feeder's deque and the workers' own, as one).
@@ -34,9 +32,9 @@ struct Pool {
 }
 
 impl Pool {
-    fn new(jobs: usize) -> Pool {
+    fn new(jobs: usize, workers: usize) -> Pool {
         Pool {
-            sleep: Sleep::new(WORKERS, || WORKERS),
+            sleep: Sleep::new(workers, || 2),
             queued: AtomicUsize::new(0),
             stage: Stage::default(),
             ran: AtomicUsize::new(0),
@@ -125,12 +123,12 @@ impl Search for Queues<'_> {
     }
 }
 
-/// The owner stages `jobs` jobs one call at a time while the workers run, and then does
-/// nothing more: every job runs.
-fn staged_jobs_run(jobs: usize) {
+/// The owner stages `jobs` jobs one call at a time while `workers` workers run, and
+/// then does nothing more: every job runs.
+fn staged_jobs_run(jobs: usize, workers: usize) {
     model_bounded(2, move || {
-        let pool = Arc::new(Pool::new(jobs));
-        let workers: Vec<_> = (0..WORKERS)
+        let pool = Arc::new(Pool::new(jobs, workers));
+        let workers: Vec<_> = (0..workers)
             .map(|_| {
                 let pool = pool.clone();
                 thread::spawn(move || assert!(pool.sleep.work(&mut Queues(&pool))))
@@ -149,12 +147,19 @@ fn staged_jobs_run(jobs: usize) {
 /// One job: staged into an empty stage, a submission.
 #[test]
 fn loom_pool_stage_one_job() {
-    staged_jobs_run(1);
+    staged_jobs_run(1, 2);
 }
 
 /// Two jobs: the second staged behind the first (no submission of its own), or pushed
 /// while a worker takes the first, or while a worker wants what is staged.
 #[test]
 fn loom_pool_stage_two_jobs() {
-    staged_jobs_run(2);
+    staged_jobs_run(2, 2);
+}
+
+/// Two jobs and one worker, whose last look may find the owner pushing the second: no
+/// other worker comes to take what the look leaves.
+#[test]
+fn loom_pool_stage_one_worker() {
+    staged_jobs_run(2, 1);
 }

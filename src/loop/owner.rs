@@ -6,20 +6,24 @@
 //!
 //! * While a thread runs the loop (inside `run`, so in its callbacks too), that thread
 //!   owns it, for the whole of `run`.
-//! * While no thread runs it, the thread that calls into it owns it for the length of
-//!   that one call: the host's thread spawning before `weft_loop_run`, or between two
-//!   `WEFT_RUN_NOWAIT` passes (the bindings' shape), or any other thread.
+//! * While no thread runs it, the thread that calls into it owns it for that call (and
+//!   keeps it for its next calls, until another thread runs or frees the loop): the
+//!   host's thread spawning before `weft_loop_run`, or between two `WEFT_RUN_NOWAIT`
+//!   passes (the bindings' shape), or any other thread that finds it free.
 //! * A call that finds the loop owned by another thread (another thread runs it, or is
 //!   in such a call itself) takes the locked path instead: the registration goes to the
 //!   slab under the core lock, which is always correct, only slower.
 //!
 //! # The gate
 //!
-//! A [`Gate`] (crate::gate: one compare-exchange to take it, a Release store to give it
-//! back) says who owns the loop outside `run`'s own thread. A call outside `run` takes
-//! it if it is free and gives it back as it returns. `run` and `close` take the runner
-//! first (which keeps them apart from each other), then the gate, waiting for it, and
-//! keep it until they return. A call holding the gate runs no user callback and does
+//! A [`Gate`] (crate::gate) says who owns the loop outside `run`'s own thread. A call
+//! outside `run` takes it if it is free (one compare-exchange) and keeps it as it
+//! returns, so that the same thread's next call enters with plain loads and stores
+//! (the host's thread spawning before `weft_loop_run` or between NOWAIT passes pays no
+//! locked instruction per call); a call on another thread then finds the gate kept and
+//! takes the locked path. `run` and `close` take the runner first (which keeps them
+//! apart from each other), then the gate, waiting for it (taking it away from a thread
+//! that keeps it: one barrier, crate::barrier), and give it back when they return. A call holding the gate runs no user callback and does
 //! not wait for another thread, so `run` waits a few hundred nanoseconds at most; the
 //! one exception is a free function run while the gate is held (a refused job's end)
 //! that itself calls `run` on this loop: the gate is this thread's then, and `run`
@@ -106,7 +110,7 @@ impl<H: Handler> Loop<H> {
             // SAFETY: on the thread running the loop; `f` keeps no borrow past its end.
             return Some(f(unsafe { self.own() }, Owned::Running));
         }
-        let _held = self.owner.gate.try_take(me)?;
+        let _held = self.owner.gate.enter(me)?;
         // SAFETY: this thread holds the gate, and `run` (on any thread) waits for it.
         Some(f(unsafe { self.own() }, Owned::Gate))
     }

@@ -97,7 +97,7 @@ impl Feeder {
 
     /// Queues `job` on the feeder's stage, where the workers take it without a later
     /// call (stage.rs): a submission of the sleep protocol only when the stage was
-    /// empty, or a worker wanted what it held. For the feeder's one submitter at a
+    /// empty, or published what a worker wanted. For the feeder's one submitter at a
     /// time outside the callbacks of a loop's staging (the loop's owner through its
     /// gate, on the loop's own feeder; whoever holds the loop's lock, on its shared one).
     /// Feeders without a stage submit as [`Pool::submit`](super::Pool::submit) does.

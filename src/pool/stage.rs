@@ -19,42 +19,49 @@
 //!
 //! # The protocol
 //!
-//! `word` holds two bits: `HELD` (one thread has the stage: the owner pushing, or a
-//! worker taking) and `WANT` (a worker came to take while the stage was held). `staged`
-//! is touched only by the holder; `count` is a hint for lookers (the holder stores a
-//! lower bound of the length, Relaxed, which is 0 only while the stage is empty).
-//! Taking the stage is a compare-exchange from 0 to `HELD` (Acquire); giving it back
-//! is a Release store or compare-exchange, so what one holder left in `staged` the
-//! next one sees.
+//! `word` says who has the stage: nobody (0), `OWNER` (pushing) or `WORKER` (taking).
+//! `staged` is touched only by the holder; `count` is a hint for lookers (the holder
+//! stores a lower bound of the length, Relaxed, which is 0 only while the stage is
+//! empty); `want` says a worker found the stage held by the owner. Taking the stage is
+//! a compare-exchange from 0 (Acquire); giving it back is a Release store of 0, so what
+//! one holder left in `staged` the next one sees. A push costs the owner one locked
+//! instruction.
 //!
-//! * **The owner** ([`Stage::push`]) takes the stage, appends its job, and gives it back
-//!   with a compare-exchange from `HELD` to 0. If that fails, a worker set `WANT`: the
-//!   owner clears it, hands everything staged to its `publish` (the feeder's deque,
-//!   where any worker finds it) and tries again; the caller then makes that one
-//!   submission (an `events` bump and `wake_if_needed`). If the stage was empty before
-//!   the push, the caller makes the push a submission the same way (the job is
-//!   findable: in the stage, which a worker's last look before sleeping takes). If a
-//!   worker holds the stage, the owner does not wait: it submits the job directly.
-//!   The owner never blocks while it holds the stage.
+//! * **The owner** ([`Stage::push`]) takes the stage; if `want` is set, it clears it and
+//!   hands everything staged to its `publish` (the feeder's deque, where any worker
+//!   finds it); it appends its job, gives the stage back, fences
+//!   ([`crate::barrier::light`]: no instruction) and reads `want` again: set meanwhile,
+//!   it takes the stage once more and publishes (unless a worker has taken it: that one
+//!   takes everything). The caller then makes a submission (an `events` bump and
+//!   `wake_if_needed`) if it published, or if the stage was empty before the push (the
+//!   job is findable: in the stage, which a worker's last look before sleeping takes).
+//!   If a worker holds the stage, the owner does not wait: it submits the job directly.
 //! * **A worker** ([`Stage::take`]) looks at `count`; if jobs are staged (at least
 //!   `at_least` of them), it takes the stage, moves every job into its own deque, stores
-//!   0 in `count` and gives the stage back with a plain store of 0 (clearing a `WANT` a
-//!   second worker set meanwhile: nothing could be staged while it held it, and it took
-//!   everything). If the owner holds the stage, the worker sets `WANT` (a
-//!   compare-exchange from `HELD`: if the stage was given back meanwhile, it tries
-//!   again) and looks no further: the owner publishes at its release.
+//!   0 in `count` and gives the stage back. If the owner holds the stage, it sets
+//!   `want`; a spinning look then looks no further (the owner publishes soon). The last
+//!   look before sleeping (`at_least` 1) fences ([`crate::barrier::heavy`]) and reads
+//!   `word` again: given back meanwhile, it tries again; still held, it looks no
+//!   further. If another worker holds the stage, it takes everything: nothing to find.
+//!
+//! The last look's fence and the owner's are a Dekker pair: the worker stores `want`,
+//! fences, reads `word`; the owner stores 0 in `word`, fences, reads `want`. Either the
+//! worker sees the stage given back (and takes it), or the owner sees `want` after its
+//! give-back (and publishes, a submission). The heavy side runs only in a last look
+//! that finds the owner pushing.
 //!
 //! Why no job waits for a later call. Every non-empty period of the stage begins with a
 //! push that found it empty, and that push is a submission of the sleep protocol
 //! (SLEEP.md): after it some worker is awake and will look for work before it sleeps, or
 //! sees `events` changed and looks again. A worker's last look before it sleeps (after
-//! it read `events`: `find_last`) takes the stage whatever its length, or sets `WANT`,
-//! and then the owner's release publishes what is staged, as a new submission, which
-//! that worker's sleep check sees (its `seen` was read before). A job pushed after that
-//! look either found the stage empty (a new submission) or non-empty because of a push
-//! after the look, which was itself a submission: by induction, some submission after
-//! every worker's last look covers each staged job. The loom model
-//! (`src/loom_models/pool.rs`) runs this with the sleep protocol's own loop.
+//! it read `events`: `find_last`) takes the stage whatever its length, or finds it held
+//! by a worker that takes it all, or by the owner, which then publishes what is staged
+//! as a new submission (the pair above), which that worker's sleep check sees (its
+//! `seen` was read before). A job pushed after that look either found the stage empty
+//! (a new submission) or non-empty because of a push after the look, which was itself a
+//! submission: by induction, some submission after every worker's last look covers
+//! each staged job. The loom model (`src/loom_models/pool.rs`) runs this with the sleep
+//! protocol's own loop.
 //!
 //! Workers take smaller groups than they could only in their last look; while they
 //! spin they take the stage once it holds at least [`TAKE_AT`] jobs.
@@ -68,11 +75,13 @@
 //! feeder dropped, a pool shutting down) is for anyone and waits (yields) while the
 //! stage is held, which is never for long: neither holder blocks.
 
-use crate::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
+use crate::sync::atomic::{
+    fence, AtomicBool, AtomicU8, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release, Ordering::SeqCst,
+};
 use crate::sync::UnsafeCell;
 
-const HELD: u8 = 1;
-const WANT: u8 = 2;
+const OWNER: u8 = 1;
+const WORKER: u8 = 2;
 
 /// How many staged jobs a spinning worker waits for before it takes them (its last
 /// look before sleeping takes any number).
@@ -86,6 +95,11 @@ struct Line<T>(T);
 /// See the module comment.
 pub(crate) struct Stage<J> {
     word: AtomicU8,
+    /// Whether the fences of `want` are the asymmetric pair ([`crate::barrier`]); if
+    /// not, both sides fence (SeqCst).
+    plain: bool,
+    /// A worker found the stage held by the owner (a hint: see the module comment).
+    want: AtomicBool,
     staged: UnsafeCell<Vec<J>>,
     /// On a cache line of its own: the workers read it in every look.
     count: Line<AtomicUsize>,
@@ -103,8 +117,8 @@ pub(crate) enum Pushed<J> {
     First,
     /// Staged behind others: a submission covers it already.
     Behind,
-    /// Staged, and then everything staged was handed to `publish` (a worker wanted it):
-    /// the caller makes that a submission.
+    /// Staged, after everything staged before was handed to `publish` (a worker wanted
+    /// it): the caller makes that a submission.
     Published,
     /// A worker holds the stage: the job is the caller's to submit directly.
     Busy(J),
@@ -117,24 +131,32 @@ pub(crate) enum Took {
     Nothing,
     /// This many jobs, handed to `into`.
     Jobs(usize),
-    /// The owner holds the stage: it publishes at its release.
+    /// The owner holds the stage and will publish (a last look's wish: right after the
+    /// push in progress; a spinning look's: at the next push).
     Wanted,
 }
 
 impl<J> Default for Stage<J> {
     fn default() -> Self {
-        Stage { word: AtomicU8::new(0), staged: UnsafeCell::new(Vec::new()), count: Default::default() }
+        Stage {
+            word: AtomicU8::new(0),
+            plain: crate::barrier::available(),
+            want: AtomicBool::new(false),
+            staged: UnsafeCell::new(Vec::new()),
+            count: Default::default(),
+        }
     }
 }
 
 impl<J> Stage<J> {
     /// The owner's push (see the module comment): `publish` gets every staged job, in
-    /// order, if a worker wanted them meanwhile.
+    /// order, if a worker wanted them.
     #[inline]
     pub(crate) fn push(&self, job: J, mut publish: impl FnMut(J)) -> Pushed<J> {
-        if self.word.compare_exchange(0, HELD, Acquire, Relaxed).is_err() {
+        if self.word.compare_exchange(0, OWNER, Acquire, Relaxed).is_err() {
             return Pushed::Busy(job);
         }
+        let mut published = self.publish_wanted(&mut publish);
         // SAFETY: held.
         let first = self.staged.with_mut(|staged| unsafe {
             let staged = &mut *staged;
@@ -148,15 +170,18 @@ impl<J> Stage<J> {
             }
             len == 1
         });
-        let mut published = false;
-        while self.word.compare_exchange(HELD, 0, Release, Relaxed).is_err() {
-            // WANT: a worker found the stage held. Cleared before the jobs go, so that a
-            // later want is seen at the next try.
-            self.word.fetch_and(!WANT, Acquire);
-            // SAFETY: held.
-            self.staged.with_mut(|staged| unsafe { (*staged).drain(..).for_each(&mut publish) });
-            self.count.0.store(0, Relaxed);
-            published = true;
+        self.word.store(0, Release);
+        // The Dekker pair with a last look's `want`, fence, look at `word`.
+        if self.plain {
+            crate::barrier::light();
+        } else {
+            fence(SeqCst);
+        }
+        if self.want.load(Relaxed) && self.word.compare_exchange(0, OWNER, Acquire, Relaxed).is_ok() {
+            // A worker found the stage held meanwhile (or a taker has it now, and takes
+            // everything).
+            published |= self.publish_wanted(&mut publish);
+            self.word.store(0, Release);
         }
         match (published, first) {
             (true, _) => Pushed::Published,
@@ -165,22 +190,50 @@ impl<J> Stage<J> {
         }
     }
 
+    /// Held by the owner: if a worker wanted the jobs, hands them all to `publish`.
+    #[inline]
+    fn publish_wanted(&self, publish: &mut impl FnMut(J)) -> bool {
+        if !self.want.load(Relaxed) {
+            return false;
+        }
+        // Cleared before the jobs go: a later want is seen at the next check.
+        self.want.store(false, Relaxed);
+        // SAFETY: held.
+        self.staged.with_mut(|staged| unsafe { (*staged).drain(..).for_each(publish) });
+        self.count.0.store(0, Relaxed);
+        true
+    }
+
     /// A worker's look (see the module comment): takes every staged job into `into` if
     /// at least `at_least` (>= 1) are staged, the last staged first (for a LIFO deque,
-    /// whose pops then give them in the order they were staged).
+    /// whose pops then give them in the order they were staged). `at_least` 1 is the
+    /// last look before sleeping.
     pub(crate) fn take(&self, at_least: usize, into: impl FnMut(J)) -> Took {
         if self.count.0.load(Relaxed) < at_least {
             return Took::Nothing;
         }
+        let mut fenced = false;
         loop {
-            match self.word.compare_exchange(0, HELD, Acquire, Relaxed) {
+            match self.word.compare_exchange(0, WORKER, Acquire, Relaxed) {
                 Ok(_) => break,
-                Err(word) if word & WANT != 0 => return Took::Wanted,
-                Err(_) => {
-                    if self.word.compare_exchange(HELD, HELD | WANT, Relaxed, Relaxed).is_ok() {
+                Err(OWNER) => {
+                    self.want.store(true, Relaxed);
+                    if at_least > 1 || fenced {
+                        return Took::Wanted;
+                    }
+                    // The last look: the owner's push in progress checks `want` after
+                    // it gives the stage back, or has given it back (then take it).
+                    if self.plain {
+                        crate::barrier::heavy();
+                    } else {
+                        fence(SeqCst);
+                    }
+                    fenced = true;
+                    if self.word.load(Relaxed) == OWNER {
                         return Took::Wanted;
                     }
                 }
+                Err(_) => return Took::Nothing, // a worker takes everything
             }
         }
         let n = self.empty_into(true, into);
@@ -195,7 +248,7 @@ impl<J> Stage<J> {
     /// Takes every staged job into `into`, waiting while the stage is held: a feeder's
     /// end, a pool's shutdown. Returns how many.
     pub(crate) fn drain(&self, into: impl FnMut(J)) -> usize {
-        while self.word.compare_exchange(0, HELD, Acquire, Relaxed).is_err() {
+        while self.word.compare_exchange(0, WORKER, Acquire, Relaxed).is_err() {
             crate::sync::yield_now();
         }
         let n = self.empty_into(false, into);

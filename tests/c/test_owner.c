@@ -431,3 +431,80 @@ TEST(a_task_spawned_on_the_locked_path_runs_with_no_later_call) {
     close(fds[0]);
     close(fds[1]);
 }
+
+/* ---- the owner keeps the loop between its calls ----------------------------------- */
+
+/* A thread that spawned outside run keeps the loop for its next spawns (table ids);
+ * another thread's spawns meanwhile take the locked path. A run on a third thread takes
+ * the loop away from the first and serves every task; after it, the first thread's
+ * spawns take the table again. done and free_fn once each. */
+typedef struct {
+    weft_loop *lp;
+    rec *r;
+    int n, table;
+} spawn_arg;
+static void *spawn_some(void *ud) {
+    spawn_arg *a = (spawn_arg *)ud;
+    for (int i = 0; i < a->n; i++) {
+        rec_init(&a->r[i]);
+        weft_id id = rec_spawn(a->lp, WEFT_ON_CPU, &a->r[i], NULL);
+        if (id == 0) h_fail(__FILE__, __LINE__, "spawn %d failed: %s", i, h_last_error());
+        a->table += is_table_id(id);
+    }
+    return NULL;
+}
+TEST(the_owner_keeps_the_loop_until_another_thread_runs_it) {
+    weft_loop *lp = weft_loop_new();
+    REQUIRE(lp != NULL);
+    enum { N = 300 };
+    static rec mine[N], other[N], again[N];
+    spawn_arg a = {lp, mine, N, 0}, b = {lp, other, N, 0}, c = {lp, again, N, 0};
+    spawn_some(&a);
+    CHECK_EQ(a.table, N);
+    pthread_t th;
+    REQUIRE(pthread_create(&th, NULL, spawn_some, &b) == 0);
+    pthread_join(th, NULL);
+    CHECK_EQ(b.table, 0);
+    REQUIRE(pthread_create(&th, NULL, run_default, lp) == 0);
+    void *rc;
+    pthread_join(th, &rc);
+    CHECK_EQ((int)(intptr_t)rc, WEFT_OK);
+    spawn_some(&c);
+    CHECK_EQ(c.table, N);
+    CHECK_OK(weft_loop_run(lp, WEFT_RUN_DEFAULT));
+    rec *all[] = {mine, other, again};
+    for (int s = 0; s < 3; s++)
+        for (int i = 0; i < N; i++) {
+            WAIT_FREED(all[s][i]);
+            CHECK_EQ(atomic_load(&all[s][i].dones), 1);
+            CHECK_EQ(atomic_load(&all[s][i].work_runs), 1);
+        }
+    weft_loop_free(lp);
+}
+
+/* A thread keeps the loop after its spawns (before and after a NOWAIT pass); another
+ * thread frees it, taking it away: done at most once, free_fn once each. */
+static void *free_loop(void *lp) {
+    weft_loop_free((weft_loop *)lp);
+    return NULL;
+}
+TEST(a_loop_kept_by_one_thread_is_freed_by_another) {
+    weft_loop *lp = weft_loop_new();
+    REQUIRE(lp != NULL);
+    enum { N = 200 };
+    static rec r1[N], r2[N];
+    spawn_arg a = {lp, r1, N, 0}, b = {lp, r2, N, 0};
+    spawn_some(&a);
+    CHECK_OK(weft_loop_run(lp, WEFT_RUN_NOWAIT));
+    spawn_some(&b);
+    CHECK_EQ(a.table + b.table, 2 * N);
+    pthread_t th;
+    REQUIRE(pthread_create(&th, NULL, free_loop, lp) == 0);
+    pthread_join(th, NULL);
+    rec *all[] = {r1, r2};
+    for (int s = 0; s < 2; s++)
+        for (int i = 0; i < N; i++) {
+            WAIT_FREED(all[s][i]);
+            CHECK(atomic_load(&all[s][i].dones) <= 1);
+        }
+}
