@@ -498,9 +498,14 @@ impl<H> Records<H> {
     /// The consumer's thread alone (not under the lock).
     #[inline(always)]
     pub unsafe fn run(&self, mut f: impl FnMut(u64, Record<H>) -> bool) {
+        // The cursors stay in registers while `f` runs: only `take` moves `head` and only
+        // `run` moves `read`, both on this thread and neither from inside `f` (a
+        // callback can neither run a pass of its own loop nor free it). `read.index` is
+        // still stored before each call, for a cancel from `f` and the statistics.
+        let head = self.head.0.index.load(Relaxed);
         let mut index = self.read.0.index.load(Relaxed);
         let mut block = self.read.0.block.load(Relaxed);
-        while index != self.head.0.index.load(Relaxed) {
+        while index != head {
             let offset = (index % LAP) as usize;
             // SAFETY: below `head`, so `block` is not recycled before `read` passes it;
             // its record is read once, as `read` moves past it.
@@ -540,13 +545,10 @@ impl<H> Records<H> {
                     // SAFETY: stored as another record.
                     f(position, unsafe { payload.into_record(OTHER) })
                 };
+                debug_assert_eq!(self.read.0.index.load(Relaxed), index, "`read` moved under `f`");
                 if !go_on {
                     return;
                 }
-                // `f` ran a callback; `read` is the consumer's alone, and still where it
-                // was left.
-                index = self.read.0.index.load(Relaxed);
-                block = self.read.0.block.load(Relaxed);
             }
         }
     }
