@@ -88,6 +88,7 @@
 //! fill it.
 
 use super::block::{Block, LAP, SLOTS};
+use super::region::Regions;
 use super::slot::{stamp, Payload, Slot, CANCELLED, KIND_BITS, KIND_MASK, OTHER, POST};
 use super::Record;
 use crate::sync::atomic::{
@@ -214,6 +215,8 @@ pub struct Records<H> {
     /// cost the producers more than their posts). Given back once the consumer finds
     /// the queue empty ([`Records::idle`]).
     kept: UnsafeCell<Vec<*mut Block<H>>>,
+    /// Where fresh blocks come from in a burst (see `src/inbox/region.rs`).
+    regions: Regions,
 }
 
 // SAFETY: records cross threads as the inbox's did under its mutex (H: Send); the
@@ -231,6 +234,7 @@ impl<H> Records<H> {
             head: Line(Head { index: AtomicU64::new(LAP), block: AtomicPtr::new(block) }),
             read: Line(Read { index: AtomicU64::new(LAP), block: AtomicPtr::new(block), doze_at: AtomicU64::new(0) }),
             kept: UnsafeCell::new(Vec::new()),
+            regions: Regions::default(),
         }
     }
 
@@ -269,7 +273,7 @@ impl<H> Records<H> {
         self.tail.0.index.load(Acquire) > self.head.0.index.load(Relaxed)
     }
 
-    /// A fresh block: a spare, or a new one.
+    /// A fresh block: a spare, or a new one (see `src/inbox/region.rs`).
     #[cold]
     fn fresh_block(&self) -> *mut Block<H> {
         for spare in &self.spares.0 {
@@ -280,7 +284,7 @@ impl<H> Records<H> {
                 }
             }
         }
-        Block::new()
+        self.regions.fresh()
     }
 
     /// Keeps `block` (unlinked, its records moved out) as a spare, or frees it.
@@ -341,6 +345,7 @@ impl<H> Records<H> {
     pub unsafe fn idle(&self) {
         // SAFETY: the consumer.
         unsafe { self.trim() };
+        self.regions.idle();
     }
 
     /// Gives back the blocks the consumer kept (the spares stay).
