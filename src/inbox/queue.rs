@@ -85,7 +85,8 @@
 //! once it finds the queue empty, so a burst's memory is given back once it is
 //! dispatched (one block and up to [`SPARES`] spares stay). A block is mapped with its
 //! pages populated: one system call instead of a page fault per page as the producers
-//! fill it.
+//! fill it; in a burst, blocks are carved from regions backed by a huge page (see
+//! `src/inbox/region.rs`).
 
 use super::block::{Block, LAP, SLOTS};
 use super::region::Regions;
@@ -387,8 +388,43 @@ impl<H> Records<H> {
         self.push_payload(Payload { post: ManuallyDrop::new(handler) }, POST)
     }
 
+    /// The common case inline: a slot before the block's last, claimed at the first
+    /// try. Anything else (the last slot, the marker, a lost claim) goes out of line, so
+    /// that the common path needs few registers.
     #[inline(always)]
     fn push_payload(&self, payload: Payload<H>, kind: u64) -> u64 {
+        let index = self.tail.0.index.load(Acquire);
+        let block = self.tail.0.block.load(Acquire);
+        let offset = (index % LAP) as usize;
+        if offset + 1 < SLOTS && self.tail.0.index.compare_exchange_weak(index, index + 1, SeqCst, Relaxed).is_ok() {
+            // SAFETY: claimed (step 3): the slot is ours until its stamp is published.
+            unsafe { Self::publish(block, offset, index, payload, kind) };
+            return index;
+        }
+        self.push_slowly(payload, kind)
+    }
+
+    /// Writes the record into its slot and publishes it (step 5).
+    ///
+    /// # Safety
+    /// The caller claimed position `index`, at `offset` of `block`.
+    #[inline(always)]
+    unsafe fn publish(block: *mut Block<H>, offset: usize, index: u64, payload: Payload<H>, kind: u64) {
+        // SAFETY: as the caller promises.
+        unsafe {
+            let slot = &(*block).slots[offset];
+            if offset + AHEAD < SLOTS {
+                prefetch_write((&(*block).slots[offset + AHEAD] as *const Slot<H>).cast());
+            }
+            slot.record.with_mut(|cell| (*cell).write(payload));
+            slot.stamp.store(stamp(index, kind), Release);
+        }
+    }
+
+    /// [`Records::push_payload`]'s every case, out of line.
+    #[cold]
+    #[inline(never)]
+    fn push_slowly(&self, payload: Payload<H>, kind: u64) -> u64 {
         let mut fresh: *mut Block<H> = null_mut();
         let mut tries = 0u32;
         let (index, block, offset) = loop {
@@ -418,15 +454,8 @@ impl<H> Records<H> {
             // SAFETY: taken from the spares or made above, never shared.
             unsafe { self.recycle(fresh) };
         }
-        // SAFETY: the slot is ours until its stamp is published.
-        unsafe {
-            let slot = &(*block).slots[offset];
-            if offset + AHEAD < SLOTS {
-                prefetch_write((&(*block).slots[offset + AHEAD] as *const Slot<H>).cast());
-            }
-            slot.record.with_mut(|cell| (*cell).write(payload));
-            slot.stamp.store(stamp(index, kind), Release);
-        }
+        // SAFETY: claimed above.
+        unsafe { Self::publish(block, offset, index, payload, kind) };
         index
     }
 
