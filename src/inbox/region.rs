@@ -18,7 +18,7 @@
 //! the part of the region not carved yet is unmapped and the count starts again: after
 //! a burst the memory goes back, as before.
 //!
-//! Elsewhere (other systems, loom) every block is mapped by itself.
+//! Elsewhere (other systems, loom, Miri) every block is mapped by itself.
 
 use super::block::Block;
 
@@ -27,7 +27,7 @@ use super::block::Block;
 pub(super) const SINGLE: u32 = 8;
 
 /// A region's size: a huge page on x86-64 and aarch64 (with 4 KB pages).
-#[cfg(all(any(target_os = "linux", target_os = "android"), not(loom)))]
+#[cfg(all(any(target_os = "linux", target_os = "android"), not(loom), not(miri)))]
 const REGION: usize = 2 << 20;
 
 /// The region being carved: `[next, end)` not handed out yet (both 0: none), and the
@@ -89,7 +89,7 @@ impl Drop for Regions {
 }
 
 /// What a block's mapping spans: its size rounded up to whole pages.
-#[cfg(all(any(target_os = "linux", target_os = "android"), not(loom)))]
+#[cfg(all(any(target_os = "linux", target_os = "android"), not(loom), not(miri)))]
 fn span<H>() -> usize {
     // SAFETY: a plain query.
     let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096).max(1);
@@ -98,7 +98,7 @@ fn span<H>() -> usize {
 
 /// The next block of the region, mapping a new region when this one is used up (None
 /// when it cannot be mapped: the caller maps the block by itself).
-#[cfg(all(any(target_os = "linux", target_os = "android"), not(loom)))]
+#[cfg(all(any(target_os = "linux", target_os = "android"), not(loom), not(miri)))]
 fn carve<H>(state: &mut State) -> Option<*mut Block<H>> {
     let span = span::<H>();
     if state.end - state.next < span {
@@ -115,7 +115,7 @@ fn carve<H>(state: &mut State) -> Option<*mut Block<H>> {
     Some(block as *mut Block<H>)
 }
 
-#[cfg(not(all(any(target_os = "linux", target_os = "android"), not(loom))))]
+#[cfg(not(all(any(target_os = "linux", target_os = "android"), not(loom), not(miri))))]
 fn carve<H>(_: &mut State) -> Option<*mut Block<H>> {
     None
 }
@@ -124,7 +124,7 @@ fn carve<H>(_: &mut State) -> Option<*mut Block<H>> {
 /// to each page: one fault for the whole region when the kernel gave a huge page, one
 /// per page otherwise, which the producers would have paid anyway). Zeroed, as the
 /// kernel maps it.
-#[cfg(all(any(target_os = "linux", target_os = "android"), not(loom)))]
+#[cfg(all(any(target_os = "linux", target_os = "android"), not(loom), not(miri)))]
 fn map_region() -> Option<usize> {
     let len = 2 * REGION;
     // SAFETY: an anonymous private mapping; the parts outside the aligned region are
@@ -182,6 +182,7 @@ mod tests {
     /// Past the first SINGLE blocks, a burst's blocks come from a region: zeroed,
     /// distinct, adjacent; once the queue is idle, the count starts again.
     #[test]
+    #[cfg_attr(miri, ignore = "mmap of 2 MB regions and madvise: calls Miri does not emulate")]
     fn a_burst_is_carved_from_regions_and_the_rest_given_back_when_idle() {
         let regions = Regions::default();
         let mut blocks: Vec<*mut B> = (0..SINGLE + 100).map(|_| regions.fresh()).collect();
@@ -195,7 +196,7 @@ mod tests {
         sorted.sort_unstable();
         sorted.dedup();
         assert_eq!(sorted.len(), blocks.len());
-        #[cfg(any(target_os = "linux", target_os = "android"))]
+        #[cfg(all(any(target_os = "linux", target_os = "android"), not(miri)))]
         {
             let carved = &blocks[SINGLE as usize..];
             let adjacent = carved.windows(2).filter(|w| w[1] as usize == w[0] as usize + span::<[usize; 3]>()).count();
