@@ -80,6 +80,7 @@
 
 mod block;
 mod queue;
+mod region;
 mod slot;
 
 use crate::sync::atomic::{

@@ -85,9 +85,11 @@
 //! once it finds the queue empty, so a burst's memory is given back once it is
 //! dispatched (one block and up to [`SPARES`] spares stay). A block is mapped with its
 //! pages populated: one system call instead of a page fault per page as the producers
-//! fill it.
+//! fill it; in a burst, blocks are carved from regions backed by a huge page (see
+//! `src/inbox/region.rs`).
 
 use super::block::{Block, LAP, SLOTS};
+use super::region::Regions;
 use super::slot::{stamp, Payload, Slot, CANCELLED, KIND_BITS, KIND_MASK, OTHER, POST};
 use super::Record;
 use crate::sync::atomic::{
@@ -214,6 +216,8 @@ pub struct Records<H> {
     /// cost the producers more than their posts). Given back once the consumer finds
     /// the queue empty ([`Records::idle`]).
     kept: UnsafeCell<Vec<*mut Block<H>>>,
+    /// Where fresh blocks come from in a burst (see `src/inbox/region.rs`).
+    regions: Regions,
 }
 
 // SAFETY: records cross threads as the inbox's did under its mutex (H: Send); the
@@ -231,6 +235,7 @@ impl<H> Records<H> {
             head: Line(Head { index: AtomicU64::new(LAP), block: AtomicPtr::new(block) }),
             read: Line(Read { index: AtomicU64::new(LAP), block: AtomicPtr::new(block), doze_at: AtomicU64::new(0) }),
             kept: UnsafeCell::new(Vec::new()),
+            regions: Regions::default(),
         }
     }
 
@@ -269,7 +274,7 @@ impl<H> Records<H> {
         self.tail.0.index.load(Acquire) > self.head.0.index.load(Relaxed)
     }
 
-    /// A fresh block: a spare, or a new one.
+    /// A fresh block: a spare, or a new one (see `src/inbox/region.rs`).
     #[cold]
     fn fresh_block(&self) -> *mut Block<H> {
         for spare in &self.spares.0 {
@@ -280,7 +285,7 @@ impl<H> Records<H> {
                 }
             }
         }
-        Block::new()
+        self.regions.fresh()
     }
 
     /// Keeps `block` (unlinked, its records moved out) as a spare, or frees it.
@@ -341,6 +346,7 @@ impl<H> Records<H> {
     pub unsafe fn idle(&self) {
         // SAFETY: the consumer.
         unsafe { self.trim() };
+        self.regions.idle();
     }
 
     /// Gives back the blocks the consumer kept (the spares stay).
@@ -382,8 +388,43 @@ impl<H> Records<H> {
         self.push_payload(Payload { post: ManuallyDrop::new(handler) }, POST)
     }
 
+    /// The common case inline: a slot before the block's last, claimed at the first
+    /// try. Anything else (the last slot, the marker, a lost claim) goes out of line, so
+    /// that the common path needs few registers.
     #[inline(always)]
     fn push_payload(&self, payload: Payload<H>, kind: u64) -> u64 {
+        let index = self.tail.0.index.load(Acquire);
+        let block = self.tail.0.block.load(Acquire);
+        let offset = (index % LAP) as usize;
+        if offset + 1 < SLOTS && self.tail.0.index.compare_exchange_weak(index, index + 1, SeqCst, Relaxed).is_ok() {
+            // SAFETY: claimed (step 3): the slot is ours until its stamp is published.
+            unsafe { Self::publish(block, offset, index, payload, kind) };
+            return index;
+        }
+        self.push_slowly(payload, kind)
+    }
+
+    /// Writes the record into its slot and publishes it (step 5).
+    ///
+    /// # Safety
+    /// The caller claimed position `index`, at `offset` of `block`.
+    #[inline(always)]
+    unsafe fn publish(block: *mut Block<H>, offset: usize, index: u64, payload: Payload<H>, kind: u64) {
+        // SAFETY: as the caller promises.
+        unsafe {
+            let slot = &(*block).slots[offset];
+            if offset + AHEAD < SLOTS {
+                prefetch_write((&(*block).slots[offset + AHEAD] as *const Slot<H>).cast());
+            }
+            slot.record.with_mut(|cell| (*cell).write(payload));
+            slot.stamp.store(stamp(index, kind), Release);
+        }
+    }
+
+    /// [`Records::push_payload`]'s every case, out of line.
+    #[cold]
+    #[inline(never)]
+    fn push_slowly(&self, payload: Payload<H>, kind: u64) -> u64 {
         let mut fresh: *mut Block<H> = null_mut();
         let mut tries = 0u32;
         let (index, block, offset) = loop {
@@ -413,15 +454,8 @@ impl<H> Records<H> {
             // SAFETY: taken from the spares or made above, never shared.
             unsafe { self.recycle(fresh) };
         }
-        // SAFETY: the slot is ours until its stamp is published.
-        unsafe {
-            let slot = &(*block).slots[offset];
-            if offset + AHEAD < SLOTS {
-                prefetch_write((&(*block).slots[offset + AHEAD] as *const Slot<H>).cast());
-            }
-            slot.record.with_mut(|cell| (*cell).write(payload));
-            slot.stamp.store(stamp(index, kind), Release);
-        }
+        // SAFETY: claimed above.
+        unsafe { Self::publish(block, offset, index, payload, kind) };
         index
     }
 
@@ -498,9 +532,14 @@ impl<H> Records<H> {
     /// The consumer's thread alone (not under the lock).
     #[inline(always)]
     pub unsafe fn run(&self, mut f: impl FnMut(u64, Record<H>) -> bool) {
+        // The cursors stay in registers while `f` runs: only `take` moves `head` and only
+        // `run` moves `read`, both on this thread and neither from inside `f` (a
+        // callback can neither run a pass of its own loop nor free it). `read.index` is
+        // still stored before each call, for a cancel from `f` and the statistics.
+        let head = self.head.0.index.load(Relaxed);
         let mut index = self.read.0.index.load(Relaxed);
         let mut block = self.read.0.block.load(Relaxed);
-        while index != self.head.0.index.load(Relaxed) {
+        while index != head {
             let offset = (index % LAP) as usize;
             // SAFETY: below `head`, so `block` is not recycled before `read` passes it;
             // its record is read once, as `read` moves past it.
@@ -540,13 +579,10 @@ impl<H> Records<H> {
                     // SAFETY: stored as another record.
                     f(position, unsafe { payload.into_record(OTHER) })
                 };
+                debug_assert_eq!(self.read.0.index.load(Relaxed), index, "`read` moved under `f`");
                 if !go_on {
                     return;
                 }
-                // `f` ran a callback; `read` is the consumer's alone, and still where it
-                // was left.
-                index = self.read.0.index.load(Relaxed);
-                block = self.read.0.block.load(Relaxed);
             }
         }
     }
