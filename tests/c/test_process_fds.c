@@ -58,11 +58,11 @@ static void socket_closed_while_a_child_runs(int mode) {
     wait_started(s, 1);
     CHECK_EQ(atomic_load(&s->started), 1);
     close(sp[1]);
-    uint64_t t0 = now_ms();
-    bool ended = peer_end_within(sp[0], 300);
+    /* Nothing else holds the socket: its end shows at once (the bound is only slack for
+     * valgrind and load). */
+    bool ended = peer_end_within(sp[0], mode == 0 || mode == 3 ? (int)h_slack_ms(300) : 300);
     if (mode == 0 || mode == 3) {
-        CHECK_MSG(ended, "the peer saw no end within 300 ms: the child holds the socket");
-        CHECK(now_ms() - t0 < 200);
+        CHECK_MSG(ended, "the peer saw no end within %d ms: the child holds the socket", (int)h_slack_ms(300));
     } else {
         CHECK_MSG(!ended, "the child kept the socket, yet the peer saw its end");
     }

@@ -55,7 +55,10 @@ test('debug: true logs slow callbacks with console.warn; off stops reports', asy
   } finally {
     console.warn = warn;
   }
-  assert.match(logged[0], /weft: blocksTheLoop \(a timer callback\) blocked the loop for 1\d\d\.\d ms/);
+  // At least the 150 ms spun; a loaded machine may stretch it, so no upper bound.
+  const m = /weft: blocksTheLoop \(a timer callback\) blocked the loop for (\d+\.\d) ms/.exec(logged[0]);
+  assert.ok(m, logged[0]);
+  assert.ok(Number(m[1]) >= 100, logged[0]);
   const reports = [];
   loop.setWatchdog(30, (r) => reports.push(r));
   loop.setWatchdog(0);
