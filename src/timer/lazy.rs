@@ -21,12 +21,13 @@ pub struct Entry {
 }
 
 pub struct LazyWheel {
-    /// LEVELS * SLOTS slots, then the expired slot.
-    slots: Vec<Vec<Entry>>,
+    /// LEVELS * SLOTS slots, then the expired slot (arrays: an insert's slot number
+    /// needs no bounds check).
+    slots: Box<[Vec<Entry>; EXPIRED + 1]>,
     /// A bit per non-empty slot, per level.
     occupied: [u64; LEVELS],
     /// Per slot, a lower bound of its entries' deadlines (u64::MAX: empty).
-    slot_min: Vec<u64>,
+    slot_min: Box<[u64; EXPIRED]>,
     /// Monotonic ns of tick 0.
     base_ns: u64,
     /// Every slot before this tick has been processed.
@@ -38,9 +39,9 @@ pub struct LazyWheel {
 impl LazyWheel {
     pub fn new(base_ns: u64) -> LazyWheel {
         LazyWheel {
-            slots: (0..=EXPIRED).map(|_| Vec::new()).collect(),
+            slots: Box::new(std::array::from_fn(|_| Vec::new())),
             occupied: [0; LEVELS],
-            slot_min: vec![u64::MAX; EXPIRED],
+            slot_min: Box::new([u64::MAX; EXPIRED]),
             base_ns,
             elapsed: 0,
             len: 0,
@@ -146,14 +147,20 @@ impl LazyWheel {
         }
     }
 
-    /// Drops every entry (all stale): O(slots), not O(entries).
+    /// Drops every entry (all stale): O(occupied slots), not O(entries).
     pub fn clear(&mut self) {
-        for entries in &mut self.slots {
-            entries.clear();
-            shrink::vec(entries, 0);
+        for level in 0..LEVELS {
+            let mut occupied = std::mem::take(&mut self.occupied[level]);
+            while occupied != 0 {
+                let slot = level * SLOTS + occupied.trailing_zeros() as usize;
+                occupied &= occupied - 1;
+                self.slots[slot].clear();
+                shrink::vec(&mut self.slots[slot], 0);
+                self.slot_min[slot] = u64::MAX;
+            }
         }
-        self.occupied = [0; LEVELS];
-        self.slot_min.fill(u64::MAX);
+        self.slots[EXPIRED].clear();
+        shrink::vec(&mut self.slots[EXPIRED], 0);
         self.len = 0;
     }
 }

@@ -139,9 +139,10 @@ pub struct OwnTimers {
     /// Timers scheduled and not yet ended by the owner (cancelled by another thread
     /// and not yet met included).
     live: usize,
-    /// Entries in the wheel whose timer the owner ended (cancelled) before they came
-    /// out of it.
-    stale: usize,
+    /// Owner's cancels left before it looks at its wheel's stale entries (those of
+    /// timers it cancelled before they came out): at most `live`, so that the cancel
+    /// that ends the last timer looks too. A cancel counts it down and nothing more.
+    budget: usize,
     /// Records of timers other threads cancelled that the owner has reclaimed since it
     /// last looked ([`take_reclaimed`](Self::take_reclaimed)).
     reclaimed: usize,
@@ -149,7 +150,7 @@ pub struct OwnTimers {
 
 impl OwnTimers {
     pub fn new(base_ns: u64) -> OwnTimers {
-        OwnTimers { wheel: super::LazyWheel::new(base_ns), free_head: NIL, live: 0, stale: 0, reclaimed: 0 }
+        OwnTimers { wheel: super::LazyWheel::new(base_ns), free_head: NIL, live: 0, budget: 0, reclaimed: 0 }
     }
 
     /// How many records of timers other threads cancelled were reclaimed since the last
@@ -218,7 +219,7 @@ impl<H> Drop for Table<H> {
         for k in 0..CHUNKS {
             let (records, bodies) = (self.records[k].load(Relaxed), self.bodies[k].load(Relaxed));
             if !records.is_null() {
-                // SAFETY: allocated in `grow` with these layouts.
+                // SAFETY: allocated in `new_chunk` with these layouts.
                 unsafe {
                     std::alloc::dealloc(records.cast(), Self::layout::<Record>(k));
                     std::alloc::dealloc(bodies.cast(), Self::layout::<Body<H>>(k));
@@ -263,6 +264,14 @@ impl<H> Table<H> {
         unsafe { &*self.records[k].load(Relaxed).add(offset) }
     }
 
+    /// Both halves of record `index`, which the owner knows exists.
+    #[inline]
+    fn owned_pair(&self, index: u32) -> (&Record, &Body<H>) {
+        let (k, offset) = Self::locate(index);
+        // SAFETY: as for `owned`.
+        unsafe { (&*self.records[k].load(Relaxed).add(offset), &*self.bodies[k].load(Relaxed).add(offset)) }
+    }
+
     /// The cold half of record `index`, which the owner knows exists.
     #[inline]
     fn body(&self, index: u32) -> &Body<H> {
@@ -279,31 +288,6 @@ impl<H> Table<H> {
             prefetch((self.owned(index) as *const Record).cast());
             prefetch((self.body(index) as *const Body<H>).cast());
         }
-    }
-
-    /// Makes record `count` (a new chunk when it starts one): None when the table is
-    /// full. Owner.
-    #[inline]
-    fn grow(&self) -> Option<u32> {
-        let index = self.count.load(Relaxed);
-        if index >= TABLE_MAX {
-            return None;
-        }
-        let (k, offset) = Self::locate(index);
-        let mut records = self.records[k].load(Relaxed);
-        if offset == 0 {
-            records = self.new_chunk(k);
-        }
-        let bodies = self.bodies[k].load(Relaxed);
-        // SAFETY: within chunk k; not yet visible to any other thread (`count`).
-        unsafe {
-            records.add(offset).write(Record { state: AtomicU32::new(state(1, FREE)), aux: UnsafeCell::new(NIL) });
-            bodies
-                .add(offset)
-                .write(Body { interval_ns: UnsafeCell::new(0), handler: UnsafeCell::new(MaybeUninit::uninit()) });
-        }
-        self.count.store(index + 1, Release);
-        Some(index)
     }
 
     /// Chunk k's hot halves, allocating the chunk (both halves) when it is the first
@@ -337,27 +321,45 @@ impl<H> Table<H> {
     /// Returns (index, generation), or the handler back when the table is full. Owner.
     #[inline]
     pub fn schedule(&self, own: &mut OwnTimers, handler: H, interval_ns: u64, inert: bool) -> Result<(u32, u32), H> {
-        let index = if own.free_head != NIL {
-            let index = own.free_head;
-            // SAFETY: owner-only field of a free record.
-            own.free_head = self.owned(index).aux.with(|next| unsafe { *next });
-            index
-        } else {
-            match self.grow() {
-                Some(index) => index,
-                None => return Err(handler),
-            }
-        };
-        let record = self.owned(index);
-        let body = self.body(index);
+        let aux = if inert { INERT } else { 0 };
+        if own.free_head == NIL {
+            return self.schedule_new(own, handler, interval_ns, aux);
+        }
+        let index = own.free_head;
+        let (record, body) = self.owned_pair(index);
+        // SAFETY: owner-only field of a free record.
+        own.free_head = record.aux.with(|next| unsafe { *next });
         let generation = generation_of(record.state.load(Relaxed));
         // SAFETY: a FREE record: nobody else touches these fields.
-        record.aux.with_mut(|a| unsafe { *a = if inert { INERT } else { 0 } });
+        record.aux.with_mut(|a| unsafe { *a = aux });
         body.handler.with_mut(|h| unsafe { (*h).write(handler) });
         body.interval_ns.with_mut(|i| unsafe { *i = interval_ns });
         record.state.store(state(generation, ARMED), Release);
         own.live += 1;
         Ok((index, generation))
+    }
+
+    /// `schedule` into a record that has never been used (record `count`; a new chunk
+    /// when it starts one), made armed at once: generation 1, published by the Release
+    /// store of `count` (a canceller reads `count` with Acquire before the record).
+    #[inline]
+    fn schedule_new(&self, own: &mut OwnTimers, handler: H, interval_ns: u64, aux: u32) -> Result<(u32, u32), H> {
+        let index = self.count.load(Relaxed);
+        if index >= TABLE_MAX {
+            return Err(handler);
+        }
+        let (k, offset) = Self::locate(index);
+        let records = if offset == 0 { self.new_chunk(k) } else { self.records[k].load(Relaxed) };
+        let bodies = self.bodies[k].load(Relaxed);
+        // SAFETY: within chunk k; not yet visible to any other thread (`count`).
+        unsafe {
+            let handler = UnsafeCell::new(MaybeUninit::new(handler));
+            bodies.add(offset).write(Body { interval_ns: UnsafeCell::new(interval_ns), handler });
+            records.add(offset).write(Record { state: AtomicU32::new(state(1, ARMED)), aux: UnsafeCell::new(aux) });
+        }
+        self.count.store(index + 1, Release);
+        own.live += 1;
+        Ok((index, 1))
     }
 
     /// Frees a record the owner ended (its handler is out).
@@ -371,6 +373,7 @@ impl<H> Table<H> {
             own.free_head = index;
         }
         own.live -= 1;
+        own.budget = own.budget.min(own.live);
     }
 
     /// Cancels timer (index, generation) as the owner: Err if no such timer is live or
@@ -382,7 +385,7 @@ impl<H> Table<H> {
     /// (a compare-exchange while another thread cancels; see the module comment), and a
     /// read of its body unless the handler is inert.
     #[allow(clippy::result_unit_err)]
-    #[inline]
+    #[inline(always)]
     pub fn cancel_owned(&self, own: &mut OwnTimers, index: u32, generation: u32) -> Result<Option<H>, ()> {
         if index >= self.count.load(Relaxed) {
             return Err(());
@@ -408,14 +411,38 @@ impl<H> Table<H> {
             own.free_head = index;
         }
         own.live -= 1;
-        own.stale += 1;
-        if own.live == 0 {
-            own.wheel.clear();
-            own.stale = 0;
-        } else if own.stale > (2 * own.live).max(self.count.load(Relaxed) as usize) + 4096 {
-            self.drop_stale(own);
+        // budget <= live + 1 here (see `budget`), so the cancel of the last timer looks.
+        if own.budget <= 1 {
+            self.look_at_stale(own);
+        } else {
+            own.budget -= 1;
         }
         Ok(handler)
+    }
+
+    /// When the owner's cancels have used up their budget: drops the wheel's entries
+    /// if no timer is left (O(occupied slots)), or the stale ones if they outnumber
+    /// both twice the live timers and the table's records (the most timers the owner
+    /// ever held at once), so O(1) per cancel, and the wheel never holds many more
+    /// entries than it did at its fullest. Then the budget: the cancels until stale
+    /// entries could outnumber that (at most `live`).
+    #[cold]
+    #[inline(never)]
+    fn look_at_stale(&self, own: &mut OwnTimers) {
+        if own.live == 0 {
+            own.wheel.clear();
+            own.budget = 0;
+            return;
+        }
+        let limit = (2 * own.live).max(self.count.load(Relaxed) as usize) + 4096;
+        // Every live timer has an entry, but those in their call, or due in the pass
+        // under way: an estimate from below, which only delays the sweep.
+        let mut stale = own.wheel.len().saturating_sub(own.live);
+        if stale > limit {
+            self.drop_stale(own);
+            stale = 0;
+        }
+        own.budget = (limit + 1 - stale).min(own.live);
     }
 
     /// Moves `record` (at `index`) from `armed` to `free` if it is armed: with plain
@@ -462,11 +489,9 @@ impl<H> Table<H> {
         }
     }
 
-    /// Drops the wheel's entries of timers that are over: O(entries), run once they
-    /// outnumber both twice the live timers and the table's records (the most timers
-    /// the owner ever held at once), so O(1) per cancel, and the wheel never holds many
-    /// more entries than it did at its fullest. Timers another thread cancelled are
-    /// reclaimed here too.
+    /// Drops the wheel's entries of timers that are over: O(entries) (see
+    /// `look_at_stale` for when). Timers another thread cancelled are reclaimed here
+    /// too.
     #[cold]
     fn drop_stale(&self, own: &mut OwnTimers) {
         let mut wheel = std::mem::replace(&mut own.wheel, super::LazyWheel::new(0));
@@ -476,7 +501,6 @@ impl<H> Table<H> {
             Check::Over => false,
         });
         own.wheel = wheel;
-        own.stale = 0;
     }
 
     /// Whether the entry (index, generation) still stands for a live timer; reclaims the
@@ -579,10 +603,7 @@ impl<H> Table<H> {
             }
             return match self.begin_check(own, index, generation) {
                 Check::Over if generation_of(current) == generation && phase_of(current) != FREE => Begin::Reclaimed,
-                Check::Over => {
-                    own.stale = own.stale.saturating_sub(1);
-                    Begin::Stale
-                }
+                Check::Over => Begin::Stale,
                 Check::Live => continue, // changed meanwhile; look again
             };
         }
@@ -643,7 +664,7 @@ impl<H> Table<H> {
             }
         }
         own.wheel.clear();
-        own.stale = 0;
+        own.budget = 0;
         handlers
     }
 }
