@@ -100,6 +100,10 @@ fn next_generation(generation: u32) -> u32 {
 /// Chunk k holds `FIRST_CHUNK << k` records.
 const FIRST_CHUNK: usize = 64;
 const CHUNKS: usize = 18;
+/// Entries of the owner's chunk arrays: a power of two, so that a chunk number needs
+/// a mask and no bounds check.
+const CHUNK_SLOTS: usize = 32;
+const _: () = assert!(CHUNKS <= CHUNK_SLOTS && CHUNK_SLOTS.is_power_of_two());
 /// Most records a table holds: under 2^24, the index bits of an id.
 const TABLE_MAX: u32 = (FIRST_CHUNK * ((1 << CHUNKS) - 1)) as u32;
 const NIL: u32 = u32::MAX;
@@ -158,6 +162,9 @@ impl OwnTimers {
     /// dropped).
     #[inline]
     pub fn take_reclaimed(&mut self) -> usize {
+        if self.reclaimed == 0 {
+            return 0; // the common case, without a store
+        }
         std::mem::take(&mut self.reclaimed)
     }
 
@@ -192,9 +199,15 @@ pub struct Table<H> {
     cancelling: AtomicU32,
     /// Whether the owner may cancel with plain stores (`crate::barrier::available`).
     plain: bool,
+    /// The owner's lookups: per chunk, the address record 0 would have if chunk k
+    /// began at it (`records[k]` minus its first index), so that record `index` is at
+    /// `owner_chunks[k].0 + index` (bodies likewise). Written by `new_chunk` (the owner,
+    /// which alone reads them), out of loom's sight.
+    owner_chunks: std::cell::UnsafeCell<[(*mut Record, *mut Body<H>); CHUNK_SLOTS]>,
 }
 
-// SAFETY: handlers move between threads (H: Send) only by the protocol above; the rest
+// SAFETY: handlers move between threads (H: Send) only by the protocol above;
+// `owner_chunks` is the owner's alone (one thread at a time); the rest
 // is atomic.
 unsafe impl<H: Send> Send for Table<H> {}
 unsafe impl<H: Send> Sync for Table<H> {}
@@ -208,6 +221,7 @@ impl<H> Default for Table<H> {
             foreign: AtomicU32::new(0),
             cancelling: AtomicU32::new(0),
             plain: crate::barrier::available(),
+            owner_chunks: std::cell::UnsafeCell::new([(std::ptr::null_mut(), std::ptr::null_mut()); CHUNK_SLOTS]),
         }
     }
 }
@@ -256,28 +270,35 @@ impl<H> Table<H> {
         Some(unsafe { (record.add(offset).as_ref(), body.add(offset).as_ref()) })
     }
 
-    /// The hot half of record `index`, which the owner knows exists.
-    #[inline]
-    fn owned(&self, index: u32) -> &Record {
-        let (k, offset) = Self::locate(index);
-        // SAFETY: the owner made it (below `count`); chunks live as long as `self`.
-        unsafe { &*self.records[k].load(Relaxed).add(offset) }
+    /// The chunk of record `index`, as `owner_chunks` indexes it.
+    #[inline(always)]
+    fn chunk_of(index: u32) -> usize {
+        let n = index as usize / FIRST_CHUNK + 1;
+        (usize::BITS - 1 - n.leading_zeros()) as usize & (CHUNK_SLOTS - 1)
     }
 
     /// Both halves of record `index`, which the owner knows exists.
-    #[inline]
+    #[inline(always)]
     fn owned_pair(&self, index: u32) -> (&Record, &Body<H>) {
-        let (k, offset) = Self::locate(index);
-        // SAFETY: as for `owned`.
-        unsafe { (&*self.records[k].load(Relaxed).add(offset), &*self.bodies[k].load(Relaxed).add(offset)) }
+        // SAFETY: owner only; `new_chunk` set the chunk's entry before it made the
+        // record (below `count`), and chunks live as long as `self`. The wrapping
+        // arithmetic lands inside chunk k.
+        unsafe {
+            let (records, bodies) = (*self.owner_chunks.get())[Self::chunk_of(index)];
+            (&*records.wrapping_add(index as usize), &*bodies.wrapping_add(index as usize))
+        }
+    }
+
+    /// The hot half of record `index`, which the owner knows exists.
+    #[inline(always)]
+    fn owned(&self, index: u32) -> &Record {
+        self.owned_pair(index).0
     }
 
     /// The cold half of record `index`, which the owner knows exists.
-    #[inline]
+    #[inline(always)]
     fn body(&self, index: u32) -> &Body<H> {
-        let (k, offset) = Self::locate(index);
-        // SAFETY: as for `owned`.
-        unsafe { &*self.bodies[k].load(Relaxed).add(offset) }
+        self.owned_pair(index).1
     }
 
     /// Starts fetching record `index` into the cache, both halves (the owner's, for an
@@ -313,6 +334,10 @@ impl<H> Table<H> {
             self.bodies[k].store(alloc(Self::layout::<Body<H>>(k)).cast(), Release);
             self.records[k].store(records, Release);
         }
+        let first = FIRST_CHUNK * ((1 << k) - 1);
+        let bodies = self.bodies[k].load(Relaxed);
+        // SAFETY: owner only (see `owner_chunks`).
+        unsafe { (*self.owner_chunks.get())[k] = (records.wrapping_sub(first), bodies.wrapping_sub(first)) };
         records
     }
 
