@@ -449,8 +449,9 @@ impl<H> Table<H> {
     /// if no timer is left (O(occupied slots)), or the stale ones if they outnumber
     /// both twice the live timers and the table's records (the most timers the owner
     /// ever held at once), so O(1) per cancel, and the wheel never holds many more
-    /// entries than it did at its fullest. Then the budget: the cancels until stale
-    /// entries could outnumber that (at most `live`).
+    /// entries than it did at its fullest. Then the budget: the cancels after which
+    /// stale entries could first outnumber that (each cancel adds one and takes a live
+    /// timer, which lowers twice the live timers by 2), at least 1, at most `live`.
     #[cold]
     #[inline(never)]
     fn look_at_stale(&self, own: &mut OwnTimers) {
@@ -459,15 +460,17 @@ impl<H> Table<H> {
             own.budget = 0;
             return;
         }
-        let limit = (2 * own.live).max(self.count.load(Relaxed) as usize) + 4096;
+        let (live, count) = (own.live, self.count.load(Relaxed) as usize);
         // Every live timer has an entry, but those in their call, or due in the pass
         // under way: an estimate from below, which only delays the sweep.
-        let mut stale = own.wheel.len().saturating_sub(own.live);
-        if stale > limit {
+        let mut stale = own.wheel.len().saturating_sub(live);
+        if stale > (2 * live).max(count) + 4096 {
             self.drop_stale(own);
             stale = 0;
         }
-        own.budget = (limit + 1 - stale).min(own.live);
+        // stale + c > max(2 (live - c), count) + 4096 needs c > both of these.
+        let budget = if 2 * live > count { (2 * live + 4096 - stale) / 3 + 1 } else { count + 4097 - stale };
+        own.budget = budget.clamp(1, live);
     }
 
     /// Moves `record` (at `index`) from `armed` to `free` if it is armed: with plain
