@@ -63,6 +63,8 @@ use crate::sync::UnsafeCell;
 use std::mem::MaybeUninit;
 use std::ptr::NonNull;
 
+use super::own::{OwnTimers, NIL};
+
 const PHASE_BITS: u32 = 3;
 const PHASE_MASK: u32 = (1 << PHASE_BITS) - 1;
 /// Generations as in ids (26 bits).
@@ -106,7 +108,6 @@ const CHUNK_SLOTS: usize = 32;
 const _: () = assert!(CHUNKS <= CHUNK_SLOTS && CHUNK_SLOTS.is_power_of_two());
 /// Most records a table holds: under 2^24, the index bits of an id.
 const TABLE_MAX: u32 = (FIRST_CHUNK * ((1 << CHUNKS) - 1)) as u32;
-const NIL: u32 = u32::MAX;
 /// `aux` of a live record whose handler is inert: dropping it does nothing, so the
 /// owner's cancel need not read it (nor touch the cold half).
 const INERT: u32 = 1;
@@ -133,45 +134,6 @@ pub struct Body<H> {
     interval_ns: UnsafeCell<u64>,
     /// Present in ARMED and CLAIMED (and with the owner during a call).
     handler: UnsafeCell<MaybeUninit<H>>,
-}
-
-/// The owner's side of the table: its free records, its wheel, and how many timers it
-/// holds.
-pub struct OwnTimers {
-    pub wheel: super::LazyWheel,
-    free_head: u32,
-    /// Timers scheduled and not yet ended by the owner (cancelled by another thread
-    /// and not yet met included).
-    live: usize,
-    /// Owner's cancels left before it looks at its wheel's stale entries (those of
-    /// timers it cancelled before they came out): at most `live`, so that the cancel
-    /// that ends the last timer looks too. A cancel counts it down and nothing more.
-    budget: usize,
-    /// Records of timers other threads cancelled that the owner has reclaimed since it
-    /// last looked ([`take_reclaimed`](Self::take_reclaimed)).
-    reclaimed: usize,
-}
-
-impl OwnTimers {
-    pub fn new(base_ns: u64) -> OwnTimers {
-        OwnTimers { wheel: super::LazyWheel::new(base_ns), free_head: NIL, live: 0, budget: 0, reclaimed: 0 }
-    }
-
-    /// How many records of timers other threads cancelled were reclaimed since the last
-    /// call (when a cancelled timer's entry came out of the wheel, or stale entries were
-    /// dropped).
-    #[inline]
-    pub fn take_reclaimed(&mut self) -> usize {
-        if self.reclaimed == 0 {
-            return 0; // the common case, without a store
-        }
-        std::mem::take(&mut self.reclaimed)
-    }
-
-    #[inline]
-    pub fn live(&self) -> usize {
-        self.live
-    }
 }
 
 /// What the owner finds in the record of an entry that came out of its wheel.
