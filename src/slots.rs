@@ -107,6 +107,12 @@ pub fn is_timer(id: Id) -> bool {
     id & KIND_MASK == TIMER
 }
 
+/// True when `id` is of an owner's timer of the loop tagged `tag` (one compare).
+#[inline]
+pub fn is_timer_of(tag: u16, id: Id) -> bool {
+    id >> KIND_SHIFT == ((tag as u64) << TAG_SHIFT | TIMER) >> KIND_SHIFT
+}
+
 /// The record index and generation of an owner's timer's id.
 #[inline]
 pub fn timer_parts(id: Id) -> (u32, u32) {

@@ -20,47 +20,58 @@ impl Drop for Handler {
 }
 
 /// The owner schedules a one-shot timer A and fires it while another thread cancels it
-/// (by A's id, known beforehand: the first record's first generation), from before A is
-/// scheduled; then the owner schedules B, which reuses A's record when A is over (so a
-/// canceller still reading A's handler would race with B's write).
+/// (by A's id, known beforehand), from before A is scheduled; then the owner schedules
+/// B, which reuses A's record when A is over (so a canceller still reading A's handler
+/// would race with B's write). Twice: A in a record never used (published by `count`),
+/// and A in a record of the free list (published by its state).
 #[test]
 fn loom_timers_cancel_against_fire_and_reuse() {
-    model(|| {
-        let table = LoomArc::new(Table::<Handler>::default());
-        let mut own = OwnTimers::new(0);
-        let drops = LoomArc::new(AtomicUsize::new(0));
-        let (a, ga) = (0, 1);
-        let canceller = {
-            let table = table.clone();
-            thread::spawn(move || table.cancel_foreign(a, ga).map(|handler| handler.is_some()))
-        };
-        assert_eq!(table.schedule(&mut own, Handler(drops.clone()), 0, false).ok(), Some((a, ga)));
-        let called = match table.begin(&mut own, a, ga) {
-            Begin::Call { handler, .. } => {
-                let over = table.finish(&mut own, a, ga, handler);
-                assert!(over.is_some(), "a one-shot timer is over after its call");
-                true
-            }
-            Begin::Reclaimed => false,
-            Begin::Stale => {
-                // The canceller holds the record (CLAIMED): the owner met it mid-move.
-                unreachable!("the owner waits for a claimed record")
-            }
-        };
-        let (b, _) = table.schedule(&mut own, Handler(drops.clone()), 0, false).ok().expect("room");
-        let cancelled = canceller.join().unwrap();
-        match cancelled {
-            Ok(true) => assert!(!called, "cancelled, then called"),
-            Ok(false) => unreachable!("a one-shot timer has no EVERY phase"),
-            Err(()) => assert!(called, "neither called nor cancelled"),
+    for reused in [false, true] {
+        model(move || cancel_against_fire_and_reuse(reused));
+    }
+}
+
+fn cancel_against_fire_and_reuse(reused: bool) {
+    let table = LoomArc::new(Table::<Handler>::default());
+    let mut own = OwnTimers::new(0);
+    let drops = LoomArc::new(AtomicUsize::new(0));
+    if reused {
+        // A timer Z in the first record, cancelled: the record is free, generation 2.
+        let (z, gz) = table.schedule(&mut own, Handler(drops.clone()), 0, false).ok().unwrap();
+        assert!(table.cancel_owned(&mut own, z, gz).unwrap().is_some());
+    }
+    let base = usize::from(reused);
+    let (a, ga) = (0, if reused { 2 } else { 1 });
+    let canceller = {
+        let table = table.clone();
+        thread::spawn(move || table.cancel_foreign(a, ga).map(|handler| handler.is_some()))
+    };
+    assert_eq!(table.schedule(&mut own, Handler(drops.clone()), 0, false).ok(), Some((a, ga)));
+    let called = match table.begin(&mut own, a, ga) {
+        Begin::Call { handler, .. } => {
+            let over = table.finish(&mut own, a, ga, handler);
+            assert!(over.is_some(), "a one-shot timer is over after its call");
+            true
         }
-        if !called {
-            assert_eq!(b, a, "a reclaimed record is reused");
+        Begin::Reclaimed => false,
+        Begin::Stale => {
+            // The canceller holds the record (CLAIMED): the owner met it mid-move.
+            unreachable!("the owner waits for a claimed record")
         }
-        assert_eq!(drops.load(SeqCst), 1, "A's handler ended exactly once");
-        drop(table.end_all(&mut own));
-        assert_eq!(drops.load(SeqCst), 2);
-    });
+    };
+    let (b, _) = table.schedule(&mut own, Handler(drops.clone()), 0, false).ok().expect("room");
+    let cancelled = canceller.join().unwrap();
+    match cancelled {
+        Ok(true) => assert!(!called, "cancelled, then called"),
+        Ok(false) => unreachable!("a one-shot timer has no EVERY phase"),
+        Err(()) => assert!(called, "neither called nor cancelled"),
+    }
+    if !called {
+        assert_eq!(b, a, "a reclaimed record is reused");
+    }
+    assert_eq!(drops.load(SeqCst), base + 1, "A's handler ended exactly once");
+    drop(table.end_all(&mut own));
+    assert_eq!(drops.load(SeqCst), base + 2);
 }
 
 /// An `every` timer in its call, cancelled by another thread: Ok, and the owner ends it

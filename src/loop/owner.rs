@@ -106,13 +106,18 @@ impl<H: Handler> Loop<H> {
     pub(super) fn as_owner<R>(&self, f: impl FnOnce(&mut Own<H>, Owned) -> R) -> Option<R> {
         // One look at the thread's number (a function call in a shared library).
         let me = thread_number();
-        if self.runner_thread.load(SeqCst) == me {
-            // SAFETY: on the thread running the loop; `f` keeps no borrow past its end.
-            return Some(f(unsafe { self.own() }, Owned::Running));
-        }
-        let _held = self.owner.gate.enter(me)?;
-        // SAFETY: this thread holds the gate, and `run` (on any thread) waits for it.
-        Some(f(unsafe { self.own() }, Owned::Gate))
+        // `f` is called in one place, so that it is inlined here (the timer entry points'
+        // fast paths are this function and `f`).
+        let _held;
+        let how = if self.runner_thread.load(SeqCst) == me {
+            Owned::Running
+        } else {
+            _held = self.owner.gate.enter(me)?;
+            Owned::Gate
+        };
+        // SAFETY: on the thread running the loop, or holding the gate (`run`, on any
+        // thread, waits for it); `f` keeps no borrow past its end.
+        Some(f(unsafe { self.own() }, how))
     }
 
     /// Takes the gate for `run` or `close` (the runner is held) until the guard is

@@ -165,7 +165,7 @@ impl<H: Handler> Loop<H> {
     /// loop, or no such timer: that path says why).
     #[inline]
     pub fn try_cancel_timer(&self, id: Id) -> bool {
-        if id >> slots::TAG_SHIFT != self.tag as u64 || !slots::is_timer(id) || fork::is_child() {
+        if !slots::is_timer_of(self.tag, id) || fork::is_child() {
             return false;
         }
         let (index, generation) = slots::timer_parts(id);

@@ -4,6 +4,15 @@
 //! it (due, or in a [`retain`](LazyWheel::retain) the owner runs once stale entries
 //! outnumber live ones), and the record's generation tells it apart from a live one. A
 //! cascade moves entries without touching their records.
+//!
+//! An insert only appends the entry to `incoming` (and keeps the least deadline there):
+//! entries are placed in their slots when the wheel next moves ([`poll`], [`retain`]),
+//! so a timer the owner cancels before that (a burst of schedules, then of cancels,
+//! outside `run`) never costs a placement, and a burst of schedules writes one array.
+//! The next deadline counts `incoming` through its least deadline, so nothing waits.
+//!
+//! [`poll`]: LazyWheel::poll
+//! [`retain`]: LazyWheel::retain
 
 use super::{next_occupied, slot_for, tick_ceil, tick_floor, LEVELS, SLOTS, TICK_NS};
 use crate::shrink;
@@ -21,12 +30,17 @@ pub struct Entry {
 }
 
 pub struct LazyWheel {
-    /// LEVELS * SLOTS slots, then the expired slot.
-    slots: Vec<Vec<Entry>>,
+    /// LEVELS * SLOTS slots, then the expired slot (arrays: an insert's slot number
+    /// needs no bounds check).
+    slots: Box<[Vec<Entry>; EXPIRED + 1]>,
     /// A bit per non-empty slot, per level.
     occupied: [u64; LEVELS],
     /// Per slot, a lower bound of its entries' deadlines (u64::MAX: empty).
-    slot_min: Vec<u64>,
+    slot_min: Box<[u64; EXPIRED]>,
+    /// Entries inserted since the wheel last moved, not yet in a slot.
+    incoming: Vec<Entry>,
+    /// The least deadline in `incoming` (u64::MAX: none).
+    incoming_min: u64,
     /// Monotonic ns of tick 0.
     base_ns: u64,
     /// Every slot before this tick has been processed.
@@ -38,9 +52,11 @@ pub struct LazyWheel {
 impl LazyWheel {
     pub fn new(base_ns: u64) -> LazyWheel {
         LazyWheel {
-            slots: (0..=EXPIRED).map(|_| Vec::new()).collect(),
+            slots: Box::new(std::array::from_fn(|_| Vec::new())),
             occupied: [0; LEVELS],
-            slot_min: vec![u64::MAX; EXPIRED],
+            slot_min: Box::new([u64::MAX; EXPIRED]),
+            incoming: Vec::new(),
+            incoming_min: u64::MAX,
             base_ns,
             elapsed: 0,
             len: 0,
@@ -56,8 +72,33 @@ impl LazyWheel {
         self.len == 0
     }
 
+    /// Adds an entry (to `incoming`: see the module comment).
     #[inline]
     pub fn insert(&mut self, entry: Entry) {
+        self.incoming.push(entry);
+        self.incoming_min = self.incoming_min.min(entry.deadline_ns);
+        self.len += 1;
+    }
+
+    /// Places the entries of `incoming` in their slots.
+    fn place_incoming(&mut self) {
+        if self.incoming.is_empty() {
+            return;
+        }
+        let mut incoming = std::mem::take(&mut self.incoming);
+        for &entry in &incoming {
+            self.place(entry);
+        }
+        let used = incoming.len();
+        incoming.clear();
+        shrink::vec(&mut incoming, used);
+        self.incoming = incoming;
+        self.incoming_min = u64::MAX;
+    }
+
+    /// Puts `entry` in its slot (`len` counts it already).
+    #[inline]
+    fn place(&mut self, entry: Entry) {
         let when = tick_ceil(self.base_ns, entry.deadline_ns);
         let slot = if when <= self.elapsed { EXPIRED } else { slot_for(self.elapsed, when) };
         self.slots[slot].push(entry);
@@ -65,7 +106,6 @@ impl LazyWheel {
             self.occupied[slot / SLOTS] |= 1 << (slot % SLOTS);
             self.slot_min[slot] = self.slot_min[slot].min(entry.deadline_ns);
         }
-        self.len += 1;
     }
 
     fn next_expiration(&self) -> Option<(usize, u64)> {
@@ -78,8 +118,19 @@ impl LazyWheel {
     /// The monotonic time (ns) at which a pass has work here (a tick boundary): never
     /// later than the next live deadline; earlier when that entry is stale.
     pub fn next_deadline_ns(&self) -> Option<u64> {
-        let (slot, tick) = self.next_expiration()?;
-        let tick = if slot == EXPIRED { tick } else { tick.max(tick_ceil(self.base_ns, self.slot_min[slot])) };
+        // An incoming entry is due at the tick at or after its deadline (or at once).
+        let incoming = (self.incoming_min != u64::MAX).then(|| tick_ceil(self.base_ns, self.incoming_min));
+        let placed = self.next_expiration().map(|(slot, tick)| {
+            if slot == EXPIRED {
+                tick
+            } else {
+                tick.max(tick_ceil(self.base_ns, self.slot_min[slot]))
+            }
+        });
+        let tick = match (placed, incoming) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
         Some(self.base_ns + tick * TICK_NS)
     }
 
@@ -87,6 +138,7 @@ impl LazyWheel {
     /// come out too: the caller tells them apart.
     pub fn poll(&mut self, now_ns: u64, due: &mut Vec<Entry>) {
         let now = tick_floor(self.base_ns, now_ns);
+        self.place_incoming();
         while let Some((slot, tick)) = self.next_expiration() {
             if tick > now {
                 break;
@@ -97,12 +149,12 @@ impl LazyWheel {
                 self.occupied[slot / SLOTS] &= !(1 << (slot % SLOTS));
                 self.slot_min[slot] = u64::MAX;
             }
-            self.len -= taken.len();
             if slot < SLOTS || slot == EXPIRED {
+                self.len -= taken.len();
                 due.extend_from_slice(&taken);
             } else {
                 for &entry in &taken {
-                    self.insert(entry);
+                    self.place(entry);
                 }
             }
             // Keep the slot's allocation for the entries that land in it next, unless a
@@ -121,6 +173,7 @@ impl LazyWheel {
     /// `keep` will read).
     pub fn retain(&mut self, ahead: impl Fn(&Entry), mut keep: impl FnMut(&Entry) -> bool) {
         const AHEAD: usize = 8;
+        self.place_incoming();
         self.len = 0;
         for (slot, entries) in self.slots.iter_mut().enumerate() {
             let mut kept = 0;
@@ -146,14 +199,23 @@ impl LazyWheel {
         }
     }
 
-    /// Drops every entry (all stale): O(slots), not O(entries).
+    /// Drops every entry (all stale): O(occupied slots), not O(entries).
     pub fn clear(&mut self) {
-        for entries in &mut self.slots {
-            entries.clear();
-            shrink::vec(entries, 0);
+        for level in 0..LEVELS {
+            let mut occupied = std::mem::take(&mut self.occupied[level]);
+            while occupied != 0 {
+                let slot = level * SLOTS + occupied.trailing_zeros() as usize;
+                occupied &= occupied - 1;
+                self.slots[slot].clear();
+                shrink::vec(&mut self.slots[slot], 0);
+                self.slot_min[slot] = u64::MAX;
+            }
         }
-        self.occupied = [0; LEVELS];
-        self.slot_min.fill(u64::MAX);
+        self.slots[EXPIRED].clear();
+        shrink::vec(&mut self.slots[EXPIRED], 0);
+        self.incoming.clear();
+        shrink::vec(&mut self.incoming, 0);
+        self.incoming_min = u64::MAX;
         self.len = 0;
     }
 }

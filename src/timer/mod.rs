@@ -23,13 +23,16 @@
 //! * `wheel.rs`: the hierarchical wheel and its level arithmetic, with O(1) removal.
 //! * `lazy.rs`: the owner's wheel, whose cancelled entries stay until met.
 //! * `table.rs`: the owner's timer records and the cancel protocol.
+//! * `own.rs`: the owner's side of the table (its wheel, free list and counts).
 
 mod lazy;
+mod own;
 mod table;
 mod wheel;
 
 pub use lazy::{Entry, LazyWheel};
-pub use table::{Begin, OwnTimers, Table};
+pub use own::OwnTimers;
+pub use table::{Begin, Table};
 pub use wheel::Wheel;
 
 /// Levels of a wheel: 7 of 64 slots, 42 bits of ticks (about 9 years).

@@ -63,6 +63,8 @@ use crate::sync::UnsafeCell;
 use std::mem::MaybeUninit;
 use std::ptr::NonNull;
 
+use super::own::{OwnTimers, NIL};
+
 const PHASE_BITS: u32 = 3;
 const PHASE_MASK: u32 = (1 << PHASE_BITS) - 1;
 /// Generations as in ids (26 bits).
@@ -100,9 +102,12 @@ fn next_generation(generation: u32) -> u32 {
 /// Chunk k holds `FIRST_CHUNK << k` records.
 const FIRST_CHUNK: usize = 64;
 const CHUNKS: usize = 18;
+/// Entries of the owner's chunk arrays: a power of two, so that a chunk number needs
+/// a mask and no bounds check.
+const CHUNK_SLOTS: usize = 32;
+const _: () = assert!(CHUNKS <= CHUNK_SLOTS && CHUNK_SLOTS.is_power_of_two());
 /// Most records a table holds: under 2^24, the index bits of an id.
 const TABLE_MAX: u32 = (FIRST_CHUNK * ((1 << CHUNKS) - 1)) as u32;
-const NIL: u32 = u32::MAX;
 /// `aux` of a live record whose handler is inert: dropping it does nothing, so the
 /// owner's cancel need not read it (nor touch the cold half).
 const INERT: u32 = 1;
@@ -131,41 +136,6 @@ pub struct Body<H> {
     handler: UnsafeCell<MaybeUninit<H>>,
 }
 
-/// The owner's side of the table: its free records, its wheel, and how many timers it
-/// holds.
-pub struct OwnTimers {
-    pub wheel: super::LazyWheel,
-    free_head: u32,
-    /// Timers scheduled and not yet ended by the owner (cancelled by another thread
-    /// and not yet met included).
-    live: usize,
-    /// Entries in the wheel whose timer the owner ended (cancelled) before they came
-    /// out of it.
-    stale: usize,
-    /// Records of timers other threads cancelled that the owner has reclaimed since it
-    /// last looked ([`take_reclaimed`](Self::take_reclaimed)).
-    reclaimed: usize,
-}
-
-impl OwnTimers {
-    pub fn new(base_ns: u64) -> OwnTimers {
-        OwnTimers { wheel: super::LazyWheel::new(base_ns), free_head: NIL, live: 0, stale: 0, reclaimed: 0 }
-    }
-
-    /// How many records of timers other threads cancelled were reclaimed since the last
-    /// call (when a cancelled timer's entry came out of the wheel, or stale entries were
-    /// dropped).
-    #[inline]
-    pub fn take_reclaimed(&mut self) -> usize {
-        std::mem::take(&mut self.reclaimed)
-    }
-
-    #[inline]
-    pub fn live(&self) -> usize {
-        self.live
-    }
-}
-
 /// What the owner finds in the record of an entry that came out of its wheel.
 pub enum Begin<H> {
     /// A live timer, now in its call: call the handler, then [`Table::finish`].
@@ -191,9 +161,15 @@ pub struct Table<H> {
     cancelling: AtomicU32,
     /// Whether the owner may cancel with plain stores (`crate::barrier::available`).
     plain: bool,
+    /// The owner's lookups: per chunk, the address record 0 would have if chunk k
+    /// began at it (`records[k]` minus its first index), so that record `index` is at
+    /// `owner_chunks[k].0 + index` (bodies likewise). Written by `new_chunk` (the owner,
+    /// which alone reads them), out of loom's sight.
+    owner_chunks: std::cell::UnsafeCell<[(*mut Record, *mut Body<H>); CHUNK_SLOTS]>,
 }
 
-// SAFETY: handlers move between threads (H: Send) only by the protocol above; the rest
+// SAFETY: handlers move between threads (H: Send) only by the protocol above;
+// `owner_chunks` is the owner's alone (one thread at a time); the rest
 // is atomic.
 unsafe impl<H: Send> Send for Table<H> {}
 unsafe impl<H: Send> Sync for Table<H> {}
@@ -207,6 +183,7 @@ impl<H> Default for Table<H> {
             foreign: AtomicU32::new(0),
             cancelling: AtomicU32::new(0),
             plain: crate::barrier::available(),
+            owner_chunks: std::cell::UnsafeCell::new([(std::ptr::null_mut(), std::ptr::null_mut()); CHUNK_SLOTS]),
         }
     }
 }
@@ -218,7 +195,7 @@ impl<H> Drop for Table<H> {
         for k in 0..CHUNKS {
             let (records, bodies) = (self.records[k].load(Relaxed), self.bodies[k].load(Relaxed));
             if !records.is_null() {
-                // SAFETY: allocated in `grow` with these layouts.
+                // SAFETY: allocated in `new_chunk` with these layouts.
                 unsafe {
                     std::alloc::dealloc(records.cast(), Self::layout::<Record>(k));
                     std::alloc::dealloc(bodies.cast(), Self::layout::<Body<H>>(k));
@@ -255,20 +232,35 @@ impl<H> Table<H> {
         Some(unsafe { (record.add(offset).as_ref(), body.add(offset).as_ref()) })
     }
 
+    /// The chunk of record `index`, as `owner_chunks` indexes it.
+    #[inline(always)]
+    fn chunk_of(index: u32) -> usize {
+        let n = index as usize / FIRST_CHUNK + 1;
+        (usize::BITS - 1 - n.leading_zeros()) as usize & (CHUNK_SLOTS - 1)
+    }
+
+    /// Both halves of record `index`, which the owner knows exists.
+    #[inline(always)]
+    fn owned_pair(&self, index: u32) -> (&Record, &Body<H>) {
+        // SAFETY: owner only; `new_chunk` set the chunk's entry before it made the
+        // record (below `count`), and chunks live as long as `self`. The wrapping
+        // arithmetic lands inside chunk k.
+        unsafe {
+            let (records, bodies) = (*self.owner_chunks.get())[Self::chunk_of(index)];
+            (&*records.wrapping_add(index as usize), &*bodies.wrapping_add(index as usize))
+        }
+    }
+
     /// The hot half of record `index`, which the owner knows exists.
-    #[inline]
+    #[inline(always)]
     fn owned(&self, index: u32) -> &Record {
-        let (k, offset) = Self::locate(index);
-        // SAFETY: the owner made it (below `count`); chunks live as long as `self`.
-        unsafe { &*self.records[k].load(Relaxed).add(offset) }
+        self.owned_pair(index).0
     }
 
     /// The cold half of record `index`, which the owner knows exists.
-    #[inline]
+    #[inline(always)]
     fn body(&self, index: u32) -> &Body<H> {
-        let (k, offset) = Self::locate(index);
-        // SAFETY: as for `owned`.
-        unsafe { &*self.bodies[k].load(Relaxed).add(offset) }
+        self.owned_pair(index).1
     }
 
     /// Starts fetching record `index` into the cache, both halves (the owner's, for an
@@ -279,31 +271,6 @@ impl<H> Table<H> {
             prefetch((self.owned(index) as *const Record).cast());
             prefetch((self.body(index) as *const Body<H>).cast());
         }
-    }
-
-    /// Makes record `count` (a new chunk when it starts one): None when the table is
-    /// full. Owner.
-    #[inline]
-    fn grow(&self) -> Option<u32> {
-        let index = self.count.load(Relaxed);
-        if index >= TABLE_MAX {
-            return None;
-        }
-        let (k, offset) = Self::locate(index);
-        let mut records = self.records[k].load(Relaxed);
-        if offset == 0 {
-            records = self.new_chunk(k);
-        }
-        let bodies = self.bodies[k].load(Relaxed);
-        // SAFETY: within chunk k; not yet visible to any other thread (`count`).
-        unsafe {
-            records.add(offset).write(Record { state: AtomicU32::new(state(1, FREE)), aux: UnsafeCell::new(NIL) });
-            bodies
-                .add(offset)
-                .write(Body { interval_ns: UnsafeCell::new(0), handler: UnsafeCell::new(MaybeUninit::uninit()) });
-        }
-        self.count.store(index + 1, Release);
-        Some(index)
     }
 
     /// Chunk k's hot halves, allocating the chunk (both halves) when it is the first
@@ -329,6 +296,10 @@ impl<H> Table<H> {
             self.bodies[k].store(alloc(Self::layout::<Body<H>>(k)).cast(), Release);
             self.records[k].store(records, Release);
         }
+        let first = FIRST_CHUNK * ((1 << k) - 1);
+        let bodies = self.bodies[k].load(Relaxed);
+        // SAFETY: owner only (see `owner_chunks`).
+        unsafe { (*self.owner_chunks.get())[k] = (records.wrapping_sub(first), bodies.wrapping_sub(first)) };
         records
     }
 
@@ -337,27 +308,45 @@ impl<H> Table<H> {
     /// Returns (index, generation), or the handler back when the table is full. Owner.
     #[inline]
     pub fn schedule(&self, own: &mut OwnTimers, handler: H, interval_ns: u64, inert: bool) -> Result<(u32, u32), H> {
-        let index = if own.free_head != NIL {
-            let index = own.free_head;
-            // SAFETY: owner-only field of a free record.
-            own.free_head = self.owned(index).aux.with(|next| unsafe { *next });
-            index
-        } else {
-            match self.grow() {
-                Some(index) => index,
-                None => return Err(handler),
-            }
-        };
-        let record = self.owned(index);
-        let body = self.body(index);
+        let aux = if inert { INERT } else { 0 };
+        if own.free_head == NIL {
+            return self.schedule_new(own, handler, interval_ns, aux);
+        }
+        let index = own.free_head;
+        let (record, body) = self.owned_pair(index);
+        // SAFETY: owner-only field of a free record.
+        own.free_head = record.aux.with(|next| unsafe { *next });
         let generation = generation_of(record.state.load(Relaxed));
         // SAFETY: a FREE record: nobody else touches these fields.
-        record.aux.with_mut(|a| unsafe { *a = if inert { INERT } else { 0 } });
+        record.aux.with_mut(|a| unsafe { *a = aux });
         body.handler.with_mut(|h| unsafe { (*h).write(handler) });
         body.interval_ns.with_mut(|i| unsafe { *i = interval_ns });
         record.state.store(state(generation, ARMED), Release);
         own.live += 1;
         Ok((index, generation))
+    }
+
+    /// `schedule` into a record that has never been used (record `count`; a new chunk
+    /// when it starts one), made armed at once: generation 1, published by the Release
+    /// store of `count` (a canceller reads `count` with Acquire before the record).
+    #[inline]
+    fn schedule_new(&self, own: &mut OwnTimers, handler: H, interval_ns: u64, aux: u32) -> Result<(u32, u32), H> {
+        let index = self.count.load(Relaxed);
+        if index >= TABLE_MAX {
+            return Err(handler);
+        }
+        let (k, offset) = Self::locate(index);
+        let records = if offset == 0 { self.new_chunk(k) } else { self.records[k].load(Relaxed) };
+        let bodies = self.bodies[k].load(Relaxed);
+        // SAFETY: within chunk k; not yet visible to any other thread (`count`).
+        unsafe {
+            let handler = UnsafeCell::new(MaybeUninit::new(handler));
+            bodies.add(offset).write(Body { interval_ns: UnsafeCell::new(interval_ns), handler });
+            records.add(offset).write(Record { state: AtomicU32::new(state(1, ARMED)), aux: UnsafeCell::new(aux) });
+        }
+        self.count.store(index + 1, Release);
+        own.live += 1;
+        Ok((index, 1))
     }
 
     /// Frees a record the owner ended (its handler is out).
@@ -371,6 +360,7 @@ impl<H> Table<H> {
             own.free_head = index;
         }
         own.live -= 1;
+        own.budget = own.budget.min(own.live);
     }
 
     /// Cancels timer (index, generation) as the owner: Err if no such timer is live or
@@ -382,7 +372,7 @@ impl<H> Table<H> {
     /// (a compare-exchange while another thread cancels; see the module comment), and a
     /// read of its body unless the handler is inert.
     #[allow(clippy::result_unit_err)]
-    #[inline]
+    #[inline(always)]
     pub fn cancel_owned(&self, own: &mut OwnTimers, index: u32, generation: u32) -> Result<Option<H>, ()> {
         if index >= self.count.load(Relaxed) {
             return Err(());
@@ -408,14 +398,41 @@ impl<H> Table<H> {
             own.free_head = index;
         }
         own.live -= 1;
-        own.stale += 1;
-        if own.live == 0 {
-            own.wheel.clear();
-            own.stale = 0;
-        } else if own.stale > (2 * own.live).max(self.count.load(Relaxed) as usize) + 4096 {
-            self.drop_stale(own);
+        // budget <= live + 1 here (see `budget`), so the cancel of the last timer looks.
+        if own.budget <= 1 {
+            self.look_at_stale(own);
+        } else {
+            own.budget -= 1;
         }
         Ok(handler)
+    }
+
+    /// When the owner's cancels have used up their budget: drops the wheel's entries
+    /// if no timer is left (O(occupied slots)), or the stale ones if they outnumber
+    /// both twice the live timers and the table's records (the most timers the owner
+    /// ever held at once), so O(1) per cancel, and the wheel never holds many more
+    /// entries than it did at its fullest. Then the budget: the cancels after which
+    /// stale entries could first outnumber that (each cancel adds one and takes a live
+    /// timer, which lowers twice the live timers by 2), at least 1, at most `live`.
+    #[cold]
+    #[inline(never)]
+    fn look_at_stale(&self, own: &mut OwnTimers) {
+        if own.live == 0 {
+            own.wheel.clear();
+            own.budget = 0;
+            return;
+        }
+        let (live, count) = (own.live, self.count.load(Relaxed) as usize);
+        // Every live timer has an entry, but those in their call, or due in the pass
+        // under way: an estimate from below, which only delays the sweep.
+        let mut stale = own.wheel.len().saturating_sub(live);
+        if stale > (2 * live).max(count) + 4096 {
+            self.drop_stale(own);
+            stale = 0;
+        }
+        // stale + c > max(2 (live - c), count) + 4096 needs c > both of these.
+        let budget = if 2 * live > count { (2 * live + 4096 - stale) / 3 + 1 } else { count + 4097 - stale };
+        own.budget = budget.clamp(1, live);
     }
 
     /// Moves `record` (at `index`) from `armed` to `free` if it is armed: with plain
@@ -462,11 +479,9 @@ impl<H> Table<H> {
         }
     }
 
-    /// Drops the wheel's entries of timers that are over: O(entries), run once they
-    /// outnumber both twice the live timers and the table's records (the most timers
-    /// the owner ever held at once), so O(1) per cancel, and the wheel never holds many
-    /// more entries than it did at its fullest. Timers another thread cancelled are
-    /// reclaimed here too.
+    /// Drops the wheel's entries of timers that are over: O(entries) (see
+    /// `look_at_stale` for when). Timers another thread cancelled are reclaimed here
+    /// too.
     #[cold]
     fn drop_stale(&self, own: &mut OwnTimers) {
         let mut wheel = std::mem::replace(&mut own.wheel, super::LazyWheel::new(0));
@@ -476,7 +491,6 @@ impl<H> Table<H> {
             Check::Over => false,
         });
         own.wheel = wheel;
-        own.stale = 0;
     }
 
     /// Whether the entry (index, generation) still stands for a live timer; reclaims the
@@ -579,10 +593,7 @@ impl<H> Table<H> {
             }
             return match self.begin_check(own, index, generation) {
                 Check::Over if generation_of(current) == generation && phase_of(current) != FREE => Begin::Reclaimed,
-                Check::Over => {
-                    own.stale = own.stale.saturating_sub(1);
-                    Begin::Stale
-                }
+                Check::Over => Begin::Stale,
                 Check::Live => continue, // changed meanwhile; look again
             };
         }
@@ -643,7 +654,7 @@ impl<H> Table<H> {
             }
         }
         own.wheel.clear();
-        own.stale = 0;
+        own.budget = 0;
         handlers
     }
 }

@@ -50,3 +50,51 @@ fn cancels_and_calls_settle_once() {
     assert_eq!(table.cancel_foreign(d, gd), Err(()));
     assert_eq!(own.live(), 0);
 }
+
+#[test]
+fn owner_cancels_keep_stale_entries_bounded_and_clear_the_wheel_at_the_end() {
+    // Whatever the mix of schedules and cancels, the wheel holds at most the live
+    // timers' entries plus max(2 live, records) + 4097 stale ones (the sweep's rule,
+    // checked when the cancels' budget runs out), and none once no timer is left.
+    let table = Table::<()>::default();
+    let mut own = OwnTimers::new(0);
+    let mut live = Vec::new();
+    let mut state = 0x9E3779B97F4A7C15u64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let rounds = if cfg!(miri) { 3 } else { 40 };
+    let mut swept = false;
+    for round in 0..rounds {
+        // Bursts of schedules, then cancels of most of them in random order.
+        let burst = 1 + next() as usize % 20_000;
+        for _ in 0..burst {
+            let (index, generation) = table.schedule(&mut own, (), 0, true).ok().unwrap();
+            // The owner's lookup (biased chunk bases) finds the record any thread finds.
+            let (record, body) = table.record(index).unwrap();
+            assert!(std::ptr::eq(table.owned_pair(index).0, record) && std::ptr::eq(table.body(index), body));
+            let deadline_ns = 1_000_000_000 + next() % 60_000_000_000;
+            own.wheel.insert(super::super::Entry { deadline_ns, index, generation });
+            live.push((index, generation));
+        }
+        let keep = if round % 7 == 6 { 0 } else { next() as usize % 50 };
+        while live.len() > keep {
+            let at = next() as usize % live.len();
+            let (index, generation) = live.swap_remove(at);
+            let before = own.wheel.len();
+            assert_eq!(table.cancel_owned(&mut own, index, generation), Ok(None));
+            swept |= own.wheel.len() < before;
+            let count = table.count.load(Relaxed) as usize;
+            let bound = own.live() + (2 * own.live()).max(count) + 4097;
+            assert!(own.wheel.len() <= bound, "{} entries, {} live, {count} records", own.wheel.len(), own.live());
+            assert_eq!(own.live(), live.len());
+        }
+        if live.is_empty() {
+            assert!(own.wheel.is_empty());
+        }
+    }
+    assert!(swept || cfg!(miri), "some cancels swept stale entries");
+}

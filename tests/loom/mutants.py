@@ -301,6 +301,12 @@ MUTANTS = {
         "        record.state.store(state(generation, ARMED), Relaxed);",
         "loom_timers_cancel_against_fire_and_reuse",
     ),
+    "timers: a never-used record is published by `count` with Release": (
+        "src/timer/table.rs",
+        "        self.count.store(index + 1, Release);",
+        "        self.count.store(index + 1, Relaxed);",
+        "loom_timers_cancel_against_fire_and_reuse",
+    ),
     "timers: a canceller's claim is Acquire": (
         "src/timer/table.rs",
         "            if record.state.compare_exchange(armed, state(generation, CLAIMED), Acquire, Relaxed).is_err() {",
