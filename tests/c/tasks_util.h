@@ -1,5 +1,5 @@
 /*
- * tasks_util.h: helpers shared by test_tasks.c and test_pools.c (include after
+ * tasks_util.h: helpers shared by the task, pool and process tests (include after
  * harness.h).
  *
  *   rec          user data of one task: what its work should do (return a status,
