@@ -21,6 +21,9 @@ fn main() {
     // kqueue filters there); not when the tests ask polling for poll(2) everywhere.
     println!("cargo::rustc-check-cfg=cfg(weft_kqueue)");
     println!("cargo::rustc-check-cfg=cfg(polling_test_poll_backend)");
+    // `weft_polling_epoll`: polling's backend is epoll (Linux, Android), which the portable
+    // backend waits on directly when it can (src/sys/portable/direct.rs).
+    println!("cargo::rustc-check-cfg=cfg(weft_polling_epoll)");
     // `loom`: the model-checking build (`make loom`; see src/sync.rs).
     println!("cargo::rustc-check-cfg=cfg(loom)");
     let os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
@@ -29,6 +32,9 @@ fn main() {
         && !poll_only
     {
         println!("cargo:rustc-cfg=weft_kqueue");
+    }
+    if matches!(os.as_str(), "linux" | "android") && !poll_only {
+        println!("cargo:rustc-cfg=weft_polling_epoll");
     }
     let major = soname_major();
     match env::var("CARGO_CFG_TARGET_OS").as_deref() {

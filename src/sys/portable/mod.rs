@@ -23,6 +23,8 @@
 //!   timer is due; the thread exists once the host has asked for the fd, and waits only
 //!   while no thread runs the loop.
 
+#[cfg(weft_polling_epoll)]
+mod direct;
 mod outer;
 mod wake;
 
@@ -88,6 +90,25 @@ fn interest_event(key: u64, interest: u32) -> polling::Event {
     let mut event = polling::Event::new(key as usize, interest & READABLE != 0, interest & WRITABLE != 0);
     event.set_interrupt(interest & HANGUP != 0);
     event
+}
+
+/// weft's readiness bits for an event polling reported.
+#[inline]
+fn readiness(ev: &polling::Event) -> u32 {
+    let mut readiness = 0;
+    if ev.readable {
+        readiness |= READABLE;
+    }
+    if ev.writable {
+        readiness |= WRITABLE;
+    }
+    if ev.is_interrupt() {
+        readiness |= HANGUP;
+    }
+    if ev.is_err() == Some(true) {
+        readiness |= ERROR;
+    }
+    readiness
 }
 
 impl Poller {
@@ -237,7 +258,6 @@ impl Shared {
     /// Waits (`block`: until something is ready, or the timer is due), fills `events`.
     fn wait(&self, events: &mut Events, block: bool) -> io::Result<()> {
         events.out.clear();
-        events.raw.clear();
         let timer_key = self.timer_key.load(SeqCst);
         let timeout = if block {
             // Dekker with TimerWake::arm: announce the wait, then read the deadline.
@@ -248,10 +268,12 @@ impl Shared {
         } else {
             Some(Duration::ZERO)
         };
-        let result = self.poller.wait(&mut events.raw, timeout);
-        self.waiting.store(false, SeqCst);
+        let result = self.wait_members(events, timeout);
+        if block {
+            self.waiting.store(false, SeqCst);
+        }
         match result {
-            Ok(_) => {}
+            Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
             // polling's poll(2) backend: `notify` sets its flag, then writes the pipe; a
             // wait that sees the flag between the two reads an empty pipe and returns
@@ -260,35 +282,48 @@ impl Shared {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(e) => return Err(e),
         }
-        for ev in events.raw.iter() {
-            let mut readiness = 0;
-            if ev.readable {
-                readiness |= READABLE;
-            }
-            if ev.writable {
-                readiness |= WRITABLE;
-            }
-            if ev.is_interrupt() {
-                readiness |= HANGUP;
-            }
-            if ev.is_err() == Some(true) {
-                readiness |= ERROR;
-            }
-            if readiness == 0 && self.forget_if_closed(ev.key) {
-                continue;
-            }
-            if let Some(&(_, fd)) = lock(&self.drained).iter().find(|&&(k, _)| k == ev.key) {
-                wake::drain_fd(fd);
-            }
-            if self.rearm {
-                self.rearm_member(ev.key);
-            }
-            events.out.push(Event { key: ev.key as u64, readiness });
+        if !events.out.is_empty() {
+            self.settle(&mut events.out);
         }
         if timer_key != NEVER {
             wake::report_due(self, timer_key, &mut events.out);
         }
         Ok(())
+    }
+
+    /// Waits on the poller (for `timeout`, None: until something is ready); the members'
+    /// events into `events.out`, as reported.
+    fn wait_members(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+        #[cfg(weft_polling_epoll)]
+        let timeout = match direct::timeout_ms(timeout) {
+            Some(ms) if direct::wait(&self.poller, &mut events.direct, ms, &mut events.out)? => return Ok(()),
+            // polling's own wake-ups were reported: it clears them (see direct.rs).
+            Some(_) => Some(Duration::ZERO),
+            None => timeout,
+        };
+        events.raw.clear();
+        self.poller.wait(&mut events.raw, timeout)?;
+        events.out.extend(events.raw.iter().map(|ev| Event { key: ev.key as u64, readiness: readiness(&ev) }));
+        Ok(())
+    }
+
+    /// What the reported members need: one reported closed is forgotten (its event
+    /// dropped), a bell is drained, a one-shot member is armed again.
+    fn settle(&self, out: &mut Vec<Event>) {
+        out.retain(|ev| ev.readiness != 0 || !self.forget_if_closed(ev.key as usize));
+        {
+            let drained = lock(&self.drained);
+            for ev in out.iter() {
+                if let Some(&(_, fd)) = drained.iter().find(|&&(key, _)| key as u64 == ev.key) {
+                    wake::drain_fd(fd);
+                }
+            }
+        }
+        if self.rearm {
+            for ev in out.iter() {
+                self.rearm_member(ev.key as usize);
+            }
+        }
     }
 
     /// A one-shot member was reported: armed again, with its interest.
@@ -372,13 +407,21 @@ impl WaitSlot {
 /// A reusable buffer of reported events.
 pub struct Events {
     raw: polling::Events,
+    /// What a direct wait fills (direct.rs).
+    #[cfg(weft_polling_epoll)]
+    direct: direct::Buffer,
     out: Vec<Event>,
 }
 
 impl Events {
     pub fn with_capacity(capacity: usize) -> Events {
         let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
-        Events { raw: polling::Events::with_capacity(capacity), out: Vec::with_capacity(capacity.get() + 1) }
+        Events {
+            raw: polling::Events::with_capacity(capacity),
+            #[cfg(weft_polling_epoll)]
+            direct: Vec::with_capacity(capacity.get()),
+            out: Vec::with_capacity(capacity.get() + 1),
+        }
     }
 
     #[inline]
