@@ -72,10 +72,15 @@ pub(super) fn wait(
     }
     // SAFETY: the kernel initialised the first `n` events.
     unsafe { buf.set_len(n as usize) };
-    if buf.iter().any(|ev| ev.u64 == POLLING_KEY) {
-        return Ok(false);
+    let reported = out.len();
+    for ev in buf.iter() {
+        let (key, flags) = (ev.u64, ev.events);
+        if key == POLLING_KEY {
+            out.truncate(reported);
+            return Ok(false);
+        }
+        out.push(Event { key, readiness: readiness(flags) });
     }
-    out.extend(buf.iter().map(|ev| Event { key: ev.u64, readiness: readiness(ev.events) }));
     Ok(true)
 }
 

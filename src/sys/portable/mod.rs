@@ -310,14 +310,20 @@ impl Shared {
     /// What the reported members need: one reported closed is forgotten (its event
     /// dropped), a bell is drained, a one-shot member is armed again.
     fn settle(&self, out: &mut Vec<Event>) {
-        out.retain(|ev| ev.readiness != 0 || !self.forget_if_closed(ev.key as usize));
+        let mut closed = false;
         {
             let drained = lock(&self.drained);
             for ev in out.iter() {
-                if let Some(&(_, fd)) = drained.iter().find(|&&(key, _)| key as u64 == ev.key) {
+                // No readiness: the fd may be closed (and its number reused): no read.
+                if ev.readiness == 0 {
+                    closed = true;
+                } else if let Some(&(_, fd)) = drained.iter().find(|&&(key, _)| key as u64 == ev.key) {
                     wake::drain_fd(fd);
                 }
             }
+        }
+        if closed {
+            out.retain(|ev| ev.readiness != 0 || !self.forget_if_closed(ev.key as usize));
         }
         if self.rearm {
             for ev in out.iter() {
