@@ -462,7 +462,76 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
     use std::sync::atomic::AtomicUsize;
+    use std::time::Instant;
+
+    /// A poller holding a level-triggered bell under key 7.
+    fn poller_with_bell() -> (Poller, Bell) {
+        let poller = Poller::new().unwrap();
+        let bell = Bell::new().unwrap();
+        poller.add(bell.as_raw_fd(), READABLE, 7).unwrap();
+        (poller, bell)
+    }
+
+    /// Each notify wakes a blocking wait, round after round: a wait that was woken
+    /// leaves the poller's own wake-up armed again (direct.rs on epoll: polling clears
+    /// and re-arms it). A notify that wakes nothing is a failure after 10 s, not a hang:
+    /// the bell is rung then.
+    #[test]
+    #[cfg_attr(miri, ignore = "poll(2), epoll and pipes are not emulated")]
+    fn every_notify_wakes_a_blocking_wait() {
+        let (poller, bell) = poller_with_bell();
+        let waiter = poller.waiter();
+        let mut events = Events::with_capacity(8);
+        for round in 0..100 {
+            let woke = Arc::new(AtomicBool::new(false));
+            let notifier = {
+                let (shared, woke, ring_fd) = (poller.shared.clone(), woke.clone(), bell.ring_fd());
+                std::thread::spawn(move || {
+                    let give_up = Instant::now() + Duration::from_secs(10);
+                    while !woke.load(SeqCst) {
+                        if Instant::now() > give_up {
+                            ring(ring_fd);
+                            return false;
+                        }
+                        shared.poller.notify().unwrap();
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                    true
+                })
+            };
+            waiter.wait(&mut events, true).unwrap();
+            woke.store(true, SeqCst);
+            assert!(notifier.join().unwrap(), "round {round}: no notify woke the wait");
+        }
+    }
+
+    /// A member ready when a notify wakes the wait is reported by that wait or, where the
+    /// notify makes a wait return empty (poll(2)), by the next look; never lost (direct.rs
+    /// on epoll drops its own events and waits again through polling).
+    #[test]
+    #[cfg_attr(miri, ignore = "poll(2), epoll and pipes are not emulated")]
+    fn a_ready_member_is_reported_despite_a_notify() {
+        let (poller, bell) = poller_with_bell();
+        let waiter = poller.waiter();
+        let mut events = Events::with_capacity(8);
+        for block in [true, false, true] {
+            ring(bell.ring_fd());
+            poller.shared.poller.notify().unwrap();
+            waiter.wait(&mut events, block).unwrap();
+            if events.len() == 0 {
+                waiter.wait(&mut events, false).unwrap();
+            }
+            let keys: Vec<u64> = events.iter().map(Event::key).collect();
+            assert_eq!(keys, [7], "block: {block}");
+            assert_eq!(events.iter().next().unwrap().readiness() & READABLE, READABLE);
+            bell.drain();
+            // Nothing is ready now, nor notified: a look reports nothing.
+            waiter.wait(&mut events, false).unwrap();
+            assert_eq!(events.len(), 0, "block: {block}");
+        }
+    }
 
     /// Wakes sent while the loop's thread waits are wakes, never errors: polling's
     /// poll(2) backend can fail a wait with EAGAIN when a notify lands mid-wait.
