@@ -19,8 +19,11 @@
 //!   and reports every member still ready. The direct events are dropped: members are
 //!   level-triggered and bells are drained only once reported, so the second wait
 //!   reports them again and none is lost.
-//! * waits with a deadline (a timer is armed) still go through polling, whose timerfd
-//!   keeps nanoseconds where `epoll_wait` has milliseconds.
+//! * a wait with a deadline (a timer is armed) waits its whole milliseconds here
+//!   (`epoll_wait` has no finer timeout); when they pass with nothing reported, the rest
+//!   (under a millisecond) goes through polling, whose timerfd keeps nanoseconds. A wake
+//!   by an event before the deadline, the common case, is one system call; a wake by the
+//!   timer costs one more than polling alone.
 //!
 //! polling allows one waiter at a time (its own waits `try_lock` a mutex); the loop
 //! keeps to that without it (see `outer.rs`: the helper never waits while the loop
@@ -42,13 +45,15 @@ const WRITE_FLAGS: u32 = (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u
 /// The buffer a direct wait fills.
 pub(super) type Buffer = Vec<libc::epoll_event>;
 
-/// `epoll_wait`'s timeout for a wait that can be made directly: none (-1) or zero (0).
-/// None for a deadline: polling waits for it.
+/// `epoll_wait`'s timeout for a wait made directly: none (-1), zero (0), or the whole
+/// milliseconds of a timeout of one or more (the rest, after a wait that reported
+/// nothing, is polling's: its timerfd keeps nanoseconds). None for less than 1 ms.
 #[inline]
 pub(super) fn timeout_ms(timeout: Option<Duration>) -> Option<i32> {
     match timeout {
         None => Some(-1),
         Some(t) if t.is_zero() => Some(0),
+        Some(t) if t >= Duration::from_millis(1) => Some(t.as_millis().min(i32::MAX as u128) as i32),
         Some(_) => None,
     }
 }

@@ -92,6 +92,11 @@ fn interest_event(key: u64, interest: u32) -> polling::Event {
     event
 }
 
+/// The time from now until `deadline` (on the clock of `now_ns`), zero once it is due.
+fn until(deadline: u64) -> Duration {
+    Duration::from_nanos(deadline.saturating_sub(super::unix::now_ns()))
+}
+
 /// weft's readiness bits for an event polling reported.
 #[inline]
 fn readiness(ev: &polling::Event) -> u32 {
@@ -259,16 +264,16 @@ impl Shared {
     fn wait(&self, events: &mut Events, block: bool) -> io::Result<()> {
         events.out.clear();
         let timer_key = self.timer_key.load(SeqCst);
-        let timeout = if block {
+        let (timeout, deadline) = if block {
             // Dekker with TimerWake::arm: announce the wait, then read the deadline.
             self.waiting.store(true, SeqCst);
             let deadline = self.timer.get().map_or(NEVER, |t| t.load(SeqCst));
-            (timer_key != NEVER && deadline != NEVER)
-                .then(|| Duration::from_nanos(deadline.saturating_sub(super::unix::now_ns())))
+            let deadline = if timer_key == NEVER { NEVER } else { deadline };
+            ((deadline != NEVER).then(|| until(deadline)), deadline)
         } else {
-            Some(Duration::ZERO)
+            (Some(Duration::ZERO), NEVER)
         };
-        let result = self.wait_members(events, timeout);
+        let result = self.wait_members(events, timeout, deadline);
         if block {
             self.waiting.store(false, SeqCst);
         }
@@ -291,16 +296,23 @@ impl Shared {
         Ok(())
     }
 
-    /// Waits on the poller (for `timeout`, None: until something is ready); the members'
-    /// events into `events.out`, as reported.
-    fn wait_members(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
+    /// Waits on the poller (for `timeout`, None: until something is ready; a timeout
+    /// other than zero ends at `deadline`); the members' events into `events.out`, as
+    /// reported.
+    fn wait_members(&self, events: &mut Events, timeout: Option<Duration>, deadline: u64) -> io::Result<()> {
         #[cfg(weft_polling_epoll)]
         let timeout = match direct::timeout_ms(timeout) {
-            Some(ms) if direct::wait(&self.poller, &mut events.direct, ms, &mut events.out)? => return Ok(()),
-            // polling's own wake-ups were reported: it clears them (see direct.rs).
-            Some(_) => Some(Duration::ZERO),
+            Some(ms) => match direct::wait(&self.poller, &mut events.direct, ms, &mut events.out)? {
+                // polling's own wake-ups were reported: it clears them (see direct.rs).
+                false => Some(Duration::ZERO),
+                // Whole milliseconds passed, short of the deadline: the rest on polling's timer.
+                true if ms > 0 && events.out.is_empty() => Some(until(deadline)),
+                true => return Ok(()),
+            },
             None => timeout,
         };
+        #[cfg(not(weft_polling_epoll))]
+        let _ = deadline;
         events.raw.clear();
         self.poller.wait(&mut events.raw, timeout)?;
         events.out.extend(events.raw.iter().map(|ev| Event { key: ev.key as u64, readiness: readiness(&ev) }));
