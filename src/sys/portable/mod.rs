@@ -10,6 +10,8 @@
 //!   A member closed by its owner without being removed (poll(2) reports such an fd for
 //!   ever, as POLLNVAL) is removed by the poller when it reports it, as kqueue and epoll
 //!   do by themselves.
+//!   On epoll (Linux, where polling's backend is epoll) a wait is one `epoll_wait` on
+//!   the poller's own fd, not polling's wait, which makes five system calls (`direct.rs`).
 //! * [`Bell`]: a non-blocking pipe; [`ring`] writes a byte, `drain` reads them all.
 //! * [`TimerWake`] (`wake.rs`): on kqueue a `Timer` filter in the loop's poller, so that
 //!   poller's fd turns readable at the deadline; elsewhere the deadline bounds the
