@@ -275,7 +275,18 @@ impl Shared {
         } else {
             (Some(Duration::ZERO), NEVER)
         };
+        #[cfg(weft_polling_poll)]
+        let result = if block && events.look_first && events.busy {
+            self.look_then_wait(events, timer_key)
+        } else {
+            self.wait_members(events, timeout, deadline)
+        };
+        #[cfg(not(weft_polling_poll))]
         let result = self.wait_members(events, timeout, deadline);
+        #[cfg(weft_polling_poll)]
+        {
+            events.busy = !events.out.is_empty();
+        }
         if block {
             self.waiting.store(false, SeqCst);
         }
@@ -319,6 +330,26 @@ impl Shared {
         self.poller.wait(&mut events.raw, timeout)?;
         events.out.extend(events.raw.iter().map(|ev| Event { key: ev.key as u64, readiness: readiness(&ev) }));
         Ok(())
+    }
+
+    /// A blocking wait of a busy loop on poll(2) (its last wait reported something):
+    /// first a look, and only when it finds nothing, the wait. poll(2) queues a blocking
+    /// wait on every fd it finds not ready before the first ready one (and unqueues them
+    /// all on return); a look queues on none. A busy loop's fd is mostly ready already
+    /// (fd_pingpong: 127k to 147k round trips/s); the look costs one poll(2) more when it
+    /// goes idle. The look may use up a notify meant for the wait (polling's notified
+    /// flag): the only one the loop's waits get is `interrupt_wait`'s, whose timer
+    /// deadline is stored before it notifies, so it is read again after the look. The
+    /// helper thread's waits (outer.rs), which other notifies stop, never look first.
+    #[cfg(weft_polling_poll)]
+    fn look_then_wait(&self, events: &mut Events, timer_key: u64) -> io::Result<()> {
+        self.wait_members(events, Some(Duration::ZERO), NEVER)?;
+        if !events.out.is_empty() {
+            return Ok(());
+        }
+        let deadline = self.timer.get().map_or(NEVER, |t| t.load(SeqCst));
+        let deadline = if timer_key == NEVER { NEVER } else { deadline };
+        self.wait_members(events, (deadline != NEVER).then(|| until(deadline)), deadline)
     }
 
     /// What the reported members need: one reported closed is forgotten (its event
@@ -431,6 +462,12 @@ pub struct Events {
     #[cfg(weft_polling_epoll)]
     direct: direct::Buffer,
     out: Vec<Event>,
+    /// A blocking wait looks first when the last one reported something (poll(2) only,
+    /// `Shared::look_then_wait`); never for the helper thread of `outer.rs`.
+    #[cfg(weft_polling_poll)]
+    look_first: bool,
+    #[cfg(weft_polling_poll)]
+    busy: bool,
 }
 
 impl Events {
@@ -441,7 +478,21 @@ impl Events {
             #[cfg(weft_polling_epoll)]
             direct: Vec::with_capacity(capacity.get()),
             out: Vec::with_capacity(capacity.get() + 1),
+            #[cfg(weft_polling_poll)]
+            look_first: true,
+            #[cfg(weft_polling_poll)]
+            busy: false,
         }
+    }
+
+    /// Events for a wait that a notify must always wake (outer.rs's helper): blocking
+    /// waits never look first.
+    #[cfg_attr(weft_kqueue, allow(dead_code))]
+    pub(super) fn never_looking_first(self) -> Events {
+        #[cfg(weft_polling_poll)]
+        return Events { look_first: false, ..self };
+        #[cfg(not(weft_polling_poll))]
+        self
     }
 
     #[inline]
