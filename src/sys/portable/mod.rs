@@ -12,6 +12,7 @@
 //!   do by themselves.
 //!   On epoll (Linux, where polling's backend is epoll) a wait is one `epoll_wait` on
 //!   the poller's own fd, not polling's wait, which makes five system calls (`direct.rs`).
+//!   On poll(2), a busy loop's blocking wait looks first (`Shared::look_then_wait`).
 //! * [`Bell`]: a non-blocking pipe; [`ring`] writes a byte, `drain` reads them all.
 //! * [`TimerWake`] (`wake.rs`): on kqueue a `Timer` filter in the loop's poller, so that
 //!   poller's fd turns readable at the deadline; elsewhere the deadline bounds the
