@@ -130,7 +130,8 @@ build-portable:
 	ln -sf libweft.so $(PORTABLE_DIR)/libweft.so.$(SOVERSION)
 
 # The portable backend with polling's default backend on Linux, epoll, into
-# target/portable-epoll: no test runs it; `make bench` compares it with the other two.
+# target/portable-epoll: `make bench` compares it with the other two; test-portable runs
+# its unit tests and the C suite, as its waits bypass polling's (src/sys/portable/direct.rs).
 PORTABLE_EPOLL_TARGET := $(CURDIR)/target/portable-epoll
 PORTABLE_EPOLL_DIR := $(PORTABLE_EPOLL_TARGET)/release
 
@@ -143,6 +144,9 @@ test-portable: build-portable venv node-modules
 	$(MAKE) -C tests/c LIBDIR=$(PORTABLE_DIR) BUILD=$(CURDIR)/tests/c/build/portable test
 	WEFT_LIBRARY=$(PORTABLE_DIR)/libweft.so bash tests/bindings/run.sh
 	WEFT_LIBRARY=$(PORTABLE_DIR)/libweft.so $(PYTHON) -m pytest -q -p no:cacheprovider tests/python
+	CARGO_TARGET_DIR=$(PORTABLE_EPOLL_TARGET) $(CARGO) test --release --features portable --lib --quiet
+	$(MAKE) build-portable-epoll
+	$(MAKE) -C tests/c LIBDIR=$(PORTABLE_EPOLL_DIR) BUILD=$(CURDIR)/tests/c/build/portable-epoll test
 
 # The code no test here can run: the macOS, FreeBSD and NetBSD builds (kqueue) and the
 # illumos one (event ports), checked with clippy, warnings as errors, and the portable
@@ -152,7 +156,8 @@ CROSS_TARGETS := x86_64-apple-darwin x86_64-unknown-freebsd x86_64-unknown-netbs
 
 check-platforms:
 	@if cargo clippy --version >/dev/null 2>&1; then \
-	    $(PORTABLE_CARGO) clippy --release --all-targets --features portable --quiet -- -D warnings; \
+	    $(PORTABLE_CARGO) clippy --release --all-targets --features portable --quiet -- -D warnings || exit 1; \
+	    CARGO_TARGET_DIR=$(PORTABLE_EPOLL_TARGET) $(CARGO) clippy --release --all-targets --features portable --quiet -- -D warnings || exit 1; \
 	    for t in $(CROSS_TARGETS); do \
 	        if rustup target list --installed 2>/dev/null | grep -qx "$$t"; then \
 	            echo "clippy --target $$t"; \

@@ -21,6 +21,12 @@ fn main() {
     // kqueue filters there); not when the tests ask polling for poll(2) everywhere.
     println!("cargo::rustc-check-cfg=cfg(weft_kqueue)");
     println!("cargo::rustc-check-cfg=cfg(polling_test_poll_backend)");
+    // `weft_polling_epoll`: polling's backend is epoll (Linux, Android), which the portable
+    // backend waits on directly when it can (src/sys/portable/direct.rs).
+    println!("cargo::rustc-check-cfg=cfg(weft_polling_epoll)");
+    // `weft_polling_poll`: polling's backend is poll(2) (the tests' build on Linux, and the
+    // systems polling has no other backend for), where a busy loop looks before it blocks.
+    println!("cargo::rustc-check-cfg=cfg(weft_polling_poll)");
     // `loom`: the model-checking build (`make loom`; see src/sync.rs).
     println!("cargo::rustc-check-cfg=cfg(loom)");
     let os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
@@ -29,6 +35,30 @@ fn main() {
         && !poll_only
     {
         println!("cargo:rustc-cfg=weft_kqueue");
+    }
+    if matches!(os.as_str(), "linux" | "android") && !poll_only {
+        println!("cargo:rustc-cfg=weft_polling_epoll");
+    }
+    let other_poller = matches!(
+        os.as_str(),
+        "linux"
+            | "android"
+            | "redox"
+            | "illumos"
+            | "solaris"
+            | "windows"
+            | "macos"
+            | "ios"
+            | "tvos"
+            | "watchos"
+            | "visionos"
+            | "freebsd"
+            | "netbsd"
+            | "openbsd"
+            | "dragonfly"
+    );
+    if poll_only || !other_poller {
+        println!("cargo:rustc-cfg=weft_polling_poll");
     }
     let major = soname_major();
     match env::var("CARGO_CFG_TARGET_OS").as_deref() {

@@ -10,6 +10,9 @@
 //!   A member closed by its owner without being removed (poll(2) reports such an fd for
 //!   ever, as POLLNVAL) is removed by the poller when it reports it, as kqueue and epoll
 //!   do by themselves.
+//!   On epoll (Linux, where polling's backend is epoll) a wait is one `epoll_wait` on
+//!   the poller's own fd, not polling's wait, which makes five system calls (`direct.rs`).
+//!   On poll(2), a busy loop's blocking wait looks first (`Shared::look_then_wait`).
 //! * [`Bell`]: a non-blocking pipe; [`ring`] writes a byte, `drain` reads them all.
 //! * [`TimerWake`] (`wake.rs`): on kqueue a `Timer` filter in the loop's poller, so that
 //!   poller's fd turns readable at the deadline; elsewhere the deadline bounds the
@@ -23,6 +26,8 @@
 //!   timer is due; the thread exists once the host has asked for the fd, and waits only
 //!   while no thread runs the loop.
 
+#[cfg(weft_polling_epoll)]
+mod direct;
 mod outer;
 mod wake;
 
@@ -88,6 +93,30 @@ fn interest_event(key: u64, interest: u32) -> polling::Event {
     let mut event = polling::Event::new(key as usize, interest & READABLE != 0, interest & WRITABLE != 0);
     event.set_interrupt(interest & HANGUP != 0);
     event
+}
+
+/// The time from now until `deadline` (on the clock of `now_ns`), zero once it is due.
+fn until(deadline: u64) -> Duration {
+    Duration::from_nanos(deadline.saturating_sub(super::unix::now_ns()))
+}
+
+/// weft's readiness bits for an event polling reported.
+#[inline]
+fn readiness(ev: &polling::Event) -> u32 {
+    let mut readiness = 0;
+    if ev.readable {
+        readiness |= READABLE;
+    }
+    if ev.writable {
+        readiness |= WRITABLE;
+    }
+    if ev.is_interrupt() {
+        readiness |= HANGUP;
+    }
+    if ev.is_err() == Some(true) {
+        readiness |= ERROR;
+    }
+    readiness
 }
 
 impl Poller {
@@ -237,21 +266,33 @@ impl Shared {
     /// Waits (`block`: until something is ready, or the timer is due), fills `events`.
     fn wait(&self, events: &mut Events, block: bool) -> io::Result<()> {
         events.out.clear();
-        events.raw.clear();
         let timer_key = self.timer_key.load(SeqCst);
-        let timeout = if block {
+        let (timeout, deadline) = if block {
             // Dekker with TimerWake::arm: announce the wait, then read the deadline.
             self.waiting.store(true, SeqCst);
             let deadline = self.timer.get().map_or(NEVER, |t| t.load(SeqCst));
-            (timer_key != NEVER && deadline != NEVER)
-                .then(|| Duration::from_nanos(deadline.saturating_sub(super::unix::now_ns())))
+            let deadline = if timer_key == NEVER { NEVER } else { deadline };
+            ((deadline != NEVER).then(|| until(deadline)), deadline)
         } else {
-            Some(Duration::ZERO)
+            (Some(Duration::ZERO), NEVER)
         };
-        let result = self.poller.wait(&mut events.raw, timeout);
-        self.waiting.store(false, SeqCst);
+        #[cfg(weft_polling_poll)]
+        let result = if block && events.look_first && events.busy {
+            self.look_then_wait(events, timer_key)
+        } else {
+            self.wait_members(events, timeout, deadline)
+        };
+        #[cfg(not(weft_polling_poll))]
+        let result = self.wait_members(events, timeout, deadline);
+        #[cfg(weft_polling_poll)]
+        {
+            events.busy = !events.out.is_empty();
+        }
+        if block {
+            self.waiting.store(false, SeqCst);
+        }
         match result {
-            Ok(_) => {}
+            Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
             // polling's poll(2) backend: `notify` sets its flag, then writes the pipe; a
             // wait that sees the flag between the two reads an empty pipe and returns
@@ -260,35 +301,81 @@ impl Shared {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(e) => return Err(e),
         }
-        for ev in events.raw.iter() {
-            let mut readiness = 0;
-            if ev.readable {
-                readiness |= READABLE;
-            }
-            if ev.writable {
-                readiness |= WRITABLE;
-            }
-            if ev.is_interrupt() {
-                readiness |= HANGUP;
-            }
-            if ev.is_err() == Some(true) {
-                readiness |= ERROR;
-            }
-            if readiness == 0 && self.forget_if_closed(ev.key) {
-                continue;
-            }
-            if let Some(&(_, fd)) = lock(&self.drained).iter().find(|&&(k, _)| k == ev.key) {
-                wake::drain_fd(fd);
-            }
-            if self.rearm {
-                self.rearm_member(ev.key);
-            }
-            events.out.push(Event { key: ev.key as u64, readiness });
+        if !events.out.is_empty() {
+            self.settle(&mut events.out);
         }
         if timer_key != NEVER {
             wake::report_due(self, timer_key, &mut events.out);
         }
         Ok(())
+    }
+
+    /// Waits on the poller (for `timeout`, None: until something is ready; a timeout
+    /// other than zero ends at `deadline`); the members' events into `events.out`, as
+    /// reported.
+    fn wait_members(&self, events: &mut Events, timeout: Option<Duration>, deadline: u64) -> io::Result<()> {
+        #[cfg(weft_polling_epoll)]
+        let timeout = match direct::timeout_ms(timeout) {
+            Some(ms) => match direct::wait(&self.poller, &mut events.direct, ms, &mut events.out)? {
+                // polling's own wake-ups were reported: it clears them (see direct.rs).
+                false => Some(Duration::ZERO),
+                // Whole milliseconds passed, short of the deadline: the rest on polling's timer.
+                true if ms > 0 && events.out.is_empty() => Some(until(deadline)),
+                true => return Ok(()),
+            },
+            None => timeout,
+        };
+        #[cfg(not(weft_polling_epoll))]
+        let _ = deadline;
+        events.raw.clear();
+        self.poller.wait(&mut events.raw, timeout)?;
+        events.out.extend(events.raw.iter().map(|ev| Event { key: ev.key as u64, readiness: readiness(&ev) }));
+        Ok(())
+    }
+
+    /// A blocking wait of a busy loop on poll(2) (its last wait reported something):
+    /// first a look, and only when it finds nothing, the wait. poll(2) queues a blocking
+    /// wait on every fd it finds not ready before the first ready one (and unqueues them
+    /// all on return); a look queues on none. A busy loop's fd is mostly ready already
+    /// (fd_pingpong: 127k to 147k round trips/s); the look costs one poll(2) more when it
+    /// goes idle. The look may use up a notify meant for the wait (polling's notified
+    /// flag): the only one the loop's waits get is `interrupt_wait`'s, whose timer
+    /// deadline is stored before it notifies, so it is read again after the look. The
+    /// helper thread's waits (outer.rs), which other notifies stop, never look first.
+    #[cfg(weft_polling_poll)]
+    fn look_then_wait(&self, events: &mut Events, timer_key: u64) -> io::Result<()> {
+        self.wait_members(events, Some(Duration::ZERO), NEVER)?;
+        if !events.out.is_empty() {
+            return Ok(());
+        }
+        let deadline = self.timer.get().map_or(NEVER, |t| t.load(SeqCst));
+        let deadline = if timer_key == NEVER { NEVER } else { deadline };
+        self.wait_members(events, (deadline != NEVER).then(|| until(deadline)), deadline)
+    }
+
+    /// What the reported members need: one reported closed is forgotten (its event
+    /// dropped), a bell is drained, a one-shot member is armed again.
+    fn settle(&self, out: &mut Vec<Event>) {
+        let mut closed = false;
+        {
+            let drained = lock(&self.drained);
+            for ev in out.iter() {
+                // No readiness: the fd may be closed (and its number reused): no read.
+                if ev.readiness == 0 {
+                    closed = true;
+                } else if let Some(&(_, fd)) = drained.iter().find(|&&(key, _)| key as u64 == ev.key) {
+                    wake::drain_fd(fd);
+                }
+            }
+        }
+        if closed {
+            out.retain(|ev| ev.readiness != 0 || !self.forget_if_closed(ev.key as usize));
+        }
+        if self.rearm {
+            for ev in out.iter() {
+                self.rearm_member(ev.key as usize);
+            }
+        }
     }
 
     /// A one-shot member was reported: armed again, with its interest.
@@ -372,13 +459,41 @@ impl WaitSlot {
 /// A reusable buffer of reported events.
 pub struct Events {
     raw: polling::Events,
+    /// What a direct wait fills (direct.rs).
+    #[cfg(weft_polling_epoll)]
+    direct: direct::Buffer,
     out: Vec<Event>,
+    /// A blocking wait looks first when the last one reported something (poll(2) only,
+    /// `Shared::look_then_wait`); never for the helper thread of `outer.rs`.
+    #[cfg(weft_polling_poll)]
+    look_first: bool,
+    #[cfg(weft_polling_poll)]
+    busy: bool,
 }
 
 impl Events {
     pub fn with_capacity(capacity: usize) -> Events {
         let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
-        Events { raw: polling::Events::with_capacity(capacity), out: Vec::with_capacity(capacity.get() + 1) }
+        Events {
+            raw: polling::Events::with_capacity(capacity),
+            #[cfg(weft_polling_epoll)]
+            direct: Vec::with_capacity(capacity.get()),
+            out: Vec::with_capacity(capacity.get() + 1),
+            #[cfg(weft_polling_poll)]
+            look_first: true,
+            #[cfg(weft_polling_poll)]
+            busy: false,
+        }
+    }
+
+    /// Events for a wait that a notify must always wake (outer.rs's helper): blocking
+    /// waits never look first.
+    #[cfg_attr(weft_kqueue, allow(dead_code))]
+    pub(super) fn never_looking_first(self) -> Events {
+        #[cfg(weft_polling_poll)]
+        return Events { look_first: false, ..self };
+        #[cfg(not(weft_polling_poll))]
+        self
     }
 
     #[inline]
@@ -413,7 +528,76 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
     use std::sync::atomic::AtomicUsize;
+    use std::time::Instant;
+
+    /// A poller holding a level-triggered bell under key 7.
+    fn poller_with_bell() -> (Poller, Bell) {
+        let poller = Poller::new().unwrap();
+        let bell = Bell::new().unwrap();
+        poller.add(bell.as_raw_fd(), READABLE, 7).unwrap();
+        (poller, bell)
+    }
+
+    /// Each notify wakes a blocking wait, round after round: a wait that was woken
+    /// leaves the poller's own wake-up armed again (direct.rs on epoll: polling clears
+    /// and re-arms it). A notify that wakes nothing is a failure after 10 s, not a hang:
+    /// the bell is rung then.
+    #[test]
+    #[cfg_attr(miri, ignore = "poll(2), epoll and pipes are not emulated")]
+    fn every_notify_wakes_a_blocking_wait() {
+        let (poller, bell) = poller_with_bell();
+        let waiter = poller.waiter();
+        let mut events = Events::with_capacity(8);
+        for round in 0..100 {
+            let woke = Arc::new(AtomicBool::new(false));
+            let notifier = {
+                let (shared, woke, ring_fd) = (poller.shared.clone(), woke.clone(), bell.ring_fd());
+                std::thread::spawn(move || {
+                    let give_up = Instant::now() + Duration::from_secs(10);
+                    while !woke.load(SeqCst) {
+                        if Instant::now() > give_up {
+                            ring(ring_fd);
+                            return false;
+                        }
+                        shared.poller.notify().unwrap();
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                    true
+                })
+            };
+            waiter.wait(&mut events, true).unwrap();
+            woke.store(true, SeqCst);
+            assert!(notifier.join().unwrap(), "round {round}: no notify woke the wait");
+        }
+    }
+
+    /// A member ready when a notify wakes the wait is reported by that wait or, where the
+    /// notify makes a wait return empty (poll(2)), by the next look; never lost (direct.rs
+    /// on epoll drops its own events and waits again through polling).
+    #[test]
+    #[cfg_attr(miri, ignore = "poll(2), epoll and pipes are not emulated")]
+    fn a_ready_member_is_reported_despite_a_notify() {
+        let (poller, bell) = poller_with_bell();
+        let waiter = poller.waiter();
+        let mut events = Events::with_capacity(8);
+        for block in [true, false, true] {
+            ring(bell.ring_fd());
+            poller.shared.poller.notify().unwrap();
+            waiter.wait(&mut events, block).unwrap();
+            if events.len() == 0 {
+                waiter.wait(&mut events, false).unwrap();
+            }
+            let keys: Vec<u64> = events.iter().map(Event::key).collect();
+            assert_eq!(keys, [7], "block: {block}");
+            assert_eq!(events.iter().next().unwrap().readiness() & READABLE, READABLE);
+            bell.drain();
+            // Nothing is ready now, nor notified: a look reports nothing.
+            waiter.wait(&mut events, false).unwrap();
+            assert_eq!(events.len(), 0, "block: {block}");
+        }
+    }
 
     /// Wakes sent while the loop's thread waits are wakes, never errors: polling's
     /// poll(2) backend can fail a wait with EAGAIN when a notify lands mid-wait.

@@ -221,7 +221,8 @@ impl Drop for Outer {
 /// it, and rings the bell when a pass has work.
 #[cfg(not(weft_kqueue))]
 fn watch(shared: &Shared) {
-    let mut events = Events::with_capacity(16);
+    // Its waits are stopped by notifies, which a look could use up.
+    let mut events = Events::with_capacity(16).never_looking_first();
     loop {
         let waiter = {
             let mut state = lock(&shared.state);
