@@ -240,6 +240,19 @@ static inline weft_pool_options pool_opts(weft_pool_kind kind, uint32_t threads,
     return o;
 }
 
+/* The setup of most pool tests: a new pool (pool_opts(kind, threads, name)) in *p and
+ * a new loop in *lp. False (nothing left) if either fails. */
+static inline bool pool_and_loop(weft_pool_kind kind, uint32_t threads, const char *name,
+                                 weft_pool **p, weft_loop **lp) {
+    weft_pool_options o = pool_opts(kind, threads, name);
+    *p = weft_pool_new(&o);
+    if (*p == NULL) return false;
+    *lp = weft_loop_new();
+    if (*lp != NULL) return true;
+    weft_pool_free(*p);
+    return false;
+}
+
 /* The name of the calling thread. */
 static inline const char *self_name(void) {
     static _Thread_local char name[32];

@@ -7,19 +7,6 @@
 
 #include <sched.h>
 
-/* The setup of most cases here: a new pool (pool_opts(kind, threads, name)) in *p and
- * a new loop in *lp. False (nothing left) if either fails. */
-static bool pool_and_loop(weft_pool_kind kind, uint32_t threads, const char *name, weft_pool **p,
-                          weft_loop **lp) {
-    weft_pool_options o = pool_opts(kind, threads, name);
-    *p = weft_pool_new(&o);
-    if (*p == NULL) return false;
-    *lp = weft_loop_new();
-    if (*lp != NULL) return true;
-    weft_pool_free(*p);
-    return false;
-}
-
 /* ---- weft_pool_free ---------------------------------------------------------------- */
 
 typedef struct {

@@ -56,11 +56,7 @@ static int closure_work(weft_task *t, void *ud) {
  * with keep_fds);
  * free_fn runs once, in the parent, after done; the task leaves nothing behind. */
 TEST(process_task_runs_in_a_child_against_a_snapshot) {
-    hyg h = HYG_BEGIN();
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
-    pshm *s = shm_new();
-    REQUIRE(s != NULL);
+    ENV_BEGIN();
     int sp[2], flog[2];
     REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, sp) == 0);
     REQUIRE(pipe(flog) == 0);
@@ -149,11 +145,7 @@ static void count_free(void *ud) {
 /* WEFT_RUN_DEFAULT keeps running while process tasks are in flight; done may be NULL
  * (free_fn still runs once); statuses pass through. */
 TEST(run_default_waits_for_process_tasks_and_done_may_be_null) {
-    hyg h = HYG_BEGIN();
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
-    pshm *s = shm_new();
-    REQUIRE(s != NULL);
+    ENV_BEGIN();
     int values[] = {0, 1, 255, 256, 65536, INT_MAX};
     enum { N = sizeof values / sizeof values[0] };
     ptask p[N];
@@ -296,11 +288,7 @@ TEST(child_exit_ends_a_process_task_early) {
 /* A child that outlives its timeout: done gets WEFT_ERR_TIMEOUT shortly after the
  * deadline (not after the sleep), and the child is killed and reaped. */
 TEST(timeout_kills_the_child_at_the_deadline) {
-    hyg h = HYG_BEGIN();
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
-    pshm *s = shm_new();
-    REQUIRE(s != NULL);
+    ENV_BEGIN();
     uint64_t timeout = (uint64_t)h_scale(100, 500);
     ptask p;
     pt_init(&p, s);
@@ -320,20 +308,13 @@ TEST(timeout_kills_the_child_at_the_deadline) {
     int pid = atomic_load(&s->pid);
     CHECK_MSG(pid == 0 || pid_gone(pid), "the child %d was not reaped", pid);
     WAIT_FREED(p);
-    SHM_CLEAN(s);
-    weft_loop_free(lp);
-    shm_free(s);
-    HYG_END(h);
+    ENV_END();
 }
 
 /* A child that ignores SIGTERM is SIGKILLed after the grace (~250 ms), and done still
  * comes, then. */
 TEST(child_ignoring_sigterm_is_killed_after_the_grace) {
-    hyg h = HYG_BEGIN();
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
-    pshm *s = shm_new();
-    REQUIRE(s != NULL);
+    ENV_BEGIN();
     uint64_t timeout = (uint64_t)h_scale(150, 1000);
     ptask p;
     pt_init(&p, s);
@@ -388,11 +369,7 @@ static void cancel_when_started(weft_loop *lp, weft_id timer, void *ud) {
  * done gets WEFT_ERR_CANCELLED soon (SIGTERM ends the child) and the child is reaped;
  * after done, cancel is NOT_FOUND. */
 TEST(cancel_mid_run_kills_the_child) {
-    hyg h = HYG_BEGIN();
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
-    pshm *s = shm_new();
-    REQUIRE(s != NULL);
+    ENV_BEGIN();
     ptask p;
     pt_init(&p, s);
     p.ms = 5000;
@@ -444,11 +421,7 @@ TEST(cancel_after_done_is_not_found) {
  * gets done(CANCELLED) at once (before the slot frees) and never forks; the task
  * queued behind it still runs when the slot frees. */
 TEST(cancel_of_a_waiting_task_never_forks) {
-    hyg h = HYG_BEGIN();
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
-    pshm *s = shm_new();
-    REQUIRE(s != NULL);
+    ENV_BEGIN();
     int marker[2];
     REQUIRE(pipe(marker) == 0);
     weft_spawn_options o = proc_opts(0, 1);
@@ -502,11 +475,7 @@ TEST(cancel_of_a_waiting_task_never_forks) {
 /* A task that times out while it waits for a slot gets done(TIMEOUT) at its deadline
  * and never forks. */
 TEST(timeout_of_a_waiting_task_never_forks) {
-    hyg h = HYG_BEGIN();
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
-    pshm *s = shm_new();
-    REQUIRE(s != NULL);
+    ENV_BEGIN();
     weft_spawn_options one = proc_opts(0, 1);
     uint64_t timeout = (uint64_t)h_scale(80, 400);
     weft_spawn_options timed = proc_opts(timeout, 1);

@@ -33,11 +33,7 @@ static int daemon_forking_work(weft_task *t, void *ud) {
 /* The child exits while a grandchild still holds the pipe (no end of file): done comes
  * when the child exits, not when the grandchild does. */
 TEST(a_grandchild_holding_the_pipe_does_not_delay_done) {
-    hyg h = HYG_BEGIN();
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
-    pshm *s = shm_new();
-    REQUIRE(s != NULL);
+    ENV_BEGIN();
     ptask p;
     pt_init(&p, s);
     p.ms = 3000;
@@ -52,10 +48,7 @@ TEST(a_grandchild_holding_the_pipe_does_not_delay_done) {
     int g = atomic_load(&s->flag);
     if (g > 0) kill(g, SIGKILL); /* not our child: init reaps it */
     WAIT_FREED(p);
-    SHM_CLEAN(s);
-    weft_loop_free(lp);
-    shm_free(s);
-    HYG_END(h);
+    ENV_END();
 }
 
 /* A host that reaps weft's children itself (waitpid on the pid, as a SIGCHLD handler
@@ -251,11 +244,7 @@ static void *race_canceller(void *arg) {
  * (then the task had ended with its own status); every task gets one done and one
  * free_fn; no child is left. */
 TEST(cancels_race_with_forks_and_completions) {
-    hyg h = HYG_BEGIN();
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
-    pshm *s = shm_new();
-    REQUIRE(s != NULL);
+    ENV_BEGIN();
     int n = (int)h_scale(61, 11); /* primes, for the shuffle */
     race r = {n, calloc((size_t)n, sizeof(ptask)), calloc((size_t)n, sizeof(_Atomic weft_id)),
               calloc((size_t)n, sizeof(int)), lp};
@@ -363,11 +352,7 @@ TEST(done_may_spawn_the_next_process_task) {
 /* Adopted children do not count against max_children: with an adopted child running,
  * a task with max_children = 1 forks at once. */
 TEST(adopted_children_take_no_slot) {
-    hyg h = HYG_BEGIN();
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
-    pshm *s = shm_new();
-    REQUIRE(s != NULL);
+    ENV_BEGIN();
     int gate[2];
     REQUIRE(pipe(gate) == 0);
     host_child hc = host_fork(gated_host_body, gate[0]);
@@ -497,11 +482,7 @@ static void famine_done_b(weft_loop *lp, weft_id id, int status, const uint8_t *
  * registered); a task waiting for a slot, whose fork on the loop thread fails, gets
  * done(WEFT_ERR_IO) with the reason in weft_last_error. */
 TEST(out_of_fds_a_process_task_fails_with_io) {
-    hyg h = HYG_BEGIN();
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
-    pshm *s = shm_new();
-    REQUIRE(s != NULL);
+    ENV_BEGIN();
     struct rlimit old;
     REQUIRE(getrlimit(RLIMIT_NOFILE, &old) == 0);
     struct rlimit low = old;
@@ -574,11 +555,7 @@ static int signal_state_work(weft_task *t, void *ud) {
  * SIGTERM at its default (though the parent ignores it), and without weft's signal
  * handlers; so a cancel still ends it with SIGTERM, before any SIGKILL. */
 TEST(child_starts_with_no_signal_blocked_and_sigterm_at_default) {
-    hyg h = HYG_BEGIN();
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
-    pshm *s = shm_new();
-    REQUIRE(s != NULL);
+    ENV_BEGIN();
     CHECK_ID(weft_watch_signal(lp, SIGUSR2, on_usr2, NULL, NULL));
     sigset_t block, old_mask;
     sigemptyset(&block);

@@ -38,11 +38,7 @@ static void wait_started(pshm *s, int n) {
 /* A socket pair end handed to a child: closed in the parent while the child runs, the
  * peer sees the end at once (before), or only once the child exits (kept). */
 static void socket_closed_while_a_child_runs(int mode) {
-    hyg h = HYG_BEGIN();
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
-    pshm *s = shm_new();
-    REQUIRE(s != NULL);
+    ENV_BEGIN();
     int sp[2];
     REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) == 0);
     ptask p;
@@ -71,10 +67,7 @@ static void socket_closed_while_a_child_runs(int mode) {
     CHECK_EQ(p.status, 0);
     if (mode == 1 || mode == 2) CHECK(peer_end_within(sp[0], 2000));
     close(sp[0]);
-    SHM_CLEAN(s);
-    weft_loop_free(lp);
-    shm_free(s);
-    HYG_END(h);
+    ENV_END();
 }
 
 TEST(by_default_a_socket_closed_in_the_parent_ends_at_once) { socket_closed_while_a_child_runs(0); }
@@ -85,11 +78,7 @@ TEST(keep_fds_keeps_the_listed_socket_open_in_the_child) { socket_closed_while_a
 /* The Gate One shape: a server stops listening while a render runs in a child; a new
  * connection is refused at once (not accepted by a socket the child holds). */
 TEST(a_listening_socket_closed_while_a_child_runs_refuses_connections) {
-    hyg h = HYG_BEGIN();
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
-    pshm *s = shm_new();
-    REQUIRE(s != NULL);
+    ENV_BEGIN();
     int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     REQUIRE(ls >= 0);
     struct sockaddr_in a;
@@ -115,10 +104,7 @@ TEST(a_listening_socket_closed_while_a_child_runs_refuses_connections) {
     atomic_store(&s->gate, 1);
     weft_loop_run(lp, WEFT_RUN_DEFAULT);
     CHECK_EQ(p.status, 0);
-    SHM_CLEAN(s);
-    weft_loop_free(lp);
-    shm_free(s);
-    HYG_END(h);
+    ENV_END();
 }
 
 /* The work writes the fds it has open (from /proc/self/fd, without its own listing fd)

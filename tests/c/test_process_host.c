@@ -21,11 +21,7 @@
  * (whose read end the loop closes). A task waiting for a slot is dropped too: its
  * free_fn runs, and it never forks; so is one cancelled whose done is still queued. */
 TEST(freeing_the_loop_kills_and_reaps_its_children) {
-    hyg h = HYG_BEGIN();
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
-    pshm *s = shm_new();
-    REQUIRE(s != NULL);
+    ENV_BEGIN();
     int marker[2];
     REQUIRE(pipe(marker) == 0);
     ptask a, b, c, d;

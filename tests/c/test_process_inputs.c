@@ -347,11 +347,7 @@ static void count_event(weft_loop *lp, weft_id id, const char *topic, const void
  * weft_loop_run, ...) returns WEFT_ERR_FORKED, running no callback and no free_fn; the
  * task's own write and emit still work. */
 TEST(child_is_not_cancelled_and_may_not_touch_the_parents_loop) {
-    hyg h = HYG_BEGIN();
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
-    pshm *s = shm_new();
-    REQUIRE(s != NULL);
+    ENV_BEGIN();
     g_child_shm = s;
     ptask p;
     pt_init(&p, s);

@@ -18,11 +18,7 @@
  * more than 2 children exist at once (sampled from /proc by a repeating timer, and
  * counted by the children themselves in shared memory). */
 TEST(max_children_bounds_the_children) {
-    hyg h = HYG_BEGIN();
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
-    pshm *s = shm_new();
-    REQUIRE(s != NULL);
+    ENV_BEGIN();
     int n = (int)h_scale(200, 16);
     ptask *p = calloc((size_t)n, sizeof *p);
     REQUIRE(p != NULL);
@@ -151,10 +147,7 @@ TEST(big_result_arrives_intact_while_timers_keep_time) {
     CHECK_MSG(gap < (double)h_slack_ms(250), "the 10 ms timer went %.1f ms without a call", gap);
     CHECK_MSG(tk.ticks >= 2 || took < 30, "the timer ticked %d times in %.0f ms", tk.ticks, took);
     WAIT_FREED(p);
-    SHM_CLEAN(s);
-    weft_loop_free(lp);
-    shm_free(s);
-    HYG_END(h);
+    ENV_END();
 }
 
 /* ---- events ---------------------------------------------------------------------------- */
@@ -192,11 +185,7 @@ static int emitting_work(weft_task *t, void *ud) {
 /* 10,000 events (2,000 under valgrind) emitted by the child reach a subscriber in
  * order, all before done. */
 TEST(child_events_arrive_in_order_before_done) {
-    hyg h = HYG_BEGIN();
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
-    pshm *s = shm_new();
-    REQUIRE(s != NULL);
+    ENV_BEGIN();
     int n = (int)h_scale(10000, 2000);
     ptask p;
     pt_init(&p, s);
@@ -214,10 +203,7 @@ TEST(child_events_arrive_in_order_before_done) {
     CHECK_EQ(atomic_load(&p.events), n);
     CHECK_OK(weft_cancel(lp, sub));
     WAIT_FREED(p);
-    SHM_CLEAN(s);
-    weft_loop_free(lp);
-    shm_free(s);
-    HYG_END(h);
+    ENV_END();
 }
 
 /* ---- forking while pool threads are busy with weft ------------------------------------------- */
@@ -309,11 +295,7 @@ static int forked_under_load_work(weft_task *t, void *ud) {
  * inside weft_spawn on the main thread, the rest on the loop thread as slots free). Every child finishes: none is
  * stuck on a lock some other thread held at the fork. */
 TEST(forking_while_pool_threads_hold_weft_locks) {
-    hyg h = HYG_BEGIN();
-    weft_loop *lp = weft_loop_new();
-    REQUIRE(lp != NULL);
-    pshm *s = shm_new();
-    REQUIRE(s != NULL);
+    ENV_BEGIN();
     weft_pool_options po = pool_opts(WEFT_POOL_CPU, 2, "pbusy");
     weft_pool *cpu = weft_pool_new(&po);
     po = pool_opts(WEFT_POOL_IO, 4, "pbusyio");
