@@ -78,7 +78,8 @@ PAGES = {
                     "weft_set_label", "weft_loop_stats", "weft_loop_get_stats",
                     "weft_pool_stats", "weft_pool_get_stats", "weft_task_timing",
                     "weft_task_get_timing", "WEFT_SPAWN_TIMING"],
-                   []),
+                   ["loop::stats", "loop::set_label", "pool::stats", "pool::default_stats",
+                    "spawn_options::timing", "task_result::timing"]),
     "errors": ("Errors", "Bad input gets an error code and a message naming the function, the "
                "argument and the value.",
                ["weft_result", "weft_last_error", "weft_last_error_code", "weft_strerror"],

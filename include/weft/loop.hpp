@@ -107,6 +107,43 @@ public:
     /// True while anything is registered or queued (`weft_loop_alive`).
     bool alive() const noexcept { return weft_loop_alive(lp_) == 1; }
 
+    // -- monitoring -----------------------------------------------------------------
+
+    /// The loop's counters (`weft_loop_get_stats`): passes, callbacks by kind,
+    /// registrations by kind, tasks, queue depths, busy and idle time, timer lateness.
+    /// Any thread; reading does not slow the loop.
+    weft_loop_stats stats(std::error_code &ec) const noexcept {
+        weft_loop_stats st;
+        std::memset(&st, 0, sizeof st);
+        st.size = sizeof st;
+        check(weft_loop_get_stats(lp_, &st), ec);
+        return st;
+    }
+    /// Names a live registration, task or queued post for the watchdog's reports
+    /// (`weft_set_label`); an empty label removes the name.
+    void set_label(weft_id id, std::string_view label, std::error_code &ec) {
+        if (detail::cstr::has_nul(label)) {
+            refuse(ec);
+            return;
+        }
+        detail::cstr l(label);
+        check(weft_set_label(lp_, id, label.empty() ? nullptr : l.get()), ec);
+    }
+    void set_label(const handle &h, std::string_view label, std::error_code &ec) {
+        set_label(h.id(), label, ec);
+    }
+#if WEFT_HPP_EXCEPTIONS
+    weft_loop_stats stats() const {
+        return detail::checked([&](std::error_code &ec) { return stats(ec); });
+    }
+    void set_label(weft_id id, std::string_view label) {
+        detail::checked([&](std::error_code &ec) { set_label(id, label, ec); });
+    }
+    void set_label(const handle &h, std::string_view label) {
+        detail::checked([&](std::error_code &ec) { set_label(h, label, ec); });
+    }
+#endif
+
     // -- embedding ------------------------------------------------------------------
 
     /// The embedding fd (`weft_loop_fd`): readable whenever `run(run_mode::nowait)`
@@ -208,6 +245,7 @@ public:
         }
         b->lp = lp_;
         b->ls = st_.get();
+        b->timed = opts.timed();
         weft_id id = weft_spawn(lp_, static_cast<int>(place), &T::work_tramp, &T::done_tramp,
                                 b, &detail::box_base::free_fn, opts.native());
         return settle(b, id, ec);
@@ -289,7 +327,7 @@ private:
     }
 #endif
 
-    void check(int rc, std::error_code &ec) noexcept {
+    static void check(int rc, std::error_code &ec) noexcept {
         if (rc < 0)
             detail::fail(ec, rc);
         else
@@ -361,6 +399,7 @@ private:
         std::optional<W> work;
         std::optional<D> done;
         where place;
+        bool timed = false;
         std::exception_ptr thrown;
         template <class W2, class D2>
         task_box(W2 &&w, D2 &&d, where p)
@@ -388,10 +427,15 @@ private:
             return run_work(*b->work, tk);
 #endif
         }
-        static void done_tramp(weft_loop *, weft_id id, int status, const std::uint8_t *data,
+        static void done_tramp(weft_loop *lp, weft_id id, int status, const std::uint8_t *data,
                                std::size_t len, void *ud) {
             auto *b = static_cast<task_box *>(static_cast<detail::box_base *>(ud));
             task_result r;
+            if (b->timed) {
+                weft_task_timing t{};
+                t.size = sizeof t;
+                if (weft_task_get_timing(lp, id, &t) == WEFT_OK) r.timing = t;
+            }
             r.id = id;
             r.status = status;
             r.data = std::string_view(reinterpret_cast<const char *>(data), data ? len : 0);

@@ -53,6 +53,28 @@ public:
 
     weft_pool *native() const noexcept { return p_; }
     explicit operator bool() const noexcept { return p_ != nullptr; }
+
+    /// This pool's counters (`weft_pool_get_stats`): threads, busy threads, tasks
+    /// queued and run, steals, threads started and retired. Any thread.
+    weft_pool_stats stats(std::error_code &ec) const noexcept {
+        if (p_ == nullptr) {  // an empty pool would read the default CPU pool's
+            ec.assign(WEFT_ERR_NULL, category());
+            return {};
+        }
+        return stats_of(p_, WEFT_POOL_CPU, ec);
+    }
+    /// The default pool of `k`'s counters (all zero until its first task).
+    static weft_pool_stats default_stats(kind k, std::error_code &ec) noexcept {
+        return stats_of(nullptr, k, ec);
+    }
+#if WEFT_HPP_EXCEPTIONS
+    weft_pool_stats stats() const {
+        return detail::checked([&](std::error_code &ec) { return stats(ec); });
+    }
+    static weft_pool_stats default_stats(kind k) {
+        return detail::checked([&](std::error_code &ec) { return default_stats(k, ec); });
+    }
+#endif
     /// Frees the pool now (waits for running work); the object becomes empty.
     void reset() noexcept {
         if (p_) weft_pool_free(std::exchange(p_, nullptr));
@@ -98,6 +120,20 @@ private:
             hooks_.reset();
             detail::fail(ec);
         }
+    }
+
+    static weft_pool_stats stats_of(const weft_pool *p, int k, std::error_code &ec) noexcept {
+        weft_pool_stats st;
+        std::memset(&st, 0, sizeof st);
+        st.size = sizeof st;
+        if (p == nullptr && k != WEFT_POOL_CPU && k != WEFT_POOL_IO) {
+            ec.assign(WEFT_ERR_INVALID, category());
+        } else if (weft_pool_get_stats(p, static_cast<weft_pool_kind>(k), &st) < 0) {
+            detail::fail(ec);
+        } else {
+            ec.clear();
+        }
+        return st;
     }
 
     weft_pool *p_ = nullptr;

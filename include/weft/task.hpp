@@ -67,6 +67,9 @@ struct task_result {
     std::string_view data;
     /// What work threw (thread tasks), else null.
     std::exception_ptr exception;
+    /// When the task was queued, started, finished and its `done` called
+    /// (`weft_task_get_timing`), for a task spawned with `spawn_options().timing()`.
+    std::optional<weft_task_timing> timing;
     bool ok() const noexcept { return status >= 0; }
 };
 
@@ -100,6 +103,13 @@ public:
         o_.inherit_fds = on;
         return *this;
     }
+    /// Stamps the task's times for `done` to read in `task_result::timing`
+    /// (`WEFT_SPAWN_TIMING`: a few clock reads per task).
+    spawn_options &timing(bool on = true) noexcept {
+        o_.flags = on ? (o_.flags | WEFT_SPAWN_TIMING) : (o_.flags & ~std::uint64_t(WEFT_SPAWN_TIMING));
+        return *this;
+    }
+    bool timed() const noexcept { return (o_.flags & WEFT_SPAWN_TIMING) != 0; }
     spawn_options &keep_fds(std::vector<int> fds) {
         keep_ = std::move(fds);
         return *this;

@@ -33,6 +33,14 @@ TEST(error_codes_instead_of_exceptions) {
     CHECK_EQ(ec.value(), (int)WEFT_ERR_INVALID);
     weft::pool bad(static_cast<weft::pool::kind>(7), 0, {}, ec);
     CHECK(!bad && ec.value() == WEFT_ERR_INVALID);
+    weft::pool::default_stats(static_cast<weft::pool::kind>(7), ec);
+    CHECK_EQ(ec.value(), (int)WEFT_ERR_INVALID);
+    bad.stats(ec);
+    CHECK_EQ(ec.value(), (int)WEFT_ERR_NULL);
+    weft_loop_stats st = loop.stats(ec);
+    CHECK(!ec && st.size == sizeof st);
+    loop.set_label(WEFT_ID_MIN, "nobody", ec);
+    CHECK_EQ(ec.value(), (int)WEFT_ERR_NOT_FOUND);
 }
 
 TEST(registrations_run_and_free_once) {

@@ -417,6 +417,65 @@ TEST(pools_run_hooks_and_tasks) {
     CHECK(threw);
 }
 
+TEST(stats_labels_and_timings) {
+    weft::loop loop;
+    int posts = 0;
+    loop.post([&] { posts++; });
+    weft::handle slow = loop.after(1h, [] {});
+    loop.set_label(slow, "hourly");
+    loop.set_label(slow, "");  // removes the name
+    loop.set_label(slow.id(), "hourly again");
+    loop.run(weft::run_mode::nowait);
+    weft_loop_stats st = loop.stats();
+    CHECK_EQ(st.size, sizeof st);
+    CHECK(st.passes >= 1);
+    CHECK_EQ(st.post_callbacks, 1u);
+    CHECK_EQ(st.timers, 1u);
+    CHECK(slow.cancel());
+    // a stale id, and a NUL inside the label, are refused
+    std::error_code ec;
+    loop.set_label(slow, "gone", ec);
+    CHECK_EQ(ec.value(), WEFT_ERR_NOT_FOUND);
+    weft::handle again = loop.after(1h, [] {});
+    loop.set_label(again, std::string_view("a\0b", 3), ec);
+    CHECK_EQ(ec.value(), WEFT_ERR_INVALID);
+    bool threw = false;
+    try {
+        loop.set_label(slow.id(), "gone");
+    } catch (const weft::error &e) {
+        threw = e.code().value() == WEFT_ERR_NOT_FOUND;
+    }
+    CHECK(threw);
+    CHECK(again.cancel());
+
+    // timings: only for a task spawned with spawn_options().timing()
+    weft::pool pool(weft::pool::cpu, 1);
+    std::optional<weft_task_timing> timed, untimed;
+    loop.spawn(weft::where::cpu, [](weft::task &) { std::this_thread::sleep_for(2ms); },
+               [&](const weft::task_result &r) { timed = r.timing; },
+               weft::spawn_options().on(pool).timing());
+    loop.spawn(weft::where::cpu, [](weft::task &) {}, [&](const weft::task_result &r) { untimed = r.timing; },
+               weft::spawn_options().on(pool));
+    loop.run();
+    CHECK(timed.has_value() && !untimed.has_value());
+    if (timed) {
+        CHECK(timed->queued_ns > 0 && timed->queued_ns <= timed->started_ns);
+        CHECK(timed->started_ns < timed->finished_ns && timed->finished_ns <= timed->done_ns);
+        CHECK(timed->finished_ns - timed->started_ns >= 2'000'000u);
+    }
+    // a pool counts a task once its work returns, which may be just after its done
+    CHECK(harness::eventually([&] { return pool.stats().tasks_run == 2; }, [] {
+        std::this_thread::sleep_for(1ms);
+    }, 5000));
+    CHECK_EQ(pool.stats().threads, 1u);
+    CHECK(loop.stats().done_callbacks == 2u);
+    weft_pool_stats io = weft::pool::default_stats(weft::pool::io);
+    CHECK_EQ(io.size, sizeof io);
+    pool.reset();
+    pool.stats(ec);  // an empty pool has no counters
+    CHECK_EQ(ec.value(), WEFT_ERR_NULL);
+}
+
 TEST(loops_move_and_refuse_to_free_while_running) {
     weft::loop a;
     int caught = 0;
