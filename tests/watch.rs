@@ -4,10 +4,11 @@
 
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::thread;
-use weft::{Loop, RunMode};
+use weft::{Id, Loop, RunMode};
 
 mod common;
 use common::{counter, Probe};
@@ -19,14 +20,18 @@ fn readable() -> (UnixStream, UnixStream) {
     (a, b)
 }
 
+/// Watches `a` for readability with a handler that counts its calls in `calls`.
+fn counting_watch(lp: &Loop<Probe>, a: &UnixStream, drops: &Arc<AtomicUsize>, calls: &Arc<AtomicUsize>) -> Id {
+    let seen = calls.clone();
+    lp.watch_fd(a.as_raw_fd(), 1, Probe::new(drops, move |_, _, _| _ = seen.fetch_add(1, SeqCst))).unwrap()
+}
+
 #[test]
 fn a_watch_cancelled_between_passes_ends_at_the_cancel() {
     let lp = Loop::<Probe>::new().unwrap();
     let (drops, calls) = (counter(), counter());
     let (a, _b) = readable();
-    let seen = calls.clone();
-    let watch =
-        lp.watch_fd(a.as_raw_fd(), 1, Probe::new(&drops, move |_, _, _| _ = seen.fetch_add(1, SeqCst))).unwrap();
+    let watch = counting_watch(&lp, &a, &drops, &calls);
     lp.run(RunMode::NoWait).unwrap();
     assert_eq!(calls.load(SeqCst), 1);
     // Its handler is parked now: a cancel from this thread ends it before returning.
@@ -37,9 +42,7 @@ fn a_watch_cancelled_between_passes_ends_at_the_cancel() {
     assert!(lp.cancel(watch).is_err());
 
     // The same from another thread.
-    let seen = calls.clone();
-    let watch =
-        lp.watch_fd(a.as_raw_fd(), 1, Probe::new(&drops, move |_, _, _| _ = seen.fetch_add(1, SeqCst))).unwrap();
+    let watch = counting_watch(&lp, &a, &drops, &calls);
     lp.run(RunMode::NoWait).unwrap();
     let lp = Arc::new(lp);
     let other = lp.clone();
@@ -54,9 +57,7 @@ fn a_watch_cancelled_by_a_later_callback_of_its_pass_ends_once() {
     let lp = Loop::<Probe>::new().unwrap();
     let (drops, calls) = (counter(), counter());
     let (a, _b) = readable();
-    let seen = calls.clone();
-    let watch =
-        lp.watch_fd(a.as_raw_fd(), 1, Probe::new(&drops, move |_, _, _| _ = seen.fetch_add(1, SeqCst))).unwrap();
+    let watch = counting_watch(&lp, &a, &drops, &calls);
     // Posts run after the pass's fd callbacks: this one finds the watch's handler parked.
     let ended = drops.clone();
     lp.post(Probe::new(&drops, move |lp, _, _| {
@@ -103,9 +104,7 @@ fn cancels_from_another_thread_racing_the_calls_end_each_watch_once() {
     let (a, _b) = readable();
     for _ in 0..WATCHES {
         let calls = counter();
-        let seen = calls.clone();
-        let watch =
-            lp.watch_fd(a.as_raw_fd(), 1, Probe::new(&drops, move |_, _, _| _ = seen.fetch_add(1, SeqCst))).unwrap();
+        let watch = counting_watch(&lp, &a, &drops, &calls);
         while calls.load(SeqCst) == 0 {
             std::hint::spin_loop();
         }
