@@ -270,8 +270,7 @@ impl Shared {
         let (timeout, deadline) = if block {
             // Dekker with TimerWake::arm: announce the wait, then read the deadline.
             self.waiting.store(true, SeqCst);
-            let deadline = self.timer.get().map_or(NEVER, |t| t.load(SeqCst));
-            let deadline = if timer_key == NEVER { NEVER } else { deadline };
+            let deadline = self.armed_deadline(timer_key);
             ((deadline != NEVER).then(|| until(deadline)), deadline)
         } else {
             (Some(Duration::ZERO), NEVER)
@@ -348,9 +347,17 @@ impl Shared {
         if !events.out.is_empty() {
             return Ok(());
         }
-        let deadline = self.timer.get().map_or(NEVER, |t| t.load(SeqCst));
-        let deadline = if timer_key == NEVER { NEVER } else { deadline };
+        let deadline = self.armed_deadline(timer_key);
         self.wait_members(events, (deadline != NEVER).then(|| until(deadline)), deadline)
+    }
+
+    /// The deadline of the timer wake-up a wait must end at: NEVER when none is attached
+    /// (`timer_key`, read once per wait) or none is armed.
+    fn armed_deadline(&self, timer_key: u64) -> u64 {
+        if timer_key == NEVER {
+            return NEVER;
+        }
+        self.timer.get().map_or(NEVER, |t| t.load(SeqCst))
     }
 
     /// What the reported members need: one reported closed is forgotten (its event
