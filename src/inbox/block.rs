@@ -75,6 +75,17 @@ impl<H> Block<H> {
         }
     }
 
+    /// What a block's mapping spans: its size rounded up to whole pages (the page size
+    /// asked of the system once).
+    #[cfg(not(loom))]
+    pub(super) fn span() -> usize {
+        static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        // SAFETY: a plain query.
+        let page =
+            *PAGE.get_or_init(|| usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096).max(1));
+        std::mem::size_of::<Block<H>>().div_ceil(page) * page
+    }
+
     /// Frees the blocks in `blocks` (emptied): those whose mappings are adjacent (the
     /// system tends to map them next to one another) with one system call per run of
     /// them, not one per block: an unmapping's fixed cost (flushing the address
@@ -90,10 +101,7 @@ impl<H> Block<H> {
         }
         #[cfg(not(loom))]
         {
-            // SAFETY: a plain query.
-            let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096).max(1);
-            // What a block's mapping spans: its size rounded up to whole pages.
-            let span = std::mem::size_of::<Block<H>>().div_ceil(page) * page;
+            let span = Block::<H>::span();
             blocks.sort_unstable();
             let mut run: Option<(usize, usize)> = None; // (first address, length)
             for block in blocks.drain(..) {

@@ -88,19 +88,11 @@ impl Drop for Regions {
     }
 }
 
-/// What a block's mapping spans: its size rounded up to whole pages.
-#[cfg(all(any(target_os = "linux", target_os = "android"), not(loom), not(miri)))]
-fn span<H>() -> usize {
-    // SAFETY: a plain query.
-    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096).max(1);
-    std::mem::size_of::<Block<H>>().div_ceil(page) * page
-}
-
 /// The next block of the region, mapping a new region when this one is used up (None
 /// when it cannot be mapped: the caller maps the block by itself).
 #[cfg(all(any(target_os = "linux", target_os = "android"), not(loom), not(miri)))]
 fn carve<H>(state: &mut State) -> Option<*mut Block<H>> {
-    let span = span::<H>();
+    let span = Block::<H>::span();
     if state.end - state.next < span {
         if state.next < state.end {
             // SAFETY: the region's tail, too short for a block, handed to nobody.
@@ -199,7 +191,7 @@ mod tests {
         #[cfg(all(any(target_os = "linux", target_os = "android"), not(miri)))]
         {
             let carved = &blocks[SINGLE as usize..];
-            let adjacent = carved.windows(2).filter(|w| w[1] as usize == w[0] as usize + span::<[usize; 3]>()).count();
+            let adjacent = carved.windows(2).filter(|w| w[1] as usize == w[0] as usize + B::span()).count();
             // 100 blocks span two regions (64 blocks each): one gap between them.
             assert_eq!(adjacent, carved.len() - 2);
             let state = regions.lock();
