@@ -111,7 +111,7 @@ public:
 
     /// The loop's counters (`weft_loop_get_stats`): passes, callbacks by kind,
     /// registrations by kind, tasks, queue depths, busy and idle time, timer lateness.
-    /// Any thread; reading does not slow the loop.
+    /// Any thread; reading does not slow the loop. A loop being freed: WEFT_ERR_CLOSED.
     weft_loop_stats stats(std::error_code &ec) const noexcept {
         weft_loop_stats st;
         std::memset(&st, 0, sizeof st);
@@ -120,7 +120,8 @@ public:
         return st;
     }
     /// Names a live registration, task or queued post for the watchdog's reports
-    /// (`weft_set_label`); an empty label removes the name.
+    /// (`weft_set_label`); an empty label removes the name. Any thread. An id that is
+    /// not live: WEFT_ERR_NOT_FOUND; a NUL inside `label`: WEFT_ERR_INVALID.
     void set_label(weft_id id, std::string_view label, std::error_code &ec) {
         if (detail::cstr::has_nul(label)) {
             refuse(ec);

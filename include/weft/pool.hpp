@@ -55,7 +55,8 @@ public:
     explicit operator bool() const noexcept { return p_ != nullptr; }
 
     /// This pool's counters (`weft_pool_get_stats`): threads, busy threads, tasks
-    /// queued and run, steals, threads started and retired. Any thread.
+    /// queued and run, steals, threads started and retired. Any thread. An empty
+    /// (moved-from or reset) pool: WEFT_ERR_NULL.
     weft_pool_stats stats(std::error_code &ec) const noexcept {
         if (p_ == nullptr) {  // an empty pool would read the default CPU pool's
             ec.assign(WEFT_ERR_NULL, category());
@@ -63,7 +64,8 @@ public:
         }
         return stats_of(p_, WEFT_POOL_CPU, ec);
     }
-    /// The default pool of `k`'s counters (all zero until its first task).
+    /// The default pool of `k`'s counters (all zero until its first task). Any thread.
+    /// A `k` that is neither cpu nor io: WEFT_ERR_INVALID.
     static weft_pool_stats default_stats(kind k, std::error_code &ec) noexcept {
         return stats_of(nullptr, k, ec);
     }

@@ -68,7 +68,8 @@ struct task_result {
     /// What work threw (thread tasks), else null.
     std::exception_ptr exception;
     /// When the task was queued, started, finished and its `done` called
-    /// (`weft_task_get_timing`), for a task spawned with `spawn_options().timing()`.
+    /// (`weft_task_get_timing`), for a task spawned with `spawn_options().timing()`;
+    /// otherwise empty.
     std::optional<weft_task_timing> timing;
     bool ok() const noexcept { return status >= 0; }
 };
