@@ -30,9 +30,9 @@
 //! Free: the compare-exchange from 0. Sticky for this thread and not busy: adopted (a
 //! compare-exchange, which a taker may win). Sticky for another thread `o`: a
 //! compare-exchange from `sticky(o)` to `held(me)` (Acquire), then [`barrier::heavy`],
-//! then a wait while `busy == o` (Acquire), which is never long: a call on the gate runs no user callback and waits
-//! for no other thread. Held by another thread: a wait (yield) for it to become free or
-//! sticky.
+//! then a wait while `busy == o` (Acquire), which is never long: a call on the gate
+//! runs no user callback and waits for no other thread. Held by another thread: a wait
+//! (yield) for it to become free or sticky.
 //!
 //! Why a taker and a sticky call never both own the state: it is a Dekker pair, with
 //! the cheap side on the owner. The owner stores `busy`, fences (light), reads `word`;
