@@ -17,7 +17,7 @@ PYTHON := $(VENV)/bin/python
 
 .PHONY: all build venv node-modules header bindings abi test lint test-rust test-c test-cpp test-bindings \
         test-python test-abi test-install test-packages build-portable build-portable-epoll \
-        test-portable check-platforms demo demo-monitor bench bench-quick test-bench-report clean
+        test-portable check-platforms demo demo-monitor bench bench-quick build-base test-bench-report clean
 
 all: build
 
@@ -192,11 +192,24 @@ demo-monitor: build
 # section (benches/Makefile's `report`, benches/README.md). `make bench-quick`: one run,
 # smaller sizes, into benches/build/report/ (a check that it all runs). Neither is part
 # of `make test`; `test-bench-report` checks the report's generator on canned results.
-BENCH_LIBS = LIBDIR=$(TARGET_DIR) PORTABLE_LIBDIR=$(PORTABLE_DIR) PORTABLE_EPOLL_LIBDIR=$(PORTABLE_EPOLL_DIR)
-bench: build build-portable build-portable-epoll
+BENCH_LIBS = LIBDIR=$(TARGET_DIR) PORTABLE_LIBDIR=$(PORTABLE_DIR) \
+	PORTABLE_EPOLL_LIBDIR=$(PORTABLE_EPOLL_DIR) $(if $(BASE),BASE=$(BASE) BASE_LIBDIR=$(BASE_DIR))
+bench: build build-portable build-portable-epoll $(if $(BASE),build-base)
 	$(MAKE) -C benches report $(BENCH_LIBS)
 
-bench-quick: build build-portable build-portable-epoll
+# BASE=rev (make bench BASE=main~3): the library as it was at git revision rev, built
+# from `git archive` into target/base; its rows run beside today's in the same report.
+BASE_SRC := $(CURDIR)/target/base-src
+BASE_DIR := $(CURDIR)/target/base/release
+build-base:
+	@test -n "$(BASE)" || { echo "build-base: name a git revision: BASE=rev"; exit 2; }
+	rev=$$(git rev-parse --verify "$(BASE)^{commit}") && rm -rf $(BASE_SRC) && \
+	    mkdir -p $(BASE_SRC) && git archive $$rev | tar -x -C $(BASE_SRC)
+	CARGO_TARGET_DIR=$(CURDIR)/target/base $(CARGO) build --release \
+	    --manifest-path $(BASE_SRC)/Cargo.toml
+	ln -sf libweft.so $(BASE_DIR)/libweft.so.$(SOVERSION)
+
+bench-quick: build build-portable build-portable-epoll $(if $(BASE),build-base)
 	$(MAKE) -C benches quick $(BENCH_LIBS)
 
 test-bench-report:

@@ -94,7 +94,7 @@ def goal_entry(suite, workload, subject, shape, label, better, figs, peers, targ
 
 def c_section(c):
     md, goals, lateness = [], [], []
-    builds = [b for b in c["builds"]]
+    builds = [b for b in c["builds"] if b != run.BASE_BUILD]
     for w in c["workloads"]:
         rows, metrics = w["rows"], w["metrics"]
         figs = {r: run.median_figures(s) for r, s in w["samples"].items() if s}
@@ -152,10 +152,52 @@ def c_section(c):
             md.append("* (new): a row the program printed that run.py's table does not "
                       "declare; no goal.")
         for r in rows:
-            if w.get("values", {}).get(r):
+            if w.get("values", {}).get(r) and not r.startswith(run.BASE_BUILD):
                 lateness.append((r, [x for v in w["values"][r] for x in v]))
         md.append("")
-    return md, goals, lateness
+    return md + against_base(c), goals, lateness
+
+
+def against_base(c, slower=0.9):
+    """With make bench BASE=rev: every metric of every Linux-backend weft row beside the
+    same row run with the base's library, in the same run."""
+    if not c.get("base"):
+        return []
+    md = ["### Against the base: %s\n" % c["base"],
+          "Every weft row beside the same program loading the library built from `%s` "
+          "(`make bench BASE=%s`), its processes interleaved with the others. *now vs "
+          "base*: how many times better today's library is (above 1: better). Medians of "
+          "%d runs; rows below %.2f× are in bold.\n" % (c["base"], c["base"], c["runs"],
+                                                          slower),
+          "| workload | row | metric | now | base | now vs base |",
+          "|---|---|---|---:|---:|---:|"]
+    worse, compared = [], 0
+    for w in c["workloads"]:
+        figs = {r: run.median_figures(s) for r, s in w["samples"].items() if s}
+        for r in w["rows"]:
+            b = run.rename(r, run.BASE_BUILD)
+            if r == b or run.base_row(r) != r or r not in figs:
+                continue
+            if b not in figs:
+                why = w["skips"].get(b) or w["errors"].get(b) or "no result"
+                md.append("| %s | %s | | | %s | |" % (w["name"], r, why))
+                continue
+            for key, label, better in w["metrics"]:
+                now, then = figs[r].get(key), figs[b].get(key)
+                x = oriented(now, then, better)
+                if x is None:
+                    continue
+                compared += 1
+                text = "%.2f×" % x
+                if x < slower:
+                    worse.append("%s %s %s" % (w["name"], r, label))
+                    text = "**%s**" % text
+                md.append("| %s | %s | %s (%s) | %s | %s | %s |" % (
+                    w["name"], r, label, "↓" if better == "lower" else "↑", run.fmt(now),
+                    run.fmt(then), text))
+    md += ["", "%d of %d figures below %.2f× the base%s" % (
+        len(worse), compared, slower, (": " + "; ".join(worse)) if worse else "."), ""]
+    return md
 
 
 # ---- the scaling curves (benches/scaling.py --json) -------------------------------------

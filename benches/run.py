@@ -23,7 +23,13 @@ SYSTEMS = [("weft", "bench_weft"), ("libuv", "bench_uv"),
 # "weft" replaced by the build's name (weft-io -> weft-portable-io); rows not starting
 # with "weft" (fork-per-task-*, which do not use weft) are left to the Linux build.
 WEFT_BUILDS = [("weft", "bench_weft"), ("weft-portable", "bench_weft-portable"),
-               ("weft-portable-epoll", "bench_weft-portable-epoll")]
+               ("weft-portable-epoll", "bench_weft-portable-epoll"),
+               ("weft-base", "bench_weft-base")]
+# weft-base (make bench BASE=rev): the Linux backend's library as it was at an earlier
+# revision, loaded by today's program. A reference for "did anything get slower", run
+# in the same processes' turn as every other row: it has no goals and no ratio column,
+# and a workload that calls a function its library lacks is skipped, not failed.
+BASE_BUILD = "weft-base"
 
 # Pool size N of the pool workloads (the C programs compute the same number).
 THREADS = len(os.sched_getaffinity(0))
@@ -251,7 +257,7 @@ def expand(workload, builds):
         goals_.append(goal)
         if subject.startswith("weft"):
             goals_ += [(key, rename(ref, b), factor, rename(subject, b))
-                       for b in weft_builds[1:]]
+                       for b in weft_builds[1:] if b != BASE_BUILD]
     # the tables' rows: each weft row followed by its twins
     order = []
     for v in (rest[0] if rest else ALL):
@@ -472,6 +478,10 @@ def collect(args, workloads):
                             extra[name].append(row)
                         if row not in w[6]:
                             samples.setdefault((name, row), []).append(f)
+                if err and build_of.get(binary) == BASE_BUILD and "undefined symbol" in err:
+                    for row in rows:
+                        skipped[(name, row)] = "the base library lacks " + err.rsplit(" ", 1)[-1]
+                    continue
                 if err:
                     for row in rows:
                         errors[(name, row)] = err
@@ -484,6 +494,7 @@ def collect(args, workloads):
 def to_json(args, workloads, res, builds):
     """Everything a report needs, raw: every run's figures, not only the medians."""
     out = {"suite": "c", "runs": args.runs, "threads": THREADS, "builds": builds,
+           "base": args.base if BASE_BUILD in builds else None,
            "libraries": res["libraries"], "spin_iters": os.environ.get("BENCH_SPIN_ITERS"),
            "workloads": []}
     for w in workloads:
@@ -518,6 +529,8 @@ def main():
     ap.add_argument("--weft", default=",".join(b for b, _ in WEFT_BUILDS),
                     help="comma-separated weft builds to run (default: all of %s)"
                     % ", ".join(b for b, _ in WEFT_BUILDS))
+    ap.add_argument("--base", default=None,
+                    help="the git revision weft-base's library was built from (for the report)")
     args = ap.parse_args()
 
     builds = [b for b in args.weft.replace(",", " ").split() if b]
@@ -556,7 +569,7 @@ def main():
         systems = systems + res["extra"].get(name, [])
         ratio_header, ratio_base = opts.get("ratio", ("weft / system", None))
         # without a ratio option: a column per weft build, that build / the row
-        bases = ([b for b, _ in WEFT_BUILDS if b in builds and b in systems]
+        bases = ([b for b, _ in WEFT_BUILDS if b in builds and b in systems and b != BASE_BUILD]
                  if ratio_base is None else [None])
         if ratio_base is None:
             ratio_header = ["%s / system" % b for b in bases]

@@ -6,7 +6,8 @@ run.py runs them as it runs the real ones, and report.py writes the report and a
 section from its --json, with canned Python and Node results beside. The checks: a
 workload's table with medians and min-max spreads, a ratio, a goal met and one missed, a
 row the table does not declare (shown, with the shape its RESULT line gives), the
-headline in the README between its markers."""
+headline in the README between its markers, a weft-base row (make bench BASE=rev) and
+the section that compares every weft figure with it."""
 import json
 import os
 import shutil
@@ -65,10 +66,21 @@ class ReportTest(unittest.TestCase):
                 f.write(FAKE % {"system": system, "ops": ops, "bytes": size, "extra": extra,
                                "library": library})
             os.chmod(path, 0o755)
+        # weft-base (make bench BASE=rev): the same program with an older library, which
+        # lacks what the memory workload calls
+        base = os.path.join(build, "bench_weft-base")
+        with open(base, "w") as f:
+            f.write(FAKE.replace("memory)", "memory) echo './bench_weft-base: symbol lookup "
+                                 "error: ./bench_weft-base: undefined symbol: weft_new' >&2; "
+                                 "exit 127;;\nnothing)") % {
+                "system": "weft", "ops": "200000", "bytes": "1", "extra": ":",
+                "library": 'echo "LIBRARY system=weft path=/fake/base/libweft.so"'})
+        os.chmod(base, 0o755)
         c_json = os.path.join(cls.tmp, "c.json")
         cls.run_out = subprocess.run(
-            [sys.executable, os.path.join(BENCHES, "run.py"), "--build", build, "--weft", "weft",
-             "--runs", "3", "--only", "timers_cancel,memory", "--json", c_json],
+            [sys.executable, os.path.join(BENCHES, "run.py"), "--build", build, "--weft", "weft,weft-base",
+             "--runs", "3", "--only", "timers_cancel,memory", "--base", "abc123",
+             "--json", c_json],
             capture_output=True, text=True, timeout=60)
         for name, data in (("python.json", PYTHON), ("node.json", NODE)):
             with open(os.path.join(cls.tmp, name), "w") as f:
@@ -125,6 +137,19 @@ class ReportTest(unittest.TestCase):
         row = self.line("| weft-new (new) | 50.0 |")
         self.assertIn("from another thread", row)
         self.assertIn("Shape: main thread, the loop never runs", self.md)
+
+    def test_base_rows(self):
+        # weft-base's row in the table, weft / weft-base as its ratio; no goal of its own
+        self.assertIn("1.50×", self.line("| weft-base | 2.00M (2.00M–2.00M)"))
+        self.assertNotIn("goal: weft-base", self.md)
+        self.assertIn("skipped: the base library lacks weft_new", self.line("| weft-base | skipped"))
+        # the section beside the base: 3.0M against 2.0M ops/s, and the same ns/timer
+        self.assertIn("### Against the base: abc123", self.md)
+        self.assertIn("| 3.00M | 2.00M | 1.50× |",
+                      self.line("| timers_cancel | weft | schedule+cancel ops/s"))
+        self.assertIn("| 100 | 100 | 1.00× |", self.line("| timers_cancel | weft | ns/timer"))
+        self.assertIn("the base library lacks weft_new", self.line("| memory | weft |"))
+        self.assertIn("0 of 4 figures below 0.90× the base.", self.md)
 
     def test_readme_section(self):
         with open(self.readme) as f:
