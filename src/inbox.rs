@@ -433,8 +433,13 @@ impl<H> Inbox<H> {
     /// The consumer begins a pass: producers need not ring until it dozes.
     pub fn wake_up(&self) {
         // Relaxed: a producer that reads `true` skips its ring only when the consumer's
-        // next `doze` (store, fence, load) will see its claim (see the protocol).
-        self.awake.0.store(true, Relaxed);
+        // next `doze` (store, fence, load) will see its claim (see the protocol). Stored
+        // only when it changes (only the consumer writes it, so the load reads its own
+        // last store): a pass after a doze that found records (`awake` stayed true)
+        // then leaves the line in the producers' caches, which read it on every post.
+        if !self.awake.0.load(Relaxed) {
+            self.awake.0.store(true, Relaxed);
+        }
     }
 
     /// The consumer is about to wait (or to leave `run`); true if records are queued,
