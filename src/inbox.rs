@@ -93,10 +93,12 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-/// How many times a consumer that took records in its last pass looks at the tail
-/// before it dozes (a few microseconds at most; none under loom, whose models need no
-/// spin).
-const DOZE_SPINS: u32 = if cfg!(loom) { 0 } else { 256 };
+/// How a consumer that took records in its last pass watches the tail before it dozes
+/// (none under loom, whose models need no spin): [`DOZE_SPINS`] looks a pause apart
+/// (about 1 us: a stream's next record is usually nanoseconds away), then
+/// [`DOZE_YIELDS`] looks each after giving up the CPU (see [`Inbox::doze`]).
+const DOZE_SPINS: u32 = if cfg!(loom) { 0 } else { 32 };
+const DOZE_YIELDS: u32 = if cfg!(loom) { 0 } else { 16 };
 
 /// The first word of a task cell given back to its loop: the completion list is a
 /// stack of cells linked through it (see [`Inbox::give_back`]).
@@ -431,8 +433,13 @@ impl<H> Inbox<H> {
     /// The consumer begins a pass: producers need not ring until it dozes.
     pub fn wake_up(&self) {
         // Relaxed: a producer that reads `true` skips its ring only when the consumer's
-        // next `doze` (store, fence, load) will see its claim (see the protocol).
-        self.awake.0.store(true, Relaxed);
+        // next `doze` (store, fence, load) will see its claim (see the protocol). Stored
+        // only when it changes (only the consumer writes it, so the load reads its own
+        // last store): a pass after a doze that found records (`awake` stayed true)
+        // then leaves the line in the producers' caches, which read it on every post.
+        if !self.awake.0.load(Relaxed) {
+            self.awake.0.store(true, Relaxed);
+        }
     }
 
     /// The consumer is about to wait (or to leave `run`); true if records are queued,
@@ -447,11 +454,23 @@ impl<H> Inbox<H> {
             // producers do not ring) before telling producers to ring: a consumer that
             // has just caught up would otherwise sleep, and its producer pay a ring
             // (a system call, and the consumer's wake-up) every few hundred records.
-            for _ in 0..DOZE_SPINS {
+            //
+            // First a few pauses, then yields: a producer that shares this CPU (the
+            // scheduler puts a woken loop beside its waker when the other CPUs are
+            // busy) cannot post while the loop spins. Spinning there cost a ring per
+            // record or so: the loop woke, took the one record, spun, slept; the
+            // producer posted one more and rang (about 15 us a record, seen with
+            // `perf sched timehist` on a loaded 2-CPU VM). A yield lets that producer
+            // run on, and fill a batch; with a CPU to itself, a yield returns at once.
+            for look in 0..DOZE_SPINS + DOZE_YIELDS {
                 if self.records.has_records() {
                     return true;
                 }
-                std::hint::spin_loop();
+                if look < DOZE_SPINS {
+                    std::hint::spin_loop();
+                } else {
+                    crate::sync::yield_now();
+                }
             }
         }
         // A plain store: the fence orders the pair (one locked instruction, not two).

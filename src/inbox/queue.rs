@@ -61,9 +61,10 @@
 //! for another producer, never for the consumer). So every record claimed before a
 //! take begins, hence every post whose call returned, is run after it. Past a block's
 //! last slot, `next` is set (step 4 comes before step 5 of that slot's producer): the
-//! consumer moves on and retires the block (a spare for the producers, or kept for
-//! them while a backlog lasts). Nothing else holds a retired block: every producer
-//! that claimed one of its slots has published (step 5 was its last use), a producer
+//! consumer moves on and, once that slot's record has run, retires the block (a spare
+//! for the producers, or kept for them while a backlog lasts). Nothing else holds a
+//! retired block: every producer that claimed one of its slots has published (step 5
+//! was its last use), a producer
 //! that loaded it and has not claimed will fail its swap (the index never comes back),
 //! and cancellers reach blocks only under the lock, from `head.block` (other threads)
 //! or `read.block` (the loop thread).
@@ -172,6 +173,20 @@ fn wait_a_little(spins: &mut u32) {
 /// Keeps a field on a cache line of its own.
 #[repr(align(64))]
 struct Line<T>(T);
+
+/// A block [`Records::run`] has read through, retired when this is dropped: after the
+/// call that got the block's last record (or if that call unwinds). Its last record has
+/// been moved out by then, and nothing else holds the block (a cancel from that call
+/// walks from `read.block`, the next block already), so the producers may have it.
+struct Retire<'a, H>(&'a Records<H>, *mut Block<H>);
+
+impl<H> Drop for Retire<'_, H> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        // SAFETY: read through by the consumer, used by nobody else (see above).
+        unsafe { self.0.retire(self.1) };
+    }
+}
 
 /// How many retired blocks producers can take for reuse (32 KB each outside loom: as
 /// many bytes as 8 blocks of 48-byte slots were). The consumer keeps more (see `Records::kept`) while it has records to read,
@@ -541,13 +556,16 @@ impl<H> Records<H> {
         let mut block = self.read.0.block.load(Relaxed);
         while index != head {
             let offset = (index % LAP) as usize;
-            // SAFETY: below `head`, so `block` is not recycled before `read` passes it;
-            // its record is read once, as `read` moves past it.
-            let slot = unsafe { &(*block).slots[offset] };
+            debug_assert!(offset < SLOTS, "`read` never rests on a marker");
+            // SAFETY: below `head`, so `block` is not recycled before `read` passes it
+            // (nor before the call below returns: see `read_through`); `offset` is a
+            // slot's (the index steps over markers); its record is read once, as
+            // `read` moves past it.
+            let slot = unsafe { (*block).slots.get_unchecked(offset) };
             // A few slots ahead: the producer wrote them, and their lines are in its
             // core's cache; ask for them before they are needed.
             if offset + AHEAD < SLOTS {
-                prefetch_read(unsafe { &(*block).slots[offset + AHEAD] as *const Slot<H> }.cast());
+                prefetch_read(unsafe { (*block).slots.get_unchecked(offset + AHEAD) as *const Slot<H> }.cast());
             }
             let mut published = slot.stamp.load(Acquire);
             if published >> KIND_BITS != index {
@@ -556,33 +574,35 @@ impl<H> Records<H> {
             let position = index;
             index += 1;
             let kind = published & KIND_MASK;
-            // SAFETY: published (the Acquire above) with this kind, and the consumer's
-            // alone.
-            let payload = (kind != CANCELLED).then(|| slot.record.with(|cell| unsafe { (*cell).assume_init_read() }));
+            // Past the block's last slot: `read` moves on to the next block now, and
+            // this one is retired once its record has been handed out (see below).
+            let mut read_through = None;
             if offset + 1 == SLOTS {
-                // SAFETY: as above; `next` was set before the last slot was published,
-                // and the block is read through: nobody else holds it.
+                // SAFETY: as above; `next` was set before the last slot was published.
                 let next = unsafe { (*block).next.load(Acquire) };
-                unsafe { self.retire(block) };
+                read_through = Some(Retire(self, block));
                 block = next;
                 index += 1; // past the marker
                 self.read.0.block.store(block, Relaxed);
             }
             self.read.0.index.store(index, Relaxed);
-            if let Some(payload) = payload {
-                // Two calls of `f` (inlined, see `Inbox::run_records`): a post's goes
-                // straight to its arm of `f`'s match.
-                let go_on = if kind != OTHER {
-                    // SAFETY: stored as a post (POST; CANCELLED slots are skipped above).
-                    f(position, Record::Post { handler: ManuallyDrop::into_inner(unsafe { payload.post }) })
-                } else {
-                    // SAFETY: stored as another record.
-                    f(position, unsafe { payload.into_record(OTHER) })
-                };
-                debug_assert_eq!(self.read.0.index.load(Relaxed), index, "`read` moved under `f`");
-                if !go_on {
-                    return;
+            // Each kind read straight from the slot (a post's three words into
+            // registers), and a call of `f` for each (inlined, see `Inbox::run_records`):
+            // a post's goes straight to its arm of `f`'s match.
+            // SAFETY: published (the Acquire above) with this kind, and the consumer's
+            // alone; a CANCELLED slot's record was moved out by its canceller.
+            let go_on = match kind {
+                OTHER => f(position, unsafe { slot.record.with(|cell| (*cell).assume_init_read().into_record(OTHER)) }),
+                CANCELLED => true,
+                _ => {
+                    let post = slot.record.with(|cell| unsafe { std::ptr::read(&(*cell).assume_init_ref().post) });
+                    f(position, Record::Post { handler: ManuallyDrop::into_inner(post) })
                 }
+            };
+            debug_assert_eq!(self.read.0.index.load(Relaxed), index, "`read` moved under `f`");
+            drop(read_through);
+            if !go_on {
+                return;
             }
         }
     }

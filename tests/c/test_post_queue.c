@@ -202,3 +202,63 @@ TEST(a_callback_cancels_a_post_of_its_own_slice_across_a_block_end) {
     for (int i = 0; i < LATER; i++) CHECK_EQ(atomic_load(&later[i].frees), 1);
     for (int i = 0; i < FIRST; i++) CHECK_EQ(atomic_load(&first[i].frees), 1);
 }
+
+typedef struct {
+    weft_id self, first_next, later_next;
+    int rc_first, rc_later;
+    track *reposted;
+    long reposts;
+} edge_canceller;
+
+/* Runs from the last slot of a block: cancels posts in the next block (the loop has
+ * moved on to it, the block it read through is retired after this call), then posts
+ * more than a block's worth itself, so fresh blocks are needed while this one is held. */
+static void edge_cancel_cb(weft_loop *lp, weft_id id, void *ud) {
+    edge_canceller *c = (edge_canceller *)ud;
+    CHECK_EQ(id, c->self);
+    c->rc_first = weft_cancel(lp, c->first_next);
+    c->rc_later = weft_cancel(lp, c->later_next);
+    for (long i = 0; i < c->reposts; i++) {
+        track_init(&c->reposted[i]);
+        CHECK_ID(weft_post(lp, track_cb, &c->reposted[i], track_free));
+    }
+}
+
+/* A block holds 1023 posts: the 1023rd of a fresh loop is its first block's last. Its
+ * callback cancels the next block's first post and a later one (both skipped, each
+ * freed once), and posts 2 blocks' worth more, which run once each in later passes. */
+TEST(the_last_post_of_a_block_cancels_into_the_next_and_posts_more) {
+    weft_loop *lp = weft_loop_new();
+    REQUIRE(lp != NULL);
+    enum { BEFORE = 1022, AFTER = 300, FIRST_NEXT = 0, LATER_NEXT = 200, REPOSTS = 2100 };
+    static track before[BEFORE], after[AFTER], reposted[REPOSTS];
+    edge_canceller c = { .reposted = reposted, .reposts = REPOSTS };
+    for (int i = 0; i < BEFORE; i++) {
+        track_init(&before[i]);
+        CHECK_ID(weft_post(lp, track_cb, &before[i], track_free));
+    }
+    c.self = CHECK_ID(weft_post(lp, edge_cancel_cb, &c, NULL));
+    for (int i = 0; i < AFTER; i++) {
+        track_init(&after[i]);
+        weft_id id = CHECK_ID(weft_post(lp, track_cb, &after[i], track_free));
+        if (i == FIRST_NEXT) c.first_next = id;
+        if (i == LATER_NEXT) c.later_next = id;
+    }
+    CHECK_OK(weft_loop_run(lp, WEFT_RUN_NOWAIT));
+    CHECK_EQ(c.rc_first, WEFT_OK);
+    CHECK_EQ(c.rc_later, WEFT_OK);
+    for (int i = 0; i < BEFORE; i++) CHECK_EQ(atomic_load(&before[i].calls), 1);
+    for (int i = 0; i < AFTER; i++) {
+        int cancelled = i == FIRST_NEXT || i == LATER_NEXT;
+        CHECK_EQ(atomic_load(&after[i].calls), cancelled ? 0 : 1);
+        CHECK_EQ(atomic_load(&after[i].frees), 1);
+    }
+    for (int pass = 0; pass < 10; pass++) CHECK_OK(weft_loop_run(lp, WEFT_RUN_NOWAIT));
+    for (int i = 0; i < REPOSTS; i++) {
+        CHECK_EQ(atomic_load(&reposted[i].calls), 1);
+        CHECK_EQ(atomic_load(&reposted[i].frees), 1);
+    }
+    weft_loop_free(lp);
+    for (int i = 0; i < BEFORE; i++) CHECK_EQ(atomic_load(&before[i].frees), 1);
+    for (int i = 0; i < REPOSTS; i++) CHECK_EQ(atomic_load(&reposted[i].frees), 1);
+}
