@@ -32,17 +32,19 @@
 //!   finds it); it appends its job, gives the stage back, fences
 //!   ([`crate::barrier::light`]: no instruction) and reads `want` again: set meanwhile,
 //!   it takes the stage once more and publishes (unless a worker has taken it: that one
-//!   takes everything). The caller then makes a submission (an `events` bump and
+//!   takes a group, and looks again before it sleeps). The caller then makes a submission (an `events` bump and
 //!   `wake_if_needed`) if it published, or if the stage was empty before the push (the
 //!   job is findable: in the stage, which a worker's last look before sleeping takes).
 //!   If a worker holds the stage, the owner does not wait: it submits the job directly.
 //! * **A worker** ([`Stage::take`]) looks at `count`; if jobs are staged (at least
-//!   `at_least` of them), it takes the stage, moves every job into its own deque, stores
-//!   0 in `count` and gives the stage back. If the owner holds the stage, it sets
+//!   `at_least` of them), it takes the stage, moves the oldest jobs (up to
+//!   [`TAKE_MAX`]) into its own deque, stores what is left in `count` and gives the
+//!   stage back. If the owner holds the stage, it sets
 //!   `want`; a spinning look then looks no further (the owner publishes soon). The last
 //!   look before sleeping (`at_least` 1) fences ([`crate::barrier::heavy`]) and reads
 //!   `word` again: given back meanwhile, it tries again; still held, it looks no
-//!   further. If another worker holds the stage, it takes everything: nothing to find.
+//!   further. If another worker holds the stage, there is nothing to find: that one
+//!   takes a group, and looks again before it sleeps if it left jobs staged.
 //!
 //! The last look's fence and the owner's are a Dekker pair: the worker stores `want`,
 //! fences, reads `word`; the owner stores 0 in `word`, fences, reads `want`. Either the
@@ -54,8 +56,8 @@
 //! push that found it empty, and that push is a submission of the sleep protocol
 //! (SLEEP.md): after it some worker is awake and will look for work before it sleeps, or
 //! sees `events` changed and looks again. A worker's last look before it sleeps (after
-//! it read `events`: `find_last`) takes the stage whatever its length, or finds it held
-//! by a worker that takes it all, or by the owner, which then publishes what is staged
+//! it read `events`: `find_last`) takes from the stage whatever its length, or finds it
+//! held by a worker (awake: it looks again before it sleeps), or by the owner, which then publishes what is staged
 //! as a new submission (the pair above), which that worker's sleep check sees (its
 //! `seen` was read before). A job pushed after that look either found the stage empty
 //! (a new submission) or non-empty because of a push after the look, which was itself a
@@ -64,7 +66,13 @@
 //! protocol's own loop.
 //!
 //! Workers take smaller groups than they could only in their last look; while they
-//! spin they take the stage once it holds at least [`TAKE_AT`] jobs.
+//! spin they take the stage once it holds at least [`TAKE_AT`] jobs. A take moves at
+//! most [`TAKE_MAX`] jobs, the oldest, and leaves the rest staged: the taker is awake
+//! (it has jobs) and looks again before it sleeps, so what it left is covered as what
+//! it took was, and the other workers take the next group meanwhile. Bounded, a take
+//! never grows a worker's deque past a few KiB: a burst staged while the workers were
+//! off the CPU (100k jobs and more) would otherwise be moved whole into one deque,
+//! whose buffer grows (fresh pages, each a page fault) and shrinks again per burst.
 //!
 //! A stage's pushes are not a burst (SLEEP.md, "Bursts"): outside callbacks nothing
 //! marks a burst's end, and a worker that took a group must wake another as any worker
@@ -79,6 +87,7 @@ use crate::sync::atomic::{
     fence, AtomicBool, AtomicU8, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release, Ordering::SeqCst,
 };
 use crate::sync::UnsafeCell;
+use std::collections::VecDeque;
 
 const OWNER: u8 = 1;
 const WORKER: u8 = 2;
@@ -86,6 +95,13 @@ const WORKER: u8 = 2;
 /// How many staged jobs a spinning worker waits for before it takes them (its last
 /// look before sleeping takes any number).
 pub(crate) const TAKE_AT: usize = 32;
+
+/// The most jobs one take moves (see the module comment). In the loom models, one: a
+/// take then leaves jobs staged.
+#[cfg(not(loom))]
+pub(crate) const TAKE_MAX: usize = 512;
+#[cfg(loom)]
+pub(crate) const TAKE_MAX: usize = 1;
 
 /// Keeps a field on a cache line (pair) of its own.
 #[derive(Default)]
@@ -100,7 +116,8 @@ pub(crate) struct Stage<J> {
     plain: bool,
     /// A worker found the stage held by the owner (a hint: see the module comment).
     want: AtomicBool,
-    staged: UnsafeCell<Vec<J>>,
+    /// Oldest first: the owner pushes at the back, a take moves from the front.
+    staged: UnsafeCell<VecDeque<J>>,
     /// On a cache line of its own: the workers read it in every look.
     count: Line<AtomicUsize>,
 }
@@ -142,7 +159,7 @@ impl<J> Default for Stage<J> {
             word: AtomicU8::new(0),
             plain: crate::barrier::available(),
             want: AtomicBool::new(false),
-            staged: UnsafeCell::new(Vec::new()),
+            staged: UnsafeCell::new(VecDeque::new()),
             count: Default::default(),
         }
     }
@@ -160,7 +177,7 @@ impl<J> Stage<J> {
         // SAFETY: held.
         let first = self.staged.with_mut(|staged| unsafe {
             let staged = &mut *staged;
-            staged.push(job);
+            staged.push_back(job);
             let len = staged.len();
             if len == 1 || len % TAKE_AT == 0 {
                 // A lower bound is enough for a look, and it is 0 only while the stage
@@ -178,8 +195,8 @@ impl<J> Stage<J> {
             fence(SeqCst);
         }
         if self.want.load(Relaxed) && self.word.compare_exchange(0, OWNER, Acquire, Relaxed).is_ok() {
-            // A worker found the stage held meanwhile (or a taker has it now, and takes
-            // everything).
+            // A worker found the stage held meanwhile (or a taker has it now, and looks
+            // again before it sleeps).
             published |= self.publish_wanted(&mut publish);
             self.word.store(0, Release);
         }
@@ -204,10 +221,10 @@ impl<J> Stage<J> {
         true
     }
 
-    /// A worker's look (see the module comment): takes every staged job into `into` if
-    /// at least `at_least` (>= 1) are staged, the last staged first (for a LIFO deque,
-    /// whose pops then give them in the order they were staged). `at_least` 1 is the
-    /// last look before sleeping.
+    /// A worker's look (see the module comment): takes the oldest staged jobs (up to
+    /// [`TAKE_MAX`]) into `into` if at least `at_least` (>= 1) are staged, the last of
+    /// them first (for a LIFO deque, whose pops then give them in the order they were
+    /// staged). `at_least` 1 is the last look before sleeping.
     pub(crate) fn take(&self, at_least: usize, into: impl FnMut(J)) -> Took {
         if self.count.0.load(Relaxed) < at_least {
             return Took::Nothing;
@@ -233,10 +250,19 @@ impl<J> Stage<J> {
                         return Took::Wanted;
                     }
                 }
-                Err(_) => return Took::Nothing, // a worker takes everything
+                // A worker takes a group, and looks again before it sleeps.
+                Err(_) => return Took::Nothing,
             }
         }
-        let n = self.empty_into(true, into);
+        // SAFETY: held.
+        let n = self.staged.with_mut(|staged| unsafe {
+            let staged = &mut *staged;
+            let n = staged.len().min(TAKE_MAX);
+            staged.drain(..n).rev().for_each(into);
+            // Exact: the holder's store (0 only if it took everything).
+            self.count.0.store(staged.len(), Relaxed);
+            n
+        });
         self.word.store(0, Release);
         if n == 0 {
             Took::Nothing
@@ -251,7 +277,13 @@ impl<J> Stage<J> {
         while self.word.compare_exchange(0, WORKER, Acquire, Relaxed).is_err() {
             crate::sync::yield_now();
         }
-        let n = self.empty_into(false, into);
+        // SAFETY: held.
+        let n = self.staged.with_mut(|staged| unsafe {
+            let n = (*staged).len();
+            (*staged).drain(..).for_each(into);
+            n
+        });
+        self.count.0.store(0, Relaxed);
         self.word.store(0, Release);
         n
     }
@@ -264,21 +296,5 @@ impl<J> Stage<J> {
     /// How many jobs are staged (a hint, for statistics).
     pub(crate) fn len(&self) -> usize {
         self.count.0.load(Relaxed)
-    }
-
-    /// Held: moves the staged jobs out, in order or `reversed`.
-    fn empty_into(&self, reversed: bool, into: impl FnMut(J)) -> usize {
-        // SAFETY: held.
-        let n = self.staged.with_mut(|staged| unsafe {
-            let n = (*staged).len();
-            if reversed {
-                (*staged).drain(..).rev().for_each(into);
-            } else {
-                (*staged).drain(..).for_each(into);
-            }
-            n
-        });
-        self.count.0.store(0, Relaxed);
-        n
     }
 }
