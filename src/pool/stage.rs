@@ -32,7 +32,7 @@
 //!   finds it); it appends its job, gives the stage back, fences
 //!   ([`crate::barrier::light`]: no instruction) and reads `want` again: set meanwhile,
 //!   it takes the stage once more and publishes (unless a worker has taken it: that one
-//!   takes a group, and looks again before it sleeps). The caller then makes a submission (an `events` bump and
+//!   takes a group, and makes a submission if it leaves jobs staged). The caller then makes a submission (an `events` bump and
 //!   `wake_if_needed`) if it published, or if the stage was empty before the push (the
 //!   job is findable: in the stage, which a worker's last look before sleeping takes).
 //!   If a worker holds the stage, the owner does not wait: it submits the job directly.
@@ -44,7 +44,7 @@
 //!   look before sleeping (`at_least` 1) fences ([`crate::barrier::heavy`]) and reads
 //!   `word` again: given back meanwhile, it tries again; still held, it looks no
 //!   further. If another worker holds the stage, there is nothing to find: that one
-//!   takes a group, and looks again before it sleeps if it left jobs staged.
+//!   takes a group, and makes a submission if it left jobs staged.
 //!
 //! The last look's fence and the owner's are a Dekker pair: the worker stores `want`,
 //! fences, reads `word`; the owner stores 0 in `word`, fences, reads `want`. Either the
@@ -57,7 +57,7 @@
 //! (SLEEP.md): after it some worker is awake and will look for work before it sleeps, or
 //! sees `events` changed and looks again. A worker's last look before it sleeps (after
 //! it read `events`: `find_last`) takes from the stage whatever its length, or finds it
-//! held by a worker (awake: it looks again before it sleeps), or by the owner, which then publishes what is staged
+//! held by a worker (which makes a submission if it leaves jobs), or by the owner, which then publishes what is staged
 //! as a new submission (the pair above), which that worker's sleep check sees (its
 //! `seen` was read before). A job pushed after that look either found the stage empty
 //! (a new submission) or non-empty because of a push after the look, which was itself a
@@ -67,9 +67,12 @@
 //!
 //! Workers take smaller groups than they could only in their last look; while they
 //! spin they take the stage once it holds at least [`TAKE_AT`] jobs. A take moves at
-//! most [`TAKE_MAX`] jobs, the oldest, and leaves the rest staged: the taker is awake
-//! (it has jobs) and looks again before it sleeps, so what it left is covered as what
-//! it took was, and the other workers take the next group meanwhile. Bounded, a take
+//! most [`TAKE_MAX`] jobs, the oldest, and leaves the rest staged; the taker then makes
+//! a submission (an `events` bump, after it gave the stage back and stored the new
+//! `count`), which covers what it left: the taker itself may have lost its jobs to a
+//! stealer before it ran one, and would otherwise sleep with jobs staged (the loom
+//! model finds that). Any worker whose sleep check read `events` before the bump sees
+//! it and looks again; one that read it after sees `count` non-zero. Bounded, a take
 //! never grows a worker's deque past a few KiB: a burst staged while the workers were
 //! off the CPU (100k jobs and more) would otherwise be moved whole into one deque,
 //! whose buffer grows (fresh pages, each a page fault) and shrinks again per burst.
@@ -146,8 +149,9 @@ pub(crate) enum Pushed<J> {
 pub(crate) enum Took {
     /// Nothing staged (or fewer than asked for).
     Nothing,
-    /// This many jobs, handed to `into`.
-    Jobs(usize),
+    /// This many jobs, handed to `into`; true: jobs are left staged, which the caller
+    /// makes a submission (see the module comment).
+    Jobs(usize, bool),
     /// The owner holds the stage and will publish (a last look's wish: right after the
     /// push in progress; a spinning look's: at the next push).
     Wanted,
@@ -195,8 +199,8 @@ impl<J> Stage<J> {
             fence(SeqCst);
         }
         if self.want.load(Relaxed) && self.word.compare_exchange(0, OWNER, Acquire, Relaxed).is_ok() {
-            // A worker found the stage held meanwhile (or a taker has it now, and looks
-            // again before it sleeps).
+            // A worker found the stage held meanwhile (or a taker has it now, and makes
+            // a submission if it leaves jobs).
             published |= self.publish_wanted(&mut publish);
             self.word.store(0, Release);
         }
@@ -208,11 +212,15 @@ impl<J> Stage<J> {
     }
 
     /// Held by the owner: if a worker wanted the jobs, hands them all to `publish`.
-    #[inline]
+    #[inline(always)]
     fn publish_wanted(&self, publish: &mut impl FnMut(J)) -> bool {
-        if !self.want.load(Relaxed) {
-            return false;
-        }
+        self.want.load(Relaxed) && self.publish_all(publish)
+    }
+
+    /// `publish_wanted`'s work, out of line: seldom needed. Returns true.
+    #[cold]
+    #[inline(never)]
+    fn publish_all(&self, publish: &mut impl FnMut(J)) -> bool {
         // Cleared before the jobs go: a later want is seen at the next check.
         self.want.store(false, Relaxed);
         // SAFETY: held.
@@ -250,25 +258,31 @@ impl<J> Stage<J> {
                         return Took::Wanted;
                     }
                 }
-                // A worker takes a group, and looks again before it sleeps.
+                // A worker takes a group, and makes a submission if it leaves jobs.
                 Err(_) => return Took::Nothing,
             }
         }
+        let (n, left) = self.move_oldest(into);
+        self.word.store(0, Release);
+        if n == 0 {
+            Took::Nothing
+        } else {
+            Took::Jobs(n, left)
+        }
+    }
+
+    /// Held by a taker: moves the oldest staged jobs (up to [`TAKE_MAX`]) into `into`,
+    /// the last of them first; returns how many, and whether jobs are left staged.
+    fn move_oldest(&self, into: impl FnMut(J)) -> (usize, bool) {
         // SAFETY: held.
-        let n = self.staged.with_mut(|staged| unsafe {
+        self.staged.with_mut(|staged| unsafe {
             let staged = &mut *staged;
             let n = staged.len().min(TAKE_MAX);
             staged.drain(..n).rev().for_each(into);
             // Exact: the holder's store (0 only if it took everything).
             self.count.0.store(staged.len(), Relaxed);
-            n
-        });
-        self.word.store(0, Release);
-        if n == 0 {
-            Took::Nothing
-        } else {
-            Took::Jobs(n)
-        }
+            (n, !staged.is_empty())
+        })
     }
 
     /// Takes every staged job into `into`, waiting while the stage is held: a feeder's
