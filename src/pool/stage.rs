@@ -314,3 +314,33 @@ impl<J> Stage<J> {
         self.count.0.load(Relaxed)
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_take_moves_the_oldest_group_and_says_what_is_left() {
+        let stage = Stage::<usize>::default();
+        let n = TAKE_MAX + TAKE_MAX / 2;
+        for job in 0..n {
+            let pushed = stage.push(job, |_| unreachable!("no worker wants them"));
+            assert_eq!(pushed, if job == 0 { Pushed::First } else { Pushed::Behind });
+        }
+        let mut taken = Vec::new();
+        assert_eq!(stage.take(1, |job| taken.push(job)), Took::Jobs(TAKE_MAX, true));
+        // The last of the group first (for a LIFO deque).
+        assert_eq!(taken, (0..TAKE_MAX).rev().collect::<Vec<_>>());
+        assert_eq!(stage.len(), n - TAKE_MAX);
+        // A look that wants more than is left takes nothing.
+        assert_eq!(stage.take(n - TAKE_MAX + 1, |_| unreachable!()), Took::Nothing);
+        taken.clear();
+        assert_eq!(stage.take(1, |job| taken.push(job)), Took::Jobs(n - TAKE_MAX, false));
+        assert_eq!(taken, (TAKE_MAX..n).rev().collect::<Vec<_>>());
+        assert!(stage.is_empty());
+        assert_eq!(stage.take(1, |_| unreachable!()), Took::Nothing);
+        // Empty again: the next push is a submission.
+        assert_eq!(stage.push(n, |_| unreachable!()), Pushed::First);
+        assert_eq!(stage.drain(|_| ()), 1);
+    }
+}
