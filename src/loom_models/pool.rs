@@ -91,7 +91,11 @@ impl Search for Queues<'_> {
             match self.0.stage.take(1, |()| {
                 self.0.queued.fetch_add(1, Release);
             }) {
-                Took::Jobs(n) => {
+                Took::Jobs(n, left) => {
+                    if left {
+                        // Cpu::find_job: jobs left staged (TAKE_MAX is 1 here).
+                        self.0.sleep.submitted();
+                    }
                     if n > 1 {
                         // Cpu::find_job: jobs moved where a worker that looked a moment ago
                         // did not see them.

@@ -165,6 +165,9 @@ impl<H: Handler> Loop<H> {
         if block {
             scope.flush();
         }
+        // How many cells `done` held in this pass, at most (its use, for the shrink at
+        // the end: it is empty again by then).
+        let mut done_used = done.len();
         // The inbox protocol: doze, and do not wait if records came in meanwhile.
         let queued = self.inbox.doze(block && done.is_empty()) || !done.is_empty();
         let block = block && !queued;
@@ -364,6 +367,7 @@ impl<H: Handler> Loop<H> {
                     }
                 }
                 *returned += taken as u64;
+                done_used += taken;
                 // What one take would take, in slices of at most SLICE records, run
                 // straight from the inbox's slots while they are in cache.
                 let (mut count, mut now_dispatched, end) = self.inbox.take(budget.min(SLICE));
@@ -408,7 +412,9 @@ impl<H: Handler> Loop<H> {
             .max(watchers.capacity());
         *oversized = biggest > shrink::FLOOR;
         if *oversized {
-            shrink::deque(done, done.len());
+            // By its use in the pass, not by what is left: emptied by every pass, it would
+            // be shrunk and grown again (fresh pages) pass after pass in a burst.
+            shrink::deque(done, done_used);
             shrink::deque(groups, groups.len());
             shrink::vec(ids, ids.len());
             shrink::vec(indices, indices.len());

@@ -15,6 +15,9 @@ use crate::timer;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, MutexGuard};
 
+/// How many entries the owner's handler list grows by at a time (24 KiB of C handlers).
+const HANDLERS_STEP: usize = 1024;
+
 impl<H: Handler> Loop<H> {
     // ---- tasks -------------------------------------------------------------------------
 
@@ -259,8 +262,11 @@ impl<H: Handler> Loop<H> {
     ) -> Result<Option<Id>> {
         let epoch = task::pool_epoch();
         // Resolving a pool and dropping one run no user code on this thread, so `own`
-        // stays the only borrow of the owner's state.
-        let at = match own.pools.iter().position(|&(k, e, _, _)| k == key && e == epoch) {
+        // stays the only borrow of the owner's state. The first entry is looked at
+        // first: a loop spawns on one pool, as a rule.
+        let first = own.pools.first().is_some_and(|&(k, e, _, _)| k == key && e == epoch);
+        let found = if first { Some(0) } else { own.pools.iter().position(|&(k, e, _, _)| k == key && e == epoch) };
+        let at = match found {
             Some(at) => at,
             None => {
                 own.pools.retain(|&(_, e, _, _)| e == epoch);
@@ -284,7 +290,8 @@ impl<H: Handler> Loop<H> {
             };
         let index = slots::task_index(id) as usize;
         if index >= own.handlers.len() {
-            own.handlers.resize_with(index + 1, || None);
+            // In steps: a fresh table grows by one cell a spawn.
+            own.handlers.resize_with(index + HANDLERS_STEP, || None);
         }
         own.handlers[index] = done.take();
         self.table_live.store(self.table_live.load(Relaxed) + 1, Relaxed);

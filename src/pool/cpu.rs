@@ -138,7 +138,13 @@ impl Cpu {
             .or_else(|| {
                 let at_least = if last { 1 } else { TAKE_AT };
                 feeds.stages.iter().find_map(|stage| match stage.take(at_least, |job| local.push(job)) {
-                    Took::Jobs(_) => local.pop(),
+                    Took::Jobs(_, left) => {
+                        if left {
+                            // Jobs left staged: a submission covers them (stage.rs).
+                            self.sleep.submitted();
+                        }
+                        local.pop()
+                    }
                     Took::Nothing | Took::Wanted => None,
                 })
             });

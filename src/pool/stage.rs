@@ -32,17 +32,19 @@
 //!   finds it); it appends its job, gives the stage back, fences
 //!   ([`crate::barrier::light`]: no instruction) and reads `want` again: set meanwhile,
 //!   it takes the stage once more and publishes (unless a worker has taken it: that one
-//!   takes everything). The caller then makes a submission (an `events` bump and
+//!   takes a group, and makes a submission if it leaves jobs staged). The caller then makes a submission (an `events` bump and
 //!   `wake_if_needed`) if it published, or if the stage was empty before the push (the
 //!   job is findable: in the stage, which a worker's last look before sleeping takes).
 //!   If a worker holds the stage, the owner does not wait: it submits the job directly.
 //! * **A worker** ([`Stage::take`]) looks at `count`; if jobs are staged (at least
-//!   `at_least` of them), it takes the stage, moves every job into its own deque, stores
-//!   0 in `count` and gives the stage back. If the owner holds the stage, it sets
+//!   `at_least` of them), it takes the stage, moves the oldest jobs (up to
+//!   [`TAKE_MAX`]) into its own deque, stores what is left in `count` and gives the
+//!   stage back. If the owner holds the stage, it sets
 //!   `want`; a spinning look then looks no further (the owner publishes soon). The last
 //!   look before sleeping (`at_least` 1) fences ([`crate::barrier::heavy`]) and reads
 //!   `word` again: given back meanwhile, it tries again; still held, it looks no
-//!   further. If another worker holds the stage, it takes everything: nothing to find.
+//!   further. If another worker holds the stage, there is nothing to find: that one
+//!   takes a group, and makes a submission if it left jobs staged.
 //!
 //! The last look's fence and the owner's are a Dekker pair: the worker stores `want`,
 //! fences, reads `word`; the owner stores 0 in `word`, fences, reads `want`. Either the
@@ -54,8 +56,8 @@
 //! push that found it empty, and that push is a submission of the sleep protocol
 //! (SLEEP.md): after it some worker is awake and will look for work before it sleeps, or
 //! sees `events` changed and looks again. A worker's last look before it sleeps (after
-//! it read `events`: `find_last`) takes the stage whatever its length, or finds it held
-//! by a worker that takes it all, or by the owner, which then publishes what is staged
+//! it read `events`: `find_last`) takes from the stage whatever its length, or finds it
+//! held by a worker (which makes a submission if it leaves jobs), or by the owner, which then publishes what is staged
 //! as a new submission (the pair above), which that worker's sleep check sees (its
 //! `seen` was read before). A job pushed after that look either found the stage empty
 //! (a new submission) or non-empty because of a push after the look, which was itself a
@@ -64,7 +66,16 @@
 //! protocol's own loop.
 //!
 //! Workers take smaller groups than they could only in their last look; while they
-//! spin they take the stage once it holds at least [`TAKE_AT`] jobs.
+//! spin they take the stage once it holds at least [`TAKE_AT`] jobs. A take moves at
+//! most [`TAKE_MAX`] jobs, the oldest, and leaves the rest staged; the taker then makes
+//! a submission (an `events` bump, after it gave the stage back and stored the new
+//! `count`), which covers what it left: the taker itself may have lost its jobs to a
+//! stealer before it ran one, and would otherwise sleep with jobs staged (the loom
+//! model finds that). Any worker whose sleep check read `events` before the bump sees
+//! it and looks again; one that read it after sees `count` non-zero. Bounded, a take
+//! never grows a worker's deque past a few KiB: a burst staged while the workers were
+//! off the CPU (100k jobs and more) would otherwise be moved whole into one deque,
+//! whose buffer grows (fresh pages, each a page fault) and shrinks again per burst.
 //!
 //! A stage's pushes are not a burst (SLEEP.md, "Bursts"): outside callbacks nothing
 //! marks a burst's end, and a worker that took a group must wake another as any worker
@@ -79,6 +90,7 @@ use crate::sync::atomic::{
     fence, AtomicBool, AtomicU8, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release, Ordering::SeqCst,
 };
 use crate::sync::UnsafeCell;
+use std::collections::VecDeque;
 
 const OWNER: u8 = 1;
 const WORKER: u8 = 2;
@@ -86,6 +98,15 @@ const WORKER: u8 = 2;
 /// How many staged jobs a spinning worker waits for before it takes them (its last
 /// look before sleeping takes any number).
 pub(crate) const TAKE_AT: usize = 32;
+
+/// The most jobs one take moves (see the module comment): crossbeam's smallest deque
+/// buffer (64 slots), so that a take into a worker's empty deque never resizes it (a
+/// resize allocates, and frees through the epoch collector: 512 a take cost six). In
+/// the loom models, one: a take then leaves jobs staged.
+#[cfg(not(loom))]
+pub(crate) const TAKE_MAX: usize = 64;
+#[cfg(loom)]
+pub(crate) const TAKE_MAX: usize = 1;
 
 /// Keeps a field on a cache line (pair) of its own.
 #[derive(Default)]
@@ -100,7 +121,8 @@ pub(crate) struct Stage<J> {
     plain: bool,
     /// A worker found the stage held by the owner (a hint: see the module comment).
     want: AtomicBool,
-    staged: UnsafeCell<Vec<J>>,
+    /// Oldest first: the owner pushes at the back, a take moves from the front.
+    staged: UnsafeCell<VecDeque<J>>,
     /// On a cache line of its own: the workers read it in every look.
     count: Line<AtomicUsize>,
 }
@@ -129,8 +151,9 @@ pub(crate) enum Pushed<J> {
 pub(crate) enum Took {
     /// Nothing staged (or fewer than asked for).
     Nothing,
-    /// This many jobs, handed to `into`.
-    Jobs(usize),
+    /// This many jobs, handed to `into`; true: jobs are left staged, which the caller
+    /// makes a submission (see the module comment).
+    Jobs(usize, bool),
     /// The owner holds the stage and will publish (a last look's wish: right after the
     /// push in progress; a spinning look's: at the next push).
     Wanted,
@@ -142,7 +165,7 @@ impl<J> Default for Stage<J> {
             word: AtomicU8::new(0),
             plain: crate::barrier::available(),
             want: AtomicBool::new(false),
-            staged: UnsafeCell::new(Vec::new()),
+            staged: UnsafeCell::new(VecDeque::new()),
             count: Default::default(),
         }
     }
@@ -160,7 +183,7 @@ impl<J> Stage<J> {
         // SAFETY: held.
         let first = self.staged.with_mut(|staged| unsafe {
             let staged = &mut *staged;
-            staged.push(job);
+            staged.push_back(job);
             let len = staged.len();
             if len == 1 || len % TAKE_AT == 0 {
                 // A lower bound is enough for a look, and it is 0 only while the stage
@@ -178,8 +201,8 @@ impl<J> Stage<J> {
             fence(SeqCst);
         }
         if self.want.load(Relaxed) && self.word.compare_exchange(0, OWNER, Acquire, Relaxed).is_ok() {
-            // A worker found the stage held meanwhile (or a taker has it now, and takes
-            // everything).
+            // A worker found the stage held meanwhile (or a taker has it now, and makes
+            // a submission if it leaves jobs).
             published |= self.publish_wanted(&mut publish);
             self.word.store(0, Release);
         }
@@ -191,11 +214,15 @@ impl<J> Stage<J> {
     }
 
     /// Held by the owner: if a worker wanted the jobs, hands them all to `publish`.
-    #[inline]
+    #[inline(always)]
     fn publish_wanted(&self, publish: &mut impl FnMut(J)) -> bool {
-        if !self.want.load(Relaxed) {
-            return false;
-        }
+        self.want.load(Relaxed) && self.publish_all(publish)
+    }
+
+    /// `publish_wanted`'s work, out of line: seldom needed. Returns true.
+    #[cold]
+    #[inline(never)]
+    fn publish_all(&self, publish: &mut impl FnMut(J)) -> bool {
         // Cleared before the jobs go: a later want is seen at the next check.
         self.want.store(false, Relaxed);
         // SAFETY: held.
@@ -204,10 +231,10 @@ impl<J> Stage<J> {
         true
     }
 
-    /// A worker's look (see the module comment): takes every staged job into `into` if
-    /// at least `at_least` (>= 1) are staged, the last staged first (for a LIFO deque,
-    /// whose pops then give them in the order they were staged). `at_least` 1 is the
-    /// last look before sleeping.
+    /// A worker's look (see the module comment): takes the oldest staged jobs (up to
+    /// [`TAKE_MAX`]) into `into` if at least `at_least` (>= 1) are staged, the last of
+    /// them first (for a LIFO deque, whose pops then give them in the order they were
+    /// staged). `at_least` 1 is the last look before sleeping.
     pub(crate) fn take(&self, at_least: usize, into: impl FnMut(J)) -> Took {
         if self.count.0.load(Relaxed) < at_least {
             return Took::Nothing;
@@ -233,16 +260,31 @@ impl<J> Stage<J> {
                         return Took::Wanted;
                     }
                 }
-                Err(_) => return Took::Nothing, // a worker takes everything
+                // A worker takes a group, and makes a submission if it leaves jobs.
+                Err(_) => return Took::Nothing,
             }
         }
-        let n = self.empty_into(true, into);
+        let (n, left) = self.move_oldest(into);
         self.word.store(0, Release);
         if n == 0 {
             Took::Nothing
         } else {
-            Took::Jobs(n)
+            Took::Jobs(n, left)
         }
+    }
+
+    /// Held by a taker: moves the oldest staged jobs (up to [`TAKE_MAX`]) into `into`,
+    /// the last of them first; returns how many, and whether jobs are left staged.
+    fn move_oldest(&self, into: impl FnMut(J)) -> (usize, bool) {
+        // SAFETY: held.
+        self.staged.with_mut(|staged| unsafe {
+            let staged = &mut *staged;
+            let n = staged.len().min(TAKE_MAX);
+            staged.drain(..n).rev().for_each(into);
+            // Exact: the holder's store (0 only if it took everything).
+            self.count.0.store(staged.len(), Relaxed);
+            (n, !staged.is_empty())
+        })
     }
 
     /// Takes every staged job into `into`, waiting while the stage is held: a feeder's
@@ -251,7 +293,13 @@ impl<J> Stage<J> {
         while self.word.compare_exchange(0, WORKER, Acquire, Relaxed).is_err() {
             crate::sync::yield_now();
         }
-        let n = self.empty_into(false, into);
+        // SAFETY: held.
+        let n = self.staged.with_mut(|staged| unsafe {
+            let n = (*staged).len();
+            (*staged).drain(..).for_each(into);
+            n
+        });
+        self.count.0.store(0, Relaxed);
         self.word.store(0, Release);
         n
     }
@@ -265,20 +313,34 @@ impl<J> Stage<J> {
     pub(crate) fn len(&self) -> usize {
         self.count.0.load(Relaxed)
     }
+}
 
-    /// Held: moves the staged jobs out, in order or `reversed`.
-    fn empty_into(&self, reversed: bool, into: impl FnMut(J)) -> usize {
-        // SAFETY: held.
-        let n = self.staged.with_mut(|staged| unsafe {
-            let n = (*staged).len();
-            if reversed {
-                (*staged).drain(..).rev().for_each(into);
-            } else {
-                (*staged).drain(..).for_each(into);
-            }
-            n
-        });
-        self.count.0.store(0, Relaxed);
-        n
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_take_moves_the_oldest_group_and_says_what_is_left() {
+        let stage = Stage::<usize>::default();
+        let n = TAKE_MAX + TAKE_MAX / 2;
+        for job in 0..n {
+            let pushed = stage.push(job, |_| unreachable!("no worker wants them"));
+            assert_eq!(pushed, if job == 0 { Pushed::First } else { Pushed::Behind });
+        }
+        let mut taken = Vec::new();
+        assert_eq!(stage.take(1, |job| taken.push(job)), Took::Jobs(TAKE_MAX, true));
+        // The last of the group first (for a LIFO deque).
+        assert_eq!(taken, (0..TAKE_MAX).rev().collect::<Vec<_>>());
+        assert_eq!(stage.len(), n - TAKE_MAX);
+        // A look that wants more than is left takes nothing.
+        assert_eq!(stage.take(n - TAKE_MAX + 1, |_| unreachable!()), Took::Nothing);
+        taken.clear();
+        assert_eq!(stage.take(1, |job| taken.push(job)), Took::Jobs(n - TAKE_MAX, false));
+        assert_eq!(taken, (TAKE_MAX..n).rev().collect::<Vec<_>>());
+        assert!(stage.is_empty());
+        assert_eq!(stage.take(1, |_| unreachable!()), Took::Nothing);
+        // Empty again: the next push is a submission.
+        assert_eq!(stage.push(n, |_| unreachable!()), Pushed::First);
+        assert_eq!(stage.drain(|_| ()), 1);
     }
 }

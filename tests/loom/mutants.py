@@ -279,8 +279,15 @@ MUTANTS = {
     ),
     "stage: a taker gives the stage back with Release": (
         "src/pool/stage.rs",
-        "        let n = self.empty_into(true, into);\n        self.word.store(0, Release);",
-        "        let n = self.empty_into(true, into);\n        self.word.store(0, Relaxed);",
+        "        let (n, left) = self.move_oldest(into);\n        self.word.store(0, Release);",
+        "        let (n, left) = self.move_oldest(into);\n        self.word.store(0, Relaxed);",
+        "loom_pool_stage_two_jobs",
+    ),
+    "stage: a take that leaves jobs staged makes a submission (the model's Cpu::find_job)": (
+        "src/loom_models/pool.rs",
+        "                    if left {\n                        // Cpu::find_job: jobs left staged (TAKE_MAX is 1 here).\n"
+        "                        self.0.sleep.submitted();\n                    }\n",
+        "",
         "loom_pool_stage_two_jobs",
     ),
     "stage: the owner gives the stage back with Release": (
