@@ -41,6 +41,20 @@ use crate::watch;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 
+/// An owner's timer keeps a handler that packs in two words (crate::timer::Pack).
+impl<H: Handler> crate::timer::Pack for H {
+    #[inline(always)]
+    fn pack(&self) -> Option<[usize; 2]> {
+        Handler::pack(self)
+    }
+
+    #[inline(always)]
+    unsafe fn unpack(words: [usize; 2]) -> Self {
+        // SAFETY: the caller's promise, the same as Handler::unpack's.
+        unsafe { <H as Handler>::unpack(words) }
+    }
+}
+
 impl<H: Handler> Loop<H> {
     // ---- timers -------------------------------------------------------------------
 
@@ -122,8 +136,7 @@ impl<H: Handler> Loop<H> {
         handler: &mut Option<H>,
     ) -> Option<Id> {
         let taken = handler.take().expect("not taken yet");
-        let inert = taken.inert();
-        let (index, generation) = match self.timers.schedule(&mut own.timers, taken, interval_ns, inert) {
+        let (index, generation) = match self.timers.schedule(&mut own.timers, taken, interval_ns) {
             Ok(record) => record,
             Err(back) => {
                 *handler = Some(back);

@@ -23,13 +23,16 @@
 //! * `wheel.rs`: the hierarchical wheel and its level arithmetic, with O(1) removal.
 //! * `lazy.rs`: the owner's wheel, whose cancelled entries stay until met.
 //! * `table.rs`: the owner's timer records and the cancel protocol.
+//! * `chunks.rs`: where the records live, and handlers packed in two words.
 //! * `own.rs`: the owner's side of the table (its wheel, free list and counts).
 
+mod chunks;
 mod lazy;
 mod own;
 mod table;
 mod wheel;
 
+pub use chunks::Pack;
 pub use lazy::{Entry, LazyWheel};
 pub use own::OwnTimers;
 pub use table::{Begin, Table};
