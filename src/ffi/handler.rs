@@ -96,6 +96,18 @@ impl Handler for CHandler {
         self.free_fn.is_none()
     }
 
+    #[inline(always)]
+    fn pack(&self) -> Option<[usize; 2]> {
+        self.free_fn.is_none().then_some([self.func as usize, self.user_data as usize])
+    }
+
+    #[inline(always)]
+    unsafe fn unpack(words: [usize; 2]) -> Self {
+        // SAFETY: `words[0]` is `func` as `pack` made it (the caller's promise).
+        let func = unsafe { std::mem::transmute::<usize, unsafe extern "C" fn()>(words[0]) };
+        CHandler { func, user_data: words[1] as *mut c_void, free_fn: None }
+    }
+
     /// Inlined: a post's or a timer's call (the callers that run them by the million)
     /// is then a counter, the watchdog's flag and the C call.
     #[inline(always)]

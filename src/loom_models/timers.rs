@@ -13,6 +13,8 @@ use loom::thread;
 /// A handler that counts its drops (its end: `free_fn` in C).
 struct Handler(LoomArc<AtomicUsize>);
 
+impl crate::timer::Pack for Handler {}
+
 impl Drop for Handler {
     fn drop(&mut self) {
         self.0.fetch_add(1, SeqCst);
@@ -37,7 +39,7 @@ fn cancel_against_fire_and_reuse(reused: bool) {
     let drops = LoomArc::new(AtomicUsize::new(0));
     if reused {
         // A timer Z in the first record, cancelled: the record is free, generation 2.
-        let (z, gz) = table.schedule(&mut own, Handler(drops.clone()), 0, false).ok().unwrap();
+        let (z, gz) = table.schedule(&mut own, Handler(drops.clone()), 0).ok().unwrap();
         assert!(table.cancel_owned(&mut own, z, gz).unwrap().is_some());
     }
     let base = usize::from(reused);
@@ -46,7 +48,7 @@ fn cancel_against_fire_and_reuse(reused: bool) {
         let table = table.clone();
         thread::spawn(move || table.cancel_foreign(a, ga).map(|handler| handler.is_some()))
     };
-    assert_eq!(table.schedule(&mut own, Handler(drops.clone()), 0, false).ok(), Some((a, ga)));
+    assert_eq!(table.schedule(&mut own, Handler(drops.clone()), 0).ok(), Some((a, ga)));
     let called = match table.begin(&mut own, a, ga) {
         Begin::Call { handler, .. } => {
             let over = table.finish(&mut own, a, ga, handler);
@@ -59,7 +61,7 @@ fn cancel_against_fire_and_reuse(reused: bool) {
             unreachable!("the owner waits for a claimed record")
         }
     };
-    let (b, _) = table.schedule(&mut own, Handler(drops.clone()), 0, false).ok().expect("room");
+    let (b, _) = table.schedule(&mut own, Handler(drops.clone()), 0).ok().expect("room");
     let cancelled = canceller.join().unwrap();
     match cancelled {
         Ok(true) => assert!(!called, "cancelled, then called"),
@@ -82,7 +84,7 @@ fn loom_timers_cancel_of_an_every_timer_in_its_call() {
         let table = LoomArc::new(Table::<Handler>::default());
         let mut own = OwnTimers::new(0);
         let drops = LoomArc::new(AtomicUsize::new(0));
-        let (a, ga) = table.schedule(&mut own, Handler(drops.clone()), 5, false).ok().expect("room");
+        let (a, ga) = table.schedule(&mut own, Handler(drops.clone()), 5).ok().expect("room");
         let Begin::Call { handler, interval_ns: 5 } = table.begin(&mut own, a, ga) else {
             unreachable!("nobody else touched it yet")
         };
@@ -117,14 +119,14 @@ fn loom_timers_owner_cancel_against_foreign_cancel() {
         let table = LoomArc::new(Table::<Handler>::default());
         let mut own = OwnTimers::new(0);
         let drops = LoomArc::new(AtomicUsize::new(0));
-        let (a, ga) = table.schedule(&mut own, Handler(drops.clone()), 0, false).ok().expect("room");
+        let (a, ga) = table.schedule(&mut own, Handler(drops.clone()), 0).ok().expect("room");
         let canceller = {
             let table = table.clone();
             thread::spawn(move || table.cancel_foreign(a, ga).map(|handler| handler.is_some()))
         };
         let by_owner = table.cancel_owned(&mut own, a, ga);
         let by_owner = by_owner.map(|handler| handler.is_some());
-        let (b, gb) = table.schedule(&mut own, Handler(drops.clone()), 0, false).ok().expect("room");
+        let (b, gb) = table.schedule(&mut own, Handler(drops.clone()), 0).ok().expect("room");
         let by_other = canceller.join().unwrap();
         match (by_owner, by_other) {
             (Ok(true), Err(())) => assert_eq!(b, a, "the owner's cancel frees the record at once"),

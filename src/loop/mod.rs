@@ -140,10 +140,24 @@ pub trait Handler: Send + Sized + 'static {
     /// its end must not run (the C layer does not call `free_fn`).
     fn refused(self) {}
 
-    /// True when dropping this handler does nothing (C's without a `free_fn`): the
-    /// owner's timer cancel then forgets it without reading it (crate::timer::Table).
+    /// True when dropping this handler does nothing (C's without a `free_fn`).
     fn inert(&self) -> bool {
         false
+    }
+
+    /// This handler as two words, when its drop does nothing (C's callback and user
+    /// data, without a `free_fn`): a one-shot timer then keeps it in 16 bytes, and the
+    /// owner's cancel forgets it unread (crate::timer::Pack).
+    fn pack(&self) -> Option<[usize; 2]> {
+        None
+    }
+
+    /// The handler [`pack`](Handler::pack) gave `words` for. Safety: `words` came from
+    /// `pack` of a handler that was then forgotten; once.
+    #[allow(clippy::missing_safety_doc)]
+    unsafe fn unpack(words: [usize; 2]) -> Self {
+        let _ = words;
+        unreachable!("a handler that does not pack was unpacked")
     }
 }
 

@@ -41,6 +41,20 @@ use crate::watch;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 
+/// An owner's timer keeps a handler that packs in two words (crate::timer::Pack).
+impl<H: Handler> crate::timer::Pack for H {
+    #[inline(always)]
+    fn pack(&self) -> Option<[usize; 2]> {
+        Handler::pack(self)
+    }
+
+    #[inline(always)]
+    unsafe fn unpack(words: [usize; 2]) -> Self {
+        // SAFETY: the caller's promise, the same as Handler::unpack's.
+        unsafe { <H as Handler>::unpack(words) }
+    }
+}
+
 impl<H: Handler> Loop<H> {
     // ---- timers -------------------------------------------------------------------
 
@@ -83,9 +97,13 @@ impl<H: Handler> Loop<H> {
         if delay_ms > timer::MAX_DELAY_MS || fork::is_child() || self.closed.load(SeqCst) {
             return Err(handler);
         }
-        let deadline_ns = if delay_ms == 0 { 0 } else { sys::now_ns() + delay_ms * timer::NS_PER_MS };
         let mut slot = Some(handler);
-        match self.as_owner(|own, how| self.schedule_owned(own, how, deadline_ns, 0, &mut slot)) {
+        let scheduled = self.as_owner(|own, how| {
+            // The owner's clock: the monotonic clock, read through the TSC (timer::Clock).
+            let deadline_ns = if delay_ms == 0 { 0 } else { own.timers.clock.now() + delay_ms * timer::NS_PER_MS };
+            self.schedule_owned(own, how, deadline_ns, 0, &mut slot)
+        });
+        match scheduled {
             Some(Some(id)) => Ok(id),
             _ => Err(slot.take().expect("not taken: refused")),
         }
@@ -122,8 +140,7 @@ impl<H: Handler> Loop<H> {
         handler: &mut Option<H>,
     ) -> Option<Id> {
         let taken = handler.take().expect("not taken yet");
-        let inert = taken.inert();
-        let (index, generation) = match self.timers.schedule(&mut own.timers, taken, interval_ns, inert) {
+        let (index, generation) = match self.timers.schedule(&mut own.timers, taken, interval_ns) {
             Ok(record) => record,
             Err(back) => {
                 *handler = Some(back);

@@ -1,14 +1,15 @@
 //! The owner's side of its timer table (`table.rs`): its wheel, the head of its free
 //! records, and its counts. Only the loop's owner touches it (`crate::r#loop` owner.rs).
 
-/// No record (the end of the free list).
-pub(super) const NIL: u32 = u32::MAX;
-
 /// The owner's side of the table: its free records, its wheel, and how many timers it
 /// holds.
 pub struct OwnTimers {
     pub wheel: super::LazyWheel,
-    pub(super) free_head: u32,
+    /// The clock of the owner's new deadlines.
+    pub clock: super::Clock,
+    /// The free records' indices (the last freed is reused first, while it is likely
+    /// still in the cache).
+    pub(super) free: Vec<u32>,
     /// Timers scheduled and not yet ended by the owner (cancelled by another thread
     /// and not yet met included).
     pub(super) live: usize,
@@ -23,7 +24,14 @@ pub struct OwnTimers {
 
 impl OwnTimers {
     pub fn new(base_ns: u64) -> OwnTimers {
-        OwnTimers { wheel: super::LazyWheel::new(base_ns), free_head: NIL, live: 0, budget: 0, reclaimed: 0 }
+        OwnTimers {
+            wheel: super::LazyWheel::new(base_ns),
+            clock: super::Clock::new(),
+            free: Vec::new(),
+            live: 0,
+            budget: 0,
+            reclaimed: 0,
+        }
     }
 
     /// How many records of timers other threads cancelled were reclaimed since the last

@@ -1,10 +1,65 @@
 //! Unit tests of the owner's timer table (`table.rs`).
 
+use super::super::chunks::FIRST_CHUNK;
 use super::*;
+
+impl Pack for Box<u32> {}
+
+/// Inert, packs: as C's handler without a `free_fn`.
+impl Pack for () {
+    fn pack(&self) -> Option<[usize; 2]> {
+        Some([0, 0])
+    }
+
+    unsafe fn unpack(_: [usize; 2]) -> Self {}
+}
+
+/// Packs (it has no drop), and says which timer it was.
+#[derive(Debug, PartialEq)]
+struct Word(usize);
+
+impl Pack for Word {
+    fn pack(&self) -> Option<[usize; 2]> {
+        Some([self.0, !self.0])
+    }
+
+    unsafe fn unpack(words: [usize; 2]) -> Self {
+        assert_eq!(words[1], !words[0], "packed words come back whole");
+        Word(words[0])
+    }
+}
+
+#[test]
+fn packed_handlers_come_back_from_calls_cancels_and_the_end() {
+    let table = Table::<Word>::default();
+    let mut own = OwnTimers::new(0);
+    let (a, ga) = table.schedule(&mut own, Word(1), 0).ok().unwrap();
+    let (b, gb) = table.schedule(&mut own, Word(2), 0).ok().unwrap();
+    let (c, gc) = table.schedule(&mut own, Word(3), 0).ok().unwrap();
+    // An `every` timer is never packed: its handler goes back after each call.
+    let (e, ge) = table.schedule(&mut own, Word(4), 5).ok().unwrap();
+    assert_eq!(table.cancel_foreign(a, ga), Ok(Some(Word(1))));
+    assert_eq!(table.cancel_owned(&mut own, b, gb), Ok(None), "forgotten unread");
+    let Begin::Call { handler, interval_ns: 0 } = table.begin(&mut own, c, gc) else { panic!() };
+    assert_eq!(handler, Word(3));
+    assert_eq!(table.finish(&mut own, c, gc, handler), Some(Word(3)));
+    let Begin::Call { handler, interval_ns: 5 } = table.begin(&mut own, e, ge) else { panic!() };
+    assert_eq!(table.finish(&mut own, e, ge, handler), None);
+    // Reused records: packed where a body was, and the other way round.
+    let (f, gf) = table.schedule(&mut own, Word(5), 7).ok().unwrap();
+    let (g, gg) = table.schedule(&mut own, Word(6), 0).ok().unwrap();
+    assert!(gf > 1 && gg > 1);
+    assert_eq!(table.cancel_owned(&mut own, f, gf), Ok(Some(Word(5))));
+    let mut ended = table.end_all(&mut own);
+    ended.sort_by_key(|w| w.0);
+    assert_eq!(ended, vec![Word(4), Word(6)]);
+    assert_eq!(table.cancel_foreign(g, gg), Err(()));
+    assert_eq!(own.live(), 0);
+}
 
 #[test]
 fn record_indices_map_onto_chunks_without_gaps() {
-    type T = Table<()>;
+    type T = Chunks<()>;
     let mut expected = (0, 0);
     for index in 0..100_000u32 {
         assert_eq!(T::locate(index), expected, "index {index}");
@@ -20,8 +75,8 @@ fn record_indices_map_onto_chunks_without_gaps() {
 fn cancels_and_calls_settle_once() {
     let table = Table::<Box<u32>>::default();
     let mut own = OwnTimers::new(0);
-    let (a, ga) = table.schedule(&mut own, Box::new(1), 0, false).ok().unwrap();
-    let (b, gb) = table.schedule(&mut own, Box::new(2), 5, false).ok().unwrap();
+    let (a, ga) = table.schedule(&mut own, Box::new(1), 0).ok().unwrap();
+    let (b, gb) = table.schedule(&mut own, Box::new(2), 5).ok().unwrap();
     assert_eq!(own.live(), 2);
     // Another thread cancels a; the owner's cancel and firing of it then fail.
     assert_eq!(table.cancel_foreign(a, ga), Ok(Some(Box::new(1))));
@@ -37,7 +92,7 @@ fn cancels_and_calls_settle_once() {
     assert_eq!(table.finish(&mut own, b, gb, handler), Some(Box::new(2)));
     assert_eq!(own.live(), 0);
     // The records are reused with new generations; old ids match nothing.
-    let (c, gc) = table.schedule(&mut own, Box::new(3), 0, false).ok().unwrap();
+    let (c, gc) = table.schedule(&mut own, Box::new(3), 0).ok().unwrap();
     assert!(c == a || c == b);
     assert!(gc > 1);
     assert_eq!(table.cancel_foreign(a, ga), Err(()));
@@ -45,7 +100,7 @@ fn cancels_and_calls_settle_once() {
     let Begin::Call { handler, .. } = table.begin(&mut own, c, gc) else { panic!() };
     assert_eq!(table.cancel_owned(&mut own, c, gc), Err(()), "a one-shot call has begun");
     assert_eq!(table.finish(&mut own, c, gc, handler), Some(Box::new(3)));
-    let (d, gd) = table.schedule(&mut own, Box::new(4), 0, false).ok().unwrap();
+    let (d, gd) = table.schedule(&mut own, Box::new(4), 0).ok().unwrap();
     assert_eq!(table.end_all(&mut own), vec![Box::new(4)]);
     assert_eq!(table.cancel_foreign(d, gd), Err(()));
     assert_eq!(own.live(), 0);
@@ -72,10 +127,11 @@ fn owner_cancels_keep_stale_entries_bounded_and_clear_the_wheel_at_the_end() {
         // Bursts of schedules, then cancels of most of them in random order.
         let burst = 1 + next() as usize % 20_000;
         for _ in 0..burst {
-            let (index, generation) = table.schedule(&mut own, (), 0, true).ok().unwrap();
+            let (index, generation) = table.schedule(&mut own, (), 0).ok().unwrap();
             // The owner's lookup (biased chunk bases) finds the record any thread finds.
-            let (record, body) = table.record(index).unwrap();
-            assert!(std::ptr::eq(table.owned_pair(index).0, record) && std::ptr::eq(table.body(index), body));
+            let (parts, owned) = (table.chunks.get(index).unwrap(), table.chunks.owned(index));
+            assert!(std::ptr::eq(owned.record, parts.record) && std::ptr::eq(owned.packed, parts.packed));
+            assert!(std::ptr::eq(owned.body, parts.body));
             let deadline_ns = 1_000_000_000 + next() % 60_000_000_000;
             own.wheel.insert(super::super::Entry { deadline_ns, index, generation });
             live.push((index, generation));
@@ -87,7 +143,7 @@ fn owner_cancels_keep_stale_entries_bounded_and_clear_the_wheel_at_the_end() {
             let before = own.wheel.len();
             assert_eq!(table.cancel_owned(&mut own, index, generation), Ok(None));
             swept |= own.wheel.len() < before;
-            let count = table.count.load(Relaxed) as usize;
+            let count = table.chunks.count.load(Relaxed) as usize;
             let bound = own.live() + (2 * own.live()).max(count) + 4097;
             assert!(own.wheel.len() <= bound, "{} entries, {} live, {count} records", own.wheel.len(), own.live());
             assert_eq!(own.live(), live.len());

@@ -304,20 +304,20 @@ MUTANTS = {
     ),
     "timers: schedule publishes ARMED with Release": (
         "src/timer/table.rs",
-        "        record.state.store(state(generation, ARMED), Release);",
-        "        record.state.store(state(generation, ARMED), Relaxed);",
+        "        record.state.store(state(generation, ARMED) | flag, Release);",
+        "        record.state.store(state(generation, ARMED) | flag, Relaxed);",
         "loom_timers_cancel_against_fire_and_reuse",
     ),
     "timers: a never-used record is published by `count` with Release": (
         "src/timer/table.rs",
-        "        self.count.store(index + 1, Release);",
-        "        self.count.store(index + 1, Relaxed);",
+        "        self.chunks.count.store(index + 1, Release);",
+        "        self.chunks.count.store(index + 1, Relaxed);",
         "loom_timers_cancel_against_fire_and_reuse",
     ),
     "timers: a canceller's claim is Acquire": (
         "src/timer/table.rs",
-        "            if record.state.compare_exchange(armed, state(generation, CLAIMED), Acquire, Relaxed).is_err() {",
-        "            if record.state.compare_exchange(armed, state(generation, CLAIMED), Relaxed, Relaxed).is_err() {",
+        "            if record.state.compare_exchange(current, claimed, Acquire, Relaxed).is_err() {",
+        "            if record.state.compare_exchange(current, claimed, Relaxed, Relaxed).is_err() {",
         "loom_timers_cancel_against_fire_and_reuse",
     ),
     "timers: a canceller stores CANCELLED with Release": (
@@ -334,8 +334,8 @@ MUTANTS = {
     ),
     "timers: the owner's cancel claims the record by CAS while another thread cancels": (
         "src/timer/table.rs",
-        "        record.state.compare_exchange(armed, free, Acquire, Relaxed).is_ok()\n",
-        "        let ok = record.state.load(Relaxed) == armed;\n        if ok {\n            record.state.store(free, Relaxed);\n        }\n        ok\n",
+        "        record.state.compare_exchange(current, free, Acquire, Relaxed).ok()\n",
+        "        record.state.store(free, Relaxed);\n        Some(current)\n",
         "loom_timers_owner_cancel_against_foreign_cancel",
     ),
     "timers: the owner's plain cancel looks for cancels from other threads": (
@@ -370,7 +370,7 @@ MUTANTS = {
     ),
     "timers: firing claims the record by CAS": (
         "src/timer/table.rs",
-        "                if record.state.compare_exchange(armed, running, Acquire, Relaxed).is_err() {\n                    continue;\n                }",
+        "                if record.state.compare_exchange(current, running, Acquire, Relaxed).is_err() {\n                    continue;\n                }",
         "                record.state.store(running, Relaxed);",
         "loom_timers_cancel_against_fire_and_reuse",
     ),
