@@ -97,13 +97,9 @@ impl<H: Handler> Loop<H> {
         if delay_ms > timer::MAX_DELAY_MS || fork::is_child() || self.closed.load(SeqCst) {
             return Err(handler);
         }
+        let deadline_ns = if delay_ms == 0 { 0 } else { sys::now_ns() + delay_ms * timer::NS_PER_MS };
         let mut slot = Some(handler);
-        let scheduled = self.as_owner(|own, how| {
-            // The owner's clock: the monotonic clock, read through the TSC (timer::Clock).
-            let deadline_ns = if delay_ms == 0 { 0 } else { own.timers.clock.now() + delay_ms * timer::NS_PER_MS };
-            self.schedule_owned(own, how, deadline_ns, 0, &mut slot)
-        });
-        match scheduled {
+        match self.as_owner(|own, how| self.schedule_owned(own, how, deadline_ns, 0, &mut slot)) {
             Some(Some(id)) => Ok(id),
             _ => Err(slot.take().expect("not taken: refused")),
         }

@@ -24,18 +24,15 @@
 //! * `lazy.rs`: the owner's wheel, whose cancelled entries stay until met.
 //! * `table.rs`: the owner's timer records and the cancel protocol.
 //! * `chunks.rs`: where the records live, and handlers packed in two words.
-//! * `clock.rs`: the owner's clock for deadlines (the monotonic clock, through the TSC).
 //! * `own.rs`: the owner's side of the table (its wheel, free list and counts).
 
 mod chunks;
-mod clock;
 mod lazy;
 mod own;
 mod table;
 mod wheel;
 
 pub use chunks::Pack;
-pub use clock::Clock;
 pub use lazy::{Entry, LazyWheel};
 pub use own::OwnTimers;
 pub use table::{Begin, Table};

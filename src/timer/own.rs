@@ -5,8 +5,6 @@
 /// holds.
 pub struct OwnTimers {
     pub wheel: super::LazyWheel,
-    /// The clock of the owner's new deadlines.
-    pub clock: super::Clock,
     /// The free records' indices (the last freed is reused first, while it is likely
     /// still in the cache).
     pub(super) free: Vec<u32>,
@@ -24,14 +22,7 @@ pub struct OwnTimers {
 
 impl OwnTimers {
     pub fn new(base_ns: u64) -> OwnTimers {
-        OwnTimers {
-            wheel: super::LazyWheel::new(base_ns),
-            clock: super::Clock::new(),
-            free: Vec::new(),
-            live: 0,
-            budget: 0,
-            reclaimed: 0,
-        }
+        OwnTimers { wheel: super::LazyWheel::new(base_ns), free: Vec::new(), live: 0, budget: 0, reclaimed: 0 }
     }
 
     /// How many records of timers other threads cancelled were reclaimed since the last
