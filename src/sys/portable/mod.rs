@@ -13,6 +13,9 @@
 //!   On epoll (Linux, where polling's backend is epoll) a wait is one `epoll_wait` on
 //!   the poller's own fd, not polling's wait, which makes five system calls (`direct.rs`).
 //!   On poll(2), a busy loop's blocking wait looks first (`Shared::look_then_wait`).
+//!   A wait through the loop's [`WaitSlot`] (`slot.rs`) takes no lock: the waiter is
+//!   kept in the `Events` between waits, and a bell is looked up under the members'
+//!   lock only when an event's key may be a bell's (`Shared::drained_keys`).
 //! * [`Bell`]: a non-blocking pipe; [`ring`] writes a byte, `drain` reads them all.
 //! * [`TimerWake`] (`wake.rs`): on kqueue a `Timer` filter in the loop's poller, so that
 //!   poller's fd turns readable at the deadline; elsewhere the deadline bounds the
