@@ -13,7 +13,8 @@
 //! libuv measures idle time only once configured to: busy and idle time (a read when
 //! `run` begins and ends, and two around each wait that may block; none in a pass that
 //! does not wait) and timer lateness (one read per timer call, kept for the last [`WINDOW`]
-//! calls in a ring that is allocated then). A loop nobody watches pays two plain adds
+//! calls in a ring that is allocated then; read on the time-stamp counter where the CPU
+//! vouches for it, see [`clock`]). A loop nobody watches pays two plain adds
 //! per pass and one per callback.
 //!
 //! Busy and idle time are read on the coarse clock (`sys::coarse_now_ns`, a sixth of
@@ -22,7 +23,10 @@
 //! time since the first read, to a step), and a pass shorter than a step is counted
 //! as a whole step with the probability that a step falls inside it, as long as the
 //! passes are not in step with the tick. Lateness, a single interval per sample, is
-//! read on the precise clock.
+//! read on the precise clock, or on the counter scaled against it ([`clock`]: to a few
+//! ns below a millisecond, precisely past one).
+
+mod clock;
 
 use crate::watchdog::Kind;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
@@ -51,6 +55,8 @@ pub struct Metrics {
     watched: AtomicBool,
     late_next: AtomicU64,
     late: OnceLock<Box<[AtomicU64; WINDOW]>>,
+    /// What lateness is read on (set up with `late`).
+    clock: clock::LateClock,
 }
 
 /// Adds `n` to a counter only the calling thread writes.
@@ -152,9 +158,19 @@ impl Metrics {
         }
     }
 
+    /// A timer due at `deadline_ns` (on `sys::now_ns`'s clock) is being called now
+    /// (watched only): its lateness is kept.
+    #[inline]
+    pub fn timer_called(&self, deadline_ns: u64) {
+        // After the ring: `late` set means the clock's `begin` has run (and is seen).
+        if self.late.get().is_some() {
+            self.lateness(self.clock.now_ns().saturating_sub(deadline_ns));
+        }
+    }
+
     /// A timer's callback started `late_ns` after its deadline (watched only).
     #[inline]
-    pub fn lateness(&self, late_ns: u64) {
+    fn lateness(&self, late_ns: u64) {
         let Some(late) = self.late.get() else { return };
         let n = self.late_next.load(Relaxed);
         late[(n % WINDOW as u64) as usize].store(late_ns, Relaxed);
@@ -164,7 +180,10 @@ impl Metrics {
     /// The counters at `now_ns` (the coarse clock; any thread); turns measuring on for
     /// later passes.
     pub fn snapshot(&self, now_ns: u64) -> Snapshot {
-        let ring = self.late.get_or_init(|| Box::new([const { AtomicU64::new(0) }; WINDOW]));
+        let ring = self.late.get_or_init(|| {
+            self.clock.begin();
+            Box::new([const { AtomicU64::new(0) }; WINDOW])
+        });
         self.watched.store(true, Relaxed);
         let samples = self.late_next.load(Relaxed).min(WINDOW as u64) as usize;
         let mut late: Vec<u64> = ring[..samples].iter().map(|l| l.load(Relaxed)).collect();

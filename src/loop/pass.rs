@@ -453,7 +453,7 @@ impl<H: Handler> Loop<H> {
             };
             let id = slots::timer_id(self.tag, index, generation);
             if self.metrics.watched() {
-                self.metrics.lateness(sys::now_ns().saturating_sub(deadline_ns));
+                self.metrics.timer_called(deadline_ns);
             }
             pool::deferring_wakeups(|| handler.call(self, id, Event::Timer));
             ran += 1;
@@ -594,7 +594,7 @@ impl<H: Handler> Loop<H> {
                 (handler, Some(core.entries.remove_at(index)))
             } else if let Kind::Timer { interval_ns } = core.entries.at(index).kind {
                 if self.metrics.watched() {
-                    self.metrics.lateness(sys::now_ns().saturating_sub(core.wheel.deadline_ns(index)));
+                    self.metrics.timer_called(core.wheel.deadline_ns(index));
                 }
                 if interval_ns > 0 {
                     let now = sys::now_ns();

@@ -80,7 +80,8 @@ mod unix;
 pub use backend::{call, ring, Bell, Events, Outer, Poller, TimerWake, WaitSlot};
 pub use unix::{
     close_fds_above_stderr_except, coarse_now_ns, coarse_resolution_ns, errno, fd_is_open, first_realtime_signal,
-    grow_pipe, name_this_thread, now_ns, pipe, send_all, set_errno, socketpair, thread_id, ChildWatch,
+    grow_pipe, name_this_thread, now_ns, pipe, send_all, set_errno, socketpair, thread_id, ticks, ticks_are_steady,
+    ChildWatch,
 };
 
 /// Interest and readiness: the fd can be read without blocking (or is at its end).

@@ -46,6 +46,36 @@ pub fn coarse_now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// The CPU's time-stamp counter (x86_64's `rdtsc`), in ticks of a rate
+/// [`ticks_are_steady`] vouches for; 0 where there is no such counter (other
+/// architectures, Miri). Not on the time line of [`now_ns`]: a caller scales it against
+/// precise reads (`metrics::clock`). A few ns where a precise read costs 20-40 on a VM.
+#[inline(always)]
+pub fn ticks() -> u64 {
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    // SAFETY: rdtsc exists on every x86_64 CPU and only reads the counter.
+    return unsafe { core::arch::x86_64::_rdtsc() };
+    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+    0
+}
+
+/// Whether [`ticks`] counts at one constant rate, on every core and through the CPU's
+/// sleep states: the "invariant TSC" the CPU reports (CPUID leaf 0x8000_0007, EDX bit
+/// 8; Linux's `constant_tsc` and `nonstop_tsc` flags). Asked once. False elsewhere.
+pub fn ticks_are_steady() -> bool {
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    {
+        use core::arch::x86_64::__cpuid;
+        static STEADY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *STEADY.get_or_init(|| {
+            // Leaf 0x8000_0007 is asked only when the highest extended leaf reaches it.
+            __cpuid(0x8000_0000).eax >= 0x8000_0007 && __cpuid(0x8000_0007).edx & (1 << 8) != 0
+        })
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+    false
+}
+
 /// How far apart the coarse clock's readings step, in ns (asked once).
 pub fn coarse_resolution_ns() -> u64 {
     static RES: std::sync::OnceLock<u64> = std::sync::OnceLock::new();

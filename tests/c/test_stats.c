@@ -132,6 +132,37 @@ TEST(busy_idle_and_timer_lateness_are_measured_once_read) {
     weft_loop_free(lp);
 }
 
+/* Behind a callback shorter than a millisecond, a timer's lateness may be read on the
+ * CPU's counter, scaled against the clock (src/metrics/clock.rs): still no less than
+ * that callback took. Two timers due together (20 ms on: the scale is known by then),
+ * each spinning 800 us: the second to run is at least 800 us late, less the time
+ * between scheduling the two (a lower bound: load only makes lateness larger), to the
+ * counter's error (a few ns, 10 us allowed; a wrong scale is off by far more). */
+static void spin_cb(weft_loop *lp, weft_id id, void *ud) {
+    (void)lp; (void)id; (void)ud;
+    uint64_t until = now_ns() + 800000;
+    while (now_ns() < until) {
+    }
+}
+
+TEST(lateness_behind_a_sub_millisecond_callback_counts_it) {
+    weft_loop *lp = weft_loop_new();
+    REQUIRE(lp != NULL);
+    read_stats(lp); /* turns measuring on */
+    uint64_t t0 = now_ns();
+    CHECK_ID(weft_timer_after(lp, 20, spin_cb, NULL, NULL));
+    CHECK_ID(weft_timer_after(lp, 20, spin_cb, NULL, NULL));
+    uint64_t gap = now_ns() - t0;
+    CHECK_OK(weft_loop_run(lp, WEFT_RUN_DEFAULT));
+    weft_loop_stats s = read_stats(lp);
+    CHECK_EQ(s.timer_late_samples, 2);
+    /* 10 us: what a reading on the counter may be behind (src/metrics/clock.rs) */
+    CHECK_MSG(s.timer_late_max_ns + gap + 10000 >= 800000, "max lateness %llu ns (+ %llu) behind an 800 us callback",
+              (unsigned long long)s.timer_late_max_ns, (unsigned long long)gap);
+    CHECK_MSG(s.timer_late_max_ns < 10000000000ull, "max lateness %llu ns", (unsigned long long)s.timer_late_max_ns);
+    weft_loop_free(lp);
+}
+
 /* A reader sees a blocking callback as busy time while it still blocks. */
 TEST(a_callback_that_blocks_shows_as_busy_while_it_runs) {
     weft_loop *lp = weft_loop_new();

@@ -13,6 +13,9 @@
 //!   On epoll (Linux, where polling's backend is epoll) a wait is one `epoll_wait` on
 //!   the poller's own fd, not polling's wait, which makes five system calls (`direct.rs`).
 //!   On poll(2), a busy loop's blocking wait looks first (`Shared::look_then_wait`).
+//!   A wait through the loop's [`WaitSlot`] (`slot.rs`) takes no lock: the waiter is
+//!   kept in the `Events` between waits, and a bell is looked up under the members'
+//!   lock only when an event's key may be a bell's (`Shared::drained_keys`).
 //! * [`Bell`]: a non-blocking pipe; [`ring`] writes a byte, `drain` reads them all.
 //! * [`TimerWake`] (`wake.rs`): on kqueue a `Timer` filter in the loop's poller, so that
 //!   poller's fd turns readable at the deadline; elsewhere the deadline bounds the
@@ -29,9 +32,11 @@
 #[cfg(weft_polling_epoll)]
 mod direct;
 mod outer;
+mod slot;
 mod wake;
 
 pub use outer::Outer;
+pub use slot::WaitSlot;
 pub use wake::{ring, Bell, TimerWake};
 
 use super::unix::fd_is_open;
@@ -39,7 +44,7 @@ use super::{EDGE, ERROR, HANGUP, READABLE, WRITABLE};
 use std::io;
 use std::num::NonZeroUsize;
 use std::os::fd::{BorrowedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Release, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -72,6 +77,12 @@ pub(super) struct Shared {
     poller: polling::Poller,
     /// Members added with `EDGE` (bells): (key, fd), drained when reported.
     drained: Mutex<Vec<(usize, RawFd)>>,
+    /// A bit (`key_bit`) for the key of every member ever in `drained`: a wait whose
+    /// events have none of them set drains nothing, and takes no lock to know it. Bits
+    /// are set before the member is added to the poller and never cleared (a bit of a
+    /// member gone costs a lock). A wait that missed a bit set meanwhile leaves the bell
+    /// undrained: it is level-triggered, so the next wait reports it again.
+    drained_keys: AtomicU64,
     /// Every member, to remove one reported as closed and to re-arm one-shot members.
     members: Mutex<Vec<Member>>,
     /// The backend has no level mode (event ports): members are one-shot, re-armed after
@@ -126,6 +137,7 @@ impl Poller {
         let shared = Shared {
             poller,
             drained: Mutex::new(Vec::new()),
+            drained_keys: AtomicU64::new(0),
             members: Mutex::new(Vec::new()),
             rearm,
             timer_key: AtomicU64::new(NEVER),
@@ -144,6 +156,9 @@ impl Poller {
         if members.iter().any(|m| m.fd == fd) {
             return Err(io::Error::from_raw_os_error(libc::EEXIST));
         }
+        if interest & EDGE != 0 {
+            self.shared.drained_keys.fetch_or(key_bit(key), SeqCst);
+        }
         // SAFETY: the caller removes `fd` before closing it (or the poller removes it when
         // it reports it closed).
         unsafe { self.shared.poller.add_with_mode(fd, interest_event(key, interest), self.shared.mode()) }?;
@@ -161,6 +176,9 @@ impl Poller {
             drop(members);
             return self.add(fd, interest, key);
         };
+        if interest & EDGE != 0 {
+            self.shared.drained_keys.fetch_or(key_bit(key), SeqCst);
+        }
         // SAFETY: a member is open until its owner removes it.
         let source = unsafe { BorrowedFd::borrow_raw(fd) };
         self.shared.poller.modify_with_mode(source, interest_event(key, interest), self.shared.mode())?;
@@ -222,6 +240,13 @@ fn check_pollable(fd: RawFd) -> io::Result<()> {
         libc::S_IFREG | libc::S_IFDIR => Err(io::Error::from_raw_os_error(libc::EPERM)),
         _ => Ok(()),
     }
+}
+
+/// A key's bit in `Shared::drained_keys` (the top 6 bits of a multiplicative hash: keys
+/// differ in their low bits, watch ids, or their high ones, the loop's own keys).
+#[inline]
+fn key_bit(key: u64) -> u64 {
+    1 << (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -288,7 +313,10 @@ impl Shared {
             events.busy = !events.out.is_empty();
         }
         if block {
-            self.waiting.store(false, SeqCst);
+            // Release is enough: a TimerWake::arm that still reads `true` notifies a wait
+            // that has ended, which makes the next wait return once, empty; each wait's
+            // own Dekker is its SeqCst store of `true` above.
+            self.waiting.store(false, Release);
         }
         match result {
             Ok(()) => {}
@@ -363,15 +391,22 @@ impl Shared {
     /// What the reported members need: one reported closed is forgotten (its event
     /// dropped), a bell is drained, a one-shot member is armed again.
     fn settle(&self, out: &mut Vec<Event>) {
-        let mut closed = false;
-        {
+        // One look at the events: whether one may be a bell's, whether one is closed.
+        let drained_keys = self.drained_keys.load(SeqCst);
+        let (mut bell, mut closed) = (false, false);
+        for ev in out.iter() {
+            bell |= ev.readiness != 0 && drained_keys & key_bit(ev.key) != 0;
+            closed |= ev.readiness == 0;
+        }
+        if bell {
+            // Under the lock: a member is not removed (and its fd closed) meanwhile.
             let drained = lock(&self.drained);
             for ev in out.iter() {
                 // No readiness: the fd may be closed (and its number reused): no read.
-                if ev.readiness == 0 {
-                    closed = true;
-                } else if let Some(&(_, fd)) = drained.iter().find(|&&(key, _)| key as u64 == ev.key) {
-                    wake::drain_fd(fd);
+                if ev.readiness != 0 {
+                    if let Some(&(_, fd)) = drained.iter().find(|&&(key, _)| key as u64 == ev.key) {
+                        wake::drain_fd(fd);
+                    }
                 }
             }
         }
@@ -445,30 +480,15 @@ impl Waiter {
     }
 }
 
-/// The waiter of a loop's current inner poller.
-pub struct WaitSlot(Mutex<Waiter>);
-
-impl WaitSlot {
-    pub fn new(waiter: Waiter) -> WaitSlot {
-        WaitSlot(Mutex::new(waiter))
-    }
-
-    #[inline]
-    pub fn load(&self) -> Waiter {
-        lock(&self.0).clone()
-    }
-
-    pub fn store(&self, waiter: Waiter) {
-        *lock(&self.0) = waiter;
-    }
-}
-
 /// A reusable buffer of reported events.
 pub struct Events {
     raw: polling::Events,
     /// What a direct wait fills (direct.rs).
     #[cfg(weft_polling_epoll)]
     direct: direct::Buffer,
+    /// The waiter these events last waited with through a [`WaitSlot`], and the slot's
+    /// generation then (slot.rs).
+    slot_waiter: Option<(u64, Waiter)>,
     out: Vec<Event>,
     /// A blocking wait looks first when the last one reported something (poll(2) only,
     /// `Shared::look_then_wait`); never for the helper thread of `outer.rs`.
@@ -485,6 +505,7 @@ impl Events {
             raw: polling::Events::with_capacity(capacity),
             #[cfg(weft_polling_epoll)]
             direct: Vec::with_capacity(capacity.get()),
+            slot_waiter: None,
             out: Vec::with_capacity(capacity.get() + 1),
             #[cfg(weft_polling_poll)]
             look_first: true,
