@@ -35,10 +35,18 @@ pub(super) const TABLE_MAX: u32 = (FIRST_CHUNK * ((1 << CHUNKS) - 1)) as u32;
 /// Chunks are aligned to a cache line: a 32-byte body or a 16-byte packed handler never
 /// straddles two.
 const CHUNK_ALIGN: usize = 64;
-/// Chunks of this size or more are aligned to it and, on Linux, asked to be backed by
-/// transparent huge pages (`MADV_HUGEPAGE`, for systems whose THP mode is `madvise`):
-/// a cancel's one random access then costs a cache miss without a TLB miss (a page
-/// walk, nested under a hypervisor) on top.
+/// Chunks of this size or more are aligned to it, so that a system whose transparent
+/// huge pages are on for every mapping (THP `always`) can back them with huge pages
+/// when it has them free.
+///
+/// They are not *asked* for huge pages (`MADV_HUGEPAGE`): with THP's default `defrag`
+/// setting, a fault in such a mapping compacts memory synchronously when no huge page
+/// is free, and that stall would land on the thread scheduling a timer. Measured on a
+/// 2-core VM (1M timers scheduled, then cancelled in shuffled order; `bench_weft
+/// timers_cancel`, 7 interleaved runs): with the advice, schedule took 35-37 ns when
+/// huge pages were free and 63-76 ns when not (half the runs of a long benchmark);
+/// without it, 40-43 ns every time. A cancel touches only the 4-byte hot records (4 MB
+/// for a million timers: within the TLB's reach), 22-29 ns either way.
 const HUGE_PAGE: usize = 2 << 20;
 
 /// A handler that may be kept in two words while its timer waits: one whose drop does
@@ -145,11 +153,6 @@ fn alloc(layout: std::alloc::Layout) -> *mut u8 {
     let chunk = unsafe { std::alloc::alloc(layout) };
     if chunk.is_null() {
         std::alloc::handle_alloc_error(layout);
-    }
-    #[cfg(target_os = "linux")]
-    if layout.size() >= HUGE_PAGE {
-        // SAFETY: advice on memory this table owns; it changes no content.
-        unsafe { libc::madvise(chunk.cast(), layout.size(), libc::MADV_HUGEPAGE) };
     }
     chunk
 }

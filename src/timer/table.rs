@@ -9,7 +9,7 @@
 //! records are a stack of indices on the owner's side (`OwnTimers::free`), so a record
 //! holds nothing else. An owner's cancel of a timer whose handler is inert (C's without
 //! a `free_fn`: dropping it does nothing) touches the hot half only: 4 MB for a million
-//! timers, which stays in the cache (and in a few huge pages) where 40 MB of whole
+//! timers, within the TLB's reach (a thousand 4 KB pages), where 40 MB of whole
 //! records did not. Its id names the record's index and the generation; the owner's
 //! wheel holds an [`Entry`](super::Entry) for it. Records live in chunks that never
 //! move or go before the table, so a thread holding an id may look its record up at any
