@@ -92,10 +92,6 @@ impl CHandler {
 impl Handler for CHandler {
     type Work = CWork;
 
-    fn inert(&self) -> bool {
-        self.free_fn.is_none()
-    }
-
     #[inline(always)]
     fn pack(&self) -> Option<[usize; 2]> {
         self.free_fn.is_none().then_some([self.func as usize, self.user_data as usize])

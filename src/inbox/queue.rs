@@ -64,10 +64,9 @@
 //! consumer moves on and, once that slot's record has run, retires the block (a spare
 //! for the producers, or kept for them while a backlog lasts). Nothing else holds a
 //! retired block: every producer that claimed one of its slots has published (step 5
-//! was its last use), a producer
-//! that loaded it and has not claimed will fail its swap (the index never comes back),
-//! and cancellers reach blocks only under the lock, from `head.block` (other threads)
-//! or `read.block` (the loop thread).
+//! was its last use), a producer that loaded it and has not claimed will fail its swap
+//! (the index never comes back), and cancellers reach blocks only under the lock, from
+//! `head.block` (other threads) or `read.block` (the loop thread).
 //!
 //! # Cancel (under the inbox's lock): [`Records::cancel`]
 //!

@@ -140,11 +140,6 @@ pub trait Handler: Send + Sized + 'static {
     /// its end must not run (the C layer does not call `free_fn`).
     fn refused(self) {}
 
-    /// True when dropping this handler does nothing (C's without a `free_fn`).
-    fn inert(&self) -> bool {
-        false
-    }
-
     /// This handler as two words, when its drop does nothing (C's callback and user
     /// data, without a `free_fn`): a one-shot timer then keeps it in 16 bytes, and the
     /// owner's cancel forgets it unread (crate::timer::Pack).
