@@ -158,20 +158,15 @@ def c_section(c):
     return md + against_base(c), goals, lateness
 
 
-def against_base(c, slower=0.9):
+SLOWER = 0.9   # "Against the base": a figure below this many times the base's is flagged
+
+
+def against_base(c):
     """With make bench BASE=rev: every metric of every Linux-backend weft row beside the
     same row run with the base's library, in the same run."""
     if not c.get("base"):
         return []
-    md = ["### Against the base: %s\n" % c["base"],
-          "Every weft row beside the same program loading the library built from `%s` "
-          "(`make bench BASE=%s`), its processes interleaved with the others. *now vs "
-          "base*: how many times better today's library is (above 1: better). Medians of "
-          "%d runs; rows below %.2f× are in bold.\n" % (c["base"], c["base"], c["runs"],
-                                                          slower),
-          "| workload | row | metric | now | base | now vs base |",
-          "|---|---|---|---:|---:|---:|"]
-    worse, compared = [], 0
+    entries = []
     for w in c["workloads"]:
         figs = {r: run.median_figures(s) for r, s in w["samples"].items() if s}
         for r in w["rows"]:
@@ -180,23 +175,43 @@ def against_base(c, slower=0.9):
                 continue
             if b not in figs:
                 why = w["skips"].get(b) or w["errors"].get(b) or "no result"
-                md.append("| %s | %s | | | %s | |" % (w["name"], r, why))
+                entries.append((w["name"], r, None, None, None, None, why))
                 continue
             for key, label, better in w["metrics"]:
-                now, then = figs[r].get(key), figs[b].get(key)
-                x = oriented(now, then, better)
-                if x is None:
-                    continue
-                compared += 1
-                text = "%.2f×" % x
-                if x < slower:
-                    worse.append("%s %s %s" % (w["name"], r, label))
-                    text = "**%s**" % text
-                md.append("| %s | %s | %s (%s) | %s | %s | %s |" % (
-                    w["name"], r, label, "↓" if better == "lower" else "↑", run.fmt(now),
-                    run.fmt(then), text))
+                entries.append((w["name"], r, label, better, figs[r].get(key),
+                                figs[b].get(key), None))
+    return base_table(c["base"], "the same program loading the library built from it",
+                      c["runs"], entries)
+
+
+def base_table(base, how, runs, entries):
+    """The "Against the base" table: entries are (workload, row, metric label, better,
+    now, base, why-not-compared)."""
+    md = ["### Against the base: %s\n" % base,
+          "Every weft row beside %s (`make bench BASE=%s`), its processes interleaved with "
+          "the others. *now vs base*: how many times better today's weft is (above 1: "
+          "better). Medians of %d runs; figures below %.2f× are in bold.\n"
+          % (how, base, runs, SLOWER),
+          "| workload | row | metric | now | base | now vs base |",
+          "|---|---|---|---:|---:|---:|"]
+    worse, compared = [], 0
+    for workload, row, label, better, now, then, why in entries:
+        if why is not None:
+            md.append("| %s | %s | | | %s | |" % (workload, row, why))
+            continue
+        x = oriented(now, then, better)
+        if x is None:
+            continue
+        compared += 1
+        text = "%.2f×" % x
+        if x < SLOWER:
+            worse.append("%s %s %s" % (workload, row, label))
+            text = "**%s**" % text
+        md.append("| %s | %s | %s (%s) | %s | %s | %s |" % (
+            workload, row, label, "↓" if better == "lower" else "↑", run.fmt(now),
+            run.fmt(then), text))
     md += ["", "%d of %d figures below %.2f× the base%s" % (
-        len(worse), compared, slower, (": " + "; ".join(worse)) if worse else "."), ""]
+        len(worse), compared, SLOWER, (": " + "; ".join(worse)) if worse else "."), ""]
     return md
 
 
@@ -282,10 +297,26 @@ def python_section(py):
             r = oriented(figs.get("weft", {}).get(key), ref_value, better) if ref else None
             achieved = ("%.2f× %s" % (r, "better" if r >= 1 else "worse") if r is not None
                         else run.fmt(figs.get("weft", {}).get(key)))
-            peers = [s for s in systems if s != "weft"]
+            peers = [s for s in systems if s not in ("weft", run.BASE_BUILD)]
             goals.append(goal_entry("Python", w["workload"], "weft", "", (key, label), better,
                                     figs, peers, target_value, target, achieved, met))
         md.append("")
+    if py.get("base"):
+        entries = []
+        for w in py["workloads"]:
+            if run.BASE_BUILD not in w["systems"]:
+                continue
+            why = w.get("skips", {}).get(run.BASE_BUILD)
+            if why or not w["samples"].get(run.BASE_BUILD):
+                entries.append((w["workload"], "weft", None, None, None, None, why or "no result"))
+                continue
+            for key, label, better in w["metrics"]:
+                now, then = (spread([x.get(key) for x in w["samples"][s]])
+                             for s in ("weft", run.BASE_BUILD))
+                if now and then:
+                    entries.append((w["workload"], "weft", label, better, now[0], then[0], None))
+        md += base_table(py["base"], "the same workload on the base's Python package and "
+                         "library", py["runs"], entries)
     return md, goals
 
 
@@ -313,6 +344,14 @@ def node_section(node):
                 "weft ≤ %g× %s" % (factor, base_name.split("/")[-1]), "%.2f×" % r,
                 r <= factor))
     md.append("")
+    if node.get("base"):
+        entries = []
+        for w in node["workloads"]:
+            now, then = spread(w["samples"]["weft"]), spread(w["samples"].get(run.BASE_BUILD, []))
+            entries.append((w["workload"], "weft", "ms", "lower", now and now[0],
+                            then and then[0], None if then else "no result"))
+        md += base_table(node["base"], "the same workload on the base's Node binding and "
+                         "library", node["runs"], entries)
     return md, goals
 
 

@@ -32,7 +32,9 @@
 // clock. Ratio = weft's wall time per operation / the baseline's, and in parentheses the
 // same for CPU time: below 1 weft is faster. --compare DIR also runs the weft side of every row with the
 // binding in DIR (e.g. another worktree's bindings/node, which loads its own libweft.so),
-// interleaved the same way, as a before/after column.
+// interleaved the same way, as a before/after column; --compare-library FILE is the
+// libweft.so that binding loads (its WEFT_LIBRARY; `make bench BASE=rev` passes the base's),
+// and --compare-rev REV names it. With --json the column is the row `weft-base` (no goal).
 'use strict';
 
 const { execFileSync } = require('node:child_process');
@@ -282,8 +284,9 @@ function median(xs) {
   return s[Math.floor(s.length / 2)];
 }
 
-function runChild(name, binding) {
-  const env = binding ? { ...process.env, WEFT_BENCH_BINDING: binding } : process.env;
+function runChild(name, binding, library) {
+  let env = binding ? { ...process.env, WEFT_BENCH_BINDING: binding } : process.env;
+  if (library) env = { ...env, WEFT_LIBRARY: library };
   const out = execFileSync(process.execPath, [__filename, '--child', name], { encoding: 'utf8', timeout: 120000, env });
   return JSON.parse(out.trim().split('\n').pop());
 }
@@ -297,7 +300,7 @@ function rate(perMs, unit) {
 async function main() {
   const args = process.argv.slice(2);
   if (args[0] === '--child') {
-    const result = await workloads[args[1]]();
+    const result = args[1] === 'prepare' ? (loadNative().emitter(), {}) : await workloads[args[1]]();
     process.stdout.write(`${JSON.stringify(result)}\n`);
     return;
   }
@@ -305,6 +308,8 @@ async function main() {
   let markdown = null;
   let only = null;
   let compare = null;
+  let compareLibrary = null;
+  let compareRev = null;
   let json = null;
   const report = []; // --json: every run's figures
   for (let i = 0; i < args.length; i++) {
@@ -312,6 +317,8 @@ async function main() {
     else if (args[i] === '--markdown') markdown = args[++i];
     else if (args[i] === '--only') only = args[++i].split(',');
     else if (args[i] === '--compare') compare = path.resolve(args[++i]);
+    else if (args[i] === '--compare-library') compareLibrary = path.resolve(args[++i]);
+    else if (args[i] === '--compare-rev') compareRev = args[++i];
     else if (args[i] === '--json') json = args[++i];
     else throw new Error(`unknown argument ${args[i]}`);
   }
@@ -322,7 +329,9 @@ async function main() {
   }
   // Build the C library once per binding, before timing anything.
   loadNative().emitter();
-  if (compare) require(path.join(compare, 'test-support', 'native.js')).emitter();
+  // The other binding builds its helper in a child: two bindings in one process would
+  // declare koffi's types twice.
+  if (compare) runChild('prepare', compare, compareLibrary);
 
   console.log(`node ${process.version}, ${require('node:os').availableParallelism()} cores, median of ${runs} fresh processes each`
     + (compare ? `; "before": ${compare}` : ''));
@@ -335,7 +344,16 @@ async function main() {
     let extra = '';
     for (let r = 0; r < runs; r++) {
       for (const [system, binding] of systems) {
-        const res = runChild(`${workload}/${system === 'before' ? 'weft' : system}`, binding);
+        let res;
+        try {
+          res = runChild(`${workload}/${system === 'before' ? 'weft' : system}`, binding,
+            system === 'before' ? compareLibrary : null);
+        } catch (err) {
+          if (system !== 'before') throw err;
+          // an older binding may lack what the workload calls: its column stays empty
+          console.log(`  before: ${workload} failed: ${String(err.message).split('\n')[0]}`);
+          continue;
+        }
         samples.get(system).push(res);
         if (system === 'weft') extra = res.extra || extra;
       }
@@ -354,18 +372,22 @@ async function main() {
     // For the report: ms per run, each scaled to the first weft run's operation count
     // (the spawn row runs as many operations as fit in its window).
     const n0 = samples.get('weft')[0].n;
+    const hasBefore = compare && samples.get('before').length > 0;
     const scaled = (system) => samples.get(system).map((x) => (x.ms * n0) / x.n);
-    report.push({ workload, title, n: n0, unit: 'ms', better: 'lower', systems: ['weft', baseName],
-      samples: { weft: scaled('weft'), [baseName]: scaled(baseName) }, extra });
+    report.push({ workload, title, n: n0, unit: 'ms', better: 'lower',
+      systems: ['weft', baseName, ...(compare ? ['weft-base'] : [])],
+      samples: { weft: scaled('weft'), [baseName]: scaled(baseName),
+        ...(compare ? { 'weft-base': scaled('before') } : {}) },
+      extra });
     const row = {
       title,
       weft: fmt(w),
-      before: compare ? fmt(stat('before')) : null,
+      before: compare ? (hasBefore ? fmt(stat('before')) : 'failed') : null,
       baseline: `${baseName}: ${fmt(b)}`,
       ratio: (w.ns / b.ns).toFixed(2),
-      beforeRatio: compare ? (stat('before').ns / b.ns).toFixed(2) : null,
+      beforeRatio: compare ? (hasBefore ? (stat('before').ns / b.ns).toFixed(2) : '—') : null,
       cpuRatio: (w.cpu / b.cpu).toFixed(2),
-      beforeCpuRatio: compare ? (stat('before').cpu / b.cpu).toFixed(2) : null,
+      beforeCpuRatio: compare ? (hasBefore ? (stat('before').cpu / b.cpu).toFixed(2) : '—') : null,
       extra,
     };
     rows.push(row);
@@ -386,6 +408,7 @@ async function main() {
   if (markdown) fs.writeFileSync(markdown, `${table}\n`);
   if (json) {
     fs.writeFileSync(json, `${JSON.stringify({ suite: 'node', runs, node: process.version,
+      base: compare ? (compareRev || compare) : null,
       cores: require('node:os').availableParallelism(), workloads: report }, null, 1)}\n`);
   }
 }

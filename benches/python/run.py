@@ -5,6 +5,8 @@
     python3 benches/python/run.py --runs 5         # more runs
     python3 benches/python/run.py --only timers,thread_tasks
     python3 benches/python/run.py --markdown out.md   # also write the summary table
+    python3 benches/python/run.py --base-binding DIR --base-library FILE --base REV
+                                                   # also a weft-base row: an older weft
 
 Every (workload, system) pair runs in a fresh interpreter (this script re-runs itself
 with --child), RUNS times interleaved, and the median of each figure is reported.
@@ -12,6 +14,11 @@ Standard library only (plus weft, and uvloop where installed: `make -C benches v
 in .venv/; without it uvloop's rows are left out). The package is imported from
 bindings/python, so the library is target/release/libweft.so unless WEFT_LIBRARY says
 otherwise. uvloop runs the asyncio workloads' coroutines on uvloop.new_event_loop().
+With --base-binding (an older checkout's bindings/python, e.g. `make bench BASE=rev`'s
+target/base-src) and --base-library (its libweft.so), every weft workload also runs a
+`weft-base` row: the same workload code on that package and library, interleaved with the
+others, for "did anything get slower" in one run. It has no goal; a workload the older
+binding cannot run is reported as skipped for it.
 
 Workloads (see README.md):
   call_soon       a producer thread queues 200,000 calls; the loop runs them.
@@ -43,7 +50,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, os.path.join(REPO, "bindings", "python"))
+# The binding a child imports: this checkout's, or the base's for a weft-base row.
+sys.path.insert(0, os.environ.get("WEFT_BENCH_BINDING") or os.path.join(REPO, "bindings", "python"))
+BASE = "weft-base"
 
 CPUS = len(os.sched_getaffinity(0))
 
@@ -422,15 +431,19 @@ WORKLOADS = [
 
 
 def child_main(workload, system):
-    result = CHILDREN[(workload, system)]()
+    result = CHILDREN[(workload, "weft" if system == BASE else system)]()
     print("RESULT " + json.dumps(result), flush=True)
 
 
 # ---- the driver ------------------------------------------------------------------------
 
-def run_child(workload, system):
+def run_child(workload, system, base=None):
+    """One fresh interpreter's figures. base: (binding dir, library) for the weft-base row."""
+    env = None
+    if system == BASE:
+        env = dict(os.environ, WEFT_BENCH_BINDING=base[0], WEFT_LIBRARY=base[1])
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", workload, system],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, env=env)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[7:])
@@ -462,7 +475,15 @@ def main():
     parser.add_argument("--json", default="",
                         help="also write every run's figures to this file (benches/report.py)")
     parser.add_argument("--child", nargs=2, metavar=("WORKLOAD", "SYSTEM"))
+    parser.add_argument("--base-binding", default="",
+                        help="an older checkout's bindings/python: adds a weft-base row")
+    parser.add_argument("--base-library", default="", help="the libweft.so the base row loads")
+    parser.add_argument("--base", default="", help="the base's git revision (for the report)")
     args = parser.parse_args()
+    if bool(args.base_binding) != bool(args.base_library):
+        parser.error("--base-binding and --base-library go together")
+    base = (os.path.abspath(args.base_binding), os.path.abspath(args.base_library)) \
+        if args.base_binding else None
     if args.child:
         child_main(*args.child)
         return 0
@@ -481,29 +502,37 @@ def main():
         if only and name not in only:
             continue
         systems = [s for s in systems if s != "uvloop" or uvloop_ok]
+        if base and "weft" in systems:
+            systems = systems + [BASE]
         samples = {system: [] for system in systems}
+        skipped = {}
         for _ in range(args.runs):
             for system in systems:
+                if system in skipped:
+                    continue
                 try:
-                    samples[system].append(run_child(name, system))
+                    samples[system].append(run_child(name, system, base))
                 except Exception as exc:  # noqa: BLE001
                     print(f"  {exc}")
-                    failed = True
+                    if system == BASE:   # an older binding may lack what the workload calls
+                        skipped[system] = str(exc).strip().splitlines()[-1][:200]
+                    else:
+                        failed = True
         report.append({"workload": name, "desc": description, "systems": systems,
-                       "metrics": metrics, "goal": goal, "samples": samples})
+                       "metrics": metrics, "goal": goal, "samples": samples, "skips": skipped})
         medians = {}
         for system, runs in samples.items():
             medians[system] = {}
             for key in runs[0] if runs else {}:
                 values = [r[key] for r in runs]
                 medians[system][key] = values[0] if isinstance(values[0], str) else statistics.median(values)
-        first, anchors = systems[0], systems[1:]
+        first, anchors = systems[0], [s for s in systems[1:] if s != BASE]
         print(f"== {name}: {description}")
         for key, label, better in metrics:
             row = "   " + f"{label:>18}"
             for system in systems:
                 row += f" | {system} {fmt(medians[system].get(key, float('nan')))}"
-            for anchor in anchors:
+            for anchor in anchors + ([BASE] if BASE in systems else []):
                 if key in medians[first] and key in medians[anchor]:
                     row += f" | {first}/{anchor} {ratio_of(medians[first][key], medians[anchor][key], better):.2f}x"
             print(row)
@@ -550,7 +579,8 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"suite": "python", "runs": args.runs, "cpus": CPUS,
-                       "python": sys.version.split()[0], "workloads": report}, f, indent=1)
+                       "python": sys.version.split()[0], "base": (args.base or base[0]) if base else None,
+                       "workloads": report}, f, indent=1)
     return 1 if failed else 0
 
 

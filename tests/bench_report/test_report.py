@@ -7,7 +7,7 @@ section from its --json, with canned Python and Node results beside. The checks:
 workload's table with medians and min-max spreads, a ratio, a goal met and one missed, a
 row the table does not declare (shown, with the shape its RESULT line gives), the
 headline in the README between its markers, a weft-base row (make bench BASE=rev) and
-the section that compares every weft figure with it."""
+the sections that compare every weft figure with it, the bindings' included."""
 import json
 import os
 import shutil
@@ -38,16 +38,20 @@ SYSTEMS = {
     "bench_event": ("libevent", "200000", "96"),
     "bench_ev": ("libev", "100000", "64"),
 }
-PYTHON = {"suite": "python", "runs": 2, "python": "3.11", "workloads": [{
-    "workload": "call_soon", "desc": "200k calls from a thread", "systems": ["weft", "uvloop"],
+# Both with a weft-base row (the base's binding and library): faster than uvloop here, so
+# a best peer picked from it would show.
+PYTHON = {"suite": "python", "runs": 2, "python": "3.11", "base": "abc123", "workloads": [{
+    "workload": "call_soon", "desc": "200k calls from a thread",
+    "systems": ["weft", "uvloop", "weft-base"],
     "metrics": [["calls_per_s", "calls/s", "higher"]], "goal": ["calls_per_s", 1.0, "uvloop"],
     "samples": {"weft": [{"calls_per_s": 100.0}, {"calls_per_s": 110.0}],
-                "uvloop": [{"calls_per_s": 400.0}, {"calls_per_s": 420.0}]},
-    "verdict": "goal >= 1.0x uvloop: 0.26x NOT met"}]}
-NODE = {"suite": "node", "runs": 2, "node": "v20", "workloads": [{
+                "uvloop": [{"calls_per_s": 400.0}, {"calls_per_s": 420.0}],
+                "weft-base": [{"calls_per_s": 500.0}, {"calls_per_s": 520.0}]},
+    "skips": {}, "verdict": "goal >= 1.0x uvloop: 0.26x NOT met"}]}
+NODE = {"suite": "node", "runs": 2, "node": "v20", "base": "abc123", "workloads": [{
     "workload": "timers-spread", "title": "100,000 timers of 0-50 ms", "n": 100000, "unit": "ms",
-    "better": "lower", "systems": ["weft", "setTimeout"],
-    "samples": {"weft": [90.0, 94.0], "setTimeout": [120.0, 130.0]}}]}
+    "better": "lower", "systems": ["weft", "setTimeout", "weft-base"],
+    "samples": {"weft": [90.0, 94.0], "setTimeout": [120.0, 130.0], "weft-base": [100.0, 100.0]}}]}
 
 
 class ReportTest(unittest.TestCase):
@@ -150,6 +154,16 @@ class ReportTest(unittest.TestCase):
         self.assertIn("| 100 | 100 | 1.00× |", self.line("| timers_cancel | weft | ns/timer"))
         self.assertIn("the base library lacks weft_new", self.line("| memory | weft |"))
         self.assertIn("0 of 4 figures below 0.90× the base.", self.md)
+
+    def test_bindings_base_rows(self):
+        # Python: 105 calls/s now against the base's 510: flagged; the best peer stays uvloop
+        self.assertIn("| 105 | 510 | **0.21×** |", self.line("| call_soon | weft | calls/s"))
+        self.assertIn("1 of 1 figures below 0.90× the base: call_soon weft calls/s", self.md)
+        self.assertIn("uvloop", self.line("| Python | call_soon |"))
+        self.assertNotIn("weft-base", self.line("| Python | call_soon |"))
+        # Node: 92 ms now against 100: better
+        self.assertIn("| 92.0 | 100 | 1.09× |", self.line("| timers-spread | weft | ms"))
+        self.assertIn("0 of 1 figures below 0.90× the base.", self.md)
 
     def test_readme_section(self):
         with open(self.readme) as f:
