@@ -15,7 +15,9 @@ def test_run_returns_when_nothing_is_left(loop):
     loop.call_later(0.02, calls.append, 2)
     start = time.monotonic()
     run(loop)
-    assert calls == [1, 2]
+    # Both ran. (Their order is call_soon's first only when the first pass comes before
+    # the timer is due: a pass runs due timers before posts, weft.h's weft_loop_run.)
+    assert sorted(calls) == [1, 2]
     assert time.monotonic() - start < 2
     run(loop)  # an idle loop returns at once
 
