@@ -120,16 +120,23 @@ impl<H: Handler> Loop<H> {
         let deadline_ns = if delay_ms == 0 { 0 } else { sys::now_ns() + delay_ms * timer::NS_PER_MS };
         self.as_owner(
             #[inline(always)]
-            |own, how| self.schedule_packed_owned(own, how, deadline_ns, words),
+            |own, _| self.schedule_packed_owned(own, deadline_ns, words),
         )
         .flatten()
     }
 
     /// The owner's part of [`try_timer_after_packed`](Self::try_timer_after_packed).
     #[inline(always)]
-    fn schedule_packed_owned(&self, own: &mut Own<H>, how: Owned, deadline_ns: u64, words: [usize; 2]) -> Option<Id> {
+    fn schedule_packed_owned(&self, own: &mut Own<H>, deadline_ns: u64, words: [usize; 2]) -> Option<Id> {
+        // What would call (an earlier wake-up, the wheel's growth) is the general path's,
+        // asked before anything changes.
+        if deadline_ns < self.own_next.load(Relaxed) || !own.timers.wheel.has_room() {
+            return None;
+        }
         let (index, generation) = self.timers.schedule_packed(&mut own.timers, words)?;
-        Some(self.scheduled(own, how, deadline_ns, index, generation))
+        own.timers.wheel.insert_in_room(timer::Entry { deadline_ns, index, generation });
+        self.timers_live.store(own.timers.live(), Relaxed);
+        Some(slots::timer_id(self.tag, index, generation))
     }
 
     fn add_timer(&self, delay_ms: u64, interval_ns: u64, handler: &mut Option<H>) -> Result<Id> {
@@ -218,25 +225,38 @@ impl<H: Handler> Loop<H> {
     /// path, for the C layer's fast path: true when it ended the timer; false when the
     /// call must take the ordinary path (another kind of id, another thread owns the
     /// loop, or no such timer: that path says why).
-    ///
-    /// The common case first, as a straight line: an ARMED timer whose handler packs
-    /// (`crate::timer` fast.rs); every other case goes the general way.
-    #[inline(always)]
+    #[inline]
     pub fn try_cancel_timer(&self, id: Id) -> bool {
         if !slots::is_timer_of(self.tag, id) || fork::is_child() {
             return false;
         }
         let (index, generation) = slots::timer_parts(id);
-        let fast = self.as_owner(|own, _| {
-            if !self.timers.cancel_packed(&mut own.timers, index, generation) {
-                return false;
-            }
-            // Nothing reclaimed, and the wheel keeps the entry (not empty): the rest of
-            // `cancel_as_owner`'s bookkeeping has nothing to do.
-            self.timers_live.store(own.timers.live(), Relaxed);
-            true
-        });
-        fast == Some(true) || self.try_cancel_timer_generally(index, generation)
+        self.try_cancel_timer_generally(index, generation)
+    }
+
+    /// [`try_cancel_timer`](Self::try_cancel_timer)'s common case as a straight line with
+    /// no call in it (`crate::timer` fast.rs): an ARMED timer whose handler packs, the
+    /// owner's free stack with room. False, with nothing changed, for every other case,
+    /// which `try_cancel_timer` then answers.
+    #[inline(always)]
+    pub fn try_cancel_timer_fast(&self, id: Id) -> bool {
+        if !slots::is_timer_of(self.tag, id) || fork::is_child() {
+            return false;
+        }
+        let (index, generation) = slots::timer_parts(id);
+        let ended = self.as_owner(
+            #[inline(always)]
+            |own, _| {
+                if !self.timers.cancel_packed(&mut own.timers, index, generation) {
+                    return false;
+                }
+                // Nothing reclaimed, and the wheel keeps the entry (not empty): the rest
+                // of `cancel_as_owner`'s bookkeeping has nothing to do.
+                self.timers_live.store(own.timers.live(), Relaxed);
+                true
+            },
+        );
+        ended == Some(true)
     }
 
     /// `try_cancel_timer` of a timer (index, generation) that is not the common case.

@@ -74,12 +74,16 @@ impl<H: Pack> Table<H> {
         if index >= self.chunks.count.load(Relaxed) || generation >= GEN_MASK || own.budget <= 1 {
             return false;
         }
+        // The free stack's room, so that nothing here calls (to grow it).
+        let Some(slot) = own.free.spare_capacity_mut().first_mut() else { return false };
         let record = self.owned(index);
         let armed = state(generation, ARMED) | PACKED;
         if self.free_matching(record, index, armed, !0, state(generation + 1, FREE)).is_none() {
             return false;
         }
-        own.free.push(index);
+        slot.write(index);
+        // SAFETY: the element after the stack's last, within its capacity, written.
+        unsafe { own.free.set_len(own.free.len() + 1) };
         own.live -= 1;
         own.budget -= 1;
         true
