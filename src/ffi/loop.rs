@@ -191,7 +191,35 @@ pub extern "C" fn weft_timer_after(
     user_data: *mut c_void,
     free_fn: weft_free_fn,
 ) -> weft_id {
-    // The owner's common case first, without the error machinery (as weft_post's).
+    // The owner's common case first, as a straight line without the error machinery
+    // (as weft_post's): a one-shot timer without a free_fn, its handler packed in the
+    // record.
+    // SAFETY: a loop pointer from weft_loop_new, as for every call (`the_loop`).
+    if let (Some(fast), Some(_), None) = (unsafe { lp.cast::<CLoop>().as_ref() }, cb, free_fn) {
+        if let Ok(handler) = CHandler::new(cb, user_data, None) {
+            if let Some(words) = crate::r#loop::Handler::pack(&handler) {
+                // SAFETY: the words of `handler`, forgotten once the table has them.
+                if let Some(id) = unsafe { fast.try_timer_after_packed(delay_ms, words) } {
+                    std::mem::forget(handler);
+                    return id;
+                }
+            }
+        }
+    }
+    timer_after_generally(lp, delay_ms, cb, user_data, free_fn)
+}
+
+/// `weft_timer_after` but for the straight line: the owner's timer with any handler,
+/// without the error machinery, else the ordinary path. Out of line.
+#[cold]
+#[inline(never)]
+fn timer_after_generally(
+    lp: *mut weft_loop,
+    delay_ms: u64,
+    cb: weft_cb,
+    user_data: *mut c_void,
+    free_fn: weft_free_fn,
+) -> weft_id {
     // SAFETY: a loop pointer from weft_loop_new, as for every call (`the_loop`).
     if let (Some(fast), Some(_)) = (unsafe { lp.cast::<CLoop>().as_ref() }, cb) {
         if let Ok(handler) = CHandler::new(cb, user_data, free_fn) {
@@ -261,7 +289,19 @@ pub extern "C" fn weft_timer_every(
 /// this loop (finished, cancelled already, stale, forged, another loop's); `WEFT_ERR_NULL`.
 #[no_mangle]
 pub extern "C" fn weft_cancel(lp: *mut weft_loop, id: weft_id) -> c_int {
-    // The owner's cancel of its timer first, without the error machinery.
+    // The owner's cancel of its timer first, as a straight line that calls nothing.
+    // SAFETY: a loop pointer from weft_loop_new, as for every call (`the_loop`).
+    if unsafe { lp.cast::<CLoop>().as_ref() }.is_some_and(|fast| fast.try_cancel_timer_fast(id)) {
+        return 0;
+    }
+    cancel_generally(lp, id)
+}
+
+/// `weft_cancel` but for the straight line: the owner's cancel of its timer in any
+/// state, without the error machinery, else the ordinary path. Out of line.
+#[cold]
+#[inline(never)]
+fn cancel_generally(lp: *mut weft_loop, id: weft_id) -> c_int {
     // SAFETY: a loop pointer from weft_loop_new, as for every call (`the_loop`).
     if unsafe { lp.cast::<CLoop>().as_ref() }.is_some_and(|fast| fast.try_cancel_timer(id)) {
         return 0;

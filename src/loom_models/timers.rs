@@ -141,3 +141,66 @@ fn loom_timers_owner_cancel_against_foreign_cancel() {
         assert_eq!(drops.load(SeqCst), 2);
     });
 }
+
+/// A handler that packs (as C's without a `free_fn`), so that the owner's straight line
+/// (`crate::timer` fast.rs) schedules and cancels it; its two words check each other,
+/// so a canceller that read them half-written would see it (and loom sees the race).
+#[derive(Debug, PartialEq)]
+struct Words(usize);
+
+impl crate::timer::Pack for Words {
+    fn pack(&self) -> Option<[usize; 2]> {
+        Some([self.0, !self.0])
+    }
+
+    unsafe fn unpack(words: [usize; 2]) -> Self {
+        assert_eq!(words[1], !words[0], "a packed handler read half-written");
+        Words(words[0])
+    }
+}
+
+/// The owner's straight line against another thread's cancel: timer A, packed, is
+/// scheduled by `schedule_packed` (into a record never used, published by `count`, or
+/// into a freed one, published by its state) while another thread cancels it by its id
+/// (known beforehand), then the owner cancels it by `cancel_packed` (the general
+/// `cancel_owned` answering when that declines): exactly one cancel ends A, and the
+/// other thread, when it wins, reads A's words whole.
+#[test]
+fn loom_timers_packed_owner_cancel_against_foreign_cancel() {
+    for reused in [false, true] {
+        model(move || packed_cancel_against_foreign_cancel(reused));
+    }
+}
+
+fn packed_cancel_against_foreign_cancel(reused: bool) {
+    let table = LoomArc::new(Table::<Words>::default());
+    let mut own = OwnTimers::new(0);
+    // Records 0, 1, 2; 0 cancelled the general way, which leaves a budget of 2 (two
+    // live timers), so that the straight line cancels without a look at stale entries.
+    for n in 0..3 {
+        assert_eq!(table.schedule(&mut own, Words(n), 0).ok(), Some((n as u32, 1)));
+    }
+    assert_eq!(table.cancel_owned(&mut own, 0, 1), Ok(None), "packed: nothing to drop");
+    if !reused {
+        assert_eq!(table.schedule(&mut own, Words(0), 0).ok(), Some((0, 2)), "the freed record");
+    }
+    let (a, ga) = if reused { (0, 2) } else { (3, 1) };
+    let canceller = {
+        let table = table.clone();
+        thread::spawn(move || table.cancel_foreign(a, ga))
+    };
+    assert_eq!(table.schedule_packed(&mut own, [7, !7]), Some((a, ga)));
+    let by_owner = table.cancel_packed(&mut own, a, ga) || table.cancel_owned(&mut own, a, ga).is_ok();
+    let by_other = canceller.join().unwrap();
+    match (by_owner, by_other) {
+        (true, Err(())) => {}
+        (false, Ok(Some(handler))) => {
+            assert_eq!(handler, Words(7));
+            // The owner reclaims the record when it meets it.
+            assert!(matches!(table.begin(&mut own, a, ga), Begin::Reclaimed));
+        }
+        other => unreachable!("exactly one cancel wins: {other:?}"),
+    }
+    assert_eq!(own.live(), if reused { 2 } else { 3 });
+    drop(table.end_all(&mut own));
+}

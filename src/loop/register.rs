@@ -105,6 +105,40 @@ impl<H: Handler> Loop<H> {
         }
     }
 
+    /// [`try_timer_after`](Self::try_timer_after) of a handler that packs, as a straight
+    /// line (`crate::timer` fast.rs): the id, or None when the call must take another
+    /// path (which finds again why), with nothing changed.
+    ///
+    /// # Safety
+    /// `words` are `Handler::pack` of a handler of `H`; on Some it is the table's, and
+    /// the caller forgets it (its drop does nothing, as `Pack` says).
+    #[inline(always)]
+    pub unsafe fn try_timer_after_packed(&self, delay_ms: u64, words: [usize; 2]) -> Option<Id> {
+        if delay_ms > timer::MAX_DELAY_MS || fork::is_child() || self.closed.load(SeqCst) {
+            return None;
+        }
+        let deadline_ns = if delay_ms == 0 { 0 } else { sys::now_ns() + delay_ms * timer::NS_PER_MS };
+        self.as_owner(
+            #[inline(always)]
+            |own, _| self.schedule_packed_owned(own, deadline_ns, words),
+        )
+        .flatten()
+    }
+
+    /// The owner's part of [`try_timer_after_packed`](Self::try_timer_after_packed).
+    #[inline(always)]
+    fn schedule_packed_owned(&self, own: &mut Own<H>, deadline_ns: u64, words: [usize; 2]) -> Option<Id> {
+        // What would call (an earlier wake-up, the wheel's growth) is the general path's,
+        // asked before anything changes.
+        if deadline_ns < self.own_next.load(Relaxed) || !own.timers.wheel.has_room() {
+            return None;
+        }
+        let (index, generation) = self.timers.schedule_packed(&mut own.timers, words)?;
+        own.timers.wheel.insert_in_room(timer::Entry { deadline_ns, index, generation });
+        self.timers_live.store(own.timers.live(), Relaxed);
+        Some(slots::timer_id(self.tag, index, generation))
+    }
+
     fn add_timer(&self, delay_ms: u64, interval_ns: u64, handler: &mut Option<H>) -> Result<Id> {
         self.usable()?;
         // A delay of 0 is due at once (the next pass); a deadline of 0 says so.
@@ -143,16 +177,31 @@ impl<H: Handler> Loop<H> {
                 return None;
             }
         };
+        Some(self.scheduled(own, how, deadline_ns, index, generation))
+    }
+
+    /// The rest of an owner's schedule once its record is armed: its wheel entry, the
+    /// counts, the wake-up if it is the earliest; its id.
+    #[inline(always)]
+    fn scheduled(&self, own: &mut Own<H>, how: Owned, deadline_ns: u64, index: u32, generation: u32) -> Id {
         own.timers.wheel.insert(timer::Entry { deadline_ns, index, generation });
         self.timers_live.store(own.timers.live(), Relaxed);
         if deadline_ns < self.own_next.load(Relaxed) {
-            self.publish_own_next(own);
-            if how == Owned::Gate && self.own_next.load(Relaxed) < self.armed_hint.load(SeqCst) {
-                let mut core = self.lock();
-                self.rearm(&mut core);
-            }
+            self.lower_own_next(own, how);
         }
-        Some(slots::timer_id(self.tag, index, generation))
+        slots::timer_id(self.tag, index, generation)
+    }
+
+    /// An owner's timer earlier than the wheel's next work: publishes it, and re-arms the
+    /// wake-up outside `run` if it is armed later (see the module comment).
+    #[cold]
+    #[inline(never)]
+    fn lower_own_next(&self, own: &Own<H>, how: Owned) {
+        self.publish_own_next(own);
+        if how == Owned::Gate && self.own_next.load(Relaxed) < self.armed_hint.load(SeqCst) {
+            let mut core = self.lock();
+            self.rearm(&mut core);
+        }
     }
 
     /// Counts down the timers other threads cancelled whose records the owner has
@@ -182,6 +231,38 @@ impl<H: Handler> Loop<H> {
             return false;
         }
         let (index, generation) = slots::timer_parts(id);
+        self.try_cancel_timer_generally(index, generation)
+    }
+
+    /// [`try_cancel_timer`](Self::try_cancel_timer)'s common case as a straight line with
+    /// no call in it (`crate::timer` fast.rs): an ARMED timer whose handler packs, the
+    /// owner's free stack with room. False, with nothing changed, for every other case,
+    /// which `try_cancel_timer` then answers.
+    #[inline(always)]
+    pub fn try_cancel_timer_fast(&self, id: Id) -> bool {
+        if !slots::is_timer_of(self.tag, id) || fork::is_child() {
+            return false;
+        }
+        let (index, generation) = slots::timer_parts(id);
+        let ended = self.as_owner(
+            #[inline(always)]
+            |own, _| {
+                if !self.timers.cancel_packed(&mut own.timers, index, generation) {
+                    return false;
+                }
+                // Nothing reclaimed, and the wheel keeps the entry (not empty): the rest
+                // of `cancel_as_owner`'s bookkeeping has nothing to do.
+                self.timers_live.store(own.timers.live(), Relaxed);
+                true
+            },
+        );
+        ended == Some(true)
+    }
+
+    /// `try_cancel_timer` of a timer (index, generation) that is not the common case.
+    #[cold]
+    #[inline(never)]
+    fn try_cancel_timer_generally(&self, index: u32, generation: u32) -> bool {
         match self.as_owner(|own, _| self.cancel_as_owner(own, index, generation)) {
             Some(Ok(handler)) => {
                 // Dropped here, with no borrow of the owner's state: its free function

@@ -166,6 +166,11 @@ impl<H> Chunks<H> {
         (k, index as usize - FIRST_CHUNK * ((1 << k) - 1))
     }
 
+    /// The index after chunk k's last record.
+    pub(super) fn end_of(k: usize) -> u32 {
+        (FIRST_CHUNK * ((1 << (k + 1)) - 1)) as u32
+    }
+
     /// Record `index`, if it has been initialised. Any thread.
     pub(super) fn get(&self, index: u32) -> Option<Parts<'_, H>> {
         if index >= self.count.load(Acquire) {

@@ -80,6 +80,28 @@ impl LazyWheel {
         self.len += 1;
     }
 
+    /// Whether [`insert_in_room`](Self::insert_in_room) may add an entry now.
+    #[inline(always)]
+    pub fn has_room(&self) -> bool {
+        self.incoming.len() < self.incoming.capacity()
+    }
+
+    /// [`insert`](Self::insert) where [`has_room`](Self::has_room) said there is room: no
+    /// allocation, so no call (the owner's straight line, `fast.rs`).
+    #[inline(always)]
+    pub fn insert_in_room(&mut self, entry: Entry) {
+        let len = self.incoming.len();
+        debug_assert!(len < self.incoming.capacity());
+        // SAFETY: within the capacity (the caller asked `has_room`, and nothing took
+        // entries out since); the element is written before the length covers it.
+        unsafe {
+            self.incoming.as_mut_ptr().add(len).write(entry);
+            self.incoming.set_len(len + 1);
+        }
+        self.incoming_min = self.incoming_min.min(entry.deadline_ns);
+        self.len += 1;
+    }
+
     /// Places the entries of `incoming` in their slots.
     fn place_incoming(&mut self) {
         if self.incoming.is_empty() {

@@ -25,6 +25,8 @@
 //! * `table.rs`: the owner's timer records and the cancel protocol.
 //! * `chunks.rs`: where the records live, and handlers packed in two words.
 //! * `own.rs`: the owner's side of the table (its wheel, free list and counts).
+//! * `fast.rs`: the owner's common case (a one-shot timer whose handler packs) as a
+//!   straight line, declining to the general path whatever else comes up.
 
 mod chunks;
 mod lazy;

@@ -18,11 +18,21 @@ pub struct OwnTimers {
     /// Records of timers other threads cancelled that the owner has reclaimed since it
     /// last looked ([`take_reclaimed`](Self::take_reclaimed)).
     pub(super) reclaimed: usize,
+    /// The index after the last record of the chunks made so far: a record never used
+    /// below it needs no new chunk (`fast.rs`). 0 until the first chunk.
+    pub(super) fresh_end: u32,
 }
 
 impl OwnTimers {
     pub fn new(base_ns: u64) -> OwnTimers {
-        OwnTimers { wheel: super::LazyWheel::new(base_ns), free: Vec::new(), live: 0, budget: 0, reclaimed: 0 }
+        OwnTimers {
+            wheel: super::LazyWheel::new(base_ns),
+            free: Vec::new(),
+            live: 0,
+            budget: 0,
+            reclaimed: 0,
+            fresh_end: 0,
+        }
     }
 
     /// How many records of timers other threads cancelled were reclaimed since the last

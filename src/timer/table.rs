@@ -229,6 +229,7 @@ impl<H: Pack> Table<H> {
         let (k, offset) = Chunks::<H>::locate(index);
         if offset == 0 {
             self.chunks.new_chunk(k);
+            own.fresh_end = Chunks::<H>::end_of(k).min(TABLE_MAX);
         }
         let (record, packed, body) = self.chunks.owned_ptrs(index);
         let flag = if words.is_some() { PACKED } else { 0 };
@@ -340,8 +341,16 @@ impl<H: Pack> Table<H> {
     /// compare-exchange. The state it had (`armed`, with its PACKED flag, if any), or
     /// None when it was not armed (or not seen to be, for the compare-exchange to
     /// settle). Owner.
-    #[inline]
+    #[inline(always)]
     fn free_armed(&self, record: &Record, index: u32, armed: u32, free: u32) -> Option<u32> {
+        self.free_matching(record, index, armed, !PACKED, free)
+    }
+
+    /// [`free_armed`](Self::free_armed) of a record whose state, masked with `mask`,
+    /// is `armed`: `!PACKED` for any armed timer, `!0` for one whose PACKED flag is
+    /// as in `armed` (the owner's common case, `fast.rs`).
+    #[inline(always)]
+    fn free_matching(&self, record: &Record, index: u32, armed: u32, mask: u32, free: u32) -> Option<u32> {
         if self.plain {
             self.cancelling.store(index + 1, Relaxed);
             crate::barrier::light(); // the Dekker pair with cancel_foreign's barrier::heavy
@@ -349,7 +358,7 @@ impl<H: Pack> Table<H> {
                                      // Release) is seen whole, its claim included.
             let alone = self.foreign.load(Acquire) == 0;
             let current = record.state.load(Relaxed);
-            let done = alone && bare(current) == armed;
+            let done = alone && current & mask == armed;
             if done {
                 record.state.store(free, Relaxed);
             }
@@ -359,7 +368,7 @@ impl<H: Pack> Table<H> {
             }
         }
         let current = record.state.load(Relaxed);
-        if bare(current) != armed {
+        if current & mask != armed {
             return None;
         }
         record.state.compare_exchange(current, free, Acquire, Relaxed).ok()
@@ -577,6 +586,9 @@ enum Check {
     Live,
     Over,
 }
+
+#[path = "fast.rs"]
+mod fast;
 
 #[cfg(test)]
 #[path = "table_tests.rs"]

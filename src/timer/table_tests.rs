@@ -154,3 +154,44 @@ fn owner_cancels_keep_stale_entries_bounded_and_clear_the_wheel_at_the_end() {
     }
     assert!(swept || cfg!(miri), "some cancels swept stale entries");
 }
+
+/// The owner's straight line (`fast.rs`): it schedules into records never used (past a
+/// chunk's end only after the general path made the next chunk) and freed ones, cancels
+/// ARMED packed timers, and declines, with nothing changed, whatever the general path
+/// must answer: the budget's look at stale entries, a handler with an end, a timer over.
+#[test]
+fn the_straight_line_schedules_and_cancels_or_declines_untouched() {
+    let table = Table::<Word>::default();
+    let mut own = OwnTimers::new(0);
+    // No chunk yet: declined; the general path makes the first.
+    assert_eq!(table.schedule_packed(&mut own, [9, !9]), None);
+    let (a, ga) = table.schedule(&mut own, Word(1), 0).ok().unwrap();
+    let mut ids = vec![(a, ga)];
+    while ids.len() < FIRST_CHUNK {
+        let n = ids.len();
+        ids.push(table.schedule_packed(&mut own, [n, !n]).expect("room in chunk 0"));
+    }
+    assert_eq!(ids[FIRST_CHUNK - 1], (FIRST_CHUNK as u32 - 1, 1));
+    assert_eq!(table.schedule_packed(&mut own, [0, !0]), None, "chunk 0 is full");
+    let (e, ge) = table.schedule(&mut own, Word(5), 7).ok().unwrap(); // an `every` timer
+    assert_eq!(e, FIRST_CHUNK as u32);
+    // Budget 0: the first cancel is the general path's, which sets the budget.
+    assert!(!table.cancel_packed(&mut own, a, ga));
+    assert_eq!(table.cancel_owned(&mut own, a, ga), Ok(None));
+    let (b, gb) = ids[1];
+    assert!(table.cancel_packed(&mut own, b, gb));
+    assert!(!table.cancel_packed(&mut own, b, gb), "over: declined");
+    assert_eq!(table.cancel_owned(&mut own, b, gb), Err(()), "over: not found");
+    assert!(!table.cancel_packed(&mut own, e, ge), "not packed: declined");
+    assert!(table.is_live(e, ge));
+    assert!(!table.cancel_packed(&mut own, 1 << 20, 1), "no such record: declined");
+    // Freed records come back, last freed first, with their next generation.
+    assert_eq!(table.schedule_packed(&mut own, [7, !7]), Some((b, gb + 1)));
+    assert_eq!(table.schedule_packed(&mut own, [8, !8]), Some((a, ga + 1)));
+    let Begin::Call { handler, interval_ns: 0 } = table.begin(&mut own, b, gb + 1) else { panic!() };
+    assert_eq!(handler, Word(7));
+    assert_eq!(table.finish(&mut own, b, gb + 1, handler), Some(Word(7)));
+    assert_eq!(table.cancel_foreign(a, ga + 1), Ok(Some(Word(8))));
+    let live = own.live();
+    assert_eq!(table.end_all(&mut own).len(), live - 1, "all but the one cancelled");
+}

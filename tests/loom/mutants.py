@@ -308,6 +308,18 @@ MUTANTS = {
         "        record.state.store(state(generation, ARMED) | flag, Relaxed);",
         "loom_timers_cancel_against_fire_and_reuse",
     ),
+    "timers: the straight line publishes ARMED with Release": (
+        "src/timer/fast.rs",
+        "                (*record).state.store(state(generation, ARMED) | PACKED, Release);",
+        "                (*record).state.store(state(generation, ARMED) | PACKED, Relaxed);",
+        "loom_timers_packed_owner_cancel_against_foreign_cancel",
+    ),
+    "timers: the straight line publishes a never-used record by `count` with Release": (
+        "src/timer/fast.rs",
+        "        self.chunks.count.store(index + 1, Release);",
+        "        self.chunks.count.store(index + 1, Relaxed);",
+        "loom_timers_packed_owner_cancel_against_foreign_cancel",
+    ),
     "timers: a never-used record is published by `count` with Release": (
         "src/timer/table.rs",
         "        self.chunks.count.store(index + 1, Release);",
