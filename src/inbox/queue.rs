@@ -562,8 +562,11 @@ impl<H> Records<H> {
             // `read` moves past it.
             let slot = unsafe { (*block).slots.get_unchecked(offset) };
             // A few slots ahead: the producer wrote them, and their lines are in its
-            // core's cache; ask for them before they are needed.
-            if offset + AHEAD < SLOTS {
+            // core's cache; ask for them before they are needed. Only slots taken: past
+            // `head` the consumer has caught up with its producer, who is writing those
+            // lines (it asked for them ahead, see `publish`), and reading one would take
+            // it from the producer's cache just before its next store.
+            if offset + AHEAD < SLOTS && index + (AHEAD as u64) < head {
                 prefetch_read(unsafe { (*block).slots.get_unchecked(offset + AHEAD) as *const Slot<H> }.cast());
             }
             let mut published = slot.stamp.load(Acquire);
