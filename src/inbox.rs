@@ -79,6 +79,7 @@
 //! settle the race.
 
 mod block;
+mod prefetch;
 mod queue;
 mod region;
 mod slot;
@@ -462,8 +463,12 @@ impl<H> Inbox<H> {
             // producer posted one more and rang (about 15 us a record, seen with
             // `perf sched timehist` on a loaded 2-CPU VM). A yield lets that producer
             // run on, and fill a batch; with a CPU to itself, a yield returns at once.
+            //
+            // It watches the next record's slot, not the tail index (see
+            // `queue::Records::head_published`): the producer keeps the tail's line.
             for look in 0..DOZE_SPINS + DOZE_YIELDS {
-                if self.records.has_records() {
+                // SAFETY: the consumer (the loop's thread).
+                if unsafe { self.records.head_published() } {
                     return true;
                 }
                 if look < DOZE_SPINS {
