@@ -573,9 +573,12 @@ impl<H> Records<H> {
             // core's cache; ask for them before they are needed. Only slots taken: past
             // `head` the consumer has caught up with its producer, who is writing those
             // lines (it asked for them ahead, see `publish`), and reading one would take
-            // it from the producer's cache just before its next store.
-            if offset + AHEAD < SLOTS && index + (AHEAD as u64) < head {
-                prefetch_read(unsafe { (*block).slots.get_unchecked(offset + AHEAD) as *const Slot<H> }.cast());
+            // it from the producer's cache just before its next store. Near a block's
+            // end the address is past the block (the taken slots ahead are in the next
+            // one): a prefetch there does nothing (it never faults), and that saves a
+            // bound per record.
+            if index + (AHEAD as u64) < head {
+                prefetch_read((slot as *const Slot<H>).wrapping_add(AHEAD).cast());
             }
             let mut published = slot.stamp.load(Acquire);
             if published >> KIND_BITS != index {
