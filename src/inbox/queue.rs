@@ -36,8 +36,9 @@
 //!      the marker (Release), then the old block's `next` (Release);
 //!   5. write the record, then store the slot's stamp (Release): the hand-over. After
 //!      that store the producer touches nothing in the block;
-//!   6. the producer that linked a block (step 4) while more than [`BACKLOG`] blocks
-//!      wait for the consumer offers its CPU once (a yield: it waits for nothing).
+//!   6. the producer that linked a block (step 4) when [`BACKLOG`] blocks (or twice,
+//!      four times as many...) wait for the consumer offers its CPU (a yield: it waits
+//!      for nothing).
 //!
 //! The claim (step 3) is the producer's half of the inbox's wake-up pair: a SeqCst
 //! read-modify-write of `tail.index`, read back by the consumer's `doze` after its
@@ -163,17 +164,18 @@ impl<H> Drop for Retire<'_, H> {
 /// and moves them here as producers take these.
 const SPARES: usize = 12;
 
-/// Blocks of records not yet taken past which a producer that links a new block offers
-/// its CPU (a yield, after its record is published: it waits for nothing). The
-/// scheduler often puts a loop woken by a producer on the producer's CPU (on a busy
-/// 2-CPU machine, nearly always, measured: the two threads' CPU times add up to the
-/// run's wall time), where it waits for the producer's time slice to end: the
-/// producer then queues a whole slice's records (hundreds of thousands, tens of MB of
-/// fresh memory, a page fault or a huge page's clearing per few thousand) before the
-/// loop runs once. A yield there lets the loop run and the two take turns on blocks
-/// that stay in cache and are reused; with a CPU to itself, a yield returns at once
-/// (one system call per block, while the backlog lasts). 16 blocks: 512 KB of slots,
-/// within a core's L2.
+/// Blocks of records not yet taken at which a producer that links a new block offers
+/// its CPU (a yield, after its record is published: it waits for nothing): when that
+/// many wait, and again at each doubling (32, 64, ...). The scheduler often puts a loop
+/// woken by a producer on the producer's CPU (on a busy 2-CPU machine, nearly always,
+/// measured: the two threads' CPU times add up to the run's wall time), where it waits
+/// for the producer's time slice to end: the producer then queues a whole slice's
+/// records (hundreds of thousands, tens of MB of fresh memory, a huge page's clearing
+/// per 64 blocks) before the loop runs once. A yield there lets the loop run, and the
+/// two take turns on blocks that stay in cache and are reused. With a CPU to itself,
+/// or with no loop running (a host that posts before it runs the loop), a yield
+/// returns at once: a few system calls per backlog, one per doubling. 16 blocks: 512
+/// KB of slots, within a core's L2.
 const BACKLOG: u64 = if cfg!(loom) { u64::MAX / LAP } else { 16 };
 
 /// What producers share: the tail.
@@ -474,7 +476,8 @@ impl<H> Records<H> {
         }
         // SAFETY: claimed above.
         unsafe { Self::publish(block, offset, index, payload, kind) };
-        if linked && index.saturating_sub(self.head.0.index.load(Relaxed)) > BACKLOG * LAP {
+        let waiting = index.saturating_sub(self.head.0.index.load(Relaxed)) / LAP;
+        if linked && waiting >= BACKLOG && waiting.is_power_of_two() {
             // The consumer has fallen behind: offer this CPU (see BACKLOG).
             crate::sync::yield_now();
         }
