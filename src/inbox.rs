@@ -38,8 +38,8 @@
 //!     then read the tail index; if a position at or past `head` is claimed, do not wait (or,
 //!     leaving `run`, ring `bell` itself, so that an embedding host comes back), and set
 //!     `awake` again: it will doze again before it waits. (A consumer that took records
-//!     in its last pass first watches the tail a little while, still awake: a stream's
-//!     next record is likely a few ns away.)
+//!     in its last pass first watches the next record's slot a little while, still
+//!     awake: a stream's next record is likely a few ns away.)
 //!
 //! No lost wake-up: take the records whose claims the consumer's last look (`doze`, at
 //! position `h`) did not see; the first of them is numbered `h` (the tail was `h`).
@@ -79,6 +79,7 @@
 //! settle the race.
 
 mod block;
+mod prefetch;
 mod queue;
 mod region;
 mod slot;
@@ -93,9 +94,9 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-/// How a consumer that took records in its last pass watches the tail before it dozes
-/// (none under loom, whose models need no spin): [`DOZE_SPINS`] looks a pause apart
-/// (about 1 us: a stream's next record is usually nanoseconds away), then
+/// How a consumer that took records in its last pass watches the next record's slot
+/// before it dozes (none under loom, whose models need no spin): [`DOZE_SPINS`] looks a
+/// pause apart (about 1 us: a stream's next record is usually nanoseconds away), then
 /// [`DOZE_YIELDS`] looks each after giving up the CPU (see [`Inbox::doze`]).
 const DOZE_SPINS: u32 = if cfg!(loom) { 0 } else { 32 };
 const DOZE_YIELDS: u32 = if cfg!(loom) { 0 } else { 16 };
@@ -450,7 +451,7 @@ impl<H> Inbox<H> {
         // SAFETY: the consumer (the loop's thread).
         if unsafe { self.records.took_since_doze() } && to_wait {
             // Records came in since the last doze: a stream, whose next record is
-            // likely a few ns away. Watch the tail a little while still awake (so
+            // likely a few ns away. Watch for it a little while still awake (so
             // producers do not ring) before telling producers to ring: a consumer that
             // has just caught up would otherwise sleep, and its producer pay a ring
             // (a system call, and the consumer's wake-up) every few hundred records.
@@ -462,8 +463,12 @@ impl<H> Inbox<H> {
             // producer posted one more and rang (about 15 us a record, seen with
             // `perf sched timehist` on a loaded 2-CPU VM). A yield lets that producer
             // run on, and fill a batch; with a CPU to itself, a yield returns at once.
+            //
+            // It watches the next record's slot, not the tail index (see
+            // `queue::Records::head_published`): the producer keeps the tail's line.
             for look in 0..DOZE_SPINS + DOZE_YIELDS {
-                if self.records.has_records() {
+                // SAFETY: the consumer (the loop's thread).
+                if unsafe { self.records.head_published() } {
                     return true;
                 }
                 if look < DOZE_SPINS {

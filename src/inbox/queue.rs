@@ -35,7 +35,10 @@
 //!   4. the last slot's claimant links the fresh block: `tail.block`, then the index past
 //!      the marker (Release), then the old block's `next` (Release);
 //!   5. write the record, then store the slot's stamp (Release): the hand-over. After
-//!      that store the producer touches nothing in the block.
+//!      that store the producer touches nothing in the block;
+//!   6. the producer that linked a block (step 4) when [`BACKLOG`] blocks (or twice,
+//!      four times as many...) wait for the consumer offers its CPU (a yield: it waits
+//!      for nothing).
 //!
 //! The claim (step 3) is the producer's half of the inbox's wake-up pair: a SeqCst
 //! read-modify-write of `tail.index`, read back by the consumer's `doze` after its
@@ -89,6 +92,7 @@
 //! `src/inbox/region.rs`).
 
 use super::block::{Block, LAP, SLOTS};
+use super::prefetch::{prefetch_read, prefetch_write, AHEAD};
 use super::region::Regions;
 use super::slot::{stamp, Payload, Slot, CANCELLED, KIND_BITS, KIND_MASK, OTHER, POST};
 use super::Record;
@@ -98,38 +102,6 @@ use crate::sync::atomic::{
 use crate::sync::UnsafeCell;
 use std::mem::ManuallyDrop;
 use std::ptr::null_mut;
-
-/// How many slots ahead a producer asks for its line (see [`prefetch_write`]).
-const AHEAD: usize = 8;
-
-/// Asks for the cache line at `p` in a state a store can use at once. A producer's
-/// claim (a locked instruction) waits for its earlier stores to reach the cache; a
-/// slot's line is usually in the consumer's cache (it read the block last lap), so
-/// without this each claim would wait for that line to come over.
-#[inline(always)]
-fn prefetch_write(p: *const u8) {
-    #[cfg(all(target_arch = "x86_64", not(loom)))]
-    // SAFETY: a prefetch is a hint; it does not fault. PREFETCHW (x86-64 CPUs without
-    // it decode it as a NOP); `_MM_HINT_ET0` needs the `prfchw` target feature, which
-    // the default target does not enable.
-    unsafe {
-        std::arch::asm!("prefetchw [{}]", in(reg) p, options(nostack, preserves_flags, readonly));
-    }
-    #[cfg(not(all(target_arch = "x86_64", not(loom))))]
-    let _ = p;
-}
-
-/// Asks for the cache line at `p` ahead of a read (a hint: it does not fault).
-#[inline(always)]
-fn prefetch_read(p: *const u8) {
-    #[cfg(all(target_arch = "x86_64", not(loom)))]
-    // SAFETY: a prefetch is a hint; it does not fault.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
-    }
-    #[cfg(not(all(target_arch = "x86_64", not(loom))))]
-    let _ = p;
-}
 
 /// A producer's pause after a lost claim: 1, 2, 4, ... up to 16 spins.
 #[inline]
@@ -191,6 +163,20 @@ impl<H> Drop for Retire<'_, H> {
 /// many bytes as 8 blocks of 48-byte slots were). The consumer keeps more (see `Records::kept`) while it has records to read,
 /// and moves them here as producers take these.
 const SPARES: usize = 12;
+
+/// Blocks of records not yet taken at which a producer that links a new block offers
+/// its CPU (a yield, after its record is published: it waits for nothing): when that
+/// many wait, and again at each doubling (32, 64, ...). The scheduler often puts a loop
+/// woken by a producer on the producer's CPU (on a busy 2-CPU machine, nearly always,
+/// measured: the two threads' CPU times add up to the run's wall time), where it waits
+/// for the producer's time slice to end: the producer then queues a whole slice's
+/// records (hundreds of thousands, tens of MB of fresh memory, a huge page's clearing
+/// per 64 blocks) before the loop runs once. A yield there lets the loop run, and the
+/// two take turns on blocks that stay in cache and are reused. With a CPU to itself,
+/// or with no loop running (a host that posts before it runs the loop), a yield
+/// returns at once: a few system calls per backlog, one per doubling. 16 blocks: 512
+/// KB of slots, within a core's L2.
+const BACKLOG: u64 = if cfg!(loom) { u64::MAX / LAP } else { 16 };
 
 /// What producers share: the tail.
 struct Tail<H> {
@@ -286,6 +272,25 @@ impl<H> Records<H> {
     /// after its fence.
     pub fn has_records(&self) -> bool {
         self.tail.0.index.load(Acquire) > self.head.0.index.load(Relaxed)
+    }
+
+    /// True when the record at `head` (the next one the consumer would take) is
+    /// published (or cancelled since): what the consumer watches while it dozes (see
+    /// `Inbox::doze`). It reads the line of that slot, which it reads next anyway, and
+    /// not the tail's: every claim writes the tail, and a consumer watching it would
+    /// take its line from the producer before each claim (the producer's
+    /// compare-and-swap then waits for the line to come back).
+    ///
+    /// # Safety
+    /// The consumer alone (only it moves `head`).
+    #[inline]
+    pub unsafe fn head_published(&self) -> bool {
+        let head = self.head.0.index.load(Relaxed);
+        let offset = (head % LAP) as usize;
+        debug_assert!(offset < SLOTS, "`head` never rests on a marker");
+        // SAFETY: `head.block` holds `head` and is not recycled before `read` passes it.
+        let slot = unsafe { (*self.head.0.block.load(Relaxed)).slots.get_unchecked(offset) };
+        slot.stamp.load(Acquire) >> KIND_BITS == head
     }
 
     /// A fresh block: a spare, or a new one (see `src/inbox/region.rs`).
@@ -461,7 +466,8 @@ impl<H> Records<H> {
             // forth on every try.
             backoff(&mut tries);
         };
-        if offset + 1 == SLOTS {
+        let linked = offset + 1 == SLOTS;
+        if linked {
             // SAFETY: we claimed the block's last slot.
             unsafe { self.link(block, fresh) };
         } else if !fresh.is_null() {
@@ -470,6 +476,11 @@ impl<H> Records<H> {
         }
         // SAFETY: claimed above.
         unsafe { Self::publish(block, offset, index, payload, kind) };
+        let waiting = index.saturating_sub(self.head.0.index.load(Relaxed)) / LAP;
+        if linked && waiting >= BACKLOG && waiting.is_power_of_two() {
+            // The consumer has fallen behind: offer this CPU (see BACKLOG).
+            crate::sync::yield_now();
+        }
         index
     }
 
@@ -562,9 +573,15 @@ impl<H> Records<H> {
             // `read` moves past it.
             let slot = unsafe { (*block).slots.get_unchecked(offset) };
             // A few slots ahead: the producer wrote them, and their lines are in its
-            // core's cache; ask for them before they are needed.
-            if offset + AHEAD < SLOTS {
-                prefetch_read(unsafe { (*block).slots.get_unchecked(offset + AHEAD) as *const Slot<H> }.cast());
+            // core's cache; ask for them before they are needed. Only slots taken: past
+            // `head` the consumer has caught up with its producer, who is writing those
+            // lines (it asked for them ahead, see `publish`), and reading one would take
+            // it from the producer's cache just before its next store. Near a block's
+            // end the address is past the block (the taken slots ahead are in the next
+            // one): a prefetch there does nothing (it never faults), and that saves a
+            // bound per record.
+            if index + (AHEAD as u64) < head {
+                prefetch_read((slot as *const Slot<H>).wrapping_add(AHEAD).cast());
             }
             let mut published = slot.stamp.load(Acquire);
             if published >> KIND_BITS != index {

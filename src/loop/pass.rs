@@ -484,37 +484,40 @@ impl<H: Handler> Loop<H> {
 
     /// Runs the records of the slice the pass took from the inbox, straight from the
     /// inbox's slots (a callback of the slice may still cancel a post after it: see
-    /// `crate::inbox`); returns how many callbacks ran.
+    /// `crate::inbox`); returns how many callbacks ran. One deferring level for the
+    /// slice (see [`pool::Deferring::slice`]): each record's wake-ups are sent after it.
     fn dispatch_records(&self, ids: &mut Vec<(Id, u32)>, scope: &pool::Deferring<'_>) -> usize {
         let mut ran = 0;
         // Read once: a post's id is made of it and the post's number.
         let tag = self.tag;
-        // Inlined (the queue calls it from two places, one for posts alone).
-        self.inbox.run_records(
-            #[inline(always)]
-            |seq, record| {
-                match record {
-                    Record::Post { mut handler } => {
-                        let id = slots::post_id(tag, seq);
-                        scope.run(|| handler.call(self, id, Event::Post));
-                        ran += 1;
-                        drop(handler);
+        scope.slice(|slice| {
+            // Inlined (the queue calls it from two places, one for posts alone).
+            self.inbox.run_records(
+                #[inline(always)]
+                |seq, record| {
+                    match record {
+                        Record::Post { mut handler } => {
+                            handler.call(self, slots::post_id(tag, seq), Event::Post);
+                            ran += 1;
+                            drop(handler);
+                        }
+                        Record::Emit { bytes, topic_len } => {
+                            self.deliver(&bytes, topic_len, ids);
+                            ran += 1;
+                        }
+                        Record::Done { id, .. } if slots::is_task_id(id) => {
+                            ran += self.deliver_unstarted(id) as usize;
+                        }
+                        Record::Done { id, status } => {
+                            ran += self.dispatch(id, Event::Done { status, result: &[], message: None }) as usize;
+                        }
+                        Record::Job(job) => job.run(),
                     }
-                    Record::Emit { bytes, topic_len } => {
-                        self.deliver(&bytes, topic_len, ids);
-                        ran += 1;
-                    }
-                    Record::Done { id, .. } if slots::is_task_id(id) => {
-                        ran += self.deliver_unstarted(id) as usize;
-                    }
-                    Record::Done { id, status } => {
-                        ran += self.dispatch(id, Event::Done { status, result: &[], message: None }) as usize;
-                    }
-                    Record::Job(job) => scope.run(|| job.run()),
-                }
-                true
-            },
-        );
+                    slice.after();
+                    true
+                },
+            )
+        });
         ran
     }
 

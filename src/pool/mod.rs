@@ -49,7 +49,7 @@ pub(crate) mod stage;
 mod stats;
 mod thread;
 
-pub use deferred::{deferring_scope, deferring_wakeups, flush_deferred_wakeups, Deferring};
+pub use deferred::{deferring_scope, deferring_wakeups, flush_deferred_wakeups, Deferring, Slice};
 pub use feeder::{publish_staged, Feeder};
 pub use job::{Job, JobHeader, JobRef, JobVTable};
 pub use stats::{default_stats, PoolStats};

@@ -406,3 +406,64 @@ TEST(a_pass_limit_spreads_a_flood_over_passes) {
     CHECK_ERR_HAS("weft_loop_set_pass_limit");
     weft_loop_free(lp);
 }
+
+/* A post that spawns a CPU task wakes the pool's sleeping worker when its callback
+ * returns, not when the pass's slice of posts ends (the slice runs inside one deferring
+ * level, and each callback's wake-ups go out after it): a later post of the same slice,
+ * which waits (bounded) for the task's work, sees it run. */
+typedef struct {
+    weft_pool *pool;
+    _Atomic int worked;
+    int seen;
+    _Atomic int dones;
+} spawn_then_wait;
+
+static int stw_work(weft_task *task, void *ud) {
+    (void)task;
+    atomic_store(&((spawn_then_wait *)ud)->worked, 1);
+    return 0;
+}
+
+static void stw_done(weft_loop *lp, weft_id id, int status, const uint8_t *result, size_t len, void *ud) {
+    (void)lp; (void)id; (void)result; (void)len;
+    CHECK_EQ(status, 0);
+    atomic_fetch_add(&((spawn_then_wait *)ud)->dones, 1);
+}
+
+static void stw_spawn(weft_loop *lp, weft_id id, void *ud) {
+    (void)id;
+    spawn_then_wait *s = (spawn_then_wait *)ud;
+    weft_spawn_options so;
+    memset(&so, 0, sizeof so);
+    so.size = sizeof so;
+    so.pool = s->pool;
+    CHECK_ID(weft_spawn(lp, WEFT_ON_CPU, stw_work, stw_done, s, NULL, &so));
+}
+
+static void stw_wait(weft_loop *lp, weft_id id, void *ud) {
+    (void)lp; (void)id;
+    spawn_then_wait *s = (spawn_then_wait *)ud;
+    uint64_t end = now_ms() + h_slack_ms(10000);
+    while (!atomic_load(&s->worked) && now_ms() < end) sleep_ms(1);
+    s->seen = atomic_load(&s->worked);
+}
+
+TEST(a_post_that_spawns_wakes_the_worker_before_the_next_post_of_its_slice) {
+    weft_pool_options o;
+    memset(&o, 0, sizeof o);
+    o.size = sizeof o;
+    o.kind = WEFT_POOL_CPU;
+    o.threads = 1;
+    spawn_then_wait s = {.pool = weft_pool_new(&o)};
+    REQUIRE(s.pool != NULL);
+    weft_loop *lp = weft_loop_new();
+    REQUIRE(lp != NULL);
+    sleep_ms(50); /* the worker has gone to sleep: only a wake-up gets it going */
+    CHECK_ID(weft_post(lp, stw_spawn, &s, NULL));
+    CHECK_ID(weft_post(lp, stw_wait, &s, NULL));
+    CHECK_OK(weft_loop_run(lp, WEFT_RUN_DEFAULT)); /* both posts (one slice), then done */
+    CHECK_MSG(s.seen, "the task's work did not run while a later post of the slice waited");
+    CHECK_EQ(atomic_load(&s.dones), 1);
+    weft_loop_free(lp);
+    weft_pool_free(s.pool);
+}
