@@ -21,17 +21,20 @@ enum { XPOST_1 = 0, XPOST_LATENCY = 1, XPOST_4 = 2 };
  * the producer thread, and calls xpost_deliver() on the loop thread for every
  * record; xpost_deliver() returns 1 after the last one. */
 struct xpost {
+    /* What the producers read on every post: written before they start, never after. */
     void (*post)(struct rec *);
     int latency;            /* 0: cross_thread_post(_4), 1: wakeup_latency */
     uint32_t n;
     uint32_t producers;     /* each posts n / producers records, in order */
-    uint32_t next[XPOST_MAX_PRODUCERS];  /* the rank each producer's next record must have */
     struct rec *recs;
+    /* What the loop writes on every delivery, on cache lines of its own: sharing a line
+     * with the producers' fields would make every system's post miss the cache. */
+    _Alignas(64) uint32_t next[XPOST_MAX_PRODUCERS];  /* each producer's next rank */
     uint64_t *lat_ns;
     uint64_t got;
     uint32_t out_of_order;
-    _Atomic uint32_t done;  /* records delivered, visible to the producer */
-    pthread_t thread[XPOST_MAX_PRODUCERS];
+    _Atomic uint32_t done;  /* records delivered, visible to the producer (latency) */
+    _Alignas(64) pthread_t thread[XPOST_MAX_PRODUCERS];
     struct span span;
 };
 
