@@ -16,7 +16,7 @@
 //!   A wait through the loop's [`WaitSlot`] (`slot.rs`) takes no lock: the waiter is
 //!   kept in the `Events` between waits, and a bell is looked up under the members'
 //!   lock only when an event's key may be a bell's (`Shared::drained_keys`).
-//! * [`Bell`]: a non-blocking pipe; [`ring`] writes a byte, `drain` reads them all.
+//! * [`Bell`] (`bell.rs`): an eventfd on Linux and Android, a non-blocking pipe elsewhere.
 //! * [`TimerWake`] (`wake.rs`): on kqueue a `Timer` filter in the loop's poller, so that
 //!   poller's fd turns readable at the deadline; elsewhere the deadline bounds the
 //!   poller's waits, and a wait that reaches it reports the timer's key.
@@ -29,15 +29,17 @@
 //!   timer is due; the thread exists once the host has asked for the fd, and waits only
 //!   while no thread runs the loop.
 
+mod bell;
 #[cfg(weft_polling_epoll)]
 mod direct;
 mod outer;
 mod slot;
 mod wake;
 
+pub use bell::{ring, Bell};
 pub use outer::Outer;
 pub use slot::WaitSlot;
-pub use wake::{ring, Bell, TimerWake};
+pub use wake::TimerWake;
 
 use super::unix::fd_is_open;
 use super::{EDGE, ERROR, HANGUP, READABLE, WRITABLE};
@@ -405,7 +407,7 @@ impl Shared {
                 // No readiness: the fd may be closed (and its number reused): no read.
                 if ev.readiness != 0 {
                     if let Some(&(_, fd)) = drained.iter().find(|&&(key, _)| key as u64 == ev.key) {
-                        wake::drain_fd(fd);
+                        bell::drain_fd(fd);
                     }
                 }
             }
