@@ -1,9 +1,33 @@
 //! The portable backend's bell ([`Bell`]): an eventfd on Linux and Android, a pipe
-//! elsewhere. The poller reports it level-triggered and drains it when it reports it
-//! (see `Shared::settle`); where a pass waits for a post, the ring and the drain are on
-//! the wake-up's path (wakeup_latency), and an eventfd's are the cheaper of the two: a
-//! write or read of its 8-byte counter under a spinlock, where a pipe's take its mutex,
-//! copy through a page, and wake its waiters synchronously.
+//! elsewhere, and when the loop drains it.
+//!
+//! The poller reports a bell level-triggered, so it must be drained before the next
+//! wait, or that wait returns at once. Where a pass waits for a post, the ring and the
+//! drain were on the wake-up's path (wakeup_latency: the post, the ring, the wait's
+//! return, the drain, the callback): an eventfd's ring and drain are the cheaper (a
+//! write or read of its 8-byte counter under a spinlock, where a pipe's take its mutex
+//! and copy through a page: about 0.35 against 0.5 us each here), and the loop's waits
+//! leave the bell to the end of the pass.
+//!
+//! # When the loop's bell is drained
+//!
+//! The loop's [`Events`](super::Events) are made with `deferring_bells`: a wait that
+//! reports a bell leaves it rung, and the pass drains it (`Events::drain_bells`) once
+//! its records ran, before its next wait. Other waits (the host fd's helper,
+//! `has_work`) drain at once, as do pollers with one-shot members (event ports, whose
+//! re-arming would report a bell still rung). A later drain can eat a later ring: one
+//! made after the wait returned and before the drain. None is lost:
+//!
+//! * a producer's ring for a record: the pass's next doze (after the drain) looks at
+//!   the queue before it waits (the inbox protocol), and finds the record;
+//! * `Inbox::wake` (a stop, a cancel that leaves nothing alive): its flag is set
+//!   before the ring, and `run_passes` reads it (`stop`, `alive`) after the pass;
+//! * the host fd's helper ring (only while no thread runs the loop, see `outer.rs`):
+//!   for members that are level-triggered, which the next wait reports again.
+//!
+//! The drain's read and the ring's write meet in the kernel (the bell's lock), so a
+//! flag stored before an eaten ring is seen by a load after the drain. A pass that
+//! ends early (an error) leaves the bell rung: the next wait returns at once, no more.
 //!
 //! Either way one descriptor number is polled ([`Bell::as_raw_fd`]: the host's fd of
 //! `outer.rs` where no poller is pollable) and one is rung ([`Bell::ring_fd`]): the
@@ -107,5 +131,21 @@ pub fn ring(bell: RawFd) {
 impl AsRawFd for Bell {
     fn as_raw_fd(&self) -> RawFd {
         self.poll.as_raw_fd()
+    }
+}
+
+impl super::Shared {
+    /// Drains the bells among the reported events `out`.
+    pub(super) fn drain_bells(&self, out: &[super::Event]) {
+        // Under the lock: a member is not removed (and its fd closed) meanwhile.
+        let drained = super::lock(&self.drained);
+        for ev in out.iter() {
+            // No readiness: the fd may be closed (and its number reused): no read.
+            if ev.readiness != 0 {
+                if let Some(&(_, fd)) = drained.iter().find(|&&(key, _)| key as u64 == ev.key) {
+                    drain_fd(fd);
+                }
+            }
+        }
     }
 }
