@@ -292,6 +292,7 @@ impl Shared {
     }
 
     /// Waits (`block`: until something is ready, or the timer is due), fills `events`.
+    #[inline]
     fn wait(&self, events: &mut Events, block: bool) -> io::Result<()> {
         events.out.clear();
         let timer_key = self.timer_key.load(SeqCst);
@@ -528,6 +529,7 @@ impl Events {
     #[inline]
     pub fn drain_bells(&mut self) {
         if std::mem::take(&mut self.bells_pending) {
+            debug_assert!(self.slot_waiter.is_some(), "deferring events wait through a WaitSlot");
             if let Some((_, waiter)) = &self.slot_waiter {
                 waiter.0.drain_bells(&self.out);
             }
