@@ -449,7 +449,8 @@ impl<H> Inbox<H> {
     /// returning): only then is a short watch of the tail worth it.
     pub fn doze(&self, to_wait: bool) -> bool {
         // SAFETY: the consumer (the loop's thread).
-        if unsafe { self.records.took_since_doze() } && to_wait {
+        let took = unsafe { self.records.took_since_doze() };
+        if took && to_wait {
             // Records came in since the last doze: a stream, whose next record is
             // likely a few ns away. Watch for it a little while still awake (so
             // producers do not ring) before telling producers to ring: a consumer that
@@ -482,7 +483,10 @@ impl<H> Inbox<H> {
         self.awake.0.store(false, Relaxed);
         fence(SeqCst); // the Dekker pair with the producers (see crate::sync)
         let queued = self.records.has_records();
-        if !queued {
+        // Only a doze that took records since the last one has blocks or a region to
+        // give back (records taken or queued since are met by a later doze): a pass
+        // with no records (fd_pingpong's every pass) skips its lock and its loops.
+        if !queued && took {
             // SAFETY: the consumer (the loop's thread).
             unsafe { self.records.idle() };
         }

@@ -497,7 +497,7 @@ impl<H: Handler> Loop<H> {
             timer,
             signal_bell,
             runner: Aligned(Mutex::new(Runner {
-                events: Events::with_capacity(256),
+                events: Events::with_capacity(256).deferring_bells(),
                 ids: Vec::new(),
                 indices: Vec::new(),
                 due: Vec::new(),

@@ -392,6 +392,10 @@ impl<H: Handler> Loop<H> {
             }
         }
 
+        // The inbox bell, where the backend drains it (the portable one's), is drained
+        // now that its records ran, not on the wake-up's path (see sys/portable/bell.rs).
+        events.drain_bells();
+
         // An owner's timer scheduled (or an `every` timer re-armed) in this pass earlier
         // than the wake-up is armed: `run(NoWait)` returns to a host that waits on the
         // loop's fd, which must turn readable at that deadline.

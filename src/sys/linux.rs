@@ -262,6 +262,15 @@ impl Events {
         Events(Vec::with_capacity(capacity))
     }
 
+    /// Nothing to defer here: an eventfd bell is edge-triggered, never drained.
+    pub fn deferring_bells(self) -> Events {
+        self
+    }
+
+    /// Nothing to drain (see `deferring_bells`).
+    #[inline]
+    pub fn drain_bells(&mut self) {}
+
     #[inline]
     pub fn len(&self) -> usize {
         self.0.len()

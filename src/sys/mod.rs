@@ -39,9 +39,10 @@
 //!
 //! * `linux.rs` (the default on Linux): epoll, eventfd, timerfd, pidfd.
 //! * `portable/` (every other platform, and Linux with the `portable` feature): the
-//!   `polling` crate (kqueue, event ports, poll(2)), pipes as bells, a kqueue timer filter
-//!   or a deadline the waits honour, a kqueue process filter or `waitpid` polling, and a
-//!   helper thread for the host's fd where no poller fd turns readable by itself.
+//!   `polling` crate (kqueue, event ports, poll(2)), eventfds (Linux) or pipes as bells,
+//!   a kqueue timer filter or a deadline the waits honour, a kqueue process filter or
+//!   `waitpid` polling, and a helper thread for the host's fd where no poller fd turns
+//!   readable by itself.
 //! * `unix.rs`: the POSIX calls both share.
 //!
 //! # Code no test here runs

@@ -61,6 +61,7 @@ pub(super) fn timeout_ms(timeout: Option<Duration>) -> Option<i32> {
 /// One `epoll_wait` on `poller` into `buf`, its members' events appended to `out`.
 /// False (`out` unchanged) when polling's own wake-ups were among them: the caller waits
 /// again through polling, with a zero timeout.
+#[inline]
 pub(super) fn wait(
     poller: &polling::Poller,
     buf: &mut Buffer,

@@ -5,7 +5,8 @@
 //!
 //! * [`Poller`]: a `polling::Poller`. Interest is level-triggered (on event ports, whose
 //!   members are one-shot, by re-arming each member it reports); an `EDGE` member (a
-//!   bell) is drained by the poller itself when it reports it, which is what an
+//!   bell) is drained by the poller itself when it reports it (the loop's waits: by
+//!   `Events::drain_bells` at the end of the pass, `bell.rs`), which is what an
 //!   edge-triggered bell amounts to, and keeps a pipe bell from ever filling up.
 //!   A member closed by its owner without being removed (poll(2) reports such an fd for
 //!   ever, as POLLNVAL) is removed by the poller when it reports it, as kqueue and epoll
@@ -16,7 +17,7 @@
 //!   A wait through the loop's [`WaitSlot`] (`slot.rs`) takes no lock: the waiter is
 //!   kept in the `Events` between waits, and a bell is looked up under the members'
 //!   lock only when an event's key may be a bell's (`Shared::drained_keys`).
-//! * [`Bell`]: a non-blocking pipe; [`ring`] writes a byte, `drain` reads them all.
+//! * [`Bell`] (`bell.rs`): an eventfd on Linux and Android, a non-blocking pipe elsewhere.
 //! * [`TimerWake`] (`wake.rs`): on kqueue a `Timer` filter in the loop's poller, so that
 //!   poller's fd turns readable at the deadline; elsewhere the deadline bounds the
 //!   poller's waits, and a wait that reaches it reports the timer's key.
@@ -29,15 +30,17 @@
 //!   timer is due; the thread exists once the host has asked for the fd, and waits only
 //!   while no thread runs the loop.
 
+mod bell;
 #[cfg(weft_polling_epoll)]
 mod direct;
 mod outer;
 mod slot;
 mod wake;
 
+pub use bell::{ring, Bell};
 pub use outer::Outer;
 pub use slot::WaitSlot;
-pub use wake::{ring, Bell, TimerWake};
+pub use wake::TimerWake;
 
 use super::unix::fd_is_open;
 use super::{EDGE, ERROR, HANGUP, READABLE, WRITABLE};
@@ -289,6 +292,7 @@ impl Shared {
     }
 
     /// Waits (`block`: until something is ready, or the timer is due), fills `events`.
+    #[inline]
     fn wait(&self, events: &mut Events, block: bool) -> io::Result<()> {
         events.out.clear();
         let timer_key = self.timer_key.load(SeqCst);
@@ -329,7 +333,8 @@ impl Shared {
             Err(e) => return Err(e),
         }
         if !events.out.is_empty() {
-            self.settle(&mut events.out);
+            let defer = events.defer_bells && !self.rearm;
+            events.bells_pending = self.settle(&mut events.out, defer);
         }
         if timer_key != NEVER {
             wake::report_due(self, timer_key, &mut events.out);
@@ -389,8 +394,9 @@ impl Shared {
     }
 
     /// What the reported members need: one reported closed is forgotten (its event
-    /// dropped), a bell is drained, a one-shot member is armed again.
-    fn settle(&self, out: &mut Vec<Event>) {
+    /// dropped), a bell is drained (or, `defer`, left to `Events::drain_bells`: true
+    /// when one may be among them), a one-shot member is armed again.
+    fn settle(&self, out: &mut Vec<Event>, defer: bool) -> bool {
         // One look at the events: whether one may be a bell's, whether one is closed.
         let drained_keys = self.drained_keys.load(SeqCst);
         let (mut bell, mut closed) = (false, false);
@@ -398,17 +404,8 @@ impl Shared {
             bell |= ev.readiness != 0 && drained_keys & key_bit(ev.key) != 0;
             closed |= ev.readiness == 0;
         }
-        if bell {
-            // Under the lock: a member is not removed (and its fd closed) meanwhile.
-            let drained = lock(&self.drained);
-            for ev in out.iter() {
-                // No readiness: the fd may be closed (and its number reused): no read.
-                if ev.readiness != 0 {
-                    if let Some(&(_, fd)) = drained.iter().find(|&&(key, _)| key as u64 == ev.key) {
-                        wake::drain_fd(fd);
-                    }
-                }
-            }
+        if bell && !defer {
+            self.drain_bells(out);
         }
         if closed {
             out.retain(|ev| ev.readiness != 0 || !self.forget_if_closed(ev.key as usize));
@@ -418,6 +415,7 @@ impl Shared {
                 self.rearm_member(ev.key as usize);
             }
         }
+        bell && defer
     }
 
     /// A one-shot member was reported: armed again, with its interest.
@@ -496,6 +494,10 @@ pub struct Events {
     look_first: bool,
     #[cfg(weft_polling_poll)]
     busy: bool,
+    /// A bell these events report is drained by `drain_bells`, not by the wait (see
+    /// `bell.rs`); `bells_pending`: the last wait reported one, maybe.
+    defer_bells: bool,
+    bells_pending: bool,
 }
 
 impl Events {
@@ -511,6 +513,26 @@ impl Events {
             look_first: true,
             #[cfg(weft_polling_poll)]
             busy: false,
+            defer_bells: false,
+            bells_pending: false,
+        }
+    }
+
+    /// Events whose waits leave the bells they report undrained until
+    /// [`drain_bells`](Self::drain_bells) (the loop's: see `bell.rs`).
+    pub fn deferring_bells(self) -> Events {
+        Events { defer_bells: true, ..self }
+    }
+
+    /// Drains the bells the last wait reported, if it left them undrained (a wait
+    /// through a [`WaitSlot`] only, whose waiter the events keep).
+    #[inline]
+    pub fn drain_bells(&mut self) {
+        if std::mem::take(&mut self.bells_pending) {
+            debug_assert!(self.slot_waiter.is_some(), "deferring events wait through a WaitSlot");
+            if let Some((_, waiter)) = &self.slot_waiter {
+                waiter.0.drain_bells(&self.out);
+            }
         }
     }
 

@@ -4,7 +4,7 @@
 //! * **kqueue** (macOS, the BSDs): a kqueue holding the loop's poller, itself a kqueue
 //!   whose timer is a filter of its own: the kernel does it all, as epoll does on Linux.
 //! * **Elsewhere** (poll(2), and pollers without a timer filter): there is no descriptor
-//!   that turns readable by itself, so the host's fd is the loop's inbox bell (a pipe):
+//!   that turns readable by itself, so the host's fd is the loop's inbox bell (bell.rs):
 //!   posts, events and task completions ring it, so for them the fd turns readable at
 //!   once. For the rest (watched fds, due timers, signals, children) a helper thread
 //!   rings it. The thread starts when the host first asks for the fd. While no thread

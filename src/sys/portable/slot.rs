@@ -98,4 +98,30 @@ mod tests {
         assert_eq!(keys(&slot, &mut events), [0u64; 0]);
         drop(bell);
     }
+
+    /// The loop's events leave a bell they report rung until `drain_bells` (bell.rs):
+    /// every wait reports it until then, none after; other events drain it at once.
+    #[test]
+    #[cfg_attr(miri, ignore = "poll(2), epoll and eventfds are not emulated")]
+    fn deferring_events_leave_a_bell_rung_until_drained() {
+        use crate::sys::EDGE;
+        let poller = Poller::new().unwrap();
+        let bell = Bell::new().unwrap();
+        poller.add(bell.as_raw_fd(), READABLE | EDGE, 7).unwrap();
+        let slot = WaitSlot::new(poller.waiter());
+        let keys = |events: &mut Events| {
+            slot.load().wait(events, false).unwrap();
+            events.iter().map(|e| e.key()).collect::<Vec<u64>>()
+        };
+        let mut deferring = Events::with_capacity(8).deferring_bells();
+        ring(bell.ring_fd());
+        assert_eq!(keys(&mut deferring), [7]);
+        assert_eq!(keys(&mut deferring), [7]);
+        deferring.drain_bells();
+        assert_eq!(keys(&mut deferring), [0u64; 0]);
+        let mut plain = Events::with_capacity(8);
+        ring(bell.ring_fd());
+        assert_eq!(keys(&mut plain), [7]);
+        assert_eq!(keys(&mut plain), [0u64; 0]);
+    }
 }

@@ -1,68 +1,12 @@
-//! The portable backend's wake-up sources: the bell (a pipe), the timer wake-up (a kqueue
-//! `Timer` filter, or a deadline the poller's waits honour) and the child watch (a small
-//! kqueue with an EVFILT_PROC filter, or none).
+//! The portable backend's wake-up sources besides the bell (`bell.rs`): the timer
+//! wake-up (a kqueue `Timer` filter, or a deadline the poller's waits honour) and the
+//! child watch (a small kqueue with an EVFILT_PROC filter, or none).
 
 use super::{lock, Event, Shared, NEVER};
-use crate::sys::unix::{check, now_ns, pipe, ChildWatch};
+use crate::sys::unix::{now_ns, ChildWatch};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, Weak};
-
-/// A pipe used as a doorbell: [`ring`] writes a byte (from any thread or a signal
-/// handler), [`drain`](Self::drain) reads them all. Both ends are non-blocking: a full
-/// pipe is a rung bell already.
-pub struct Bell {
-    read: OwnedFd,
-    write: OwnedFd,
-}
-
-fn set_nonblocking(fd: RawFd) -> io::Result<()> {
-    // SAFETY: plain fcntl calls on our own descriptor.
-    let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
-    check(unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) }).map(drop)
-}
-
-impl Bell {
-    pub fn new() -> io::Result<Bell> {
-        let (read, write) = pipe()?;
-        set_nonblocking(read.as_raw_fd())?;
-        set_nonblocking(write.as_raw_fd())?;
-        Ok(Bell { read, write })
-    }
-
-    /// The descriptor [`ring`] writes to.
-    pub fn ring_fd(&self) -> RawFd {
-        self.write.as_raw_fd()
-    }
-
-    /// Silences the bell (reads everything rung).
-    pub fn drain(&self) {
-        drain_fd(self.read.as_raw_fd());
-    }
-}
-
-/// Reads everything in the non-blocking pipe `fd`.
-pub(super) fn drain_fd(fd: RawFd) {
-    let mut buf = [0u8; 256];
-    // SAFETY: reads into our buffer until the pipe is empty (EAGAIN) or closed.
-    while unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) } == buf.len() as isize {}
-}
-
-/// Rings the bell whose write end is `bell` (a [`Bell`]'s `ring_fd`): one system call,
-/// async-signal-safe. A full pipe (EAGAIN) is rung already.
-#[inline]
-pub fn ring(bell: RawFd) {
-    // SAFETY: writes one byte from a static.
-    unsafe { libc::write(bell, b"!".as_ptr().cast(), 1) };
-}
-
-/// The bell's descriptor as a poller sees it: the read end.
-impl AsRawFd for Bell {
-    fn as_raw_fd(&self) -> RawFd {
-        self.read.as_raw_fd()
-    }
-}
 
 /// The timer wake-up: armed with absolute deadlines on the clock of `now_ns`, reported
 /// under its key by the poller it was added to (`Poller::add_timer`) from the deadline on,
@@ -167,7 +111,7 @@ pub(super) fn report_due(shared: &Shared, key: u64, out: &mut Vec<Event>) {
 impl ChildWatch {
     #[cfg(weft_kqueue)]
     pub fn new(pid: i32) -> Option<ChildWatch> {
-        use std::os::fd::FromRawFd;
+        use std::os::fd::{FromRawFd, OwnedFd};
         // SAFETY: a fresh kqueue we own (kqueues are not inherited by children).
         let kq = unsafe { libc::kqueue() };
         if kq < 0 {
