@@ -47,23 +47,27 @@ pub fn deferring_scope<R>(f: impl FnOnce(&Deferring<'_>) -> R) -> R {
 /// This thread's state, for [`deferring_scope`]'s callbacks.
 pub struct Deferring<'a>(&'a ThreadState);
 
+/// One deferring level of this thread, raised by whoever made it: its drop lowers the
+/// depth and, at depth 0, sends what was deferred (also when a callback unwinds).
+struct Depth<'a>(&'a ThreadState);
+
+impl Drop for Depth<'_> {
+    fn drop(&mut self) {
+        let t = self.0;
+        t.deferring.set(t.deferring.get() - 1);
+        if t.deferring.get() == 0 {
+            let (staged, deferred) = (t.staged.replace(std::ptr::null()), t.deferred.replace(std::ptr::null()));
+            if !staged.is_null() || !deferred.is_null() {
+                flush_taken(staged, deferred);
+            }
+        }
+    }
+}
+
 impl Deferring<'_> {
     /// [`deferring_wakeups`]`(f)`, on the scope's thread.
     #[inline]
     pub fn run<R>(&self, f: impl FnOnce() -> R) -> R {
-        struct Depth<'a>(&'a ThreadState);
-        impl Drop for Depth<'_> {
-            fn drop(&mut self) {
-                let t = self.0;
-                t.deferring.set(t.deferring.get() - 1);
-                if t.deferring.get() == 0 {
-                    let (staged, deferred) = (t.staged.replace(std::ptr::null()), t.deferred.replace(std::ptr::null()));
-                    if !staged.is_null() || !deferred.is_null() {
-                        flush_taken(staged, deferred);
-                    }
-                }
-            }
-        }
         self.0.deferring.set(self.0.deferring.get() + 1);
         let _depth = Depth(self.0);
         f()
@@ -80,19 +84,6 @@ impl Deferring<'_> {
     /// directly) defers too, and [`Slice::after`] sends it.
     #[inline]
     pub fn slice<R>(&self, f: impl FnOnce(&Slice<'_>) -> R) -> R {
-        struct Depth<'a>(&'a ThreadState);
-        impl Drop for Depth<'_> {
-            fn drop(&mut self) {
-                let t = self.0;
-                t.deferring.set(t.deferring.get() - 1);
-                if t.deferring.get() == 0 {
-                    let (staged, deferred) = (t.staged.replace(std::ptr::null()), t.deferred.replace(std::ptr::null()));
-                    if !staged.is_null() || !deferred.is_null() {
-                        flush_taken(staged, deferred);
-                    }
-                }
-            }
-        }
         let t = self.0;
         let outermost = t.deferring.get() == 0;
         t.deferring.set(t.deferring.get() + 1);
