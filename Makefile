@@ -16,7 +16,7 @@ VENV := $(CURDIR)/.venv
 PYTHON := $(VENV)/bin/python
 
 .PHONY: all build venv node-modules header bindings abi test lint test-rust test-c test-cpp test-bindings \
-        test-python test-abi test-install test-packages build-portable build-portable-epoll \
+        test-python test-python-valgrind test-abi test-install test-packages build-portable build-portable-epoll \
         test-portable check-platforms demo demo-monitor bench bench-quick build-base test-bench-report clean
 
 all: build
@@ -94,6 +94,11 @@ test-bindings: build node-modules
 # The Python binding (bindings/python, imported from the source tree).
 test-python: build venv
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests/python
+
+# The Python binding's tests under valgrind's memcheck (tests/python/memcheck.py): fails on
+# any error or definite leak whose stack goes through libweft. Not part of make test.
+test-python-valgrind: build venv
+	python3 tests/python/memcheck.py --python $(PYTHON) $(TESTS)
 
 # Rewrites abi/weft.abi after a deliberate ABI change; refuses a break unless
 # WEFT_ABI_VERSION moved (abi/README.md).
