@@ -210,7 +210,8 @@ pub extern "C" fn weft_timer_after(
 }
 
 /// `weft_timer_after` but for the straight line: the owner's timer with any handler,
-/// without the error machinery, else the ordinary path. Out of line.
+/// without the error machinery, else the ordinary path (and its panic boundary). Out
+/// of line.
 #[cold]
 #[inline(never)]
 fn timer_after_generally(
@@ -229,19 +230,6 @@ fn timer_after_generally(
             }
         }
     }
-    timer_after_slowly(lp, delay_ms, cb, user_data, free_fn)
-}
-
-/// `weft_timer_after`'s ordinary path (and its panic boundary), out of line.
-#[cold]
-#[inline(never)]
-fn timer_after_slowly(
-    lp: *mut weft_loop,
-    delay_ms: u64,
-    cb: weft_cb,
-    user_data: *mut c_void,
-    free_fn: weft_free_fn,
-) -> weft_id {
     guard("weft_timer_after", || {
         let lp = the_loop(lp)?;
         lp.timer_after(delay_ms, CHandler::new(cb, user_data, free_fn)?)
@@ -298,7 +286,8 @@ pub extern "C" fn weft_cancel(lp: *mut weft_loop, id: weft_id) -> c_int {
 }
 
 /// `weft_cancel` but for the straight line: the owner's cancel of its timer in any
-/// state, without the error machinery, else the ordinary path. Out of line.
+/// state, without the error machinery, else the ordinary path (and its panic
+/// boundary). Out of line.
 #[cold]
 #[inline(never)]
 fn cancel_generally(lp: *mut weft_loop, id: weft_id) -> c_int {
@@ -306,12 +295,5 @@ fn cancel_generally(lp: *mut weft_loop, id: weft_id) -> c_int {
     if unsafe { lp.cast::<CLoop>().as_ref() }.is_some_and(|fast| fast.try_cancel_timer(id)) {
         return 0;
     }
-    cancel_slowly(lp, id)
-}
-
-/// `weft_cancel`'s ordinary path (and its panic boundary), out of line.
-#[cold]
-#[inline(never)]
-fn cancel_slowly(lp: *mut weft_loop, id: weft_id) -> c_int {
     guard("weft_cancel", || the_loop(lp)?.cancel(id).map(|()| 0))
 }
